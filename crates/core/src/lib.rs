@@ -1,0 +1,14 @@
+//! pgplane-core: what every part of pgplane shares. Domain rules (which names are acceptable),
+//! secrets (sealing at rest, generated passwords and their SCRAM verifiers, API tokens) and the
+//! metadata store (the gateway's own PostgreSQL database, reached only through sqlx).
+
+pub mod error;
+pub mod model;
+pub mod names;
+pub mod passwords;
+pub mod secrets;
+pub mod store;
+pub mod tokens;
+
+pub use error::{Error, Result};
+pub use store::Store;

@@ -1,0 +1,166 @@
+//! Rows of the metadata database, as the store reads them. Secrets stay sealed here; callers
+//! open them with the `Sealer` when they need them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The bootstrap team created by the first migration.
+pub const DEFAULT_TEAM_ID: Uuid = Uuid::from_u128(1);
+
+/// A registered target server and the cluster pgplane presents for it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Cluster {
+    pub cluster_id: Uuid,
+    pub team_id: Uuid,
+    pub name: String,
+    pub region: String,
+    pub size: String,
+    pub num_nodes: i32,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub port: i32,
+    pub admin_user: String,
+    pub admin_password_sealed: Vec<u8>,
+    pub admin_database: String,
+    pub sslmode: String,
+    pub primary_user: String,
+    pub default_database: String,
+    pub server_version_num: i32,
+    pub server_version: String,
+    pub status: String,
+    pub generation: i64,
+    pub reconciled_generation: i64,
+    pub last_error: Option<String>,
+    pub last_reconciled_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Cluster {
+    /// The additional-data context that binds the sealed admin password to this cluster.
+    pub fn admin_password_context(cluster_id: Uuid) -> String {
+        format!("clusters:{cluster_id}:admin_password")
+    }
+}
+
+/// Desired state of an object: whether it should exist on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredState {
+    Present,
+    Absent,
+}
+
+impl DesiredState {
+    pub fn parse(s: &str) -> Self {
+        if s == "absent" {
+            DesiredState::Absent
+        } else {
+            DesiredState::Present
+        }
+    }
+}
+
+/// How far an object's desired state has been applied to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// Not applied yet (new, changed, or the last attempt failed: see `last_error`).
+    Pending,
+    /// The target matches the desired state.
+    Ready,
+    /// A same-named object pgplane does not manage exists on the target; pgplane leaves it alone.
+    Conflict,
+}
+
+impl SyncStatus {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "ready" => SyncStatus::Ready,
+            "conflict" => SyncStatus::Conflict,
+            _ => SyncStatus::Pending,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Pending => "pending",
+            SyncStatus::Ready => "ready",
+            SyncStatus::Conflict => "conflict",
+        }
+    }
+}
+
+/// A PostgreSQL role pgplane manages on a cluster.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub cluster_id: Uuid,
+    pub name: String,
+    /// "primary" (the admin user every cluster has) or "normal".
+    pub role: String,
+    pub credentials_sealed: Vec<u8>,
+    pub allow_replication: bool,
+    pub state: String,
+    pub generation: i64,
+    pub applied_generation: i64,
+    pub sync_status: String,
+    pub last_error: Option<String>,
+    pub claimed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    pub fn is_primary(&self) -> bool {
+        self.role == "primary"
+    }
+    pub fn desired(&self) -> DesiredState {
+        DesiredState::parse(&self.state)
+    }
+    pub fn sync(&self) -> SyncStatus {
+        SyncStatus::parse(&self.sync_status)
+    }
+    /// The additional-data context that binds sealed credentials to this user.
+    pub fn credentials_context(cluster_id: Uuid, name: &str) -> String {
+        format!("cluster_users:{cluster_id}:{name}")
+    }
+}
+
+/// A database pgplane manages on a cluster.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Database {
+    pub cluster_id: Uuid,
+    pub name: String,
+    pub is_default: bool,
+    pub state: String,
+    pub generation: i64,
+    pub applied_generation: i64,
+    pub sync_status: String,
+    pub last_error: Option<String>,
+    pub claimed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Database {
+    pub fn desired(&self) -> DesiredState {
+        DesiredState::parse(&self.state)
+    }
+    pub fn sync(&self) -> SyncStatus {
+        SyncStatus::parse(&self.sync_status)
+    }
+}
+
+/// A stored API token (its hash, never the token).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiToken {
+    pub token_id: String,
+    pub team_id: Uuid,
+    pub name: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,155 @@
+//! Which names pgplane accepts for clusters, users and databases. Checked before anything is
+//! stored, so that a bad name never reaches SQL. Identifiers are always quoted in SQL
+//! (`pgplane_reconciler::sql`), so any character but control characters is safe; the limits
+//! here are PostgreSQL's own (63 bytes, reserved names) plus a few that avoid confusion.
+
+/// PostgreSQL truncates longer identifiers silently (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Role names PostgreSQL reserves or that would shadow built-in roles and keywords.
+const RESERVED_ROLES: &[&str] = &[
+    "postgres",
+    "public",
+    "none",
+    "current_user",
+    "current_role",
+    "session_user",
+    "system_user",
+];
+
+/// Database names that belong to the server itself.
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
+
+/// What a name is for; each kind has its own reserved words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    User,
+    Database,
+}
+
+impl NameKind {
+    fn noun(self) -> &'static str {
+        match self {
+            NameKind::User => "user",
+            NameKind::Database => "database",
+        }
+    }
+}
+
+/// Checks a user or database name; the error says what is wrong in a sentence fit for an API
+/// answer.
+pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
+    let noun = kind.noun();
+    if name.is_empty() {
+        return Err(format!("{noun} name must not be empty"));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "{noun} name is {} bytes long; PostgreSQL names are limited to {MAX_IDENTIFIER_BYTES} bytes",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{noun} name must not contain control characters"));
+    }
+    if name.trim() != name {
+        return Err(format!("{noun} name must not start or end with white space"));
+    }
+    let lower = name.to_lowercase();
+    if lower.starts_with("pg_") {
+        return Err(format!(
+            "{noun} name {name:?} is reserved: names starting with pg_ belong to PostgreSQL"
+        ));
+    }
+    let reserved = match kind {
+        NameKind::User => RESERVED_ROLES,
+        NameKind::Database => RESERVED_DATABASES,
+    };
+    if reserved.contains(&lower.as_str()) {
+        return Err(format!("{noun} name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Checks a cluster name: DigitalOcean's rule, lowercase letters, digits and hyphens, starting
+/// with a letter, not ending with a hyphen, 3 to 63 characters.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let first_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    if !(3..=63).contains(&name.len()) || !ok_chars || !first_ok || name.ends_with('-') {
+        return Err(format!(
+            "cluster name {name:?} is invalid: use 3 to 63 lowercase letters, digits and hyphens, \
+             starting with a letter and not ending with a hyphen"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_and_unusual_but_safe_names() {
+        for name in [
+            "app",
+            "App-01",
+            "a b",
+            "o'brien",
+            "x\"; drop role postgres; --",
+            "back\\slash",
+            "ünïcødé-名前",
+            "emoji-🐘",
+            "a/b?c%d",
+        ] {
+            assert_eq!(check_identifier(NameKind::User, name), Ok(()), "{name}");
+            assert_eq!(check_identifier(NameKind::Database, name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn enforces_the_63_byte_limit_in_bytes_not_characters() {
+        let at_limit = "a".repeat(63);
+        assert!(check_identifier(NameKind::User, &at_limit).is_ok());
+        let over = "a".repeat(64);
+        let err = check_identifier(NameKind::User, &over).unwrap_err();
+        assert!(err.contains("64 bytes"), "{err}");
+        // 21 three-byte characters are 63 bytes; one more makes 66.
+        assert!(check_identifier(NameKind::Database, &"名".repeat(21)).is_ok());
+        assert!(check_identifier(NameKind::Database, &"名".repeat(22)).is_err());
+    }
+
+    #[test]
+    fn rejects_empty_control_characters_and_padding() {
+        assert!(check_identifier(NameKind::User, "").is_err());
+        assert!(check_identifier(NameKind::User, "a\0b").is_err());
+        assert!(check_identifier(NameKind::User, "a\nb").is_err());
+        assert!(check_identifier(NameKind::User, "\u{7f}").is_err());
+        assert!(check_identifier(NameKind::User, " a").is_err());
+        assert!(check_identifier(NameKind::User, "a ").is_err());
+    }
+
+    #[test]
+    fn rejects_reserved_names_in_any_case() {
+        for name in ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x"] {
+            assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
+        }
+        for name in ["postgres", "template0", "Template1", "pg_anything"] {
+            assert!(check_identifier(NameKind::Database, name).is_err(), "{name}");
+        }
+        // "public" is a fine database name; it is only reserved for roles.
+        assert!(check_identifier(NameKind::Database, "public").is_ok());
+    }
+
+    #[test]
+    fn cluster_names_follow_digitalocean_rules() {
+        for ok in ["local", "backend-01", "abc"] {
+            assert!(check_cluster_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "ab", "Backend", "back_end", "-abc", "abc-", "1abc", &"a".repeat(64)] {
+            assert!(check_cluster_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. Every
+//! query lives in this module tree. Writes that change a cluster's desired state bump the
+//! cluster's generation and wake the reconcilers in the same transaction.
+
+mod clusters;
+mod objects;
+mod reconcile;
+mod tokens;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+pub use clusters::NewCluster;
+pub use objects::ObjectKind;
+pub use reconcile::Outcome;
+
+/// The schema migrations in the top-level `migrations/` folder, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Channel on which writers wake reconcilers; the payload is the cluster id.
+pub const WAKE_CHANNEL: &str = "pgplane_wake";
+/// Channel on which reconcilers announce a finished pass; the payload is the cluster id.
+pub const RECONCILED_CHANNEL: &str = "pgplane_reconciled";
+
+/// Handle to the metadata database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Opens a pool to the metadata database at `url` (a postgres:// URL) without connecting
+    /// yet, so that pgplane can start, and report not-ready, while the database is down.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.application_name("pgplane"));
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (for LISTEN connections and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => e.into(),
+            other => crate::Error::Db(sqlx::Error::Migrate(Box::new(other))),
+        })
+    }
+
+    /// Checks that the metadata database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Looks a team up by name.
+    pub async fn team_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
+        Ok(sqlx::query_scalar("select team_id from teams where name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Creates a team if it does not exist; returns its id.
+    pub async fn ensure_team(&self, name: &str) -> Result<Uuid> {
+        Ok(sqlx::query_scalar(
+            "insert into teams (team_id, name) values ($1, $2)
+             on conflict (name) do update set name = excluded.name
+             returning team_id",
+        )
+        .bind(Uuid::new_v4())
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// Marks a cluster's desired state as changed and wakes the reconcilers when `tx` commits.
+/// Returns the cluster's new generation.
+async fn bump_generation(tx: &mut Transaction<'_, Postgres>, cluster_id: Uuid) -> Result<i64> {
+    let generation: i64 = sqlx::query_scalar(
+        "update clusters
+            set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+          where cluster_id = $1
+      returning generation",
+    )
+    .bind(cluster_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    notify(tx, WAKE_CHANNEL, cluster_id).await?;
+    Ok(generation)
+}
+
+/// Queues a notification on `channel`, delivered when `tx` commits.
+async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, cluster_id: Uuid) -> Result<()> {
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(channel)
+        .bind(cluster_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

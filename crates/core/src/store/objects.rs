@@ -1,0 +1,248 @@
+//! Rows of the objects pgplane manages on a cluster: users (roles) and databases. Both kinds
+//! share the desired-state columns (state, generation, sync_status, claimed), so the lifecycle
+//! queries are written once, over [`ObjectKind`].
+
+use uuid::Uuid;
+
+use super::{bump_generation, Store};
+use crate::error::{Error, Result};
+use crate::model::{Database, User};
+
+/// The two kinds of managed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    User,
+    Database,
+}
+
+impl ObjectKind {
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            ObjectKind::User => "cluster_users",
+            ObjectKind::Database => "cluster_databases",
+        }
+    }
+
+    /// The noun used in messages ("user", "database").
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::User => "user",
+            ObjectKind::Database => "database",
+        }
+    }
+}
+
+impl Store {
+    /// A cluster's users, by name.
+    pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
+        Ok(sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
+            .bind(cluster_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One user of a cluster.
+    pub async fn get_user(&self, cluster_id: Uuid, name: &str) -> Result<User> {
+        sqlx::query_as("select * from cluster_users where cluster_id = $1 and name = $2")
+            .bind(cluster_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// A cluster's databases, by name.
+    pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
+        Ok(sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
+            .bind(cluster_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One database of a cluster.
+    pub async fn get_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
+        sqlx::query_as("select * from cluster_databases where cluster_id = $1 and name = $2")
+            .bind(cluster_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("database"))
+    }
+
+    /// Records a new normal user (desired present) and wakes the reconcilers.
+    pub async fn insert_user(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        credentials_sealed: &[u8],
+        allow_replication: bool,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<User> = sqlx::query_as(
+            "insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
+             values ($1, $2, 'normal', $3, $4)
+             on conflict do nothing
+             returning *",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .bind(credentials_sealed)
+        .bind(allow_replication)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = user else {
+            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
+        };
+        bump_generation(&mut tx, cluster_id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Records a new database (desired present, owned by the primary user) and wakes the
+    /// reconcilers.
+    pub async fn insert_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
+        let mut tx = self.pool.begin().await?;
+        let db: Option<Database> = sqlx::query_as(
+            "insert into cluster_databases (cluster_id, name) values ($1, $2)
+             on conflict do nothing
+             returning *",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(db) = db else {
+            return Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await);
+        };
+        bump_generation(&mut tx, cluster_id).await?;
+        tx.commit().await?;
+        Ok(db)
+    }
+
+    /// Changes a user's settings; the reconciler applies them.
+    pub async fn update_user_settings(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        allow_replication: bool,
+    ) -> Result<User> {
+        self.change_user(cluster_id, name, Some(allow_replication), None).await
+    }
+
+    /// Replaces a user's credentials (a password reset); the reconciler applies them.
+    pub async fn replace_user_credentials(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        credentials_sealed: &[u8],
+    ) -> Result<User> {
+        self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
+    }
+
+    /// Applies a change to a present user and marks it pending under a new generation.
+    async fn change_user(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        allow_replication: Option<bool>,
+        credentials_sealed: Option<&[u8]>,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<User> = sqlx::query_as(
+            "update cluster_users
+                set allow_replication = coalesce($3, allow_replication),
+                    credentials_sealed = coalesce($4, credentials_sealed),
+                    generation = generation + 1, updated_at = now(),
+                    sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
+              where cluster_id = $1 and name = $2 and state = 'present'
+          returning *",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .bind(allow_replication)
+        .bind(credentials_sealed)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = user else {
+            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
+                Some(_) => being_deleted(ObjectKind::User, name),
+                None => Error::NotFound("user"),
+            });
+        };
+        bump_generation(&mut tx, cluster_id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Asks for an object to be dropped from the target: the row stays, in state "absent",
+    /// until the reconciler has dropped it. Returns the new object generation.
+    pub async fn request_deletion(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
+                    sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
+              where cluster_id = $1 and name = $2
+          returning generation",
+            kind.table()
+        );
+        let generation: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(cluster_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(generation) = generation else {
+            return Err(Error::NotFound(kind.noun()));
+        };
+        bump_generation(&mut tx, cluster_id).await?;
+        tx.commit().await?;
+        Ok(generation)
+    }
+
+    /// Removes an object's row if pgplane never created it on the target and it has not
+    /// changed since `generation` (used to withdraw a create that hit a conflict).
+    pub async fn forget_unclaimed(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+        generation: i64,
+    ) -> Result<bool> {
+        let sql = format!(
+            "delete from {} where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
+            kind.table()
+        );
+        let deleted = sqlx::query(&sql)
+            .bind(cluster_id)
+            .bind(name)
+            .bind(generation)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    /// The error for creating an object whose name is taken in the metadata.
+    async fn duplicate_error(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Error {
+        match self.object_state(kind, cluster_id, name).await {
+            Ok(Some(state)) if state == "absent" => being_deleted(kind, name),
+            Ok(_) => Error::Invalid(format!("a {} named {name:?} already exists", kind.noun())),
+            Err(e) => e,
+        }
+    }
+
+    /// The desired state ("present" or "absent") of an object, if it has a row.
+    async fn object_state(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<Option<String>> {
+        let sql = format!("select state from {} where cluster_id = $1 and name = $2", kind.table());
+        Ok(sqlx::query_scalar(&sql)
+            .bind(cluster_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+fn being_deleted(kind: ObjectKind, name: &str) -> Error {
+    Error::Conflict(format!(
+        "the {} {name:?} is being deleted; try again once it is gone",
+        kind.noun()
+    ))
+}

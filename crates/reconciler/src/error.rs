@@ -1,0 +1,73 @@
+//! Errors from talking to a target server. Their text is shown through the API, so it carries
+//! PostgreSQL's message and SQLSTATE but never a statement (which could hold a verifier).
+
+/// A failure to reach or change a target.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TargetError {
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to the target: {0}")]
+    Connect(String),
+    /// A statement failed on the server.
+    #[error("{message} (SQLSTATE {code})")]
+    Sql { code: String, message: String },
+    /// A stored secret could not be opened, or the metadata store failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl TargetError {
+    /// The SQLSTATE of a failed statement.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            TargetError::Sql { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for TargetError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => TargetError::Sql {
+                code: db.code().code().to_string(),
+                message: redact(db.message()),
+            },
+            None => TargetError::Connect(redact(&e.to_string())),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for TargetError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => TargetError::Connect(redact(&other.to_string())),
+        }
+    }
+}
+
+impl From<pgplane_core::Error> for TargetError {
+    fn from(e: pgplane_core::Error) -> Self {
+        TargetError::Internal(e.to_string())
+    }
+}
+
+/// Removes anything that looks like a SCRAM verifier from a server message, in case a server
+/// ever echoes part of a statement back (a syntax error "at or near" does).
+fn redact(message: &str) -> String {
+    match message.find("SCRAM-SHA-256$") {
+        Some(at) => format!("{}[redacted]", &message[..at]),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifiers_are_cut_from_messages() {
+        assert_eq!(redact("syntax error at or near \"SCRAM-SHA-256$4096:abc\""), "syntax error at or near \"[redacted]");
+        assert_eq!(redact("role \"x\" already exists"), "role \"x\" already exists");
+    }
+}

@@ -1,0 +1,17 @@
+//! pgplane-reconciler: makes each target PostgreSQL server match the desired state held in the
+//! metadata store. Level-triggered and idempotent: every pass observes the target's catalogs,
+//! plans the difference, applies it and records each object's outcome. Woken by API writes
+//! (LISTEN/NOTIFY) and run periodically to find drift.
+
+mod apply;
+mod controller;
+mod error;
+mod observe;
+mod pass;
+mod plan;
+pub mod sql;
+pub mod target;
+
+pub use controller::{Reconciler, ReconcilerConfig};
+pub use error::TargetError;
+pub use target::{probe, ServerFacts, TargetSpec};

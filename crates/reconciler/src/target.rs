@@ -1,0 +1,207 @@
+//! Connections to target servers: the connection parameters of a registered cluster, the probe
+//! run at registration, one small deadpool-postgres pool per cluster (to its admin database),
+//! and one-off connections to other databases (closed at once, so that they never keep a
+//! database from being dropped).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pgplane_core::model::Cluster;
+use pgplane_core::secrets::Sealer;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use crate::error::TargetError;
+
+/// How long connecting to a target may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The sslmode values pgplane accepts for target connections today.
+pub const SUPPORTED_SSLMODES: &[&str] = &["disable"];
+
+/// Oldest PostgreSQL major version pgplane manages (DROP DATABASE ... WITH (FORCE) is 13+).
+pub const MIN_SERVER_VERSION_NUM: i32 = 130000;
+
+/// Where and how to log in to a target as its admin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub sslmode: String,
+}
+
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TargetSpec({}@{}:{}/{})", self.user, self.host, self.port, self.database)
+    }
+}
+
+/// Limits applied to every session pgplane opens on a target, so that a session holding a
+/// catalog lock cannot hang the reconciler.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self { statement_timeout: Duration::from_secs(60), lock_timeout: Duration::from_secs(5) }
+    }
+}
+
+impl TargetSpec {
+    /// The admin connection of a registered cluster, its password unsealed.
+    pub fn of(cluster: &Cluster, sealer: &Sealer) -> Result<Self, TargetError> {
+        let password = sealer.open_str(
+            &cluster.admin_password_sealed,
+            &Cluster::admin_password_context(cluster.cluster_id),
+        )?;
+        Ok(Self {
+            host: cluster.host.clone(),
+            port: u16::try_from(cluster.port).unwrap_or(5432),
+            user: cluster.admin_user.clone(),
+            password,
+            database: cluster.admin_database.clone(),
+            sslmode: cluster.sslmode.clone(),
+        })
+    }
+
+    /// A tokio-postgres configuration for `database` on this target.
+    pub fn config(&self, database: &str, limits: SessionLimits) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(database)
+            .application_name("pgplane")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .options(format!(
+                "-c statement_timeout={} -c lock_timeout={}",
+                limits.statement_timeout.as_millis(),
+                limits.lock_timeout.as_millis()
+            ));
+        config
+    }
+
+    /// Opens one connection to `database`; it closes when the returned client is dropped.
+    pub async fn connect(
+        &self,
+        database: &str,
+        limits: SessionLimits,
+    ) -> Result<tokio_postgres::Client, TargetError> {
+        let (client, connection) = self.config(database, limits).connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "target connection closed with an error");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// What registration learns about a target and its admin role.
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    pub version_num: i32,
+    pub version: String,
+    pub is_superuser: bool,
+    pub can_create_role: bool,
+    pub can_create_db: bool,
+}
+
+impl ServerFacts {
+    /// Why this server or admin role cannot be managed, if it cannot.
+    pub fn unsuitability(&self, admin_user: &str) -> Option<String> {
+        if self.version_num < MIN_SERVER_VERSION_NUM {
+            return Some(format!(
+                "the target runs PostgreSQL {}; pgplane needs PostgreSQL 13 or later",
+                self.version
+            ));
+        }
+        if !self.is_superuser && !(self.can_create_role && self.can_create_db) {
+            return Some(format!(
+                "the admin role {admin_user:?} needs SUPERUSER, or both CREATEROLE and CREATEDB"
+            ));
+        }
+        None
+    }
+
+    /// The major version as DigitalOcean shows it ("15", "17").
+    pub fn major(version_num: i32) -> String {
+        (version_num / 10000).to_string()
+    }
+}
+
+/// Connects to a target with its admin credentials and reads what registration checks.
+pub async fn probe(spec: &TargetSpec) -> Result<ServerFacts, TargetError> {
+    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
+                    rolsuper, rolcreaterole, rolcreatedb
+               FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    Ok(ServerFacts {
+        version_num: row.get(0),
+        version: row.get(1),
+        is_superuser: row.get(2),
+        can_create_role: row.get(3),
+        can_create_db: row.get(4),
+    })
+}
+
+/// One small pool per cluster, to its admin database; rebuilt when the registration changes.
+#[derive(Default)]
+pub(crate) struct Pools {
+    pools: Mutex<HashMap<Uuid, (TargetSpec, Pool)>>,
+}
+
+impl Pools {
+    /// The pool for a cluster, created on first use.
+    pub(crate) fn get(&self, cluster_id: Uuid, spec: &TargetSpec, limits: SessionLimits) -> Pool {
+        let mut pools = self.pools.lock().expect("pools lock");
+        if let Some((known, pool)) = pools.get(&cluster_id) {
+            if known == spec {
+                return pool.clone();
+            }
+        }
+        let manager = Manager::from_config(
+            spec.config(&spec.database, limits),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(2)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .expect("pool configuration is valid");
+        if let Some((_, old)) = pools.insert(cluster_id, (spec.clone(), pool.clone())) {
+            old.close();
+        }
+        pool
+    }
+
+    /// Closes pools of clusters that are no longer registered.
+    pub(crate) fn retain(&self, keep: impl Fn(&Uuid) -> bool) {
+        self.pools.lock().expect("pools lock").retain(|id, (_, pool)| {
+            let kept = keep(id);
+            if !kept {
+                pool.close();
+            }
+            kept
+        });
+    }
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# pgplane test/dev PostgreSQL image entrypoint: initialises a throwaway cluster and runs
+# PostgreSQL in the foreground on 127.0.0.1:$PGPORT (host networking, one port per container).
+# Environment: PGPORT (default 5432), POSTGRES_PASSWORD (superuser "postgres", default "postgres").
+# Extra arguments are passed to the postgres server (e.g. -c log_statement=all).
+set -eu
+PGPORT="${PGPORT:-5432}"
+BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+DATA=/var/lib/pgplane/data
+mkdir -p "$DATA" /var/run/postgresql
+chown postgres:postgres "$DATA" /var/run/postgresql
+printf '%s\n' "${POSTGRES_PASSWORD:-postgres}" > /var/lib/pgplane/pwfile
+chown postgres /var/lib/pgplane/pwfile
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=scram-sha-256 \
+  --pwfile=/var/lib/pgplane/pwfile --no-sync --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+rm -f /var/lib/pgplane/pwfile
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$BIN/postgres" -D "$DATA" \
+  -c listen_addresses=127.0.0.1 -c port="$PGPORT" -c unix_socket_directories=/var/run/postgresql \
+  -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "$@"
