@@ -1,1 +1,52 @@
-//! placeholder
+//! pgplane-gateway: the REST API, in the DigitalOcean Managed Databases v2 dialect, over
+//! axum. It validates requests, writes desired state to the metadata store, wakes the
+//! reconcilers and answers once the change is applied on the target (or a bounded wait
+//! has passed, leaving the object pending with its last error).
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+mod state;
+mod views;
+mod wait;
+
+use std::future::Future;
+use std::time::Duration;
+
+use pgplane_core::secrets::Sealer;
+use pgplane_core::Store;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+/// How the gateway behaves.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// How long a write waits for the change to be applied on the target before answering
+    /// with the object still pending.
+    pub apply_timeout: Duration,
+    /// Upper bound for any request.
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { apply_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Builds the HTTP application. Must be called within a tokio runtime: it starts the task that
+/// listens for finished reconcile passes.
+pub fn app(store: Store, sealer: Sealer, config: GatewayConfig) -> axum::Router {
+    routes::router(AppState::new(store, sealer, config))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

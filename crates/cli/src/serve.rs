@@ -1,0 +1,118 @@
+//! `pgplane serve`: the gateway and the reconciler in one process (either can be switched
+//! off), with migrations applied at start-up and a graceful stop on SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use pgplane_gateway::GatewayConfig;
+use pgplane_reconciler::target::SessionLimits;
+use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use tokio::sync::watch;
+
+use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    secret_key: SecretKeyArgs,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Address the REST API listens on.
+    #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Run the reconciler only (no REST API).
+    #[arg(long, env = "PGPLANE_NO_GATEWAY", conflicts_with = "no_reconciler")]
+    no_gateway: bool,
+    /// Run the REST API only (another process reconciles).
+    #[arg(long, env = "PGPLANE_NO_RECONCILER")]
+    no_reconciler: bool,
+    /// Seconds a write waits for its change to be applied on the target before answering
+    /// with the object still pending.
+    #[arg(long, env = "PGPLANE_APPLY_TIMEOUT", default_value_t = 10.0)]
+    apply_timeout: f64,
+    /// Seconds between drift checks of every cluster.
+    #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
+    resync_interval: f64,
+    /// Clusters reconciled at the same time.
+    #[arg(long, env = "PGPLANE_MAX_CONCURRENT_PASSES", default_value_t = 8)]
+    max_concurrent_passes: usize,
+    /// statement_timeout, in seconds, for pgplane's sessions on targets.
+    #[arg(long, env = "PGPLANE_TARGET_STATEMENT_TIMEOUT", default_value_t = 60.0)]
+    target_statement_timeout: f64,
+    /// lock_timeout, in seconds, for pgplane's sessions on targets.
+    #[arg(long, env = "PGPLANE_TARGET_LOCK_TIMEOUT", default_value_t = 5.0)]
+    target_lock_timeout: f64,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} must be a non-negative number of seconds"))
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    args.log.init();
+    let sealer = args.secret_key.sealer()?;
+    let store = args.database.store()?;
+    store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if !args.no_reconciler {
+        let config = ReconcilerConfig {
+            resync_interval: seconds(args.resync_interval, "resync-interval")?,
+            max_concurrent_passes: args.max_concurrent_passes,
+            session_limits: SessionLimits {
+                statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
+                lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
+            },
+        };
+        let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
+        tasks.spawn(reconciler.run(stopped()));
+    }
+    if !args.no_gateway {
+        let config = GatewayConfig {
+            apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
+            ..GatewayConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "REST API listening");
+        let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
+        let shutdown = stopped();
+        tasks.spawn(async move {
+            if let Err(e) = pgplane_gateway::serve(listener, app, shutdown).await {
+                tracing::error!(error = %e, "REST API stopped with an error");
+            }
+        });
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

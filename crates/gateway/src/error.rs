@@ -1,0 +1,162 @@
+//! API errors in DigitalOcean's shape: `{"id", "message", "request_id"}`, with `id` naming the
+//! status (`not_found`, `unprocessable_entity`, ...). Every error answer, including those made
+//! by axum or tower layers (unknown routes, timeouts, oversized bodies), leaves in this shape:
+//! [`finish_errors`] rewrites any non-JSON error body and adds the request id.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    id: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unable to authenticate you.")
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "The resource you requested could not be found.")
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Unexpected server-side error")
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is temporarily unavailable: its metadata database cannot be reached.",
+        )
+    }
+}
+
+/// DigitalOcean's error id for a status.
+fn error_id(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable_entity",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+        s if s.is_server_error() => "server_error",
+        _ => "error",
+    }
+}
+
+/// The message used when a layer produced an error without one.
+fn default_message(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "The resource you requested could not be found.",
+        StatusCode::METHOD_NOT_ALLOWED => "The method is not allowed for the requested resource.",
+        StatusCode::REQUEST_TIMEOUT => "The request took too long to complete.",
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
+        s if s.is_server_error() => "Unexpected server-side error",
+        _ => "The request could not be processed.",
+    }
+}
+
+impl From<pgplane_core::Error> for ApiError {
+    fn from(e: pgplane_core::Error) -> Self {
+        use pgplane_core::Error;
+        match e {
+            Error::Invalid(m) => ApiError::unprocessable(m),
+            Error::NotFound(_) => ApiError::not_found(),
+            Error::Conflict(m) => ApiError::conflict(m),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "metadata database unavailable");
+                ApiError::unavailable()
+            }
+            e => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// Marker carried by error responses so that [`finish_errors`] can add the request id.
+#[derive(Clone)]
+struct ErrorMessage(String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(ErrorMessage(self.message));
+        response
+    }
+}
+
+/// Middleware: gives every error response a DigitalOcean error body with the request id.
+pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let message = response.extensions().get::<ErrorMessage>().map(|m| m.0.clone());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if message.is_none() && is_json {
+        return response;
+    }
+    let message = message.unwrap_or_else(|| default_message(status).to_string());
+    let body = serde_json::to_vec(&ErrorBody {
+        id: error_id(status),
+        message: &message,
+        request_id: request_id.as_deref(),
+    })
+    .expect("error bodies serialise");
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Fallback for unknown routes: a JSON 404 (PyDo cannot parse a plain-text one).
+pub(crate) async fn route_not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Fallback for known routes called with the wrong method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, default_message(StatusCode::METHOD_NOT_ALLOWED))
+}

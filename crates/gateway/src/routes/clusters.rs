@@ -1,0 +1,199 @@
+//! `/v2/databases`: registering existing PostgreSQL servers as clusters, listing, showing and
+//! unregistering them. Registration probes the target first (it must answer, and its admin
+//! role must be able to manage roles and databases); nothing is stored when that fails.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use pgplane_core::names::{check_cluster_name, check_identifier, NameKind};
+use pgplane_core::passwords::new_credentials;
+use pgplane_core::store::NewCluster;
+use pgplane_reconciler::target::SUPPORTED_SSLMODES;
+use pgplane_reconciler::{probe, ServerFacts, TargetSpec};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::cluster_for;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::views::ClusterView;
+
+/// `POST /v2/databases`: DigitalOcean's create-cluster body plus the `pgplane` block.
+/// Unknown fields (godo sends several, some empty or null) are ignored.
+#[derive(Deserialize)]
+pub(super) struct CreateCluster {
+    name: Option<String>,
+    engine: Option<String>,
+    version: Option<String>,
+    region: Option<String>,
+    size: Option<String>,
+    num_nodes: Option<i32>,
+    tags: Option<Vec<String>>,
+    pgplane: Option<TargetInput>,
+}
+
+/// The target server and the admin connection pgplane uses to manage it.
+#[derive(Deserialize)]
+pub(super) struct TargetInput {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password: Option<String>,
+    sslmode: Option<String>,
+    /// The database the admin connection uses (default `postgres`).
+    database: Option<String>,
+    /// Name of the cluster's primary user (default `doadmin`).
+    primary_user: Option<String>,
+    /// Name of the cluster's default database (default `defaultdb`).
+    default_database: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    tag_name: Option<String>,
+}
+
+fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::unprocessable(format!("invalid request: {what} field required")))
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateCluster>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = required(body.name, "name")?;
+    check_cluster_name(&name).map_err(ApiError::unprocessable)?;
+    let engine = required(body.engine, "engine")?;
+    if engine != "pg" {
+        return Err(ApiError::unprocessable(format!(
+            "engine {engine:?} is not supported: pgplane manages PostgreSQL (\"pg\") only"
+        )));
+    }
+    let target = body.pgplane.ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid request: the pgplane block (host, port, user, password, sslmode of the target's admin connection) is required",
+        )
+    })?;
+    let spec = TargetSpec {
+        host: required(target.host, "pgplane.host")?,
+        port: target.port.unwrap_or(5432),
+        user: required(target.user, "pgplane.user")?,
+        password: target.password.unwrap_or_default(),
+        database: target.database.filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
+        sslmode: target.sslmode.filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
+    };
+    if spec.port == 0 {
+        return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
+    }
+    if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
+        return Err(ApiError::unprocessable(format!(
+            "pgplane.sslmode {:?} is not supported yet; supported: {}",
+            spec.sslmode,
+            SUPPORTED_SSLMODES.join(", ")
+        )));
+    }
+    let primary_user = target.primary_user.filter(|u| !u.is_empty()).unwrap_or_else(|| "doadmin".into());
+    let default_database = target.default_database.filter(|d| !d.is_empty()).unwrap_or_else(|| "defaultdb".into());
+    check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
+    check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
+    if primary_user == spec.user {
+        return Err(ApiError::unprocessable(
+            "the primary user must not be the admin role pgplane connects as",
+        ));
+    }
+    if default_database == spec.database {
+        return Err(ApiError::unprocessable(
+            "the default database must not be the database pgplane's admin connection uses",
+        ));
+    }
+
+    let facts = probe(&spec).await.map_err(|e| ApiError::unprocessable(format!("registration failed: {e}")))?;
+    if let Some(why) = facts.unsuitability(&spec.user) {
+        return Err(ApiError::unprocessable(format!("registration failed: {why}")));
+    }
+    let major = ServerFacts::major(facts.version_num);
+    if let Some(version) = body.version.filter(|v| !v.is_empty()) {
+        if version != major {
+            return Err(ApiError::unprocessable(format!(
+                "version {version:?} was requested but the target runs PostgreSQL {major}"
+            )));
+        }
+    }
+
+    let new = NewCluster {
+        team_id: caller.team_id,
+        name,
+        region: body.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "self-hosted".into()),
+        size: body.size.filter(|s| !s.is_empty()).unwrap_or_else(|| "self-hosted".into()),
+        num_nodes: body.num_nodes.filter(|n| *n > 0).unwrap_or(1),
+        tags: body.tags.unwrap_or_default(),
+        host: spec.host.clone(),
+        port: i32::from(spec.port),
+        admin_user: spec.user.clone(),
+        admin_password: spec.password.clone(),
+        admin_database: spec.database.clone(),
+        sslmode: spec.sslmode.clone(),
+        primary_user,
+        primary_credentials: new_credentials().await,
+        default_database,
+        server_version_num: facts.version_num,
+        server_version: facts.version.clone(),
+    };
+    let cluster = state.store.insert_cluster(&new, &state.sealer).await?;
+    let id = cluster.cluster_id;
+    let store = &state.store;
+    state
+        .waiter
+        .until(id, state.config.apply_timeout, || async move {
+            let c = store.cluster_by_id(id).await?;
+            Ok(c.filter(|c| c.status == "online" || c.last_reconciled_at.is_some()).map(|_| ()))
+        })
+        .await?;
+    let view = render(&state, &state.store.get_cluster(caller.team_id, id).await?).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "database": view }))))
+}
+
+async fn render(state: &AppState, cluster: &pgplane_core::model::Cluster) -> Result<ClusterView, ApiError> {
+    let users = state.store.list_users(cluster.cluster_id).await?;
+    let dbs = state.store.list_databases(cluster.cluster_id).await?;
+    ClusterView::of(cluster, &users, &dbs, &state.sealer)
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tag = query.tag_name.filter(|t| !t.is_empty());
+    let clusters = state.store.list_clusters(caller.team_id, tag.as_deref()).await?;
+    let mut views = Vec::with_capacity(clusters.len());
+    for cluster in &clusters {
+        views.push(render(&state, cluster).await?);
+    }
+    Ok(Json(json!({ "databases": views })))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    Ok(Json(json!({ "database": render(&state, &cluster).await? })))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    state.store.delete_cluster(caller.team_id, cluster.cluster_id).await?;
+    tracing::info!(cluster.id = %cluster.cluster_id, "cluster unregistered; nothing was dropped on the target");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,163 @@
+//! The route table and the layers around it, plus what handlers share: finding the caller's
+//! cluster and waiting for a write to settle on the target.
+
+mod clusters;
+mod dbs;
+mod health;
+mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use std::future::Future;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use pgplane_core::model::{Cluster, Database, SyncStatus, User};
+use uuid::Uuid;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{require_token, Caller};
+use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
+use crate::extract::cluster_id;
+use crate::state::AppState;
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let v2 = Router::new()
+        .route("/v2/databases", get(clusters::list).post(clusters::create))
+        .route("/v2/databases/{cluster}", get(clusters::get).delete(clusters::delete))
+        .route("/v2/databases/{cluster}/users", get(users::list).post(users::create))
+        .route(
+            "/v2/databases/{cluster}/users/{user}",
+            get(users::get).put(users::update).delete(users::delete),
+        )
+        .route("/v2/databases/{cluster}/users/{user}/reset_auth", post(users::reset_auth))
+        .route("/v2/databases/{cluster}/dbs", get(dbs::list).post(dbs::create))
+        .route("/v2/databases/{cluster}/dbs/{db}", get(dbs::get).delete(dbs::delete))
+        .route_layer(from_fn_with_state(state.clone(), require_token));
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .merge(v2)
+        .merge(health::router())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    // Paths carry only ids and names; headers (with the token) are never logged.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(from_fn(finish_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
+        )
+        .with_state(state)
+}
+
+/// The caller's cluster, or 404 (also for another team's cluster).
+async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Cluster, ApiError> {
+    Ok(state.store.get_cluster(caller.team_id, cluster_id(raw_id)?).await?)
+}
+
+/// The reconcile bookkeeping users and databases share, as far as waiting needs it.
+pub(super) trait Tracked {
+    fn applied_generation(&self) -> i64;
+    fn sync(&self) -> SyncStatus;
+    fn last_error(&self) -> Option<&str>;
+    fn updated_at(&self) -> DateTime<Utc>;
+}
+
+impl Tracked for User {
+    fn applied_generation(&self) -> i64 {
+        self.applied_generation
+    }
+    fn sync(&self) -> SyncStatus {
+        User::sync(self)
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+impl Tracked for Database {
+    fn applied_generation(&self) -> i64 {
+        self.applied_generation
+    }
+    fn sync(&self) -> SyncStatus {
+        Database::sync(self)
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+/// A write made at `generation` (the row then updated at `written_at`) has settled when the
+/// object is gone, applied, found in conflict, or a pass after the write recorded an error.
+fn settled<T: Tracked>(object: Option<&T>, generation: i64, written_at: DateTime<Utc>) -> bool {
+    match object {
+        None => true,
+        Some(o) => {
+            o.applied_generation() >= generation
+                || o.sync() == SyncStatus::Conflict
+                || (o.last_error().is_some() && o.updated_at() > written_at)
+        }
+    }
+}
+
+/// Waits (up to the configured apply timeout) for a write to settle on the target, then
+/// returns the object as it is now (None when it is gone).
+pub(super) async fn settle<T, F, Fut>(
+    state: &AppState,
+    cluster_id: Uuid,
+    generation: i64,
+    written_at: DateTime<Utc>,
+    mut fetch: F,
+) -> Result<Option<T>, ApiError>
+where
+    T: Tracked,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let mut read = || {
+        let f = fetch();
+        async move {
+            match f.await {
+                Ok(o) => Ok(Some(o)),
+                Err(pgplane_core::Error::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let timeout = state.config.apply_timeout;
+    let done = state
+        .waiter
+        .until(cluster_id, timeout, || {
+            let r = read();
+            async move {
+                let object = r.await?;
+                Ok(settled(object.as_ref(), generation, written_at).then_some(object))
+            }
+        })
+        .await?;
+    match done {
+        Some(object) => Ok(object),
+        None => Ok(read().await?),
+    }
+}

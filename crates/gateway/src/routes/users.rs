@@ -1,0 +1,165 @@
+//! `/v2/databases/{cluster}/users`: list, add, show, update settings, reset password and
+//! delete users. The primary user can be shown and have its password reset, never deleted.
+//! New users get LOGIN and nothing else (REPLICATION only when asked for).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use pgplane_core::model::{Cluster, SyncStatus, User};
+use pgplane_core::names::{check_identifier, NameKind};
+use pgplane_core::passwords::new_credentials;
+use pgplane_core::store::ObjectKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{cluster_for, settle};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::views::UserView;
+
+#[derive(Deserialize, Default)]
+pub(super) struct Settings {
+    pg_allow_replication: Option<bool>,
+}
+
+/// `POST .../users`. MySQL, Kafka and MongoDB fields that DigitalOcean also accepts are
+/// ignored.
+#[derive(Deserialize)]
+pub(super) struct CreateUser {
+    name: Option<String>,
+    settings: Option<Settings>,
+}
+
+/// `PUT .../users/{name}`: `settings` is required; an omitted `pg_allow_replication` means
+/// false, as on DigitalOcean.
+#[derive(Deserialize)]
+pub(super) struct UpdateUser {
+    settings: Option<Settings>,
+}
+
+fn one(user: &User, state: &AppState) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "user": UserView::of(user, &state.sealer)? })))
+}
+
+/// Seals fresh credentials for `name` on `cluster`.
+async fn sealed_credentials(state: &AppState, cluster: &Cluster, name: &str) -> Vec<u8> {
+    let credentials = new_credentials().await;
+    let json = serde_json::to_vec(&credentials).expect("credentials serialise");
+    state.sealer.seal(&json, &User::credentials_context(cluster.cluster_id, name))
+}
+
+/// Waits for a user write to settle and answers with the user as it is then.
+async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Result<Option<User>, ApiError> {
+    let store = &state.store;
+    let (id, name) = (cluster.cluster_id, written.name.as_str());
+    settle(state, id, written.generation, written.updated_at, || store.get_user(id, name)).await
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let users = state.store.list_users(cluster.cluster_id).await?;
+    let views: Vec<UserView> = users.iter().map(|u| UserView::of(u, &state.sealer)).collect::<Result<_, _>>()?;
+    Ok(Json(json!({ "users": views })))
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
+    check_identifier(NameKind::User, &name).map_err(ApiError::unprocessable)?;
+    if name == cluster.admin_user {
+        return Err(ApiError::unprocessable(format!(
+            "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"
+        )));
+    }
+    let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
+    let sealed = sealed_credentials(&state, &cluster, &name).await;
+    let written = state.store.insert_user(cluster.cluster_id, &name, &sealed, replication).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    if user.sync() == SyncStatus::Conflict
+        && state
+            .store
+            .forget_unclaimed(ObjectKind::User, cluster.cluster_id, &name, user.generation)
+            .await?
+    {
+        return Err(ApiError::conflict(user.last_error.unwrap_or_default()));
+    }
+    Ok((StatusCode::CREATED, one(&user, &state)?))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    one(&state.store.get_user(cluster.cluster_id, &name).await?, &state)
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let settings = body
+        .settings
+        .ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
+    let current = state.store.get_user(cluster.cluster_id, &name).await?;
+    if current.is_primary() {
+        return Err(ApiError::unprocessable(format!(
+            "the settings of the primary user {name:?} cannot be changed"
+        )));
+    }
+    let replication = settings.pg_allow_replication.unwrap_or(false);
+    let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    Ok((StatusCode::CREATED, one(&user, &state)?))
+}
+
+pub(super) async fn reset_auth(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    // Fail fast (and cheaply) for unknown users before computing a verifier.
+    state.store.get_user(cluster.cluster_id, &name).await?;
+    let sealed = sealed_credentials(&state, &cluster, &name).await;
+    let written = state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    one(&user, &state)
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let user = state.store.get_user(cluster.cluster_id, &name).await?;
+    if user.is_primary() {
+        return Err(ApiError::unprocessable(format!(
+            "cannot delete the primary user {name:?}: every cluster keeps its primary user"
+        )));
+    }
+    let generation = state.store.request_deletion(ObjectKind::User, cluster.cluster_id, &name).await?;
+    let written_at = chrono::Utc::now();
+    let store = &state.store;
+    let id = cluster.cluster_id;
+    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,33 @@
+//! The state every handler shares: the metadata store, the sealer, the token authenticator
+//! and the waiter that learns when reconcile passes finish.
+
+use std::sync::Arc;
+
+use pgplane_core::secrets::Sealer;
+use pgplane_core::Store;
+
+use crate::auth::Authenticator;
+use crate::wait::Waiter;
+use crate::GatewayConfig;
+
+/// Shared handler state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Store,
+    pub(crate) sealer: Sealer,
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) waiter: Arc<Waiter>,
+}
+
+impl AppState {
+    pub fn new(store: Store, sealer: Sealer, config: GatewayConfig) -> Self {
+        Self {
+            auth: Arc::new(Authenticator::new(store.clone())),
+            waiter: Waiter::start(store.clone()),
+            store,
+            sealer,
+            config: Arc::new(config),
+        }
+    }
+}

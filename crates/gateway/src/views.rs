@@ -1,0 +1,209 @@
+//! The JSON objects the API returns, shaped as DigitalOcean's (cluster, user, db, connection),
+//! plus the fields DigitalOcean lacks: reconcile status, last error, timestamps and the
+//! `pgplane` block describing the registered target. Secrets are unsealed only here.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
+use pgplane_core::passwords::Credentials;
+use pgplane_core::secrets::Sealer;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Everything but unreserved URI characters is escaped in URI user info and paths.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The reconcile status shown for an object.
+fn status_of(state: DesiredState, sync: SyncStatus) -> &'static str {
+    match state {
+        DesiredState::Absent => "deleting",
+        DesiredState::Present => sync.as_str(),
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct UserSettings {
+    pub pg_allow_replication: bool,
+}
+
+/// A database user, as in `{"user": {...}}`.
+#[derive(Serialize)]
+pub(crate) struct UserView {
+    pub name: String,
+    pub role: String,
+    pub password: String,
+    pub settings: UserSettings,
+    /// `ready`, `pending` (see `last_error`), `conflict` or `deleting`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Opens a user's sealed credentials.
+pub(crate) fn credentials(user: &User, sealer: &Sealer) -> Result<Credentials, ApiError> {
+    let sealed = sealer
+        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
+        .map_err(ApiError::from)?;
+    serde_json::from_slice(&sealed).map_err(|_| ApiError::internal())
+}
+
+impl UserView {
+    pub fn of(user: &User, sealer: &Sealer) -> Result<Self, ApiError> {
+        Ok(Self {
+            name: user.name.clone(),
+            role: user.role.clone(),
+            password: credentials(user, sealer)?.password,
+            settings: UserSettings { pg_allow_replication: user.allow_replication },
+            status: status_of(user.desired(), user.sync()),
+            last_error: user.last_error.clone(),
+            created_at: rfc3339(&user.created_at),
+            updated_at: rfc3339(&user.updated_at),
+        })
+    }
+}
+
+/// A database, as in `{"db": {...}}`: just `{"name"}` when it is in sync, as DigitalOcean
+/// answers; `status` and `last_error` appear while it is not.
+#[derive(Serialize)]
+pub(crate) struct DbView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl DbView {
+    pub fn of(db: &Database) -> Self {
+        let status = status_of(db.desired(), db.sync());
+        Self {
+            name: db.name.clone(),
+            status: (status != "ready").then_some(status),
+            last_error: db.last_error.clone(),
+        }
+    }
+}
+
+/// A connection description, as DigitalOcean's `connection` object.
+#[derive(Serialize)]
+pub(crate) struct ConnectionView {
+    pub uri: String,
+    pub database: String,
+    pub host: String,
+    pub port: i32,
+    pub user: String,
+    pub password: String,
+    pub ssl: bool,
+}
+
+impl ConnectionView {
+    fn new(cluster: &Cluster, user: &str, password: &str) -> Self {
+        let host = if cluster.host.contains(':') { format!("[{}]", cluster.host) } else { cluster.host.clone() };
+        let uri = format!(
+            "postgresql://{}:{}@{}:{}/{}?sslmode={}",
+            utf8_percent_encode(user, URI_COMPONENT),
+            utf8_percent_encode(password, URI_COMPONENT),
+            host,
+            cluster.port,
+            utf8_percent_encode(&cluster.default_database, URI_COMPONENT),
+            cluster.sslmode
+        );
+        Self {
+            uri,
+            database: cluster.default_database.clone(),
+            host: cluster.host.clone(),
+            port: cluster.port,
+            user: user.to_string(),
+            password: password.to_string(),
+            ssl: cluster.sslmode != "disable",
+        }
+    }
+}
+
+/// pgplane's extension block: the registered target (never its password) and reconcile state.
+#[derive(Serialize)]
+pub(crate) struct TargetView {
+    pub host: String,
+    pub port: i32,
+    pub user: String,
+    pub database: String,
+    pub sslmode: String,
+    pub primary_user: String,
+    pub default_database: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reconciled_at: Option<String>,
+}
+
+/// A database cluster, as in `{"database": {...}}`.
+#[derive(Serialize)]
+pub(crate) struct ClusterView {
+    pub id: Uuid,
+    pub name: String,
+    pub engine: &'static str,
+    pub version: String,
+    pub semantic_version: String,
+    pub num_nodes: i32,
+    pub size: String,
+    pub region: String,
+    pub status: String,
+    pub created_at: String,
+    pub private_network_uuid: String,
+    pub tags: Vec<String>,
+    pub db_names: Vec<String>,
+    pub connection: ConnectionView,
+    pub users: Vec<UserView>,
+    pub maintenance_window: Option<()>,
+    pub storage_size_mib: i64,
+    pub pgplane: TargetView,
+}
+
+impl ClusterView {
+    pub fn of(cluster: &Cluster, users: &[User], dbs: &[Database], sealer: &Sealer) -> Result<Self, ApiError> {
+        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, sealer)).collect::<Result<_, _>>()?;
+        let primary_password = users
+            .iter()
+            .find(|u| u.name == cluster.primary_user)
+            .map(|u| u.password.clone())
+            .unwrap_or_default();
+        Ok(Self {
+            id: cluster.cluster_id,
+            name: cluster.name.clone(),
+            engine: "pg",
+            version: (cluster.server_version_num / 10000).to_string(),
+            semantic_version: cluster.server_version.split_whitespace().next().unwrap_or_default().to_string(),
+            num_nodes: cluster.num_nodes,
+            size: cluster.size.clone(),
+            region: cluster.region.clone(),
+            status: cluster.status.clone(),
+            created_at: rfc3339(&cluster.created_at),
+            private_network_uuid: String::new(),
+            tags: cluster.tags.clone(),
+            db_names: dbs.iter().filter(|d| d.desired() == DesiredState::Present).map(|d| d.name.clone()).collect(),
+            connection: ConnectionView::new(cluster, &cluster.primary_user, &primary_password),
+            users,
+            maintenance_window: None,
+            storage_size_mib: 0,
+            pgplane: TargetView {
+                host: cluster.host.clone(),
+                port: cluster.port,
+                user: cluster.admin_user.clone(),
+                database: cluster.admin_database.clone(),
+                sslmode: cluster.sslmode.clone(),
+                primary_user: cluster.primary_user.clone(),
+                default_database: cluster.default_database.clone(),
+                last_error: cluster.last_error.clone(),
+                last_reconciled_at: cluster.last_reconciled_at.as_ref().map(rfc3339),
+            },
+        })
+    }
+}

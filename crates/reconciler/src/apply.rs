@@ -1,0 +1,169 @@
+//! Carrying out planned steps on a target. Every statement quotes its identifiers
+//! (`sql::ident`) and literals (`sql::literal`). Statements that carry a password verifier run
+//! in a transaction that first turns statement logging off (superuser admins only; others
+//! cannot, and only ever send verifiers anyway). CREATE/DROP DATABASE run outside
+//! transactions, as PostgreSQL requires.
+
+use tokio_postgres::Client;
+
+use crate::error::TargetError;
+use crate::observe::RoleAttrs;
+use crate::sql::{ident, literal};
+use crate::target::{SessionLimits, TargetSpec};
+
+/// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
+pub(crate) const DUPLICATE_OBJECT: &str = "42710";
+/// SQLSTATE duplicate_database.
+pub(crate) const DUPLICATE_DATABASE: &str = "42P04";
+/// SQLSTATE invalid_catalog_name (connecting to a database that is gone).
+const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// Keeps the statement that follows out of the server log: it carries a verifier.
+const SUPPRESS_LOGGING: &str = "SET LOCAL log_statement = 'none'; \
+     SET LOCAL log_min_error_statement = 'panic'; \
+     SET LOCAL log_min_duration_statement = -1";
+
+fn attrs_sql(a: RoleAttrs) -> String {
+    let flag = |on: bool, name: &str| if on { format!(" {name}") } else { format!(" NO{name}") };
+    [
+        flag(a.login, "LOGIN"),
+        flag(a.superuser, "SUPERUSER"),
+        flag(a.createdb, "CREATEDB"),
+        flag(a.createrole, "CREATEROLE"),
+        flag(a.replication, "REPLICATION"),
+        flag(a.bypassrls, "BYPASSRLS"),
+        " INHERIT".to_string(),
+    ]
+    .concat()
+}
+
+/// Runs `statement` (which may carry a verifier) in its own transaction with logging
+/// suppressed when the admin is allowed to suppress it.
+async fn run_secret_statement(
+    client: &mut Client,
+    statement: &str,
+    can_suppress_logging: bool,
+) -> Result<(), TargetError> {
+    let tx = client.transaction().await?;
+    if can_suppress_logging {
+        tx.batch_execute(SUPPRESS_LOGGING).await?;
+    }
+    tx.batch_execute(statement).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// CREATE ROLE with the given attributes and password verifier.
+pub(crate) async fn create_role(
+    client: &mut Client,
+    name: &str,
+    attrs: RoleAttrs,
+    verifier: &str,
+    can_suppress_logging: bool,
+) -> Result<(), TargetError> {
+    let statement = format!(
+        "CREATE ROLE {} WITH{} PASSWORD {}",
+        ident(name),
+        attrs_sql(attrs),
+        literal(verifier)
+    );
+    run_secret_statement(client, &statement, can_suppress_logging).await
+}
+
+/// ALTER ROLE to the given attributes, and the password verifier when given.
+pub(crate) async fn alter_role(
+    client: &mut Client,
+    name: &str,
+    attrs: RoleAttrs,
+    verifier: Option<&str>,
+    can_suppress_logging: bool,
+) -> Result<(), TargetError> {
+    let mut statement = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
+    match verifier {
+        Some(v) => {
+            statement.push_str(" PASSWORD ");
+            statement.push_str(&literal(v));
+            run_secret_statement(client, &statement, can_suppress_logging).await
+        }
+        None => Ok(client.batch_execute(&statement).await?),
+    }
+}
+
+/// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
+/// privileges: it may manage the role, not act as it.
+pub(crate) async fn grant_admin_option(client: &Client, role: &str, grantee: &str) -> Result<(), TargetError> {
+    client
+        .batch_execute(&format!(
+            "GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE",
+            ident(role),
+            ident(grantee)
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Drops a role that may own objects and have open sessions: stop new logins, end its
+/// sessions, hand what it owns in every database to `reassign_to` and drop its privileges
+/// there (REASSIGN/DROP OWNED act on the current database only), then DROP ROLE.
+pub(crate) async fn drop_role(
+    client: &Client,
+    spec: &TargetSpec,
+    limits: SessionLimits,
+    name: &str,
+    reassign_to: &str,
+) -> Result<(), TargetError> {
+    client.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name))).await?;
+    client
+        .execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+              WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()",
+            &[&name],
+        )
+        .await?;
+    let databases: Vec<String> = client
+        .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
+        .await?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    let cleanup = format!(
+        "REASSIGN OWNED BY {role} TO {to}; DROP OWNED BY {role}",
+        role = ident(name),
+        to = ident(reassign_to)
+    );
+    for database in databases {
+        let db_client = match spec.connect(&database, limits).await {
+            Ok(c) => c,
+            // Dropped since we listed it: nothing left to clean there.
+            Err(e) if e.sqlstate() == Some(INVALID_CATALOG_NAME) => continue,
+            Err(e) => return Err(e),
+        };
+        db_client.batch_execute(&cleanup).await?;
+    }
+    client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name))).await?;
+    Ok(())
+}
+
+/// CREATE DATABASE owned by `owner` (cannot run inside a transaction).
+pub(crate) async fn create_database(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
+    client
+        .batch_execute(&format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner)))
+        .await?;
+    Ok(())
+}
+
+/// Gives a database back to its rightful owner.
+pub(crate) async fn alter_database_owner(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
+    client
+        .batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner)))
+        .await?;
+    Ok(())
+}
+
+/// DROP DATABASE, ending the sessions connected to it (WITH (FORCE), PostgreSQL 13+).
+pub(crate) async fn drop_database(client: &Client, name: &str) -> Result<(), TargetError> {
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The reconcile loop: listens for wake-ups from API writes, checks every second for clusters
+//! that are due (changed, retry time come, or not looked at for a resync interval), and runs
+//! one pass per due cluster, in parallel up to a bound. A session-level advisory lock on the
+//! metadata DB makes sure that two pgplane processes never work on the same cluster at once.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgplane_core::secrets::Sealer;
+use pgplane_core::store::WAKE_CHANNEL;
+use pgplane_core::Store;
+use sqlx::postgres::PgListener;
+use tokio::sync::{mpsc, Semaphore};
+use uuid::Uuid;
+
+use crate::pass::run_pass;
+use crate::target::{Pools, SessionLimits};
+
+/// How the reconciler behaves.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// How often every cluster is re-checked for drift even when nothing changed.
+    pub resync_interval: Duration,
+    /// How many clusters are reconciled at the same time.
+    pub max_concurrent_passes: usize,
+    /// statement_timeout and lock_timeout for every session on a target.
+    pub session_limits: SessionLimits,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(60),
+            max_concurrent_passes: 8,
+            session_limits: SessionLimits::default(),
+        }
+    }
+}
+
+/// State shared by the loop and its passes.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub sealer: Sealer,
+    pub pools: Pools,
+    pub config: ReconcilerConfig,
+    in_flight: Mutex<HashSet<Uuid>>,
+}
+
+/// The reconciler. Cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    shared: Arc<Shared>,
+}
+
+impl Reconciler {
+    pub fn new(store: Store, sealer: Sealer, config: ReconcilerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                sealer,
+                pools: Pools::default(),
+                config,
+                in_flight: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` completes, then waits for passes in flight to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = &self.shared;
+        let max = shared.config.max_concurrent_passes.max(1);
+        let permits = Arc::new(Semaphore::new(max));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let mut listener: Option<PgListener> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        tracing::info!(
+            resync_interval_s = shared.config.resync_interval.as_secs(),
+            max_concurrent_passes = max,
+            "reconciler started"
+        );
+        loop {
+            if listener.is_none() {
+                listener = listen(&shared.store).await;
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+                _ = done_rx.recv() => {}
+                notification = recv(&mut listener) => {
+                    if notification.is_err() {
+                        listener = None;
+                    }
+                }
+            }
+            let due = match shared.store.due_clusters(shared.config.resync_interval, 256).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read due clusters from the metadata database");
+                    continue;
+                }
+            };
+            for cluster_id in due {
+                if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
+                    continue;
+                }
+                let shared = self.shared.clone();
+                let permits = permits.clone();
+                let done_tx = done_tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    if let Err(e) = locked_pass(&shared, cluster_id).await {
+                        tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
+                    }
+                    shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
+                    let _ = done_tx.send(());
+                });
+            }
+        }
+        let _ = permits.acquire_many(max as u32).await;
+        tracing::info!("reconciler stopped");
+    }
+
+    /// Runs one pass over one cluster now (for tests and admin commands).
+    pub async fn reconcile_now(&self, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+        locked_pass(&self.shared, cluster_id).await
+    }
+}
+
+async fn listen(store: &Store) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(store.pool()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for wake-ups; polling only");
+            return None;
+        }
+    };
+    match listener.listen(WAKE_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for wake-ups; polling only");
+            None
+        }
+    }
+}
+
+/// Waits for the next wake-up; pends forever when there is no listener (the tick polls).
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a pass while holding the cluster's advisory lock on the metadata DB; skips the pass
+/// when another process holds it. The lock is tied to the session, so it is released even
+/// if this process dies mid-pass.
+async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+    let (hi, lo) = cluster_id.as_u64_pair();
+    let key = (hi ^ lo) as i64;
+    let mut conn = shared.store.pool().acquire().await?;
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(());
+    }
+    let result = run_pass(shared, cluster_id).await;
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
+    if unlocked.is_err() {
+        // The session may be broken; closing it releases the lock.
+        let _ = conn.detach();
+    }
+    if shared.store.cluster_by_id(cluster_id).await?.is_none() {
+        shared.pools.retain(|id| *id != cluster_id);
+    }
+    result
+}

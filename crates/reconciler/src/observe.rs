@@ -1,0 +1,117 @@
+//! Reading a target's catalogs: the roles and databases pgplane manages (by name), their
+//! attributes and owners, and (for a superuser admin) the stored password verifiers.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio_postgres::Client;
+
+use crate::error::TargetError;
+
+/// A role's attributes as the catalog shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RoleFacts {
+    pub attrs: RoleAttrs,
+    /// `pg_authid.rolpassword`; None when the admin cannot read it (not a superuser).
+    pub password: Option<String>,
+}
+
+/// The role attributes pgplane sets and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoleAttrs {
+    pub superuser: bool,
+    pub createdb: bool,
+    pub createrole: bool,
+    pub login: bool,
+    pub replication: bool,
+    pub bypassrls: bool,
+}
+
+/// What one pass sees on a target.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub version_num: i32,
+    pub version: String,
+    pub admin_is_superuser: bool,
+    pub roles: HashMap<String, RoleFacts>,
+    /// Managed databases that exist, with their owner.
+    pub databases: HashMap<String, String>,
+    /// Roles on which the primary user holds ADMIN OPTION (matters on PostgreSQL 16+).
+    pub primary_admin_of: HashSet<String>,
+}
+
+/// Observes the named roles and databases.
+pub(crate) async fn observe(
+    client: &Client,
+    role_names: &[&str],
+    database_names: &[&str],
+    primary_user: &str,
+) -> Result<Observed, TargetError> {
+    let server = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
+                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await?;
+    let admin_is_superuser: bool = server.get(2);
+    // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
+    let roles_sql = if admin_is_superuser {
+        "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolcanlogin, rolreplication,
+                rolbypassrls, rolpassword
+           FROM pg_catalog.pg_authid WHERE rolname = ANY($1)"
+    } else {
+        "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolcanlogin, rolreplication,
+                rolbypassrls, NULL::text
+           FROM pg_catalog.pg_roles WHERE rolname = ANY($1)"
+    };
+    let roles = client
+        .query(roles_sql, &[&role_names])
+        .await?
+        .into_iter()
+        .map(|row| {
+            let facts = RoleFacts {
+                attrs: RoleAttrs {
+                    superuser: row.get(1),
+                    createdb: row.get(2),
+                    createrole: row.get(3),
+                    login: row.get(4),
+                    replication: row.get(5),
+                    bypassrls: row.get(6),
+                },
+                password: row.get(7),
+            };
+            (row.get::<_, String>(0), facts)
+        })
+        .collect();
+    let databases = client
+        .query(
+            "SELECT datname, pg_catalog.pg_get_userbyid(datdba)
+               FROM pg_catalog.pg_database WHERE datname = ANY($1)",
+            &[&database_names],
+        )
+        .await?
+        .into_iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+        .collect();
+    let primary_admin_of = client
+        .query(
+            "SELECT r.rolname
+               FROM pg_catalog.pg_auth_members m
+               JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+               JOIN pg_catalog.pg_roles p ON p.oid = m.member
+              WHERE p.rolname = $1 AND m.admin_option",
+            &[&primary_user],
+        )
+        .await?
+        .into_iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    Ok(Observed {
+        version_num: server.get(0),
+        version: server.get(1),
+        admin_is_superuser,
+        roles,
+        databases,
+        primary_admin_of,
+    })
+}

@@ -1,0 +1,262 @@
+//! The pure heart of a pass: compare desired objects with what the target shows and decide one
+//! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
+//! that already matches plans no DDL at all.
+
+use pgplane_core::model::DesiredState;
+
+use crate::observe::{Observed, RoleAttrs};
+
+/// PostgreSQL 16 changed CREATEROLE: non-superusers can manage only roles they hold ADMIN
+/// OPTION on, so from 16 on the primary user is granted it on every role pgplane creates.
+const ADMIN_OPTION_VERSION_NUM: i32 = 160000;
+
+/// A role as the metadata says it should be.
+#[derive(Debug, Clone)]
+pub(crate) struct DesiredRole {
+    pub name: String,
+    pub primary: bool,
+    pub allow_replication: bool,
+    pub verifier: String,
+    pub state: DesiredState,
+    pub claimed: bool,
+    /// The desired state changed since it was last applied (new, reset, settings).
+    pub changed: bool,
+}
+
+impl DesiredRole {
+    /// The attributes this role must have: LOGIN and nothing else for normal users (plus
+    /// REPLICATION when asked for); the primary user also gets CREATEDB and CREATEROLE.
+    pub fn attrs(&self) -> RoleAttrs {
+        RoleAttrs {
+            superuser: false,
+            createdb: self.primary,
+            createrole: self.primary,
+            login: true,
+            replication: self.allow_replication,
+            bypassrls: false,
+        }
+    }
+}
+
+/// A database as the metadata says it should be.
+#[derive(Debug, Clone)]
+pub(crate) struct DesiredDatabase {
+    pub name: String,
+    pub state: DesiredState,
+    pub claimed: bool,
+}
+
+/// What to do about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The target already matches.
+    InSync,
+    CreateRole { attrs: RoleAttrs, grant_admin_to: Option<String> },
+    /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION.
+    AlterRole { attrs: RoleAttrs, set_password: bool, grant_admin_to: Option<String> },
+    /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
+    DropRole { reassign_to: String },
+    CreateDatabase { owner: String },
+    AlterDatabaseOwner { owner: String },
+    DropDatabase,
+    /// Deletion requested and nothing of ours is on the target: just forget the row.
+    Forget,
+    /// A same-named object pgplane does not manage exists: never touch it.
+    Conflict(String),
+}
+
+impl Step {
+    /// Whether this step issues DDL on the target.
+    pub fn changes_target(&self) -> bool {
+        !matches!(self, Step::InSync | Step::Forget | Step::Conflict(_))
+    }
+}
+
+/// Plans the step for one role.
+pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &str) -> Step {
+    let existing = observed.roles.get(&role.name);
+    match (role.state, existing) {
+        (DesiredState::Absent, Some(_)) if role.claimed => {
+            Step::DropRole { reassign_to: primary_user.to_string() }
+        }
+        (DesiredState::Absent, _) => Step::Forget,
+        (DesiredState::Present, None) => Step::CreateRole {
+            attrs: role.attrs(),
+            grant_admin_to: admin_grantee(role, observed, primary_user, true),
+        },
+        (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
+            Step::Conflict(unmanaged("role", &role.name))
+        }
+        (DesiredState::Present, Some(facts)) => {
+            let attrs = role.attrs();
+            let password_drifted = facts.password.as_ref().is_some_and(|p| *p != role.verifier);
+            let set_password = role.changed || password_drifted;
+            let grant_admin_to = admin_grantee(role, observed, primary_user, false);
+            if facts.attrs == attrs && !set_password && grant_admin_to.is_none() {
+                Step::InSync
+            } else {
+                Step::AlterRole { attrs, set_password, grant_admin_to }
+            }
+        }
+    }
+}
+
+/// The primary user, when it must be granted ADMIN OPTION on `role`.
+fn admin_grantee(role: &DesiredRole, observed: &Observed, primary_user: &str, new: bool) -> Option<String> {
+    let needed = !role.primary
+        && observed.version_num >= ADMIN_OPTION_VERSION_NUM
+        && (new || !observed.primary_admin_of.contains(&role.name));
+    needed.then(|| primary_user.to_string())
+}
+
+/// Plans the step for one database.
+pub(crate) fn plan_database(db: &DesiredDatabase, observed: &Observed, primary_user: &str) -> Step {
+    match (db.state, observed.databases.get(&db.name)) {
+        (DesiredState::Absent, Some(_)) if db.claimed => Step::DropDatabase,
+        (DesiredState::Absent, _) => Step::Forget,
+        (DesiredState::Present, None) => Step::CreateDatabase { owner: primary_user.to_string() },
+        (DesiredState::Present, Some(_)) if !db.claimed => Step::Conflict(unmanaged("database", &db.name)),
+        (DesiredState::Present, Some(owner)) if owner != primary_user => {
+            Step::AlterDatabaseOwner { owner: primary_user.to_string() }
+        }
+        (DesiredState::Present, Some(_)) => Step::InSync,
+    }
+}
+
+fn unmanaged(noun: &str, name: &str) -> String {
+    format!(
+        "a {noun} named {name:?} already exists on the target server and is not managed by \
+         pgplane; it was left untouched"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::observe::RoleFacts;
+
+    fn observed(version_num: i32) -> Observed {
+        Observed {
+            version_num,
+            version: String::new(),
+            admin_is_superuser: true,
+            roles: HashMap::new(),
+            databases: HashMap::new(),
+            primary_admin_of: HashSet::new(),
+        }
+    }
+
+    fn role(name: &str) -> DesiredRole {
+        DesiredRole {
+            name: name.into(),
+            primary: false,
+            allow_replication: false,
+            verifier: "SCRAM-SHA-256$v1".into(),
+            state: DesiredState::Present,
+            claimed: true,
+            changed: false,
+        }
+    }
+
+    fn facts(r: &DesiredRole) -> RoleFacts {
+        RoleFacts { attrs: r.attrs(), password: Some(r.verifier.clone()) }
+    }
+
+    #[test]
+    fn new_users_get_login_and_nothing_else() {
+        let attrs = role("app").attrs();
+        assert!(attrs.login);
+        assert!(!attrs.superuser && !attrs.createdb && !attrs.createrole && !attrs.replication && !attrs.bypassrls);
+        let primary = DesiredRole { primary: true, ..role("doadmin") };
+        assert!(primary.attrs().createdb && primary.attrs().createrole && !primary.attrs().superuser);
+    }
+
+    #[test]
+    fn a_matching_target_plans_nothing() {
+        let mut o = observed(150000);
+        let r = role("app");
+        o.roles.insert("app".into(), facts(&r));
+        o.databases.insert("db".into(), "doadmin".into());
+        assert_eq!(plan_role(&r, &o, "doadmin"), Step::InSync);
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
+        assert_eq!(plan_database(&d, &o, "doadmin"), Step::InSync);
+    }
+
+    #[test]
+    fn missing_objects_are_created_and_admin_option_granted_from_16() {
+        let r = role("app");
+        assert_eq!(
+            plan_role(&r, &observed(150000), "doadmin"),
+            Step::CreateRole { attrs: r.attrs(), grant_admin_to: None }
+        );
+        assert_eq!(
+            plan_role(&r, &observed(170000), "doadmin"),
+            Step::CreateRole { attrs: r.attrs(), grant_admin_to: Some("doadmin".into()) }
+        );
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
+        assert_eq!(plan_database(&d, &observed(150000), "doadmin"), Step::CreateDatabase { owner: "doadmin".into() });
+    }
+
+    #[test]
+    fn unmanaged_objects_with_the_same_name_are_conflicts_and_untouched() {
+        let mut o = observed(150000);
+        let r = DesiredRole { claimed: false, ..role("taken") };
+        o.roles.insert("taken".into(), facts(&r));
+        assert!(matches!(plan_role(&r, &o, "doadmin"), Step::Conflict(_)));
+        o.databases.insert("taken".into(), "someone".into());
+        let d = DesiredDatabase { name: "taken".into(), state: DesiredState::Present, claimed: false };
+        assert!(matches!(plan_database(&d, &o, "doadmin"), Step::Conflict(_)));
+        // Deleting such an object forgets it and never drops the stranger's object.
+        let gone = DesiredRole { state: DesiredState::Absent, ..r };
+        assert_eq!(plan_role(&gone, &o, "doadmin"), Step::Forget);
+        let gone_db = DesiredDatabase { state: DesiredState::Absent, ..d };
+        assert_eq!(plan_database(&gone_db, &o, "doadmin"), Step::Forget);
+    }
+
+    #[test]
+    fn the_primary_user_is_adopted_when_it_exists() {
+        let mut o = observed(150000);
+        let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
+        o.roles.insert("doadmin".into(), RoleFacts { attrs: role("x").attrs(), password: None });
+        assert_eq!(
+            plan_role(&p, &o, "doadmin"),
+            Step::AlterRole { attrs: p.attrs(), set_password: true, grant_admin_to: None }
+        );
+    }
+
+    #[test]
+    fn drift_in_attributes_password_and_owner_is_repaired() {
+        let mut o = observed(150000);
+        let r = role("app");
+        let mut drifted = facts(&r);
+        drifted.attrs.createdb = true;
+        o.roles.insert("app".into(), drifted);
+        assert_eq!(
+            plan_role(&r, &o, "doadmin"),
+            Step::AlterRole { attrs: r.attrs(), set_password: false, grant_admin_to: None }
+        );
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(), password: Some("md5other".into()) });
+        assert_eq!(
+            plan_role(&r, &o, "doadmin"),
+            Step::AlterRole { attrs: r.attrs(), set_password: true, grant_admin_to: None }
+        );
+        o.databases.insert("db".into(), "mallory".into());
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
+        assert_eq!(plan_database(&d, &o, "doadmin"), Step::AlterDatabaseOwner { owner: "doadmin".into() });
+    }
+
+    #[test]
+    fn deletions_drop_what_exists_and_forget_what_is_gone() {
+        let mut o = observed(150000);
+        let r = DesiredRole { state: DesiredState::Absent, ..role("app") };
+        assert_eq!(plan_role(&r, &o, "doadmin"), Step::Forget);
+        o.roles.insert("app".into(), facts(&r));
+        assert_eq!(plan_role(&r, &o, "doadmin"), Step::DropRole { reassign_to: "doadmin".into() });
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Absent, claimed: true };
+        assert_eq!(plan_database(&d, &o, "doadmin"), Step::Forget);
+        o.databases.insert("db".into(), "doadmin".into());
+        assert_eq!(plan_database(&d, &o, "doadmin"), Step::DropDatabase);
+    }
+}
