@@ -1,1 +1,18 @@
-//! placeholder
+//! pgplane-testkit: fixtures for tests against real PostgreSQL. [`servers`] starts (once per
+//! test process) a metadata server and PostgreSQL 15 and 17 targets in containers built from
+//! Debian packages (`deploy/images/build.sh`), or uses the server named by
+//! `PGPLANE_TEST_PG_URL`. [`TestApp`] runs a whole pgplane (gateway and reconciler) on a
+//! random port with its own metadata database and a cluster registered on a target.
+
+mod app;
+mod servers;
+
+pub use app::{AppOptions, TestApp};
+pub use servers::{free_port, servers, PgServer, Servers};
+
+/// A random lowercase suffix that keeps names of one test apart from every other's: role and
+/// database names are server-wide.
+pub fn unique_suffix() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 8).to_lowercase()
+}

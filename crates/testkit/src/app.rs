@@ -1,0 +1,283 @@
+//! A whole pgplane for one test: its own metadata database on the metadata server, the gateway
+//! on a random loopback port, the reconciler in the same runtime, an admin token, and one
+//! cluster registered on a target with names unique to the test (a dedicated superuser admin
+//! role, primary user and default database), so that tests can share servers.
+
+use std::time::Duration;
+
+use pgplane_core::secrets::Sealer;
+use pgplane_core::{tokens, Store};
+use pgplane_gateway::GatewayConfig;
+use pgplane_reconciler::target::SessionLimits;
+use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::servers::{servers, PgServer};
+use crate::unique_suffix;
+
+/// How to run the pgplane under test.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Major version of the target the cluster is registered on (15 or 17).
+    pub target_major: u32,
+    pub apply_timeout: Duration,
+    pub resync_interval: Duration,
+    /// Register a cluster at start.
+    pub register: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            target_major: 15,
+            apply_timeout: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(60),
+            register: true,
+        }
+    }
+}
+
+/// A running pgplane and the cluster it manages for the test.
+pub struct TestApp {
+    pub base_url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub sealer: Sealer,
+    pub target: PgServer,
+    /// Unique to this test; part of every name it creates on the target.
+    pub suffix: String,
+    /// The admin role pgplane uses on the target (a superuser made for this test).
+    pub admin_user: String,
+    pub admin_password: String,
+    pub cluster_id: String,
+    pub primary_user: String,
+    pub default_db: String,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl TestApp {
+    /// pgplane with a cluster on a PostgreSQL `major` target.
+    pub async fn spawn(major: u32) -> Self {
+        Self::spawn_with(AppOptions { target_major: major, ..AppOptions::default() }).await
+    }
+
+    pub async fn spawn_with(options: AppOptions) -> Self {
+        let servers = servers();
+        let suffix = unique_suffix();
+        let meta_db = format!("pgplane_test_{suffix}");
+        servers
+            .metadata
+            .admin("postgres")
+            .await
+            .batch_execute(&format!("CREATE DATABASE {meta_db}"))
+            .await
+            .expect("create metadata database");
+        let store = Store::connect_lazy(&servers.metadata.url(&meta_db), 10).expect("store");
+        store.migrate().await.expect("migrate");
+        let sealer = Sealer::from_base64(&Sealer::generate_key()).expect("key");
+        let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
+        store
+            .insert_token(pgplane_core::model::DEFAULT_TEAM_ID, "test", &issued, &["*".into()])
+            .await
+            .expect("insert token");
+
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let reconciler = Reconciler::new(
+            store.clone(),
+            sealer.clone(),
+            ReconcilerConfig {
+                resync_interval: options.resync_interval,
+                max_concurrent_passes: 4,
+                session_limits: SessionLimits::default(),
+            },
+        );
+        tokio::spawn(reconciler.run(stopped()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = pgplane_gateway::app(
+            store.clone(),
+            sealer.clone(),
+            GatewayConfig { apply_timeout: options.apply_timeout, ..GatewayConfig::default() },
+        );
+        tokio::spawn(pgplane_gateway::serve(listener, app, stopped()));
+
+        let target = servers.target(options.target_major).clone();
+        let admin_user = format!("adm_{suffix}");
+        let admin_password = format!("adm-pw-{}", unique_suffix());
+        target
+            .admin("postgres")
+            .await
+            .batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{admin_password}'"))
+            .await
+            .expect("create test admin role");
+
+        let mut app = TestApp {
+            base_url,
+            token: issued.token,
+            http: reqwest::Client::new(),
+            store,
+            sealer,
+            target,
+            primary_user: format!("doadmin_{suffix}"),
+            default_db: format!("defaultdb_{suffix}"),
+            suffix,
+            admin_user,
+            admin_password,
+            cluster_id: String::new(),
+            stop,
+        };
+        if options.register {
+            let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
+            assert_eq!(status, 201, "registering the test cluster: {body}");
+            assert_eq!(body["database"]["status"], "online", "{body}");
+            app.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
+        }
+        app
+    }
+
+    /// A registration body for this test's target, primary user and default database.
+    pub fn registration(&self, name: &str) -> Value {
+        json!({
+            "name": name,
+            "engine": "pg",
+            "region": "nyc3",
+            "size": "db-s-1vcpu-1gb",
+            "num_nodes": 1,
+            "pgplane": {
+                "host": self.target.host,
+                "port": self.target.port,
+                "user": self.admin_user,
+                "password": self.admin_password,
+                "sslmode": "disable",
+                "primary_user": self.primary_user,
+                "default_database": self.default_db,
+            }
+        })
+    }
+
+    /// `base` made unique to this test.
+    pub fn unique(&self, base: &str) -> String {
+        format!("{base}_{}", self.suffix)
+    }
+
+    /// The path of this test's cluster, plus `rest`.
+    pub fn cluster_path(&self, rest: &str) -> String {
+        format!("/v2/databases/{}{rest}", self.cluster_id)
+    }
+
+    /// Sends a request with the test's token; returns the status and the JSON body (Null when
+    /// empty).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    /// Sends a request with another token.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body with {status}: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates a user through the API; returns its password.
+    pub async fn create_user(&self, name: &str) -> String {
+        let (status, body) = self.post(&self.cluster_path("/users"), json!({ "name": name })).await;
+        assert_eq!(status, 201, "creating user {name}: {body}");
+        body["user"]["password"].as_str().expect("password").to_string()
+    }
+
+    /// Creates a database through the API.
+    pub async fn create_db(&self, name: &str) {
+        let (status, body) = self.post(&self.cluster_path("/dbs"), json!({ "name": name })).await;
+        assert_eq!(status, 201, "creating database {name}: {body}");
+    }
+
+    /// The primary user's current password, from the API.
+    pub async fn primary_password(&self) -> String {
+        let (_, body) = self.get(&self.cluster_path(&format!("/users/{}", self.primary_user))).await;
+        body["user"]["password"].as_str().expect("password").to_string()
+    }
+
+    /// A superuser session on the target.
+    pub async fn target_admin(&self, database: &str) -> tokio_postgres::Client {
+        self.target.admin(database).await
+    }
+
+    /// Runs a query on the target as superuser and returns the first column of each row.
+    pub async fn target_strings(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<String> {
+        self.target_admin("postgres")
+            .await
+            .query(sql, params)
+            .await
+            .expect("target query")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Whether a role exists on the target.
+    pub async fn role_exists(&self, name: &str) -> bool {
+        !self.target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[&name]).await.is_empty()
+    }
+
+    /// Whether a database exists on the target.
+    pub async fn database_exists(&self, name: &str) -> bool {
+        !self.target_strings("SELECT datname::text FROM pg_database WHERE datname = $1", &[&name]).await.is_empty()
+    }
+
+    /// Polls `check` every 100 ms until it holds or `timeout` passes.
+    pub async fn eventually<F, Fut>(&self, timeout: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The PostgreSQL servers tests run against: containers started by testcontainers from the
+//! locally built `pgplane-pg:15` and `pgplane-pg:17` images, with host networking, each on its
+//! own free loopback port. They live as long as the test process; a small watcher process
+//! removes them when it exits (the containers are never dropped from their statics).
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use testcontainers::core::WaitFor;
+use testcontainers::runners::SyncRunner;
+use testcontainers::{Container, GenericImage, ImageExt};
+use tokio_postgres::{Client, NoTls};
+
+/// One PostgreSQL server, reached as a superuser.
+#[derive(Debug, Clone)]
+pub struct PgServer {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The container, when the testkit started one.
+    pub container_id: Option<String>,
+}
+
+/// The servers of this test process.
+#[derive(Debug)]
+pub struct Servers {
+    /// Holds each test's metadata database.
+    pub metadata: PgServer,
+    /// Targets by major version (15 and 17; one shared server with PGPLANE_TEST_PG_URL).
+    pub pg15: PgServer,
+    pub pg17: PgServer,
+}
+
+impl Servers {
+    /// The target of a major version.
+    pub fn target(&self, major: u32) -> &PgServer {
+        match major {
+            15 => &self.pg15,
+            17 => &self.pg17,
+            other => panic!("no PostgreSQL {other} target in the testkit"),
+        }
+    }
+}
+
+/// Keeps containers alive for the life of the process.
+static CONTAINERS: OnceLock<Vec<Container<GenericImage>>> = OnceLock::new();
+static SERVERS: OnceLock<Servers> = OnceLock::new();
+
+/// The servers, started on first use.
+pub fn servers() -> &'static Servers {
+    SERVERS.get_or_init(|| {
+        // The blocking testcontainers runner must not run on an async worker thread.
+        std::thread::spawn(start_servers).join().expect("starting test servers")
+    })
+}
+
+fn start_servers() -> Servers {
+    if let Ok(url) = std::env::var("PGPLANE_TEST_PG_URL") {
+        let server = PgServer::from_url(&url);
+        return Servers { metadata: server.clone(), pg15: server.clone(), pg17: server };
+    }
+    let started: Vec<(Container<GenericImage>, PgServer)> = [("15", "meta"), ("15", "target"), ("17", "target")]
+        .into_iter()
+        .map(|(tag, role)| start_container(tag, role))
+        .collect();
+    let ids: Vec<String> = started.iter().map(|(c, _)| c.id().to_string()).collect();
+    remove_at_exit(&ids);
+    let mut servers: Vec<PgServer> = started.iter().map(|(_, s)| s.clone()).collect();
+    let _ = CONTAINERS.set(started.into_iter().map(|(c, _)| c).collect());
+    let pg17 = servers.pop().expect("three servers");
+    let pg15 = servers.pop().expect("three servers");
+    let metadata = servers.pop().expect("three servers");
+    Servers { metadata, pg15, pg17 }
+}
+
+/// A free loopback port (bound, then released for the container to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer) {
+    let port = free_port();
+    let password = format!("pw-{}", crate::unique_suffix());
+    let container = GenericImage::new("pgplane-pg", tag)
+        .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+        .with_network("host")
+        .with_env_var("PGPORT", port.to_string())
+        .with_env_var("POSTGRES_PASSWORD", &password)
+        .with_label("pgplane.test", role)
+        .with_cmd([
+            "-c",
+            "log_statement=all",
+            "-c",
+            "log_min_error_statement=debug5",
+            "-c",
+            "max_connections=300",
+        ])
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start a pgplane-pg:{tag} container ({e}); build the images with \
+                 deploy/images/build.sh and start dockerd, or set PGPLANE_TEST_PG_URL"
+            )
+        });
+    let server = PgServer {
+        host: "127.0.0.1".into(),
+        port,
+        user: "postgres".into(),
+        password,
+        container_id: Some(container.id().to_string()),
+    };
+    (container, server)
+}
+
+/// Starts a process that removes the containers once this test process has exited, however
+/// it exits.
+fn remove_at_exit(ids: &[String]) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; docker rm -fv {ids} >/dev/null 2>&1",
+        pid = std::process::id(),
+        ids = ids.join(" ")
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+impl PgServer {
+    fn from_url(url: &str) -> Self {
+        let config: tokio_postgres::Config = url.parse().expect("PGPLANE_TEST_PG_URL is a postgres URL");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        Self {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config.get_user().unwrap_or("postgres").to_string(),
+            password: String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
+            container_id: None,
+        }
+    }
+
+    /// A postgres:// URL for `database` as the superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{}:{}@{}:{}/{}", self.user, self.password, self.host, self.port, database)
+    }
+
+    /// Logs in to `database` as `user` with `password`.
+    pub async fn login(&self, user: &str, password: &str, database: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host(&self.host)
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(database)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(NoTls)
+            .await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// A superuser session on `database`.
+    pub async fn admin(&self, database: &str) -> Client {
+        self.login(&self.user, &self.password, database).await.expect("superuser login")
+    }
+
+    /// The server's log so far (containers only).
+    pub fn log(&self) -> String {
+        let Some(id) = &self.container_id else { return String::new() };
+        let out = Command::new("docker").args(["logs", id]).output().expect("docker logs");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+}
