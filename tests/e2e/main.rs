@@ -28,7 +28,9 @@ macro_rules! on_each_version {
 
 /// The SQLSTATE of a failed statement or login.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 /// Percent-encodes a name for a path segment, as PyDo does (including '/').

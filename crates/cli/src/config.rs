@@ -12,10 +12,18 @@ use pgplane_core::Store;
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {
     /// URL of pgplane's metadata database (postgres://user:password@host:port/dbname).
-    #[arg(long = "database-url", env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "PGPLANE_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub url: String,
     /// Connections to the metadata database.
-    #[arg(long = "database-max-connections", env = "PGPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    #[arg(
+        long = "database-max-connections",
+        env = "PGPLANE_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
     pub max_connections: u32,
 }
 
@@ -29,7 +37,12 @@ impl DatabaseArgs {
 #[derive(Args, Clone)]
 pub struct SecretKeyArgs {
     /// The sealing key itself, base64-encoded.
-    #[arg(long = "secret-key", env = "PGPLANE_SECRET_KEY", hide_env_values = true, conflicts_with = "file")]
+    #[arg(
+        long = "secret-key",
+        env = "PGPLANE_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "file"
+    )]
     pub key: Option<String>,
     /// A file holding the base64-encoded sealing key (should be readable by pgplane only).
     #[arg(long = "secret-key-file", env = "PGPLANE_SECRET_KEY_FILE")]
@@ -55,10 +68,14 @@ impl SecretKeyArgs {
 #[derive(Args, Clone)]
 pub struct LogArgs {
     /// Log format: text or json.
-    #[arg(long = "log-format", env = "PGPLANE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long = "log-format",
+        env = "PGPLANE_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax (for example "info,pgplane_reconciler=debug").
-    #[arg(long = "log", env = "PGPLANE_LOG", default_value = "info")]
+    #[arg(long = "log", env = "PGPLANE_LOG", default_value = "info,sqlx=warn")]
     pub filter: String,
 }
 
@@ -72,7 +89,9 @@ impl LogArgs {
     pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_new(&self.filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         match self.format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),

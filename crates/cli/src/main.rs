@@ -74,16 +74,27 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("metadata schema is up to date");
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { name, team, database } } => {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    name,
+                    team,
+                    database,
+                },
+        } => {
             let store = database.store()?;
             store.migrate().await.context("applying migrations")?;
             let team_id = store.ensure_team(&team).await?;
             let issued = tokio::task::spawn_blocking(tokens::issue).await?;
-            store.insert_token(team_id, &name, &issued, &["*".to_string()]).await?;
+            store
+                .insert_token(team_id, &name, &issued, &["*".to_string()])
+                .await?;
             println!("{}", issued.token);
             Ok(())
         }
-        Command::SecretKey { command: SecretKeyCommand::Generate } => {
+        Command::SecretKey {
+            command: SecretKeyCommand::Generate,
+        } => {
             println!("{}", pgplane_core::secrets::Sealer::generate_key());
             Ok(())
         }

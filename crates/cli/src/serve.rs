@@ -49,14 +49,18 @@ pub struct ServeArgs {
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{flag} must be a non-negative number of seconds"))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.log.init();
     let sealer = args.secret_key.sealer()?;
     let store = args.database.store()?;
-    store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
+    store
+        .migrate()
+        .await
+        .context("applying metadata migrations (is the metadata database reachable?)")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -71,7 +75,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             resync_interval: seconds(args.resync_interval, "resync-interval")?,
             max_concurrent_passes: args.max_concurrent_passes,
             session_limits: SessionLimits {
-                statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
+                statement_timeout: seconds(
+                    args.target_statement_timeout,
+                    "target-statement-timeout",
+                )?,
                 lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
             },
         };

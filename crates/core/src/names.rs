@@ -53,7 +53,9 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
         return Err(format!("{noun} name must not contain control characters"));
     }
     if name.trim() != name {
-        return Err(format!("{noun} name must not start or end with white space"));
+        return Err(format!(
+            "{noun} name must not start or end with white space"
+        ));
     }
     let lower = name.to_lowercase();
     if lower.starts_with("pg_") {
@@ -133,11 +135,22 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names_in_any_case() {
-        for name in ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x"] {
+        for name in [
+            "postgres",
+            "PUBLIC",
+            "none",
+            "current_user",
+            "session_user",
+            "pg_monitor",
+            "PG_x",
+        ] {
             assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {
-            assert!(check_identifier(NameKind::Database, name).is_err(), "{name}");
+            assert!(
+                check_identifier(NameKind::Database, name).is_err(),
+                "{name}"
+            );
         }
         // "public" is a fine database name; it is only reserved for roles.
         assert!(check_identifier(NameKind::Database, "public").is_ok());
@@ -148,7 +161,16 @@ mod tests {
         for ok in ["local", "backend-01", "abc"] {
             assert!(check_cluster_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "ab", "Backend", "back_end", "-abc", "abc-", "1abc", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "ab",
+            "Backend",
+            "back_end",
+            "-abc",
+            "abc-",
+            "1abc",
+            &"a".repeat(64),
+        ] {
             assert!(check_cluster_name(bad).is_err(), "{bad}");
         }
     }

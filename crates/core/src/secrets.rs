@@ -58,7 +58,10 @@ impl Sealer {
             .cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
-                Payload { msg: plaintext, aad: context.as_bytes() },
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
             )
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
@@ -77,7 +80,10 @@ impl Sealer {
         self.cipher
             .decrypt(
                 XNonce::from_slice(nonce),
-                Payload { msg: ciphertext, aad: context.as_bytes() },
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
             )
             .map_err(|_| Error::Unseal)
     }

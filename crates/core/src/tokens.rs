@@ -29,18 +29,20 @@ pub fn issue() -> IssuedToken {
     let token_id = Alphanumeric.sample_string(&mut rng, ID_LEN).to_lowercase();
     let secret = Alphanumeric.sample_string(&mut rng, SECRET_LEN);
     let token = format!("{PREFIX}{token_id}_{secret}");
-    let salt = SaltString::from_b64(
-        &base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            rand::random::<[u8; 16]>(),
-        ),
-    )
+    let salt = SaltString::from_b64(&base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        rand::random::<[u8; 16]>(),
+    ))
     .expect("16 random bytes make a valid salt");
     let hash = Argon2::default()
         .hash_password(token.as_bytes(), &salt)
         .expect("argon2 with default parameters does not fail")
         .to_string();
-    IssuedToken { token_id, token, hash }
+    IssuedToken {
+        token_id,
+        token,
+        hash,
+    }
 }
 
 /// The row id inside a well-formed token, or None for anything else.
@@ -49,7 +51,9 @@ pub fn token_id(token: &str) -> Option<&str> {
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
         && secret.len() == SECRET_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && secret.bytes().all(|b| b.is_ascii_alphanumeric());
     well_formed.then_some(id)
 }
@@ -57,7 +61,11 @@ pub fn token_id(token: &str) -> Option<&str> {
 /// Checks `token` against a stored hash in constant time (blocking).
 pub fn verify(token: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(token.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(token.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -81,7 +89,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens_have_no_id() {
-        for bad in ["", "pgp_", "pgp_abc_def", "Bearer x", "pgp_ABCDEFGHIJKL_0123456789012345678901234567890123456789"] {
+        for bad in [
+            "",
+            "pgp_",
+            "pgp_abc_def",
+            "Bearer x",
+            "pgp_ABCDEFGHIJKL_0123456789012345678901234567890123456789",
+        ] {
             assert_eq!(token_id(bad), None, "{bad}");
         }
     }

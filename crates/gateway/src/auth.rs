@@ -40,7 +40,10 @@ impl Authenticator {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            verified: Cache::builder().max_capacity(10_000).time_to_live(CACHE_TTL).build(),
+            verified: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
         }
     }
 
@@ -70,7 +73,11 @@ impl Authenticator {
                 tracing::debug!(error = %e, "cannot record token use");
             }
         });
-        let caller = Caller { team_id: row.team_id, token_id: row.token_id, scopes: row.scopes };
+        let caller = Caller {
+            team_id: row.team_id,
+            token_id: row.token_id,
+            scopes: row.scopes,
+        };
         self.verified.insert(key, caller.clone());
         Ok(caller)
     }

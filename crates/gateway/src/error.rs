@@ -27,13 +27,19 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "Unable to authenticate you.")
     }
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "The resource you requested could not be found.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "The resource you requested could not be found.",
+        )
     }
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -45,7 +51,10 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Unexpected server-side error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unexpected server-side error",
+        )
     }
     pub fn unavailable() -> Self {
         Self::new(
@@ -130,7 +139,10 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let message = response.extensions().get::<ErrorMessage>().map(|m| m.0.clone());
+    let message = response
+        .extensions()
+        .get::<ErrorMessage>()
+        .map(|m| m.0.clone());
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -146,7 +158,10 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
     })
     .expect("error bodies serialise");
     let (mut parts, _) = response.into_parts();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -158,5 +173,8 @@ pub(crate) async fn route_not_found() -> ApiError {
 
 /// Fallback for known routes called with the wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, default_message(StatusCode::METHOD_NOT_ALLOWED))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        default_message(StatusCode::METHOD_NOT_ALLOWED),
+    )
 }

@@ -32,7 +32,10 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { apply_timeout: Duration::from_secs(10), request_timeout: Duration::from_secs(60) }
+        Self {
+            apply_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -48,5 +51,7 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -13,7 +13,11 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -50,7 +54,10 @@ pub(crate) struct UserView {
 /// Opens a user's sealed credentials.
 pub(crate) fn credentials(user: &User, sealer: &Sealer) -> Result<Credentials, ApiError> {
     let sealed = sealer
-        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
+        .open(
+            &user.credentials_sealed,
+            &User::credentials_context(user.cluster_id, &user.name),
+        )
         .map_err(ApiError::from)?;
     serde_json::from_slice(&sealed).map_err(|_| ApiError::internal())
 }
@@ -61,7 +68,9 @@ impl UserView {
             name: user.name.clone(),
             role: user.role.clone(),
             password: credentials(user, sealer)?.password,
-            settings: UserSettings { pg_allow_replication: user.allow_replication },
+            settings: UserSettings {
+                pg_allow_replication: user.allow_replication,
+            },
             status: status_of(user.desired(), user.sync()),
             last_error: user.last_error.clone(),
             created_at: rfc3339(&user.created_at),
@@ -106,7 +115,11 @@ pub(crate) struct ConnectionView {
 
 impl ConnectionView {
     fn new(cluster: &Cluster, user: &str, password: &str) -> Self {
-        let host = if cluster.host.contains(':') { format!("[{}]", cluster.host) } else { cluster.host.clone() };
+        let host = if cluster.host.contains(':') {
+            format!("[{}]", cluster.host)
+        } else {
+            cluster.host.clone()
+        };
         let uri = format!(
             "postgresql://{}:{}@{}:{}/{}?sslmode={}",
             utf8_percent_encode(user, URI_COMPONENT),
@@ -168,8 +181,16 @@ pub(crate) struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn of(cluster: &Cluster, users: &[User], dbs: &[Database], sealer: &Sealer) -> Result<Self, ApiError> {
-        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, sealer)).collect::<Result<_, _>>()?;
+    pub fn of(
+        cluster: &Cluster,
+        users: &[User],
+        dbs: &[Database],
+        sealer: &Sealer,
+    ) -> Result<Self, ApiError> {
+        let users: Vec<UserView> = users
+            .iter()
+            .map(|u| UserView::of(u, sealer))
+            .collect::<Result<_, _>>()?;
         let primary_password = users
             .iter()
             .find(|u| u.name == cluster.primary_user)
@@ -180,7 +201,12 @@ impl ClusterView {
             name: cluster.name.clone(),
             engine: "pg",
             version: (cluster.server_version_num / 10000).to_string(),
-            semantic_version: cluster.server_version.split_whitespace().next().unwrap_or_default().to_string(),
+            semantic_version: cluster
+                .server_version
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             num_nodes: cluster.num_nodes,
             size: cluster.size.clone(),
             region: cluster.region.clone(),
@@ -188,7 +214,11 @@ impl ClusterView {
             created_at: rfc3339(&cluster.created_at),
             private_network_uuid: String::new(),
             tags: cluster.tags.clone(),
-            db_names: dbs.iter().filter(|d| d.desired() == DesiredState::Present).map(|d| d.name.clone()).collect(),
+            db_names: dbs
+                .iter()
+                .filter(|d| d.desired() == DesiredState::Present)
+                .map(|d| d.name.clone())
+                .collect(),
             connection: ConnectionView::new(cluster, &cluster.primary_user, &primary_password),
             users,
             maintenance_window: None,

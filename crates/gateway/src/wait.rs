@@ -25,7 +25,9 @@ pub(crate) struct Waiter {
 impl Waiter {
     /// Starts the listening task.
     pub fn start(store: Store) -> Arc<Self> {
-        let waiter = Arc::new(Self { passes: Mutex::new(HashMap::new()) });
+        let waiter = Arc::new(Self {
+            passes: Mutex::new(HashMap::new()),
+        });
         let weak = Arc::downgrade(&waiter);
         tokio::spawn(async move {
             loop {
@@ -66,7 +68,12 @@ impl Waiter {
     }
 
     /// Calls `check` until it returns a value or `timeout` passes (then None).
-    pub async fn until<T, F, Fut>(&self, cluster_id: Uuid, timeout: Duration, mut check: F) -> pgplane_core::Result<Option<T>>
+    pub async fn until<T, F, Fut>(
+        &self,
+        cluster_id: Uuid,
+        timeout: Duration,
+        mut check: F,
+    ) -> pgplane_core::Result<Option<T>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = pgplane_core::Result<Option<T>>>,

@@ -24,7 +24,13 @@ const SUPPRESS_LOGGING: &str = "SET LOCAL log_statement = 'none'; \
      SET LOCAL log_min_duration_statement = -1";
 
 fn attrs_sql(a: RoleAttrs) -> String {
-    let flag = |on: bool, name: &str| if on { format!(" {name}") } else { format!(" NO{name}") };
+    let flag = |on: bool, name: &str| {
+        if on {
+            format!(" {name}")
+        } else {
+            format!(" NO{name}")
+        }
+    };
     [
         flag(a.login, "LOGIN"),
         flag(a.superuser, "SUPERUSER"),
@@ -91,7 +97,11 @@ pub(crate) async fn alter_role(
 
 /// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
 /// privileges: it may manage the role, not act as it.
-pub(crate) async fn grant_admin_option(client: &Client, role: &str, grantee: &str) -> Result<(), TargetError> {
+pub(crate) async fn grant_admin_option(
+    client: &Client,
+    role: &str,
+    grantee: &str,
+) -> Result<(), TargetError> {
     client
         .batch_execute(&format!(
             "GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE",
@@ -112,7 +122,9 @@ pub(crate) async fn drop_role(
     name: &str,
     reassign_to: &str,
 ) -> Result<(), TargetError> {
-    client.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name))).await?;
+    client
+        .batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name)))
+        .await?;
     client
         .execute(
             "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
@@ -121,7 +133,10 @@ pub(crate) async fn drop_role(
         )
         .await?;
     let databases: Vec<String> = client
-        .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
+        .query(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname",
+            &[],
+        )
         .await?
         .into_iter()
         .map(|row| row.get(0))
@@ -140,22 +155,40 @@ pub(crate) async fn drop_role(
         };
         db_client.batch_execute(&cleanup).await?;
     }
-    client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name))).await?;
+    client
+        .batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name)))
+        .await?;
     Ok(())
 }
 
 /// CREATE DATABASE owned by `owner` (cannot run inside a transaction).
-pub(crate) async fn create_database(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
+pub(crate) async fn create_database(
+    client: &Client,
+    name: &str,
+    owner: &str,
+) -> Result<(), TargetError> {
     client
-        .batch_execute(&format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner)))
+        .batch_execute(&format!(
+            "CREATE DATABASE {} OWNER {}",
+            ident(name),
+            ident(owner)
+        ))
         .await?;
     Ok(())
 }
 
 /// Gives a database back to its rightful owner.
-pub(crate) async fn alter_database_owner(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
+pub(crate) async fn alter_database_owner(
+    client: &Client,
+    name: &str,
+    owner: &str,
+) -> Result<(), TargetError> {
     client
-        .batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner)))
+        .batch_execute(&format!(
+            "ALTER DATABASE {} OWNER TO {}",
+            ident(name),
+            ident(owner)
+        ))
         .await?;
     Ok(())
 }
@@ -163,7 +196,10 @@ pub(crate) async fn alter_database_owner(client: &Client, name: &str, owner: &st
 /// DROP DATABASE, ending the sessions connected to it (WITH (FORCE), PostgreSQL 13+).
 pub(crate) async fn drop_database(client: &Client, name: &str) -> Result<(), TargetError> {
     client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(name)
+        ))
         .await?;
     Ok(())
 }

@@ -67,7 +67,13 @@ mod tests {
 
     #[test]
     fn verifiers_are_cut_from_messages() {
-        assert_eq!(redact("syntax error at or near \"SCRAM-SHA-256$4096:abc\""), "syntax error at or near \"[redacted]");
-        assert_eq!(redact("role \"x\" already exists"), "role \"x\" already exists");
+        assert_eq!(
+            redact("syntax error at or near \"SCRAM-SHA-256$4096:abc\""),
+            "syntax error at or near \"[redacted]"
+        );
+        assert_eq!(
+            redact("role \"x\" already exists"),
+            "role \"x\" already exists"
+        );
     }
 }

@@ -37,7 +37,11 @@ pub struct TargetSpec {
 
 impl std::fmt::Debug for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TargetSpec({}@{}:{}/{})", self.user, self.host, self.port, self.database)
+        write!(
+            f,
+            "TargetSpec({}@{}:{}/{})",
+            self.user, self.host, self.port, self.database
+        )
     }
 }
 
@@ -51,7 +55,10 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self { statement_timeout: Duration::from_secs(60), lock_timeout: Duration::from_secs(5) }
+        Self {
+            statement_timeout: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -127,7 +134,7 @@ impl ServerFacts {
                 self.version
             ));
         }
-        if !self.is_superuser && !(self.can_create_role && self.can_create_db) {
+        if !(self.is_superuser || (self.can_create_role && self.can_create_db)) {
             return Some(format!(
                 "the admin role {admin_user:?} needs SUPERUSER, or both CREATEROLE and CREATEDB"
             ));
@@ -143,7 +150,9 @@ impl ServerFacts {
 
 /// Connects to a target with its admin credentials and reads what registration checks.
 pub async fn probe(spec: &TargetSpec) -> Result<ServerFacts, TargetError> {
-    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
+    let client = spec
+        .connect(&spec.database, SessionLimits::default())
+        .await?;
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
@@ -179,7 +188,9 @@ impl Pools {
         let manager = Manager::from_config(
             spec.config(&spec.database, limits),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(2)
@@ -196,12 +207,15 @@ impl Pools {
 
     /// Closes pools of clusters that are no longer registered.
     pub(crate) fn retain(&self, keep: impl Fn(&Uuid) -> bool) {
-        self.pools.lock().expect("pools lock").retain(|id, (_, pool)| {
-            let kept = keep(id);
-            if !kept {
-                pool.close();
-            }
-            kept
-        });
+        self.pools
+            .lock()
+            .expect("pools lock")
+            .retain(|id, (_, pool)| {
+                let kept = keep(id);
+                if !kept {
+                    pool.close();
+                }
+                kept
+            });
     }
 }

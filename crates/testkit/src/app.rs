@@ -67,7 +67,11 @@ impl Drop for TestApp {
 impl TestApp {
     /// pgplane with a cluster on a PostgreSQL `major` target.
     pub async fn spawn(major: u32) -> Self {
-        Self::spawn_with(AppOptions { target_major: major, ..AppOptions::default() }).await
+        Self::spawn_with(AppOptions {
+            target_major: major,
+            ..AppOptions::default()
+        })
+        .await
     }
 
     pub async fn spawn_with(options: AppOptions) -> Self {
@@ -84,9 +88,16 @@ impl TestApp {
         let store = Store::connect_lazy(&servers.metadata.url(&meta_db), 10).expect("store");
         store.migrate().await.expect("migrate");
         let sealer = Sealer::from_base64(&Sealer::generate_key()).expect("key");
-        let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
+        let issued = tokio::task::spawn_blocking(tokens::issue)
+            .await
+            .expect("token");
         store
-            .insert_token(pgplane_core::model::DEFAULT_TEAM_ID, "test", &issued, &["*".into()])
+            .insert_token(
+                pgplane_core::model::DEFAULT_TEAM_ID,
+                "test",
+                &issued,
+                &["*".into()],
+            )
             .await
             .expect("insert token");
 
@@ -107,12 +118,17 @@ impl TestApp {
             },
         );
         tokio::spawn(reconciler.run(stopped()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = pgplane_gateway::app(
             store.clone(),
             sealer.clone(),
-            GatewayConfig { apply_timeout: options.apply_timeout, ..GatewayConfig::default() },
+            GatewayConfig {
+                apply_timeout: options.apply_timeout,
+                ..GatewayConfig::default()
+            },
         );
         tokio::spawn(pgplane_gateway::serve(listener, app, stopped()));
 
@@ -122,7 +138,9 @@ impl TestApp {
         target
             .admin("postgres")
             .await
-            .batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{admin_password}'"))
+            .batch_execute(&format!(
+                "CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{admin_password}'"
+            ))
             .await
             .expect("create test admin role");
 
@@ -142,7 +160,12 @@ impl TestApp {
             stop,
         };
         if options.register {
-            let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
+            let (status, body) = app
+                .post(
+                    "/v2/databases",
+                    app.registration(&format!("c-{}", app.suffix)),
+                )
+                .await;
             assert_eq!(status, 201, "registering the test cluster: {body}");
             assert_eq!(body["database"]["status"], "online", "{body}");
             app.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
@@ -187,8 +210,17 @@ impl TestApp {
     }
 
     /// Sends a request with another token.
-    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(token);
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -198,8 +230,12 @@ impl TestApp {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("non-JSON body with {status}: {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body with {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
         };
         (status, value)
     }
@@ -219,21 +255,33 @@ impl TestApp {
 
     /// Creates a user through the API; returns its password.
     pub async fn create_user(&self, name: &str) -> String {
-        let (status, body) = self.post(&self.cluster_path("/users"), json!({ "name": name })).await;
+        let (status, body) = self
+            .post(&self.cluster_path("/users"), json!({ "name": name }))
+            .await;
         assert_eq!(status, 201, "creating user {name}: {body}");
-        body["user"]["password"].as_str().expect("password").to_string()
+        body["user"]["password"]
+            .as_str()
+            .expect("password")
+            .to_string()
     }
 
     /// Creates a database through the API.
     pub async fn create_db(&self, name: &str) {
-        let (status, body) = self.post(&self.cluster_path("/dbs"), json!({ "name": name })).await;
+        let (status, body) = self
+            .post(&self.cluster_path("/dbs"), json!({ "name": name }))
+            .await;
         assert_eq!(status, 201, "creating database {name}: {body}");
     }
 
     /// The primary user's current password, from the API.
     pub async fn primary_password(&self) -> String {
-        let (_, body) = self.get(&self.cluster_path(&format!("/users/{}", self.primary_user))).await;
-        body["user"]["password"].as_str().expect("password").to_string()
+        let (_, body) = self
+            .get(&self.cluster_path(&format!("/users/{}", self.primary_user)))
+            .await;
+        body["user"]["password"]
+            .as_str()
+            .expect("password")
+            .to_string()
     }
 
     /// A superuser session on the target.
@@ -242,7 +290,11 @@ impl TestApp {
     }
 
     /// Runs a query on the target as superuser and returns the first column of each row.
-    pub async fn target_strings(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<String> {
+    pub async fn target_strings(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<String> {
         self.target_admin("postgres")
             .await
             .query(sql, params)
@@ -255,12 +307,24 @@ impl TestApp {
 
     /// Whether a role exists on the target.
     pub async fn role_exists(&self, name: &str) -> bool {
-        !self.target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[&name]).await.is_empty()
+        !self
+            .target_strings(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = $1",
+                &[&name],
+            )
+            .await
+            .is_empty()
     }
 
     /// Whether a database exists on the target.
     pub async fn database_exists(&self, name: &str) -> bool {
-        !self.target_strings("SELECT datname::text FROM pg_database WHERE datname = $1", &[&name]).await.is_empty()
+        !self
+            .target_strings(
+                "SELECT datname::text FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .is_empty()
     }
 
     /// Polls `check` every 100 ms until it holds or `timeout` passes.

@@ -14,5 +14,7 @@ pub use servers::{free_port, servers, PgServer, Servers};
 /// database names are server-wide.
 pub fn unique_suffix() -> String {
     use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric.sample_string(&mut rand::rng(), 8).to_lowercase()
+    Alphanumeric
+        .sample_string(&mut rand::rng(), 8)
+        .to_lowercase()
 }

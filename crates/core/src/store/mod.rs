@@ -66,10 +66,12 @@ impl Store {
 
     /// Looks a team up by name.
     pub async fn team_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        Ok(sqlx::query_scalar("select team_id from teams where name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("select team_id from teams where name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Creates a team if it does not exist; returns its id.

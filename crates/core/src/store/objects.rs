@@ -35,10 +35,12 @@ impl ObjectKind {
 impl Store {
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        Ok(sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
-            .bind(cluster_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
+                .bind(cluster_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// One user of a cluster.
@@ -53,10 +55,12 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        Ok(sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
-            .bind(cluster_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
+                .bind(cluster_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// One database of a cluster.
@@ -91,7 +95,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
-            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
+            return Err(self
+                .duplicate_error(ObjectKind::User, cluster_id, name)
+                .await);
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -112,7 +118,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(db) = db else {
-            return Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await);
+            return Err(self
+                .duplicate_error(ObjectKind::Database, cluster_id, name)
+                .await);
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -126,7 +134,8 @@ impl Store {
         name: &str,
         allow_replication: bool,
     ) -> Result<User> {
-        self.change_user(cluster_id, name, Some(allow_replication), None).await
+        self.change_user(cluster_id, name, Some(allow_replication), None)
+            .await
     }
 
     /// Replaces a user's credentials (a password reset); the reconciler applies them.
@@ -136,7 +145,8 @@ impl Store {
         name: &str,
         credentials_sealed: &[u8],
     ) -> Result<User> {
-        self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
+        self.change_user(cluster_id, name, None, Some(credentials_sealed))
+            .await
     }
 
     /// Applies a change to a present user and marks it pending under a new generation.
@@ -164,10 +174,15 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
-            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
-                Some(_) => being_deleted(ObjectKind::User, name),
-                None => Error::NotFound("user"),
-            });
+            return Err(
+                match self
+                    .object_state(ObjectKind::User, cluster_id, name)
+                    .await?
+                {
+                    Some(_) => being_deleted(ObjectKind::User, name),
+                    None => Error::NotFound("user"),
+                },
+            );
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -176,7 +191,12 @@ impl Store {
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
     /// until the reconciler has dropped it. Returns the new object generation.
-    pub async fn request_deletion(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<i64> {
+    pub async fn request_deletion(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+    ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
@@ -230,8 +250,16 @@ impl Store {
     }
 
     /// The desired state ("present" or "absent") of an object, if it has a row.
-    async fn object_state(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<Option<String>> {
-        let sql = format!("select state from {} where cluster_id = $1 and name = $2", kind.table());
+    async fn object_state(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+    ) -> Result<Option<String>> {
+        let sql = format!(
+            "select state from {} where cluster_id = $1 and name = $2",
+            kind.table()
+        );
         Ok(sqlx::query_scalar(&sql)
             .bind(cluster_id)
             .bind(name)

@@ -10,7 +10,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<Value> {
@@ -18,6 +20,10 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await.map_err(|_| ApiError::unavailable())?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|_| ApiError::unavailable())?;
     Ok(Json(json!({"status": "ready"})))
 }

@@ -15,11 +15,11 @@ use std::future::Future;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use pgplane_core::model::{Cluster, Database, SyncStatus, User};
-use uuid::Uuid;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use uuid::Uuid;
 
 use crate::auth::{require_token, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
@@ -33,15 +33,30 @@ pub(crate) fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let v2 = Router::new()
         .route("/v2/databases", get(clusters::list).post(clusters::create))
-        .route("/v2/databases/{cluster}", get(clusters::get).delete(clusters::delete))
-        .route("/v2/databases/{cluster}/users", get(users::list).post(users::create))
+        .route(
+            "/v2/databases/{cluster}",
+            get(clusters::get).delete(clusters::delete),
+        )
+        .route(
+            "/v2/databases/{cluster}/users",
+            get(users::list).post(users::create),
+        )
         .route(
             "/v2/databases/{cluster}/users/{user}",
             get(users::get).put(users::update).delete(users::delete),
         )
-        .route("/v2/databases/{cluster}/users/{user}/reset_auth", post(users::reset_auth))
-        .route("/v2/databases/{cluster}/dbs", get(dbs::list).post(dbs::create))
-        .route("/v2/databases/{cluster}/dbs/{db}", get(dbs::get).delete(dbs::delete))
+        .route(
+            "/v2/databases/{cluster}/users/{user}/reset_auth",
+            post(users::reset_auth),
+        )
+        .route(
+            "/v2/databases/{cluster}/dbs",
+            get(dbs::list).post(dbs::create),
+        )
+        .route(
+            "/v2/databases/{cluster}/dbs/{db}",
+            get(dbs::get).delete(dbs::delete),
+        )
         .route_layer(from_fn_with_state(state.clone(), require_token));
     let timeout = state.config.request_timeout;
     Router::new()
@@ -67,7 +82,10 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The caller's cluster, or 404 (also for another team's cluster).
 async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Cluster, ApiError> {
-    Ok(state.store.get_cluster(caller.team_id, cluster_id(raw_id)?).await?)
+    Ok(state
+        .store
+        .get_cluster(caller.team_id, cluster_id(raw_id)?)
+        .await?)
 }
 
 /// The reconcile bookkeeping users and databases share, as far as waiting needs it.

@@ -47,14 +47,23 @@ fn one(user: &User, state: &AppState) -> Result<Json<Value>, ApiError> {
 async fn sealed_credentials(state: &AppState, cluster: &Cluster, name: &str) -> Vec<u8> {
     let credentials = new_credentials().await;
     let json = serde_json::to_vec(&credentials).expect("credentials serialise");
-    state.sealer.seal(&json, &User::credentials_context(cluster.cluster_id, name))
+    state
+        .sealer
+        .seal(&json, &User::credentials_context(cluster.cluster_id, name))
 }
 
 /// Waits for a user write to settle and answers with the user as it is then.
-async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Result<Option<User>, ApiError> {
+async fn settled_user(
+    state: &AppState,
+    cluster: &Cluster,
+    written: &User,
+) -> Result<Option<User>, ApiError> {
     let store = &state.store;
     let (id, name) = (cluster.cluster_id, written.name.as_str());
-    settle(state, id, written.generation, written.updated_at, || store.get_user(id, name)).await
+    settle(state, id, written.generation, written.updated_at, || {
+        store.get_user(id, name)
+    })
+    .await
 }
 
 pub(super) async fn list(
@@ -64,7 +73,10 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let users = state.store.list_users(cluster.cluster_id).await?;
-    let views: Vec<UserView> = users.iter().map(|u| UserView::of(u, &state.sealer)).collect::<Result<_, _>>()?;
+    let views: Vec<UserView> = users
+        .iter()
+        .map(|u| UserView::of(u, &state.sealer))
+        .collect::<Result<_, _>>()?;
     Ok(Json(json!({ "users": views })))
 }
 
@@ -84,10 +96,19 @@ pub(super) async fn create(
             "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"
         )));
     }
-    let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
+    let replication = body
+        .settings
+        .unwrap_or_default()
+        .pg_allow_replication
+        .unwrap_or(false);
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state.store.insert_user(cluster.cluster_id, &name, &sealed, replication).await?;
-    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    let written = state
+        .store
+        .insert_user(cluster.cluster_id, &name, &sealed, replication)
+        .await?;
+    let user = settled_user(&state, &cluster, &written)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     if user.sync() == SyncStatus::Conflict
         && state
             .store
@@ -105,7 +126,10 @@ pub(super) async fn get(
     Path((raw_id, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    one(&state.store.get_user(cluster.cluster_id, &name).await?, &state)
+    one(
+        &state.store.get_user(cluster.cluster_id, &name).await?,
+        &state,
+    )
 }
 
 pub(super) async fn update(
@@ -125,8 +149,13 @@ pub(super) async fn update(
         )));
     }
     let replication = settings.pg_allow_replication.unwrap_or(false);
-    let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
-    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    let written = state
+        .store
+        .update_user_settings(cluster.cluster_id, &name, replication)
+        .await?;
+    let user = settled_user(&state, &cluster, &written)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok((StatusCode::CREATED, one(&user, &state)?))
 }
 
@@ -139,8 +168,13 @@ pub(super) async fn reset_auth(
     // Fail fast (and cheaply) for unknown users before computing a verifier.
     state.store.get_user(cluster.cluster_id, &name).await?;
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?;
-    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    let written = state
+        .store
+        .replace_user_credentials(cluster.cluster_id, &name, &sealed)
+        .await?;
+    let user = settled_user(&state, &cluster, &written)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     one(&user, &state)
 }
 
@@ -156,10 +190,16 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
-    let generation = state.store.request_deletion(ObjectKind::User, cluster.cluster_id, &name).await?;
+    let generation = state
+        .store
+        .request_deletion(ObjectKind::User, cluster.cluster_id, &name)
+        .await?;
     let written_at = chrono::Utc::now();
     let store = &state.store;
     let id = cluster.cluster_id;
-    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
+    settle(&state, id, generation, written_at, || {
+        store.get_user(id, &name)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,31 @@
+# pgplane developer commands. `make run` and `make test` work on a fresh machine (see README).
+
+.PHONY: run test test-prepare images fmt lint clean-test-containers
+
+## run: pgplane with a local metadata PostgreSQL and one target, API on 127.0.0.1:8080
+run:
+	deploy/dev/run.sh
+
+## test: every test (unit and end-to-end against PostgreSQL 15 and 17 in containers)
+test: test-prepare
+	cargo test --workspace --locked
+	$(MAKE) clean-test-containers
+
+## test-prepare: Docker engine running and the PostgreSQL test images built
+test-prepare:
+	deploy/dev/prepare-tests.sh
+
+## images: (re)build the PostgreSQL 15 and 17 test images if missing
+images:
+	deploy/images/build.sh 15 17
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## clean-test-containers: remove test containers a killed test run left behind
+clean-test-containers:
+	@ids=$$(docker ps -aq --filter label=pgplane.test 2>/dev/null); [ -z "$$ids" ] || docker rm -fv $$ids >/dev/null
