@@ -6,10 +6,16 @@
 run:
 	deploy/dev/run.sh
 
-## test: every test (unit and end-to-end against PostgreSQL 15 and 17 in containers)
-test: test-prepare
+## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite)
+test: test-prepare .venv/installed
 	cargo test --workspace --locked
 	$(MAKE) clean-test-containers
+
+## .venv: the Python environment of the PyDo compatibility suite (tests/pydo)
+.venv/installed: tests/pydo/requirements.txt
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt
+	touch $@
 
 ## test-prepare: Docker engine running and the PostgreSQL test images built
 test-prepare:

@@ -4,6 +4,7 @@
 mod auth;
 mod clusters;
 mod dbs;
+mod pydo;
 mod reliability;
 mod users;
 

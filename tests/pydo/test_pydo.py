@@ -1,0 +1,151 @@
+"""PyDo 0.44.0 against pgplane: every clusters, users and dbs method of DigitalOcean's
+Managed Databases API, with the statuses PyDo checks, the shapes it returns, the errors the way
+a PyDo user meets them, and each call's effect checked on the target PostgreSQL."""
+
+import psycopg
+import pytest
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+from conftest import client_for, database_owner, login, role, unique
+
+
+def headers_of(call, *args, **kwargs):
+    """Calls a PyDo method and returns (status, headers, body) through its `cls` hook."""
+    seen = {}
+
+    def hook(pipeline_response, body, headers):
+        seen["status"] = pipeline_response.http_response.status_code
+        seen["headers"] = dict(pipeline_response.http_response.headers)
+        return body
+
+    body = call(*args, cls=hook, **kwargs)
+    return seen["status"], seen["headers"], body
+
+
+def test_create_get_and_list_clusters(db, cluster, target, env):
+    assert cluster["status"] == "online"
+    assert cluster["engine"] == "pg"
+    primary = unique("doadmin")
+    default_db = unique("defaultdb")
+    assert cluster["db_names"] == [default_db]
+    assert cluster["connection"]["user"] == primary
+    assert cluster["users"][0]["role"] == "primary"
+    # On the target: the primary user and the default database, owned by it.
+    assert role(target, primary) == (True, False, True, True, False)
+    assert database_owner(target, default_db) == primary
+    with login(primary, cluster["connection"]["password"], default_db) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == primary
+
+    got = db.get_cluster(cluster["id"])["database"]
+    assert got["id"] == cluster["id"] and got["name"] == cluster["name"]
+    assert any(c["id"] == cluster["id"] for c in db.list_clusters()["databases"])
+    assert [c["id"] for c in db.list_clusters(tag_name="pydo")["databases"]] == [cluster["id"]]
+    assert db.list_clusters(tag_name="no-such-tag")["databases"] == []
+
+
+def test_users_lifecycle(db, cluster, target):
+    cid = cluster["id"]
+    name = unique("app01")
+    user = db.add_user(cid, {"name": name})["user"]
+    assert user["name"] == name and user["role"] == "normal"
+    assert role(target, name) == (True, False, False, False, False)
+    with login(name, user["password"], unique("defaultdb")):
+        pass
+
+    assert name in [u["name"] for u in db.list_users(cid)["users"]]
+    assert db.get_user(cid, name)["user"]["password"] == user["password"]
+
+    # PUT answers 201, and PyDo accepts nothing else.
+    updated = db.update_user(cid, name, {"settings": {"pg_allow_replication": True}})["user"]
+    assert updated["settings"]["pg_allow_replication"] is True
+    assert role(target, name)[4] is True
+
+    # reset_auth answers 200 with a new password; the old one stops working at once.
+    new = db.reset_auth(cid, name, {})["user"]["password"]
+    assert new != user["password"]
+    with login(name, new, unique("defaultdb")):
+        pass
+    with pytest.raises(psycopg.OperationalError):
+        login(name, user["password"], unique("defaultdb"))
+
+    assert db.delete_user(cid, name) is None
+    assert role(target, name) is None
+    missing = db.get_user(cid, name)
+    assert missing["id"] == "not_found", missing
+
+
+def test_dbs_lifecycle(db, cluster, target):
+    cid = cluster["id"]
+    name = unique("alpha")
+    assert db.add(cid, {"name": name})["db"] == {"name": name}
+    assert database_owner(target, name) == unique("doadmin")
+    assert {"name": name} in db.list(cid)["dbs"]
+    assert db.get(cid, name)["db"]["name"] == name
+    assert db.delete(cid, name) is None
+    assert database_owner(target, name) is None
+    assert db.get(cid, name)["id"] == "not_found"
+
+
+def test_the_primary_user_and_default_database_cannot_be_deleted(db, cluster, target):
+    cid = cluster["id"]
+    for call, name in ((db.delete_user, unique("doadmin")), (db.delete, unique("defaultdb"))):
+        with pytest.raises(HttpResponseError) as raised:
+            call(cid, name)
+        assert raised.value.status_code == 422
+        assert raised.value.response.json()["id"] == "unprocessable_entity"
+        assert raised.value.error.message
+    assert role(target, unique("doadmin")) is not None
+    assert database_owner(target, unique("defaultdb")) == unique("doadmin")
+
+
+def test_duplicates_and_bad_names_raise_422(db, cluster):
+    cid = cluster["id"]
+    with pytest.raises(HttpResponseError) as raised:
+        db.add_user(cid, {"name": unique("doadmin")})
+    assert raised.value.status_code == 422
+    assert raised.value.response.json()["id"] == "unprocessable_entity"
+    for bad in ("", "postgres", "pg_" + unique("x"), "x" * 64):
+        with pytest.raises(HttpResponseError) as raised:
+            db.add_user(cid, {"name": bad})
+        assert raised.value.status_code == 422, bad
+
+
+def test_a_bad_token_raises_client_authentication_error(cluster):
+    stranger = client_for("pgp_aaaaaaaaaaaa_" + "b" * 40).databases
+    with pytest.raises(ClientAuthenticationError) as raised:
+        stranger.list_users(cluster["id"])
+    assert raised.value.response.json()["id"] == "unauthorized"
+    with pytest.raises(ClientAuthenticationError):
+        stranger.list_clusters()
+
+
+def test_missing_objects_are_not_found_dicts(db, cluster):
+    cid = cluster["id"]
+    assert db.get_user(cid, unique("nobody"))["id"] == "not_found"
+    assert db.get(cid, unique("nothing"))["id"] == "not_found"
+    assert db.get_cluster("00000000-0000-0000-0000-000000000000")["id"] == "not_found"
+    assert db.delete_user(cid, unique("nobody"))["id"] == "not_found"
+
+
+def test_percent_encoded_names_round_trip(db, cluster, target):
+    cid = cluster["id"]
+    name = unique("a b/c?d%e")
+    user = db.add_user(cid, {"name": name})["user"]
+    assert role(target, name) is not None
+    assert db.get_user(cid, name)["user"]["name"] == name
+    assert db.reset_auth(cid, name, {})["user"]["password"] != user["password"]
+    assert db.delete_user(cid, name) is None
+    assert role(target, name) is None
+
+
+def test_no_retry_after_and_integer_rate_limit_headers(db, cluster):
+    status, headers, _ = headers_of(db.list_users, cluster["id"])
+    assert status == 200
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert "retry-after" not in lowered
+    for key in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
+        if key in lowered:
+            int(lowered[key])
+    status, headers, body = headers_of(db.get_user, cluster["id"], unique("nobody"))
+    assert status == 404 and body["id"] == "not_found"
+    assert "retry-after" not in {k.lower() for k in headers}
