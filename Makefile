@@ -34,4 +34,4 @@ lint:
 
 ## clean-test-containers: remove test containers a killed test run left behind
 clean-test-containers:
-	@ids=$$(docker ps -aq --filter label=pgplane.test 2>/dev/null); [ -z "$$ids" ] || docker rm -fv $$ids >/dev/null
+	@ids=$$(docker ps -aq --filter label=pgplane.test 2>/dev/null); [ -z "$$ids" ] || docker rm -fv $$ids >/dev/null 2>&1 || true

@@ -223,3 +223,44 @@ async fn unknown_clusters_routes_and_methods_get_json_errors() {
     assert_eq!(status, 405);
     assert_eq!(body["id"], "method_not_allowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_shaped_like_godos_are_accepted() {
+    let app = TestApp::spawn_with(AppOptions {
+        register: false,
+        ..Default::default()
+    })
+    .await;
+    // godo sends every field of its structs: empty strings, nulls and zero timestamps.
+    let mut body = app.registration(&format!("godo-{}", app.suffix));
+    merge(
+        &mut body,
+        &json!({
+            "version": "", "private_network_uuid": "", "project_id": "", "rules": null, "tags": null,
+            "storage_size_mib": 0, "backup_restore": null,
+            "rules_extra": [{"uuid": "", "cluster_uuid": "", "type": "ip_addr", "value": "127.0.0.1",
+                             "created_at": "0001-01-01T00:00:00Z"}],
+        }),
+    );
+    let (status, cluster) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 201, "{cluster}");
+    let id = cluster["database"]["id"].as_str().unwrap();
+    assert_eq!(cluster["database"]["tags"], json!([]));
+    for path in ["/users", "/dbs"] {
+        let (status, _) = app
+            .get(&format!("/v2/databases/{id}{path}?page=1&per_page=200"))
+            .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, _) = app.get("/v2/databases?page=1&per_page=200").await;
+    assert_eq!(status, 200);
+    let name = app.unique("godo_user");
+    let (status, body) = app
+        .post(
+            &format!("/v2/databases/{id}/users"),
+            json!({"name": name, "mysql_settings": null, "settings": null}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(app.role_exists(&name).await);
+}

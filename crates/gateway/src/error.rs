@@ -17,12 +17,16 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    id: &'a str,
-    message: &'a str,
+/// DigitalOcean's error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The status as a word: `not_found`, `unprocessable_entity`, `unauthorized`, ...
+    id: &'static str,
+    /// What went wrong, in a sentence.
+    message: String,
+    /// The request's id (also in the `x-request-id` header).
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -153,8 +157,8 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
     let message = message.unwrap_or_else(|| default_message(status).to_string());
     let body = serde_json::to_vec(&ErrorBody {
         id: error_id(status),
-        message: &message,
-        request_id: request_id.as_deref(),
+        message,
+        request_id,
     })
     .expect("error bodies serialise");
     let (mut parts, _) = response.into_parts();

@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod extract;
+mod openapi;
 mod routes;
 mod state;
 mod views;
@@ -43,6 +44,11 @@ impl Default for GatewayConfig {
 /// listens for finished reconcile passes.
 pub fn app(store: Store, sealer: Sealer, config: GatewayConfig) -> axum::Router {
     routes::router(AppState::new(store, sealer, config))
+}
+
+/// The OpenAPI document of the API, as served at `/v2/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api_router().into_openapi()
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.

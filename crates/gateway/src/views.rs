@@ -8,6 +8,7 @@ use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::secrets::Sealer;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -31,13 +32,13 @@ fn status_of(state: DesiredState, sync: SyncStatus) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UserSettings {
     pub pg_allow_replication: bool,
 }
 
 /// A database user, as in `{"user": {...}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UserView {
     pub name: String,
     pub role: String,
@@ -81,7 +82,7 @@ impl UserView {
 
 /// A database, as in `{"db": {...}}`: just `{"name"}` when it is in sync, as DigitalOcean
 /// answers; `status` and `last_error` appear while it is not.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct DbView {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +103,7 @@ impl DbView {
 }
 
 /// A connection description, as DigitalOcean's `connection` object.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ConnectionView {
     pub uri: String,
     pub database: String,
@@ -142,7 +143,7 @@ impl ConnectionView {
 }
 
 /// pgplane's extension block: the registered target (never its password) and reconcile state.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct TargetView {
     pub host: String,
     pub port: i32,
@@ -158,7 +159,7 @@ pub(crate) struct TargetView {
 }
 
 /// A database cluster, as in `{"database": {...}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ClusterView {
     pub id: Uuid,
     pub name: String,
@@ -175,6 +176,8 @@ pub(crate) struct ClusterView {
     pub db_names: Vec<String>,
     pub connection: ConnectionView,
     pub users: Vec<UserView>,
+    /// Always null: maintenance is up to the server's operator.
+    #[schema(value_type = Option<Object>)]
     pub maintenance_window: Option<()>,
     pub storage_size_mib: i64,
     pub pgplane: TargetView,
@@ -236,4 +239,40 @@ impl ClusterView {
             },
         })
     }
+}
+
+/// `{"database": cluster}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterResponse {
+    pub database: ClusterView,
+}
+
+/// `{"databases": [cluster, ...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClustersResponse {
+    pub databases: Vec<ClusterView>,
+}
+
+/// `{"user": user}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserResponse {
+    pub user: UserView,
+}
+
+/// `{"users": [user, ...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UsersResponse {
+    pub users: Vec<UserView>,
+}
+
+/// `{"db": db}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DbResponse {
+    pub db: DbView,
+}
+
+/// `{"dbs": [db, ...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DbsResponse {
+    pub dbs: Vec<DbView>,
 }

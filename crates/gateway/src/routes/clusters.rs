@@ -11,18 +11,19 @@ use pgplane_core::store::NewCluster;
 use pgplane_reconciler::target::SUPPORTED_SSLMODES;
 use pgplane_reconciler::{probe, ServerFacts, TargetSpec};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::cluster_for;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use crate::views::ClusterView;
+use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
 
 /// `POST /v2/databases`: DigitalOcean's create-cluster body plus the `pgplane` block.
 /// Unknown fields (godo sends several, some empty or null) are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateCluster {
     name: Option<String>,
     engine: Option<String>,
@@ -35,7 +36,7 @@ pub(super) struct CreateCluster {
 }
 
 /// The target server and the admin connection pgplane uses to manage it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct TargetInput {
     host: Option<String>,
     port: Option<u16>,
@@ -50,8 +51,10 @@ pub(super) struct TargetInput {
     default_database: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only clusters carrying this tag.
     tag_name: Option<String>,
 }
 
@@ -61,11 +64,20 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unprocessable(format!("invalid request: {what} field required")))
 }
 
+/// Register an existing PostgreSQL server as a cluster.
+#[utoipa::path(post, path = "/v2/databases", operation_id = "databases_create_cluster", tag = "Databases", request_body = CreateCluster,
+    responses(
+        (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 409, description = "The server is already registered with this primary user", body = ErrorBody),
+        (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateCluster>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ClusterResponse>), ApiError> {
     let name = required(body.name, "name")?;
     check_cluster_name(&name).map_err(ApiError::unprocessable)?;
     let engine = required(body.engine, "engine")?;
@@ -181,8 +193,8 @@ pub(super) async fn create(
             )
         })
         .await?;
-    let view = render(&state, &state.store.get_cluster(caller.team_id, id).await?).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "database": view }))))
+    let database = render(&state, &state.store.get_cluster(caller.team_id, id).await?).await?;
+    Ok((StatusCode::CREATED, Json(ClusterResponse { database })))
 }
 
 async fn render(
@@ -194,32 +206,56 @@ async fn render(
     ClusterView::of(cluster, &users, &dbs, &state.sealer)
 }
 
+/// List the team's clusters.
+#[utoipa::path(get, path = "/v2/databases", operation_id = "databases_list_clusters", tag = "Databases", params(ListQuery),
+    responses(
+        (status = 200, description = "The clusters", body = ClustersResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClustersResponse>, ApiError> {
     let tag = query.tag_name.filter(|t| !t.is_empty());
     let clusters = state
         .store
         .list_clusters(caller.team_id, tag.as_deref())
         .await?;
-    let mut views = Vec::with_capacity(clusters.len());
+    let mut databases = Vec::with_capacity(clusters.len());
     for cluster in &clusters {
-        views.push(render(&state, cluster).await?);
+        databases.push(render(&state, cluster).await?);
     }
-    Ok(Json(json!({ "databases": views })))
+    Ok(Json(ClustersResponse { databases }))
 }
 
+/// Show a cluster, with its users, databases and connection.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_get_cluster", tag = "Databases",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses(
+        (status = 200, description = "The cluster", body = ClusterResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody),
+    ))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClusterResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    Ok(Json(json!({ "database": render(&state, &cluster).await? })))
+    Ok(Json(ClusterResponse {
+        database: render(&state, &cluster).await?,
+    }))
 }
 
+/// Unregister a cluster; nothing on the target is dropped.
+#[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_destroy_cluster", tag = "Databases",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses(
+        (status = 204, description = "Unregistered"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -8,38 +8,55 @@ use pgplane_core::model::SyncStatus;
 use pgplane_core::names::{check_identifier, NameKind};
 use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::{cluster_for, settle};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use crate::views::DbView;
+use crate::views::{DbResponse, DbView, DbsResponse};
 
-#[derive(Deserialize)]
+/// `POST .../dbs`
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateDb {
+    /// The database's name.
     name: Option<String>,
 }
 
+/// List a cluster's databases.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_list", tag = "Dbs",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses((status = 200, description = "The databases", body = DbsResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DbsResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
-    Ok(Json(
-        json!({ "dbs": dbs.iter().map(DbView::of).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(DbsResponse {
+        dbs: dbs.iter().map(DbView::of).collect(),
+    }))
 }
 
+/// Add a database owned by the primary user.
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_add", tag = "Dbs",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")), request_body = CreateDb,
+    responses(
+        (status = 201, description = "Created", body = DbResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody),
+        (status = 409, description = "A database of that name exists on the target and is not managed by pgplane", body = ErrorBody),
+        (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
     ApiJson(body): ApiJson<CreateDb>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name = body
         .name
@@ -69,19 +86,37 @@ pub(super) async fn create(
     {
         return Err(ApiError::conflict(db.last_error.unwrap_or_default()));
     }
-    Ok((StatusCode::CREATED, Json(json!({ "db": DbView::of(&db) }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(DbResponse {
+            db: DbView::of(&db),
+        }),
+    ))
 }
 
+/// Show a database.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_get", tag = "Dbs",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("database_name" = String, Path, description = "The database's name (percent-encoded)")),
+    responses((status = 200, description = "The database", body = DbResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((raw_id, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DbResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let db = state.store.get_database(cluster.cluster_id, &name).await?;
-    Ok(Json(json!({ "db": DbView::of(&db) })))
+    Ok(Json(DbResponse {
+        db: DbView::of(&db),
+    }))
 }
 
+/// Delete a database, ending the sessions connected to it.
+#[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_delete", tag = "Dbs",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("database_name" = String, Path, description = "The database's name (percent-encoded)")),
+    responses(
+        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody),
+        (status = 422, description = "The default database cannot be deleted", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

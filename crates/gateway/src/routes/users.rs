@@ -10,23 +10,26 @@ use pgplane_core::names::{check_identifier, NameKind};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::{cluster_for, settle};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::extract::ApiJson;
 use crate::state::AppState;
-use crate::views::UserView;
+use crate::views::{UserResponse, UserView, UsersResponse};
 
-#[derive(Deserialize, Default)]
+/// PostgreSQL user settings.
+#[derive(Deserialize, Default, ToSchema)]
 pub(super) struct Settings {
+    /// Give the user the REPLICATION attribute (default false).
     pg_allow_replication: Option<bool>,
 }
 
 /// `POST .../users`. MySQL, Kafka and MongoDB fields that DigitalOcean also accepts are
 /// ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct CreateUser {
     name: Option<String>,
     settings: Option<Settings>,
@@ -34,13 +37,15 @@ pub(super) struct CreateUser {
 
 /// `PUT .../users/{name}`: `settings` is required; an omitted `pg_allow_replication` means
 /// false, as on DigitalOcean.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct UpdateUser {
     settings: Option<Settings>,
 }
 
-fn one(user: &User, state: &AppState) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "user": UserView::of(user, &state.sealer)? })))
+fn one(user: &User, state: &AppState) -> Result<Json<UserResponse>, ApiError> {
+    Ok(Json(UserResponse {
+        user: UserView::of(user, &state.sealer)?,
+    }))
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
@@ -66,26 +71,40 @@ async fn settled_user(
     .await
 }
 
+/// List a cluster's users, with their passwords.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_list_users", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses((status = 200, description = "The users", body = UsersResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsersResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let users = state.store.list_users(cluster.cluster_id).await?;
-    let views: Vec<UserView> = users
+    let users = users
         .iter()
         .map(|u| UserView::of(u, &state.sealer))
         .collect::<Result<_, _>>()?;
-    Ok(Json(json!({ "users": views })))
+    Ok(Json(UsersResponse { users }))
 }
 
+/// Add a user with LOGIN and nothing else, and a generated password.
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_add_user", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")), request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
+        (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
     ApiJson(body): ApiJson<CreateUser>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name = body
         .name
@@ -120,11 +139,15 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, one(&user, &state)?))
 }
 
+/// Show a user.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_get_user", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
+    responses((status = 200, description = "The user", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((raw_id, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     one(
         &state.store.get_user(cluster.cluster_id, &name).await?,
@@ -132,12 +155,21 @@ pub(super) async fn get(
     )
 }
 
+/// Change a user's settings (answers 201, as DigitalOcean does).
+#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_update_user", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body = UpdateUser,
+    responses(
+        (status = 201, description = "Updated", body = UserResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        (status = 422, description = "Missing settings, or the primary user", body = ErrorBody),
+    ))]
 pub(super) async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((raw_id, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateUser>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let settings = body
         .settings
@@ -159,11 +191,18 @@ pub(super) async fn update(
     Ok((StatusCode::CREATED, one(&user, &state)?))
 }
 
+/// Give a user a new generated password; the old one stops working at once (answers 200).
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body(content = Object, description = "`{}` for PostgreSQL"),
+    responses(
+        (status = 200, description = "The user with its new password", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 409, description = "The user is being deleted", body = ErrorBody),
+    ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((raw_id, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     // Fail fast (and cheaply) for unknown users before computing a verifier.
     state.store.get_user(cluster.cluster_id, &name).await?;
@@ -178,6 +217,13 @@ pub(super) async fn reset_auth(
     one(&user, &state)
 }
 
+/// Delete a user: its sessions are ended and what it owns goes to the primary user.
+#[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
+    responses(
+        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 422, description = "The primary user cannot be deleted", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
