@@ -22,10 +22,7 @@ async fn registration_creates_the_primary_user_and_default_database(major: u32) 
     assert_eq!(conn["database"], app.default_db.as_str());
     assert_eq!(conn["port"], app.target.port);
     assert!(conn["uri"].as_str().unwrap().starts_with("postgresql://"));
-    assert!(
-        c["pgplane"].get("password").is_none(),
-        "the admin password is never shown"
-    );
+    assert!(c["pgplane"].get("password").is_none(), "the admin password is never shown");
 
     // On the target: the primary user has LOGIN, CREATEDB and CREATEROLE, nothing more.
     let row = app
@@ -50,27 +47,15 @@ async fn registration_creates_the_primary_user_and_default_database(major: u32) 
 
     // The connection's password logs in to the default database.
     let password = conn["password"].as_str().unwrap();
-    let client = app
-        .target
-        .login(&app.primary_user, password, &app.default_db)
-        .await
-        .unwrap();
-    let who: String = client
-        .query_one("SELECT current_user::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let client = app.target.login(&app.primary_user, password, &app.default_db).await.unwrap();
+    let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(who, app.primary_user);
 }
 on_each_version!(registration_creates_the_primary_user_and_default_database);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_is_refused_and_nothing_stored_when_the_target_cannot_be_used() {
-    let app = TestApp::spawn_with(AppOptions {
-        register: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
     let weak = app.unique("weak");
     app.target_admin("postgres")
         .await
@@ -79,43 +64,19 @@ async fn registration_is_refused_and_nothing_stored_when_the_target_cannot_be_us
         .unwrap();
     let good = app.registration("good-name");
     let cases = [
-        (
-            "wrong password",
-            json!({"pgplane": {"password": "wrong"}}),
-            "registration failed",
-        ),
-        (
-            "unprivileged admin",
-            json!({"pgplane": {"user": weak, "password": "weak-pw"}}),
-            "needs SUPERUSER",
-        ),
-        (
-            "closed port",
-            json!({"pgplane": {"port": pgplane_testkit::free_port()}}),
-            "cannot connect",
-        ),
+        ("wrong password", json!({"pgplane": {"password": "wrong"}}), "registration failed"),
+        ("unprivileged admin", json!({"pgplane": {"user": weak, "password": "weak-pw"}}), "needs SUPERUSER"),
+        ("closed port", json!({"pgplane": {"port": pgplane_testkit::free_port()}}), "cannot connect"),
         ("engine", json!({"engine": "mysql"}), "not supported"),
         ("name", json!({"name": "Bad_Name"}), "invalid"),
-        (
-            "sslmode",
-            json!({"pgplane": {"sslmode": "verify-full"}}),
-            "not supported",
-        ),
-        (
-            "version",
-            json!({"version": "9"}),
-            "target runs PostgreSQL 15",
-        ),
+        ("sslmode", json!({"pgplane": {"sslmode": "verify-full"}}), "not supported"),
+        ("version", json!({"version": "9"}), "target runs PostgreSQL 15"),
         (
             "same primary as admin",
             json!({"pgplane": {"primary_user": app.admin_user}}),
             "must not be the admin role",
         ),
-        (
-            "reserved primary",
-            json!({"pgplane": {"primary_user": "postgres"}}),
-            "reserved",
-        ),
+        ("reserved primary", json!({"pgplane": {"primary_user": "postgres"}}), "reserved"),
     ];
     for (case, patch, expected) in cases {
         let mut body = good.clone();
@@ -125,10 +86,7 @@ async fn registration_is_refused_and_nothing_stored_when_the_target_cannot_be_us
         assert_eq!(answer["id"], "unprocessable_entity", "{case}");
         let message = answer["message"].as_str().unwrap();
         assert!(message.contains(expected), "{case}: {message}");
-        assert!(
-            !message.contains(&app.admin_password),
-            "{case}: the message leaks the password"
-        );
+        assert!(!message.contains(&app.admin_password), "{case}: the message leaks the password");
     }
     let (_, list) = app.get("/v2/databases").await;
     assert_eq!(list["databases"], json!([]));
@@ -153,12 +111,7 @@ fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_names_are_unique_and_lists_filter_by_tag() {
     let app = TestApp::spawn(15).await;
-    let (status, body) = app
-        .post(
-            "/v2/databases",
-            app.registration(&format!("c-{}", app.suffix)),
-        )
-        .await;
+    let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
     assert!(status == 422 || status == 409, "{status} {body}");
     let mut second = app.registration(&format!("d-{}", app.suffix));
     second["pgplane"]["primary_user"] = json!(app.unique("other_admin"));
@@ -168,15 +121,9 @@ async fn cluster_names_are_unique_and_lists_filter_by_tag() {
     assert_eq!(status, 201, "{body}");
     let (_, all) = app.get("/v2/databases").await;
     assert_eq!(all["databases"].as_array().unwrap().len(), 2);
-    let (_, blue) = app
-        .get("/v2/databases?tag_name=blue&page=1&per_page=200")
-        .await;
-    let names: Vec<&str> = blue["databases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let (_, blue) = app.get("/v2/databases?tag_name=blue&page=1&per_page=200").await;
+    let names: Vec<&str> =
+        blue["databases"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, [format!("d-{}", app.suffix)]);
 }
 
@@ -213,24 +160,14 @@ async fn unknown_clusters_routes_and_methods_get_json_errors() {
         assert_eq!(body["id"], "not_found", "{path}");
         assert!(body["request_id"].is_string(), "{path}");
     }
-    let (status, body) = app
-        .call(
-            reqwest::Method::PATCH,
-            &app.cluster_path("/users"),
-            Some(json!({})),
-        )
-        .await;
+    let (status, body) = app.call(reqwest::Method::PATCH, &app.cluster_path("/users"), Some(json!({}))).await;
     assert_eq!(status, 405);
     assert_eq!(body["id"], "method_not_allowed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_shaped_like_godos_are_accepted() {
-    let app = TestApp::spawn_with(AppOptions {
-        register: false,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
     // godo sends every field of its structs: empty strings, nulls and zero timestamps.
     let mut body = app.registration(&format!("godo-{}", app.suffix));
     merge(
@@ -247,9 +184,7 @@ async fn requests_shaped_like_godos_are_accepted() {
     let id = cluster["database"]["id"].as_str().unwrap();
     assert_eq!(cluster["database"]["tags"], json!([]));
     for path in ["/users", "/dbs"] {
-        let (status, _) = app
-            .get(&format!("/v2/databases/{id}{path}?page=1&per_page=200"))
-            .await;
+        let (status, _) = app.get(&format!("/v2/databases/{id}{path}?page=1&per_page=200")).await;
         assert_eq!(status, 200, "{path}");
     }
     let (status, _) = app.get("/v2/databases?page=1&per_page=200").await;

@@ -9,20 +9,11 @@ use crate::on_each_version;
 async fn databases_are_created_owned_by_the_primary_user(major: u32) {
     let app = TestApp::spawn(major).await;
     let name = app.unique("alpha");
-    let (status, body) = app
-        .post(&app.cluster_path("/dbs"), json!({ "name": name }))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/dbs"), json!({ "name": name })).await;
     assert_eq!(status, 201);
-    assert_eq!(
-        body,
-        json!({"db": {"name": name}}),
-        "exactly DigitalOcean's shape"
-    );
+    assert_eq!(body, json!({"db": {"name": name}}), "exactly DigitalOcean's shape");
     let owner = app
-        .target_strings(
-            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
-            &[&name],
-        )
+        .target_strings("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&name])
         .await;
     assert_eq!(owner, [app.primary_user.as_str()]);
     let (status, body) = app.get(&app.cluster_path("/dbs")).await;
@@ -33,24 +24,14 @@ async fn databases_are_created_owned_by_the_primary_user(major: u32) {
     let (status, body) = app.get(&app.cluster_path(&format!("/dbs/{name}"))).await;
     assert_eq!((status, body), (200, json!({"db": {"name": name}})));
     let (_, cluster) = app.get(&app.cluster_path("")).await;
-    assert!(cluster["database"]["db_names"]
-        .as_array()
-        .unwrap()
-        .contains(&json!(name)));
-    let primary = app
-        .target
-        .login(&app.primary_user, &app.primary_password().await, &name)
-        .await;
+    assert!(cluster["database"]["db_names"].as_array().unwrap().contains(&json!(name)));
+    let primary = app.target.login(&app.primary_user, &app.primary_password().await, &name).await;
     assert!(primary.is_ok());
 
-    let (status, _) = app
-        .post(&app.cluster_path("/dbs"), json!({ "name": name }))
-        .await;
+    let (status, _) = app.post(&app.cluster_path("/dbs"), json!({ "name": name })).await;
     assert_eq!(status, 422, "duplicate");
     for bad in ["", "postgres", "template0", "template1", "pg_catalog_copy"] {
-        let (status, body) = app
-            .post(&app.cluster_path("/dbs"), json!({ "name": bad }))
-            .await;
+        let (status, body) = app.post(&app.cluster_path("/dbs"), json!({ "name": bad })).await;
         assert_eq!(status, 422, "{bad:?}: {body}");
     }
     let (status, _) = app.post(&app.cluster_path("/dbs"), json!({})).await;
@@ -65,15 +46,9 @@ async fn a_database_with_clients_connected_is_dropped(major: u32) {
     let user = app.unique("busy_user");
     let password = app.create_user(&user).await;
     let session = app.target.login(&user, &password, &name).await.unwrap();
-    let owner_session = app
-        .target
-        .login(&app.primary_user, &app.primary_password().await, &name)
-        .await
-        .unwrap();
-    owner_session
-        .batch_execute("BEGIN; CREATE TABLE t (id int); SELECT * FROM t")
-        .await
-        .unwrap();
+    let owner_session =
+        app.target.login(&app.primary_user, &app.primary_password().await, &name).await.unwrap();
+    owner_session.batch_execute("BEGIN; CREATE TABLE t (id int); SELECT * FROM t").await.unwrap();
     let (status, body) = app.delete(&app.cluster_path(&format!("/dbs/{name}"))).await;
     assert_eq!(status, 204, "{body}");
     assert!(!app.database_exists(&name).await);
@@ -86,19 +61,12 @@ on_each_version!(a_database_with_clients_connected_is_dropped);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_database_cannot_be_deleted() {
     let app = TestApp::spawn(15).await;
-    let (status, body) = app
-        .delete(&app.cluster_path(&format!("/dbs/{}", app.default_db)))
-        .await;
+    let (status, body) = app.delete(&app.cluster_path(&format!("/dbs/{}", app.default_db))).await;
     assert_eq!(status, 422);
     assert_eq!(body["id"], "unprocessable_entity");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("default database"));
+    assert!(body["message"].as_str().unwrap().contains("default database"));
     assert!(app.database_exists(&app.default_db).await);
-    let (status, _) = app
-        .get(&app.cluster_path(&format!("/dbs/{}", app.default_db)))
-        .await;
+    let (status, _) = app.get(&app.cluster_path(&format!("/dbs/{}", app.default_db))).await;
     assert_eq!(status, 200);
 }
 
@@ -107,20 +75,12 @@ async fn a_database_pgplane_does_not_manage_is_never_touched() {
     let app = TestApp::spawn(17).await;
     let name = app.unique("theirs");
     let admin = app.target_admin("postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (status, body) = app
-        .post(&app.cluster_path("/dbs"), json!({ "name": name }))
-        .await;
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let (status, body) = app.post(&app.cluster_path("/dbs"), json!({ "name": name })).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["id"], "conflict");
     let owner = app
-        .target_strings(
-            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
-            &[&name],
-        )
+        .target_strings("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&name])
         .await;
     assert_eq!(owner, ["postgres"], "owner unchanged");
     let (status, _) = app.delete(&app.cluster_path(&format!("/dbs/{name}"))).await;

@@ -7,6 +7,7 @@ mod dbs;
 mod openapi;
 mod pydo;
 mod reliability;
+mod security;
 mod users;
 
 /// Runs an async test body, which takes the target's major version, once per supported
@@ -30,9 +31,7 @@ macro_rules! on_each_version {
 
 /// The SQLSTATE of a failed statement or login.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 /// Percent-encodes a name for a path segment, as PyDo does (including '/').
@@ -45,9 +44,7 @@ pub fn encode(name: &str) -> String {
 pub fn python() -> std::path::PathBuf {
     let path = std::env::var_os("PGPLANE_PYTHON")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-        });
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
     assert!(
         path.exists(),
         "{} is missing: `make test` creates the virtual environment (or set PGPLANE_PYTHON)",

@@ -9,24 +9,11 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_served_valid_and_complete() {
-    let app = TestApp::spawn_with(AppOptions {
-        register: false,
-        ..Default::default()
-    })
-    .await;
-    let response = app
-        .http
-        .get(format!("{}/v2/openapi.json", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    let response = app.http.get(format!("{}/v2/openapi.json", app.base_url)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3.1"),
-        "{}",
-        doc["openapi"]
-    );
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
 
     let file = std::env::temp_dir().join(format!("pgplane-openapi-{}.json", app.suffix));
     std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
@@ -48,10 +35,7 @@ async fn the_openapi_document_is_served_valid_and_complete() {
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path
-            .replace(
-                "{database_cluster_uuid}",
-                "00000000-0000-0000-0000-000000000000",
-            )
+            .replace("{database_cluster_uuid}", "00000000-0000-0000-0000-000000000000")
             .replace("{username}", "someone")
             .replace("{database_name}", "something");
         for (method, _) in item.as_object().unwrap() {
@@ -63,5 +47,5 @@ async fn the_openapi_document_is_served_valid_and_complete() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 17);
+    assert_eq!(operations, 18);
 }

@@ -9,9 +9,7 @@ use crate::{encode, on_each_version, sqlstate};
 async fn a_new_user_can_log_in_and_nothing_more(major: u32) {
     let app = TestApp::spawn(major).await;
     let name = app.unique("app");
-    let (status, body) = app
-        .post(&app.cluster_path("/users"), json!({ "name": name }))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
     assert_eq!(status, 201, "{body}");
     let user = &body["user"];
     assert_eq!(user["name"], name.as_str());
@@ -35,29 +33,16 @@ async fn a_new_user_can_log_in_and_nothing_more(major: u32) {
     let attrs: Vec<bool> = (0..7).map(|i| row.get(i)).collect();
     assert_eq!(attrs, [true, false, false, false, false, false, true]);
 
-    let client = app
-        .target
-        .login(&name, password, &app.default_db)
-        .await
-        .expect("the new user logs in");
-    let err = client
-        .batch_execute(&format!("CREATE DATABASE {}", app.unique("nope")))
-        .await
-        .unwrap_err();
+    let client = app.target.login(&name, password, &app.default_db).await.expect("the new user logs in");
+    let err = client.batch_execute(&format!("CREATE DATABASE {}", app.unique("nope"))).await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{err}");
-    let err = client
-        .batch_execute(&format!("CREATE ROLE {}", app.unique("nope")))
-        .await
-        .unwrap_err();
+    let err = client.batch_execute(&format!("CREATE ROLE {}", app.unique("nope"))).await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{err}");
 
     // The target's log (log_statement=all) never saw the password or its verifier.
     let log = app.target.log();
     assert!(!log.contains(password));
-    let leaked: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("SCRAM-SHA-256$4096:"))
-        .collect();
+    let leaked: Vec<&str> = log.lines().filter(|l| l.contains("SCRAM-SHA-256$4096:")).collect();
     assert!(leaked.is_empty(), "verifiers in the server log: {leaked:?}");
 }
 on_each_version!(a_new_user_can_log_in_and_nothing_more);
@@ -69,12 +54,8 @@ async fn users_are_listed_and_shown_and_duplicates_refused() {
     let password = app.create_user(&name).await;
     let (status, body) = app.get(&app.cluster_path("/users")).await;
     assert_eq!(status, 200);
-    let mut names: Vec<&str> = body["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["name"].as_str().unwrap())
-        .collect();
+    let mut names: Vec<&str> =
+        body["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     names.sort();
     let mut expected = vec![app.primary_user.as_str(), name.as_str()];
     expected.sort();
@@ -83,31 +64,18 @@ async fn users_are_listed_and_shown_and_duplicates_refused() {
     assert_eq!(status, 200);
     assert_eq!(body["user"]["password"], password.as_str());
 
-    let (status, body) = app
-        .post(&app.cluster_path("/users"), json!({ "name": name }))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
     assert_eq!(status, 422);
     assert_eq!(body["id"], "unprocessable_entity");
     let (status, body) = app.post(&app.cluster_path("/users"), json!({})).await;
     assert_eq!(status, 422);
     assert_eq!(body["message"], "invalid request: user_name field required");
-    let (status, body) = app
-        .post(&app.cluster_path("/users"), json!({ "name": 42 }))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": 42 })).await;
     assert_eq!(status, 422, "{body}");
-    let (status, _) = app
-        .post(
-            &app.cluster_path("/users"),
-            json!({ "name": app.primary_user }),
-        )
-        .await;
+    let (status, _) = app.post(&app.cluster_path("/users"), json!({ "name": app.primary_user })).await;
     assert_eq!(status, 422);
     // The password PyDo and doctl show is still the one that works.
-    assert!(app
-        .target
-        .login(&name, &password, &app.default_db)
-        .await
-        .is_ok());
+    assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,9 +97,7 @@ async fn invalid_and_reserved_names_are_refused_and_change_nothing() {
         format!("new\nline{}", app.suffix),
         format!(" {}", app.suffix),
     ] {
-        let (status, body) = app
-            .post(&app.cluster_path("/users"), json!({ "name": name }))
-            .await;
+        let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
         assert_eq!(status, 422, "{name:?}: {body}");
         assert_eq!(body["id"], "unprocessable_entity");
     }
@@ -156,34 +122,18 @@ async fn hostile_but_valid_names_round_trip_exactly() {
     for name in &names {
         assert!(name.len() <= 63);
         let password = app.create_user(name).await;
-        let found = app
-            .target_strings(
-                "SELECT rolname::text FROM pg_roles WHERE rolname = $1",
-                &[name],
-            )
-            .await;
+        let found =
+            app.target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[name]).await;
         assert_eq!(found, [name.as_str()], "exactly this role exists");
-        assert!(
-            app.target
-                .login(name, &password, &app.default_db)
-                .await
-                .is_ok(),
-            "{name}"
-        );
-        let (status, body) = app
-            .get(&app.cluster_path(&format!("/users/{}", encode(name))))
-            .await;
+        assert!(app.target.login(name, &password, &app.default_db).await.is_ok(), "{name}");
+        let (status, body) = app.get(&app.cluster_path(&format!("/users/{}", encode(name)))).await;
         assert_eq!(status, 200, "{name}: {body}");
         assert_eq!(body["user"]["name"], name.as_str());
         app.create_db(name).await;
         assert!(app.database_exists(name).await);
-        let (status, _) = app
-            .delete(&app.cluster_path(&format!("/dbs/{}", encode(name))))
-            .await;
+        let (status, _) = app.delete(&app.cluster_path(&format!("/dbs/{}", encode(name)))).await;
         assert_eq!(status, 204);
-        let (status, _) = app
-            .delete(&app.cluster_path(&format!("/users/{}", encode(name))))
-            .await;
+        let (status, _) = app.delete(&app.cluster_path(&format!("/users/{}", encode(name)))).await;
         assert_eq!(status, 204);
         assert!(!app.role_exists(name).await, "{name}");
         assert!(!app.database_exists(name).await, "{name}");
@@ -198,9 +148,7 @@ async fn replication_is_granted_and_revoked_by_update(major: u32) {
     let path = app.cluster_path(&format!("/users/{name}"));
     let replication = "SELECT rolreplication::text FROM pg_roles WHERE rolname = $1";
 
-    let (status, body) = app
-        .put(&path, json!({"settings": {"pg_allow_replication": true}}))
-        .await;
+    let (status, body) = app.put(&path, json!({"settings": {"pg_allow_replication": true}})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["user"]["settings"]["pg_allow_replication"], true);
     assert_eq!(app.target_strings(replication, &[&name]).await, ["true"]);
@@ -214,12 +162,7 @@ async fn replication_is_granted_and_revoked_by_update(major: u32) {
     assert_eq!(status, 422);
     assert_eq!(body["message"], "invalid request: settings field required");
     let primary = app.cluster_path(&format!("/users/{}", app.primary_user));
-    let (status, _) = app
-        .put(
-            &primary,
-            json!({"settings": {"pg_allow_replication": true}}),
-        )
-        .await;
+    let (status, _) = app.put(&primary, json!({"settings": {"pg_allow_replication": true}})).await;
     assert_eq!(status, 422);
 }
 on_each_version!(replication_is_granted_and_revoked_by_update);
@@ -228,21 +171,12 @@ async fn a_password_reset_replaces_the_old_password_at_once(major: u32) {
     let app = TestApp::spawn(major).await;
     let name = app.unique("resetme");
     let old = app.create_user(&name).await;
-    let (status, body) = app
-        .post(
-            &app.cluster_path(&format!("/users/{name}/reset_auth")),
-            json!({}),
-        )
-        .await;
+    let (status, body) = app.post(&app.cluster_path(&format!("/users/{name}/reset_auth")), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let new = body["user"]["password"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     assert!(app.target.login(&name, &new, &app.default_db).await.is_ok());
-    let err = app
-        .target
-        .login(&name, &old, &app.default_db)
-        .await
-        .unwrap_err();
+    let err = app.target.login(&name, &old, &app.default_db).await.unwrap_err();
     assert_eq!(sqlstate(&err), "28P01", "{err}");
 
     // The primary user can be reset too; the cluster's connection follows.
@@ -252,28 +186,15 @@ async fn a_password_reset_replaces_the_old_password_at_once(major: u32) {
     assert_eq!(status, 200);
     let new_primary = body["user"]["password"].as_str().unwrap().to_string();
     let (_, cluster) = app.get(&app.cluster_path("")).await;
-    assert_eq!(
-        cluster["database"]["connection"]["password"],
-        new_primary.as_str()
-    );
-    assert!(app
-        .target
-        .login(&app.primary_user, &new_primary, &app.default_db)
-        .await
-        .is_ok());
-    assert!(app
-        .target
-        .login(&app.primary_user, &old_primary, &app.default_db)
-        .await
-        .is_err());
+    assert_eq!(cluster["database"]["connection"]["password"], new_primary.as_str());
+    assert!(app.target.login(&app.primary_user, &new_primary, &app.default_db).await.is_ok());
+    assert!(app.target.login(&app.primary_user, &old_primary, &app.default_db).await.is_err());
 
     let log = app.target.log();
     for secret in [&old, &new, &old_primary, &new_primary] {
         assert!(!log.contains(secret.as_str()));
     }
-    let (status, body) = app
-        .post(&app.cluster_path("/users/nobody/reset_auth"), json!({}))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/users/nobody/reset_auth"), json!({})).await;
     assert_eq!((status, body["id"].as_str()), (404, Some("not_found")));
 }
 on_each_version!(a_password_reset_replaces_the_old_password_at_once);
@@ -292,31 +213,21 @@ async fn deleting_a_user_that_owns_objects_in_several_databases(major: u32) {
             .await
             .unwrap();
         let user = app.target.login(&name, &password, &db).await.unwrap();
-        user.batch_execute("CREATE TABLE owned_things (id int); CREATE SEQUENCE owned_seq")
-            .await
-            .unwrap();
+        user.batch_execute("CREATE TABLE owned_things (id int); CREATE SEQUENCE owned_seq").await.unwrap();
         sessions.push(user);
     }
-    let (status, body) = app
-        .delete(&app.cluster_path(&format!("/users/{name}")))
-        .await;
+    let (status, body) = app.delete(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(status, 204, "{body}");
     assert!(!app.role_exists(&name).await);
     for db in [&app.default_db, &other_db] {
         let owner: String = app
             .target_admin(db)
             .await
-            .query_one(
-                "SELECT tableowner::text FROM pg_tables WHERE tablename = 'owned_things'",
-                &[],
-            )
+            .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'owned_things'", &[])
             .await
             .unwrap()
             .get(0);
-        assert_eq!(
-            owner, app.primary_user,
-            "objects in {db} go to the primary user"
-        );
+        assert_eq!(owner, app.primary_user, "objects in {db} go to the primary user");
     }
     // Its open sessions were ended.
     for session in &sessions {
@@ -331,21 +242,13 @@ on_each_version!(deleting_a_user_that_owns_objects_in_several_databases);
 async fn the_primary_user_cannot_be_deleted() {
     let app = TestApp::spawn(15).await;
     let password = app.primary_password().await;
-    let (status, body) = app
-        .delete(&app.cluster_path(&format!("/users/{}", app.primary_user)))
-        .await;
+    let (status, body) = app.delete(&app.cluster_path(&format!("/users/{}", app.primary_user))).await;
     assert_eq!(status, 422);
     assert_eq!(body["id"], "unprocessable_entity");
     assert!(body["message"].as_str().unwrap().contains("primary user"));
     assert!(app.role_exists(&app.primary_user).await);
-    assert!(app
-        .target
-        .login(&app.primary_user, &password, &app.default_db)
-        .await
-        .is_ok());
-    let (_, user) = app
-        .get(&app.cluster_path(&format!("/users/{}", app.primary_user)))
-        .await;
+    assert!(app.target.login(&app.primary_user, &password, &app.default_db).await.is_ok());
+    let (_, user) = app.get(&app.cluster_path(&format!("/users/{}", app.primary_user))).await;
     assert_eq!(user["user"]["status"], "ready");
 }
 
@@ -354,37 +257,20 @@ async fn a_role_pgplane_does_not_manage_is_never_touched(major: u32) {
     let name = app.unique("stranger");
     app.target_admin("postgres")
         .await
-        .batch_execute(&format!(
-            "CREATE ROLE {name} LOGIN CREATEDB PASSWORD 'strangers-own'"
-        ))
+        .batch_execute(&format!("CREATE ROLE {name} LOGIN CREATEDB PASSWORD 'strangers-own'"))
         .await
         .unwrap();
-    let (status, body) = app
-        .post(&app.cluster_path("/users"), json!({ "name": name }))
-        .await;
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["id"], "conflict");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("not managed by pgplane"));
+    assert!(body["message"].as_str().unwrap().contains("not managed by pgplane"));
     let (status, _) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(status, 404, "the refused user is not kept");
-    assert!(app
-        .target
-        .login(&name, "strangers-own", "postgres")
-        .await
-        .is_ok());
-    let createdb = app
-        .target_strings(
-            "SELECT rolcreatedb::text FROM pg_roles WHERE rolname = $1",
-            &[&name],
-        )
-        .await;
+    assert!(app.target.login(&name, "strangers-own", "postgres").await.is_ok());
+    let createdb =
+        app.target_strings("SELECT rolcreatedb::text FROM pg_roles WHERE rolname = $1", &[&name]).await;
     assert_eq!(createdb, ["true"]);
-    let (status, _) = app
-        .delete(&app.cluster_path(&format!("/users/{name}")))
-        .await;
+    let (status, _) = app.delete(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(status, 404);
     assert!(app.role_exists(&name).await);
 }
@@ -404,17 +290,7 @@ async fn on_postgres_17_the_primary_user_can_manage_the_users_pgplane_creates() 
         )
         .await;
     assert_eq!(admin_option, ["true"]);
-    let primary = app
-        .target
-        .login(
-            &app.primary_user,
-            &app.primary_password().await,
-            &app.default_db,
-        )
-        .await
-        .unwrap();
-    primary
-        .batch_execute(&format!("ALTER ROLE \"{name}\" CONNECTION LIMIT 5"))
-        .await
-        .unwrap();
+    let primary =
+        app.target.login(&app.primary_user, &app.primary_password().await, &app.default_db).await.unwrap();
+    primary.batch_execute(&format!("ALTER ROLE \"{name}\" CONNECTION LIMIT 5")).await.unwrap();
 }

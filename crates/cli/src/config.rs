@@ -12,18 +12,10 @@ use pgplane_core::Store;
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {
     /// URL of pgplane's metadata database (postgres://user:password@host:port/dbname).
-    #[arg(
-        long = "database-url",
-        env = "PGPLANE_DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long = "database-url", env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
     pub url: String,
     /// Connections to the metadata database.
-    #[arg(
-        long = "database-max-connections",
-        env = "PGPLANE_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 20
-    )]
+    #[arg(long = "database-max-connections", env = "PGPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: u32,
 }
 
@@ -37,16 +29,14 @@ impl DatabaseArgs {
 #[derive(Args, Clone)]
 pub struct SecretKeyArgs {
     /// The sealing key itself, base64-encoded.
-    #[arg(
-        long = "secret-key",
-        env = "PGPLANE_SECRET_KEY",
-        hide_env_values = true,
-        conflicts_with = "file"
-    )]
+    #[arg(long = "secret-key", env = "PGPLANE_SECRET_KEY", hide_env_values = true, conflicts_with = "file")]
     pub key: Option<String>,
     /// A file holding the base64-encoded sealing key (should be readable by pgplane only).
     #[arg(long = "secret-key-file", env = "PGPLANE_SECRET_KEY_FILE")]
     pub file: Option<PathBuf>,
+    /// During a key rotation: a file holding the previous key, still accepted for opening.
+    #[arg(long = "previous-secret-key-file", env = "PGPLANE_PREVIOUS_SECRET_KEY_FILE")]
+    pub previous_file: Option<PathBuf>,
 }
 
 impl SecretKeyArgs {
@@ -60,7 +50,16 @@ impl SecretKeyArgs {
                  (make one with `pgplane secret-key generate`)"
             ),
         };
-        Sealer::from_base64(&encoded).map_err(anyhow::Error::msg)
+        let sealer = Sealer::from_base64(&encoded).map_err(anyhow::Error::msg)?;
+        match &self.previous_file {
+            None => Ok(sealer),
+            Some(path) => {
+                let previous = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the previous secret key file {}", path.display()))?;
+                let previous = Sealer::from_base64(&previous).map_err(anyhow::Error::msg)?;
+                Ok(sealer.with_previous(&previous))
+            }
+        }
     }
 }
 
@@ -68,11 +67,7 @@ impl SecretKeyArgs {
 #[derive(Args, Clone)]
 pub struct LogArgs {
     /// Log format: text or json.
-    #[arg(
-        long = "log-format",
-        env = "PGPLANE_LOG_FORMAT",
-        default_value = "text"
-    )]
+    #[arg(long = "log-format", env = "PGPLANE_LOG_FORMAT", default_value = "text")]
     pub format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax (for example "info,pgplane_reconciler=debug").
     #[arg(long = "log", env = "PGPLANE_LOG", default_value = "info,sqlx=warn")]
@@ -89,9 +84,7 @@ impl LogArgs {
     pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_new(&self.filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
         match self.format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),

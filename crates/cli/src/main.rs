@@ -1,12 +1,12 @@
 //! `pgplane`: the one binary. `serve` runs the gateway and the reconciler; `migrate` applies
 //! the metadata schema; `token` issues API tokens; `secret-key generate` makes a sealing key.
 
+mod admin;
 mod config;
 mod serve;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pgplane_core::tokens;
 
 use crate::config::{DatabaseArgs, LogArgs};
 
@@ -32,34 +32,13 @@ enum Command {
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: admin::TokenCommand,
     },
     /// Manage the key that seals secrets at rest.
     SecretKey {
         #[command(subcommand)]
-        command: SecretKeyCommand,
+        command: admin::SecretKeyCommand,
     },
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Issue a new full-access token and print it (it is shown only once).
-    Create {
-        /// A name to recognise the token by.
-        #[arg(long, default_value = "default")]
-        name: String,
-        /// The team the token acts for (created if missing).
-        #[arg(long, default_value = "default")]
-        team: String,
-        #[command(flatten)]
-        database: DatabaseArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum SecretKeyCommand {
-    /// Print a new random key (base64) for PGPLANE_SECRET_KEY or --secret-key-file.
-    Generate,
 }
 
 #[tokio::main]
@@ -74,30 +53,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("metadata schema is up to date");
             Ok(())
         }
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    name,
-                    team,
-                    database,
-                },
-        } => {
-            let store = database.store()?;
-            store.migrate().await.context("applying migrations")?;
-            let team_id = store.ensure_team(&team).await?;
-            let issued = tokio::task::spawn_blocking(tokens::issue).await?;
-            store
-                .insert_token(team_id, &name, &issued, &["*".to_string()])
-                .await?;
-            println!("{}", issued.token);
-            Ok(())
-        }
-        Command::SecretKey {
-            command: SecretKeyCommand::Generate,
-        } => {
-            println!("{}", pgplane_core::secrets::Sealer::generate_key());
-            Ok(())
-        }
+        Command::Token { command } => admin::token(command).await,
+        Command::SecretKey { command } => admin::secret_key(command).await,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// with the object still pending.
     #[arg(long, env = "PGPLANE_APPLY_TIMEOUT", default_value_t = 10.0)]
     apply_timeout: f64,
+    /// API requests a minute allowed per token (0: no limit).
+    #[arg(long, env = "PGPLANE_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
+    rate_limit_per_minute: u32,
     /// Seconds between drift checks of every cluster.
     #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
     resync_interval: f64,
@@ -57,10 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.log.init();
     let sealer = args.secret_key.sealer()?;
     let store = args.database.store()?;
-    store
-        .migrate()
-        .await
-        .context("applying metadata migrations (is the metadata database reachable?)")?;
+    store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -75,10 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             resync_interval: seconds(args.resync_interval, "resync-interval")?,
             max_concurrent_passes: args.max_concurrent_passes,
             session_limits: SessionLimits {
-                statement_timeout: seconds(
-                    args.target_statement_timeout,
-                    "target-statement-timeout",
-                )?,
+                statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
                 lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
             },
         };
@@ -88,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_gateway {
         let config = GatewayConfig {
             apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
+            rate_limit_per_minute: args.rate_limit_per_minute,
             ..GatewayConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)

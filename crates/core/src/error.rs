@@ -26,9 +26,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// True when the metadata database could not be reached at all (as opposed to a query error).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-        )
+        matches!(self, Error::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
     }
 }

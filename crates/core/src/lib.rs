@@ -6,6 +6,7 @@ pub mod error;
 pub mod model;
 pub mod names;
 pub mod passwords;
+pub mod scopes;
 pub mod secrets;
 pub mod store;
 pub mod tokens;

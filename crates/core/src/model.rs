@@ -164,3 +164,25 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+/// A token with the name of its team, for listings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenListing {
+    #[sqlx(flatten)]
+    pub token: ApiToken,
+    pub team_name: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub event_id: i64,
+    pub at: DateTime<Utc>,
+    pub team_id: Uuid,
+    pub token_id: String,
+    pub action: String,
+    pub cluster_id: Option<Uuid>,
+    pub object: Option<String>,
+    pub status: i32,
+    pub request_id: Option<String>,
+}

@@ -7,15 +7,8 @@
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Role names PostgreSQL reserves or that would shadow built-in roles and keywords.
-const RESERVED_ROLES: &[&str] = &[
-    "postgres",
-    "public",
-    "none",
-    "current_user",
-    "current_role",
-    "session_user",
-    "system_user",
-];
+const RESERVED_ROLES: &[&str] =
+    &["postgres", "public", "none", "current_user", "current_role", "session_user", "system_user"];
 
 /// Database names that belong to the server itself.
 const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
@@ -53,9 +46,7 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
         return Err(format!("{noun} name must not contain control characters"));
     }
     if name.trim() != name {
-        return Err(format!(
-            "{noun} name must not start or end with white space"
-        ));
+        return Err(format!("{noun} name must not start or end with white space"));
     }
     let lower = name.to_lowercase();
     if lower.starts_with("pg_") {
@@ -76,9 +67,7 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
 /// Checks a cluster name: DigitalOcean's rule, lowercase letters, digits and hyphens, starting
 /// with a letter, not ending with a hyphen, 3 to 63 characters.
 pub fn check_cluster_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let first_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
     if !(3..=63).contains(&name.len()) || !ok_chars || !first_ok || name.ends_with('-') {
         return Err(format!(
@@ -135,22 +124,11 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names_in_any_case() {
-        for name in [
-            "postgres",
-            "PUBLIC",
-            "none",
-            "current_user",
-            "session_user",
-            "pg_monitor",
-            "PG_x",
-        ] {
+        for name in ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x"] {
             assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {
-            assert!(
-                check_identifier(NameKind::Database, name).is_err(),
-                "{name}"
-            );
+            assert!(check_identifier(NameKind::Database, name).is_err(), "{name}");
         }
         // "public" is a fine database name; it is only reserved for roles.
         assert!(check_identifier(NameKind::Database, "public").is_ok());
@@ -161,16 +139,7 @@ mod tests {
         for ok in ["local", "backend-01", "abc"] {
             assert!(check_cluster_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "ab",
-            "Backend",
-            "back_end",
-            "-abc",
-            "abc-",
-            "1abc",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "ab", "Backend", "back_end", "-abc", "abc-", "1abc", &"a".repeat(64)] {
             assert!(check_cluster_name(bad).is_err(), "{bad}");
         }
     }

@@ -68,10 +68,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let c = Credentials {
-            password: "p4ss".into(),
-            verifier: "v".into(),
-        };
+        let c = Credentials { password: "p4ss".into(), verifier: "v".into() };
         assert!(!format!("{c:?}").contains("p4ss"));
     }
 }

@@ -1,7 +1,8 @@
 //! Secrets at rest: every secret pgplane must recover later (target admin passwords, the user
 //! passwords the API shows) is sealed with XChaCha20-Poly1305 under a 32-byte key from the
 //! configuration. The additional data binds each sealed value to the row it belongs to, so a
-//! value copied into another row does not open.
+//! value copied into another row does not open. For key rotation a sealer may also hold the
+//! previous key: it opens with either, and always seals with the current one.
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -18,6 +19,7 @@ const NONCE_LEN: usize = 24;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    previous: Option<XChaCha20Poly1305>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -29,18 +31,17 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Builds a sealer from a base64-encoded 32-byte key (white space around it is ignored).
     pub fn from_base64(encoded: &str) -> Result<Self, String> {
-        let key = B64
-            .decode(encoded.trim())
-            .map_err(|_| "the secret key is not valid base64".to_string())?;
+        let key = B64.decode(encoded.trim()).map_err(|_| "the secret key is not valid base64".to_string())?;
         if key.len() != 32 {
-            return Err(format!(
-                "the secret key must be 32 bytes (base64-encoded), not {} bytes",
-                key.len()
-            ));
+            return Err(format!("the secret key must be 32 bytes (base64-encoded), not {} bytes", key.len()));
         }
-        Ok(Self {
-            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key"),
-        })
+        Ok(Self { cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key"), previous: None })
+    }
+
+    /// Also opens values sealed under `previous` (during a key rotation).
+    pub fn with_previous(mut self, previous: &Sealer) -> Self {
+        self.previous = Some(previous.cipher.clone());
+        self
     }
 
     /// A new random key, base64-encoded, for `pgplane secret-key generate` and dev setups.
@@ -56,13 +57,7 @@ impl Sealer {
         rand::rng().fill_bytes(&mut nonce);
         let ciphertext = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
         out.push(VERSION);
@@ -77,14 +72,14 @@ impl Sealer {
             return Err(Error::Unseal);
         }
         let (nonce, ciphertext) = sealed[1..].split_at(NONCE_LEN);
+        let payload = || Payload { msg: ciphertext, aad: context.as_bytes() };
+        let nonce = XNonce::from_slice(nonce);
         self.cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: context.as_bytes(),
-                },
-            )
+            .decrypt(nonce, payload())
+            .or_else(|e| match &self.previous {
+                Some(previous) => previous.decrypt(nonce, payload()),
+                None => Err(e),
+            })
             .map_err(|_| Error::Unseal)
     }
 
@@ -125,6 +120,18 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(s.open_str(&tampered, "row-a").is_err());
         assert!(s.open_str(&[], "row-a").is_err());
+    }
+
+    #[test]
+    fn a_rotating_sealer_opens_old_values_and_seals_with_the_new_key() {
+        let old = sealer();
+        let new = sealer();
+        let sealed_old = old.seal_str("pw", "ctx");
+        let rotating = new.clone().with_previous(&old);
+        assert_eq!(rotating.open_str(&sealed_old, "ctx").unwrap(), "pw");
+        let resealed = rotating.seal_str("pw", "ctx");
+        assert_eq!(new.open_str(&resealed, "ctx").unwrap(), "pw");
+        assert!(old.open_str(&resealed, "ctx").is_err());
     }
 
     #[test]

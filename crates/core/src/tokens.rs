@@ -38,11 +38,7 @@ pub fn issue() -> IssuedToken {
         .hash_password(token.as_bytes(), &salt)
         .expect("argon2 with default parameters does not fail")
         .to_string();
-    IssuedToken {
-        token_id,
-        token,
-        hash,
-    }
+    IssuedToken { token_id, token, hash }
 }
 
 /// The row id inside a well-formed token, or None for anything else.
@@ -51,9 +47,7 @@ pub fn token_id(token: &str) -> Option<&str> {
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
         && secret.len() == SECRET_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && secret.bytes().all(|b| b.is_ascii_alphanumeric());
     well_formed.then_some(id)
 }
@@ -61,11 +55,7 @@ pub fn token_id(token: &str) -> Option<&str> {
 /// Checks `token` against a stored hash in constant time (blocking).
 pub fn verify(token: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(token.as_bytes(), &parsed)
-                .is_ok()
-        })
+        .map(|parsed| Argon2::default().verify_password(token.as_bytes(), &parsed).is_ok())
         .unwrap_or(false)
 }
 

@@ -15,6 +15,10 @@ use serde::Serialize;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for `Retry-After` (429 only).
+    pub retry_after: Option<u64>,
+    /// `ratelimit-limit`, `-remaining` and `-reset` (429 only).
+    pub rate_limit: Option<(u32, u32, u64)>,
 }
 
 /// DigitalOcean's error body.
@@ -31,19 +35,13 @@ pub(crate) struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
+        Self { status, message: message.into(), retry_after: None, rate_limit: None }
     }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "Unable to authenticate you.")
     }
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "The resource you requested could not be found.",
-        )
+        Self::new(StatusCode::NOT_FOUND, "The resource you requested could not be found.")
     }
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -55,10 +53,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Unexpected server-side error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Unexpected server-side error")
     }
     pub fn unavailable() -> Self {
         Self::new(
@@ -126,6 +121,12 @@ struct ErrorMessage(String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some((limit, remaining, reset)) = self.rate_limit {
+            crate::rate::set_rate_headers(response.headers_mut(), limit, remaining, reset);
+        }
         response.extensions_mut().insert(ErrorMessage(self.message));
         response
     }
@@ -133,20 +134,13 @@ impl IntoResponse for ApiError {
 
 /// Middleware: gives every error response a DigitalOcean error body with the request id.
 pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let message = response
-        .extensions()
-        .get::<ErrorMessage>()
-        .map(|m| m.0.clone());
+    let message = response.extensions().get::<ErrorMessage>().map(|m| m.0.clone());
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -155,17 +149,10 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let message = message.unwrap_or_else(|| default_message(status).to_string());
-    let body = serde_json::to_vec(&ErrorBody {
-        id: error_id(status),
-        message,
-        request_id,
-    })
-    .expect("error bodies serialise");
+    let body = serde_json::to_vec(&ErrorBody { id: error_id(status), message, request_id })
+        .expect("error bodies serialise");
     let (mut parts, _) = response.into_parts();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -177,8 +164,5 @@ pub(crate) async fn route_not_found() -> ApiError {
 
 /// Fallback for known routes called with the wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        default_message(StatusCode::METHOD_NOT_ALLOWED),
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, default_message(StatusCode::METHOD_NOT_ALLOWED))
 }

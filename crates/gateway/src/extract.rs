@@ -27,19 +27,11 @@ where
                 ApiError::bad_request("error reading request body")
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(bytes)
-            .map(ApiJson)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
-                    ApiError::unprocessable(format!("invalid request: {e}"))
-                }
-                _ => ApiError::bad_request(format!("error parsing request body: {e}")),
-            })
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes).map(ApiJson).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid request: {e}")),
+            _ => ApiError::bad_request(format!("error parsing request body: {e}")),
+        })
     }
 }
 

@@ -3,10 +3,12 @@
 //! reconcilers and answers once the change is applied on the target (or a bounded wait
 //! has passed, leaving the object pending with its last error).
 
+mod audit;
 mod auth;
 mod error;
 mod extract;
 mod openapi;
+mod rate;
 mod routes;
 mod state;
 mod views;
@@ -29,6 +31,8 @@ pub struct GatewayConfig {
     pub apply_timeout: Duration,
     /// Upper bound for any request.
     pub request_timeout: Duration,
+    /// Requests a minute allowed per token (0: no limit).
+    pub rate_limit_per_minute: u32,
 }
 
 impl Default for GatewayConfig {
@@ -36,6 +40,7 @@ impl Default for GatewayConfig {
         Self {
             apply_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            rate_limit_per_minute: 1200,
         }
     }
 }
@@ -57,7 +62,5 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "Databases", description = "Clusters: registered PostgreSQL servers"),
         (name = "Users", description = "Database users (roles) of a cluster"),
         (name = "Dbs", description = "Databases of a cluster"),
+        (name = "Audit", description = "The audit log of mutating requests"),
         (name = "Health", description = "Liveness, readiness and this document"),
     )
 )]

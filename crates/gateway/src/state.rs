@@ -7,6 +7,7 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 use crate::auth::Authenticator;
+use crate::rate::Limiter;
 use crate::wait::Waiter;
 use crate::GatewayConfig;
 
@@ -17,13 +18,15 @@ pub struct AppState {
     pub(crate) sealer: Sealer,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) auth: Arc<Authenticator>,
+    pub(crate) limiter: Arc<Limiter>,
     pub(crate) waiter: Arc<Waiter>,
 }
 
 impl AppState {
     pub fn new(store: Store, sealer: Sealer, config: GatewayConfig) -> Self {
         Self {
-            auth: Arc::new(Authenticator::new(store.clone())),
+            auth: Authenticator::start(store.clone()),
+            limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
             waiter: Waiter::start(store.clone()),
             store,
             sealer,

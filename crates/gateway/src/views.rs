@@ -14,13 +14,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-fn rfc3339(t: &DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -42,7 +38,9 @@ pub(crate) struct UserSettings {
 pub(crate) struct UserView {
     pub name: String,
     pub role: String,
-    pub password: String,
+    /// Shown only to tokens with `database:view_credentials`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     pub settings: UserSettings,
     /// `ready`, `pending` (see `last_error`), `conflict` or `deleting`.
     pub status: &'static str,
@@ -55,23 +53,21 @@ pub(crate) struct UserView {
 /// Opens a user's sealed credentials.
 pub(crate) fn credentials(user: &User, sealer: &Sealer) -> Result<Credentials, ApiError> {
     let sealed = sealer
-        .open(
-            &user.credentials_sealed,
-            &User::credentials_context(user.cluster_id, &user.name),
-        )
+        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
         .map_err(ApiError::from)?;
     serde_json::from_slice(&sealed).map_err(|_| ApiError::internal())
 }
 
 impl UserView {
-    pub fn of(user: &User, sealer: &Sealer) -> Result<Self, ApiError> {
+    /// The user as shown to a caller; the password only when `reveal` (the caller holds
+    /// `database:view_credentials`).
+    pub fn of(user: &User, sealer: &Sealer, reveal: bool) -> Result<Self, ApiError> {
+        let password = if reveal { Some(credentials(user, sealer)?.password) } else { None };
         Ok(Self {
             name: user.name.clone(),
             role: user.role.clone(),
-            password: credentials(user, sealer)?.password,
-            settings: UserSettings {
-                pg_allow_replication: user.allow_replication,
-            },
+            password,
+            settings: UserSettings { pg_allow_replication: user.allow_replication },
             status: status_of(user.desired(), user.sync()),
             last_error: user.last_error.clone(),
             created_at: rfc3339(&user.created_at),
@@ -110,22 +106,27 @@ pub(crate) struct ConnectionView {
     pub host: String,
     pub port: i32,
     pub user: String,
-    pub password: String,
+    /// Shown only to tokens with `database:view_credentials`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     pub ssl: bool,
 }
 
 impl ConnectionView {
-    fn new(cluster: &Cluster, user: &str, password: &str) -> Self {
-        let host = if cluster.host.contains(':') {
-            format!("[{}]", cluster.host)
-        } else {
-            cluster.host.clone()
+    /// The connection of `user`; the URI carries the password only when it is given.
+    fn new(cluster: &Cluster, user: &str, password: Option<&str>) -> Self {
+        let host =
+            if cluster.host.contains(':') { format!("[{}]", cluster.host) } else { cluster.host.clone() };
+        let userinfo = match password {
+            Some(p) => format!(
+                "{}:{}",
+                utf8_percent_encode(user, URI_COMPONENT),
+                utf8_percent_encode(p, URI_COMPONENT)
+            ),
+            None => utf8_percent_encode(user, URI_COMPONENT).to_string(),
         };
         let uri = format!(
-            "postgresql://{}:{}@{}:{}/{}?sslmode={}",
-            utf8_percent_encode(user, URI_COMPONENT),
-            utf8_percent_encode(password, URI_COMPONENT),
-            host,
+            "postgresql://{userinfo}@{host}:{}/{}?sslmode={}",
             cluster.port,
             utf8_percent_encode(&cluster.default_database, URI_COMPONENT),
             cluster.sslmode
@@ -136,7 +137,7 @@ impl ConnectionView {
             host: cluster.host.clone(),
             port: cluster.port,
             user: user.to_string(),
-            password: password.to_string(),
+            password: password.map(str::to_owned),
             ssl: cluster.sslmode != "disable",
         }
     }
@@ -184,21 +185,18 @@ pub(crate) struct ClusterView {
 }
 
 impl ClusterView {
+    /// The cluster as shown to a caller; passwords only when `reveal`.
     pub fn of(
         cluster: &Cluster,
         users: &[User],
         dbs: &[Database],
         sealer: &Sealer,
+        reveal: bool,
     ) -> Result<Self, ApiError> {
-        let users: Vec<UserView> = users
-            .iter()
-            .map(|u| UserView::of(u, sealer))
-            .collect::<Result<_, _>>()?;
-        let primary_password = users
-            .iter()
-            .find(|u| u.name == cluster.primary_user)
-            .map(|u| u.password.clone())
-            .unwrap_or_default();
+        let users: Vec<UserView> =
+            users.iter().map(|u| UserView::of(u, sealer, reveal)).collect::<Result<_, _>>()?;
+        let primary_password =
+            users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
         Ok(Self {
             id: cluster.cluster_id,
             name: cluster.name.clone(),
@@ -222,7 +220,7 @@ impl ClusterView {
                 .filter(|d| d.desired() == DesiredState::Present)
                 .map(|d| d.name.clone())
                 .collect(),
-            connection: ConnectionView::new(cluster, &cluster.primary_user, &primary_password),
+            connection: ConnectionView::new(cluster, &cluster.primary_user, primary_password.as_deref()),
             users,
             maintenance_window: None,
             storage_size_mib: 0,

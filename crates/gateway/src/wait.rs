@@ -25,9 +25,7 @@ pub(crate) struct Waiter {
 impl Waiter {
     /// Starts the listening task.
     pub fn start(store: Store) -> Arc<Self> {
-        let waiter = Arc::new(Self {
-            passes: Mutex::new(HashMap::new()),
-        });
+        let waiter = Arc::new(Self { passes: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&waiter);
         tokio::spawn(async move {
             loop {

@@ -67,12 +67,8 @@ pub(crate) async fn create_role(
     verifier: &str,
     can_suppress_logging: bool,
 ) -> Result<(), TargetError> {
-    let statement = format!(
-        "CREATE ROLE {} WITH{} PASSWORD {}",
-        ident(name),
-        attrs_sql(attrs),
-        literal(verifier)
-    );
+    let statement =
+        format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
     run_secret_statement(client, &statement, can_suppress_logging).await
 }
 
@@ -122,9 +118,7 @@ pub(crate) async fn drop_role(
     name: &str,
     reassign_to: &str,
 ) -> Result<(), TargetError> {
-    client
-        .batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name)))
-        .await?;
+    client.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name))).await?;
     client
         .execute(
             "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
@@ -133,10 +127,7 @@ pub(crate) async fn drop_role(
         )
         .await?;
     let databases: Vec<String> = client
-        .query(
-            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname",
-            &[],
-        )
+        .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
         .await?
         .into_iter()
         .map(|row| row.get(0))
@@ -155,25 +146,13 @@ pub(crate) async fn drop_role(
         };
         db_client.batch_execute(&cleanup).await?;
     }
-    client
-        .batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name)))
-        .await?;
+    client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name))).await?;
     Ok(())
 }
 
 /// CREATE DATABASE owned by `owner` (cannot run inside a transaction).
-pub(crate) async fn create_database(
-    client: &Client,
-    name: &str,
-    owner: &str,
-) -> Result<(), TargetError> {
-    client
-        .batch_execute(&format!(
-            "CREATE DATABASE {} OWNER {}",
-            ident(name),
-            ident(owner)
-        ))
-        .await?;
+pub(crate) async fn create_database(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
+    client.batch_execute(&format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner))).await?;
     Ok(())
 }
 
@@ -183,23 +162,12 @@ pub(crate) async fn alter_database_owner(
     name: &str,
     owner: &str,
 ) -> Result<(), TargetError> {
-    client
-        .batch_execute(&format!(
-            "ALTER DATABASE {} OWNER TO {}",
-            ident(name),
-            ident(owner)
-        ))
-        .await?;
+    client.batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner))).await?;
     Ok(())
 }
 
 /// DROP DATABASE, ending the sessions connected to it (WITH (FORCE), PostgreSQL 13+).
 pub(crate) async fn drop_database(client: &Client, name: &str) -> Result<(), TargetError> {
-    client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(name)
-        ))
-        .await?;
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))).await?;
     Ok(())
 }

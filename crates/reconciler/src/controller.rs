@@ -96,11 +96,7 @@ impl Reconciler {
                     }
                 }
             }
-            let due = match shared
-                .store
-                .due_clusters(shared.config.resync_interval, 256)
-                .await
-            {
+            let due = match shared.store.due_clusters(shared.config.resync_interval, 256).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read due clusters from the metadata database");
@@ -108,12 +104,7 @@ impl Reconciler {
                 }
             };
             for cluster_id in due {
-                if !shared
-                    .in_flight
-                    .lock()
-                    .expect("in-flight lock")
-                    .insert(cluster_id)
-                {
+                if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
                     continue;
                 }
                 let shared = self.shared.clone();
@@ -124,11 +115,7 @@ impl Reconciler {
                     if let Err(e) = locked_pass(&shared, cluster_id).await {
                         tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
                     }
-                    shared
-                        .in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .remove(&cluster_id);
+                    shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
                     let _ = done_tx.send(());
                 });
             }
@@ -175,18 +162,13 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
     let (hi, lo) = cluster_id.as_u64_pair();
     let key = (hi ^ lo) as i64;
     let mut conn = shared.store.pool().acquire().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(key)
-        .fetch_one(&mut *conn)
-        .await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
     if !locked {
         return Ok(());
     }
     let result = run_pass(shared, cluster_id).await;
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)")
-        .bind(key)
-        .execute(&mut *conn)
-        .await;
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
     if unlocked.is_err() {
         // The session may be broken; closing it releases the lock.
         let _ = conn.detach();

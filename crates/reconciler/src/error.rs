@@ -28,10 +28,9 @@ impl TargetError {
 impl From<tokio_postgres::Error> for TargetError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => TargetError::Sql {
-                code: db.code().code().to_string(),
-                message: redact(db.message()),
-            },
+            Some(db) => {
+                TargetError::Sql { code: db.code().code().to_string(), message: redact(db.message()) }
+            }
             None => TargetError::Connect(redact(&e.to_string())),
         }
     }
@@ -71,9 +70,6 @@ mod tests {
             redact("syntax error at or near \"SCRAM-SHA-256$4096:abc\""),
             "syntax error at or near \"[redacted]"
         );
-        assert_eq!(
-            redact("role \"x\" already exists"),
-            "role \"x\" already exists"
-        );
+        assert_eq!(redact("role \"x\" already exists"), "role \"x\" already exists");
     }
 }

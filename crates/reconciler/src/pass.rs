@@ -47,9 +47,7 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pg
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await,
     };
-    let pool = shared
-        .pools
-        .get(cluster_id, &spec, shared.config.session_limits);
+    let pool = shared.pools.get(cluster_id, &spec, shared.config.session_limits);
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await,
@@ -65,41 +63,21 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pg
     // Order: roles to create or fix (the primary user first: databases are owned by it),
     // databases to create or fix, databases to drop, then roles to drop (their objects are
     // handed to the primary user).
-    let (present_roles, absent_roles): (Vec<_>, Vec<_>) = roles
-        .iter()
-        .partition(|r| r.desired.state == DesiredState::Present);
-    let (present_dbs, absent_dbs): (Vec<_>, Vec<_>) = databases
-        .iter()
-        .partition(|d| d.desired() == DesiredState::Present);
+    let (present_roles, absent_roles): (Vec<_>, Vec<_>) =
+        roles.iter().partition(|r| r.desired.state == DesiredState::Present);
+    let (present_dbs, absent_dbs): (Vec<_>, Vec<_>) =
+        databases.iter().partition(|d| d.desired() == DesiredState::Present);
     let mut present_roles = present_roles;
     present_roles.sort_by_key(|r| !r.desired.primary);
 
     for item in &present_roles {
-        reconcile_role(
-            shared,
-            &cluster,
-            &spec,
-            &mut client,
-            &observed,
-            item,
-            &mut first_error,
-        )
-        .await?;
+        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
     }
     for db in present_dbs.iter().chain(absent_dbs.iter()) {
         reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?;
     }
     for item in &absent_roles {
-        reconcile_role(
-            shared,
-            &cluster,
-            &spec,
-            &mut client,
-            &observed,
-            item,
-            &mut first_error,
-        )
-        .await?;
+        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
     }
 
     let version = Some((observed.version_num, observed.version.as_str()));
@@ -116,10 +94,9 @@ fn prepare(
     let roles = users
         .into_iter()
         .map(|user| {
-            let sealed = shared.sealer.open(
-                &user.credentials_sealed,
-                &User::credentials_context(user.cluster_id, &user.name),
-            )?;
+            let sealed = shared
+                .sealer
+                .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
             let credentials: Credentials = serde_json::from_slice(&sealed)
                 .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
             let desired = DesiredRole {
@@ -150,15 +127,9 @@ async fn reconcile_role(
     let step = plan_role(role, observed, &cluster.primary_user);
     let suppress = observed.admin_is_superuser;
     let result = match &step {
-        Step::CreateRole {
-            attrs,
-            grant_admin_to,
-        } => {
+        Step::CreateRole { attrs, grant_admin_to } => {
             if !role.claimed {
-                shared
-                    .store
-                    .claim(ObjectKind::User, cluster.cluster_id, &role.name)
-                    .await?;
+                shared.store.claim(ObjectKind::User, cluster.cluster_id, &role.name).await?;
             }
             match apply::create_role(client, &role.name, *attrs, &role.verifier, suppress).await {
                 Err(e) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
@@ -166,18 +137,12 @@ async fn reconcile_role(
                 }
                 Err(e) => Err(e.into()),
                 Ok(()) => match grant_admin_to {
-                    Some(g) => apply::grant_admin_option(client, &role.name, g)
-                        .await
-                        .map_err(Into::into),
+                    Some(g) => apply::grant_admin_option(client, &role.name, g).await.map_err(Into::into),
                     None => Ok(()),
                 },
             }
         }
-        Step::AlterRole {
-            attrs,
-            set_password,
-            grant_admin_to,
-        } => {
+        Step::AlterRole { attrs, set_password, grant_admin_to } => {
             let verifier = set_password.then_some(role.verifier.as_str());
             let mut r = apply::alter_role(client, &role.name, *attrs, verifier, suppress).await;
             if let (Ok(()), Some(g)) = (&r, grant_admin_to) {
@@ -185,15 +150,11 @@ async fn reconcile_role(
             }
             r.map_err(Into::into)
         }
-        Step::DropRole { reassign_to } => apply::drop_role(
-            client,
-            spec,
-            shared.config.session_limits,
-            &role.name,
-            reassign_to,
-        )
-        .await
-        .map_err(Into::into),
+        Step::DropRole { reassign_to } => {
+            apply::drop_role(client, spec, shared.config.session_limits, &role.name, reassign_to)
+                .await
+                .map_err(Into::into)
+        }
         _ => Ok(()),
     };
     let outcome = outcome_of(&step, result);
@@ -222,19 +183,12 @@ async fn reconcile_database(
     db: &Database,
     first_error: &mut Option<String>,
 ) -> Result<(), pgplane_core::Error> {
-    let desired = DesiredDatabase {
-        name: db.name.clone(),
-        state: db.desired(),
-        claimed: db.claimed,
-    };
+    let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
     let step = plan_database(&desired, observed, &cluster.primary_user);
     let result = match &step {
         Step::CreateDatabase { owner } => {
             if !db.claimed {
-                shared
-                    .store
-                    .claim(ObjectKind::Database, cluster.cluster_id, &db.name)
-                    .await?;
+                shared.store.claim(ObjectKind::Database, cluster.cluster_id, &db.name).await?;
             }
             match apply::create_database(client, &db.name, owner).await {
                 Err(e) if e.sqlstate() == Some(apply::DUPLICATE_DATABASE) => {
@@ -243,12 +197,10 @@ async fn reconcile_database(
                 other => other.map_err(Into::into),
             }
         }
-        Step::AlterDatabaseOwner { owner } => apply::alter_database_owner(client, &db.name, owner)
-            .await
-            .map_err(Into::into),
-        Step::DropDatabase => apply::drop_database(client, &db.name)
-            .await
-            .map_err(Into::into),
+        Step::AlterDatabaseOwner { owner } => {
+            apply::alter_database_owner(client, &db.name, owner).await.map_err(Into::into)
+        }
+        Step::DropDatabase => apply::drop_database(client, &db.name).await.map_err(Into::into),
         _ => Ok(()),
     };
     let outcome = outcome_of(&step, result);
@@ -283,7 +235,9 @@ impl From<TargetError> for StepError {
 }
 
 fn appeared(noun: &str, name: &str) -> String {
-    format!("a {noun} named {name:?} appeared on the target while pgplane was creating it; it was left untouched")
+    format!(
+        "a {noun} named {name:?} appeared on the target while pgplane was creating it; it was left untouched"
+    )
 }
 
 /// The outcome of a step, given what applying it returned.
@@ -336,10 +290,7 @@ async fn record(
     if unchanged {
         return Ok(());
     }
-    shared
-        .store
-        .record_outcome(kind, cluster.cluster_id, name, generation, &outcome)
-        .await
+    shared.store.record_outcome(kind, cluster.cluster_id, name, generation, &outcome).await
 }
 
 /// Ends a pass that could not reach the target: every object not yet in sync carries the
@@ -354,10 +305,7 @@ async fn fail_pass(
     let message = error.to_string();
     tracing::warn!(cluster.id = %cluster.cluster_id, error = %message, "reconcile pass failed");
     let failed = Outcome::Failed(message.clone());
-    for item in roles
-        .iter()
-        .filter(|r| r.user.sync() == SyncStatus::Pending || r.desired.changed)
-    {
+    for item in roles.iter().filter(|r| r.user.sync() == SyncStatus::Pending || r.desired.changed) {
         shared
             .store
             .record_outcome(
@@ -369,19 +317,12 @@ async fn fail_pass(
             )
             .await?;
     }
-    for db in databases
-        .iter()
-        .filter(|d| d.sync() == SyncStatus::Pending || d.applied_generation < d.generation)
+    for db in
+        databases.iter().filter(|d| d.sync() == SyncStatus::Pending || d.applied_generation < d.generation)
     {
         shared
             .store
-            .record_outcome(
-                ObjectKind::Database,
-                cluster.cluster_id,
-                &db.name,
-                db.generation,
-                &failed,
-            )
+            .record_outcome(ObjectKind::Database, cluster.cluster_id, &db.name, db.generation, &failed)
             .await?;
     }
     finish(shared, cluster, None, Some(&message)).await
@@ -394,18 +335,8 @@ async fn finish(
     error: Option<&str>,
 ) -> Result<(), pgplane_core::Error> {
     let retry_at = Utc::now()
-        + chrono::Duration::from_std(backoff(cluster.attempts))
-            .unwrap_or(chrono::Duration::seconds(1));
-    shared
-        .store
-        .finish_pass(
-            cluster.cluster_id,
-            cluster.generation,
-            version,
-            error,
-            retry_at,
-        )
-        .await
+        + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
+    shared.store.finish_pass(cluster.cluster_id, cluster.generation, version, error, retry_at).await
 }
 
 #[cfg(test)]

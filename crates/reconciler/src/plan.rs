@@ -89,9 +89,9 @@ impl Step {
 pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &str) -> Step {
     let existing = observed.roles.get(&role.name);
     match (role.state, existing) {
-        (DesiredState::Absent, Some(_)) if role.claimed => Step::DropRole {
-            reassign_to: primary_user.to_string(),
-        },
+        (DesiredState::Absent, Some(_)) if role.claimed => {
+            Step::DropRole { reassign_to: primary_user.to_string() }
+        }
         (DesiredState::Absent, _) => Step::Forget,
         (DesiredState::Present, None) => Step::CreateRole {
             attrs: role.attrs(),
@@ -108,23 +108,14 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             if facts.attrs == attrs && !set_password && grant_admin_to.is_none() {
                 Step::InSync
             } else {
-                Step::AlterRole {
-                    attrs,
-                    set_password,
-                    grant_admin_to,
-                }
+                Step::AlterRole { attrs, set_password, grant_admin_to }
             }
         }
     }
 }
 
 /// The primary user, when it must be granted ADMIN OPTION on `role`.
-fn admin_grantee(
-    role: &DesiredRole,
-    observed: &Observed,
-    primary_user: &str,
-    new: bool,
-) -> Option<String> {
+fn admin_grantee(role: &DesiredRole, observed: &Observed, primary_user: &str, new: bool) -> Option<String> {
     let needed = !role.primary
         && observed.version_num >= ADMIN_OPTION_VERSION_NUM
         && (new || !observed.primary_admin_of.contains(&role.name));
@@ -136,15 +127,11 @@ pub(crate) fn plan_database(db: &DesiredDatabase, observed: &Observed, primary_u
     match (db.state, observed.databases.get(&db.name)) {
         (DesiredState::Absent, Some(_)) if db.claimed => Step::DropDatabase,
         (DesiredState::Absent, _) => Step::Forget,
-        (DesiredState::Present, None) => Step::CreateDatabase {
-            owner: primary_user.to_string(),
-        },
-        (DesiredState::Present, Some(_)) if !db.claimed => {
-            Step::Conflict(unmanaged("database", &db.name))
+        (DesiredState::Present, None) => Step::CreateDatabase { owner: primary_user.to_string() },
+        (DesiredState::Present, Some(_)) if !db.claimed => Step::Conflict(unmanaged("database", &db.name)),
+        (DesiredState::Present, Some(owner)) if owner != primary_user => {
+            Step::AlterDatabaseOwner { owner: primary_user.to_string() }
         }
-        (DesiredState::Present, Some(owner)) if owner != primary_user => Step::AlterDatabaseOwner {
-            owner: primary_user.to_string(),
-        },
         (DesiredState::Present, Some(_)) => Step::InSync,
     }
 }
@@ -187,10 +174,7 @@ mod tests {
     }
 
     fn facts(r: &DesiredRole) -> RoleFacts {
-        RoleFacts {
-            attrs: r.attrs(),
-            password: Some(r.verifier.clone()),
-        }
+        RoleFacts { attrs: r.attrs(), password: Some(r.verifier.clone()) }
     }
 
     #[test]
@@ -204,13 +188,8 @@ mod tests {
                 && !attrs.replication
                 && !attrs.bypassrls
         );
-        let primary = DesiredRole {
-            primary: true,
-            ..role("doadmin")
-        };
-        assert!(
-            primary.attrs().createdb && primary.attrs().createrole && !primary.attrs().superuser
-        );
+        let primary = DesiredRole { primary: true, ..role("doadmin") };
+        assert!(primary.attrs().createdb && primary.attrs().createrole && !primary.attrs().superuser);
     }
 
     #[test]
@@ -220,11 +199,7 @@ mod tests {
         o.roles.insert("app".into(), facts(&r));
         o.databases.insert("db".into(), "doadmin".into());
         assert_eq!(plan_role(&r, &o, "doadmin"), Step::InSync);
-        let d = DesiredDatabase {
-            name: "db".into(),
-            state: DesiredState::Present,
-            claimed: true,
-        };
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::InSync);
     }
 
@@ -233,86 +208,43 @@ mod tests {
         let r = role("app");
         assert_eq!(
             plan_role(&r, &observed(150000), "doadmin"),
-            Step::CreateRole {
-                attrs: r.attrs(),
-                grant_admin_to: None
-            }
+            Step::CreateRole { attrs: r.attrs(), grant_admin_to: None }
         );
         assert_eq!(
             plan_role(&r, &observed(170000), "doadmin"),
-            Step::CreateRole {
-                attrs: r.attrs(),
-                grant_admin_to: Some("doadmin".into())
-            }
+            Step::CreateRole { attrs: r.attrs(), grant_admin_to: Some("doadmin".into()) }
         );
-        let d = DesiredDatabase {
-            name: "db".into(),
-            state: DesiredState::Present,
-            claimed: false,
-        };
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
         assert_eq!(
             plan_database(&d, &observed(150000), "doadmin"),
-            Step::CreateDatabase {
-                owner: "doadmin".into()
-            }
+            Step::CreateDatabase { owner: "doadmin".into() }
         );
     }
 
     #[test]
     fn unmanaged_objects_with_the_same_name_are_conflicts_and_untouched() {
         let mut o = observed(150000);
-        let r = DesiredRole {
-            claimed: false,
-            ..role("taken")
-        };
+        let r = DesiredRole { claimed: false, ..role("taken") };
         o.roles.insert("taken".into(), facts(&r));
         assert!(matches!(plan_role(&r, &o, "doadmin"), Step::Conflict(_)));
         o.databases.insert("taken".into(), "someone".into());
-        let d = DesiredDatabase {
-            name: "taken".into(),
-            state: DesiredState::Present,
-            claimed: false,
-        };
-        assert!(matches!(
-            plan_database(&d, &o, "doadmin"),
-            Step::Conflict(_)
-        ));
+        let d = DesiredDatabase { name: "taken".into(), state: DesiredState::Present, claimed: false };
+        assert!(matches!(plan_database(&d, &o, "doadmin"), Step::Conflict(_)));
         // Deleting such an object forgets it and never drops the stranger's object.
-        let gone = DesiredRole {
-            state: DesiredState::Absent,
-            ..r
-        };
+        let gone = DesiredRole { state: DesiredState::Absent, ..r };
         assert_eq!(plan_role(&gone, &o, "doadmin"), Step::Forget);
-        let gone_db = DesiredDatabase {
-            state: DesiredState::Absent,
-            ..d
-        };
+        let gone_db = DesiredDatabase { state: DesiredState::Absent, ..d };
         assert_eq!(plan_database(&gone_db, &o, "doadmin"), Step::Forget);
     }
 
     #[test]
     fn the_primary_user_is_adopted_when_it_exists() {
         let mut o = observed(150000);
-        let p = DesiredRole {
-            primary: true,
-            claimed: true,
-            changed: true,
-            ..role("doadmin")
-        };
-        o.roles.insert(
-            "doadmin".into(),
-            RoleFacts {
-                attrs: role("x").attrs(),
-                password: None,
-            },
-        );
+        let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
+        o.roles.insert("doadmin".into(), RoleFacts { attrs: role("x").attrs(), password: None });
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: p.attrs(),
-                set_password: true,
-                grant_admin_to: None
-            }
+            Step::AlterRole { attrs: p.attrs(), set_password: true, grant_admin_to: None }
         );
     }
 
@@ -325,61 +257,26 @@ mod tests {
         o.roles.insert("app".into(), drifted);
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: r.attrs(),
-                set_password: false,
-                grant_admin_to: None
-            }
+            Step::AlterRole { attrs: r.attrs(), set_password: false, grant_admin_to: None }
         );
-        o.roles.insert(
-            "app".into(),
-            RoleFacts {
-                attrs: r.attrs(),
-                password: Some("md5other".into()),
-            },
-        );
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(), password: Some("md5other".into()) });
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: r.attrs(),
-                set_password: true,
-                grant_admin_to: None
-            }
+            Step::AlterRole { attrs: r.attrs(), set_password: true, grant_admin_to: None }
         );
         o.databases.insert("db".into(), "mallory".into());
-        let d = DesiredDatabase {
-            name: "db".into(),
-            state: DesiredState::Present,
-            claimed: true,
-        };
-        assert_eq!(
-            plan_database(&d, &o, "doadmin"),
-            Step::AlterDatabaseOwner {
-                owner: "doadmin".into()
-            }
-        );
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
+        assert_eq!(plan_database(&d, &o, "doadmin"), Step::AlterDatabaseOwner { owner: "doadmin".into() });
     }
 
     #[test]
     fn deletions_drop_what_exists_and_forget_what_is_gone() {
         let mut o = observed(150000);
-        let r = DesiredRole {
-            state: DesiredState::Absent,
-            ..role("app")
-        };
+        let r = DesiredRole { state: DesiredState::Absent, ..role("app") };
         assert_eq!(plan_role(&r, &o, "doadmin"), Step::Forget);
         o.roles.insert("app".into(), facts(&r));
-        assert_eq!(
-            plan_role(&r, &o, "doadmin"),
-            Step::DropRole {
-                reassign_to: "doadmin".into()
-            }
-        );
-        let d = DesiredDatabase {
-            name: "db".into(),
-            state: DesiredState::Absent,
-            claimed: true,
-        };
+        assert_eq!(plan_role(&r, &o, "doadmin"), Step::DropRole { reassign_to: "doadmin".into() });
+        let d = DesiredDatabase { name: "db".into(), state: DesiredState::Absent, claimed: true };
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::Forget);
         o.databases.insert("db".into(), "doadmin".into());
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::DropDatabase);

@@ -47,10 +47,7 @@ mod tests {
         assert_eq!(ident("App"), "\"App\"");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(ident("\""), "\"\"\"\"");
-        assert_eq!(
-            ident("x\"; DROP ROLE postgres; --"),
-            "\"x\"\"; DROP ROLE postgres; --\""
-        );
+        assert_eq!(ident("x\"; DROP ROLE postgres; --"), "\"x\"\"; DROP ROLE postgres; --\"");
         assert_eq!(ident("back\\slash"), "\"back\\slash\"");
         assert_eq!(ident("名前 🐘"), "\"名前 🐘\"");
         assert_eq!(ident(""), "\"\"");
@@ -58,15 +55,7 @@ mod tests {
 
     #[test]
     fn quoted_identifiers_have_balanced_quotes() {
-        for name in [
-            "a",
-            "\"",
-            "\"\"",
-            "a\"\"b\"",
-            "';--",
-            "\\\"",
-            &"\"".repeat(63),
-        ] {
+        for name in ["a", "\"", "\"\"", "a\"\"b\"", "';--", "\\\"", &"\"".repeat(63)] {
             let q = ident(name);
             let inner = &q[1..q.len() - 1];
             // Inside, quotes only ever come in pairs: the identifier cannot be closed early.
@@ -81,9 +70,6 @@ mod tests {
         assert_eq!(literal("o'brien"), "'o''brien'");
         assert_eq!(literal("a\\b"), "E'a\\\\b'");
         assert_eq!(literal("'; DROP ROLE x; --"), "'''; DROP ROLE x; --'");
-        assert_eq!(
-            literal("SCRAM-SHA-256$4096:abc=$def=:ghi="),
-            "'SCRAM-SHA-256$4096:abc=$def=:ghi='"
-        );
+        assert_eq!(literal("SCRAM-SHA-256$4096:abc=$def=:ghi="), "'SCRAM-SHA-256$4096:abc=$def=:ghi='");
     }
 }

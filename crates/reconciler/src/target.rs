@@ -37,11 +37,7 @@ pub struct TargetSpec {
 
 impl std::fmt::Debug for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TargetSpec({}@{}:{}/{})",
-            self.user, self.host, self.port, self.database
-        )
+        write!(f, "TargetSpec({}@{}:{}/{})", self.user, self.host, self.port, self.database)
     }
 }
 
@@ -55,20 +51,15 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        Self {
-            statement_timeout: Duration::from_secs(60),
-            lock_timeout: Duration::from_secs(5),
-        }
+        Self { statement_timeout: Duration::from_secs(60), lock_timeout: Duration::from_secs(5) }
     }
 }
 
 impl TargetSpec {
     /// The admin connection of a registered cluster, its password unsealed.
     pub fn of(cluster: &Cluster, sealer: &Sealer) -> Result<Self, TargetError> {
-        let password = sealer.open_str(
-            &cluster.admin_password_sealed,
-            &Cluster::admin_password_context(cluster.cluster_id),
-        )?;
+        let password = sealer
+            .open_str(&cluster.admin_password_sealed, &Cluster::admin_password_context(cluster.cluster_id))?;
         Ok(Self {
             host: cluster.host.clone(),
             port: u16::try_from(cluster.port).unwrap_or(5432),
@@ -150,9 +141,7 @@ impl ServerFacts {
 
 /// Connects to a target with its admin credentials and reads what registration checks.
 pub async fn probe(spec: &TargetSpec) -> Result<ServerFacts, TargetError> {
-    let client = spec
-        .connect(&spec.database, SessionLimits::default())
-        .await?;
+    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
@@ -188,9 +177,7 @@ impl Pools {
         let manager = Manager::from_config(
             spec.config(&spec.database, limits),
             NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
             .max_size(2)
@@ -207,15 +194,12 @@ impl Pools {
 
     /// Closes pools of clusters that are no longer registered.
     pub(crate) fn retain(&self, keep: impl Fn(&Uuid) -> bool) {
-        self.pools
-            .lock()
-            .expect("pools lock")
-            .retain(|id, (_, pool)| {
-                let kept = keep(id);
-                if !kept {
-                    pool.close();
-                }
-                kept
-            });
+        self.pools.lock().expect("pools lock").retain(|id, (_, pool)| {
+            let kept = keep(id);
+            if !kept {
+                pool.close();
+            }
+            kept
+        });
     }
 }

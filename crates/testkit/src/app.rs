@@ -26,6 +26,8 @@ pub struct AppOptions {
     pub resync_interval: Duration,
     /// Register a cluster at start.
     pub register: bool,
+    /// Requests a minute per token (0: no limit).
+    pub rate_limit_per_minute: u32,
 }
 
 impl Default for AppOptions {
@@ -35,6 +37,7 @@ impl Default for AppOptions {
             apply_timeout: Duration::from_secs(10),
             resync_interval: Duration::from_secs(60),
             register: true,
+            rate_limit_per_minute: 0,
         }
     }
 }
@@ -67,14 +70,11 @@ impl Drop for TestApp {
 impl TestApp {
     /// pgplane with a cluster on a PostgreSQL `major` target.
     pub async fn spawn(major: u32) -> Self {
-        Self::spawn_with(AppOptions {
-            target_major: major,
-            ..AppOptions::default()
-        })
-        .await
+        Self::spawn_with(AppOptions { target_major: major, ..AppOptions::default() }).await
     }
 
     pub async fn spawn_with(options: AppOptions) -> Self {
+        crate::logs::install();
         let servers = servers();
         let suffix = unique_suffix();
         let meta_db = format!("pgplane_test_{suffix}");
@@ -88,16 +88,9 @@ impl TestApp {
         let store = Store::connect_lazy(&servers.metadata.url(&meta_db), 10).expect("store");
         store.migrate().await.expect("migrate");
         let sealer = Sealer::from_base64(&Sealer::generate_key()).expect("key");
-        let issued = tokio::task::spawn_blocking(tokens::issue)
-            .await
-            .expect("token");
+        let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
         store
-            .insert_token(
-                pgplane_core::model::DEFAULT_TEAM_ID,
-                "test",
-                &issued,
-                &["*".into()],
-            )
+            .insert_token(pgplane_core::model::DEFAULT_TEAM_ID, "test", &issued, &["*".into()], None)
             .await
             .expect("insert token");
 
@@ -118,15 +111,14 @@ impl TestApp {
             },
         );
         tokio::spawn(reconciler.run(stopped()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = pgplane_gateway::app(
             store.clone(),
             sealer.clone(),
             GatewayConfig {
                 apply_timeout: options.apply_timeout,
+                rate_limit_per_minute: options.rate_limit_per_minute,
                 ..GatewayConfig::default()
             },
         );
@@ -135,14 +127,16 @@ impl TestApp {
         let target = servers.target(options.target_major).clone();
         let admin_user = format!("adm_{suffix}");
         let admin_password = format!("adm-pw-{}", unique_suffix());
-        target
-            .admin("postgres")
-            .await
-            .batch_execute(&format!(
-                "CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{admin_password}'"
-            ))
+        // Like pgplane itself, the fixture sends only a verifier, with statement logging off:
+        // leak tests search the target's log for this password too.
+        let verifier = pgplane_core::passwords::scram_verifier(&admin_password);
+        let mut admin = target.admin("postgres").await;
+        let tx = admin.transaction().await.expect("begin");
+        tx.batch_execute("SET LOCAL log_statement = 'none'").await.expect("suppress logging");
+        tx.batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{verifier}'"))
             .await
             .expect("create test admin role");
+        tx.commit().await.expect("commit");
 
         let mut app = TestApp {
             base_url,
@@ -160,12 +154,8 @@ impl TestApp {
             stop,
         };
         if options.register {
-            let (status, body) = app
-                .post(
-                    "/v2/databases",
-                    app.registration(&format!("c-{}", app.suffix)),
-                )
-                .await;
+            let (status, body) =
+                app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
             assert_eq!(status, 201, "registering the test cluster: {body}");
             assert_eq!(body["database"]["status"], "online", "{body}");
             app.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
@@ -217,10 +207,7 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(token);
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -231,10 +218,7 @@ impl TestApp {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!(
-                    "non-JSON body with {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                )
+                panic!("non-JSON body with {status}: {}", String::from_utf8_lossy(&bytes))
             })
         };
         (status, value)
@@ -255,33 +239,21 @@ impl TestApp {
 
     /// Creates a user through the API; returns its password.
     pub async fn create_user(&self, name: &str) -> String {
-        let (status, body) = self
-            .post(&self.cluster_path("/users"), json!({ "name": name }))
-            .await;
+        let (status, body) = self.post(&self.cluster_path("/users"), json!({ "name": name })).await;
         assert_eq!(status, 201, "creating user {name}: {body}");
-        body["user"]["password"]
-            .as_str()
-            .expect("password")
-            .to_string()
+        body["user"]["password"].as_str().expect("password").to_string()
     }
 
     /// Creates a database through the API.
     pub async fn create_db(&self, name: &str) {
-        let (status, body) = self
-            .post(&self.cluster_path("/dbs"), json!({ "name": name }))
-            .await;
+        let (status, body) = self.post(&self.cluster_path("/dbs"), json!({ "name": name })).await;
         assert_eq!(status, 201, "creating database {name}: {body}");
     }
 
     /// The primary user's current password, from the API.
     pub async fn primary_password(&self) -> String {
-        let (_, body) = self
-            .get(&self.cluster_path(&format!("/users/{}", self.primary_user)))
-            .await;
-        body["user"]["password"]
-            .as_str()
-            .expect("password")
-            .to_string()
+        let (_, body) = self.get(&self.cluster_path(&format!("/users/{}", self.primary_user))).await;
+        body["user"]["password"].as_str().expect("password").to_string()
     }
 
     /// A superuser session on the target.
@@ -308,10 +280,7 @@ impl TestApp {
     /// Whether a role exists on the target.
     pub async fn role_exists(&self, name: &str) -> bool {
         !self
-            .target_strings(
-                "SELECT rolname::text FROM pg_roles WHERE rolname = $1",
-                &[&name],
-            )
+            .target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[&name])
             .await
             .is_empty()
     }
@@ -319,12 +288,23 @@ impl TestApp {
     /// Whether a database exists on the target.
     pub async fn database_exists(&self, name: &str) -> bool {
         !self
-            .target_strings(
-                "SELECT datname::text FROM pg_database WHERE datname = $1",
-                &[&name],
-            )
+            .target_strings("SELECT datname::text FROM pg_database WHERE datname = $1", &[&name])
             .await
             .is_empty()
+    }
+
+    /// The name of this test's metadata database.
+    pub fn metadata_database(&self) -> String {
+        format!("pgplane_test_{}", self.suffix)
+    }
+
+    /// Issues a token for `team` (created if missing) with `scopes`.
+    pub async fn issue_token(&self, team: &str, scopes: &[&str]) -> String {
+        let team_id = self.store.ensure_team(team).await.expect("team");
+        let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.store.insert_token(team_id, "test", &issued, &scopes, None).await.expect("insert token");
+        issued.token
     }
 
     /// Polls `check` every 100 ms until it holds or `timeout` passes.

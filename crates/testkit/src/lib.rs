@@ -5,16 +5,16 @@
 //! random port with its own metadata database and a cluster registered on a target.
 
 mod app;
+mod logs;
 mod servers;
 
 pub use app::{AppOptions, TestApp};
+pub use logs::captured_logs;
 pub use servers::{free_port, servers, PgServer, Servers};
 
 /// A random lowercase suffix that keeps names of one test apart from every other's: role and
 /// database names are server-wide.
 pub fn unique_suffix() -> String {
     use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric
-        .sample_string(&mut rand::rng(), 8)
-        .to_lowercase()
+    Alphanumeric.sample_string(&mut rand::rng(), 8).to_lowercase()
 }

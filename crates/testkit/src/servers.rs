@@ -53,20 +53,14 @@ static SERVERS: OnceLock<Servers> = OnceLock::new();
 pub fn servers() -> &'static Servers {
     SERVERS.get_or_init(|| {
         // The blocking testcontainers runner must not run on an async worker thread.
-        std::thread::spawn(start_servers)
-            .join()
-            .expect("starting test servers")
+        std::thread::spawn(start_servers).join().expect("starting test servers")
     })
 }
 
 fn start_servers() -> Servers {
     if let Ok(url) = std::env::var("PGPLANE_TEST_PG_URL") {
         let server = PgServer::from_url(&url);
-        return Servers {
-            metadata: server.clone(),
-            pg15: server.clone(),
-            pg17: server,
-        };
+        return Servers { metadata: server.clone(), pg15: server.clone(), pg17: server };
     }
     let started: Vec<(Container<GenericImage>, PgServer)> =
         [("15", "meta"), ("15", "target"), ("17", "target")]
@@ -80,28 +74,19 @@ fn start_servers() -> Servers {
     let pg17 = servers.pop().expect("three servers");
     let pg15 = servers.pop().expect("three servers");
     let metadata = servers.pop().expect("three servers");
-    Servers {
-        metadata,
-        pg15,
-        pg17,
-    }
+    Servers { metadata, pg15, pg17 }
 }
 
 /// A free loopback port (bound, then released for the container to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer) {
     let port = free_port();
     let password = format!("pw-{}", crate::unique_suffix());
     let container = GenericImage::new("pgplane-pg", tag)
-        .with_wait_for(WaitFor::message_on_stderr(
-            "database system is ready to accept connections",
-        ))
+        .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
         .with_network("host")
         .with_env_var("PGPORT", port.to_string())
         .with_env_var("POSTGRES_PASSWORD", &password)
@@ -151,8 +136,7 @@ fn remove_at_exit(ids: &[String]) {
 
 impl PgServer {
     fn from_url(url: &str) -> Self {
-        let config: tokio_postgres::Config =
-            url.parse().expect("PGPLANE_TEST_PG_URL is a postgres URL");
+        let config: tokio_postgres::Config = url.parse().expect("PGPLANE_TEST_PG_URL is a postgres URL");
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => "127.0.0.1".into(),
@@ -161,18 +145,14 @@ impl PgServer {
             host,
             port: config.get_ports().first().copied().unwrap_or(5432),
             user: config.get_user().unwrap_or("postgres").to_string(),
-            password: String::from_utf8_lossy(config.get_password().unwrap_or_default())
-                .into_owned(),
+            password: String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
             container_id: None,
         }
     }
 
     /// A postgres:// URL for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}",
-            self.user, self.password, self.host, self.port, database
-        )
+        format!("postgres://{}:{}@{}:{}/{}", self.user, self.password, self.host, self.port, database)
     }
 
     /// Logs in to `database` as `user` with `password`.
@@ -197,9 +177,7 @@ impl PgServer {
 
     /// A superuser session on `database`.
     pub async fn admin(&self, database: &str) -> Client {
-        self.login(&self.user, &self.password, database)
-            .await
-            .expect("superuser login")
+        self.login(&self.user, &self.password, database).await.expect("superuser login")
     }
 
     /// The server's log so far (containers only).
@@ -207,14 +185,7 @@ impl PgServer {
         let Some(id) = &self.container_id else {
             return String::new();
         };
-        let out = Command::new("docker")
-            .args(["logs", id])
-            .output()
-            .expect("docker logs");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        let out = Command::new("docker").args(["logs", id]).output().expect("docker logs");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 }

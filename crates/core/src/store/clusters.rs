@@ -65,17 +65,10 @@ impl Store {
         .await;
         let cluster = match inserted {
             Ok(c) => c,
-            Err(sqlx::Error::Database(e))
-                if e.constraint() == Some("clusters_team_id_name_key") =>
-            {
-                return Err(Error::Invalid(format!(
-                    "a cluster named {:?} already exists",
-                    new.name
-                )));
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_team_id_name_key") => {
+                return Err(Error::Invalid(format!("a cluster named {:?} already exists", new.name)));
             }
-            Err(sqlx::Error::Database(e))
-                if e.constraint() == Some("clusters_target_primary_user") =>
-            {
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
                 return Err(Error::Conflict(format!(
                     "the server {}:{} is already registered with primary user {:?}",
                     new.host, new.port, new.primary_user
@@ -90,10 +83,7 @@ impl Store {
         )
         .bind(cluster_id)
         .bind(&new.primary_user)
-        .bind(sealer.seal(
-            &credentials,
-            &User::credentials_context(cluster_id, &new.primary_user),
-        ))
+        .bind(sealer.seal(&credentials, &User::credentials_context(cluster_id, &new.primary_user)))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -134,12 +124,10 @@ impl Store {
 
     /// A cluster by id alone (for the reconciler, which works for every team).
     pub async fn cluster_by_id(&self, cluster_id: Uuid) -> Result<Option<Cluster>> {
-        Ok(
-            sqlx::query_as("select * from clusters where cluster_id = $1")
-                .bind(cluster_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("select * from clusters where cluster_id = $1")
+            .bind(cluster_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Unregisters a cluster. Nothing on the target is touched.

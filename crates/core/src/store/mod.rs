@@ -2,9 +2,11 @@
 //! query lives in this module tree. Writes that change a cluster's desired state bump the
 //! cluster's generation and wake the reconcilers in the same transaction.
 
+mod audit;
 mod clusters;
 mod objects;
 mod reconcile;
+mod rotation;
 mod tokens;
 
 use std::time::Duration;
@@ -15,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+pub use audit::NewAuditEvent;
 pub use clusters::NewCluster;
 pub use objects::ObjectKind;
 pub use reconcile::Outcome;
@@ -26,6 +29,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 pub const WAKE_CHANNEL: &str = "pgplane_wake";
 /// Channel on which reconcilers announce a finished pass; the payload is the cluster id.
 pub const RECONCILED_CHANNEL: &str = "pgplane_reconciled";
+/// Channel on which token revocations are announced; the payload is the token id.
+pub const TOKENS_CHANNEL: &str = "pgplane_tokens";
 
 /// Handle to the metadata database.
 #[derive(Clone, Debug)]
@@ -66,12 +71,10 @@ impl Store {
 
     /// Looks a team up by name.
     pub async fn team_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        Ok(
-            sqlx::query_scalar("select team_id from teams where name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("select team_id from teams where name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Creates a team if it does not exist; returns its id.

@@ -35,12 +35,10 @@ impl ObjectKind {
 impl Store {
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        Ok(
-            sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
-                .bind(cluster_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
+            .bind(cluster_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// One user of a cluster.
@@ -55,12 +53,10 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        Ok(
-            sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
-                .bind(cluster_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
+            .bind(cluster_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// One database of a cluster.
@@ -95,9 +91,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
-            return Err(self
-                .duplicate_error(ObjectKind::User, cluster_id, name)
-                .await);
+            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -118,9 +112,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(db) = db else {
-            return Err(self
-                .duplicate_error(ObjectKind::Database, cluster_id, name)
-                .await);
+            return Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await);
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -134,8 +126,7 @@ impl Store {
         name: &str,
         allow_replication: bool,
     ) -> Result<User> {
-        self.change_user(cluster_id, name, Some(allow_replication), None)
-            .await
+        self.change_user(cluster_id, name, Some(allow_replication), None).await
     }
 
     /// Replaces a user's credentials (a password reset); the reconciler applies them.
@@ -145,8 +136,7 @@ impl Store {
         name: &str,
         credentials_sealed: &[u8],
     ) -> Result<User> {
-        self.change_user(cluster_id, name, None, Some(credentials_sealed))
-            .await
+        self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
     }
 
     /// Applies a change to a present user and marks it pending under a new generation.
@@ -174,15 +164,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
-            return Err(
-                match self
-                    .object_state(ObjectKind::User, cluster_id, name)
-                    .await?
-                {
-                    Some(_) => being_deleted(ObjectKind::User, name),
-                    None => Error::NotFound("user"),
-                },
-            );
+            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
+                Some(_) => being_deleted(ObjectKind::User, name),
+                None => Error::NotFound("user"),
+            });
         };
         bump_generation(&mut tx, cluster_id).await?;
         tx.commit().await?;
@@ -191,12 +176,7 @@ impl Store {
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
     /// until the reconciler has dropped it. Returns the new object generation.
-    pub async fn request_deletion(
-        &self,
-        kind: ObjectKind,
-        cluster_id: Uuid,
-        name: &str,
-    ) -> Result<i64> {
+    pub async fn request_deletion(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
@@ -205,11 +185,8 @@ impl Store {
           returning generation",
             kind.table()
         );
-        let generation: Option<i64> = sqlx::query_scalar(&sql)
-            .bind(cluster_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let generation: Option<i64> =
+            sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&mut *tx).await?;
         let Some(generation) = generation else {
             return Err(Error::NotFound(kind.noun()));
         };
@@ -231,12 +208,8 @@ impl Store {
             "delete from {} where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
             kind.table()
         );
-        let deleted = sqlx::query(&sql)
-            .bind(cluster_id)
-            .bind(name)
-            .bind(generation)
-            .execute(&self.pool)
-            .await?;
+        let deleted =
+            sqlx::query(&sql).bind(cluster_id).bind(name).bind(generation).execute(&self.pool).await?;
         Ok(deleted.rows_affected() == 1)
     }
 
@@ -250,27 +223,12 @@ impl Store {
     }
 
     /// The desired state ("present" or "absent") of an object, if it has a row.
-    async fn object_state(
-        &self,
-        kind: ObjectKind,
-        cluster_id: Uuid,
-        name: &str,
-    ) -> Result<Option<String>> {
-        let sql = format!(
-            "select state from {} where cluster_id = $1 and name = $2",
-            kind.table()
-        );
-        Ok(sqlx::query_scalar(&sql)
-            .bind(cluster_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn object_state(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<Option<String>> {
+        let sql = format!("select state from {} where cluster_id = $1 and name = $2", kind.table());
+        Ok(sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?)
     }
 }
 
 fn being_deleted(kind: ObjectKind, name: &str) -> Error {
-    Error::Conflict(format!(
-        "the {} {name:?} is being deleted; try again once it is gone",
-        kind.noun()
-    ))
+    Error::Conflict(format!("the {} {name:?} is being deleted; try again once it is gone", kind.noun()))
 }

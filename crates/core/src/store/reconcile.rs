@@ -46,15 +46,8 @@ impl Store {
     /// Records, before CREATE is issued, that pgplane is about to create this object, so that a
     /// crash between the CREATE and its outcome does not make pgplane disown it.
     pub async fn claim(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<()> {
-        let sql = format!(
-            "update {} set claimed = true where cluster_id = $1 and name = $2",
-            kind.table()
-        );
-        sqlx::query(&sql)
-            .bind(cluster_id)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let sql = format!("update {} set claimed = true where cluster_id = $1 and name = $2", kind.table());
+        sqlx::query(&sql).bind(cluster_id).bind(name).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -103,10 +96,7 @@ impl Store {
                 None,
             ),
         };
-        let mut query = sqlx::query(&sql)
-            .bind(cluster_id)
-            .bind(name)
-            .bind(generation);
+        let mut query = sqlx::query(&sql).bind(cluster_id).bind(name).bind(generation);
         if let Some(m) = message {
             query = query.bind(m);
         }

@@ -96,19 +96,11 @@ pub(super) async fn create(
         port: target.port.unwrap_or(5432),
         user: required(target.user, "pgplane.user")?,
         password: target.password.unwrap_or_default(),
-        database: target
-            .database
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| "postgres".into()),
-        sslmode: target
-            .sslmode
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "disable".into()),
+        database: target.database.filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
+        sslmode: target.sslmode.filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
     };
     if spec.port == 0 {
-        return Err(ApiError::unprocessable(
-            "pgplane.port must be between 1 and 65535",
-        ));
+        return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
     }
     if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
         return Err(ApiError::unprocessable(format!(
@@ -117,14 +109,9 @@ pub(super) async fn create(
             SUPPORTED_SSLMODES.join(", ")
         )));
     }
-    let primary_user = target
-        .primary_user
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "doadmin".into());
-    let default_database = target
-        .default_database
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "defaultdb".into());
+    let primary_user = target.primary_user.filter(|u| !u.is_empty()).unwrap_or_else(|| "doadmin".into());
+    let default_database =
+        target.default_database.filter(|d| !d.is_empty()).unwrap_or_else(|| "defaultdb".into());
     check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     if primary_user == spec.user {
@@ -138,13 +125,10 @@ pub(super) async fn create(
         ));
     }
 
-    let facts = probe(&spec)
-        .await
-        .map_err(|e| ApiError::unprocessable(format!("registration failed: {e}")))?;
+    let facts =
+        probe(&spec).await.map_err(|e| ApiError::unprocessable(format!("registration failed: {e}")))?;
     if let Some(why) = facts.unsuitability(&spec.user) {
-        return Err(ApiError::unprocessable(format!(
-            "registration failed: {why}"
-        )));
+        return Err(ApiError::unprocessable(format!("registration failed: {why}")));
     }
     let major = ServerFacts::major(facts.version_num);
     if let Some(version) = body.version.filter(|v| !v.is_empty()) {
@@ -158,14 +142,8 @@ pub(super) async fn create(
     let new = NewCluster {
         team_id: caller.team_id,
         name,
-        region: body
-            .region
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "self-hosted".into()),
-        size: body
-            .size
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "self-hosted".into()),
+        region: body.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "self-hosted".into()),
+        size: body.size.filter(|s| !s.is_empty()).unwrap_or_else(|| "self-hosted".into()),
         num_nodes: body.num_nodes.filter(|n| *n > 0).unwrap_or(1),
         tags: body.tags.unwrap_or_default(),
         host: spec.host.clone(),
@@ -187,23 +165,21 @@ pub(super) async fn create(
         .waiter
         .until(id, state.config.apply_timeout, || async move {
             let c = store.cluster_by_id(id).await?;
-            Ok(
-                c.filter(|c| c.status == "online" || c.last_reconciled_at.is_some())
-                    .map(|_| ()),
-            )
+            Ok(c.filter(|c| c.status == "online" || c.last_reconciled_at.is_some()).map(|_| ()))
         })
         .await?;
-    let database = render(&state, &state.store.get_cluster(caller.team_id, id).await?).await?;
+    let database = render(&state, &caller, &state.store.get_cluster(caller.team_id, id).await?).await?;
     Ok((StatusCode::CREATED, Json(ClusterResponse { database })))
 }
 
 async fn render(
     state: &AppState,
+    caller: &Caller,
     cluster: &pgplane_core::model::Cluster,
 ) -> Result<ClusterView, ApiError> {
     let users = state.store.list_users(cluster.cluster_id).await?;
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
-    ClusterView::of(cluster, &users, &dbs, &state.sealer)
+    ClusterView::of(cluster, &users, &dbs, &state.sealer, caller.sees_credentials())
 }
 
 /// List the team's clusters.
@@ -218,13 +194,10 @@ pub(super) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ClustersResponse>, ApiError> {
     let tag = query.tag_name.filter(|t| !t.is_empty());
-    let clusters = state
-        .store
-        .list_clusters(caller.team_id, tag.as_deref())
-        .await?;
+    let clusters = state.store.list_clusters(caller.team_id, tag.as_deref()).await?;
     let mut databases = Vec::with_capacity(clusters.len());
     for cluster in &clusters {
-        databases.push(render(&state, cluster).await?);
+        databases.push(render(&state, &caller, cluster).await?);
     }
     Ok(Json(ClustersResponse { databases }))
 }
@@ -243,9 +216,7 @@ pub(super) async fn get(
     Path(raw_id): Path<String>,
 ) -> Result<Json<ClusterResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    Ok(Json(ClusterResponse {
-        database: render(&state, &cluster).await?,
-    }))
+    Ok(Json(ClusterResponse { database: render(&state, &caller, &cluster).await? }))
 }
 
 /// Unregister a cluster; nothing on the target is dropped.
@@ -262,10 +233,7 @@ pub(super) async fn delete(
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    state
-        .store
-        .delete_cluster(caller.team_id, cluster.cluster_id)
-        .await?;
+    state.store.delete_cluster(caller.team_id, cluster.cluster_id).await?;
     tracing::info!(cluster.id = %cluster.cluster_id, "cluster unregistered; nothing was dropped on the target");
     Ok(StatusCode::NO_CONTENT)
 }

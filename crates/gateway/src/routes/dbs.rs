@@ -37,9 +37,7 @@ pub(super) async fn list(
 ) -> Result<Json<DbsResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
-    Ok(Json(DbsResponse {
-        dbs: dbs.iter().map(DbView::of).collect(),
-    }))
+    Ok(Json(DbsResponse { dbs: dbs.iter().map(DbView::of).collect() }))
 }
 
 /// Add a database owned by the primary user.
@@ -58,40 +56,25 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<CreateDb>,
 ) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    let name = body
-        .name
-        .ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
+    let name = body.name.ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
     check_identifier(NameKind::Database, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_database {
         return Err(ApiError::unprocessable(format!(
             "database name {name:?} is reserved: pgplane's admin connection uses it"
         )));
     }
-    let written = state
-        .store
-        .insert_database(cluster.cluster_id, &name)
-        .await?;
+    let written = state.store.insert_database(cluster.cluster_id, &name).await?;
     let store = &state.store;
     let id = cluster.cluster_id;
-    let db = settle(&state, id, written.generation, written.updated_at, || {
-        store.get_database(id, &name)
-    })
-    .await?
-    .ok_or_else(ApiError::not_found)?;
+    let db = settle(&state, id, written.generation, written.updated_at, || store.get_database(id, &name))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     if db.sync() == SyncStatus::Conflict
-        && state
-            .store
-            .forget_unclaimed(ObjectKind::Database, id, &name, db.generation)
-            .await?
+        && state.store.forget_unclaimed(ObjectKind::Database, id, &name, db.generation).await?
     {
         return Err(ApiError::conflict(db.last_error.unwrap_or_default()));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(DbResponse {
-            db: DbView::of(&db),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(DbResponse { db: DbView::of(&db) })))
 }
 
 /// Show a database.
@@ -105,9 +88,7 @@ pub(super) async fn get(
 ) -> Result<Json<DbResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let db = state.store.get_database(cluster.cluster_id, &name).await?;
-    Ok(Json(DbResponse {
-        db: DbView::of(&db),
-    }))
+    Ok(Json(DbResponse { db: DbView::of(&db) }))
 }
 
 /// Delete a database, ending the sessions connected to it.
@@ -129,16 +110,10 @@ pub(super) async fn delete(
             "cannot delete the default database {name:?}: every cluster keeps its default database"
         )));
     }
-    let generation = state
-        .store
-        .request_deletion(ObjectKind::Database, cluster.cluster_id, &name)
-        .await?;
+    let generation = state.store.request_deletion(ObjectKind::Database, cluster.cluster_id, &name).await?;
     let written_at = chrono::Utc::now();
     let store = &state.store;
     let id = cluster.cluster_id;
-    settle(&state, id, generation, written_at, || {
-        store.get_database(id, &name)
-    })
-    .await?;
+    settle(&state, id, generation, written_at, || store.get_database(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

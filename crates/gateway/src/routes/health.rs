@@ -33,20 +33,13 @@ pub(super) async fn healthz() -> Json<Health> {
         (status = 503, description = "The metadata database cannot be reached", body = ErrorBody),
     ))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|_| ApiError::unavailable())?;
+    state.store.ping().await.map_err(|_| ApiError::unavailable())?;
     Ok(Json(Health { status: "ready" }))
 }
 
 /// The document, rendered once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    super::api_router()
-        .into_openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises")
+    super::api_router().into_openapi().to_pretty_json().expect("the OpenAPI document serialises")
 });
 
 /// This API's OpenAPI 3.1 document.

@@ -1,6 +1,7 @@
 //! The route table and the layers around it, plus what handlers share: finding the caller's
 //! cluster and waiting for a write to settle on the target.
 
+mod audit_events;
 mod clusters;
 mod dbs;
 mod health;
@@ -23,14 +24,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{require_token, Caller};
+use crate::audit;
+use crate::auth::{authenticate, authorize, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// Largest request body accepted.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 /// The /v2 operations, all behind the bearer token.
 fn protected() -> OpenApiRouter<AppState> {
@@ -42,6 +44,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::reset_auth))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
+        .routes(routes!(audit_events::list))
 }
 
 /// Health and the API document, open to all.
@@ -55,16 +58,19 @@ fn public() -> OpenApiRouter<AppState> {
 /// Every route with its documentation (routes are only ever added through `routes!`, which
 /// takes the path and method from the handler's annotation: undocumented routes cannot exist).
 pub(crate) fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(protected())
-        .merge(public())
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(protected()).merge(public())
 }
 
 pub(crate) fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.config.request_timeout;
     let (routes, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(protected().route_layer(from_fn_with_state(state.clone(), require_token)))
+        .merge(
+            protected()
+                .route_layer(from_fn(authorize))
+                .route_layer(from_fn_with_state(state.clone(), audit::record))
+                .route_layer(from_fn_with_state(state.clone(), authenticate)),
+        )
         .merge(public())
         .split_for_parts();
     routes
@@ -88,10 +94,7 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The caller's cluster, or 404 (also for another team's cluster).
 async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Cluster, ApiError> {
-    Ok(state
-        .store
-        .get_cluster(caller.team_id, cluster_id(raw_id)?)
-        .await?)
+    Ok(state.store.get_cluster(caller.team_id, cluster_id(raw_id)?).await?)
 }
 
 /// The reconcile bookkeeping users and databases share, as far as waiting needs it.
@@ -194,10 +197,7 @@ mod tests {
     fn every_route_goes_through_the_documented_router() {
         let source = include_str!("mod.rs");
         let plain = format!(".{}(", "route");
-        assert!(
-            !source.contains(&plain),
-            "use .routes(routes!(handler)) so the route is documented"
-        );
+        assert!(!source.contains(&plain), "use .routes(routes!(handler)) so the route is documented");
     }
 
     #[test]
@@ -224,6 +224,7 @@ mod tests {
             "delete /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /healthz",
             "get /readyz",
+            "get /v2/audit_events",
             "get /v2/databases",
             "get /v2/databases/{database_cluster_uuid}",
             "get /v2/databases/{database_cluster_uuid}/dbs",

@@ -42,33 +42,22 @@ pub(super) struct UpdateUser {
     settings: Option<Settings>,
 }
 
-fn one(user: &User, state: &AppState) -> Result<Json<UserResponse>, ApiError> {
-    Ok(Json(UserResponse {
-        user: UserView::of(user, &state.sealer)?,
-    }))
+fn one(user: &User, state: &AppState, caller: &Caller) -> Result<Json<UserResponse>, ApiError> {
+    Ok(Json(UserResponse { user: UserView::of(user, &state.sealer, caller.sees_credentials())? }))
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
 async fn sealed_credentials(state: &AppState, cluster: &Cluster, name: &str) -> Vec<u8> {
     let credentials = new_credentials().await;
     let json = serde_json::to_vec(&credentials).expect("credentials serialise");
-    state
-        .sealer
-        .seal(&json, &User::credentials_context(cluster.cluster_id, name))
+    state.sealer.seal(&json, &User::credentials_context(cluster.cluster_id, name))
 }
 
 /// Waits for a user write to settle and answers with the user as it is then.
-async fn settled_user(
-    state: &AppState,
-    cluster: &Cluster,
-    written: &User,
-) -> Result<Option<User>, ApiError> {
+async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Result<Option<User>, ApiError> {
     let store = &state.store;
     let (id, name) = (cluster.cluster_id, written.name.as_str());
-    settle(state, id, written.generation, written.updated_at, || {
-        store.get_user(id, name)
-    })
-    .await
+    settle(state, id, written.generation, written.updated_at, || store.get_user(id, name)).await
 }
 
 /// List a cluster's users, with their passwords.
@@ -85,7 +74,7 @@ pub(super) async fn list(
     let users = state.store.list_users(cluster.cluster_id).await?;
     let users = users
         .iter()
-        .map(|u| UserView::of(u, &state.sealer))
+        .map(|u| UserView::of(u, &state.sealer, caller.sees_credentials()))
         .collect::<Result<_, _>>()?;
     Ok(Json(UsersResponse { users }))
 }
@@ -106,37 +95,24 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    let name = body
-        .name
-        .ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
+    let name =
+        body.name.ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
     check_identifier(NameKind::User, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_user {
         return Err(ApiError::unprocessable(format!(
             "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"
         )));
     }
-    let replication = body
-        .settings
-        .unwrap_or_default()
-        .pg_allow_replication
-        .unwrap_or(false);
+    let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state
-        .store
-        .insert_user(cluster.cluster_id, &name, &sealed, replication)
-        .await?;
-    let user = settled_user(&state, &cluster, &written)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let written = state.store.insert_user(cluster.cluster_id, &name, &sealed, replication).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     if user.sync() == SyncStatus::Conflict
-        && state
-            .store
-            .forget_unclaimed(ObjectKind::User, cluster.cluster_id, &name, user.generation)
-            .await?
+        && state.store.forget_unclaimed(ObjectKind::User, cluster.cluster_id, &name, user.generation).await?
     {
         return Err(ApiError::conflict(user.last_error.unwrap_or_default()));
     }
-    Ok((StatusCode::CREATED, one(&user, &state)?))
+    Ok((StatusCode::CREATED, one(&user, &state, &caller)?))
 }
 
 /// Show a user.
@@ -149,10 +125,7 @@ pub(super) async fn get(
     Path((raw_id, name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    one(
-        &state.store.get_user(cluster.cluster_id, &name).await?,
-        &state,
-    )
+    one(&state.store.get_user(cluster.cluster_id, &name).await?, &state, &caller)
 }
 
 /// Change a user's settings (answers 201, as DigitalOcean does).
@@ -171,9 +144,8 @@ pub(super) async fn update(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    let settings = body
-        .settings
-        .ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
+    let settings =
+        body.settings.ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
     let current = state.store.get_user(cluster.cluster_id, &name).await?;
     if current.is_primary() {
         return Err(ApiError::unprocessable(format!(
@@ -181,14 +153,9 @@ pub(super) async fn update(
         )));
     }
     let replication = settings.pg_allow_replication.unwrap_or(false);
-    let written = state
-        .store
-        .update_user_settings(cluster.cluster_id, &name, replication)
-        .await?;
-    let user = settled_user(&state, &cluster, &written)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok((StatusCode::CREATED, one(&user, &state)?))
+    let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    Ok((StatusCode::CREATED, one(&user, &state, &caller)?))
 }
 
 /// Give a user a new generated password; the old one stops working at once (answers 200).
@@ -207,14 +174,9 @@ pub(super) async fn reset_auth(
     // Fail fast (and cheaply) for unknown users before computing a verifier.
     state.store.get_user(cluster.cluster_id, &name).await?;
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state
-        .store
-        .replace_user_credentials(cluster.cluster_id, &name, &sealed)
-        .await?;
-    let user = settled_user(&state, &cluster, &written)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    one(&user, &state)
+    let written = state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?;
+    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
+    one(&user, &state, &caller)
 }
 
 /// Delete a user: its sessions are ended and what it owns goes to the primary user.
@@ -236,16 +198,10 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
-    let generation = state
-        .store
-        .request_deletion(ObjectKind::User, cluster.cluster_id, &name)
-        .await?;
+    let generation = state.store.request_deletion(ObjectKind::User, cluster.cluster_id, &name).await?;
     let written_at = chrono::Utc::now();
     let store = &state.store;
     let id = cluster.cluster_id;
-    settle(&state, id, generation, written_at, || {
-        store.get_user(id, &name)
-    })
-    .await?;
+    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

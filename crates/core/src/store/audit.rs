@@ -1,0 +1,60 @@
+//! The audit log: one row per mutating API request, readable by the team that made it.
+
+use uuid::Uuid;
+
+use super::Store;
+use crate::error::Result;
+use crate::model::AuditEvent;
+
+/// What the gateway records about a mutating request.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub team_id: Uuid,
+    pub token_id: String,
+    /// For example "user.create", "database.delete", "cluster.register".
+    pub action: String,
+    pub cluster_id: Option<Uuid>,
+    /// The user or database name, when the request names one.
+    pub object: Option<String>,
+    pub status: u16,
+    pub request_id: Option<String>,
+}
+
+impl Store {
+    /// Appends an event.
+    pub async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<()> {
+        sqlx::query(
+            "insert into audit_events (team_id, token_id, action, cluster_id, object, status, request_id)
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event.team_id)
+        .bind(&event.token_id)
+        .bind(&event.action)
+        .bind(event.cluster_id)
+        .bind(&event.object)
+        .bind(i32::from(event.status))
+        .bind(&event.request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A team's most recent events, newest first, optionally for one cluster.
+    pub async fn list_audit_events(
+        &self,
+        team_id: Uuid,
+        cluster_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        Ok(sqlx::query_as(
+            "select * from audit_events
+              where team_id = $1 and ($2::uuid is null or cluster_id = $2)
+              order by event_id desc limit $3",
+        )
+        .bind(team_id)
+        .bind(cluster_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

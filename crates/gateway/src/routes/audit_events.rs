@@ -1,0 +1,72 @@
+//! `/v2/audit_events` (a pgplane extension): the caller's team's audit log, newest first.
+
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only events about this cluster.
+    cluster_id: Option<Uuid>,
+    /// How many events at most (default 100, at most 1000).
+    limit: Option<i64>,
+}
+
+/// One recorded request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditEventView {
+    id: i64,
+    at: String,
+    token_id: String,
+    action: String,
+    cluster_id: Option<Uuid>,
+    object: Option<String>,
+    /// The HTTP status of the answer.
+    status: i32,
+    request_id: Option<String>,
+}
+
+/// `{"audit_events": [...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditEventsResponse {
+    audit_events: Vec<AuditEventView>,
+}
+
+/// The team's audit log: every mutating request, with its outcome.
+#[utoipa::path(get, path = "/v2/audit_events", operation_id = "audit_events_list", tag = "Audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Events, newest first", body = AuditEventsResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The token lacks database:read", body = ErrorBody),
+    ))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditEventsResponse>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state.store.list_audit_events(caller.team_id, query.cluster_id, limit).await?;
+    let audit_events = events
+        .into_iter()
+        .map(|e| AuditEventView {
+            id: e.event_id,
+            at: rfc3339(&e.at),
+            token_id: e.token_id,
+            action: e.action,
+            cluster_id: e.cluster_id,
+            object: e.object,
+            status: e.status,
+            request_id: e.request_id,
+        })
+        .collect();
+    Ok(Json(AuditEventsResponse { audit_events }))
+}
