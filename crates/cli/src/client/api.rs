@@ -46,11 +46,10 @@ pub enum ApiError {
         cause: String,
     },
     /// The API answered with a success status but not with what the client expects.
-    #[error("{method} {url}: unexpected answer ({status}): {what}")]
+    #[error("{method} {url}: unexpected answer: {what}")]
     Unexpected {
         method: Method,
         url: String,
-        status: u16,
         what: String,
     },
 }
@@ -143,8 +142,7 @@ impl Api {
             None => Err(ApiError::Unexpected {
                 method,
                 url: self.url(segments),
-                status: 200,
-                what: format!("no {envelope:?} field in the answer"),
+                what: format!("no {envelope:?} field"),
             }),
         }
     }
@@ -161,8 +159,7 @@ async fn read_answer(method: Method, url: String, response: Response) -> Result<
     let bytes = response.bytes().await.map_err(|e| ApiError::Unexpected {
         method: method.clone(),
         url: url.clone(),
-        status: status.as_u16(),
-        what: format!("reading the body: {}", root_cause(&e)),
+        what: format!("{status}, reading the body: {}", root_cause(&e)),
     })?;
     let json = if bytes.is_empty() {
         Some(Value::Null)
@@ -173,8 +170,7 @@ async fn read_answer(method: Method, url: String, response: Response) -> Result<
         return json.ok_or_else(|| ApiError::Unexpected {
             method,
             url,
-            status: status.as_u16(),
-            what: "the body is not JSON".into(),
+            what: format!("{status} with a body that is not JSON"),
         });
     }
     let field = |name: &str| {
@@ -199,11 +195,13 @@ async fn read_answer(method: Method, url: String, response: Response) -> Result<
 fn quote_body(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(MAX_QUOTED_BODY) {
-        _ if line.is_empty() => None,
-        Some((cut, _)) => Some(format!("{}…", &line[..cut])),
-        None => Some(line),
+    if line.is_empty() {
+        return None;
     }
+    Some(match line.char_indices().nth(MAX_QUOTED_BODY) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    })
 }
 
 /// The innermost cause of an error ("Connection refused (os error 111)"), which says more
