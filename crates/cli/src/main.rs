@@ -1,9 +1,13 @@
 //! `pgplane`: the one binary. `serve` runs the gateway and the reconciler; `migrate` applies
-//! the metadata schema; `token` issues API tokens; `secret-key generate` makes a sealing key.
+//! the metadata schema; `token` issues API tokens; `secret-key generate` makes a sealing key;
+//! `databases` and `auth` are the doctl-like client of the REST API.
 
 mod admin;
+mod client;
 mod config;
 mod serve;
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,12 +43,19 @@ enum Command {
         #[command(subcommand)]
         command: admin::SecretKeyCommand,
     },
+    /// Manage database clusters, their users and databases through the REST API (doctl-style).
+    Databases(client::DatabasesArgs),
+    /// Save the API URL and access token the client commands use.
+    Auth(client::AuthArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    let outcome = match cli.command {
+        // The client prints its own errors, on one line as doctl does.
+        Command::Databases(args) => return Ok(client::databases(args).await),
+        Command::Auth(args) => return Ok(client::auth(args).await),
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { database, log } => {
             log.init();
@@ -55,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token { command } => admin::token(command).await,
         Command::SecretKey { command } => admin::secret_key(command).await,
-    }
+    };
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -1,0 +1,362 @@
+//! The doctl-like client: `pgplane databases ...` (clusters, their users and databases) and
+//! `pgplane auth init`, with doctl's arguments, aliases and columns. This module defines the
+//! subcommands and dispatches them; every command is one of four shapes (list, show one,
+//! delete, save the config), each a single function below.
+
+mod api;
+mod config;
+mod output;
+mod prompt;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use self::api::Api;
+use self::config::ConnectionArgs;
+use self::output::{Kind, Mode, OutputArgs, CLUSTER, DB, USER};
+
+/// `pgplane databases ...`
+#[derive(Args)]
+pub struct DatabasesArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(subcommand)]
+    command: DatabasesCommand,
+}
+
+#[derive(Subcommand)]
+enum DatabasesCommand {
+    /// List the database clusters.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show a database cluster, with its connection URI.
+    #[command(visible_alias = "g")]
+    Get {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+    },
+    /// Register an existing PostgreSQL server as a database cluster.
+    #[command(visible_alias = "c")]
+    Create(Box<CreateCluster>),
+    /// Unregister a database cluster (nothing is dropped on its server).
+    #[command(visible_alias = "rm")]
+    Delete {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        /// Delete without asking for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Manage the users of a database cluster.
+    #[command(visible_alias = "u")]
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage the databases of a database cluster.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+/// `pgplane databases create`: DigitalOcean's fields plus the target's admin connection.
+#[derive(Args)]
+struct CreateCluster {
+    /// Name of the cluster: 3 to 63 lowercase letters, digits and hyphens.
+    #[arg(value_name = "name")]
+    name: String,
+    /// Host name or address of the PostgreSQL server.
+    #[arg(long)]
+    host: String,
+    /// Port of the PostgreSQL server.
+    #[arg(long, default_value_t = 5432)]
+    port: u16,
+    /// The admin role pgplane manages the server with (a superuser, or a role with
+    /// CREATEROLE and CREATEDB).
+    #[arg(long)]
+    user: String,
+    /// Read the admin role's password from standard input (a hidden prompt on a terminal).
+    /// Without it the password is taken from PGPLANE_TARGET_PASSWORD, else it is empty (for
+    /// trust or peer authentication).
+    #[arg(long)]
+    password_stdin: bool,
+    /// sslmode of the admin connection.
+    #[arg(long, default_value = "disable")]
+    sslmode: String,
+    /// The database the admin connection uses [default: postgres].
+    #[arg(long)]
+    database: Option<String>,
+    /// Name of the cluster's primary user [default: doadmin].
+    #[arg(long)]
+    primary_user: Option<String>,
+    /// Name of the cluster's default database [default: defaultdb].
+    #[arg(long)]
+    default_database: Option<String>,
+    /// Database engine (pgplane manages PostgreSQL only).
+    #[arg(long, default_value = "pg")]
+    engine: String,
+    /// The server's expected major version (registration fails if it differs).
+    #[arg(long)]
+    version: Option<String>,
+    /// Region label.
+    #[arg(long)]
+    region: Option<String>,
+    /// Size label.
+    #[arg(long)]
+    size: Option<String>,
+    /// Number of nodes label.
+    #[arg(long)]
+    num_nodes: Option<u32>,
+    /// A tag for the cluster (repeat the flag or separate tags with commas).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    tags: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// List the users of a cluster.
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+    },
+    /// Show a user, with its password.
+    #[command(visible_alias = "g")]
+    Get {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+    },
+    /// Create a user (LOGIN, nothing more) with a generated password.
+    #[command(visible_alias = "c")]
+    Create {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+    },
+    /// Give a user a new generated password.
+    #[command(visible_alias = "rs")]
+    Reset {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+    },
+    /// Delete a user (objects it owns pass to the primary user).
+    #[command(visible_alias = "rm")]
+    Delete {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+        /// Delete without asking for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// List the databases of a cluster.
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+    },
+    /// Show a database.
+    #[command(visible_alias = "g")]
+    Get {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "db-name")]
+        db_name: String,
+    },
+    /// Create a database, owned by the primary user.
+    #[command(visible_alias = "c")]
+    Create {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "db-name")]
+        db_name: String,
+    },
+    /// Delete a database, even with clients connected to it.
+    #[command(visible_alias = "rm")]
+    Delete {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "db-name")]
+        db_name: String,
+        /// Delete without asking for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// `pgplane auth ...`
+#[derive(Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    #[command(subcommand)]
+    command: AuthCommand,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Check an access token against the API and save it with the API URL for later commands
+    /// (the token is read from a prompt or standard input unless --access-token is given).
+    Init,
+}
+
+/// Runs `pgplane databases ...`; errors are printed as one line.
+pub async fn databases(args: DatabasesArgs) -> ExitCode {
+    let mode = args.output.mode;
+    finish(mode, run_databases(args).await)
+}
+
+/// Runs `pgplane auth ...`; errors are printed as one line.
+pub async fn auth(args: AuthArgs) -> ExitCode {
+    let AuthCommand::Init = args.command;
+    finish(Mode::Text, args.connection.init().await)
+}
+
+fn finish(mode: Mode, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::print_error(mode, &error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
+    let api = args.connection.api()?;
+    let out = &args.output;
+    match args.command {
+        DatabasesCommand::List => list(&api, out, &CLUSTER, &["databases"]).await,
+        DatabasesCommand::Get { cluster_id } => {
+            show(&api, out, &CLUSTER, Method::GET, &["databases", &cluster_id], None).await
+        }
+        DatabasesCommand::Create(create) => {
+            out.check(&CLUSTER)?;
+            let body = create.body()?;
+            show(&api, out, &CLUSTER, Method::POST, &["databases"], Some(body)).await
+        }
+        DatabasesCommand::Delete { cluster_id, force } => {
+            delete(&api, &CLUSTER, &cluster_id, force, &["databases", &cluster_id]).await
+        }
+        DatabasesCommand::User { command } => run_user(&api, out, command).await,
+        DatabasesCommand::Db { command } => run_db(&api, out, command).await,
+    }
+}
+
+async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::List { cluster_id } => list(api, out, &USER, &["databases", &cluster_id, "users"]).await,
+        UserCommand::Get { cluster_id, user_name } => {
+            let path = ["databases", &cluster_id, "users", &user_name];
+            show(api, out, &USER, Method::GET, &path, None).await
+        }
+        UserCommand::Create { cluster_id, user_name } => {
+            let path = ["databases", &cluster_id, "users"];
+            let body = json!({ "name": user_name });
+            show(api, out, &USER, Method::POST, &path, Some(body)).await
+        }
+        UserCommand::Reset { cluster_id, user_name } => {
+            // As doctl does: look the cluster up first, so an unknown one says so.
+            api.fetch(Method::GET, &["databases", &cluster_id], None, CLUSTER.one).await?;
+            let path = ["databases", &cluster_id, "users", &user_name, "reset_auth"];
+            show(api, out, &USER, Method::POST, &path, Some(json!({}))).await
+        }
+        UserCommand::Delete { cluster_id, user_name, force } => {
+            let path = ["databases", &cluster_id, "users", &user_name];
+            delete(api, &USER, &user_name, force, &path).await
+        }
+    }
+}
+
+async fn run_db(api: &Api, out: &OutputArgs, command: DbCommand) -> anyhow::Result<()> {
+    match command {
+        DbCommand::List { cluster_id } => list(api, out, &DB, &["databases", &cluster_id, "dbs"]).await,
+        DbCommand::Get { cluster_id, db_name } => {
+            let path = ["databases", &cluster_id, "dbs", &db_name];
+            show(api, out, &DB, Method::GET, &path, None).await
+        }
+        DbCommand::Create { cluster_id, db_name } => {
+            let path = ["databases", &cluster_id, "dbs"];
+            let body = json!({ "name": db_name });
+            show(api, out, &DB, Method::POST, &path, Some(body)).await
+        }
+        DbCommand::Delete { cluster_id, db_name, force } => {
+            let path = ["databases", &cluster_id, "dbs", &db_name];
+            delete(api, &DB, &db_name, force, &path).await
+        }
+    }
+}
+
+/// GETs a list of `kind` and prints it.
+async fn list(api: &Api, out: &OutputArgs, kind: &Kind, path: &[&str]) -> anyhow::Result<()> {
+    out.check(kind)?;
+    let items = api.fetch(Method::GET, path, None, kind.many).await?;
+    out.print_list(kind, &items)
+}
+
+/// Sends a request answered with one `kind` and prints it.
+async fn show(
+    api: &Api,
+    out: &OutputArgs,
+    kind: &Kind,
+    method: Method,
+    path: &[&str],
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    out.check(kind)?;
+    let item = api.fetch(method, path, body.as_ref(), kind.one).await?;
+    out.print_one(kind, &item)
+}
+
+/// Deletes one `kind` named `name` once confirmed (or forced); prints nothing.
+async fn delete(api: &Api, kind: &Kind, name: &str, force: bool, path: &[&str]) -> anyhow::Result<()> {
+    prompt::confirm_delete(kind.noun, name, force)?;
+    api.call(Method::DELETE, path, None).await?;
+    Ok(())
+}
+
+impl CreateCluster {
+    /// The `POST /v2/databases` body; reads the admin password first.
+    fn body(&self) -> anyhow::Result<Value> {
+        let password = if self.password_stdin {
+            prompt::read_secret("admin password")?
+        } else {
+            std::env::var("PGPLANE_TARGET_PASSWORD").unwrap_or_default()
+        };
+        Ok(json!({
+            "name": self.name,
+            "engine": self.engine,
+            "version": self.version,
+            "region": self.region,
+            "size": self.size,
+            "num_nodes": self.num_nodes,
+            "tags": self.tags,
+            "pgplane": {
+                "host": self.host,
+                "port": self.port,
+                "user": self.user,
+                "password": password,
+                "sslmode": self.sslmode,
+                "database": self.database,
+                "primary_user": self.primary_user,
+                "default_database": self.default_database,
+            },
+        }))
+    }
+}

@@ -1,0 +1,233 @@
+//! What the client prints: API objects as doctl-style aligned text tables (default columns per
+//! kind of object, `--format` to pick columns by doctl's field names, `--no-header`) or as JSON
+//! (`-o json`), and errors as one line on stderr. Writing to a closed pipe (`| head`) is not
+//! an error.
+
+use std::io::{self, Write};
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use comfy_table::{presets, Table};
+use serde_json::Value;
+
+/// Spaces between text columns, as doctl's.
+const COLUMN_GAP: u16 = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Text,
+    Json,
+}
+
+/// The output flags every client command takes.
+#[derive(Args)]
+#[command(next_help_heading = "Global options")]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Mode::Text)]
+    pub mode: Mode,
+    /// Columns to show, by field name (for example `--format Name,Password`).
+    #[arg(long, global = true, value_name = "Col1,Col2")]
+    format: Option<String>,
+    /// Print no header row.
+    #[arg(long, global = true)]
+    no_header: bool,
+}
+
+/// One text column: doctl's field name, its header and where its value is in the object.
+pub struct Column {
+    pub name: &'static str,
+    pub header: &'static str,
+    /// A JSON pointer into the API object.
+    pub pointer: &'static str,
+}
+
+/// A kind of API object: its JSON envelopes and its columns.
+pub struct Kind {
+    /// The envelope of one object (`{"user": {...}}`).
+    pub one: &'static str,
+    /// The envelope of a list (`{"users": [...]}`).
+    pub many: &'static str,
+    /// What a person calls it ("database user").
+    pub noun: &'static str,
+    /// Every column `--format` may name; one object shows all of them by default.
+    pub columns: &'static [Column],
+    /// Lists show only this many leading columns by default.
+    pub list_columns: usize,
+}
+
+const fn column(name: &'static str, header: &'static str, pointer: &'static str) -> Column {
+    Column { name, header, pointer }
+}
+
+pub const CLUSTER: Kind = Kind {
+    one: "database",
+    many: "databases",
+    noun: "database cluster",
+    columns: &[
+        column("ID", "ID", "/id"),
+        column("Name", "Name", "/name"),
+        column("Engine", "Engine", "/engine"),
+        column("Version", "Version", "/version"),
+        column("NumNodes", "Number of Nodes", "/num_nodes"),
+        column("Region", "Region", "/region"),
+        column("Status", "Status", "/status"),
+        column("Size", "Size", "/size"),
+        column("StorageMib", "Storage (MiB)", "/storage_size_mib"),
+        column("URI", "URI", "/connection/uri"),
+        column("Created", "Created At", "/created_at"),
+    ],
+    list_columns: 9,
+};
+
+pub const USER: Kind = Kind {
+    one: "user",
+    many: "users",
+    noun: "database user",
+    columns: &[
+        column("Name", "Name", "/name"),
+        column("Role", "Role", "/role"),
+        column("Password", "Password", "/password"),
+    ],
+    list_columns: 3,
+};
+
+pub const DB: Kind = Kind {
+    one: "db",
+    many: "dbs",
+    noun: "database",
+    columns: &[column("Name", "Name", "/name")],
+    list_columns: 1,
+};
+
+impl OutputArgs {
+    /// Fails on a `--format` naming a column `kind` lacks, so that a typo is caught before
+    /// anything is changed.
+    pub fn check(&self, kind: &Kind) -> anyhow::Result<()> {
+        self.columns(kind, kind.columns).map(drop)
+    }
+
+    /// Prints a list answer (an array of objects).
+    pub fn print_list(&self, kind: &Kind, items: &Value) -> anyhow::Result<()> {
+        let rows = items.as_array().map(Vec::as_slice).unwrap_or_default();
+        match self.mode {
+            Mode::Json => print_json(items),
+            Mode::Text => self.print_table(kind, &kind.columns[..kind.list_columns], rows),
+        }
+    }
+
+    /// Prints one object.
+    pub fn print_one(&self, kind: &Kind, item: &Value) -> anyhow::Result<()> {
+        match self.mode {
+            Mode::Json => print_json(item),
+            Mode::Text => self.print_table(kind, kind.columns, std::slice::from_ref(item)),
+        }
+    }
+
+    fn print_table(&self, kind: &Kind, defaults: &[Column], rows: &[Value]) -> anyhow::Result<()> {
+        let columns = self.columns(kind, defaults)?;
+        let mut table = Table::new();
+        table.load_style(presets::NOTHING);
+        if !self.no_header {
+            table.set_header(columns.iter().map(|c| c.header));
+        }
+        for row in rows {
+            table.add_row(columns.iter().map(|c| cell(row.pointer(c.pointer))));
+        }
+        for column in table.column_iter_mut() {
+            column.set_padding((0, COLUMN_GAP));
+        }
+        let mut text = table.trim_fmt();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        write_stdout(&text)
+    }
+
+    /// The columns `--format` names, or `defaults`.
+    fn columns<'k>(&self, kind: &'k Kind, defaults: &'k [Column]) -> anyhow::Result<Vec<&'k Column>> {
+        let Some(format) = &self.format else {
+            return Ok(defaults.iter().collect());
+        };
+        let names: Vec<&str> = format.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        if names.is_empty() {
+            return Ok(defaults.iter().collect());
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                kind.columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| unknown_column(kind, name))
+            })
+            .collect()
+    }
+}
+
+fn unknown_column(kind: &Kind, name: &str) -> anyhow::Error {
+    let known: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+    anyhow::anyhow!("unknown column {name:?} (known: {})", known.join(", "))
+}
+
+/// A JSON value as a table cell: strings bare, null empty, anything else as JSON.
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_stdout(&text)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output quietly.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => bail!("writing to stdout: {e}"),
+        _ => Ok(()),
+    }
+}
+
+/// Prints an error on stderr as one line: `Error: ...`, or doctl's `{"errors":[{"detail":
+/// ...}]}` with `-o json`.
+pub fn print_error(mode: Mode, error: &anyhow::Error) {
+    let detail = format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+    match mode {
+        Mode::Text => eprintln!("Error: {detail}"),
+        Mode::Json => eprintln!("{}", serde_json::json!({ "errors": [{ "detail": detail }] })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(format: Option<&str>) -> OutputArgs {
+        OutputArgs { mode: Mode::Text, format: format.map(str::to_string), no_header: false }
+    }
+
+    #[test]
+    fn columns_are_picked_by_field_name_in_any_case() {
+        let picked = args(Some("password, name")).columns(&USER, USER.columns).unwrap();
+        let names: Vec<&str> = picked.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["Password", "Name"]);
+        let error = args(Some("Name,Nope")).check(&USER).unwrap_err();
+        assert!(error.to_string().contains("\"Nope\""), "{error}");
+    }
+
+    #[test]
+    fn cells_show_strings_bare_and_numbers_as_json() {
+        let cluster = json!({"num_nodes": 1, "connection": {"uri": "postgresql://x"}, "tags": null});
+        assert_eq!(cell(cluster.pointer("/num_nodes")), "1");
+        assert_eq!(cell(cluster.pointer("/connection/uri")), "postgresql://x");
+        assert_eq!(cell(cluster.pointer("/tags")), "");
+        assert_eq!(cell(cluster.pointer("/missing")), "");
+    }
+}

@@ -1,0 +1,418 @@
+//! End-to-end tests of the client commands (`pgplane databases ...`, `pgplane auth init`): the
+//! real binary against a spawned pgplane whose cluster is a real PostgreSQL 15 server. Effects
+//! are asserted on that server (roles, databases, logins), not only on what the binary prints.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use pgplane_testkit::{free_port, TestApp};
+use serde_json::Value;
+
+/// The outcome of one run of the binary.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success; returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+        assert_eq!(self.stderr, "", "a successful run prints nothing on stderr");
+        &self.stdout
+    }
+
+    /// Asserts failure with exit code 1 and nothing on stdout; returns stderr.
+    fn failed(&self) -> &str {
+        assert_eq!(self.code, Some(1), "stdout: {}", self.stdout);
+        assert_eq!(self.stdout, "");
+        &self.stderr
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok()).expect("JSON output")
+    }
+}
+
+/// Runs the binary for one test, with its own config file path (in a temporary directory)
+/// and none of the caller's client environment variables.
+struct Cli {
+    api_url: String,
+    token: String,
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            api_url: app.base_url.clone(),
+            token: app.token.clone(),
+            home: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// Where `auth init` writes (its directory does not exist at first).
+    fn config_path(&self) -> PathBuf {
+        self.home.path().join("pgplane").join("config.json")
+    }
+
+    /// `pgplane <args> --api-url <app> --access-token <token>`.
+    async fn run(&self, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--api-url", &self.api_url, "--access-token", &self.token]);
+        self.raw(&all, None, &[]).await
+    }
+
+    /// `pgplane <args>` exactly, with `input` on stdin (never a terminal) and `env` set.
+    async fn raw(&self, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgplane"));
+        command
+            .args(args)
+            .env_remove("PGPLANE_API_URL")
+            .env_remove("PGPLANE_ACCESS_TOKEN")
+            .env_remove("PGPLANE_TARGET_PASSWORD")
+            .env("PGPLANE_CONFIG", self.config_path())
+            .envs(env.iter().copied())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let input = input.map(str::to_string);
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("run pgplane");
+            if let Some(input) = input {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().expect("stdin");
+                stdin.write_all(input.as_bytes()).expect("write stdin");
+            }
+            child.wait_with_output().expect("wait for pgplane")
+        })
+        .await
+        .expect("join");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+        }
+    }
+}
+
+/// The cells of each line of a text table (columns are at least two spaces apart).
+fn table(text: &str) -> Vec<Vec<&str>> {
+    text.lines().map(|line| line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect()
+}
+
+/// The sorted lines of some output.
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    lines
+}
+
+/// Asserts a one-line error message starting with `prefix`; returns it.
+fn one_error_line<'a>(stderr: &'a str, prefix: &str) -> &'a str {
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(prefix), "{stderr}");
+    stderr.trim_end()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_created_listed_shown_and_reset() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let name = app.unique("cli_user");
+
+    let created = cli.run(&["databases", "user", "create", id, &name]).await;
+    let rows = table(created.ok());
+    assert_eq!(rows[0], ["Name", "Role", "Password"]);
+    assert_eq!(rows.len(), 2, "{}", created.stdout);
+    assert_eq!(rows[1][..2], [name.as_str(), "normal"]);
+    let password = rows[1][2].to_string();
+    let lines: Vec<&str> = created.stdout.lines().collect();
+    assert_eq!(lines[0].find("Role"), lines[1].find("normal"), "aligned");
+    assert!(app.role_exists(&name).await);
+    app.target.login(&name, &password, &app.default_db).await.expect("the printed password logs in");
+
+    let listed = cli.run(&["databases", "user", "list", id]).await;
+    let rows = table(listed.ok());
+    assert_eq!(rows[0], ["Name", "Role", "Password"]);
+    assert!(rows.contains(&vec![name.as_str(), "normal", password.as_str()]));
+    assert!(rows.iter().any(|r| r[..2] == [app.primary_user.as_str(), "primary"]));
+
+    let names = cli.run(&["databases", "u", "ls", id, "--format", "Name", "--no-header"]).await;
+    let mut expected = vec![name.as_str(), app.primary_user.as_str()];
+    expected.sort();
+    assert_eq!(sorted_lines(names.ok()), expected);
+
+    let listed = cli.run(&["databases", "user", "list", id, "-o", "json"]).await;
+    let users = listed.json();
+    let user = users
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|u| u["name"] == name.as_str())
+        .expect("the new user is listed");
+    assert_eq!(user["password"], password.as_str());
+
+    let shown = cli.run(&["databases", "user", "get", id, &name, "--output", "json"]).await;
+    let user = shown.json();
+    assert_eq!(user["name"], name.as_str());
+    assert_eq!(user["role"], "normal");
+    assert_eq!(user["password"], password.as_str());
+
+    let shown = cli.run(&["databases", "u", "g", id, &name, "--format", "Password,name"]).await;
+    assert_eq!(table(shown.ok()), [["Password", "Name"], [password.as_str(), name.as_str()]]);
+
+    let reset =
+        cli.run(&["databases", "user", "reset", id, &name, "--format", "Password", "--no-header"]).await;
+    let new_password = reset.ok().trim_end().to_string();
+    assert_ne!(new_password, password);
+    assert_eq!(new_password.len(), password.len());
+    app.target.login(&name, &new_password, &app.default_db).await.expect("the new password logs in");
+    assert!(
+        app.target.login(&name, &password, &app.default_db).await.is_err(),
+        "the old password no longer logs in"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_are_created_listed_shown_and_deleted() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let plain = app.unique("cli_db");
+    // Path segments are percent-encoded: this name has '/', '?', '%', quotes and Unicode.
+    let odd = format!("odd db/?%'\"ü_{}", app.suffix);
+
+    for name in [&plain, &odd] {
+        let created = cli.run(&["databases", "db", "create", id, name]).await;
+        assert_eq!(created.ok(), format!("Name\n{name}\n"));
+        assert!(app.database_exists(name).await, "{name}");
+        let shown = cli.run(&["databases", "db", "get", id, name]).await;
+        assert_eq!(shown.ok(), format!("Name\n{name}\n"));
+    }
+
+    let names = cli.run(&["databases", "db", "list", id, "--format", "Name", "--no-header"]).await;
+    let mut expected = vec![plain.as_str(), odd.as_str(), app.default_db.as_str()];
+    expected.sort();
+    assert_eq!(sorted_lines(names.ok()), expected);
+
+    let listed = cli.run(&["databases", "db", "ls", id, "-o", "json"]).await;
+    let dbs = listed.json();
+    assert!(dbs.as_array().expect("a JSON array").contains(&serde_json::json!({ "name": plain })));
+    let shown = cli.run(&["databases", "db", "g", id, &odd, "-o", "json"]).await;
+    assert_eq!(shown.json(), serde_json::json!({ "name": odd }));
+
+    for name in [&plain, &odd] {
+        let deleted = cli.run(&["databases", "db", "delete", id, name, "--force"]).await;
+        assert_eq!(deleted.ok(), "");
+        assert!(!app.database_exists(name).await, "{name}");
+        let gone = cli.run(&["databases", "db", "get", id, name]).await;
+        let line = one_error_line(gone.failed(), "Error: GET ");
+        assert!(line.contains(": 404 "), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_need_force_without_a_terminal() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let name = format!("o'dd us\"er/?%ü_{}", app.suffix);
+    let db = app.unique("keep_db");
+    app.create_db(&db).await;
+
+    let created = cli.run(&["databases", "user", "create", id, &name, "-o", "json"]).await;
+    assert_eq!(created.json()["name"], name.as_str());
+    assert!(app.role_exists(&name).await);
+    let shown = cli.run(&["databases", "user", "get", id, &name, "-o", "json"]).await;
+    assert_eq!(shown.json()["name"], name.as_str());
+
+    let refusals = [
+        cli.run(&["databases", "user", "delete", id, &name]).await,
+        cli.run(&["databases", "db", "rm", id, &db]).await,
+        cli.run(&["databases", "delete", id]).await,
+    ];
+    for refused in &refusals {
+        assert_eq!(
+            refused.failed(),
+            "Warning: Requires confirmation. Use the `--force` flag to continue without confirmation.\n\
+             Error: Operation aborted.\n"
+        );
+    }
+    assert!(app.role_exists(&name).await, "the user is still there");
+    assert!(app.database_exists(&db).await, "the database is still there");
+    assert_eq!(app.get(&app.cluster_path("")).await.0, 200, "the cluster too");
+
+    let deleted = cli.run(&["databases", "user", "rm", id, &name, "-f"]).await;
+    assert_eq!(deleted.ok(), "");
+    assert!(!app.role_exists(&name).await, "the user is gone");
+    let gone = cli.run(&["databases", "user", "get", id, &name]).await;
+    assert!(gone.failed().contains(": 404 "), "{}", gone.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_clear_line() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let unknown = "00000000-0000-4000-8000-000000000000";
+
+    let missing = cli.run(&["databases", "user", "list", unknown]).await;
+    let line = one_error_line(missing.failed(), "Error: GET ");
+    let url = format!("{}/v2/databases/{unknown}/users", app.base_url);
+    assert!(line.starts_with(&format!("Error: GET {url}: 404 (request \"")), "{line}");
+    assert!(line.ends_with("The resource you requested could not be found."), "{line}");
+
+    // reset looks the cluster up first, as doctl does.
+    let reset = cli.run(&["databases", "user", "reset", unknown, "someone"]).await;
+    let line = one_error_line(reset.failed(), "Error: GET ");
+    assert!(line.contains(&format!("/v2/databases/{unknown}: 404 ")), "{line}");
+
+    let json = cli.run(&["databases", "get", unknown, "-o", "json"]).await;
+    let error: Value = serde_json::from_str(json.failed()).expect("a JSON error");
+    let detail = error["errors"][0]["detail"].as_str().expect("detail");
+    assert!(detail.starts_with("GET ") && detail.contains(": 404 "), "{detail}");
+
+    let primary =
+        cli.run(&["databases", "user", "delete", &app.cluster_id, &app.primary_user, "--force"]).await;
+    let line = one_error_line(primary.failed(), "Error: DELETE ");
+    assert!(line.contains(": 422 ") && line.contains("primary user"), "{line}");
+    assert!(app.role_exists(&app.primary_user).await);
+
+    let wrong_token = "pgp_wrongid_wrongsecret";
+    let refused = cli
+        .raw(&["databases", "list", "--api-url", &app.base_url, "--access-token", wrong_token], None, &[])
+        .await;
+    let line = one_error_line(refused.failed(), "Error: GET ");
+    assert!(line.contains(": 401 "), "{line}");
+    assert!(!line.contains(wrong_token), "the token is never printed: {line}");
+
+    let port = free_port();
+    let unreachable_url = format!("http://127.0.0.1:{port}");
+    let unreachable = cli
+        .raw(&["databases", "list", "--api-url", &unreachable_url, "--access-token", &app.token], None, &[])
+        .await;
+    let line = one_error_line(unreachable.failed(), "Error: GET ");
+    assert!(line.contains(&format!("cannot reach the pgplane API at {unreachable_url}")), "{line}");
+    assert!(!line.contains(&app.token), "the token is never printed: {line}");
+
+    let typo = cli.run(&["databases", "user", "create", &app.cluster_id, "never", "--format", "Nme"]).await;
+    one_error_line(typo.failed(), "Error: unknown column \"Nme\"");
+    assert!(!app.role_exists("never").await, "nothing is created on a bad --format");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_init_saves_a_private_config_that_later_commands_use() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let path = cli.config_path();
+
+    let saved =
+        cli.raw(&["auth", "init", "--api-url", &app.base_url], Some(&format!("{}\n", app.token)), &[]).await;
+    assert!(saved.ok().contains(&path.display().to_string()), "{}", saved.stdout);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(config["api_url"], app.base_url.as_str());
+    assert_eq!(config["access_token"], app.token.as_str());
+
+    let id = app.cluster_id.as_str();
+    let listed =
+        cli.raw(&["databases", "user", "list", id, "--format", "Name", "--no-header"], None, &[]).await;
+    assert_eq!(listed.ok(), format!("{}\n", app.primary_user));
+
+    // A flag, then the environment, win over the file.
+    let flag = cli.raw(&["databases", "list", "--access-token", "pgp_x_y"], None, &[]).await;
+    assert!(flag.failed().contains(": 401 "), "{}", flag.stderr);
+    let env = cli.raw(&["databases", "list"], None, &[("PGPLANE_ACCESS_TOKEN", "pgp_x_y")]).await;
+    assert!(env.failed().contains(": 401 "), "{}", env.stderr);
+
+    // A token the API refuses is not saved.
+    let refused = cli.raw(&["auth", "init"], Some("pgp_x_y\n"), &[]).await;
+    assert!(refused.failed().contains(": 401 "), "{}", refused.stderr);
+    let config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(config["access_token"], app.token.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_are_listed_shown_registered_and_unregistered() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let name = format!("c-{}", app.suffix);
+
+    let listed = cli.run(&["databases", "list"]).await;
+    let rows = table(listed.ok());
+    assert_eq!(
+        rows[0],
+        ["ID", "Name", "Engine", "Version", "Number of Nodes", "Region", "Status", "Size", "Storage (MiB)"]
+    );
+    assert_eq!(rows[1][..3], [id, name.as_str(), "pg"]);
+    assert_eq!(rows[1][4..7], ["1", "nyc3", "online"]);
+
+    let shown = cli.run(&["databases", "get", id]).await;
+    let rows = table(shown.ok());
+    assert_eq!(rows[0][9..], ["URI", "Created At"]);
+    assert_eq!(rows[1][..3], [id, name.as_str(), "pg"]);
+    assert_eq!(rows[1][6], "online");
+    assert!(rows[1][9].starts_with("postgresql://"), "{:?}", rows[1]);
+
+    let picked = cli.run(&["databases", "g", id, "--format", "ID,Status", "--no-header"]).await;
+    assert_eq!(picked.ok(), format!("{id}    online\n"));
+    let clusters = cli.run(&["databases", "ls", "-o", "json"]).await.json();
+    assert_eq!(clusters[0]["id"], id);
+    assert_eq!(clusters[0]["engine"], "pg");
+
+    let primary = app.unique("doadmin2");
+    let default_db = app.unique("defaultdb2");
+    let port = app.target.port.to_string();
+    let new_name = format!("cli-{}", app.suffix);
+    let created = cli
+        .raw(
+            &[
+                "databases",
+                "create",
+                &new_name,
+                "--host",
+                &app.target.host,
+                "--port",
+                &port,
+                "--user",
+                &app.admin_user,
+                "--password-stdin",
+                "--primary-user",
+                &primary,
+                "--default-database",
+                &default_db,
+                "--tag",
+                "cli,test",
+                "-o",
+                "json",
+                "--api-url",
+                &app.base_url,
+                "--access-token",
+                &app.token,
+            ],
+            Some(&format!("{}\n", app.admin_password)),
+            &[],
+        )
+        .await;
+    let cluster = created.json();
+    assert_eq!(cluster["name"], new_name.as_str());
+    assert_eq!(cluster["status"], "online");
+    assert_eq!(cluster["tags"], serde_json::json!(["cli", "test"]));
+    assert!(app.role_exists(&primary).await);
+    assert!(app.database_exists(&default_db).await);
+    let new_id = cluster["id"].as_str().expect("id");
+
+    let refused = cli.run(&["databases", "rm", new_id]).await;
+    assert!(refused.failed().contains("Operation aborted"));
+    let deleted = cli.run(&["databases", "delete", new_id, "--force"]).await;
+    assert_eq!(deleted.ok(), "");
+    let gone = cli.run(&["databases", "get", new_id]).await;
+    assert!(gone.failed().contains(": 404 "), "{}", gone.stderr);
+    assert!(app.role_exists(&primary).await, "unregistering drops nothing on the target");
+}
