@@ -77,15 +77,27 @@ impl TestApp {
         crate::logs::install();
         let servers = servers();
         let suffix = unique_suffix();
+        // pgplane runs with least privilege on its metadata database, as deploy/metadata-role.sql
+        // sets it up: a plain login role that owns its database and nothing else.
         let meta_db = format!("pgplane_test_{suffix}");
-        servers
-            .metadata
-            .admin("postgres")
+        let meta_role = format!("pgplane_meta_{suffix}");
+        let meta_password = format!("meta-{}", unique_suffix());
+        let meta_admin = servers.metadata.admin("postgres").await;
+        meta_admin
+            .batch_execute(&format!(
+                "CREATE ROLE {meta_role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{meta_password}'"
+            ))
             .await
-            .batch_execute(&format!("CREATE DATABASE {meta_db}"))
+            .expect("create metadata role");
+        meta_admin
+            .batch_execute(&format!("CREATE DATABASE {meta_db} OWNER {meta_role}"))
             .await
             .expect("create metadata database");
-        let store = Store::connect_lazy(&servers.metadata.url(&meta_db), 10).expect("store");
+        let meta_url = format!(
+            "postgres://{meta_role}:{meta_password}@{}:{}/{meta_db}",
+            servers.metadata.host, servers.metadata.port
+        );
+        let store = Store::connect_lazy(&meta_url, 10).expect("store");
         store.migrate().await.expect("migrate");
         let sealer = Sealer::from_base64(&Sealer::generate_key()).expect("key");
         let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
