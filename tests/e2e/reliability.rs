@@ -1,6 +1,7 @@
 //! Convergence when things go wrong: an unreachable target leaves objects pending with their
 //! error and converges once it is back; changes made behind pgplane's back are repaired.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pgplane_testkit::{AppOptions, TestApp};
@@ -77,4 +78,77 @@ async fn changes_behind_pgplanes_back_are_repaired() {
     assert!(repaired);
     assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
     assert!(app.target.login(&name, "changed-by-hand", &app.default_db).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_creates_of_one_user_make_exactly_one() {
+    let app = TestApp::spawn(15).await;
+    let name = app.unique("racer");
+    let path = app.cluster_path("/users");
+    let attempts = (0..50).map(|_| app.post(&path, json!({ "name": name })));
+    let answers = futures::future::join_all(attempts).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 1, "exactly one create succeeds");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*status, 422, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("already exists"), "{body}");
+    }
+    let roles = app.target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[&name]).await;
+    assert_eq!(roles.len(), 1);
+    let winner = &answers.iter().find(|(s, _)| *s == 201).unwrap().1;
+    let password = winner["user"]["password"].as_str().unwrap();
+    assert!(app.target.login(&name, password, &app.default_db).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_over_a_converged_cluster_issues_no_ddl() {
+    let app = TestApp::spawn(17).await;
+    app.create_user(&app.unique("quiet")).await;
+    app.create_db(&app.unique("quietdb")).await;
+    let stats = app.reconciler.stats();
+    let cluster = app.cluster_id.parse().unwrap();
+    app.reconciler.reconcile_now(cluster).await.unwrap();
+    let (ddl, passes) = (stats.ddl_steps.load(Ordering::Relaxed), stats.passes.load(Ordering::Relaxed));
+    for _ in 0..3 {
+        app.reconciler.reconcile_now(cluster).await.unwrap();
+    }
+    assert_eq!(stats.ddl_steps.load(Ordering::Relaxed), ddl, "nothing to do, nothing done");
+    assert!(stats.passes.load(Ordering::Relaxed) >= passes + 3);
+    // Readiness reports both halves.
+    let ready: serde_json::Value =
+        app.http.get(format!("{}/readyz", app.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready", "metadata_database": "ok", "reconciler": "ok"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
+    let app = TestApp::spawn(15).await;
+    let second = pgplane_reconciler::Reconciler::new(
+        app.store.clone(),
+        app.sealer.clone(),
+        pgplane_reconciler::ReconcilerConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(second.clone().run(async {
+        let _ = stopped.await;
+    }));
+    let (first_before, second_before) = (
+        app.reconciler.stats().ddl_steps.load(Ordering::Relaxed),
+        second.stats().ddl_steps.load(Ordering::Relaxed),
+    );
+    let names: Vec<String> = (0..30).map(|i| app.unique(&format!("twin{i}"))).collect();
+    let path = app.cluster_path("/users");
+    let creates = names.iter().map(|n| app.post(&path, json!({ "name": n })));
+    for (status, body) in futures::future::join_all(creates).await {
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["user"]["status"], "ready", "{body}");
+    }
+    let applied = app.reconciler.stats().ddl_steps.load(Ordering::Relaxed) - first_before
+        + second.stats().ddl_steps.load(Ordering::Relaxed)
+        - second_before;
+    assert_eq!(applied, 30, "each CREATE ROLE issued exactly once between the two");
+    let count = "SELECT count(*)::text FROM pg_roles WHERE rolname LIKE $1";
+    assert_eq!(app.target_strings(count, &[&format!("twin%_{}", app.suffix)]).await, ["30"]);
+    let _ = stop.send(());
+    runner.await.unwrap();
 }

@@ -70,6 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut reconciler_stats = None;
     if !args.no_reconciler {
         let config = ReconcilerConfig {
             resync_interval: seconds(args.resync_interval, "resync-interval")?,
@@ -80,12 +81,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
         };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
+        reconciler_stats = Some(reconciler.stats());
         tasks.spawn(reconciler.run(stopped()));
     }
     if !args.no_gateway {
         let config = GatewayConfig {
             apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
             rate_limit_per_minute: args.rate_limit_per_minute,
+            reconciler: reconciler_stats,
             ..GatewayConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)

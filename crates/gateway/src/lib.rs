@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Requests a minute allowed per token (0: no limit).
     pub rate_limit_per_minute: u32,
+    /// The in-process reconciler's counters, for `/readyz` (None when it runs elsewhere).
+    pub reconciler: Option<std::sync::Arc<pgplane_reconciler::Stats>>,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +43,7 @@ impl Default for GatewayConfig {
             apply_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             rate_limit_per_minute: 1200,
+            reconciler: None,
         }
     }
 }

@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgplane_core::secrets::Sealer;
 use pgplane_core::store::WAKE_CHANNEL;
@@ -39,12 +40,38 @@ impl Default for ReconcilerConfig {
     }
 }
 
+/// What the reconciler has done so far, for health checks, tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Passes run to the end (successful or not).
+    pub passes: AtomicU64,
+    /// Steps that issued DDL on a target (create, alter, drop of a role or database).
+    pub ddl_steps: AtomicU64,
+    /// Unix time in milliseconds of the loop's last turn (0: not running).
+    last_beat_ms: AtomicI64,
+}
+
+impl Stats {
+    fn beat(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        self.last_beat_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether the loop has turned within `within` (it turns at least every second).
+    pub fn is_alive(&self, within: Duration) -> bool {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        last > 0 && now - last <= within.as_millis() as i64
+    }
+}
+
 /// State shared by the loop and its passes.
 pub(crate) struct Shared {
     pub store: Store,
     pub sealer: Sealer,
     pub pools: Pools,
     pub config: ReconcilerConfig,
+    pub stats: Arc<Stats>,
     in_flight: Mutex<HashSet<Uuid>>,
 }
 
@@ -62,6 +89,7 @@ impl Reconciler {
                 sealer,
                 pools: Pools::default(),
                 config,
+                stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
             }),
         }
@@ -83,6 +111,7 @@ impl Reconciler {
             "reconciler started"
         );
         loop {
+            shared.stats.beat();
             if listener.is_none() {
                 listener = listen(&shared.store).await;
             }
@@ -122,6 +151,11 @@ impl Reconciler {
         }
         let _ = permits.acquire_many(max as u32).await;
         tracing::info!("reconciler stopped");
+    }
+
+    /// The reconciler's counters and heartbeat.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
     }
 
     /// Runs one pass over one cluster now (for tests and admin commands).
@@ -168,6 +202,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
         return Ok(());
     }
     let result = run_pass(shared, cluster_id).await;
+    shared.stats.passes.fetch_add(1, Ordering::Relaxed);
     let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
     if unlocked.is_err() {
         // The session may be broken; closing it releases the lock.

@@ -12,6 +12,6 @@ mod plan;
 pub mod sql;
 pub mod target;
 
-pub use controller::{Reconciler, ReconcilerConfig};
+pub use controller::{Reconciler, ReconcilerConfig, Stats};
 pub use error::TargetError;
 pub use target::{probe, ServerFacts, TargetSpec};

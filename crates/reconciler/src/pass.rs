@@ -159,6 +159,7 @@ async fn reconcile_role(
     };
     let outcome = outcome_of(&step, result);
     if step.changes_target() {
+        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(cluster.id = %cluster.cluster_id, role = %role.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "role step");
     }
     record(
@@ -205,6 +206,7 @@ async fn reconcile_database(
     };
     let outcome = outcome_of(&step, result);
     if step.changes_target() {
+        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(cluster.id = %cluster.cluster_id, database = %db.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "database step");
     }
     record(

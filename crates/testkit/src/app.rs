@@ -56,6 +56,8 @@ pub struct TestApp {
     pub admin_user: String,
     pub admin_password: String,
     pub cluster_id: String,
+    /// The in-process reconciler (for its counters, or to run a pass now).
+    pub reconciler: Reconciler,
     pub primary_user: String,
     pub default_db: String,
     stop: watch::Sender<bool>,
@@ -122,7 +124,8 @@ impl TestApp {
                 session_limits: SessionLimits::default(),
             },
         );
-        tokio::spawn(reconciler.run(stopped()));
+        let stats = reconciler.stats();
+        tokio::spawn(reconciler.clone().run(stopped()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = pgplane_gateway::app(
@@ -131,6 +134,7 @@ impl TestApp {
             GatewayConfig {
                 apply_timeout: options.apply_timeout,
                 rate_limit_per_minute: options.rate_limit_per_minute,
+                reconciler: Some(stats),
                 ..GatewayConfig::default()
             },
         );
@@ -163,6 +167,7 @@ impl TestApp {
             admin_user,
             admin_password,
             cluster_id: String::new(),
+            reconciler,
             stop,
         };
         if options.register {

@@ -91,6 +91,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
+            // Give the connection back before asking why: a burst of duplicates must not hold
+            // two connections each.
+            drop(tx);
             return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
         };
         bump_generation(&mut tx, cluster_id).await?;
@@ -112,6 +115,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(db) = db else {
+            drop(tx);
             return Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await);
         };
         bump_generation(&mut tx, cluster_id).await?;
@@ -164,6 +168,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(user) = user else {
+            drop(tx);
             return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
                 Some(_) => being_deleted(ObjectKind::User, name),
                 None => Error::NotFound("user"),
