@@ -78,6 +78,104 @@ async fn changes_behind_pgplanes_back_are_repaired() {
     assert!(repaired);
     assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
     assert!(app.target.login(&name, "changed-by-hand", &app.default_db).await.is_err());
+
+    // The drift is visible through the API: what, when found, when repaired.
+    let (status, body) = app.get(&app.cluster_path("/drift")).await;
+    assert_eq!(status, 200);
+    let events = body["drift_events"].as_array().unwrap();
+    let found: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (e["kind"].as_str().unwrap(), e["name"].as_str().unwrap(), e["description"].as_str().unwrap())
+        })
+        .collect();
+    assert!(found.contains(&("user", name.as_str(), "the role was missing on the target")), "{body}");
+    assert!(found.contains(&("database", db.as_str(), "the database was missing on the target")), "{body}");
+    assert!(
+        found.contains(&("user", name.as_str(), "CREATEDB was granted, the password was changed")),
+        "{body}"
+    );
+    assert!(events.iter().all(|e| e["found_at"].is_string() && e["repaired_at"].is_string()), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmanaged_roles_and_databases_are_listed_and_left_alone() {
+    let app =
+        TestApp::spawn_with(AppOptions { resync_interval: Duration::from_secs(1), ..Default::default() })
+            .await;
+    let mine = app.unique("mine");
+    app.create_user(&mine).await;
+    let stranger = app.unique("stranger");
+    let their_db = app.unique("theirdb");
+    let admin = app.target_admin("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {stranger} LOGIN CREATEDB PASSWORD 'their-own'"))
+        .await
+        .unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {their_db} OWNER {stranger}")).await.unwrap();
+    let (status, body) = app.get(&app.cluster_path("/unmanaged")).await;
+    assert_eq!(status, 200, "{body}");
+    let roles: Vec<&str> = body["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let dbs: Vec<&str> = body["databases"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(roles.contains(&stranger.as_str()) && roles.contains(&app.admin_user.as_str()));
+    assert!(!roles.contains(&mine.as_str()) && !roles.contains(&app.primary_user.as_str()));
+    assert!(dbs.contains(&their_db.as_str()) && !dbs.contains(&app.default_db.as_str()));
+    // Several drift passes later, the stranger's role and database are exactly as they were.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(app.target.login(&stranger, "their-own", &their_db).await.is_ok());
+    let attrs =
+        app.target_strings("SELECT rolcreatedb::text FROM pg_roles WHERE rolname = $1", &[&stranger]).await;
+    assert_eq!(attrs, ["true"]);
+    let owner = app
+        .target_strings(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+            &[&their_db],
+        )
+        .await;
+    assert_eq!(owner, [stranger.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_admin_password_backs_off_then_recovers_when_the_registration_is_updated() {
+    let app =
+        TestApp::spawn_with(AppOptions { apply_timeout: Duration::from_secs(2), ..Default::default() }).await;
+    let admin = app.target_admin("postgres").await;
+    let verifier = pgplane_core::passwords::scram_verifier("rotated-by-the-dba");
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {a} PASSWORD '{verifier}';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{a}'",
+            a = app.admin_user
+        ))
+        .await
+        .unwrap();
+    let name = app.unique("waiting");
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+    assert_eq!(status, 201);
+    assert_eq!(body["user"]["status"], "pending");
+    let stats = app.reconciler.stats();
+    let before = stats.passes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let passes = stats.passes.load(Ordering::Relaxed) - before;
+    assert!(passes <= 4, "{passes} passes in 6 s: backoff, not a tight loop");
+    let (_, cluster) = app.get(&app.cluster_path("")).await;
+    let error = cluster["database"]["pgplane"]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("password authentication failed"), "{error}");
+
+    let mut registration = app.registration("ignored")["pgplane"].clone();
+    registration["password"] = json!("rotated-by-the-dba");
+    let (status, body) = app.put(&app.cluster_path("/pgplane"), registration.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["database"]["pgplane"].get("last_error").is_none(), "{body}");
+    let converged = app
+        .eventually(Duration::from_secs(10), || async {
+            app.get(&app.cluster_path(&format!("/users/{name}"))).await.1["user"]["status"] == "ready"
+        })
+        .await;
+    assert!(converged && app.role_exists(&name).await);
+    registration["password"] = json!("still-wrong");
+    let (status, body) = app.put(&app.cluster_path("/pgplane"), registration).await;
+    assert_eq!(status, 422, "a connection that does not work is refused: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

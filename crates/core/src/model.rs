@@ -186,3 +186,16 @@ pub struct AuditEvent {
     pub status: i32,
     pub request_id: Option<String>,
 }
+
+/// Something found changed on a target behind pgplane's back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DriftEvent {
+    pub event_id: i64,
+    pub cluster_id: Uuid,
+    /// "user" or "database".
+    pub kind: String,
+    pub name: String,
+    pub description: String,
+    pub found_at: DateTime<Utc>,
+    pub repaired_at: Option<DateTime<Utc>>,
+}

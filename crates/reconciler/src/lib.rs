@@ -14,4 +14,4 @@ pub mod target;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
 pub use error::TargetError;
-pub use target::{probe, ServerFacts, TargetSpec};
+pub use target::{list_roles_and_databases, probe, ServerFacts, TargetSpec};

@@ -158,6 +158,11 @@ async fn reconcile_role(
         _ => Ok(()),
     };
     let outcome = outcome_of(&step, result);
+    if item.user.sync() == SyncStatus::Ready && !role.changed {
+        if let Some(found) = role_drift(role, &step, observed) {
+            report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
+        }
+    }
     if step.changes_target() {
         shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(cluster.id = %cluster.cluster_id, role = %role.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "role step");
@@ -205,6 +210,11 @@ async fn reconcile_database(
         _ => Ok(()),
     };
     let outcome = outcome_of(&step, result);
+    if db.sync() == SyncStatus::Ready && db.applied_generation == db.generation {
+        if let Some(found) = database_drift(&db.name, &step, observed) {
+            report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
+        }
+    }
     if step.changes_target() {
         shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(cluster.id = %cluster.cluster_id, database = %db.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "database step");
@@ -251,6 +261,67 @@ fn outcome_of(step: &Step, result: Result<(), StepError>) -> Outcome {
         (Step::DropRole { .. } | Step::DropDatabase | Step::Forget, Ok(())) => Outcome::Dropped,
         _ => Outcome::Applied,
     }
+}
+
+/// What changed behind pgplane's back, when a role that was in sync needs a step.
+fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
+    match step {
+        Step::CreateRole { .. } => Some("the role was missing on the target".into()),
+        Step::AlterRole { attrs, set_password, grant_admin_to } => {
+            let mut found = Vec::new();
+            if let Some(facts) = observed.roles.get(&role.name) {
+                let flags = |a: &crate::observe::RoleAttrs| {
+                    [
+                        ("SUPERUSER", a.superuser),
+                        ("CREATEDB", a.createdb),
+                        ("CREATEROLE", a.createrole),
+                        ("LOGIN", a.login),
+                        ("REPLICATION", a.replication),
+                        ("BYPASSRLS", a.bypassrls),
+                    ]
+                };
+                for ((name, want), (_, have)) in flags(attrs).into_iter().zip(flags(&facts.attrs)) {
+                    if want != have {
+                        found.push(format!("{name} was {}", if have { "granted" } else { "removed" }));
+                    }
+                }
+            }
+            if *set_password {
+                found.push("the password was changed".into());
+            }
+            if grant_admin_to.is_some() {
+                found.push("the primary user's ADMIN OPTION on it was revoked".into());
+            }
+            Some(found.join(", "))
+        }
+        _ => None,
+    }
+}
+
+/// What changed behind pgplane's back, when a database that was in sync needs a step.
+fn database_drift(name: &str, step: &Step, observed: &Observed) -> Option<String> {
+    match step {
+        Step::CreateDatabase { .. } => Some("the database was missing on the target".into()),
+        Step::AlterDatabaseOwner { .. } => Some(format!(
+            "its owner was changed to {:?}",
+            observed.databases.get(name).map(String::as_str).unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+/// Logs and records drift, and whether this pass repaired it.
+async fn report_drift(
+    shared: &Shared,
+    cluster: &Cluster,
+    kind: ObjectKind,
+    name: &str,
+    found: &str,
+    outcome: &Outcome,
+) -> Result<(), pgplane_core::Error> {
+    let repaired = *outcome == Outcome::Applied;
+    tracing::warn!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, drift = found, repaired, "drift found");
+    shared.store.record_drift(cluster.cluster_id, kind, name, found, repaired).await
 }
 
 fn step_name(step: &Step) -> &'static str {

@@ -203,3 +203,22 @@ impl Pools {
         });
     }
 }
+
+/// Every role (but PostgreSQL's own `pg_*` roles) and every non-template database on a target,
+/// for listing what pgplane does not manage. Read-only.
+pub async fn list_roles_and_databases(spec: &TargetSpec) -> Result<(Vec<String>, Vec<String>), TargetError> {
+    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
+    let roles = client
+        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let databases = client
+        .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((roles, databases))
+}

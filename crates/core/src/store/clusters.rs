@@ -9,6 +9,22 @@ use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;
 
+/// How pgplane logs in to a target as its admin.
+pub struct AdminConnection {
+    pub host: String,
+    pub port: i32,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub sslmode: String,
+}
+
+impl std::fmt::Debug for AdminConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminConnection({}@{}:{}/{})", self.user, self.host, self.port, self.database)
+    }
+}
+
 /// Everything needed to register a cluster. The caller has validated it and probed the target.
 #[derive(Debug)]
 pub struct NewCluster {
@@ -18,12 +34,7 @@ pub struct NewCluster {
     pub size: String,
     pub num_nodes: i32,
     pub tags: Vec<String>,
-    pub host: String,
-    pub port: i32,
-    pub admin_user: String,
-    pub admin_password: String,
-    pub admin_database: String,
-    pub sslmode: String,
+    pub admin: AdminConnection,
     pub primary_user: String,
     pub primary_credentials: Credentials,
     pub default_database: String,
@@ -51,12 +62,12 @@ impl Store {
         .bind(&new.size)
         .bind(new.num_nodes)
         .bind(&new.tags)
-        .bind(&new.host)
-        .bind(new.port)
-        .bind(&new.admin_user)
-        .bind(sealer.seal_str(&new.admin_password, &Cluster::admin_password_context(cluster_id)))
-        .bind(&new.admin_database)
-        .bind(&new.sslmode)
+        .bind(&new.admin.host)
+        .bind(new.admin.port)
+        .bind(&new.admin.user)
+        .bind(sealer.seal_str(&new.admin.password, &Cluster::admin_password_context(cluster_id)))
+        .bind(&new.admin.database)
+        .bind(&new.admin.sslmode)
         .bind(&new.primary_user)
         .bind(&new.default_database)
         .bind(new.server_version_num)
@@ -71,7 +82,7 @@ impl Store {
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
                 return Err(Error::Conflict(format!(
                     "the server {}:{} is already registered with primary user {:?}",
-                    new.host, new.port, new.primary_user
+                    new.admin.host, new.admin.port, new.primary_user
                 )));
             }
             Err(e) => return Err(e.into()),
@@ -97,6 +108,47 @@ impl Store {
         notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
         tx.commit().await?;
         Ok(cluster)
+    }
+
+    /// Replaces a cluster's admin connection (already probed) and retries its reconciliation
+    /// at once.
+    pub async fn update_target(
+        &self,
+        cluster: &Cluster,
+        admin: &AdminConnection,
+        server_version: (i32, &str),
+        sealer: &Sealer,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "update clusters
+                set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
+                    sslmode = $7, server_version_num = $8, server_version = $9
+              where cluster_id = $1",
+        )
+        .bind(cluster.cluster_id)
+        .bind(&admin.host)
+        .bind(admin.port)
+        .bind(&admin.user)
+        .bind(sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id)))
+        .bind(&admin.database)
+        .bind(&admin.sslmode)
+        .bind(server_version.0)
+        .bind(server_version.1)
+        .execute(&mut *tx)
+        .await;
+        match updated {
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
+                return Err(Error::Conflict(format!(
+                    "the server {}:{} is already registered with primary user {:?}",
+                    admin.host, admin.port, cluster.primary_user
+                )));
+            }
+            other => other?,
+        };
+        super::bump_generation(&mut tx, cluster.cluster_id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A team's clusters, optionally only those carrying `tag`, oldest first.

@@ -4,6 +4,7 @@
 
 mod audit;
 mod clusters;
+mod drift;
 mod objects;
 mod reconcile;
 mod rotation;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 use crate::error::Result;
 
 pub use audit::NewAuditEvent;
-pub use clusters::NewCluster;
+pub use clusters::{AdminConnection, NewCluster};
 pub use objects::ObjectKind;
 pub use reconcile::Outcome;
 

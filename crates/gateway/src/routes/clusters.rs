@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use pgplane_core::names::{check_cluster_name, check_identifier, NameKind};
 use pgplane_core::passwords::new_credentials;
-use pgplane_core::store::NewCluster;
+use pgplane_core::store::{AdminConnection, NewCluster};
 use pgplane_reconciler::target::SUPPORTED_SSLMODES;
 use pgplane_reconciler::{probe, ServerFacts, TargetSpec};
 use serde::Deserialize;
@@ -58,6 +58,67 @@ pub(super) struct ListQuery {
     tag_name: Option<String>,
 }
 
+impl TargetInput {
+    /// The admin connection this block describes, checked but not yet tried.
+    fn connection(&self) -> Result<TargetSpec, ApiError> {
+        let spec = TargetSpec {
+            host: required(self.host.clone(), "pgplane.host")?,
+            port: self.port.unwrap_or(5432),
+            user: required(self.user.clone(), "pgplane.user")?,
+            password: self.password.clone().unwrap_or_default(),
+            database: self.database.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
+            sslmode: self.sslmode.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
+        };
+        if spec.port == 0 {
+            return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
+        }
+        if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "pgplane.sslmode {:?} is not supported yet; supported: {}",
+                spec.sslmode,
+                SUPPORTED_SSLMODES.join(", ")
+            )));
+        }
+        Ok(spec)
+    }
+}
+
+/// The admin connection as the store keeps it.
+fn admin_connection(spec: &TargetSpec) -> AdminConnection {
+    AdminConnection {
+        host: spec.host.clone(),
+        port: i32::from(spec.port),
+        user: spec.user.clone(),
+        password: spec.password.clone(),
+        database: spec.database.clone(),
+        sslmode: spec.sslmode.clone(),
+    }
+}
+
+/// The primary user and default database must not be what pgplane's admin connection uses.
+fn check_roles_apart(spec: &TargetSpec, primary_user: &str, default_database: &str) -> Result<(), ApiError> {
+    if primary_user == spec.user {
+        return Err(ApiError::unprocessable(
+            "the primary user must not be the admin role pgplane connects as",
+        ));
+    }
+    if default_database == spec.database {
+        return Err(ApiError::unprocessable(
+            "the default database must not be the database pgplane's admin connection uses",
+        ));
+    }
+    Ok(())
+}
+
+/// Connects to the target and checks that pgplane can manage it (422 otherwise).
+async fn probe_checked(spec: &TargetSpec, context: &str) -> Result<ServerFacts, ApiError> {
+    let facts = probe(spec).await.map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
+    if let Some(why) = facts.unsuitability(&spec.user) {
+        return Err(ApiError::unprocessable(format!("{context}: {why}")));
+    }
+    Ok(facts)
+}
+
 fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
     value
         .filter(|v| !v.is_empty())
@@ -91,45 +152,14 @@ pub(super) async fn create(
             "invalid request: the pgplane block (host, port, user, password, sslmode of the target's admin connection) is required",
         )
     })?;
-    let spec = TargetSpec {
-        host: required(target.host, "pgplane.host")?,
-        port: target.port.unwrap_or(5432),
-        user: required(target.user, "pgplane.user")?,
-        password: target.password.unwrap_or_default(),
-        database: target.database.filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
-        sslmode: target.sslmode.filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
-    };
-    if spec.port == 0 {
-        return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
-    }
-    if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
-        return Err(ApiError::unprocessable(format!(
-            "pgplane.sslmode {:?} is not supported yet; supported: {}",
-            spec.sslmode,
-            SUPPORTED_SSLMODES.join(", ")
-        )));
-    }
+    let spec = target.connection()?;
     let primary_user = target.primary_user.filter(|u| !u.is_empty()).unwrap_or_else(|| "doadmin".into());
     let default_database =
         target.default_database.filter(|d| !d.is_empty()).unwrap_or_else(|| "defaultdb".into());
     check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
-    if primary_user == spec.user {
-        return Err(ApiError::unprocessable(
-            "the primary user must not be the admin role pgplane connects as",
-        ));
-    }
-    if default_database == spec.database {
-        return Err(ApiError::unprocessable(
-            "the default database must not be the database pgplane's admin connection uses",
-        ));
-    }
-
-    let facts =
-        probe(&spec).await.map_err(|e| ApiError::unprocessable(format!("registration failed: {e}")))?;
-    if let Some(why) = facts.unsuitability(&spec.user) {
-        return Err(ApiError::unprocessable(format!("registration failed: {why}")));
-    }
+    check_roles_apart(&spec, &primary_user, &default_database)?;
+    let facts = probe_checked(&spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);
     if let Some(version) = body.version.filter(|v| !v.is_empty()) {
         if version != major {
@@ -146,12 +176,7 @@ pub(super) async fn create(
         size: body.size.filter(|s| !s.is_empty()).unwrap_or_else(|| "self-hosted".into()),
         num_nodes: body.num_nodes.filter(|n| *n > 0).unwrap_or(1),
         tags: body.tags.unwrap_or_default(),
-        host: spec.host.clone(),
-        port: i32::from(spec.port),
-        admin_user: spec.user.clone(),
-        admin_password: spec.password.clone(),
-        admin_database: spec.database.clone(),
-        sslmode: spec.sslmode.clone(),
+        admin: admin_connection(&spec),
         primary_user,
         primary_credentials: new_credentials().await,
         default_database,
@@ -236,4 +261,50 @@ pub(super) async fn delete(
     state.store.delete_cluster(caller.team_id, cluster.cluster_id).await?;
     tracing::info!(cluster.id = %cluster.cluster_id, "cluster unregistered; nothing was dropped on the target");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Update the admin connection of a cluster (for example after its password was changed on
+/// the server). The new connection is tried first; nothing changes when it fails.
+#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pgplane", operation_id = "pgplane_update_target",
+    tag = "Databases", request_body = TargetInput,
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses(
+        (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody),
+        (status = 422, description = "Invalid, or the target cannot be reached or managed that way", body = ErrorBody),
+    ))]
+pub(super) async fn update_target(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+    ApiJson(target): ApiJson<TargetInput>,
+) -> Result<Json<ClusterResponse>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    if target.primary_user.as_ref().is_some_and(|u| *u != cluster.primary_user)
+        || target.default_database.as_ref().is_some_and(|d| *d != cluster.default_database)
+    {
+        return Err(ApiError::unprocessable(
+            "the primary user and default database of a cluster cannot change",
+        ));
+    }
+    let spec = target.connection()?;
+    check_roles_apart(&spec, &cluster.primary_user, &cluster.default_database)?;
+    let facts = probe_checked(&spec, "update failed").await?;
+    state
+        .store
+        .update_target(&cluster, &admin_connection(&spec), (facts.version_num, &facts.version), &state.sealer)
+        .await?;
+    let id = cluster.cluster_id;
+    let store = &state.store;
+    let since = chrono::Utc::now();
+    state
+        .waiter
+        .until(id, state.config.apply_timeout, || async move {
+            let c = store.cluster_by_id(id).await?;
+            Ok(c.filter(|c| c.last_reconciled_at.is_some_and(|at| at >= since)).map(|_| ()))
+        })
+        .await?;
+    let cluster = state.store.get_cluster(caller.team_id, id).await?;
+    Ok(Json(ClusterResponse { database: render(&state, &caller, &cluster).await? }))
 }

@@ -5,6 +5,7 @@ mod audit_events;
 mod clusters;
 mod dbs;
 mod health;
+mod inspect;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,6 +40,9 @@ fn protected() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(clusters::list, clusters::create))
         .routes(routes!(clusters::get, clusters::delete))
+        .routes(routes!(clusters::update_target))
+        .routes(routes!(inspect::drift))
+        .routes(routes!(inspect::unmanaged))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
@@ -229,6 +233,8 @@ mod tests {
             "get /v2/databases/{database_cluster_uuid}",
             "get /v2/databases/{database_cluster_uuid}/dbs",
             "get /v2/databases/{database_cluster_uuid}/dbs/{database_name}",
+            "get /v2/databases/{database_cluster_uuid}/drift",
+            "get /v2/databases/{database_cluster_uuid}/unmanaged",
             "get /v2/databases/{database_cluster_uuid}/users",
             "get /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /v2/openapi.json",
@@ -236,6 +242,7 @@ mod tests {
             "post /v2/databases/{database_cluster_uuid}/dbs",
             "post /v2/databases/{database_cluster_uuid}/users",
             "post /v2/databases/{database_cluster_uuid}/users/{username}/reset_auth",
+            "put /v2/databases/{database_cluster_uuid}/pgplane",
             "put /v2/databases/{database_cluster_uuid}/users/{username}",
         ];
         assert_eq!(operations, expected);

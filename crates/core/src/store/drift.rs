@@ -1,0 +1,41 @@
+//! Drift events: what the reconciler found changed behind its back, and when it repaired it.
+
+use uuid::Uuid;
+
+use super::{ObjectKind, Store};
+use crate::error::Result;
+use crate::model::DriftEvent;
+
+impl Store {
+    /// Records drift found on an object; `repaired` when the same pass put it back.
+    pub async fn record_drift(
+        &self,
+        cluster_id: Uuid,
+        kind: ObjectKind,
+        name: &str,
+        description: &str,
+        repaired: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "insert into drift_events (cluster_id, kind, name, description, repaired_at)
+             values ($1, $2, $3, $4, case when $5 then now() end)",
+        )
+        .bind(cluster_id)
+        .bind(kind.noun())
+        .bind(name)
+        .bind(description)
+        .bind(repaired)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A cluster's drift events, newest first.
+    pub async fn list_drift(&self, cluster_id: Uuid, limit: i64) -> Result<Vec<DriftEvent>> {
+        Ok(sqlx::query_as("select * from drift_events where cluster_id = $1 order by event_id desc limit $2")
+            .bind(cluster_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

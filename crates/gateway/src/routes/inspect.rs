@@ -1,0 +1,104 @@
+//! Looking at a cluster beyond DigitalOcean's API (pgplane extensions): the drift the
+//! reconciler found and repaired, and the roles and databases on the target that pgplane does
+//! not manage (listed, never touched).
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use pgplane_reconciler::{list_roles_and_databases, TargetSpec};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::cluster_for;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// One change found on the target behind pgplane's back.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DriftView {
+    /// `user` or `database`.
+    kind: String,
+    name: String,
+    /// What was found, e.g. "the role was missing on the target", "CREATEDB was granted".
+    description: String,
+    found_at: String,
+    /// When pgplane put it back (absent while not repaired yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repaired_at: Option<String>,
+}
+
+/// `{"drift_events": [...]}`, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DriftResponse {
+    drift_events: Vec<DriftView>,
+}
+
+/// Drift found on a cluster's target and when it was repaired (newest first, at most 200).
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/drift", operation_id = "pgplane_list_drift",
+    tag = "Databases",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses(
+        (status = 200, description = "Drift events", body = DriftResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody),
+    ))]
+pub(super) async fn drift(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<DriftResponse>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let events = state.store.list_drift(cluster.cluster_id, 200).await?;
+    let drift_events = events
+        .into_iter()
+        .map(|e| DriftView {
+            kind: e.kind,
+            name: e.name,
+            description: e.description,
+            found_at: rfc3339(&e.found_at),
+            repaired_at: e.repaired_at.as_ref().map(rfc3339),
+        })
+        .collect();
+    Ok(Json(DriftResponse { drift_events }))
+}
+
+/// Roles and databases on the target that pgplane does not manage.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UnmanagedResponse {
+    /// Roles (PostgreSQL's own `pg_*` roles aside), including the admin role pgplane uses.
+    roles: Vec<String>,
+    /// Databases (templates aside).
+    databases: Vec<String>,
+}
+
+/// What exists on the target without being managed by pgplane, read live; pgplane never alters
+/// or drops any of it.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/unmanaged", operation_id = "pgplane_list_unmanaged",
+    tag = "Databases",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
+    responses(
+        (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster", body = ErrorBody),
+        (status = 503, description = "The target cannot be reached", body = ErrorBody),
+    ))]
+pub(super) async fn unmanaged(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<UnmanagedResponse>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
+    let (roles, databases) = list_roles_and_databases(&spec).await.map_err(|e| {
+        ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("the target cannot be read: {e}"))
+    })?;
+    let users = state.store.list_users(cluster.cluster_id).await?;
+    let dbs = state.store.list_databases(cluster.cluster_id).await?;
+    let managed_user = |name: &String| users.iter().any(|u| u.claimed && u.name == *name);
+    let managed_db = |name: &String| dbs.iter().any(|d| d.claimed && d.name == *name);
+    Ok(Json(UnmanagedResponse {
+        roles: roles.into_iter().filter(|r| !managed_user(r)).collect(),
+        databases: databases.into_iter().filter(|d| !managed_db(d)).collect(),
+    }))
+}
