@@ -12,8 +12,20 @@ mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 build() {
   local major="$1" suite
   case "$major" in 15) suite=bookworm ;; 17) suite=trixie ;; *) echo "unsupported version $major" >&2; return 1 ;; esac
-  if docker image inspect "pgplane-pg:$major" >/dev/null 2>&1; then
+  local recipe current
+  recipe="$(sha256sum "$here/entrypoint.sh" | cut -c1-16)"
+  current="$(docker image inspect -f '{{index .Config.Labels "pgplane.entrypoint"}}' "pgplane-pg:$major" 2>/dev/null || true)"
+  if [ "$current" = "$recipe" ]; then
     echo "pgplane-pg:$major present"; return 0
+  fi
+  if [ -n "$current" ] || docker image inspect "pgplane-pg:$major" >/dev/null 2>&1; then
+    # Only the entrypoint changed: put the new one into the existing image.
+    local id; id="$(docker create "pgplane-pg:$major")"
+    docker cp "$here/entrypoint.sh" "$id:/usr/local/bin/pgplane-pg-entrypoint"
+    docker commit --change "LABEL pgplane.entrypoint=$recipe" \
+      --change 'ENTRYPOINT ["/usr/local/bin/pgplane-pg-entrypoint"]' "$id" "pgplane-pg:$major" >/dev/null
+    docker rm "$id" >/dev/null
+    echo "updated the entrypoint of pgplane-pg:$major"; return 0
   fi
   local root; root="$(mktemp -d /var/tmp/pgplane-rootfs-$major.XXXXXX)"
   echo "building pgplane-pg:$major from Debian $suite (takes a few minutes)"
@@ -23,7 +35,7 @@ build() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | docker import \
     --change 'ENTRYPOINT ["/usr/local/bin/pgplane-pg-entrypoint"]' \
-    --change 'ENV LANG=C.UTF-8' - "pgplane-pg:$major" >/dev/null
+    --change 'ENV LANG=C.UTF-8' --change "LABEL pgplane.entrypoint=$recipe" - "pgplane-pg:$major" >/dev/null
   rm -rf "$root" "$root.log"
   echo "built pgplane-pg:$major"
 }

@@ -9,12 +9,15 @@ BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 DATA=/var/lib/pgplane/data
 mkdir -p "$DATA" /var/run/postgresql
 chown postgres:postgres "$DATA" /var/run/postgresql
-printf '%s\n' "${POSTGRES_PASSWORD:-postgres}" > /var/lib/pgplane/pwfile
-chown postgres /var/lib/pgplane/pwfile
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
-as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=scram-sha-256 \
-  --pwfile=/var/lib/pgplane/pwfile --no-sync --encoding=UTF8 --locale=C.UTF-8 >/dev/null
-rm -f /var/lib/pgplane/pwfile
+# A restarted container keeps its cluster (tests restart servers to simulate outages).
+if [ ! -f "$DATA/PG_VERSION" ]; then
+  printf '%s\n' "${POSTGRES_PASSWORD:-postgres}" > /var/lib/pgplane/pwfile
+  chown postgres /var/lib/pgplane/pwfile
+  as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=scram-sha-256 \
+    --pwfile=/var/lib/pgplane/pwfile --no-sync --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  rm -f /var/lib/pgplane/pwfile
+fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups "$BIN/postgres" -D "$DATA" \
   -c listen_addresses=127.0.0.1 -c port="$PGPORT" -c unix_socket_directories=/var/run/postgresql \
   -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "$@"

@@ -4,6 +4,7 @@
 mod auth;
 mod clusters;
 mod dbs;
+mod faults;
 mod openapi;
 mod pydo;
 mod reliability;

@@ -201,7 +201,21 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
     if !locked {
         return Ok(());
     }
-    let result = run_pass(shared, cluster_id).await;
+    // A target that stops answering mid-statement (a frozen host, a partition) would hang the
+    // pass: bound it, and drop the cluster's pool, whose sessions may be stuck.
+    let deadline = shared.config.session_limits.statement_timeout * 2 + Duration::from_secs(30);
+    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id)).await {
+        Ok(result) => result,
+        Err(_) => {
+            shared.pools.retain(|id| *id != cluster_id);
+            let message = format!(
+                "the pass did not finish within {} s: the target is not answering",
+                deadline.as_secs()
+            );
+            tracing::warn!(cluster.id = %cluster_id, "{message}");
+            crate::pass::fail_unfinished(shared, cluster_id, &message).await
+        }
+    };
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
     let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
     if unlocked.is_err() {

@@ -401,6 +401,19 @@ async fn fail_pass(
     finish(shared, cluster, None, Some(&message)).await
 }
 
+/// Ends a pass that had to be abandoned (it ran past its deadline), so that the cluster is
+/// retried with backoff.
+pub(crate) async fn fail_unfinished(
+    shared: &Shared,
+    cluster_id: Uuid,
+    message: &str,
+) -> Result<(), pgplane_core::Error> {
+    match shared.store.cluster_by_id(cluster_id).await? {
+        Some(cluster) => finish(shared, &cluster, None, Some(message)).await,
+        None => Ok(()),
+    }
+}
+
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,

@@ -28,6 +28,12 @@ pub struct AppOptions {
     pub register: bool,
     /// Requests a minute per token (0: no limit).
     pub rate_limit_per_minute: u32,
+    /// A server for the metadata database other than the shared one (outage tests).
+    pub metadata_server: Option<PgServer>,
+    /// A target other than the shared one of `target_major` (outage tests).
+    pub target_server: Option<PgServer>,
+    /// Run a reconciler in the test process (off when a `pgplane serve` process reconciles).
+    pub reconciler: bool,
 }
 
 impl Default for AppOptions {
@@ -38,6 +44,9 @@ impl Default for AppOptions {
             resync_interval: Duration::from_secs(60),
             register: true,
             rate_limit_per_minute: 0,
+            metadata_server: None,
+            target_server: None,
+            reconciler: true,
         }
     }
 }
@@ -45,6 +54,10 @@ impl Default for AppOptions {
 /// A running pgplane and the cluster it manages for the test.
 pub struct TestApp {
     pub base_url: String,
+    /// The metadata database, as pgplane's least-privilege role sees it.
+    pub metadata_url: String,
+    /// The sealing key (base64), for running `pgplane serve` against the same metadata.
+    pub secret_key: String,
     pub token: String,
     pub http: reqwest::Client,
     pub store: Store,
@@ -78,13 +91,14 @@ impl TestApp {
     pub async fn spawn_with(options: AppOptions) -> Self {
         crate::logs::install();
         let servers = servers();
+        let metadata_server = options.metadata_server.clone().unwrap_or_else(|| servers.metadata.clone());
         let suffix = unique_suffix();
         // pgplane runs with least privilege on its metadata database, as deploy/metadata-role.sql
         // sets it up: a plain login role that owns its database and nothing else.
         let meta_db = format!("pgplane_test_{suffix}");
         let meta_role = format!("pgplane_meta_{suffix}");
         let meta_password = format!("meta-{}", unique_suffix());
-        let meta_admin = servers.metadata.admin("postgres").await;
+        let meta_admin = metadata_server.admin("postgres").await;
         meta_admin
             .batch_execute(&format!(
                 "CREATE ROLE {meta_role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{meta_password}'"
@@ -97,11 +111,12 @@ impl TestApp {
             .expect("create metadata database");
         let meta_url = format!(
             "postgres://{meta_role}:{meta_password}@{}:{}/{meta_db}",
-            servers.metadata.host, servers.metadata.port
+            metadata_server.host, metadata_server.port
         );
         let store = Store::connect_lazy(&meta_url, 10).expect("store");
         store.migrate().await.expect("migrate");
-        let sealer = Sealer::from_base64(&Sealer::generate_key()).expect("key");
+        let sealer_key = Sealer::generate_key();
+        let sealer = Sealer::from_base64(&sealer_key).expect("key");
         let issued = tokio::task::spawn_blocking(tokens::issue).await.expect("token");
         store
             .insert_token(pgplane_core::model::DEFAULT_TEAM_ID, "test", &issued, &["*".into()], None)
@@ -125,7 +140,9 @@ impl TestApp {
             },
         );
         let stats = reconciler.stats();
-        tokio::spawn(reconciler.clone().run(stopped()));
+        if options.reconciler {
+            tokio::spawn(reconciler.clone().run(stopped()));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = pgplane_gateway::app(
@@ -140,7 +157,8 @@ impl TestApp {
         );
         tokio::spawn(pgplane_gateway::serve(listener, app, stopped()));
 
-        let target = servers.target(options.target_major).clone();
+        let target =
+            options.target_server.clone().unwrap_or_else(|| servers.target(options.target_major).clone());
         let admin_user = format!("adm_{suffix}");
         let admin_password = format!("adm-pw-{}", unique_suffix());
         // Like pgplane itself, the fixture sends only a verifier, with statement logging off:
@@ -154,7 +172,10 @@ impl TestApp {
             .expect("create test admin role");
         tx.commit().await.expect("commit");
 
+        let secret_key = sealer_key.clone();
         let mut app = TestApp {
+            metadata_url: meta_url,
+            secret_key,
             base_url,
             token: issued.token,
             http: reqwest::Client::new(),
@@ -171,13 +192,19 @@ impl TestApp {
             stop,
         };
         if options.register {
-            let (status, body) =
-                app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
-            assert_eq!(status, 201, "registering the test cluster: {body}");
-            assert_eq!(body["database"]["status"], "online", "{body}");
-            app.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
+            app.register().await;
         }
         app
+    }
+
+    /// Registers the test's cluster (done by `spawn` unless `register` is off) and waits for it
+    /// to be online.
+    pub async fn register(&mut self) {
+        let (status, body) =
+            self.post("/v2/databases", self.registration(&format!("c-{}", self.suffix))).await;
+        assert_eq!(status, 201, "registering the test cluster: {body}");
+        assert_eq!(body["database"]["status"], "online", "{body}");
+        self.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
     }
 
     /// A registration body for this test's target, primary user and default database.

@@ -189,3 +189,55 @@ impl PgServer {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 }
+
+/// A server of one test's own, which the test may stop and start again (outage tests). Its
+/// container is removed when it is dropped, or by the watcher when the process exits.
+pub struct OwnServer {
+    pub server: PgServer,
+    container: Option<Container<GenericImage>>,
+}
+
+impl OwnServer {
+    /// Starts a PostgreSQL `major` server for one test.
+    pub async fn start(major: u32) -> Self {
+        let (container, server) =
+            tokio::task::spawn_blocking(move || start_container(&major.to_string(), "own"))
+                .await
+                .expect("start container");
+        remove_at_exit(&[container.id().to_string()]);
+        Self { server, container: Some(container) }
+    }
+
+    fn docker(&self, args: &[&str]) {
+        let id = self.server.container_id.as_deref().expect("container");
+        let status =
+            Command::new("docker").args(args).arg(id).stdout(Stdio::null()).status().expect("docker");
+        assert!(status.success(), "docker {args:?} failed");
+    }
+
+    /// Stops the server (its clients see their connections closed, new ones refused).
+    pub async fn stop(&self) {
+        self.docker(&["stop", "--time", "2"]);
+    }
+
+    /// Starts the stopped server again and waits until it accepts logins.
+    pub async fn start_again(&self) {
+        self.docker(&["start"]);
+        for _ in 0..100 {
+            if self.server.login(&self.server.user, &self.server.password, "postgres").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the restarted server did not come back");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        // The blocking runner's drop must not run on an async worker thread.
+        if let Some(container) = self.container.take() {
+            std::thread::spawn(move || drop(container));
+        }
+    }
+}
