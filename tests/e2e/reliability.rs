@@ -250,3 +250,37 @@ async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
     let _ = stop.send(());
     runner.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_digitalocean_errors_and_change_nothing() {
+    let app = TestApp::spawn(15).await;
+    let url = format!("{}{}", app.base_url, app.cluster_path("/users"));
+    let send = |body: Vec<u8>, content_type: &'static str| {
+        let request = app.http.post(&url).bearer_auth(&app.token).header("content-type", content_type).body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("a JSON error body");
+            (status, body)
+        }
+    };
+    for (body, expected) in [
+        (b"{\"name\":".to_vec(), 400),
+        (b"not json at all".to_vec(), 400),
+        (b"[1, 2, 3]".to_vec(), 422),
+        (b"{\"name\": 5}".to_vec(), 422),
+        (b"{\"name\": [\"a\"]}".to_vec(), 422),
+        (b"{\"name\": null}".to_vec(), 422),
+        (b"{\"settings\": {\"pg_allow_replication\": \"yes\"}, \"name\": \"x\"}".to_vec(), 422),
+        (vec![b'a'; 200_000], 413),
+        (b"\xff\xfe\x00".to_vec(), 400),
+    ] {
+        let (status, answer) = send(body, "application/json").await;
+        assert_eq!(status, expected, "{answer}");
+        assert!(answer["id"].is_string() && answer["message"].is_string() && answer["request_id"].is_string());
+    }
+    let (status, _) = send(format!("{{\"name\": \"{}\"}}", app.unique("plain")).into_bytes(), "text/plain").await;
+    assert_eq!(status, 201, "a JSON body is read whatever its Content-Type");
+    let (_, users) = app.get(&app.cluster_path("/users")).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "only the well-formed request created a user");
+}

@@ -5,13 +5,14 @@
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use pgplane_core::store::NewAuditEvent;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
@@ -63,17 +64,20 @@ pub(crate) async fn record(
     }
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // A create names its object in the body: read the name (and nothing else) from it.
-    let request = if object.is_none() && method == Method::POST {
+    let response = if object.is_none() && method == Method::POST {
         let (parts, body) = request.into_parts();
-        let bytes = to_bytes(body, crate::routes::BODY_LIMIT).await.unwrap_or_default();
-        object = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
-        Request::from_parts(parts, Body::from(bytes))
+        match to_bytes(body, crate::routes::BODY_LIMIT).await {
+            Ok(bytes) => {
+                object = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+                next.run(Request::from_parts(parts, Body::from(bytes))).await
+            }
+            Err(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.").into_response(),
+        }
     } else {
-        request
+        next.run(request).await
     };
-    let response = next.run(request).await;
     let event = NewAuditEvent {
         team_id: caller.team_id,
         token_id: caller.token_id,
