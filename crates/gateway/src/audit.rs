@@ -73,7 +73,9 @@ pub(crate) async fn record(
                     .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
                 next.run(Request::from_parts(parts, Body::from(bytes))).await
             }
-            Err(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.").into_response(),
+            Err(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.").into_response()
+            }
         }
     } else {
         next.run(request).await

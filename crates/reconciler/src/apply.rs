@@ -138,13 +138,23 @@ pub(crate) async fn drop_role(
         to = ident(reassign_to)
     );
     for database in databases {
-        let db_client = match spec.connect(&database, limits).await {
-            Ok(c) => c,
-            // Dropped since we listed it: nothing left to clean there.
-            Err(e) if e.sqlstate() == Some(INVALID_CATALOG_NAME) => continue,
-            Err(e) => return Err(e),
+        let cleaned = async {
+            let db_client = spec.connect(&database, limits).await?;
+            db_client.batch_execute(&cleanup).await?;
+            Ok::<_, TargetError>(())
         };
-        db_client.batch_execute(&cleanup).await?;
+        if let Err(e) = cleaned.await {
+            // A database dropped since it was listed (or being dropped, its sessions ended)
+            // takes the role's objects with it: nothing left to clean there.
+            let gone = e.sqlstate() == Some(INVALID_CATALOG_NAME)
+                || client
+                    .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&database])
+                    .await?
+                    .is_none();
+            if !gone {
+                return Err(e);
+            }
+        }
     }
     client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name))).await?;
     Ok(())

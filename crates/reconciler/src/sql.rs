@@ -73,3 +73,32 @@ mod tests {
         assert_eq!(literal("SCRAM-SHA-256$4096:abc=$def=:ghi="), "'SCRAM-SHA-256$4096:abc=$def=:ghi='");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever the name, the quoted identifier is one token that reads back as the name.
+        #[test]
+        fn quoted_identifiers_read_back_exactly(name in "[\\PC\"';\\\\ ]{0,40}") {
+            let q = ident(&name);
+            prop_assert!(q.starts_with('"') && q.ends_with('"'));
+            let inner = &q[1..q.len() - 1];
+            prop_assert_eq!(inner.replace("\"\"", "").matches('"').count(), 0);
+            prop_assert_eq!(inner.replace("\"\"", "\""), name);
+        }
+
+        /// Whatever the value, the literal reads back as the value.
+        #[test]
+        fn quoted_literals_read_back_exactly(value in "[\\PC'\\\\]{0,40}") {
+            let q = literal(&value);
+            let body = q.trim_start_matches('E');
+            let inner = &body[1..body.len() - 1];
+            let unescaped = if q.starts_with('E') { inner.replace("\\\\", "\\") } else { inner.to_string() };
+            prop_assert_eq!(unescaped.replace("''", "'"), value);
+        }
+    }
+}
