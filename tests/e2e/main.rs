@@ -5,6 +5,7 @@ mod auth;
 mod clusters;
 mod dbs;
 mod faults;
+mod fuzz;
 mod names;
 mod openapi;
 mod pydo;

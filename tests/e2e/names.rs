@@ -20,9 +20,14 @@ async fn any_accepted_name_round_trips_and_none_runs_sql() {
         .batch_execute(&format!("CREATE TABLE {canary} (id int)"))
         .await
         .unwrap();
-    let others = "SELECT count(*)::text FROM pg_roles WHERE rolname NOT LIKE $1";
-    let mine = format!("%{}", app.suffix);
-    let roles_before = app.target_strings(others, &[&mine]).await;
+    // A canary role outside pgplane's management, with attributes a stray statement would change.
+    let canary_role = format!("canary_role_{}", app.suffix);
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!("CREATE ROLE {canary_role} NOLOGIN CONNECTION LIMIT 7"))
+        .await
+        .unwrap();
+    let canary_facts = "SELECT rolcanlogin::text || rolconnlimit::text FROM pg_roles WHERE rolname = $1";
 
     // At most 12 characters of up to 4 bytes, plus the 8-byte suffix: within 63 bytes unless a
     // tab or a leading space makes the name invalid.
@@ -66,5 +71,6 @@ async fn any_accepted_name_round_trips_and_none_runs_sql() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(canary_left, 1, "the canary table survived");
-    assert_eq!(app.target_strings(others, &[&mine]).await, roles_before, "no other role was touched");
+    assert_eq!(app.target_strings(canary_facts, &[&canary_role]).await, ["false7"], "no other role was touched");
+    assert!(app.role_exists("postgres").await);
 }
