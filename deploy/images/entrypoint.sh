@@ -3,6 +3,7 @@
 # PostgreSQL in the foreground on 127.0.0.1:$PGPORT (host networking, one port per container).
 # Environment: PGPORT (default 5432), POSTGRES_PASSWORD (superuser "postgres", default "postgres").
 # Extra arguments are passed to the postgres server (e.g. -c log_statement=all).
+# A directory mounted at /certs with server.crt and server.key turns TLS on.
 set -eu
 PGPORT="${PGPORT:-5432}"
 BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
@@ -17,6 +18,10 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
   as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=scram-sha-256 \
     --pwfile=/var/lib/pgplane/pwfile --no-sync --encoding=UTF8 --locale=C.UTF-8 >/dev/null
   rm -f /var/lib/pgplane/pwfile
+fi
+if [ -f /certs/server.crt ] && [ -f /certs/server.key ]; then
+  install -o postgres -g postgres -m 0600 /certs/server.crt /certs/server.key /var/lib/pgplane/
+  set -- -c ssl=on -c ssl_cert_file=/var/lib/pgplane/server.crt -c ssl_key_file=/var/lib/pgplane/server.key "$@"
 fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups "$BIN/postgres" -D "$DATA" \
   -c listen_addresses=127.0.0.1 -c port="$PGPORT" -c unix_socket_directories=/var/run/postgresql \

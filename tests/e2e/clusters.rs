@@ -69,7 +69,7 @@ async fn registration_is_refused_and_nothing_stored_when_the_target_cannot_be_us
         ("closed port", json!({"pgplane": {"port": pgplane_testkit::free_port()}}), "cannot connect"),
         ("engine", json!({"engine": "mysql"}), "not supported"),
         ("name", json!({"name": "Bad_Name"}), "invalid"),
-        ("sslmode", json!({"pgplane": {"sslmode": "verify-full"}}), "not supported"),
+        ("sslmode", json!({"pgplane": {"sslmode": "verify-ca"}}), "not supported"),
         ("version", json!({"version": "9"}), "target runs PostgreSQL 15"),
         (
             "same primary as admin",

@@ -27,8 +27,10 @@ async fn fuzzing_the_api_from_its_document_finds_no_server_errors() {
         .args(["--max-examples", "25", "--generation-deterministic", "--request-timeout", "30"])
         .env("PGPLANE_CLUSTER_ID", &app.cluster_id)
         .env("NO_COLOR", "1");
-    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run schemathesis");
-    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output =
+        tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run schemathesis");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "schemathesis found problems:\n{report}");
     assert!(report.contains("passed"), "{report}");
     eprintln!("{}", report.lines().rev().take(12).collect::<Vec<_>>().join("\n"));

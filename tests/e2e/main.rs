@@ -11,6 +11,7 @@ mod openapi;
 mod pydo;
 mod reliability;
 mod security;
+mod tls;
 mod users;
 
 /// Runs an async test body, which takes the target's major version, once per supported

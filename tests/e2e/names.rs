@@ -71,6 +71,10 @@ async fn any_accepted_name_round_trips_and_none_runs_sql() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(canary_left, 1, "the canary table survived");
-    assert_eq!(app.target_strings(canary_facts, &[&canary_role]).await, ["false7"], "no other role was touched");
+    assert_eq!(
+        app.target_strings(canary_facts, &[&canary_role]).await,
+        ["false7"],
+        "no other role was touched"
+    );
     assert!(app.role_exists("postgres").await);
 }

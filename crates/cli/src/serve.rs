@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// Address the REST API listens on.
     #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key-file.
+    #[arg(long, env = "PGPLANE_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "PGPLANE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<std::path::PathBuf>,
     /// Run the reconciler only (no REST API).
     #[arg(long, env = "PGPLANE_NO_GATEWAY", conflicts_with = "no_reconciler")]
     no_gateway: bool,
@@ -91,17 +97,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reconciler: reconciler_stats,
             ..GatewayConfig::default()
         };
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        tracing::info!(address = %listener.local_addr()?, "REST API listening");
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
         let shutdown = stopped();
-        tasks.spawn(async move {
-            if let Err(e) = pgplane_gateway::serve(listener, app, shutdown).await {
-                tracing::error!(error = %e, "REST API stopped with an error");
+        match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+                };
+                let tls =
+                    pgplane_gateway::server_config(&read(cert)?, &read(key)?).map_err(anyhow::Error::msg)?;
+                let listener = std::net::TcpListener::bind(args.listen)
+                    .with_context(|| format!("binding {}", args.listen))?;
+                tracing::info!(address = %listener.local_addr()?, "REST API listening (TLS)");
+                tasks.spawn(async move {
+                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, shutdown).await {
+                        tracing::error!(error = %e, "REST API stopped with an error");
+                    }
+                });
             }
-        });
+            _ => {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("binding {}", args.listen))?;
+                tracing::info!(address = %listener.local_addr()?, "REST API listening");
+                tasks.spawn(async move {
+                    if let Err(e) = pgplane_gateway::serve(listener, app, shutdown).await {
+                        tracing::error!(error = %e, "REST API stopped with an error");
+                    }
+                });
+            }
+        }
     }
     shutdown_signal().await;
     tracing::info!("stopping");

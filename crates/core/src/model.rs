@@ -36,6 +36,8 @@ pub struct Cluster {
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// PEM of the CA that `verify-full` checks the target's certificate against.
+    pub ca_certificate: Option<String>,
 }
 
 impl Cluster {

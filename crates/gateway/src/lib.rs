@@ -11,6 +11,7 @@ mod openapi;
 mod rate;
 mod routes;
 mod state;
+mod tls;
 mod views;
 mod wait;
 
@@ -22,6 +23,7 @@ use pgplane_core::Store;
 
 pub use error::ApiError;
 pub use state::AppState;
+pub use tls::{serve_tls, server_config};
 
 /// How the gateway behaves.
 #[derive(Debug, Clone)]

@@ -7,6 +7,9 @@ pub enum TargetError {
     /// The server could not be reached or refused the login.
     #[error("cannot connect to the target: {0}")]
     Connect(String),
+    /// TLS to the target cannot be set up as asked.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A statement failed on the server.
     #[error("{message} (SQLSTATE {code})")]
     Sql { code: String, message: String },
@@ -31,7 +34,17 @@ impl From<tokio_postgres::Error> for TargetError {
             Some(db) => {
                 TargetError::Sql { code: db.code().code().to_string(), message: redact(db.message()) }
             }
-            None => TargetError::Connect(redact(&e.to_string())),
+            None => {
+                // tokio-postgres keeps the cause (refused, TLS, DNS) in the source chain.
+                let mut message = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    message.push_str(": ");
+                    message.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                TargetError::Connect(redact(&message))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod pass;
 mod plan;
 pub mod sql;
 pub mod target;
+pub mod tls;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
 pub use error::TargetError;

@@ -47,7 +47,10 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pg
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await,
     };
-    let pool = shared.pools.get(cluster_id, &spec, shared.config.session_limits);
+    let pool = match shared.pools.get(cluster_id, &spec, shared.config.session_limits) {
+        Ok(p) => p,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await,
+    };
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await,

@@ -10,7 +10,6 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pgplane_core::model::Cluster;
 use pgplane_core::secrets::Sealer;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::error::TargetError;
@@ -18,8 +17,7 @@ use crate::error::TargetError;
 /// How long connecting to a target may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The sslmode values pgplane accepts for target connections today.
-pub const SUPPORTED_SSLMODES: &[&str] = &["disable"];
+pub use crate::tls::SUPPORTED_SSLMODES;
 
 /// Oldest PostgreSQL major version pgplane manages (DROP DATABASE ... WITH (FORCE) is 13+).
 pub const MIN_SERVER_VERSION_NUM: i32 = 130000;
@@ -33,6 +31,8 @@ pub struct TargetSpec {
     pub password: String,
     pub database: String,
     pub sslmode: String,
+    /// PEM of the CA for `verify-full`.
+    pub ca_certificate: Option<String>,
 }
 
 impl std::fmt::Debug for TargetSpec {
@@ -67,6 +67,7 @@ impl TargetSpec {
             password,
             database: cluster.admin_database.clone(),
             sslmode: cluster.sslmode.clone(),
+            ca_certificate: cluster.ca_certificate.clone(),
         })
     }
 
@@ -81,7 +82,7 @@ impl TargetSpec {
             .dbname(database)
             .application_name("pgplane")
             .connect_timeout(CONNECT_TIMEOUT)
-            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .ssl_mode(crate::tls::ssl_mode(&self.sslmode))
             .options(format!(
                 "-c statement_timeout={} -c lock_timeout={}",
                 limits.statement_timeout.as_millis(),
@@ -90,13 +91,18 @@ impl TargetSpec {
         config
     }
 
+    /// The TLS connector for this target's sslmode.
+    pub fn tls(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TargetError> {
+        crate::tls::connector(&self.sslmode, self.ca_certificate.as_deref())
+    }
+
     /// Opens one connection to `database`; it closes when the returned client is dropped.
     pub async fn connect(
         &self,
         database: &str,
         limits: SessionLimits,
     ) -> Result<tokio_postgres::Client, TargetError> {
-        let (client, connection) = self.config(database, limits).connect(NoTls).await?;
+        let (client, connection) = self.config(database, limits).connect(self.tls()?).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "target connection closed with an error");
@@ -167,16 +173,21 @@ pub(crate) struct Pools {
 
 impl Pools {
     /// The pool for a cluster, created on first use.
-    pub(crate) fn get(&self, cluster_id: Uuid, spec: &TargetSpec, limits: SessionLimits) -> Pool {
+    pub(crate) fn get(
+        &self,
+        cluster_id: Uuid,
+        spec: &TargetSpec,
+        limits: SessionLimits,
+    ) -> Result<Pool, TargetError> {
         let mut pools = self.pools.lock().expect("pools lock");
         if let Some((known, pool)) = pools.get(&cluster_id) {
             if known == spec {
-                return pool.clone();
+                return Ok(pool.clone());
             }
         }
         let manager = Manager::from_config(
             spec.config(&spec.database, limits),
-            NoTls,
+            spec.tls()?,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -189,7 +200,7 @@ impl Pools {
         if let Some((_, old)) = pools.insert(cluster_id, (spec.clone(), pool.clone())) {
             old.close();
         }
-        pool
+        Ok(pool)
     }
 
     /// Closes pools of clusters that are no longer registered.

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use testcontainers::core::WaitFor;
+use testcontainers::core::{Mount, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 use tokio_postgres::{Client, NoTls};
@@ -83,9 +83,18 @@ pub fn free_port() -> u16 {
 }
 
 fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer) {
+    start_container_with(tag, role, None)
+}
+
+/// Starts a container; `certs`, a directory with server.crt and server.key, turns TLS on.
+fn start_container_with(
+    tag: &str,
+    role: &str,
+    certs: Option<&std::path::Path>,
+) -> (Container<GenericImage>, PgServer) {
     let port = free_port();
     let password = format!("pw-{}", crate::unique_suffix());
-    let container = GenericImage::new("pgplane-pg", tag)
+    let mut request = GenericImage::new("pgplane-pg", tag)
         .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
         .with_network("host")
         .with_env_var("PGPORT", port.to_string())
@@ -99,14 +108,16 @@ fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer)
             "-c",
             "max_connections=300",
         ])
-        .with_startup_timeout(Duration::from_secs(60))
-        .start()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start a pgplane-pg:{tag} container ({e}); build the images with \
+        .with_startup_timeout(Duration::from_secs(60));
+    if let Some(dir) = certs {
+        request = request.with_mount(Mount::bind_mount(dir.to_string_lossy(), "/certs"));
+    }
+    let container = request.start().unwrap_or_else(|e| {
+        panic!(
+            "cannot start a pgplane-pg:{tag} container ({e}); build the images with \
                  deploy/images/build.sh and start dockerd, or set PGPLANE_TEST_PG_URL"
-            )
-        });
+        )
+    });
     let server = PgServer {
         host: "127.0.0.1".into(),
         port,
@@ -200,10 +211,21 @@ pub struct OwnServer {
 impl OwnServer {
     /// Starts a PostgreSQL `major` server for one test.
     pub async fn start(major: u32) -> Self {
-        let (container, server) =
-            tokio::task::spawn_blocking(move || start_container(&major.to_string(), "own"))
-                .await
-                .expect("start container");
+        Self::start_with(major, None).await
+    }
+
+    /// Starts a PostgreSQL `major` server that also accepts TLS, with the certificate and key
+    /// found in `certs` (server.crt, server.key).
+    pub async fn start_with_tls(major: u32, certs: &std::path::Path) -> Self {
+        Self::start_with(major, Some(certs.to_path_buf())).await
+    }
+
+    async fn start_with(major: u32, certs: Option<std::path::PathBuf>) -> Self {
+        let (container, server) = tokio::task::spawn_blocking(move || {
+            start_container_with(&major.to_string(), "own", certs.as_deref())
+        })
+        .await
+        .expect("start container");
         remove_at_exit(&[container.id().to_string()]);
         Self { server, container: Some(container) }
     }

@@ -17,6 +17,8 @@ pub struct AdminConnection {
     pub password: String,
     pub database: String,
     pub sslmode: String,
+    /// PEM of the CA for `verify-full`.
+    pub ca_certificate: Option<String>,
 }
 
 impl std::fmt::Debug for AdminConnection {
@@ -51,8 +53,9 @@ impl Store {
         let inserted = sqlx::query_as::<_, Cluster>(
             "insert into clusters (cluster_id, team_id, name, region, size, num_nodes, tags, host, port,
                                    admin_user, admin_password_sealed, admin_database, sslmode,
-                                   primary_user, default_database, server_version_num, server_version)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                   primary_user, default_database, server_version_num, server_version,
+                                   ca_certificate)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              returning *",
         )
         .bind(cluster_id)
@@ -72,6 +75,7 @@ impl Store {
         .bind(&new.default_database)
         .bind(new.server_version_num)
         .bind(&new.server_version)
+        .bind(&new.admin.ca_certificate)
         .fetch_one(&mut *tx)
         .await;
         let cluster = match inserted {
@@ -123,7 +127,7 @@ impl Store {
         let updated = sqlx::query(
             "update clusters
                 set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
-                    sslmode = $7, server_version_num = $8, server_version = $9
+                    sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10
               where cluster_id = $1",
         )
         .bind(cluster.cluster_id)
@@ -135,6 +139,7 @@ impl Store {
         .bind(&admin.sslmode)
         .bind(server_version.0)
         .bind(server_version.1)
+        .bind(&admin.ca_certificate)
         .execute(&mut *tx)
         .await;
         match updated {

@@ -45,6 +45,8 @@ pub(super) struct TargetInput {
     sslmode: Option<String>,
     /// The database the admin connection uses (default `postgres`).
     database: Option<String>,
+    /// PEM of the CA that signed the server's certificate (needed for `verify-full`).
+    ca_certificate: Option<String>,
     /// Name of the cluster's primary user (default `doadmin`).
     primary_user: Option<String>,
     /// Name of the cluster's default database (default `defaultdb`).
@@ -68,13 +70,14 @@ impl TargetInput {
             password: self.password.clone().unwrap_or_default(),
             database: self.database.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
             sslmode: self.sslmode.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
+            ca_certificate: self.ca_certificate.clone().filter(|c| !c.trim().is_empty()),
         };
         if spec.port == 0 {
             return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
         }
         if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
             return Err(ApiError::unprocessable(format!(
-                "pgplane.sslmode {:?} is not supported yet; supported: {}",
+                "pgplane.sslmode {:?} is not supported; supported: {}",
                 spec.sslmode,
                 SUPPORTED_SSLMODES.join(", ")
             )));
@@ -92,6 +95,7 @@ fn admin_connection(spec: &TargetSpec) -> AdminConnection {
         password: spec.password.clone(),
         database: spec.database.clone(),
         sslmode: spec.sslmode.clone(),
+        ca_certificate: spec.ca_certificate.clone(),
     }
 }
 

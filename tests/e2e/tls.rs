@@ -1,0 +1,155 @@
+//! TLS: pgplane reaches targets with sslmode require and verify-full (against a CA given at
+//! registration), refuses certificates its CA did not sign, and serves its API over TLS when
+//! given a certificate. The CA and certificates are made for each test (rcgen).
+
+use std::path::PathBuf;
+
+use pgplane_core::secrets::Sealer;
+use pgplane_testkit::{AppOptions, OwnServer, TestApp};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use serde_json::json;
+
+/// A CA and a server certificate for localhost and 127.0.0.1, signed by it.
+struct TestPki {
+    ca_pem: String,
+    dir: PathBuf,
+}
+
+impl TestPki {
+    fn new(suffix: &str) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("pgplane-tls-{suffix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("server.crt"), server.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        Self { ca_pem: ca.pem(), dir }
+    }
+
+    fn server_cert(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("server.crt")).unwrap()
+    }
+
+    fn server_key(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("server.key")).unwrap()
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
+    let suffix = pgplane_testkit::unique_suffix();
+    let pki = TestPki::new(&suffix);
+    let target = OwnServer::start_with_tls(15, &pki.dir).await;
+    let app = TestApp::spawn_with(AppOptions {
+        target_server: Some(target.server.clone()),
+        register: false,
+        ..Default::default()
+    })
+    .await;
+
+    let stranger = TestPki::new(&format!("{suffix}-other"));
+    let refusals = [
+        ("verify-full", Some(stranger.ca_pem.clone()), "certificate"),
+        ("verify-full", None, "needs the CA certificate"),
+        ("verify-full", Some("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into()), "TLS"),
+        ("verify-ca", Some(pki.ca_pem.clone()), "not supported"),
+    ];
+    for (sslmode, ca, expected) in refusals {
+        let mut body = app.registration(&format!("t-{}", app.suffix));
+        body["pgplane"]["sslmode"] = json!(sslmode);
+        body["pgplane"]["ca_certificate"] = json!(ca);
+        let (status, answer) = app.post("/v2/databases", body).await;
+        assert_eq!(status, 422, "{sslmode}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains(expected), "{sslmode}: {answer}");
+    }
+
+    let mut body = app.registration(&format!("t-{}", app.suffix));
+    body["pgplane"]["sslmode"] = json!("verify-full");
+    body["pgplane"]["ca_certificate"] = json!(pki.ca_pem);
+    let (status, cluster) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 201, "{cluster}");
+    assert_eq!(cluster["database"]["status"], "online");
+    assert_eq!(cluster["database"]["connection"]["ssl"], true);
+    assert!(cluster["database"]["connection"]["uri"].as_str().unwrap().ends_with("sslmode=verify-full"));
+    let id = cluster["database"]["id"].as_str().unwrap();
+    let name = app.unique("over_tls");
+    let (status, _) = app.post(&format!("/v2/databases/{id}/users"), json!({ "name": name })).await;
+    assert_eq!(status, 201);
+    assert!(app.role_exists(&name).await);
+    // pgplane's own sessions on the target are encrypted.
+    let encrypted = app
+        .target_strings(
+            "SELECT bool_and(s.ssl)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = $1",
+            &[&app.admin_user],
+        )
+        .await;
+    assert_eq!(encrypted, ["true"]);
+
+    // sslmode=require encrypts without checking the certificate.
+    let mut body = app.registration(&format!("r-{}", app.suffix));
+    body["pgplane"]["sslmode"] = json!("require");
+    body["pgplane"]["primary_user"] = json!(app.unique("req_admin"));
+    body["pgplane"]["default_database"] = json!(app.unique("reqdb"));
+    let (status, answer) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_is_refused_by_a_target_without_tls() {
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    let mut body = app.registration(&format!("n-{}", app.suffix));
+    body["pgplane"]["sslmode"] = json!("require");
+    let (status, answer) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 422, "{answer}");
+    let (_, list) = app.get("/v2/databases").await;
+    assert_eq!(list["databases"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_served_over_tls_when_given_a_certificate() {
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    let pki = TestPki::new(&app.suffix);
+    let tls = pgplane_gateway::server_config(&pki.server_cert(), &pki.server_key()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = pgplane_gateway::app(
+        app.store.clone(),
+        Sealer::from_base64(&app.secret_key).unwrap(),
+        pgplane_gateway::GatewayConfig::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(pgplane_gateway::serve_tls(listener, gateway, tls, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://localhost:{port}/v2/databases"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({"databases": []}));
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true), "no plain HTTP on the TLS port");
+    let untrusting = reqwest::Client::new().get(format!("https://localhost:{port}/healthz")).send().await;
+    assert!(untrusting.is_err(), "a client that does not trust the CA refuses the server");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
