@@ -88,3 +88,83 @@ async fn a_restarted_metadata_database_means_503_then_recovery() {
     assert_eq!(body["user"]["status"], "ready", "the reconciler works again: {body}");
     assert!(app.role_exists(&name).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_target_does_not_slow_the_others() {
+    let stopped = OwnServer::start(17).await;
+    let app =
+        TestApp::spawn_with(AppOptions { apply_timeout: Duration::from_secs(3), ..Default::default() }).await;
+    // A second cluster on a server of its own, which then goes away.
+    let mut body = app.registration(&format!("gone-{}", app.suffix));
+    body["pgplane"]["host"] = json!(stopped.server.host);
+    body["pgplane"]["port"] = json!(stopped.server.port);
+    body["pgplane"]["user"] = json!(stopped.server.user);
+    body["pgplane"]["password"] = json!(stopped.server.password);
+    let (status, gone) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 201, "{gone}");
+    let gone_id = gone["database"]["id"].as_str().unwrap().to_string();
+    stopped.stop().await;
+    let names: Vec<String> = (0..5).map(|i| app.unique(&format!("waiting{i}"))).collect();
+    for name in &names {
+        let (status, body) =
+            app.post(&format!("/v2/databases/{gone_id}/users"), json!({ "name": name })).await;
+        assert_eq!((status, body["user"]["status"].as_str()), (201, Some("pending")), "{body}");
+    }
+    // Meanwhile the healthy cluster answers as usual: ready, not pending behind the other.
+    for i in 0..5 {
+        let name = app.unique(&format!("healthy{i}"));
+        let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+        assert_eq!((status, body["user"]["status"].as_str()), (201, Some("ready")), "{body}");
+        assert!(app.role_exists(&name).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storms_across_clusters_converge_to_the_final_desired_state() {
+    let app = TestApp::spawn(15).await;
+    let mut clusters = vec![app.cluster_id.clone()];
+    for i in 0..2 {
+        let mut body = app.registration(&format!("storm{i}-{}", app.suffix));
+        body["pgplane"]["primary_user"] = json!(app.unique(&format!("storm{i}_admin")));
+        body["pgplane"]["default_database"] = json!(app.unique(&format!("storm{i}db")));
+        let (status, cluster) = app.post("/v2/databases", body).await;
+        assert_eq!(status, 201, "{cluster}");
+        clusters.push(cluster["database"]["id"].as_str().unwrap().to_string());
+    }
+    // Per cluster: create 6 users, reset the even ones, delete every third; all interleaved.
+    let mut operations = Vec::new();
+    for (c, id) in clusters.iter().enumerate() {
+        for u in 0..6 {
+            operations.push((id.clone(), app.unique(&format!("s{c}u{u}")), u));
+        }
+    }
+    let app = &app;
+    let storm = operations.iter().map(|(id, name, u)| async move {
+        let users = format!("/v2/databases/{id}/users");
+        let (status, _) = app.post(&users, json!({ "name": name })).await;
+        assert_eq!(status, 201);
+        if u % 2 == 0 {
+            let (status, _) = app.post(&format!("{users}/{name}/reset_auth"), json!({})).await;
+            assert_eq!(status, 200);
+        }
+        if u % 3 == 0 {
+            let (status, _) = app.delete(&format!("{users}/{name}")).await;
+            assert_eq!(status, 204);
+        }
+    });
+    futures::future::join_all(storm).await;
+    for (id, name, u) in &operations {
+        let (status, body) = app.get(&format!("/v2/databases/{id}/users/{name}")).await;
+        if u % 3 == 0 {
+            assert_eq!(status, 404, "{name} was deleted");
+            assert!(!app.role_exists(name).await, "{name} is gone from the target");
+        } else {
+            assert_eq!(body["user"]["status"], "ready", "{body}");
+            let password = body["user"]["password"].as_str().unwrap();
+            assert!(
+                app.target.login(name, password, &app.default_db).await.is_ok(),
+                "{name}: the final password"
+            );
+        }
+    }
+}
