@@ -4,13 +4,12 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::model::SyncStatus;
 use pgplane_core::names::{check_identifier, NameKind};
 use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle};
+use super::{cluster_for, settle, settle_create};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -64,16 +63,10 @@ pub(super) async fn create(
         )));
     }
     let written = state.store.insert_database(cluster.cluster_id, &name).await?;
-    let store = &state.store;
-    let id = cluster.cluster_id;
-    let db = settle(&state, id, written.generation, written.updated_at, || store.get_database(id, &name))
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    if db.sync() == SyncStatus::Conflict
-        && state.store.forget_unclaimed(ObjectKind::Database, id, &name, db.generation).await?
-    {
-        return Err(ApiError::conflict(db.last_error.unwrap_or_default()));
-    }
+    let (store, id) = (&state.store, cluster.cluster_id);
+    let db =
+        settle_create(&state, ObjectKind::Database, &written, &name, id, || store.get_database(id, &name))
+            .await?;
     Ok((StatusCode::CREATED, Json(DbResponse { db: DbView::of(&db) })))
 }
 

@@ -16,6 +16,7 @@ use std::future::Future;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use pgplane_core::model::{Cluster, Database, SyncStatus, User};
+use pgplane_core::store::ObjectKind;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -103,6 +104,7 @@ async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<
 
 /// The reconcile bookkeeping users and databases share, as far as waiting needs it.
 pub(super) trait Tracked {
+    fn generation(&self) -> i64;
     fn applied_generation(&self) -> i64;
     fn sync(&self) -> SyncStatus;
     fn last_error(&self) -> Option<&str>;
@@ -110,6 +112,9 @@ pub(super) trait Tracked {
 }
 
 impl Tracked for User {
+    fn generation(&self) -> i64 {
+        self.generation
+    }
     fn applied_generation(&self) -> i64 {
         self.applied_generation
     }
@@ -125,6 +130,9 @@ impl Tracked for User {
 }
 
 impl Tracked for Database {
+    fn generation(&self) -> i64 {
+        self.generation
+    }
     fn applied_generation(&self) -> i64 {
         self.applied_generation
     }
@@ -137,6 +145,32 @@ impl Tracked for Database {
     fn updated_at(&self) -> DateTime<Utc> {
         self.updated_at
     }
+}
+
+/// Waits for a newly written object to settle; when the target turned out to hold someone
+/// else's object of that name, withdraws the create and answers 409, the target untouched.
+pub(super) async fn settle_create<T, F, Fut>(
+    state: &AppState,
+    kind: ObjectKind,
+    written: &T,
+    name: &str,
+    cluster_id: Uuid,
+    fetch: F,
+) -> Result<T, ApiError>
+where
+    T: Tracked,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let object = settle(state, cluster_id, written.generation(), written.updated_at(), fetch)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if object.sync() == SyncStatus::Conflict
+        && state.store.forget_unclaimed(kind, cluster_id, name, object.generation()).await?
+    {
+        return Err(ApiError::conflict(object.last_error().unwrap_or_default()));
+    }
+    Ok(object)
 }
 
 /// A write made at `generation` (the row then updated at `written_at`) has settled when the

@@ -5,14 +5,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::model::{Cluster, SyncStatus, User};
+use pgplane_core::model::{Cluster, User};
 use pgplane_core::names::{check_identifier, NameKind};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle};
+use super::{cluster_for, settle, settle_create};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -106,12 +106,9 @@ pub(super) async fn create(
     let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
     let sealed = sealed_credentials(&state, &cluster, &name).await;
     let written = state.store.insert_user(cluster.cluster_id, &name, &sealed, replication).await?;
-    let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
-    if user.sync() == SyncStatus::Conflict
-        && state.store.forget_unclaimed(ObjectKind::User, cluster.cluster_id, &name, user.generation).await?
-    {
-        return Err(ApiError::conflict(user.last_error.unwrap_or_default()));
-    }
+    let (store, id) = (&state.store, cluster.cluster_id);
+    let user =
+        settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user(id, &name)).await?;
     Ok((StatusCode::CREATED, one(&user, &state, &caller)?))
 }
 
