@@ -10,6 +10,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_stopped_mid_batch_converges_once_it_is_back() {
+    if !pgplane_testkit::own_containers() {
+        return;
+    }
     let target = OwnServer::start(15).await;
     let app = TestApp::spawn_with(AppOptions {
         target_server: Some(target.server.clone()),
@@ -58,6 +61,9 @@ async fn a_target_stopped_mid_batch_converges_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_metadata_database_means_503_then_recovery() {
+    if !pgplane_testkit::own_containers() {
+        return;
+    }
     let metadata = OwnServer::start(15).await;
     let app = TestApp::spawn_with(AppOptions {
         metadata_server: Some(metadata.server.clone()),
@@ -91,6 +97,9 @@ async fn a_restarted_metadata_database_means_503_then_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_target_does_not_slow_the_others() {
+    if !pgplane_testkit::own_containers() {
+        return;
+    }
     let stopped = OwnServer::start(17).await;
     let app =
         TestApp::spawn_with(AppOptions { apply_timeout: Duration::from_secs(3), ..Default::default() }).await;

@@ -77,6 +77,17 @@ fn start_servers() -> Servers {
     Servers { metadata, pg15, pg17 }
 }
 
+/// Whether tests may start containers of their own (not when PGPLANE_TEST_PG_URL points them
+/// at an existing server). Tests that need their own servers (outages, TLS, server logs) skip
+/// themselves, saying so, when this is false.
+pub fn own_containers() -> bool {
+    let available = std::env::var_os("PGPLANE_TEST_PG_URL").is_none();
+    if !available {
+        eprintln!("skipped: needs servers of its own, and PGPLANE_TEST_PG_URL is set");
+    }
+    available
+}
+
 /// A free loopback port (bound, then released for the container to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
