@@ -27,6 +27,17 @@ pub(crate) fn backoff(attempts: i32) -> Duration {
     capped.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
+/// What one pass did, for the "reconcile pass finished" log event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassSummary {
+    pub users: usize,
+    pub databases: usize,
+    /// Steps that issued DDL on the target.
+    pub changes: usize,
+    /// Whether the target was reached and observed.
+    pub reached: bool,
+}
+
 /// A role of the pass with the desired state and bookkeeping needed to record its outcome.
 struct RoleItem {
     desired: DesiredRole,
@@ -35,30 +46,33 @@ struct RoleItem {
 
 /// Runs one pass over `cluster_id`. Errors are recorded in the store, not returned: the
 /// returned error is only for failures of the metadata store itself.
-pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<PassSummary, pgplane_core::Error> {
     let Some(cluster) = shared.store.cluster_by_id(cluster_id).await? else {
-        return Ok(());
+        return Ok(PassSummary::default());
     };
     let users = shared.store.list_users(cluster_id).await?;
     let databases = shared.store.list_databases(cluster_id).await?;
+    let mut summary =
+        PassSummary { users: users.len(), databases: databases.len(), ..PassSummary::default() };
 
     let prepared = prepare(shared, &cluster, users);
     let (spec, roles) = match prepared {
         Ok(p) => p,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await.map(|()| summary),
     };
     let pool = shared.pools.get(cluster_id, &spec, shared.config.session_limits);
     let mut client = match pool.get().await {
         Ok(c) => c,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await.map(|()| summary),
     };
     let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
     let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
     let observed = match observe(&client, &role_names, &db_names, &cluster.primary_user).await {
         Ok(o) => o,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await.map(|()| summary),
     };
 
+    summary.reached = true;
     let mut first_error: Option<String> = None;
     // Order: roles to create or fix (the primary user first: databases are owned by it),
     // databases to create or fix, databases to drop, then roles to drop (their objects are
@@ -71,17 +85,24 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pg
     present_roles.sort_by_key(|r| !r.desired.primary);
 
     for item in &present_roles {
-        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
+        summary.changes += usize::from(
+            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
+        );
     }
     for db in present_dbs.iter().chain(absent_dbs.iter()) {
-        reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?;
+        summary.changes += usize::from(
+            reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?,
+        );
     }
     for item in &absent_roles {
-        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
+        summary.changes += usize::from(
+            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
+        );
     }
 
     let version = Some((observed.version_num, observed.version.as_str()));
-    finish(shared, &cluster, version, first_error.as_deref()).await
+    finish(shared, &cluster, version, first_error.as_deref()).await?;
+    Ok(summary)
 }
 
 /// Unseals what the pass needs: the admin connection and each role's verifier.
@@ -122,7 +143,7 @@ async fn reconcile_role(
     observed: &Observed,
     item: &RoleItem,
     first_error: &mut Option<String>,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     let role = &item.desired;
     let step = plan_role(role, observed, &cluster.primary_user);
     let suppress = observed.admin_is_superuser;
@@ -178,7 +199,8 @@ async fn reconcile_role(
         outcome,
         first_error,
     )
-    .await
+    .await?;
+    Ok(step.changes_target())
 }
 
 async fn reconcile_database(
@@ -188,7 +210,7 @@ async fn reconcile_database(
     observed: &Observed,
     db: &Database,
     first_error: &mut Option<String>,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
     let step = plan_database(&desired, observed, &cluster.primary_user);
     let result = match &step {
@@ -230,7 +252,8 @@ async fn reconcile_database(
         outcome,
         first_error,
     )
-    .await
+    .await?;
+    Ok(step.changes_target())
 }
 
 /// Why applying a step did not succeed.
