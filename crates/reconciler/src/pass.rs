@@ -94,11 +94,16 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<PassSu
             reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?,
         );
     }
-    for item in &absent_roles {
+    // Roles to drop go together: one session per database of the target for all of them.
+    let (drops, others): (Vec<&RoleItem>, Vec<&RoleItem>) = absent_roles.iter().partition(|item| {
+        matches!(plan_role(&item.desired, &observed, &cluster.primary_user), Step::DropRole { .. })
+    });
+    for item in others {
         summary.changes += usize::from(
             reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
         );
     }
+    summary.changes += drop_roles(shared, &cluster, &spec, &client, &drops, &mut first_error).await?;
 
     let version = Some((observed.version_num, observed.version.as_str()));
     finish(shared, &cluster, version, first_error.as_deref()).await?;
@@ -172,9 +177,10 @@ async fn reconcile_role(
             r.map_err(Into::into)
         }
         Step::DropRole { reassign_to } => {
-            apply::drop_role(client, spec, shared.config.session_limits, &role.name, reassign_to)
-                .await
-                .map_err(Into::into)
+            let mut results =
+                apply::drop_roles(client, spec, shared.config.session_limits, &[&role.name], reassign_to)
+                    .await;
+            results.pop().unwrap_or(Ok(())).map_err(Into::into)
         }
         _ => Ok(()),
     };
@@ -201,6 +207,43 @@ async fn reconcile_role(
     )
     .await?;
     Ok(step.changes_target())
+}
+
+/// Drops the roles whose step is DropRole, together, and records each outcome. Returns how
+/// many steps were taken.
+async fn drop_roles(
+    shared: &Shared,
+    cluster: &Cluster,
+    spec: &TargetSpec,
+    client: &Client,
+    items: &[&RoleItem],
+    first_error: &mut Option<String>,
+) -> Result<usize, pgplane_core::Error> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = items.iter().map(|i| i.desired.name.as_str()).collect();
+    let results =
+        apply::drop_roles(client, spec, shared.config.session_limits, &names, &cluster.primary_user).await;
+    let step = Step::DropRole { reassign_to: cluster.primary_user.clone() };
+    for (item, result) in items.iter().zip(results) {
+        let outcome = outcome_of(&step, result.map_err(Into::into));
+        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(cluster.id = %cluster.cluster_id, role = %item.desired.name, step = step_name(&step), ok = matches!(outcome, Outcome::Dropped), "role step");
+        record(
+            shared,
+            ObjectKind::User,
+            cluster,
+            &item.desired.name,
+            item.user.generation,
+            item.user.applied_generation,
+            item.user.sync(),
+            outcome,
+            first_error,
+        )
+        .await?;
+    }
+    Ok(items.len())
 }
 
 async fn reconcile_database(
