@@ -157,24 +157,18 @@ async fn reconcile_role(
             if !role.claimed {
                 shared.store.claim(ObjectKind::User, cluster.cluster_id, &role.name).await?;
             }
-            match apply::create_role(client, &role.name, *attrs, &role.verifier, suppress).await {
+            let grant = grant_admin_to.as_deref();
+            match apply::create_role(client, &role.name, *attrs, &role.verifier, grant, suppress).await {
                 Err(e) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
                     Err(StepError::Conflict(appeared("role", &role.name)))
                 }
-                Err(e) => Err(e.into()),
-                Ok(()) => match grant_admin_to {
-                    Some(g) => apply::grant_admin_option(client, &role.name, g).await.map_err(Into::into),
-                    None => Ok(()),
-                },
+                other => other.map_err(Into::into),
             }
         }
         Step::AlterRole { attrs, set_password, grant_admin_to } => {
             let verifier = set_password.then_some(role.verifier.as_str());
-            let mut r = apply::alter_role(client, &role.name, *attrs, verifier, suppress).await;
-            if let (Ok(()), Some(g)) = (&r, grant_admin_to) {
-                r = apply::grant_admin_option(client, &role.name, g).await;
-            }
-            r.map_err(Into::into)
+            let grant = grant_admin_to.as_deref();
+            apply::alter_role(client, &role.name, *attrs, verifier, grant, suppress).await.map_err(Into::into)
         }
         Step::DropRole { reassign_to } => {
             let mut results =
