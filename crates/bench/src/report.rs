@@ -547,7 +547,7 @@ fn render_scale(w: &mut String, r: &Results<'_>) {
          application `pgplane` between the markers are counted (simple-protocol statements and \
          extended-protocol executes; parse/describe round trips are not logged, so round trips \
          are somewhat more). Metadata statements exclude the reconcile loop's `due_clusters` poll, \
-         shown apart.\n"
+         shown apart. \"Extra passes\" counts clusters checked twice in one round (none expected).\n"
     );
     if !sc.populate.is_empty() {
         let _ = writeln!(w, "| adding users (API, c={}) | users | s | users/s |", c.user_concurrency);
@@ -567,14 +567,14 @@ fn render_scale(w: &mut String, r: &Results<'_>) {
     }
     let _ = writeln!(
         w,
-        "| clusters | users per cluster | objects | round (ms) | one pass (ms, median) | per 1000 objects (ms of round) | target statements per pass | metadata statements per pass | loop polls per round |"
+        "| clusters | users per cluster | objects | round (ms) | one pass (ms, median) | per 1000 objects (ms of round) | target statements per pass | metadata statements per pass | loop polls per round | extra passes per round |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
     for p in &sc.points {
         let round = Summary::of(&p.round_ms);
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
             p.clusters,
             p.users_per_cluster,
             p.objects,
@@ -584,6 +584,7 @@ fn render_scale(w: &mut String, r: &Results<'_>) {
             Summary::of(&p.target_statements_per_pass).show(1),
             Summary::of(&p.metadata_statements_per_pass).show(1),
             Summary::of(&p.loop_polls).show(0),
+            Summary::of(&p.extra_passes).show(0),
         );
     }
     let _ = writeln!(w);

@@ -38,6 +38,8 @@ pub struct ScalePoint {
     pub metadata_statements_per_pass: Vec<f64>,
     /// `due_clusters` polls of the reconcile loop during the round.
     pub loop_polls: Vec<f64>,
+    /// Passes beyond one per cluster in a round (a cluster checked twice).
+    pub extra_passes: Vec<f64>,
 }
 
 /// Adding users to every scale cluster through the API.
@@ -188,12 +190,14 @@ async fn round(
 
     let events: Vec<PassEvent> =
         ctx.pgplane.passes_since(poked_at)?.into_iter().filter(|e| ids.contains(&e.cluster_id)).collect();
+    let checked: std::collections::HashSet<&str> = events.iter().map(|e| e.cluster_id.as_str()).collect();
     ensure!(
-        events.len() == ids.len(),
-        "round {tag}: {} pass events for {} clusters",
-        events.len(),
+        checked.len() == ids.len(),
+        "round {tag}: passes over {} of {} clusters",
+        checked.len(),
         ids.len()
     );
+    point.extra_passes.push((events.len() - ids.len()) as f64);
     ensure!(
         events.iter().all(|e| e.changes == 0),
         "round {tag}: a drift pass changed something on a converged target"
@@ -215,7 +219,7 @@ async fn round(
     }
     let meta_count =
         count_statements(&ctx.meta.log(), &begin, &end, "pgplane", "select cluster_id from clusters")?;
-    let n = ids.len() as f64;
+    let n = events.len() as f64;
     point.target_statements_per_pass.push(target_statements as f64 / n);
     point.metadata_statements_per_pass.push((meta_count.total - meta_count.matching) as f64 / n);
     point.loop_polls.push(meta_count.matching as f64);
