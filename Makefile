@@ -1,6 +1,6 @@
 # pgplane developer commands. `make run` and `make test` work on a fresh machine (see README).
 
-.PHONY: run test test-prepare images fmt lint clean-test-containers
+.PHONY: run test test-prepare bench bench-prepare images fmt lint clean-test-containers
 
 ## run: pgplane with a local metadata PostgreSQL and one target, API on 127.0.0.1:8080
 run:
@@ -16,6 +16,18 @@ test: test-prepare .venv/installed
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt
 	touch $@
+
+## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md
+## (about 15 minutes on 2 cores; see crates/bench)
+bench: test-prepare bench-prepare
+	cargo build --release --locked -p pgplane -p pgplane-bench
+	cargo run --release --locked -q -p pgplane-bench -- --out BENCHMARKS.md
+
+## bench-prepare: psql and pgbench (the floors' clients) installed
+bench-prepare:
+	@command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "install psql and pgbench (Debian: postgresql-client, postgresql)" >&2; exit 1; }; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client postgresql >/dev/null; }
 
 ## test-prepare: Docker engine running and the PostgreSQL test images built
 test-prepare:

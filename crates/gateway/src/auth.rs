@@ -53,6 +53,11 @@ impl Caller {
 pub(crate) struct Authenticator {
     store: Store,
     verified: Cache<[u8; 32], Caller>,
+    /// Bounds the argon2 verifications in flight to the number of cores: each takes a core
+    /// and 19 MiB for tens of ms, and when a cached token expires (or a revocation empties the
+    /// cache) every request in flight with it would otherwise verify it at once (64 requests:
+    /// over 1 GiB). A request that waited here finds the token cached by the one before it.
+    verifying: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -61,6 +66,9 @@ impl Authenticator {
         let auth = Arc::new(Self {
             store: store.clone(),
             verified: Cache::builder().max_capacity(10_000).time_to_live(CACHE_TTL).build(),
+            verifying: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         });
         let weak = Arc::downgrade(&auth);
         tokio::spawn(async move {
@@ -89,12 +97,12 @@ impl Authenticator {
     /// The caller a token stands for, or 401.
     async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(caller) = self.verified.get(&key) {
-            if caller.expires_at.is_none_or(|at| at > Utc::now()) {
-                return Ok(caller);
-            }
-            self.verified.invalidate(&key);
-            return Err(ApiError::unauthorized());
+        if let Some(cached) = self.cached(&key) {
+            return cached;
+        }
+        let _permit = self.verifying.acquire().await.map_err(|_| ApiError::internal())?;
+        if let Some(cached) = self.cached(&key) {
+            return cached;
         }
         let token_id = tokens::token_id(token).ok_or_else(ApiError::unauthorized)?;
         let row = self.store.find_active_token(token_id).await?.ok_or_else(ApiError::unauthorized)?;
@@ -120,6 +128,16 @@ impl Authenticator {
         };
         self.verified.insert(key, caller.clone());
         Ok(caller)
+    }
+
+    /// The cached verification of a token, if there is one (401 once the token expired).
+    fn cached(&self, key: &[u8; 32]) -> Option<Result<Caller, ApiError>> {
+        let caller = self.verified.get(key)?;
+        if caller.expires_at.is_none_or(|at| at > Utc::now()) {
+            return Some(Ok(caller));
+        }
+        self.verified.invalidate(key);
+        Some(Err(ApiError::unauthorized()))
     }
 }
 

@@ -27,6 +27,17 @@ pub(crate) fn backoff(attempts: i32) -> Duration {
     capped.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
+/// What one pass did, for the "reconcile pass finished" log event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassSummary {
+    pub users: usize,
+    pub databases: usize,
+    /// Steps that issued DDL on the target.
+    pub changes: usize,
+    /// Whether the target was reached and observed.
+    pub reached: bool,
+}
+
 /// A role of the pass with the desired state and bookkeeping needed to record its outcome.
 struct RoleItem {
     desired: DesiredRole,
@@ -35,33 +46,36 @@ struct RoleItem {
 
 /// Runs one pass over `cluster_id`. Errors are recorded in the store, not returned: the
 /// returned error is only for failures of the metadata store itself.
-pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<PassSummary, pgplane_core::Error> {
     let Some(cluster) = shared.store.cluster_by_id(cluster_id).await? else {
-        return Ok(());
+        return Ok(PassSummary::default());
     };
     let users = shared.store.list_users(cluster_id).await?;
     let databases = shared.store.list_databases(cluster_id).await?;
+    let mut summary =
+        PassSummary { users: users.len(), databases: databases.len(), ..PassSummary::default() };
 
     let prepared = prepare(shared, &cluster, users);
     let (spec, roles) = match prepared {
         Ok(p) => p,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await.map(|()| summary),
     };
     let pool = match shared.pools.get(cluster_id, &spec, shared.config.session_limits) {
         Ok(p) => p,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await.map(|()| summary),
     };
     let mut client = match pool.get().await {
         Ok(c) => c,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await.map(|()| summary),
     };
     let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
     let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
     let observed = match observe(&client, &role_names, &db_names, &cluster.primary_user).await {
         Ok(o) => o,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await,
+        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await.map(|()| summary),
     };
 
+    summary.reached = true;
     let mut first_error: Option<String> = None;
     // Order: roles to create or fix (the primary user first: databases are owned by it),
     // databases to create or fix, databases to drop, then roles to drop (their objects are
@@ -74,17 +88,29 @@ pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pg
     present_roles.sort_by_key(|r| !r.desired.primary);
 
     for item in &present_roles {
-        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
+        summary.changes += usize::from(
+            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
+        );
     }
     for db in present_dbs.iter().chain(absent_dbs.iter()) {
-        reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?;
+        summary.changes += usize::from(
+            reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?,
+        );
     }
-    for item in &absent_roles {
-        reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?;
+    // Roles to drop go together: one session per database of the target for all of them.
+    let (drops, others): (Vec<&RoleItem>, Vec<&RoleItem>) = absent_roles.iter().partition(|item| {
+        matches!(plan_role(&item.desired, &observed, &cluster.primary_user), Step::DropRole { .. })
+    });
+    for item in others {
+        summary.changes += usize::from(
+            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
+        );
     }
+    summary.changes += drop_roles(shared, &cluster, &spec, &client, &drops, &mut first_error).await?;
 
     let version = Some((observed.version_num, observed.version.as_str()));
-    finish(shared, &cluster, version, first_error.as_deref()).await
+    finish(shared, &cluster, version, first_error.as_deref()).await?;
+    Ok(summary)
 }
 
 /// Unseals what the pass needs: the admin connection and each role's verifier.
@@ -125,7 +151,7 @@ async fn reconcile_role(
     observed: &Observed,
     item: &RoleItem,
     first_error: &mut Option<String>,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     let role = &item.desired;
     let step = plan_role(role, observed, &cluster.primary_user);
     let suppress = observed.admin_is_superuser;
@@ -134,29 +160,24 @@ async fn reconcile_role(
             if !role.claimed {
                 shared.store.claim(ObjectKind::User, cluster.cluster_id, &role.name).await?;
             }
-            match apply::create_role(client, &role.name, *attrs, &role.verifier, suppress).await {
+            let grant = grant_admin_to.as_deref();
+            match apply::create_role(client, &role.name, *attrs, &role.verifier, grant, suppress).await {
                 Err(e) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
                     Err(StepError::Conflict(appeared("role", &role.name)))
                 }
-                Err(e) => Err(e.into()),
-                Ok(()) => match grant_admin_to {
-                    Some(g) => apply::grant_admin_option(client, &role.name, g).await.map_err(Into::into),
-                    None => Ok(()),
-                },
+                other => other.map_err(Into::into),
             }
         }
         Step::AlterRole { attrs, set_password, grant_admin_to } => {
             let verifier = set_password.then_some(role.verifier.as_str());
-            let mut r = apply::alter_role(client, &role.name, *attrs, verifier, suppress).await;
-            if let (Ok(()), Some(g)) = (&r, grant_admin_to) {
-                r = apply::grant_admin_option(client, &role.name, g).await;
-            }
-            r.map_err(Into::into)
+            let grant = grant_admin_to.as_deref();
+            apply::alter_role(client, &role.name, *attrs, verifier, grant, suppress).await.map_err(Into::into)
         }
         Step::DropRole { reassign_to } => {
-            apply::drop_role(client, spec, shared.config.session_limits, &role.name, reassign_to)
-                .await
-                .map_err(Into::into)
+            let mut results =
+                apply::drop_roles(client, spec, shared.config.session_limits, &[&role.name], reassign_to)
+                    .await;
+            results.pop().unwrap_or(Ok(())).map_err(Into::into)
         }
         _ => Ok(()),
     };
@@ -181,7 +202,45 @@ async fn reconcile_role(
         outcome,
         first_error,
     )
-    .await
+    .await?;
+    Ok(step.changes_target())
+}
+
+/// Drops the roles whose step is DropRole, together, and records each outcome. Returns how
+/// many steps were taken.
+async fn drop_roles(
+    shared: &Shared,
+    cluster: &Cluster,
+    spec: &TargetSpec,
+    client: &Client,
+    items: &[&RoleItem],
+    first_error: &mut Option<String>,
+) -> Result<usize, pgplane_core::Error> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = items.iter().map(|i| i.desired.name.as_str()).collect();
+    let results =
+        apply::drop_roles(client, spec, shared.config.session_limits, &names, &cluster.primary_user).await;
+    let step = Step::DropRole { reassign_to: cluster.primary_user.clone() };
+    for (item, result) in items.iter().zip(results) {
+        let outcome = outcome_of(&step, result.map_err(Into::into));
+        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(cluster.id = %cluster.cluster_id, role = %item.desired.name, step = step_name(&step), ok = matches!(outcome, Outcome::Dropped), "role step");
+        record(
+            shared,
+            ObjectKind::User,
+            cluster,
+            &item.desired.name,
+            item.user.generation,
+            item.user.applied_generation,
+            item.user.sync(),
+            outcome,
+            first_error,
+        )
+        .await?;
+    }
+    Ok(items.len())
 }
 
 async fn reconcile_database(
@@ -191,7 +250,7 @@ async fn reconcile_database(
     observed: &Observed,
     db: &Database,
     first_error: &mut Option<String>,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
     let step = plan_database(&desired, observed, &cluster.primary_user);
     let result = match &step {
@@ -233,7 +292,8 @@ async fn reconcile_database(
         outcome,
         first_error,
     )
-    .await
+    .await?;
+    Ok(step.changes_target())
 }
 
 /// Why applying a step did not succeed.

@@ -1,0 +1,125 @@
+//! What every scenario shares: the configuration, the pgplane process, the metadata server,
+//! the main target and its registered cluster, and small helpers over them (pre-computed
+//! SCRAM verifiers, role counts, session counters, pass events of a phase).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::containers::Server;
+use crate::pgplane::{PassStats, Pgplane};
+
+/// The bench's parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runs: usize,
+    pub users: usize,
+    pub user_concurrency: usize,
+    pub databases: usize,
+    pub db_concurrency: usize,
+    pub read_seconds: u64,
+    pub read_concurrency: Vec<usize>,
+    pub scale_targets: usize,
+    pub scale_clusters: Vec<usize>,
+    pub scale_users: Vec<usize>,
+    pub scale_repeats: usize,
+    pub pg_major: u32,
+}
+
+pub struct Ctx {
+    pub config: Config,
+    pub pgplane: Pgplane,
+    pub meta: Server,
+    pub target: Server,
+    pub cluster_id: String,
+    pub target_version_num: i32,
+    pub primary_user: String,
+    pub work_dir: PathBuf,
+}
+
+impl Ctx {
+    /// A path of the API under this cluster.
+    pub fn cluster_path(&self, rest: &str) -> String {
+        format!("/v2/databases/{}{rest}", self.cluster_id)
+    }
+
+    /// How many of `names` exist as roles on the main target.
+    pub async fn roles_present(&self, names: &[String]) -> Result<i64> {
+        let client = self.target.session("postgres").await?;
+        let row = client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = ANY($1)", &[&names])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// How many of `names` exist as databases on the main target.
+    pub async fn databases_present(&self, names: &[String]) -> Result<i64> {
+        let client = self.target.session("postgres").await?;
+        let row = client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_database WHERE datname = ANY($1)", &[&names])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The databases of the main target that accept connections.
+    pub async fn connectable_databases(&self) -> Result<Vec<String>> {
+        let client = self.target.session("postgres").await?;
+        Ok(client
+            .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// Sessions ever opened on the main target (pg_stat_database.sessions, PostgreSQL 14+).
+    pub async fn target_sessions(&self) -> Result<i64> {
+        // Stats of ended sessions are flushed when they end; give the last ones a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let client = self.target.session("postgres").await?;
+        let row = client
+            .query_one("SELECT coalesce(sum(sessions), 0)::int8 FROM pg_catalog.pg_stat_database", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The main cluster's passes since `since`.
+    pub fn passes(&self, since: DateTime<Utc>) -> Result<PassStats> {
+        let events = self.pgplane.passes_since(since)?;
+        Ok(PassStats::of(&events, &self.cluster_id))
+    }
+}
+
+/// `n` SCRAM-SHA-256 verifiers of fresh random passwords, computed with pgplane-core on all
+/// cores before the clock starts. Also returns the cost of one verifier on one core.
+pub async fn verifiers(n: usize) -> Result<(Vec<String>, Duration)> {
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let chunk = n.div_ceil(cores).max(1);
+    let tasks: Vec<_> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let v: Vec<String> = (0..len)
+                    .map(|_| {
+                        let password = pgplane_core::passwords::generate_password();
+                        pgplane_core::passwords::scram_verifier(&password)
+                    })
+                    .collect();
+                (v, t.elapsed() / len.max(1) as u32)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    let mut per = Vec::new();
+    for t in tasks {
+        let (v, each) = t.await.context("computing verifiers")?;
+        all.extend(v);
+        per.push(each);
+    }
+    per.sort();
+    Ok((all, per.get(per.len() / 2).copied().unwrap_or_default()))
+}

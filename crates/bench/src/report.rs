@@ -1,0 +1,591 @@
+//! BENCHMARKS.md: the machine, the versions, the commands, every measurement as median (min–max)
+//! over the runs with its ratio to the floor, the goals with a verdict computed from the
+//! numbers, and the findings (crates/bench/FINDINGS.md, written by people from these
+//! numbers, included verbatim).
+
+use std::fmt::Write as _;
+
+use crate::ctx::Config;
+use crate::floor;
+use crate::pgplane::mib;
+use crate::scenarios::databases::DatabasesRun;
+use crate::scenarios::reads::{Endpoint, ReadsRun};
+use crate::scenarios::scale::ScaleResult;
+use crate::scenarios::users::{ApiPhase, UsersRun};
+use crate::stats::{paired_ratios, Summary};
+
+/// Where and with what the bench ran.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub date: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub target_version: String,
+    pub metadata_version: String,
+    pub psql: String,
+    pub pgbench: String,
+    pub commit: String,
+    pub pgplane_command: String,
+    pub total_secs: f64,
+}
+
+/// pgplane's memory at the moments the bench looked, KiB.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryReport {
+    pub idle_start_kib: u64,
+    pub idle_loaded_kib: u64,
+    pub reads_peak_kib: Vec<u64>,
+    pub scale_peak_kib: u64,
+    pub overall_peak_kib: u64,
+    pub end_kib: u64,
+    pub peak_reset_works: bool,
+}
+
+pub struct Results<'a> {
+    pub config: &'a Config,
+    pub env: &'a Environment,
+    pub users: &'a [UsersRun],
+    pub reads: &'a [ReadsRun],
+    pub databases: &'a [DatabasesRun],
+    pub scale: &'a ScaleResult,
+    pub memory: &'a MemoryReport,
+    pub findings: Option<String>,
+}
+
+const MB_100_IN_MIB: f64 = 100e6 / 1048576.0;
+
+fn s(values: impl IntoIterator<Item = f64>) -> Summary {
+    Summary::of(&values.into_iter().collect::<Vec<_>>())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+struct UserRows {
+    label: &'static str,
+    api: Vec<ApiPhase>,
+    floor: Vec<f64>,
+}
+
+fn user_rows(users: &[UsersRun]) -> Vec<UserRows> {
+    vec![
+        UserRows {
+            label: "create",
+            api: users.iter().map(|u| u.create).collect(),
+            floor: users.iter().map(|u| u.floor.create).collect(),
+        },
+        UserRows {
+            label: "reset password",
+            api: users.iter().map(|u| u.reset).collect(),
+            floor: users.iter().map(|u| u.floor.reset).collect(),
+        },
+        UserRows {
+            label: "delete",
+            api: users.iter().map(|u| u.delete).collect(),
+            floor: users.iter().map(|u| u.floor.delete).collect(),
+        },
+    ]
+}
+
+fn read_points(reads: &[ReadsRun], endpoint: Endpoint, c: usize) -> Vec<&crate::scenarios::reads::ReadPoint> {
+    reads
+        .iter()
+        .flat_map(|r| r.points.iter())
+        .filter(|p| p.endpoint == endpoint && p.concurrency == c)
+        .collect()
+}
+
+/// Growth exponent between the smallest and the largest configuration: how fast `y` grows
+/// with `x` (1 = proportionally, below 1 = slower).
+fn exponent(x0: f64, y0: f64, x1: f64, y1: f64) -> f64 {
+    if x0 <= 0.0 || y0 <= 0.0 || x1 <= x0 {
+        return f64::NAN;
+    }
+    (y1 / y0).ln() / (x1 / x0).ln()
+}
+
+pub fn render(r: &Results<'_>) -> String {
+    let c = r.config;
+    let env = r.env;
+    let mut o = String::new();
+    let w = &mut o;
+    let n = c.runs;
+    let _ = writeln!(w, "# pgplane benchmarks\n");
+    let _ = writeln!(
+        w,
+        "Written by `make bench` (crates/bench, binary `pgplane-bench`) on {}. Every figure is \
+         the **median (min–max) of {n} runs** unless marked otherwise; ratios are pgplane / \
+         floor computed run by run (for times lower is better, for throughput higher is better). \
+         The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3, scenario 4).\n",
+        env.date,
+        env.total_secs / 60.0
+    );
+
+    let _ = writeln!(w, "## Machine and versions\n");
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| CPU | {} ({} cores, shared with other work) |", env.cpu, env.cores);
+    let _ = writeln!(w, "| memory | {:.1} GiB |", env.memory_gib);
+    let _ = writeln!(w, "| kernel | {} |", env.kernel);
+    let _ =
+        writeln!(w, "| load average (1/5/15 min) | at start {}; at end {} |", env.load_start, env.load_end);
+    let _ = writeln!(
+        w,
+        "| targets | PostgreSQL {} (`pgplane-pg:{}` containers, host network, fsync off) |",
+        env.target_version, c.pg_major
+    );
+    let _ = writeln!(w, "| metadata DB | PostgreSQL {} (own container) |", env.metadata_version);
+    let _ = writeln!(w, "| floor clients | {} ; {} |", env.psql, env.pgbench);
+    let _ = writeln!(w, "| pgplane | release build, commit {} |", env.commit);
+    let _ = writeln!(w, "| pgplane process | `{}` |", env.pgplane_command);
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "pgplane runs as its own process (`pgplane serve`, release build, default pool sizes and \
+         timeouts); the bench drives it over HTTP/1.1 keep-alive connections from the same \
+         machine, so the load generator, pgplane, pgbench/psql and every PostgreSQL server share \
+         the {} cores. The resync interval is set to 3600 s so that no periodic pass runs unless \
+         scenario 4 asks for one.\n",
+        env.cores
+    );
+
+    // Goals.
+    let rows = user_rows(r.users);
+    let user_ratios: Vec<(String, Summary)> = rows
+        .iter()
+        .map(|row| {
+            let api: Vec<f64> = row.api.iter().map(|p| p.secs).collect();
+            (row.label.to_string(), paired_ratios(&api, &row.floor))
+        })
+        .collect();
+    let users_ok = user_ratios.iter().all(|(_, s)| s.median <= 1.3);
+    let mut read_ratios = Vec::new();
+    for endpoint in Endpoint::ALL {
+        for &cc in &c.read_concurrency {
+            let pts = read_points(r.reads, endpoint, cc);
+            let ratio = s(pts.iter().map(|p| p.pgplane.per_second / p.floor.per_second));
+            read_ratios.push((endpoint, cc, ratio));
+        }
+    }
+    let reads_ok = read_ratios.iter().all(|(_, _, s)| s.median >= 0.5);
+    let peak_mib = mib(r.memory.overall_peak_kib);
+    let memory_ok = peak_mib < MB_100_IN_MIB;
+    let growth = scale_growth(r.scale);
+
+    let _ = writeln!(w, "## Goals\n");
+    let _ = writeln!(w, "| goal | result | verdict |\n|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| users end to end within 1.3× the floor | {} | {} |",
+        user_ratios.iter().map(|(l, s)| format!("{l} {}×", s.show(2))).collect::<Vec<_>>().join("; "),
+        verdict(users_ok)
+    );
+    let _ = writeln!(
+        w,
+        "| reads at least 0.5× pgbench's throughput | {} | {} |",
+        read_ratios
+            .iter()
+            .map(|(e, cc, s)| format!("{} c={cc}: {}×", short(*e), s.show(2)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        verdict(reads_ok)
+    );
+    match &growth {
+        Some(g) => {
+            let _ = writeln!(
+                w,
+                "| a drift pass grows no faster than the number of objects | {} | {} |",
+                g.summary,
+                verdict(g.ok)
+            );
+        }
+        None => {
+            let _ =
+                writeln!(w, "| a drift pass grows no faster than the number of objects | not measured | – |");
+        }
+    }
+    let _ = writeln!(
+        w,
+        "| under 100 MB resident | peak {:.1} MiB (VmHWM), idle {:.1} MiB | {} |",
+        peak_mib,
+        mib(r.memory.idle_start_kib),
+        verdict(memory_ok)
+    );
+    let _ = writeln!(w);
+
+    // 1. Users.
+    let _ = writeln!(w, "## 1. Users\n");
+    let _ = writeln!(
+        w,
+        "{} users on one cluster: created through the API with {} requests in flight, then \
+         every password reset, then every user deleted; each request is answered once the \
+         change is applied on the target (the answer must be 201/200 with `status: ready`, or \
+         204; the bench checks `pg_roles` after each phase). The floor is psql running the same \
+         statements pgplane sends, from a generated file, in one session with autocommit:\n",
+        c.users, c.user_concurrency
+    );
+    let _ = writeln!(
+        w,
+        "- create: `CREATE ROLE \"…\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+         NOBYPASSRLS INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`{} (verifiers computed beforehand with \
+         `pgplane_core::passwords::scram_verifier`, not timed);",
+        if c.pg_major >= 16 {
+            " plus (PostgreSQL 16 and later, as pgplane does there) `GRANT \"…\" TO \"doadmin\" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE`"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH LOGIN … INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`;");
+    let _ = writeln!(
+        w,
+        "- delete: what pgplane's deletion sends (`ALTER ROLE … NOLOGIN`, `pg_terminate_backend` \
+         of its sessions, `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in every database \
+         that accepts connections, `DROP ROLE IF EXISTS …`), grouped by database so that psql \
+         connects to each database once (`\\c`). Bare `DROP ROLE` is shown for reference.\n"
+    );
+    let _ = writeln!(w, "Command: `{}`\n", floor::psql_command("<generated>.sql"));
+    let _ = writeln!(
+        w,
+        "| operation | pgplane (s) | floor (s) | ratio | pgplane users/s | request p50 / p99 (ms) | reconcile passes | changes per pass | reconciler busy | target sessions opened |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
+    for (row, (_, ratio)) in rows.iter().zip(&user_ratios) {
+        let api_s = s(row.api.iter().map(|p| p.secs));
+        let floor_s = Summary::of(&row.floor);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | **{}×** | {} | {} / {} | {} | {} | {} | {} |",
+            row.label,
+            api_s.show(2),
+            floor_s.show(2),
+            ratio.show(2),
+            s(row.api.iter().map(|p| c.users as f64 / p.secs)).show(0),
+            s(row.api.iter().map(|p| p.p50_ms)).show(0),
+            s(row.api.iter().map(|p| p.p99_ms)).show(0),
+            s(row.api.iter().map(|p| p.passes.passes as f64)).show(0),
+            s(row.api.iter().map(|p| p.passes.changes as f64 / (p.passes.passes.max(1)) as f64)).show(1),
+            s(row.api.iter().map(|p| 100.0 * p.passes.busy_ms / 1e3 / p.secs)).show(0) + " %",
+            s(row.api.iter().map(|p| p.sessions as f64)).show(0),
+        );
+    }
+    let bare = s(r.users.iter().map(|u| u.floor.bare_drop));
+    let _ = writeln!(w, "| (bare `DROP ROLE`, reference) | | {} | | | | | | | |", bare.show(2));
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "One SCRAM-SHA-256 verifier (4096 PBKDF2 rounds, pgplane-core, release build) costs \
+         {} ms on one core of this machine; pgplane computes one per create and per reset, \
+         and PostgreSQL spends about as much again checking it during CREATE/ALTER ROLE. \
+         \"Reconciler busy\" is the sum of the cluster's pass durations over the phase's wall \
+         time: passes over one cluster never overlap, so near 100 % the single pass loop is \
+         the limit. Sessions are `pg_stat_database.sessions` on the target.\n",
+        s(r.users.iter().map(|u| u.verifier_ms)).show(2)
+    );
+
+    // 2. Databases.
+    let _ = writeln!(w, "## 2. Databases\n");
+    let _ = writeln!(
+        w,
+        "{} databases created through the API ({} requests in flight, each answered once \
+         applied), then dropped; against psql running the same `CREATE DATABASE \"…\" OWNER \
+         \"doadmin\"` and `DROP DATABASE IF EXISTS \"…\" WITH (FORCE)` statements (DROP DATABASE \
+         forces a checkpoint).\n",
+        c.databases, c.db_concurrency
+    );
+    let _ = writeln!(
+        w,
+        "| operation | pgplane (s) | floor (s) | ratio | request p50 / p99 (ms) | reconcile passes |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for (label, api, fl) in [
+        (
+            "create",
+            r.databases.iter().map(|d| d.create).collect::<Vec<_>>(),
+            r.databases.iter().map(|d| d.floor_create).collect::<Vec<_>>(),
+        ),
+        (
+            "drop",
+            r.databases.iter().map(|d| d.drop).collect(),
+            r.databases.iter().map(|d| d.floor_drop).collect(),
+        ),
+    ] {
+        let api_secs: Vec<f64> = api.iter().map(|p| p.secs).collect();
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | **{}×** | {} / {} | {} |",
+            Summary::of(&api_secs).show(2),
+            Summary::of(&fl).show(2),
+            paired_ratios(&api_secs, &fl).show(2),
+            s(api.iter().map(|p| p.p50_ms)).show(0),
+            s(api.iter().map(|p| p.p99_ms)).show(0),
+            s(api.iter().map(|p| p.passes.passes as f64)).show(0),
+        );
+    }
+    let _ = writeln!(w);
+
+    // 3. Reads.
+    let _ = writeln!(w, "## 3. Reads\n");
+    let body = r.reads.first().map_or(0, |x| x.users_body_bytes);
+    let _ = writeln!(
+        w,
+        "The cluster holds {} users (plus its primary user) while these run; each answer lists \
+         all of them with their passwords (`GET .../users` is {:.0} KiB of JSON). Bearer-token \
+         authentication is on (argon2id, successful checks cached 30 s). Each point runs {} s \
+         after a 0.5 s warm-up. The floor is pgbench on the metadata DB running the SELECTs the \
+         request makes (`-M prepared`, one transaction = one request):\n",
+        c.users,
+        body as f64 / 1024.0,
+        c.read_seconds
+    );
+    let _ = writeln!(
+        w,
+        "- users: `SELECT * FROM clusters WHERE cluster_id = … AND team_id = …; SELECT * FROM \
+         cluster_users WHERE cluster_id = … ORDER BY name;`"
+    );
+    let _ = writeln!(
+        w,
+        "- cluster: the same plus `SELECT * FROM cluster_databases WHERE cluster_id = … ORDER BY name;`\n"
+    );
+    let _ = writeln!(
+        w,
+        "Command: `{}` (and `-c 1 -j 1`)\n",
+        floor::pgbench_command("<script>.sql", 64, c.read_seconds)
+    );
+    let _ = writeln!(
+        w,
+        "| request | concurrency | pgplane req/s | pgbench tx/s | throughput ratio | pgplane p50 / p99 (ms) | pgbench p50 / p99 (ms) |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+    for endpoint in Endpoint::ALL {
+        for &cc in &c.read_concurrency {
+            let pts = read_points(r.reads, endpoint, cc);
+            let _ = writeln!(
+                w,
+                "| `{}` | {cc} | {} | {} | **{}×** | {} / {} | {} / {} |",
+                endpoint.label(),
+                s(pts.iter().map(|p| p.pgplane.per_second)).show(0),
+                s(pts.iter().map(|p| p.floor.per_second)).show(0),
+                s(pts.iter().map(|p| p.pgplane.per_second / p.floor.per_second)).show(2),
+                s(pts.iter().map(|p| p.pgplane.p50_ms)).show(1),
+                s(pts.iter().map(|p| p.pgplane.p99_ms)).show(1),
+                s(pts.iter().map(|p| p.floor.p50_ms)).show(1),
+                s(pts.iter().map(|p| p.floor.p99_ms)).show(1),
+            );
+        }
+    }
+    let _ = writeln!(w);
+
+    // 4. Scale.
+    render_scale(w, r);
+
+    // 5. Memory.
+    let m = &r.memory;
+    let _ = writeln!(w, "## 5. Memory\n");
+    let _ = writeln!(
+        w,
+        "Resident memory of the `pgplane serve` process from `/proc/<pid>/status` (VmRSS now, \
+         VmHWM peak; the peak is reset through `/proc/<pid>/clear_refs` before a phase{}).\n",
+        if m.peak_reset_works {
+            ""
+        } else {
+            " — **the reset was refused here, so every peak is the peak since start**"
+        }
+    );
+    let _ = writeln!(w, "| moment | MiB |\n|---|---|");
+    let _ = writeln!(w, "| idle after start (one cluster registered) | {:.1} |", mib(m.idle_start_kib));
+    let _ = writeln!(
+        w,
+        "| idle with {} users, after the first run's reads | {:.1} |",
+        c.users,
+        mib(m.idle_loaded_kib)
+    );
+    let _ = writeln!(
+        w,
+        "| peak during the reads (c up to {}) | {} |",
+        c.read_concurrency.iter().max().copied().unwrap_or(0),
+        s(m.reads_peak_kib.iter().map(|k| mib(*k))).show(1)
+    );
+    let _ = writeln!(
+        w,
+        "| peak during scenario 4 ({} clusters, users added, drift rounds) | {:.1} |",
+        r.scale.targets,
+        mib(m.scale_peak_kib)
+    );
+    let _ = writeln!(w, "| peak over the whole bench | {:.1} |", mib(m.overall_peak_kib));
+    let _ = writeln!(w, "| at the end | {:.1} |", mib(m.end_kib));
+    let _ = writeln!(w);
+
+    // 6. Findings.
+    let _ = writeln!(w, "## 6. Bottlenecks and findings\n");
+    match &r.findings {
+        Some(text) => {
+            let _ = writeln!(w, "{}", text.trim());
+        }
+        None => {
+            let _ = writeln!(w, "(crates/bench/FINDINGS.md is missing.)");
+        }
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(w, "## Reproducing\n");
+    let _ = writeln!(
+        w,
+        "`make bench` (root, Docker engine, images built by `deploy/dev/prepare-tests.sh`). \
+         Parameters of this run: `--runs {} --users {} --user-concurrency {} --databases {} \
+         --db-concurrency {} --read-seconds {} --read-concurrency {} --scale-targets {} \
+         --scale-clusters {} --scale-users {} --scale-repeats {} --pg {}`; \
+         `target/release/pgplane-bench --help` explains each.",
+        c.runs,
+        c.users,
+        c.user_concurrency,
+        c.databases,
+        c.db_concurrency,
+        c.read_seconds,
+        join(&c.read_concurrency),
+        c.scale_targets,
+        join(&c.scale_clusters),
+        join(&c.scale_users),
+        c.scale_repeats,
+        c.pg_major
+    );
+    o
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn short(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::Users => "users",
+        Endpoint::Cluster => "cluster",
+    }
+}
+
+struct Growth {
+    ok: bool,
+    summary: String,
+}
+
+/// Compares the smallest and the largest measured configuration.
+fn scale_growth(scale: &ScaleResult) -> Option<Growth> {
+    let med = |v: &[f64]| Summary::of(v).median;
+    let smallest = scale.points.iter().min_by_key(|p| p.objects)?;
+    let largest = scale.points.iter().max_by_key(|p| p.objects)?;
+    if largest.objects == smallest.objects {
+        return None;
+    }
+    let (x0, x1) = (smallest.objects as f64, largest.objects as f64);
+    let round_exp = exponent(x0, med(&smallest.round_ms), x1, med(&largest.round_ms));
+    // Per pass: the same number of clusters, more users each.
+    let per_pass = scale
+        .points
+        .iter()
+        .filter(|p| p.clusters == largest.clusters && p.users_per_cluster != largest.users_per_cluster)
+        .min_by_key(|p| p.users_per_cluster)
+        .map(|p| {
+            (
+                exponent(
+                    (p.users_per_cluster + 2) as f64,
+                    med(&p.pass_ms),
+                    (largest.users_per_cluster + 2) as f64,
+                    med(&largest.pass_ms),
+                ),
+                med(&p.target_statements_per_pass),
+                med(&largest.target_statements_per_pass),
+            )
+        });
+    let statements_flat = per_pass.is_none_or(|(_, a, b)| b <= a);
+    let ok = round_exp <= 1.05 && per_pass.is_none_or(|(e, _, _)| e <= 1.05) && statements_flat;
+    let mut summary = format!(
+        "{}→{} objects ({}×): round time ×{:.2} (growth exponent {:.2})",
+        smallest.objects,
+        largest.objects,
+        largest.objects / smallest.objects.max(1),
+        med(&largest.round_ms) / med(&smallest.round_ms),
+        round_exp
+    );
+    if let Some((e, a, b)) = per_pass {
+        let _ = write!(
+            summary,
+            "; one pass, users per cluster up: exponent {e:.2}, target statements per pass {a:.0}→{b:.0}"
+        );
+    }
+    Some(Growth { ok, summary })
+}
+
+fn render_scale(w: &mut String, r: &Results<'_>) {
+    let sc = r.scale;
+    let c = r.config;
+    let _ = writeln!(w, "## 4. Scale: the periodic drift pass\n");
+    let _ = writeln!(
+        w,
+        "{} targets (one PostgreSQL container and one registered cluster each). Users are added \
+         to every cluster through the API; after each step the cost of one drift round — every \
+         selected cluster checked once, nothing to repair — is measured over the first N \
+         clusters, {} times each.\n",
+        sc.targets, c.scale_repeats
+    );
+    let _ = writeln!(
+        w,
+        "How it is measured: pgplane's resync interval is longer than the bench, so no drift pass \
+         runs by itself; a round is started as the resync timer would start it, by moving the \
+         selected clusters' `last_reconciled_at` one day back in the metadata DB; the reconciler's \
+         one-second tick finds them due and checks them (at most 8 at once, the default \
+         `--max-concurrent-passes`). Times come from pgplane's own debug event \"reconcile pass \
+         finished\" (`elapsed_ms`, from taking the cluster's advisory lock to releasing it): the \
+         round is first pass start to last pass end. Statements are counted in the servers' logs: \
+         `log_statement = all` is switched on (ALTER SYSTEM + reload) for the measurement only, \
+         the bench writes a marker statement before and after each round, and the lines logged by \
+         application `pgplane` between the markers are counted (simple-protocol statements and \
+         extended-protocol executes; parse/describe round trips are not logged, so round trips \
+         are somewhat more). Metadata statements exclude the reconcile loop's `due_clusters` poll, \
+         shown apart. \"Extra passes\" counts clusters checked twice in one round (none expected).\n"
+    );
+    if !sc.populate.is_empty() {
+        let _ = writeln!(w, "| adding users (API, c={}) | users | s | users/s |", c.user_concurrency);
+        let _ = writeln!(w, "|---|---|---|---|");
+        for p in &sc.populate {
+            let _ = writeln!(
+                w,
+                "| up to {} per cluster on {} clusters | {} | {:.1} | {:.0} |",
+                p.users_per_cluster,
+                sc.targets,
+                p.added,
+                p.secs,
+                p.added as f64 / p.secs
+            );
+        }
+        let _ = writeln!(w);
+    }
+    let _ = writeln!(
+        w,
+        "| clusters | users per cluster | objects | round (ms) | one pass (ms, median) | per 1000 objects (ms of round) | target statements per pass | metadata statements per pass | loop polls per round | extra passes per round |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
+    for p in &sc.points {
+        let round = Summary::of(&p.round_ms);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            p.clusters,
+            p.users_per_cluster,
+            p.objects,
+            round.show(1),
+            Summary::of(&p.pass_ms).show(1),
+            round.median / p.objects as f64 * 1000.0,
+            Summary::of(&p.target_statements_per_pass).show(1),
+            Summary::of(&p.metadata_statements_per_pass).show(1),
+            Summary::of(&p.loop_polls).show(0),
+            Summary::of(&p.extra_passes).show(0),
+        );
+    }
+    let _ = writeln!(w);
+}
