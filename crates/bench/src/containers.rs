@@ -8,7 +8,6 @@
 //! bench exits, however it exits; they carry the `pgplane.test=bench` label that
 //! `make clean-test-containers` also removes.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -92,24 +91,8 @@ pub async fn start(major: u32, role: &str) -> Result<Server> {
 pub async fn start_all(major: u32, roles: &[String]) -> Result<Vec<Server>> {
     let servers = futures::future::try_join_all(roles.iter().map(|role| start(major, role))).await?;
     let ids: Vec<String> = servers.iter().filter_map(|s| s.pg.container_id.clone()).collect();
-    remove_at_exit(&ids);
+    pgplane_testkit::remove_at_exit(&ids);
     Ok(servers)
-}
-
-/// Starts a process that removes the containers once the bench has exited.
-fn remove_at_exit(ids: &[String]) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; docker rm -fv {ids} >/dev/null 2>&1",
-        pid = std::process::id(),
-        ids = ids.join(" ")
-    );
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
 }
 
 /// Switches statement logging on a server on or off (ALTER SYSTEM and a reload: sessions

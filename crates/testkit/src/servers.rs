@@ -139,9 +139,9 @@ fn start_container_with(
     (container, server)
 }
 
-/// Starts a process that removes the containers once this test process has exited, however
-/// it exits.
-fn remove_at_exit(ids: &[String]) {
+/// Starts a process that removes the containers once this process has exited, however it
+/// exits (the containers are never dropped from their statics).
+pub fn remove_at_exit(ids: &[String]) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; docker rm -fv {ids} >/dev/null 2>&1",
         pid = std::process::id(),
