@@ -3,16 +3,16 @@
 //! status and request id. Only names and ids are recorded, never a body (the registration body
 //! carries the target's admin password).
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pgplane_core::store::NewAuditEvent;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::extract::read_body;
 use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
@@ -66,16 +66,14 @@ pub(crate) async fn record(
     // A create names its object in the body: read the name (and nothing else) from it.
     let response = if object.is_none() && method == Method::POST {
         let (parts, body) = request.into_parts();
-        match to_bytes(body, crate::routes::BODY_LIMIT).await {
+        match read_body(body).await {
             Ok(bytes) => {
                 object = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
                     .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
                 next.run(Request::from_parts(parts, Body::from(bytes))).await
             }
-            Err(_) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.").into_response()
-            }
+            Err(refused) => refused.into_response(),
         }
     } else {
         next.run(request).await

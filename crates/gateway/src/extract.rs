@@ -1,13 +1,41 @@
 //! Request extractors that turn every malformed input into a DigitalOcean-style error: JSON
 //! bodies (400 for unparsable JSON, 422 for well-formed JSON of the wrong shape, whatever the
-//! Content-Type) and cluster ids in paths (anything that is not a UUID is simply not found).
+//! Content-Type; 413 over the size limit) and cluster ids in paths (anything that is not a
+//! UUID is simply not found).
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::routes::BODY_LIMIT;
+
+/// How much of an oversized body is read (and thrown away) before answering 413, so that a
+/// client still writing it gets the answer instead of a broken connection.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Reads a request body of at most the body limit; a larger one is refused with 413.
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("error reading request body"))?;
+        total += chunk.len();
+        if total <= BODY_LIMIT {
+            kept.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > BODY_LIMIT {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large."));
+    }
+    Ok(Bytes::from(kept))
+}
 
 /// A JSON request body.
 pub(crate) struct ApiJson<T>(pub T);
@@ -19,14 +47,8 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(e.status(), "The request body is too large.")
-            } else {
-                ApiError::bad_request("error reading request body")
-            }
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req.into_body()).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
         serde_json::from_slice(bytes).map(ApiJson).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid request: {e}")),
