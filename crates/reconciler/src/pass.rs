@@ -187,22 +187,7 @@ async fn reconcile_role(
             report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
         }
     }
-    if step.changes_target() {
-        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(cluster.id = %cluster.cluster_id, role = %role.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "role step");
-    }
-    record(
-        shared,
-        ObjectKind::User,
-        cluster,
-        &role.name,
-        item.user.generation,
-        item.user.applied_generation,
-        item.user.sync(),
-        outcome,
-        first_error,
-    )
-    .await?;
+    conclude(shared, cluster, &Record::of_user(&item.user), &step, outcome, first_error).await?;
     Ok(step.changes_target())
 }
 
@@ -225,20 +210,7 @@ async fn drop_roles(
     let step = Step::DropRole { reassign_to: cluster.primary_user.clone() };
     for (item, result) in items.iter().zip(results) {
         let outcome = outcome_of(&step, result.map_err(Into::into));
-        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(cluster.id = %cluster.cluster_id, role = %item.desired.name, step = step_name(&step), ok = matches!(outcome, Outcome::Dropped), "role step");
-        record(
-            shared,
-            ObjectKind::User,
-            cluster,
-            &item.desired.name,
-            item.user.generation,
-            item.user.applied_generation,
-            item.user.sync(),
-            outcome,
-            first_error,
-        )
-        .await?;
+        conclude(shared, cluster, &Record::of_user(&item.user), &step, outcome, first_error).await?;
     }
     Ok(items.len())
 }
@@ -277,22 +249,7 @@ async fn reconcile_database(
             report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
         }
     }
-    if step.changes_target() {
-        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(cluster.id = %cluster.cluster_id, database = %db.name, step = step_name(&step), ok = matches!(outcome, Outcome::Applied | Outcome::Dropped), "database step");
-    }
-    record(
-        shared,
-        ObjectKind::Database,
-        cluster,
-        &db.name,
-        db.generation,
-        db.applied_generation,
-        db.sync(),
-        outcome,
-        first_error,
-    )
-    .await?;
+    conclude(shared, cluster, &Record::of_database(db), &step, outcome, first_error).await?;
     Ok(step.changes_target())
 }
 
@@ -401,23 +358,58 @@ fn step_name(step: &Step) -> &'static str {
     }
 }
 
-/// Records an outcome unless it changes nothing (an object already ready and in sync), so
-/// that a pass over a converged cluster writes nothing but its end.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    shared: &Shared,
+/// What an object's outcome is recorded against.
+struct Record<'a> {
     kind: ObjectKind,
-    cluster: &Cluster,
-    name: &str,
+    name: &'a str,
     generation: i64,
     applied_generation: i64,
     sync: SyncStatus,
+}
+
+impl<'a> Record<'a> {
+    fn of_user(user: &'a User) -> Self {
+        Record {
+            kind: ObjectKind::User,
+            name: &user.name,
+            generation: user.generation,
+            applied_generation: user.applied_generation,
+            sync: user.sync(),
+        }
+    }
+
+    fn of_database(db: &'a Database) -> Self {
+        Record {
+            kind: ObjectKind::Database,
+            name: &db.name,
+            generation: db.generation,
+            applied_generation: db.applied_generation,
+            sync: db.sync(),
+        }
+    }
+}
+
+/// Ends one object's step: counts and logs it when it touched the target, remembers the
+/// pass's first failure, and records the outcome unless it changes nothing (an object already
+/// ready and in sync), so that a pass over a converged cluster writes nothing but its end.
+async fn conclude(
+    shared: &Shared,
+    cluster: &Cluster,
+    object: &Record<'_>,
+    step: &Step,
     outcome: Outcome,
     first_error: &mut Option<String>,
 ) -> Result<(), pgplane_core::Error> {
+    let (kind, name) = (object.kind, object.name);
+    if step.changes_target() {
+        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ok = matches!(outcome, Outcome::Applied | Outcome::Dropped);
+        tracing::info!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, step = step_name(step), ok, "step");
+    }
+    let in_sync = object.applied_generation == object.generation;
     let unchanged = match &outcome {
-        Outcome::Applied => sync == SyncStatus::Ready && applied_generation == generation,
-        Outcome::Conflict(_) => sync == SyncStatus::Conflict && applied_generation == generation,
+        Outcome::Applied => object.sync == SyncStatus::Ready && in_sync,
+        Outcome::Conflict(_) => object.sync == SyncStatus::Conflict && in_sync,
         _ => false,
     };
     if let Outcome::Failed(message) = &outcome {
@@ -426,7 +418,7 @@ async fn record(
     if unchanged {
         return Ok(());
     }
-    shared.store.record_outcome(kind, cluster.cluster_id, name, generation, &outcome).await
+    shared.store.record_outcome(kind, cluster.cluster_id, name, object.generation, &outcome).await
 }
 
 /// Ends a pass that could not reach the target: every object not yet in sync carries the
