@@ -203,6 +203,7 @@ async fn a_password_reset_replaces_the_old_password_at_once(major: u32) {
 on_each_version!(a_password_reset_replaces_the_old_password_at_once);
 
 async fn deleting_a_user_that_owns_objects_in_several_databases(major: u32) {
+    // pgplane finds where in pg_shdepend; the databases it owns nothing in are not visited.
     let app = TestApp::spawn(major).await;
     let name = app.unique("owner");
     let password = app.create_user(&name).await;
@@ -219,6 +220,12 @@ async fn deleting_a_user_that_owns_objects_in_several_databases(major: u32) {
         user.batch_execute("CREATE TABLE owned_things (id int); CREATE SEQUENCE owned_seq").await.unwrap();
         sessions.push(user);
     }
+    // A privilege on a shared object (a database) is revoked too, or DROP ROLE would refuse.
+    app.target_admin(&app.default_db)
+        .await
+        .batch_execute(&format!("GRANT CONNECT ON DATABASE \"{other_db}\" TO \"{name}\""))
+        .await
+        .unwrap();
     let (status, body) = app.delete(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(status, 204, "{body}");
     assert!(!app.role_exists(&name).await);

@@ -63,17 +63,6 @@ impl Ctx {
         Ok(row.get(0))
     }
 
-    /// The databases of the main target that accept connections.
-    pub async fn connectable_databases(&self) -> Result<Vec<String>> {
-        let client = self.target.session("postgres").await?;
-        Ok(client
-            .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-    }
-
     /// Sessions ever opened on the main target (pg_stat_database.sessions, PostgreSQL 14+).
     pub async fn target_sessions(&self) -> Result<i64> {
         // Stats of ended sessions are flushed when they end; give the last ones a moment.

@@ -49,33 +49,26 @@ pub fn reset_roles_sql(roles: &[(String, String)]) -> String {
         .collect()
 }
 
-/// The statements a user deletion sends (crates/reconciler apply.rs `drop_role`): stop
-/// logins, end sessions, REASSIGN OWNED / DROP OWNED in every database, DROP ROLE. pgplane
-/// opens a connection to each database for each role; the floor runs the same statements
-/// grouped by database, so psql connects to each database once (`\c`).
-pub fn drop_roles_sql(names: &[String], databases: &[String], admin_db: &str, primary: &str) -> String {
-    let mut sql = format!("\\c {}\n", ident(admin_db));
+/// The statements a user deletion sends (crates/reconciler apply.rs `drop_roles`), per role:
+/// stop logins, end its sessions, ask `pg_shdepend` in which databases it owns something or
+/// holds a privilege, REASSIGN OWNED / DROP OWNED there (nowhere, for the bench's fresh
+/// roles), DROP ROLE. pgplane sends the same statements for all the roles of a pass together.
+pub fn drop_roles_sql(names: &[String]) -> String {
+    let mut sql = String::new();
     for name in names {
+        let role = literal(name);
         sql.push_str(&format!("ALTER ROLE {} NOLOGIN;\n", ident(name)));
         sql.push_str(&format!(
             "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
-             WHERE usename = {} AND pid <> pg_catalog.pg_backend_pid();\n",
-            literal(name)
+             WHERE usename = {role} AND pid <> pg_catalog.pg_backend_pid();\n"
         ));
-    }
-    sql.push_str("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname;\n");
-    for db in databases {
-        sql.push_str(&format!("\\c {}\n", ident(db)));
-        for name in names {
-            sql.push_str(&format!(
-                "REASSIGN OWNED BY {role} TO {to}; DROP OWNED BY {role};\n",
-                role = ident(name),
-                to = ident(primary)
-            ));
-        }
-    }
-    sql.push_str(&format!("\\c {}\n", ident(admin_db)));
-    for name in names {
+        sql.push_str(&format!(
+            "SELECT coalesce(d.datname, 'postgres'), array_agg(DISTINCT r.rolname::text) \
+             FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid \
+             LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+             WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+             AND r.rolname = ANY(ARRAY[{role}]) AND d.datallowconn IS NOT FALSE GROUP BY 1 ORDER BY 1;\n"
+        ));
         sql.push_str(&format!("DROP ROLE IF EXISTS {};\n", ident(name)));
     }
     sql
@@ -218,9 +211,9 @@ mod tests {
         assert!(sql.contains("GRANT \"a\"\"b\" TO \"doadmin\" WITH ADMIN TRUE"));
         assert!(!create_roles_sql(&roles, "doadmin", 150010).contains("GRANT"));
         assert!(reset_roles_sql(&roles).starts_with("ALTER ROLE \"a\"\"b\" WITH LOGIN"));
-        let drop =
-            drop_roles_sql(&["r".into()], &["defaultdb".into(), "postgres".into()], "postgres", "doadmin");
-        assert_eq!(drop.matches("REASSIGN OWNED BY \"r\"").count(), 2);
+        let drop = drop_roles_sql(&["r".into()]);
+        assert!(drop.starts_with("ALTER ROLE \"r\" NOLOGIN;"));
+        assert!(drop.contains("pg_shdepend"));
         assert!(drop.trim_end().ends_with("DROP ROLE IF EXISTS \"r\";"));
     }
 

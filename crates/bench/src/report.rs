@@ -246,10 +246,12 @@ pub fn render(r: &Results<'_>) -> String {
     let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH LOGIN … INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`;");
     let _ = writeln!(
         w,
-        "- delete: what pgplane's deletion sends (`ALTER ROLE … NOLOGIN`, `pg_terminate_backend` \
-         of its sessions, `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in every database \
-         that accepts connections, `DROP ROLE IF EXISTS …`), grouped by database so that psql \
-         connects to each database once (`\\c`). Bare `DROP ROLE` is shown for reference.\n"
+        "- delete: what pgplane's deletion sends, per role (`ALTER ROLE … NOLOGIN`, \
+         `pg_terminate_backend` of its sessions, a `pg_shdepend` query for the databases where it \
+         owns something or holds a privilege, `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` \
+         in each of them — none for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane \
+         sends the same statements for all the roles of a pass together. Bare `DROP ROLE` is \
+         shown for reference.\n"
     );
     let _ = writeln!(w, "Command: `{}`\n", floor::psql_command("<generated>.sql"));
     let _ = writeln!(
@@ -537,7 +539,7 @@ fn render_scale(w: &mut String, r: &Results<'_>) {
         w,
         "How it is measured: pgplane's resync interval is longer than the bench, so no drift pass \
          runs by itself; a round is started as the resync timer would start it, by moving the \
-         selected clusters' `last_reconciled_at` one day back in the metadata DB; the reconciler's \
+         selected clusters' `last_resync_at` (the end of their last full pass) one day back in the metadata DB; the reconciler's \
          one-second tick finds them due and checks them (at most 8 at once, the default \
          `--max-concurrent-passes`). Times come from pgplane's own debug event \"reconcile pass \
          finished\" (`elapsed_ms`, from taking the cluster's advisory lock to releasing it): the \

@@ -38,6 +38,8 @@ pub struct Cluster {
     pub updated_at: DateTime<Utc>,
     /// PEM of the CA that `verify-full` checks the target's certificate against.
     pub ca_certificate: Option<String>,
+    /// When a full pass (every object compared, drift repaired) last finished without error.
+    pub last_resync_at: Option<DateTime<Utc>>,
 }
 
 impl Cluster {

@@ -1,9 +1,12 @@
 //! Carrying out planned steps on a target. Every statement quotes its identifiers
-//! (`sql::ident`) and literals (`sql::literal`). Statements that carry a password verifier run
-//! in a transaction that first turns statement logging off (superuser admins only; others
-//! cannot, and only ever send verifiers anyway). CREATE/DROP DATABASE run outside
-//! transactions, as PostgreSQL requires.
+//! (`sql::ident`) and literals (`sql::literal`). The role steps of a pass are pipelined on
+//! one session: each is one simple-query message (one implicit transaction), sent without
+//! waiting for the answer to the one before, so the target works through them back to back.
+//! While statements carrying password verifiers run, the session keeps statement logging off
+//! (superuser admins only; others cannot, and only ever send verifiers anyway).
+//! CREATE/DROP DATABASE run one at a time, outside transactions, as PostgreSQL requires.
 
+use futures::future::join_all;
 use tokio_postgres::Client;
 
 use crate::error::TargetError;
@@ -18,10 +21,16 @@ pub(crate) const DUPLICATE_DATABASE: &str = "42P04";
 /// SQLSTATE invalid_catalog_name (connecting to a database that is gone).
 const INVALID_CATALOG_NAME: &str = "3D000";
 
-/// Keeps the statement that follows out of the server log: it carries a verifier.
-const SUPPRESS_LOGGING: &str = "SET LOCAL log_statement = 'none'; \
-     SET LOCAL log_min_error_statement = 'panic'; \
-     SET LOCAL log_min_duration_statement = -1";
+/// Keeps the session's statements out of the server log, whatever the server's logging
+/// settings: they carry verifiers. Its own message: the server decides whether to log a
+/// simple-query string when it receives it, before any SET in it has run.
+const QUIET: &str = "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; \
+     SET log_min_duration_statement = -1; SET log_min_duration_sample = -1; \
+     SET log_transaction_sample_rate = 0";
+/// Gives the session back its logging settings.
+const LOUD: &str = "RESET log_statement; RESET log_min_error_statement; \
+     RESET log_min_duration_statement; RESET log_min_duration_sample; \
+     RESET log_transaction_sample_rate";
 
 fn attrs_sql(a: RoleAttrs) -> String {
     let flag = |on: bool, name: &str| {
@@ -43,80 +52,41 @@ fn attrs_sql(a: RoleAttrs) -> String {
     .concat()
 }
 
-/// Runs `statement` (which may carry a verifier), then `and_then` if given, in one transaction
-/// with logging suppressed when the admin is allowed to suppress it. Two round trips instead
-/// of four or five (a role step costs the server about a millisecond, so round trips were a
-/// large part of it): `BEGIN` and the `SET LOCAL`s first, then the statements and `COMMIT`
-/// in one message. They must not share the first message: the server decides whether to log
-/// a whole simple-query string when it receives it, before any `SET LOCAL` in it has run.
-/// When a statement fails the server skips the rest, and the transaction is rolled back here.
-async fn run_secret_statement(
-    client: &Client,
-    statement: &str,
-    and_then: Option<&str>,
-    can_suppress_logging: bool,
-) -> Result<(), TargetError> {
-    let begin = if can_suppress_logging { format!("BEGIN; {SUPPRESS_LOGGING}") } else { "BEGIN".into() };
-    let mut rest = String::from(statement);
-    if let Some(next) = and_then {
-        rest.push_str("; ");
-        rest.push_str(next);
-    }
-    rest.push_str("; COMMIT");
-    let result = match client.batch_execute(&begin).await {
-        Ok(()) => client.batch_execute(&rest).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        // Leave the session usable: the failed transaction is still open.
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e.into());
-    }
-    Ok(())
-}
-
-/// CREATE ROLE with the given attributes and password verifier, and in the same transaction
-/// the ADMIN OPTION grant to `grant_admin_to` when given.
-pub(crate) async fn create_role(
-    client: &Client,
+/// CREATE ROLE with the given attributes and password verifier, and the ADMIN OPTION grant
+/// to `grant_admin_to` when given: one message, so both happen or neither.
+pub(crate) fn create_role_sql(
     name: &str,
     attrs: RoleAttrs,
     verifier: &str,
     grant_admin_to: Option<&str>,
-    can_suppress_logging: bool,
-) -> Result<(), TargetError> {
-    let statement =
+) -> String {
+    let mut sql =
         format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
-    let grant = grant_admin_to.map(|g| grant_admin_option_sql(name, g));
-    run_secret_statement(client, &statement, grant.as_deref(), can_suppress_logging).await
+    if let Some(grantee) = grant_admin_to {
+        sql.push_str("; ");
+        sql.push_str(&grant_admin_option_sql(name, grantee));
+    }
+    sql
 }
 
 /// ALTER ROLE to the given attributes, and the password verifier when given, and the ADMIN
-/// OPTION grant to `grant_admin_to` when given.
-pub(crate) async fn alter_role(
-    client: &Client,
+/// OPTION grant to `grant_admin_to` when given: one message.
+pub(crate) fn alter_role_sql(
     name: &str,
     attrs: RoleAttrs,
     verifier: Option<&str>,
     grant_admin_to: Option<&str>,
-    can_suppress_logging: bool,
-) -> Result<(), TargetError> {
-    let mut statement = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
-    let grant = grant_admin_to.map(|g| grant_admin_option_sql(name, g));
-    match verifier {
-        Some(v) => {
-            statement.push_str(" PASSWORD ");
-            statement.push_str(&literal(v));
-            run_secret_statement(client, &statement, grant.as_deref(), can_suppress_logging).await
-        }
-        None => {
-            client.batch_execute(&statement).await?;
-            if let Some(grant) = grant {
-                client.batch_execute(&grant).await?;
-            }
-            Ok(())
-        }
+) -> String {
+    let mut sql = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
+    if let Some(v) = verifier {
+        sql.push_str(" PASSWORD ");
+        sql.push_str(&literal(v));
     }
+    if let Some(grantee) = grant_admin_to {
+        sql.push_str("; ");
+        sql.push_str(&grant_admin_option_sql(name, grantee));
+    }
+    sql
 }
 
 /// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
@@ -125,13 +95,46 @@ fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
     format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
 }
 
+/// Runs every statement (each a whole message, see `create_role_sql`), pipelined, with
+/// logging off while they run when `quiet`; one result per statement, in order. Returns
+/// false as the second value when the session's logging settings could not be restored:
+/// the caller must then close the session rather than reuse it.
+pub(crate) async fn run_role_statements(
+    client: &Client,
+    statements: &[String],
+    quiet: bool,
+) -> (Vec<Result<(), TargetError>>, bool) {
+    if statements.is_empty() {
+        return (Vec::new(), true);
+    }
+    if quiet {
+        if let Err(e) = client.batch_execute(QUIET).await {
+            let e = TargetError::from(e);
+            return (statements.iter().map(|_| Err(e.clone())).collect(), false);
+        }
+    }
+    let results = pipelined(client, statements).await;
+    let restored = !quiet || client.batch_execute(LOUD).await.is_ok();
+    (results, restored)
+}
+
+/// Sends every statement without waiting for the answers in between; one result each.
+async fn pipelined(client: &Client, statements: &[String]) -> Vec<Result<(), TargetError>> {
+    join_all(statements.iter().map(|s| client.batch_execute(s)))
+        .await
+        .into_iter()
+        .map(|r| r.map_err(TargetError::from))
+        .collect()
+}
+
 /// Drops roles that may own objects and have open sessions: stop new logins, end their
-/// sessions, hand what they own in every database to `reassign_to` and drop their privileges
-/// there (REASSIGN/DROP OWNED act on the current database only), then DROP ROLE. All the roles
-/// of a pass share one session per database (opening one costs a backend start and a SCRAM
-/// login, several ms, which per role and database made deletions ten times slower than their
-/// statements). Returns one result per role: a role whose step failed goes no further, the
-/// others carry on.
+/// sessions, then, in each database where `pg_shdepend` shows that one of them owns
+/// something or holds a privilege (shared objects count for the admin database), hand what
+/// it owns to `reassign_to` and drop its privileges (REASSIGN/DROP OWNED act on the current
+/// database only), then DROP ROLE. A database nothing depends on is not visited: opening a
+/// session costs a backend start and a SCRAM login. Should something come to depend on a
+/// role meanwhile, its DROP ROLE fails and the next pass looks again. Returns one result per
+/// role: a role whose step failed goes no further, the others carry on.
 pub(crate) async fn drop_roles(
     client: &Client,
     spec: &TargetSpec,
@@ -139,18 +142,14 @@ pub(crate) async fn drop_roles(
     names: &[&str],
     reassign_to: &str,
 ) -> Vec<Result<(), TargetError>> {
-    let mut results: Vec<Result<(), TargetError>> = names.iter().map(|_| Ok(())).collect();
-    for (name, result) in names.iter().zip(results.iter_mut()) {
-        if let Err(e) = client.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(name))).await {
-            *result = Err(e.into());
-        }
-    }
+    let nologin: Vec<String> = names.iter().map(|n| format!("ALTER ROLE {} NOLOGIN", ident(n))).collect();
+    let mut results = pipelined(client, &nologin).await;
     let live: Vec<&str> =
         names.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(name, _)| *name).collect();
     if live.is_empty() {
         return results;
     }
-    let databases = async {
+    let dependents = async {
         client
             .execute(
                 "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
@@ -159,45 +158,68 @@ pub(crate) async fn drop_roles(
             )
             .await?;
         let rows = client
-            .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
+            .query(
+                "SELECT coalesce(d.datname, $2), array_agg(DISTINCT r.rolname::text)
+                   FROM pg_catalog.pg_shdepend s
+                   JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
+                   LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+                  WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                    AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
+                  GROUP BY 1 ORDER BY 1",
+                &[&live, &spec.database],
+            )
             .await?;
-        Ok::<Vec<String>, tokio_postgres::Error>(rows.into_iter().map(|row| row.get(0)).collect())
+        Ok::<Vec<(String, Vec<String>)>, tokio_postgres::Error>(
+            rows.into_iter().map(|row| (row.get(0), row.get(1))).collect(),
+        )
     };
-    let databases = match databases.await {
+    let dependents = match dependents.await {
         Ok(d) => d,
         Err(e) => {
             fail_remaining(&mut results, &e.into());
             return results;
         }
     };
-    for database in databases {
-        let db_client = match spec.connect(&database, limits).await {
-            Ok(c) => c,
-            Err(e) if database_gone(client, &database, &e).await => continue,
-            Err(e) => {
-                fail_remaining(&mut results, &e);
-                return results;
+    for (database, owners) in dependents {
+        let cleanup: Vec<String> = owners
+            .iter()
+            .map(|role| {
+                format!(
+                    "REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}",
+                    r = ident(role),
+                    to = ident(reassign_to)
+                )
+            })
+            .collect();
+        let outcome = if database == spec.database {
+            pipelined(client, &cleanup).await
+        } else {
+            match spec.connect(&database, limits).await {
+                Ok(db_client) => pipelined(&db_client, &cleanup).await,
+                Err(e) if database_gone(client, &database, &e).await => continue,
+                Err(e) => {
+                    fail_remaining(&mut results, &e);
+                    return results;
+                }
             }
         };
-        for (name, result) in names.iter().zip(results.iter_mut()).filter(|(_, r)| r.is_ok()) {
-            let cleanup = format!(
-                "REASSIGN OWNED BY {role} TO {to}; DROP OWNED BY {role}",
-                role = ident(name),
-                to = ident(reassign_to)
-            );
-            if let Err(e) = db_client.batch_execute(&cleanup).await {
-                let e = TargetError::from(e);
-                if database_gone(client, &database, &e).await {
-                    break;
+        for (role, result) in owners.iter().zip(outcome) {
+            let Err(e) = result else { continue };
+            if database_gone(client, &database, &e).await {
+                break;
+            }
+            if let Some(result) = names.iter().position(|n| n == role).map(|i| &mut results[i]) {
+                if result.is_ok() {
+                    *result = Err(e);
                 }
-                *result = Err(e);
             }
         }
     }
-    for (name, result) in names.iter().zip(results.iter_mut()).filter(|(_, r)| r.is_ok()) {
-        if let Err(e) = client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(name))).await {
-            *result = Err(e.into());
-        }
+    let remaining: Vec<usize> = (0..names.len()).filter(|i| results[*i].is_ok()).collect();
+    let statements: Vec<String> =
+        remaining.iter().map(|i| format!("DROP ROLE IF EXISTS {}", ident(names[*i]))).collect();
+    for (i, result) in remaining.into_iter().zip(pipelined(client, &statements).await) {
+        results[i] = result;
     }
     results
 }

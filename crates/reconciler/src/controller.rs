@@ -152,7 +152,7 @@ impl Reconciler {
                 let done_tx = done_tx.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await;
-                    if let Err(e) = locked_pass(&shared, cluster_id).await {
+                    if let Err(e) = locked_pass(&shared, cluster_id, false).await {
                         tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
                     }
                     // In this order: whoever finds the cluster no longer in flight sees when it ended.
@@ -171,9 +171,10 @@ impl Reconciler {
         self.shared.stats.clone()
     }
 
-    /// Runs one pass over one cluster now (for tests and admin commands).
+    /// Runs one full pass over one cluster now, drift check included (for tests and admin
+    /// commands).
     pub async fn reconcile_now(&self, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
-        locked_pass(&self.shared, cluster_id).await
+        locked_pass(&self.shared, cluster_id, true).await
     }
 }
 
@@ -205,7 +206,7 @@ async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
 /// Runs a pass while holding the cluster's advisory lock on the metadata DB; skips the pass
 /// when another process holds it. The lock is tied to the session, so it is released even
 /// if this process dies mid-pass.
-async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
     let (hi, lo) = cluster_id.as_u64_pair();
     let key = (hi ^ lo) as i64;
     let mut conn = shared.store.pool().acquire().await?;
@@ -218,7 +219,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
     // pass: bound it, and drop the cluster's pool, whose sessions may be stuck.
     let deadline = shared.config.session_limits.statement_timeout * 2 + Duration::from_secs(30);
     let started = Instant::now();
-    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id)).await {
+    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full)).await {
         Ok(result) => result,
         Err(_) => {
             shared.pools.retain(|id| *id != cluster_id);
@@ -227,7 +228,9 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
                 deadline.as_secs()
             );
             tracing::warn!(cluster.id = %cluster_id, "{message}");
-            crate::pass::fail_unfinished(shared, cluster_id, &message).await.map(|()| PassSummary::default())
+            crate::pass::fail_unfinished(shared, cluster_id, &message)
+                .await
+                .map(|exists| PassSummary { gone: !exists, ..PassSummary::default() })
         }
     };
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
@@ -236,16 +239,17 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_co
         // The session may be broken; closing it releases the lock.
         let _ = conn.detach();
     }
-    if shared.store.cluster_by_id(cluster_id).await?.is_none() {
+    let summary = result?;
+    if summary.gone {
         shared.pools.retain(|id| *id != cluster_id);
     }
-    let summary = result?;
     // What one pass costs (the benchmarks read this); debug, as it comes every resync interval.
     tracing::debug!(
         cluster.id = %cluster_id,
         users = summary.users,
         databases = summary.databases,
         changes = summary.changes,
+        full = summary.full,
         reached = summary.reached,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "reconcile pass finished"

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::error::TargetError;
@@ -39,7 +40,8 @@ pub(crate) struct Observed {
     pub primary_admin_of: HashSet<String>,
 }
 
-/// Observes the named roles and databases.
+/// Observes the named roles and databases: the server's facts first (they say which catalog
+/// shows passwords), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
     client: &Client,
     role_names: &[&str],
@@ -64,9 +66,26 @@ pub(crate) async fn observe(
                 rolbypassrls, NULL::text
            FROM pg_catalog.pg_roles WHERE rolname = ANY($1)"
     };
-    let roles = client
-        .query(roles_sql, &[&role_names])
-        .await?
+    let by_role: [&(dyn ToSql + Sync); 1] = [&role_names];
+    let by_database: [&(dyn ToSql + Sync); 1] = [&database_names];
+    let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &role_names];
+    let (roles, databases, primary_admin_of) = futures::try_join!(
+        client.query(roles_sql, &by_role),
+        client.query(
+            "SELECT datname, pg_catalog.pg_get_userbyid(datdba)
+           FROM pg_catalog.pg_database WHERE datname = ANY($1)",
+            &by_database,
+        ),
+        client.query(
+            "SELECT r.rolname
+           FROM pg_catalog.pg_auth_members m
+           JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+           JOIN pg_catalog.pg_roles p ON p.oid = m.member
+          WHERE p.rolname = $1 AND m.admin_option AND r.rolname = ANY($2)",
+            &by_grantee,
+        )
+    )?;
+    let roles = roles
         .into_iter()
         .map(|row| {
             let facts = RoleFacts {
@@ -83,29 +102,9 @@ pub(crate) async fn observe(
             (row.get::<_, String>(0), facts)
         })
         .collect();
-    let databases = client
-        .query(
-            "SELECT datname, pg_catalog.pg_get_userbyid(datdba)
-               FROM pg_catalog.pg_database WHERE datname = ANY($1)",
-            &[&database_names],
-        )
-        .await?
-        .into_iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
-        .collect();
-    let primary_admin_of = client
-        .query(
-            "SELECT r.rolname
-               FROM pg_catalog.pg_auth_members m
-               JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-               JOIN pg_catalog.pg_roles p ON p.oid = m.member
-              WHERE p.rolname = $1 AND m.admin_option",
-            &[&primary_user],
-        )
-        .await?
-        .into_iter()
-        .map(|row| row.get::<_, String>(0))
-        .collect();
+    let databases =
+        databases.into_iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect();
+    let primary_admin_of = primary_admin_of.into_iter().map(|row| row.get::<_, String>(0)).collect();
     Ok(Observed {
         version_num: server.get(0),
         version: server.get(1),

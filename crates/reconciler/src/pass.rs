@@ -1,13 +1,14 @@
-//! One reconcile pass over one cluster: load desired state, observe the target, plan a step per
-//! object, apply the steps in a safe order, record every outcome and end the pass (scheduling
-//! a retry with backoff when anything failed).
+//! One reconcile pass over one cluster: load desired state (every object on a resync, the
+//! changed ones otherwise), observe the target, plan a step per object, apply the steps in a
+//! safe order, record the outcomes together and end the pass (scheduling a retry with backoff
+//! when anything failed).
 
 use std::time::Duration;
 
 use chrono::Utc;
 use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
 use pgplane_core::passwords::Credentials;
-use pgplane_core::store::{ObjectKind, Outcome};
+use pgplane_core::store::{ObjectKind, ObjectOutcome, Outcome, PassCluster};
 use rand::Rng;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -34,8 +35,12 @@ pub(crate) struct PassSummary {
     pub databases: usize,
     /// Steps that issued DDL on the target.
     pub changes: usize,
+    /// Whether every object was compared (a resync), not only the changed ones.
+    pub full: bool,
     /// Whether the target was reached and observed.
     pub reached: bool,
+    /// The cluster no longer exists.
+    pub gone: bool,
 }
 
 /// A role of the pass with the desired state and bookkeeping needed to record its outcome.
@@ -44,72 +49,86 @@ struct RoleItem {
     user: User,
 }
 
-/// Runs one pass over `cluster_id`. Errors are recorded in the store, not returned: the
-/// returned error is only for failures of the metadata store itself.
-pub(crate) async fn run_pass(shared: &Shared, cluster_id: Uuid) -> Result<PassSummary, pgplane_core::Error> {
-    let Some(cluster) = shared.store.cluster_by_id(cluster_id).await? else {
-        return Ok(PassSummary::default());
+/// What a pass has concluded so far: the outcomes to record (all at once, at the end) and its
+/// first failure.
+#[derive(Default)]
+struct Ledger<'a> {
+    outcomes: Vec<ObjectOutcome<'a>>,
+    first_error: Option<String>,
+    changes: usize,
+}
+
+/// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
+/// is due, otherwise one over the objects whose desired state changed. Errors are recorded in
+/// the store, not returned: the returned error is only for failures of the metadata store.
+pub(crate) async fn run_pass(
+    shared: &Shared,
+    cluster_id: Uuid,
+    force_full: bool,
+) -> Result<PassSummary, pgplane_core::Error> {
+    let Some(PassCluster { cluster, resync_due }) =
+        shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?
+    else {
+        return Ok(PassSummary { gone: true, ..PassSummary::default() });
     };
-    let users = shared.store.list_users(cluster_id).await?;
-    let databases = shared.store.list_databases(cluster_id).await?;
+    let full = force_full || resync_due;
+    let (users, databases) = futures::try_join!(
+        shared.store.users_for_pass(cluster_id, !full),
+        shared.store.databases_for_pass(cluster_id, !full)
+    )?;
     let mut summary =
-        PassSummary { users: users.len(), databases: databases.len(), ..PassSummary::default() };
+        PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
+    if !full && users.is_empty() && databases.is_empty() {
+        // Whatever bumped the generation is applied already.
+        summary.gone = !finish(shared, &cluster, false, None, None).await?;
+        return Ok(summary);
+    }
 
     let prepared = prepare(shared, &cluster, users);
     let (spec, roles) = match prepared {
         Ok(p) => p,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &[], &e).await.map(|()| summary),
+        Err(e) => return fail_pass(shared, &cluster, full, &databases, &[], &e).await.map(|()| summary),
     };
     let pool = match shared.pools.get(cluster_id, &spec, shared.config.session_limits) {
         Ok(p) => p,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await.map(|()| summary),
+        Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
     };
-    let mut client = match pool.get().await {
+    let client = match pool.get().await {
         Ok(c) => c,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e.into()).await.map(|()| summary),
+        Err(e) => {
+            return fail_pass(shared, &cluster, full, &databases, &roles, &e.into()).await.map(|()| summary)
+        }
     };
     let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
     let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
     let observed = match observe(&client, &role_names, &db_names, &cluster.primary_user).await {
         Ok(o) => o,
-        Err(e) => return fail_pass(shared, &cluster, &databases, &roles, &e).await.map(|()| summary),
+        Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
     };
-
     summary.reached = true;
-    let mut first_error: Option<String> = None;
+
     // Order: roles to create or fix (the primary user first: databases are owned by it),
     // databases to create or fix, databases to drop, then roles to drop (their objects are
     // handed to the primary user).
-    let (present_roles, absent_roles): (Vec<_>, Vec<_>) =
-        roles.iter().partition(|r| r.desired.state == DesiredState::Present);
-    let (present_dbs, absent_dbs): (Vec<_>, Vec<_>) =
-        databases.iter().partition(|d| d.desired() == DesiredState::Present);
-    let mut present_roles = present_roles;
-    present_roles.sort_by_key(|r| !r.desired.primary);
+    let mut ledger = Ledger::default();
+    let planned: Vec<(&RoleItem, Step)> =
+        roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
+    let (mut present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
+    present.sort_by_key(|(r, _)| !r.desired.primary);
+    let session_clean = apply_roles(shared, &cluster, &client, &observed, &present, &mut ledger).await?;
+    apply_databases(shared, &cluster, &client, &observed, &databases, &mut ledger).await?;
+    drop_roles(shared, &cluster, &spec, &client, &absent, &mut ledger).await?;
+    if !session_clean {
+        // Its logging settings could not be restored: close it rather than reuse it.
+        drop(deadpool_postgres::Object::take(client));
+    }
 
-    for item in &present_roles {
-        summary.changes += usize::from(
-            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
-        );
-    }
-    for db in present_dbs.iter().chain(absent_dbs.iter()) {
-        summary.changes += usize::from(
-            reconcile_database(shared, &cluster, &client, &observed, db, &mut first_error).await?,
-        );
-    }
-    // Roles to drop go together: one session per database of the target for all of them.
-    let (drops, others): (Vec<&RoleItem>, Vec<&RoleItem>) = absent_roles.iter().partition(|item| {
-        matches!(plan_role(&item.desired, &observed, &cluster.primary_user), Step::DropRole { .. })
-    });
-    for item in others {
-        summary.changes += usize::from(
-            reconcile_role(shared, &cluster, &spec, &mut client, &observed, item, &mut first_error).await?,
-        );
-    }
-    summary.changes += drop_roles(shared, &cluster, &spec, &client, &drops, &mut first_error).await?;
-
+    summary.changes = ledger.changes;
+    shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
+    shared.store.record_outcomes(cluster_id, &ledger.outcomes).await?;
     let version = Some((observed.version_num, observed.version.as_str()));
-    finish(shared, &cluster, version, first_error.as_deref()).await?;
+    summary.gone = !finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?;
     Ok(summary)
 }
 
@@ -143,114 +162,149 @@ fn prepare(
     Ok((spec, roles))
 }
 
-async fn reconcile_role(
-    shared: &Shared,
-    cluster: &Cluster,
-    spec: &TargetSpec,
-    client: &mut Client,
-    observed: &Observed,
-    item: &RoleItem,
-    first_error: &mut Option<String>,
-) -> Result<bool, pgplane_core::Error> {
-    let role = &item.desired;
-    let step = plan_role(role, observed, &cluster.primary_user);
-    let suppress = observed.admin_is_superuser;
-    let result = match &step {
+/// The message that carries out a role's step, if the step issues DDL here.
+fn role_statement(role: &DesiredRole, step: &Step) -> Option<String> {
+    match step {
         Step::CreateRole { attrs, grant_admin_to } => {
-            if !role.claimed {
-                shared.store.claim(ObjectKind::User, cluster.cluster_id, &role.name).await?;
-            }
-            let grant = grant_admin_to.as_deref();
-            match apply::create_role(client, &role.name, *attrs, &role.verifier, grant, suppress).await {
-                Err(e) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
-                    Err(StepError::Conflict(appeared("role", &role.name)))
-                }
-                other => other.map_err(Into::into),
-            }
+            Some(apply::create_role_sql(&role.name, *attrs, &role.verifier, grant_admin_to.as_deref()))
         }
-        Step::AlterRole { attrs, set_password, grant_admin_to } => {
-            let verifier = set_password.then_some(role.verifier.as_str());
-            let grant = grant_admin_to.as_deref();
-            apply::alter_role(client, &role.name, *attrs, verifier, grant, suppress).await.map_err(Into::into)
-        }
-        Step::DropRole { reassign_to } => {
-            let mut results =
-                apply::drop_roles(client, spec, shared.config.session_limits, &[&role.name], reassign_to)
-                    .await;
-            results.pop().unwrap_or(Ok(())).map_err(Into::into)
-        }
-        _ => Ok(()),
-    };
-    let outcome = outcome_of(&step, result);
-    if item.user.sync() == SyncStatus::Ready && !role.changed {
-        if let Some(found) = role_drift(role, &step, observed) {
-            report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
-        }
+        Step::AlterRole { attrs, set_password, grant_admin_to } => Some(apply::alter_role_sql(
+            &role.name,
+            *attrs,
+            set_password.then_some(role.verifier.as_str()),
+            grant_admin_to.as_deref(),
+        )),
+        _ => None,
     }
-    conclude(shared, cluster, &Record::of_user(&item.user), &step, outcome, first_error).await?;
-    Ok(step.changes_target())
 }
 
-/// Drops the roles whose step is DropRole, together, and records each outcome. Returns how
-/// many steps were taken.
-async fn drop_roles(
+/// Creates and fixes the roles that should exist: claims the new ones first (one statement),
+/// then runs every step pipelined on one session. Returns whether the session can be reused.
+async fn apply_roles<'a>(
+    shared: &Shared,
+    cluster: &Cluster,
+    client: &Client,
+    observed: &Observed,
+    planned: &[(&'a RoleItem, Step)],
+    ledger: &mut Ledger<'a>,
+) -> Result<bool, pgplane_core::Error> {
+    let claims: Vec<&str> = planned
+        .iter()
+        .filter(|(r, step)| matches!(step, Step::CreateRole { .. }) && !r.desired.claimed)
+        .map(|(r, _)| r.desired.name.as_str())
+        .collect();
+    shared.store.claim(ObjectKind::User, cluster.cluster_id, &claims).await?;
+    let statements: Vec<(usize, String)> = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (r, step))| role_statement(&r.desired, step).map(|sql| (i, sql)))
+        .collect();
+    let sql: Vec<String> = statements.iter().map(|(_, s)| s.clone()).collect();
+    let (results, session_clean) =
+        apply::run_role_statements(client, &sql, observed.admin_is_superuser).await;
+    let mut results: Vec<Option<Result<(), TargetError>>> = {
+        let mut by_item: Vec<Option<Result<(), TargetError>>> = planned.iter().map(|_| None).collect();
+        for ((i, _), result) in statements.iter().zip(results) {
+            by_item[*i] = Some(result);
+        }
+        by_item
+    };
+    for ((item, step), result) in planned.iter().zip(results.iter_mut()) {
+        let role = &item.desired;
+        let result = match (step, result.take().unwrap_or(Ok(()))) {
+            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
+                Err(StepError::Conflict(appeared("role", &role.name)))
+            }
+            (_, other) => other.map_err(StepError::from),
+        };
+        let outcome = outcome_of(step, result);
+        if item.user.sync() == SyncStatus::Ready && !role.changed {
+            if let Some(found) = role_drift(role, step, observed) {
+                report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
+            }
+        }
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+    }
+    Ok(session_clean)
+}
+
+/// Drops the roles whose step is DropRole, together, and concludes every role that should be
+/// gone.
+async fn drop_roles<'a>(
     shared: &Shared,
     cluster: &Cluster,
     spec: &TargetSpec,
     client: &Client,
-    items: &[&RoleItem],
-    first_error: &mut Option<String>,
-) -> Result<usize, pgplane_core::Error> {
-    if items.is_empty() {
-        return Ok(0);
+    planned: &[(&'a RoleItem, Step)],
+    ledger: &mut Ledger<'a>,
+) -> Result<(), pgplane_core::Error> {
+    let (drops, others): (Vec<_>, Vec<_>) =
+        planned.iter().partition(|(_, step)| matches!(step, Step::DropRole { .. }));
+    for (item, step) in others {
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome_of(step, Ok(())));
     }
-    let names: Vec<&str> = items.iter().map(|i| i.desired.name.as_str()).collect();
+    if drops.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = drops.iter().map(|(i, _)| i.desired.name.as_str()).collect();
     let results =
         apply::drop_roles(client, spec, shared.config.session_limits, &names, &cluster.primary_user).await;
-    let step = Step::DropRole { reassign_to: cluster.primary_user.clone() };
-    for (item, result) in items.iter().zip(results) {
-        let outcome = outcome_of(&step, result.map_err(Into::into));
-        conclude(shared, cluster, &Record::of_user(&item.user), &step, outcome, first_error).await?;
+    for ((item, step), result) in drops.into_iter().zip(results) {
+        let outcome = outcome_of(step, result.map_err(Into::into));
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
     }
-    Ok(items.len())
+    Ok(())
 }
 
-async fn reconcile_database(
+/// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
+/// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
+async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
     client: &Client,
     observed: &Observed,
-    db: &Database,
-    first_error: &mut Option<String>,
-) -> Result<bool, pgplane_core::Error> {
-    let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
-    let step = plan_database(&desired, observed, &cluster.primary_user);
-    let result = match &step {
-        Step::CreateDatabase { owner } => {
-            if !db.claimed {
-                shared.store.claim(ObjectKind::Database, cluster.cluster_id, &db.name).await?;
-            }
-            match apply::create_database(client, &db.name, owner).await {
+    databases: &'a [Database],
+    ledger: &mut Ledger<'a>,
+) -> Result<(), pgplane_core::Error> {
+    let planned: Vec<(&Database, Step)> = databases
+        .iter()
+        .map(|db| {
+            let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
+            (db, plan_database(&desired, observed, &cluster.primary_user))
+        })
+        .collect();
+    let claims: Vec<&str> = planned
+        .iter()
+        .filter(|(db, step)| matches!(step, Step::CreateDatabase { .. }) && !db.claimed)
+        .map(|(db, _)| db.name.as_str())
+        .collect();
+    shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
+    // Databases to create or fix before those to drop.
+    let (present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(db, _)| db.desired() == DesiredState::Present);
+    for (db, step) in present.into_iter().chain(absent) {
+        let result = match &step {
+            Step::CreateDatabase { owner } => match apply::create_database(client, &db.name, owner).await {
                 Err(e) if e.sqlstate() == Some(apply::DUPLICATE_DATABASE) => {
                     Err(StepError::Conflict(appeared("database", &db.name)))
                 }
                 other => other.map_err(Into::into),
+            },
+            Step::AlterDatabaseOwner { owner } => {
+                apply::alter_database_owner(client, &db.name, owner).await.map_err(Into::into)
+            }
+            Step::DropDatabase => apply::drop_database(client, &db.name).await.map_err(Into::into),
+            _ => Ok(()),
+        };
+        let outcome = outcome_of(&step, result);
+        if db.sync() == SyncStatus::Ready && db.applied_generation == db.generation {
+            if let Some(found) = database_drift(&db.name, &step, observed) {
+                report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
             }
         }
-        Step::AlterDatabaseOwner { owner } => {
-            apply::alter_database_owner(client, &db.name, owner).await.map_err(Into::into)
-        }
-        Step::DropDatabase => apply::drop_database(client, &db.name).await.map_err(Into::into),
-        _ => Ok(()),
-    };
-    let outcome = outcome_of(&step, result);
-    if db.sync() == SyncStatus::Ready && db.applied_generation == db.generation {
-        if let Some(found) = database_drift(&db.name, &step, observed) {
-            report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
-        }
+        conclude(cluster, ledger, Record::of_database(db), &step, outcome);
     }
-    conclude(shared, cluster, &Record::of_database(db), &step, outcome, first_error).await?;
-    Ok(step.changes_target())
+    Ok(())
 }
 
 /// Why applying a step did not succeed.
@@ -390,19 +444,19 @@ impl<'a> Record<'a> {
 }
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
-/// pass's first failure, and records the outcome unless it changes nothing (an object already
-/// ready and in sync), so that a pass over a converged cluster writes nothing but its end.
-async fn conclude(
-    shared: &Shared,
+/// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
+/// already ready and in sync), so that a pass over a converged cluster writes nothing but its
+/// end.
+fn conclude<'a>(
     cluster: &Cluster,
-    object: &Record<'_>,
+    ledger: &mut Ledger<'a>,
+    object: Record<'a>,
     step: &Step,
     outcome: Outcome,
-    first_error: &mut Option<String>,
-) -> Result<(), pgplane_core::Error> {
+) {
     let (kind, name) = (object.kind, object.name);
     if step.changes_target() {
-        shared.stats.ddl_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ledger.changes += 1;
         let ok = matches!(outcome, Outcome::Applied | Outcome::Dropped);
         tracing::info!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, step = step_name(step), ok, "step");
     }
@@ -413,12 +467,11 @@ async fn conclude(
         _ => false,
     };
     if let Outcome::Failed(message) = &outcome {
-        first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
+        ledger.first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
     }
-    if unchanged {
-        return Ok(());
+    if !unchanged {
+        ledger.outcomes.push(ObjectOutcome { kind, name, generation: object.generation, outcome });
     }
-    shared.store.record_outcome(kind, cluster.cluster_id, name, object.generation, &outcome).await
 }
 
 /// Ends a pass that could not reach the target: every object not yet in sync carries the
@@ -426,58 +479,53 @@ async fn conclude(
 async fn fail_pass(
     shared: &Shared,
     cluster: &Cluster,
+    full: bool,
     databases: &[Database],
     roles: &[RoleItem],
     error: &TargetError,
 ) -> Result<(), pgplane_core::Error> {
     let message = error.to_string();
     tracing::warn!(cluster.id = %cluster.cluster_id, error = %message, "reconcile pass failed");
-    let failed = Outcome::Failed(message.clone());
-    for item in roles.iter().filter(|r| r.user.sync() == SyncStatus::Pending || r.desired.changed) {
-        shared
-            .store
-            .record_outcome(
-                ObjectKind::User,
-                cluster.cluster_id,
-                &item.user.name,
-                item.user.generation,
-                &failed,
-            )
-            .await?;
-    }
-    for db in
-        databases.iter().filter(|d| d.sync() == SyncStatus::Pending || d.applied_generation < d.generation)
-    {
-        shared
-            .store
-            .record_outcome(ObjectKind::Database, cluster.cluster_id, &db.name, db.generation, &failed)
-            .await?;
-    }
-    finish(shared, cluster, None, Some(&message)).await
+    let outcomes: Vec<ObjectOutcome<'_>> = roles
+        .iter()
+        .map(|r| Record::of_user(&r.user))
+        .chain(databases.iter().map(Record::of_database))
+        .filter(|o| o.sync == SyncStatus::Pending || o.applied_generation < o.generation)
+        .map(|o| ObjectOutcome {
+            kind: o.kind,
+            name: o.name,
+            generation: o.generation,
+            outcome: Outcome::Failed(message.clone()),
+        })
+        .collect();
+    shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
+    finish(shared, cluster, full, None, Some(&message)).await.map(|_| ())
 }
 
 /// Ends a pass that had to be abandoned (it ran past its deadline), so that the cluster is
-/// retried with backoff.
+/// retried with backoff. Returns false if the cluster no longer exists.
 pub(crate) async fn fail_unfinished(
     shared: &Shared,
     cluster_id: Uuid,
     message: &str,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     match shared.store.cluster_by_id(cluster_id).await? {
-        Some(cluster) => finish(shared, &cluster, None, Some(message)).await,
-        None => Ok(()),
+        Some(cluster) => finish(shared, &cluster, false, None, Some(message)).await,
+        None => Ok(false),
     }
 }
 
+/// Ends a pass; returns false if the cluster no longer exists.
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,
+    full: bool,
     version: Option<(i32, &str)>,
     error: Option<&str>,
-) -> Result<(), pgplane_core::Error> {
+) -> Result<bool, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
-    shared.store.finish_pass(cluster.cluster_id, cluster.generation, version, error, retry_at).await
+    shared.store.finish_pass(cluster.cluster_id, cluster.generation, full, version, error, retry_at).await
 }
 
 #[cfg(test)]

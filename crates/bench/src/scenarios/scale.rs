@@ -4,7 +4,7 @@
 //!
 //! Method. pgplane runs with a resync interval far longer than the bench, so no drift pass
 //! happens on its own. A round over the first N clusters is started the way the resync timer
-//! starts one: their `last_reconciled_at` is moved one day back in the metadata DB, and the
+//! starts one: their `last_resync_at` is moved one day back in the metadata DB, and the
 //! reconciler's one-second tick finds them due. The time of the round is taken from
 //! pgplane's own "reconcile pass finished" events (first pass start to last pass end); the
 //! statements are counted from the servers' logs: statement logging is switched on (ALTER
@@ -159,7 +159,7 @@ async fn round(
     let meta = ctx.meta.session("pgplane").await?;
     let poked_at = Utc::now();
     meta.execute(
-        "UPDATE clusters SET last_reconciled_at = now() - interval '1 day'
+        "UPDATE clusters SET last_resync_at = now() - interval '1 day'
           WHERE cluster_id::text = ANY($1)",
         &[&ids],
     )

@@ -124,8 +124,7 @@ pub async fn delete(ctx: &Ctx, run: usize, out: &mut UsersRun) -> Result<()> {
     let dir = &ctx.work_dir;
     let server = &ctx.target.pg;
     let floor_names = names("bf", run, n);
-    let databases = ctx.connectable_databases().await?;
-    let sql = floor::drop_roles_sql(&floor_names, &databases, "postgres", &ctx.primary_user);
+    let sql = floor::drop_roles_sql(&floor_names);
     out.floor.delete = floor::psql(server, dir, "delete-users.sql", &sql).await?.as_secs_f64();
     ensure!(ctx.roles_present(&floor_names).await? == 0);
 

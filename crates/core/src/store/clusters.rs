@@ -115,7 +115,7 @@ impl Store {
     }
 
     /// Replaces a cluster's admin connection (already probed) and retries its reconciliation
-    /// at once.
+    /// at once, with a full pass (the new target may differ in anything).
     pub async fn update_target(
         &self,
         cluster: &Cluster,
@@ -127,7 +127,8 @@ impl Store {
         let updated = sqlx::query(
             "update clusters
                 set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
-                    sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10
+                    sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10,
+                    last_resync_at = null
               where cluster_id = $1",
         )
         .bind(cluster.cluster_id)

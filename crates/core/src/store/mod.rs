@@ -21,7 +21,7 @@ use crate::error::Result;
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster};
 pub use objects::ObjectKind;
-pub use reconcile::Outcome;
+pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
 
 /// The schema migrations in the top-level `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -1,6 +1,8 @@
-//! What the reconciler reads and writes in the metadata store: which clusters are due, which
-//! objects it has claimed on a target, the outcome of each object, and the end of each pass
-//! (announced on the reconciled channel so that waiting API requests answer at once).
+//! What the reconciler reads and writes in the metadata store: which clusters are due, the
+//! objects a pass looks at (every object on a resync, only the changed ones otherwise), which
+//! objects it has claimed on a target, the outcomes of a pass (written together, one
+//! statement per kind of object) and the end of each pass (announced on the reconciled
+//! channel so that waiting API requests answer at once).
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use uuid::Uuid;
 
 use super::{ObjectKind, Store, RECONCILED_CHANNEL};
 use crate::error::Result;
+use crate::model::{Cluster, Database, User};
 
 /// What happened to one object in a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +26,53 @@ pub enum Outcome {
     Dropped,
 }
 
+impl Outcome {
+    fn tag(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Failed(_) => "failed",
+            Outcome::Conflict(_) => "conflict",
+            Outcome::Dropped => "dropped",
+        }
+    }
+
+    fn message(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed(m) | Outcome::Conflict(m) => Some(m),
+            Outcome::Applied | Outcome::Dropped => None,
+        }
+    }
+}
+
+/// The outcome of one object, applied at the object generation the pass read.
+#[derive(Debug, Clone)]
+pub struct ObjectOutcome<'a> {
+    pub kind: ObjectKind,
+    pub name: &'a str,
+    pub generation: i64,
+    pub outcome: Outcome,
+}
+
+/// A cluster as a pass starts on it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PassCluster {
+    #[sqlx(flatten)]
+    pub cluster: Cluster,
+    /// No full pass has finished within the resync interval: this pass compares everything.
+    pub resync_due: bool,
+}
+
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
-    /// or their last pass is older than `resync` (drift detection); never before their backoff
-    /// time.
+    /// or their last full pass is older than `resync` (drift detection); never before their
+    /// backoff time.
     pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<Uuid>> {
         Ok(sqlx::query_scalar(
             "select cluster_id from clusters
               where next_attempt_at <= now()
                 and (generation > reconciled_generation
-                     or last_reconciled_at is null
-                     or last_reconciled_at < now() - make_interval(secs => $1))
+                     or last_resync_at is null
+                     or last_resync_at < now() - make_interval(secs => $1))
               order by next_attempt_at
               limit $2",
         )
@@ -43,97 +82,149 @@ impl Store {
         .await?)
     }
 
-    /// Records, before CREATE is issued, that pgplane is about to create this object, so that a
-    /// crash between the CREATE and its outcome does not make pgplane disown it.
-    pub async fn claim(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<()> {
-        let sql = format!("update {} set claimed = true where cluster_id = $1 and name = $2", kind.table());
-        sqlx::query(&sql).bind(cluster_id).bind(name).execute(&self.pool).await?;
+    /// The cluster a pass is about to work on, and whether its resync is due (judged by the
+    /// metadata DB's clock, as `due_clusters` does).
+    pub async fn cluster_for_pass(&self, cluster_id: Uuid, resync: Duration) -> Result<Option<PassCluster>> {
+        Ok(sqlx::query_as(
+            "select *, (last_resync_at is null
+                        or last_resync_at < now() - make_interval(secs => $2)) as resync_due
+               from clusters where cluster_id = $1",
+        )
+        .bind(cluster_id)
+        .bind(resync.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The users a pass looks at: all of them, or only those whose desired state has not been
+    /// applied yet.
+    pub async fn users_for_pass(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<User>> {
+        if !changed_only {
+            return self.list_users(cluster_id).await;
+        }
+        Ok(sqlx::query_as(
+            "select * from cluster_users
+              where cluster_id = $1 and applied_generation < generation order by name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The databases a pass looks at: all of them, or only those not applied yet.
+    pub async fn databases_for_pass(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<Database>> {
+        if !changed_only {
+            return self.list_databases(cluster_id).await;
+        }
+        Ok(sqlx::query_as(
+            "select * from cluster_databases
+              where cluster_id = $1 and applied_generation < generation order by name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records, before CREATE is issued, that pgplane is about to create these objects, so
+    /// that a crash between the CREATE and its outcome does not make pgplane disown them.
+    pub async fn claim(&self, kind: ObjectKind, cluster_id: Uuid, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "update {} set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
+            kind.table()
+        );
+        sqlx::query(&sql).bind(cluster_id).bind(names).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Records the outcome of one object, applied at `generation`.
-    pub async fn record_outcome(
-        &self,
-        kind: ObjectKind,
-        cluster_id: Uuid,
-        name: &str,
-        generation: i64,
-        outcome: &Outcome,
-    ) -> Result<()> {
-        let table = kind.table();
-        let (sql, message) = match outcome {
-            Outcome::Applied => (
-                format!(
-                    "update {table}
-                        set applied_generation = greatest(applied_generation, $3), last_error = null,
-                            sync_status = case when generation = $3 then 'ready' else 'pending' end,
-                            updated_at = now()
-                      where cluster_id = $1 and name = $2"
-                ),
-                None,
-            ),
-            Outcome::Failed(m) => (
-                format!(
-                    "update {table} set last_error = $4, updated_at = now()
-                      where cluster_id = $1 and name = $2 and applied_generation < $3"
-                ),
-                Some(m),
-            ),
-            Outcome::Conflict(m) => (
-                format!(
-                    "update {table}
-                        set sync_status = 'conflict', claimed = false, last_error = $4,
-                            applied_generation = greatest(applied_generation, $3), updated_at = now()
-                      where cluster_id = $1 and name = $2"
-                ),
-                Some(m),
-            ),
-            Outcome::Dropped => (
-                format!(
-                    "delete from {table}
-                      where cluster_id = $1 and name = $2 and generation = $3 and state = 'absent'"
-                ),
-                None,
-            ),
-        };
-        let mut query = sqlx::query(&sql).bind(cluster_id).bind(name).bind(generation);
-        if let Some(m) = message {
-            query = query.bind(m);
+    /// Records the outcomes of a pass: one statement per kind of object. An outcome applies
+    /// to the generation it was reached at; a failure never overwrites a later success, and a
+    /// row is deleted only if it was not changed again since its drop was planned.
+    pub async fn record_outcomes(&self, cluster_id: Uuid, outcomes: &[ObjectOutcome<'_>]) -> Result<()> {
+        for kind in [ObjectKind::User, ObjectKind::Database] {
+            let of_kind: Vec<&ObjectOutcome<'_>> = outcomes.iter().filter(|o| o.kind == kind).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = of_kind.iter().map(|o| o.name).collect();
+            let generations: Vec<i64> = of_kind.iter().map(|o| o.generation).collect();
+            let tags: Vec<&str> = of_kind.iter().map(|o| o.outcome.tag()).collect();
+            let messages: Vec<Option<&str>> = of_kind.iter().map(|o| o.outcome.message()).collect();
+            let table = kind.table();
+            let sql = format!(
+                "with o as (
+                   select * from unnest($2::text[], $3::int8[], $4::text[], $5::text[])
+                            as o(name, generation, outcome, message)
+                 ), dropped as (
+                   delete from {table} t using o
+                    where t.cluster_id = $1 and t.name = o.name and o.outcome = 'dropped'
+                      and t.generation = o.generation and t.state = 'absent'
+                 )
+                 update {table} t
+                    set applied_generation = case when o.outcome = 'failed' then t.applied_generation
+                                                  else greatest(t.applied_generation, o.generation) end,
+                        last_error = o.message,
+                        sync_status = case o.outcome
+                            when 'applied' then case when t.generation = o.generation then 'ready' else 'pending' end
+                            when 'conflict' then 'conflict'
+                            else t.sync_status end,
+                        claimed = t.claimed and o.outcome <> 'conflict',
+                        updated_at = now()
+                   from o
+                  where t.cluster_id = $1 and t.name = o.name and o.outcome <> 'dropped'
+                    and (o.outcome <> 'failed' or t.applied_generation < o.generation)"
+            );
+            sqlx::query(&sql)
+                .bind(cluster_id)
+                .bind(&names)
+                .bind(&generations)
+                .bind(&tags)
+                .bind(&messages)
+                .execute(&self.pool)
+                .await?;
         }
-        query.execute(&self.pool).await?;
         Ok(())
     }
 
     /// Ends a pass over a cluster that read desired state at `generation`. With no error, the
-    /// cluster is converged up to that generation; otherwise it is retried at `retry_at`.
-    /// Either way, waiting API requests are told.
+    /// cluster is converged up to that generation (and, after a full pass, resynced);
+    /// otherwise it is retried at `retry_at`. Either way, waiting API requests are told, in
+    /// the same statement. Returns false if the cluster no longer exists.
     pub async fn finish_pass(
         &self,
         cluster_id: Uuid,
         generation: i64,
+        full: bool,
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
         retry_at: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (version_num, version) = server_version.unzip();
-        sqlx::query(
-            "update clusters
-                set reconciled_generation = case when $3::text is null
-                                                 then greatest(reconciled_generation, $2)
-                                                 else reconciled_generation end,
-                    attempts = case when $3::text is null then 0 else attempts + 1 end,
-                    next_attempt_at = case when $3::text is null then now() else $4 end,
-                    last_error = $3,
-                    last_reconciled_at = now(),
-                    server_version_num = coalesce($5, server_version_num),
-                    server_version = coalesce($6, server_version),
-                    status = case
-                        when exists (select 1 from cluster_users u
-                                      where u.cluster_id = $1 and u.role = 'primary' and u.sync_status = 'ready')
-                         and exists (select 1 from cluster_databases d
-                                      where d.cluster_id = $1 and d.is_default and d.sync_status = 'ready')
-                        then 'online' else status end
-              where cluster_id = $1",
+        let finished: Option<(Uuid, String)> = sqlx::query_as(
+            "with c as (
+               update clusters
+                  set reconciled_generation = case when $3::text is null
+                                                   then greatest(reconciled_generation, $2)
+                                                   else reconciled_generation end,
+                      attempts = case when $3::text is null then 0 else attempts + 1 end,
+                      next_attempt_at = case when $3::text is null then now() else $4 end,
+                      last_error = $3,
+                      last_reconciled_at = now(),
+                      last_resync_at = case when $7 and $3::text is null then now() else last_resync_at end,
+                      server_version_num = coalesce($5, server_version_num),
+                      server_version = coalesce($6, server_version),
+                      status = case
+                          when exists (select 1 from cluster_users u
+                                        where u.cluster_id = $1 and u.role = 'primary' and u.sync_status = 'ready')
+                           and exists (select 1 from cluster_databases d
+                                        where d.cluster_id = $1 and d.is_default and d.sync_status = 'ready')
+                          then 'online' else status end
+                where cluster_id = $1
+            returning cluster_id
+             )
+             select cluster_id, pg_notify($8, cluster_id::text)::text from c",
         )
         .bind(cluster_id)
         .bind(generation)
@@ -141,13 +232,10 @@ impl Store {
         .bind(retry_at)
         .bind(version_num)
         .bind(version)
-        .execute(&self.pool)
+        .bind(full)
+        .bind(RECONCILED_CHANNEL)
+        .fetch_optional(&self.pool)
         .await?;
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(RECONCILED_CHANNEL)
-            .bind(cluster_id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(finished.is_some())
     }
 }
