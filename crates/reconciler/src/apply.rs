@@ -95,18 +95,40 @@ fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
     format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
 }
 
-/// Runs every statement (each a whole message, see `create_role_sql`), pipelined, with
-/// logging off while they run when `quiet`; one result per statement, in order. Returns
-/// false as the second value when the session's logging settings could not be restored:
-/// the caller must then close the session rather than reuse it.
+/// Runs every statement (each a whole message, see `create_role_sql`), spread over
+/// `sessions` and pipelined on each, with logging off while they run when `quiet`; one result
+/// per statement, in order. Each role step costs the server a few milliseconds of CPU (it
+/// checks the verifier against an empty password), so sessions in parallel use more of its
+/// cores. Also returns, per session, whether its logging settings were restored: a session
+/// for which they were not must be closed rather than reused.
 pub(crate) async fn run_role_statements(
-    client: &Client,
+    sessions: &[&Client],
     statements: &[String],
     quiet: bool,
-) -> (Vec<Result<(), TargetError>>, bool) {
-    if statements.is_empty() {
-        return (Vec::new(), true);
+) -> (Vec<Result<(), TargetError>>, Vec<bool>) {
+    let used = sessions.len().min(statements.len());
+    let shares = join_all(sessions[..used].iter().enumerate().map(|(k, client)| {
+        let share: Vec<&String> = statements.iter().skip(k).step_by(used).collect();
+        run_on_session(client, share, quiet)
+    }))
+    .await;
+    let mut clean: Vec<bool> = sessions.iter().map(|_| true).collect();
+    let mut results: Vec<Option<Result<(), TargetError>>> = statements.iter().map(|_| None).collect();
+    for (k, (share, restored)) in shares.into_iter().enumerate() {
+        clean[k] = restored;
+        for (j, result) in share.into_iter().enumerate() {
+            results[k + j * used] = Some(result);
+        }
     }
+    (results.into_iter().map(|r| r.expect("every statement ran on one session")).collect(), clean)
+}
+
+/// One session's share of `run_role_statements`.
+async fn run_on_session(
+    client: &Client,
+    statements: Vec<&String>,
+    quiet: bool,
+) -> (Vec<Result<(), TargetError>>, bool) {
     if quiet {
         if let Err(e) = client.batch_execute(QUIET).await {
             let e = TargetError::from(e);
@@ -119,8 +141,11 @@ pub(crate) async fn run_role_statements(
 }
 
 /// Sends every statement without waiting for the answers in between; one result each.
-async fn pipelined(client: &Client, statements: &[String]) -> Vec<Result<(), TargetError>> {
-    join_all(statements.iter().map(|s| client.batch_execute(s)))
+async fn pipelined<S: AsRef<str>>(
+    client: &Client,
+    statements: impl IntoIterator<Item = S>,
+) -> Vec<Result<(), TargetError>> {
+    join_all(statements.into_iter().map(|s| async move { client.batch_execute(s.as_ref()).await }))
         .await
         .into_iter()
         .map(|r| r.map_err(TargetError::from))

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use deadpool_postgres::{Object, Timeouts};
 use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::store::{ObjectKind, ObjectOutcome, Outcome, PassCluster};
@@ -18,7 +19,7 @@ use crate::controller::Shared;
 use crate::error::TargetError;
 use crate::observe::{observe, Observed};
 use crate::plan::{plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
-use crate::target::TargetSpec;
+use crate::target::{TargetSpec, CONNECT_TIMEOUT};
 
 /// Retry delay after `attempts` failed passes: 1 s doubling to 5 minutes, with ±20% jitter so
 /// that many clusters failing together do not retry in lockstep.
@@ -116,12 +117,24 @@ pub(crate) async fn run_pass(
     let (mut present, absent): (Vec<_>, Vec<_>) =
         planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
     present.sort_by_key(|(r, _)| !r.desired.primary);
-    let session_clean = apply_roles(shared, &cluster, &client, &observed, &present, &mut ledger).await?;
-    apply_databases(shared, &cluster, &client, &observed, &databases, &mut ledger).await?;
-    drop_roles(shared, &cluster, &spec, &client, &absent, &mut ledger).await?;
-    if !session_clean {
-        // Its logging settings could not be restored: close it rather than reuse it.
-        drop(deadpool_postgres::Object::take(client));
+    // Several role steps share the server's cores over a second session, when the pool has one
+    // to spare at once.
+    let helper = if present.iter().filter(|(_, step)| step.changes_target()).count() > 1 {
+        let at_once = Timeouts { wait: Some(Duration::ZERO), create: Some(CONNECT_TIMEOUT), recycle: None };
+        pool.timeout_get(&at_once).await.ok()
+    } else {
+        None
+    };
+    let sessions: Vec<Object> = std::iter::once(client).chain(helper).collect();
+    let clients: Vec<&Client> = sessions.iter().map(|s| &***s).collect();
+    let clean = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
+    apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
+    drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
+    for (session, clean) in sessions.into_iter().zip(clean) {
+        if !clean {
+            // Its logging settings could not be restored: close it rather than reuse it.
+            drop(Object::take(session));
+        }
     }
 
     summary.changes = ledger.changes;
@@ -183,11 +196,11 @@ fn role_statement(role: &DesiredRole, step: &Step) -> Option<String> {
 async fn apply_roles<'a>(
     shared: &Shared,
     cluster: &Cluster,
-    client: &Client,
+    sessions: &[&Client],
     observed: &Observed,
     planned: &[(&'a RoleItem, Step)],
     ledger: &mut Ledger<'a>,
-) -> Result<bool, pgplane_core::Error> {
+) -> Result<Vec<bool>, pgplane_core::Error> {
     let claims: Vec<&str> = planned
         .iter()
         .filter(|(r, step)| matches!(step, Step::CreateRole { .. }) && !r.desired.claimed)
@@ -199,19 +212,25 @@ async fn apply_roles<'a>(
         .enumerate()
         .filter_map(|(i, (r, step))| role_statement(&r.desired, step).map(|sql| (i, sql)))
         .collect();
-    let sql: Vec<String> = statements.iter().map(|(_, s)| s.clone()).collect();
-    let (results, session_clean) =
-        apply::run_role_statements(client, &sql, observed.admin_is_superuser).await;
-    let mut results: Vec<Option<Result<(), TargetError>>> = {
-        let mut by_item: Vec<Option<Result<(), TargetError>>> = planned.iter().map(|_| None).collect();
-        for ((i, _), result) in statements.iter().zip(results) {
-            by_item[*i] = Some(result);
-        }
-        by_item
-    };
-    for ((item, step), result) in planned.iter().zip(results.iter_mut()) {
+    // The primary user first, on its own: databases are owned by it and the other roles'
+    // ADMIN OPTION is granted to it.
+    let quiet = observed.admin_is_superuser;
+    let primary_first = planned.first().is_some_and(|(r, _)| r.desired.primary)
+        && statements.first().is_some_and(|(i, _)| *i == 0);
+    let (first, rest) = statements.split_at(usize::from(primary_first));
+    let sql = |part: &[(usize, String)]| part.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    let (mut results, mut clean) = apply::run_role_statements(&sessions[..1], &sql(first), quiet).await;
+    let (more, more_clean) = apply::run_role_statements(sessions, &sql(rest), quiet).await;
+    results.extend(more);
+    clean[0] &= more_clean[0];
+    clean.extend(more_clean.into_iter().skip(1));
+    let mut by_item: Vec<Result<(), TargetError>> = planned.iter().map(|_| Ok(())).collect();
+    for ((i, _), result) in statements.iter().zip(results) {
+        by_item[*i] = result;
+    }
+    for ((item, step), result) in planned.iter().zip(by_item) {
         let role = &item.desired;
-        let result = match (step, result.take().unwrap_or(Ok(()))) {
+        let result = match (step, result) {
             (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
                 Err(StepError::Conflict(appeared("role", &role.name)))
             }
@@ -225,7 +244,7 @@ async fn apply_roles<'a>(
         }
         conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
     }
-    Ok(session_clean)
+    Ok(clean)
 }
 
 /// Drops the roles whose step is DropRole, together, and concludes every role that should be
