@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{notify, Store, WAKE_CHANNEL};
+use super::{notify, Store, BUMP, WAKE_CHANNEL};
 use crate::error::{Error, Result};
 use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
@@ -123,14 +123,14 @@ impl Store {
         server_version: (i32, &str),
         sealer: &Sealer,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
+        let updated = sqlx::query(&format!(
             "update clusters
                 set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
                     sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10,
-                    last_resync_at = null
-              where cluster_id = $1",
-        )
+                    last_resync_at = null, {BUMP}
+              where cluster_id = $1
+          returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
+        ))
         .bind(cluster.cluster_id)
         .bind(&admin.host)
         .bind(admin.port)
@@ -141,20 +141,17 @@ impl Store {
         .bind(server_version.0)
         .bind(server_version.1)
         .bind(&admin.ca_certificate)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await;
         match updated {
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
-                return Err(Error::Conflict(format!(
+                Err(Error::Conflict(format!(
                     "the server {}:{} is already registered with primary user {:?}",
                     admin.host, admin.port, cluster.primary_user
-                )));
+                )))
             }
-            other => other?,
-        };
-        super::bump_generation(&mut tx, cluster.cluster_id).await?;
-        tx.commit().await?;
-        Ok(())
+            other => other.map(|_| ()).map_err(Into::into),
+        }
     }
 
     /// A team's clusters, optionally only those carrying `tag`, oldest first.

@@ -1,6 +1,6 @@
 //! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. Every
 //! query lives in this module tree. Writes that change a cluster's desired state bump the
-//! cluster's generation and wake the reconcilers in the same transaction.
+//! cluster's generation and wake the reconcilers in the same statement or transaction.
 
 mod audit;
 mod clusters;
@@ -92,20 +92,22 @@ impl Store {
     }
 }
 
-/// Marks a cluster's desired state as changed and wakes the reconcilers when `tx` commits.
-/// Returns the cluster's new generation.
-async fn bump_generation(tx: &mut Transaction<'_, Postgres>, cluster_id: Uuid) -> Result<i64> {
-    let generation: i64 = sqlx::query_scalar(
-        "update clusters
-            set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-          where cluster_id = $1
-      returning generation",
+/// What a change to a cluster's desired state sets on its row: a new generation, and a pass
+/// due at once (any backoff is over: the user changed something).
+const BUMP: &str = "generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()";
+
+/// One statement that runs `change` (a data-modifying statement with RETURNING on one of the
+/// cluster's objects; `$1` is the cluster id) and, if it touched a row, bumps the cluster's
+/// generation and wakes the reconcilers (the notification goes out on commit). One round trip
+/// and no explicit transaction: writes to one cluster hold its row lock only for that long.
+fn with_bump(change: &str) -> String {
+    format!(
+        "with changed as ({change}),
+              bumped as (update clusters set {BUMP}
+                          where cluster_id = $1 and exists (select 1 from changed)
+                      returning pg_notify('{WAKE_CHANNEL}', cluster_id::text))
+         select changed.* from changed"
     )
-    .bind(cluster_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    notify(tx, WAKE_CHANNEL, cluster_id).await?;
-    Ok(generation)
 }
 
 /// Queues a notification on `channel`, delivered when `tx` commits.

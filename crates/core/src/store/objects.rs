@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{bump_generation, Store};
+use super::{with_bump, Store};
 use crate::error::{Error, Result};
 use crate::model::{Database, User};
 
@@ -77,50 +77,40 @@ impl Store {
         credentials_sealed: &[u8],
         allow_replication: bool,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
-        let user: Option<User> = sqlx::query_as(
+        let user: Option<User> = sqlx::query_as(&with_bump(
             "insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
              values ($1, $2, 'normal', $3, $4)
              on conflict do nothing
              returning *",
-        )
+        ))
         .bind(cluster_id)
         .bind(name)
         .bind(credentials_sealed)
         .bind(allow_replication)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let Some(user) = user else {
-            // Give the connection back before asking why: a burst of duplicates must not hold
-            // two connections each.
-            drop(tx);
-            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
-        };
-        bump_generation(&mut tx, cluster_id).await?;
-        tx.commit().await?;
-        Ok(user)
+        match user {
+            Some(user) => Ok(user),
+            None => Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await),
+        }
     }
 
     /// Records a new database (desired present, owned by the primary user) and wakes the
     /// reconcilers.
     pub async fn insert_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        let mut tx = self.pool.begin().await?;
-        let db: Option<Database> = sqlx::query_as(
+        let db: Option<Database> = sqlx::query_as(&with_bump(
             "insert into cluster_databases (cluster_id, name) values ($1, $2)
              on conflict do nothing
              returning *",
-        )
+        ))
         .bind(cluster_id)
         .bind(name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let Some(db) = db else {
-            drop(tx);
-            return Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await);
-        };
-        bump_generation(&mut tx, cluster_id).await?;
-        tx.commit().await?;
-        Ok(db)
+        match db {
+            Some(db) => Ok(db),
+            None => Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await),
+        }
     }
 
     /// Changes a user's settings; the reconciler applies them.
@@ -151,8 +141,7 @@ impl Store {
         allow_replication: Option<bool>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
-        let user: Option<User> = sqlx::query_as(
+        let user: Option<User> = sqlx::query_as(&with_bump(
             "update cluster_users
                 set allow_replication = coalesce($3, allow_replication),
                     credentials_sealed = coalesce($4, credentials_sealed),
@@ -160,44 +149,35 @@ impl Store {
                     sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
               where cluster_id = $1 and name = $2 and state = 'present'
           returning *",
-        )
+        ))
         .bind(cluster_id)
         .bind(name)
         .bind(allow_replication)
         .bind(credentials_sealed)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let Some(user) = user else {
-            drop(tx);
-            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
+        match user {
+            Some(user) => Ok(user),
+            None => Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
                 Some(_) => being_deleted(ObjectKind::User, name),
                 None => Error::NotFound("user"),
-            });
-        };
-        bump_generation(&mut tx, cluster_id).await?;
-        tx.commit().await?;
-        Ok(user)
+            }),
+        }
     }
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
     /// until the reconciler has dropped it. Returns the new object generation.
     pub async fn request_deletion(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let sql = format!(
+        let sql = with_bump(&format!(
             "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
                     sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
               where cluster_id = $1 and name = $2
           returning generation",
             kind.table()
-        );
+        ));
         let generation: Option<i64> =
-            sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&mut *tx).await?;
-        let Some(generation) = generation else {
-            return Err(Error::NotFound(kind.noun()));
-        };
-        bump_generation(&mut tx, cluster_id).await?;
-        tx.commit().await?;
-        Ok(generation)
+            sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?;
+        generation.ok_or(Error::NotFound(kind.noun()))
     }
 
     /// Removes an object's row if pgplane never created it on the target and it has not
