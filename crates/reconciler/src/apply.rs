@@ -135,9 +135,13 @@ async fn run_on_session(
             return (statements.iter().map(|_| Err(e.clone())).collect(), false);
         }
     }
-    let results = pipelined(client, statements).await;
-    let restored = !quiet || client.batch_execute(LOUD).await.is_ok();
-    (results, restored)
+    // The statements must wait for the SETs' answer (had they failed, the statements would be
+    // logged), but the RESETs can follow them in the same pipeline.
+    if !quiet {
+        return (pipelined(client, statements).await, true);
+    }
+    let (results, restored) = futures::join!(pipelined(client, statements), client.batch_execute(LOUD));
+    (results, restored.is_ok())
 }
 
 /// Sends every statement without waiting for the answers in between; one result each.

@@ -203,9 +203,14 @@ async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
     }
 }
 
+/// Most passes one cluster gets in a row before its lock (and its slot among the concurrent
+/// passes) goes back.
+const PASSES_IN_A_ROW: usize = 32;
+
 /// Runs a pass while holding the cluster's advisory lock on the metadata DB; skips the pass
 /// when another process holds it. The lock is tied to the session, so it is released even
-/// if this process dies mid-pass.
+/// if this process dies mid-pass. While writes keep arriving (a burst of API requests), the
+/// next pass starts at once under the same lock, up to `PASSES_IN_A_ROW`.
 async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
     let (hi, lo) = cluster_id.as_u64_pair();
     let key = (hi ^ lo) as i64;
@@ -215,8 +220,33 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
     if !locked {
         return Ok(());
     }
-    // A target that stops answering mid-statement (a frozen host, a partition) would hang the
-    // pass: bound it, and drop the cluster's pool, whose sessions may be stuck.
+    let mut result = Ok(());
+    for round in 0..PASSES_IN_A_ROW {
+        match bounded_pass(shared, cluster_id, full && round == 0).await {
+            Ok(summary) if summary.more => continue,
+            Ok(_) => break,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
+    if unlocked.is_err() {
+        // The session may be broken; closing it releases the lock.
+        let _ = conn.detach();
+    }
+    result
+}
+
+/// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
+/// partition) would hang it, so past the deadline it is abandoned and the cluster's pool,
+/// whose sessions may be stuck, dropped.
+async fn bounded_pass(
+    shared: &Shared,
+    cluster_id: Uuid,
+    full: bool,
+) -> Result<PassSummary, pgplane_core::Error> {
     let deadline = shared.config.session_limits.statement_timeout * 2 + Duration::from_secs(30);
     let started = Instant::now();
     let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full)).await {
@@ -228,17 +258,10 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
                 deadline.as_secs()
             );
             tracing::warn!(cluster.id = %cluster_id, "{message}");
-            crate::pass::fail_unfinished(shared, cluster_id, &message)
-                .await
-                .map(|exists| PassSummary { gone: !exists, ..PassSummary::default() })
+            crate::pass::fail_unfinished(shared, cluster_id, &message).await
         }
     };
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
-    if unlocked.is_err() {
-        // The session may be broken; closing it releases the lock.
-        let _ = conn.detach();
-    }
     let summary = result?;
     if summary.gone {
         shared.pools.retain(|id| *id != cluster_id);
@@ -254,5 +277,5 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "reconcile pass finished"
     );
-    Ok(())
+    Ok(summary)
 }

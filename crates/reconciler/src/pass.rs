@@ -42,6 +42,16 @@ pub(crate) struct PassSummary {
     pub reached: bool,
     /// The cluster no longer exists.
     pub gone: bool,
+    /// The cluster's desired state changed during the pass: another one is due at once.
+    pub more: bool,
+}
+
+impl PassSummary {
+    /// Takes in what ending the pass returned (see `finish`).
+    fn end(&mut self, finished: Option<bool>) {
+        self.gone = finished.is_none();
+        self.more = finished.unwrap_or(false);
+    }
 }
 
 /// A role of the pass with the desired state and bookkeeping needed to record its outcome.
@@ -81,7 +91,7 @@ pub(crate) async fn run_pass(
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     if !full && users.is_empty() && databases.is_empty() {
         // Whatever bumped the generation is applied already.
-        summary.gone = !finish(shared, &cluster, false, None, None).await?;
+        summary.end(finish(shared, &cluster, false, None, None).await?);
         return Ok(summary);
     }
 
@@ -141,7 +151,7 @@ pub(crate) async fn run_pass(
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
     shared.store.record_outcomes(cluster_id, &ledger.outcomes).await?;
     let version = Some((observed.version_num, observed.version.as_str()));
-    summary.gone = !finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?;
+    summary.end(finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?);
     Ok(summary)
 }
 
@@ -522,26 +532,29 @@ async fn fail_pass(
 }
 
 /// Ends a pass that had to be abandoned (it ran past its deadline), so that the cluster is
-/// retried with backoff. Returns false if the cluster no longer exists.
+/// retried with backoff.
 pub(crate) async fn fail_unfinished(
     shared: &Shared,
     cluster_id: Uuid,
     message: &str,
-) -> Result<bool, pgplane_core::Error> {
+) -> Result<PassSummary, pgplane_core::Error> {
+    let mut summary = PassSummary::default();
     match shared.store.cluster_by_id(cluster_id).await? {
-        Some(cluster) => finish(shared, &cluster, false, None, Some(message)).await,
-        None => Ok(false),
+        Some(cluster) => summary.end(finish(shared, &cluster, false, None, Some(message)).await?),
+        None => summary.gone = true,
     }
+    Ok(summary)
 }
 
-/// Ends a pass; returns false if the cluster no longer exists.
+/// Ends a pass; returns None if the cluster no longer exists, otherwise whether another pass
+/// is due at once.
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,
     full: bool,
     version: Option<(i32, &str)>,
     error: Option<&str>,
-) -> Result<bool, pgplane_core::Error> {
+) -> Result<Option<bool>, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
     shared.store.finish_pass(cluster.cluster_id, cluster.generation, full, version, error, retry_at).await

@@ -191,7 +191,8 @@ impl Store {
     /// Ends a pass over a cluster that read desired state at `generation`. With no error, the
     /// cluster is converged up to that generation (and, after a full pass, resynced);
     /// otherwise it is retried at `retry_at`. Either way, waiting API requests are told, in
-    /// the same statement. Returns false if the cluster no longer exists.
+    /// the same statement. Returns None if the cluster no longer exists, otherwise whether it
+    /// is due again at once (its desired state changed during the pass, which succeeded).
     pub async fn finish_pass(
         &self,
         cluster_id: Uuid,
@@ -200,9 +201,9 @@ impl Store {
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
         retry_at: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let (version_num, version) = server_version.unzip();
-        let finished: Option<(Uuid, String)> = sqlx::query_as(
+        let finished: Option<(bool, String)> = sqlx::query_as(
             "with c as (
                update clusters
                   set reconciled_generation = case when $3::text is null
@@ -222,9 +223,9 @@ impl Store {
                                         where d.cluster_id = $1 and d.is_default and d.sync_status = 'ready')
                           then 'online' else status end
                 where cluster_id = $1
-            returning cluster_id
+            returning cluster_id, generation > reconciled_generation and last_error is null as more
              )
-             select cluster_id, pg_notify($8, cluster_id::text)::text from c",
+             select more, pg_notify($8, cluster_id::text)::text from c",
         )
         .bind(cluster_id)
         .bind(generation)
@@ -236,6 +237,6 @@ impl Store {
         .bind(RECONCILED_CHANNEL)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(finished.is_some())
+        Ok(finished.map(|(more, _)| more))
     }
 }
