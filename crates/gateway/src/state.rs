@@ -1,5 +1,6 @@
-//! The state every handler shares: the metadata store, the sealer, the token authenticator
-//! and the waiter that learns when reconcile passes finish.
+//! The state every handler shares: the metadata store, the sealer (and the cache of opened
+//! credentials), the token authenticator and the waiter that learns when reconcile passes
+//! finish.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 use crate::auth::Authenticator;
+use crate::credentials::CredentialsCache;
 use crate::rate::Limiter;
 use crate::wait::Waiter;
 use crate::GatewayConfig;
@@ -16,6 +18,7 @@ use crate::GatewayConfig;
 pub struct AppState {
     pub(crate) store: Store,
     pub(crate) sealer: Sealer,
+    pub(crate) credentials: CredentialsCache,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limiter: Arc<Limiter>,
@@ -28,6 +31,7 @@ impl AppState {
             auth: Authenticator::start(store.clone()),
             limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
             waiter: Waiter::start(store.clone()),
+            credentials: CredentialsCache::new(sealer.clone()),
             store,
             sealer,
             config: Arc::new(config),

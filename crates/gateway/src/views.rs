@@ -1,16 +1,16 @@
 //! The JSON objects the API returns, shaped as DigitalOcean's (cluster, user, db, connection),
 //! plus the fields DigitalOcean lacks: reconcile status, last error, timestamps and the
-//! `pgplane` block describing the registered target. Secrets are unsealed only here.
+//! `pgplane` block describing the registered target. Passwords are opened (through the
+//! credentials cache) only here.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
-use pgplane_core::passwords::Credentials;
-use pgplane_core::secrets::Sealer;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::credentials::CredentialsCache;
 use crate::error::ApiError;
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
@@ -50,19 +50,11 @@ pub(crate) struct UserView {
     pub updated_at: String,
 }
 
-/// Opens a user's sealed credentials.
-pub(crate) fn credentials(user: &User, sealer: &Sealer) -> Result<Credentials, ApiError> {
-    let sealed = sealer
-        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
-        .map_err(ApiError::from)?;
-    serde_json::from_slice(&sealed).map_err(|_| ApiError::internal())
-}
-
 impl UserView {
     /// The user as shown to a caller; the password only when `reveal` (the caller holds
     /// `database:view_credentials`).
-    pub fn of(user: &User, sealer: &Sealer, reveal: bool) -> Result<Self, ApiError> {
-        let password = if reveal { Some(credentials(user, sealer)?.password) } else { None };
+    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool) -> Result<Self, ApiError> {
+        let password = if reveal { Some(credentials.password(user)?) } else { None };
         Ok(Self {
             name: user.name.clone(),
             role: user.role.clone(),
@@ -190,11 +182,11 @@ impl ClusterView {
         cluster: &Cluster,
         users: &[User],
         dbs: &[Database],
-        sealer: &Sealer,
+        credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
         let users: Vec<UserView> =
-            users.iter().map(|u| UserView::of(u, sealer, reveal)).collect::<Result<_, _>>()?;
+            users.iter().map(|u| UserView::of(u, credentials, reveal)).collect::<Result<_, _>>()?;
         let primary_password =
             users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
         Ok(Self {

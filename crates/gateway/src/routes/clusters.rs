@@ -208,7 +208,7 @@ async fn render(
 ) -> Result<ClusterView, ApiError> {
     let users = state.store.list_users(cluster.cluster_id).await?;
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
-    ClusterView::of(cluster, &users, &dbs, &state.sealer, caller.sees_credentials())
+    ClusterView::of(cluster, &users, &dbs, &state.credentials, caller.sees_credentials())
 }
 
 /// List the team's clusters.

@@ -43,7 +43,7 @@ pub(super) struct UpdateUser {
 }
 
 fn one(user: &User, state: &AppState, caller: &Caller) -> Result<Json<UserResponse>, ApiError> {
-    Ok(Json(UserResponse { user: UserView::of(user, &state.sealer, caller.sees_credentials())? }))
+    Ok(Json(UserResponse { user: UserView::of(user, &state.credentials, caller.sees_credentials())? }))
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
@@ -74,7 +74,7 @@ pub(super) async fn list(
     let users = state.store.list_users(cluster.cluster_id).await?;
     let users = users
         .iter()
-        .map(|u| UserView::of(u, &state.sealer, caller.sees_credentials()))
+        .map(|u| UserView::of(u, &state.credentials, caller.sees_credentials()))
         .collect::<Result<_, _>>()?;
     Ok(Json(UsersResponse { users }))
 }

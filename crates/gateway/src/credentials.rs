@@ -1,0 +1,97 @@
+//! Users' credentials as the API shows them: opened from their sealed form once, then kept in
+//! a bounded in-process cache, so that listing a cluster's users does not unseal (decrypt and
+//! parse) every password on every request. The cache only holds what the process already
+//! holds the key to; an entry is found by its sealed bytes and must also match the row it
+//! was opened for, so a sealed value copied to another row is opened (and refused) anew.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use pgplane_core::model::User;
+use pgplane_core::passwords::Credentials;
+use pgplane_core::secrets::Sealer;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Most users whose opened credentials are kept (a few hundred bytes each).
+const CAPACITY: u64 = 20_000;
+/// How long an entry no request has used stays.
+const IDLE: Duration = Duration::from_secs(600);
+
+struct Opened {
+    cluster_id: Uuid,
+    name: String,
+    password: String,
+}
+
+/// Opens users' sealed credentials, remembering what it opened.
+#[derive(Clone)]
+pub(crate) struct CredentialsCache {
+    sealer: Sealer,
+    opened: Cache<Vec<u8>, Arc<Opened>>,
+}
+
+impl CredentialsCache {
+    pub fn new(sealer: Sealer) -> Self {
+        Self { sealer, opened: Cache::builder().max_capacity(CAPACITY).time_to_idle(IDLE).build() }
+    }
+
+    /// The user's password.
+    pub fn password(&self, user: &User) -> Result<String, ApiError> {
+        if let Some(o) = self.opened.get(user.credentials_sealed.as_slice()) {
+            if o.cluster_id == user.cluster_id && o.name == user.name {
+                return Ok(o.password.clone());
+            }
+        }
+        let plain = self
+            .sealer
+            .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
+            .map_err(ApiError::from)?;
+        let credentials: Credentials = serde_json::from_slice(&plain).map_err(|_| ApiError::internal())?;
+        let opened =
+            Opened { cluster_id: user.cluster_id, name: user.name.clone(), password: credentials.password };
+        let password = opened.password.clone();
+        self.opened.insert(user.credentials_sealed.clone(), Arc::new(opened));
+        Ok(password)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn user(cluster_id: Uuid, name: &str, sealed: Vec<u8>) -> User {
+        User {
+            cluster_id,
+            name: name.into(),
+            role: "normal".into(),
+            credentials_sealed: sealed,
+            allow_replication: false,
+            state: "present".into(),
+            generation: 1,
+            applied_generation: 1,
+            sync_status: "ready".into(),
+            last_error: None,
+            claimed: true,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn opens_once_and_refuses_a_sealed_value_moved_to_another_row() {
+        let sealer = Sealer::from_base64(&Sealer::generate_key()).unwrap();
+        let cache = CredentialsCache::new(sealer.clone());
+        let cluster = Uuid::new_v4();
+        let body = br#"{"password":"pw-one","verifier":"SCRAM-SHA-256$4096:x"}"#;
+        let sealed = sealer.seal(body, &User::credentials_context(cluster, "alice"));
+        let alice = user(cluster, "alice", sealed.clone());
+        assert_eq!(cache.password(&alice).unwrap(), "pw-one");
+        assert_eq!(cache.password(&alice).unwrap(), "pw-one", "from the cache");
+        let mallory = user(cluster, "mallory", sealed);
+        assert!(cache.password(&mallory).is_err(), "bound to alice's row, cached or not");
+    }
+}
