@@ -1,8 +1,9 @@
 //! Users' credentials as the API shows them: opened from their sealed form once, then kept in
 //! a bounded in-process cache, so that listing a cluster's users does not unseal (decrypt and
 //! parse) every password on every request. The cache only holds what the process already
-//! holds the key to; an entry is found by its sealed bytes and must also match the row it
-//! was opened for, so a sealed value copied to another row is opened (and refused) anew.
+//! holds the key to; an entry is found by the sealed value's authentication tag (unique per
+//! sealing) and must match the whole sealed value and the row it was opened for, so a sealed
+//! value copied to another row is opened (and refused) anew.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +24,23 @@ const IDLE: Duration = Duration::from_secs(600);
 struct Opened {
     cluster_id: Uuid,
     name: String,
+    sealed: Vec<u8>,
     password: String,
+}
+
+/// The cache key of a sealed value: its last 16 bytes, the AEAD tag.
+fn tag(sealed: &[u8]) -> u128 {
+    let mut tag = [0u8; 16];
+    let n = sealed.len().min(16);
+    tag[16 - n..].copy_from_slice(&sealed[sealed.len() - n..]);
+    u128::from_le_bytes(tag)
 }
 
 /// Opens users' sealed credentials, remembering what it opened.
 #[derive(Clone)]
 pub(crate) struct CredentialsCache {
     sealer: Sealer,
-    opened: Cache<Vec<u8>, Arc<Opened>>,
+    opened: Cache<u128, Arc<Opened>>,
 }
 
 impl CredentialsCache {
@@ -40,8 +50,9 @@ impl CredentialsCache {
 
     /// The user's password.
     pub fn password(&self, user: &User) -> Result<String, ApiError> {
-        if let Some(o) = self.opened.get(user.credentials_sealed.as_slice()) {
-            if o.cluster_id == user.cluster_id && o.name == user.name {
+        let key = tag(&user.credentials_sealed);
+        if let Some(o) = self.opened.get(&key) {
+            if o.sealed == user.credentials_sealed && o.cluster_id == user.cluster_id && o.name == user.name {
                 return Ok(o.password.clone());
             }
         }
@@ -50,10 +61,14 @@ impl CredentialsCache {
             .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
             .map_err(ApiError::from)?;
         let credentials: Credentials = serde_json::from_slice(&plain).map_err(|_| ApiError::internal())?;
-        let opened =
-            Opened { cluster_id: user.cluster_id, name: user.name.clone(), password: credentials.password };
+        let opened = Opened {
+            cluster_id: user.cluster_id,
+            name: user.name.clone(),
+            sealed: user.credentials_sealed.clone(),
+            password: credentials.password,
+        };
         let password = opened.password.clone();
-        self.opened.insert(user.credentials_sealed.clone(), Arc::new(opened));
+        self.opened.insert(key, Arc::new(opened));
         Ok(password)
     }
 }

@@ -13,7 +13,7 @@ use pgplane_reconciler::{probe, ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::cluster_for;
+use super::{cluster_for, cluster_with};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -206,8 +206,10 @@ async fn render(
     caller: &Caller,
     cluster: &pgplane_core::model::Cluster,
 ) -> Result<ClusterView, ApiError> {
-    let users = state.store.list_users(cluster.cluster_id).await?;
-    let dbs = state.store.list_databases(cluster.cluster_id).await?;
+    let (users, dbs) = futures::try_join!(
+        state.store.list_users(cluster.cluster_id),
+        state.store.list_databases(cluster.cluster_id)
+    )?;
     ClusterView::of(cluster, &users, &dbs, &state.credentials, caller.sees_credentials())
 }
 
@@ -244,8 +246,11 @@ pub(super) async fn get(
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    Ok(Json(ClusterResponse { database: render(&state, &caller, &cluster).await? }))
+    let store = &state.store;
+    let objects = |id| async move { futures::try_join!(store.list_users(id), store.list_databases(id)) };
+    let (cluster, (users, dbs)) = cluster_with(&state, &caller, &raw_id, objects).await?;
+    let database = ClusterView::of(&cluster, &users, &dbs, &state.credentials, caller.sees_credentials())?;
+    Ok(Json(ClusterResponse { database }))
 }
 
 /// Unregister a cluster; nothing on the target is dropped.

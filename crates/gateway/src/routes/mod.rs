@@ -102,6 +102,22 @@ async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<
     Ok(state.store.get_cluster(caller.team_id, cluster_id(raw_id)?).await?)
 }
 
+/// The caller's cluster and what `read` reads about it, both asked for at once (one round trip
+/// of waiting instead of two); what `read` found is dropped unless the cluster is the caller's.
+async fn cluster_with<T, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    read: impl FnOnce(Uuid) -> Fut,
+) -> Result<(Cluster, T), ApiError>
+where
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let id = cluster_id(raw_id)?;
+    let (cluster, found) = futures::join!(state.store.get_cluster(caller.team_id, id), read(id));
+    Ok((cluster?, found?))
+}
+
 /// The reconcile bookkeeping users and databases share, as far as waiting needs it.
 pub(super) trait Tracked {
     fn generation(&self) -> i64;

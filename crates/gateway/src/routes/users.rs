@@ -12,7 +12,7 @@ use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle, settle_create};
+use super::{cluster_for, cluster_with, settle, settle_create};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -70,8 +70,7 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
 ) -> Result<Json<UsersResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    let users = state.store.list_users(cluster.cluster_id).await?;
+    let (_, users) = cluster_with(&state, &caller, &raw_id, |id| state.store.list_users(id)).await?;
     let users = users
         .iter()
         .map(|u| UserView::of(u, &state.credentials, caller.sees_credentials()))
