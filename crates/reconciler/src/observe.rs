@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use tokio_postgres::Row;
 
 use crate::error::TargetError;
 
@@ -40,21 +41,34 @@ pub(crate) struct Observed {
     pub primary_admin_of: HashSet<String>,
 }
 
+/// Runs a query through the session's statement cache: parsed and planned once per session,
+/// then one round trip per run.
+async fn query(
+    client: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
 /// Observes the named roles and databases: the server's facts first (they say which catalog
 /// shows passwords), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
-    client: &Client,
+    client: &ClientWrapper,
     role_names: &[&str],
     database_names: &[&str],
     primary_user: &str,
 ) -> Result<Observed, TargetError> {
-    let server = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
-                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
-            &[],
-        )
-        .await?;
+    let server = query(
+        client,
+        "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
+                (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+        &[],
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
     let admin_is_superuser: bool = server.get(2);
     // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
     let roles_sql = if admin_is_superuser {
@@ -70,18 +84,22 @@ pub(crate) async fn observe(
     let by_database: [&(dyn ToSql + Sync); 1] = [&database_names];
     let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &role_names];
     let (roles, databases, primary_admin_of) = futures::try_join!(
-        client.query(roles_sql, &by_role),
-        client.query(
+        query(client, roles_sql, &by_role),
+        query(
+            client,
             "SELECT datname, pg_catalog.pg_get_userbyid(datdba)
-           FROM pg_catalog.pg_database WHERE datname = ANY($1)",
+               FROM pg_catalog.pg_database WHERE datname = ANY($1)",
             &by_database,
         ),
-        client.query(
-            "SELECT r.rolname
-           FROM pg_catalog.pg_auth_members m
-           JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-           JOIN pg_catalog.pg_roles p ON p.oid = m.member
-          WHERE p.rolname = $1 AND m.admin_option AND r.rolname = ANY($2)",
+        // From the named roles (an index scan) to their memberships: the primary user may hold
+        // ADMIN OPTION on thousands of roles, of which a pass asks about a few.
+        query(
+            client,
+            "SELECT r.rolname FROM pg_catalog.pg_roles r
+              WHERE r.rolname = ANY($2)
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
+                             WHERE m.roleid = r.oid AND m.admin_option
+                               AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1))",
             &by_grantee,
         )
     )?;
