@@ -139,13 +139,12 @@ async fn unmanaged_roles_and_databases_are_listed_and_left_alone() {
 async fn a_changed_admin_password_backs_off_then_recovers_when_the_registration_is_updated() {
     let app =
         TestApp::spawn_with(AppOptions { apply_timeout: Duration::from_secs(2), ..Default::default() }).await;
-    let mut admin = app.target_admin("postgres").await;
+    let admin = app.target_admin("postgres").await;
     let verifier = pgplane_core::passwords::scram_verifier("rotated-by-the-dba");
     // The DBA's change, kept out of the server log as pgplane keeps its own (leak tests read it).
-    let tx = admin.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL log_statement = 'none'").await.unwrap();
-    tx.batch_execute(&format!("ALTER ROLE {} PASSWORD '{verifier}'", app.admin_user)).await.unwrap();
-    tx.commit().await.unwrap();
+    admin.batch_execute(pgplane_reconciler::sql::QUIET).await.unwrap();
+    admin.batch_execute(&format!("ALTER ROLE {} PASSWORD '{verifier}'", app.admin_user)).await.unwrap();
+    admin.batch_execute(pgplane_reconciler::sql::LOUD).await.unwrap();
     admin
         .batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",

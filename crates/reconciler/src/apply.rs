@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use crate::error::TargetError;
 use crate::observe::RoleAttrs;
-use crate::sql::{ident, literal};
+use crate::sql::{ident, literal, LOUD, QUIET};
 use crate::target::{SessionLimits, TargetSpec};
 
 /// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
@@ -20,17 +20,6 @@ pub(crate) const DUPLICATE_OBJECT: &str = "42710";
 pub(crate) const DUPLICATE_DATABASE: &str = "42P04";
 /// SQLSTATE invalid_catalog_name (connecting to a database that is gone).
 const INVALID_CATALOG_NAME: &str = "3D000";
-
-/// Keeps the session's statements out of the server log, whatever the server's logging
-/// settings: they carry verifiers. Its own message: the server decides whether to log a
-/// simple-query string when it receives it, before any SET in it has run.
-const QUIET: &str = "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; \
-     SET log_min_duration_statement = -1; SET log_min_duration_sample = -1; \
-     SET log_transaction_sample_rate = 0";
-/// Gives the session back its logging settings.
-const LOUD: &str = "RESET log_statement; RESET log_min_error_statement; \
-     RESET log_min_duration_statement; RESET log_min_duration_sample; \
-     RESET log_transaction_sample_rate";
 
 fn attrs_sql(a: RoleAttrs) -> String {
     let flag = |on: bool, name: &str| {

@@ -1,5 +1,19 @@
 //! Quoting for SQL text that cannot take bind parameters (DDL). Every identifier that reaches
-//! a statement goes through [`ident`]; every string literal through [`literal`].
+//! a statement goes through [`ident`]; every string literal through [`literal`]. Also the
+//! session settings that keep statements carrying verifiers out of the server log.
+
+/// Keeps the session's statements out of the server log, whatever the server's logging
+/// settings (statements, errors, durations, samples): they carry verifiers. Superusers only.
+/// Send it as its own message: the server decides whether to log a simple-query string when
+/// it receives it, before any SET in it has run.
+pub const QUIET: &str = "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; \
+     SET log_min_duration_statement = -1; SET log_min_duration_sample = -1; \
+     SET log_transaction_sample_rate = 0";
+
+/// Gives the session back its logging settings after [`QUIET`].
+pub const LOUD: &str = "RESET log_statement; RESET log_min_error_statement; \
+     RESET log_min_duration_statement; RESET log_min_duration_sample; \
+     RESET log_transaction_sample_rate";
 
 /// Quotes an identifier: wraps it in double quotes and doubles any double quote inside, so that
 /// any name (spaces, semicolons, quotes, backslashes, unicode) is one identifier and nothing

@@ -164,13 +164,13 @@ impl TestApp {
         // Like pgplane itself, the fixture sends only a verifier, with statement logging off:
         // leak tests search the target's log for this password too.
         let verifier = pgplane_core::passwords::scram_verifier(&admin_password);
-        let mut admin = target.admin("postgres").await;
-        let tx = admin.transaction().await.expect("begin");
-        tx.batch_execute("SET LOCAL log_statement = 'none'").await.expect("suppress logging");
-        tx.batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{verifier}'"))
+        let admin = target.admin("postgres").await;
+        admin.batch_execute(pgplane_reconciler::sql::QUIET).await.expect("suppress logging");
+        admin
+            .batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{verifier}'"))
             .await
             .expect("create test admin role");
-        tx.commit().await.expect("commit");
+        admin.batch_execute(pgplane_reconciler::sql::LOUD).await.expect("restore logging");
 
         let secret_key = sealer_key.clone();
         let mut app = TestApp {

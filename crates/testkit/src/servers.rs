@@ -116,6 +116,12 @@ fn start_container_with(
             "log_statement=all",
             "-c",
             "log_min_error_statement=debug5",
+            // Every other way a statement reaches the log, on too: the leak test checks that
+            // pgplane turns each off while it sends verifiers.
+            "-c",
+            "log_min_duration_statement=0",
+            "-c",
+            "log_transaction_sample_rate=1",
             "-c",
             "max_connections=300",
         ])
