@@ -91,15 +91,18 @@ pub(crate) async fn observe(
                FROM pg_catalog.pg_database WHERE datname = ANY($1)",
             &by_database,
         ),
-        // From the named roles (an index scan) to their memberships: the primary user may hold
-        // ADMIN OPTION on thousands of roles, of which a pass asks about a few.
+        // From each named role to its membership of the primary user (an index probe each,
+        // forced by LATERAL ... LIMIT): the planner, left alone, scans every role the primary
+        // user holds ADMIN OPTION on, thousands of them, to find a pass's few.
         query(
             client,
             "SELECT r.rolname FROM pg_catalog.pg_roles r
-              WHERE r.rolname = ANY($2)
-                AND EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
-                             WHERE m.roleid = r.oid AND m.admin_option
-                               AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1))",
+              CROSS JOIN LATERAL (
+                    SELECT 1 FROM pg_catalog.pg_auth_members m
+                     WHERE m.roleid = r.oid AND m.admin_option
+                       AND m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+                     LIMIT 1) admin
+              WHERE r.rolname = ANY($2)",
             &by_grantee,
         )
     )?;
