@@ -285,7 +285,7 @@ pub fn render(r: &Results<'_>) -> String {
         w,
         "One SCRAM-SHA-256 verifier (4096 PBKDF2 rounds, pgplane-core, release build) costs \
          {} ms on one core of this machine; pgplane computes one per create and per reset, \
-         and PostgreSQL spends about as much again checking it during CREATE/ALTER ROLE. \
+         and PostgreSQL checks it against the empty password during CREATE/ALTER ROLE (most of the floor's time). \
          \"Reconciler busy\" is the sum of the cluster's pass durations over the phase's wall \
          time: passes over one cluster never overlap, so near 100 % the single pass loop is \
          the limit. Sessions are `pg_stat_database.sessions` on the target.\n",
