@@ -1,8 +1,9 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
 //! changed ones otherwise), observe the target, plan a step per object, apply the steps in a
-//! safe order, record the outcomes together and end the pass (scheduling a retry with backoff
-//! when anything failed).
+//! safe order, record the outcomes phase by phase and end the pass (scheduling a retry with
+//! backoff when anything failed).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -60,13 +61,64 @@ struct RoleItem {
     user: User,
 }
 
-/// What a pass has concluded so far: the outcomes to record (all at once, at the end) and its
-/// first failure.
+/// What a pass has concluded so far: the outcomes not yet recorded, its first failure, and how
+/// many steps touched the target.
 #[derive(Default)]
 struct Ledger<'a> {
     outcomes: Vec<ObjectOutcome<'a>>,
     first_error: Option<String>,
     changes: usize,
+}
+
+impl Ledger<'_> {
+    /// Records the outcomes concluded so far, in one statement per kind of object. Called after
+    /// each phase of a pass (and each database step), so that a pass abandoned later (its
+    /// deadline, a crash) keeps what it did, above all the conflicts that give a claimed name
+    /// back to its owner.
+    async fn flush(&mut self, shared: &Shared, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
+        if self.outcomes.is_empty() {
+            return Ok(());
+        }
+        shared.store.record_outcomes(cluster_id, &self.outcomes).await?;
+        self.outcomes.clear();
+        Ok(())
+    }
+}
+
+/// The pass's sessions on the target. A session that may still have statement logging turned
+/// off (its role steps did not get as far as restoring it) is closed when the pass ends,
+/// however it ends, instead of going back to the pool.
+struct Sessions {
+    objects: Vec<Object>,
+    restored: Vec<Cell<bool>>,
+}
+
+impl Sessions {
+    fn new(objects: Vec<Object>) -> Self {
+        let restored = objects.iter().map(|_| Cell::new(true)).collect();
+        Self { objects, restored }
+    }
+
+    fn clients(&self) -> Vec<&Client> {
+        self.objects.iter().map(|o| &***o).collect()
+    }
+
+    /// Marks whether each session's logging settings are as they were.
+    fn set_restored(&self, restored: impl IntoIterator<Item = bool>) {
+        for (cell, value) in self.restored.iter().zip(restored) {
+            cell.set(value);
+        }
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for (object, restored) in self.objects.drain(..).zip(&self.restored) {
+            if !restored.get() {
+                drop(Object::take(object));
+            }
+        }
+    }
 }
 
 /// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
@@ -135,21 +187,19 @@ pub(crate) async fn run_pass(
     } else {
         None
     };
-    let sessions: Vec<Object> = std::iter::once(client).chain(helper).collect();
-    let clients: Vec<&Client> = sessions.iter().map(|s| &***s).collect();
-    let clean = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
+    let sessions = Sessions::new(std::iter::once(client).chain(helper).collect());
+    let clients = sessions.clients();
+    // Until the role steps say otherwise, a session may be left with logging off.
+    sessions.set_restored(clients.iter().map(|_| !observed.admin_is_superuser));
+    let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
+    sessions.set_restored(restored);
+    ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
-    for (session, clean) in sessions.into_iter().zip(clean) {
-        if !clean {
-            // Its logging settings could not be restored: close it rather than reuse it.
-            drop(Object::take(session));
-        }
-    }
+    ledger.flush(shared, cluster_id).await?;
 
     summary.changes = ledger.changes;
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
-    shared.store.record_outcomes(cluster_id, &ledger.outcomes).await?;
     let version = Some((observed.version_num, observed.version.as_str()));
     summary.end(finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?);
     Ok(summary)
@@ -332,6 +382,7 @@ async fn apply_databases<'a>(
             }
         }
         conclude(cluster, ledger, Record::of_database(db), &step, outcome);
+        ledger.flush(shared, cluster.cluster_id).await?;
     }
     Ok(())
 }
@@ -557,7 +608,7 @@ async fn finish(
 ) -> Result<Option<bool>, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
-    shared.store.finish_pass(cluster.cluster_id, cluster.generation, full, version, error, retry_at).await
+    shared.store.finish_pass(cluster, full, version, error, retry_at).await
 }
 
 #[cfg(test)]

@@ -188,15 +188,16 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a pass over a cluster that read desired state at `generation`. With no error, the
-    /// cluster is converged up to that generation (and, after a full pass, resynced);
-    /// otherwise it is retried at `retry_at`. Either way, waiting API requests are told, in
+    /// Ends a pass over `cluster` as the pass read it (desired state at its generation). With
+    /// no error, the cluster is converged up to that generation and, after a full pass,
+    /// resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals the admin
+    /// password anew, so the sealed bytes tell): the new target still needs its full pass.
+    /// With an error it is retried at `retry_at`. Either way, waiting API requests are told, in
     /// the same statement. Returns None if the cluster no longer exists, otherwise whether it
     /// is due again at once (its desired state changed during the pass, which succeeded).
     pub async fn finish_pass(
         &self,
-        cluster_id: Uuid,
-        generation: i64,
+        cluster: &Cluster,
         full: bool,
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
@@ -213,7 +214,8 @@ impl Store {
                       next_attempt_at = case when $3::text is null then now() else $4 end,
                       last_error = $3,
                       last_reconciled_at = now(),
-                      last_resync_at = case when $7 and $3::text is null then now() else last_resync_at end,
+                      last_resync_at = case when $7 and $3::text is null and admin_password_sealed = $9
+                                            then now() else last_resync_at end,
                       server_version_num = coalesce($5, server_version_num),
                       server_version = coalesce($6, server_version),
                       status = case
@@ -227,14 +229,15 @@ impl Store {
              )
              select more, pg_notify($8, cluster_id::text)::text from c",
         )
-        .bind(cluster_id)
-        .bind(generation)
+        .bind(cluster.cluster_id)
+        .bind(cluster.generation)
         .bind(error)
         .bind(retry_at)
         .bind(version_num)
         .bind(version)
         .bind(full)
         .bind(RECONCILED_CHANNEL)
+        .bind(&cluster.admin_password_sealed)
         .fetch_optional(&self.pool)
         .await?;
         Ok(finished.map(|(more, _)| more))
