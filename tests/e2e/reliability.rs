@@ -294,3 +294,42 @@ async fn malformed_requests_get_digitalocean_errors_and_change_nothing() {
     let (_, users) = app.get(&app.cluster_path("/users")).await;
     assert_eq!(users["users"].as_array().unwrap().len(), 2, "only the well-formed request created a user");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resync() {
+    // No reconciler: the test plays the passes' part against the store.
+    let app = TestApp::spawn_with(AppOptions {
+        reconciler: false,
+        register: false,
+        apply_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["database"]["id"].as_str().unwrap().parse().unwrap();
+    let resynced = |cluster: pgplane_core::model::Cluster| cluster.last_resync_at.is_some();
+    let read = app.store.cluster_by_id(id).await.unwrap().unwrap();
+    assert!(!resynced(read.clone()), "registered, never passed over");
+    app.store.finish_pass(&read, true, None, None, chrono::Utc::now()).await.unwrap();
+    assert!(resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "a full pass resyncs");
+
+    // A full pass starts, then the registration is pointed at a new server, then the pass ends.
+    let seen_by_pass = app.store.cluster_by_id(id).await.unwrap().unwrap();
+    let admin = pgplane_core::store::AdminConnection {
+        host: app.target.host.clone(),
+        port: i32::from(app.target.port),
+        user: app.admin_user.clone(),
+        password: app.admin_password.clone(),
+        database: "postgres".into(),
+        sslmode: "disable".into(),
+        ca_certificate: None,
+    };
+    let version = (seen_by_pass.server_version_num, seen_by_pass.server_version.as_str());
+    app.store.update_target(&seen_by_pass, &admin, version, &app.sealer).await.unwrap();
+    let more = app.store.finish_pass(&seen_by_pass, true, None, None, chrono::Utc::now()).await.unwrap();
+    assert_eq!(more, Some(true), "the registration changed: another pass is due at once");
+    assert!(!resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "the new target needs its own");
+    let due = app.store.due_clusters(Duration::from_secs(3600), 1000).await.unwrap();
+    assert!(due.contains(&id));
+}
