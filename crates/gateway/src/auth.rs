@@ -56,9 +56,15 @@ pub(crate) struct Authenticator {
     /// Bounds the argon2 verifications in flight to the number of cores: each takes a core
     /// and 19 MiB for tens of ms, and when a cached token expires (or a revocation empties the
     /// cache) every request in flight with it would otherwise verify it at once (64 requests:
-    /// over 1 GiB). A request that waited here finds the token cached by the one before it.
+    /// over 1 GiB).
     verifying: tokio::sync::Semaphore,
+    /// Requests that missed the cache for the same token (same stripe of token keys) wait for
+    /// one verification and then find the token cached, instead of verifying it side by side.
+    same_token: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of `same_token`: different tokens rarely share one.
+const TOKEN_STRIPES: usize = 64;
 
 impl Authenticator {
     /// Creates the authenticator and starts the task that empties its cache on revocations.
@@ -69,6 +75,7 @@ impl Authenticator {
             verifying: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
+            same_token: (0..TOKEN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
         let weak = Arc::downgrade(&auth);
         tokio::spawn(async move {
@@ -100,10 +107,11 @@ impl Authenticator {
         if let Some(cached) = self.cached(&key) {
             return cached;
         }
-        let _permit = self.verifying.acquire().await.map_err(|_| ApiError::internal())?;
+        let _same_token = self.same_token[usize::from(key[0]) % TOKEN_STRIPES].lock().await;
         if let Some(cached) = self.cached(&key) {
             return cached;
         }
+        let _permit = self.verifying.acquire().await.map_err(|_| ApiError::internal())?;
         let token_id = tokens::token_id(token).ok_or_else(ApiError::unauthorized)?;
         let row = self.store.find_active_token(token_id).await?.ok_or_else(ApiError::unauthorized)?;
         let (token_owned, hash) = (token.to_owned(), row.secret_hash.clone());

@@ -8,6 +8,7 @@ mod auth;
 mod credentials;
 mod error;
 mod extract;
+mod listing;
 mod openapi;
 mod rate;
 mod routes;

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
@@ -23,6 +25,8 @@ pub struct AppState {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) waiter: Arc<Waiter>,
+    /// Permits to build answers that list a cluster's users (see `listing`).
+    pub(crate) listings: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -31,6 +35,7 @@ impl AppState {
             auth: Authenticator::start(store.clone()),
             limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
             waiter: Waiter::start(store.clone()),
+            listings: crate::listing::permits(),
             credentials: CredentialsCache::new(sealer.clone()),
             store,
             sealer,

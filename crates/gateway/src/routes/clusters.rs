@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::ApiJson;
+use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
 
@@ -223,6 +224,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<ListQuery>,
+    _permit: ListingPermit,
 ) -> Result<Json<ClustersResponse>, ApiError> {
     let tag = query.tag_name.filter(|t| !t.is_empty());
     let clusters = state.store.list_clusters(caller.team_id, tag.as_deref()).await?;
@@ -245,6 +247,7 @@ pub(super) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
+    _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
     let store = &state.store;
     let objects = |id| async move { futures::try_join!(store.list_users(id), store.list_databases(id)) };

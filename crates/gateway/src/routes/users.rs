@@ -17,6 +17,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::ApiJson;
+use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
 
@@ -69,6 +70,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
+    _permit: ListingPermit,
 ) -> Result<Json<UsersResponse>, ApiError> {
     let (_, users) = cluster_with(&state, &caller, &raw_id, |id| state.store.list_users(id)).await?;
     let users = users
