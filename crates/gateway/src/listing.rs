@@ -1,7 +1,7 @@
 //! Bounds how many answers that list a cluster's users are being built at once. Such an answer
 //! holds every user's row, its view and its JSON (about a megabyte per thousand users) until it
 //! is written; a burst of reads waits for a permit instead of growing memory with the burst.
-//! The work is CPU-bound, so a few at a time keep the cores busy.
+//! The work is CPU time and a metadata query, so a few per core keep the cores busy.
 
 use std::sync::Arc;
 
@@ -12,10 +12,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Answers built at once: two per core, at least four.
+/// Answers built at once: four per core, at least eight.
 pub(crate) fn permits() -> Arc<Semaphore> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Arc::new(Semaphore::new((2 * cores).max(4)))
+    Arc::new(Semaphore::new((4 * cores).max(8)))
 }
 
 /// Held by a handler that lists a cluster's users, for as long as it runs.
