@@ -118,16 +118,14 @@ async fn run_on_session(
     statements: Vec<&String>,
     quiet: bool,
 ) -> (Vec<Result<(), TargetError>>, bool) {
-    if quiet {
-        if let Err(e) = client.batch_execute(QUIET).await {
-            let e = TargetError::from(e);
-            return (statements.iter().map(|_| Err(e.clone())).collect(), false);
-        }
+    if !quiet {
+        return (pipelined(client, statements).await, true);
     }
     // The statements must wait for the SETs' answer (had they failed, the statements would be
     // logged), but the RESETs can follow them in the same pipeline.
-    if !quiet {
-        return (pipelined(client, statements).await, true);
+    if let Err(e) = client.batch_execute(QUIET).await {
+        let e = TargetError::from(e);
+        return (statements.iter().map(|_| Err(e.clone())).collect(), false);
     }
     let (results, restored) = futures::join!(pipelined(client, statements), client.batch_execute(LOUD));
     (results, restored.is_ok())

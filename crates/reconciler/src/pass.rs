@@ -135,10 +135,7 @@ pub(crate) async fn run_pass(
         return Ok(PassSummary { gone: true, ..PassSummary::default() });
     };
     let full = force_full || resync_due;
-    let (users, databases) = futures::try_join!(
-        shared.store.users_for_pass(cluster_id, !full),
-        shared.store.databases_for_pass(cluster_id, !full)
-    )?;
+    let (users, databases) = shared.store.cluster_objects(cluster_id, !full).await?;
     let mut summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     if !full && users.is_empty() && databases.is_empty() {

@@ -2,6 +2,7 @@
 //! share the desired-state columns (state, generation, sync_status, claimed), so the lifecycle
 //! queries are written once, over [`ObjectKind`].
 
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::{with_bump, Store};
@@ -35,10 +36,30 @@ impl ObjectKind {
 impl Store {
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        Ok(sqlx::query_as("select * from cluster_users where cluster_id = $1 order by name")
-            .bind(cluster_id)
-            .fetch_all(&self.pool)
-            .await?)
+        self.objects(ObjectKind::User, cluster_id, false).await
+    }
+
+    /// A cluster's users and databases, read at the same time: all of them, or (for a pass
+    /// woken by a write) only those whose desired state has not been applied yet.
+    pub async fn cluster_objects(
+        &self,
+        cluster_id: Uuid,
+        changed_only: bool,
+    ) -> Result<(Vec<User>, Vec<Database>)> {
+        tokio::try_join!(
+            self.objects(ObjectKind::User, cluster_id, changed_only),
+            self.objects(ObjectKind::Database, cluster_id, changed_only)
+        )
+    }
+
+    /// A cluster's objects of one kind, by name; all, or only the changed ones.
+    async fn objects<T>(&self, kind: ObjectKind, cluster_id: Uuid, changed_only: bool) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let changed = if changed_only { " and applied_generation < generation" } else { "" };
+        let sql = format!("select * from {} where cluster_id = $1{changed} order by name", kind.table());
+        Ok(sqlx::query_as(&sql).bind(cluster_id).fetch_all(&self.pool).await?)
     }
 
     /// One user of a cluster.
@@ -53,10 +74,7 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        Ok(sqlx::query_as("select * from cluster_databases where cluster_id = $1 order by name")
-            .bind(cluster_id)
-            .fetch_all(&self.pool)
-            .await?)
+        self.objects(ObjectKind::Database, cluster_id, false).await
     }
 
     /// One database of a cluster.

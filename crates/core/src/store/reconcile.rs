@@ -1,8 +1,7 @@
 //! What the reconciler reads and writes in the metadata store: which clusters are due, the
-//! objects a pass looks at (every object on a resync, only the changed ones otherwise), which
-//! objects it has claimed on a target, the outcomes of a pass (written together, one
-//! statement per kind of object) and the end of each pass (announced on the reconciled
-//! channel so that waiting API requests answer at once).
+//! cluster a pass works on (and whether its resync is due), which objects it has claimed on a
+//! target, the outcomes of a pass (one statement per kind of object) and the end of each pass
+//! (announced on the reconciled channel so that waiting API requests answer at once).
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use super::{ObjectKind, Store, RECONCILED_CHANNEL};
 use crate::error::Result;
-use crate::model::{Cluster, Database, User};
+use crate::model::Cluster;
 
 /// What happened to one object in a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,35 +92,6 @@ impl Store {
         .bind(cluster_id)
         .bind(resync.as_secs_f64())
         .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    /// The users a pass looks at: all of them, or only those whose desired state has not been
-    /// applied yet.
-    pub async fn users_for_pass(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<User>> {
-        if !changed_only {
-            return self.list_users(cluster_id).await;
-        }
-        Ok(sqlx::query_as(
-            "select * from cluster_users
-              where cluster_id = $1 and applied_generation < generation order by name",
-        )
-        .bind(cluster_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// The databases a pass looks at: all of them, or only those not applied yet.
-    pub async fn databases_for_pass(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<Database>> {
-        if !changed_only {
-            return self.list_databases(cluster_id).await;
-        }
-        Ok(sqlx::query_as(
-            "select * from cluster_databases
-              where cluster_id = $1 and applied_generation < generation order by name",
-        )
-        .bind(cluster_id)
-        .fetch_all(&self.pool)
         .await?)
     }
 

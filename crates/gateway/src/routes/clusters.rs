@@ -207,10 +207,7 @@ async fn render(
     caller: &Caller,
     cluster: &pgplane_core::model::Cluster,
 ) -> Result<ClusterView, ApiError> {
-    let (users, dbs) = futures::try_join!(
-        state.store.list_users(cluster.cluster_id),
-        state.store.list_databases(cluster.cluster_id)
-    )?;
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     ClusterView::of(cluster, &users, &dbs, &state.credentials, caller.sees_credentials())
 }
 
@@ -249,8 +246,7 @@ pub(super) async fn get(
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    let store = &state.store;
-    let objects = |id| async move { futures::try_join!(store.list_users(id), store.list_databases(id)) };
+    let objects = |id| state.store.cluster_objects(id, false);
     let (cluster, (users, dbs)) = cluster_with(&state, &caller, &raw_id, objects).await?;
     let database = ClusterView::of(&cluster, &users, &dbs, &state.credentials, caller.sees_credentials())?;
     Ok(Json(ClusterResponse { database }))
