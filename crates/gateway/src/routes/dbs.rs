@@ -9,7 +9,7 @@ use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle, settle_create};
+use super::{cluster_for, settle_create, settle_delete};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -103,10 +103,7 @@ pub(super) async fn delete(
             "cannot delete the default database {name:?}: every cluster keeps its default database"
         )));
     }
-    let generation = state.store.request_deletion(ObjectKind::Database, cluster.cluster_id, &name).await?;
-    let written_at = chrono::Utc::now();
-    let store = &state.store;
-    let id = cluster.cluster_id;
-    settle(&state, id, generation, written_at, || store.get_database(id, &name)).await?;
+    let (store, id) = (&state.store, cluster.cluster_id);
+    settle_delete(&state, ObjectKind::Database, id, &name, || store.get_database(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -189,6 +189,25 @@ where
     Ok(object)
 }
 
+/// Asks for an object to be dropped from the target, then waits for the drop to settle like
+/// any other write.
+pub(super) async fn settle_delete<T, F, Fut>(
+    state: &AppState,
+    kind: ObjectKind,
+    cluster_id: Uuid,
+    name: &str,
+    fetch: F,
+) -> Result<(), ApiError>
+where
+    T: Tracked,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let generation = state.store.request_deletion(kind, cluster_id, name).await?;
+    settle(state, cluster_id, generation, Utc::now(), fetch).await?;
+    Ok(())
+}
+
 /// A write made at `generation` (the row then updated at `written_at`) has settled when the
 /// object is gone, applied, found in conflict, or a pass after the write recorded an error.
 fn settled<T: Tracked>(object: Option<&T>, generation: i64, written_at: DateTime<Utc>) -> bool {

@@ -12,7 +12,7 @@ use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, cluster_with, settle, settle_create};
+use super::{cluster_for, cluster_with, settle, settle_create, settle_delete};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -196,10 +196,7 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
-    let generation = state.store.request_deletion(ObjectKind::User, cluster.cluster_id, &name).await?;
-    let written_at = chrono::Utc::now();
-    let store = &state.store;
-    let id = cluster.cluster_id;
-    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
+    let (store, id) = (&state.store, cluster.cluster_id);
+    settle_delete(&state, ObjectKind::User, id, &name, || store.get_user(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
