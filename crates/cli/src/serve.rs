@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use pgplane_gateway::GatewayConfig;
 use pgplane_reconciler::target::SessionLimits;
-use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
@@ -55,6 +55,19 @@ pub struct ServeArgs {
     /// lock_timeout, in seconds, for pgplane's sessions on targets.
     #[arg(long, env = "PGPLANE_TARGET_LOCK_TIMEOUT", default_value_t = 5.0)]
     target_lock_timeout: f64,
+    /// Clusters of one team reconciled at the same time (0: half of --max-concurrent-passes).
+    #[arg(long, env = "PGPLANE_MAX_PASSES_PER_TEAM", default_value_t = 0)]
+    max_passes_per_team: usize,
+    /// Networks (comma-separated CIDRs or addresses) registered targets may be on; every
+    /// address a target's host resolves to must be in one, or pgplane does not connect.
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_NETWORKS", default_value = pgplane_reconciler::policy::DEFAULT_NETWORKS)]
+    allowed_target_networks: String,
+    /// Ports (comma-separated, ranges as 5432-5439) registered targets may listen on.
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_reconciler::policy::DEFAULT_PORTS)]
+    allowed_target_ports: String,
+    /// Registration probes (POST /v2/databases, PUT …/pgplane) a minute per team (0: no limit).
+    #[arg(long, env = "PGPLANE_REGISTRATION_PROBES_PER_MINUTE", default_value_t = 30)]
+    registration_probes_per_minute: u32,
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -67,6 +80,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sealer = args.secret_key.sealer()?;
     let store = args.database.store()?;
     store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
+
+    let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
+        .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -81,10 +97,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let config = ReconcilerConfig {
             resync_interval: seconds(args.resync_interval, "resync-interval")?,
             max_concurrent_passes: args.max_concurrent_passes,
+            max_passes_per_team: args.max_passes_per_team,
             session_limits: SessionLimits {
                 statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
                 lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
             },
+            target_policy: target_policy.clone(),
         };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
         reconciler_stats = Some(reconciler.stats());
@@ -95,6 +113,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
             rate_limit_per_minute: args.rate_limit_per_minute,
             reconciler: reconciler_stats,
+            target_policy,
+            probes_per_minute: args.registration_probes_per_minute,
             ..GatewayConfig::default()
         };
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);

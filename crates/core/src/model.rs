@@ -40,6 +40,16 @@ pub struct Cluster {
     pub ca_certificate: Option<String>,
     /// When a full pass (every object compared, drift repaired) last finished without error.
     pub last_resync_at: Option<DateTime<Utc>>,
+    /// The server's identity, `<system_identifier>:<port>` (see [`server_id`]); None for a
+    /// cluster registered before pgplane recorded it, until its next pass learns it.
+    pub server_id: Option<String>,
+}
+
+/// A server's identity as pgplane records it: what the server is (its system identifier, the
+/// same on a primary and its physical standbys, and the port it is configured with), not the
+/// name or address it was reached by.
+pub fn server_id(system_identifier: i64, port: i32) -> String {
+    format!("{system_identifier}:{port}")
 }
 
 impl Cluster {

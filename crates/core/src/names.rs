@@ -33,21 +33,7 @@ impl NameKind {
 /// answer.
 pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
     let noun = kind.noun();
-    if name.is_empty() {
-        return Err(format!("{noun} name must not be empty"));
-    }
-    if name.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!(
-            "{noun} name is {} bytes long; PostgreSQL names are limited to {MAX_IDENTIFIER_BYTES} bytes",
-            name.len()
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(format!("{noun} name must not contain control characters"));
-    }
-    if name.trim() != name {
-        return Err(format!("{noun} name must not start or end with white space"));
-    }
+    check_identifier_shape(&format!("{noun} name"), name)?;
     let lower = name.to_lowercase();
     if lower.starts_with("pg_") {
         return Err(format!(
@@ -60,6 +46,50 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
     };
     if reserved.contains(&lower.as_str()) {
         return Err(format!("{noun} name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Checks what any PostgreSQL identifier pgplane sends must be, reserved or not (the admin
+/// connection's role and database may well be `postgres`): not empty, at most 63 bytes, no
+/// control characters (CR, LF and NUL would smuggle lines into a protocol), no padding.
+/// `what` names the field in the error ("user name", "pgplane.user").
+pub fn check_identifier_shape(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "{what} is {} bytes long; PostgreSQL names are limited to {MAX_IDENTIFIER_BYTES} bytes",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{what} must not contain control characters"));
+    }
+    if name.trim() != name {
+        return Err(format!("{what} must not start or end with white space"));
+    }
+    Ok(())
+}
+
+/// Checks a target's host: an IP address or a DNS host name (letters, digits and hyphens in
+/// dot-separated labels of at most 63 characters, 253 in all). Nothing else reaches the
+/// connection code: no socket directories (`/...`), no lists of hosts, no ports, no spaces or
+/// control characters.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("pgplane.host {host:?} is not a host name or an IP address"));
     }
     Ok(())
 }
@@ -132,6 +162,39 @@ mod tests {
         }
         // "public" is a fine database name; it is only reserved for roles.
         assert!(check_identifier(NameKind::Database, "public").is_ok());
+    }
+
+    #[test]
+    fn connection_identifiers_may_be_reserved_but_never_carry_control_characters() {
+        assert!(check_identifier_shape("pgplane.user", "postgres").is_ok());
+        for bad in ["", "a\r\nb", "a\0", &"a".repeat(64), " x"] {
+            let err = check_identifier_shape("pgplane.user", bad).unwrap_err();
+            assert!(err.starts_with("pgplane.user "), "{err}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses_and_nothing_else() {
+        for ok in ["127.0.0.1", "::1", "localhost", "db-1.internal.example.com", "db.example.com.", "fe80::1"]
+        {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/var/run/postgresql",
+            "@abstract",
+            "a,b",
+            "host:5432",
+            "a b",
+            "db\r\nuser=x",
+            "db\0",
+            "-lead.example",
+            "under_score",
+            "[::1]",
+            &"a".repeat(64),
+        ] {
+            assert!(check_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,11 @@ impl Caller {
         grants(&self.scopes, scope)
     }
 
+    /// Whether the token has full access (`*`), which some operations need beyond their scope.
+    pub fn has_full_access(&self) -> bool {
+        self.scopes.iter().any(|s| s == pgplane_core::scopes::FULL_ACCESS)
+    }
+
     /// Whether answers may carry passwords.
     pub fn sees_credentials(&self) -> bool {
         self.can(Scope::ViewCredentials)

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod listing;
 mod openapi;
+mod probes;
 mod rate;
 mod routes;
 mod state;
@@ -39,6 +40,11 @@ pub struct GatewayConfig {
     pub rate_limit_per_minute: u32,
     /// The in-process reconciler's counters, for `/readyz` (None when it runs elsewhere).
     pub reconciler: Option<std::sync::Arc<pgplane_reconciler::Stats>>,
+    /// Where registered targets may be (checked before any connection).
+    pub target_policy: pgplane_reconciler::TargetPolicy,
+    /// Registration probes (`POST /v2/databases`, `PUT …/pgplane`) a minute per team (0: no
+    /// limit).
+    pub probes_per_minute: u32,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +54,8 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(60),
             rate_limit_per_minute: 1200,
             reconciler: None,
+            target_policy: pgplane_reconciler::TargetPolicy::default(),
+            probes_per_minute: 30,
         }
     }
 }

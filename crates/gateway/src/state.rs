@@ -1,5 +1,5 @@
 //! The state every handler shares: the metadata store, the sealer (and the cache of opened
-//! credentials), the token authenticator and the waiter that learns when reconcile passes
+//! credentials), the token authenticator, the registration prober and the waiter that learns when reconcile passes
 //! finish.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use pgplane_core::Store;
 
 use crate::auth::Authenticator;
 use crate::credentials::CredentialsCache;
+use crate::probes::Prober;
 use crate::rate::Limiter;
 use crate::wait::Waiter;
 use crate::GatewayConfig;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limiter: Arc<Limiter>,
+    pub(crate) prober: Arc<Prober>,
     pub(crate) waiter: Arc<Waiter>,
     /// Permits to build answers that list a cluster's users (see `listing`).
     pub(crate) listings: Arc<Semaphore>,
@@ -34,6 +36,7 @@ impl AppState {
         Self {
             auth: Authenticator::start(store.clone()),
             limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
+            prober: Arc::new(Prober::new(config.target_policy.clone(), config.probes_per_minute)),
             waiter: Waiter::start(store.clone()),
             listings: crate::listing::permits(),
             credentials: CredentialsCache::new(sealer.clone()),

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
 use crate::pass::{run_pass, PassSummary};
+use crate::policy::TargetPolicy;
 use crate::target::{Pools, SessionLimits};
 
 /// How the reconciler behaves.
@@ -26,8 +27,23 @@ pub struct ReconcilerConfig {
     pub resync_interval: Duration,
     /// How many clusters are reconciled at the same time.
     pub max_concurrent_passes: usize,
+    /// How many of those one team's clusters may take (0: half of them, at least one), so that
+    /// one team's dead or stalling servers never keep another team's writes waiting.
+    pub max_passes_per_team: usize,
     /// statement_timeout and lock_timeout for every session on a target.
     pub session_limits: SessionLimits,
+    /// Where targets may be.
+    pub target_policy: TargetPolicy,
+}
+
+impl ReconcilerConfig {
+    /// The passes one team may run at once.
+    fn per_team(&self) -> usize {
+        match self.max_passes_per_team {
+            0 => (self.max_concurrent_passes / 2).max(1),
+            n => n.min(self.max_concurrent_passes.max(1)),
+        }
+    }
 }
 
 impl Default for ReconcilerConfig {
@@ -35,7 +51,9 @@ impl Default for ReconcilerConfig {
         Self {
             resync_interval: Duration::from_secs(60),
             max_concurrent_passes: 8,
+            max_passes_per_team: 0,
             session_limits: SessionLimits::default(),
+            target_policy: TargetPolicy::default(),
         }
     }
 }
@@ -75,6 +93,21 @@ pub(crate) struct Shared {
     in_flight: Mutex<HashSet<Uuid>>,
     /// When each cluster's last pass ended: a due list read before that is stale for it.
     finished_at: Mutex<HashMap<Uuid, Instant>>,
+    /// Each team's share of the concurrent passes (teams with no pass in flight are pruned).
+    team_permits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+}
+
+impl Shared {
+    /// The semaphore bounding `team_id`'s concurrent passes.
+    fn team_permits(&self, team_id: Uuid) -> Arc<Semaphore> {
+        let per_team = self.config.per_team();
+        let mut teams = self.team_permits.lock().expect("team permits lock");
+        if teams.len() > 64 {
+            // Only teams with passes queued or running hold a reference besides the map's.
+            teams.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        teams.entry(team_id).or_insert_with(|| Arc::new(Semaphore::new(per_team))).clone()
+    }
 }
 
 /// The reconciler. Cheap to clone.
@@ -94,6 +127,7 @@ impl Reconciler {
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
+                team_permits: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -111,6 +145,7 @@ impl Reconciler {
         tracing::info!(
             resync_interval_s = shared.config.resync_interval.as_secs(),
             max_concurrent_passes = max,
+            max_passes_per_team = shared.config.per_team(),
             "reconciler started"
         );
         loop {
@@ -136,7 +171,7 @@ impl Reconciler {
                     continue;
                 }
             };
-            for cluster_id in due {
+            for (cluster_id, team_id) in due {
                 if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
                     continue;
                 }
@@ -149,8 +184,11 @@ impl Reconciler {
                 }
                 let shared = self.shared.clone();
                 let permits = permits.clone();
+                let team = shared.team_permits(team_id);
                 let done_tx = done_tx.clone();
                 tokio::spawn(async move {
+                    // The team's share first: a pass waiting for it holds no global slot.
+                    let _team_permit = team.acquire_owned().await;
                     let _permit = permits.acquire_owned().await;
                     if let Err(e) = locked_pass(&shared, cluster_id, false).await {
                         tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");

@@ -7,6 +7,13 @@ pub enum TargetError {
     /// The server could not be reached or refused the login.
     #[error("cannot connect to the target: {0}")]
     Connect(String),
+    /// The target is somewhere pgplane may not connect to (or the host is malformed); nothing
+    /// was sent.
+    #[error("{0}")]
+    Refused(String),
+    /// The target accepted the connection but did not answer in time.
+    #[error("the target did not answer within {0} s")]
+    Stalled(u64),
     /// TLS to the target cannot be set up as asked.
     #[error("TLS: {0}")]
     Tls(String),

@@ -9,10 +9,12 @@ mod error;
 mod observe;
 mod pass;
 mod plan;
+pub mod policy;
 pub mod sql;
 pub mod target;
 pub mod tls;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
 pub use error::TargetError;
+pub use policy::TargetPolicy;
 pub use target::{list_roles_and_databases, probe, ServerFacts, TargetSpec};

@@ -33,6 +33,8 @@ pub(crate) struct RoleAttrs {
 pub(crate) struct Observed {
     pub version_num: i32,
     pub version: String,
+    /// The server's identity ([`pgplane_core::model::server_id`]).
+    pub server_id: String,
     pub admin_is_superuser: bool,
     pub roles: HashMap<String, RoleFacts>,
     /// Managed databases that exist, with their owner.
@@ -60,15 +62,15 @@ pub(crate) async fn observe(
     database_names: &[&str],
     primary_user: &str,
 ) -> Result<Observed, TargetError> {
-    let server = query(
-        client,
+    let server_sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
-                (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",
-        &[],
-    )
-    .await?
-    .pop()
-    .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
+                (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {}",
+        crate::target::SERVER_ID_SQL
+    );
+    let server = query(client, &server_sql, &[])
+        .await?
+        .pop()
+        .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
     let admin_is_superuser: bool = server.get(2);
     // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
     let roles_sql = if admin_is_superuser {
@@ -129,6 +131,7 @@ pub(crate) async fn observe(
     Ok(Observed {
         version_num: server.get(0),
         version: server.get(1),
+        server_id: pgplane_core::model::server_id(server.get(3), server.get(4)),
         admin_is_superuser,
         roles,
         databases,

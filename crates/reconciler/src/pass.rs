@@ -149,6 +149,10 @@ pub(crate) async fn run_pass(
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, full, &databases, &[], &e).await.map(|()| summary),
     };
+    let spec = match spec.checked(&shared.config.target_policy).await {
+        Ok(s) => s,
+        Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
+    };
     let pool = match shared.pools.get(cluster_id, &spec, shared.config.session_limits) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
@@ -165,6 +169,9 @@ pub(crate) async fn run_pass(
         Ok(o) => o,
         Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
     };
+    if let Err(e) = check_server(shared, &cluster, &observed).await {
+        return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary);
+    }
     summary.reached = true;
 
     // Order: roles to create or fix (the primary user first: databases are owned by it),
@@ -200,6 +207,23 @@ pub(crate) async fn run_pass(
     let version = Some((observed.version_num, observed.version.as_str()));
     summary.end(finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?);
     Ok(summary)
+}
+
+/// A pass changes only the server the cluster was registered on (or confirmed moved to): a
+/// target address that now leads to another server (DNS, a failover to the wrong host, a
+/// re-used port) is refused before any step. A cluster registered before pgplane recorded
+/// server identities learns it here, claiming its names on that server.
+async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -> Result<(), TargetError> {
+    match &cluster.server_id {
+        Some(expected) if *expected == observed.server_id => Ok(()),
+        Some(expected) => Err(TargetError::Refused(format!(
+            "the server at {}:{} is not the one this cluster is registered on (server {}, registered \
+             {expected}); pgplane changed nothing there. If the cluster moved, confirm it with \
+             PUT /v2/databases/{}/pgplane and \"confirm_move\": true",
+            cluster.host, cluster.port, observed.server_id, cluster.cluster_id
+        ))),
+        None => Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?),
+    }
 }
 
 /// Unseals what the pass needs: the admin connection and each role's verifier.

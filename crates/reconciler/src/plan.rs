@@ -7,7 +7,11 @@ use pgplane_core::model::DesiredState;
 use crate::observe::{Observed, RoleAttrs};
 
 /// PostgreSQL 16 changed CREATEROLE: non-superusers can manage only roles they hold ADMIN
-/// OPTION on, so from 16 on the primary user is granted it on every role pgplane creates.
+/// OPTION on, so from 16 on the primary user has CREATEROLE and is granted ADMIN OPTION on every
+/// role pgplane creates. Before 16, CREATEROLE reaches every non-superuser role on the server
+/// (another cluster's users included) and lets its holder grant itself any of them,
+/// `pg_execute_server_program` (a shell on the server) among them: there the primary user does
+/// not get it.
 const ADMIN_OPTION_VERSION_NUM: i32 = 160000;
 
 /// A role as the metadata says it should be.
@@ -24,13 +28,14 @@ pub(crate) struct DesiredRole {
 }
 
 impl DesiredRole {
-    /// The attributes this role must have: LOGIN and nothing else for normal users (plus
-    /// REPLICATION when asked for); the primary user also gets CREATEDB and CREATEROLE.
-    pub fn attrs(&self) -> RoleAttrs {
+    /// The attributes this role must have on a server of `version_num`: LOGIN and nothing else
+    /// for normal users (plus REPLICATION when asked for); the primary user also gets CREATEDB,
+    /// and CREATEROLE from PostgreSQL 16 on (see [`ADMIN_OPTION_VERSION_NUM`]).
+    pub fn attrs(&self, version_num: i32) -> RoleAttrs {
         RoleAttrs {
             superuser: false,
             createdb: self.primary,
-            createrole: self.primary,
+            createrole: self.primary && version_num >= ADMIN_OPTION_VERSION_NUM,
             login: true,
             replication: self.allow_replication,
             bypassrls: false,
@@ -94,14 +99,14 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
         }
         (DesiredState::Absent, _) => Step::Forget,
         (DesiredState::Present, None) => Step::CreateRole {
-            attrs: role.attrs(),
+            attrs: role.attrs(observed.version_num),
             grant_admin_to: admin_grantee(role, observed, primary_user, true),
         },
         (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
             Step::Conflict(unmanaged("role", &role.name))
         }
         (DesiredState::Present, Some(facts)) => {
-            let attrs = role.attrs();
+            let attrs = role.attrs(observed.version_num);
             let password_drifted = facts.password.as_ref().is_some_and(|p| *p != role.verifier);
             let set_password = role.changed || password_drifted;
             let grant_admin_to = admin_grantee(role, observed, primary_user, false);
@@ -154,6 +159,7 @@ mod tests {
         Observed {
             version_num,
             version: String::new(),
+            server_id: "1:5432".into(),
             admin_is_superuser: true,
             roles: HashMap::new(),
             databases: HashMap::new(),
@@ -174,22 +180,38 @@ mod tests {
     }
 
     fn facts(r: &DesiredRole) -> RoleFacts {
-        RoleFacts { attrs: r.attrs(), password: Some(r.verifier.clone()) }
+        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()) }
     }
 
     #[test]
     fn new_users_get_login_and_nothing_else() {
-        let attrs = role("app").attrs();
-        assert!(attrs.login);
-        assert!(
-            !attrs.superuser
-                && !attrs.createdb
-                && !attrs.createrole
-                && !attrs.replication
-                && !attrs.bypassrls
-        );
+        for version in [150000, 170000] {
+            let attrs = role("app").attrs(version);
+            assert!(attrs.login);
+            assert!(
+                !attrs.superuser
+                    && !attrs.createdb
+                    && !attrs.createrole
+                    && !attrs.replication
+                    && !attrs.bypassrls
+            );
+        }
+    }
+
+    #[test]
+    fn the_primary_user_gets_createrole_only_where_it_is_confined_to_the_cluster() {
         let primary = DesiredRole { primary: true, ..role("doadmin") };
-        assert!(primary.attrs().createdb && primary.attrs().createrole && !primary.attrs().superuser);
+        let on15 = primary.attrs(150000);
+        assert!(on15.createdb && !on15.createrole && !on15.superuser);
+        let on16 = primary.attrs(160000);
+        assert!(on16.createdb && on16.createrole && !on16.superuser);
+        // A primary user adopted with CREATEROLE on 15 loses it.
+        let mut o = observed(150000);
+        o.roles.insert("doadmin".into(), RoleFacts { attrs: on16, password: Some(primary.verifier.clone()) });
+        assert_eq!(
+            plan_role(&primary, &o, "doadmin"),
+            Step::AlterRole { attrs: on15, set_password: false, grant_admin_to: None }
+        );
     }
 
     #[test]
@@ -208,11 +230,11 @@ mod tests {
         let r = role("app");
         assert_eq!(
             plan_role(&r, &observed(150000), "doadmin"),
-            Step::CreateRole { attrs: r.attrs(), grant_admin_to: None }
+            Step::CreateRole { attrs: r.attrs(150000), grant_admin_to: None }
         );
         assert_eq!(
             plan_role(&r, &observed(170000), "doadmin"),
-            Step::CreateRole { attrs: r.attrs(), grant_admin_to: Some("doadmin".into()) }
+            Step::CreateRole { attrs: r.attrs(170000), grant_admin_to: Some("doadmin".into()) }
         );
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
         assert_eq!(
@@ -241,10 +263,10 @@ mod tests {
     fn the_primary_user_is_adopted_when_it_exists() {
         let mut o = observed(150000);
         let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
-        o.roles.insert("doadmin".into(), RoleFacts { attrs: role("x").attrs(), password: None });
+        o.roles.insert("doadmin".into(), RoleFacts { attrs: role("x").attrs(150000), password: None });
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
-            Step::AlterRole { attrs: p.attrs(), set_password: true, grant_admin_to: None }
+            Step::AlterRole { attrs: p.attrs(150000), set_password: true, grant_admin_to: None }
         );
     }
 
@@ -257,12 +279,12 @@ mod tests {
         o.roles.insert("app".into(), drifted);
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole { attrs: r.attrs(), set_password: false, grant_admin_to: None }
+            Step::AlterRole { attrs: r.attrs(150000), set_password: false, grant_admin_to: None }
         );
-        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(), password: Some("md5other".into()) });
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(150000), password: Some("md5other".into()) });
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole { attrs: r.attrs(), set_password: true, grant_admin_to: None }
+            Step::AlterRole { attrs: r.attrs(150000), set_password: true, grant_admin_to: None }
         );
         o.databases.insert("db".into(), "mallory".into());
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };

@@ -4,6 +4,8 @@
 //! database from being dropped).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,9 +15,23 @@ use pgplane_core::secrets::Sealer;
 use uuid::Uuid;
 
 use crate::error::TargetError;
+use crate::policy::TargetPolicy;
 
-/// How long connecting to a target may take.
+/// How long connecting to a target may take, TLS and authentication included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a one-off exchange with a target outside a pass (the registration probe, the
+/// listing of unmanaged objects) may take once connected.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `work` against a target under a deadline pgplane enforces itself (a server that accepts
+/// connections and then stalls would otherwise hold the caller for as long as TCP allows).
+pub async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    tokio::time::timeout(limit, work).await.unwrap_or(Err(TargetError::Stalled(limit.as_secs().max(1))))
+}
 
 pub use crate::tls::SUPPORTED_SSLMODES;
 
@@ -33,6 +49,9 @@ pub struct TargetSpec {
     pub sslmode: String,
     /// PEM of the CA for `verify-full`.
     pub ca_certificate: Option<String>,
+    /// The address `host` resolved to and the target policy allowed ([`TargetSpec::checked`]);
+    /// no connection is made without it.
+    pub addr: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for TargetSpec {
@@ -68,14 +87,31 @@ impl TargetSpec {
             database: cluster.admin_database.clone(),
             sslmode: cluster.sslmode.clone(),
             ca_certificate: cluster.ca_certificate.clone(),
+            addr: None,
         })
     }
 
-    /// A tokio-postgres configuration for `database` on this target.
-    pub fn config(&self, database: &str, limits: SessionLimits) -> tokio_postgres::Config {
+    /// This spec with its host resolved and checked against `policy` (refused before any
+    /// connection when outside it).
+    pub async fn checked(mut self, policy: &TargetPolicy) -> Result<Self, TargetError> {
+        self.addr = Some(policy.resolve(&self.host, self.port).await?);
+        Ok(self)
+    }
+
+    /// A tokio-postgres configuration for `database` on this target, at the checked address
+    /// (the host name stays for TLS verification).
+    pub fn config(
+        &self,
+        database: &str,
+        limits: SessionLimits,
+    ) -> Result<tokio_postgres::Config, TargetError> {
+        let addr = self.addr.ok_or_else(|| {
+            TargetError::Internal("the target's address was not checked against the target policy".into())
+        })?;
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
+            .hostaddr(addr)
             .port(self.port)
             .user(&self.user)
             .password(&self.password)
@@ -88,7 +124,7 @@ impl TargetSpec {
                 limits.statement_timeout.as_millis(),
                 limits.lock_timeout.as_millis()
             ));
-        config
+        Ok(config)
     }
 
     /// The TLS connector for this target's sslmode.
@@ -96,13 +132,16 @@ impl TargetSpec {
         crate::tls::connector(&self.sslmode, self.ca_certificate.as_deref())
     }
 
-    /// Opens one connection to `database`; it closes when the returned client is dropped.
+    /// Opens one connection to `database` (TLS and authentication included, within
+    /// [`CONNECT_TIMEOUT`]); it closes when the returned client is dropped.
     pub async fn connect(
         &self,
         database: &str,
         limits: SessionLimits,
     ) -> Result<tokio_postgres::Client, TargetError> {
-        let (client, connection) = self.config(database, limits).connect(self.tls()?).await?;
+        let (config, tls) = (self.config(database, limits)?, self.tls()?);
+        let (client, connection) =
+            within(CONNECT_TIMEOUT, async { config.connect(tls).await.map_err(TargetError::from) }).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "target connection closed with an error");
@@ -120,6 +159,8 @@ pub struct ServerFacts {
     pub is_superuser: bool,
     pub can_create_role: bool,
     pub can_create_db: bool,
+    /// The server's identity ([`pgplane_core::model::server_id`]).
+    pub server_id: String,
 }
 
 impl ServerFacts {
@@ -145,24 +186,33 @@ impl ServerFacts {
     }
 }
 
-/// Connects to a target with its admin credentials and reads what registration checks.
-pub async fn probe(spec: &TargetSpec) -> Result<ServerFacts, TargetError> {
+/// What identifies the server a session is on (see [`pgplane_core::model::server_id`]).
+pub(crate) const SERVER_ID_SQL: &str =
+    "(SELECT system_identifier FROM pg_catalog.pg_control_system()), current_setting('port')::int4";
+
+/// Connects to a target with its admin credentials (checked against `policy` first) and reads
+/// what registration checks, within a deadline.
+pub async fn probe(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+) -> Result<(TargetSpec, ServerFacts), TargetError> {
+    let spec = spec.clone().checked(policy).await?;
     let client = spec.connect(&spec.database, SessionLimits::default()).await?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
-                    rolsuper, rolcreaterole, rolcreatedb
-               FROM pg_catalog.pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await?;
-    Ok(ServerFacts {
+    let sql = format!(
+        "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
+                rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL}
+           FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    );
+    let row = within(EXCHANGE_TIMEOUT, async { Ok(client.query_one(&sql, &[]).await?) }).await?;
+    let facts = ServerFacts {
         version_num: row.get(0),
         version: row.get(1),
         is_superuser: row.get(2),
         can_create_role: row.get(3),
         can_create_db: row.get(4),
-    })
+        server_id: pgplane_core::model::server_id(row.get(5), row.get(6)),
+    };
+    Ok((spec, facts))
 }
 
 /// One small pool per cluster, to its admin database; rebuilt when the registration changes.
@@ -186,7 +236,7 @@ impl Pools {
             }
         }
         let manager = Manager::from_config(
-            spec.config(&spec.database, limits),
+            spec.config(&spec.database, limits)?,
             spec.tls()?,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -216,20 +266,24 @@ impl Pools {
 }
 
 /// Every role (but PostgreSQL's own `pg_*` roles) and every non-template database on a target,
-/// for listing what pgplane does not manage. Read-only.
-pub async fn list_roles_and_databases(spec: &TargetSpec) -> Result<(Vec<String>, Vec<String>), TargetError> {
+/// for listing what pgplane does not manage, with the server's identity (so that the caller can
+/// tell whether the target is still the registered server). Read-only, within a deadline.
+pub async fn list_roles_and_databases(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+) -> Result<(String, Vec<String>, Vec<String>), TargetError> {
+    let spec = spec.clone().checked(policy).await?;
     let client = spec.connect(&spec.database, SessionLimits::default()).await?;
-    let roles = client
-        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let databases = client
-        .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    Ok((roles, databases))
+    within(EXCHANGE_TIMEOUT, async {
+        let names = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect();
+        let id = client.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;
+        let roles = client
+            .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
+            .await?;
+        let databases = client
+            .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
+            .await?;
+        Ok((pgplane_core::model::server_id(id.get(0), id.get(1)), names(roles), names(databases)))
+    })
+    .await
 }

@@ -9,7 +9,7 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
 use pgplane_gateway::GatewayConfig;
 use pgplane_reconciler::target::SessionLimits;
-use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -34,6 +34,12 @@ pub struct AppOptions {
     pub target_server: Option<PgServer>,
     /// Run a reconciler in the test process (off when a `pgplane serve` process reconciles).
     pub reconciler: bool,
+    /// Where targets may be (the default policy allows loopback).
+    pub target_policy: TargetPolicy,
+    /// Registration probes a minute per team (0: no limit).
+    pub probes_per_minute: u32,
+    /// Clusters reconciled at once (and, per team, half of them).
+    pub max_concurrent_passes: usize,
 }
 
 impl Default for AppOptions {
@@ -47,6 +53,9 @@ impl Default for AppOptions {
             metadata_server: None,
             target_server: None,
             reconciler: true,
+            target_policy: TargetPolicy::default(),
+            probes_per_minute: 0,
+            max_concurrent_passes: 4,
         }
     }
 }
@@ -135,8 +144,10 @@ impl TestApp {
             sealer.clone(),
             ReconcilerConfig {
                 resync_interval: options.resync_interval,
-                max_concurrent_passes: 4,
+                max_concurrent_passes: options.max_concurrent_passes,
+                max_passes_per_team: 0,
                 session_limits: SessionLimits::default(),
+                target_policy: options.target_policy.clone(),
             },
         );
         let stats = reconciler.stats();
@@ -152,6 +163,8 @@ impl TestApp {
                 apply_timeout: options.apply_timeout,
                 rate_limit_per_minute: options.rate_limit_per_minute,
                 reconciler: Some(stats),
+                target_policy: options.target_policy.clone(),
+                probes_per_minute: options.probes_per_minute,
                 ..GatewayConfig::default()
             },
         );

@@ -3,11 +3,58 @@
 
 use uuid::Uuid;
 
-use super::{notify, Store, BUMP, WAKE_CHANNEL};
+use super::{names_clash, notify, taken_on_server, ObjectKind, Store, BUMP, WAKE_CHANNEL};
 use crate::error::{Error, Result};
 use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;
+
+/// The names a cluster holds on its server, checked against the other clusters there.
+struct ServerRoles<'a> {
+    primary_user: &'a str,
+    admin_user: &'a str,
+    default_database: &'a str,
+}
+
+/// Refuses (409) what would make two clusters on one server share a name: a primary user, an
+/// admin role or a default database that another cluster there manages, or a primary user that
+/// another cluster logs in as (two clusters may share the admin role, the server's superuser).
+/// Gives a clear message before the write; the unique key of `server_names` is what makes it
+/// hold under concurrency.
+async fn check_server_names(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    server_id: &str,
+    cluster_id: Option<Uuid>,
+    names: ServerRoles<'_>,
+) -> Result<()> {
+    let taken: Option<(String, String)> = sqlx::query_as(
+        "select kind, name from server_names
+          where server_id = $1 and cluster_id is distinct from $2
+            and ((kind = 'role' and name in ($3, $4)) or (kind = 'database' and name = $5))
+         union all
+         select 'admin', admin_user from clusters
+          where server_id = $1 and cluster_id is distinct from $2 and admin_user = $3
+         limit 1",
+    )
+    .bind(server_id)
+    .bind(cluster_id)
+    .bind(names.primary_user)
+    .bind(names.admin_user)
+    .bind(names.default_database)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match taken {
+        None => Ok(()),
+        Some((kind, name)) if kind == "admin" => Err(Error::Conflict(format!(
+            "another cluster on this server logs in as the role {name:?}; it cannot be this \
+             cluster's primary user"
+        ))),
+        Some((kind, name)) => Err(Error::Conflict(format!(
+            "another cluster on this server already manages the {kind} {name:?}; give this \
+             cluster names of its own"
+        ))),
+    }
+}
 
 /// How pgplane logs in to a target as its admin.
 pub struct AdminConnection {
@@ -42,6 +89,17 @@ pub struct NewCluster {
     pub default_database: String,
     pub server_version_num: i32,
     pub server_version: String,
+    /// The server's identity ([`crate::model::server_id`]), read by the probe.
+    pub server_id: String,
+}
+
+/// A new admin connection for a registered cluster, already probed.
+#[derive(Debug)]
+pub struct TargetUpdate<'a> {
+    pub admin: &'a AdminConnection,
+    pub server_version_num: i32,
+    pub server_version: &'a str,
+    pub server_id: &'a str,
 }
 
 impl Store {
@@ -50,12 +108,18 @@ impl Store {
     pub async fn insert_cluster(&self, new: &NewCluster, sealer: &Sealer) -> Result<Cluster> {
         let cluster_id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
+        let names = ServerRoles {
+            primary_user: &new.primary_user,
+            admin_user: &new.admin.user,
+            default_database: &new.default_database,
+        };
+        check_server_names(&mut tx, &new.server_id, None, names).await?;
         let inserted = sqlx::query_as::<_, Cluster>(
             "insert into clusters (cluster_id, team_id, name, region, size, num_nodes, tags, host, port,
                                    admin_user, admin_password_sealed, admin_database, sslmode,
                                    primary_user, default_database, server_version_num, server_version,
-                                   ca_certificate)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                                   ca_certificate, server_id)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              returning *",
         )
         .bind(cluster_id)
@@ -76,18 +140,13 @@ impl Store {
         .bind(new.server_version_num)
         .bind(&new.server_version)
         .bind(&new.admin.ca_certificate)
+        .bind(&new.server_id)
         .fetch_one(&mut *tx)
         .await;
         let cluster = match inserted {
             Ok(c) => c,
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_team_id_name_key") => {
                 return Err(Error::Invalid(format!("a cluster named {:?} already exists", new.name)));
-            }
-            Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
-                return Err(Error::Conflict(format!(
-                    "the server {}:{} is already registered with primary user {:?}",
-                    new.admin.host, new.admin.port, new.primary_user
-                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -100,7 +159,8 @@ impl Store {
         .bind(&new.primary_user)
         .bind(sealer.seal(&credentials, &User::credentials_context(cluster_id, &new.primary_user)))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| taken_on_server(e, ObjectKind::User, &new.primary_user))?;
         sqlx::query(
             "insert into cluster_databases (cluster_id, name, is_default, claimed)
              values ($1, $2, true, true)",
@@ -108,26 +168,39 @@ impl Store {
         .bind(cluster_id)
         .bind(&new.default_database)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| taken_on_server(e, ObjectKind::Database, &new.default_database))?;
         notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
         tx.commit().await?;
         Ok(cluster)
     }
 
     /// Replaces a cluster's admin connection (already probed) and retries its reconciliation
-    /// at once, with a full pass (the new target may differ in anything).
+    /// at once, with a full pass (the new target may differ in anything). When the connection
+    /// leads to another server (`moved`), the cluster's names are claimed on that server (409
+    /// if another cluster there manages one of them) and nothing there counts as pgplane's
+    /// until a pass creates or adopts it: every object is unclaimed but the primary user and
+    /// the default database, which are adopted as at registration.
     pub async fn update_target(
         &self,
         cluster: &Cluster,
-        admin: &AdminConnection,
-        server_version: (i32, &str),
+        update: &TargetUpdate<'_>,
+        moved: bool,
         sealer: &Sealer,
     ) -> Result<()> {
-        let updated = sqlx::query(&format!(
+        let admin = update.admin;
+        let mut tx = self.pool.begin().await?;
+        let names = ServerRoles {
+            primary_user: &cluster.primary_user,
+            admin_user: &admin.user,
+            default_database: &cluster.default_database,
+        };
+        check_server_names(&mut tx, update.server_id, Some(cluster.cluster_id), names).await?;
+        sqlx::query(&format!(
             "update clusters
                 set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
                     sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10,
-                    last_resync_at = null, {BUMP}
+                    server_id = $11, last_resync_at = null, {BUMP}
               where cluster_id = $1
           returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
         ))
@@ -138,20 +211,75 @@ impl Store {
         .bind(sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id)))
         .bind(&admin.database)
         .bind(&admin.sslmode)
-        .bind(server_version.0)
-        .bind(server_version.1)
+        .bind(update.server_version_num)
+        .bind(update.server_version)
         .bind(&admin.ca_certificate)
-        .execute(&self.pool)
-        .await;
-        match updated {
-            Err(sqlx::Error::Database(e)) if e.constraint() == Some("clusters_target_primary_user") => {
-                Err(Error::Conflict(format!(
-                    "the server {}:{} is already registered with primary user {:?}",
-                    admin.host, admin.port, cluster.primary_user
-                )))
+        .bind(update.server_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            names_clash(e, || {
+                "another cluster on that server already manages one of this cluster's users or \
+                 databases; nothing was changed"
+                    .into()
+            })
+        })?;
+        if moved {
+            for (table, adopted) in
+                [("cluster_users", "role = 'primary'"), ("cluster_databases", "is_default")]
+            {
+                sqlx::query(&format!(
+                    "update {table}
+                        set claimed = {adopted}, generation = generation + 1, updated_at = now(),
+                            sync_status = 'pending', last_error = null
+                      where cluster_id = $1"
+                ))
+                .bind(cluster.cluster_id)
+                .execute(&mut *tx)
+                .await?;
             }
-            other => other.map(|_| ()).map_err(Into::into),
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the identity of the server a cluster registered before pgplane recorded it
+    /// turns out to be (its names are claimed there at the same time); a conflict with another
+    /// cluster on that server is an error for the cluster, and nothing is recorded.
+    pub async fn learn_server_id(&self, cluster_id: Uuid, server_id: &str) -> Result<()> {
+        sqlx::query("update clusters set server_id = $2 where cluster_id = $1 and server_id is null")
+            .bind(cluster_id)
+            .bind(server_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                names_clash(e, || {
+                    "another cluster registered on the same server manages one of this cluster's \
+                     users or databases: pgplane changes nothing on the server until that is resolved"
+                        .into()
+                })
+            })?;
+        Ok(())
+    }
+
+    /// The role and database names other clusters on `server_id` manage or log in as (their
+    /// objects and their admin roles): never shown as "unmanaged" to this cluster's team.
+    pub async fn names_of_other_clusters(
+        &self,
+        server_id: &str,
+        cluster_id: Uuid,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select kind, name from server_names where server_id = $1 and cluster_id <> $2
+             union
+             select 'role', admin_user from clusters where server_id = $1 and cluster_id <> $2",
+        )
+        .bind(server_id)
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let (roles, databases): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(kind, _)| kind == "role");
+        Ok((roles.into_iter().map(|r| r.1).collect(), databases.into_iter().map(|d| d.1).collect()))
     }
 
     /// A team's clusters, optionally only those carrying `tag`, oldest first.

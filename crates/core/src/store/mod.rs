@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::Result;
 
 pub use audit::NewAuditEvent;
-pub use clusters::{AdminConnection, NewCluster};
+pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectKind;
 pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
 
@@ -108,6 +108,27 @@ fn with_bump(change: &str) -> String {
                       returning pg_notify('{WAKE_CHANNEL}', cluster_id::text))
          select changed.* from changed"
     )
+}
+
+/// The unique key that keeps two clusters on one server from managing the same name.
+const SERVER_NAMES_KEY: &str = "server_names_pkey";
+
+/// A write that would make two clusters on one server manage the same name becomes a 409 with
+/// `message`; other errors stay as they are.
+fn names_clash(e: sqlx::Error, message: impl FnOnce() -> String) -> crate::Error {
+    match e {
+        sqlx::Error::Database(d) if d.constraint() == Some(SERVER_NAMES_KEY) => {
+            crate::Error::Conflict(message())
+        }
+        other => other.into(),
+    }
+}
+
+/// The error for a write of an object whose name another cluster on the same server manages.
+fn taken_on_server(e: sqlx::Error, kind: ObjectKind, name: &str) -> crate::Error {
+    names_clash(e, || {
+        format!("a {} named {name:?} is managed by another cluster on the same server", kind.noun())
+    })
 }
 
 /// Queues a notification on `channel`, delivered when `tx` commits.

@@ -5,7 +5,7 @@
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{with_bump, Store};
+use super::{taken_on_server, with_bump, Store};
 use crate::error::{Error, Result};
 use crate::model::{Database, User};
 
@@ -106,7 +106,8 @@ impl Store {
         .bind(credentials_sealed)
         .bind(allow_replication)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
         match user {
             Some(user) => Ok(user),
             None => Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await),
@@ -124,7 +125,8 @@ impl Store {
         .bind(cluster_id)
         .bind(name)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| taken_on_server(e, ObjectKind::Database, name))?;
         match db {
             Some(db) => Ok(db),
             None => Err(self.duplicate_error(ObjectKind::Database, cluster_id, name).await),

@@ -64,10 +64,10 @@ pub struct PassCluster {
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
     /// or their last full pass is older than `resync` (drift detection); never before their
-    /// backoff time.
-    pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "select cluster_id from clusters
+    /// backoff time. Each comes with its team, which the reconciler shares its passes among.
+    pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(sqlx::query_as(
+            "select cluster_id, team_id from clusters
               where next_attempt_at <= now()
                 and (generation > reconciled_generation
                      or last_resync_at is null

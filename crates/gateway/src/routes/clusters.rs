@@ -5,11 +5,13 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::names::{check_cluster_name, check_identifier, NameKind};
+use pgplane_core::names::{
+    check_cluster_name, check_host, check_identifier, check_identifier_shape, NameKind,
+};
 use pgplane_core::passwords::new_credentials;
-use pgplane_core::store::{AdminConnection, NewCluster};
+use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
 use pgplane_reconciler::target::SUPPORTED_SSLMODES;
-use pgplane_reconciler::{probe, ServerFacts, TargetSpec};
+use pgplane_reconciler::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -52,6 +54,10 @@ pub(super) struct TargetInput {
     primary_user: Option<String>,
     /// Name of the cluster's default database (default `defaultdb`).
     default_database: Option<String>,
+    /// `PUT …/pgplane` only: confirms that the new connection leads to another server (a move,
+    /// which needs a full-access token). Nothing on the new server counts as pgplane's until a
+    /// pass creates or adopts it there.
+    confirm_move: Option<bool>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -72,9 +78,16 @@ impl TargetInput {
             database: self.database.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
             sslmode: self.sslmode.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
             ca_certificate: self.ca_certificate.clone().filter(|c| !c.trim().is_empty()),
+            addr: None,
         };
+        check_host(&spec.host).map_err(ApiError::unprocessable)?;
         if spec.port == 0 {
             return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
+        }
+        check_identifier_shape("pgplane.user", &spec.user).map_err(ApiError::unprocessable)?;
+        check_identifier_shape("pgplane.database", &spec.database).map_err(ApiError::unprocessable)?;
+        if spec.password.contains('\0') {
+            return Err(ApiError::unprocessable("pgplane.password must not contain NUL characters"));
         }
         if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
             return Err(ApiError::unprocessable(format!(
@@ -115,13 +128,24 @@ fn check_roles_apart(spec: &TargetSpec, primary_user: &str, default_database: &s
     Ok(())
 }
 
-/// Connects to the target and checks that pgplane can manage it (422 otherwise).
-async fn probe_checked(spec: &TargetSpec, context: &str) -> Result<ServerFacts, ApiError> {
-    let facts = probe(spec).await.map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
-    if let Some(why) = facts.unsuitability(&spec.user) {
-        return Err(ApiError::unprocessable(format!("{context}: {why}")));
+/// A move to another server needs full access (not only `database:update`) and the caller's
+/// explicit confirmation.
+fn check_move(caller: &Caller, confirmed: Option<bool>) -> Result<(), ApiError> {
+    if !caller.has_full_access() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this connection leads to another server than the cluster's: moving a cluster needs a \
+             full-access token",
+        ));
     }
-    Ok(facts)
+    if confirmed != Some(true) {
+        return Err(ApiError::unprocessable(
+            "this connection leads to another server than the cluster's; to move the cluster there, \
+             send the request again with \"confirm_move\": true (nothing on the new server counts as \
+             pgplane's until pgplane creates or adopts it there)",
+        ));
+    }
+    Ok(())
 }
 
 fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
@@ -136,7 +160,8 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 409, description = "The server is already registered with this primary user", body = ErrorBody),
+        (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database", body = ErrorBody),
+        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
     ))]
 pub(super) async fn create(
@@ -164,7 +189,7 @@ pub(super) async fn create(
     check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
-    let facts = probe_checked(&spec, "registration failed").await?;
+    let (_, facts) = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);
     if let Some(version) = body.version.filter(|v| !v.is_empty()) {
         if version != major {
@@ -187,6 +212,7 @@ pub(super) async fn create(
         default_database,
         server_version_num: facts.version_num,
         server_version: facts.version.clone(),
+        server_id: facts.server_id.clone(),
     };
     let cluster = state.store.insert_cluster(&new, &state.sealer).await?;
     let id = cluster.cluster_id;
@@ -272,15 +298,20 @@ pub(super) async fn delete(
 }
 
 /// Update the admin connection of a cluster (for example after its password was changed on
-/// the server). The new connection is tried first; nothing changes when it fails.
+/// the server). The new connection is tried first; nothing changes when it fails. A connection
+/// that leads to another server (a different server identity) moves the cluster: that needs a
+/// full-access token and `"confirm_move": true`.
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pgplane", operation_id = "pgplane_update_target",
     tag = "Databases", request_body = TargetInput,
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
-        (status = 422, description = "Invalid, or the target cannot be reached or managed that way", body = ErrorBody),
+        (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
+        (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
+        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,
@@ -298,11 +329,19 @@ pub(super) async fn update_target(
     }
     let spec = target.connection()?;
     check_roles_apart(&spec, &cluster.primary_user, &cluster.default_database)?;
-    let facts = probe_checked(&spec, "update failed").await?;
-    state
-        .store
-        .update_target(&cluster, &admin_connection(&spec), (facts.version_num, &facts.version), &state.sealer)
-        .await?;
+    let (_, facts) = state.prober.probe(caller.team_id, &spec, "update failed").await?;
+    let moved = cluster.server_id.as_ref().is_some_and(|id| *id != facts.server_id);
+    if moved {
+        check_move(&caller, target.confirm_move)?;
+        tracing::warn!(cluster.id = %cluster.cluster_id, "cluster moved to another server");
+    }
+    let update = TargetUpdate {
+        admin: &admin_connection(&spec),
+        server_version_num: facts.version_num,
+        server_version: &facts.version,
+        server_id: &facts.server_id,
+    };
+    state.store.update_target(&cluster, &update, moved, &state.sealer).await?;
     let id = cluster.cluster_id;
     let store = &state.store;
     let since = chrono::Utc::now();

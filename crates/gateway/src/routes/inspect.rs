@@ -2,6 +2,8 @@
 //! reconciler found and repaired, and the roles and databases on the target that pgplane does
 //! not manage (listed, never touched).
 
+use std::collections::HashSet;
+
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use pgplane_reconciler::{list_roles_and_databases, TargetSpec};
@@ -63,7 +65,8 @@ pub(super) async fn drift(
     Ok(Json(DriftResponse { drift_events }))
 }
 
-/// Roles and databases on the target that pgplane does not manage.
+/// Roles and databases on the target that no cluster of pgplane manages (other clusters on the
+/// same server, and the roles they log in as, are left out: their names are not this team's).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UnmanagedResponse {
     /// Roles (PostgreSQL's own `pg_*` roles aside), including the admin role pgplane uses.
@@ -90,15 +93,37 @@ pub(super) async fn unmanaged(
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let (roles, databases) = list_roles_and_databases(&spec).await.map_err(|e| {
-        ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("the target cannot be read: {e}"))
-    })?;
-    let users = state.store.list_users(cluster.cluster_id).await?;
-    let dbs = state.store.list_databases(cluster.cluster_id).await?;
-    let managed_user = |name: &String| users.iter().any(|u| u.claimed && u.name == *name);
-    let managed_db = |name: &String| dbs.iter().any(|d| d.claimed && d.name == *name);
+    let unavailable = |why: String| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, why);
+    let (server_id, roles, databases) = list_roles_and_databases(&spec, state.prober.policy())
+        .await
+        .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
+    // Another server at the cluster's address (or one pgplane has not identified yet) is not
+    // the cluster's: its names are not this team's to see.
+    if cluster.server_id.as_deref() != Some(server_id.as_str()) {
+        return Err(unavailable(
+            "the server at the cluster's address is not (or not yet known to be) the registered one; \
+             see the cluster's last_error"
+                .into(),
+        ));
+    }
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
+    let (other_roles, other_dbs) =
+        state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;
+    // Ours (created or adopted on this server) and the other clusters' are managed.
+    let managed_roles: HashSet<&str> = users
+        .iter()
+        .filter(|u| u.claimed)
+        .map(|u| u.name.as_str())
+        .chain(other_roles.iter().map(String::as_str))
+        .collect();
+    let managed_dbs: HashSet<&str> = dbs
+        .iter()
+        .filter(|d| d.claimed)
+        .map(|d| d.name.as_str())
+        .chain(other_dbs.iter().map(String::as_str))
+        .collect();
     Ok(Json(UnmanagedResponse {
-        roles: roles.into_iter().filter(|r| !managed_user(r)).collect(),
-        databases: databases.into_iter().filter(|d| !managed_db(d)).collect(),
+        roles: roles.into_iter().filter(|r| !managed_roles.contains(r.as_str())).collect(),
+        databases: databases.into_iter().filter(|d| !managed_dbs.contains(d.as_str())).collect(),
     }))
 }

@@ -1,0 +1,68 @@
+//! Registration probes: `POST /v2/databases` and `PUT …/pgplane` make pgplane connect where the
+//! caller says. Each probe is checked against the operator's target policy (refused before any
+//! connection when outside it), counted against its team's allowance (so that registration is
+//! no port scanner or password-guessing oracle, even inside the allowed networks), and bounded
+//! in time.
+
+use std::num::NonZeroU32;
+
+use axum::http::StatusCode;
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+use pgplane_reconciler::{probe, ServerFacts, TargetPolicy, TargetSpec};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+type TeamLimiter = RateLimiter<Uuid, governor::state::keyed::DefaultKeyedStateStore<Uuid>, DefaultClock>;
+
+/// Where registrations may lead, and how often each team may try.
+pub(crate) struct Prober {
+    policy: TargetPolicy,
+    per_team: Option<TeamLimiter>,
+}
+
+impl Prober {
+    /// `per_minute` probes a minute per team, a fifth of them in a burst (0: unlimited).
+    pub fn new(policy: TargetPolicy, per_minute: u32) -> Self {
+        let per_team = NonZeroU32::new(per_minute).map(|n| {
+            let burst = NonZeroU32::new(per_minute.div_ceil(5)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
+        });
+        Self { policy, per_team }
+    }
+
+    /// The target policy every connection is checked against.
+    pub fn policy(&self) -> &TargetPolicy {
+        &self.policy
+    }
+
+    /// Connects to the target for `team_id` and checks that pgplane can manage it: 429 over the
+    /// team's allowance, 422 when the target is refused, cannot be reached or cannot be
+    /// managed (`context` starts the message). Returns the spec at its checked address.
+    pub async fn probe(
+        &self,
+        team_id: Uuid,
+        spec: &TargetSpec,
+        context: &str,
+    ) -> Result<(TargetSpec, ServerFacts), ApiError> {
+        if let Some(limiter) = &self.per_team {
+            if let Err(not_until) = limiter.check_key(&team_id) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many registration attempts for this team; try again later.",
+                );
+                error.retry_after = Some(wait.as_secs().max(1));
+                return Err(error);
+            }
+        }
+        let (checked, facts) = probe(spec, &self.policy)
+            .await
+            .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
+        if let Some(why) = facts.unsuitability(&spec.user) {
+            return Err(ApiError::unprocessable(format!("{context}: {why}")));
+        }
+        Ok((checked, facts))
+    }
+}
