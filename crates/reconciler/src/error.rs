@@ -60,6 +60,9 @@ impl From<deadpool_postgres::PoolError> for TargetError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+                TargetError::Stalled(crate::target::CONNECT_TIMEOUT.as_secs())
+            }
             other => TargetError::Connect(redact(&other.to_string())),
         }
     }

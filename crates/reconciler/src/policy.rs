@@ -62,9 +62,10 @@ impl TargetPolicy {
         self.ports.iter().any(|r| r.contains(&port)) && self.networks.iter().any(|n| n.contains(&addr))
     }
 
-    /// Resolves `host` and returns the address to connect to, if every address it resolves to
-    /// is allowed on `port`; refused otherwise, before any connection is tried.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<IpAddr, TargetError> {
+    /// Resolves `host` and returns the addresses to connect to (tried in order), if every
+    /// address it resolves to is allowed on `port`; refused otherwise, before any connection is
+    /// tried.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, TargetError> {
         pgplane_core::names::check_host(host).map_err(TargetError::Refused)?;
         if !self.ports.iter().any(|r| r.contains(&port)) {
             return Err(self.refusal(host, port));
@@ -77,11 +78,13 @@ impl TargetPolicy {
                 .map(|a| a.ip())
                 .collect(),
         };
-        match addrs.first() {
-            Some(first) if addrs.iter().all(|a| self.allows(*a, port)) => Ok(first.to_canonical()),
-            Some(_) => Err(self.refusal(host, port)),
-            None => Err(TargetError::Connect(format!("the host name {host:?} cannot be resolved"))),
+        if addrs.is_empty() {
+            return Err(TargetError::Connect(format!("the host name {host:?} cannot be resolved")));
         }
+        if !addrs.iter().all(|a| self.allows(*a, port)) {
+            return Err(self.refusal(host, port));
+        }
+        Ok(addrs.into_iter().map(|a| a.to_canonical()).collect())
     }
 
     fn refusal(&self, host: &str, port: u16) -> TargetError {
@@ -133,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn refusals_come_before_any_connection() {
         let p = TargetPolicy::parse("127.0.0.1/32", "1024-65535").unwrap();
-        assert_eq!(p.resolve("127.0.0.1", 5432).await.unwrap(), ip("127.0.0.1"));
+        assert_eq!(p.resolve("127.0.0.1", 5432).await.unwrap(), [ip("127.0.0.1")]);
         for (host, port) in [("10.0.0.1", 5432), ("127.0.0.2", 5432), ("127.0.0.1", 22), ("/tmp", 5432)] {
             assert!(matches!(p.resolve(host, port).await, Err(TargetError::Refused(_))), "{host}:{port}");
         }

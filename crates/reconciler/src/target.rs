@@ -49,9 +49,9 @@ pub struct TargetSpec {
     pub sslmode: String,
     /// PEM of the CA for `verify-full`.
     pub ca_certificate: Option<String>,
-    /// The address `host` resolved to and the target policy allowed ([`TargetSpec::checked`]);
-    /// no connection is made without it.
-    pub addr: Option<IpAddr>,
+    /// The addresses `host` resolved to, all allowed by the target policy
+    /// ([`TargetSpec::checked`]); no connection is made without them.
+    pub addrs: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for TargetSpec {
@@ -87,32 +87,34 @@ impl TargetSpec {
             database: cluster.admin_database.clone(),
             sslmode: cluster.sslmode.clone(),
             ca_certificate: cluster.ca_certificate.clone(),
-            addr: None,
+            addrs: Vec::new(),
         })
     }
 
     /// This spec with its host resolved and checked against `policy` (refused before any
     /// connection when outside it).
     pub async fn checked(mut self, policy: &TargetPolicy) -> Result<Self, TargetError> {
-        self.addr = Some(policy.resolve(&self.host, self.port).await?);
+        self.addrs = policy.resolve(&self.host, self.port).await?;
         Ok(self)
     }
 
-    /// A tokio-postgres configuration for `database` on this target, at the checked address
-    /// (the host name stays for TLS verification).
+    /// A tokio-postgres configuration for `database` on this target, at the checked addresses
+    /// (tried in order; the host name stays for TLS verification).
     pub fn config(
         &self,
         database: &str,
         limits: SessionLimits,
     ) -> Result<tokio_postgres::Config, TargetError> {
-        let addr = self.addr.ok_or_else(|| {
-            TargetError::Internal("the target's address was not checked against the target policy".into())
-        })?;
+        if self.addrs.is_empty() {
+            return Err(TargetError::Internal(
+                "the target's address was not checked against the target policy".into(),
+            ));
+        }
         let mut config = tokio_postgres::Config::new();
+        for addr in &self.addrs {
+            config.host(&self.host).hostaddr(*addr).port(self.port);
+        }
         config
-            .host(&self.host)
-            .hostaddr(addr)
-            .port(self.port)
             .user(&self.user)
             .password(&self.password)
             .dbname(database)

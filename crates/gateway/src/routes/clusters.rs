@@ -78,7 +78,7 @@ impl TargetInput {
             database: self.database.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
             sslmode: self.sslmode.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
             ca_certificate: self.ca_certificate.clone().filter(|c| !c.trim().is_empty()),
-            addr: None,
+            addrs: Vec::new(),
         };
         check_host(&spec.host).map_err(ApiError::unprocessable)?;
         if spec.port == 0 {
