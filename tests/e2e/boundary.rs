@@ -164,6 +164,16 @@ async fn registration_probes_are_capped_per_team() {
     assert_eq!(status, 201, "{body}");
 }
 
+/// Whether the PostgreSQL 15 and 17 servers are two servers (containers of the suite's own;
+/// not with PGPLANE_TEST_PG_URL); says "skipped" when not.
+fn two_servers() -> bool {
+    let two = own_containers();
+    if !two {
+        eprintln!("skipped: needs two servers of its own (containers)");
+    }
+    two
+}
+
 /// An admin role of the test's own on the PostgreSQL 17 server (the second server of a move).
 async fn admin_on(major: u32, name: &str, password: &str) {
     let admin = servers().target(major).admin("postgres").await;
@@ -175,8 +185,7 @@ async fn admin_on(major: u32, name: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_cluster_needs_full_access_and_adopts_nothing_it_finds() {
-    if !own_containers() {
-        eprintln!("skipped: needs two servers of its own (containers)");
+    if !two_servers() {
         return;
     }
     let app = TestApp::spawn(15).await;
@@ -397,8 +406,7 @@ async fn one_teams_stalling_servers_do_not_hold_up_another_teams_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_that_now_leads_to_another_server_is_left_alone() {
-    if !own_containers() {
-        eprintln!("skipped: needs two servers of its own (containers)");
+    if !two_servers() {
         return;
     }
     let app = TestApp::spawn(15).await;

@@ -110,20 +110,15 @@ pub(super) async fn unmanaged(
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;
     // Ours (created or adopted on this server) and the other clusters' are managed.
-    let managed_roles: HashSet<&str> = users
-        .iter()
-        .filter(|u| u.claimed)
-        .map(|u| u.name.as_str())
-        .chain(other_roles.iter().map(String::as_str))
-        .collect();
-    let managed_dbs: HashSet<&str> = dbs
-        .iter()
-        .filter(|d| d.claimed)
-        .map(|d| d.name.as_str())
-        .chain(other_dbs.iter().map(String::as_str))
-        .collect();
+    let managed = |ours: Vec<&'_ str>, others: &'_ [String]| -> HashSet<String> {
+        ours.into_iter().map(str::to_string).chain(others.iter().cloned()).collect()
+    };
+    let managed_roles =
+        managed(users.iter().filter(|u| u.claimed).map(|u| u.name.as_str()).collect(), &other_roles);
+    let managed_dbs =
+        managed(dbs.iter().filter(|d| d.claimed).map(|d| d.name.as_str()).collect(), &other_dbs);
     Ok(Json(UnmanagedResponse {
-        roles: roles.into_iter().filter(|r| !managed_roles.contains(r.as_str())).collect(),
-        databases: databases.into_iter().filter(|d| !managed_dbs.contains(d.as_str())).collect(),
+        roles: roles.into_iter().filter(|r| !managed_roles.contains(r)).collect(),
+        databases: databases.into_iter().filter(|d| !managed_dbs.contains(d)).collect(),
     }))
 }
