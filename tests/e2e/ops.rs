@@ -106,3 +106,52 @@ async fn only_short_plain_request_ids_from_clients_are_kept() {
         assert_eq!(rows[0].3.as_deref(), Some(answered.as_str()), "{object}: the audit log has the same id");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_credentials_cannot_be_opened_fails_alone() {
+    let app = TestApp::spawn(15).await;
+    let broken = app.unique("broken");
+    app.create_user(&broken).await;
+    // Its row sealed under a key pgplane does not have (a rotation that missed it).
+    let stranger =
+        pgplane_core::secrets::Sealer::from_base64(&pgplane_core::secrets::Sealer::generate_key()).unwrap();
+    let cluster_id = uuid::Uuid::parse_str(&app.cluster_id).unwrap();
+    let context = pgplane_core::model::User::credentials_context(cluster_id, &broken);
+    sqlx::query("update cluster_users set credentials_sealed = $3 where cluster_id = $1 and name = $2")
+        .bind(cluster_id)
+        .bind(&broken)
+        .bind(stranger.seal(b"{}", &context))
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+
+    // The rest of the cluster is still reconciled: a new user and a new database are made.
+    let fine = app.unique("fine");
+    let password = app.create_user(&fine).await;
+    let db = app.unique("stilldb");
+    app.create_db(&db).await;
+    assert!(
+        app.target.login(&fine, &password, &db).await.is_ok(),
+        "the new user logs in to the new database"
+    );
+    app.reconciler.reconcile_now(cluster_id).await.unwrap();
+
+    // The broken user carries the error; the listing still answers, without its password.
+    let (status, body) = app.get(&app.cluster_path("/users")).await;
+    assert_eq!(status, 200, "{body}");
+    let users = body["users"].as_array().unwrap();
+    let shown = users.iter().find(|u| u["name"] == broken.as_str()).expect("listed");
+    assert!(shown["password"].is_null(), "{shown}");
+    assert!(shown["last_error"].as_str().is_some_and(|e| e.contains("secret")), "{shown}");
+    let stored: (Option<String>,) =
+        sqlx::query_as("select last_error from cluster_users where cluster_id = $1 and name = $2")
+            .bind(cluster_id)
+            .bind(&broken)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert!(stored.0.is_some_and(|e| e.contains("decrypted")), "the reconciler recorded it on the user");
+    let others = users.iter().filter(|u| u["name"] != broken.as_str());
+    assert!(others.clone().all(|u| u["status"] == "ready" && u["password"].is_string()), "{body}");
+    assert!(app.role_exists(&broken).await, "its role on the target is left alone");
+}

@@ -24,6 +24,7 @@ pub use clusters::{AdminConnection, NewCluster};
 pub use objects::ObjectKind;
 pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
 pub use retention::EventLog;
+pub use rotation::Rotation;
 
 /// The schema migrations in the top-level `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
