@@ -9,7 +9,7 @@ use pgplane_core::scopes::check_scopes;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::tokens;
 
-use crate::config::{DatabaseArgs, SecretKeyArgs};
+use crate::config::{read_secret_file, DatabaseArgs, SecretKeyArgs};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -115,8 +115,7 @@ pub async fn secret_key(command: SecretKeyCommand) -> anyhow::Result<()> {
         SecretKeyCommand::Generate => println!("{}", Sealer::generate_key()),
         SecretKeyCommand::Rotate { current, new_key_file, database } => {
             let from = current.sealer()?;
-            let encoded = std::fs::read_to_string(&new_key_file)
-                .with_context(|| format!("reading {}", new_key_file.display()))?;
+            let encoded = read_secret_file(&new_key_file, "new secret key")?;
             let to = Sealer::from_base64(&encoded).map_err(anyhow::Error::msg)?;
             let rotation = database.store()?.reseal_all(&from, &to).await.context("re-sealing secrets")?;
             println!("re-sealed {} secrets under the new key", rotation.resealed);

@@ -565,8 +565,8 @@ impl<'a> Record<'a> {
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
 /// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
-/// already ready and in sync, with no error to clear), so that a pass over a converged cluster writes nothing but its
-/// end.
+/// already ready and in sync, with no error to clear), so that a pass over a converged cluster
+/// writes nothing but its end.
 fn conclude<'a>(
     cluster: &Cluster,
     ledger: &mut Ledger<'a>,
