@@ -155,3 +155,83 @@ async fn a_user_whose_credentials_cannot_be_opened_fails_alone() {
     assert!(others.clone().all(|u| u["status"] == "ready" && u["password"].is_string()), "{body}");
     assert!(app.role_exists(&broken).await, "its role on the target is left alone");
 }
+
+/// The roles and databases on `server` named with `suffix`.
+async fn named_with(server: &pgplane_testkit::PgServer, suffix: &str) -> Vec<String> {
+    let admin = server.admin("postgres").await;
+    let sql = "SELECT rolname::text FROM pg_roles WHERE right(rolname, length($1)) = $1
+               UNION ALL SELECT datname::text FROM pg_database WHERE right(datname, length($1)) = $1";
+    admin.query(sql, &[&suffix]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_panics_leaves_no_role_or_database_behind() {
+    let (made, learned) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let app = TestApp::spawn(17).await;
+        app.create_user(&app.unique("leftover")).await;
+        app.create_db(&app.unique("leftoverdb")).await;
+        // A role of the test's own that owns objects in a database that stays, and holds a
+        // privilege on one.
+        let owner = app.unique("owner");
+        let admin = app.target_admin("postgres").await;
+        admin.batch_execute(&format!("CREATE ROLE {owner} LOGIN PASSWORD 'known-pw'")).await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE TABLE {owner}_t (id int); ALTER TABLE {owner}_t OWNER TO {owner}"
+            ))
+            .await
+            .unwrap();
+        admin.batch_execute(&format!("GRANT CONNECT ON DATABASE postgres TO {owner}")).await.unwrap();
+        let before = [
+            named_with(&app.target, &app.suffix).await,
+            named_with(&pgplane_testkit::servers().metadata, &app.suffix).await,
+        ]
+        .concat();
+        let _ = made.send((app.suffix.clone(), app.target.clone(), before));
+        panic!("this test fails on purpose, with its pgplane still running");
+    });
+    assert!(test.await.unwrap_err().is_panic());
+    let (suffix, target, before) = learned.await.unwrap();
+    for expected in
+        ["adm_", "doadmin_", "defaultdb_", "pgplane_meta_", "pgplane_test_", "leftover_", "owner_"]
+    {
+        assert!(before.iter().any(|n| n.starts_with(expected)), "the test had made {expected}…: {before:?}");
+    }
+    assert_eq!(named_with(&target, &suffix).await, Vec::<String>::new(), "left on the target");
+    assert_eq!(
+        named_with(&pgplane_testkit::servers().metadata, &suffix).await,
+        Vec::<String>::new(),
+        "left on the metadata server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_run_left_is_swept_and_a_live_test_is_not() {
+    let live = TestApp::spawn(15).await;
+    // What a test killed mid-way leaves: its markers, a superuser with a known password, a
+    // database it owns; nobody claims its suffix any more.
+    let server = pgplane_testkit::servers().metadata.clone();
+    let dead = pgplane_testkit::unique_suffix();
+    let admin = server.admin("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE pgplane_meta_{dead} LOGIN PASSWORD 'known-pw';
+             CREATE ROLE adm_{dead} SUPERUSER LOGIN PASSWORD 'known-pw'"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE pgplane_test_{dead} OWNER pgplane_meta_{dead}"))
+        .await
+        .unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE defaultdb_{dead} OWNER adm_{dead}")).await.unwrap();
+
+    let swept = pgplane_testkit::cleanup::sweep_stale(&server).await.unwrap();
+    assert!(swept.contains(&dead), "{swept:?}");
+    assert!(!swept.contains(&live.suffix), "a live test is never swept");
+    assert_eq!(named_with(&server, &dead).await, Vec::<String>::new());
+    assert!(named_with(&server, &live.suffix).await.contains(&live.metadata_database()));
+    let (status, _) = live.get("/v2/databases").await;
+    assert_eq!(status, 200, "the live test's pgplane still works");
+}
