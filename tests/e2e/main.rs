@@ -9,6 +9,7 @@ mod faults;
 mod fuzz;
 mod names;
 mod openapi;
+mod ops;
 mod pydo;
 mod reliability;
 mod security;

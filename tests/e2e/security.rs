@@ -349,8 +349,9 @@ async fn rotating_the_key_reseals_every_secret() {
     app.create_user(&app.unique("rotated")).await;
     let new =
         pgplane_core::secrets::Sealer::from_base64(&pgplane_core::secrets::Sealer::generate_key()).unwrap();
-    let count = app.store.reseal_all(&app.sealer, &new).await.unwrap();
-    assert_eq!(count, 3, "the admin password and two users' credentials");
+    let rotation = app.store.reseal_all(&app.sealer, &new).await.unwrap();
+    assert_eq!(rotation.resealed, 3, "the admin password and two users' credentials");
+    assert!(rotation.unopenable.is_empty());
     let users = app.store.list_users(app.cluster_id.parse().unwrap()).await.unwrap();
     for user in &users {
         let context = pgplane_core::model::User::credentials_context(user.cluster_id, &user.name);

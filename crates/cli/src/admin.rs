@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Subcommand;
 use pgplane_core::scopes::check_scopes;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::tokens;
 
-use crate::config::{DatabaseArgs, SecretKeyArgs};
+use crate::config::{read_secret_file, DatabaseArgs, SecretKeyArgs};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -48,8 +48,9 @@ pub enum TokenCommand {
 pub enum SecretKeyCommand {
     /// Print a new random key (base64) for PGPLANE_SECRET_KEY or --secret-key-file.
     Generate,
-    /// Re-seal every stored secret under a new key, in one transaction. Afterwards run pgplane
-    /// with the new key (or with the new key and --previous-secret-key-file during the switch).
+    /// Re-seal every stored secret under a new key. First restart every pgplane with the new key
+    /// as its key and the old one as --previous-secret-key-file; then rotate (it repeats until no
+    /// secret is left under the old key); then drop --previous-secret-key-file.
     Rotate {
         /// The current key.
         #[command(flatten)]
@@ -114,11 +115,17 @@ pub async fn secret_key(command: SecretKeyCommand) -> anyhow::Result<()> {
         SecretKeyCommand::Generate => println!("{}", Sealer::generate_key()),
         SecretKeyCommand::Rotate { current, new_key_file, database } => {
             let from = current.sealer()?;
-            let encoded = std::fs::read_to_string(&new_key_file)
-                .with_context(|| format!("reading {}", new_key_file.display()))?;
+            let encoded = read_secret_file(&new_key_file, "new secret key")?;
             let to = Sealer::from_base64(&encoded).map_err(anyhow::Error::msg)?;
-            let count = database.store()?.reseal_all(&from, &to).await.context("re-sealing secrets")?;
-            println!("re-sealed {count} secrets under the new key");
+            let rotation = database.store()?.reseal_all(&from, &to).await.context("re-sealing secrets")?;
+            println!("re-sealed {} secrets under the new key", rotation.resealed);
+            if !rotation.unopenable.is_empty() {
+                bail!(
+                    "{} secrets open with neither key and were left as they are: {}",
+                    rotation.unopenable.len(),
+                    rotation.unopenable.join("; ")
+                );
+            }
         }
     }
     Ok(())

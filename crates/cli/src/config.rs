@@ -1,19 +1,26 @@
 //! Configuration shared by several subcommands, from flags or environment variables: the
-//! metadata database, the sealing key and logging.
+//! metadata database, the sealing key and logging. Every secret can come from a file or the
+//! environment; one given on the command line (where other local users and shell history see
+//! it) draws a warning.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 /// Where the metadata database is.
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {
-    /// URL of pgplane's metadata database (postgres://user:password@host:port/dbname).
-    #[arg(long = "database-url", env = "PGPLANE_DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// URL of pgplane's metadata database (postgres://user:password@host:port/dbname). It holds
+    /// a password: prefer PGPLANE_DATABASE_URL or --database-url-file.
+    #[arg(long, env = "PGPLANE_DATABASE_URL", hide_env_values = true, conflicts_with = "database_url_file")]
+    pub database_url: Option<String>,
+    /// A file holding the metadata database's URL (should be readable by pgplane only).
+    #[arg(long, env = "PGPLANE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// Connections to the metadata database.
     #[arg(long = "database-max-connections", env = "PGPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: u32,
@@ -21,19 +28,87 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     pub fn store(&self) -> anyhow::Result<Store> {
-        Store::connect_lazy(&self.url, self.max_connections).context("invalid --database-url")
+        let url = match (&self.database_url, &self.database_url_file) {
+            (Some(url), _) => url.clone(),
+            (None, Some(path)) => read_secret_file(path, "metadata database URL")?,
+            (None, None) => bail!(
+                "no metadata database: set PGPLANE_DATABASE_URL or PGPLANE_DATABASE_URL_FILE \
+                 (or pass --database-url-file)"
+            ),
+        };
+        Store::connect_lazy(&url, self.max_connections).context("invalid metadata database URL")
     }
+}
+
+/// Reads a secret from a file, without the white space around it (a trailing newline).
+pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// The flags that carry a secret, by argument id, with where to put it instead.
+const SECRET_FLAGS: &[(&str, &str, &str)] = &[
+    (
+        "access_token",
+        "--access-token",
+        "PGPLANE_ACCESS_TOKEN_FILE (--access-token-file) or PGPLANE_ACCESS_TOKEN",
+    ),
+    ("secret_key", "--secret-key", "PGPLANE_SECRET_KEY_FILE (--secret-key-file) or PGPLANE_SECRET_KEY"),
+    (
+        "database_url",
+        "--database-url",
+        "PGPLANE_DATABASE_URL_FILE (--database-url-file) or PGPLANE_DATABASE_URL",
+    ),
+];
+
+/// Warns, on standard error, about each secret given on the command line (never showing it).
+/// A database URL counts only when it holds a password.
+pub fn warn_about_secret_flags(matches: &ArgMatches) {
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    for id in leaf.ids() {
+        let Some((_, flag, instead)) = SECRET_FLAGS.iter().find(|(secret, _, _)| id == *secret) else {
+            continue;
+        };
+        if leaf.value_source(id.as_str()) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if *flag == "--database-url"
+            && !leaf.get_one::<String>(id.as_str()).is_some_and(|url| url_has_password(url))
+        {
+            continue;
+        }
+        eprintln!(
+            "warning: {flag} puts a secret on the command line, where other users of this machine \
+             (ps, /proc) and shell history can read it; use {instead} instead"
+        );
+    }
+}
+
+/// Whether a postgres:// URL carries a password (in its user info or its query).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (authority, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, query),
+        None => (rest, ""),
+    };
+    let authority = authority.split('/').next().unwrap_or_default();
+    let in_userinfo = authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    in_userinfo || query.split('&').any(|pair| pair.starts_with("password="))
 }
 
 /// The key that seals secrets at rest (32 bytes, base64). Give exactly one of the two.
 #[derive(Args, Clone)]
 pub struct SecretKeyArgs {
-    /// The sealing key itself, base64-encoded.
-    #[arg(long = "secret-key", env = "PGPLANE_SECRET_KEY", hide_env_values = true, conflicts_with = "file")]
-    pub key: Option<String>,
+    /// The sealing key itself, base64-encoded: prefer PGPLANE_SECRET_KEY or --secret-key-file.
+    #[arg(long, env = "PGPLANE_SECRET_KEY", hide_env_values = true, conflicts_with = "secret_key_file")]
+    pub secret_key: Option<String>,
     /// A file holding the base64-encoded sealing key (should be readable by pgplane only).
-    #[arg(long = "secret-key-file", env = "PGPLANE_SECRET_KEY_FILE")]
-    pub file: Option<PathBuf>,
+    #[arg(long, env = "PGPLANE_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// During a key rotation: a file holding the previous key, still accepted for opening.
     #[arg(long = "previous-secret-key-file", env = "PGPLANE_PREVIOUS_SECRET_KEY_FILE")]
     pub previous_file: Option<PathBuf>,
@@ -41,10 +116,9 @@ pub struct SecretKeyArgs {
 
 impl SecretKeyArgs {
     pub fn sealer(&self) -> anyhow::Result<Sealer> {
-        let encoded = match (&self.key, &self.file) {
+        let encoded = match (&self.secret_key, &self.secret_key_file) {
             (Some(key), _) => key.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the secret key file {}", path.display()))?,
+            (None, Some(path)) => read_secret_file(path, "secret key")?,
             (None, None) => bail!(
                 "no secret key: set PGPLANE_SECRET_KEY or --secret-key-file \
                  (make one with `pgplane secret-key generate`)"
@@ -54,8 +128,7 @@ impl SecretKeyArgs {
         match &self.previous_file {
             None => Ok(sealer),
             Some(path) => {
-                let previous = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the previous secret key file {}", path.display()))?;
+                let previous = read_secret_file(path, "previous secret key")?;
                 let previous = Sealer::from_base64(&previous).map_err(anyhow::Error::msg)?;
                 Ok(sealer.with_previous(&previous))
             }
@@ -89,5 +162,20 @@ impl LogArgs {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_has_password;
+
+    #[test]
+    fn finds_a_password_in_a_database_url() {
+        assert!(url_has_password("postgres://pgplane:s3cret@db:5432/pgplane"));
+        assert!(url_has_password("postgresql://pgplane:p%40ss@db/pgplane?sslmode=require"));
+        assert!(url_has_password("postgres://db/pgplane?user=pgplane&password=x"));
+        assert!(!url_has_password("postgres://pgplane@db:5432/pgplane"));
+        assert!(!url_has_password("postgres://db/pgplane?sslmode=verify-full"));
+        assert!(!url_has_password("postgres:///pgplane?host=/run/postgresql"));
     }
 }

@@ -5,12 +5,13 @@
 mod admin;
 mod client;
 mod config;
+mod retention;
 mod serve;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{DatabaseArgs, LogArgs};
 
@@ -58,7 +59,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    config::warn_about_secret_flags(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let outcome = match cli.command {
         // The client prints its own errors, on one line as doctl does.
         Command::Databases(args) => return Ok(client::databases(args).await),

@@ -1,5 +1,6 @@
 //! `pgplane serve`: the gateway and the reconciler in one process (either can be switched
-//! off), with migrations applied at start-up and a graceful stop on SIGTERM or SIGINT.
+//! off), with migrations applied at start-up, old audit and drift events pruned, and a graceful
+//! stop on SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
+use crate::retention::Retention;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -68,6 +70,12 @@ pub struct ServeArgs {
     /// Registration probes (POST /v2/databases, PUT …/pgplane) a minute per team (0: no limit).
     #[arg(long, env = "PGPLANE_REGISTRATION_PROBES_PER_MINUTE", default_value_t = 30)]
     registration_probes_per_minute: u32,
+    /// Days audit events are kept (0: forever); older ones are deleted every hour.
+    #[arg(long, env = "PGPLANE_AUDIT_RETENTION", default_value_t = 90, value_name = "DAYS")]
+    audit_retention: u32,
+    /// Days drift events are kept (0: forever); older ones are deleted every hour.
+    #[arg(long, env = "PGPLANE_DRIFT_RETENTION", default_value_t = 90, value_name = "DAYS")]
+    drift_retention: u32,
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -92,6 +100,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let retention = Retention { audit_days: args.audit_retention, drift_days: args.drift_retention };
+    tasks.spawn(retention.run(store.clone(), stopped()));
     let mut reconciler_stats = None;
     if !args.no_reconciler {
         let config = ReconcilerConfig {

@@ -58,11 +58,11 @@ impl Cli {
         self.home.path().join("pgplane").join("config.json")
     }
 
-    /// `pgplane <args> --api-url <app> --access-token <token>`.
+    /// `pgplane <args> --api-url <app>`, the token in PGPLANE_ACCESS_TOKEN.
     async fn run(&self, args: &[&str]) -> Run {
         let mut all = args.to_vec();
-        all.extend(["--api-url", &self.api_url, "--access-token", &self.token]);
-        self.raw(&all, None, &[]).await
+        all.extend(["--api-url", &self.api_url]);
+        self.raw(&all, None, &[("PGPLANE_ACCESS_TOKEN", &self.token)]).await
     }
 
     /// `pgplane <args>` exactly, with `input` on stdin (never a terminal) and `env` set.
@@ -72,6 +72,7 @@ impl Cli {
             .args(args)
             .env_remove("PGPLANE_API_URL")
             .env_remove("PGPLANE_ACCESS_TOKEN")
+            .env_remove("PGPLANE_ACCESS_TOKEN_FILE")
             .env_remove("PGPLANE_TARGET_PASSWORD")
             .env("PGPLANE_CONFIG", self.config_path())
             .envs(env.iter().copied())
@@ -283,7 +284,11 @@ async fn errors_are_one_clear_line() {
 
     let wrong_token = "pgp_wrongid_wrongsecret";
     let refused = cli
-        .raw(&["databases", "list", "--api-url", &app.base_url, "--access-token", wrong_token], None, &[])
+        .raw(
+            &["databases", "list", "--api-url", &app.base_url],
+            None,
+            &[("PGPLANE_ACCESS_TOKEN", wrong_token)],
+        )
         .await;
     let line = one_error_line(refused.failed(), "Error: GET ");
     assert!(line.contains(": 401 "), "{line}");
@@ -292,7 +297,11 @@ async fn errors_are_one_clear_line() {
     let port = free_port();
     let unreachable_url = format!("http://127.0.0.1:{port}");
     let unreachable = cli
-        .raw(&["databases", "list", "--api-url", &unreachable_url, "--access-token", &app.token], None, &[])
+        .raw(
+            &["databases", "list", "--api-url", &unreachable_url],
+            None,
+            &[("PGPLANE_ACCESS_TOKEN", &app.token)],
+        )
         .await;
     let line = one_error_line(unreachable.failed(), "Error: GET ");
     assert!(line.contains(&format!("cannot reach the pgplane API at {unreachable_url}")), "{line}");
@@ -324,11 +333,30 @@ async fn auth_init_saves_a_private_config_that_later_commands_use() {
         cli.raw(&["databases", "user", "list", id, "--format", "Name", "--no-header"], None, &[]).await;
     assert_eq!(listed.ok(), format!("{}\n", app.primary_user));
 
-    // A flag, then the environment, win over the file.
+    // A flag, then the environment or a token file, win over the config file; the flag draws a
+    // warning that does not repeat the token.
     let flag = cli.raw(&["databases", "list", "--access-token", "pgp_x_y"], None, &[]).await;
-    assert!(flag.failed().contains(": 401 "), "{}", flag.stderr);
+    let stderr = flag.failed();
+    assert!(stderr.contains(": 401 "), "{stderr}");
+    assert!(stderr.starts_with("warning: --access-token puts a secret on the command line"), "{stderr}");
+    assert!(stderr.contains("PGPLANE_ACCESS_TOKEN_FILE") && !stderr.contains("pgp_x_y"), "{stderr}");
     let env = cli.raw(&["databases", "list"], None, &[("PGPLANE_ACCESS_TOKEN", "pgp_x_y")]).await;
     assert!(env.failed().contains(": 401 "), "{}", env.stderr);
+    assert!(!env.stderr.contains("warning"), "{}", env.stderr);
+    let token_file = cli.home.path().join("token");
+    std::fs::write(&token_file, "pgp_x_y\n").unwrap();
+    let file =
+        cli.raw(&["databases", "list", "--access-token-file", token_file.to_str().unwrap()], None, &[]).await;
+    assert_eq!(file.failed().lines().count(), 1, "{}", file.stderr);
+    assert!(file.stderr.contains(": 401 "), "{}", file.stderr);
+    std::fs::write(&token_file, format!("{}\n", app.token)).unwrap();
+    let file_env = [("PGPLANE_ACCESS_TOKEN_FILE", token_file.to_str().unwrap())];
+    assert_eq!(
+        cli.raw(&["databases", "user", "list", id, "--format", "Name", "--no-header"], None, &file_env)
+            .await
+            .ok(),
+        format!("{}\n", app.primary_user)
+    );
 
     // A token the API refuses is not saved.
     let refused = cli.raw(&["auth", "init"], Some("pgp_x_y\n"), &[]).await;
@@ -393,11 +421,9 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
                 "json",
                 "--api-url",
                 &app.base_url,
-                "--access-token",
-                &app.token,
             ],
             Some(&format!("{}\n", app.admin_password)),
-            &[],
+            &[("PGPLANE_ACCESS_TOKEN", &app.token)],
         )
         .await;
     let cluster = created.json();

@@ -1,17 +1,22 @@
 //! The audit trail: a middleware that records every mutating request (POST, PUT, DELETE) of an
 //! authenticated caller after it has been answered: token, team, action, cluster, object name,
 //! status and request id. Only names and ids are recorded, never a body (the registration body
-//! carries the target's admin password).
+//! carries the target's admin password). The request's handling and its record run in a task
+//! of their own, so a client that hangs up mid-request (hyper then drops the answer's future)
+//! stops neither the change nor its record.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use pgplane_core::store::NewAuditEvent;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::extract::read_body;
 use crate::state::AppState;
 
@@ -53,44 +58,60 @@ pub(crate) async fn record(
         return next.run(request).await;
     };
     let route = matched.as_ref().map_or("", |m| m.as_str()).to_string();
-    let mut cluster_id = None;
-    let mut object = None;
-    for (key, value) in params.iter() {
-        match key {
-            "database_cluster_uuid" => cluster_id = Uuid::parse_str(value).ok(),
-            "username" | "database_name" => object = Some(value.to_string()),
-            _ => {}
-        }
-    }
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // A create names its object in the body: read the name (and nothing else) from it.
-    let response = if object.is_none() && method == Method::POST {
-        let (parts, body) = request.into_parts();
-        match read_body(body).await {
-            Ok(bytes) => {
-                object = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
-                next.run(Request::from_parts(parts, Body::from(bytes))).await
-            }
-            Err(refused) => refused.into_response(),
-        }
-    } else {
-        next.run(request).await
-    };
-    let event = NewAuditEvent {
+    let mut event = NewAuditEvent {
         team_id: caller.team_id,
         token_id: caller.token_id,
         action: action(&method, &route),
-        cluster_id,
-        object,
-        status: response.status().as_u16(),
-        request_id,
+        cluster_id: None,
+        object: None,
+        status: 0,
+        request_id: request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
+    for (key, value) in params.iter() {
+        match key {
+            "database_cluster_uuid" => event.cluster_id = Uuid::parse_str(value).ok(),
+            "username" | "database_name" => event.object = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    let handled = tokio::spawn(handle_and_record(state, event, request, next).in_current_span());
+    handled.await.unwrap_or_else(|_| ApiError::internal().into_response())
+}
+
+/// Answers the request and records the answer's status; a handler that panics is recorded as a
+/// 500.
+async fn handle_and_record(
+    state: AppState,
+    mut event: NewAuditEvent,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = match name_from_body(&mut event, request).await {
+        Ok(request) => std::panic::AssertUnwindSafe(next.run(request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| ApiError::internal().into_response()),
+        Err(refused) => refused,
+    };
+    event.status = response.status().as_u16();
     if let Err(e) = state.store.record_audit_event(&event).await {
         tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
     }
     response
+}
+
+/// A create names its object in the body: reads the name (and nothing else) from it, and gives
+/// the request back whole.
+async fn name_from_body(event: &mut NewAuditEvent, request: Request) -> Result<Request, Response> {
+    if event.object.is_some() || request.method() != Method::POST {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body).await.map_err(IntoResponse::into_response)?;
+    event.object = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod listing;
 mod openapi;
 mod probes;
 mod rate;
+mod request_id;
 mod routes;
 mod state;
 mod tls;

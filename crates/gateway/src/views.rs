@@ -50,21 +50,29 @@ pub(crate) struct UserView {
     pub updated_at: String,
 }
 
+/// What a user shows when its stored credentials cannot be opened.
+const UNOPENED: &str = "its stored credentials cannot be opened with the configured secret key";
+
 impl UserView {
     /// The user as shown to a caller; the password only when `reveal` (the caller holds
-    /// `database:view_credentials`).
-    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool) -> Result<Self, ApiError> {
-        let password = if reveal { Some(credentials.password(user)?) } else { None };
-        Ok(Self {
+    /// `database:view_credentials`). A user whose stored credentials cannot be opened is shown
+    /// without them, saying so in its `last_error`, rather than failing a whole listing.
+    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool) -> Self {
+        let (password, unopened) = match reveal.then(|| credentials.password(user)) {
+            None => (None, None),
+            Some(Ok(password)) => (Some(password), None),
+            Some(Err(_)) => (None, Some(UNOPENED.to_string())),
+        };
+        Self {
             name: user.name.clone(),
             role: user.role.clone(),
             password,
             settings: UserSettings { pg_allow_replication: user.allow_replication },
             status: status_of(user.desired(), user.sync()),
-            last_error: user.last_error.clone(),
+            last_error: user.last_error.clone().or(unopened),
             created_at: rfc3339(&user.created_at),
             updated_at: rfc3339(&user.updated_at),
-        })
+        }
     }
 }
 
@@ -185,8 +193,7 @@ impl ClusterView {
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
-        let users: Vec<UserView> =
-            users.iter().map(|u| UserView::of(u, credentials, reveal)).collect::<Result<_, _>>()?;
+        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, credentials, reveal)).collect();
         let primary_password =
             users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
         Ok(Self {

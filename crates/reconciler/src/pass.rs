@@ -145,10 +145,11 @@ pub(crate) async fn run_pass(
     }
 
     let prepared = prepare(shared, &cluster, users);
-    let (spec, roles) = match prepared {
+    let (spec, roles, unopened) = match prepared {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, full, &databases, &[], &e).await.map(|()| summary),
     };
+    let unopened_error = record_unopened(shared, &cluster, &unopened).await?;
     let spec = match spec.checked(&shared.config.target_policy).await {
         Ok(s) => s,
         Err(e) => return fail_pass(shared, &cluster, full, &databases, &roles, &e).await.map(|()| summary),
@@ -177,7 +178,7 @@ pub(crate) async fn run_pass(
     // Order: roles to create or fix (the primary user first: databases are owned by it),
     // databases to create or fix, databases to drop, then roles to drop (their objects are
     // handed to the primary user).
-    let mut ledger = Ledger::default();
+    let mut ledger = Ledger { first_error: unopened_error, ..Ledger::default() };
     let planned: Vec<(&RoleItem, Step)> =
         roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
     let (mut present, absent): (Vec<_>, Vec<_>) =
@@ -226,34 +227,72 @@ async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -
     }
 }
 
-/// Unseals what the pass needs: the admin connection and each role's verifier.
+/// A user left out of a pass because its stored credentials cannot be opened (the secret key
+/// changed without it, or the row was damaged), with the reason recorded on it.
+struct Unopened {
+    user: User,
+    reason: String,
+}
+
+/// Unseals what the pass needs: the admin connection and the verifier of each role that should
+/// exist (a role to be dropped needs none). A user whose credentials cannot be opened is left
+/// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
 fn prepare(
     shared: &Shared,
     cluster: &Cluster,
     users: Vec<User>,
-) -> Result<(TargetSpec, Vec<RoleItem>), TargetError> {
+) -> Result<(TargetSpec, Vec<RoleItem>, Vec<Unopened>), TargetError> {
     let spec = TargetSpec::of(cluster, &shared.sealer)?;
-    let roles = users
-        .into_iter()
-        .map(|user| {
-            let sealed = shared
-                .sealer
-                .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
-            let credentials: Credentials = serde_json::from_slice(&sealed)
-                .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
-            let desired = DesiredRole {
-                name: user.name.clone(),
-                primary: user.is_primary(),
-                allow_replication: user.allow_replication,
-                verifier: credentials.verifier,
-                state: user.desired(),
-                claimed: user.claimed,
-                changed: user.applied_generation < user.generation,
-            };
-            Ok(RoleItem { desired, user })
-        })
-        .collect::<Result<Vec<_>, TargetError>>()?;
-    Ok((spec, roles))
+    let mut roles = Vec::with_capacity(users.len());
+    let mut unopened = Vec::new();
+    for user in users {
+        let state = user.desired();
+        let verifier = match state {
+            DesiredState::Absent => Ok(String::new()),
+            DesiredState::Present => verifier_of(shared, &user),
+        };
+        match verifier {
+            Ok(verifier) => {
+                let desired = DesiredRole {
+                    name: user.name.clone(),
+                    primary: user.is_primary(),
+                    allow_replication: user.allow_replication,
+                    verifier,
+                    state,
+                    claimed: user.claimed,
+                    changed: user.applied_generation < user.generation,
+                };
+                roles.push(RoleItem { desired, user });
+            }
+            Err(e) => unopened.push(Unopened { user, reason: e.to_string() }),
+        }
+    }
+    Ok((spec, roles, unopened))
+}
+
+/// The SCRAM verifier in a user's sealed credentials.
+fn verifier_of(shared: &Shared, user: &User) -> Result<String, TargetError> {
+    let opened = shared
+        .sealer
+        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
+    let credentials: Credentials = serde_json::from_slice(&opened)
+        .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
+    Ok(credentials.verifier)
+}
+
+/// Records the failure of each user left out of the pass; returns the first, for the pass.
+async fn record_unopened(
+    shared: &Shared,
+    cluster: &Cluster,
+    unopened: &[Unopened],
+) -> Result<Option<String>, pgplane_core::Error> {
+    for u in unopened {
+        tracing::warn!(cluster.id = %cluster.cluster_id, name = %u.user.name, error = %u.reason, "user left out of the pass");
+    }
+    let left_out: Vec<(&str, &str)> =
+        unopened.iter().map(|u| (u.user.name.as_str(), u.reason.as_str())).collect();
+    shared.store.record_left_out(cluster.cluster_id, ObjectKind::User, &left_out).await?;
+    Ok(unopened.first().map(|u| format!("user {:?}: {}", u.user.name, u.reason)))
 }
 
 /// The message that carries out a role's step, if the step issues DDL here.
@@ -520,6 +559,8 @@ struct Record<'a> {
     generation: i64,
     applied_generation: i64,
     sync: SyncStatus,
+    /// It carries an error from an earlier pass (to be cleared).
+    has_error: bool,
 }
 
 impl<'a> Record<'a> {
@@ -530,6 +571,7 @@ impl<'a> Record<'a> {
             generation: user.generation,
             applied_generation: user.applied_generation,
             sync: user.sync(),
+            has_error: user.last_error.is_some(),
         }
     }
 
@@ -540,14 +582,15 @@ impl<'a> Record<'a> {
             generation: db.generation,
             applied_generation: db.applied_generation,
             sync: db.sync(),
+            has_error: db.last_error.is_some(),
         }
     }
 }
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
 /// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
-/// already ready and in sync), so that a pass over a converged cluster writes nothing but its
-/// end.
+/// already ready and in sync, with no error to clear), so that a pass over a converged cluster
+/// writes nothing but its end.
 fn conclude<'a>(
     cluster: &Cluster,
     ledger: &mut Ledger<'a>,
@@ -563,7 +606,7 @@ fn conclude<'a>(
     }
     let in_sync = object.applied_generation == object.generation;
     let unchanged = match &outcome {
-        Outcome::Applied => object.sync == SyncStatus::Ready && in_sync,
+        Outcome::Applied => object.sync == SyncStatus::Ready && in_sync && !object.has_error,
         Outcome::Conflict(_) => object.sync == SyncStatus::Conflict && in_sync,
         _ => false,
     };

@@ -1,7 +1,8 @@
 //! A whole pgplane for one test: its own metadata database on the metadata server, the gateway
 //! on a random loopback port, the reconciler in the same runtime, an admin token, and one
 //! cluster registered on a target with names unique to the test (a dedicated superuser admin
-//! role, primary user and default database), so that tests can share servers.
+//! role, primary user and default database), so that tests can share servers. Dropping it
+//! removes every role and database named with the test's suffix (see `cleanup`).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::cleanup::{remove_now, Claim, META_DB_PREFIX, META_ROLE_PREFIX};
 use crate::servers::{servers, PgServer};
 use crate::unique_suffix;
 
@@ -83,11 +85,16 @@ pub struct TestApp {
     pub primary_user: String,
     pub default_db: String,
     stop: watch::Sender<bool>,
+    /// The servers holding the test's objects, cleaned when it is dropped.
+    used: Vec<PgServer>,
+    /// Keeps the test's names from being swept while it runs; released after the cleanup.
+    _claim: Claim,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        remove_now(std::mem::take(&mut self.used), self.suffix.clone());
     }
 }
 
@@ -102,10 +109,11 @@ impl TestApp {
         let servers = servers();
         let metadata_server = options.metadata_server.clone().unwrap_or_else(|| servers.metadata.clone());
         let suffix = unique_suffix();
+        let claim = Claim::take(&metadata_server, &suffix).await;
         // pgplane runs with least privilege on its metadata database, as deploy/metadata-role.sql
         // sets it up: a plain login role that owns its database and nothing else.
-        let meta_db = format!("pgplane_test_{suffix}");
-        let meta_role = format!("pgplane_meta_{suffix}");
+        let meta_db = format!("{META_DB_PREFIX}{suffix}");
+        let meta_role = format!("{META_ROLE_PREFIX}{suffix}");
         let meta_password = format!("meta-{}", unique_suffix());
         let meta_admin = metadata_server.admin("postgres").await;
         meta_admin
@@ -172,6 +180,10 @@ impl TestApp {
 
         let target =
             options.target_server.clone().unwrap_or_else(|| servers.target(options.target_major).clone());
+        let mut used = vec![target.clone()];
+        if (metadata_server.host.as_str(), metadata_server.port) != (target.host.as_str(), target.port) {
+            used.push(metadata_server.clone());
+        }
         let admin_user = format!("adm_{suffix}");
         let admin_password = format!("adm-pw-{}", unique_suffix());
         // Like pgplane itself, the fixture sends only a verifier, with statement logging off:
@@ -203,6 +215,8 @@ impl TestApp {
             cluster_id: String::new(),
             reconciler,
             stop,
+            used,
+            _claim: claim,
         };
         if options.register {
             app.register().await;
@@ -352,7 +366,7 @@ impl TestApp {
 
     /// The name of this test's metadata database.
     pub fn metadata_database(&self) -> String {
-        format!("pgplane_test_{}", self.suffix)
+        format!("{META_DB_PREFIX}{}", self.suffix)
     }
 
     /// Issues a token for `team` (created if missing) with `scopes`.

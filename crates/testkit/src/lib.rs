@@ -2,9 +2,11 @@
 //! test process) a metadata server and PostgreSQL 15 and 17 targets in containers built from
 //! Debian packages (`deploy/images/build.sh`), or uses the server named by
 //! `PGPLANE_TEST_PG_URL`. [`TestApp`] runs a whole pgplane (gateway and reconciler) on a
-//! random port with its own metadata database and a cluster registered on a target.
+//! random port with its own metadata database and a cluster registered on a target. Tests leave
+//! no role or database behind ([`cleanup`]).
 
 mod app;
+pub mod cleanup;
 mod logs;
 mod servers;
 

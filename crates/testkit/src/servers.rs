@@ -60,6 +60,7 @@ pub fn servers() -> &'static Servers {
 fn start_servers() -> Servers {
     if let Ok(url) = std::env::var("PGPLANE_TEST_PG_URL") {
         let server = PgServer::from_url(&url);
+        sweep_stale_runs(&server);
         return Servers { metadata: server.clone(), pg15: server.clone(), pg17: server };
     }
     let started: Vec<(Container<GenericImage>, PgServer)> =
@@ -75,6 +76,16 @@ fn start_servers() -> Servers {
     let pg15 = servers.pop().expect("three servers");
     let metadata = servers.pop().expect("three servers");
     Servers { metadata, pg15, pg17 }
+}
+
+/// Removes what killed earlier runs left on a server of the developer's (see `cleanup`).
+fn sweep_stale_runs(server: &PgServer) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match runtime.block_on(crate::cleanup::sweep_stale(server)) {
+        Ok(swept) if swept.is_empty() => {}
+        Ok(swept) => eprintln!("testkit: removed what {} killed test(s) left behind", swept.len()),
+        Err(e) => eprintln!("testkit: could not sweep what earlier test runs left behind: {e}"),
+    }
 }
 
 /// Whether tests may start containers of their own (not when PGPLANE_TEST_PG_URL points them

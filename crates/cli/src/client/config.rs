@@ -1,5 +1,5 @@
-//! Where the client finds the API and its token: the `--api-url`/`--access-token` flags, their
-//! environment variables, the per-user config file that `pgplane auth init` writes
+//! Where the client finds the API and its token: the `--api-url`/`--access-token` flags (or
+//! `--access-token-file`), their environment variables, the per-user config file that `pgplane auth init` writes
 //! (`<config dir>/pgplane/config.json`, or `--config`/`PGPLANE_CONFIG`; a 0600 file in a 0700
 //! directory), then the default URL, in that order.
 
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::Api;
 use super::prompt;
+use crate::config::read_secret_file;
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 
@@ -24,9 +25,20 @@ pub struct ConnectionArgs {
     /// http://127.0.0.1:8080].
     #[arg(short = 'u', long, env = "PGPLANE_API_URL", global = true)]
     api_url: Option<String>,
-    /// API access token [default: saved by `pgplane auth init`].
-    #[arg(short = 't', long, env = "PGPLANE_ACCESS_TOKEN", hide_env_values = true, global = true)]
+    /// API access token [default: saved by `pgplane auth init`]. Prefer PGPLANE_ACCESS_TOKEN or
+    /// --access-token-file: a flag's value is visible to other users of the machine.
+    #[arg(
+        short = 't',
+        long,
+        env = "PGPLANE_ACCESS_TOKEN",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "access_token_file"
+    )]
     access_token: Option<String>,
+    /// A file holding the API access token.
+    #[arg(long, env = "PGPLANE_ACCESS_TOKEN_FILE", global = true)]
+    access_token_file: Option<PathBuf>,
     /// The client configuration file [default: <config dir>/pgplane/config.json].
     #[arg(short = 'c', long = "config", env = "PGPLANE_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -42,17 +54,27 @@ struct ConfigFile {
 }
 
 impl ConnectionArgs {
+    /// The token given by flag, file or environment, if any.
+    fn given_token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.access_token, &self.access_token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => read_secret_file(path, "access token").map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The API, with the URL and token from flags, environment, config file or default.
     pub fn api(&self) -> anyhow::Result<Api> {
-        let saved = match (&self.api_url, &self.access_token) {
+        let given = self.given_token()?;
+        let saved = match (&self.api_url, &given) {
             (Some(_), Some(_)) => ConfigFile::default(),
             _ => ConfigFile::load(&self.config_path()?)?,
         };
         let api_url = self.api_url.clone().or(saved.api_url).unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        let token = self.access_token.clone().or(saved.access_token).ok_or_else(|| {
+        let token = given.or(saved.access_token).ok_or_else(|| {
             anyhow!(
-                "no access token: run `pgplane auth init`, or pass --access-token or set \
-                 PGPLANE_ACCESS_TOKEN"
+                "no access token: run `pgplane auth init`, or set PGPLANE_ACCESS_TOKEN or \
+                 PGPLANE_ACCESS_TOKEN_FILE"
             )
         })?;
         Api::new(&api_url, token)
@@ -66,8 +88,8 @@ impl ConnectionArgs {
             Some(url) => url.clone(),
             None => ConfigFile::load(&path)?.api_url.unwrap_or_else(|| DEFAULT_API_URL.to_string()),
         };
-        let token = match &self.access_token {
-            Some(token) => token.clone(),
+        let token = match self.given_token()? {
+            Some(token) => token,
             None => prompt::read_secret("access token")?,
         };
         Api::new(&api_url, token.clone())?

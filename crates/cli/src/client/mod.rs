@@ -212,7 +212,8 @@ pub struct AuthArgs {
 #[derive(Subcommand)]
 enum AuthCommand {
     /// Check an access token against the API and save it with the API URL for later commands
-    /// (the token is read from a prompt or standard input unless --access-token is given).
+    /// (the token is read from a prompt or standard input unless PGPLANE_ACCESS_TOKEN,
+    /// --access-token-file or --access-token gives it).
     Init,
 }
 

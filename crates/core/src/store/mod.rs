@@ -7,6 +7,7 @@ mod clusters;
 mod drift;
 mod objects;
 mod reconcile;
+mod retention;
 mod rotation;
 mod tokens;
 
@@ -22,6 +23,8 @@ pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectKind;
 pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
+pub use retention::EventLog;
+pub use rotation::Rotation;
 
 /// The schema migrations in the top-level `migrations/` folder, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

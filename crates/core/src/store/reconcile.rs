@@ -109,6 +109,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records an error on objects a pass had to leave out (their stored secret cannot be
+    /// opened), whatever their generation; it stays until a pass records an outcome for them.
+    pub async fn record_left_out(
+        &self,
+        cluster_id: Uuid,
+        kind: ObjectKind,
+        left_out: &[(&str, &str)],
+    ) -> Result<()> {
+        if left_out.is_empty() {
+            return Ok(());
+        }
+        let (names, messages): (Vec<&str>, Vec<&str>) = left_out.iter().copied().unzip();
+        let sql = format!(
+            "update {} t set last_error = o.message, updated_at = now()
+               from unnest($2::text[], $3::text[]) as o(name, message)
+              where t.cluster_id = $1 and t.name = o.name",
+            kind.table()
+        );
+        sqlx::query(&sql).bind(cluster_id).bind(&names).bind(&messages).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Records the outcomes of a pass: one statement per kind of object. An outcome applies
     /// to the generation it was reached at; a failure never overwrites a later success, and a
     /// row is deleted only if it was not changed again since its drop was planned.

@@ -1,48 +1,143 @@
-//! Key rotation: re-seals every secret in the metadata store under a new key, in one
-//! transaction, so that a dump taken afterwards opens only with the new key.
+//! Key rotation: re-seals every secret in the metadata store under a new key. Running servers
+//! keep writing meanwhile, so rotation works in rounds: each round re-seals the values that are
+//! not yet under the new key (sealed values name their key, see `secrets`), each value with a
+//! compare-and-swap so that a value rewritten meanwhile (a password reset) is never overwritten
+//! with the old plaintext; it ends when a round finds none left. A value that opens with
+//! neither key is reported by the object it belongs to and left as it is.
+
+use std::collections::HashSet;
 
 use uuid::Uuid;
 
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Cluster, User};
 use crate::secrets::Sealer;
 
+/// Rounds after which rotation gives up because values are still being sealed under another
+/// key (some pgplane still runs with the old key as its current one).
+const MAX_ROUNDS: usize = 20;
+
+/// What a rotation did.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    /// Values re-sealed under the new key.
+    pub resealed: usize,
+    /// The objects whose sealed value opened with neither key ("cluster <id>: admin password",
+    /// "cluster <id>: user <name>"), left unchanged.
+    pub unopenable: Vec<String>,
+}
+
+/// One sealed value: where it lives and what it is.
+struct SealedRow {
+    cluster_id: Uuid,
+    /// The user's name; None for the cluster's admin password.
+    user: Option<String>,
+    sealed: Vec<u8>,
+}
+
+impl SealedRow {
+    fn context(&self) -> String {
+        match &self.user {
+            None => Cluster::admin_password_context(self.cluster_id),
+            Some(name) => User::credentials_context(self.cluster_id, name),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.user {
+            None => format!("cluster {}: admin password", self.cluster_id),
+            Some(name) => format!("cluster {}: user {name:?}", self.cluster_id),
+        }
+    }
+}
+
 impl Store {
-    /// Opens every sealed secret with `from` and seals it again with `to`. Returns how many
-    /// secrets were re-sealed. Nothing changes if any secret fails to open.
-    pub async fn reseal_all(&self, from: &Sealer, to: &Sealer) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
-        let clusters: Vec<(Uuid, Vec<u8>)> =
-            sqlx::query_as("select cluster_id, admin_password_sealed from clusters for update")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, sealed) in &clusters {
-            let context = Cluster::admin_password_context(*id);
-            let plain = from.open(sealed, &context)?;
-            sqlx::query("update clusters set admin_password_sealed = $2 where cluster_id = $1")
-                .bind(id)
-                .bind(to.seal(&plain, &context))
-                .execute(&mut *tx)
-                .await?;
+    /// Re-seals every sealed secret under `to`, opening each with `from` (or `to`).
+    pub async fn reseal_all(&self, from: &Sealer, to: &Sealer) -> Result<Rotation> {
+        let prefix = to.sealed_prefix();
+        let mut rotation = Rotation::default();
+        let mut unopenable = HashSet::new();
+        for _ in 0..MAX_ROUNDS {
+            let pending: Vec<SealedRow> = self
+                .not_under(&prefix)
+                .await?
+                .into_iter()
+                .filter(|row| !unopenable.contains(&row.describe()))
+                .collect();
+            if pending.is_empty() {
+                rotation.unopenable = unopenable.into_iter().collect();
+                rotation.unopenable.sort();
+                return Ok(rotation);
+            }
+            for row in pending {
+                let context = row.context();
+                match from.open(&row.sealed, &context).or_else(|_| to.open(&row.sealed, &context)) {
+                    Ok(plain) => {
+                        if self.swap_sealed(&row, &to.seal(&plain, &context)).await? {
+                            rotation.resealed += 1;
+                        }
+                    }
+                    Err(_) => {
+                        tracing::warn!(object = %row.describe(), "a sealed secret opens with neither key");
+                        unopenable.insert(row.describe());
+                    }
+                }
+            }
         }
-        let users: Vec<(Uuid, String, Vec<u8>)> =
-            sqlx::query_as("select cluster_id, name, credentials_sealed from cluster_users for update")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, name, sealed) in &users {
-            let context = User::credentials_context(*id, name);
-            let plain = from.open(sealed, &context)?;
-            sqlx::query(
-                "update cluster_users set credentials_sealed = $3 where cluster_id = $1 and name = $2",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(to.seal(&plain, &context))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(clusters.len() + users.len())
+        Err(Error::Conflict(format!(
+            "secrets are still being sealed under another key after {MAX_ROUNDS} rounds: run every \
+             pgplane with the new key (and the old one as --previous-secret-key-file) before rotating"
+        )))
+    }
+
+    /// Every sealed value that does not begin with `prefix` (is not under the new key).
+    async fn not_under(&self, prefix: &[u8]) -> Result<Vec<SealedRow>> {
+        let rows: Vec<(Uuid, Option<String>, Vec<u8>)> = sqlx::query_as(
+            "select cluster_id, null::text, admin_password_sealed from clusters
+              where substring(admin_password_sealed from 1 for $2) is distinct from $1
+             union all
+             select cluster_id, name, credentials_sealed from cluster_users
+              where substring(credentials_sealed from 1 for $2) is distinct from $1",
+        )
+        .bind(prefix)
+        .bind(prefix.len() as i32)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(cluster_id, user, sealed)| SealedRow { cluster_id, user, sealed })
+            .collect())
+    }
+
+    /// Replaces a sealed value if it is still the one read; false when it changed meanwhile
+    /// (the next round sees the new value).
+    async fn swap_sealed(&self, row: &SealedRow, resealed: &[u8]) -> Result<bool> {
+        let done = match &row.user {
+            None => {
+                sqlx::query(
+                    "update clusters set admin_password_sealed = $3
+                  where cluster_id = $1 and admin_password_sealed = $2",
+                )
+                .bind(row.cluster_id)
+                .bind(&row.sealed)
+                .bind(resealed)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(name) => {
+                sqlx::query(
+                    "update cluster_users set credentials_sealed = $4
+                  where cluster_id = $1 and name = $2 and credentials_sealed = $3",
+                )
+                .bind(row.cluster_id)
+                .bind(name)
+                .bind(&row.sealed)
+                .bind(resealed)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
     }
 }

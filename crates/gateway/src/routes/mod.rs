@@ -31,6 +31,7 @@ use crate::auth::{authenticate, authorize, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
 use crate::openapi::ApiDoc;
+use crate::request_id;
 use crate::state::AppState;
 
 /// Largest request body accepted.
@@ -67,7 +68,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(request_id::HEADER);
     let timeout = state.config.request_timeout;
     let (routes, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(
@@ -84,6 +85,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             ServiceBuilder::new()
+                .layer(from_fn(request_id::screen))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -44,7 +44,7 @@ pub(super) struct UpdateUser {
 }
 
 fn one(user: &User, state: &AppState, caller: &Caller) -> Result<Json<UserResponse>, ApiError> {
-    Ok(Json(UserResponse { user: UserView::of(user, &state.credentials, caller.sees_credentials())? }))
+    Ok(Json(UserResponse { user: UserView::of(user, &state.credentials, caller.sees_credentials()) }))
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
@@ -73,10 +73,8 @@ pub(super) async fn list(
     _permit: ListingPermit,
 ) -> Result<Json<UsersResponse>, ApiError> {
     let (_, users) = cluster_with(&state, &caller, &raw_id, |id| state.store.list_users(id)).await?;
-    let users = users
-        .iter()
-        .map(|u| UserView::of(u, &state.credentials, caller.sees_credentials()))
-        .collect::<Result<_, _>>()?;
+    let users =
+        users.iter().map(|u| UserView::of(u, &state.credentials, caller.sees_credentials())).collect();
     Ok(Json(UsersResponse { users }))
 }
 
