@@ -92,16 +92,20 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# The token reaches curl as a header file, never on its command line.
+auth_header() { printf 'Authorization: Bearer %s\n' "$token"; }
 cluster_id() {
-  curl -fsS -H "Authorization: Bearer $token" "$api/v2/databases" |
+  curl -fsS -H @<(auth_header) "$api/v2/databases" |
     python3 -c 'import json,sys; print(next((c["id"] for c in json.load(sys.stdin)["databases"] if c["name"]=="local"), ""))'
 }
 id="$(cluster_id)"
 if [ -z "$id" ]; then
-  body=$(printf '{"name":"local","engine":"pg","pgplane":{"host":"127.0.0.1","port":%s,"user":"postgres","password":"%s","sslmode":"disable"}}' \
-    "$target_port" "$(cat "$state/target-password")")
-  curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d "$body" "$api/v2/databases" >/dev/null
+  # The body (with the target's admin password) goes through standard input, never on a
+  # command line where other users could read it.
+  printf '{"name":"local","engine":"pg","pgplane":{"host":"127.0.0.1","port":%s,"user":"postgres","password":"%s","sslmode":"disable"}}' \
+    "$target_port" "$(cat "$state/target-password")" |
+    curl -fsS -X POST -H @<(auth_header) -H 'Content-Type: application/json' \
+      --data-binary @- "$api/v2/databases" >/dev/null
   id="$(cluster_id)"
 fi
 
