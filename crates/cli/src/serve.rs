@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use pgplane_gateway::GatewayConfig;
+use pgplane_gateway::{FailureLimits, GatewayConfig};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig};
 use tokio::sync::watch;
@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// API requests a minute allowed per token (0: no limit).
     #[arg(long, env = "PGPLANE_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
     rate_limit_per_minute: u32,
+    /// Failed authentications a minute allowed per client address (the TCP peer: behind a
+    /// reverse proxy, the proxy) before further attempts get 429 without being checked (0: no
+    /// limit).
+    #[arg(long, env = "PGPLANE_AUTH_FAILURES_PER_ADDRESS", default_value_t = FailureLimits::default().per_address)]
+    auth_failures_per_address: u32,
+    /// Failed authentications a minute allowed per token id before further attempts with that
+    /// id get 429 without being checked (0: no limit). Cached valid tokens are not affected.
+    #[arg(long, env = "PGPLANE_AUTH_FAILURES_PER_TOKEN", default_value_t = FailureLimits::default().per_token)]
+    auth_failures_per_token: u32,
     /// Seconds between drift checks of every cluster.
     #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
     resync_interval: f64,
@@ -94,6 +103,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let config = GatewayConfig {
             apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
             rate_limit_per_minute: args.rate_limit_per_minute,
+            auth_failures: FailureLimits {
+                per_address: args.auth_failures_per_address,
+                per_token: args.auth_failures_per_token,
+            },
             reconciler: reconciler_stats,
             ..GatewayConfig::default()
         };

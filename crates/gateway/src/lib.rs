@@ -8,6 +8,7 @@ mod auth;
 mod credentials;
 mod error;
 mod extract;
+mod failures;
 mod listing;
 mod openapi;
 mod rate;
@@ -24,6 +25,7 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 pub use error::ApiError;
+pub use failures::FailureLimits;
 pub use state::AppState;
 pub use tls::{serve_tls, server_config};
 
@@ -37,6 +39,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Requests a minute allowed per token (0: no limit).
     pub rate_limit_per_minute: u32,
+    /// Failed authentications allowed a minute per client address and per token id.
+    pub auth_failures: FailureLimits,
     /// The in-process reconciler's counters, for `/readyz` (None when it runs elsewhere).
     pub reconciler: Option<std::sync::Arc<pgplane_reconciler::Stats>>,
 }
@@ -47,6 +51,7 @@ impl Default for GatewayConfig {
             apply_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             rate_limit_per_minute: 1200,
+            auth_failures: FailureLimits::default(),
             reconciler: None,
         }
     }
@@ -69,5 +74,7 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

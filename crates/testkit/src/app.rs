@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
-use pgplane_gateway::GatewayConfig;
+use pgplane_gateway::{FailureLimits, GatewayConfig};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig};
 use reqwest::Method;
@@ -34,6 +34,8 @@ pub struct AppOptions {
     pub target_server: Option<PgServer>,
     /// Run a reconciler in the test process (off when a `pgplane serve` process reconciles).
     pub reconciler: bool,
+    /// Failed authentications allowed a minute per client address and per token id.
+    pub auth_failures: FailureLimits,
 }
 
 impl Default for AppOptions {
@@ -47,6 +49,7 @@ impl Default for AppOptions {
             metadata_server: None,
             target_server: None,
             reconciler: true,
+            auth_failures: FailureLimits::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl TestApp {
             GatewayConfig {
                 apply_timeout: options.apply_timeout,
                 rate_limit_per_minute: options.rate_limit_per_minute,
+                auth_failures: options.auth_failures,
                 reconciler: Some(stats),
                 ..GatewayConfig::default()
             },
@@ -195,6 +199,22 @@ impl TestApp {
             app.register().await;
         }
         app
+    }
+
+    /// Starts another gateway on the same metadata database, as a second replica would run (its
+    /// own pool, token cache and revocation listener; no reconciler), on its own loopback port;
+    /// returns its base URL. It stops with the test app.
+    pub async fn second_gateway(&self) -> String {
+        let store = Store::connect_lazy(&self.metadata_url, 10).expect("store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() };
+        let app = pgplane_gateway::app(store, self.sealer.clone(), config);
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(pgplane_gateway::serve(listener, app, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        base_url
     }
 
     /// Registers the test's cluster (done by `spawn` unless `register` is off) and waits for it
