@@ -237,3 +237,99 @@ async fn a_verification_in_flight_during_a_revocation_does_not_cache_the_token()
     let (status, _) = app.call(Method::GET, "/v2/databases", None).await;
     assert_eq!(status, 200);
 }
+
+/// Reads from `stream` until the server closes it (or `within` passes); whether it closed.
+async fn closed_within(stream: &mut tokio::net::tcp::OwnedReadHalf, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let reading = async {
+        loop {
+            match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, reading).await.is_ok()
+}
+
+/// The address of `base` (`http://127.0.0.1:port`).
+fn address(base: &str) -> String {
+    base.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    // The production limits: the header read timeout is 10 s.
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    let stream = tokio::net::TcpStream::connect(address(&app.base_url)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(b"GET /v2/databases HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
+        for n in 0.. {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            writer.write_all(format!("X-Slow-{n}: still coming\r\n").as_bytes()).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    assert!(
+        closed_within(&mut reader, Duration::from_secs(30 + 15)).await,
+        "the trickling client is cut off"
+    );
+    trickle.abort();
+    assert_eq!(status_of(&app.http, &app.base_url, &app.token).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_stop_new_requests() {
+    pgplane_gateway::raise_open_files_limit(8192);
+    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    let mut idle = Vec::new();
+    for n in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(address(&app.base_url)).await.unwrap();
+        if n % 2 == 0 {
+            // Half of them made a request and keep the connection alive; half never say a word.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 512];
+            let read = stream.read(&mut buf).await.unwrap();
+            assert!(buf[..read].starts_with(b"HTTP/1.1 200"));
+        }
+        idle.push(stream);
+    }
+    assert_eq!(status_of(&app.http, &app.base_url, &app.token).await, 200);
+    let fresh = reqwest::Client::new();
+    assert_eq!(status_of(&fresh, &app.base_url, &app.token).await, 200, "on a new connection too");
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_the_cap_makes_new_ones_wait() {
+    let limits = pgplane_gateway::ServeLimits {
+        header_read_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(6),
+        max_connections: 20,
+    };
+    let app =
+        TestApp::spawn_with(AppOptions { register: false, serve_limits: limits, ..Default::default() }).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(address(&app.base_url)).await.unwrap().into_split());
+    }
+    // All 20 places are taken: a new client waits, then is served once idle ones are closed.
+    let mut waiting = tokio::net::TcpStream::connect(address(&app.base_url)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut waiting, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let early =
+        tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut waiting, &mut buf));
+    assert!(early.await.is_err(), "over the cap, a new connection is not served yet");
+    let read = tokio::io::AsyncReadExt::read(&mut waiting, &mut buf).await.unwrap();
+    assert!(buf[..read].starts_with(b"HTTP/1.1 200"), "then it is");
+    let fresh = reqwest::Client::new();
+    assert_eq!(status_of(&fresh, &app.base_url, &app.token).await, 200);
+    for (reader, _) in &mut idle {
+        assert!(closed_within(reader, Duration::from_secs(30)).await, "an idle connection is closed");
+    }
+}

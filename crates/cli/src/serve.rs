@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use pgplane_gateway::{FailureLimits, GatewayConfig};
+use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig};
 use tokio::sync::watch;
@@ -52,6 +52,17 @@ pub struct ServeArgs {
     /// id get 429 without being checked (0: no limit). Cached valid tokens are not affected.
     #[arg(long, env = "PGPLANE_AUTH_FAILURES_PER_TOKEN", default_value_t = FailureLimits::default().per_token)]
     auth_failures_per_token: u32,
+    /// Seconds a client has to send a request's headers (and to finish the TLS handshake); on
+    /// a keep-alive HTTP/1.1 connection also the longest quiet time between requests.
+    #[arg(long, env = "PGPLANE_HEADER_READ_TIMEOUT", default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, env = "PGPLANE_IDLE_TIMEOUT", default_value_t = ServeLimits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// Client connections open at once; more wait until one closes. The soft limit on open
+    /// files is raised to fit them (up to the hard limit).
+    #[arg(long, env = "PGPLANE_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    max_connections: usize,
     /// Seconds between drift checks of every cluster.
     #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
     resync_interval: f64,
@@ -69,6 +80,29 @@ pub struct ServeArgs {
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .with_context(|| format!("--{flag} must be a non-negative number of seconds"))
+}
+
+fn positive(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    let duration = seconds(value, flag)?;
+    anyhow::ensure!(!duration.is_zero(), "--{flag} must be more than 0 seconds");
+    Ok(duration)
+}
+
+/// Files the process needs besides client connections (metadata and target pools, listeners).
+const OTHER_FILES: u64 = 1024;
+
+/// Raises the soft limit on open files so that `max_connections` clients fit, or says how far
+/// it could go.
+fn ensure_open_files(max_connections: usize) {
+    let wanted = max_connections as u64 + OTHER_FILES;
+    match pgplane_gateway::raise_open_files_limit(wanted) {
+        Some(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open files limit is below --max-connections plus headroom; raise the hard limit (ulimit -Hn) or lower --max-connections"
+        ),
+        _ => {}
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -110,6 +144,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reconciler: reconciler_stats,
             ..GatewayConfig::default()
         };
+        let limits = ServeLimits {
+            header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
+            idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
+            max_connections: args.max_connections.max(1),
+        };
+        ensure_open_files(limits.max_connections);
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
         let shutdown = stopped();
         match (&args.tls_cert_file, &args.tls_key_file) {
@@ -123,7 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("binding {}", args.listen))?;
                 tracing::info!(address = %listener.local_addr()?, "REST API listening (TLS)");
                 tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, shutdown).await {
+                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, limits, shutdown).await {
                         tracing::error!(error = %e, "REST API stopped with an error");
                     }
                 });
@@ -134,7 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("binding {}", args.listen))?;
                 tracing::info!(address = %listener.local_addr()?, "REST API listening");
                 tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve(listener, app, shutdown).await {
+                    if let Err(e) = pgplane_gateway::serve(listener, app, limits, shutdown).await {
                         tracing::error!(error = %e, "REST API stopped with an error");
                     }
                 });

@@ -89,12 +89,18 @@ impl FailureLimiter {
         let address = counted(address);
         if let Some(limiter) = &self.per_address {
             if let Err(not_until) = limiter.check_key(&address) {
-                self.block(Subject::Address(address), not_until.wait_time_from(DefaultClock::default().now()));
+                self.block(
+                    Subject::Address(address),
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                );
             }
         }
         if let (Some(limiter), Some(id)) = (&self.per_token, token_id) {
             if let Err(not_until) = limiter.check_key(&id.to_owned()) {
-                self.block(Subject::Token(id.to_owned()), not_until.wait_time_from(DefaultClock::default().now()));
+                self.block(
+                    Subject::Token(id.to_owned()),
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                );
             }
         }
     }
@@ -102,8 +108,12 @@ impl FailureLimiter {
     fn block(&self, subject: Subject, wait: Duration) {
         if !self.blocked.contains_key(&subject) {
             match &subject {
-                Subject::Address(a) => tracing::warn!(address = %a, "too many failed authentications from an address"),
-                Subject::Token(id) => tracing::warn!(token_id = %id, "too many failed authentications for a token"),
+                Subject::Address(a) => {
+                    tracing::warn!(address = %a, "too many failed authentications from an address")
+                }
+                Subject::Token(id) => {
+                    tracing::warn!(token_id = %id, "too many failed authentications for a token")
+                }
             }
         }
         self.blocked.insert(subject, Instant::now() + wait);

@@ -13,6 +13,7 @@ mod listing;
 mod openapi;
 mod rate;
 mod routes;
+mod serving;
 mod state;
 mod tls;
 mod views;
@@ -26,6 +27,7 @@ use pgplane_core::Store;
 
 pub use error::ApiError;
 pub use failures::FailureLimits;
+pub use serving::{raise_open_files_limit, ServeLimits, SHUTDOWN_GRACE};
 pub use state::AppState;
 pub use tls::{serve_tls, server_config};
 
@@ -68,13 +70,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::api_router().into_openapi()
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.
+/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish
+/// (up to [`SHUTDOWN_GRACE`]); `limits` bound slow, idle and too many connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    serving::serve_connections(listener, app, None, limits, shutdown).await
 }

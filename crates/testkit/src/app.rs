@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
-use pgplane_gateway::{FailureLimits, GatewayConfig};
+use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig};
 use reqwest::Method;
@@ -36,6 +36,8 @@ pub struct AppOptions {
     pub reconciler: bool,
     /// Failed authentications allowed a minute per client address and per token id.
     pub auth_failures: FailureLimits,
+    /// Limits on the gateway's connections (slow, idle, too many).
+    pub serve_limits: ServeLimits,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             target_server: None,
             reconciler: true,
             auth_failures: FailureLimits::default(),
+            serve_limits: ServeLimits::default(),
         }
     }
 }
@@ -159,7 +162,7 @@ impl TestApp {
                 ..GatewayConfig::default()
             },
         );
-        tokio::spawn(pgplane_gateway::serve(listener, app, stopped()));
+        tokio::spawn(pgplane_gateway::serve(listener, app, options.serve_limits, stopped()));
 
         let target =
             options.target_server.clone().unwrap_or_else(|| servers.target(options.target_major).clone());
@@ -211,7 +214,7 @@ impl TestApp {
         let config = GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() };
         let app = pgplane_gateway::app(store, self.sealer.clone(), config);
         let mut stop = self.stop.subscribe();
-        tokio::spawn(pgplane_gateway::serve(listener, app, async move {
+        tokio::spawn(pgplane_gateway::serve(listener, app, ServeLimits::default(), async move {
             let _ = stop.wait_for(|s| *s).await;
         }));
         base_url
