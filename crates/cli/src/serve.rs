@@ -61,8 +61,8 @@ pub struct ServeArgs {
     idle_timeout: f64,
     /// Client connections open at once; more wait until one closes. The soft limit on open
     /// files is raised to fit them (up to the hard limit).
-    #[arg(long, env = "PGPLANE_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
-    max_connections: usize,
+    #[arg(long, env = "PGPLANE_MAX_CLIENT_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    max_client_connections: usize,
     /// Seconds between drift checks of every cluster.
     #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
     resync_interval: f64,
@@ -99,7 +99,7 @@ fn ensure_open_files(max_connections: usize) {
         Some(limit) if limit < wanted => tracing::warn!(
             limit,
             wanted,
-            "the open files limit is below --max-connections plus headroom; raise the hard limit (ulimit -Hn) or lower --max-connections"
+            "the open files limit is below --max-client-connections plus headroom; raise the hard limit (ulimit -Hn) or lower --max-client-connections"
         ),
         _ => {}
     }
@@ -147,7 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let limits = ServeLimits {
             header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
             idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
-            max_connections: args.max_connections.max(1),
+            max_connections: args.max_client_connections.max(1),
         };
         ensure_open_files(limits.max_connections);
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
