@@ -200,7 +200,7 @@ impl Drop for InFlight {
 
 /// Raises this process's soft limit on open files to `wanted` (at most the hard limit), so that
 /// the connection cap, not the file limit, is what turns clients away. Returns the soft limit
-/// in force afterwards (None where it cannot be read).
+/// in force afterwards (None when it is unlimited or cannot be read).
 #[cfg(unix)]
 pub fn raise_open_files_limit(wanted: u64) -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -267,5 +267,28 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"), "{answer}");
         server.await.unwrap().unwrap();
         assert!(get(address, "/peer").await.is_err(), "nothing listens any more");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+        // hyper starts the header timer as soon as it waits for the next request head: the
+        // documentation of --header-read-timeout relies on it.
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            ..ServeLimits::default()
+        };
+        tokio::spawn(serve_connections(listener, app, None, limits, std::future::pending()));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let read = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..read].starts_with(b"HTTP/1.1 200"));
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the quiet connection is closed");
     }
 }
