@@ -1,6 +1,7 @@
 //! End-to-end tests: HTTP requests to a spawned pgplane, effects asserted on real PostgreSQL
 //! 15 and 17 targets (catalog rows, logins that work and logins that are refused).
 
+mod abuse;
 mod auth;
 mod boundary;
 mod clusters;

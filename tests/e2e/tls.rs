@@ -134,7 +134,11 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
         pgplane_gateway::GatewayConfig::default(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(pgplane_gateway::serve_tls(listener, gateway, tls, async {
+    let limits = pgplane_gateway::ServeLimits {
+        header_read_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let server = tokio::spawn(pgplane_gateway::serve_tls(listener, gateway, tls, limits, async {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()
@@ -153,6 +157,16 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true), "no plain HTTP on the TLS port");
     let untrusting = reqwest::Client::new().get(format!("https://localhost:{port}/healthz")).send().await;
     assert!(untrusting.is_err(), "a client that does not trust the CA refuses the server");
+    // A client that opens a connection and never finishes the handshake is cut off.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &[0x16, 0x03, 0x01]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut buf),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a stalled TLS handshake is cut off: {closed:?}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

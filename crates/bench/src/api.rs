@@ -29,6 +29,11 @@ impl Api {
         Self { http, base, token }
     }
 
+    /// The id part of the bench's token.
+    pub fn token_id(&self) -> &str {
+        pgplane_core::tokens::token_id(&self.token).unwrap_or_default()
+    }
+
     pub async fn ready(&self) -> bool {
         matches!(
             self.http.get(format!("{}/readyz", self.base)).send().await,

@@ -25,6 +25,8 @@ pub struct Config {
     pub scale_clusters: Vec<usize>,
     pub scale_users: Vec<usize>,
     pub scale_repeats: usize,
+    pub flood_rate: usize,
+    pub flood_addresses: usize,
     pub pg_major: u32,
 }
 

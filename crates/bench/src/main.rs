@@ -2,8 +2,8 @@
 //! writes BENCHMARKS.md. Owns the command line and the order of the bench: start the
 //! PostgreSQL containers (metadata, main target, scale targets), start the release
 //! `pgplane serve` as its own process, register the main cluster, then for each run: users
-//! (create, reset), reads while the users exist, users (delete), databases; then the scale
-//! scenario; then the report. See BENCHMARKS.md for what each scenario measures.
+//! (create, reset), reads while the users exist, users (delete), databases, floods of wrong
+//! secrets; then the scale scenario; then the report. See BENCHMARKS.md for what each scenario measures.
 
 mod api;
 mod containers;
@@ -64,6 +64,12 @@ struct Args {
     /// Drift rounds measured per configuration.
     #[arg(long, default_value_t = 3)]
     scale_repeats: usize,
+    /// Requests a second of the wrong-secret floods in scenario 5.
+    #[arg(long, default_value_t = 400)]
+    flood_rate: usize,
+    /// Client addresses (127.0.0.2 and up) the floods come from.
+    #[arg(long, default_value_t = 32)]
+    flood_addresses: usize,
     /// PostgreSQL major version of the targets and the metadata DB (15 or 17).
     #[arg(long = "pg", default_value_t = 17)]
     pg_major: u32,
@@ -104,6 +110,8 @@ async fn main() -> Result<()> {
         scale_clusters: args.scale_clusters.clone(),
         scale_users: args.scale_users.clone(),
         scale_repeats: args.scale_repeats.max(1),
+        flood_rate: args.flood_rate.max(1),
+        flood_addresses: args.flood_addresses.clamp(1, 250),
         pg_major: args.pg_major,
     };
     let mut env = Environment {
@@ -172,7 +180,7 @@ async fn main() -> Result<()> {
     for s in scale_servers.into_iter().chain([meta, target]) {
         s.remove().await;
     }
-    let (users, reads, databases, scale, mut memory) = match outcome {
+    let (users, reads, databases, floods, scale, mut memory) = match outcome {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgplane's log: {}", log_copy.display());
@@ -189,6 +197,7 @@ async fn main() -> Result<()> {
         users: &users,
         reads: &reads,
         databases: &databases,
+        floods: &floods,
         scale: &scale,
         memory: &memory,
         findings,
@@ -203,6 +212,7 @@ type AllResults = (
     Vec<scenarios::users::UsersRun>,
     Vec<scenarios::reads::ReadsRun>,
     Vec<scenarios::databases::DatabasesRun>,
+    Vec<scenarios::floods::FloodsRun>,
     scenarios::scale::ScaleResult,
     MemoryReport,
 );
@@ -218,6 +228,7 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server]) -> Result<AllResults> {
     let mut users = Vec::new();
     let mut reads = Vec::new();
     let mut databases = Vec::new();
+    let mut floods = Vec::new();
     for run in 1..=ctx.config.runs {
         step(&format!("run {run}: users (create, reset)"));
         let mut u = scenarios::users::create_and_reset(ctx, run).await?;
@@ -237,6 +248,9 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server]) -> Result<AllResults> {
         step(&format!("run {run}: databases"));
         databases.push(scenarios::databases::run(ctx, run).await?);
         memory.overall_peak_kib = memory.overall_peak_kib.max(ctx.pgplane.memory()?.hwm_kib);
+        step(&format!("run {run}: floods of wrong secrets"));
+        floods.push(scenarios::floods::run(ctx).await?);
+        memory.overall_peak_kib = memory.overall_peak_kib.max(ctx.pgplane.memory()?.hwm_kib);
         step(&format!(
             "run {run} done: users create {:.1}s (floor {:.1}s), reset {:.1}s ({:.1}s), delete {:.1}s ({:.1}s)",
             users[run - 1].create.secs,
@@ -255,7 +269,7 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server]) -> Result<AllResults> {
     };
     memory.scale_peak_kib = scale.peak_kib;
     memory.overall_peak_kib = memory.overall_peak_kib.max(scale.peak_kib);
-    Ok((users, reads, databases, scale, memory))
+    Ok((users, reads, databases, floods, scale, memory))
 }
 
 fn step(message: &str) {

@@ -9,6 +9,7 @@ use crate::ctx::Config;
 use crate::floor;
 use crate::pgplane::mib;
 use crate::scenarios::databases::DatabasesRun;
+use crate::scenarios::floods::{self, Flood, FloodsRun};
 use crate::scenarios::reads::{Endpoint, ReadsRun};
 use crate::scenarios::scale::ScaleResult;
 use crate::scenarios::users::{ApiPhase, UsersRun};
@@ -51,6 +52,7 @@ pub struct Results<'a> {
     pub users: &'a [UsersRun],
     pub reads: &'a [ReadsRun],
     pub databases: &'a [DatabasesRun],
+    pub floods: &'a [FloodsRun],
     pub scale: &'a ScaleResult,
     pub memory: &'a MemoryReport,
     pub findings: Option<String>,
@@ -125,7 +127,7 @@ pub fn render(r: &Results<'_>) -> String {
         "Written by `make bench` (crates/bench, binary `pgplane-bench`) on {}. Every figure is \
          the **median (min–max) of {n} runs** unless marked otherwise; ratios are pgplane / \
          floor computed run by run (for times lower is better, for throughput higher is better). \
-         The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3, scenario 4).\n",
+         The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3 and 5, scenario 4).\n",
         env.date,
         env.total_secs / 60.0
     );
@@ -179,6 +181,9 @@ pub fn render(r: &Results<'_>) -> String {
     let peak_mib = mib(r.memory.overall_peak_kib);
     let memory_ok = peak_mib < MB_100_IN_MIB;
     let growth = scale_growth(r.scale);
+    let flood_ratios: Vec<(Flood, Summary)> =
+        [Flood::RealTokenId, Flood::MadeUpIds].into_iter().map(|f| (f, flood_ratio(r.floods, f))).collect();
+    let floods_ok = !r.floods.is_empty() && flood_ratios.iter().all(|(_, s)| s.median <= 2.0);
 
     let _ = writeln!(w, "## Goals\n");
     let _ = writeln!(w, "| goal | result | verdict |\n|---|---|---|");
@@ -212,6 +217,16 @@ pub fn render(r: &Results<'_>) -> String {
                 writeln!(w, "| a drift pass grows no faster than the number of objects | not measured | – |");
         }
     }
+    let _ = writeln!(
+        w,
+        "| valid requests during a flood of wrong secrets within 2× their idle median latency | {} | {} |",
+        flood_ratios
+            .iter()
+            .map(|(f, s)| format!("{}: {}×", short_flood(*f), s.show(2)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        verdict(floods_ok)
+    );
     let _ = writeln!(
         w,
         "| under 100 MB resident | peak {:.1} MiB (VmHWM), idle {:.1} MiB | {} |",
@@ -388,9 +403,12 @@ pub fn render(r: &Results<'_>) -> String {
     // 4. Scale.
     render_scale(w, r);
 
-    // 5. Memory.
+    // 5. Floods.
+    render_floods(w, r);
+
+    // 6. Memory.
     let m = &r.memory;
-    let _ = writeln!(w, "## 5. Memory\n");
+    let _ = writeln!(w, "## 6. Memory\n");
     let _ = writeln!(
         w,
         "Resident memory of the `pgplane serve` process from `/proc/<pid>/status` (VmRSS now, \
@@ -425,8 +443,8 @@ pub fn render(r: &Results<'_>) -> String {
     let _ = writeln!(w, "| at the end | {:.1} |", mib(m.end_kib));
     let _ = writeln!(w);
 
-    // 6. Findings.
-    let _ = writeln!(w, "## 6. Bottlenecks and findings\n");
+    // 7. Findings.
+    let _ = writeln!(w, "## 7. Bottlenecks and findings\n");
     match &r.findings {
         Some(text) => {
             let _ = writeln!(w, "{}", text.trim());
@@ -442,8 +460,8 @@ pub fn render(r: &Results<'_>) -> String {
         "`make bench` (root, Docker engine, images built by `deploy/dev/prepare-tests.sh`). \
          Parameters of this run: `--runs {} --users {} --user-concurrency {} --databases {} \
          --db-concurrency {} --read-seconds {} --read-concurrency {} --scale-targets {} \
-         --scale-clusters {} --scale-users {} --scale-repeats {} --pg {}`; \
-         `target/release/pgplane-bench --help` explains each.",
+         --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
+         --flood-addresses {} --pg {}`; `target/release/pgplane-bench --help` explains each.",
         c.runs,
         c.users,
         c.user_concurrency,
@@ -455,9 +473,77 @@ pub fn render(r: &Results<'_>) -> String {
         join(&c.scale_clusters),
         join(&c.scale_users),
         c.scale_repeats,
+        c.flood_rate,
+        c.flood_addresses,
         c.pg_major
     );
     o
+}
+
+/// Median latency of valid requests during `flood` over their idle median, run by run.
+fn flood_ratio(runs: &[FloodsRun], flood: Flood) -> Summary {
+    s(runs.iter().filter_map(|run| {
+        let idle = run.point(Flood::None)?.valid_p50_ms;
+        let flooded = run.point(flood)?.valid_p50_ms;
+        (idle > 0.0).then(|| flooded / idle)
+    }))
+}
+
+fn short_flood(f: Flood) -> &'static str {
+    match f {
+        Flood::None => "idle",
+        Flood::RealTokenId => "real token id",
+        Flood::MadeUpIds => "made-up ids",
+    }
+}
+
+fn render_floods(w: &mut String, r: &Results<'_>) {
+    let c = r.config;
+    let _ = writeln!(w, "## 5. Floods before authentication\n");
+    let _ = writeln!(
+        w,
+        "Valid requests (`GET /v2/databases` with the bench's token, already verified and cached, \
+         {} in flight, {} s each) with nothing else going on, then while a flood of requests with \
+         wrong secrets arrives at {} requests/s from {} client addresses (127.0.0.2 and up, \
+         loopback), sent on schedule whether or not earlier ones were answered: once with wrong \
+         secrets for the bench token's own id, once with made-up token ids. The flood starts 1 s \
+         before the measurement. pgplane runs with its default limits on failed authentication \
+         (30 a minute per client address, 10 per token id): past them, attempts get 429 before \
+         any lookup or argon2.\n",
+        floods::VALID_CONCURRENCY,
+        c.read_seconds,
+        c.flood_rate,
+        c.flood_addresses
+    );
+    let _ = writeln!(
+        w,
+        "| valid requests | p50 (ms) | p99 (ms) | requests/s | p50 / idle p50 | flood sent | 401 | 429 | other | unanswered |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|---|");
+    for flood in Flood::ALL {
+        let pts: Vec<_> = r.floods.iter().filter_map(|run| run.point(flood)).collect();
+        let ratio = if flood == Flood::None {
+            "1".to_string()
+        } else {
+            format!("**{}×**", flood_ratio(r.floods, flood).show(2))
+        };
+        let count = |f: fn(&floods::FloodPoint) -> usize| s(pts.iter().map(|p| f(p) as f64)).show(0);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            flood.label(),
+            s(pts.iter().map(|p| p.valid_p50_ms)).show(2),
+            s(pts.iter().map(|p| p.valid_p99_ms)).show(2),
+            s(pts.iter().map(|p| p.valid_per_second)).show(0),
+            ratio,
+            count(|p| p.sent),
+            count(|p| p.unauthorized),
+            count(|p| p.too_many),
+            count(|p| p.other),
+            count(|p| p.unanswered),
+        );
+    }
+    let _ = writeln!(w);
 }
 
 fn join(v: &[usize]) -> String {

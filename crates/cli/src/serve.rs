@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use pgplane_gateway::GatewayConfig;
+use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
 use tokio::sync::watch;
@@ -45,6 +45,26 @@ pub struct ServeArgs {
     /// API requests a minute allowed per token (0: no limit).
     #[arg(long, env = "PGPLANE_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
     rate_limit_per_minute: u32,
+    /// Failed authentications a minute allowed per client address (the TCP peer: behind a
+    /// reverse proxy, the proxy) before further attempts get 429 without being checked (0: no
+    /// limit).
+    #[arg(long, env = "PGPLANE_AUTH_FAILURES_PER_ADDRESS", default_value_t = FailureLimits::default().per_address)]
+    auth_failures_per_address: u32,
+    /// Failed authentications a minute allowed per token id before further attempts with that
+    /// id get 429 without being checked (0: no limit). Cached valid tokens are not affected.
+    #[arg(long, env = "PGPLANE_AUTH_FAILURES_PER_TOKEN", default_value_t = FailureLimits::default().per_token)]
+    auth_failures_per_token: u32,
+    /// Seconds a client has to send a request's headers (and to finish the TLS handshake); on
+    /// a keep-alive HTTP/1.1 connection also the longest quiet time between requests.
+    #[arg(long, env = "PGPLANE_HEADER_READ_TIMEOUT", default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, env = "PGPLANE_IDLE_TIMEOUT", default_value_t = ServeLimits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// Client connections open at once; more wait until one closes. The soft limit on open
+    /// files is raised to fit them (up to the hard limit).
+    #[arg(long, env = "PGPLANE_MAX_CLIENT_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    max_client_connections: usize,
     /// Seconds between drift checks of every cluster.
     #[arg(long, env = "PGPLANE_RESYNC_INTERVAL", default_value_t = 60.0)]
     resync_interval: f64,
@@ -81,6 +101,29 @@ pub struct ServeArgs {
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .with_context(|| format!("--{flag} must be a non-negative number of seconds"))
+}
+
+fn positive(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    let duration = seconds(value, flag)?;
+    anyhow::ensure!(!duration.is_zero(), "--{flag} must be more than 0 seconds");
+    Ok(duration)
+}
+
+/// Files the process needs besides client connections (metadata and target pools, listeners).
+const OTHER_FILES: u64 = 1024;
+
+/// Raises the soft limit on open files so that `max_connections` clients fit, or says how far
+/// it could go.
+fn ensure_open_files(max_connections: usize) {
+    let wanted = max_connections as u64 + OTHER_FILES;
+    match pgplane_gateway::raise_open_files_limit(wanted) {
+        Some(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open files limit is below --max-client-connections plus headroom; raise the hard limit (ulimit -Hn) or lower --max-client-connections"
+        ),
+        _ => {}
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -122,11 +165,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let config = GatewayConfig {
             apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
             rate_limit_per_minute: args.rate_limit_per_minute,
+            auth_failures: FailureLimits {
+                per_address: args.auth_failures_per_address,
+                per_token: args.auth_failures_per_token,
+            },
             reconciler: reconciler_stats,
             target_policy,
             probes_per_minute: args.registration_probes_per_minute,
             ..GatewayConfig::default()
         };
+        let limits = ServeLimits {
+            header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
+            idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
+            max_connections: args.max_client_connections.max(1),
+        };
+        ensure_open_files(limits.max_connections);
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
         let shutdown = stopped();
         match (&args.tls_cert_file, &args.tls_key_file) {
@@ -140,7 +193,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("binding {}", args.listen))?;
                 tracing::info!(address = %listener.local_addr()?, "REST API listening (TLS)");
                 tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, shutdown).await {
+                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, limits, shutdown).await {
                         tracing::error!(error = %e, "REST API stopped with an error");
                     }
                 });
@@ -151,7 +204,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("binding {}", args.listen))?;
                 tracing::info!(address = %listener.local_addr()?, "REST API listening");
                 tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve(listener, app, shutdown).await {
+                    if let Err(e) = pgplane_gateway::serve(listener, app, limits, shutdown).await {
                         tracing::error!(error = %e, "REST API stopped with an error");
                     }
                 });

@@ -64,7 +64,12 @@ async fn rotation_while_servers_write_leaves_nothing_under_the_old_key() {
         switching,
         GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() },
     );
-    tokio::spawn(pgplane_gateway::serve(listener, gateway, std::future::pending()));
+    tokio::spawn(pgplane_gateway::serve(
+        listener,
+        gateway,
+        pgplane_gateway::ServeLimits::default(),
+        std::future::pending(),
+    ));
     app.base_url = base_url;
 
     // Then the rotation, while that server creates users and resets passwords.

@@ -1,20 +1,31 @@
 //! Bearer-token authentication and authorisation. Tokens are stored only as argon2id hashes,
 //! and verifying one costs tens of milliseconds of CPU, so a successful verification is
-//! remembered for a short while under the SHA-256 of the token (never the token itself); later
-//! requests with the same token skip argon2. Revocations are announced by the store and empty
-//! the cache at once; expiry is checked on every request. Each operation needs a scope, derived
-//! from its method and path in one place ([`required_scope`]).
+//! remembered under the SHA-256 of the token (never the token itself); later requests with the
+//! same token skip argon2. A token that failed is remembered the same way and refused at once,
+//! and failures are limited per client address and per token id before any lookup
+//! ([`crate::failures`]). Each operation needs a scope, derived from its method and path in one
+//! place ([`required_scope`]).
+//!
+//! Revocation is immediate on every process: the store announces each revocation on a channel
+//! this module LISTENs on, and every announcement, and every (re)connection of the listener,
+//! bumps an epoch. A cached verification is trusted only while the listener is connected, its
+//! epoch is current and its row was read less than [`RECHECK_AFTER`] ago; otherwise one cheap
+//! read of the token row (never argon2) confirms it. A verification that ran while the epoch
+//! moved confirms its row again before answering and is not cached.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
+use pgplane_core::model::ApiToken;
 use pgplane_core::scopes::{grants, Scope};
 use pgplane_core::store::TOKENS_CHANNEL;
 use pgplane_core::{tokens, Store};
@@ -23,10 +34,15 @@ use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::failures::{FailureLimiter, FailureLimits};
 use crate::state::AppState;
 
-/// How long a verified token is trusted without checking the store again.
-const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a cached verification is trusted before its row is read again (the backstop for
+/// changes that are not announced, such as an expiry moved earlier).
+const RECHECK_AFTER: Duration = Duration::from_secs(30);
+/// How long a token that failed is refused without looking at it again. Tokens never become
+/// valid after failing once (secrets do not change, revocations are final).
+const REJECTED_TTL: Duration = Duration::from_secs(600);
 
 /// Who is calling: the token, its team and scopes.
 #[derive(Debug, Clone)]
@@ -54,14 +70,32 @@ impl Caller {
     }
 }
 
-/// Verifies bearer tokens against the store, with a short-lived cache of successes.
+/// A successful verification as the cache keeps it.
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    /// The stored hash the token was verified against: a row check compares it, and skips
+    /// argon2.
+    secret_hash: Arc<str>,
+    /// The revocation epoch before the row was read.
+    epoch: u64,
+    /// When the row was read.
+    read_at: Instant,
+}
+
+/// Verifies bearer tokens against the store, with a cache of successes and one of failures.
 pub(crate) struct Authenticator {
     store: Store,
-    verified: Cache<[u8; 32], Caller>,
+    verified: Cache<[u8; 32], Verified>,
+    rejected: Cache<[u8; 32], ()>,
+    failures: FailureLimiter,
+    /// Bumped by every revocation announcement and every (re)connection of the listener.
+    epoch: AtomicU64,
+    /// Whether the listener is connected (announcements can arrive).
+    listening: AtomicBool,
     /// Bounds the argon2 verifications in flight to the number of cores: each takes a core
-    /// and 19 MiB for tens of ms, and when a cached token expires (or a revocation empties the
-    /// cache) every request in flight with it would otherwise verify it at once (64 requests:
-    /// over 1 GiB).
+    /// and 19 MiB for tens of ms, and when many requests with uncached tokens arrive at once
+    /// they would otherwise all verify at once (64 requests: over 1 GiB).
     verifying: tokio::sync::Semaphore,
     /// Requests that missed the cache for the same token (same stripe of token keys) wait for
     /// one verification and then find the token cached, instead of verifying it side by side.
@@ -72,58 +106,74 @@ pub(crate) struct Authenticator {
 const TOKEN_STRIPES: usize = 64;
 
 impl Authenticator {
-    /// Creates the authenticator and starts the task that empties its cache on revocations.
-    pub fn start(store: Store) -> Arc<Self> {
+    /// Creates the authenticator and starts the task that follows revocations.
+    pub fn start(store: Store, limits: FailureLimits) -> Arc<Self> {
         let auth = Arc::new(Self {
             store: store.clone(),
-            verified: Cache::builder().max_capacity(10_000).time_to_live(CACHE_TTL).build(),
+            verified: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
+            rejected: Cache::builder().max_capacity(100_000).time_to_live(REJECTED_TTL).build(),
+            failures: FailureLimiter::new(limits),
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
             verifying: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
             same_token: (0..TOKEN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
+        tokio::spawn(follow_revocations(Arc::downgrade(&auth), store));
         let weak = Arc::downgrade(&auth);
         tokio::spawn(async move {
-            while weak.strong_count() > 0 {
-                let listener = async {
-                    let mut l = PgListener::connect_with(store.pool()).await?;
-                    l.listen(TOKENS_CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(l)
-                };
-                if let Ok(mut listener) = listener.await {
-                    // Whatever was missed while not listening may have been a revocation.
-                    if let Some(auth) = weak.upgrade() {
-                        auth.verified.invalidate_all();
-                    }
-                    while listener.recv().await.is_ok() {
-                        let Some(auth) = weak.upgrade() else { return };
-                        auth.verified.invalidate_all();
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                let Some(auth) = weak.upgrade() else { return };
+                auth.failures.forget_quiet();
             }
         });
         auth
     }
 
-    /// The caller a token stands for, or 401.
-    async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Marks everything cached so far as needing a row check.
+    fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The caller a token stands for; 401, or 429 after too many failures.
+    async fn authenticate(&self, token: &str, address: IpAddr) -> Result<Caller, ApiError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cached) = self.cached(&key) {
-            return cached;
+        if let Some(found) = self.verified.get(&key) {
+            return self.confirm(key, found).await;
         }
+        if self.rejected.contains_key(&key) {
+            return Err(ApiError::unauthorized());
+        }
+        let token_id = tokens::token_id(token).ok_or_else(ApiError::unauthorized)?;
+        self.failures.admit(address, token_id)?;
         let _same_token = self.same_token[usize::from(key[0]) % TOKEN_STRIPES].lock().await;
-        if let Some(cached) = self.cached(&key) {
-            return cached;
+        if let Some(found) = self.verified.get(&key) {
+            return self.confirm(key, found).await;
+        }
+        if self.rejected.contains_key(&key) {
+            return Err(ApiError::unauthorized());
         }
         let _permit = self.verifying.acquire().await.map_err(|_| ApiError::internal())?;
-        let token_id = tokens::token_id(token).ok_or_else(ApiError::unauthorized)?;
-        let row = self.store.find_active_token(token_id).await?.ok_or_else(ApiError::unauthorized)?;
+        // Failures recorded while this request queued count too.
+        self.failures.admit(address, token_id)?;
+        let epoch = self.epoch();
+        let Some(row) = self.store.find_active_token(token_id).await? else {
+            self.reject(key, address, None);
+            return Err(ApiError::unauthorized());
+        };
         let (token_owned, hash) = (token.to_owned(), row.secret_hash.clone());
         let valid = tokio::task::spawn_blocking(move || tokens::verify(&token_owned, &hash))
             .await
             .map_err(|_| ApiError::internal())?;
         if !valid {
+            self.reject(key, address, Some(token_id));
             return Err(ApiError::unauthorized());
         }
         let store = self.store.clone();
@@ -133,24 +183,110 @@ impl Authenticator {
                 tracing::debug!(error = %e, "cannot record token use");
             }
         });
-        let caller = Caller {
-            team_id: row.team_id,
-            token_id: row.token_id,
-            scopes: row.scopes,
-            expires_at: row.expires_at,
-        };
-        self.verified.insert(key, caller.clone());
-        Ok(caller)
+        let verified = Verified::from_row(row, epoch);
+        if self.epoch() != epoch {
+            // A revocation (or a gap in listening) landed while verifying: the row read may
+            // predate it. Read it again; the result is cached only if the epoch holds still.
+            return self.check_row(key, verified).await;
+        }
+        self.verified.insert(key, verified.clone());
+        Ok(verified.caller)
     }
 
-    /// The cached verification of a token, if there is one (401 once the token expired).
-    fn cached(&self, key: &[u8; 32]) -> Option<Result<Caller, ApiError>> {
-        let caller = self.verified.get(key)?;
-        if caller.expires_at.is_none_or(|at| at > Utc::now()) {
-            return Some(Ok(caller));
+    /// A cached verification, trusted as it is or confirmed by a row check.
+    async fn confirm(&self, key: [u8; 32], found: Verified) -> Result<Caller, ApiError> {
+        if found.caller.expires_at.is_some_and(|at| at <= Utc::now()) {
+            self.verified.invalidate(&key);
+            return Err(ApiError::unauthorized());
         }
-        self.verified.invalidate(key);
-        Some(Err(ApiError::unauthorized()))
+        let trusted = self.listening.load(Ordering::SeqCst)
+            && found.epoch == self.epoch()
+            && found.read_at.elapsed() < RECHECK_AFTER;
+        if trusted {
+            return Ok(found.caller);
+        }
+        self.check_row(key, found).await
+    }
+
+    /// Reads the token row again: the token still stands if the row is active and holds the
+    /// hash it was verified against. No argon2.
+    async fn check_row(&self, key: [u8; 32], verified: Verified) -> Result<Caller, ApiError> {
+        let epoch = self.epoch();
+        match self.store.find_active_token(&verified.caller.token_id).await? {
+            Some(row) if *row.secret_hash == *verified.secret_hash => {
+                let fresh = Verified::from_row(row, epoch);
+                if self.epoch() == epoch {
+                    self.verified.insert(key, fresh.clone());
+                }
+                Ok(fresh.caller)
+            }
+            _ => {
+                self.verified.invalidate(&key);
+                self.rejected.insert(key, ());
+                Err(ApiError::unauthorized())
+            }
+        }
+    }
+
+    /// Remembers a token that failed and counts the failure.
+    fn reject(&self, key: [u8; 32], address: IpAddr, real_token_id: Option<&str>) {
+        self.rejected.insert(key, ());
+        self.failures.record(address, real_token_id);
+    }
+}
+
+impl Verified {
+    fn from_row(row: ApiToken, epoch: u64) -> Self {
+        Self {
+            secret_hash: row.secret_hash.into(),
+            caller: Caller {
+                team_id: row.team_id,
+                token_id: row.token_id,
+                scopes: row.scopes,
+                expires_at: row.expires_at,
+            },
+            epoch,
+            read_at: Instant::now(),
+        }
+    }
+}
+
+/// LISTENs for revocations for as long as the authenticator lives: each one bumps the epoch;
+/// losing the connection marks the cache untrusted until a new one is listening (which bumps
+/// the epoch again: announcements may have been missed in between).
+async fn follow_revocations(auth: std::sync::Weak<Authenticator>, store: Store) {
+    while auth.strong_count() > 0 {
+        let listener = async {
+            let mut l = PgListener::connect_with(store.pool()).await?;
+            l.listen(TOKENS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut listener) => {
+                let Some(a) = auth.upgrade() else { return };
+                a.bump_epoch();
+                a.listening.store(true, Ordering::SeqCst);
+                drop(a);
+                // `try_recv` reports a lost connection (None) instead of reconnecting behind
+                // our back as `recv` does.
+                loop {
+                    let received = listener.try_recv().await;
+                    let Some(a) = auth.upgrade() else { return };
+                    a.bump_epoch();
+                    if !matches!(received, Ok(Some(_))) {
+                        a.listening.store(false, Ordering::SeqCst);
+                        tracing::warn!(
+                            "lost the token revocation listener; cached tokens are checked against the store until it is back"
+                        );
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for token revocations; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -169,7 +305,11 @@ pub(crate) async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned())
         .ok_or_else(ApiError::unauthorized)?;
-    let caller = state.auth.authenticate(&token).await?;
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let caller = state.auth.authenticate(&token, address).await?;
     let quota = state.limiter.check(&caller.token_id)?;
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;

@@ -8,12 +8,14 @@ mod auth;
 mod credentials;
 mod error;
 mod extract;
+mod failures;
 mod listing;
 mod openapi;
 mod probes;
 mod rate;
 mod request_id;
 mod routes;
+mod serving;
 mod state;
 mod tls;
 mod views;
@@ -26,6 +28,8 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 pub use error::ApiError;
+pub use failures::FailureLimits;
+pub use serving::{raise_open_files_limit, ServeLimits, SHUTDOWN_GRACE};
 pub use state::AppState;
 pub use tls::{serve_tls, server_config};
 
@@ -39,6 +43,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Requests a minute allowed per token (0: no limit).
     pub rate_limit_per_minute: u32,
+    /// Failed authentications allowed a minute per client address and per token id.
+    pub auth_failures: FailureLimits,
     /// The in-process reconciler's counters, for `/readyz` (None when it runs elsewhere).
     pub reconciler: Option<std::sync::Arc<pgplane_reconciler::Stats>>,
     /// Where registered targets may be (checked before any connection).
@@ -54,6 +60,7 @@ impl Default for GatewayConfig {
             apply_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             rate_limit_per_minute: 1200,
+            auth_failures: FailureLimits::default(),
             reconciler: None,
             target_policy: pgplane_reconciler::TargetPolicy::default(),
             probes_per_minute: 30,
@@ -72,11 +79,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::api_router().into_openapi()
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then finishes requests in flight.
+/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish
+/// (up to [`SHUTDOWN_GRACE`]); `limits` bound slow, idle and too many connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    serving::serve_connections(listener, app, None, limits, shutdown).await
 }

@@ -34,7 +34,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, sealer: Sealer, config: GatewayConfig) -> Self {
         Self {
-            auth: Authenticator::start(store.clone()),
+            auth: Authenticator::start(store.clone(), config.auth_failures),
             limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
             prober: Arc::new(Prober::new(config.target_policy.clone(), config.probes_per_minute)),
             waiter: Waiter::start(store.clone()),

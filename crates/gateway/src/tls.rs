@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ServeLimits;
 
 /// A TLS server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig, String> {
@@ -30,23 +30,18 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
     Ok(config)
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then lets requests in
-/// flight finish (up to 30 s).
+/// Serves `app` over TLS on `listener` until `shutdown` completes, with the same connection
+/// limits as plain HTTP (the TLS handshake must end within the header read timeout), then lets
+/// requests in flight finish (up to [`crate::SHUTDOWN_GRACE`]).
 pub async fn serve_tls(
     listener: std::net::TcpListener,
     app: axum::Router,
     config: rustls::ServerConfig,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-    });
     listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(config)))
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    crate::serving::serve_connections(listener, app, Some(acceptor), limits, shutdown).await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
-use pgplane_gateway::GatewayConfig;
+use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::target::SessionLimits;
 use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
 use reqwest::Method;
@@ -42,6 +42,10 @@ pub struct AppOptions {
     pub probes_per_minute: u32,
     /// Clusters reconciled at once (and, per team, half of them).
     pub max_concurrent_passes: usize,
+    /// Failed authentications allowed a minute per client address and per token id.
+    pub auth_failures: FailureLimits,
+    /// Limits on the gateway's connections (slow, idle, too many).
+    pub serve_limits: ServeLimits,
 }
 
 impl Default for AppOptions {
@@ -58,6 +62,8 @@ impl Default for AppOptions {
             target_policy: TargetPolicy::default(),
             probes_per_minute: 0,
             max_concurrent_passes: 4,
+            auth_failures: FailureLimits::default(),
+            serve_limits: ServeLimits::default(),
         }
     }
 }
@@ -170,13 +176,14 @@ impl TestApp {
             GatewayConfig {
                 apply_timeout: options.apply_timeout,
                 rate_limit_per_minute: options.rate_limit_per_minute,
+                auth_failures: options.auth_failures,
                 reconciler: Some(stats),
                 target_policy: options.target_policy.clone(),
                 probes_per_minute: options.probes_per_minute,
                 ..GatewayConfig::default()
             },
         );
-        tokio::spawn(pgplane_gateway::serve(listener, app, stopped()));
+        tokio::spawn(pgplane_gateway::serve(listener, app, options.serve_limits, stopped()));
 
         let target =
             options.target_server.clone().unwrap_or_else(|| servers.target(options.target_major).clone());
@@ -222,6 +229,22 @@ impl TestApp {
             app.register().await;
         }
         app
+    }
+
+    /// Starts another gateway on the same metadata database, as a second replica would run (its
+    /// own pool, token cache and revocation listener; no reconciler), on its own loopback port;
+    /// returns its base URL. It stops with the test app.
+    pub async fn second_gateway(&self) -> String {
+        let store = Store::connect_lazy(&self.metadata_url, 10).expect("store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() };
+        let app = pgplane_gateway::app(store, self.sealer.clone(), config);
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(pgplane_gateway::serve(listener, app, ServeLimits::default(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        base_url
     }
 
     /// Registers the test's cluster (done by `spawn` unless `register` is off) and waits for it
