@@ -84,7 +84,12 @@ impl TargetPolicy {
         if !addrs.iter().all(|a| self.allows(*a, port)) {
             return Err(self.refusal(host, port));
         }
-        Ok(addrs.into_iter().map(|a| a.to_canonical()).collect())
+        // In a stable order, so that a round-robin DNS answer does not look like a new target
+        // (which would rebuild the cluster's pool on every pass).
+        let mut addrs: Vec<IpAddr> = addrs.into_iter().map(|a| a.to_canonical()).collect();
+        addrs.sort();
+        addrs.dedup();
+        Ok(addrs)
     }
 
     fn refusal(&self, host: &str, port: u16) -> TargetError {
