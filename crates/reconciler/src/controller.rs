@@ -13,11 +13,12 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::store::WAKE_CHANNEL;
 use pgplane_core::Store;
 use sqlx::postgres::PgListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::pass::{run_pass, PassSummary};
 use crate::policy::TargetPolicy;
+use crate::slots::Slots;
 use crate::target::{Pools, SessionLimits};
 
 /// How the reconciler behaves.
@@ -27,23 +28,14 @@ pub struct ReconcilerConfig {
     pub resync_interval: Duration,
     /// How many clusters are reconciled at the same time.
     pub max_concurrent_passes: usize,
-    /// How many of those one team's clusters may take (0: half of them, at least one), so that
-    /// one team's dead or stalling servers never keep another team's writes waiting.
+    /// How many of those one team's clusters may always take (0: half of them, at least one);
+    /// beyond it a team borrows free slots but never the last quarter, so that one team's dead
+    /// or stalling servers never keep another team's writes waiting (see `slots`).
     pub max_passes_per_team: usize,
     /// statement_timeout and lock_timeout for every session on a target.
     pub session_limits: SessionLimits,
     /// Where targets may be.
     pub target_policy: TargetPolicy,
-}
-
-impl ReconcilerConfig {
-    /// The passes one team may run at once.
-    fn per_team(&self) -> usize {
-        match self.max_passes_per_team {
-            0 => (self.max_concurrent_passes / 2).max(1),
-            n => n.min(self.max_concurrent_passes.max(1)),
-        }
-    }
 }
 
 impl Default for ReconcilerConfig {
@@ -93,21 +85,8 @@ pub(crate) struct Shared {
     in_flight: Mutex<HashSet<Uuid>>,
     /// When each cluster's last pass ended: a due list read before that is stale for it.
     finished_at: Mutex<HashMap<Uuid, Instant>>,
-    /// Each team's share of the concurrent passes (teams with no pass in flight are pruned).
-    team_permits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
-}
-
-impl Shared {
-    /// The semaphore bounding `team_id`'s concurrent passes.
-    fn team_permits(&self, team_id: Uuid) -> Arc<Semaphore> {
-        let per_team = self.config.per_team();
-        let mut teams = self.team_permits.lock().expect("team permits lock");
-        if teams.len() > 64 {
-            // Only teams with passes queued or running hold a reference besides the map's.
-            teams.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        teams.entry(team_id).or_insert_with(|| Arc::new(Semaphore::new(per_team))).clone()
-    }
+    /// The pass slots, shared between teams.
+    slots: Slots,
 }
 
 /// The reconciler. Cheap to clone.
@@ -123,11 +102,11 @@ impl Reconciler {
                 store,
                 sealer,
                 pools: Pools::default(),
-                config,
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
-                team_permits: Mutex::new(HashMap::new()),
+                slots: Slots::new(config.max_concurrent_passes, config.max_passes_per_team),
+                config,
             }),
         }
     }
@@ -135,8 +114,7 @@ impl Reconciler {
     /// Runs until `shutdown` completes, then waits for passes in flight to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
-        let max = shared.config.max_concurrent_passes.max(1);
-        let permits = Arc::new(Semaphore::new(max));
+        let (max, per_team) = shared.slots.limits();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut listener: Option<PgListener> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -145,7 +123,7 @@ impl Reconciler {
         tracing::info!(
             resync_interval_s = shared.config.resync_interval.as_secs(),
             max_concurrent_passes = max,
-            max_passes_per_team = shared.config.per_team(),
+            max_passes_per_team = per_team,
             "reconciler started"
         );
         loop {
@@ -183,13 +161,9 @@ impl Reconciler {
                     continue;
                 }
                 let shared = self.shared.clone();
-                let permits = permits.clone();
-                let team = shared.team_permits(team_id);
                 let done_tx = done_tx.clone();
                 tokio::spawn(async move {
-                    // The team's share first: a pass waiting for it holds no global slot.
-                    let _team_permit = team.acquire_owned().await;
-                    let _permit = permits.acquire_owned().await;
+                    let _slot = shared.slots.acquire(team_id).await;
                     if let Err(e) = locked_pass(&shared, cluster_id, false).await {
                         tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
                     }
@@ -200,7 +174,7 @@ impl Reconciler {
                 });
             }
         }
-        let _ = permits.acquire_many(max as u32).await;
+        shared.slots.drain().await;
         tracing::info!("reconciler stopped");
     }
 

@@ -10,6 +10,7 @@ mod observe;
 mod pass;
 mod plan;
 pub mod policy;
+mod slots;
 pub mod sql;
 pub mod target;
 pub mod tls;
