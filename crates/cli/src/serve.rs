@@ -1,6 +1,7 @@
 //! `pgplane serve`: the gateway and the reconciler in one process (either can be switched
 //! off), with migrations applied at start-up, old audit and drift events pruned, and a graceful
-//! stop on SIGTERM or SIGINT.
+//! stop on SIGTERM or SIGINT: no new connections, requests and reconcile passes in flight get
+//! `--shutdown-grace` to finish (passes still running then are cancelled), then exit code 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,6 +94,10 @@ pub struct ServeArgs {
     /// Days audit events are kept (0: forever); older ones are deleted every hour.
     #[arg(long, env = "PGPLANE_AUDIT_RETENTION", default_value_t = 90, value_name = "DAYS")]
     audit_retention: u32,
+    /// Seconds requests and reconcile passes in flight get to finish after SIGTERM or SIGINT;
+    /// passes still running then are cancelled (the next pass, on any process, carries on).
+    #[arg(long, env = "PGPLANE_SHUTDOWN_GRACE", default_value_t = pgplane_gateway::SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace: f64,
     /// Days drift events are kept (0: forever); older ones are deleted every hour.
     #[arg(long, env = "PGPLANE_DRIFT_RETENTION", default_value_t = 90, value_name = "DAYS")]
     drift_retention: u32,
@@ -135,6 +140,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
         .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?;
 
+    let shutdown_grace = seconds(args.shutdown_grace, "shutdown-grace")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -156,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
             },
             target_policy: target_policy.clone(),
+            shutdown_grace,
         };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
         reconciler_stats = Some(reconciler.stats());
@@ -178,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
             idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
             max_connections: args.max_client_connections.max(1),
+            shutdown_grace,
         };
         ensure_open_files(limits.max_connections);
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
@@ -212,9 +220,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     shutdown_signal().await;
-    tracing::info!("stopping");
+    tracing::info!(grace_s = shutdown_grace.as_secs_f64(), "stopping");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
     Ok(())
 }
 

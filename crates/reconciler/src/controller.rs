@@ -2,6 +2,10 @@
 //! that are due (changed, retry time come, or not looked at for a resync interval), and runs
 //! one pass per due cluster, in parallel up to a bound. A session-level advisory lock on the
 //! metadata DB makes sure that two pgplane processes never work on the same cluster at once.
+//! On stop, passes in flight get a grace period to end; those still running then are
+//! cancelled at their next await point (passes are idempotent: the next one, here or in
+//! another process, observes the target and carries on) and their locks are released by
+//! closing the sessions that hold them.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -34,6 +38,8 @@ pub struct ReconcilerConfig {
     pub session_limits: SessionLimits,
     /// Where targets may be.
     pub target_policy: TargetPolicy,
+    /// After a stop, how long passes in flight may run on before they are cancelled.
+    pub shutdown_grace: Duration,
 }
 
 impl ReconcilerConfig {
@@ -54,6 +60,7 @@ impl Default for ReconcilerConfig {
             max_passes_per_team: 0,
             session_limits: SessionLimits::default(),
             target_policy: TargetPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -132,12 +139,14 @@ impl Reconciler {
         }
     }
 
-    /// Runs until `shutdown` completes, then waits for passes in flight to finish.
+    /// Runs until `shutdown` completes, then waits for passes in flight to finish (up to the
+    /// configured grace; the rest are cancelled).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
         let max = shared.config.max_concurrent_passes.max(1);
         let permits = Arc::new(Semaphore::new(max));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let mut passes = tokio::task::JoinSet::new();
         let mut listener: Option<PgListener> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,6 +159,7 @@ impl Reconciler {
         );
         loop {
             shared.stats.beat();
+            while passes.try_join_next().is_some() {}
             if listener.is_none() {
                 listener = listen(&shared.store).await;
             }
@@ -186,7 +196,7 @@ impl Reconciler {
                 let permits = permits.clone();
                 let team = shared.team_permits(team_id);
                 let done_tx = done_tx.clone();
-                tokio::spawn(async move {
+                passes.spawn(async move {
                     // The team's share first: a pass waiting for it holds no global slot.
                     let _team_permit = team.acquire_owned().await;
                     let _permit = permits.acquire_owned().await;
@@ -200,7 +210,17 @@ impl Reconciler {
                 });
             }
         }
-        let _ = permits.acquire_many(max as u32).await;
+        let grace = shared.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                passes = passes.len(),
+                grace_s = grace.as_secs_f64(),
+                "passes still running after the shutdown grace period; cancelling them"
+            );
+            passes.abort_all();
+            while passes.join_next().await.is_some() {}
+        }
         tracing::info!("reconciler stopped");
     }
 
@@ -252,10 +272,12 @@ const PASSES_IN_A_ROW: usize = 32;
 async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
     let (hi, lo) = cluster_id.as_u64_pair();
     let key = (hi ^ lo) as i64;
-    let mut conn = shared.store.pool().acquire().await?;
+    let mut lock = LockSession(Some(shared.store.pool().acquire().await?));
+    let conn = lock.0.as_mut().expect("the session is there until the end");
     let locked: bool =
-        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut **conn).await?;
     if !locked {
+        lock.release();
         return Ok(());
     }
     let mut result = Ok(());
@@ -269,12 +291,32 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
             }
         }
     }
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
-    if unlocked.is_err() {
-        // The session may be broken; closing it releases the lock.
-        let _ = conn.detach();
+    let conn = lock.0.as_mut().expect("the session is there until the end");
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut **conn).await;
+    if unlocked.is_ok() {
+        lock.release();
     }
     result
+}
+
+/// The metadata session that holds a cluster's advisory lock. Unless released after a clean
+/// unlock, it is closed when dropped (a cancelled pass, a failed unlock), which releases the
+/// lock, rather than going back to the pool still holding it.
+struct LockSession(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl LockSession {
+    /// Gives the session back to the pool: it holds no lock.
+    fn release(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
