@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Address the REST API listens on.
     #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of a separate listener serving Prometheus metrics at /metrics (off unless set;
+    /// keep it away from API clients, e.g. 127.0.0.1:9090 or a pod-internal address).
+    #[arg(long, env = "PGPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key-file.
     #[arg(long, env = "PGPLANE_TLS_CERT_FILE", requires = "tls_key_file")]
     tls_cert_file: Option<std::path::PathBuf>,
@@ -149,6 +153,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(address) = args.metrics_listen {
+        let handle = pgplane_gateway::metrics::install().map_err(anyhow::Error::msg)?;
+        let listener =
+            tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        let (store, shutdown) = (store.clone(), stopped());
+        tasks.spawn(async move {
+            if let Err(e) = pgplane_gateway::metrics::serve_metrics(listener, handle, store, shutdown).await {
+                tracing::error!(error = %e, "metrics listener stopped with an error");
+            }
+        });
+    }
     let retention = Retention { audit_days: args.audit_retention, drift_days: args.drift_retention };
     tasks.spawn(retention.run(store.clone(), stopped()));
     let mut reconciler_stats = None;

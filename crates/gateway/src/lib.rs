@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod failures;
 mod listing;
+pub mod metrics;
 mod openapi;
 mod probes;
 mod rate;

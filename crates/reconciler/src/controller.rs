@@ -20,6 +20,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
+use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassSummary};
 use crate::policy::TargetPolicy;
 use crate::target::{Pools, SessionLimits};
@@ -102,6 +103,8 @@ pub(crate) struct Shared {
     finished_at: Mutex<HashMap<Uuid, Instant>>,
     /// Each team's share of the concurrent passes (teams with no pass in flight are pruned).
     team_permits: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    /// Which targets this process's passes reached, for the metrics.
+    reachability: Reachability,
 }
 
 impl Shared {
@@ -135,6 +138,7 @@ impl Reconciler {
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
                 team_permits: Mutex::new(HashMap::new()),
+                reachability: Reachability::default(),
             }),
         }
     }
@@ -159,6 +163,7 @@ impl Reconciler {
         );
         loop {
             shared.stats.beat();
+            shared.reachability.export(shared.config.resync_interval * 2);
             while passes.try_join_next().is_some() {}
             if listener.is_none() {
                 listener = listen(&shared.store).await;
@@ -342,9 +347,20 @@ async fn bounded_pass(
         }
     };
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
+    let outcome = match &result {
+        Err(_) => "error",
+        Ok(s) if s.gone => "gone",
+        Ok(s) if s.idle => "idle",
+        Ok(s) if s.reached => "reached",
+        Ok(_) => "unreachable",
+    };
+    crate::metrics::pass(outcome, started.elapsed());
     let summary = result?;
     if summary.gone {
         shared.pools.retain(|id| *id != cluster_id);
+        shared.reachability.forget(cluster_id);
+    } else if !summary.idle {
+        shared.reachability.record(cluster_id, summary.reached);
     }
     // What one pass costs (the benchmarks read this); debug, as it comes every resync interval.
     tracing::debug!(
