@@ -43,7 +43,11 @@ print(json.dumps(out))
         .expect("run the Prometheus parser");
     child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write metrics");
     let output = child.wait_with_output().expect("parser output");
-    assert!(output.status.success(), "the parser refused /metrics: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the parser refused /metrics: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let parsed: Vec<Value> = serde_json::from_slice(&output.stdout).expect("parser JSON");
     parsed
         .into_iter()
@@ -59,13 +63,16 @@ print(json.dumps(out))
 fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
         .sum()
 }
 
 async fn scrape(replica: &Replica) -> String {
-    let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", replica.metrics_port)).await.expect("scrape");
+    let response =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", replica.metrics_port)).await.expect("scrape");
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
@@ -114,33 +121,48 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_work() {
         if sum(&now, "pgplane_drift_repaired_total", &[("object", "user")]) >= 1.0 {
             break now;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the dropped role is counted as drift found and repaired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped role is counted as drift found and repaired"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(sum(&after, "pgplane_drift_found_total", &[("object", "user")]) >= 1.0);
 
-    let requests = |samples: &[Sample], labels: &[(&str, &str)]| sum(samples, "pgplane_http_requests_total", labels);
+    let requests =
+        |samples: &[Sample], labels: &[(&str, &str)]| sum(samples, "pgplane_http_requests_total", labels);
     let grew = |labels: &[(&str, &str)], by: f64| requests(&after, labels) - requests(&before, labels) >= by;
     assert!(grew(&[("route", users), ("method", "POST"), ("status", "201")], 2.0));
     assert!(grew(&[("route", user_path), ("method", "DELETE"), ("status", "204")], 1.0));
     assert!(grew(&[("route", user_path), ("method", "GET"), ("status", "404")], 1.0));
     // /metrics on the API listener and /no/such/path.
-    assert_eq!(requests(&after, &[("route", "unmatched"), ("status", "404")]), 2.0, "unknown paths share one label");
+    assert_eq!(
+        requests(&after, &[("route", "unmatched"), ("status", "404")]),
+        2.0,
+        "unknown paths share one label"
+    );
     assert!(
-        sum(&after, "pgplane_http_request_duration_seconds_count", &[("route", users), ("method", "POST")]) >= 2.0,
+        sum(&after, "pgplane_http_request_duration_seconds_count", &[("route", users), ("method", "POST")])
+            >= 2.0,
         "latency histogram"
     );
     assert!(
-        sum(&after, "pgplane_http_request_duration_seconds_bucket", &[("route", users), ("le", "+Inf")]) >= 2.0
+        sum(&after, "pgplane_http_request_duration_seconds_bucket", &[("route", users), ("le", "+Inf")])
+            >= 2.0
     );
-    let ddl = |samples: &[Sample], kind: &str| sum(samples, "pgplane_ddl_statements_total", &[("kind", kind)]);
+    let ddl =
+        |samples: &[Sample], kind: &str| sum(samples, "pgplane_ddl_statements_total", &[("kind", kind)]);
     for kind in ["create_role", "alter_role", "drop_role", "create_database"] {
         assert!(ddl(&after, kind) > ddl(&before, kind), "DDL of kind {kind} counted");
     }
-    let passes = |samples: &[Sample]| sum(samples, "pgplane_reconcile_passes_total", &[("result", "reached")]);
+    let passes =
+        |samples: &[Sample]| sum(samples, "pgplane_reconcile_passes_total", &[("result", "reached")]);
     assert!(passes(&after) > passes(&before), "passes counted");
     assert!(sum(&after, "pgplane_reconcile_pass_duration_seconds_count", &[]) >= passes(&after));
-    assert!(sum(&after, "pgplane_token_cache_hits_total", &[]) > sum(&before, "pgplane_token_cache_hits_total", &[]));
+    assert!(
+        sum(&after, "pgplane_token_cache_hits_total", &[])
+            > sum(&before, "pgplane_token_cache_hits_total", &[])
+    );
     assert!(sum(&after, "pgplane_token_cache_misses_total", &[]) >= 1.0, "the first use of the token missed");
     assert_eq!(sum(&after, "pgplane_targets", &[("state", "reachable")]), 1.0);
     assert_eq!(sum(&after, "pgplane_targets", &[("state", "unreachable")]), 0.0);

@@ -71,7 +71,13 @@ impl Fleet {
         }
     }
 
-    async fn send(&self, i: usize, method: &Method, path: &str, body: &Option<Value>) -> Result<(u16, Value), String> {
+    async fn send(
+        &self,
+        i: usize,
+        method: &Method,
+        path: &str,
+        body: &Option<Value>,
+    ) -> Result<(u16, Value), String> {
         let mut request =
             self.http.request(method.clone(), format!("{}{path}", self.urls[i])).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -80,14 +86,25 @@ impl Fleet {
         let response = request.send().await.map_err(|e| format!("{e:?}"))?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| format!("{e:?}"))?;
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         Ok((status, value))
     }
 
     /// Sends a request to the next process, expecting `ok`. A request to a process that has
     /// been killed may fail: it is then sent to a live one, where `already` (the first attempt
     /// took effect) counts as done too. Any other failure is recorded.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>, ok: u16, already: u16) -> Option<Answer> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        ok: u16,
+        already: u16,
+    ) -> Option<Answer> {
         let mut retried = false;
         loop {
             let i = self.pick();
@@ -95,7 +112,8 @@ impl Fleet {
             match result {
                 Ok((status, body)) if status == ok || (retried && status == already) => {
                     self.answered.fetch_add(1, Ordering::Relaxed);
-                    if body.pointer("/user/status").or(body.pointer("/db/status")) == Some(&json!("pending")) {
+                    if body.pointer("/user/status").or(body.pointer("/db/status")) == Some(&json!("pending"))
+                    {
                         self.pending.fetch_add(1, Ordering::Relaxed);
                     }
                     return Some(Answer { status, body });
@@ -142,9 +160,17 @@ fn password(answer: &Answer) -> String {
 
 /// Creates a user and resets its password, then deletes it when `delete`, through the fleet;
 /// records the outcome in the model.
-async fn user_lifecycle(fleet: &Fleet, model: &Model, cluster: &Cluster, c: usize, name: String, delete: bool) {
+async fn user_lifecycle(
+    fleet: &Fleet,
+    model: &Model,
+    cluster: &Cluster,
+    c: usize,
+    name: String,
+    delete: bool,
+) {
     let users = format!("/v2/databases/{}/users", cluster.id);
-    let Some(created) = fleet.call(Method::POST, &users, Some(json!({ "name": name })), 201, 422).await else {
+    let Some(created) = fleet.call(Method::POST, &users, Some(json!({ "name": name })), 201, 422).await
+    else {
         return;
     };
     // A create that had to be sent again (422: the first one was stored) returned no password.
@@ -214,7 +240,11 @@ async fn check_everything(app: &TestApp, fleet: &Fleet, model: &Model, clusters:
             .collect();
         let present: BTreeSet<String> =
             expected_users.iter().filter(|(_, p)| p.is_some()).map(|(n, _)| n.clone()).collect();
-        assert_eq!(api_users.keys().cloned().collect::<BTreeSet<_>>(), present, "cluster {c}: users in the API");
+        assert_eq!(
+            api_users.keys().cloned().collect::<BTreeSet<_>>(),
+            present,
+            "cluster {c}: users in the API"
+        );
         let expected_dbs: BTreeMap<String, bool> = model
             .dbs
             .lock()
@@ -230,9 +260,16 @@ async fn check_everything(app: &TestApp, fleet: &Fleet, model: &Model, clusters:
         for (name, password) in &expected_users {
             match password {
                 Some(password) => {
-                    assert_eq!(api_users.get(name), Some(password), "{name}: the API shows the last password");
+                    assert_eq!(
+                        api_users.get(name),
+                        Some(password),
+                        "{name}: the API shows the last password"
+                    );
                     let login = app.target.login(name, password, &cluster.default_db).await;
-                    assert!(login.is_ok(), "{name} logs in with the last password the API returned: {login:?}");
+                    assert!(
+                        login.is_ok(),
+                        "{name} logs in with the last password the API returned: {login:?}"
+                    );
                 }
                 None => assert!(!app.role_exists(name).await, "{name} was deleted on the target"),
             }
@@ -241,7 +278,11 @@ async fn check_everything(app: &TestApp, fleet: &Fleet, model: &Model, clusters:
             assert_eq!(app.database_exists(name).await, *present, "database {name} on the target");
         }
         let (_, drift) = get(format!("/v2/databases/{}/drift", cluster.id)).await;
-        assert_eq!(drift["drift_events"], json!([]), "cluster {c}: nothing found changed behind pgplane's back");
+        assert_eq!(
+            drift["drift_events"],
+            json!([]),
+            "cluster {c}: nothing found changed behind pgplane's back"
+        );
     }
 }
 
@@ -276,12 +317,17 @@ async fn three_replicas_share_the_work_through_a_kill_and_a_rolling_restart() {
     for c in 0..CLUSTERS {
         app.base_url = replicas[c % REPLICAS].base_url.clone();
         let mut body = app.registration(&format!("c{c}-{}", app.suffix.replace('_', "-")));
-        let (primary_user, default_db) = (format!("doadmin{c}_{}", app.suffix), format!("defaultdb{c}_{}", app.suffix));
+        let (primary_user, default_db) =
+            (format!("doadmin{c}_{}", app.suffix), format!("defaultdb{c}_{}", app.suffix));
         body["pgplane"]["primary_user"] = json!(primary_user);
         body["pgplane"]["default_database"] = json!(default_db);
         let (status, answer) = app.post("/v2/databases", body).await;
         assert_eq!(status, 201, "registering cluster {c}: {answer}");
-        clusters.push(Cluster { id: answer["database"]["id"].as_str().unwrap().to_string(), primary_user, default_db });
+        clusters.push(Cluster {
+            id: answer["database"]["id"].as_str().unwrap().to_string(),
+            primary_user,
+            default_db,
+        });
     }
     let clusters = Arc::new(clusters);
     let fleet = Arc::new(Fleet {
@@ -303,13 +349,16 @@ async fn three_replicas_share_the_work_through_a_kill_and_a_rolling_restart() {
     let started = Instant::now();
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..CLUSTERS * WRITERS_PER_CLUSTER {
-        let (fleet, model, clusters, suffix) = (fleet.clone(), model.clone(), clusters.clone(), suffix.clone());
+        let (fleet, model, clusters, suffix) =
+            (fleet.clone(), model.clone(), clusters.clone(), suffix.clone());
         writers.spawn(async move {
             let c = w % CLUSTERS;
             for j in 0..USERS_PER_WRITER {
-                user_lifecycle(&fleet, &model, &clusters[c], c, format!("u{w}x{j}_{suffix}"), j % 3 == 0).await;
+                user_lifecycle(&fleet, &model, &clusters[c], c, format!("u{w}x{j}_{suffix}"), j % 3 == 0)
+                    .await;
                 if j % 2 == 0 {
-                    db_lifecycle(&fleet, &model, &clusters[c], c, format!("d{w}x{j}_{suffix}"), j % 4 == 0).await;
+                    db_lifecycle(&fleet, &model, &clusters[c], c, format!("d{w}x{j}_{suffix}"), j % 4 == 0)
+                        .await;
                 }
             }
         });
@@ -341,7 +390,8 @@ async fn three_replicas_share_the_work_through_a_kill_and_a_rolling_restart() {
             while status != "ready" && killed_at.elapsed() < TAKEOVER_BOUND * 2 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let i = fleet.pick();
-                let (_, body) = fleet.send(i, &Method::GET, &format!("{users}/{name}"), &None).await.expect("GET");
+                let (_, body) =
+                    fleet.send(i, &Method::GET, &format!("{users}/{name}"), &None).await.expect("GET");
                 status = body["user"]["status"].clone();
             }
             (c, name, password(&created), killed_at.elapsed(), status)
@@ -384,7 +434,8 @@ async fn three_replicas_share_the_work_through_a_kill_and_a_rolling_restart() {
         load.spawn(async move {
             let mut j = 0;
             while !stop.load(Ordering::SeqCst) {
-                user_lifecycle(&fleet, &model, &clusters[c], c, format!("r{c}x{j}_{suffix}"), j % 2 == 0).await;
+                user_lifecycle(&fleet, &model, &clusters[c], c, format!("r{c}x{j}_{suffix}"), j % 2 == 0)
+                    .await;
                 j += 1;
             }
             j

@@ -216,7 +216,8 @@ impl Reconciler {
             }
         }
         let grace = shared.config.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} }).await;
+        let drained =
+            tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 passes = passes.len(),

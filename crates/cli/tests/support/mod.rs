@@ -59,7 +59,8 @@ impl Replica {
     /// Starts the process again on the same ports (after a stop).
     pub async fn spawn(&mut self, secrets: &Secrets) {
         assert!(self.child.is_none(), "{} is running", self.name);
-        let open = |path: &Path| std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+        let open =
+            |path: &Path| std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
         let (log, errors) = (open(&self.log_path), open(&self.log_path.with_extension("err")));
         let mut command = Command::new(env!("CARGO_BIN_EXE_pgplane"));
         for (key, _) in std::env::vars() {
@@ -151,7 +152,9 @@ impl Drop for Replica {
 pub fn json_lines(log: &str) -> Vec<serde_json::Value> {
     log.lines()
         .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+        })
         .collect()
 }
 
@@ -175,7 +178,8 @@ pub fn python() -> PathBuf {
 
 /// promtool, from Debian's `prometheus` package (deploy/dev/prepare-tests.sh installs it).
 pub fn promtool() -> Command {
-    let found = Command::new("promtool").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let found =
+        Command::new("promtool").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         found.is_ok_and(|s| s.success()),
         "promtool is missing: run deploy/dev/prepare-tests.sh (or apt-get install prometheus)"

@@ -30,8 +30,8 @@ use crate::audit;
 use crate::auth::{authenticate, authorize, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
-use crate::openapi::ApiDoc;
 use crate::metrics;
+use crate::openapi::ApiDoc;
 use crate::request_id;
 use crate::state::AppState;
 
