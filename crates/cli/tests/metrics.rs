@@ -11,9 +11,10 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
+use pgplane_testkit::python;
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::{json, Value};
-use support::{promtool, python, workspace_root, Replica, Secrets};
+use support::{promtool, workspace_root, Replica, Secrets};
 
 /// One sample: metric name (with _total, _bucket, ... as exposed), labels, value.
 #[derive(Debug, Clone)]

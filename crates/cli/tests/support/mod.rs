@@ -163,19 +163,6 @@ pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-/// The Python of the virtual environment `make test` creates, or PGPLANE_PYTHON.
-pub fn python() -> PathBuf {
-    let path = std::env::var_os("PGPLANE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: `make test` creates the virtual environment (or set PGPLANE_PYTHON)",
-        path.display()
-    );
-    path
-}
-
 /// promtool, from Debian's `prometheus` package (deploy/dev/prepare-tests.sh installs it).
 pub fn promtool() -> Command {
     let found =
