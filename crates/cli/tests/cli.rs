@@ -74,6 +74,7 @@ impl Cli {
             .env_remove("PGPLANE_ACCESS_TOKEN")
             .env_remove("PGPLANE_ACCESS_TOKEN_FILE")
             .env_remove("PGPLANE_TARGET_PASSWORD")
+            .env_remove("PGPLANE_TARGET_PASSWORD_FILE")
             .env("PGPLANE_CONFIG", self.config_path())
             .envs(env.iter().copied())
             .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -441,4 +442,36 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
     let gone = cli.run(&["databases", "get", new_id]).await;
     assert!(gone.failed().contains(": 404 "), "{}", gone.stderr);
     assert!(app.role_exists(&primary).await, "unregistering drops nothing on the target");
+
+    // Again, with the admin password in a file named by the environment (a container secret).
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let password_file = dir.path().join("target-password");
+    std::fs::write(&password_file, format!("{}\n", app.admin_password)).expect("write password file");
+    let password_file = password_file.to_string_lossy().into_owned();
+    let again = cli
+        .raw(
+            &[
+                "databases",
+                "create",
+                &new_name,
+                "--host",
+                &app.target.host,
+                "--port",
+                &port,
+                "--user",
+                &app.admin_user,
+                "--primary-user",
+                &primary,
+                "--default-database",
+                &default_db,
+                "-o",
+                "json",
+                "--api-url",
+                &app.base_url,
+            ],
+            None,
+            &[("PGPLANE_ACCESS_TOKEN", &app.token), ("PGPLANE_TARGET_PASSWORD_FILE", &password_file)],
+        )
+        .await;
+    assert_eq!(again.json()["status"], "online", "registered with the password from the file");
 }
