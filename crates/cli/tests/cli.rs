@@ -399,30 +399,35 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
     let default_db = app.unique("defaultdb2");
     let port = app.target.port.to_string();
     let new_name = format!("cli-{}", app.suffix);
+    // The arguments of `databases create` for the second cluster, the password aside.
+    let create = |password_stdin: bool| {
+        let mut args = vec![
+            "databases",
+            "create",
+            new_name.as_str(),
+            "--host",
+            app.target.host.as_str(),
+            "--port",
+            port.as_str(),
+            "--user",
+            app.admin_user.as_str(),
+            "--primary-user",
+            primary.as_str(),
+            "--default-database",
+            default_db.as_str(),
+            "-o",
+            "json",
+            "--api-url",
+            app.base_url.as_str(),
+        ];
+        if password_stdin {
+            args.extend(["--password-stdin", "--tag", "cli,test"]);
+        }
+        args
+    };
     let created = cli
         .raw(
-            &[
-                "databases",
-                "create",
-                &new_name,
-                "--host",
-                &app.target.host,
-                "--port",
-                &port,
-                "--user",
-                &app.admin_user,
-                "--password-stdin",
-                "--primary-user",
-                &primary,
-                "--default-database",
-                &default_db,
-                "--tag",
-                "cli,test",
-                "-o",
-                "json",
-                "--api-url",
-                &app.base_url,
-            ],
+            &create(true),
             Some(&format!("{}\n", app.admin_password)),
             &[("PGPLANE_ACCESS_TOKEN", &app.token)],
         )
@@ -450,25 +455,7 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
     let password_file = password_file.to_string_lossy().into_owned();
     let again = cli
         .raw(
-            &[
-                "databases",
-                "create",
-                &new_name,
-                "--host",
-                &app.target.host,
-                "--port",
-                &port,
-                "--user",
-                &app.admin_user,
-                "--primary-user",
-                &primary,
-                "--default-database",
-                &default_db,
-                "-o",
-                "json",
-                "--api-url",
-                &app.base_url,
-            ],
+            &create(false),
             None,
             &[("PGPLANE_ACCESS_TOKEN", &app.token), ("PGPLANE_TARGET_PASSWORD_FILE", &password_file)],
         )
