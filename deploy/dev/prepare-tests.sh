@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Makes this machine ready for the test suite: a Docker engine (installed from Debian's
-# packages and started with host networking only, when missing) and the locally built
-# PostgreSQL 15 and 17 images the tests start through testcontainers. Skipped entirely when
-# PGPLANE_TEST_PG_URL points the tests at an existing PostgreSQL.
+# Makes this machine ready for the test suite: promtool (from Debian's prometheus package), a
+# Docker engine (installed from Debian's packages and started with host networking only, when
+# missing) and the locally built PostgreSQL 15 and 17 images the tests start through
+# testcontainers. Only promtool is installed when PGPLANE_TEST_PG_URL points the tests at an
+# existing PostgreSQL.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+
+# promtool (Debian's prometheus package) checks the metrics and alert rules in every case.
+if ! command -v promtool >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "missing promtool: install it (as root: apt-get install prometheus)" >&2; exit 1; }
+  echo "installing prometheus (for promtool)"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
 
 if [ -n "${PGPLANE_TEST_PG_URL:-}" ]; then
   echo "PGPLANE_TEST_PG_URL is set: tests use that server, no containers needed"

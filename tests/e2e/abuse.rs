@@ -309,6 +309,7 @@ async fn idle_connections_are_closed_and_the_cap_makes_new_ones_wait() {
         header_read_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(6),
         max_connections: 20,
+        ..pgplane_gateway::ServeLimits::default()
     };
     let app =
         TestApp::spawn_with(AppOptions { register: false, serve_limits: limits, ..Default::default() }).await;

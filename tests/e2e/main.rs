@@ -46,16 +46,4 @@ pub fn encode(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The Python of the virtual environment `make test` creates (PyDo, pytest,
-/// openapi-spec-validator), or PGPLANE_PYTHON.
-pub fn python() -> std::path::PathBuf {
-    let path = std::env::var_os("PGPLANE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: `make test` creates the virtual environment (or set PGPLANE_PYTHON)",
-        path.display()
-    );
-    path
-}
+pub use pgplane_testkit::python;

@@ -79,7 +79,8 @@ impl Pgplane {
             .env("PGPLANE_DATABASE_URL", options.database_url)
             .env("PGPLANE_SECRET_KEY", &key)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Logs go to standard output; standard error carries only start-up failures.
+            .stdout(Stdio::from(log.try_clone().context("sharing the pgplane log")?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()

@@ -136,7 +136,8 @@ impl SecretKeyArgs {
     }
 }
 
-/// Logging.
+/// Logging, to standard output (one JSON object a line with `--log-format json`, as container
+/// log collectors expect); the client commands' own messages and errors go to standard error.
 #[derive(Args, Clone)]
 pub struct LogArgs {
     /// Log format: text or json.
@@ -157,7 +158,7 @@ impl LogArgs {
     pub fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_new(&self.filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
         match self.format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the REST API and the reconciler.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply the metadata database schema migrations.
     Migrate {
         #[command(flatten)]
@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         // The client prints its own errors, on one line as doctl does.
         Command::Databases(args) => return Ok(client::databases(args).await),
         Command::Auth(args) => return Ok(client::auth(args).await),
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Migrate { database, log } => {
             log.init();
             let store = database.store()?;

@@ -1,6 +1,7 @@
 //! `pgplane serve`: the gateway and the reconciler in one process (either can be switched
 //! off), with migrations applied at start-up, old audit and drift events pruned, and a graceful
-//! stop on SIGTERM or SIGINT.
+//! stop on SIGTERM or SIGINT: no new connections, requests and reconcile passes in flight get
+//! `--shutdown-grace` to finish (passes still running then are cancelled), then exit code 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,10 @@ pub struct ServeArgs {
     /// Address the REST API listens on.
     #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of a separate listener serving Prometheus metrics at /metrics (off unless set;
+    /// keep it away from API clients, e.g. 127.0.0.1:9090 or a pod-internal address).
+    #[arg(long, env = "PGPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key-file.
     #[arg(long, env = "PGPLANE_TLS_CERT_FILE", requires = "tls_key_file")]
     tls_cert_file: Option<std::path::PathBuf>,
@@ -93,6 +98,10 @@ pub struct ServeArgs {
     /// Days audit events are kept (0: forever); older ones are deleted every hour.
     #[arg(long, env = "PGPLANE_AUDIT_RETENTION", default_value_t = 90, value_name = "DAYS")]
     audit_retention: u32,
+    /// Seconds requests and reconcile passes in flight get to finish after SIGTERM or SIGINT;
+    /// passes still running then are cancelled (the next pass, on any process, carries on).
+    #[arg(long, env = "PGPLANE_SHUTDOWN_GRACE", default_value_t = pgplane_gateway::SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace: f64,
     /// Days drift events are kept (0: forever); older ones are deleted every hour.
     #[arg(long, env = "PGPLANE_DRIFT_RETENTION", default_value_t = 90, value_name = "DAYS")]
     drift_retention: u32,
@@ -135,6 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
         .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?;
 
+    let shutdown_grace = seconds(args.shutdown_grace, "shutdown-grace")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -143,6 +153,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(address) = args.metrics_listen {
+        let handle = pgplane_gateway::metrics::install().map_err(anyhow::Error::msg)?;
+        let listener =
+            tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        let (store, shutdown) = (store.clone(), stopped());
+        tasks.spawn(async move {
+            if let Err(e) = pgplane_gateway::metrics::serve_metrics(listener, handle, store, shutdown).await {
+                tracing::error!(error = %e, "metrics listener stopped with an error");
+            }
+        });
+    }
     let retention = Retention { audit_days: args.audit_retention, drift_days: args.drift_retention };
     tasks.spawn(retention.run(store.clone(), stopped()));
     let mut reconciler_stats = None;
@@ -156,6 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
             },
             target_policy: target_policy.clone(),
+            shutdown_grace,
         };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
         reconciler_stats = Some(reconciler.stats());
@@ -178,6 +201,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
             idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
             max_connections: args.max_client_connections.max(1),
+            shutdown_grace,
         };
         ensure_open_files(limits.max_connections);
         let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
@@ -212,9 +236,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     shutdown_signal().await;
-    tracing::info!("stopping");
+    tracing::info!(grace_s = shutdown_grace.as_secs_f64(), "stopping");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
     Ok(())
 }
 

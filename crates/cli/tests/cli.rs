@@ -74,6 +74,7 @@ impl Cli {
             .env_remove("PGPLANE_ACCESS_TOKEN")
             .env_remove("PGPLANE_ACCESS_TOKEN_FILE")
             .env_remove("PGPLANE_TARGET_PASSWORD")
+            .env_remove("PGPLANE_TARGET_PASSWORD_FILE")
             .env("PGPLANE_CONFIG", self.config_path())
             .envs(env.iter().copied())
             .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -398,30 +399,35 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
     let default_db = app.unique("defaultdb2");
     let port = app.target.port.to_string();
     let new_name = format!("cli-{}", app.suffix);
+    // The arguments of `databases create` for the second cluster, the password aside.
+    let create = |password_stdin: bool| {
+        let mut args = vec![
+            "databases",
+            "create",
+            new_name.as_str(),
+            "--host",
+            app.target.host.as_str(),
+            "--port",
+            port.as_str(),
+            "--user",
+            app.admin_user.as_str(),
+            "--primary-user",
+            primary.as_str(),
+            "--default-database",
+            default_db.as_str(),
+            "-o",
+            "json",
+            "--api-url",
+            app.base_url.as_str(),
+        ];
+        if password_stdin {
+            args.extend(["--password-stdin", "--tag", "cli,test"]);
+        }
+        args
+    };
     let created = cli
         .raw(
-            &[
-                "databases",
-                "create",
-                &new_name,
-                "--host",
-                &app.target.host,
-                "--port",
-                &port,
-                "--user",
-                &app.admin_user,
-                "--password-stdin",
-                "--primary-user",
-                &primary,
-                "--default-database",
-                &default_db,
-                "--tag",
-                "cli,test",
-                "-o",
-                "json",
-                "--api-url",
-                &app.base_url,
-            ],
+            &create(true),
             Some(&format!("{}\n", app.admin_password)),
             &[("PGPLANE_ACCESS_TOKEN", &app.token)],
         )
@@ -441,4 +447,18 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
     let gone = cli.run(&["databases", "get", new_id]).await;
     assert!(gone.failed().contains(": 404 "), "{}", gone.stderr);
     assert!(app.role_exists(&primary).await, "unregistering drops nothing on the target");
+
+    // Again, with the admin password in a file named by the environment (a container secret).
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let password_file = dir.path().join("target-password");
+    std::fs::write(&password_file, format!("{}\n", app.admin_password)).expect("write password file");
+    let password_file = password_file.to_string_lossy().into_owned();
+    let again = cli
+        .raw(
+            &create(false),
+            None,
+            &[("PGPLANE_ACCESS_TOKEN", &app.token), ("PGPLANE_TARGET_PASSWORD_FILE", &password_file)],
+        )
+        .await;
+    assert_eq!(again.json()["status"], "online", "registered with the password from the file");
 }

@@ -146,8 +146,10 @@ impl Authenticator {
     async fn authenticate(&self, token: &str, address: IpAddr) -> Result<Caller, ApiError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(found) = self.verified.get(&key) {
+            crate::metrics::token_cache(true);
             return self.confirm(key, found).await;
         }
+        crate::metrics::token_cache(false);
         if self.rejected.contains_key(&key) {
             return Err(ApiError::unauthorized());
         }

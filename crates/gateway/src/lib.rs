@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod failures;
 mod listing;
+pub mod metrics;
 mod openapi;
 mod probes;
 mod rate;
@@ -80,7 +81,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish
-/// (up to [`SHUTDOWN_GRACE`]); `limits` bound slow, idle and too many connections.
+/// (up to `limits.shutdown_grace`); `limits` bound slow, idle and too many connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,

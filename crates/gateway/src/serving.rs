@@ -3,7 +3,8 @@
 //! connections wait in the listen backlog), a time limit for a request's headers (and for the
 //! TLS handshake), and an idle timeout for connections with no request in flight. Each request
 //! carries its TCP peer as axum's `ConnectInfo<SocketAddr>`. On stop, accepting ends, idle
-//! connections close and requests in flight finish (for up to [`SHUTDOWN_GRACE`]).
+//! connections close and requests in flight finish (for up to the limits' shutdown grace,
+//! [`SHUTDOWN_GRACE`] unless configured).
 //!
 //! hyper starts the header timer when it begins to wait for a request head, which on a
 //! keep-alive HTTP/1.1 connection is right after the previous answer: there, the header read
@@ -27,7 +28,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// How long requests in flight may run on after a stop.
+/// How long requests in flight may run on after a stop, unless configured otherwise.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Limits on connections.
@@ -39,6 +40,8 @@ pub struct ServeLimits {
     pub idle_timeout: Duration,
     /// Connections open at once; more wait until one closes.
     pub max_connections: usize,
+    /// After a stop, how long requests in flight may run on before the server stops anyway.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServeLimits {
@@ -47,6 +50,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -87,7 +91,7 @@ pub(crate) async fn serve_connections(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, open.acquire_many(max)).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, open.acquire_many(max)).await.is_err() {
         tracing::warn!("requests still in flight after the shutdown grace period; stopping anyway");
     }
     Ok(())

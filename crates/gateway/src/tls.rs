@@ -32,7 +32,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, with the same connection
 /// limits as plain HTTP (the TLS handshake must end within the header read timeout), then lets
-/// requests in flight finish (up to [`crate::SHUTDOWN_GRACE`]).
+/// requests in flight finish (up to `limits.shutdown_grace`).
 pub async fn serve_tls(
     listener: std::net::TcpListener,
     app: axum::Router,

@@ -2,6 +2,10 @@
 //! that are due (changed, retry time come, or not looked at for a resync interval), and runs
 //! one pass per due cluster, in parallel up to a bound. A session-level advisory lock on the
 //! metadata DB makes sure that two pgplane processes never work on the same cluster at once.
+//! On stop, passes in flight get a grace period to end; those still running then are
+//! cancelled at their next await point (passes are idempotent: the next one, here or in
+//! another process, observes the target and carries on) and their locks are released by
+//! closing the sessions that hold them.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -16,6 +20,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassSummary};
 use crate::policy::TargetPolicy;
 use crate::slots::Slots;
@@ -36,6 +41,8 @@ pub struct ReconcilerConfig {
     pub session_limits: SessionLimits,
     /// Where targets may be.
     pub target_policy: TargetPolicy,
+    /// After a stop, how long passes in flight may run on before they are cancelled.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -46,6 +53,7 @@ impl Default for ReconcilerConfig {
             max_passes_per_team: 0,
             session_limits: SessionLimits::default(),
             target_policy: TargetPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +95,8 @@ pub(crate) struct Shared {
     finished_at: Mutex<HashMap<Uuid, Instant>>,
     /// The pass slots, shared between teams.
     slots: Slots,
+    /// Which targets this process's passes reached, for the metrics.
+    reachability: Reachability,
 }
 
 /// The reconciler. Cheap to clone.
@@ -107,15 +117,18 @@ impl Reconciler {
                 finished_at: Mutex::new(HashMap::new()),
                 slots: Slots::new(config.max_concurrent_passes, config.max_passes_per_team),
                 config,
+                reachability: Reachability::default(),
             }),
         }
     }
 
-    /// Runs until `shutdown` completes, then waits for passes in flight to finish.
+    /// Runs until `shutdown` completes, then waits for passes in flight to finish (up to the
+    /// configured grace; the rest are cancelled).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
         let (max, per_team) = shared.slots.limits();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let mut passes = tokio::task::JoinSet::new();
         let mut listener: Option<PgListener> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,6 +141,8 @@ impl Reconciler {
         );
         loop {
             shared.stats.beat();
+            shared.reachability.export(shared.config.resync_interval * 2);
+            while passes.try_join_next().is_some() {}
             if listener.is_none() {
                 listener = listen(&shared.store).await;
             }
@@ -162,7 +177,7 @@ impl Reconciler {
                 }
                 let shared = self.shared.clone();
                 let done_tx = done_tx.clone();
-                tokio::spawn(async move {
+                passes.spawn(async move {
                     let _slot = shared.slots.acquire(team_id).await;
                     if let Err(e) = locked_pass(&shared, cluster_id, false).await {
                         tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
@@ -174,7 +189,18 @@ impl Reconciler {
                 });
             }
         }
-        shared.slots.drain().await;
+        let grace = shared.config.shutdown_grace;
+        let drained =
+            tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                passes = passes.len(),
+                grace_s = grace.as_secs_f64(),
+                "passes still running after the shutdown grace period; cancelling them"
+            );
+            passes.abort_all();
+            while passes.join_next().await.is_some() {}
+        }
         tracing::info!("reconciler stopped");
     }
 
@@ -226,10 +252,12 @@ const PASSES_IN_A_ROW: usize = 32;
 async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
     let (hi, lo) = cluster_id.as_u64_pair();
     let key = (hi ^ lo) as i64;
-    let mut conn = shared.store.pool().acquire().await?;
+    let mut lock = LockSession(Some(shared.store.pool().acquire().await?));
+    let conn = lock.0.as_mut().expect("the session is there until the end");
     let locked: bool =
-        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut **conn).await?;
     if !locked {
+        lock.release();
         return Ok(());
     }
     let mut result = Ok(());
@@ -243,12 +271,32 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
             }
         }
     }
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
-    if unlocked.is_err() {
-        // The session may be broken; closing it releases the lock.
-        let _ = conn.detach();
+    let conn = lock.0.as_mut().expect("the session is there until the end");
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut **conn).await;
+    if unlocked.is_ok() {
+        lock.release();
     }
     result
+}
+
+/// The metadata session that holds a cluster's advisory lock. Unless released after a clean
+/// unlock, it is closed when dropped (a cancelled pass, a failed unlock), which releases the
+/// lock, rather than going back to the pool still holding it.
+struct LockSession(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl LockSession {
+    /// Gives the session back to the pool: it holds no lock.
+    fn release(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for LockSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
@@ -274,9 +322,20 @@ async fn bounded_pass(
         }
     };
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
+    let outcome = match &result {
+        Err(_) => "error",
+        Ok(s) if s.gone => "gone",
+        Ok(s) if s.idle => "idle",
+        Ok(s) if s.reached => "reached",
+        Ok(_) => "unreachable",
+    };
+    crate::metrics::pass(outcome, started.elapsed());
     let summary = result?;
     if summary.gone {
         shared.pools.retain(|id| *id != cluster_id);
+        shared.reachability.forget(cluster_id);
+    } else if !summary.idle {
+        shared.reachability.record(cluster_id, summary.reached);
     }
     // What one pass costs (the benchmarks read this); debug, as it comes every resync interval.
     tracing::debug!(

@@ -6,6 +6,7 @@
 mod apply;
 mod controller;
 mod error;
+pub mod metrics;
 mod observe;
 mod pass;
 mod plan;

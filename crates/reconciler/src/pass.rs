@@ -43,6 +43,8 @@ pub(crate) struct PassSummary {
     pub reached: bool,
     /// The cluster no longer exists.
     pub gone: bool,
+    /// Nothing was left to do: the target was not contacted.
+    pub idle: bool,
     /// The cluster's desired state changed during the pass: another one is due at once.
     pub more: bool,
 }
@@ -140,6 +142,7 @@ pub(crate) async fn run_pass(
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     if !full && users.is_empty() && databases.is_empty() {
         // Whatever bumped the generation is applied already.
+        summary.idle = true;
         summary.end(finish(shared, &cluster, false, None, None).await?);
         return Ok(summary);
     }
@@ -534,6 +537,7 @@ async fn report_drift(
     outcome: &Outcome,
 ) -> Result<(), pgplane_core::Error> {
     let repaired = *outcome == Outcome::Applied;
+    crate::metrics::drift(kind.noun(), repaired);
     tracing::warn!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, drift = found, repaired, "drift found");
     shared.store.record_drift(cluster.cluster_id, kind, name, found, repaired).await
 }
@@ -602,6 +606,7 @@ fn conclude<'a>(
     if step.changes_target() {
         ledger.changes += 1;
         let ok = matches!(outcome, Outcome::Applied | Outcome::Dropped);
+        crate::metrics::ddl(step_name(step), ok);
         tracing::info!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, step = step_name(step), ok, "step");
     }
     let in_sync = object.applied_generation == object.generation;

@@ -80,11 +80,6 @@ impl Slots {
         }
     }
 
-    /// Waits until every slot is free (at shutdown, once no new passes start).
-    pub async fn drain(&self) {
-        let _ = self.free.acquire_many(self.total as u32).await;
-    }
-
     /// The slots `team_id` holds or has claimed.
     #[cfg(test)]
     fn held_by(&self, team_id: Uuid) -> usize {

@@ -162,6 +162,7 @@ impl TestApp {
                 max_passes_per_team: 0,
                 session_limits: SessionLimits::default(),
                 target_policy: options.target_policy.clone(),
+                ..ReconcilerConfig::default()
             },
         );
         let stats = reconciler.stats();

@@ -20,3 +20,17 @@ pub fn unique_suffix() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), 8).to_lowercase()
 }
+
+/// The Python of the virtual environment `make test` creates (PyDo, pytest, the Prometheus
+/// parser, openapi-spec-validator), or PGPLANE_PYTHON.
+pub fn python() -> std::path::PathBuf {
+    let path = std::env::var_os("PGPLANE_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+    });
+    assert!(
+        path.exists(),
+        "{} is missing: `make test` creates the virtual environment (or set PGPLANE_PYTHON)",
+        path.display()
+    );
+    path
+}

@@ -82,8 +82,8 @@ struct CreateCluster {
     #[arg(long)]
     user: String,
     /// Read the admin role's password from standard input (a hidden prompt on a terminal).
-    /// Without it the password is taken from PGPLANE_TARGET_PASSWORD, else it is empty (for
-    /// trust or peer authentication).
+    /// Without it the password is read from the file PGPLANE_TARGET_PASSWORD_FILE names, else
+    /// taken from PGPLANE_TARGET_PASSWORD, else it is empty (for trust or peer authentication).
     #[arg(long)]
     password_stdin: bool,
     /// sslmode of the admin connection.
@@ -337,6 +337,8 @@ impl CreateCluster {
     fn body(&self) -> anyhow::Result<Value> {
         let password = if self.password_stdin {
             prompt::read_secret("admin password")?
+        } else if let Some(path) = std::env::var_os("PGPLANE_TARGET_PASSWORD_FILE") {
+            crate::config::read_secret_file(std::path::Path::new(&path), "target admin password")?
         } else {
             std::env::var("PGPLANE_TARGET_PASSWORD").unwrap_or_default()
         };

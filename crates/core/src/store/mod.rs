@@ -21,7 +21,7 @@ use crate::error::Result;
 
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
-pub use objects::ObjectKind;
+pub use objects::{ObjectCounts, ObjectKind};
 pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
 pub use retention::EventLog;
 pub use rotation::Rotation;

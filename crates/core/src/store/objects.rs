@@ -33,7 +33,31 @@ impl ObjectKind {
     }
 }
 
+/// How many objects, over every cluster, are waiting to be applied, carry an error, or are in
+/// conflict with a same-named object pgplane does not own (for the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectCounts {
+    pub pending: i64,
+    pub failed: i64,
+    pub conflict: i64,
+}
+
 impl Store {
+    /// Counts of unsettled objects of one kind, over every cluster: in conflict; else failed
+    /// (carrying an error); else pending (desired state not yet applied).
+    pub async fn object_counts(&self, kind: ObjectKind) -> Result<ObjectCounts> {
+        let sql = format!(
+            "select count(*) filter (where sync_status = 'conflict'),
+                    count(*) filter (where sync_status <> 'conflict' and last_error is not null),
+                    count(*) filter (where sync_status <> 'conflict' and last_error is null
+                                     and (sync_status = 'pending' or applied_generation < generation))
+             from {}",
+            kind.table()
+        );
+        let (conflict, failed, pending): (i64, i64, i64) = sqlx::query_as(&sql).fetch_one(&self.pool).await?;
+        Ok(ObjectCounts { pending, failed, conflict })
+    }
+
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
         self.objects(ObjectKind::User, cluster_id, false).await

@@ -30,6 +30,7 @@ use crate::audit;
 use crate::auth::{authenticate, authorize, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
+use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::request_id;
 use crate::state::AppState;
@@ -96,6 +97,8 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(from_fn(finish_errors))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
         )
+        // Outermost, so that it counts what the client gets (timeouts and errors included).
+        .layer(from_fn(metrics::track))
         .with_state(state)
 }
 
