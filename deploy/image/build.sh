@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds pgplane's container image (deploy/image/Dockerfile) as pgplane:latest (or $1): the
+# release binary, built here with the locked dependencies, in a build context of its own.
+# When no `debian:bookworm-slim` image is present (images cannot be pulled on the CI
+# machines), makes one from Debian packages first: debootstrap --variant=minbase bookworm
+# with ca-certificates, documentation and locales stripped, then `docker import`. Where
+# images can be pulled, `docker pull debian:bookworm-slim` first and that one is used.
+# Usage: deploy/image/build.sh [image-name]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+image="${1:-pgplane:latest}"
+base=debian:bookworm-slim
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  root="$(mktemp -d /var/tmp/pgplane-base-rootfs.XXXXXX)"
+  echo "building $base from Debian packages (takes a few minutes)"
+  debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$mirror" >"$root.log" 2>&1 \
+    || { tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; exit 1; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
+  tar -C "$root" -c . | docker import --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' \
+    --change 'LABEL pgplane.local-base=debootstrap' - "$base" >/dev/null
+  rm -rf "$root" "$root.log"
+  echo "built $base"
+fi
+
+# The binary: it links against glibc, so it is built on Debian 12 (or older) for bookworm.
+(cd "$repo" && cargo build --release --locked -p pgplane)
+context="$repo/target/image-context"
+rm -rf "$context" && mkdir -p "$context"
+cp "$repo/target/release/pgplane" "$context/pgplane"
+strip "$context/pgplane" 2>/dev/null || true
+# The classic builder (Debian's docker.io has no buildx) runs the RUN step on the host network.
+DOCKER_BUILDKIT=0 docker build --network host -q -f "$here/Dockerfile" -t "$image" "$context" >/dev/null
+rm -rf "$context"
+echo "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
