@@ -73,7 +73,13 @@ async fn wait_ready(http: &reqwest::Client, base: &str, what: &str, logs: impl F
 }
 
 /// A request with a token; returns the status and the JSON body (Null when empty).
-async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    http: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = http.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
@@ -93,20 +99,29 @@ async fn register(http: &reqwest::Client, base: &str, token: &str, target: &PgSe
             "sslmode": "disable", "primary_user": "doadmin", "default_database": "defaultdb",
         }
     });
-    let (status, body) = call(http, token, reqwest::Method::POST, &format!("{base}/v2/databases"), Some(body)).await;
+    let (status, body) =
+        call(http, token, reqwest::Method::POST, &format!("{base}/v2/databases"), Some(body)).await;
     assert_eq!(status, 201, "registering the target: {body}");
     body["database"]["id"].as_str().expect("cluster id").to_string()
 }
 
 /// Creates a user through the API and checks that it can log in to the target with the
 /// password the API answered.
-async fn create_user_on_target(http: &reqwest::Client, base: &str, token: &str, cluster: &str, target: &PgServer, name: &str) {
+async fn create_user_on_target(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    cluster: &str,
+    target: &PgServer,
+    name: &str,
+) {
     let url = format!("{base}/v2/databases/{cluster}/users");
     let (status, body) = call(http, token, reqwest::Method::POST, &url, Some(json!({ "name": name }))).await;
     assert_eq!(status, 201, "creating {name}: {body}");
     let password = body["user"]["password"].as_str().expect("password");
     let admin = target.admin("postgres").await;
-    let rows = admin.query("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&name]).await.expect("pg_roles");
+    let rows =
+        admin.query("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&name]).await.expect("pg_roles");
     assert_eq!(rows.len(), 1, "{name} is not on the target");
     assert!(rows[0].get::<_, bool>(0), "{name} cannot log in");
     target.login(name, password, "defaultdb").await.expect("the new user logs in to the target");
@@ -124,7 +139,13 @@ async fn replicas_starting_together_migrate_the_schema_once() {
     }
     // A fresh server of the test's own: its log shows every statement each process sent.
     let server = OwnServer::start(17).await;
-    server.server.admin("postgres").await.batch_execute("CREATE DATABASE pgplane").await.expect("create database");
+    server
+        .server
+        .admin("postgres")
+        .await
+        .batch_execute("CREATE DATABASE pgplane")
+        .await
+        .expect("create database");
     let url = server.server.url("pgplane");
     // What `pgplane serve` does first is what `pgplane migrate` does (Store::migrate): four
     // replicas starting at once.
@@ -150,8 +171,15 @@ async fn replicas_starting_together_migrate_the_schema_once() {
     // Each migration ran once: the first one's first statement is in the log once, while all
     // four processes asked for the migration lock (the others waited, then found nothing to do).
     let log = server.server.log();
-    assert_eq!(log.matches("create table teams").count(), 1, "the first migration ran more than once:\n{log}");
-    assert!(log.matches("pg_advisory_lock(").count() >= 4, "not every process took the migration lock:\n{log}");
+    assert_eq!(
+        log.matches("create table teams").count(),
+        1,
+        "the first migration ran more than once:\n{log}"
+    );
+    assert!(
+        log.matches("pg_advisory_lock(").count() >= 4,
+        "not every process took the migration lock:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,20 +188,28 @@ async fn the_image_serves_the_api_against_real_servers() {
         return;
     }
     let image = image().await;
-    let config = docker(&["image", "inspect", "-f", "{{.Config.User}} {{json .Config.Entrypoint}}", &image]).await;
+    let config =
+        docker(&["image", "inspect", "-f", "{{.Config.User}} {{json .Config.Entrypoint}}", &image]).await;
     assert_eq!(
         succeeded("docker image inspect", &config).trim(),
         r#"10001:10001 ["/usr/local/bin/pgplane"]"#,
         "the image runs pgplane as uid 10001"
     );
-    let shell = docker(&["run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &image, "-c", "true"]).await;
+    let shell =
+        docker(&["run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &image, "-c", "true"]).await;
     assert!(!shell.status.success(), "the image has a shell");
     let size = docker(&["image", "inspect", "-f", "{{.Size}}", &image]).await;
     let size: f64 = succeeded("docker image inspect", &size).trim().parse().expect("size");
     eprintln!("image {image}: {:.1} MB", size / 1e6);
 
     let (metadata, target) = tokio::join!(OwnServer::start(15), OwnServer::start(17));
-    metadata.server.admin("postgres").await.batch_execute("CREATE DATABASE pgplane").await.expect("create database");
+    metadata
+        .server
+        .admin("postgres")
+        .await
+        .batch_execute("CREATE DATABASE pgplane")
+        .await
+        .expect("create database");
     let secrets = tempfile::tempdir().expect("tempdir");
     secret_file(secrets.path(), "database-url", &metadata.server.url("pgplane"));
     secret_file(secrets.path(), "secret-key", &Sealer::generate_key());
@@ -214,7 +250,10 @@ async fn the_image_serves_the_api_against_real_servers() {
     // The image logs JSON by default, one object a line.
     let log = logs();
     let first = log.lines().next().expect("a log line");
-    assert!(serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object()), "not a JSON log line: {first}");
+    assert!(
+        serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object()),
+        "not a JSON log line: {first}"
+    );
 }
 
 /// Removes a container when the test ends (also when it fails).
@@ -222,7 +261,11 @@ struct RemoveOnDrop(String);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-fv", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new("docker")
+            .args(["rm", "-fv", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -257,7 +300,11 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = self.command(&["down", "-v", "--remove-orphans"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .command(&["down", "-v", "--remove-orphans"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -290,9 +337,12 @@ async fn the_compose_stack_comes_up_works_and_keeps_its_data() {
     let base = format!("http://127.0.0.1:{api}");
     wait_ready(&http, &base, "the Compose stack", || stack.logs()).await;
     let token = last_line(
-        &stack.run(&["exec", "-T", "pgplane", "/usr/local/bin/pgplane", "token", "create", "--name", "compose"]).await,
+        &stack
+            .run(&["exec", "-T", "pgplane", "/usr/local/bin/pgplane", "token", "create", "--name", "compose"])
+            .await,
     );
-    let password = std::fs::read_to_string(stack.secrets.path().join("target-password")).expect("target password");
+    let password =
+        std::fs::read_to_string(stack.secrets.path().join("target-password")).expect("target password");
     let target = PgServer {
         host: "127.0.0.1".into(),
         port: target_port,
@@ -307,7 +357,9 @@ async fn the_compose_stack_comes_up_works_and_keeps_its_data() {
     // `down` removes the containers but keeps the volumes: after `up`, the same token, cluster
     // and user are still there.
     stack.run(&["down"]).await;
-    let left = docker(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", stack.project)]).await;
+    let left =
+        docker(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", stack.project)])
+            .await;
     assert_eq!(succeeded("docker ps", &left).trim(), "", "down left containers");
     stack.run(&["up", "-d"]).await;
     wait_ready(&http, &base, "the Compose stack, started again", || stack.logs()).await;
