@@ -45,14 +45,16 @@ image:
 	deploy/image/build.sh pgplane:latest
 
 ## compose-up: pgplane, its metadata PostgreSQL and a sample target with Docker Compose, API on
-## http://127.0.0.1:8080 (secrets made in deploy/compose/secrets on first use)
+## http://127.0.0.1:8080 (secrets made in deploy/compose/secrets on first use);
+## PGPLANE_COMPOSE_HOST_NETWORK=1 for machines with host networking only
+COMPOSE_FILES = $(if $(filter 1,$(PGPLANE_COMPOSE_HOST_NETWORK)),-f docker-compose.yml -f docker-compose.host.yml)
 compose-up:
 	deploy/compose/init-secrets.sh
-	cd deploy/compose && docker-compose up -d
+	cd deploy/compose && docker-compose $(COMPOSE_FILES) up -d
 
 ## compose-down: stop the Compose stack, keeping its data (docker-compose down -v deletes it)
 compose-down:
-	cd deploy/compose && docker-compose down
+	cd deploy/compose && docker-compose $(COMPOSE_FILES) down
 
 fmt:
 	cargo fmt --all
