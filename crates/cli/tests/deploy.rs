@@ -127,6 +127,13 @@ async fn create_user_on_target(
     target.login(name, password, "defaultdb").await.expect("the new user logs in to the target");
 }
 
+/// Creates the database `pgplane` on a fresh server; returns its URL (as the superuser).
+async fn metadata_database(server: &PgServer) -> String {
+    let admin = server.admin("postgres").await;
+    admin.batch_execute("CREATE DATABASE pgplane").await.expect("create the metadata database");
+    server.url("pgplane")
+}
+
 /// The last line a command printed (a token printed by `pgplane token create`).
 fn last_line(stdout: &str) -> String {
     stdout.lines().rfind(|l| !l.trim().is_empty()).expect("output").trim().to_string()
@@ -139,14 +146,7 @@ async fn replicas_starting_together_migrate_the_schema_once() {
     }
     // A fresh server of the test's own: its log shows every statement each process sent.
     let server = OwnServer::start(17).await;
-    server
-        .server
-        .admin("postgres")
-        .await
-        .batch_execute("CREATE DATABASE pgplane")
-        .await
-        .expect("create database");
-    let url = server.server.url("pgplane");
+    let url = metadata_database(&server.server).await;
     // What `pgplane serve` does first is what `pgplane migrate` does (Store::migrate): four
     // replicas starting at once.
     let starts = (0..4).map(|_| {
@@ -203,15 +203,8 @@ async fn the_image_serves_the_api_against_real_servers() {
     eprintln!("image {image}: {:.1} MB", size / 1e6);
 
     let (metadata, target) = tokio::join!(OwnServer::start(15), OwnServer::start(17));
-    metadata
-        .server
-        .admin("postgres")
-        .await
-        .batch_execute("CREATE DATABASE pgplane")
-        .await
-        .expect("create database");
     let secrets = tempfile::tempdir().expect("tempdir");
-    secret_file(secrets.path(), "database-url", &metadata.server.url("pgplane"));
+    secret_file(secrets.path(), "database-url", &metadata_database(&metadata.server).await);
     secret_file(secrets.path(), "secret-key", &Sealer::generate_key());
     let mount = format!("{}:/etc/pgplane:ro", secrets.path().display());
     let with_config = |args: &[&str]| -> Vec<String> {
