@@ -34,6 +34,8 @@ rm -rf "$context" && mkdir -p "$context"
 cp "$repo/target/release/pgplane" "$context/pgplane"
 strip "$context/pgplane" 2>/dev/null || true
 # The classic builder (Debian's docker.io has no buildx) runs the RUN step on the host network.
-DOCKER_BUILDKIT=0 docker build --network host -q -f "$here/Dockerfile" -t "$image" "$context" >/dev/null
+DOCKER_BUILDKIT=0 docker build --network host -q -f "$here/Dockerfile" -t "$image" "$context" \
+  >/dev/null 2>"$context.log" || { cat "$context.log" >&2; rm -rf "$context" "$context.log"; exit 1; }
+rm -f "$context.log"
 rm -rf "$context"
 echo "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
