@@ -32,10 +32,20 @@ fi
 context="$repo/target/image-context"
 rm -rf "$context" && mkdir -p "$context"
 cp "$repo/target/release/pgplane" "$context/pgplane"
-strip "$context/pgplane" 2>/dev/null || true
+strip "$context/pgplane"
+# bookworm has glibc 2.36: a binary built on a newer system would not start in the image.
+needs="$(objdump -T "$context/pgplane" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)"
+if [ "$(printf '%s\n' "$needs" 2.36 | sort -V | tail -n 1)" != 2.36 ]; then
+  echo "the binary needs glibc $needs, bookworm has 2.36: build it on Debian 12 or older" >&2
+  rm -rf "$context"; exit 1
+fi
+previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 # The classic builder (Debian's docker.io has no buildx) runs the RUN step on the host network.
 DOCKER_BUILDKIT=0 docker build --network host -q -f "$here/Dockerfile" -t "$image" "$context" \
   >/dev/null 2>"$context.log" || { cat "$context.log" >&2; rm -rf "$context" "$context.log"; exit 1; }
 rm -f "$context.log"
+# The image this one replaces (a build of older sources), unless something still uses it.
+current="$(docker image inspect -f '{{.Id}}' "$image")"
+[ -z "$previous" ] || [ "$previous" = "$current" ] || docker rmi "$previous" >/dev/null 2>&1 || true
 rm -rf "$context"
 echo "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
