@@ -1,20 +1,23 @@
 # pgplane developer commands. `make run` and `make test` work on a fresh machine (see README).
 
-.PHONY: run test test-prepare bench bench-prepare images fmt lint clean-test-containers
+.PHONY: run test test-prepare bench bench-prepare images image compose-up compose-down fmt lint clean-test-containers
 
 ## run: pgplane with a local metadata PostgreSQL and one target, API on 127.0.0.1:8080
 run:
 	deploy/dev/run.sh
 
-## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite)
+## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite,
+## the container image, the Compose stack and the Kubernetes manifests)
 test: test-prepare .venv/installed
 	cargo test --workspace --locked
 	$(MAKE) clean-test-containers
 
-## .venv: the Python environment of the PyDo compatibility suite (tests/pydo)
-.venv/installed: tests/pydo/requirements.txt
+## .venv: the Python environment of the PyDo compatibility suite (tests/pydo) and the
+## Kubernetes manifest check (deploy/kubernetes)
+.venv/installed: tests/pydo/requirements.txt deploy/kubernetes/requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt
+	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt \
+	  -r deploy/kubernetes/requirements.txt
 	touch $@
 
 ## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md
@@ -36,6 +39,22 @@ test-prepare:
 ## images: (re)build the PostgreSQL 15 and 17 test images if missing
 images:
 	deploy/images/build.sh 15 17
+
+## image: pgplane's container image, pgplane:latest (release build; see deploy/image)
+image:
+	deploy/image/build.sh pgplane:latest
+
+## compose-up: pgplane, its metadata PostgreSQL and a sample target with Docker Compose, API on
+## http://127.0.0.1:8080 (secrets made in deploy/compose/secrets on first use);
+## PGPLANE_COMPOSE_HOST_NETWORK=1 for machines with host networking only
+COMPOSE_FILES = $(if $(filter 1,$(PGPLANE_COMPOSE_HOST_NETWORK)),-f docker-compose.yml -f docker-compose.host.yml)
+compose-up:
+	deploy/compose/init-secrets.sh
+	cd deploy/compose && docker-compose $(COMPOSE_FILES) up -d
+
+## compose-down: stop the Compose stack, keeping its data (docker-compose down -v deletes it)
+compose-down:
+	cd deploy/compose && docker-compose $(COMPOSE_FILES) down
 
 fmt:
 	cargo fmt --all

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Makes this machine ready for the test suite: promtool (from Debian's prometheus package), a
-# Docker engine (installed from Debian's packages and started with host networking only, when
-# missing) and the locally built PostgreSQL 15 and 17 images the tests start through
-# testcontainers. Only promtool is installed when PGPLANE_TEST_PG_URL points the tests at an
-# existing PostgreSQL.
+# Makes this machine ready for the test suite: promtool (from Debian's prometheus package, for
+# the metrics and alert-rule checks), a Docker engine (installed from Debian's packages and
+# started with host networking only, when missing), docker-compose and kubectl (Debian's
+# docker-compose and kubernetes-client, for the deployment tests), the locally built PostgreSQL
+# 15 and 17 images the tests start through testcontainers, and pgplane's own image
+# (deploy/image/build.sh: a release build). Only promtool is installed when PGPLANE_TEST_PG_URL
+# points the tests at an existing PostgreSQL (the deployment tests then skip themselves).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
@@ -23,6 +25,9 @@ fi
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v strip >/dev/null 2>&1 || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "missing ${need[*]}: install them (as root: apt-get install ${need[*]})" >&2; exit 1; }
   echo "installing ${need[*]}"
@@ -39,3 +44,4 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 "$here/../images/build.sh" 15 17
+"$here/../image/build.sh" pgplane:latest

@@ -1,0 +1,153 @@
+"""Checks pgplane's Kubernetes manifests (run by crates/cli/tests/deploy.rs, or by hand with
+`.venv/bin/python deploy/kubernetes/check.py`): renders deploy/kubernetes with `kubectl
+kustomize`, validates every object against Kubernetes' published schemas (kubernetes-validate,
+strict: no unknown fields) for the oldest and newest versions checked, and checks what the
+deployment promises: replicas, probes, resources, a restrictive security context, a disruption
+budget, a network policy, a service account without a token, and secrets by reference only.
+The CloudNativePG example (a custom resource, whose schema Kubernetes does not publish) is
+checked for the fields the operator requires and for the names the Deployment relies on.
+Prints one line per check; exits 1 on the first failure."""
+
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import kubernetes_validate
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+# The oldest Kubernetes still supported by its upstream, and the newest the package knows.
+VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
+
+
+def fail(message):
+    print(f"FAIL: {message}")
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+    print(f"ok: {message}")
+
+
+def render():
+    if shutil.which("kubectl") is None:
+        # Without kubectl (a machine that skips deploy/dev/prepare-tests.sh), what this
+        # kustomization does by hand: its resources, in its namespace, with its image tag.
+        print("kubectl not found: rendering the kustomization's resources without it")
+        kustomization = yaml.safe_load((HERE / "kustomization.yaml").read_text())
+        objects = [d for r in kustomization["resources"] for d in yaml.safe_load_all((HERE / r).read_text()) if d]
+        for obj in objects:
+            if obj["kind"] != "Namespace":
+                obj["metadata"]["namespace"] = kustomization["namespace"]
+        (image,) = kustomization["images"]
+        for obj in objects:
+            for container in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if container["image"] == image["name"]:
+                    container["image"] = f"{image['name']}:{image['newTag']}"
+        return objects
+    out = subprocess.run(["kubectl", "kustomize", str(HERE)], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"kubectl kustomize: {out.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def validate(objects):
+    for version in VERSIONS:
+        for obj in objects:
+            name = f"{obj['kind']}/{obj['metadata']['name']}"
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                fail(f"{name} against Kubernetes {version}: {e.message} at {list(e.path)}")
+            except kubernetes_validate.SchemaNotFoundError:
+                fail(f"{name}: no schema in Kubernetes {version}")
+        print(f"ok: {len(objects)} objects valid against Kubernetes {version} (strict)")
+
+
+def one(objects, kind):
+    found = [o for o in objects if o["kind"] == kind]
+    check(len(found) == 1, f"exactly one {kind}")
+    return found[0]
+
+
+def check_deployment(objects):
+    kinds = sorted(o["kind"] for o in objects)
+    check("Secret" not in kinds, "no Secret values in the manifests (secrets by reference)")
+    deployment = one(objects, "Deployment")
+    check(deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "pgplane:0.1.0", "the image is pgplane, tagged with the release")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    check(spec["replicas"] >= 2, "the Deployment runs at least two replicas")
+    check(spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "rolling updates keep every replica until its successor is ready")
+    check(pod["automountServiceAccountToken"] is False, "no service account token in the pods")
+    check(pod["securityContext"]["runAsNonRoot"] is True, "the pod runs as non-root")
+    (container,) = pod["containers"]
+    probes = {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")}
+    check(probes == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}, "liveness on /healthz, readiness on /readyz")
+    context = container["securityContext"]
+    check(context["readOnlyRootFilesystem"] is True, "read-only root file system")
+    check(context["allowPrivilegeEscalation"] is False, "no privilege escalation")
+    check(context["capabilities"]["drop"] == ["ALL"], "every capability dropped")
+    check(context["runAsUser"] != 0 and context["runAsNonRoot"] is True, "the container runs as a non-root user")
+    resources = container["resources"]
+    for part in ("requests", "limits"):
+        check({"cpu", "memory"} <= set(resources[part]), f"cpu and memory {part}")
+    check(mebibytes(resources["requests"]["memory"]) >= 64, "the memory request covers the benchmark's peak (64 MiB)")
+    check(mebibytes(resources["limits"]["memory"]) > mebibytes(resources["requests"]["memory"]), "the memory limit leaves headroom above the request")
+    env = {e["name"]: e for e in container.get("env", [])}
+    check(all("value" not in env[n] or "/" in env[n]["value"] for n in env if "SECRET" in n or "DATABASE_URL" in n),
+          "secrets reach pgplane as file paths, never as values")
+    check({"PGPLANE_DATABASE_URL_FILE", "PGPLANE_SECRET_KEY_FILE"} <= set(env), "database URL and sealing key given as files")
+    secrets = {s["secret"]["name"] for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
+    check(secrets == {"pgplane", "pgplane-metadata-app"}, "secrets referenced by name: pgplane, pgplane-metadata-app")
+
+    service = one(objects, "Service")
+    check(service["spec"]["selector"].items() <= labels.items(), "the Service selects the Deployment's pods")
+    budget = one(objects, "PodDisruptionBudget")
+    check(budget["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the PodDisruptionBudget selects the pods")
+    check(budget["spec"].get("minAvailable", 0) >= 1, "a disruption leaves at least one replica")
+    policy = one(objects, "NetworkPolicy")
+    check(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), "the NetworkPolicy selects the pods")
+    check(sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"], "the NetworkPolicy restricts both directions")
+    account = one(objects, "ServiceAccount")
+    check(pod["serviceAccountName"] == account["metadata"]["name"], "the pods use pgplane's own service account")
+    check(all(o["metadata"].get("namespace") == "pgplane" for o in objects if o["kind"] != "Namespace"), "everything in the pgplane namespace")
+    return policy
+
+
+def mebibytes(quantity):
+    units = {"Mi": 1, "Gi": 1024}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def check_cloudnativepg(policy):
+    docs = [d for d in yaml.safe_load_all((HERE / "cloudnativepg" / "cluster.yaml").read_text()) if d]
+    clusters = [d for d in docs if d.get("kind") == "Cluster"]
+    check(len(clusters) == 1 and clusters[0]["apiVersion"] == "postgresql.cnpg.io/v1", "one CloudNativePG Cluster (postgresql.cnpg.io/v1)")
+    cluster = clusters[0]
+    spec = cluster["spec"]
+    check(spec["instances"] >= 3, "the metadata database runs three instances (a primary and two standbys)")
+    check(spec["storage"]["size"], "the Cluster has storage")
+    owner = spec["bootstrap"]["initdb"]["owner"]
+    check(owner and spec["bootstrap"]["initdb"]["database"], "the Cluster bootstraps pgplane's database and its owner")
+    check(spec["backup"]["barmanObjectStore"]["destinationPath"], "the Cluster backs up to object storage")
+    backups = [d for d in docs if d.get("kind") == "ScheduledBackup"]
+    check(len(backups) == 1 and backups[0]["spec"]["cluster"]["name"] == cluster["metadata"]["name"], "a ScheduledBackup of that Cluster")
+    # CloudNativePG names the application user's Secret <cluster>-app and labels the pods
+    # cnpg.io/cluster=<cluster>: the Deployment and the NetworkPolicy rely on both.
+    deployment = (HERE / "deployment.yaml").read_text()
+    check(f"name: {cluster['metadata']['name']}-app" in deployment, "the Deployment reads the Cluster's application Secret")
+    egress_pods = [p["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for p in rule["to"] if "podSelector" in p]
+    check({"cnpg.io/cluster": cluster["metadata"]["name"]} in egress_pods, "the NetworkPolicy lets pgplane reach the Cluster's pods")
+
+
+if __name__ == "__main__":
+    objects = render()
+    validate(objects)
+    policy = check_deployment(objects)
+    check_cloudnativepg(policy)
+    print("all manifest checks passed")
