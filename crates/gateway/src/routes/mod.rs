@@ -1,6 +1,7 @@
 //! The route table and the layers around it, plus what handlers share: finding the caller's
 //! cluster and waiting for a write to settle on the target.
 
+mod account;
 mod audit_events;
 mod clusters;
 mod dbs;
@@ -27,6 +28,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::console;
 use crate::auth::{authenticate, authorize, Caller};
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
@@ -51,6 +53,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
+        .routes(routes!(account::get))
 }
 
 /// Health and the API document, open to all.
@@ -79,6 +82,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .merge(public())
         .split_for_parts();
+    let routes = if state.config.console { routes.merge(console::router()) } else { routes };
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -94,6 +98,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(from_fn(finish_errors))
+                .layer(from_fn(console::api_headers))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
         )
         .with_state(state)
@@ -299,6 +304,7 @@ mod tests {
             "delete /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /healthz",
             "get /readyz",
+            "get /v2/account",
             "get /v2/audit_events",
             "get /v2/databases",
             "get /v2/databases/{database_cluster_uuid}",
