@@ -6,15 +6,17 @@
 run:
 	deploy/dev/run.sh
 
-## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite)
+## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite,
+## the console in headless Chromium)
 test: test-prepare .venv/installed
 	cargo test --workspace --locked
 	$(MAKE) clean-test-containers
 
-## .venv: the Python environment of the PyDo compatibility suite (tests/pydo)
-.venv/installed: tests/pydo/requirements.txt
+## .venv: the Python environment of the PyDo compatibility suite (tests/pydo) and the console's
+## browser suite (tests/console)
+.venv/installed: tests/pydo/requirements.txt tests/console/requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt
+	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt -r tests/console/requirements.txt
 	touch $@
 
 ## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md

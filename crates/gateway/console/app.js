@@ -23,7 +23,7 @@ function signInPage(reason) {
   const button = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
   const form = h('form', { class: 'sign-in', id: 'sign-in' },
     h('h1', { tabindex: -1 }, 'Sign in to pgplane'),
-    h('p', {}, 'Paste an API token (issued with `pgplane admin token create`). It is checked against the API now and kept only until this browser tab\'s session ends or you sign out.'),
+    h('p', {}, 'Paste an API token (issued with `pgplane token create`). It is checked against the API now and kept only until this browser tab\'s session ends or you sign out.'),
     h('label', { for: 'token' }, 'API token'), input, button, error);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();

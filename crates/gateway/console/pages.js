@@ -368,7 +368,7 @@ function insightsTab(body, alive, cluster) {
     const { drift_events: events } = await api('GET', path('databases', id, 'drift'));
     clear(driftBox, table('Drift events', ['Found', 'Kind', 'Name', 'What', 'Repaired'], events.map((e) => h('tr', {},
       h('td', {}, when(e.found_at)), h('td', {}, e.kind), h('td', { class: 'name' }, e.name),
-      h('td', {}, e.description), h('td', {}, e.repaired_at ? when(e.repaired_at) : 'not yet')))), 'No drift found.'));
+      h('td', {}, e.description), h('td', {}, e.repaired_at ? when(e.repaired_at) : 'not yet'))), 'No drift found.'));
     return false;
   }, driftErrors);
   return (async () => {
@@ -396,7 +396,7 @@ export async function auditPage(main, alive) {
     clear(list, table('Audit events', ['When', 'Action', 'Object', 'Status', 'Token', 'Request id'], events.map((e) => h('tr', {},
       h('td', {}, when(e.at)), h('td', {}, e.action), h('td', { class: 'name' }, e.object || ''),
       h('td', {}, h('span', { class: e.status < 400 ? 'badge ready' : 'badge pending' }, String(e.status))),
-      h('td', {}, h('code', {}, e.token_id)), h('td', {}, h('code', {}, e.request_id || ''))))), 'No events yet.'));
+      h('td', {}, h('code', {}, e.token_id)), h('td', {}, h('code', {}, e.request_id || '')))), 'No events yet.'));
     return false;
   }, errors);
 }
