@@ -16,7 +16,7 @@ test: test-prepare .venv/installed
 ## browser suite (tests/console)
 .venv/installed: tests/pydo/requirements.txt tests/console/requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt -r tests/console/requirements.txt
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt -r tests/console/requirements.txt
 	touch $@
 
 ## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md

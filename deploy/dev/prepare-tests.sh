@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-install() {
+apt_install() {
   [ "$(id -u)" = 0 ] || { echo "missing $*: install them (as root: apt-get install $*)" >&2; exit 1; }
   echo "installing $*"
   apt-get update -q >/dev/null
@@ -17,7 +17,7 @@ install() {
 browser=()
 [ -x /usr/bin/chromium ] || browser+=(chromium)
 [ -x /usr/bin/chromedriver ] || browser+=(chromium-driver)
-[ ${#browser[@]} -eq 0 ] || install "${browser[@]}"
+[ ${#browser[@]} -eq 0 ] || apt_install "${browser[@]}"
 
 if [ -n "${PGPLANE_TEST_PG_URL:-}" ]; then
   echo "PGPLANE_TEST_PG_URL is set: tests use that server, no containers needed"
@@ -27,7 +27,7 @@ fi
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-[ ${#need[@]} -eq 0 ] || install "${need[@]}"
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 if ! docker info >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || { echo "the Docker engine is not running; start it (dockerd --bridge=none --iptables=false)" >&2; exit 1; }

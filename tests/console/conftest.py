@@ -25,7 +25,7 @@ CHROMIUM_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--no-default-browser-check", "--disable-default-apps", "--disable-extensions",
-    "--disable-quic", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--disable-quic", "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
     "--window-size=1280,1000",
 ]
 

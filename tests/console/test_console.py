@@ -40,7 +40,7 @@ def test_a_bad_token_is_refused_and_not_kept(browser):
 def test_a_good_token_signs_in_for_the_session_only_and_sign_out_forgets_it(browser):
     sign_in(browser)
     cluster = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, f"tr[data-cluster='{ENV['PGPLANE_CLUSTER_ID']}']")))
-    assert unique("c") in cluster.text and "PostgreSQL 15" in cluster.text and "online" in cluster.text
+    assert f"c-{ENV['PGPLANE_SUFFIX']}" in cluster.text and "PostgreSQL 15" in cluster.text and "online" in cluster.text
     assert ENV["PGPLANE_TOKEN"] not in browser.current_url
     assert browser.execute_script("return sessionStorage.getItem('pgplane.token')") == ENV["PGPLANE_TOKEN"]
     assert browser.execute_script("return localStorage.length") == 0
