@@ -215,3 +215,35 @@ def test_drift_unmanaged_roles_and_the_audit_log_are_shown(browser, target):
     assert browser.find_element(By.CSS_SELECTOR, "#unmanaged").text.count(audited) == 0
     browser.execute_script("location.hash = '#/audit'")
     wait(browser, lambda d: any(audited in r.text for r in d.find_elements(By.CSS_SELECTOR, "main tbody tr")))
+
+
+def test_a_narrow_window_and_the_keyboard_alone_are_enough(browser, target):
+    name = unique("keyed")
+    browser.set_window_size(380, 900)
+    sign_in(browser)
+    open_tab(browser, "users")
+    wait(browser, lambda d: row(d, "user", ENV["PGPLANE_PRIMARY_USER"]))
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    # Add a user, open its More menu and delete it with the keyboard only.
+    field = browser.find_element(By.ID, "new-user")
+    field.click()
+    field.send_keys(name + Keys.ENTER)
+    summary = wait(browser, lambda d: row(d, "user", name) and row(d, "user", name).find_element(By.CSS_SELECTOR, "summary"))
+    browser.execute_script("arguments[0].focus()", summary)
+    summary.send_keys(Keys.ENTER)
+    focused = browser.switch_to.active_element
+    focused.send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.text == "Reset password"
+    focused.send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.text == "Delete"
+    focused.send_keys(Keys.ENTER)
+    wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog[open]")))
+    assert browser.switch_to.active_element.text == "Cancel"
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("data-confirm") is not None
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser, lambda d: row(d, "user", name) is None)
+    assert browser.find_elements(By.CSS_SELECTOR, "dialog[open]") == []
+    assert target.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone() is None

@@ -307,7 +307,7 @@ function usersTab(body, alive, cluster) {
       done: (answer) => {
         const password = answer && answer.user && answer.user.password;
         if (password) {
-          secretDialog({ title: `New password of ${name}`, message: 'Copy it now: it is shown only here and in the connection details.', secret: password });
+          secretDialog({ title: `New password of ${name}`, message: 'Copy it now and give it to whatever connects as this user: the old password no longer works.', secret: password });
         } else {
           actionErrors.show(new Error(`The password of ${name} was reset; your token cannot view credentials, so it is not shown.`));
         }
