@@ -13,7 +13,8 @@ async fn the_console_is_served_with_a_strict_policy_and_needs_no_token_for_its_f
     let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
     let page = app.http.get(format!("{}/", app.base_url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let header = |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let header =
+        |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     assert!(header("content-type").starts_with("text/html"));
     let csp = header("content-security-policy");
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");

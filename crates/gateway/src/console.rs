@@ -37,10 +37,7 @@ const INDEX: &str = include_str!("../console/index.html");
 
 /// The console's routes (merged into the application unless the console is switched off).
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route("/console/{file}", get(asset))
-        .layer(from_fn(console_headers))
+    Router::new().route("/", get(index)).route("/console/{file}", get(asset)).layer(from_fn(console_headers))
 }
 
 async fn index() -> Response {
@@ -108,7 +105,9 @@ mod tests {
     #[test]
     fn scripts_never_parse_html_or_evaluate_code() {
         for (name, _, body) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
-            for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+            for banned in
+                ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"]
+            {
                 assert!(!body.contains(banned), "{name} uses {banned}");
             }
             assert!(!body.contains("localStorage"), "{name} keeps data beyond the browser session");

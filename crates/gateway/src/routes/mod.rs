@@ -28,8 +28,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::console;
 use crate::auth::{authenticate, authorize, Caller};
+use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
 use crate::openapi::ApiDoc;
