@@ -136,9 +136,13 @@ export function secretDialog({ title, message, secret }) {
     h('p', {}, message),
     h('p', { class: 'secret' }, h('code', { class: 'new-password' }, secret), ' ', copyButton(() => secret)),
     h('div', { class: 'buttons' }, ok));
+  const opener = document.activeElement;
   const close = () => { dialog.close(); dialog.remove(); };
   ok.addEventListener('click', close);
-  dialog.addEventListener('close', () => dialog.remove());
+  dialog.addEventListener('close', () => {
+    dialog.remove();
+    if (opener && opener.isConnected) opener.focus();
+  });
   document.body.append(dialog);
   dialog.showModal();
   ok.focus();

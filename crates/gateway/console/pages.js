@@ -33,20 +33,43 @@ function status(value, lastError) {
     lastError && s !== 'ready' ? h('span', { class: 'last-error' }, lastError) : null);
 }
 
+const ROW_KEYS = ['data-user', 'data-db', 'data-cluster'];
+const FOCUSABLE = 'a, button, summary, input, select';
+
+/** Where keyboard focus is, as a table row's key and the position among the row's controls
+ * (rows are rebuilt on refresh; this finds the same control in the new row). */
+function saveFocus() {
+  const active = document.activeElement;
+  const tr = active && active.closest && active.closest('tr');
+  const attr = tr && ROW_KEYS.find((a) => tr.hasAttribute(a));
+  if (!attr) return null;
+  return { active, attr, key: tr.getAttribute(attr), index: [...tr.querySelectorAll(FOCUSABLE)].indexOf(active) };
+}
+
+function restoreFocus(saved) {
+  if (!saved || saved.active.isConnected) return;
+  const tr = [...document.querySelectorAll(`tr[${saved.attr}]`)].find((r) => r.getAttribute(saved.attr) === saved.key);
+  const target = tr && tr.querySelectorAll(FOCUSABLE)[saved.index];
+  if (target) target.focus();
+}
+
 /** Runs `load` now and again every second while it reports something busy, else every 5 s,
- * for as long as `alive()` holds; skipped while a menu or dialog is open. */
+ * for as long as `alive()` holds; skipped while a menu or dialog is open; keyboard focus stays
+ * on the same control. */
 function keepFresh(alive, load, errors) {
   let busy = false;
   const tick = async () => {
     if (!alive()) return;
     const interacting = document.querySelector('details.more[open], dialog[open]');
     if (!interacting) {
+      const focus = saveFocus();
       try {
         busy = await load();
         errors.show(null);
       } catch (e) {
         errors.show(e);
       }
+      restoreFocus(focus);
     }
     if (alive()) setTimeout(tick, busy ? BUSY_POLL_MS : IDLE_POLL_MS);
   };
@@ -230,17 +253,23 @@ function moreMenu(label, items) {
   return menu;
 }
 
-/** A password cell: hidden until shown. */
-function passwordCell(password) {
+/** A password cell: hidden until shown; `revealed` (names) keeps the choice across refreshes. */
+function passwordCell(name, password, revealed) {
   if (password == null) return h('td', { class: 'muted' }, '—');
-  const code = h('code', { class: 'password' }, MASK);
-  const toggle = h('button', { type: 'button', class: 'link show-password', 'aria-pressed': 'false' }, 'show');
+  const code = h('code', { class: 'password' });
+  const toggle = h('button', { type: 'button', class: 'link show-password' });
+  const paint = () => {
+    const showing = revealed.has(name);
+    code.textContent = showing ? password : MASK;
+    toggle.textContent = showing ? 'hide' : 'show';
+    toggle.setAttribute('aria-pressed', String(showing));
+  };
   toggle.addEventListener('click', () => {
-    const showing = code.textContent !== MASK;
-    code.textContent = showing ? MASK : password;
-    toggle.textContent = showing ? 'show' : 'hide';
-    toggle.setAttribute('aria-pressed', String(!showing));
+    if (revealed.has(name)) revealed.delete(name);
+    else revealed.add(name);
+    paint();
   });
+  paint();
   return h('td', {}, code, ' ', toggle, ' ', copyButton(() => password));
 }
 
@@ -251,6 +280,8 @@ function usersTab(body, alive, cluster) {
   const dbsBox = h('div', { id: 'dbs' });
   const actionErrors = alertBox();
   const seesPasswords = can(CREDENTIALS);
+  /** Users whose password is shown. */
+  const revealed = new Set();
   let refresh = async () => false;
 
   const userRows = (users) => users.map((u) => {
@@ -264,7 +295,7 @@ function usersTab(body, alive, cluster) {
       h('td', { class: 'name' }, u.name),
       h('td', {}, primary ? 'primary' : 'normal'),
       status(u.status, u.last_error),
-      seesPasswords ? passwordCell(u.password) : null,
+      seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
       h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
   });
   const dbRows = (dbs) => dbs.map((d) => {
@@ -327,7 +358,12 @@ function usersTab(body, alive, cluster) {
       confirmLabel: `Delete ${kind}`,
       danger: true,
       action: () => api('DELETE', path('databases', id, segment, name)),
-      done: () => refresh(),
+      done: async () => {
+        await refresh();
+        // The row is gone: keyboard focus goes to the section's add field, when there is one.
+        const field = document.getElementById(kind === 'user' ? 'new-user' : 'new-database');
+        if (field && document.activeElement === document.body) field.focus();
+      },
     });
   }
 
