@@ -75,11 +75,17 @@ def browser(request):
     profile = tempfile.TemporaryDirectory(prefix="pgplane-chromium-")
     for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile.name}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=ENV["PGPLANE_CHROMEDRIVER"]), options=options)
     driver.set_page_load_timeout(30)
     yield driver
     try:
         driver.save_screenshot(os.path.join(ENV["PGPLANE_SCREENSHOTS"], f"{request.node.name}.png"))
+        # The page never broke its own policy and never threw (refused API calls are logged by
+        # Chromium as failed loads; those are expected).
+        broken = [e["message"] for e in driver.get_log("browser")
+                  if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]
+        assert broken == [], broken
     finally:
         driver.quit()
         profile.cleanup()
