@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use pgplane_testkit::{AppOptions, TestApp};
 use reqwest::Method;
@@ -80,9 +81,8 @@ fn chromium() -> (PathBuf, PathBuf) {
     (find(&["/usr/bin/chromium"]), find(&["/usr/bin/chromedriver"]))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_works_in_a_real_browser() {
-    let app = TestApp::spawn(15).await;
+/// Runs one file of the browser suite against `app`; `extra` adds environment variables.
+async fn run_browser_suite(app: &TestApp, file: &str, extra: &[(&str, String)]) {
     let (browser, driver) = chromium();
     let reader = app.issue_token("default", &["database:read"]).await;
     let no_credentials = app
@@ -93,7 +93,7 @@ async fn the_console_works_in_a_real_browser() {
     std::fs::create_dir_all(&screenshots).expect("screenshot directory");
     let mut command = Command::new(crate::python());
     command
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/console"])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("tests/console/{file}")])
         .current_dir(&root)
         .env("PGPLANE_API_URL", &app.base_url)
         .env("PGPLANE_TOKEN", &app.token)
@@ -111,10 +111,60 @@ async fn the_console_works_in_a_real_browser() {
         .env("PGPLANE_CHROMEDRIVER", driver)
         .env("PGPLANE_SCREENSHOTS", &screenshots)
         .env("SE_OFFLINE", "true");
+    for (key, value) in extra {
+        command.env(key, value);
+    }
     let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pytest");
     let report =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the console's browser suite failed:\n{report}");
+    assert!(output.status.success(), "the console's browser suite ({file}) failed:\n{report}");
     assert!(report.contains(" passed") && !report.contains("skipped"), "{report}");
     eprintln!("{}", report.lines().last().unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let app = TestApp::spawn(15).await;
+    run_browser_suite(&app, "test_console.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_user_turns_ready_on_screen_by_itself() {
+    // A reconciler runs only for the registration; the user is added while none runs (its
+    // create answers pending after the 1 s apply timeout) and one starts once the browser saw
+    // it pending.
+    let mut app = TestApp::spawn_with(AppOptions {
+        register: false,
+        reconciler: false,
+        apply_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let registration = tokio::spawn(app.reconciler.clone().run(async {
+        let _ = stopped.await;
+    }));
+    app.register().await;
+    let _ = stop.send(());
+    registration.await.expect("reconciler stops");
+
+    let marker = std::env::temp_dir().join(format!("pgplane-console-pending-{}", app.suffix));
+    let _ = std::fs::remove_file(&marker);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (reconciler, seen) = (app.reconciler.clone(), marker.clone());
+    let later = tokio::spawn(async move {
+        while !seen.exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        reconciler
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    run_browser_suite(&app, "test_pending.py", &[("PGPLANE_PENDING_MARKER", marker.display().to_string())])
+        .await;
+    let _ = stop.send(());
+    let _ = std::fs::remove_file(&marker);
+    later.abort();
 }
