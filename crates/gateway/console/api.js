@@ -1,6 +1,6 @@
 // The console's only way to pgplane: the public /v2 API with the signed-in bearer token. The
 // token lives in memory and in sessionStorage (gone when the browser session ends), never in a
-// URL or in localStorage. Errors come back as ApiError with a message in plain words.
+// URL or in the browser's local storage. Errors come back as ApiError with a message in plain words.
 
 const KEY = 'pgplane.token';
 let token = sessionStorage.getItem(KEY);
@@ -16,12 +16,11 @@ export class ApiError extends Error {
 
 /** The API's own message, in a sentence that says what to do about it. */
 function plainWords(status, message, retryAfter) {
-  const detail = message ? ` (${message})` : '';
   switch (status) {
     case 401:
       return 'Your API token was not accepted: it is wrong, expired or revoked. Sign out and sign in with a valid token.';
     case 403:
-      return `Your API token's scopes do not allow this action${detail}.`;
+      return 'Your API token\'s scopes do not allow this action. Ask for a token with the scope it needs.';
     case 404:
       return message && !message.startsWith('The resource') ? message : 'It was not found: it may have been deleted, or it belongs to another team.';
     case 408:
