@@ -7,17 +7,18 @@ run:
 	deploy/dev/run.sh
 
 ## test: every test (unit, end-to-end against PostgreSQL 15 and 17 in containers, PyDo suite,
-## the container image, the Compose stack and the Kubernetes manifests)
+## the container image, the Compose stack, the Kubernetes manifests and the console in headless
+## Chromium)
 test: test-prepare .venv/installed
 	cargo test --workspace --locked
 	$(MAKE) clean-test-containers
 
-## .venv: the Python environment of the PyDo compatibility suite (tests/pydo) and the
-## Kubernetes manifest check (deploy/kubernetes)
-.venv/installed: tests/pydo/requirements.txt deploy/kubernetes/requirements.txt
+## .venv: the Python environment of the PyDo compatibility suite (tests/pydo), the console's
+## browser suite (tests/console) and the Kubernetes manifest check (deploy/kubernetes)
+.venv/installed: tests/pydo/requirements.txt tests/console/requirements.txt deploy/kubernetes/requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt \
-	  -r deploy/kubernetes/requirements.txt
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/pydo/requirements.txt \
+	  -r tests/console/requirements.txt -r deploy/kubernetes/requirements.txt
 	touch $@
 
 ## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md

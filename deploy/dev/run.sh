@@ -112,7 +112,11 @@ fi
 cat <<EOT
 
 pgplane is running on $api with the cluster "local" ($id).
-The admin token is in .pgplane/dev/admin-token. Try:
+The admin token is in .pgplane/dev/admin-token.
+
+Web console: $api/ (sign in by pasting the admin token; PGPLANE_NO_CONSOLE=1 turns it off)
+
+Or try the API:
 
   export TOKEN=\$(cat .pgplane/dev/admin-token)
   curl -s -H "Authorization: Bearer \$TOKEN" $api/v2/databases/$id/users

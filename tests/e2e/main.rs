@@ -5,6 +5,7 @@ mod abuse;
 mod auth;
 mod boundary;
 mod clusters;
+mod console;
 mod dbs;
 mod faults;
 mod fuzz;

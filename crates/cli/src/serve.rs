@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Run the reconciler only (no REST API).
     #[arg(long, env = "PGPLANE_NO_GATEWAY", conflicts_with = "no_reconciler")]
     no_gateway: bool,
+    /// Do not serve the web console at / (the API at /v2 is served either way).
+    #[arg(long, env = "PGPLANE_NO_CONSOLE")]
+    no_console: bool,
     /// Run the REST API only (another process reconciles).
     #[arg(long, env = "PGPLANE_NO_RECONCILER")]
     no_reconciler: bool,
@@ -195,6 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reconciler: reconciler_stats,
             target_policy,
             probes_per_minute: args.registration_probes_per_minute,
+            console: !args.no_console,
             ..GatewayConfig::default()
         };
         let limits = ServeLimits {
@@ -226,7 +230,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .with_context(|| format!("binding {}", args.listen))?;
-                tracing::info!(address = %listener.local_addr()?, "REST API listening");
+                tracing::info!(address = %listener.local_addr()?, console = !args.no_console, "REST API listening");
                 tasks.spawn(async move {
                     if let Err(e) = pgplane_gateway::serve(listener, app, limits, shutdown).await {
                         tracing::error!(error = %e, "REST API stopped with an error");

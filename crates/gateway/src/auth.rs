@@ -68,6 +68,11 @@ impl Caller {
     pub fn sees_credentials(&self) -> bool {
         self.can(Scope::ViewCredentials)
     }
+
+    /// When the token stops working (None: never).
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
 }
 
 /// A successful verification as the cache keeps it.

@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod console;
 mod credentials;
 mod error;
 mod extract;
@@ -53,6 +54,8 @@ pub struct GatewayConfig {
     /// Registration probes (`POST /v2/databases`, `PUT …/pgplane`) a minute per team (0: no
     /// limit).
     pub probes_per_minute: u32,
+    /// Serve the web console at `/` (its assets are embedded; it calls `/v2` like any client).
+    pub console: bool,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             reconciler: None,
             target_policy: pgplane_reconciler::TargetPolicy::default(),
             probes_per_minute: 30,
+            console: true,
         }
     }
 }

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         (name = "Users", description = "Database users (roles) of a cluster"),
         (name = "Dbs", description = "Databases of a cluster"),
         (name = "Audit", description = "The audit log of mutating requests"),
+        (name = "Account", description = "The caller: its team and its token's scopes"),
         (name = "Health", description = "Liveness, readiness and this document"),
     )
 )]

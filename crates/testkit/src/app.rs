@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub auth_failures: FailureLimits,
     /// Limits on the gateway's connections (slow, idle, too many).
     pub serve_limits: ServeLimits,
+    /// Serve the web console at `/`.
+    pub console: bool,
 }
 
 impl Default for AppOptions {
@@ -64,6 +66,7 @@ impl Default for AppOptions {
             max_concurrent_passes: 4,
             auth_failures: FailureLimits::default(),
             serve_limits: ServeLimits::default(),
+            console: true,
         }
     }
 }
@@ -181,6 +184,7 @@ impl TestApp {
                 reconciler: Some(stats),
                 target_policy: options.target_policy.clone(),
                 probes_per_minute: options.probes_per_minute,
+                console: options.console,
                 ..GatewayConfig::default()
             },
         );

@@ -1,6 +1,7 @@
 //! The route table and the layers around it, plus what handlers share: finding the caller's
 //! cluster and waiting for a write to settle on the target.
 
+mod account;
 mod audit_events;
 mod clusters;
 mod dbs;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::auth::{authenticate, authorize, Caller};
+use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::cluster_id;
 use crate::metrics;
@@ -52,6 +54,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
+        .routes(routes!(account::get))
 }
 
 /// Health and the API document, open to all.
@@ -80,6 +83,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .merge(public())
         .split_for_parts();
+    let routes = if state.config.console { routes.merge(console::router()) } else { routes };
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -95,6 +99,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(from_fn(finish_errors))
+                .layer(from_fn(console::api_headers))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
         )
         // Outermost, so that it counts what the client gets (timeouts and errors included).
@@ -302,6 +307,7 @@ mod tests {
             "delete /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /healthz",
             "get /readyz",
+            "get /v2/account",
             "get /v2/audit_events",
             "get /v2/databases",
             "get /v2/databases/{database_cluster_uuid}",

@@ -1,0 +1,438 @@
+// The console's pages: clusters, a cluster's Overview, Users & Databases and Insights tabs, and
+// the team's audit log. Each page reads and writes through the /v2 API only, offers only what
+// the token's scopes allow, shows errors where they happened, and refreshes itself while an
+// object is not yet ready (no page reloads).
+
+import { api, can, path } from './api.js';
+import { MASK, shapes } from './connection.js';
+import { alertBox, clear, confirmDialog, copyButton, h, secretDialog, when } from './dom.js';
+
+const CREATE = 'database:create';
+const UPDATE = 'database:update';
+const DELETE = 'database:delete';
+const CREDENTIALS = 'database:view_credentials';
+
+/** How often a page with something not yet ready asks again, and otherwise. */
+const BUSY_POLL_MS = 1000;
+const IDLE_POLL_MS = 5000;
+
+function table(caption, headings, rows, empty) {
+  if (rows.length === 0) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'table-wrap' },
+    h('table', {},
+      h('caption', { class: 'offscreen' }, caption),
+      h('thead', {}, h('tr', {}, headings.map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows)));
+}
+
+/** A status badge, with the last error under it while pending. */
+function status(value, lastError) {
+  const s = value || 'ready';
+  return h('td', { class: 'status-cell' },
+    h('span', { class: `badge ${s}`, 'data-status': s }, s),
+    lastError && s !== 'ready' ? h('span', { class: 'last-error' }, lastError) : null);
+}
+
+const ROW_KEYS = ['data-user', 'data-db', 'data-cluster'];
+const FOCUSABLE = 'a, button, summary, input, select';
+
+/** Where keyboard focus is, as a table row's key and the position among the row's controls
+ * (rows are rebuilt on refresh; this finds the same control in the new row). */
+function saveFocus() {
+  const active = document.activeElement;
+  const tr = active && active.closest && active.closest('tr');
+  const attr = tr && ROW_KEYS.find((a) => tr.hasAttribute(a));
+  if (!attr) return null;
+  return { active, attr, key: tr.getAttribute(attr), index: [...tr.querySelectorAll(FOCUSABLE)].indexOf(active) };
+}
+
+function restoreFocus(saved) {
+  if (!saved || saved.active.isConnected) return;
+  const tr = [...document.querySelectorAll(`tr[${saved.attr}]`)].find((r) => r.getAttribute(saved.attr) === saved.key);
+  const target = tr && tr.querySelectorAll(FOCUSABLE)[saved.index];
+  if (target) target.focus();
+}
+
+/** Runs `load` now and again every second while it reports something busy, else every 5 s,
+ * for as long as `alive()` holds; skipped while a menu or dialog is open; keyboard focus stays
+ * on the same control. */
+function keepFresh(alive, load, errors) {
+  let busy = false;
+  const tick = async () => {
+    if (!alive()) return;
+    const interacting = document.querySelector('details.more[open], dialog[open]');
+    if (!interacting) {
+      const focus = saveFocus();
+      try {
+        busy = await load();
+        errors.show(null);
+      } catch (e) {
+        errors.show(e);
+      }
+      restoreFocus(focus);
+    }
+    if (alive()) setTimeout(tick, busy ? BUSY_POLL_MS : IDLE_POLL_MS);
+  };
+  return tick();
+}
+
+// ---------------------------------------------------------------- clusters
+
+export async function clustersPage(main, alive) {
+  const errors = alertBox();
+  const list = h('div', { class: 'list' }, h('p', { class: 'loading' }, 'Loading clusters…'));
+  clear(main, h('h1', { tabindex: -1 }, 'Database clusters'), errors, list);
+  await keepFresh(alive, async () => {
+    const { databases } = await api('GET', '/v2/databases');
+    const rows = databases.map((c) => h('tr', { 'data-cluster': c.id },
+      h('td', {}, h('a', { href: `#/clusters/${encodeURIComponent(c.id)}/overview` }, c.name)),
+      h('td', {}, `PostgreSQL ${c.version}`, h('span', { class: 'muted' }, ` (${c.semantic_version})`)),
+      h('td', {}, h('span', { class: `badge ${c.status}` }, c.status)),
+      h('td', { class: 'num' }, String(c.users.length)),
+      h('td', { class: 'num' }, String(c.db_names.length)),
+      h('td', {}, c.tags.map((t) => h('span', { class: 'tag' }, t))),
+      h('td', {}, when(c.created_at))));
+    clear(list, table('Clusters', ['Name', 'Engine', 'Status', 'Users', 'Databases', 'Tags', 'Created'], rows,
+      'No clusters yet. Register one with the API (POST /v2/databases) or `pgplane databases create`.'));
+    return false;
+  }, errors);
+}
+
+// ---------------------------------------------------------------- one cluster
+
+const TABS = [
+  ['overview', 'Overview'],
+  ['users', 'Users & Databases'],
+  ['insights', 'Drift & unmanaged'],
+];
+
+export async function clusterPage(main, alive, id, tab) {
+  const errors = alertBox();
+  const body = h('div', {}, h('p', { class: 'loading' }, 'Loading…'));
+  const heading = h('h1', { tabindex: -1 }, 'Cluster');
+  const nav = h('nav', { class: 'tabs', 'aria-label': 'Cluster' },
+    TABS.map(([key, label]) => h('a', {
+      href: `#/clusters/${encodeURIComponent(id)}/${key}`,
+      'aria-current': key === tab ? 'page' : null,
+    }, label)));
+  clear(main, h('p', { class: 'crumbs' }, h('a', { href: '#/clusters' }, 'Clusters')), heading, nav, errors, body);
+  let cluster;
+  try {
+    ({ database: cluster } = await api('GET', path('databases', id)));
+  } catch (e) {
+    clear(body);
+    errors.show(e);
+    return;
+  }
+  clear(heading, cluster.name, ' ', h('span', { class: `badge ${cluster.status}` }, cluster.status));
+  if (tab === 'users') return usersTab(body, alive, cluster);
+  if (tab === 'insights') return insightsTab(body, alive, cluster);
+  return overviewTab(body, cluster);
+}
+
+// ---------------------------------------------------------------- overview
+
+function overviewTab(body, cluster) {
+  const seesPasswords = can(CREDENTIALS);
+  const users = cluster.users.filter((u) => u.status !== 'deleting');
+  const userPick = h('select', { id: 'pick-user' },
+    users.map((u) => h('option', { value: u.name, selected: u.name === cluster.connection.user }, u.name)));
+  const dbPick = h('select', { id: 'pick-db' },
+    cluster.db_names.map((d) => h('option', { value: d, selected: d === cluster.connection.database }, d)));
+  let shown = false;
+  const reveal = h('button', { type: 'button', id: 'show-password', class: 'secondary', 'aria-pressed': 'false' }, 'Show password');
+  const details = h('div', { class: 'connection' });
+
+  const current = () => {
+    const user = users.find((u) => u.name === userPick.value);
+    return {
+      host: cluster.connection.host,
+      port: cluster.connection.port,
+      user: userPick.value,
+      password: seesPasswords && user && user.password ? user.password : null,
+      database: dbPick.value,
+      sslmode: cluster.pgplane.sslmode,
+    };
+  };
+  const field = (label, shownValue, copyValue, key) => h('div', { class: 'field', 'data-field': key },
+    h('dt', {}, label),
+    h('dd', {}, h('code', {}, shownValue), ' ', copyButton(copyValue)));
+  const render = () => {
+    const c = current();
+    const view = shapes(c, !shown);
+    const full = shapes(c, false);
+    const params = [
+      field('host', c.host, () => c.host, 'host'),
+      field('port', String(c.port), () => String(c.port), 'port'),
+      field('user', c.user, () => c.user, 'user'),
+      c.password == null ? null : field('password', shown ? c.password : MASK, () => c.password, 'password'),
+      field('database', c.database, () => c.database, 'database'),
+      field('sslmode', c.sslmode, () => c.sslmode, 'sslmode'),
+    ];
+    clear(details,
+      h('section', { 'aria-labelledby': 'params-h' }, h('h3', { id: 'params-h' }, 'Connection parameters'), h('dl', { class: 'params' }, params)));
+    for (const [key, label] of [['uri', 'Connection string'], ['psql', 'psql'], ['jdbc', 'JDBC URL']]) {
+      details.append(h('section', { class: 'shape', 'data-shape': key },
+        h('h3', {}, label), h('pre', {}, h('code', {}, view[key])), copyButton(() => full[key])));
+    }
+  };
+  reveal.addEventListener('click', () => {
+    shown = !shown;
+    reveal.textContent = shown ? 'Hide password' : 'Show password';
+    reveal.setAttribute('aria-pressed', String(shown));
+    render();
+  });
+  userPick.addEventListener('change', render);
+  dbPick.addEventListener('change', render);
+  clear(body,
+    h('section', { 'aria-labelledby': 'conn-h' },
+      h('h2', { id: 'conn-h' }, 'Connection details'),
+      h('div', { class: 'pickers' },
+        h('label', { for: 'pick-user' }, 'User'), userPick,
+        h('label', { for: 'pick-db' }, 'Database'), dbPick,
+        seesPasswords ? reveal : h('span', { class: 'muted', id: 'no-credentials' }, 'Your token cannot view credentials: passwords are not shown.')),
+      details),
+    h('section', { 'aria-labelledby': 'about-h' },
+      h('h2', { id: 'about-h' }, 'About this cluster'),
+      h('dl', { class: 'params' },
+        [['Engine', `PostgreSQL ${cluster.semantic_version}`], ['Primary user', cluster.pgplane.primary_user],
+          ['Default database', cluster.pgplane.default_database], ['Created', when(cluster.created_at)],
+          ['Last reconciled', when(cluster.pgplane.last_reconciled_at) || 'not yet'],
+          ['Tags', cluster.tags.join(', ') || 'none']]
+          .map(([k, v]) => h('div', { class: 'field' }, h('dt', {}, k), h('dd', {}, v)))),
+      cluster.pgplane.last_error ? h('p', { class: 'alert' }, `Last reconcile error: ${cluster.pgplane.last_error}`) : null));
+  render();
+}
+
+// ---------------------------------------------------------------- users & databases
+
+/** The "Add new …" field with its Save button; `save(name)` calls the API. */
+function addForm(kind, save) {
+  const id = `new-${kind}`;
+  const input = h('input', { id, name: id, type: 'text', autocomplete: 'off', spellcheck: 'false', required: true, maxlength: 63 });
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Save');
+  const error = alertBox();
+  const form = h('form', { class: 'add', 'data-add': kind },
+    h('label', { for: id }, `Add new ${kind}`), input, button, error);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const name = input.value.trim();
+    if (!name) return;
+    button.disabled = true;
+    button.textContent = 'Saving…';
+    error.show(null);
+    try {
+      await save(name);
+      input.value = '';
+    } catch (e) {
+      error.show(e);
+    } finally {
+      button.disabled = false;
+      button.textContent = 'Save';
+      input.focus();
+    }
+  });
+  return form;
+}
+
+/** A row's More menu (a disclosure: keyboard-operable, closed by Escape). */
+function moreMenu(label, items) {
+  const menu = h('details', { class: 'more' },
+    h('summary', { 'aria-label': `More actions for ${label}` }, 'More'),
+    h('div', { class: 'menu', role: 'group' }, items.map(([text, act]) => h('button', {
+      type: 'button',
+      class: 'menu-item',
+      on: { click: () => { menu.open = false; act(); } },
+    }, text))));
+  menu.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && menu.open) {
+      menu.open = false;
+      menu.querySelector('summary').focus();
+    }
+  });
+  return menu;
+}
+
+/** A password cell: hidden until shown; `revealed` (names) keeps the choice across refreshes. */
+function passwordCell(name, password, revealed) {
+  if (password == null) return h('td', { class: 'muted' }, '—');
+  const code = h('code', { class: 'password' });
+  const toggle = h('button', { type: 'button', class: 'link show-password' });
+  const paint = () => {
+    const showing = revealed.has(name);
+    code.textContent = showing ? password : MASK;
+    toggle.textContent = showing ? 'hide' : 'show';
+    toggle.setAttribute('aria-pressed', String(showing));
+  };
+  toggle.addEventListener('click', () => {
+    if (revealed.has(name)) revealed.delete(name);
+    else revealed.add(name);
+    paint();
+  });
+  paint();
+  return h('td', {}, code, ' ', toggle, ' ', copyButton(() => password));
+}
+
+function usersTab(body, alive, cluster) {
+  const id = cluster.id;
+  const errors = alertBox();
+  const usersBox = h('div', { id: 'users' });
+  const dbsBox = h('div', { id: 'dbs' });
+  const actionErrors = alertBox();
+  const seesPasswords = can(CREDENTIALS);
+  /** Users whose password is shown. */
+  const revealed = new Set();
+  let refresh = async () => false;
+
+  const userRows = (users) => users.map((u) => {
+    const primary = u.role === 'primary' || u.name === cluster.pgplane.primary_user;
+    const items = [];
+    if (!primary && u.status !== 'deleting') {
+      if (can(UPDATE)) items.push(['Reset password', () => resetPassword(u.name)]);
+      if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name)]);
+    }
+    return h('tr', { 'data-user': u.name },
+      h('td', { class: 'name' }, u.name),
+      h('td', {}, primary ? 'primary' : 'normal'),
+      status(u.status, u.last_error),
+      seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
+      h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
+  });
+  const dbRows = (dbs) => dbs.map((d) => {
+    const isDefault = d.name === cluster.pgplane.default_database;
+    const items = !isDefault && d.status !== 'deleting' && can(DELETE) ? [['Delete', () => deleteObject('database', d.name)]] : [];
+    return h('tr', { 'data-db': d.name },
+      h('td', { class: 'name' }, d.name, isDefault ? h('span', { class: 'muted' }, ' (default)') : null),
+      status(d.status, d.last_error),
+      h('td', { class: 'actions' }, items.length ? moreMenu(d.name, items) : null));
+  });
+
+  const load = async () => {
+    const [{ users }, { dbs }] = await Promise.all([
+      api('GET', path('databases', id, 'users')),
+      api('GET', path('databases', id, 'dbs')),
+    ]);
+    const userHeads = ['Name', 'Role', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
+    clear(usersBox, table('Users', userHeads, userRows(users), 'No users.'));
+    clear(dbsBox, table('Databases', ['Name', 'Status', ''], dbRows(dbs), 'No databases.'));
+    return users.some((u) => u.status !== 'ready') || dbs.some((d) => d.status && d.status !== 'ready');
+  };
+  refresh = async () => {
+    try {
+      await load();
+      errors.show(null);
+    } catch (e) {
+      errors.show(e);
+    }
+  };
+
+  function resetPassword(name) {
+    actionErrors.show(null);
+    confirmDialog({
+      title: `Reset the password of ${name}?`,
+      message: [`A new password is generated for the user ${name}.`,
+        'Anything that uses the old password (applications, scripts, connection pools) will stop working until it is given the new one.'],
+      confirmLabel: 'Reset password',
+      danger: true,
+      action: () => api('POST', path('databases', id, 'users', name, 'reset_auth'), {}),
+      done: (answer) => {
+        const password = answer && answer.user && answer.user.password;
+        if (password) {
+          secretDialog({ title: `New password of ${name}`, message: 'Copy it now and give it to whatever connects as this user: the old password no longer works.', secret: password });
+        } else {
+          actionErrors.show(new Error(`The password of ${name} was reset; your token cannot view credentials, so it is not shown.`));
+        }
+        refresh();
+      },
+    });
+  }
+
+  function deleteObject(kind, name) {
+    actionErrors.show(null);
+    const segment = kind === 'user' ? 'users' : 'dbs';
+    confirmDialog({
+      title: `Delete the ${kind} ${name}?`,
+      message: kind === 'user'
+        ? [`The user ${name} is dropped from the server; the objects it owns are handed to the primary user.`, 'This cannot be undone.']
+        : [`The database ${name} and everything in it are dropped from the server.`, 'This cannot be undone.'],
+      confirmLabel: `Delete ${kind}`,
+      danger: true,
+      action: () => api('DELETE', path('databases', id, segment, name)),
+      done: async () => {
+        await refresh();
+        // The row is gone: keyboard focus goes to the section's add field, when there is one.
+        const field = document.getElementById(kind === 'user' ? 'new-user' : 'new-database');
+        if (field && document.activeElement === document.body) field.focus();
+      },
+    });
+  }
+
+  const userSection = h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'),
+    can(CREATE) ? addForm('user', async (name) => {
+      await api('POST', path('databases', id, 'users'), { name });
+      await refresh();
+    }) : null,
+    usersBox);
+  const dbSection = h('section', { 'aria-labelledby': 'dbs-h' }, h('h2', { id: 'dbs-h' }, 'Databases'),
+    can(CREATE) ? addForm('database', async (name) => {
+      await api('POST', path('databases', id, 'dbs'), { name });
+      await refresh();
+    }) : null,
+    dbsBox);
+  clear(body, errors, actionErrors, userSection, dbSection);
+  return keepFresh(alive, load, errors);
+}
+
+// ---------------------------------------------------------------- drift & unmanaged
+
+function insightsTab(body, alive, cluster) {
+  const id = cluster.id;
+  const driftErrors = alertBox();
+  const unmanagedErrors = alertBox();
+  const driftBox = h('div', { id: 'drift' });
+  const unmanagedBox = h('div', { id: 'unmanaged' });
+  clear(body,
+    h('section', { 'aria-labelledby': 'drift-h' },
+      h('h2', { id: 'drift-h' }, 'Drift events'),
+      h('p', { class: 'muted' }, 'Changes found on the server behind pgplane\'s back, and when pgplane put them back.'),
+      driftErrors, driftBox),
+    h('section', { 'aria-labelledby': 'unmanaged-h' },
+      h('h2', { id: 'unmanaged-h' }, 'Left alone'),
+      h('p', { class: 'muted' }, 'Roles and databases on the server that pgplane does not manage and never alters or drops.'),
+      unmanagedErrors, unmanagedBox));
+  keepFresh(alive, async () => {
+    const { drift_events: events } = await api('GET', path('databases', id, 'drift'));
+    clear(driftBox, table('Drift events', ['Found', 'Kind', 'Name', 'What', 'Repaired'], events.map((e) => h('tr', {},
+      h('td', {}, when(e.found_at)), h('td', {}, e.kind), h('td', { class: 'name' }, e.name),
+      h('td', {}, e.description), h('td', {}, e.repaired_at ? when(e.repaired_at) : 'not yet'))), 'No drift found.'));
+    return false;
+  }, driftErrors);
+  return (async () => {
+    try {
+      const { roles, databases } = await api('GET', path('databases', id, 'unmanaged'));
+      clear(unmanagedBox,
+        h('h3', {}, 'Roles'), roles.length ? h('ul', { class: 'names' }, roles.map((r) => h('li', {}, r))) : h('p', { class: 'empty' }, 'None.'),
+        h('h3', {}, 'Databases'), databases.length ? h('ul', { class: 'names' }, databases.map((d) => h('li', {}, d))) : h('p', { class: 'empty' }, 'None.'));
+    } catch (e) {
+      unmanagedErrors.show(e);
+    }
+  })();
+}
+
+// ---------------------------------------------------------------- audit log
+
+export async function auditPage(main, alive) {
+  const errors = alertBox();
+  const list = h('div', {}, h('p', { class: 'loading' }, 'Loading…'));
+  clear(main, h('h1', { tabindex: -1 }, 'Audit log'),
+    h('p', { class: 'muted' }, 'Every change made to your team\'s clusters through the API (this console included), newest first.'),
+    errors, list);
+  await keepFresh(alive, async () => {
+    const { audit_events: events } = await api('GET', '/v2/audit_events?limit=200');
+    clear(list, table('Audit events', ['When', 'Action', 'Object', 'Status', 'Token', 'Request id'], events.map((e) => h('tr', {},
+      h('td', {}, when(e.at)), h('td', {}, e.action), h('td', { class: 'name' }, e.object || ''),
+      h('td', {}, h('span', { class: e.status < 400 ? 'badge ready' : 'badge pending' }, String(e.status))),
+      h('td', {}, h('code', {}, e.token_id)), h('td', {}, h('code', {}, e.request_id || '')))), 'No events yet.'));
+    return false;
+  }, errors);
+}
