@@ -3,7 +3,6 @@
 //! headless Chromium against a live pgplane, every effect checked on the target with psycopg).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use pgplane_testkit::{AppOptions, TestApp};
@@ -91,35 +90,19 @@ async fn run_browser_suite(app: &TestApp, file: &str, extra: &[(&str, String)]) 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let screenshots = root.join("target/console-screenshots");
     std::fs::create_dir_all(&screenshots).expect("screenshot directory");
-    let mut command = Command::new(crate::python());
-    command
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("tests/console/{file}")])
-        .current_dir(&root)
-        .env("PGPLANE_API_URL", &app.base_url)
-        .env("PGPLANE_TOKEN", &app.token)
-        .env("PGPLANE_READ_ONLY_TOKEN", &reader)
-        .env("PGPLANE_NO_CREDENTIALS_TOKEN", &no_credentials)
-        .env("PGPLANE_CLUSTER_ID", &app.cluster_id)
-        .env("PGPLANE_PRIMARY_USER", &app.primary_user)
-        .env("PGPLANE_DEFAULT_DB", &app.default_db)
-        .env("PGPLANE_TARGET_HOST", &app.target.host)
-        .env("PGPLANE_TARGET_PORT", app.target.port.to_string())
-        .env("PGPLANE_TARGET_ADMIN_USER", &app.admin_user)
-        .env("PGPLANE_TARGET_ADMIN_PASSWORD", &app.admin_password)
-        .env("PGPLANE_SUFFIX", &app.suffix)
-        .env("PGPLANE_CHROMIUM", browser)
-        .env("PGPLANE_CHROMEDRIVER", driver)
-        .env("PGPLANE_SCREENSHOTS", &screenshots)
-        .env("SE_OFFLINE", "true");
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pytest");
-    let report =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the console's browser suite ({file}) failed:\n{report}");
-    assert!(report.contains(" passed") && !report.contains("skipped"), "{report}");
-    eprintln!("{}", report.lines().last().unwrap_or_default());
+    let mut env = vec![
+        ("PGPLANE_READ_ONLY_TOKEN", reader),
+        ("PGPLANE_NO_CREDENTIALS_TOKEN", no_credentials),
+        ("PGPLANE_CLUSTER_ID", app.cluster_id.clone()),
+        ("PGPLANE_PRIMARY_USER", app.primary_user.clone()),
+        ("PGPLANE_DEFAULT_DB", app.default_db.clone()),
+        ("PGPLANE_CHROMIUM", browser.display().to_string()),
+        ("PGPLANE_CHROMEDRIVER", driver.display().to_string()),
+        ("PGPLANE_SCREENSHOTS", screenshots.display().to_string()),
+        ("SE_OFFLINE", "true".to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    crate::run_pytest(app, &format!("console/{file}"), &env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,13 +123,7 @@ async fn a_pending_user_turns_ready_on_screen_by_itself() {
         ..Default::default()
     })
     .await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let registration = tokio::spawn(app.reconciler.clone().run(async {
-        let _ = stopped.await;
-    }));
-    app.register().await;
-    let _ = stop.send(());
-    registration.await.expect("reconciler stops");
+    app.register_then_stop_reconciling().await;
 
     let marker = std::env::temp_dir().join(format!("pgplane-console-pending-{}", app.suffix));
     let _ = std::fs::remove_file(&marker);

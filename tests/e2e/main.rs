@@ -48,3 +48,30 @@ pub fn encode(name: &str) -> String {
 }
 
 pub use pgplane_testkit::python;
+
+/// Runs a pytest suite (a folder or file under the repository's `tests/`) with the virtual
+/// environment's Python and `env` on top of the target's and the app's basics; fails the test
+/// with pytest's report unless every test passed and none was skipped.
+pub async fn run_pytest(app: &pgplane_testkit::TestApp, suite: &str, env: &[(&str, String)]) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = std::process::Command::new(python());
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("tests/{suite}")])
+        .current_dir(&root)
+        .env("PGPLANE_API_URL", &app.base_url)
+        .env("PGPLANE_TOKEN", &app.token)
+        .env("PGPLANE_TARGET_HOST", &app.target.host)
+        .env("PGPLANE_TARGET_PORT", app.target.port.to_string())
+        .env("PGPLANE_TARGET_ADMIN_USER", &app.admin_user)
+        .env("PGPLANE_TARGET_ADMIN_PASSWORD", &app.admin_password)
+        .env("PGPLANE_SUFFIX", &app.suffix);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pytest");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the suite tests/{suite} failed:\n{report}");
+    assert!(report.contains(" passed") && !report.contains("skipped"), "{report}");
+    eprintln!("{}", report.lines().last().unwrap_or_default());
+}

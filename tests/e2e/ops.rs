@@ -45,13 +45,7 @@ async fn a_change_whose_client_hung_up_is_still_audited() {
         ..Default::default()
     })
     .await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let reconciler = tokio::spawn(app.reconciler.clone().run(async {
-        let _ = stopped.await;
-    }));
-    app.register().await;
-    let _ = stop.send(());
-    reconciler.await.expect("reconciler stops");
+    app.register_then_stop_reconciling().await;
 
     let name = app.unique("hungup");
     let body = json!({ "name": name }).to_string();

@@ -262,6 +262,18 @@ impl TestApp {
         self.cluster_id = body["database"]["id"].as_str().expect("id").to_string();
     }
 
+    /// Registers the test's cluster with a reconciler that runs only for that, for tests that
+    /// start without one (`reconciler: false`): the cluster is online, later writes stay pending.
+    pub async fn register_then_stop_reconciling(&mut self) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let reconciler = tokio::spawn(self.reconciler.clone().run(async {
+            let _ = stopped.await;
+        }));
+        self.register().await;
+        let _ = stop.send(());
+        reconciler.await.expect("reconciler stops");
+    }
+
     /// A registration body for this test's target, primary user and default database.
     pub fn registration(&self, name: &str) -> Value {
         json!({
