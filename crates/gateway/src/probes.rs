@@ -39,13 +39,13 @@ impl Prober {
 
     /// Connects to the target for `team_id` and checks that pgplane can manage it: 429 over the
     /// team's allowance, 422 when the target is refused, cannot be reached or cannot be
-    /// managed (`context` starts the message). Returns the spec at its checked address.
+    /// managed (`context` starts the message).
     pub async fn probe(
         &self,
         team_id: Uuid,
         spec: &TargetSpec,
         context: &str,
-    ) -> Result<(TargetSpec, ServerFacts), ApiError> {
+    ) -> Result<ServerFacts, ApiError> {
         if let Some(limiter) = &self.per_team {
             if let Err(not_until) = limiter.check_key(&team_id) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -57,12 +57,12 @@ impl Prober {
                 return Err(error);
             }
         }
-        let (checked, facts) = probe(spec, &self.policy)
+        let facts = probe(spec, &self.policy)
             .await
             .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
         if let Some(why) = facts.unsuitability(&spec.user) {
             return Err(ApiError::unprocessable(format!("{context}: {why}")));
         }
-        Ok((checked, facts))
+        Ok(facts)
     }
 }

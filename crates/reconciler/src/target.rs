@@ -194,10 +194,7 @@ pub(crate) const SERVER_ID_SQL: &str =
 
 /// Connects to a target with its admin credentials (checked against `policy` first) and reads
 /// what registration checks, within a deadline.
-pub async fn probe(
-    spec: &TargetSpec,
-    policy: &TargetPolicy,
-) -> Result<(TargetSpec, ServerFacts), TargetError> {
+pub async fn probe(spec: &TargetSpec, policy: &TargetPolicy) -> Result<ServerFacts, TargetError> {
     let spec = spec.clone().checked(policy).await?;
     let client = spec.connect(&spec.database, SessionLimits::default()).await?;
     let sql = format!(
@@ -214,7 +211,7 @@ pub async fn probe(
         can_create_db: row.get(4),
         server_id: pgplane_core::model::server_id(row.get(5), row.get(6)),
     };
-    Ok((spec, facts))
+    Ok(facts)
 }
 
 /// One small pool per cluster, to its admin database; rebuilt when the registration changes.

@@ -189,7 +189,7 @@ pub(super) async fn create(
     check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
-    let (_, facts) = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
+    let facts = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);
     if let Some(version) = body.version.filter(|v| !v.is_empty()) {
         if version != major {
@@ -329,7 +329,7 @@ pub(super) async fn update_target(
     }
     let spec = target.connection()?;
     check_roles_apart(&spec, &cluster.primary_user, &cluster.default_database)?;
-    let (_, facts) = state.prober.probe(caller.team_id, &spec, "update failed").await?;
+    let facts = state.prober.probe(caller.team_id, &spec, "update failed").await?;
     let moved = cluster.server_id.as_ref().is_some_and(|id| *id != facts.server_id);
     if moved {
         check_move(&caller, target.confirm_move)?;
