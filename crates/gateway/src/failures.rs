@@ -12,7 +12,6 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::sync::Cache;
@@ -73,12 +72,10 @@ impl FailureLimiter {
             None => Ok(()),
             Some(until) => {
                 let wait = until - now;
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
+                Err(ApiError::too_many_requests(
                     "Too many failed authentication attempts; try again later.",
-                );
-                error.retry_after = Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
-                Err(error)
+                    wait,
+                ))
             }
         }
     }
@@ -146,6 +143,8 @@ fn counted(address: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

@@ -6,7 +6,6 @@
 
 use std::num::NonZeroU32;
 
-use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use pgplane_reconciler::{probe, ServerFacts, TargetPolicy, TargetSpec};
@@ -49,12 +48,10 @@ impl Prober {
         if let Some(limiter) = &self.per_team {
             if let Err(not_until) = limiter.check_key(&team_id) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
+                return Err(ApiError::too_many_requests(
                     "Too many registration attempts for this team; try again later.",
-                );
-                error.retry_after = Some(wait.as_secs().max(1));
-                return Err(error);
+                    wait,
+                ));
             }
         }
         let facts = probe(spec, &self.policy)

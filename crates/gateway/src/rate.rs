@@ -6,7 +6,7 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
@@ -53,9 +53,7 @@ impl Limiter {
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded.");
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                error.retry_after = Some(seconds.max(1));
+                let mut error = ApiError::too_many_requests("API rate limit exceeded.", wait);
                 error.rate_limit = Some((self.per_minute, 0, reset_at(wait)));
                 Err(error)
             }
@@ -90,6 +88,8 @@ pub(crate) fn set_rate_headers(headers: &mut HeaderMap, limit: u32, remaining: u
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[test]
