@@ -99,14 +99,34 @@ pub fn own_containers() -> bool {
     available
 }
 
-/// A free loopback port (bound, then released for the container to take).
+/// A free loopback port for a server to listen on (bound, then released for it to take).
+///
+/// It is drawn below the kernel's ephemeral range: a port from that range can be taken, between
+/// its release and the server's bind, as the local end of any outgoing connection on the
+/// machine, and the server then fails to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = 10_000..ephemeral_low.max(10_001);
+    for _ in 0..200 {
+        let port = rand::rng().random_range(range.clone());
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {range:?}")
 }
 
 fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer) {
     start_container_with(tag, role, None)
 }
+
+/// How often a container start is tried before the test gives up: a loaded machine (the
+/// engine busy removing the containers of the test process before) can stall one start.
+const START_ATTEMPTS: usize = 3;
 
 /// Starts a container; `certs`, a directory with server.crt and server.key, turns TLS on.
 fn start_container_with(
@@ -114,14 +134,40 @@ fn start_container_with(
     role: &str,
     certs: Option<&std::path::Path>,
 ) -> (Container<GenericImage>, PgServer) {
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        match try_start_container(tag, role, certs) {
+            Ok(started) => return started,
+            Err(failure) => {
+                eprintln!("testkit: starting a pgplane-pg:{tag} container failed, trying again: {failure}");
+                failures.push(failure);
+            }
+        }
+    }
+    panic!(
+        "cannot start a pgplane-pg:{tag} container ({}); build the images with \
+         deploy/images/build.sh and start dockerd, or set PGPLANE_TEST_PG_URL",
+        failures.join("; ")
+    )
+}
+
+/// One attempt; a container it leaves behind on failure is removed, its last log lines kept
+/// in the error.
+fn try_start_container(
+    tag: &str,
+    role: &str,
+    certs: Option<&std::path::Path>,
+) -> Result<(Container<GenericImage>, PgServer), String> {
     let port = free_port();
     let password = format!("pw-{}", crate::unique_suffix());
+    let attempt = crate::unique_suffix();
     let mut request = GenericImage::new("pgplane-pg", tag)
         .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
         .with_network("host")
         .with_env_var("PGPORT", port.to_string())
         .with_env_var("POSTGRES_PASSWORD", &password)
         .with_label("pgplane.test", role)
+        .with_label("pgplane.test.attempt", &attempt)
         .with_cmd([
             "-c",
             "log_statement=all",
@@ -136,16 +182,11 @@ fn start_container_with(
             "-c",
             "max_connections=300",
         ])
-        .with_startup_timeout(Duration::from_secs(60));
+        .with_startup_timeout(Duration::from_secs(90));
     if let Some(dir) = certs {
         request = request.with_mount(Mount::bind_mount(dir.to_string_lossy(), "/certs"));
     }
-    let container = request.start().unwrap_or_else(|e| {
-        panic!(
-            "cannot start a pgplane-pg:{tag} container ({e}); build the images with \
-                 deploy/images/build.sh and start dockerd, or set PGPLANE_TEST_PG_URL"
-        )
-    });
+    let container = request.start().map_err(|e| format!("{e}{}", remove_attempt(&attempt)))?;
     let server = PgServer {
         host: "127.0.0.1".into(),
         port,
@@ -153,7 +194,34 @@ fn start_container_with(
         password,
         container_id: Some(container.id().to_string()),
     };
-    (container, server)
+    Ok((container, server))
+}
+
+/// Removes what a failed attempt left running, answering its last log lines.
+fn remove_attempt(attempt: &str) -> String {
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+                    + &String::from_utf8_lossy(&out.stderr)
+            })
+            .unwrap_or_default()
+    };
+    let filter = format!("label=pgplane.test.attempt={attempt}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    let mut logs = String::new();
+    for id in ids.split_whitespace() {
+        logs += &docker(&["logs", "--tail", "5", id]);
+        docker(&["rm", "-fv", id]);
+    }
+    if logs.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its last log lines: {}", logs.trim())
+    }
 }
 
 /// Starts a process that removes the containers once this process has exited, however it
