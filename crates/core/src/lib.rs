@@ -3,6 +3,7 @@
 //! metadata store (the gateway's own PostgreSQL database, reached only through sqlx).
 
 pub mod error;
+pub mod heartbeat;
 pub mod model;
 pub mod names;
 pub mod passwords;

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use pgplane_reconciler::{probe, ServerFacts, TargetPolicy, TargetSpec};
+use pgplane_target::{probe, ServerFacts, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;

@@ -9,10 +9,10 @@
 use futures::future::join_all;
 use tokio_postgres::Client;
 
-use crate::error::TargetError;
 use crate::observe::RoleAttrs;
-use crate::sql::{ident, literal, LOUD, QUIET};
-use crate::target::{SessionLimits, TargetSpec};
+use pgplane_target::sql::{ident, literal, LOUD, QUIET};
+use pgplane_target::TargetError;
+use pgplane_target::{SessionLimits, TargetSpec};
 
 /// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
 pub(crate) const DUPLICATE_OBJECT: &str = "42710";

@@ -9,10 +9,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use pgplane_core::heartbeat::Heartbeat;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::store::WAKE_CHANNEL;
 use pgplane_core::Store;
@@ -22,9 +23,10 @@ use uuid::Uuid;
 
 use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassSummary};
-use crate::policy::TargetPolicy;
+use crate::pools::Pools;
 use crate::slots::Slots;
-use crate::target::{Pools, SessionLimits};
+use pgplane_target::SessionLimits;
+use pgplane_target::TargetPolicy;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -65,22 +67,8 @@ pub struct Stats {
     pub passes: AtomicU64,
     /// Steps that issued DDL on a target (create, alter, drop of a role or database).
     pub ddl_steps: AtomicU64,
-    /// Unix time in milliseconds of the loop's last turn (0: not running).
-    last_beat_ms: AtomicI64,
-}
-
-impl Stats {
-    fn beat(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        self.last_beat_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Whether the loop has turned within `within` (it turns at least every second).
-    pub fn is_alive(&self, within: Duration) -> bool {
-        let last = self.last_beat_ms.load(Ordering::Relaxed);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        last > 0 && now - last <= within.as_millis() as i64
-    }
+    /// Beats at each turn of the loop (at least every second).
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 /// State shared by the loop and its passes.
@@ -140,7 +128,7 @@ impl Reconciler {
             "reconciler started"
         );
         loop {
-            shared.stats.beat();
+            shared.stats.heartbeat.beat();
             shared.reachability.export(shared.config.resync_interval * 2);
             while passes.try_join_next().is_some() {}
             if listener.is_none() {

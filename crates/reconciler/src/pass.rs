@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use crate::apply;
 use crate::controller::Shared;
-use crate::error::TargetError;
 use crate::observe::{observe, Observed};
 use crate::plan::{plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
-use crate::target::{TargetSpec, CONNECT_TIMEOUT};
+use pgplane_target::TargetError;
+use pgplane_target::{TargetSpec, CONNECT_TIMEOUT};
 
 /// Retry delay after `attempts` failed passes: 1 s doubling to 5 minutes, with ±20% jitter so
 /// that many clusters failing together do not retry in lockstep.

@@ -10,8 +10,8 @@ use pgplane_core::names::{
 };
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
-use pgplane_reconciler::target::SUPPORTED_SSLMODES;
-use pgplane_reconciler::{ServerFacts, TargetSpec};
+use pgplane_target::SUPPORTED_SSLMODES;
+use pgplane_target::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
