@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::metrics::Reachability;
-use crate::pass::{run_pass, PassSummary};
+use crate::pass::{run_pass, PassEnd, PassSummary};
 use crate::pools::Pools;
 use crate::slots::Slots;
 use pgplane_target::SessionLimits;
@@ -251,7 +251,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
     let mut result = Ok(());
     for round in 0..PASSES_IN_A_ROW {
         match bounded_pass(shared, cluster_id, full && round == 0).await {
-            Ok(summary) if summary.more => continue,
+            Ok(summary) if summary.again => continue,
             Ok(_) => break,
             Err(e) => {
                 result = Err(e);
@@ -312,18 +312,18 @@ async fn bounded_pass(
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
     let outcome = match &result {
         Err(_) => "error",
-        Ok(s) if s.gone => "gone",
-        Ok(s) if s.idle => "idle",
-        Ok(s) if s.reached => "reached",
-        Ok(_) => "unreachable",
+        Ok(s) => s.end.label(),
     };
     crate::metrics::pass(outcome, started.elapsed());
     let summary = result?;
-    if summary.gone {
-        shared.pools.retain(|id| *id != cluster_id);
-        shared.reachability.forget(cluster_id);
-    } else if !summary.idle {
-        shared.reachability.record(cluster_id, summary.reached);
+    let reached = summary.end == PassEnd::Reached;
+    match summary.end {
+        PassEnd::Gone => {
+            shared.pools.retain(|id| *id != cluster_id);
+            shared.reachability.forget(cluster_id);
+        }
+        PassEnd::Idle => {}
+        PassEnd::Reached | PassEnd::Unreachable => shared.reachability.record(cluster_id, reached),
     }
     // What one pass costs (the benchmarks read this); debug, as it comes every resync interval.
     tracing::debug!(
@@ -332,7 +332,7 @@ async fn bounded_pass(
         databases = summary.databases,
         changes = summary.changes,
         full = summary.full,
-        reached = summary.reached,
+        reached,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "reconcile pass finished"
     );
