@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pgplane_core::store::ObjectKind;
+use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::Store;
 
 pub const HTTP_REQUESTS: &str = "pgplane_http_requests_total";

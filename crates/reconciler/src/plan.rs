@@ -2,7 +2,7 @@
 //! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
 //! that already matches plans no DDL at all.
 
-use pgplane_core::model::DesiredState;
+use pgplane_core::lifecycle::DesiredState;
 
 use crate::observe::{Observed, RoleAttrs};
 

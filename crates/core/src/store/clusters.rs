@@ -3,8 +3,9 @@
 
 use uuid::Uuid;
 
-use super::{names_clash, notify, taken_on_server, ObjectKind, Store, BUMP, WAKE_CHANNEL};
+use super::{names_clash, notify, taken_on_server, Store, BUMP, WAKE_CHANNEL};
 use crate::error::{Error, Result};
+use crate::lifecycle::ObjectKind;
 use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;

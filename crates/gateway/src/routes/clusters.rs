@@ -5,9 +5,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::names::{
-    check_cluster_name, check_host, check_identifier, check_identifier_shape, NameKind,
-};
+use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
 use pgplane_target::SUPPORTED_SSLMODES;
@@ -186,8 +185,8 @@ pub(super) async fn create(
     let primary_user = target.primary_user.filter(|u| !u.is_empty()).unwrap_or_else(|| "doadmin".into());
     let default_database =
         target.default_database.filter(|d| !d.is_empty()).unwrap_or_else(|| "defaultdb".into());
-    check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
-    check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::User, &primary_user).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
     let facts = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);

@@ -6,9 +6,9 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool, Timeouts};
-use pgplane_core::model::{Cluster, Database, DesiredState, User};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::passwords::Credentials;
-use pgplane_core::store::ObjectKind;
 use pgplane_target::{TargetError, TargetSpec, CONNECT_TIMEOUT};
 use tokio_postgres::Client;
 

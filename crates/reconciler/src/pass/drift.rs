@@ -1,8 +1,8 @@
 //! Drift: what changed on the target behind pgplane's back, told from the step an object that
 //! was in sync now needs, logged, counted and recorded with whether the pass repaired it.
 
+use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
-use pgplane_core::store::{ObjectKind, Outcome};
 
 use crate::controller::Shared;
 use crate::observe::Observed;

@@ -11,8 +11,9 @@ mod outcomes;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
-use pgplane_core::store::{ObjectOutcome, Outcome, PassCluster};
+use pgplane_core::lifecycle::{DesiredState, Outcome};
+use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target::TargetError;
 use uuid::Uuid;
 
@@ -164,11 +165,11 @@ async fn fail_pass(
         .iter()
         .map(|r| Record::of_user(&r.user))
         .chain(databases.iter().map(Record::of_database))
-        .filter(|o| o.sync == SyncStatus::Pending || o.applied_generation < o.generation)
-        .map(|o| ObjectOutcome {
-            kind: o.kind,
-            name: o.name,
-            generation: o.generation,
+        .filter(|r| r.object.awaits_apply())
+        .map(|r| ObjectOutcome {
+            kind: r.kind,
+            name: r.name,
+            generation: r.object.generation(),
             outcome: Outcome::Failed(message.clone()),
         })
         .collect();

@@ -1,8 +1,9 @@
 //! Recording outcomes: what each step concluded, kept in the pass's ledger and written to the
 //! metadata store phase by phase, skipping objects whose record would not change.
 
-use pgplane_core::model::{Cluster, Database, SyncStatus, User};
-use pgplane_core::store::{ObjectKind, ObjectOutcome, Outcome};
+use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
+use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::store::ObjectOutcome;
 use uuid::Uuid;
 
 use super::steps::StepError;
@@ -57,34 +58,16 @@ pub(super) fn outcome_of(step: &Step, result: Result<(), StepError>) -> Outcome 
 pub(super) struct Record<'a> {
     pub kind: ObjectKind,
     pub name: &'a str,
-    pub generation: i64,
-    pub applied_generation: i64,
-    pub sync: SyncStatus,
-    /// It carries an error from an earlier pass (to be cleared).
-    has_error: bool,
+    pub object: &'a dyn Lifecycle,
 }
 
 impl<'a> Record<'a> {
     pub(super) fn of_user(user: &'a User) -> Self {
-        Record {
-            kind: ObjectKind::User,
-            name: &user.name,
-            generation: user.generation,
-            applied_generation: user.applied_generation,
-            sync: user.sync(),
-            has_error: user.last_error.is_some(),
-        }
+        Record { kind: ObjectKind::User, name: &user.name, object: user }
     }
 
     pub(super) fn of_database(db: &'a Database) -> Self {
-        Record {
-            kind: ObjectKind::Database,
-            name: &db.name,
-            generation: db.generation,
-            applied_generation: db.applied_generation,
-            sync: db.sync(),
-            has_error: db.last_error.is_some(),
-        }
+        Record { kind: ObjectKind::Database, name: &db.name, object: db }
     }
 }
 
@@ -95,27 +78,22 @@ impl<'a> Record<'a> {
 pub(super) fn conclude<'a>(
     cluster: &Cluster,
     ledger: &mut Ledger<'a>,
-    object: Record<'a>,
+    record: Record<'a>,
     step: &Step,
     outcome: Outcome,
 ) {
-    let (kind, name) = (object.kind, object.name);
+    let Record { kind, name, object } = record;
     if step.changes_target() {
         ledger.changes += 1;
         let ok = matches!(outcome, Outcome::Applied | Outcome::Dropped);
         crate::metrics::ddl(step.name(), ok);
         tracing::info!(cluster.id = %cluster.cluster_id, kind = kind.noun(), name, step = step.name(), ok, "step");
     }
-    let in_sync = object.applied_generation == object.generation;
-    let unchanged = match &outcome {
-        Outcome::Applied => object.sync == SyncStatus::Ready && in_sync && !object.has_error,
-        Outcome::Conflict(_) => object.sync == SyncStatus::Conflict && in_sync,
-        _ => false,
-    };
+    let unchanged = object.unchanged_by(&outcome);
     if let Outcome::Failed(message) = &outcome {
         ledger.first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
     }
     if !unchanged {
-        ledger.outcomes.push(ObjectOutcome { kind, name, generation: object.generation, outcome });
+        ledger.outcomes.push(ObjectOutcome { kind, name, generation: object.generation(), outcome });
     }
 }

@@ -2,8 +2,8 @@
 //! first), databases one at a time, then roles to drop. New objects are claimed before they
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
-use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus};
-use pgplane_core::store::ObjectKind;
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::model::{Cluster, Database};
 use pgplane_target::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
@@ -63,7 +63,7 @@ pub(super) async fn apply_roles<'a>(
             (_, other) => other.map_err(StepError::from),
         };
         let outcome = outcome_of(step, result);
-        if item.user.sync() == SyncStatus::Ready && !role.changed {
+        if item.user.watched_for_drift() {
             if let Some(found) = role_drift(role, step, observed) {
                 report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
             }
@@ -141,7 +141,7 @@ pub(super) async fn apply_databases<'a>(
             },
         };
         let outcome = outcome_of(&step, result);
-        if db.sync() == SyncStatus::Ready && db.applied_generation == db.generation {
+        if db.watched_for_drift() {
             if let Some(found) = database_drift(&db.name, &step, observed) {
                 report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
             }
