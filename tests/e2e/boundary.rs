@@ -363,7 +363,7 @@ async fn one_teams_stalling_servers_do_not_hold_up_another_teams_writes() {
             tags: vec![],
             admin: pgplane_core::store::AdminConnection {
                 host: "127.0.0.1".into(),
-                port: i32::from(*port),
+                port: *port,
                 user: "postgres".into(),
                 password: "pw".into(),
                 database: "postgres".into(),

@@ -318,7 +318,7 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let seen_by_pass = app.store.cluster_by_id(id).await.unwrap().unwrap();
     let admin = pgplane_core::store::AdminConnection {
         host: app.target.host.clone(),
-        port: i32::from(app.target.port),
+        port: app.target.port,
         user: app.admin_user.clone(),
         password: app.admin_password.clone(),
         database: "postgres".into(),

@@ -308,7 +308,8 @@ mod tests {
     #[test]
     fn a_write_settles_when_applied_in_conflict_failed_after_it_or_gone() {
         let written_at = Utc::now() - chrono::Duration::seconds(1);
-        let waiting = Object { sync_status: SyncStatus::Pending, generation: 4, applied_generation: 3, ..ready() };
+        let waiting =
+            Object { sync_status: SyncStatus::Pending, generation: 4, applied_generation: 3, ..ready() };
         assert!(!waiting.settled_since(4, written_at));
         assert!(Object { applied_generation: 4, ..waiting.clone() }.settled_since(4, written_at));
         assert!(Object { sync_status: SyncStatus::Conflict, ..waiting.clone() }.settled_since(4, written_at));

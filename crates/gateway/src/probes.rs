@@ -57,7 +57,7 @@ impl Prober {
         let facts = probe(spec, &self.policy)
             .await
             .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
-        if let Some(why) = facts.unsuitability(&spec.user) {
+        if let Some(why) = facts.unsuitability(&spec.admin.user) {
             return Err(ApiError::unprocessable(format!("{context}: {why}")));
         }
         Ok(facts)

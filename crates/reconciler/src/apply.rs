@@ -192,7 +192,7 @@ pub(crate) async fn drop_roles(
                   WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
                     AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
                   GROUP BY 1 ORDER BY 1",
-                &[&live, &spec.database],
+                &[&live, &spec.admin_database()],
             )
             .await?;
         Ok::<Vec<(String, Vec<String>)>, tokio_postgres::Error>(
@@ -208,7 +208,7 @@ pub(crate) async fn drop_roles(
     };
     for (database, owners) in dependents {
         let cleanup: Vec<String> = owners.iter().map(|role| hand_over_sql(role, reassign_to)).collect();
-        let outcome = if database == spec.database {
+        let outcome = if database == spec.admin_database() {
             pipelined(client, &cleanup).await
         } else {
             match spec.connect(&database, limits).await {

@@ -30,7 +30,7 @@ impl Pools {
             }
         }
         let manager = Manager::from_config(
-            spec.config(&spec.database, limits)?,
+            spec.config(spec.admin_database(), limits)?,
             spec.tls()?,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );

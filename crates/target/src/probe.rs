@@ -48,7 +48,7 @@ pub const SERVER_ID_SQL: &str =
 /// what registration checks, within a deadline.
 pub async fn probe(spec: &TargetSpec, policy: &TargetPolicy) -> Result<ServerFacts, TargetError> {
     let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
+    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
     let sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
                 rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL}
@@ -74,7 +74,7 @@ pub async fn list_roles_and_databases(
     policy: &TargetPolicy,
 ) -> Result<(String, Vec<String>, Vec<String>), TargetError> {
     let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(&spec.database, SessionLimits::default()).await?;
+    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
     within(EXCHANGE_TIMEOUT, async {
         let names = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect();
         let id = client.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgplane_core::model::Cluster;
 use pgplane_core::secrets::Sealer;
+use pgplane_core::store::AdminConnection;
 
 use crate::error::TargetError;
 use crate::policy::TargetPolicy;
@@ -32,25 +33,18 @@ pub async fn within<T>(
 /// Oldest PostgreSQL major version pgplane manages (DROP DATABASE ... WITH (FORCE) is 13+).
 pub const MIN_SERVER_VERSION_NUM: i32 = 130000;
 
-/// Where and how to log in to a target as its admin.
+/// Where and how to log in to a target as its admin, ready to connect.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TargetSpec {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: String,
-    pub database: String,
-    pub sslmode: String,
-    /// PEM of the CA for `verify-full`.
-    pub ca_certificate: Option<String>,
-    /// The addresses `host` resolved to, all allowed by the target policy
+    pub admin: AdminConnection,
+    /// The addresses `admin.host` resolved to, all allowed by the target policy
     /// ([`TargetSpec::checked`]); no connection is made without them.
     pub addrs: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TargetSpec({}@{}:{}/{})", self.user, self.host, self.port, self.database)
+        self.admin.fmt(f)
     }
 }
 
@@ -69,11 +63,16 @@ impl Default for SessionLimits {
 }
 
 impl TargetSpec {
+    /// A spec for `admin`, its address not yet checked.
+    pub fn new(admin: AdminConnection) -> Self {
+        Self { admin, addrs: Vec::new() }
+    }
+
     /// The admin connection of a registered cluster, its password unsealed.
     pub fn of(cluster: &Cluster, sealer: &Sealer) -> Result<Self, TargetError> {
         let password = sealer
             .open_str(&cluster.admin_password_sealed, &Cluster::admin_password_context(cluster.cluster_id))?;
-        Ok(Self {
+        Ok(Self::new(AdminConnection {
             host: cluster.host.clone(),
             port: u16::try_from(cluster.port).unwrap_or(5432),
             user: cluster.admin_user.clone(),
@@ -81,14 +80,18 @@ impl TargetSpec {
             database: cluster.admin_database.clone(),
             sslmode: cluster.sslmode.clone(),
             ca_certificate: cluster.ca_certificate.clone(),
-            addrs: Vec::new(),
-        })
+        }))
+    }
+
+    /// The database the admin connection logs in to.
+    pub fn admin_database(&self) -> &str {
+        &self.admin.database
     }
 
     /// This spec with its host resolved and checked against `policy` (refused before any
     /// connection when outside it).
     pub async fn checked(mut self, policy: &TargetPolicy) -> Result<Self, TargetError> {
-        self.addrs = policy.resolve(&self.host, self.port).await?;
+        self.addrs = policy.resolve(&self.admin.host, self.admin.port).await?;
         Ok(self)
     }
 
@@ -106,15 +109,15 @@ impl TargetSpec {
         }
         let mut config = tokio_postgres::Config::new();
         for addr in &self.addrs {
-            config.host(&self.host).hostaddr(*addr).port(self.port);
+            config.host(&self.admin.host).hostaddr(*addr).port(self.admin.port);
         }
         config
-            .user(&self.user)
-            .password(&self.password)
+            .user(&self.admin.user)
+            .password(&self.admin.password)
             .dbname(database)
             .application_name("pgplane")
             .connect_timeout(CONNECT_TIMEOUT)
-            .ssl_mode(crate::tls::ssl_mode(&self.sslmode))
+            .ssl_mode(crate::tls::ssl_mode(&self.admin.sslmode))
             .options(format!(
                 "-c statement_timeout={} -c lock_timeout={}",
                 limits.statement_timeout.as_millis(),
@@ -125,7 +128,7 @@ impl TargetSpec {
 
     /// The TLS connector for this target's sslmode.
     pub fn tls(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TargetError> {
-        crate::tls::connector(&self.sslmode, self.ca_certificate.as_deref())
+        crate::tls::connector(&self.admin.sslmode, self.admin.ca_certificate.as_deref())
     }
 
     /// Opens one connection to `database` (TLS and authentication included, within
