@@ -7,6 +7,7 @@ pub mod heartbeat;
 pub mod lifecycle;
 pub mod model;
 pub mod names;
+pub mod notifications;
 pub mod passwords;
 pub mod scopes;
 pub mod secrets;

@@ -26,11 +26,12 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use pgplane_core::model::ApiToken;
+use pgplane_core::notifications::Event;
 use pgplane_core::scopes::{grants, Scope};
 use pgplane_core::store::TOKENS_CHANNEL;
 use pgplane_core::{tokens, Store};
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -125,7 +126,10 @@ impl Authenticator {
             ),
             same_token: (0..TOKEN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
-        tokio::spawn(follow_revocations(Arc::downgrade(&auth), store));
+        let notifications = store.notifications();
+        let events = notifications.subscribe();
+        auth.listening.store(notifications.is_connected(), Ordering::SeqCst);
+        tokio::spawn(follow_revocations(Arc::downgrade(&auth), events));
         let weak = Arc::downgrade(&auth);
         tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -258,42 +262,31 @@ impl Verified {
     }
 }
 
-/// LISTENs for revocations for as long as the authenticator lives: each one bumps the epoch;
-/// losing the connection marks the cache untrusted until a new one is listening (which bumps
-/// the epoch again: announcements may have been missed in between).
-async fn follow_revocations(auth: std::sync::Weak<Authenticator>, store: Store) {
-    while auth.strong_count() > 0 {
-        let listener = async {
-            let mut l = PgListener::connect_with(store.pool()).await?;
-            l.listen(TOKENS_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        match listener.await {
-            Ok(mut listener) => {
-                let Some(a) = auth.upgrade() else { return };
-                a.bump_epoch();
-                a.listening.store(true, Ordering::SeqCst);
-                drop(a);
-                // `try_recv` reports a lost connection (None) instead of reconnecting behind
-                // our back as `recv` does.
-                loop {
-                    let received = listener.try_recv().await;
-                    let Some(a) = auth.upgrade() else { return };
-                    a.bump_epoch();
-                    if !matches!(received, Ok(Some(_))) {
-                        a.listening.store(false, Ordering::SeqCst);
-                        tracing::warn!(
-                            "lost the token revocation listener; cached tokens are checked against the store until it is back"
-                        );
-                        break;
-                    }
-                }
+/// Follows revocations through the store's notification session: every announcement, every
+/// (re)connection and every gap (a lost session, events missed by falling behind) bumps the
+/// epoch; cached verifications are trusted only while the session is connected.
+async fn follow_revocations(auth: std::sync::Weak<Authenticator>, mut events: broadcast::Receiver<Event>) {
+    loop {
+        let event = events.recv().await;
+        let Some(a) = auth.upgrade() else { return };
+        match event {
+            Ok(Event::Notified { channel, .. }) if channel != TOKENS_CHANNEL => continue,
+            Ok(Event::Notified { .. }) => {}
+            Ok(Event::Connected) => a.listening.store(true, Ordering::SeqCst),
+            Ok(Event::Lost) => {
+                a.listening.store(false, Ordering::SeqCst);
+                tracing::warn!(
+                    "lost the token revocation listener; cached tokens are checked against the store until it is back"
+                );
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot listen for token revocations; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => {
+                a.listening.store(false, Ordering::SeqCst);
+                a.bump_epoch();
+                return;
             }
         }
+        a.bump_epoch();
     }
 }
 

@@ -1,17 +1,18 @@
-//! Waiting for the reconciler: a task LISTENs on the metadata DB for finished passes and bumps
-//! a per-cluster counter; a request that wrote desired state re-reads its object each time the
-//! counter moves (and every 250 ms regardless, in case a notification was lost) until the
-//! object has settled or the bounded wait is over.
+//! Waiting for the reconciler: finished passes are announced on the metadata database (heard
+//! through the store's notification session) and bump a counter per cluster that some request
+//! waits on; a request that wrote desired state re-reads its object each time the counter
+//! moves (and every 250 ms regardless, in case a notification was lost) until the object has
+//! settled or the bounded wait is over. Counters exist only while a request waits.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pgplane_core::notifications::Event;
 use pgplane_core::store::RECONCILED_CHANNEL;
 use pgplane_core::Store;
-use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -23,46 +24,46 @@ pub(crate) struct Waiter {
 }
 
 impl Waiter {
-    /// Starts the listening task.
-    pub fn start(store: Store) -> Arc<Self> {
+    /// Starts following finished passes.
+    pub fn start(store: &Store) -> Arc<Self> {
         let waiter = Arc::new(Self { passes: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&waiter);
+        let mut events = store.notifications().subscribe();
         tokio::spawn(async move {
             loop {
-                let listener = async {
-                    let mut l = PgListener::connect_with(store.pool()).await?;
-                    l.listen(RECONCILED_CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(l)
-                };
-                let mut listener = match listener.await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot listen for finished passes; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if weak.strong_count() == 0 {
-                            return;
+                let event = events.recv().await;
+                let Some(waiter) = weak.upgrade() else { return };
+                match event {
+                    Ok(Event::Notified { channel, payload }) if channel == RECONCILED_CHANNEL => {
+                        if let Ok(id) = Uuid::parse_str(&payload) {
+                            waiter.passed(id);
                         }
-                        continue;
                     }
-                };
-                while let Ok(n) = listener.recv().await {
-                    let Some(waiter) = weak.upgrade() else { return };
-                    if let Ok(id) = Uuid::parse_str(n.payload()) {
-                        waiter.sender(id).send_modify(|count| *count += 1);
-                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
         waiter
     }
 
-    fn sender(&self, cluster_id: Uuid) -> watch::Sender<u64> {
-        self.passes
+    /// A pass over `cluster_id` finished: wakes whoever waits on it.
+    fn passed(&self, cluster_id: Uuid) {
+        if let Some(sender) = self.passes.lock().expect("waiter lock").get(&cluster_id) {
+            sender.send_modify(|count| *count += 1);
+        }
+    }
+
+    /// Finished passes over `cluster_id`, from now on, until the subscription is dropped.
+    fn subscribe(&self, cluster_id: Uuid) -> Subscription<'_> {
+        let receiver = self
+            .passes
             .lock()
             .expect("waiter lock")
             .entry(cluster_id)
             .or_insert_with(|| watch::channel(0).0)
-            .clone()
+            .subscribe();
+        Subscription { waiter: self, cluster_id, receiver: Some(receiver) }
     }
 
     /// Calls `check` until it returns a value or `timeout` passes (then None).
@@ -76,18 +77,69 @@ impl Waiter {
         F: FnMut() -> Fut,
         Fut: Future<Output = pgplane_core::Result<Option<T>>>,
     {
-        let mut passes = self.sender(cluster_id).subscribe();
+        let mut passes = self.subscribe(cluster_id);
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = check().await? {
-                return Ok(Some(value));
+        let found = loop {
+            match check().await {
+                Ok(Some(value)) => break Ok(Some(value)),
+                Err(e) => break Err(e),
+                Ok(None) => {}
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                break Ok(None);
             }
             let nap = POLL.min(deadline - now);
             let _ = tokio::time::timeout(nap, passes.changed()).await;
+        };
+        drop(passes);
+        found
+    }
+}
+
+/// One request's wait on a cluster's passes. Dropping it (the request answered, or abandoned
+/// mid-wait) forgets the cluster's counter once nobody else waits on it.
+struct Subscription<'a> {
+    waiter: &'a Waiter,
+    cluster_id: Uuid,
+    receiver: Option<watch::Receiver<u64>>,
+}
+
+impl Subscription<'_> {
+    async fn changed(&mut self) {
+        if let Some(receiver) = self.receiver.as_mut() {
+            let _ = receiver.changed().await;
         }
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut passes = self.waiter.passes.lock().expect("waiter lock");
+        if passes.get(&self.cluster_id).is_some_and(|sender| sender.receiver_count() == 0) {
+            passes.remove(&self.cluster_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_followed_only_while_someone_waits_on_it() {
+        let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        waiter.passed(b);
+        assert!(waiter.passes.lock().unwrap().is_empty(), "a pass nobody waits on leaves nothing behind");
+        let mut first = waiter.subscribe(a);
+        let second = waiter.subscribe(a);
+        waiter.passed(a);
+        assert!(first.receiver.as_mut().unwrap().has_changed().unwrap());
+        drop(first);
+        assert_eq!(waiter.passes.lock().unwrap().len(), 1, "still waited on");
+        drop(second);
+        assert!(waiter.passes.lock().unwrap().is_empty());
     }
 }

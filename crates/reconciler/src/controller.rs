@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgplane_core::heartbeat::Heartbeat;
+use pgplane_core::notifications::Event;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::store::WAKE_CHANNEL;
 use pgplane_core::Store;
-use sqlx::postgres::PgListener;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::metrics::Reachability;
@@ -87,6 +87,17 @@ pub(crate) struct Shared {
     reachability: Reachability,
 }
 
+impl Shared {
+    /// Forgets when passes ended once no due list can be older than that (the map would
+    /// otherwise grow with every cluster ever passed over).
+    fn forget_old_ends(&self) {
+        self.finished_at
+            .lock()
+            .expect("finished lock")
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+    }
+}
+
 /// The reconciler. Cheap to clone.
 #[derive(Clone)]
 pub struct Reconciler {
@@ -117,7 +128,7 @@ impl Reconciler {
         let (max, per_team) = shared.slots.limits();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut passes = tokio::task::JoinSet::new();
-        let mut listener: Option<PgListener> = None;
+        let mut events = shared.store.notifications().subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -131,18 +142,12 @@ impl Reconciler {
             shared.stats.heartbeat.beat();
             shared.reachability.export(shared.config.resync_interval * 2);
             while passes.try_join_next().is_some() {}
-            if listener.is_none() {
-                listener = listen(&shared.store).await;
-            }
+            shared.forget_old_ends();
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {}
                 _ = done_rx.recv() => {}
-                notification = recv(&mut listener) => {
-                    if notification.is_err() {
-                        listener = None;
-                    }
-                }
+                _ = woken(&mut events) => {}
             }
             let asked_at = Instant::now();
             let due = match shared.store.due_clusters(shared.config.resync_interval, 256).await {
@@ -204,28 +209,17 @@ impl Reconciler {
     }
 }
 
-async fn listen(store: &Store) -> Option<PgListener> {
-    let mut listener = match PgListener::connect_with(store.pool()).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for wake-ups; polling only");
-            return None;
+/// Waits for a wake-up: a write announced on the wake channel, or the notification session
+/// (re)connected or lagging (a write may have been missed). Without notifications it pends
+/// forever: the tick polls.
+async fn woken(events: &mut broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(Event::Notified { channel, .. }) if channel == WAKE_CHANNEL => return,
+            Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
-    };
-    match listener.listen(WAKE_CHANNEL).await {
-        Ok(()) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for wake-ups; polling only");
-            None
-        }
-    }
-}
-
-/// Waits for the next wake-up; pends forever when there is no listener (the tick polls).
-async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@ mod retention;
 mod rotation;
 mod tokens;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::lifecycle::ObjectKind;
+use crate::notifications::Notifications;
 
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
@@ -41,6 +43,8 @@ pub const TOKENS_CHANNEL: &str = "pgplane_tokens";
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// The process's notification session, started on first use and shared by every clone.
+    notifications: Arc<OnceLock<Arc<Notifications>>>,
 }
 
 impl Store {
@@ -52,7 +56,13 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.application_name("pgplane"));
-        Ok(Self { pool })
+        Ok(Self { pool, notifications: Arc::default() })
+    }
+
+    /// The notifications of the metadata database (one LISTEN session however many parts
+    /// subscribe; started on first use, inside a Tokio runtime).
+    pub fn notifications(&self) -> Arc<Notifications> {
+        self.notifications.get_or_init(|| Notifications::start(self.pool.clone())).clone()
     }
 
     /// The underlying pool (for LISTEN connections and tests).
