@@ -127,21 +127,23 @@ async fn a_pending_user_turns_ready_on_screen_by_itself() {
 
     let marker = std::env::temp_dir().join(format!("pgplane-console-pending-{}", app.suffix));
     let _ = std::fs::remove_file(&marker);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (reconciler, seen) = (app.reconciler.clone(), marker.clone());
-    let later = tokio::spawn(async move {
-        while !seen.exists() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // The reconciler starts when the browser suite says so, and stops once it is done.
+    let env = [("PGPLANE_PENDING_MARKER", marker.display().to_string())];
+    let browser = run_browser_suite(&app, "test_pending.py", &env);
+    tokio::pin!(browser);
+    let mut reconciler = None;
+    loop {
+        tokio::select! {
+            () = &mut browser => break,
+            () = tokio::time::sleep(Duration::from_millis(100)), if reconciler.is_none() => {
+                if marker.exists() {
+                    reconciler = Some(app.start_reconciler(pgplane_reconciler::ReconcilerConfig::default()));
+                }
+            }
         }
-        reconciler
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    run_browser_suite(&app, "test_pending.py", &[("PGPLANE_PENDING_MARKER", marker.display().to_string())])
-        .await;
-    let _ = stop.send(());
+    }
+    if let Some(reconciler) = reconciler {
+        reconciler.stop().await.expect("the reconciler ran until stopped");
+    }
     let _ = std::fs::remove_file(&marker);
-    later.abort();
 }

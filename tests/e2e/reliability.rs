@@ -224,15 +224,8 @@ async fn a_pass_over_a_converged_cluster_issues_no_ddl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
     let app = TestApp::spawn(15).await;
-    let second = pgplane_reconciler::Reconciler::new(
-        app.store.clone(),
-        app.sealer.clone(),
-        pgplane_reconciler::ReconcilerConfig::default(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(second.clone().run(async {
-        let _ = stopped.await;
-    }));
+    let process = app.start_reconciler(pgplane_reconciler::ReconcilerConfig::default());
+    let second = process.reconciler.clone();
     let (first_before, second_before) = (
         app.reconciler.stats().ddl_steps.load(Ordering::Relaxed),
         second.stats().ddl_steps.load(Ordering::Relaxed),
@@ -250,8 +243,7 @@ async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
     assert_eq!(applied, 30, "each CREATE ROLE issued exactly once between the two");
     let count = "SELECT count(*)::text FROM pg_roles WHERE rolname LIKE $1";
     assert_eq!(app.target_strings(count, &[&format!("twin%_{}", app.suffix)]).await, ["30"]);
-    let _ = stop.send(());
-    runner.await.unwrap();
+    process.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use pgplane_core::secrets::Sealer;
 use pgplane_testkit::{AppOptions, OwnServer, TestApp};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::json;
@@ -126,21 +125,15 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
     let pki = TestPki::new(&app.suffix);
     let tls = pgplane_gateway::server_config(&pki.server_cert(), &pki.server_key()).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let gateway = pgplane_gateway::app(
-        app.store.clone(),
-        Sealer::from_base64(&app.secret_key).unwrap(),
-        pgplane_gateway::GatewayConfig::default(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = pgplane_gateway::ServeLimits {
         header_read_timeout: std::time::Duration::from_secs(2),
         ..Default::default()
     };
-    let server = tokio::spawn(pgplane_gateway::serve_tls(listener, gateway, tls, limits, async {
-        let _ = stopped.await;
-    }));
+    let config = pgplane_gateway::GatewayConfig::default();
+    let api = pgplane_app::Api { listener, tls: Some(tls), config, limits };
+    let server = app.start_process(pgplane_app::Parts { api: Some(api), ..Default::default() });
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
         .build()
@@ -167,6 +160,5 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     )
     .await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a stalled TLS handshake is cut off: {closed:?}");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

@@ -5,7 +5,6 @@
 mod admin;
 mod client;
 mod config;
-mod retention;
 mod serve;
 
 use std::process::ExitCode;

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use pgplane_app::{Api, Parts, Retention};
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
-use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_reconciler::ReconcilerConfig;
 use pgplane_target::SessionLimits;
 use pgplane_target::TargetPolicy;
-use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
-use crate::retention::Retention;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -147,106 +146,75 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
         .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?;
-
     let shutdown_grace = seconds(args.shutdown_grace, "shutdown-grace")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
+    let reconciler = ReconcilerConfig {
+        resync_interval: seconds(args.resync_interval, "resync-interval")?,
+        max_concurrent_passes: args.max_concurrent_passes,
+        max_passes_per_team: args.max_passes_per_team,
+        session_limits: SessionLimits {
+            statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
+            lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
+        },
+        target_policy: target_policy.clone(),
+        shutdown_grace,
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(address) = args.metrics_listen {
-        let handle = pgplane_gateway::metrics::install().map_err(anyhow::Error::msg)?;
-        pgplane_reconciler::metrics::describe();
-        let listener =
-            tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
-        tracing::info!(address = %listener.local_addr()?, "metrics listening");
-        let (store, shutdown) = (store.clone(), stopped());
-        tasks.spawn(async move {
-            if let Err(e) = pgplane_gateway::metrics::serve_metrics(listener, handle, store, shutdown).await {
-                tracing::error!(error = %e, "metrics listener stopped with an error");
-            }
-        });
-    }
-    let retention = Retention { audit_days: args.audit_retention, drift_days: args.drift_retention };
-    tasks.spawn(retention.run(store.clone(), stopped()));
-    let mut reconciler_stats = None;
-    if !args.no_reconciler {
-        let config = ReconcilerConfig {
-            resync_interval: seconds(args.resync_interval, "resync-interval")?,
-            max_concurrent_passes: args.max_concurrent_passes,
-            max_passes_per_team: args.max_passes_per_team,
-            session_limits: SessionLimits {
-                statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
-                lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
-            },
-            target_policy: target_policy.clone(),
-            shutdown_grace,
-        };
-        let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
-        reconciler_stats = Some(reconciler.stats().heartbeat.clone());
-        tasks.spawn(reconciler.run(stopped()));
-    }
-    if !args.no_gateway {
-        let config = GatewayConfig {
-            apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
-            rate_limit_per_minute: args.rate_limit_per_minute,
-            auth_failures: FailureLimits {
-                per_address: args.auth_failures_per_address,
-                per_token: args.auth_failures_per_token,
-            },
-            reconciler: reconciler_stats,
-            target_policy,
-            probes_per_minute: args.registration_probes_per_minute,
-            console: !args.no_console,
-            ..GatewayConfig::default()
-        };
-        let limits = ServeLimits {
-            header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
-            idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
-            max_connections: args.max_client_connections.max(1),
-            shutdown_grace,
-        };
-        ensure_open_files(limits.max_connections);
-        let app = pgplane_gateway::app(store.clone(), sealer.clone(), config);
-        let shutdown = stopped();
-        match (&args.tls_cert_file, &args.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                let read = |path: &std::path::PathBuf| {
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-                };
-                let tls =
-                    pgplane_gateway::server_config(&read(cert)?, &read(key)?).map_err(anyhow::Error::msg)?;
-                let listener = std::net::TcpListener::bind(args.listen)
-                    .with_context(|| format!("binding {}", args.listen))?;
-                tracing::info!(address = %listener.local_addr()?, "REST API listening (TLS)");
-                tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve_tls(listener, app, tls, limits, shutdown).await {
-                        tracing::error!(error = %e, "REST API stopped with an error");
-                    }
-                });
-            }
-            _ => {
-                let listener = tokio::net::TcpListener::bind(args.listen)
-                    .await
-                    .with_context(|| format!("binding {}", args.listen))?;
-                tracing::info!(address = %listener.local_addr()?, console = !args.no_console, "REST API listening");
-                tasks.spawn(async move {
-                    if let Err(e) = pgplane_gateway::serve(listener, app, limits, shutdown).await {
-                        tracing::error!(error = %e, "REST API stopped with an error");
-                    }
-                });
-            }
-        }
-    }
-    shutdown_signal().await;
-    tracing::info!(grace_s = shutdown_grace.as_secs_f64(), "stopping");
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    let metrics = match args.metrics_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    let api = if args.no_gateway { None } else { Some(api(&args, target_policy, shutdown_grace).await?) };
+    let parts = Parts {
+        api,
+        reconciler,
+        reconcile: !args.no_reconciler,
+        metrics,
+        retention: Some(Retention { audit_days: args.audit_retention, drift_days: args.drift_retention }),
+    };
+    let running = pgplane_app::start(store, sealer, parts).map_err(anyhow::Error::msg)?;
+    let stopping = async {
+        shutdown_signal().await;
+        tracing::info!(grace_s = shutdown_grace.as_secs_f64(), "stopping");
+    };
+    let ended = running.run_until(stopping).await;
     tracing::info!("stopped");
-    Ok(())
+    ended.map_err(anyhow::Error::msg)
+}
+
+/// The REST API part, its listener bound.
+async fn api(args: &ServeArgs, target_policy: TargetPolicy, shutdown_grace: Duration) -> anyhow::Result<Api> {
+    let config = GatewayConfig {
+        apply_timeout: seconds(args.apply_timeout, "apply-timeout")?,
+        rate_limit_per_minute: args.rate_limit_per_minute,
+        auth_failures: FailureLimits {
+            per_address: args.auth_failures_per_address,
+            per_token: args.auth_failures_per_token,
+        },
+        target_policy,
+        probes_per_minute: args.registration_probes_per_minute,
+        console: !args.no_console,
+        ..GatewayConfig::default()
+    };
+    let limits = ServeLimits {
+        header_read_timeout: positive(args.header_read_timeout, "header-read-timeout")?,
+        idle_timeout: positive(args.idle_timeout, "idle-timeout")?,
+        max_connections: args.max_client_connections.max(1),
+        shutdown_grace,
+    };
+    ensure_open_files(limits.max_connections);
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &std::path::PathBuf| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            Some(pgplane_gateway::server_config(&read(cert)?, &read(key)?).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    Ok(Api { listener: bind(args.listen).await?, tls, config, limits })
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
 }
 
 async fn shutdown_signal() {

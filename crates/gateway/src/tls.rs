@@ -34,14 +34,12 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
 /// limits as plain HTTP (the TLS handshake must end within the header read timeout), then lets
 /// requests in flight finish (up to `limits.shutdown_grace`).
 pub async fn serve_tls(
-    listener: std::net::TcpListener,
+    listener: tokio::net::TcpListener,
     app: axum::Router,
     config: rustls::ServerConfig,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     crate::serving::serve_connections(listener, app, Some(acceptor), limits, shutdown).await
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use pgplane_app::{Api, Parts};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
@@ -14,7 +15,7 @@ use pgplane_target::SessionLimits;
 use pgplane_target::TargetPolicy;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cleanup::{remove_now, Claim, META_DB_PREFIX, META_ROLE_PREFIX};
 use crate::servers::{servers, PgServer};
@@ -94,7 +95,8 @@ pub struct TestApp {
     pub reconciler: Reconciler,
     pub primary_user: String,
     pub default_db: String,
-    stop: watch::Sender<bool>,
+    /// The pgplane under test, stopped when the app is dropped.
+    process: Option<Process>,
     /// The servers holding the test's objects, cleaned when it is dropped.
     used: Vec<PgServer>,
     /// Keeps the test's names from being swept while it runs; released after the cleanup.
@@ -103,7 +105,9 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        if let Some(process) = &self.process {
+            process.stop.cancel();
+        }
         remove_now(std::mem::take(&mut self.used), self.suffix.clone());
     }
 }
@@ -150,46 +154,33 @@ impl TestApp {
             .await
             .expect("insert token");
 
-        let (stop, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let reconciler = Reconciler::new(
-            store.clone(),
-            sealer.clone(),
-            ReconcilerConfig {
-                resync_interval: options.resync_interval,
-                max_concurrent_passes: options.max_concurrent_passes,
-                max_passes_per_team: 0,
-                session_limits: SessionLimits::default(),
-                target_policy: options.target_policy.clone(),
-                ..ReconcilerConfig::default()
-            },
-        );
-        let stats = reconciler.stats();
-        if options.reconciler {
-            tokio::spawn(reconciler.clone().run(stopped()));
-        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let app = pgplane_gateway::app(
-            store.clone(),
-            sealer.clone(),
-            GatewayConfig {
-                apply_timeout: options.apply_timeout,
-                rate_limit_per_minute: options.rate_limit_per_minute,
-                auth_failures: options.auth_failures,
-                reconciler: Some(stats.heartbeat.clone()),
-                target_policy: options.target_policy.clone(),
-                probes_per_minute: options.probes_per_minute,
-                console: options.console,
-                ..GatewayConfig::default()
-            },
-        );
-        tokio::spawn(pgplane_gateway::serve(listener, app, options.serve_limits, stopped()));
+        let reconciler = ReconcilerConfig {
+            resync_interval: options.resync_interval,
+            max_concurrent_passes: options.max_concurrent_passes,
+            max_passes_per_team: 0,
+            session_limits: SessionLimits::default(),
+            target_policy: options.target_policy.clone(),
+            ..ReconcilerConfig::default()
+        };
+        let config = GatewayConfig {
+            apply_timeout: options.apply_timeout,
+            rate_limit_per_minute: options.rate_limit_per_minute,
+            auth_failures: options.auth_failures,
+            target_policy: options.target_policy.clone(),
+            probes_per_minute: options.probes_per_minute,
+            console: options.console,
+            ..GatewayConfig::default()
+        };
+        let parts = Parts {
+            api: Some(Api { listener, tls: None, config, limits: options.serve_limits }),
+            reconciler,
+            reconcile: options.reconciler,
+            ..Parts::default()
+        };
+        let process = Process::start(store.clone(), sealer.clone(), parts, CancellationToken::new());
+        let base_url = format!("http://{}", process.api_address.expect("the API listens"));
+        let reconciler = process.reconciler.clone();
 
         let target =
             options.target_server.clone().unwrap_or_else(|| servers.target(options.target_major).clone());
@@ -227,7 +218,7 @@ impl TestApp {
             admin_password,
             cluster_id: String::new(),
             reconciler,
-            stop,
+            process: Some(process),
             used,
             _claim: claim,
         };
@@ -241,16 +232,31 @@ impl TestApp {
     /// own pool, token cache and revocation listener; no reconciler), on its own loopback port;
     /// returns its base URL. It stops with the test app.
     pub async fn second_gateway(&self) -> String {
+        let gateway = self
+            .start_gateway(None, GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() })
+            .await;
+        // Dropping the handle leaves it running until the test app stops it.
+        format!("http://{}", gateway.api_address.expect("the API listens"))
+    }
+
+    /// Starts another pgplane process on the test's metadata database (its own store) running
+    /// `parts`; it stops when told, or with the test app.
+    pub fn start_process(&self, parts: Parts) -> Process {
         let store = Store::connect_lazy(&self.metadata_url, 10).expect("store");
+        let stop = self.process.as_ref().map_or_else(CancellationToken::new, |p| p.stop.child_token());
+        Process::start(store, self.sealer.clone(), parts, stop)
+    }
+
+    /// Another gateway on a loopback port (over TLS with `tls`), with no reconciler.
+    pub async fn start_gateway(&self, tls: Option<rustls::ServerConfig>, config: GatewayConfig) -> Process {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let config = GatewayConfig { rate_limit_per_minute: 0, ..GatewayConfig::default() };
-        let app = pgplane_gateway::app(store, self.sealer.clone(), config);
-        let mut stop = self.stop.subscribe();
-        tokio::spawn(pgplane_gateway::serve(listener, app, ServeLimits::default(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-        base_url
+        let api = Api { listener, tls, config, limits: ServeLimits::default() };
+        self.start_process(Parts { api: Some(api), ..Parts::default() })
+    }
+
+    /// Another reconciler, running until stopped (or until the test app is dropped).
+    pub fn start_reconciler(&self, config: ReconcilerConfig) -> Process {
+        self.start_process(Parts { reconciler: config, reconcile: true, ..Parts::default() })
     }
 
     /// Registers the test's cluster (done by `spawn` unless `register` is off) and waits for it
@@ -266,13 +272,9 @@ impl TestApp {
     /// Registers the test's cluster with a reconciler that runs only for that, for tests that
     /// start without one (`reconciler: false`): the cluster is online, later writes stay pending.
     pub async fn register_then_stop_reconciling(&mut self) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let reconciler = tokio::spawn(self.reconciler.clone().run(async {
-            let _ = stopped.await;
-        }));
+        let reconciler = self.start_reconciler(ReconcilerConfig::default());
         self.register().await;
-        let _ = stop.send(());
-        reconciler.await.expect("reconciler stops");
+        reconciler.stop().await.expect("the reconciler ran until stopped");
     }
 
     /// A registration body for this test's target, primary user and default database.
@@ -435,5 +437,32 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// A pgplane process started by the test kit (through the composition root, as `pgplane serve`
+/// starts one).
+pub struct Process {
+    stop: CancellationToken,
+    ended: tokio::task::JoinHandle<Result<(), String>>,
+    /// Its reconciler (running when its parts said so).
+    pub reconciler: Reconciler,
+    /// Where its API listens.
+    pub api_address: Option<std::net::SocketAddr>,
+}
+
+impl Process {
+    fn start(store: Store, sealer: Sealer, parts: Parts, stop: CancellationToken) -> Self {
+        let running = pgplane_app::start(store, sealer, parts).expect("starting pgplane");
+        let (reconciler, api_address) = (running.reconciler.clone(), running.api_address);
+        let until = stop.clone();
+        let ended = tokio::spawn(running.run_until(until.cancelled_owned()));
+        Process { stop, ended, reconciler, api_address }
+    }
+
+    /// Stops it; answers how it ended (an error when a part of it died before).
+    pub async fn stop(self) -> Result<(), String> {
+        self.stop.cancel();
+        self.ended.await.map_err(|e| e.to_string())?
     }
 }

@@ -10,7 +10,7 @@ pub mod cleanup;
 mod logs;
 mod servers;
 
-pub use app::{AppOptions, TestApp};
+pub use app::{AppOptions, Process, TestApp};
 pub use logs::captured_logs;
 pub use servers::{free_port, own_containers, remove_at_exit, servers, OwnServer, PgServer, Servers};
 

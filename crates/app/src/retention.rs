@@ -1,4 +1,4 @@
-//! Retention in `pgplane serve`: at start and then every hour, deletes the audit and drift
+//! Retention of the event logs in a pgplane process: at start and then every hour, deletes the audit and drift
 //! events older than their configured number of days (0 keeps them forever). Every replica
 //! prunes; the deletes are idempotent, so they need no coordination.
 
@@ -30,7 +30,7 @@ impl Retention {
     /// Prunes until `stopped` completes.
     pub async fn run(self, store: Store, stopped: impl Future<Output = ()>) {
         if self.logs().next().is_none() {
-            return;
+            return stopped.await;
         }
         let mut ticks = tokio::time::interval(EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
