@@ -213,3 +213,29 @@ pub struct DriftEvent {
     pub found_at: DateTime<Utc>,
     pub repaired_at: Option<DateTime<Utc>>,
 }
+
+/// One access level a user holds on a database of its cluster (desired state).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccessGrant {
+    pub user_name: String,
+    pub database_name: String,
+    /// An [`AccessLevel`](crate::access::AccessLevel) name.
+    pub level: String,
+}
+
+impl AccessGrant {
+    /// The grant's level (rows are checked by the table's constraint).
+    pub fn level(&self) -> crate::access::AccessLevel {
+        crate::access::AccessLevel::parse(&self.level).unwrap_or(crate::access::AccessLevel::ReadOnly)
+    }
+}
+
+/// How far a user's access levels have been carried out on the target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccessProgress {
+    pub name: String,
+    pub access_generation: i64,
+    pub access_applied_generation: i64,
+    pub access_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -40,6 +40,12 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
             "{noun} name {name:?} is reserved: names starting with pg_ belong to PostgreSQL"
         ));
     }
+    if kind == NameKind::User && lower.starts_with(crate::access::GROUP_PREFIX) {
+        return Err(format!(
+            "user name {name:?} is reserved: names starting with {} are pgplane's access groups",
+            crate::access::GROUP_PREFIX
+        ));
+    }
     let reserved = match kind {
         NameKind::User => RESERVED_ROLES,
         NameKind::Database => RESERVED_DATABASES,
@@ -154,7 +160,9 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names_in_any_case() {
-        for name in ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x"] {
+        for name in
+            ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x", "pgplane_access_ro_1"]
+        {
             assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {

@@ -2,6 +2,7 @@
 //! query lives in this module tree. Writes that change a cluster's desired state bump the
 //! cluster's generation and wake the reconcilers in the same statement or transaction.
 
+mod access;
 mod audit;
 mod clusters;
 mod drift;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
+pub use access::AccessForPass;
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::{ObjectCounts, ObjectKind};
