@@ -15,7 +15,7 @@ use rand::Rng;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::apply;
+use crate::{access, apply};
 use crate::controller::Shared;
 use crate::error::TargetError;
 use crate::observe::{observe, Observed};
@@ -137,10 +137,11 @@ pub(crate) async fn run_pass(
         return Ok(PassSummary { gone: true, ..PassSummary::default() });
     };
     let full = force_full || resync_due;
-    let (users, databases) = shared.store.cluster_objects(cluster_id, !full).await?;
+    let ((users, databases), access) =
+        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::load(shared, &cluster))?;
     let mut summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
-    if !full && users.is_empty() && databases.is_empty() {
+    if !full && users.is_empty() && databases.is_empty() && access::is_idle(&access) {
         // Whatever bumped the generation is applied already.
         summary.idle = true;
         summary.end(finish(shared, &cluster, false, None, None).await?);
@@ -203,6 +204,11 @@ pub(crate) async fn run_pass(
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
+    let access =
+        access::reconcile(shared, &cluster, &spec, clients[0], observed.version_num, full, &databases, access)
+            .await?;
+    ledger.changes += access.changes;
+    ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
 
@@ -528,7 +534,7 @@ fn database_drift(name: &str, step: &Step, observed: &Observed) -> Option<String
 }
 
 /// Logs and records drift, and whether this pass repaired it.
-async fn report_drift(
+pub(crate) async fn report_drift(
     shared: &Shared,
     cluster: &Cluster,
     kind: ObjectKind,
@@ -648,6 +654,7 @@ async fn fail_pass(
         })
         .collect();
     shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
+    shared.store.fail_pending_access(cluster.cluster_id, &message).await?;
     finish(shared, cluster, full, None, Some(&message)).await.map(|_| ())
 }
 

@@ -217,4 +217,17 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Records a pass's failure on every user whose levels wait to be carried out.
+    pub async fn fail_pending_access(&self, cluster_id: Uuid, message: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_users set access_error = $2, updated_at = now()
+              where cluster_id = $1 and access_applied_generation < access_generation",
+        )
+        .bind(cluster_id)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
