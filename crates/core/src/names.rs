@@ -160,9 +160,16 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names_in_any_case() {
-        for name in
-            ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x", "pgplane_access_ro_1"]
-        {
+        for name in [
+            "postgres",
+            "PUBLIC",
+            "none",
+            "current_user",
+            "session_user",
+            "pg_monitor",
+            "PG_x",
+            "pgplane_access_ro_1",
+        ] {
             assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {

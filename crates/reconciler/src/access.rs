@@ -608,7 +608,8 @@ async fn carry_out(
     if let Some(blocked) = plan.blocked.first() {
         failed(summary, blocked.clone());
     }
-    let claims: Vec<(&str, AccessLevel)> = plan.create.iter().map(|g| (g.database.as_str(), g.level)).collect();
+    let claims: Vec<(&str, AccessLevel)> =
+        plan.create.iter().map(|g| (g.database.as_str(), g.level)).collect();
     shared.store.record_access_groups(cluster.cluster_id, &claims, true).await.map_err(store_error)?;
     let mut global: Vec<String> = plan.create.iter().map(|g| create_group_sql(inputs, g)).collect();
     global.extend(plan.fix.iter().cloned());
@@ -625,7 +626,8 @@ async fn carry_out(
         .iter()
         .map(|(database, work)| visit_database(spec, client, limits, database, work, primary))
         .collect();
-    let visits: Vec<(&String, Visited)> = stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
+    let visits: Vec<(&String, Visited)> =
+        stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
     let mut visited_ok = BTreeSet::new();
     // (kind, name, what, repaired)
     let mut drift: Vec<(ObjectKind, String, String, bool)> =
@@ -773,11 +775,11 @@ mod tests {
             pending: vec![pending("app")],
             groups: Vec::new(),
         };
-        for (version, membership) in [
-            (170000, "WITH INHERIT TRUE, SET FALSE GRANTED BY \"doadmin\""),
-            (150000, "TO \"app\""),
-        ] {
-            let inputs = Inputs { cluster: &c, version_num: version, full: false, access: &access, databases: &[] };
+        for (version, membership) in
+            [(170000, "WITH INHERIT TRUE, SET FALSE GRANTED BY \"doadmin\""), (150000, "TO \"app\"")]
+        {
+            let inputs =
+                Inputs { cluster: &c, version_num: version, full: false, access: &access, databases: &[] };
             let mut facts = HashMap::new();
             facts.insert(
                 group_role(c.cluster_id, "shop", AccessLevel::ReadOnly),
@@ -802,7 +804,8 @@ mod tests {
             pending: Vec::new(),
             groups: vec![("shop".into(), AccessLevel::ReadWrite)],
         };
-        let inputs = Inputs { cluster: &c, version_num: 170000, full: false, access: &access, databases: &[] };
+        let inputs =
+            Inputs { cluster: &c, version_num: 170000, full: false, access: &access, databases: &[] };
         let mut facts = converged(&inputs);
         facts.values_mut().for_each(|f| f.members.clear());
         let plan = plan(&inputs, &facts);
@@ -820,11 +823,15 @@ mod tests {
             pending: vec![pending("app")],
             groups: vec![("shop".into(), AccessLevel::ReadOnly)],
         };
-        let inputs = Inputs { cluster: &c, version_num: 150000, full: false, access: &access, databases: &[] };
+        let inputs =
+            Inputs { cluster: &c, version_num: 150000, full: false, access: &access, databases: &[] };
         let role = group_role(c.cluster_id, "shop", AccessLevel::ReadOnly);
         let mut facts = HashMap::new();
         let members = BTreeSet::from(["app".to_string()]);
-        facts.insert(role, GroupFacts { exists: true, database_exists: true, connect: true, members, ..Default::default() });
+        facts.insert(
+            role,
+            GroupFacts { exists: true, database_exists: true, connect: true, members, ..Default::default() },
+        );
         let plan = plan(&inputs, &facts);
         assert_eq!(plan.drop.len(), 1);
         assert_eq!(plan.visits["shop"].drop.len(), 1);

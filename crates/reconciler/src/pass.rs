@@ -15,12 +15,12 @@ use rand::Rng;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::{access, apply};
 use crate::controller::Shared;
 use crate::error::TargetError;
 use crate::observe::{observe, Observed};
 use crate::plan::{plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
 use crate::target::{TargetSpec, CONNECT_TIMEOUT};
+use crate::{access, apply};
 
 /// Retry delay after `attempts` failed passes: 1 s doubling to 5 minutes, with ±20% jitter so
 /// that many clusters failing together do not retry in lockstep.
@@ -204,9 +204,17 @@ pub(crate) async fn run_pass(
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
-    let access =
-        access::reconcile(shared, &cluster, &spec, clients[0], observed.version_num, full, &databases, access)
-            .await?;
+    let access = access::reconcile(
+        shared,
+        &cluster,
+        &spec,
+        clients[0],
+        observed.version_num,
+        full,
+        &databases,
+        access,
+    )
+    .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;

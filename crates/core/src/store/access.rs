@@ -60,12 +60,13 @@ impl Store {
         levels: &[(String, AccessLevel)],
     ) -> Result<AccessProgress> {
         let mut tx = self.pool.begin().await?;
-        let found: Option<(String, String)> =
-            sqlx::query_as("select role, state from cluster_users where cluster_id = $1 and name = $2 for update")
-                .bind(cluster_id)
-                .bind(user)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found: Option<(String, String)> = sqlx::query_as(
+            "select role, state from cluster_users where cluster_id = $1 and name = $2 for update",
+        )
+        .bind(cluster_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
         match found {
             None => return Err(Error::NotFound("user")),
             Some((_, state)) if state == "absent" => {
@@ -73,11 +74,9 @@ impl Store {
                     "the user {user:?} is being deleted; try again once it is gone"
                 )))
             }
-            Some((role, _)) if role == "primary" => {
-                return Err(Error::Invalid(format!(
-                    "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
-                )))
-            }
+            Some((role, _)) if role == "primary" => return Err(Error::Invalid(format!(
+                "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
+            ))),
             Some(_) => {}
         }
         let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
@@ -90,7 +89,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
-            return Err(Error::Invalid(format!("unknown database {unknown:?}: the cluster has no such database")));
+            return Err(Error::Invalid(format!(
+                "unknown database {unknown:?}: the cluster has no such database"
+            )));
         }
         let removed = sqlx::query(
             "delete from cluster_user_access
@@ -161,8 +162,7 @@ impl Store {
         .bind(cluster_id)
         .fetch_all(&self.pool);
         let (grants, pending, groups) = tokio::try_join!(grants, pending, groups)?;
-        let groups =
-            groups.into_iter().filter_map(|(d, l)| AccessLevel::parse(&l).map(|l| (d, l))).collect();
+        let groups = groups.into_iter().filter_map(|(d, l)| AccessLevel::parse(&l).map(|l| (d, l))).collect();
         Ok(AccessForPass { grants, pending, groups })
     }
 
@@ -192,7 +192,11 @@ impl Store {
 
     /// Records how a pass left users' levels: carried out at the access generation it read
     /// (message None), or failed with a message (the applied generation stays).
-    pub async fn record_access(&self, cluster_id: Uuid, outcomes: &[(&str, i64, Option<&str>)]) -> Result<()> {
+    pub async fn record_access(
+        &self,
+        cluster_id: Uuid,
+        outcomes: &[(&str, i64, Option<&str>)],
+    ) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }

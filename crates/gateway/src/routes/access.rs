@@ -159,7 +159,8 @@ pub(super) async fn put(
     ApiJson(body): ApiJson<PutAccess>,
 ) -> Result<Json<AccessResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    let entries = body.access.ok_or_else(|| ApiError::unprocessable("invalid request: access field required"))?;
+    let entries =
+        body.access.ok_or_else(|| ApiError::unprocessable("invalid request: access field required"))?;
     let levels = parse_entries(&entries)?;
     let written = state.store.replace_access(cluster.cluster_id, &name, &levels).await?;
     settle_access(&state, &cluster, &written).await?;
@@ -177,6 +178,7 @@ pub(super) async fn settle_access(
         return Ok(());
     }
     let (store, id, name) = (&state.store, cluster.cluster_id, written.name.as_str());
-    settle(state, id, written.access_generation, written.updated_at, || store.access_progress(id, name)).await?;
+    settle(state, id, written.access_generation, written.updated_at, || store.access_progress(id, name))
+        .await?;
     Ok(())
 }

@@ -137,9 +137,10 @@ pub(super) async fn create(
     let (store, id) = (&state.store, cluster.cluster_id);
     // Unknown databases are refused before the user is stored.
     let databases = store.list_databases(id).await?;
-    if let Some((unknown, _)) = levels.iter().find(|(d, _)| {
-        !databases.iter().any(|db| db.name == *d && db.desired() == DesiredState::Present)
-    }) {
+    if let Some((unknown, _)) = levels
+        .iter()
+        .find(|(d, _)| !databases.iter().any(|db| db.name == *d && db.desired() == DesiredState::Present))
+    {
         return Err(ApiError::unprocessable(format!(
             "unknown database {unknown:?}: the cluster has no such database"
         )));
