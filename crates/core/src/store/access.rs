@@ -74,9 +74,11 @@ impl Store {
                     "the user {user:?} is being deleted; try again once it is gone"
                 )))
             }
-            Some((role, _)) if role == "primary" => return Err(Error::Invalid(format!(
+            Some((role, _)) if role == "primary" => {
+                return Err(Error::Invalid(format!(
                 "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
-            ))),
+            )))
+            }
             Some(_) => {}
         }
         let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
