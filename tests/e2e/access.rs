@@ -304,3 +304,31 @@ async fn bad_access_requests_get_do_style_errors_and_change_nothing() {
     assert_eq!(body["access"], json!([]));
     assert!(!app.role_exists(&group(&app, &shop, AccessLevel::ReadOnly)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_pgplane_does_not_manage_never_gets_a_level() {
+    let app = TestApp::spawn(15).await;
+    let shop = app.unique("shop");
+    app.create_db(&shop).await;
+    let theirs = app.unique("theirs");
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!("CREATE ROLE \"{theirs}\" LOGIN"))
+        .await
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &app.cluster_path("/users"),
+            json!({ "name": theirs, "access": [{ "database": shop, "level": "read_write" }] }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let memberships = app
+        .target_strings(
+            "SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+              WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+            &[&theirs],
+        )
+        .await;
+    assert!(memberships.is_empty(), "{memberships:?}");
+}

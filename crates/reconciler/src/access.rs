@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt};
 use pgplane_core::access::{group_role, AccessLevel, Privileges};
-use pgplane_core::model::{Cluster, Database, DesiredState};
+use pgplane_core::model::{AccessProgress, Cluster, Database, DesiredState};
 use pgplane_core::store::{AccessForPass, ObjectKind, Outcome};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -105,14 +105,12 @@ pub(crate) struct AccessSummary {
     pub error: Option<String>,
 }
 
-/// Reads what a pass needs about the cluster's access levels.
-pub(crate) async fn load(shared: &Shared, cluster: &Cluster) -> Result<AccessForPass, pgplane_core::Error> {
-    shared.store.access_for_pass(cluster.cluster_id).await
-}
-
-/// Whether a pass that found no other change has nothing to do about access either.
-pub(crate) fn is_idle(access: &AccessForPass) -> bool {
-    access.pending.is_empty()
+/// The users whose levels wait to be carried out, read as a pass starts.
+pub(crate) async fn pending(
+    shared: &Shared,
+    cluster: &Cluster,
+) -> Result<Vec<AccessProgress>, pgplane_core::Error> {
+    shared.store.pending_access(cluster.cluster_id).await
 }
 
 /// The inputs of [`plan`] that are not the target's facts.
@@ -560,8 +558,10 @@ async fn visit_database<'a>(
 }
 
 /// Carries out the cluster's access levels on the target (after its roles and databases), and
-/// records each pending user's outcome. `client` is the pass's admin session.
-#[allow(clippy::too_many_arguments)]
+/// records each pending user's outcome. `client` is the pass's admin session. The levels are
+/// read now, after the pass recorded its role outcomes, so that a user found in conflict in this
+/// pass is never made a member.
+#[expect(clippy::too_many_arguments, reason = "the pass's parts, each needed here")]
 pub(crate) async fn reconcile(
     shared: &Shared,
     cluster: &Cluster,
@@ -570,8 +570,9 @@ pub(crate) async fn reconcile(
     version_num: i32,
     full: bool,
     databases: &[Database],
-    access: AccessForPass,
+    pending: Vec<AccessProgress>,
 ) -> Result<AccessSummary, pgplane_core::Error> {
+    let access = shared.store.access_for_pass(cluster.cluster_id, pending).await?;
     let inputs = Inputs { cluster, version_num, full, access: &access, databases };
     let groups = inputs.universe();
     if groups.is_empty() && access.pending.is_empty() {

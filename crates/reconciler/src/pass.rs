@@ -137,11 +137,11 @@ pub(crate) async fn run_pass(
         return Ok(PassSummary { gone: true, ..PassSummary::default() });
     };
     let full = force_full || resync_due;
-    let ((users, databases), access) =
-        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::load(shared, &cluster))?;
+    let ((users, databases), pending_access) =
+        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::pending(shared, &cluster))?;
     let mut summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
-    if !full && users.is_empty() && databases.is_empty() && access::is_idle(&access) {
+    if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
         summary.idle = true;
         summary.end(finish(shared, &cluster, false, None, None).await?);
@@ -204,17 +204,10 @@ pub(crate) async fn run_pass(
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
-    let access = access::reconcile(
-        shared,
-        &cluster,
-        &spec,
-        clients[0],
-        observed.version_num,
-        full,
-        &databases,
-        access,
-    )
-    .await?;
+    let version = observed.version_num;
+    let access =
+        access::reconcile(shared, &cluster, &spec, clients[0], version, full, &databases, pending_access)
+            .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;

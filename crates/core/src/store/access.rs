@@ -140,30 +140,43 @@ impl Store {
         Ok(progress)
     }
 
-    /// A cluster's access state for a pass, read at the same time.
-    pub async fn access_for_pass(&self, cluster_id: Uuid) -> Result<AccessForPass> {
+    /// Users of a cluster whose latest levels have not been carried out (or failed).
+    pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
+        Ok(sqlx::query_as(&format!(
+            "select {PROGRESS} from cluster_users
+              where cluster_id = $1 and state = 'present'
+                and (access_applied_generation < access_generation or access_error is not null)"
+        ))
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A cluster's access state for a pass, read once the pass's role outcomes are recorded:
+    /// levels count only for users pgplane has created on the target and that are not in
+    /// conflict with a role it does not manage (which must never be made a member).
+    pub async fn access_for_pass(
+        &self,
+        cluster_id: Uuid,
+        pending: Vec<AccessProgress>,
+    ) -> Result<AccessForPass> {
         let grants = sqlx::query_as(
             "select a.user_name, a.database_name, a.level
                from cluster_user_access a
                join cluster_users u on u.cluster_id = a.cluster_id and u.name = a.user_name
                join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
-              where a.cluster_id = $1 and u.state = 'present' and d.state = 'present'
+              where a.cluster_id = $1 and u.state = 'present' and u.claimed and u.sync_status <> 'conflict'
+                and d.state = 'present'
               order by a.database_name, a.user_name",
         )
         .bind(cluster_id)
         .fetch_all(&self.pool);
-        let pending_sql = format!(
-            "select {PROGRESS} from cluster_users
-              where cluster_id = $1 and state = 'present'
-                and (access_applied_generation < access_generation or access_error is not null)"
-        );
-        let pending = sqlx::query_as(&pending_sql).bind(cluster_id).fetch_all(&self.pool);
         let groups = sqlx::query_as::<_, (String, String)>(
             "select database_name, level from cluster_access_groups where cluster_id = $1",
         )
         .bind(cluster_id)
         .fetch_all(&self.pool);
-        let (grants, pending, groups) = tokio::try_join!(grants, pending, groups)?;
+        let (grants, groups) = tokio::try_join!(grants, groups)?;
         let groups = groups.into_iter().filter_map(|(d, l)| AccessLevel::parse(&l).map(|l| (d, l))).collect();
         Ok(AccessForPass { grants, pending, groups })
     }
