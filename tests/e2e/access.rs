@@ -215,7 +215,7 @@ async fn revoked_privileges_come_back_as_drift_and_a_converged_pass_grants_nothi
                 &[&ro, &user],
             )
             .await;
-        assert_eq!(grantors, [app.primary_user.clone()]);
+        assert_eq!(grantors, std::slice::from_ref(&app.primary_user));
     }
 }
 on_each_version!(revoked_privileges_come_back_as_drift_and_a_converged_pass_grants_nothing);
