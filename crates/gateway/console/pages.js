@@ -302,9 +302,9 @@ function usersTab(body, alive, cluster) {
     const primary = u.role === 'primary' || u.name === cluster.pgplane.primary_user;
     const items = [];
     if (!primary && u.status !== 'deleting') {
-      if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
       if (can(UPDATE)) items.push(['Reset password', () => resetPassword(u.name)]);
       if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name)]);
+      if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
     }
     return h('tr', { 'data-user': u.name },
       h('td', { class: 'name' }, u.name),
