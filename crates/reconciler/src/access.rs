@@ -559,8 +559,8 @@ async fn visit_database<'a>(
 
 /// Carries out the cluster's access levels on the target (after its roles and databases), and
 /// records each pending user's outcome. `client` is the pass's admin session. The levels are
-/// read now, after the pass recorded its role outcomes, so that a user found in conflict in this
-/// pass is never made a member.
+/// read now, after the pass recorded its role and database outcomes, so that a user or database
+/// found in conflict in this pass is left alone.
 #[expect(clippy::too_many_arguments, reason = "the pass's parts, each needed here")]
 pub(crate) async fn reconcile(
     shared: &Shared,

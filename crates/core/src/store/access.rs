@@ -152,9 +152,10 @@ impl Store {
         .await?)
     }
 
-    /// A cluster's access state for a pass, read once the pass's role outcomes are recorded:
-    /// levels count only for users pgplane has created on the target and that are not in
-    /// conflict with a role it does not manage (which must never be made a member).
+    /// A cluster's access state for a pass, read once the pass's role and database outcomes
+    /// are recorded: levels count only for users and databases pgplane has created on the
+    /// target and that are not in conflict with an object it does not manage (a role that is
+    /// not pgplane's is never made a member, a database that is not pgplane's never granted on).
     pub async fn access_for_pass(
         &self,
         cluster_id: Uuid,
@@ -166,7 +167,7 @@ impl Store {
                join cluster_users u on u.cluster_id = a.cluster_id and u.name = a.user_name
                join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
               where a.cluster_id = $1 and u.state = 'present' and u.claimed and u.sync_status <> 'conflict'
-                and d.state = 'present'
+                and d.state = 'present' and d.claimed and d.sync_status <> 'conflict'
               order by a.database_name, a.user_name",
         )
         .bind(cluster_id)
