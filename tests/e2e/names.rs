@@ -3,7 +3,8 @@
 //! real server (created, listed, shown, dropped); every name it refuses changes nothing; and no
 //! name runs SQL of its own (a canary table and every other role survive).
 
-use pgplane_core::names::{check_identifier, NameKind};
+use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::names::check_identifier;
 use pgplane_testkit::TestApp;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -38,7 +39,7 @@ async fn any_accepted_name_round_trips_and_none_runs_sql() {
         let raw = strategy.new_tree(&mut runner).unwrap().current();
         let name = format!("{raw}{}", app.suffix);
         let path = app.cluster_path("/users");
-        if let Err(why) = check_identifier(NameKind::User, &name) {
+        if let Err(why) = check_identifier(ObjectKind::User, &name) {
             let (status, body) = app.post(&path, json!({ "name": name })).await;
             assert_eq!(status, 422, "{name:?} ({why}): {body}");
             assert!(!app.role_exists(&name).await);

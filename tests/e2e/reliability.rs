@@ -142,9 +142,9 @@ async fn a_changed_admin_password_backs_off_then_recovers_when_the_registration_
     let admin = app.target_admin("postgres").await;
     let verifier = pgplane_core::passwords::scram_verifier("rotated-by-the-dba");
     // The DBA's change, kept out of the server log as pgplane keeps its own (leak tests read it).
-    admin.batch_execute(pgplane_reconciler::sql::QUIET).await.unwrap();
+    admin.batch_execute(pgplane_target::sql::QUIET).await.unwrap();
     admin.batch_execute(&format!("ALTER ROLE {} PASSWORD '{verifier}'", app.admin_user)).await.unwrap();
-    admin.batch_execute(pgplane_reconciler::sql::LOUD).await.unwrap();
+    admin.batch_execute(pgplane_target::sql::LOUD).await.unwrap();
     admin
         .batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",
@@ -318,7 +318,7 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let seen_by_pass = app.store.cluster_by_id(id).await.unwrap().unwrap();
     let admin = pgplane_core::store::AdminConnection {
         host: app.target.host.clone(),
-        port: i32::from(app.target.port),
+        port: app.target.port,
         user: app.admin_user.clone(),
         password: app.admin_password.clone(),
         database: "postgres".into(),

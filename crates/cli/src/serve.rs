@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
-use pgplane_reconciler::target::SessionLimits;
-use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
+use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_target::SessionLimits;
+use pgplane_target::TargetPolicy;
 use tokio::sync::watch;
 
 use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
@@ -90,10 +91,10 @@ pub struct ServeArgs {
     max_passes_per_team: usize,
     /// Networks (comma-separated CIDRs or addresses) registered targets may be on; every
     /// address a target's host resolves to must be in one, or pgplane does not connect.
-    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_NETWORKS", default_value = pgplane_reconciler::policy::DEFAULT_NETWORKS)]
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_NETWORKS", default_value = pgplane_target::policy::DEFAULT_NETWORKS)]
     allowed_target_networks: String,
     /// Ports (comma-separated, ranges as 5432-5439) registered targets may listen on.
-    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_reconciler::policy::DEFAULT_PORTS)]
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_target::policy::DEFAULT_PORTS)]
     allowed_target_ports: String,
     /// Registration probes (POST /v2/databases, PUT …/pgplane) a minute per team (0: no limit).
     #[arg(long, env = "PGPLANE_REGISTRATION_PROBES_PER_MINUTE", default_value_t = 30)]
@@ -158,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(address) = args.metrics_listen {
         let handle = pgplane_gateway::metrics::install().map_err(anyhow::Error::msg)?;
+        pgplane_reconciler::metrics::describe();
         let listener =
             tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "metrics listening");
@@ -184,7 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_grace,
         };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
-        reconciler_stats = Some(reconciler.stats());
+        reconciler_stats = Some(reconciler.stats().heartbeat.clone());
         tasks.spawn(reconciler.run(stopped()));
     }
     if !args.no_gateway {

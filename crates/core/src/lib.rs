@@ -4,6 +4,8 @@
 
 pub mod access;
 pub mod error;
+pub mod heartbeat;
+pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod passwords;

@@ -2,6 +2,8 @@
 //! open them with the `Sealer` when they need them.
 
 use chrono::{DateTime, Utc};
+
+use crate::lifecycle::{DesiredState, SyncStatus, UserRole};
 use uuid::Uuid;
 
 /// The bootstrap team created by the first migration.
@@ -59,65 +61,18 @@ impl Cluster {
     }
 }
 
-/// Desired state of an object: whether it should exist on the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DesiredState {
-    Present,
-    Absent,
-}
-
-impl DesiredState {
-    pub fn parse(s: &str) -> Self {
-        if s == "absent" {
-            DesiredState::Absent
-        } else {
-            DesiredState::Present
-        }
-    }
-}
-
-/// How far an object's desired state has been applied to its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncStatus {
-    /// Not applied yet (new, changed, or the last attempt failed: see `last_error`).
-    Pending,
-    /// The target matches the desired state.
-    Ready,
-    /// A same-named object pgplane does not manage exists on the target; pgplane leaves it alone.
-    Conflict,
-}
-
-impl SyncStatus {
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "ready" => SyncStatus::Ready,
-            "conflict" => SyncStatus::Conflict,
-            _ => SyncStatus::Pending,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncStatus::Pending => "pending",
-            SyncStatus::Ready => "ready",
-            SyncStatus::Conflict => "conflict",
-        }
-    }
-}
-
 /// A PostgreSQL role pgplane manages on a cluster.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
     pub cluster_id: Uuid,
     pub name: String,
-    /// "primary" (the admin user every cluster has) or "normal".
-    pub role: String,
+    pub role: UserRole,
     pub credentials_sealed: Vec<u8>,
     pub allow_replication: bool,
-    pub state: String,
+    pub state: DesiredState,
     pub generation: i64,
     pub applied_generation: i64,
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     pub last_error: Option<String>,
     pub claimed: bool,
     pub created_at: DateTime<Utc>,
@@ -126,13 +81,7 @@ pub struct User {
 
 impl User {
     pub fn is_primary(&self) -> bool {
-        self.role == "primary"
-    }
-    pub fn desired(&self) -> DesiredState {
-        DesiredState::parse(&self.state)
-    }
-    pub fn sync(&self) -> SyncStatus {
-        SyncStatus::parse(&self.sync_status)
+        self.role == UserRole::Primary
     }
     /// The additional-data context that binds sealed credentials to this user.
     pub fn credentials_context(cluster_id: Uuid, name: &str) -> String {
@@ -146,23 +95,14 @@ pub struct Database {
     pub cluster_id: Uuid,
     pub name: String,
     pub is_default: bool,
-    pub state: String,
+    pub state: DesiredState,
     pub generation: i64,
     pub applied_generation: i64,
-    pub sync_status: String,
+    pub sync_status: SyncStatus,
     pub last_error: Option<String>,
     pub claimed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-impl Database {
-    pub fn desired(&self) -> DesiredState {
-        DesiredState::parse(&self.state)
-    }
-    pub fn sync(&self) -> SyncStatus {
-        SyncStatus::parse(&self.sync_status)
-    }
 }
 
 /// A stored API token (its hash, never the token).
@@ -214,6 +154,9 @@ pub struct DriftEvent {
     pub repaired_at: Option<DateTime<Utc>>,
 }
 
+crate::lifecycle::lifecycle_columns!(User);
+crate::lifecycle::lifecycle_columns!(Database);
+
 /// One access level a user holds on a database of its cluster (desired state).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccessGrant {
@@ -238,4 +181,31 @@ pub struct AccessProgress {
     pub access_applied_generation: i64,
     pub access_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A user's levels are waited for like any other write: applied at their generation, or an
+/// error recorded after the write.
+impl crate::lifecycle::Lifecycle for AccessProgress {
+    fn desired(&self) -> DesiredState {
+        DesiredState::Present
+    }
+    fn sync(&self) -> SyncStatus {
+        if self.access_applied_generation >= self.access_generation && self.access_error.is_none() {
+            SyncStatus::Ready
+        } else {
+            SyncStatus::Pending
+        }
+    }
+    fn generation(&self) -> i64 {
+        self.access_generation
+    }
+    fn applied_generation(&self) -> i64 {
+        self.access_applied_generation
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.access_error.as_deref()
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
 }

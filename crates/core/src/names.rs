@@ -1,7 +1,9 @@
 //! Which names pgplane accepts for clusters, users and databases. Checked before anything is
 //! stored, so that a bad name never reaches SQL. Identifiers are always quoted in SQL
-//! (`pgplane_reconciler::sql`), so any character but control characters is safe; the limits
+//! (`pgplane_target::sql`), so any character but control characters is safe; the limits
 //! here are PostgreSQL's own (63 bytes, reserved names) plus a few that avoid confusion.
+
+use crate::lifecycle::ObjectKind;
 
 /// PostgreSQL truncates longer identifiers silently (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -13,25 +15,9 @@ const RESERVED_ROLES: &[&str] =
 /// Database names that belong to the server itself.
 const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
-/// What a name is for; each kind has its own reserved words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    User,
-    Database,
-}
-
-impl NameKind {
-    fn noun(self) -> &'static str {
-        match self {
-            NameKind::User => "user",
-            NameKind::Database => "database",
-        }
-    }
-}
-
 /// Checks a user or database name; the error says what is wrong in a sentence fit for an API
 /// answer.
-pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
+pub fn check_identifier(kind: ObjectKind, name: &str) -> Result<(), String> {
     let noun = kind.noun();
     check_identifier_shape(&format!("{noun} name"), name)?;
     let lower = name.to_lowercase();
@@ -40,15 +26,15 @@ pub fn check_identifier(kind: NameKind, name: &str) -> Result<(), String> {
             "{noun} name {name:?} is reserved: names starting with pg_ belong to PostgreSQL"
         ));
     }
-    if kind == NameKind::User && lower.starts_with(crate::access::GROUP_PREFIX) {
+    if kind == ObjectKind::User && lower.starts_with(crate::access::GROUP_PREFIX) {
         return Err(format!(
             "user name {name:?} is reserved: names starting with {} are pgplane's access groups",
             crate::access::GROUP_PREFIX
         ));
     }
     let reserved = match kind {
-        NameKind::User => RESERVED_ROLES,
-        NameKind::Database => RESERVED_DATABASES,
+        ObjectKind::User => RESERVED_ROLES,
+        ObjectKind::Database => RESERVED_DATABASES,
     };
     if reserved.contains(&lower.as_str()) {
         return Err(format!("{noun} name {name:?} is reserved"));
@@ -131,31 +117,31 @@ mod tests {
             "emoji-🐘",
             "a/b?c%d",
         ] {
-            assert_eq!(check_identifier(NameKind::User, name), Ok(()), "{name}");
-            assert_eq!(check_identifier(NameKind::Database, name), Ok(()), "{name}");
+            assert_eq!(check_identifier(ObjectKind::User, name), Ok(()), "{name}");
+            assert_eq!(check_identifier(ObjectKind::Database, name), Ok(()), "{name}");
         }
     }
 
     #[test]
     fn enforces_the_63_byte_limit_in_bytes_not_characters() {
         let at_limit = "a".repeat(63);
-        assert!(check_identifier(NameKind::User, &at_limit).is_ok());
+        assert!(check_identifier(ObjectKind::User, &at_limit).is_ok());
         let over = "a".repeat(64);
-        let err = check_identifier(NameKind::User, &over).unwrap_err();
+        let err = check_identifier(ObjectKind::User, &over).unwrap_err();
         assert!(err.contains("64 bytes"), "{err}");
         // 21 three-byte characters are 63 bytes; one more makes 66.
-        assert!(check_identifier(NameKind::Database, &"名".repeat(21)).is_ok());
-        assert!(check_identifier(NameKind::Database, &"名".repeat(22)).is_err());
+        assert!(check_identifier(ObjectKind::Database, &"名".repeat(21)).is_ok());
+        assert!(check_identifier(ObjectKind::Database, &"名".repeat(22)).is_err());
     }
 
     #[test]
     fn rejects_empty_control_characters_and_padding() {
-        assert!(check_identifier(NameKind::User, "").is_err());
-        assert!(check_identifier(NameKind::User, "a\0b").is_err());
-        assert!(check_identifier(NameKind::User, "a\nb").is_err());
-        assert!(check_identifier(NameKind::User, "\u{7f}").is_err());
-        assert!(check_identifier(NameKind::User, " a").is_err());
-        assert!(check_identifier(NameKind::User, "a ").is_err());
+        assert!(check_identifier(ObjectKind::User, "").is_err());
+        assert!(check_identifier(ObjectKind::User, "a\0b").is_err());
+        assert!(check_identifier(ObjectKind::User, "a\nb").is_err());
+        assert!(check_identifier(ObjectKind::User, "\u{7f}").is_err());
+        assert!(check_identifier(ObjectKind::User, " a").is_err());
+        assert!(check_identifier(ObjectKind::User, "a ").is_err());
     }
 
     #[test]
@@ -170,13 +156,13 @@ mod tests {
             "PG_x",
             "pgplane_access_ro_1",
         ] {
-            assert!(check_identifier(NameKind::User, name).is_err(), "{name}");
+            assert!(check_identifier(ObjectKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {
-            assert!(check_identifier(NameKind::Database, name).is_err(), "{name}");
+            assert!(check_identifier(ObjectKind::Database, name).is_err(), "{name}");
         }
         // "public" is a fine database name; it is only reserved for roles.
-        assert!(check_identifier(NameKind::Database, "public").is_ok());
+        assert!(check_identifier(ObjectKind::Database, "public").is_ok());
     }
 
     #[test]

@@ -77,18 +77,19 @@ impl CredentialsCache {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use pgplane_core::lifecycle::{DesiredState, SyncStatus, UserRole};
 
     fn user(cluster_id: Uuid, name: &str, sealed: Vec<u8>) -> User {
         User {
             cluster_id,
             name: name.into(),
-            role: "normal".into(),
+            role: UserRole::Normal,
             credentials_sealed: sealed,
             allow_replication: false,
-            state: "present".into(),
+            state: DesiredState::Present,
             generation: 1,
             applied_generation: 1,
-            sync_status: "ready".into(),
+            sync_status: SyncStatus::Ready,
             last_error: None,
             claimed: true,
             created_at: Utc::now(),

@@ -47,10 +47,10 @@ pub struct GatewayConfig {
     pub rate_limit_per_minute: u32,
     /// Failed authentications allowed a minute per client address and per token id.
     pub auth_failures: FailureLimits,
-    /// The in-process reconciler's counters, for `/readyz` (None when it runs elsewhere).
-    pub reconciler: Option<std::sync::Arc<pgplane_reconciler::Stats>>,
+    /// The in-process reconciler's heartbeat, for `/readyz` (None when it runs elsewhere).
+    pub reconciler: Option<std::sync::Arc<pgplane_core::heartbeat::Heartbeat>>,
     /// Where registered targets may be (checked before any connection).
-    pub target_policy: pgplane_reconciler::TargetPolicy,
+    pub target_policy: pgplane_target::TargetPolicy,
     /// Registration probes (`POST /v2/databases`, `PUT …/pgplane`) a minute per team (0: no
     /// limit).
     pub probes_per_minute: u32,
@@ -66,7 +66,7 @@ impl Default for GatewayConfig {
             rate_limit_per_minute: 1200,
             auth_failures: FailureLimits::default(),
             reconciler: None,
-            target_policy: pgplane_reconciler::TargetPolicy::default(),
+            target_policy: pgplane_target::TargetPolicy::default(),
             probes_per_minute: 30,
             console: true,
         }

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pgplane_core::store::ObjectKind;
+use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::Store;
 
 pub const HTTP_REQUESTS: &str = "pgplane_http_requests_total";
@@ -37,7 +37,7 @@ const REFRESH: Duration = Duration::from_secs(15);
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls return the same handle) and describes
-/// every metric pgplane exports.
+/// the API's metrics (the reconciler describes its own).
 pub fn install() -> Result<PrometheusHandle, String> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
@@ -48,7 +48,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
     describe();
-    pgplane_reconciler::metrics::describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1);
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use pgplane_reconciler::{probe, ServerFacts, TargetPolicy, TargetSpec};
+use pgplane_target::{probe, ServerFacts, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -57,7 +57,7 @@ impl Prober {
         let facts = probe(spec, &self.policy)
             .await
             .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
-        if let Some(why) = facts.unsuitability(&spec.user) {
+        if let Some(why) = facts.unsuitability(&spec.admin.user) {
             return Err(ApiError::unprocessable(format!("{context}: {why}")));
         }
         Ok(facts)

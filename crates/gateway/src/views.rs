@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::model::{Cluster, Database, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -18,14 +19,6 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').rem
 
 pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The reconcile status shown for an object.
-fn status_of(state: DesiredState, sync: SyncStatus) -> &'static str {
-    match state {
-        DesiredState::Absent => "deleting",
-        DesiredState::Present => sync.as_str(),
-    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -52,7 +45,7 @@ pub(crate) struct AccessEntry {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserView {
     pub name: String,
-    pub role: String,
+    pub role: &'static str,
     /// Shown only to tokens with `database:view_credentials`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
@@ -84,10 +77,10 @@ impl UserView {
         };
         Self {
             name: user.name.clone(),
-            role: user.role.clone(),
+            role: user.role.as_str(),
             password,
             settings: UserSettings { pg_allow_replication: user.allow_replication },
-            status: status_of(user.desired(), user.sync()),
+            status: user.shown_status().as_str(),
             last_error: user.last_error.clone().or(unopened),
             created_at: rfc3339(&user.created_at),
             updated_at: rfc3339(&user.updated_at),
@@ -109,7 +102,7 @@ pub(crate) struct DbView {
 
 impl DbView {
     pub fn of(db: &Database) -> Self {
-        let status = status_of(db.desired(), db.sync());
+        let status = db.shown_status().as_str();
         Self {
             name: db.name.clone(),
             status: (status != "ready").then_some(status),

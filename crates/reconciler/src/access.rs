@@ -28,15 +28,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt};
 use pgplane_core::access::{group_role, AccessLevel, Privileges};
-use pgplane_core::model::{AccessProgress, Cluster, Database, DesiredState};
-use pgplane_core::store::{AccessForPass, ObjectKind, Outcome};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
+use pgplane_core::model::{AccessProgress, Cluster, Database};
+use pgplane_core::store::AccessForPass;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+use pgplane_target::sql::{ident, literal};
+use pgplane_target::{SessionLimits, TargetError, TargetSpec};
+
 use crate::controller::Shared;
-use crate::error::TargetError;
-use crate::sql::{ident, literal};
-use crate::target::{SessionLimits, TargetSpec};
 
 /// PostgreSQL 16 keys memberships by grantor and adds INHERIT/SET options per membership.
 const GRANTOR_KEYED_VERSION_NUM: i32 = 160000;
@@ -546,7 +547,7 @@ async fn visit_database<'a>(
     work: &Visit,
     primary: &str,
 ) -> (&'a String, Visited) {
-    let done = if *database == spec.database {
+    let done = if database == spec.admin_database() {
         visit(admin, work, primary).await
     } else {
         match spec.connect(database, limits).await {
@@ -677,7 +678,7 @@ async fn carry_out(
         } else {
             Outcome::Failed(String::new())
         };
-        crate::pass::report_drift(shared, cluster, kind, &name, &found, &outcome)
+        crate::pass::drift::report_drift(shared, cluster, kind, &name, &found, &outcome)
             .await
             .map_err(store_error)?;
     }

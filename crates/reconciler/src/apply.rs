@@ -9,10 +9,11 @@
 use futures::future::join_all;
 use tokio_postgres::Client;
 
-use crate::error::TargetError;
 use crate::observe::RoleAttrs;
-use crate::sql::{ident, literal, LOUD, QUIET};
-use crate::target::{SessionLimits, TargetSpec};
+use crate::plan::Step;
+use pgplane_target::sql::{ident, literal, LOUD, QUIET};
+use pgplane_target::TargetError;
+use pgplane_target::{SessionLimits, TargetSpec};
 
 /// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
 pub(crate) const DUPLICATE_OBJECT: &str = "42710";
@@ -41,14 +42,23 @@ fn attrs_sql(a: RoleAttrs) -> String {
     .concat()
 }
 
+/// The message that carries out a role's step, if the step issues DDL here in one message
+/// (dropping a role takes several, see [`drop_roles`]).
+pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
+    match step {
+        Step::CreateRole { attrs, grant_admin_to } => {
+            Some(create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref()))
+        }
+        Step::AlterRole { attrs, set_password, grant_admin_to } => {
+            Some(alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref()))
+        }
+        _ => None,
+    }
+}
+
 /// CREATE ROLE with the given attributes and password verifier, and the ADMIN OPTION grant
 /// to `grant_admin_to` when given: one message, so both happen or neither.
-pub(crate) fn create_role_sql(
-    name: &str,
-    attrs: RoleAttrs,
-    verifier: &str,
-    grant_admin_to: Option<&str>,
-) -> String {
+fn create_role_sql(name: &str, attrs: RoleAttrs, verifier: &str, grant_admin_to: Option<&str>) -> String {
     let mut sql =
         format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
     if let Some(grantee) = grant_admin_to {
@@ -60,7 +70,7 @@ pub(crate) fn create_role_sql(
 
 /// ALTER ROLE to the given attributes, and the password verifier when given, and the ADMIN
 /// OPTION grant to `grant_admin_to` when given: one message.
-pub(crate) fn alter_role_sql(
+fn alter_role_sql(
     name: &str,
     attrs: RoleAttrs,
     verifier: Option<&str>,
@@ -158,7 +168,7 @@ pub(crate) async fn drop_roles(
     names: &[&str],
     reassign_to: &str,
 ) -> Vec<Result<(), TargetError>> {
-    let nologin: Vec<String> = names.iter().map(|n| format!("ALTER ROLE {} NOLOGIN", ident(n))).collect();
+    let nologin: Vec<String> = names.iter().map(|n| nologin_sql(n)).collect();
     let mut results = pipelined(client, &nologin).await;
     let live: Vec<&str> =
         names.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(name, _)| *name).collect();
@@ -182,7 +192,7 @@ pub(crate) async fn drop_roles(
                   WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
                     AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
                   GROUP BY 1 ORDER BY 1",
-                &[&live, &spec.database],
+                &[&live, &spec.admin_database()],
             )
             .await?;
         Ok::<Vec<(String, Vec<String>)>, tokio_postgres::Error>(
@@ -197,17 +207,8 @@ pub(crate) async fn drop_roles(
         }
     };
     for (database, owners) in dependents {
-        let cleanup: Vec<String> = owners
-            .iter()
-            .map(|role| {
-                format!(
-                    "REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}",
-                    r = ident(role),
-                    to = ident(reassign_to)
-                )
-            })
-            .collect();
-        let outcome = if database == spec.database {
+        let cleanup: Vec<String> = owners.iter().map(|role| hand_over_sql(role, reassign_to)).collect();
+        let outcome = if database == spec.admin_database() {
             pipelined(client, &cleanup).await
         } else {
             match spec.connect(&database, limits).await {
@@ -232,12 +233,27 @@ pub(crate) async fn drop_roles(
         }
     }
     let remaining: Vec<usize> = (0..names.len()).filter(|i| results[*i].is_ok()).collect();
-    let statements: Vec<String> =
-        remaining.iter().map(|i| format!("DROP ROLE IF EXISTS {}", ident(names[*i]))).collect();
+    let statements: Vec<String> = remaining.iter().map(|i| drop_role_sql(names[*i])).collect();
     for (i, result) in remaining.into_iter().zip(pipelined(client, &statements).await) {
         results[i] = result;
     }
     results
+}
+
+/// The first statement of a role's deletion: no new logins.
+pub(crate) fn nologin_sql(role: &str) -> String {
+    format!("ALTER ROLE {} NOLOGIN", ident(role))
+}
+
+/// What a role's deletion runs in each database where it owns something or holds a privilege
+/// (REASSIGN and DROP OWNED act on the current database only).
+pub(crate) fn hand_over_sql(role: &str, reassign_to: &str) -> String {
+    format!("REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}", r = ident(role), to = ident(reassign_to))
+}
+
+/// The last statement of a role's deletion.
+pub(crate) fn drop_role_sql(role: &str) -> String {
+    format!("DROP ROLE IF EXISTS {}", ident(role))
 }
 
 /// Whether a failure on `database` came from its being dropped (or being dropped, its sessions
@@ -257,24 +273,24 @@ fn fail_remaining(results: &mut [Result<(), TargetError>], error: &TargetError) 
     }
 }
 
-/// CREATE DATABASE owned by `owner` (cannot run inside a transaction).
-pub(crate) async fn create_database(client: &Client, name: &str, owner: &str) -> Result<(), TargetError> {
-    client.batch_execute(&format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner))).await?;
-    Ok(())
+/// The statement that carries out a database's step, if the step issues DDL here. CREATE and
+/// DROP DATABASE cannot run inside a transaction: each is sent alone. DROP DATABASE ends the
+/// sessions connected to it (WITH (FORCE), PostgreSQL 13+).
+pub(crate) fn database_sql(name: &str, step: &Step) -> Option<String> {
+    match step {
+        Step::CreateDatabase { owner } => {
+            Some(format!("CREATE DATABASE {} OWNER {}", ident(name), ident(owner)))
+        }
+        Step::AlterDatabaseOwner { owner } => {
+            Some(format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner)))
+        }
+        Step::DropDatabase => Some(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))),
+        _ => None,
+    }
 }
 
-/// Gives a database back to its rightful owner.
-pub(crate) async fn alter_database_owner(
-    client: &Client,
-    name: &str,
-    owner: &str,
-) -> Result<(), TargetError> {
-    client.batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner))).await?;
-    Ok(())
-}
-
-/// DROP DATABASE, ending the sessions connected to it (WITH (FORCE), PostgreSQL 13+).
-pub(crate) async fn drop_database(client: &Client, name: &str) -> Result<(), TargetError> {
-    client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))).await?;
+/// Runs one database step's statement.
+pub(crate) async fn run_database_step(client: &Client, sql: &str) -> Result<(), TargetError> {
+    client.batch_execute(sql).await?;
     Ok(())
 }

@@ -9,10 +9,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use pgplane_core::heartbeat::Heartbeat;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::store::WAKE_CHANNEL;
 use pgplane_core::Store;
@@ -21,10 +22,11 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::metrics::Reachability;
-use crate::pass::{run_pass, PassSummary};
-use crate::policy::TargetPolicy;
+use crate::pass::{run_pass, PassEnd, PassSummary};
+use crate::pools::Pools;
 use crate::slots::Slots;
-use crate::target::{Pools, SessionLimits};
+use pgplane_target::SessionLimits;
+use pgplane_target::TargetPolicy;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -65,22 +67,8 @@ pub struct Stats {
     pub passes: AtomicU64,
     /// Steps that issued DDL on a target (create, alter, drop of a role or database).
     pub ddl_steps: AtomicU64,
-    /// Unix time in milliseconds of the loop's last turn (0: not running).
-    last_beat_ms: AtomicI64,
-}
-
-impl Stats {
-    fn beat(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        self.last_beat_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Whether the loop has turned within `within` (it turns at least every second).
-    pub fn is_alive(&self, within: Duration) -> bool {
-        let last = self.last_beat_ms.load(Ordering::Relaxed);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        last > 0 && now - last <= within.as_millis() as i64
-    }
+    /// Beats at each turn of the loop (at least every second).
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 /// State shared by the loop and its passes.
@@ -140,7 +128,7 @@ impl Reconciler {
             "reconciler started"
         );
         loop {
-            shared.stats.beat();
+            shared.stats.heartbeat.beat();
             shared.reachability.export(shared.config.resync_interval * 2);
             while passes.try_join_next().is_some() {}
             if listener.is_none() {
@@ -263,7 +251,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
     let mut result = Ok(());
     for round in 0..PASSES_IN_A_ROW {
         match bounded_pass(shared, cluster_id, full && round == 0).await {
-            Ok(summary) if summary.more => continue,
+            Ok(summary) if summary.again => continue,
             Ok(_) => break,
             Err(e) => {
                 result = Err(e);
@@ -324,18 +312,18 @@ async fn bounded_pass(
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
     let outcome = match &result {
         Err(_) => "error",
-        Ok(s) if s.gone => "gone",
-        Ok(s) if s.idle => "idle",
-        Ok(s) if s.reached => "reached",
-        Ok(_) => "unreachable",
+        Ok(s) => s.end.label(),
     };
     crate::metrics::pass(outcome, started.elapsed());
     let summary = result?;
-    if summary.gone {
-        shared.pools.retain(|id| *id != cluster_id);
-        shared.reachability.forget(cluster_id);
-    } else if !summary.idle {
-        shared.reachability.record(cluster_id, summary.reached);
+    let reached = summary.end == PassEnd::Reached;
+    match summary.end {
+        PassEnd::Gone => {
+            shared.pools.retain(|id| *id != cluster_id);
+            shared.reachability.forget(cluster_id);
+        }
+        PassEnd::Idle => {}
+        PassEnd::Reached | PassEnd::Unreachable => shared.reachability.record(cluster_id, reached),
     }
     // What one pass costs (the benchmarks read this); debug, as it comes every resync interval.
     tracing::debug!(
@@ -344,7 +332,7 @@ async fn bounded_pass(
         databases = summary.databases,
         changes = summary.changes,
         full = summary.full,
-        reached = summary.reached,
+        reached,
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "reconcile pass finished"
     );

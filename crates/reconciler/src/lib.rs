@@ -6,18 +6,11 @@
 mod access;
 mod apply;
 mod controller;
-mod error;
 pub mod metrics;
 mod observe;
 mod pass;
 mod plan;
-pub mod policy;
+mod pools;
 mod slots;
-pub mod sql;
-pub mod target;
-pub mod tls;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
-pub use error::TargetError;
-pub use policy::TargetPolicy;
-pub use target::{list_roles_and_databases, probe, ServerFacts, TargetSpec};

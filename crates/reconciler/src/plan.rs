@@ -2,7 +2,7 @@
 //! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
 //! that already matches plans no DDL at all.
 
-use pgplane_core::model::DesiredState;
+use pgplane_core::lifecycle::DesiredState;
 
 use crate::observe::{Observed, RoleAttrs};
 
@@ -84,6 +84,21 @@ pub(crate) enum Step {
 }
 
 impl Step {
+    /// The step's name in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::InSync => "in_sync",
+            Step::CreateRole { .. } => "create_role",
+            Step::AlterRole { .. } => "alter_role",
+            Step::DropRole { .. } => "drop_role",
+            Step::CreateDatabase { .. } => "create_database",
+            Step::AlterDatabaseOwner { .. } => "alter_database_owner",
+            Step::DropDatabase => "drop_database",
+            Step::Forget => "forget",
+            Step::Conflict(_) => "conflict",
+        }
+    }
+
     /// Whether this step issues DDL on the target.
     pub fn changes_target(&self) -> bool {
         !matches!(self, Step::InSync | Step::Forget | Step::Conflict(_))

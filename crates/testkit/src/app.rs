@@ -9,8 +9,9 @@ use std::time::Duration;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
-use pgplane_reconciler::target::SessionLimits;
-use pgplane_reconciler::{Reconciler, ReconcilerConfig, TargetPolicy};
+use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_target::SessionLimits;
+use pgplane_target::TargetPolicy;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -181,7 +182,7 @@ impl TestApp {
                 apply_timeout: options.apply_timeout,
                 rate_limit_per_minute: options.rate_limit_per_minute,
                 auth_failures: options.auth_failures,
-                reconciler: Some(stats),
+                reconciler: Some(stats.heartbeat.clone()),
                 target_policy: options.target_policy.clone(),
                 probes_per_minute: options.probes_per_minute,
                 console: options.console,
@@ -202,12 +203,12 @@ impl TestApp {
         // leak tests search the target's log for this password too.
         let verifier = pgplane_core::passwords::scram_verifier(&admin_password);
         let admin = target.admin("postgres").await;
-        admin.batch_execute(pgplane_reconciler::sql::QUIET).await.expect("suppress logging");
+        admin.batch_execute(pgplane_target::sql::QUIET).await.expect("suppress logging");
         admin
             .batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{verifier}'"))
             .await
             .expect("create test admin role");
-        admin.batch_execute(pgplane_reconciler::sql::LOUD).await.expect("restore logging");
+        admin.batch_execute(pgplane_target::sql::LOUD).await.expect("restore logging");
 
         let secret_key = sealer_key.clone();
         let mut app = TestApp {

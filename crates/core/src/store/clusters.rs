@@ -3,8 +3,9 @@
 
 use uuid::Uuid;
 
-use super::{names_clash, notify, taken_on_server, ObjectKind, Store, BUMP, WAKE_CHANNEL};
+use super::{names_clash, notify, taken_on_server, Store, BUMP, WAKE_CHANNEL};
 use crate::error::{Error, Result};
+use crate::lifecycle::ObjectKind;
 use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;
@@ -56,10 +57,12 @@ async fn check_server_names(
     }
 }
 
-/// How pgplane logs in to a target as its admin.
+/// How pgplane logs in to a target as its admin: what a registration gives and the store
+/// keeps (the password sealed at rest).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConnection {
     pub host: String,
-    pub port: i32,
+    pub port: u16,
     pub user: String,
     pub password: String,
     pub database: String,
@@ -130,7 +133,7 @@ impl Store {
         .bind(new.num_nodes)
         .bind(&new.tags)
         .bind(&new.admin.host)
-        .bind(new.admin.port)
+        .bind(i32::from(new.admin.port))
         .bind(&new.admin.user)
         .bind(sealer.seal_str(&new.admin.password, &Cluster::admin_password_context(cluster_id)))
         .bind(&new.admin.database)
@@ -206,7 +209,7 @@ impl Store {
         ))
         .bind(cluster.cluster_id)
         .bind(&admin.host)
-        .bind(admin.port)
+        .bind(i32::from(admin.port))
         .bind(&admin.user)
         .bind(sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id)))
         .bind(&admin.database)

@@ -2,8 +2,9 @@
 
 use uuid::Uuid;
 
-use super::{ObjectKind, Store};
+use super::Store;
 use crate::error::Result;
+use crate::lifecycle::ObjectKind;
 use crate::model::DriftEvent;
 
 impl Store {

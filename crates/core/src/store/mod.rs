@@ -19,12 +19,13 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::lifecycle::ObjectKind;
 
 pub use access::AccessForPass;
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
-pub use objects::{ObjectCounts, ObjectKind};
-pub use reconcile::{ObjectOutcome, Outcome, PassCluster};
+pub use objects::ObjectCounts;
+pub use reconcile::{ObjectOutcome, PassCluster};
 pub use retention::EventLog;
 pub use rotation::Rotation;
 

@@ -2,34 +2,20 @@
 //! share the desired-state columns (state, generation, sync_status, claimed), so the lifecycle
 //! queries are written once, over [`ObjectKind`].
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::{taken_on_server, with_bump, Store};
 use crate::error::{Error, Result};
+use crate::lifecycle::{DesiredState, ObjectKind, SYNC_AFTER_WRITE_SQL};
 use crate::model::{Database, User};
 
-/// The two kinds of managed object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    User,
-    Database,
-}
-
-impl ObjectKind {
-    pub(super) fn table(self) -> &'static str {
-        match self {
-            ObjectKind::User => "cluster_users",
-            ObjectKind::Database => "cluster_databases",
-        }
-    }
-
-    /// The noun used in messages ("user", "database").
-    pub fn noun(self) -> &'static str {
-        match self {
-            ObjectKind::User => "user",
-            ObjectKind::Database => "database",
-        }
+/// The table that holds objects of a kind.
+pub(super) fn table(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::User => "cluster_users",
+        ObjectKind::Database => "cluster_databases",
     }
 }
 
@@ -52,7 +38,7 @@ impl Store {
                     count(*) filter (where sync_status <> 'conflict' and last_error is null
                                      and (sync_status = 'pending' or applied_generation < generation))
              from {}",
-            kind.table()
+            table(kind)
         );
         let (conflict, failed, pending): (i64, i64, i64) = sqlx::query_as(&sql).fetch_one(&self.pool).await?;
         Ok(ObjectCounts { pending, failed, conflict })
@@ -82,7 +68,7 @@ impl Store {
         T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
         let changed = if changed_only { " and applied_generation < generation" } else { "" };
-        let sql = format!("select * from {} where cluster_id = $1{changed} order by name", kind.table());
+        let sql = format!("select * from {} where cluster_id = $1{changed} order by name", table(kind));
         Ok(sqlx::query_as(&sql).bind(cluster_id).fetch_all(&self.pool).await?)
     }
 
@@ -185,15 +171,15 @@ impl Store {
         allow_replication: Option<bool>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
-        let user: Option<User> = sqlx::query_as(&with_bump(
+        let user: Option<User> = sqlx::query_as(&with_bump(&format!(
             "update cluster_users
                 set allow_replication = coalesce($3, allow_replication),
                     credentials_sealed = coalesce($4, credentials_sealed),
                     generation = generation + 1, updated_at = now(),
-                    sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
+                    sync_status = {SYNC_AFTER_WRITE_SQL}
               where cluster_id = $1 and name = $2 and state = 'present'
-          returning *",
-        ))
+          returning *"
+        )))
         .bind(cluster_id)
         .bind(name)
         .bind(allow_replication)
@@ -210,18 +196,24 @@ impl Store {
     }
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
-    /// until the reconciler has dropped it. Returns the new object generation.
-    pub async fn request_deletion(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<i64> {
+    /// until the reconciler has dropped it. Returns the new object generation and when the row
+    /// was written (by the metadata database's clock, which waits compare it with).
+    pub async fn request_deletion(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+    ) -> Result<(i64, DateTime<Utc>)> {
         let sql = with_bump(&format!(
             "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
-                    sync_status = case when sync_status = 'conflict' then 'conflict' else 'pending' end
+                    sync_status = {SYNC_AFTER_WRITE_SQL}
               where cluster_id = $1 and name = $2
-          returning generation",
-            kind.table()
+          returning generation, updated_at",
+            table(kind)
         ));
-        let generation: Option<i64> =
-            sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?;
-        generation.ok_or(Error::NotFound(kind.noun()))
+        let written: Option<(i64, DateTime<Utc>)> =
+            sqlx::query_as(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?;
+        written.ok_or(Error::NotFound(kind.noun()))
     }
 
     /// Removes an object's row if pgplane never created it on the target and it has not
@@ -235,7 +227,7 @@ impl Store {
     ) -> Result<bool> {
         let sql = format!(
             "delete from {} where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
-            kind.table()
+            table(kind)
         );
         let deleted =
             sqlx::query(&sql).bind(cluster_id).bind(name).bind(generation).execute(&self.pool).await?;
@@ -245,15 +237,20 @@ impl Store {
     /// The error for creating an object whose name is taken in the metadata.
     async fn duplicate_error(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Error {
         match self.object_state(kind, cluster_id, name).await {
-            Ok(Some(state)) if state == "absent" => being_deleted(kind, name),
+            Ok(Some(DesiredState::Absent)) => being_deleted(kind, name),
             Ok(_) => Error::Invalid(format!("a {} named {name:?} already exists", kind.noun())),
             Err(e) => e,
         }
     }
 
-    /// The desired state ("present" or "absent") of an object, if it has a row.
-    async fn object_state(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<Option<String>> {
-        let sql = format!("select state from {} where cluster_id = $1 and name = $2", kind.table());
+    /// The desired state of an object, if it has a row.
+    async fn object_state(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+    ) -> Result<Option<DesiredState>> {
+        let sql = format!("select state from {} where cluster_id = $1 and name = $2", table(kind));
         Ok(sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?)
     }
 }

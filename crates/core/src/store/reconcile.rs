@@ -8,40 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ObjectKind, Store, RECONCILED_CHANNEL};
+use super::objects::table;
+use super::{Store, RECONCILED_CHANNEL};
 use crate::error::Result;
+use crate::lifecycle::{ObjectKind, Outcome, SyncStatus};
 use crate::model::Cluster;
-
-/// What happened to one object in a pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The target now matches the object's desired state at the generation that was read.
-    Applied,
-    /// Applying failed; the pass will be retried with backoff. The message holds no secret.
-    Failed(String),
-    /// A same-named object that pgplane does not manage exists on the target: left alone.
-    Conflict(String),
-    /// The object was dropped from the target (or never existed) and its row can go.
-    Dropped,
-}
-
-impl Outcome {
-    fn tag(&self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Failed(_) => "failed",
-            Outcome::Conflict(_) => "conflict",
-            Outcome::Dropped => "dropped",
-        }
-    }
-
-    fn message(&self) -> Option<&str> {
-        match self {
-            Outcome::Failed(m) | Outcome::Conflict(m) => Some(m),
-            Outcome::Applied | Outcome::Dropped => None,
-        }
-    }
-}
 
 /// The outcome of one object, applied at the object generation the pass read.
 #[derive(Debug, Clone)]
@@ -103,7 +74,7 @@ impl Store {
         }
         let sql = format!(
             "update {} set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
-            kind.table()
+            table(kind)
         );
         sqlx::query(&sql).bind(cluster_id).bind(names).execute(&self.pool).await?;
         Ok(())
@@ -125,55 +96,67 @@ impl Store {
             "update {} t set last_error = o.message, updated_at = now()
                from unnest($2::text[], $3::text[]) as o(name, message)
               where t.cluster_id = $1 and t.name = o.name",
-            kind.table()
+            table(kind)
         );
         sqlx::query(&sql).bind(cluster_id).bind(&names).bind(&messages).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Records the outcomes of a pass: one statement per kind of object. An outcome applies
-    /// to the generation it was reached at; a failure never overwrites a later success, and a
-    /// row is deleted only if it was not changed again since its drop was planned.
+    /// Records the outcomes of a pass: one statement per kind of object, doing to each row
+    /// what [`Outcome::effect`] says, against the row as it is when the statement runs (its
+    /// desired state may have changed since the pass read it).
     pub async fn record_outcomes(&self, cluster_id: Uuid, outcomes: &[ObjectOutcome<'_>]) -> Result<()> {
         for kind in [ObjectKind::User, ObjectKind::Database] {
             let of_kind: Vec<&ObjectOutcome<'_>> = outcomes.iter().filter(|o| o.kind == kind).collect();
             if of_kind.is_empty() {
                 continue;
             }
+            let effects: Vec<_> = of_kind.iter().map(|o| o.outcome.effect()).collect();
             let names: Vec<&str> = of_kind.iter().map(|o| o.name).collect();
             let generations: Vec<i64> = of_kind.iter().map(|o| o.generation).collect();
-            let tags: Vec<&str> = of_kind.iter().map(|o| o.outcome.tag()).collect();
             let messages: Vec<Option<&str>> = of_kind.iter().map(|o| o.outcome.message()).collect();
-            let table = kind.table();
+            let flags = |f: fn(&crate::lifecycle::OutcomeEffect) -> bool| {
+                effects.iter().map(f).collect::<Vec<bool>>()
+            };
+            let syncs = |f: fn(&crate::lifecycle::OutcomeEffect) -> Option<SyncStatus>| {
+                effects.iter().map(|e| f(e).map(SyncStatus::as_str)).collect::<Vec<Option<&str>>>()
+            };
+            let table = table(kind);
             let sql = format!(
                 "with o as (
-                   select * from unnest($2::text[], $3::int8[], $4::text[], $5::text[])
-                            as o(name, generation, outcome, message)
+                   select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
+                                        $7::text[], $8::text[], $9::bool[], $10::bool[])
+                            as o(name, generation, message, remove, advance,
+                                 sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
                  ), dropped as (
                    delete from {table} t using o
-                    where t.cluster_id = $1 and t.name = o.name and o.outcome = 'dropped'
+                    where t.cluster_id = $1 and t.name = o.name and o.remove
                       and t.generation = o.generation and t.state = 'absent'
                  )
                  update {table} t
-                    set applied_generation = case when o.outcome = 'failed' then t.applied_generation
-                                                  else greatest(t.applied_generation, o.generation) end,
+                    set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
+                                                  else t.applied_generation end,
                         last_error = o.message,
-                        sync_status = case o.outcome
-                            when 'applied' then case when t.generation = o.generation then 'ready' else 'pending' end
-                            when 'conflict' then 'conflict'
-                            else t.sync_status end,
-                        claimed = t.claimed and o.outcome <> 'conflict',
+                        sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
+                                                    else o.sync_if_moved_on end,
+                                               t.sync_status),
+                        claimed = t.claimed and not o.unclaim,
                         updated_at = now()
                    from o
-                  where t.cluster_id = $1 and t.name = o.name and o.outcome <> 'dropped'
-                    and (o.outcome <> 'failed' or t.applied_generation < o.generation)"
+                  where t.cluster_id = $1 and t.name = o.name and not o.remove
+                    and (not o.only_if_not_applied_since or t.applied_generation < o.generation)"
             );
             sqlx::query(&sql)
                 .bind(cluster_id)
                 .bind(&names)
                 .bind(&generations)
-                .bind(&tags)
                 .bind(&messages)
+                .bind(flags(|e| e.delete))
+                .bind(flags(|e| e.advance))
+                .bind(syncs(|e| e.sync_if_current))
+                .bind(syncs(|e| e.sync_if_moved_on))
+                .bind(flags(|e| e.unclaim))
+                .bind(flags(|e| e.only_if_not_applied_since))
                 .execute(&self.pool)
                 .await?;
         }

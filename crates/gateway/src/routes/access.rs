@@ -9,13 +9,14 @@ use std::collections::BTreeSet;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use pgplane_core::access::AccessLevel;
-use pgplane_core::model::{AccessGrant, AccessProgress, Cluster, Database, DesiredState, SyncStatus, User};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::model::{AccessGrant, AccessProgress, Cluster, Database, User};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::views::AccessEntry;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle, Tracked};
+use super::{cluster_for, settle};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
@@ -38,28 +39,6 @@ pub(crate) struct AccessResponse {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
-}
-
-impl Tracked for AccessProgress {
-    fn generation(&self) -> i64 {
-        self.access_generation
-    }
-    fn applied_generation(&self) -> i64 {
-        self.access_applied_generation
-    }
-    fn sync(&self) -> SyncStatus {
-        if self.access_applied_generation >= self.access_generation && self.access_error.is_none() {
-            SyncStatus::Ready
-        } else {
-            SyncStatus::Pending
-        }
-    }
-    fn last_error(&self) -> Option<&str> {
-        self.access_error.as_deref()
-    }
-    fn updated_at(&self) -> chrono::DateTime<chrono::Utc> {
-        self.updated_at
-    }
 }
 
 /// The entries of `user`: its stored levels, or `owner` on every present database for the

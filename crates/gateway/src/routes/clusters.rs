@@ -5,13 +5,12 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::names::{
-    check_cluster_name, check_host, check_identifier, check_identifier_shape, NameKind,
-};
+use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
-use pgplane_reconciler::target::SUPPORTED_SSLMODES;
-use pgplane_reconciler::{ServerFacts, TargetSpec};
+use pgplane_target::SUPPORTED_SSLMODES;
+use pgplane_target::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -70,7 +69,7 @@ pub(super) struct ListQuery {
 impl TargetInput {
     /// The admin connection this block describes, checked but not yet tried.
     fn connection(&self) -> Result<TargetSpec, ApiError> {
-        let spec = TargetSpec {
+        let admin = AdminConnection {
             host: required(self.host.clone(), "pgplane.host")?,
             port: self.port.unwrap_or(5432),
             user: required(self.user.clone(), "pgplane.user")?,
@@ -78,49 +77,35 @@ impl TargetInput {
             database: self.database.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "postgres".into()),
             sslmode: self.sslmode.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "disable".into()),
             ca_certificate: self.ca_certificate.clone().filter(|c| !c.trim().is_empty()),
-            addrs: Vec::new(),
         };
-        check_host(&spec.host).map_err(ApiError::unprocessable)?;
-        if spec.port == 0 {
+        check_host(&admin.host).map_err(ApiError::unprocessable)?;
+        if admin.port == 0 {
             return Err(ApiError::unprocessable("pgplane.port must be between 1 and 65535"));
         }
-        check_identifier_shape("pgplane.user", &spec.user).map_err(ApiError::unprocessable)?;
-        check_identifier_shape("pgplane.database", &spec.database).map_err(ApiError::unprocessable)?;
-        if spec.password.contains('\0') {
+        check_identifier_shape("pgplane.user", &admin.user).map_err(ApiError::unprocessable)?;
+        check_identifier_shape("pgplane.database", &admin.database).map_err(ApiError::unprocessable)?;
+        if admin.password.contains('\0') {
             return Err(ApiError::unprocessable("pgplane.password must not contain NUL characters"));
         }
-        if !SUPPORTED_SSLMODES.contains(&spec.sslmode.as_str()) {
+        if !SUPPORTED_SSLMODES.contains(&admin.sslmode.as_str()) {
             return Err(ApiError::unprocessable(format!(
                 "pgplane.sslmode {:?} is not supported; supported: {}",
-                spec.sslmode,
+                admin.sslmode,
                 SUPPORTED_SSLMODES.join(", ")
             )));
         }
-        Ok(spec)
-    }
-}
-
-/// The admin connection as the store keeps it.
-fn admin_connection(spec: &TargetSpec) -> AdminConnection {
-    AdminConnection {
-        host: spec.host.clone(),
-        port: i32::from(spec.port),
-        user: spec.user.clone(),
-        password: spec.password.clone(),
-        database: spec.database.clone(),
-        sslmode: spec.sslmode.clone(),
-        ca_certificate: spec.ca_certificate.clone(),
+        Ok(TargetSpec::new(admin))
     }
 }
 
 /// The primary user and default database must not be what pgplane's admin connection uses.
 fn check_roles_apart(spec: &TargetSpec, primary_user: &str, default_database: &str) -> Result<(), ApiError> {
-    if primary_user == spec.user {
+    if primary_user == spec.admin.user {
         return Err(ApiError::unprocessable(
             "the primary user must not be the admin role pgplane connects as",
         ));
     }
-    if default_database == spec.database {
+    if default_database == spec.admin.database {
         return Err(ApiError::unprocessable(
             "the default database must not be the database pgplane's admin connection uses",
         ));
@@ -186,8 +171,8 @@ pub(super) async fn create(
     let primary_user = target.primary_user.filter(|u| !u.is_empty()).unwrap_or_else(|| "doadmin".into());
     let default_database =
         target.default_database.filter(|d| !d.is_empty()).unwrap_or_else(|| "defaultdb".into());
-    check_identifier(NameKind::User, &primary_user).map_err(ApiError::unprocessable)?;
-    check_identifier(NameKind::Database, &default_database).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::User, &primary_user).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
     let facts = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);
@@ -206,7 +191,7 @@ pub(super) async fn create(
         size: body.size.filter(|s| !s.is_empty()).unwrap_or_else(|| "self-hosted".into()),
         num_nodes: body.num_nodes.filter(|n| *n > 0).unwrap_or(1),
         tags: body.tags.unwrap_or_default(),
-        admin: admin_connection(&spec),
+        admin: spec.admin.clone(),
         primary_user,
         primary_credentials: new_credentials().await,
         default_database,
@@ -336,7 +321,7 @@ pub(super) async fn update_target(
         tracing::warn!(cluster.id = %cluster.cluster_id, "cluster moved to another server");
     }
     let update = TargetUpdate {
-        admin: &admin_connection(&spec),
+        admin: &spec.admin,
         server_version_num: facts.version_num,
         server_version: &facts.version,
         server_id: &facts.server_id,

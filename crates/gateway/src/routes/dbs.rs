@@ -4,8 +4,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::names::{check_identifier, NameKind};
-use pgplane_core::store::ObjectKind;
+use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::names::check_identifier;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -56,7 +56,7 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name = body.name.ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
-    check_identifier(NameKind::Database, &name).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::Database, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_database {
         return Err(ApiError::unprocessable(format!(
             "database name {name:?} is reserved: pgplane's admin connection uses it"

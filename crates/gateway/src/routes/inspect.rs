@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use pgplane_reconciler::{list_roles_and_databases, TargetSpec};
+use pgplane_target::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 

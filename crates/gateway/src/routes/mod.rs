@@ -17,8 +17,8 @@ use std::future::Future;
 
 use axum::Router;
 use chrono::{DateTime, Utc};
-use pgplane_core::model::{Cluster, Database, SyncStatus, User};
-use pgplane_core::store::ObjectKind;
+use pgplane_core::lifecycle::{settled, Lifecycle, ObjectKind, SyncStatus};
+use pgplane_core::model::Cluster;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -130,51 +130,6 @@ where
     Ok((cluster?, found?))
 }
 
-/// The reconcile bookkeeping users and databases share, as far as waiting needs it.
-pub(super) trait Tracked {
-    fn generation(&self) -> i64;
-    fn applied_generation(&self) -> i64;
-    fn sync(&self) -> SyncStatus;
-    fn last_error(&self) -> Option<&str>;
-    fn updated_at(&self) -> DateTime<Utc>;
-}
-
-impl Tracked for User {
-    fn generation(&self) -> i64 {
-        self.generation
-    }
-    fn applied_generation(&self) -> i64 {
-        self.applied_generation
-    }
-    fn sync(&self) -> SyncStatus {
-        User::sync(self)
-    }
-    fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
-}
-
-impl Tracked for Database {
-    fn generation(&self) -> i64 {
-        self.generation
-    }
-    fn applied_generation(&self) -> i64 {
-        self.applied_generation
-    }
-    fn sync(&self) -> SyncStatus {
-        Database::sync(self)
-    }
-    fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
-}
-
 /// Waits for a newly written object to settle; when the target turned out to hold someone
 /// else's object of that name, withdraws the create and answers 409, the target untouched.
 pub(super) async fn settle_create<T, F, Fut>(
@@ -186,7 +141,7 @@ pub(super) async fn settle_create<T, F, Fut>(
     fetch: F,
 ) -> Result<T, ApiError>
 where
-    T: Tracked,
+    T: Lifecycle,
     F: FnMut() -> Fut,
     Fut: Future<Output = pgplane_core::Result<T>>,
 {
@@ -211,26 +166,13 @@ pub(super) async fn settle_delete<T, F, Fut>(
     fetch: F,
 ) -> Result<(), ApiError>
 where
-    T: Tracked,
+    T: Lifecycle,
     F: FnMut() -> Fut,
     Fut: Future<Output = pgplane_core::Result<T>>,
 {
-    let generation = state.store.request_deletion(kind, cluster_id, name).await?;
-    settle(state, cluster_id, generation, Utc::now(), fetch).await?;
+    let (generation, written_at) = state.store.request_deletion(kind, cluster_id, name).await?;
+    settle(state, cluster_id, generation, written_at, fetch).await?;
     Ok(())
-}
-
-/// A write made at `generation` (the row then updated at `written_at`) has settled when the
-/// object is gone, applied, found in conflict, or a pass after the write recorded an error.
-fn settled<T: Tracked>(object: Option<&T>, generation: i64, written_at: DateTime<Utc>) -> bool {
-    match object {
-        None => true,
-        Some(o) => {
-            o.applied_generation() >= generation
-                || o.sync() == SyncStatus::Conflict
-                || (o.last_error().is_some() && o.updated_at() > written_at)
-        }
-    }
 }
 
 /// Waits (up to the configured apply timeout) for a write to settle on the target, then
@@ -243,7 +185,7 @@ pub(super) async fn settle<T, F, Fut>(
     mut fetch: F,
 ) -> Result<Option<T>, ApiError>
 where
-    T: Tracked,
+    T: Lifecycle,
     F: FnMut() -> Fut,
     Fut: Future<Output = pgplane_core::Result<T>>,
 {

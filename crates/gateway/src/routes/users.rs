@@ -6,10 +6,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::model::{Cluster, DesiredState, User};
-use pgplane_core::names::{check_identifier, NameKind};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::model::{Cluster, User};
+use pgplane_core::names::check_identifier;
 use pgplane_core::passwords::new_credentials;
-use pgplane_core::store::ObjectKind;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -126,7 +126,7 @@ pub(super) async fn create(
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name =
         body.name.ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
-    check_identifier(NameKind::User, &name).map_err(ApiError::unprocessable)?;
+    check_identifier(ObjectKind::User, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_user {
         return Err(ApiError::unprocessable(format!(
             "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"

@@ -61,7 +61,7 @@ impl From<deadpool_postgres::PoolError> for TargetError {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
             deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
-                TargetError::Stalled(crate::target::CONNECT_TIMEOUT.as_secs())
+                TargetError::Stalled(crate::spec::CONNECT_TIMEOUT.as_secs())
             }
             other => TargetError::Connect(redact(&other.to_string())),
         }

@@ -1,0 +1,188 @@
+//! Connecting and observing: unsealing what a pass needs (the admin connection, each role's
+//! verifier), the pass's sessions on the target, and the check that the target is still the
+//! server the cluster is registered on.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool, Timeouts};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::passwords::Credentials;
+use pgplane_target::{TargetError, TargetSpec, CONNECT_TIMEOUT};
+use tokio_postgres::Client;
+
+use super::RoleItem;
+use crate::controller::Shared;
+use crate::observe::{observe, Observed};
+use crate::plan::DesiredRole;
+
+/// The target, reached and observed.
+pub(super) struct Opened {
+    /// The admin connection, its address checked against the target policy.
+    pub spec: TargetSpec,
+    pub pool: Pool,
+    /// A session to the admin database.
+    pub client: Object,
+    pub observed: Observed,
+}
+
+/// Checks the target's address against the policy, takes a session from the cluster's pool,
+/// observes what the pass's objects look like there and checks that it is the cluster's server.
+pub(super) async fn open(
+    shared: &Shared,
+    cluster: &Cluster,
+    spec: TargetSpec,
+    roles: &[RoleItem],
+    databases: &[Database],
+) -> Result<Opened, TargetError> {
+    let spec = spec.checked(&shared.config.target_policy).await?;
+    let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
+    let client = pool.get().await?;
+    let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
+    let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+    let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
+    check_server(shared, cluster, &observed).await?;
+    Ok(Opened { spec, pool, client, observed })
+}
+
+/// The pass's sessions: `client`, and a second one from the pool when it has one to spare at
+/// once and several role steps can share the server's cores over it. Until the role steps say
+/// otherwise, each may be left with logging off (see [`Sessions`]).
+pub(super) async fn sessions(
+    pool: &Pool,
+    client: Object,
+    role_steps: usize,
+    observed: &Observed,
+) -> Sessions {
+    let helper = if role_steps > 1 {
+        let at_once = Timeouts { wait: Some(Duration::ZERO), create: Some(CONNECT_TIMEOUT), recycle: None };
+        pool.timeout_get(&at_once).await.ok()
+    } else {
+        None
+    };
+    let sessions = Sessions::new(std::iter::once(client).chain(helper).collect());
+    sessions.set_restored(sessions.objects.iter().map(|_| !observed.admin_is_superuser));
+    sessions
+}
+
+/// The pass's sessions on the target. A session that may still have statement logging turned
+/// off (its role steps did not get as far as restoring it) is closed when the pass ends,
+/// however it ends, instead of going back to the pool.
+pub(super) struct Sessions {
+    objects: Vec<Object>,
+    restored: Vec<Cell<bool>>,
+}
+
+impl Sessions {
+    fn new(objects: Vec<Object>) -> Self {
+        let restored = objects.iter().map(|_| Cell::new(true)).collect();
+        Self { objects, restored }
+    }
+
+    pub(super) fn clients(&self) -> Vec<&Client> {
+        self.objects.iter().map(|o| &***o).collect()
+    }
+
+    /// Marks whether each session's logging settings are as they were.
+    pub(super) fn set_restored(&self, restored: impl IntoIterator<Item = bool>) {
+        for (cell, value) in self.restored.iter().zip(restored) {
+            cell.set(value);
+        }
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for (object, restored) in self.objects.drain(..).zip(&self.restored) {
+            if !restored.get() {
+                drop(Object::take(object));
+            }
+        }
+    }
+}
+
+/// A pass changes only the server the cluster was registered on (or confirmed moved to): a
+/// target address that now leads to another server (DNS, a failover to the wrong host, a
+/// re-used port) is refused before any step. A cluster registered before pgplane recorded
+/// server identities learns it here, claiming its names on that server.
+async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -> Result<(), TargetError> {
+    match &cluster.server_id {
+        Some(expected) if *expected == observed.server_id => Ok(()),
+        Some(expected) => Err(TargetError::Refused(format!(
+            "the server at {}:{} is not the one this cluster is registered on (server {}, registered \
+             {expected}); pgplane changed nothing there. If the cluster moved, confirm it with \
+             PUT /v2/databases/{}/pgplane and \"confirm_move\": true",
+            cluster.host, cluster.port, observed.server_id, cluster.cluster_id
+        ))),
+        None => Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?),
+    }
+}
+
+/// A user left out of a pass because its stored credentials cannot be opened (the secret key
+/// changed without it, or the row was damaged), with the reason recorded on it.
+pub(super) struct Unopened {
+    user: User,
+    reason: String,
+}
+
+/// Unseals what the pass needs: the admin connection and the verifier of each role that should
+/// exist (a role to be dropped needs none). A user whose credentials cannot be opened is left
+/// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
+pub(super) fn prepare(
+    shared: &Shared,
+    cluster: &Cluster,
+    users: Vec<User>,
+) -> Result<(TargetSpec, Vec<RoleItem>, Vec<Unopened>), TargetError> {
+    let spec = TargetSpec::of(cluster, &shared.sealer)?;
+    let mut roles = Vec::with_capacity(users.len());
+    let mut unopened = Vec::new();
+    for user in users {
+        let state = user.desired();
+        let verifier = match state {
+            DesiredState::Absent => Ok(String::new()),
+            DesiredState::Present => verifier_of(shared, &user),
+        };
+        match verifier {
+            Ok(verifier) => {
+                let desired = DesiredRole {
+                    name: user.name.clone(),
+                    primary: user.is_primary(),
+                    allow_replication: user.allow_replication,
+                    verifier,
+                    state,
+                    claimed: user.claimed,
+                    changed: user.applied_generation < user.generation,
+                };
+                roles.push(RoleItem { desired, user });
+            }
+            Err(e) => unopened.push(Unopened { user, reason: e.to_string() }),
+        }
+    }
+    Ok((spec, roles, unopened))
+}
+
+/// The SCRAM verifier in a user's sealed credentials.
+fn verifier_of(shared: &Shared, user: &User) -> Result<String, TargetError> {
+    let opened = shared
+        .sealer
+        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
+    let credentials: Credentials = serde_json::from_slice(&opened)
+        .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
+    Ok(credentials.verifier)
+}
+
+/// Records the failure of each user left out of the pass; returns the first, for the pass.
+pub(super) async fn record_unopened(
+    shared: &Shared,
+    cluster: &Cluster,
+    unopened: &[Unopened],
+) -> Result<Option<String>, pgplane_core::Error> {
+    for u in unopened {
+        tracing::warn!(cluster.id = %cluster.cluster_id, name = %u.user.name, error = %u.reason, "user left out of the pass");
+    }
+    let left_out: Vec<(&str, &str)> =
+        unopened.iter().map(|u| (u.user.name.as_str(), u.reason.as_str())).collect();
+    shared.store.record_left_out(cluster.cluster_id, ObjectKind::User, &left_out).await?;
+    Ok(unopened.first().map(|u| format!("user {:?}: {}", u.user.name, u.reason)))
+}

@@ -1,0 +1,221 @@
+//! One reconcile pass over one cluster: load desired state (every object on a resync, the
+//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
+//! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
+//! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
+//! anything failed.
+
+mod backoff;
+mod connect;
+pub(crate) mod drift;
+mod outcomes;
+mod steps;
+
+use chrono::Utc;
+use pgplane_core::lifecycle::{DesiredState, Outcome};
+use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::store::{ObjectOutcome, PassCluster};
+use pgplane_target::TargetError;
+use uuid::Uuid;
+
+use crate::access;
+use crate::controller::Shared;
+use crate::plan::{plan_role, DesiredRole, Step};
+use backoff::backoff;
+use connect::{open, prepare, record_unopened, Opened};
+use outcomes::{Ledger, Record};
+use steps::{apply_databases, apply_roles, drop_roles};
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum PassEnd {
+    /// The target was reached and observed, and the steps were applied (some may have failed,
+    /// each recorded on its object).
+    Reached,
+    /// The target could not be reached, observed or trusted: the error is recorded on the
+    /// cluster and on every object not in sync.
+    #[default]
+    Unreachable,
+    /// Nothing was left to do: the target was not contacted.
+    Idle,
+    /// The cluster no longer exists.
+    Gone,
+}
+
+impl PassEnd {
+    /// The word for it in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            PassEnd::Reached => "reached",
+            PassEnd::Unreachable => "unreachable",
+            PassEnd::Idle => "idle",
+            PassEnd::Gone => "gone",
+        }
+    }
+}
+
+/// What ending a pass found in the store.
+enum Next {
+    /// Nothing more until the next change, retry or resync.
+    Rest,
+    /// The cluster's desired state changed during the pass: another one is due at once.
+    Again,
+    /// The cluster was deleted meanwhile.
+    Gone,
+}
+
+/// What one pass did, for the "reconcile pass finished" log event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassSummary {
+    pub users: usize,
+    pub databases: usize,
+    /// Steps that issued DDL on the target.
+    pub changes: usize,
+    /// Whether every object was compared (a resync), not only the changed ones.
+    pub full: bool,
+    pub end: PassEnd,
+    /// Another pass is due at once.
+    pub again: bool,
+}
+
+impl PassSummary {
+    /// This summary, ended as `end`, or as gone when ending it found the cluster deleted.
+    fn ended(mut self, end: PassEnd, next: Next) -> Self {
+        self.end = if matches!(next, Next::Gone) { PassEnd::Gone } else { end };
+        self.again = matches!(next, Next::Again);
+        self
+    }
+}
+
+/// A role of the pass with the desired state and bookkeeping needed to record its outcome.
+struct RoleItem {
+    desired: DesiredRole,
+    user: User,
+}
+
+/// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
+/// is due, otherwise one over the objects whose desired state changed. Errors are recorded in
+/// the store, not returned: the returned error is only for failures of the metadata store.
+pub(crate) async fn run_pass(
+    shared: &Shared,
+    cluster_id: Uuid,
+    force_full: bool,
+) -> Result<PassSummary, pgplane_core::Error> {
+    let Some(PassCluster { cluster, resync_due }) =
+        shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?
+    else {
+        return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() });
+    };
+    let full = force_full || resync_due;
+    let ((users, databases), pending_access) =
+        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::pending(shared, &cluster))?;
+    let summary =
+        PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
+    if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
+        // Whatever bumped the generation is applied already.
+        return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
+    }
+
+    let (spec, roles, unopened) = match prepare(shared, &cluster, users) {
+        Ok(p) => p,
+        Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
+    };
+    let unopened_error = record_unopened(shared, &cluster, &unopened).await?;
+    let Opened { spec, pool, client, observed } = match open(shared, &cluster, spec, &roles, &databases).await
+    {
+        Ok(opened) => opened,
+        Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
+    };
+
+    // Order: roles to create or fix (the primary user first: databases are owned by it),
+    // databases to create or fix, databases to drop, then roles to drop (their objects are
+    // handed to the primary user).
+    let mut ledger = Ledger::starting_with(unopened_error);
+    let planned: Vec<(&RoleItem, Step)> =
+        roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
+    let (mut present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
+    present.sort_by_key(|(r, _)| !r.desired.primary);
+    let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
+    let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
+    let clients = sessions.clients();
+    let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
+    sessions.set_restored(restored);
+    ledger.flush(shared, cluster_id).await?;
+    apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
+    let version = observed.version_num;
+    let access =
+        access::reconcile(shared, &cluster, &spec, clients[0], version, full, &databases, pending_access)
+            .await?;
+    ledger.changes += access.changes;
+    ledger.first_error = ledger.first_error.or(access.error);
+    drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
+    ledger.flush(shared, cluster_id).await?;
+
+    shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
+    let version = Some((observed.version_num, observed.version.as_str()));
+    let next = finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?;
+    Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
+}
+
+/// Ends a pass that could not reach the target: every object not yet in sync carries the
+/// error, and the cluster is retried with backoff.
+async fn fail_pass(
+    shared: &Shared,
+    cluster: &Cluster,
+    summary: PassSummary,
+    databases: &[Database],
+    roles: &[RoleItem],
+    error: &TargetError,
+) -> Result<PassSummary, pgplane_core::Error> {
+    let message = error.to_string();
+    tracing::warn!(cluster.id = %cluster.cluster_id, error = %message, "reconcile pass failed");
+    let outcomes: Vec<ObjectOutcome<'_>> = roles
+        .iter()
+        .map(|r| Record::of_user(&r.user))
+        .chain(databases.iter().map(Record::of_database))
+        .filter(|r| r.object.awaits_apply())
+        .map(|r| ObjectOutcome {
+            kind: r.kind,
+            name: r.name,
+            generation: r.object.generation(),
+            outcome: Outcome::Failed(message.clone()),
+        })
+        .collect();
+    shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
+    shared.store.fail_pending_access(cluster.cluster_id, &message).await?;
+    let next = finish(shared, cluster, summary.full, None, Some(&message)).await?;
+    Ok(summary.ended(PassEnd::Unreachable, next))
+}
+
+/// Ends a pass that had to be abandoned (it ran past its deadline), so that the cluster is
+/// retried with backoff.
+pub(crate) async fn fail_unfinished(
+    shared: &Shared,
+    cluster_id: Uuid,
+    message: &str,
+) -> Result<PassSummary, pgplane_core::Error> {
+    let summary = PassSummary::default();
+    Ok(match shared.store.cluster_by_id(cluster_id).await? {
+        Some(cluster) => {
+            summary.ended(PassEnd::Unreachable, finish(shared, &cluster, false, None, Some(message)).await?)
+        }
+        None => summary.ended(PassEnd::Gone, Next::Gone),
+    })
+}
+
+/// Ends a pass in the store: records its result and when the cluster is due again.
+async fn finish(
+    shared: &Shared,
+    cluster: &Cluster,
+    full: bool,
+    version: Option<(i32, &str)>,
+    error: Option<&str>,
+) -> Result<Next, pgplane_core::Error> {
+    let retry_at = Utc::now()
+        + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
+    Ok(match shared.store.finish_pass(cluster, full, version, error, retry_at).await? {
+        None => Next::Gone,
+        Some(true) => Next::Again,
+        Some(false) => Next::Rest,
+    })
+}

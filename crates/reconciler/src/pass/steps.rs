@@ -1,0 +1,172 @@
+//! Applying a pass's steps in a safe order: roles to create or fix (pipelined, the primary user
+//! first), databases one at a time, then roles to drop. New objects are claimed before they
+//! are created; each outcome is concluded in the ledger and drift reported as it is found.
+
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::model::{Cluster, Database};
+use pgplane_target::{TargetError, TargetSpec};
+use tokio_postgres::Client;
+
+use super::drift::{database_drift, report_drift, role_drift};
+use super::outcomes::{conclude, outcome_of, Ledger, Record};
+use super::RoleItem;
+use crate::apply;
+use crate::controller::Shared;
+use crate::observe::Observed;
+use crate::plan::{plan_database, DesiredDatabase, Step};
+
+/// Creates and fixes the roles that should exist: claims the new ones first (one statement),
+/// then runs every step pipelined on one session. Returns whether the session can be reused.
+pub(super) async fn apply_roles<'a>(
+    shared: &Shared,
+    cluster: &Cluster,
+    sessions: &[&Client],
+    observed: &Observed,
+    planned: &[(&'a RoleItem, Step)],
+    ledger: &mut Ledger<'a>,
+) -> Result<Vec<bool>, pgplane_core::Error> {
+    let claims: Vec<&str> = planned
+        .iter()
+        .filter(|(r, step)| matches!(step, Step::CreateRole { .. }) && !r.desired.claimed)
+        .map(|(r, _)| r.desired.name.as_str())
+        .collect();
+    shared.store.claim(ObjectKind::User, cluster.cluster_id, &claims).await?;
+    let statements: Vec<(usize, String)> = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (r, step))| {
+            apply::role_sql(&r.desired.name, &r.desired.verifier, step).map(|sql| (i, sql))
+        })
+        .collect();
+    // The primary user first, on its own: databases are owned by it and the other roles'
+    // ADMIN OPTION is granted to it.
+    let quiet = observed.admin_is_superuser;
+    let primary_first = planned.first().is_some_and(|(r, _)| r.desired.primary)
+        && statements.first().is_some_and(|(i, _)| *i == 0);
+    let (first, rest) = statements.split_at(usize::from(primary_first));
+    let sql = |part: &[(usize, String)]| part.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    let (mut results, mut clean) = apply::run_role_statements(&sessions[..1], &sql(first), quiet).await;
+    let (more, more_clean) = apply::run_role_statements(sessions, &sql(rest), quiet).await;
+    results.extend(more);
+    clean[0] &= more_clean[0];
+    clean.extend(more_clean.into_iter().skip(1));
+    let mut by_item: Vec<Result<(), TargetError>> = planned.iter().map(|_| Ok(())).collect();
+    for ((i, _), result) in statements.iter().zip(results) {
+        by_item[*i] = result;
+    }
+    for ((item, step), result) in planned.iter().zip(by_item) {
+        let role = &item.desired;
+        let result = match (step, result) {
+            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
+                Err(StepError::Conflict(appeared("role", &role.name)))
+            }
+            (_, other) => other.map_err(StepError::from),
+        };
+        let outcome = outcome_of(step, result);
+        if item.user.watched_for_drift() {
+            if let Some(found) = role_drift(role, step, observed) {
+                report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
+            }
+        }
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+    }
+    Ok(clean)
+}
+
+/// Drops the roles whose step is DropRole, together, and concludes every role that should be
+/// gone.
+pub(super) async fn drop_roles<'a>(
+    shared: &Shared,
+    cluster: &Cluster,
+    spec: &TargetSpec,
+    client: &Client,
+    planned: &[(&'a RoleItem, Step)],
+    ledger: &mut Ledger<'a>,
+) -> Result<(), pgplane_core::Error> {
+    let (drops, others): (Vec<_>, Vec<_>) =
+        planned.iter().partition(|(_, step)| matches!(step, Step::DropRole { .. }));
+    for (item, step) in others {
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome_of(step, Ok(())));
+    }
+    if drops.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = drops.iter().map(|(i, _)| i.desired.name.as_str()).collect();
+    let results =
+        apply::drop_roles(client, spec, shared.config.session_limits, &names, &cluster.primary_user).await;
+    for ((item, step), result) in drops.into_iter().zip(results) {
+        let outcome = outcome_of(step, result.map_err(Into::into));
+        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+    }
+    Ok(())
+}
+
+/// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
+/// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
+pub(super) async fn apply_databases<'a>(
+    shared: &Shared,
+    cluster: &Cluster,
+    client: &Client,
+    observed: &Observed,
+    databases: &'a [Database],
+    ledger: &mut Ledger<'a>,
+) -> Result<(), pgplane_core::Error> {
+    let planned: Vec<(&Database, Step)> = databases
+        .iter()
+        .map(|db| {
+            let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
+            (db, plan_database(&desired, observed, &cluster.primary_user))
+        })
+        .collect();
+    let claims: Vec<&str> = planned
+        .iter()
+        .filter(|(db, step)| matches!(step, Step::CreateDatabase { .. }) && !db.claimed)
+        .map(|(db, _)| db.name.as_str())
+        .collect();
+    shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
+    // Databases to create or fix before those to drop.
+    let (present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(db, _)| db.desired() == DesiredState::Present);
+    for (db, step) in present.into_iter().chain(absent) {
+        let result = match apply::database_sql(&db.name, &step) {
+            None => Ok(()),
+            Some(sql) => match apply::run_database_step(client, &sql).await {
+                Err(e)
+                    if matches!(step, Step::CreateDatabase { .. })
+                        && e.sqlstate() == Some(apply::DUPLICATE_DATABASE) =>
+                {
+                    Err(StepError::Conflict(appeared("database", &db.name)))
+                }
+                other => other.map_err(Into::into),
+            },
+        };
+        let outcome = outcome_of(&step, result);
+        if db.watched_for_drift() {
+            if let Some(found) = database_drift(&db.name, &step, observed) {
+                report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
+            }
+        }
+        conclude(cluster, ledger, Record::of_database(db), &step, outcome);
+        ledger.flush(shared, cluster.cluster_id).await?;
+    }
+    Ok(())
+}
+
+/// Why applying a step did not succeed.
+pub(super) enum StepError {
+    Target(TargetError),
+    /// The target turned out to hold someone else's object of that name.
+    Conflict(String),
+}
+
+impl From<TargetError> for StepError {
+    fn from(e: TargetError) -> Self {
+        StepError::Target(e)
+    }
+}
+
+fn appeared(noun: &str, name: &str) -> String {
+    format!(
+        "a {noun} named {name:?} appeared on the target while pgplane was creating it; it was left untouched"
+    )
+}

@@ -1,0 +1,18 @@
+//! pgplane-target: what the API and the reconciler both need to reach a target PostgreSQL
+//! server: its connection (address policy, TLS, session limits, deadlines), SQL quoting,
+//! the errors a target answers, and the read-only exchanges registration makes.
+
+mod error;
+pub mod policy;
+mod probe;
+mod spec;
+pub mod sql;
+mod tls;
+
+pub use error::TargetError;
+pub use policy::TargetPolicy;
+pub use probe::{list_roles_and_databases, probe, ServerFacts, SERVER_ID_SQL};
+pub use spec::{
+    within, SessionLimits, TargetSpec, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM,
+};
+pub use tls::SUPPORTED_SSLMODES;
