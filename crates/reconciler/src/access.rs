@@ -387,19 +387,22 @@ async fn observe_database(
                     FROM unnest(string_to_array(c.{list}, ',')) AS p)"
         )
     };
+    // One scan of the database's relations (pg_class has no index on relnamespace alone), each
+    // checked against every group's level; then one row per (group, schema) lacking anything.
     let schemas_sql = format!(
-        "SELECT * FROM (
-           SELECT c.g, n.nspname::text AS schema,
-                  NOT pg_catalog.has_schema_privilege(c.g, n.oid, 'USAGE') AS usage,
-                  EXISTS (SELECT 1 FROM pg_catalog.pg_class t
-                           WHERE t.relnamespace = n.oid AND t.relkind IN ('r', 'p', 'v', 'm', 'f')
-                             AND {tables}) AS tables,
-                  EXISTS (SELECT 1 FROM pg_catalog.pg_class t
-                           WHERE t.relnamespace = n.oid AND t.relkind = 'S' AND {sequences}) AS sequences
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS c(g, tp, sp)
-            CROSS JOIN pg_catalog.pg_namespace n
-            WHERE {USER_SCHEMAS}) s
-          WHERE usage OR tables OR sequences
+        "SELECT c.g, n.nspname::text,
+                NOT pg_catalog.has_schema_privilege(c.g, n.oid, 'USAGE'),
+                coalesce(bool_or(t.relkind <> 'S' AND {tables}), false),
+                coalesce(bool_or(t.relkind = 'S' AND {sequences}), false)
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS c(g, tp, sp)
+          CROSS JOIN pg_catalog.pg_namespace n
+           LEFT JOIN pg_catalog.pg_class t
+                  ON t.relnamespace = n.oid AND t.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+          WHERE {USER_SCHEMAS}
+          GROUP BY c.g, n.oid, n.nspname
+         HAVING NOT pg_catalog.has_schema_privilege(c.g, n.oid, 'USAGE')
+             OR coalesce(bool_or(t.relkind <> 'S' AND {tables}), false)
+             OR coalesce(bool_or(t.relkind = 'S' AND {sequences}), false)
           ORDER BY 1, 2",
         tables = all_of("has_table_privilege", "tp"),
         sequences = all_of("has_sequence_privilege", "sp"),
