@@ -112,6 +112,12 @@ async fn the_console_works_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_and_edits_access_levels() {
+    let app = TestApp::spawn(15).await;
+    run_browser_suite(&app, "test_access.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_user_turns_ready_on_screen_by_itself() {
     // A reconciler runs only for the registration; the user is added while none runs (its
     // create answers pending after the 1 s apply timeout) and one starts once the browser saw

@@ -2,6 +2,7 @@
 //! 15 and 17 targets (catalog rows, logins that work and logins that are refused).
 
 mod abuse;
+mod access;
 mod auth;
 mod boundary;
 mod clusters;

@@ -180,6 +180,47 @@ async fn users_are_created_listed_shown_and_reset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_levels_are_granted_shown_and_revoked() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let (shop, books) = (app.unique("shop"), app.unique("books"));
+    app.create_db(&shop).await;
+    app.create_db(&books).await;
+    let primary = app.primary_password().await;
+    let owner = app.target.login(&app.primary_user, &primary, &shop).await.expect("primary logs in");
+    owner.batch_execute("CREATE TABLE goods (n int); INSERT INTO goods VALUES (1)").await.unwrap();
+
+    let name = app.unique("clerk");
+    let created =
+        cli.run(&["databases", "user", "create", id, &name, "--access", &format!("{books}=read_only")]).await;
+    let password = table(created.ok())[1][2].to_string();
+    let granted = cli.run(&["databases", "user", "grant", id, &name, &shop, "--level", "read_write"]).await;
+    let mut rows = table(granted.ok());
+    rows.sort();
+    let mut expected =
+        vec![vec!["Database", "Level"], vec![books.as_str(), "read_only"], vec![shop.as_str(), "read_write"]];
+    expected.sort();
+    assert_eq!(rows, expected);
+    let clerk = app.target.login(&name, &password, &shop).await.expect("the user logs in");
+    clerk.batch_execute("INSERT INTO goods VALUES (2)").await.expect("read_write writes");
+    let err = clerk.batch_execute("DROP TABLE goods").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    drop(clerk);
+
+    let revoked = cli.run(&["databases", "user", "revoke", id, &name, &shop]).await;
+    assert_eq!(table(revoked.ok()), [vec!["Database", "Level"], vec![books.as_str(), "read_only"]]);
+    let clerk = app.target.login(&name, &password, &shop).await.expect("the user logs in");
+    let err = clerk.batch_execute("SELECT * FROM goods").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let shown = cli.run(&["databases", "user", "access", id, &name, "-o", "json"]).await;
+    assert_eq!(shown.json(), serde_json::json!([{ "database": books, "level": "read_only" }]));
+
+    let bad = cli.run(&["databases", "user", "grant", id, &name, "nowhere", "--level", "read_only"]).await;
+    one_error_line(bad.failed(), "Error: PUT ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_are_created_listed_shown_and_deleted() {
     let app = TestApp::spawn(15).await;
     let cli = Cli::new(&app);

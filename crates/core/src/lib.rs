@@ -2,6 +2,7 @@
 //! secrets (sealing at rest, generated passwords and their SCRAM verifiers, API tokens) and the
 //! metadata store (the gateway's own PostgreSQL database, reached only through sqlx).
 
+pub mod access;
 pub mod error;
 pub mod heartbeat;
 pub mod lifecycle;

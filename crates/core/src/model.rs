@@ -156,3 +156,56 @@ pub struct DriftEvent {
 
 crate::lifecycle::lifecycle_columns!(User);
 crate::lifecycle::lifecycle_columns!(Database);
+
+/// One access level a user holds on a database of its cluster (desired state).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccessGrant {
+    pub user_name: String,
+    pub database_name: String,
+    /// An [`AccessLevel`](crate::access::AccessLevel) name.
+    pub level: String,
+}
+
+impl AccessGrant {
+    /// The grant's level (rows are checked by the table's constraint).
+    pub fn level(&self) -> crate::access::AccessLevel {
+        crate::access::AccessLevel::parse(&self.level).unwrap_or(crate::access::AccessLevel::ReadOnly)
+    }
+}
+
+/// How far a user's access levels have been carried out on the target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccessProgress {
+    pub name: String,
+    pub access_generation: i64,
+    pub access_applied_generation: i64,
+    pub access_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user's levels are waited for like any other write: applied at their generation, or an
+/// error recorded after the write.
+impl crate::lifecycle::Lifecycle for AccessProgress {
+    fn desired(&self) -> DesiredState {
+        DesiredState::Present
+    }
+    fn sync(&self) -> SyncStatus {
+        if self.access_applied_generation >= self.access_generation && self.access_error.is_none() {
+            SyncStatus::Ready
+        } else {
+            SyncStatus::Pending
+        }
+    }
+    fn generation(&self) -> i64 {
+        self.access_generation
+    }
+    fn applied_generation(&self) -> i64 {
+        self.access_applied_generation
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.access_error.as_deref()
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}

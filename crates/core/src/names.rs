@@ -26,6 +26,12 @@ pub fn check_identifier(kind: ObjectKind, name: &str) -> Result<(), String> {
             "{noun} name {name:?} is reserved: names starting with pg_ belong to PostgreSQL"
         ));
     }
+    if kind == ObjectKind::User && lower.starts_with(crate::access::GROUP_PREFIX) {
+        return Err(format!(
+            "user name {name:?} is reserved: names starting with {} are pgplane's access groups",
+            crate::access::GROUP_PREFIX
+        ));
+    }
     let reserved = match kind {
         ObjectKind::User => RESERVED_ROLES,
         ObjectKind::Database => RESERVED_DATABASES,
@@ -140,7 +146,16 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names_in_any_case() {
-        for name in ["postgres", "PUBLIC", "none", "current_user", "session_user", "pg_monitor", "PG_x"] {
+        for name in [
+            "postgres",
+            "PUBLIC",
+            "none",
+            "current_user",
+            "session_user",
+            "pg_monitor",
+            "PG_x",
+            "pgplane_access_ro_1",
+        ] {
             assert!(check_identifier(ObjectKind::User, name).is_err(), "{name}");
         }
         for name in ["postgres", "template0", "Template1", "pg_anything"] {

@@ -87,16 +87,17 @@ export function copyButton(text, label = 'Copy') {
 }
 
 /**
- * A modal confirmation. `action` runs on confirm; its error is shown in the dialog (which stays
+ * A modal confirmation (with form controls in `content`, if given). `action` runs on confirm; its error is shown in the dialog (which stays
  * open); its result is handed to `done` after the dialog closes. Escape or Cancel closes it.
  */
-export function confirmDialog({ title, message, confirmLabel, danger = false, action, done }) {
+export function confirmDialog({ title, message, content = null, confirmLabel, danger = false, action, done }) {
   const error = alertBox();
   const cancel = h('button', { type: 'button', class: 'secondary' }, 'Cancel');
   const confirm = h('button', { type: 'button', class: danger ? 'danger' : 'primary', 'data-confirm': true }, confirmLabel);
   const dialog = h('dialog', { class: 'confirm', 'aria-labelledby': 'dialog-title' },
     h('h2', { id: 'dialog-title' }, title),
     [message].flat().map((line) => h('p', {}, line)),
+    content,
     error,
     h('div', { class: 'buttons' }, cancel, confirm));
   const opener = document.activeElement;

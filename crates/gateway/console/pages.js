@@ -1,5 +1,5 @@
-// The console's pages: clusters, a cluster's Overview, Users & Databases and Insights tabs, and
-// the team's audit log. Each page reads and writes through the /v2 API only, offers only what
+// The console's pages: clusters, a cluster's Overview, Users & Databases (with each user's
+// access levels, and their editor) and Insights tabs, and the team's audit log. Each page reads and writes through the /v2 API only, offers only what
 // the token's scopes allow, shows errors where they happened, and refreshes itself while an
 // object is not yet ready (no page reloads).
 
@@ -253,6 +253,18 @@ function moreMenu(label, items) {
   return menu;
 }
 
+/** The access levels the console offers, with their labels. */
+const LEVELS = [['none', 'No access'], ['read_only', 'Read only'], ['read_write', 'Read write']];
+
+/** A user's access levels, one per database ("owner" for the primary user). */
+function accessCell(primary, access) {
+  if (primary) return h('td', { class: 'access' }, h('span', { class: 'muted' }, 'owner of every database'));
+  if (access.length === 0) return h('td', { class: 'access' }, h('span', { class: 'muted' }, 'none'));
+  const label = (level) => (LEVELS.find(([v]) => v === level) || [level, level])[1].toLowerCase();
+  return h('td', { class: 'access' }, h('ul', { class: 'levels' }, access.map((e) =>
+    h('li', { 'data-access-db': e.database, 'data-level': e.level }, h('span', { class: 'name' }, e.database), `: ${label(e.level)}`))));
+}
+
 /** A password cell: hidden until shown; `revealed` (names) keeps the choice across refreshes. */
 function passwordCell(name, password, revealed) {
   if (password == null) return h('td', { class: 'muted' }, '—');
@@ -284,16 +296,20 @@ function usersTab(body, alive, cluster) {
   const revealed = new Set();
   let refresh = async () => false;
 
+  /** The databases as last loaded (the access editor offers them). */
+  let databases = [];
   const userRows = (users) => users.map((u) => {
     const primary = u.role === 'primary' || u.name === cluster.pgplane.primary_user;
     const items = [];
     if (!primary && u.status !== 'deleting') {
       if (can(UPDATE)) items.push(['Reset password', () => resetPassword(u.name)]);
       if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name)]);
+      if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
     }
     return h('tr', { 'data-user': u.name },
       h('td', { class: 'name' }, u.name),
       h('td', {}, primary ? 'primary' : 'normal'),
+      accessCell(primary, u.access || []),
       status(u.status, u.last_error),
       seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
       h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
@@ -312,7 +328,8 @@ function usersTab(body, alive, cluster) {
       api('GET', path('databases', id, 'users')),
       api('GET', path('databases', id, 'dbs')),
     ]);
-    const userHeads = ['Name', 'Role', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
+    databases = dbs.filter((d) => d.status !== 'deleting').map((d) => d.name);
+    const userHeads = ['Name', 'Role', 'Access', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
     clear(usersBox, table('Users', userHeads, userRows(users), 'No users.'));
     clear(dbsBox, table('Databases', ['Name', 'Status', ''], dbRows(dbs), 'No databases.'));
     return users.some((u) => u.status !== 'ready') || dbs.some((d) => d.status && d.status !== 'ready');
@@ -325,6 +342,40 @@ function usersTab(body, alive, cluster) {
       errors.show(e);
     }
   };
+
+  /** The access editor: one level per database (none, read only, read write), saved as a whole. */
+  async function editAccess(name) {
+    actionErrors.show(null);
+    let current;
+    try {
+      current = (await api('GET', path('databases', id, 'users', name, 'access'))).access;
+    } catch (e) {
+      actionErrors.show(e);
+      return;
+    }
+    const picks = databases.map((db, i) => {
+      const held = current.find((e) => e.database === db);
+      const select = h('select', { id: `access-${i}`, 'data-access-db': db },
+        LEVELS.map(([value, label]) => h('option', { value, selected: (held ? held.level : 'none') === value }, label)));
+      return h('div', { class: 'field' }, h('label', { for: `access-${i}` }, db), select);
+    });
+    confirmDialog({
+      title: `Access of ${name}`,
+      message: ['Pick what the user may do in each database. Read only: read every table and sequence. Read write: also insert, update, delete and truncate rows (no schema changes). Tables the primary user creates later are covered too.'],
+      content: h('div', { class: 'access-picks' }, picks.length ? picks : h('p', { class: 'empty' }, 'No databases.')),
+      confirmLabel: 'Save access',
+      action: () => api('PUT', path('databases', id, 'users', name, 'access'), {
+        access: picks.map((p) => p.querySelector('select')).map((s) => ({ database: s.dataset.accessDb, level: s.value }))
+          .filter((e) => e.level !== 'none'),
+      }),
+      done: (answer) => {
+        if (answer && answer.status !== 'ready') {
+          actionErrors.show(new Error(`The access of ${name} was saved and is not on the server yet: ${answer.last_error || 'pending'}`));
+        }
+        refresh();
+      },
+    });
+  }
 
   function resetPassword(name) {
     actionErrors.show(null);

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
     security(("bearer_auth" = [])),
     tags(
         (name = "Databases", description = "Clusters: registered PostgreSQL servers"),
-        (name = "Users", description = "Database users (roles) of a cluster"),
+        (name = "Users", description = "Database users (roles) of a cluster, and their access levels per database (`…/access`, a pgplane extension)"),
         (name = "Dbs", description = "Databases of a cluster"),
         (name = "Audit", description = "The audit log of mutating requests"),
         (name = "Account", description = "The caller: its team and its token's scopes"),

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle};
 use pgplane_core::model::{Cluster, Database, User};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -26,6 +26,21 @@ pub(crate) struct UserSettings {
     pub pg_allow_replication: bool,
 }
 
+/// One database a user has access to.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AccessEntry {
+    /// A database of the cluster.
+    pub database: String,
+    /// `read_only` (CONNECT, USAGE on every schema but the system ones, SELECT on their tables,
+    /// views and sequences) or `read_write` (also INSERT, UPDATE, DELETE, TRUNCATE on tables and
+    /// USAGE, UPDATE on sequences; never CREATE). Objects the primary user creates later are
+    /// covered at once (default privileges); objects other roles create, at the next full
+    /// reconcile pass. `none` in a request removes the entry; `owner` (the primary user, every
+    /// database) is shown, never accepted.
+    #[schema(example = "read_only")]
+    pub level: String,
+}
+
 /// A database user, as in `{"user": {...}}`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserView {
@@ -41,6 +56,10 @@ pub(crate) struct UserView {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The user's access level per database (pgplane extension; see
+    /// `GET …/users/{username}/access`). Shown by the users endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AccessEntry>>,
 }
 
 /// What a user shows when its stored credentials cannot be opened.
@@ -65,6 +84,7 @@ impl UserView {
             last_error: user.last_error.clone().or(unopened),
             created_at: rfc3339(&user.created_at),
             updated_at: rfc3339(&user.updated_at),
+            access: None,
         }
     }
 }

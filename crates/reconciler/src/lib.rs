@@ -3,6 +3,7 @@
 //! plans the difference, applies it and records each object's outcome. Woken by API writes
 //! (LISTEN/NOTIFY) and run periodically to find drift.
 
+mod access;
 mod apply;
 mod controller;
 pub mod metrics;

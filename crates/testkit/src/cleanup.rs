@@ -63,7 +63,18 @@ pub async fn remove(server: &PgServer, suffix: &str) -> Result<(), tokio_postgre
         format!("SELECT {column}::text FROM {catalog} WHERE right({column}, length($1)) = $1 ORDER BY 1")
     };
     let strings = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect::<Vec<String>>();
-    let roles = strings(admin.query(&named("pg_roles", "rolname"), &[&suffix]).await?);
+    let mut roles = strings(admin.query(&named("pg_roles", "rolname"), &[&suffix]).await?);
+    // pgplane's access groups are named by a hash; their comment names their database.
+    roles.extend(strings(
+        admin
+            .query(
+                "SELECT rolname::text FROM pg_roles
+                  WHERE starts_with(rolname, 'pgplane_access_')
+                    AND strpos(shobj_description(oid, 'pg_authid'), $1) > 0 ORDER BY 1",
+                &[&suffix],
+            )
+            .await?,
+    ));
     // Nothing of the test's logs in again (its pgplane may still be running): the admin role
     // first, so no reconciler can put anything back.
     for role in &roles {

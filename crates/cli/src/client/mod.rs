@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use self::api::Api;
 use self::config::ConnectionArgs;
-use self::output::{Kind, Mode, OutputArgs, CLUSTER, DB, USER};
+use self::output::{Kind, Mode, OutputArgs, ACCESS, CLUSTER, DB, USER};
 
 /// `pgplane databases ...`
 #[derive(Args)]
@@ -141,6 +141,39 @@ enum UserCommand {
         cluster_id: String,
         #[arg(value_name = "user-name")]
         user_name: String,
+        /// An access level to start with, as DATABASE=LEVEL (read_only or read_write); repeat
+        /// the flag for several databases.
+        #[arg(long = "access", value_name = "DATABASE=LEVEL", value_parser = parse_access)]
+        access: Vec<(String, String)>,
+    },
+    /// Show the access level a user holds per database.
+    Access {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+    },
+    /// Give a user an access level on a database (replacing the one it had there).
+    Grant {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+        #[arg(value_name = "db-name")]
+        db_name: String,
+        /// read_only: read every table and sequence; read_write: also insert, update, delete
+        /// and truncate (no schema changes).
+        #[arg(long, value_parser = ["read_only", "read_write"])]
+        level: String,
+    },
+    /// Take a user's access to a database away.
+    Revoke {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+        #[arg(value_name = "db-name")]
+        db_name: String,
     },
     /// Give a user a new generated password.
     #[command(visible_alias = "rs")]
@@ -267,10 +300,24 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             let path = ["databases", &cluster_id, "users", &user_name];
             show(api, out, &USER, Method::GET, &path, None).await
         }
-        UserCommand::Create { cluster_id, user_name } => {
+        UserCommand::Create { cluster_id, user_name, access } => {
             let path = ["databases", &cluster_id, "users"];
-            let body = json!({ "name": user_name });
+            let mut body = json!({ "name": user_name });
+            if !access.is_empty() {
+                let entries: Vec<Value> =
+                    access.iter().map(|(d, l)| json!({ "database": d, "level": l })).collect();
+                body["access"] = Value::Array(entries);
+            }
             show(api, out, &USER, Method::POST, &path, Some(body)).await
+        }
+        UserCommand::Access { cluster_id, user_name } => {
+            list(api, out, &ACCESS, &["databases", &cluster_id, "users", &user_name, "access"]).await
+        }
+        UserCommand::Grant { cluster_id, user_name, db_name, level } => {
+            change_access(api, out, &cluster_id, &user_name, &db_name, Some(&level)).await
+        }
+        UserCommand::Revoke { cluster_id, user_name, db_name } => {
+            change_access(api, out, &cluster_id, &user_name, &db_name, None).await
         }
         UserCommand::Reset { cluster_id, user_name } => {
             // As doctl does: look the cluster up first, so an unknown one says so.
@@ -301,6 +348,44 @@ async fn run_db(api: &Api, out: &OutputArgs, command: DbCommand) -> anyhow::Resu
             let path = ["databases", &cluster_id, "dbs", &db_name];
             delete(api, &DB, &db_name, force, &path).await
         }
+    }
+}
+
+/// Sets (or, with None, removes) a user's level on one database: reads its levels, changes
+/// that one and puts them back; prints the levels the API answers with.
+async fn change_access(
+    api: &Api,
+    out: &OutputArgs,
+    cluster_id: &str,
+    user_name: &str,
+    db_name: &str,
+    level: Option<&str>,
+) -> anyhow::Result<()> {
+    out.check(&ACCESS)?;
+    let path = ["databases", cluster_id, "users", user_name, "access"];
+    let current = api.fetch(Method::GET, &path, None, ACCESS.many).await?;
+    let mut entries: Vec<Value> = current
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["database"] != db_name)
+        .cloned()
+        .collect();
+    if let Some(level) = level {
+        entries.push(json!({ "database": db_name, "level": level }));
+    }
+    let items = api.fetch(Method::PUT, &path, Some(&json!({ "access": entries })), ACCESS.many).await?;
+    out.print_list(&ACCESS, &items)
+}
+
+/// Parses `--access DATABASE=LEVEL`.
+fn parse_access(raw: &str) -> Result<(String, String), String> {
+    match raw.rsplit_once('=') {
+        Some((database, level)) if !database.is_empty() && ["read_only", "read_write"].contains(&level) => {
+            Ok((database.to_string(), level.to_string()))
+        }
+        _ => Err(format!("{raw:?} is not DATABASE=LEVEL with LEVEL read_only or read_write")),
     }
 }
 

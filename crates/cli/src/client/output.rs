@@ -92,6 +92,15 @@ pub const USER: Kind = Kind {
     list_columns: 3,
 };
 
+/// A user's access levels (`GET …/users/{name}/access`, a pgplane extension).
+pub const ACCESS: Kind = Kind {
+    one: "access",
+    many: "access",
+    noun: "access level",
+    columns: &[column("Database", "Database", "/database"), column("Level", "Level", "/level")],
+    list_columns: 2,
+};
+
 pub const DB: Kind = Kind {
     one: "db",
     many: "dbs",

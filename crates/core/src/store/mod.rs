@@ -2,6 +2,7 @@
 //! query lives in this module tree. Writes that change a cluster's desired state bump the
 //! cluster's generation and wake the reconcilers in the same statement or transaction.
 
+mod access;
 mod audit;
 mod clusters;
 mod drift;
@@ -22,6 +23,7 @@ use crate::error::Result;
 use crate::lifecycle::ObjectKind;
 use crate::notifications::Notifications;
 
+pub use access::AccessForPass;
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectCounts;

@@ -1,6 +1,7 @@
 //! The route table and the layers around it, plus what handlers share: finding the caller's
 //! cluster and waiting for a write to settle on the target.
 
+mod access;
 mod account;
 mod audit_events;
 mod clusters;
@@ -51,6 +52,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
+        .routes(routes!(access::get, access::put))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
@@ -259,6 +261,7 @@ mod tests {
             "get /v2/databases/{database_cluster_uuid}/unmanaged",
             "get /v2/databases/{database_cluster_uuid}/users",
             "get /v2/databases/{database_cluster_uuid}/users/{username}",
+            "get /v2/databases/{database_cluster_uuid}/users/{username}/access",
             "get /v2/openapi.json",
             "post /v2/databases",
             "post /v2/databases/{database_cluster_uuid}/dbs",
@@ -266,6 +269,7 @@ mod tests {
             "post /v2/databases/{database_cluster_uuid}/users/{username}/reset_auth",
             "put /v2/databases/{database_cluster_uuid}/pgplane",
             "put /v2/databases/{database_cluster_uuid}/users/{username}",
+            "put /v2/databases/{database_cluster_uuid}/users/{username}/access",
         ];
         assert_eq!(operations, expected);
     }

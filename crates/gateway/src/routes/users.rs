@@ -1,17 +1,19 @@
 //! `/v2/databases/{cluster}/users`: list, add, show, update settings, reset password and
 //! delete users. The primary user can be shown and have its password reset, never deleted.
-//! New users get LOGIN and nothing else (REPLICATION only when asked for).
+//! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
+//! levels asked for at creation (`access`, a pgplane extension; see `access.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, User};
 use pgplane_core::names::check_identifier;
 use pgplane_core::passwords::new_credentials;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::{cluster_for, cluster_with, settle, settle_create, settle_delete};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -34,6 +36,8 @@ pub(super) struct Settings {
 pub(super) struct CreateUser {
     name: Option<String>,
     settings: Option<Settings>,
+    /// Access levels per database to start with (pgplane extension; as in `PUT …/access`).
+    access: Option<Vec<AccessEntry>>,
 }
 
 /// `PUT .../users/{name}`: `settings` is required; an omitted `pg_allow_replication` means
@@ -43,8 +47,24 @@ pub(super) struct UpdateUser {
     settings: Option<Settings>,
 }
 
-fn one(user: &User, state: &AppState, caller: &Caller) -> Result<Json<UserResponse>, ApiError> {
-    Ok(Json(UserResponse { user: UserView::of(user, &state.credentials, caller.sees_credentials()) }))
+/// Answers with one user, with its access levels.
+async fn one(
+    user: &User,
+    state: &AppState,
+    caller: &Caller,
+    cluster: &Cluster,
+) -> Result<Json<UserResponse>, ApiError> {
+    let id = cluster.cluster_id;
+    let (grants, databases) = tokio::try_join!(state.store.list_access(id, Some(&user.name)), async {
+        if user.is_primary() {
+            state.store.list_databases(id).await
+        } else {
+            Ok(Vec::new())
+        }
+    })?;
+    let mut view = UserView::of(user, &state.credentials, caller.sees_credentials());
+    view.access = Some(entries_of(user, &grants, &databases));
+    Ok(Json(UserResponse { user: view }))
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
@@ -72,9 +92,19 @@ pub(super) async fn list(
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<UsersResponse>, ApiError> {
-    let (_, users) = cluster_with(&state, &caller, &raw_id, |id| state.store.list_users(id)).await?;
-    let users =
-        users.iter().map(|u| UserView::of(u, &state.credentials, caller.sees_credentials())).collect();
+    let store = &state.store;
+    let (_, (users, grants, databases)) = cluster_with(&state, &caller, &raw_id, |id| async move {
+        tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))
+    })
+    .await?;
+    let users = users
+        .iter()
+        .map(|u| {
+            let mut view = UserView::of(u, &state.credentials, caller.sees_credentials());
+            view.access = Some(entries_of(u, &grants, &databases));
+            view
+        })
+        .collect();
     Ok(Json(UsersResponse { users }))
 }
 
@@ -103,12 +133,27 @@ pub(super) async fn create(
         )));
     }
     let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
-    let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state.store.insert_user(cluster.cluster_id, &name, &sealed, replication).await?;
+    let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
+    // Unknown databases are refused before the user is stored.
+    let databases = store.list_databases(id).await?;
+    if let Some((unknown, _)) = levels
+        .iter()
+        .find(|(d, _)| !databases.iter().any(|db| db.name == *d && db.desired() == DesiredState::Present))
+    {
+        return Err(ApiError::unprocessable(format!(
+            "unknown database {unknown:?}: the cluster has no such database"
+        )));
+    }
+    let sealed = sealed_credentials(&state, &cluster, &name).await;
+    let written = store.insert_user(id, &name, &sealed, replication).await?;
+    let access = if levels.is_empty() { None } else { Some(store.replace_access(id, &name, &levels).await?) };
     let user =
         settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user(id, &name)).await?;
-    Ok((StatusCode::CREATED, one(&user, &state, &caller)?))
+    if let Some(access) = &access {
+        settle_access(&state, &cluster, access).await?;
+    }
+    Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))
 }
 
 /// Show a user.
@@ -121,7 +166,7 @@ pub(super) async fn get(
     Path((raw_id, name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
-    one(&state.store.get_user(cluster.cluster_id, &name).await?, &state, &caller)
+    one(&state.store.get_user(cluster.cluster_id, &name).await?, &state, &caller, &cluster).await
 }
 
 /// Change a user's settings (answers 201, as DigitalOcean does).
@@ -151,7 +196,7 @@ pub(super) async fn update(
     let replication = settings.pg_allow_replication.unwrap_or(false);
     let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
-    Ok((StatusCode::CREATED, one(&user, &state, &caller)?))
+    Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))
 }
 
 /// Give a user a new generated password; the old one stops working at once (answers 200).
@@ -172,7 +217,7 @@ pub(super) async fn reset_auth(
     let sealed = sealed_credentials(&state, &cluster, &name).await;
     let written = state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?;
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
-    one(&user, &state, &caller)
+    one(&user, &state, &caller, &cluster).await
 }
 
 /// Delete a user: its sessions are ended and what it owns goes to the primary user.

@@ -56,7 +56,7 @@ pub(super) fn database_drift(name: &str, step: &Step, observed: &Observed) -> Op
 }
 
 /// Logs and records drift, and whether this pass repaired it.
-pub(super) async fn report_drift(
+pub(crate) async fn report_drift(
     shared: &Shared,
     cluster: &Cluster,
     kind: ObjectKind,

@@ -6,7 +6,7 @@
 
 mod backoff;
 mod connect;
-mod drift;
+pub(crate) mod drift;
 mod outcomes;
 mod steps;
 
@@ -17,6 +17,7 @@ use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target::TargetError;
 use uuid::Uuid;
 
+use crate::access;
 use crate::controller::Shared;
 use crate::plan::{plan_role, DesiredRole, Step};
 use backoff::backoff;
@@ -105,10 +106,11 @@ pub(crate) async fn run_pass(
         return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() });
     };
     let full = force_full || resync_due;
-    let (users, databases) = shared.store.cluster_objects(cluster_id, !full).await?;
+    let ((users, databases), pending_access) =
+        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::pending(shared, &cluster))?;
     let summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
-    if !full && users.is_empty() && databases.is_empty() {
+    if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
         return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
     }
@@ -140,6 +142,12 @@ pub(crate) async fn run_pass(
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
+    let version = observed.version_num;
+    let access =
+        access::reconcile(shared, &cluster, &spec, clients[0], version, full, &databases, pending_access)
+            .await?;
+    ledger.changes += access.changes;
+    ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
 
@@ -174,6 +182,7 @@ async fn fail_pass(
         })
         .collect();
     shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
+    shared.store.fail_pending_access(cluster.cluster_id, &message).await?;
     let next = finish(shared, cluster, summary.full, None, Some(&message)).await?;
     Ok(summary.ended(PassEnd::Unreachable, next))
 }

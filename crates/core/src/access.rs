@@ -1,0 +1,126 @@
+//! Access presets: the named levels a user can be given per database of its cluster, what each
+//! level means in PostgreSQL privileges, and the group role that holds a level's privileges
+//! on a database (one per cluster, database and level; users are made members of it).
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The prefix of every access group role; user names may not start with it.
+pub const GROUP_PREFIX: &str = "pgplane_access_";
+
+/// A named access level on one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccessLevel {
+    /// CONNECT; USAGE on every non-system schema; SELECT on its tables (views, materialized
+    /// and foreign tables included) and sequences.
+    ReadOnly,
+    /// `ReadOnly` plus INSERT, UPDATE, DELETE, TRUNCATE on tables and USAGE, UPDATE on
+    /// sequences. No CREATE anywhere: schema changes stay with the primary user.
+    ReadWrite,
+}
+
+/// Privileges on a kind of object, as GRANT spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    pub tables: &'static [&'static str],
+    pub sequences: &'static [&'static str],
+    pub schemas: &'static [&'static str],
+}
+
+impl AccessLevel {
+    /// Every level, weakest first.
+    pub const ALL: [AccessLevel; 2] = [AccessLevel::ReadOnly, AccessLevel::ReadWrite];
+
+    /// The level's API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::ReadOnly => "read_only",
+            AccessLevel::ReadWrite => "read_write",
+        }
+    }
+
+    /// The level of an API name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// What the level grants on each non-system schema of its database and the objects in it.
+    pub fn privileges(self) -> Privileges {
+        match self {
+            AccessLevel::ReadOnly => {
+                Privileges { tables: &["SELECT"], sequences: &["SELECT"], schemas: &["USAGE"] }
+            }
+            AccessLevel::ReadWrite => Privileges {
+                tables: &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"],
+                sequences: &["SELECT", "USAGE", "UPDATE"],
+                schemas: &["USAGE"],
+            },
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            AccessLevel::ReadOnly => "ro",
+            AccessLevel::ReadWrite => "rw",
+        }
+    }
+}
+
+/// The name of the group role that holds `level` on database `database` of cluster
+/// `cluster_id`: `pgplane_access_<ro|rw>_<hash>`, stable for as long as the cluster and the
+/// database name are, unique on a server shared by several clusters, and short enough for any
+/// database name (38 bytes).
+pub fn group_role(cluster_id: Uuid, database: &str, level: AccessLevel) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(cluster_id.as_bytes());
+    hasher.update(database.as_bytes());
+    let digest = hasher.finalize();
+    let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{GROUP_PREFIX}{}_{hex}", level.short())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_read_back_from_their_names() {
+        for level in AccessLevel::ALL {
+            assert_eq!(AccessLevel::parse(level.as_str()), Some(level));
+        }
+        assert_eq!(AccessLevel::parse("owner"), None);
+        assert_eq!(AccessLevel::parse("READ_ONLY"), None);
+    }
+
+    #[test]
+    fn read_only_grants_no_write_and_no_level_grants_create() {
+        let ro = AccessLevel::ReadOnly.privileges();
+        assert_eq!(ro.tables, ["SELECT"]);
+        assert_eq!(ro.sequences, ["SELECT"]);
+        for level in AccessLevel::ALL {
+            let p = level.privileges();
+            assert_eq!(p.schemas, ["USAGE"], "{level:?} never gets CREATE on schemas");
+            for privilege in p.tables.iter().chain(p.sequences) {
+                assert!(!["CREATE", "REFERENCES", "TRIGGER", "ALL"].contains(privilege));
+            }
+        }
+    }
+
+    #[test]
+    fn group_roles_are_distinct_stable_and_fit_an_identifier() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let long = "d".repeat(63);
+        let names = [
+            group_role(a, "app", AccessLevel::ReadOnly),
+            group_role(a, "app", AccessLevel::ReadWrite),
+            group_role(b, "app", AccessLevel::ReadOnly),
+            group_role(a, "app2", AccessLevel::ReadOnly),
+            group_role(a, &long, AccessLevel::ReadWrite),
+        ];
+        for (i, n) in names.iter().enumerate() {
+            assert!(n.starts_with(GROUP_PREFIX) && n.len() <= 63, "{n}");
+            assert!(names[i + 1..].iter().all(|m| m != n), "{n} repeats");
+        }
+        assert_eq!(group_role(a, "app", AccessLevel::ReadOnly), names[0]);
+    }
+}

@@ -1,0 +1,253 @@
+//! Access levels in the metadata store: the desired levels per (user, database), how far each
+//! user's levels have been carried out, and the access group roles pgplane has created on a
+//! cluster's server. A change to a user's levels bumps its access generation and the
+//! cluster's generation (waking the reconcilers) in the same transaction.
+
+use uuid::Uuid;
+
+use super::{notify, Store, BUMP, WAKE_CHANNEL};
+use crate::access::AccessLevel;
+use crate::error::{Error, Result};
+use crate::model::{AccessGrant, AccessProgress};
+
+/// What a pass needs to know about a cluster's access levels.
+#[derive(Debug, Default)]
+pub struct AccessForPass {
+    /// The levels of present users on present databases.
+    pub grants: Vec<AccessGrant>,
+    /// Users whose latest levels have not been carried out (or failed).
+    pub pending: Vec<AccessProgress>,
+    /// The group roles pgplane has created (or was about to) on the server: (database, level).
+    pub groups: Vec<(String, AccessLevel)>,
+}
+
+const PROGRESS: &str = "name, access_generation, access_applied_generation, access_error, updated_at";
+
+impl Store {
+    /// The levels of a cluster's users on its present databases (one user's, when `user` is
+    /// given), by user and database.
+    pub async fn list_access(&self, cluster_id: Uuid, user: Option<&str>) -> Result<Vec<AccessGrant>> {
+        Ok(sqlx::query_as(
+            "select a.user_name, a.database_name, a.level
+               from cluster_user_access a
+               join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
+              where a.cluster_id = $1 and d.state = 'present' and ($2::text is null or a.user_name = $2)
+              order by a.user_name, a.database_name",
+        )
+        .bind(cluster_id)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How far a user's levels have been carried out.
+    pub async fn access_progress(&self, cluster_id: Uuid, user: &str) -> Result<AccessProgress> {
+        sqlx::query_as(&format!("select {PROGRESS} from cluster_users where cluster_id = $1 and name = $2"))
+            .bind(cluster_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// Replaces a normal, present user's levels with `levels` (database, level); databases
+    /// must be present ones of the cluster (422 otherwise). When anything changed, the user's
+    /// access generation and the cluster's generation are bumped and the reconcilers woken.
+    pub async fn replace_access(
+        &self,
+        cluster_id: Uuid,
+        user: &str,
+        levels: &[(String, AccessLevel)],
+    ) -> Result<AccessProgress> {
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(String, String)> = sqlx::query_as(
+            "select role, state from cluster_users where cluster_id = $1 and name = $2 for update",
+        )
+        .bind(cluster_id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match found {
+            None => return Err(Error::NotFound("user")),
+            Some((_, state)) if state == "absent" => {
+                return Err(Error::Conflict(format!(
+                    "the user {user:?} is being deleted; try again once it is gone"
+                )))
+            }
+            Some((role, _)) if role == "primary" => {
+                return Err(Error::Invalid(format!(
+                "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
+            )))
+            }
+            Some(_) => {}
+        }
+        let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
+        let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
+        let known: Vec<String> = sqlx::query_scalar(
+            "select name from cluster_databases where cluster_id = $1 and name = any($2) and state = 'present'",
+        )
+        .bind(cluster_id)
+        .bind(&databases)
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
+            return Err(Error::Invalid(format!(
+                "unknown database {unknown:?}: the cluster has no such database"
+            )));
+        }
+        let removed = sqlx::query(
+            "delete from cluster_user_access
+              where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",
+        )
+        .bind(cluster_id)
+        .bind(user)
+        .bind(&databases)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let upserted = sqlx::query(
+            "insert into cluster_user_access (cluster_id, user_name, database_name, level)
+             select $1, $2, d, l from unnest($3::text[], $4::text[]) as t(d, l)
+             on conflict (cluster_id, user_name, database_name) do update set level = excluded.level
+              where cluster_user_access.level <> excluded.level",
+        )
+        .bind(cluster_id)
+        .bind(user)
+        .bind(&databases)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let changed = removed + upserted > 0;
+        let sql = if changed {
+            format!(
+                "update cluster_users set access_generation = access_generation + 1, updated_at = now()
+                  where cluster_id = $1 and name = $2 returning {PROGRESS}"
+            )
+        } else {
+            format!("select {PROGRESS} from cluster_users where cluster_id = $1 and name = $2")
+        };
+        let progress: AccessProgress =
+            sqlx::query_as(&sql).bind(cluster_id).bind(user).fetch_one(&mut *tx).await?;
+        if changed {
+            sqlx::query(&format!("update clusters set {BUMP} where cluster_id = $1"))
+                .bind(cluster_id)
+                .execute(&mut *tx)
+                .await?;
+            notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
+        }
+        tx.commit().await?;
+        Ok(progress)
+    }
+
+    /// Users of a cluster whose latest levels have not been carried out (or failed).
+    pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
+        Ok(sqlx::query_as(&format!(
+            "select {PROGRESS} from cluster_users
+              where cluster_id = $1 and state = 'present'
+                and (access_applied_generation < access_generation or access_error is not null)"
+        ))
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A cluster's access state for a pass, read once the pass's role and database outcomes
+    /// are recorded: levels count only for users and databases pgplane has created on the
+    /// target and that are not in conflict with an object it does not manage (a role that is
+    /// not pgplane's is never made a member, a database that is not pgplane's never granted on).
+    pub async fn access_for_pass(
+        &self,
+        cluster_id: Uuid,
+        pending: Vec<AccessProgress>,
+    ) -> Result<AccessForPass> {
+        let grants = sqlx::query_as(
+            "select a.user_name, a.database_name, a.level
+               from cluster_user_access a
+               join cluster_users u on u.cluster_id = a.cluster_id and u.name = a.user_name
+               join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
+              where a.cluster_id = $1 and u.state = 'present' and u.claimed and u.sync_status <> 'conflict'
+                and d.state = 'present' and d.claimed and d.sync_status <> 'conflict'
+              order by a.database_name, a.user_name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool);
+        let groups = sqlx::query_as::<_, (String, String)>(
+            "select database_name, level from cluster_access_groups where cluster_id = $1",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool);
+        let (grants, groups) = tokio::try_join!(grants, groups)?;
+        let groups = groups.into_iter().filter_map(|(d, l)| AccessLevel::parse(&l).map(|l| (d, l))).collect();
+        Ok(AccessForPass { grants, pending, groups })
+    }
+
+    /// Records group roles pgplane is about to create (before CREATE ROLE), or, with
+    /// `present` false, that they are gone (after DROP ROLE).
+    pub async fn record_access_groups(
+        &self,
+        cluster_id: Uuid,
+        groups: &[(&str, AccessLevel)],
+        present: bool,
+    ) -> Result<()> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let databases: Vec<&str> = groups.iter().map(|(d, _)| *d).collect();
+        let levels: Vec<&str> = groups.iter().map(|(_, l)| l.as_str()).collect();
+        let sql = if present {
+            "insert into cluster_access_groups (cluster_id, database_name, level)
+             select $1, d, l from unnest($2::text[], $3::text[]) as t(d, l) on conflict do nothing"
+        } else {
+            "delete from cluster_access_groups g using unnest($2::text[], $3::text[]) as t(d, l)
+              where g.cluster_id = $1 and g.database_name = t.d and g.level = t.l"
+        };
+        sqlx::query(sql).bind(cluster_id).bind(&databases).bind(&levels).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records how a pass left users' levels: carried out at the access generation it read
+    /// (message None), or failed with a message (the applied generation stays).
+    pub async fn record_access(
+        &self,
+        cluster_id: Uuid,
+        outcomes: &[(&str, i64, Option<&str>)],
+    ) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = outcomes.iter().map(|o| o.0).collect();
+        let generations: Vec<i64> = outcomes.iter().map(|o| o.1).collect();
+        let messages: Vec<Option<&str>> = outcomes.iter().map(|o| o.2).collect();
+        sqlx::query(
+            "update cluster_users t
+                set access_applied_generation = case when o.message is null
+                        then greatest(t.access_applied_generation, o.generation)
+                        else t.access_applied_generation end,
+                    access_error = o.message,
+                    updated_at = now()
+               from unnest($2::text[], $3::int8[], $4::text[]) as o(name, generation, message)
+              where t.cluster_id = $1 and t.name = o.name",
+        )
+        .bind(cluster_id)
+        .bind(&names)
+        .bind(&generations)
+        .bind(&messages)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a pass's failure on every user whose levels wait to be carried out.
+    pub async fn fail_pending_access(&self, cluster_id: Uuid, message: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_users set access_error = $2, updated_at = now()
+              where cluster_id = $1 and access_applied_generation < access_generation",
+        )
+        .bind(cluster_id)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

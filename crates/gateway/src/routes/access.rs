@@ -1,0 +1,163 @@
+//! `/v2/databases/{cluster}/users/{name}/access` (a pgplane extension): the access levels a
+//! user holds per database of its cluster (`read_only`, `read_write`; none is no entry),
+//! read and replaced as a whole. The primary user owns every database: its access is shown as
+//! `owner` and cannot be changed. A change waits, like any other write, until the reconciler
+//! has carried it out on the target (or the apply timeout passes: then `pending`).
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use pgplane_core::access::AccessLevel;
+use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::model::{AccessGrant, AccessProgress, Cluster, Database, User};
+use serde::{Deserialize, Serialize};
+
+pub(crate) use crate::views::AccessEntry;
+use utoipa::ToSchema;
+
+use super::{cluster_for, settle};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// The level the primary user is shown with on every database (it owns them).
+const OWNER: &str = "owner";
+
+/// `PUT …/access`: the user's levels, replacing all it had.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PutAccess {
+    access: Option<Vec<AccessEntry>>,
+}
+
+/// A user's levels and whether the target has them yet.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AccessResponse {
+    access: Vec<AccessEntry>,
+    /// `ready` (carried out on the target) or `pending` (see `last_error`).
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// The entries of `user`: its stored levels, or `owner` on every present database for the
+/// primary user.
+pub(crate) fn entries_of(user: &User, grants: &[AccessGrant], databases: &[Database]) -> Vec<AccessEntry> {
+    if user.is_primary() {
+        return databases
+            .iter()
+            .filter(|d| d.desired() == DesiredState::Present)
+            .map(|d| AccessEntry { database: d.name.clone(), level: OWNER.to_string() })
+            .collect();
+    }
+    grants
+        .iter()
+        .filter(|g| g.user_name == user.name)
+        .map(|g| AccessEntry { database: g.database_name.clone(), level: g.level.clone() })
+        .collect()
+}
+
+/// Checks requested entries: known levels (`none` drops the entry), each database at most
+/// once. Databases are checked by the store (they must be present ones of the cluster).
+pub(crate) fn parse_entries(entries: &[AccessEntry]) -> Result<Vec<(String, AccessLevel)>, ApiError> {
+    let mut seen = BTreeSet::new();
+    let mut levels = Vec::new();
+    for entry in entries {
+        if !seen.insert(entry.database.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "database {:?} is listed more than once",
+                entry.database
+            )));
+        }
+        match AccessLevel::parse(&entry.level) {
+            Some(level) => levels.push((entry.database.clone(), level)),
+            None if entry.level == "none" => {}
+            None => {
+                return Err(ApiError::unprocessable(format!(
+                    "unknown access level {:?}: use read_only, read_write or none",
+                    entry.level
+                )))
+            }
+        }
+    }
+    Ok(levels)
+}
+
+/// Answers with a user's levels as they are now.
+async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json<AccessResponse>, ApiError> {
+    let id = cluster.cluster_id;
+    let (grants, databases, progress) = tokio::try_join!(
+        state.store.list_access(id, Some(&user.name)),
+        async {
+            if user.is_primary() {
+                state.store.list_databases(id).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        state.store.access_progress(id, &user.name),
+    )?;
+    Ok(Json(AccessResponse {
+        access: entries_of(user, &grants, &databases),
+        status: progress.sync().as_str(),
+        last_error: progress.access_error,
+    }))
+}
+
+/// Show the access levels a user holds per database (pgplane extension).
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_get_user_access", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
+    responses((status = 200, description = "The user's levels", body = AccessResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster or user", body = ErrorBody)))]
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+) -> Result<Json<AccessResponse>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let user = state.store.get_user(cluster.cluster_id, &name).await?;
+    answer(&state, &cluster, &user).await
+}
+
+/// Replace the access levels a user holds per database (pgplane extension); databases left
+/// out lose the user's access. Answers once the target has them (or `pending`).
+#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_update_user_access", tag = "Users",
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body = PutAccess,
+    responses(
+        (status = 200, description = "The user's levels (status `pending` with `last_error` if the target could not be reached in time)", body = AccessResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        (status = 422, description = "Missing `access`, an unknown level or database, a database listed twice, or the primary user", body = ErrorBody),
+    ))]
+pub(super) async fn put(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((raw_id, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PutAccess>,
+) -> Result<Json<AccessResponse>, ApiError> {
+    let cluster = cluster_for(&state, &caller, &raw_id).await?;
+    let entries =
+        body.access.ok_or_else(|| ApiError::unprocessable("invalid request: access field required"))?;
+    let levels = parse_entries(&entries)?;
+    let written = state.store.replace_access(cluster.cluster_id, &name, &levels).await?;
+    settle_access(&state, &cluster, &written).await?;
+    let user = state.store.get_user(cluster.cluster_id, &name).await?;
+    answer(&state, &cluster, &user).await
+}
+
+/// Waits for a change of a user's levels to be carried out (or to fail, or the apply timeout).
+pub(super) async fn settle_access(
+    state: &AppState,
+    cluster: &Cluster,
+    written: &AccessProgress,
+) -> Result<(), ApiError> {
+    if written.access_applied_generation >= written.access_generation {
+        return Ok(());
+    }
+    let (store, id, name) = (&state.store, cluster.cluster_id, written.name.as_str());
+    settle(state, id, written.access_generation, written.updated_at, || store.access_progress(id, name))
+        .await?;
+    Ok(())
+}
