@@ -1,12 +1,15 @@
 //! The audit trail: a middleware that records every mutating request (POST, PUT, DELETE) of an
 //! authenticated caller after it has been answered: token, team, action, cluster, object name,
 //! status and request id. Only names and ids are recorded, never a body (the registration body
-//! carries the target's admin password). The request's handling and its record run in a task
+//! carries the target's admin password): the path names the object, or, for a create, the
+//! handler tells it ([`AuditNote`]) once it has read the name from the body. The request's handling and its record run in a task
 //! of their own, so a client that hangs up mid-request (hyper then drops the answer's future)
 //! stops neither the change nor its record.
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,7 +20,6 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::read_body;
 use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
@@ -83,35 +85,47 @@ pub(crate) async fn record(
 async fn handle_and_record(
     state: AppState,
     mut event: NewAuditEvent,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let response = match name_from_body(&mut event, request).await {
-        Ok(request) => std::panic::AssertUnwindSafe(next.run(request))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| ApiError::internal().into_response()),
-        Err(refused) => refused,
-    };
+    let note = AuditNote::default();
+    request.extensions_mut().insert(note.clone());
+    let response = std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| ApiError::internal().into_response());
     event.status = response.status().as_u16();
+    if event.object.is_none() {
+        event.object = note.take();
+    }
     if let Err(e) = state.store.record_audit_event(&event).await {
         tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
     }
     response
 }
 
-/// A create names its object in the body: reads the name (and nothing else) from it, and gives
-/// the request back whole.
-async fn name_from_body(event: &mut NewAuditEvent, request: Request) -> Result<Request, Response> {
-    if event.object.is_some() || request.method() != Method::POST {
-        return Ok(request);
+/// How a handler tells the audit log the object of a create, named in its body.
+#[derive(Clone, Default)]
+pub(crate) struct AuditNote(Arc<Mutex<Option<String>>>);
+
+impl AuditNote {
+    /// The request is about the object `name`.
+    pub fn object(&self, name: &str) {
+        *self.0.lock().expect("audit note lock") = Some(name.to_string());
     }
-    let (parts, body) = request.into_parts();
-    let bytes = read_body(body).await.map_err(IntoResponse::into_response)?;
-    event.object = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().expect("audit note lock").take()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditNote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Outside the audit middleware (reads), a note goes nowhere.
+        Ok(parts.extensions.get::<AuditNote>().cloned().unwrap_or_default())
+    }
 }
 
 #[cfg(test)]

@@ -290,6 +290,15 @@ async fn follow_revocations(auth: std::sync::Weak<Authenticator>, mut events: br
     }
 }
 
+/// The caller of an authenticated route, as the authentication middleware found it.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(ApiError::unauthorized)
+    }
+}
+
 /// Middleware: requires `Authorization: Bearer <token>`, applies the token's rate limit, and
 /// makes the [`Caller`] available to the layers and handlers inside.
 pub(crate) async fn authenticate(

@@ -1,17 +1,22 @@
 //! Request extractors that turn every malformed input into a DigitalOcean-style error: JSON
 //! bodies (400 for unparsable JSON, 422 for well-formed JSON of the wrong shape, whatever the
-//! Content-Type; 413 over the size limit) and cluster ids in paths (anything that is not a
-//! UUID is simply not found).
+//! Content-Type; 413 over the size limit) and the cluster in a path (anything that is not a
+//! UUID of one of the caller's team's clusters is simply not found).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use pgplane_core::model::Cluster;
+
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::BODY_LIMIT;
+use crate::state::AppState;
 
 /// How much of an oversized body is read (and thrown away) before answering 413, so that a
 /// client still writing it gets the answer instead of a broken connection.
@@ -60,4 +65,23 @@ where
 /// Parses a cluster id from a path; a malformed id names no cluster.
 pub(crate) fn cluster_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
+}
+
+/// The path parameter that names a cluster.
+const CLUSTER_PARAM: &str = "database_cluster_uuid";
+
+/// The cluster the path names, if it is one of the caller's team's; 404 otherwise.
+pub(crate) struct TeamCluster(pub Cluster);
+
+impl FromRequestParts<AppState> for TeamCluster {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params =
+            RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found())?;
+        let raw = params.iter().find(|(key, _)| *key == CLUSTER_PARAM).map(|(_, value)| value);
+        let id = cluster_id(raw.ok_or_else(ApiError::not_found)?)?;
+        Ok(TeamCluster(state.store.get_cluster(caller.team_id, id).await?))
+    }
 }

@@ -2,19 +2,25 @@
 //! through the store's notification session) and bump a counter per cluster that some request
 //! waits on; a request that wrote desired state re-reads its object each time the counter
 //! moves (and every 250 ms regardless, in case a notification was lost) until the object has
-//! settled or the bounded wait is over. Counters exist only while a request waits.
+//! settled or the bounded wait is over (`settle`, and what a create or a delete adds to it).
+//! Counters exist only while a request waits.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use pgplane_core::lifecycle::{settled, Lifecycle, ObjectKind, SyncStatus};
 use pgplane_core::notifications::Event;
 use pgplane_core::store::RECONCILED_CHANNEL;
 use pgplane_core::Store;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
 
 const POLL: Duration = Duration::from_millis(250);
 
@@ -94,6 +100,92 @@ impl Waiter {
         };
         drop(passes);
         found
+    }
+}
+
+/// Waits for a newly written object to settle; when the target turned out to hold someone
+/// else's object of that name, withdraws the create and answers 409, the target untouched.
+pub(crate) async fn settle_create<T, F, Fut>(
+    state: &AppState,
+    kind: ObjectKind,
+    written: &T,
+    name: &str,
+    cluster_id: Uuid,
+    fetch: F,
+) -> Result<T, ApiError>
+where
+    T: Lifecycle,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let object = settle(state, cluster_id, written.generation(), written.updated_at(), fetch)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if object.sync() == SyncStatus::Conflict
+        && state.store.forget_unclaimed(kind, cluster_id, name, object.generation()).await?
+    {
+        return Err(ApiError::conflict(object.last_error().unwrap_or_default()));
+    }
+    Ok(object)
+}
+
+/// Asks for an object to be dropped from the target, then waits for the drop to settle like
+/// any other write.
+pub(crate) async fn settle_delete<T, F, Fut>(
+    state: &AppState,
+    kind: ObjectKind,
+    cluster_id: Uuid,
+    name: &str,
+    fetch: F,
+) -> Result<(), ApiError>
+where
+    T: Lifecycle,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let (generation, written_at) = state.store.request_deletion(kind, cluster_id, name).await?;
+    settle(state, cluster_id, generation, written_at, fetch).await?;
+    Ok(())
+}
+
+/// Waits (up to the configured apply timeout) for a write to settle on the target, then
+/// returns the object as it is now (None when it is gone).
+pub(crate) async fn settle<T, F, Fut>(
+    state: &AppState,
+    cluster_id: Uuid,
+    generation: i64,
+    written_at: DateTime<Utc>,
+    mut fetch: F,
+) -> Result<Option<T>, ApiError>
+where
+    T: Lifecycle,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = pgplane_core::Result<T>>,
+{
+    let mut read = || {
+        let f = fetch();
+        async move {
+            match f.await {
+                Ok(o) => Ok(Some(o)),
+                Err(pgplane_core::Error::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let timeout = state.config.apply_timeout;
+    let done = state
+        .waiter
+        .until(cluster_id, timeout, || {
+            let r = read();
+            async move {
+                let object = r.await?;
+                Ok(settled(object.as_ref(), generation, written_at).then_some(object))
+            }
+        })
+        .await?;
+    match done {
+        Some(object) => Ok(object),
+        None => Ok(read().await?),
     }
 }
 

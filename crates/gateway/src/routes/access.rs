@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
+use axum::Json;
 use pgplane_core::access::AccessLevel;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle};
 use pgplane_core::model::{AccessGrant, AccessProgress, Cluster, Database, User};
@@ -16,11 +16,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::views::AccessEntry;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle};
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, TeamCluster};
 use crate::state::AppState;
+use crate::wait::settle;
 
 /// The level the primary user is shown with on every database (it owns them).
 const OWNER: &str = "owner";
@@ -112,10 +111,9 @@ async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json
         (status = 404, description = "No such cluster or user", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<AccessResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
     answer(&state, &cluster, &user).await
 }
@@ -133,11 +131,10 @@ pub(super) async fn get(
     ))]
 pub(super) async fn put(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutAccess>,
 ) -> Result<Json<AccessResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let entries =
         body.access.ok_or_else(|| ApiError::unprocessable("invalid request: access field required"))?;
     let levels = parse_entries(&entries)?;

@@ -2,7 +2,7 @@
 //! with the token's id, team and scopes, so that clients (the console among them) can tell what
 //! the token may do instead of guessing from 403s. Reveals nothing the token itself lacks.
 
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -57,7 +57,7 @@ pub(crate) struct AccountResponse {
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "The token lacks database:read", body = ErrorBody),
     ))]
-pub(super) async fn get(Extension(caller): Extension<Caller>) -> Json<AccountResponse> {
+pub(super) async fn get(caller: Caller) -> Json<AccountResponse> {
     Json(AccountResponse {
         account: AccountView {
             uuid: caller.token_id.clone(),

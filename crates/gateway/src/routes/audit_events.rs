@@ -1,7 +1,7 @@
 //! `/v2/audit_events` (a pgplane extension): the caller's team's audit log, newest first.
 
 use axum::extract::{Query, State};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -50,7 +50,7 @@ pub(crate) struct AuditEventsResponse {
     ))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditEventsResponse>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);

@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
@@ -14,11 +14,12 @@ use pgplane_target::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{cluster_for, cluster_with};
+use super::cluster_with;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
@@ -151,10 +152,12 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
+    note: AuditNote,
     ApiJson(body): ApiJson<CreateCluster>,
 ) -> Result<(StatusCode, Json<ClusterResponse>), ApiError> {
     let name = required(body.name, "name")?;
+    note.object(&name);
     check_cluster_name(&name).map_err(ApiError::unprocessable)?;
     let engine = required(body.engine, "engine")?;
     if engine != "pg" {
@@ -230,7 +233,7 @@ async fn render(
     ))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(query): Query<ListQuery>,
     _permit: ListingPermit,
 ) -> Result<Json<ClustersResponse>, ApiError> {
@@ -253,7 +256,7 @@ pub(super) async fn list(
     ))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
@@ -273,10 +276,9 @@ pub(super) async fn get(
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
 ) -> Result<StatusCode, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     state.store.delete_cluster(caller.team_id, cluster.cluster_id).await?;
     tracing::info!(cluster.id = %cluster.cluster_id, "cluster unregistered; nothing was dropped on the target");
     Ok(StatusCode::NO_CONTENT)
@@ -300,11 +302,10 @@ pub(super) async fn delete(
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
     ApiJson(target): ApiJson<TargetInput>,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     if target.primary_user.as_ref().is_some_and(|u| *u != cluster.primary_user)
         || target.default_database.as_ref().is_some_and(|d| *d != cluster.default_database)
     {

@@ -3,19 +3,19 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::names::check_identifier;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, settle_create, settle_delete};
-use crate::auth::Caller;
+use crate::audit::AuditNote;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, TeamCluster};
 use crate::state::AppState;
 use crate::views::{DbResponse, DbView, DbsResponse};
+use crate::wait::{settle_create, settle_delete};
 
 /// `POST .../dbs`
 #[derive(Deserialize, ToSchema)]
@@ -31,10 +31,8 @@ pub(super) struct CreateDb {
         (status = 404, description = "No such cluster", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<DbsResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
     Ok(Json(DbsResponse { dbs: dbs.iter().map(DbView::of).collect() }))
 }
@@ -50,12 +48,12 @@ pub(super) async fn list(
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    TeamCluster(cluster): TeamCluster,
+    note: AuditNote,
     ApiJson(body): ApiJson<CreateDb>,
 ) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name = body.name.ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
+    note.object(&name);
     check_identifier(ObjectKind::Database, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_database {
         return Err(ApiError::unprocessable(format!(
@@ -76,10 +74,9 @@ pub(super) async fn create(
     responses((status = 200, description = "The database", body = DbResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<DbResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let db = state.store.get_database(cluster.cluster_id, &name).await?;
     Ok(Json(DbResponse { db: DbView::of(&db) }))
 }
@@ -93,10 +90,9 @@ pub(super) async fn get(
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let db = state.store.get_database(cluster.cluster_id, &name).await?;
     if db.is_default {
         return Err(ApiError::unprocessable(format!(

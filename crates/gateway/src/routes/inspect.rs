@@ -4,15 +4,14 @@
 
 use std::collections::HashSet;
 
-use axum::extract::{Path, State};
-use axum::{Extension, Json};
+use axum::extract::State;
+use axum::Json;
 use pgplane_target::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::cluster_for;
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::TeamCluster;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -47,10 +46,8 @@ pub(crate) struct DriftResponse {
     ))]
 pub(super) async fn drift(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<DriftResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let events = state.store.list_drift(cluster.cluster_id, 200).await?;
     let drift_events = events
         .into_iter()
@@ -88,10 +85,8 @@ pub(crate) struct UnmanagedResponse {
     ))]
 pub(super) async fn unmanaged(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
     let unavailable = |why: String| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, why);
     let (server_id, roles, databases) = list_roles_and_databases(&spec, state.prober.policy())

@@ -1,5 +1,5 @@
-//! The route table and the layers around it, plus what handlers share: finding the caller's
-//! cluster and waiting for a write to settle on the target.
+//! The route table and the layers around it, plus the one thing handlers share beyond the
+//! extractors: reading the caller's cluster together with what a handler needs about it.
 
 mod access;
 mod account;
@@ -16,8 +16,6 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use std::future::Future;
 
 use axum::Router;
-use chrono::{DateTime, Utc};
-use pgplane_core::lifecycle::{settled, Lifecycle, ObjectKind, SyncStatus};
 use pgplane_core::model::Cluster;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -109,11 +107,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The caller's cluster, or 404 (also for another team's cluster).
-async fn cluster_for(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Cluster, ApiError> {
-    Ok(state.store.get_cluster(caller.team_id, cluster_id(raw_id)?).await?)
-}
-
 /// The caller's cluster and what `read` reads about it, both asked for at once (one round trip
 /// of waiting instead of two); what `read` found is dropped unless the cluster is the caller's.
 async fn cluster_with<T, Fut>(
@@ -128,92 +121,6 @@ where
     let id = cluster_id(raw_id)?;
     let (cluster, found) = futures::join!(state.store.get_cluster(caller.team_id, id), read(id));
     Ok((cluster?, found?))
-}
-
-/// Waits for a newly written object to settle; when the target turned out to hold someone
-/// else's object of that name, withdraws the create and answers 409, the target untouched.
-pub(super) async fn settle_create<T, F, Fut>(
-    state: &AppState,
-    kind: ObjectKind,
-    written: &T,
-    name: &str,
-    cluster_id: Uuid,
-    fetch: F,
-) -> Result<T, ApiError>
-where
-    T: Lifecycle,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = pgplane_core::Result<T>>,
-{
-    let object = settle(state, cluster_id, written.generation(), written.updated_at(), fetch)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    if object.sync() == SyncStatus::Conflict
-        && state.store.forget_unclaimed(kind, cluster_id, name, object.generation()).await?
-    {
-        return Err(ApiError::conflict(object.last_error().unwrap_or_default()));
-    }
-    Ok(object)
-}
-
-/// Asks for an object to be dropped from the target, then waits for the drop to settle like
-/// any other write.
-pub(super) async fn settle_delete<T, F, Fut>(
-    state: &AppState,
-    kind: ObjectKind,
-    cluster_id: Uuid,
-    name: &str,
-    fetch: F,
-) -> Result<(), ApiError>
-where
-    T: Lifecycle,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = pgplane_core::Result<T>>,
-{
-    let (generation, written_at) = state.store.request_deletion(kind, cluster_id, name).await?;
-    settle(state, cluster_id, generation, written_at, fetch).await?;
-    Ok(())
-}
-
-/// Waits (up to the configured apply timeout) for a write to settle on the target, then
-/// returns the object as it is now (None when it is gone).
-pub(super) async fn settle<T, F, Fut>(
-    state: &AppState,
-    cluster_id: Uuid,
-    generation: i64,
-    written_at: DateTime<Utc>,
-    mut fetch: F,
-) -> Result<Option<T>, ApiError>
-where
-    T: Lifecycle,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = pgplane_core::Result<T>>,
-{
-    let mut read = || {
-        let f = fetch();
-        async move {
-            match f.await {
-                Ok(o) => Ok(Some(o)),
-                Err(pgplane_core::Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
-        }
-    };
-    let timeout = state.config.apply_timeout;
-    let done = state
-        .waiter
-        .until(cluster_id, timeout, || {
-            let r = read();
-            async move {
-                let object = r.await?;
-                Ok(settled(object.as_ref(), generation, written_at).then_some(object))
-            }
-        })
-        .await?;
-    match done {
-        Some(object) => Ok(object),
-        None => Ok(read().await?),
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, User};
 use pgplane_core::names::check_identifier;
@@ -14,14 +14,16 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
-use super::{cluster_for, cluster_with, settle, settle_create, settle_delete};
+use super::cluster_with;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
+use crate::wait::{settle, settle_create, settle_delete};
 
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
@@ -88,7 +90,7 @@ async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Re
         (status = 404, description = "No such cluster", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<UsersResponse>, ApiError> {
@@ -119,13 +121,14 @@ pub(super) async fn list(
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(raw_id): Path<String>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
+    note: AuditNote,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let name =
         body.name.ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
+    note.object(&name);
     check_identifier(ObjectKind::User, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_user {
         return Err(ApiError::unprocessable(format!(
@@ -162,10 +165,10 @@ pub(super) async fn create(
     responses((status = 200, description = "The user", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     one(&state.store.get_user(cluster.cluster_id, &name).await?, &state, &caller, &cluster).await
 }
 
@@ -180,11 +183,11 @@ pub(super) async fn get(
     ))]
 pub(super) async fn update(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let settings =
         body.settings.ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
     let current = state.store.get_user(cluster.cluster_id, &name).await?;
@@ -208,10 +211,10 @@ pub(super) async fn update(
     ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    caller: Caller,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     // Fail fast (and cheaply) for unknown users before computing a verifier.
     state.store.get_user(cluster.cluster_id, &name).await?;
     let sealed = sealed_credentials(&state, &cluster, &name).await;
@@ -229,10 +232,9 @@ pub(super) async fn reset_auth(
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((raw_id, name)): Path<(String, String)>,
+    TeamCluster(cluster): TeamCluster,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
     if user.is_primary() {
         return Err(ApiError::unprocessable(format!(
