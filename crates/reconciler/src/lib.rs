@@ -13,3 +13,4 @@ mod pools;
 mod slots;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
+pub use pass::preview::Previewer;

@@ -8,6 +8,7 @@ mod backoff;
 mod connect;
 mod drift;
 mod outcomes;
+pub(crate) mod preview;
 mod steps;
 
 use chrono::Utc;
@@ -113,7 +114,7 @@ pub(crate) async fn run_pass(
         return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
     }
 
-    let (spec, roles, unopened) = match prepare(shared, &cluster, users) {
+    let (spec, roles, unopened) = match prepare(&shared.sealer, &cluster, users) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };
