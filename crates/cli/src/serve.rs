@@ -4,12 +4,13 @@
 //! `--shutdown-grace` to finish (passes still running then are cancelled), then exit code 0.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
-use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_reconciler::{Previewer, Reconciler, ReconcilerConfig};
 use pgplane_target::SessionLimits;
 use pgplane_target::TargetPolicy;
 use tokio::sync::watch;
@@ -173,18 +174,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let retention = Retention { audit_days: args.audit_retention, drift_days: args.drift_retention };
     tasks.spawn(retention.run(store.clone(), stopped()));
     let mut reconciler_stats = None;
+    let config = ReconcilerConfig {
+        resync_interval: seconds(args.resync_interval, "resync-interval")?,
+        max_concurrent_passes: args.max_concurrent_passes,
+        max_passes_per_team: args.max_passes_per_team,
+        session_limits: SessionLimits {
+            statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
+            lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
+        },
+        target_policy: target_policy.clone(),
+        shutdown_grace,
+    };
+    // Plans (`GET …/plan`) are made as a pass would make them, by every replica that serves the
+    // API, whether or not it runs a reconciler.
+    let planner = Arc::new(Previewer::new(store.clone(), sealer.clone(), &config));
     if !args.no_reconciler {
-        let config = ReconcilerConfig {
-            resync_interval: seconds(args.resync_interval, "resync-interval")?,
-            max_concurrent_passes: args.max_concurrent_passes,
-            max_passes_per_team: args.max_passes_per_team,
-            session_limits: SessionLimits {
-                statement_timeout: seconds(args.target_statement_timeout, "target-statement-timeout")?,
-                lock_timeout: seconds(args.target_lock_timeout, "target-lock-timeout")?,
-            },
-            target_policy: target_policy.clone(),
-            shutdown_grace,
-        };
         let reconciler = Reconciler::new(store.clone(), sealer.clone(), config);
         reconciler_stats = Some(reconciler.stats().heartbeat.clone());
         tasks.spawn(reconciler.run(stopped()));
@@ -201,6 +205,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             target_policy,
             probes_per_minute: args.registration_probes_per_minute,
             console: !args.no_console,
+            planner: Some(planner),
             ..GatewayConfig::default()
         };
         let limits = ServeLimits {

@@ -170,6 +170,11 @@ impl TestApp {
             },
         );
         let stats = reconciler.stats();
+        let planner = std::sync::Arc::new(pgplane_reconciler::Previewer::new(
+            store.clone(),
+            sealer.clone(),
+            &ReconcilerConfig { target_policy: options.target_policy.clone(), ..ReconcilerConfig::default() },
+        ));
         if options.reconciler {
             tokio::spawn(reconciler.clone().run(stopped()));
         }
@@ -186,6 +191,7 @@ impl TestApp {
                 target_policy: options.target_policy.clone(),
                 probes_per_minute: options.probes_per_minute,
                 console: options.console,
+                planner: Some(planner),
                 ..GatewayConfig::default()
             },
         );

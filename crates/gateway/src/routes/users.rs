@@ -2,7 +2,7 @@
 //! delete users. The primary user can be shown and have its password reset, never deleted.
 //! New users get LOGIN and nothing else (REPLICATION only when asked for).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use pgplane_core::lifecycle::ObjectKind;
@@ -12,7 +12,8 @@ use pgplane_core::passwords::new_credentials;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{cluster_for, cluster_with, settle, settle_create, settle_delete};
+use super::preview::{check_user_deletion, DeleteUserQuery};
+use super::{cluster_for, cluster_with, settle, settle_create};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
@@ -175,17 +176,22 @@ pub(super) async fn reset_auth(
     one(&user, &state, &caller)
 }
 
-/// Delete a user: its sessions are ended and what it owns goes to the primary user.
+/// Delete a user: its logins stop, its sessions are ended and what it owns, in every database,
+/// goes to its heir (`reassign_to`, default the primary user); or, with `if_owns=refuse`, a user
+/// that owns objects is not deleted (409 with the dependency report).
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)"), DeleteUserQuery),
     responses(
         (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
-        (status = 422, description = "The primary user cannot be deleted", body = ErrorBody),
+        (status = 409, description = "`if_owns=refuse` and the user owns objects (the body carries `dependencies`, as `GET …/dependencies` answers), or the user is the heir of a pending deletion; nothing changed", body = ErrorBody),
+        (status = 422, description = "The primary user cannot be deleted, or `reassign_to` is not a present user of the cluster", body = ErrorBody),
+        (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody),
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((raw_id, name)): Path<(String, String)>,
+    Query(query): Query<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
     let cluster = cluster_for(&state, &caller, &raw_id).await?;
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
@@ -194,7 +200,9 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
+    let heir = check_user_deletion(&state, &cluster, &name, query).await?;
     let (store, id) = (&state.store, cluster.cluster_id);
-    settle_delete(&state, ObjectKind::User, id, &name, || store.get_user(id, &name)).await?;
+    let (generation, written_at) = store.request_user_deletion(id, &name, heir.as_deref()).await?;
+    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
