@@ -271,12 +271,8 @@ async fn reconciling<T>(app: &TestApp, work: impl std::future::Future<Output = T
 async fn a_pending_deletion_plans_the_hand_over_to_its_stored_heir(major: u32) {
     // The reconciler runs only when the test says: in between, the deletion stays planned (its
     // DELETE answers once the apply timeout has passed).
-    let options = AppOptions {
-        target_major: major,
-        reconciler: false,
-        register: false,
-        ..AppOptions::default()
-    };
+    let options =
+        AppOptions { target_major: major, reconciler: false, register: false, ..AppOptions::default() };
     let mut app = TestApp::spawn_with(options).await;
     app.register_then_stop_reconciling().await;
     let leaver = app.unique("leaver");
