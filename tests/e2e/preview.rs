@@ -91,7 +91,7 @@ async fn the_preview_shows_what_a_user_owns_and_the_heir_inherits_it(major: u32)
     assert_eq!(report["exists"], true);
     assert_eq!(report["owns_objects"], true);
     let first = database(report, &app.default_db);
-    assert_eq!(names(&first["owned"], "schema"), [schema.clone()]);
+    assert_eq!(names(&first["owned"], "schema"), std::slice::from_ref(&schema));
     assert_eq!(names(&first["owned"], "table"), ["public.t1".to_string(), format!("{schema}.t_in_schema")]);
     assert_eq!(group(&first["owned"], "table").unwrap()["count"], 2);
     assert_eq!(names(&first["owned"], "view"), ["public.v1"]);
@@ -108,7 +108,7 @@ async fn the_preview_shows_what_a_user_owns_and_the_heir_inherits_it(major: u32)
     assert_eq!(names(&other["owned"], "table"), [format!("{other_schema}.t2")]);
     let held = names(&other["privileges"], "table");
     assert_eq!(held, [format!("{other_schema}.heirs_own")]);
-    assert_eq!(names(&other["privileges"], "schema"), [other_schema.clone()]);
+    assert_eq!(names(&other["privileges"], "schema"), std::slice::from_ref(&other_schema));
     assert_eq!(report["member_of"], json!([{ "role": heir, "admin_option": false }]));
     // A database it has nothing in is not reported.
     assert!(!report["databases"].as_array().unwrap().iter().any(|d| d["database"] == "postgres"));
