@@ -147,13 +147,8 @@ async fn refusing_to_delete_a_user_that_owns_objects_changes_nothing(major: u32)
     let password = app.create_user(&owner).await;
     let plain = app.unique("plain");
     app.create_user(&plain).await;
-    app.target_admin(&app.default_db)
-        .await
-        .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO \"{owner}\""))
-        .await
-        .unwrap();
+    app.create_owned_table(&owner, &password, &app.default_db, "kept").await;
     let session = app.target.login(&owner, &password, &app.default_db).await.unwrap();
-    session.batch_execute("CREATE TABLE kept (id int)").await.unwrap();
 
     let path = app.cluster_path(&format!("/users/{owner}?if_owns=refuse"));
     let (status, body) = app.delete(&path).await;
@@ -284,13 +279,7 @@ async fn a_pending_deletion_plans_the_hand_over_to_its_stored_heir(major: u32) {
     })
     .await;
     for db in [&app.default_db, &second] {
-        app.target_admin(db)
-            .await
-            .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO \"{leaver}\""))
-            .await
-            .unwrap();
-        let session = app.target.login(&leaver, &password, db).await.unwrap();
-        session.batch_execute("CREATE TABLE left_behind (id int)").await.unwrap();
+        app.create_owned_table(&leaver, &password, db, "left_behind").await;
     }
     let (status, body) = app.delete(&app.cluster_path(&format!("/users/{leaver}?reassign_to={taker}"))).await;
     assert_eq!(status, 204, "{body}");

@@ -472,14 +472,7 @@ async fn deleting_a_user_shows_what_it_owns_and_hands_it_to_the_heir() {
     let heir = app.unique("cli_heir");
     let password = app.create_user(&owner).await;
     app.create_user(&heir).await;
-    app.target_admin(&app.default_db)
-        .await
-        .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO \"{owner}\""))
-        .await
-        .unwrap();
-    let session = app.target.login(&owner, &password, &app.default_db).await.unwrap();
-    session.batch_execute("CREATE TABLE cli_kept (id int)").await.unwrap();
-    drop(session);
+    app.create_owned_table(&owner, &password, &app.default_db, "cli_kept").await;
 
     let shown = cli.run(&["databases", "user", "deps", id, &owner]).await;
     let text = shown.ok();

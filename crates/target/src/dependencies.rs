@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::TargetError;
 use crate::policy::TargetPolicy;
-use crate::probe::SERVER_ID_SQL;
+use crate::probe::{admin_session, SERVER_ID_SQL};
 use crate::spec::{within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT};
 
 /// How many names each group shows (the count is always complete).
@@ -118,8 +118,7 @@ pub async fn role_dependencies(
     policy: &TargetPolicy,
     role: &str,
 ) -> Result<RoleDependencies, TargetError> {
-    let spec = spec.clone().checked(policy).await?;
-    let admin = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    let (spec, admin) = admin_session(spec, policy).await?;
     let (mut report, oid, databases) = within(EXCHANGE_TIMEOUT, async {
         let id = admin.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;
         let server_id = pgplane_core::model::server_id(id.get(0), id.get(1));

@@ -47,9 +47,19 @@ pub const SERVER_ID_SQL: &str =
 /// Connects to a target with its admin credentials (checked against `policy` first) and reads
 /// what registration checks, within a deadline.
 pub async fn probe(spec: &TargetSpec, policy: &TargetPolicy) -> Result<ServerFacts, TargetError> {
+    let (_, client) = admin_session(spec, policy).await?;
+    within(EXCHANGE_TIMEOUT, server_facts(&client)).await
+}
+
+/// `spec` with its address checked against `policy`, and a one-off session to its admin
+/// database (closed when dropped).
+pub(crate) async fn admin_session(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+) -> Result<(TargetSpec, tokio_postgres::Client), TargetError> {
     let spec = spec.clone().checked(policy).await?;
     let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
-    within(EXCHANGE_TIMEOUT, server_facts(&client)).await
+    Ok((spec, client))
 }
 
 /// What registration checks, read on `client`.
@@ -93,8 +103,7 @@ pub async fn survey(
     primary_user: &str,
     default_database: &str,
 ) -> Result<Survey, TargetError> {
-    let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    let (_, client) = admin_session(spec, policy).await?;
     within(EXCHANGE_TIMEOUT, async {
         let facts = server_facts(&client).await?;
         let attrs = client
@@ -145,8 +154,7 @@ pub async fn list_roles_and_databases(
     spec: &TargetSpec,
     policy: &TargetPolicy,
 ) -> Result<(String, Vec<String>, Vec<String>), TargetError> {
-    let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    let (_, client) = admin_session(spec, policy).await?;
     within(EXCHANGE_TIMEOUT, async {
         let id = client.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;
         let (roles, databases) = names(&client).await?;
