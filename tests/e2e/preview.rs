@@ -181,6 +181,7 @@ async fn refusing_to_delete_a_user_that_owns_objects_changes_nothing(major: u32)
         ("reassign_to=nobody_here".to_string(), "not a user"),
         (format!("reassign_to={owner}"), "another user"),
         (format!("reassign_to={plain}&if_owns=refuse"), "cannot be combined"),
+        ("if_owns=maybe".to_string(), "must be"),
     ] {
         let (status, body) = app.delete(&app.cluster_path(&format!("/users/{owner}?{query}"))).await;
         assert_eq!(status, 422, "{query}: {body}");

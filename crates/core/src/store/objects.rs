@@ -243,6 +243,23 @@ impl Store {
         }
     }
 
+    /// A user of the cluster whose pending deletion hands what it owns to `heir`, if any.
+    pub async fn pending_deletion_inheriting_to(
+        &self,
+        cluster_id: Uuid,
+        heir: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "select name from cluster_users
+              where cluster_id = $1 and state = 'absent' and reassign_to = $2
+              order by name limit 1",
+        )
+        .bind(cluster_id)
+        .bind(heir)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Marks an object absent (with `extra` assignments) under a new generation.
     async fn mark_absent(
         &self,

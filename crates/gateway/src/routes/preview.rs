@@ -82,11 +82,9 @@ pub(super) async fn dependencies(
 }
 
 /// What deleting a user does with what it owns.
-#[derive(Deserialize, ToSchema, Default, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum IfOwns {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum IfOwns {
     /// Hand it to the heir (`reassign_to`, default the primary user), then drop the user.
-    #[default]
     Reassign,
     /// Answer 409 with the dependency report and change nothing.
     Refuse,
@@ -102,8 +100,7 @@ pub(super) struct DeleteUserQuery {
     reassign_to: Option<String>,
     /// `reassign` (default) or `refuse`: answer 409 with the dependency report, changing
     /// nothing, when the user owns objects or set default privileges.
-    #[param(value_type = Option<String>)]
-    if_owns: Option<IfOwns>,
+    if_owns: Option<String>,
 }
 
 /// Checks a deletion's options; returns the heir to store (None: the primary user), or the
@@ -115,16 +112,21 @@ pub(super) async fn check_user_deletion(
     query: DeleteUserQuery,
 ) -> Result<Option<String>, ApiError> {
     let heir = query.reassign_to.filter(|h| !h.is_empty());
-    let mode = query.if_owns.unwrap_or_default();
-    let users = state.store.list_users(cluster.cluster_id).await?;
+    let mode = match query.if_owns.as_deref() {
+        None | Some("" | "reassign") => IfOwns::Reassign,
+        Some("refuse") => IfOwns::Refuse,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "if_owns must be \"reassign\" or \"refuse\", not {other:?}"
+            )))
+        }
+    };
+    let id = cluster.cluster_id;
     // A user whose pending deletion hands its objects to `name` needs `name` until it is gone.
-    if let Some(heir_of) =
-        users.iter().find(|u| u.state == DesiredState::Absent && u.reassign_to.as_deref() == Some(name))
-    {
+    if let Some(heir_of) = state.store.pending_deletion_inheriting_to(id, name).await? {
         return Err(ApiError::conflict(format!(
-            "the user {name:?} inherits what {:?} owns, whose deletion is still pending; try again \
-             once it is gone",
-            heir_of.name
+            "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; try \
+             again once it is gone"
         )));
     }
     if let Some(heir) = &heir {
@@ -134,19 +136,20 @@ pub(super) async fn check_user_deletion(
         if heir == name {
             return Err(ApiError::unprocessable("reassign_to must name another user than the one deleted"));
         }
-        match users.iter().find(|u| u.name == *heir) {
-            Some(u) if u.state == DesiredState::Present && u.claimed => {}
-            Some(u) if u.state == DesiredState::Present => {
+        match state.store.get_user(id, heir).await {
+            Ok(u) if u.state == DesiredState::Present && u.claimed => {}
+            Ok(u) if u.state == DesiredState::Present => {
                 return Err(ApiError::unprocessable(format!(
                     "reassign_to {heir:?} is not created on the target yet (status {})",
                     u.sync_status.as_str()
                 )))
             }
-            _ => {
+            Ok(_) | Err(pgplane_core::Error::NotFound(_)) => {
                 return Err(ApiError::unprocessable(format!(
                     "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
                 )))
             }
+            Err(e) => return Err(e.into()),
         }
     }
     if mode == IfOwns::Refuse {

@@ -2,7 +2,8 @@
 //! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
 //! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
 //! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
-//! anything failed.
+//! anything failed. `preview` runs the same observing and planning without applying anything,
+//! for the API's plan.
 
 mod backoff;
 mod connect;
