@@ -176,3 +176,40 @@ async fn drop_statements(
     statements.push(admin(apply::drop_role_sql(role)));
     Ok(statements)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::RoleAttrs;
+
+    const ATTRS: RoleAttrs = RoleAttrs {
+        superuser: false,
+        createdb: false,
+        createrole: false,
+        login: true,
+        replication: false,
+        bypassrls: false,
+    };
+
+    #[test]
+    fn a_password_step_shows_the_redaction_and_never_a_verifier() {
+        let step = Step::AlterRole { attrs: ATTRS, set_password: true, grant_admin_to: None };
+        let sql = apply::role_sql("app", REDACTED, &step).expect("an ALTER");
+        let e =
+            entry(ObjectKind::User, "app", &step, Some("the password was changed".into()), vec![admin(sql)])
+                .expect("a step");
+        assert_eq!(e.step, "alter_role");
+        assert!(e.changes_target);
+        assert!(e.statements[0].sql.ends_with(" PASSWORD '<redacted>'"), "{}", e.statements[0].sql);
+        assert!(!e.statements[0].sql.contains("SCRAM"));
+    }
+
+    #[test]
+    fn objects_in_sync_have_no_entry_and_conflicts_say_why_without_sql() {
+        assert_eq!(entry(ObjectKind::Database, "db", &Step::InSync, None, Vec::new()), None);
+        let why = "a role named \"x\" already exists".to_string();
+        let e = entry(ObjectKind::User, "x", &Step::Conflict(why.clone()), None, Vec::new()).expect("a step");
+        assert_eq!((e.step, e.changes_target, e.note), ("conflict", false, Some(why)));
+        assert!(e.statements.is_empty());
+    }
+}
