@@ -118,6 +118,15 @@ async fn the_console_shows_and_edits_access_levels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_previews_deletes_and_shows_the_plan() {
+    // No resync while the browser looks: drift made by hand stays until the plan shows it.
+    let app =
+        TestApp::spawn_with(AppOptions { resync_interval: Duration::from_secs(3600), ..Default::default() })
+            .await;
+    run_browser_suite(&app, "test_preview.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_user_turns_ready_on_screen_by_itself() {
     // A reconciler runs only for the registration; the user is added while none runs (its
     // create answers pending after the 1 s apply timeout) and one starts once the browser saw

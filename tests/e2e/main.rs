@@ -13,6 +13,7 @@ mod fuzz;
 mod names;
 mod openapi;
 mod ops;
+mod preview;
 mod pydo;
 mod reliability;
 mod security;

@@ -34,6 +34,10 @@ fn every_operation(app: &TestApp) -> Vec<(Method, String, Option<Value>, &'stati
         (Method::GET, format!("{c}/dbs/{}", app.default_db), None, "database:read"),
         (Method::DELETE, format!("{c}/dbs/nothing"), None, "database:delete"),
         (Method::GET, "/v2/audit_events".into(), None, "database:read"),
+        (Method::GET, format!("{c}/users/{}/dependencies", app.primary_user), None, "database:read"),
+        (Method::DELETE, format!("{c}/users/nobody?if_owns=refuse"), None, "database:delete"),
+        (Method::GET, format!("{c}/plan"), None, "database:read"),
+        (Method::POST, "/v2/databases?dry_run=true".into(), Some(json!({"name": ""})), "database:create"),
     ]
 }
 

@@ -8,11 +8,13 @@ pub mod retention;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 use pgplane_gateway::{GatewayConfig, ServeLimits};
-use pgplane_reconciler::{Reconciler, ReconcilerConfig};
+use pgplane_reconciler::{Previewer, Reconciler, ReconcilerConfig};
+use pgplane_target::plan::Planner;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,9 @@ pub fn start(store: Store, sealer: Sealer, parts: Parts) -> Result<Running, Stri
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let stopped = || stop.clone().cancelled_owned();
+    // Plans are made by every process with an API, reaching targets as its reconciler would.
+    let planner: Arc<dyn Planner> =
+        Arc::new(Previewer::new(store.clone(), sealer.clone(), &parts.reconciler));
     let reconciler = Reconciler::new(store.clone(), sealer.clone(), parts.reconciler);
     if let Some(listener) = parts.metrics {
         let handle = pgplane_gateway::metrics::install()?;
@@ -88,7 +93,11 @@ pub fn start(store: Store, sealer: Sealer, parts: Parts) -> Result<Running, Stri
     }
     let mut api_address = None;
     if let Some(api) = parts.api {
-        let config = GatewayConfig { reconciler: parts.reconcile.then_some(heartbeat), ..api.config };
+        let config = GatewayConfig {
+            reconciler: parts.reconcile.then_some(heartbeat),
+            planner: Some(planner),
+            ..api.config
+        };
         let console = config.console;
         let app = pgplane_gateway::app(store, sealer, config);
         let address = local(&api.listener);

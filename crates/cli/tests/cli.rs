@@ -503,3 +503,74 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
         .await;
     assert_eq!(again.json()["status"], "online", "registered with the password from the file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_shows_what_it_owns_and_hands_it_to_the_heir() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let owner = app.unique("cli_owner");
+    let heir = app.unique("cli_heir");
+    let password = app.create_user(&owner).await;
+    app.create_user(&heir).await;
+    app.create_owned_table(&owner, &password, &app.default_db, "cli_kept").await;
+
+    let shown = cli.run(&["databases", "user", "deps", id, &owner]).await;
+    let text = shown.ok();
+    assert!(text.contains("owns objects"), "{text}");
+    assert!(text.contains(&format!("Database \"{}\":", app.default_db)), "{text}");
+    assert!(text.contains("table: 1 (public.cli_kept)"), "{text}");
+
+    // Without a terminal the preview is shown, then the delete is aborted.
+    let refused = cli.run(&["databases", "user", "rm", id, &owner, "--reassign-to", &heir]).await;
+    let stderr = refused.failed();
+    assert!(stderr.contains("table: 1 (public.cli_kept)"), "{stderr}");
+    assert!(stderr.contains("Operation aborted."), "{stderr}");
+    assert!(app.role_exists(&owner).await);
+
+    // The plan of a converged cluster has no step.
+    let plan = cli.run(&["databases", "plan", id]).await;
+    assert!(plan.ok().contains(": 0 step(s), 4 object(s) in sync."), "{}", plan.stdout);
+
+    cli.run(&["databases", "user", "rm", id, &owner, "--reassign-to", &heir, "--force"]).await.ok();
+    assert!(!app.role_exists(&owner).await);
+    let owner_now = app
+        .target_admin(&app.default_db)
+        .await
+        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'cli_kept'", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(owner_now, heir);
+
+    // A dry run of a registration on the same server changes nothing.
+    let port = app.target.port.to_string();
+    let fresh = app.unique("cli_fresh");
+    let args = [
+        "databases",
+        "create",
+        "cli-dry",
+        "--dry-run",
+        "--host",
+        &app.target.host,
+        "--port",
+        &port,
+        "--user",
+        &app.admin_user,
+        "--primary-user",
+        &fresh,
+        "--default-database",
+        &fresh,
+        "--api-url",
+        &app.base_url,
+    ];
+    let env = [
+        ("PGPLANE_ACCESS_TOKEN", app.token.as_str()),
+        ("PGPLANE_TARGET_PASSWORD", app.admin_password.as_str()),
+    ];
+    let dry = cli.raw(&args, None, &env).await;
+    let text = dry.ok();
+    assert!(text.contains("would be registered"), "{text}");
+    assert!(text.contains(&format!("create user \"{fresh}\"")), "{text}");
+    assert!(!app.role_exists(&fresh).await && !app.database_exists(&fresh).await);
+}

@@ -77,6 +77,9 @@ pub struct User {
     pub claimed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Once its deletion is requested: the role what it owns is handed to (None: the primary
+    /// user).
+    pub reassign_to: Option<String>,
 }
 
 impl User {

@@ -96,7 +96,7 @@ export function confirmDialog({ title, message, content = null, confirmLabel, da
   const confirm = h('button', { type: 'button', class: danger ? 'danger' : 'primary', 'data-confirm': true }, confirmLabel);
   const dialog = h('dialog', { class: 'confirm', 'aria-labelledby': 'dialog-title' },
     h('h2', { id: 'dialog-title' }, title),
-    [message].flat().map((line) => h('p', {}, line)),
+    [message].flat().map((line) => (typeof line === 'string' ? h('p', {}, line) : line)),
     content,
     error,
     h('div', { class: 'buttons' }, cancel, confirm));

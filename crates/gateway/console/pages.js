@@ -1,11 +1,13 @@
 // The console's pages: clusters, a cluster's Overview, Users & Databases (with each user's
-// access levels, and their editor) and Insights tabs, and the team's audit log. Each page reads and writes through the /v2 API only, offers only what
+// access levels, and their editor), Insights and Plan tabs, and the team's audit log. Each page
+// reads and writes through the /v2 API only, offers only what
 // the token's scopes allow, shows errors where they happened, and refreshes itself while an
 // object is not yet ready (no page reloads).
 
 import { api, can, path } from './api.js';
 import { MASK, shapes } from './connection.js';
 import { alertBox, clear, confirmDialog, copyButton, h, secretDialog, when } from './dom.js';
+import { dependencyPreview, planTab } from './preview.js';
 
 const CREATE = 'database:create';
 const UPDATE = 'database:update';
@@ -104,6 +106,7 @@ const TABS = [
   ['overview', 'Overview'],
   ['users', 'Users & Databases'],
   ['insights', 'Drift & unmanaged'],
+  ['plan', 'Plan'],
 ];
 
 export async function clusterPage(main, alive, id, tab) {
@@ -127,6 +130,7 @@ export async function clusterPage(main, alive, id, tab) {
   clear(heading, cluster.name, ' ', h('span', { class: `badge ${cluster.status}` }, cluster.status));
   if (tab === 'users') return usersTab(body, alive, cluster);
   if (tab === 'insights') return insightsTab(body, alive, cluster);
+  if (tab === 'plan') return planTab(body, cluster);
   return overviewTab(body, cluster);
 }
 
@@ -303,7 +307,7 @@ function usersTab(body, alive, cluster) {
     const items = [];
     if (!primary && u.status !== 'deleting') {
       if (can(UPDATE)) items.push(['Reset password', () => resetPassword(u.name)]);
-      if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name)]);
+      if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name, users)]);
       if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
     }
     return h('tr', { 'data-user': u.name },
@@ -398,17 +402,19 @@ function usersTab(body, alive, cluster) {
     });
   }
 
-  function deleteObject(kind, name) {
+  function deleteObject(kind, name, users = []) {
     actionErrors.show(null);
     const segment = kind === 'user' ? 'users' : 'dbs';
+    // A user's confirmation shows what it owns and to whom it goes.
+    const preview = kind === 'user' ? dependencyPreview(id, name, users, cluster.pgplane.primary_user) : null;
     confirmDialog({
       title: `Delete the ${kind} ${name}?`,
       message: kind === 'user'
-        ? [`The user ${name} is dropped from the server; the objects it owns are handed to the primary user.`, 'This cannot be undone.']
+        ? [`The user ${name} is dropped from the server; the objects it owns are handed to the user chosen below.`, preview.node, 'This cannot be undone.']
         : [`The database ${name} and everything in it are dropped from the server.`, 'This cannot be undone.'],
       confirmLabel: `Delete ${kind}`,
       danger: true,
-      action: () => api('DELETE', path('databases', id, segment, name)),
+      action: () => api('DELETE', path('databases', id, segment, name) + (preview ? preview.query() : '')),
       done: async () => {
         await refresh();
         // The row is gone: keyboard focus goes to the section's add field, when there is one.

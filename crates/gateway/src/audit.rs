@@ -24,7 +24,7 @@ use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
 /// `database.delete`, `cluster.register`, ...
-fn action(method: &Method, route: &str) -> String {
+fn action(method: &Method, route: &str, query: Option<&str>) -> String {
     let noun = if route.contains("/users") {
         "user"
     } else if route.contains("/dbs") {
@@ -41,7 +41,9 @@ fn action(method: &Method, route: &str) -> String {
         Method::DELETE => "delete",
         _ => "other",
     };
-    format!("{noun}.{verb}")
+    // A registration dry run writes nothing but is still a probe of a server: recorded apart.
+    let dry_run = query.is_some_and(|q| q.split('&').any(|p| p == "dry_run=true"));
+    format!("{noun}.{verb}{}", if dry_run { "_dry_run" } else { "" })
 }
 
 /// Middleware: records mutating requests in the audit log.
@@ -63,7 +65,7 @@ pub(crate) async fn record(
     let mut event = NewAuditEvent {
         team_id: caller.team_id,
         token_id: caller.token_id,
-        action: action(&method, &route),
+        action: action(&method, &route, request.uri().query()),
         cluster_id: None,
         object: None,
         status: 0,
@@ -135,11 +137,15 @@ mod tests {
     #[test]
     fn actions_are_named_after_noun_and_verb() {
         let c = "/v2/databases/{database_cluster_uuid}";
-        assert_eq!(action(&Method::POST, "/v2/databases"), "cluster.register");
-        assert_eq!(action(&Method::DELETE, c), "cluster.unregister");
-        assert_eq!(action(&Method::POST, &format!("{c}/users")), "user.create");
-        assert_eq!(action(&Method::PUT, &format!("{c}/users/{{username}}")), "user.update");
-        assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth")), "user.reset_auth");
-        assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}")), "database.delete");
+        assert_eq!(action(&Method::POST, "/v2/databases", None), "cluster.register");
+        assert_eq!(action(&Method::POST, "/v2/databases", Some("dry_run=true")), "cluster.register_dry_run");
+        assert_eq!(action(&Method::DELETE, c, None), "cluster.unregister");
+        assert_eq!(action(&Method::POST, &format!("{c}/users"), None), "user.create");
+        assert_eq!(action(&Method::PUT, &format!("{c}/users/{{username}}"), None), "user.update");
+        assert_eq!(
+            action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth"), None),
+            "user.reset_auth"
+        );
+        assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}"), None), "database.delete");
     }
 }

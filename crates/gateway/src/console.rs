@@ -29,6 +29,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("dom.js", "text/javascript; charset=utf-8", include_str!("../console/dom.js")),
     ("pages.js", "text/javascript; charset=utf-8", include_str!("../console/pages.js")),
     ("connection.js", "text/javascript; charset=utf-8", include_str!("../console/connection.js")),
+    ("preview.js", "text/javascript; charset=utf-8", include_str!("../console/preview.js")),
     ("console.css", "text/css; charset=utf-8", include_str!("../console/console.css")),
     ("icon.svg", "image/svg+xml", include_str!("../console/icon.svg")),
 ];

@@ -94,6 +94,7 @@ mod tests {
             claimed: true,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            reassign_to: None,
         }
     }
 

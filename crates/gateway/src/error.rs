@@ -19,6 +19,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// `ratelimit-limit`, `-remaining` and `-reset` (429 only).
     pub rate_limit: Option<(u32, u32, u64)>,
+    /// Fields added to the error body beside `id`, `message` and `request_id` (for example the
+    /// dependency report of a refused deletion).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// DigitalOcean's error body.
@@ -35,7 +38,7 @@ pub(crate) struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None, rate_limit: None }
+        Self { status, message: message.into(), retry_after: None, rate_limit: None, details: None }
     }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "Unable to authenticate you.")
@@ -54,6 +57,11 @@ impl ApiError {
         let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, message);
         error.retry_after = Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
         error
+    }
+    /// This error with `value` added to its body as `key`.
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.get_or_insert_with(Default::default).insert(key.to_string(), value);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -122,7 +130,7 @@ impl From<pgplane_core::Error> for ApiError {
 
 /// Marker carried by error responses so that [`finish_errors`] can add the request id.
 #[derive(Clone)]
-struct ErrorMessage(String);
+struct ErrorMessage(String, Option<serde_json::Map<String, serde_json::Value>>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -133,7 +141,7 @@ impl IntoResponse for ApiError {
         if let Some((limit, remaining, reset)) = self.rate_limit {
             crate::rate::set_rate_headers(response.headers_mut(), limit, remaining, reset);
         }
-        response.extensions_mut().insert(ErrorMessage(self.message));
+        response.extensions_mut().insert(ErrorMessage(self.message, self.details));
         response
     }
 }
@@ -146,7 +154,11 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let message = response.extensions().get::<ErrorMessage>().map(|m| m.0.clone());
+    let marker = response.extensions().get::<ErrorMessage>().cloned();
+    let (message, details) = match marker {
+        Some(ErrorMessage(message, details)) => (Some(message), details),
+        None => (None, None),
+    };
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -155,8 +167,14 @@ pub(crate) async fn finish_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let message = message.unwrap_or_else(|| default_message(status).to_string());
-    let body = serde_json::to_vec(&ErrorBody { id: error_id(status), message, request_id })
+    let mut body = serde_json::to_value(ErrorBody { id: error_id(status), message, request_id })
         .expect("error bodies serialise");
+    if let (Some(details), Some(fields)) = (details, body.as_object_mut()) {
+        for (key, value) in details {
+            fields.entry(key).or_insert(value);
+        }
+    }
+    let body = serde_json::to_vec(&body).expect("error bodies serialise");
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);

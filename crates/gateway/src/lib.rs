@@ -54,6 +54,10 @@ pub struct GatewayConfig {
     /// Registration probes (`POST /v2/databases`, `PUT …/pgplane`) a minute per team (0: no
     /// limit).
     pub probes_per_minute: u32,
+    /// Plans what a reconcile pass would do on a cluster's target, for `GET …/plan` (None: the
+    /// endpoint answers 503). The reconciler provides it; the process that runs both hands it
+    /// over, so that the gateway does not depend on the reconciler.
+    pub planner: Option<std::sync::Arc<dyn pgplane_target::plan::Planner>>,
     /// Serve the web console at `/` (its assets are embedded; it calls `/v2` like any client).
     pub console: bool,
 }
@@ -68,6 +72,7 @@ impl Default for GatewayConfig {
             reconciler: None,
             target_policy: pgplane_target::TargetPolicy::default(),
             probes_per_minute: 30,
+            planner: None,
             console: true,
         }
     }

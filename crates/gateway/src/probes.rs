@@ -1,4 +1,4 @@
-//! Registration probes: `POST /v2/databases` and `PUT …/pgplane` make pgplane connect where the
+//! Registration probes: `POST /v2/databases` (its dry run too) and `PUT …/pgplane` make pgplane connect where the
 //! caller says. Each probe is checked against the operator's target policy (refused before any
 //! connection when outside it), counted against its team's allowance (so that registration is
 //! no port scanner or password-guessing oracle, even inside the allowed networks), and bounded
@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use pgplane_target::{probe, ServerFacts, TargetPolicy, TargetSpec};
+use pgplane_target::{probe, survey, ServerFacts, Survey, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -45,6 +45,34 @@ impl Prober {
         spec: &TargetSpec,
         context: &str,
     ) -> Result<ServerFacts, ApiError> {
+        self.admit(team_id)?;
+        let facts = probe(spec, &self.policy)
+            .await
+            .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
+        if let Some(why) = facts.unsuitability(&spec.admin.user) {
+            return Err(ApiError::unprocessable(format!("{context}: {why}")));
+        }
+        Ok(facts)
+    }
+
+    /// Surveys the target for a registration dry run, counted like a probe: 429 over the
+    /// team's allowance, 422 when the target is refused or cannot be reached. An unsuitable
+    /// server or admin role is not an error here: the dry run reports it.
+    pub async fn survey(
+        &self,
+        team_id: Uuid,
+        spec: &TargetSpec,
+        primary_user: &str,
+        default_database: &str,
+    ) -> Result<Survey, ApiError> {
+        self.admit(team_id)?;
+        survey(spec, &self.policy, primary_user, default_database)
+            .await
+            .map_err(|e| ApiError::unprocessable(format!("dry run failed: {e}")))
+    }
+
+    /// Counts one probe against the team's allowance: 429 when it is used up.
+    fn admit(&self, team_id: Uuid) -> Result<(), ApiError> {
         if let Some(limiter) = &self.per_team {
             if let Err(not_until) = limiter.check_key(&team_id) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -54,12 +82,6 @@ impl Prober {
                 ));
             }
         }
-        let facts = probe(spec, &self.policy)
-            .await
-            .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
-        if let Some(why) = facts.unsuitability(&spec.admin.user) {
-            return Err(ApiError::unprocessable(format!("{context}: {why}")));
-        }
-        Ok(facts)
+        Ok(())
     }
 }

@@ -176,28 +176,8 @@ pub(crate) async fn drop_roles(
         return results;
     }
     let dependents = async {
-        client
-            .execute(
-                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                  WHERE usename = ANY($1) AND pid <> pg_catalog.pg_backend_pid()",
-                &[&live],
-            )
-            .await?;
-        let rows = client
-            .query(
-                "SELECT coalesce(d.datname, $2), array_agg(DISTINCT r.rolname::text)
-                   FROM pg_catalog.pg_shdepend s
-                   JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
-                   LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-                  WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-                    AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
-                  GROUP BY 1 ORDER BY 1",
-                &[&live, &spec.admin_database()],
-            )
-            .await?;
-        Ok::<Vec<(String, Vec<String>)>, tokio_postgres::Error>(
-            rows.into_iter().map(|row| (row.get(0), row.get(1))).collect(),
-        )
+        client.batch_execute(&terminate_sql(&live)).await?;
+        dependent_databases(client, &live, spec.admin_database()).await
     };
     let dependents = match dependents.await {
         Ok(d) => d,
@@ -238,6 +218,38 @@ pub(crate) async fn drop_roles(
         results[i] = result;
     }
     results
+}
+
+/// Ends the sessions of roles being dropped (but the pass's own).
+pub(crate) fn terminate_sql(roles: &[&str]) -> String {
+    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+    format!(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+          WHERE usename::text = ANY(ARRAY[{}]::text[]) AND pid <> pg_catalog.pg_backend_pid()",
+        names.join(", ")
+    )
+}
+
+/// The databases where `pg_shdepend` shows that one of `roles` owns something or holds a
+/// privilege (shared objects count for `admin_database`), with those roles, by database.
+pub(crate) async fn dependent_databases(
+    client: &Client,
+    roles: &[&str],
+    admin_database: &str,
+) -> Result<Vec<(String, Vec<String>)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT coalesce(d.datname, $2), array_agg(DISTINCT r.rolname::text)
+               FROM pg_catalog.pg_shdepend s
+               JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
+               LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+              WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
+              GROUP BY 1 ORDER BY 1",
+            &[&roles, &admin_database],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 /// The first statement of a role's deletion: no new logins.

@@ -1,7 +1,8 @@
 //! pgplane-reconciler: makes each target PostgreSQL server match the desired state held in the
 //! metadata store. Level-triggered and idempotent: every pass observes the target's catalogs,
 //! plans the difference, applies it and records each object's outcome. Woken by API writes
-//! (LISTEN/NOTIFY) and run periodically to find drift.
+//! (LISTEN/NOTIFY) and run periodically to find drift. [`Previewer`] plans a pass without
+//! applying it, for the API (handed to the gateway by the process that runs both).
 
 mod access;
 mod apply;
@@ -14,3 +15,4 @@ mod pools;
 mod slots;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
+pub use pass::preview::Previewer;

@@ -25,6 +25,8 @@ pub(crate) struct DesiredRole {
     pub claimed: bool,
     /// The desired state changed since it was last applied (new, reset, settings).
     pub changed: bool,
+    /// Who inherits what the role owns when it is dropped (None: the primary user).
+    pub reassign_to: Option<String>,
 }
 
 impl DesiredRole {
@@ -109,9 +111,9 @@ impl Step {
 pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &str) -> Step {
     let existing = observed.roles.get(&role.name);
     match (role.state, existing) {
-        (DesiredState::Absent, Some(_)) if role.claimed => {
-            Step::DropRole { reassign_to: primary_user.to_string() }
-        }
+        (DesiredState::Absent, Some(_)) if role.claimed => Step::DropRole {
+            reassign_to: role.reassign_to.clone().unwrap_or_else(|| primary_user.to_string()),
+        },
         (DesiredState::Absent, _) => Step::Forget,
         (DesiredState::Present, None) => Step::CreateRole {
             attrs: role.attrs(observed.version_num),
@@ -191,6 +193,7 @@ mod tests {
             state: DesiredState::Present,
             claimed: true,
             changed: false,
+            reassign_to: None,
         }
     }
 
@@ -313,6 +316,8 @@ mod tests {
         assert_eq!(plan_role(&r, &o, "doadmin"), Step::Forget);
         o.roles.insert("app".into(), facts(&r));
         assert_eq!(plan_role(&r, &o, "doadmin"), Step::DropRole { reassign_to: "doadmin".into() });
+        let with_heir = DesiredRole { reassign_to: Some("heir".into()), ..r.clone() };
+        assert_eq!(plan_role(&with_heir, &o, "doadmin"), Step::DropRole { reassign_to: "heir".into() });
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Absent, claimed: true };
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::Forget);
         o.databases.insert("db".into(), "doadmin".into());

@@ -29,18 +29,7 @@ impl Pools {
                 return Ok(pool.clone());
             }
         }
-        let manager = Manager::from_config(
-            spec.config(spec.admin_database(), limits)?,
-            spec.tls()?,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(2)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .expect("pool configuration is valid");
+        let pool = pool_for(spec, limits, 2)?;
         if let Some((_, old)) = pools.insert(cluster_id, (spec.clone(), pool.clone())) {
             old.close();
         }
@@ -57,4 +46,24 @@ impl Pools {
             kept
         });
     }
+}
+
+/// A pool of up to `max_size` sessions to the target's admin database.
+pub(crate) fn pool_for(
+    spec: &TargetSpec,
+    limits: SessionLimits,
+    max_size: usize,
+) -> Result<Pool, TargetError> {
+    let manager = Manager::from_config(
+        spec.config(spec.admin_database(), limits)?,
+        spec.tls()?,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .build()
+        .expect("pool configuration is valid"))
 }

@@ -2,7 +2,9 @@
 //! server: its connection (address policy, TLS, session limits, deadlines), SQL quoting,
 //! the errors a target answers, and the read-only exchanges registration makes.
 
+pub mod dependencies;
 mod error;
+pub mod plan;
 pub mod policy;
 mod probe;
 mod spec;
@@ -11,7 +13,7 @@ mod tls;
 
 pub use error::TargetError;
 pub use policy::TargetPolicy;
-pub use probe::{list_roles_and_databases, probe, ServerFacts, SERVER_ID_SQL};
+pub use probe::{list_roles_and_databases, probe, survey, ServerFacts, Survey, SERVER_ID_SQL};
 pub use spec::{
     within, SessionLimits, TargetSpec, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM,
 };

@@ -47,23 +47,104 @@ pub const SERVER_ID_SQL: &str =
 /// Connects to a target with its admin credentials (checked against `policy` first) and reads
 /// what registration checks, within a deadline.
 pub async fn probe(spec: &TargetSpec, policy: &TargetPolicy) -> Result<ServerFacts, TargetError> {
+    let (_, client) = admin_session(spec, policy).await?;
+    within(EXCHANGE_TIMEOUT, server_facts(&client)).await
+}
+
+/// `spec` with its address checked against `policy`, and a one-off session to its admin
+/// database (closed when dropped).
+pub(crate) async fn admin_session(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+) -> Result<(TargetSpec, tokio_postgres::Client), TargetError> {
     let spec = spec.clone().checked(policy).await?;
     let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    Ok((spec, client))
+}
+
+/// What registration checks, read on `client`.
+async fn server_facts(client: &tokio_postgres::Client) -> Result<ServerFacts, TargetError> {
     let sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
                 rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL}
            FROM pg_catalog.pg_roles WHERE rolname = current_user"
     );
-    let row = within(EXCHANGE_TIMEOUT, async { Ok(client.query_one(&sql, &[]).await?) }).await?;
-    let facts = ServerFacts {
+    let row = client.query_one(&sql, &[]).await?;
+    Ok(ServerFacts {
         version_num: row.get(0),
         version: row.get(1),
         is_superuser: row.get(2),
         can_create_role: row.get(3),
         can_create_db: row.get(4),
         server_id: pgplane_core::model::server_id(row.get(5), row.get(6)),
-    };
-    Ok(facts)
+    })
+}
+
+/// What a registration dry run learns about a target: the probe's facts, and what is already
+/// there under the names the cluster would use, and besides.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    pub facts: ServerFacts,
+    /// The attributes (`SUPERUSER`, `CREATEDB`, `CREATEROLE`, `LOGIN`, `REPLICATION`,
+    /// `BYPASSRLS`) the would-be primary user has, if a role of that name exists.
+    pub primary_user: Option<Vec<String>>,
+    /// The owner of the would-be default database, if a database of that name exists.
+    pub default_database_owner: Option<String>,
+    /// Every role (but PostgreSQL's own `pg_*` roles) and non-template database there.
+    pub roles: Vec<String>,
+    pub databases: Vec<String>,
+}
+
+/// Surveys a target for a registration dry run, read-only, in one session within a deadline
+/// (its address checked against `policy` first).
+pub async fn survey(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+    primary_user: &str,
+    default_database: &str,
+) -> Result<Survey, TargetError> {
+    let (_, client) = admin_session(spec, policy).await?;
+    within(EXCHANGE_TIMEOUT, async {
+        let facts = server_facts(&client).await?;
+        let attrs = client
+            .query_opt(
+                "SELECT array_remove(ARRAY[
+                        CASE WHEN rolsuper THEN 'SUPERUSER' END, CASE WHEN rolcreatedb THEN 'CREATEDB' END,
+                        CASE WHEN rolcreaterole THEN 'CREATEROLE' END, CASE WHEN rolcanlogin THEN 'LOGIN' END,
+                        CASE WHEN rolreplication THEN 'REPLICATION' END,
+                        CASE WHEN rolbypassrls THEN 'BYPASSRLS' END], NULL)
+                   FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&primary_user],
+            )
+            .await?;
+        let owner = client
+            .query_opt(
+                "SELECT pg_catalog.pg_get_userbyid(datdba)::text FROM pg_catalog.pg_database WHERE datname = $1",
+                &[&default_database],
+            )
+            .await?;
+        let (roles, databases) = names(&client).await?;
+        Ok(Survey {
+            facts,
+            primary_user: attrs.map(|r| r.get(0)),
+            default_database_owner: owner.map(|r| r.get(0)),
+            roles,
+            databases,
+        })
+    })
+    .await
+}
+
+/// Every role (but `pg_*`) and every non-template database, by name.
+async fn names(client: &tokio_postgres::Client) -> Result<(Vec<String>, Vec<String>), TargetError> {
+    let names = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect();
+    let roles = client
+        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
+        .await?;
+    let databases = client
+        .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
+        .await?;
+    Ok((names(roles), names(databases)))
 }
 
 /// Every role (but PostgreSQL's own `pg_*` roles) and every non-template database on a target,
@@ -73,18 +154,11 @@ pub async fn list_roles_and_databases(
     spec: &TargetSpec,
     policy: &TargetPolicy,
 ) -> Result<(String, Vec<String>, Vec<String>), TargetError> {
-    let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    let (_, client) = admin_session(spec, policy).await?;
     within(EXCHANGE_TIMEOUT, async {
-        let names = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect();
         let id = client.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;
-        let roles = client
-            .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
-            .await?;
-        let databases = client
-            .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
-            .await?;
-        Ok((pgplane_core::model::server_id(id.get(0), id.get(1)), names(roles), names(databases)))
+        let (roles, databases) = names(&client).await?;
+        Ok((pgplane_core::model::server_id(id.get(0), id.get(1)), roles, databases))
     })
     .await
 }

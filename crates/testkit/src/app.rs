@@ -364,6 +364,16 @@ impl TestApp {
         assert_eq!(status, 201, "creating database {name}: {body}");
     }
 
+    /// Lets `user` create in the `public` schema of `database` and creates `table` there as
+    /// that user (logging in with `password`).
+    pub async fn create_owned_table(&self, user: &str, password: &str, database: &str, table: &str) {
+        let grant = format!("GRANT CREATE ON SCHEMA public TO {}", pgplane_target::sql::ident(user));
+        self.target_admin(database).await.batch_execute(&grant).await.expect("grant CREATE on public");
+        let session = self.target.login(user, password, database).await.expect("the user logs in");
+        let create = format!("CREATE TABLE public.{} (id int)", pgplane_target::sql::ident(table));
+        session.batch_execute(&create).await.expect("create the user's table");
+    }
+
     /// The primary user's current password, from the API.
     pub async fn primary_password(&self) -> String {
         let (_, body) = self.get(&self.cluster_path(&format!("/users/{}", self.primary_user))).await;

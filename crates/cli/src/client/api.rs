@@ -80,10 +80,22 @@ impl Api {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        self.call_with_query(method, segments, &[], body).await
+    }
+
+    /// [`Api::call`] with query parameters (pgplane's extensions: `dry_run`, `reassign_to`, ...).
+    pub async fn call_with_query(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let url = self.url(segments);
         let mut request = self
             .http
             .request(method.clone(), &url)
+            .query(query)
             .bearer_auth(&self.token)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(body) = body {

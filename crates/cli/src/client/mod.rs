@@ -6,6 +6,7 @@
 mod api;
 mod config;
 mod output;
+mod preview;
 mod prompt;
 
 use std::process::ExitCode;
@@ -51,6 +52,12 @@ enum DatabasesCommand {
         /// Delete without asking for confirmation.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Show what the reconciler would do on the cluster's server right now, statement by
+    /// statement (passwords redacted), drift it would repair marked.
+    Plan {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
     },
     /// Manage the users of a database cluster.
     #[command(visible_alias = "u")]
@@ -116,6 +123,9 @@ struct CreateCluster {
     /// A tag for the cluster (repeat the flag or separate tags with commas).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     tags: Vec<String>,
+    /// Only say what registering would create, adopt or refuse on the server; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -183,7 +193,16 @@ enum UserCommand {
         #[arg(value_name = "user-name")]
         user_name: String,
     },
-    /// Delete a user (objects it owns pass to the primary user).
+    /// Show what a user owns and the privileges it holds, per database, read live.
+    #[command(visible_alias = "deps")]
+    Dependencies {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+        #[arg(value_name = "user-name")]
+        user_name: String,
+    },
+    /// Delete a user; what it owns goes to the primary user or `--reassign-to`. Unless forced,
+    /// shows what it owns first and asks.
     #[command(visible_alias = "rm")]
     Delete {
         #[arg(value_name = "cluster-id")]
@@ -193,6 +212,12 @@ enum UserCommand {
         /// Delete without asking for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// The user of the same cluster that inherits what it owns [default: the primary user].
+        #[arg(long, value_name = "user-name", conflicts_with = "refuse_if_owning")]
+        reassign_to: Option<String>,
+        /// Do not delete it if it owns objects (the server answers with what it owns).
+        #[arg(long)]
+        refuse_if_owning: bool,
     },
 }
 
@@ -280,6 +305,9 @@ async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
         DatabasesCommand::Get { cluster_id } => {
             show(&api, out, &CLUSTER, Method::GET, &["databases", &cluster_id], None).await
         }
+        DatabasesCommand::Create(create) if create.dry_run => {
+            preview::dry_run_registration(&api, out, &create.body()?).await
+        }
         DatabasesCommand::Create(create) => {
             out.check(&CLUSTER)?;
             let body = create.body()?;
@@ -288,6 +316,7 @@ async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
         DatabasesCommand::Delete { cluster_id, force } => {
             delete(&api, &CLUSTER, &cluster_id, force, &["databases", &cluster_id]).await
         }
+        DatabasesCommand::Plan { cluster_id } => preview::show_plan(&api, out, &cluster_id).await,
         DatabasesCommand::User { command } => run_user(&api, out, command).await,
         DatabasesCommand::Db { command } => run_db(&api, out, command).await,
     }
@@ -325,9 +354,12 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             let path = ["databases", &cluster_id, "users", &user_name, "reset_auth"];
             show(api, out, &USER, Method::POST, &path, Some(json!({}))).await
         }
-        UserCommand::Delete { cluster_id, user_name, force } => {
-            let path = ["databases", &cluster_id, "users", &user_name];
-            delete(api, &USER, &user_name, force, &path).await
+        UserCommand::Dependencies { cluster_id, user_name } => {
+            preview::show_dependencies(api, out, &cluster_id, &user_name).await
+        }
+        UserCommand::Delete { cluster_id, user_name, force, reassign_to, refuse_if_owning } => {
+            let heir = reassign_to.as_deref();
+            preview::delete_user(api, &cluster_id, &user_name, heir, refuse_if_owning, force).await
         }
     }
 }

@@ -12,15 +12,18 @@ pub fn confirm_delete(noun: &str, name: &str, force: bool) -> anyhow::Result<()>
     if force {
         return Ok(());
     }
+    confirm(&format!("Are you sure you want to delete the {noun} {name:?}?"))
+}
+
+/// Goes on if the person answers yes to `question` on a terminal; otherwise (no terminal, or
+/// no) the operation is aborted.
+pub fn confirm(question: &str) -> anyhow::Result<()> {
     if !io::stdin().is_terminal() {
         eprintln!("Warning: Requires confirmation. Use the `--force` flag to continue without confirmation.");
         bail!("Operation aborted.");
     }
-    let confirmed = Confirm::new()
-        .with_prompt(format!("Are you sure you want to delete the {noun} {name:?}?"))
-        .default(false)
-        .interact()
-        .context("reading the confirmation")?;
+    let confirmed =
+        Confirm::new().with_prompt(question).default(false).interact().context("reading the confirmation")?;
     if !confirmed {
         bail!("Operation aborted.");
     }

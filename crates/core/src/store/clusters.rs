@@ -178,6 +178,27 @@ impl Store {
         Ok(cluster)
     }
 
+    /// Why registering a cluster with these names on `server_id` would be refused (409) because
+    /// another cluster there manages one of them, if it would be: the check registration makes,
+    /// run alone (for a dry run; nothing is written).
+    pub async fn server_names_conflict(
+        &self,
+        server_id: &str,
+        primary_user: &str,
+        admin_user: &str,
+        default_database: &str,
+    ) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let names = ServerRoles { primary_user, admin_user, default_database };
+        let checked = check_server_names(&mut tx, server_id, None, names).await;
+        tx.rollback().await?;
+        match checked {
+            Ok(()) => Ok(None),
+            Err(Error::Conflict(why)) => Ok(Some(why)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Replaces a cluster's admin connection (already probed) and retries its reconciliation
     /// at once, with a full pass (the new target may differ in anything). When the connection
     /// leads to another server (`moved`), the cluster's names are claimed on that server (409

@@ -204,9 +204,73 @@ impl Store {
         cluster_id: Uuid,
         name: &str,
     ) -> Result<(i64, DateTime<Utc>)> {
+        self.mark_absent(kind, cluster_id, name, "").await
+    }
+
+    /// Asks for a user to be dropped, what it owns to be handed to `heir` (None: the primary
+    /// user). The heir is stored with the request, so that every pass until the drop (after a
+    /// restart too) uses it; the heir must be a present user of the same cluster when the
+    /// request is written (checked in the same statement), or nothing changes and the error
+    /// says why.
+    pub async fn request_user_deletion(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        heir: Option<&str>,
+    ) -> Result<(i64, DateTime<Utc>)> {
+        let Some(heir) = heir else {
+            return self.mark_absent(ObjectKind::User, cluster_id, name, ", reassign_to = null").await;
+        };
+        let heir_present = ", reassign_to = $3
+                  where exists (select 1 from cluster_users h
+                                 where h.cluster_id = $1 and h.name = $3 and h.state = 'present')
+                    and";
+        let sql = with_bump(&format!(
+            "update cluster_users set state = 'absent', generation = generation + 1, updated_at = now(),
+                    sync_status = {SYNC_AFTER_WRITE_SQL}{heir_present} cluster_id = $1 and name = $2
+          returning generation, updated_at"
+        ));
+        let written: Option<(i64, DateTime<Utc>)> =
+            sqlx::query_as(&sql).bind(cluster_id).bind(name).bind(heir).fetch_optional(&self.pool).await?;
+        match written {
+            Some(w) => Ok(w),
+            None => Err(match self.object_state(ObjectKind::User, cluster_id, heir).await? {
+                Some(DesiredState::Present) => Error::NotFound("user"),
+                _ => Error::Invalid(format!(
+                    "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
+                )),
+            }),
+        }
+    }
+
+    /// A user of the cluster whose pending deletion hands what it owns to `heir`, if any.
+    pub async fn pending_deletion_inheriting_to(
+        &self,
+        cluster_id: Uuid,
+        heir: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "select name from cluster_users
+              where cluster_id = $1 and state = 'absent' and reassign_to = $2
+              order by name limit 1",
+        )
+        .bind(cluster_id)
+        .bind(heir)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks an object absent (with `extra` assignments) under a new generation.
+    async fn mark_absent(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+        extra: &str,
+    ) -> Result<(i64, DateTime<Utc>)> {
         let sql = with_bump(&format!(
             "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
-                    sync_status = {SYNC_AFTER_WRITE_SQL}
+                    sync_status = {SYNC_AFTER_WRITE_SQL}{extra}
               where cluster_id = $1 and name = $2
           returning generation, updated_at",
             table(kind)

@@ -4,6 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::cluster_with;
+use super::preview::{dry_run, RegisterQuery, Registration, RegistrationPreviewResponse};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -140,10 +142,13 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unprocessable(format!("invalid request: {what} field required")))
 }
 
-/// Register an existing PostgreSQL server as a cluster.
+/// Register an existing PostgreSQL server as a cluster; with `dry_run=true`, only say what
+/// registering it would create, adopt or refuse there.
 #[utoipa::path(post, path = "/v2/databases", operation_id = "databases_create_cluster", tag = "Databases", request_body = CreateCluster,
+    params(RegisterQuery),
     responses(
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
+        (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database", body = ErrorBody),
@@ -154,8 +159,9 @@ pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     note: AuditNote,
+    Query(query): Query<RegisterQuery>,
     ApiJson(body): ApiJson<CreateCluster>,
-) -> Result<(StatusCode, Json<ClusterResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     let name = required(body.name, "name")?;
     note.object(&name);
     check_cluster_name(&name).map_err(ApiError::unprocessable)?;
@@ -177,6 +183,17 @@ pub(super) async fn create(
     check_identifier(ObjectKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(ObjectKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
+    if query.dry_run == Some(true) {
+        let version = body.version.as_deref().filter(|v| !v.is_empty());
+        let r = Registration {
+            name: &name,
+            version,
+            spec: &spec,
+            primary_user: &primary_user,
+            default_database: &default_database,
+        };
+        return Ok(Json(dry_run(&state, &caller, r).await?).into_response());
+    }
     let facts = state.prober.probe(caller.team_id, &spec, "registration failed").await?;
     let major = ServerFacts::major(facts.version_num);
     if let Some(version) = body.version.filter(|v| !v.is_empty()) {
@@ -213,7 +230,7 @@ pub(super) async fn create(
         })
         .await?;
     let database = render(&state, &caller, &state.store.get_cluster(caller.team_id, id).await?).await?;
-    Ok((StatusCode::CREATED, Json(ClusterResponse { database })))
+    Ok((StatusCode::CREATED, Json(ClusterResponse { database })).into_response())
 }
 
 async fn render(

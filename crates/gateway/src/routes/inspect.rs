@@ -10,6 +10,7 @@ use pgplane_target::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::preview::{check_registered_server, unavailable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::TeamCluster;
 use crate::state::AppState;
@@ -88,19 +89,10 @@ pub(super) async fn unmanaged(
     TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let unavailable = |why: String| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, why);
     let (server_id, roles, databases) = list_roles_and_databases(&spec, state.prober.policy())
         .await
         .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
-    // Another server at the cluster's address (or one pgplane has not identified yet) is not
-    // the cluster's: its names are not this team's to see.
-    if cluster.server_id.as_deref() != Some(server_id.as_str()) {
-        return Err(unavailable(
-            "the server at the cluster's address is not (or not yet known to be) the registered one; \
-             see the cluster's last_error"
-                .into(),
-        ));
-    }
+    check_registered_server(&cluster, &server_id)?;
     let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;

@@ -8,6 +8,7 @@ mod clusters;
 mod dbs;
 mod health;
 mod inspect;
+mod preview;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -51,6 +52,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
         .routes(routes!(access::get, access::put))
+        .routes(routes!(preview::dependencies))
+        .routes(routes!(preview::plan))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
@@ -165,10 +168,12 @@ mod tests {
             "get /v2/databases/{database_cluster_uuid}/dbs",
             "get /v2/databases/{database_cluster_uuid}/dbs/{database_name}",
             "get /v2/databases/{database_cluster_uuid}/drift",
+            "get /v2/databases/{database_cluster_uuid}/plan",
             "get /v2/databases/{database_cluster_uuid}/unmanaged",
             "get /v2/databases/{database_cluster_uuid}/users",
             "get /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /v2/databases/{database_cluster_uuid}/users/{username}/access",
+            "get /v2/databases/{database_cluster_uuid}/users/{username}/dependencies",
             "get /v2/openapi.json",
             "post /v2/databases",
             "post /v2/databases/{database_cluster_uuid}/dbs",

@@ -3,7 +3,7 @@
 //! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
 //! levels asked for at creation (`access`, a pgplane extension; see `access.rs`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::cluster_with;
+use super::preview::{check_user_deletion, DeleteUserQuery};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -23,7 +24,7 @@ use crate::extract::{ApiJson, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
-use crate::wait::{settle, settle_create, settle_delete};
+use crate::wait::{settle, settle_create};
 
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
@@ -223,17 +224,22 @@ pub(super) async fn reset_auth(
     one(&user, &state, &caller, &cluster).await
 }
 
-/// Delete a user: its sessions are ended and what it owns goes to the primary user.
+/// Delete a user: its logins stop, its sessions are ended and what it owns, in every database,
+/// goes to its heir (`reassign_to`, default the primary user); or, with `if_owns=refuse`, a user
+/// that owns objects is not deleted (409 with the dependency report).
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
+    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)"), DeleteUserQuery),
     responses(
         (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
-        (status = 422, description = "The primary user cannot be deleted", body = ErrorBody),
+        (status = 409, description = "`if_owns=refuse` and the user owns objects (the body carries `dependencies`, as `GET …/dependencies` answers), or the user is the heir of a pending deletion; nothing changed", body = ErrorBody),
+        (status = 422, description = "The primary user cannot be deleted, or `reassign_to` is not a present user of the cluster", body = ErrorBody),
+        (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody),
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
     Path((_, name)): Path<(String, String)>,
+    Query(query): Query<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
     if user.is_primary() {
@@ -241,7 +247,9 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
+    let heir = check_user_deletion(&state, &cluster, &name, query).await?;
     let (store, id) = (&state.store, cluster.cluster_id);
-    settle_delete(&state, ObjectKind::User, id, &name, || store.get_user(id, &name)).await?;
+    let (generation, written_at) = store.request_user_deletion(id, &name, heir.as_deref()).await?;
+    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@ use deadpool_postgres::{Object, Pool, Timeouts};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::passwords::Credentials;
+use pgplane_core::secrets::Sealer;
 use pgplane_target::{TargetError, TargetSpec, CONNECT_TIMEOUT};
 use tokio_postgres::Client;
 
@@ -122,26 +123,26 @@ async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -
 /// A user left out of a pass because its stored credentials cannot be opened (the secret key
 /// changed without it, or the row was damaged), with the reason recorded on it.
 pub(super) struct Unopened {
-    user: User,
-    reason: String,
+    pub(super) user: User,
+    pub(super) reason: String,
 }
 
 /// Unseals what the pass needs: the admin connection and the verifier of each role that should
 /// exist (a role to be dropped needs none). A user whose credentials cannot be opened is left
 /// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
 pub(super) fn prepare(
-    shared: &Shared,
+    sealer: &Sealer,
     cluster: &Cluster,
     users: Vec<User>,
 ) -> Result<(TargetSpec, Vec<RoleItem>, Vec<Unopened>), TargetError> {
-    let spec = TargetSpec::of(cluster, &shared.sealer)?;
+    let spec = TargetSpec::of(cluster, sealer)?;
     let mut roles = Vec::with_capacity(users.len());
     let mut unopened = Vec::new();
     for user in users {
         let state = user.desired();
         let verifier = match state {
             DesiredState::Absent => Ok(String::new()),
-            DesiredState::Present => verifier_of(shared, &user),
+            DesiredState::Present => verifier_of(sealer, &user),
         };
         match verifier {
             Ok(verifier) => {
@@ -153,6 +154,7 @@ pub(super) fn prepare(
                     state,
                     claimed: user.claimed,
                     changed: user.applied_generation < user.generation,
+                    reassign_to: user.reassign_to.clone(),
                 };
                 roles.push(RoleItem { desired, user });
             }
@@ -163,10 +165,9 @@ pub(super) fn prepare(
 }
 
 /// The SCRAM verifier in a user's sealed credentials.
-fn verifier_of(shared: &Shared, user: &User) -> Result<String, TargetError> {
-    let opened = shared
-        .sealer
-        .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
+fn verifier_of(sealer: &Sealer, user: &User) -> Result<String, TargetError> {
+    let opened =
+        sealer.open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
     let credentials: Credentials = serde_json::from_slice(&opened)
         .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
     Ok(credentials.verifier)

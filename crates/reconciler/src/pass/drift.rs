@@ -9,7 +9,7 @@ use crate::observe::Observed;
 use crate::plan::{DesiredRole, Step};
 
 /// What changed behind pgplane's back, when a role that was in sync needs a step.
-pub(super) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
+pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
     match step {
         Step::CreateRole { .. } => Some("the role was missing on the target".into()),
         Step::AlterRole { attrs, set_password, grant_admin_to } => {
@@ -44,7 +44,7 @@ pub(super) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
 }
 
 /// What changed behind pgplane's back, when a database that was in sync needs a step.
-pub(super) fn database_drift(name: &str, step: &Step, observed: &Observed) -> Option<String> {
+pub(crate) fn database_drift(name: &str, step: &Step, observed: &Observed) -> Option<String> {
     match step {
         Step::CreateDatabase { .. } => Some("the database was missing on the target".into()),
         Step::AlterDatabaseOwner { .. } => Some(format!(

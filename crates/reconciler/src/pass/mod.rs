@@ -2,12 +2,14 @@
 //! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
 //! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
 //! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
-//! anything failed.
+//! anything failed. `preview` runs the same observing and planning without applying anything,
+//! for the API's plan.
 
 mod backoff;
 mod connect;
 pub(crate) mod drift;
 mod outcomes;
+pub(crate) mod preview;
 mod steps;
 
 use chrono::Utc;
@@ -115,7 +117,7 @@ pub(crate) async fn run_pass(
         return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
     }
 
-    let (spec, roles, unopened) = match prepare(shared, &cluster, users) {
+    let (spec, roles, unopened) = match prepare(&shared.sealer, &cluster, users) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };

@@ -91,14 +91,29 @@ pub(super) async fn drop_roles<'a>(
     if drops.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = drops.iter().map(|(i, _)| i.desired.name.as_str()).collect();
-    let results =
-        apply::drop_roles(client, spec, shared.config.session_limits, &names, &cluster.primary_user).await;
-    for ((item, step), result) in drops.into_iter().zip(results) {
-        let outcome = outcome_of(step, result.map_err(Into::into));
-        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+    // One round per heir: REASSIGN OWNED takes one.
+    let mut heirs: Vec<&str> = drops.iter().filter_map(|(_, step)| heir_of(step)).collect();
+    heirs.sort_unstable();
+    heirs.dedup();
+    for heir in heirs {
+        let group: Vec<&(&RoleItem, Step)> =
+            drops.iter().copied().filter(|(_, s)| heir_of(s) == Some(heir)).collect();
+        let names: Vec<&str> = group.iter().map(|(i, _)| i.desired.name.as_str()).collect();
+        let results = apply::drop_roles(client, spec, shared.config.session_limits, &names, heir).await;
+        for ((item, step), result) in group.into_iter().zip(results) {
+            let outcome = outcome_of(step, result.map_err(Into::into));
+            conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+        }
     }
     Ok(())
+}
+
+/// The role a DropRole step hands the dropped role's objects to.
+fn heir_of(step: &Step) -> Option<&str> {
+    match step {
+        Step::DropRole { reassign_to } => Some(reassign_to),
+        _ => None,
+    }
 }
 
 /// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
