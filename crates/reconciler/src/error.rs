@@ -56,11 +56,11 @@ impl From<tokio_postgres::Error> for TargetError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for TargetError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<TargetError>> for TargetError {
+    fn from(e: deadpool::managed::PoolError<TargetError>) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+            deadpool::managed::PoolError::Backend(e) => e,
+            deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Create) => {
                 TargetError::Stalled(crate::target::CONNECT_TIMEOUT.as_secs())
             }
             other => TargetError::Connect(redact(&other.to_string())),

@@ -7,7 +7,6 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use chrono::Utc;
-use deadpool_postgres::{Object, Timeouts};
 use pgplane_core::model::{Cluster, Database, DesiredState, SyncStatus, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::store::{ObjectKind, ObjectOutcome, Outcome, PassCluster};
@@ -20,7 +19,7 @@ use crate::controller::Shared;
 use crate::error::TargetError;
 use crate::observe::{observe, Observed};
 use crate::plan::{plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
-use crate::target::{TargetSpec, CONNECT_TIMEOUT};
+use crate::target::{Object, Pools, TargetSpec};
 
 /// Retry delay after `attempts` failed passes: 1 s doubling to 5 minutes, with ±20% jitter so
 /// that many clusters failing together do not retry in lockstep.
@@ -102,7 +101,7 @@ impl Sessions {
     }
 
     fn clients(&self) -> Vec<&Client> {
-        self.objects.iter().map(|o| &***o).collect()
+        self.objects.iter().map(|o| &****o).collect()
     }
 
     /// Marks whether each session's logging settings are as they were.
@@ -190,8 +189,7 @@ pub(crate) async fn run_pass(
     // Several role steps share the server's cores over a second session, when the pool has one
     // to spare at once.
     let helper = if present.iter().filter(|(_, step)| step.changes_target()).count() > 1 {
-        let at_once = Timeouts { wait: Some(Duration::ZERO), create: Some(CONNECT_TIMEOUT), recycle: None };
-        pool.timeout_get(&at_once).await.ok()
+        Pools::spare(&pool).await
     } else {
         None
     };
