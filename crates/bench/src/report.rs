@@ -10,9 +10,9 @@ use crate::floor;
 use crate::pgplane::mib;
 use crate::scenarios::databases::DatabasesRun;
 use crate::scenarios::fleet::FleetResult;
-use crate::scenarios::replicas::ReplicasResult;
 use crate::scenarios::floods::{self, Flood, FloodsRun};
 use crate::scenarios::reads::{Endpoint, ReadsRun};
+use crate::scenarios::replicas::ReplicasResult;
 use crate::scenarios::scale::ScaleResult;
 use crate::scenarios::users::{ApiPhase, UsersRun};
 use crate::stats::{paired_ratios, Summary};
@@ -581,7 +581,10 @@ fn render_replicas(w: &mut String, r: &Results<'_>) {
         p.users,
         p.one_secs.len()
     );
-    let _ = writeln!(w, "| through | create (s) | users/s | request p99 (ms) | time ratio to one |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| through | create (s) | users/s | request p99 (ms) | time ratio to one |\n|---|---|---|---|---|"
+    );
     let ratio = paired_ratios(&p.three_secs, &p.one_secs);
     for (label, secs, p99, ratio) in [
         ("one process", &p.one_secs, &p.one_p99_ms, "1".to_string()),
@@ -641,7 +644,8 @@ fn render_fleet(w: &mut String, r: &Results<'_>) {
         f.small_clusters
     );
     let _ = writeln!(w, "| measure | result |\n|---|---|");
-    let _ = writeln!(w, "| registering the {} clusters (8 at a time) | {:.1} s |", f.clusters, f.register_secs);
+    let _ =
+        writeln!(w, "| registering the {} clusters (8 at a time) | {:.1} s |", f.clusters, f.register_secs);
     let _ = writeln!(
         w,
         "| adding {} users (16 at a time) | {:.1} s |",
@@ -666,9 +670,7 @@ fn render_fleet(w: &mut String, r: &Results<'_>) {
     let _ = writeln!(
         w,
         "| user create p50 / p99, idle fleet ({} creates, 4 at a time) | {:.0} / {:.0} ms |",
-        r.config.fleet_probe_creates,
-        f.create_idle.0,
-        f.create_idle.1
+        r.config.fleet_probe_creates, f.create_idle.0, f.create_idle.1
     );
     let _ = writeln!(
         w,
@@ -688,8 +690,17 @@ fn render_fleet(w: &mut String, r: &Results<'_>) {
         "| peak sessions per server while adding users and during the drift rounds | {} |",
         ints(&f.sessions_loaded)
     );
-    let _ = writeln!(w, "| sessions per server once idle (15 s after the last request) | {} |", ints(&f.sessions_idle));
-    let _ = writeln!(w, "| resident memory: idle with the fleet / peak during the scenario | {:.1} / {:.1} MiB |", mib(f.idle_kib), mib(f.peak_kib));
+    let _ = writeln!(
+        w,
+        "| sessions per server once idle (15 s after the last request) | {} |",
+        ints(&f.sessions_idle)
+    );
+    let _ = writeln!(
+        w,
+        "| resident memory: idle with the fleet / peak during the scenario | {:.1} / {:.1} MiB |",
+        mib(f.idle_kib),
+        mib(f.peak_kib)
+    );
     let _ = writeln!(w);
 }
 

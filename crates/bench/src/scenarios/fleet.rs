@@ -135,7 +135,8 @@ pub async fn run(ctx: &Ctx, servers: &[Server]) -> Result<FleetResult> {
         )
         .await?;
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(creates_until(api.clone(), ids.clone(), format!("fr{repeat}"), stop.clone()));
+        let writer =
+            tokio::spawn(creates_until(api.clone(), ids.clone(), format!("fr{repeat}"), stop.clone()));
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let done: i64 = meta
@@ -178,7 +179,8 @@ pub async fn run(ctx: &Ctx, servers: &[Server]) -> Result<FleetResult> {
     Ok(out)
 }
 
-/// A job creating user `<prefix><i / n>` on cluster `i % n`.
+/// A job creating a user on cluster `i % n` (role names are server-wide: each name carries
+/// its cluster's number).
 fn creates(
     api: &Api,
     ids: &Arc<Vec<String>>,
@@ -191,7 +193,9 @@ fn creates(
     let (api, ids) = (api.clone(), ids.clone());
     move |i| {
         let (api, ids) = (api.clone(), ids.clone());
-        Box::pin(async move { api.create_user(&ids[i % n], &format!("{prefix}{:05}", i / n)).await })
+        Box::pin(
+            async move { api.create_user(&ids[i % n], &format!("{prefix}_{:04}_{}", i % n, i / n)).await },
+        )
     }
 }
 
@@ -203,8 +207,8 @@ async fn creates_until(api: Api, ids: Arc<Vec<String>>, prefix: String, stop: Ar
         let i = next.fetch_add(1, Ordering::Relaxed);
         async move {
             // Spread over the clusters: a stride coprime with their number (a prime above it).
-            let cluster = &ids[(i * 7919) % ids.len()];
-            api.create_user(cluster, &format!("{prefix}_{i:05}")).await
+            let j = (i * 7919) % ids.len();
+            api.create_user(&ids[j], &format!("{prefix}_{j:04}_{i}")).await
         }
     };
     run_while(move || !stop.load(Ordering::Relaxed), 4, job).await

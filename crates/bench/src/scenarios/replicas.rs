@@ -107,7 +107,8 @@ pub async fn run(ctx: &Ctx) -> Result<ReplicasResult> {
 async fn create_and_delete(ctx: &Ctx, apis: &[Api], tag: &str) -> Result<(f64, f64)> {
     let c = &ctx.config;
     let apis = Arc::new(apis.to_vec());
-    let names: Arc<Vec<String>> = Arc::new((0..c.replica_users).map(|i| format!("rep_{tag}_{i:04}")).collect());
+    let names: Arc<Vec<String>> =
+        Arc::new((0..c.replica_users).map(|i| format!("rep_{tag}_{i:04}")).collect());
     let job = |delete: bool| {
         let (apis, names, cluster) = (apis.clone(), names.clone(), ctx.cluster_id.clone());
         move |i: usize| {
