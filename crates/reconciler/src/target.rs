@@ -277,9 +277,9 @@ impl deadpool::managed::Manager for Budgeted {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                // Idle sessions of the server's other clusters give way first.
+                // An idle session of the server's other clusters gives way first.
                 if let Some(pools) = self.pools.upgrade() {
-                    pools.close_idle_on(self.server);
+                    pools.close_one_idle_on(self.server);
                 }
                 let wait = tokio::time::timeout(SESSION_WAIT, self.permits.clone().acquire_owned());
                 match wait.await {
@@ -405,10 +405,15 @@ impl Pools {
 }
 
 impl PoolsInner {
-    /// Closes every idle session on `server`, for a pass that needs a permit there.
-    fn close_idle_on(&self, server: ServerKey) {
+    /// Closes one idle session on `server` (if there is one), for a pass that needs a permit
+    /// there.
+    fn close_one_idle_on(&self, server: ServerKey) {
+        let mut wanted = true;
         for entry in self.pools.lock().expect("pools lock").values().filter(|e| e.server == server) {
-            entry.pool.retain(|_, _| false);
+            entry.pool.retain(|_, _| !std::mem::take(&mut wanted));
+            if !wanted {
+                break;
+            }
         }
     }
 }
