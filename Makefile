@@ -22,7 +22,7 @@ test: test-prepare .venv/installed
 	touch $@
 
 ## bench: pgplane against the floor PostgreSQL sets (psql, pgbench), written to BENCHMARKS.md
-## (about 5 minutes on 2 cores, plus about 6 for a cold release build; see crates/bench)
+## (about 15 minutes on 2 cores, plus about 6 for a cold release build; see crates/bench)
 bench: test-prepare bench-prepare
 	cargo build --release --locked -p pgplane -p pgplane-bench
 	cargo run --release --locked -q -p pgplane-bench -- --out BENCHMARKS.md

@@ -439,3 +439,65 @@ async fn an_address_that_now_leads_to_another_server_is_left_alone() {
     assert_eq!(status, 204);
     other.admin("postgres").await.batch_execute(&format!("DROP ROLE {}", app.admin_user)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_one_server_stay_within_the_cap_however_many_clusters_it_hosts() {
+    // Thirty clusters on one server, four passes at once, three sessions allowed there: passes
+    // wait for a session (idle ones of other clusters give way) instead of opening more.
+    const CAP: i64 = 3;
+    let app = TestApp::spawn_with(AppOptions {
+        max_concurrent_passes: 4,
+        max_sessions_per_server: CAP as usize,
+        ..Default::default()
+    })
+    .await;
+    let watcher = app.target_admin("postgres").await;
+    let count_sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                     WHERE usename = $1 AND application_name = 'pgplane'";
+    let sessions =
+        || async { watcher.query_one(count_sql, &[&app.admin_user]).await.unwrap().get::<_, i64>(0) };
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampling = {
+        let (peak, sql, admin) = (peak.clone(), count_sql.to_string(), app.admin_user.clone());
+        let sampler = app.target_admin("postgres").await;
+        tokio::spawn(async move {
+            loop {
+                let n: i64 = sampler.query_one(&sql, &[&admin]).await.unwrap().get(0);
+                peak.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut clusters = vec![app.cluster_id.clone()];
+    for i in 1..30 {
+        let (status, body) =
+            app.post("/v2/databases", second_cluster(&app, &format!("f{i}"), "127.0.0.1", json!({}))).await;
+        assert_eq!(status, 201, "{body}");
+        clusters.push(body["database"]["id"].as_str().unwrap().to_string());
+    }
+    // Registration adds its probe, one session at a time, to the pooled ones.
+    let registering = peak.swap(0, std::sync::atomic::Ordering::Relaxed);
+    assert!(registering <= CAP + 1, "{registering} sessions while registering, cap {CAP}");
+
+    // Writes to every cluster at once, each answered once applied.
+    let writes = clusters.iter().flat_map(|id| (0..2).map(move |n| (id.clone(), n))).map(|(id, n)| {
+        let app = &app;
+        async move {
+            let body = json!({"name": app.unique(&format!("u{n}_{}", &id[..8]))});
+            let (status, body) = app.post(&format!("/v2/databases/{id}/users"), body).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    });
+    futures::future::join_all(writes).await;
+    let writing = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(writing <= CAP, "{writing} sessions on the server while writing, cap {CAP}");
+    assert!(writing > 0, "the sampler saw pgplane's sessions");
+
+    // Once idle, the pooled sessions close.
+    assert!(
+        app.eventually(Duration::from_secs(60), || async { sessions().await == 0 }).await,
+        "idle sessions are closed"
+    );
+    sampling.abort();
+}

@@ -57,9 +57,27 @@ impl Server {
 }
 
 /// Starts one server of PostgreSQL `major`; `role` labels it (metadata, target, scale-3, ...).
+/// A failed start (a port taken between its choice and the server's bind, a stalled engine)
+/// is tried again on another port, as the testkit does.
 pub async fn start(major: u32, role: &str) -> Result<Server> {
+    let mut failures = Vec::new();
+    for _ in 0..pgplane_testkit::START_ATTEMPTS {
+        match try_start(major, role).await {
+            Ok(server) => return Ok(server),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(anyhow!(
+        "cannot start a pgplane-pg:{major} container ({}); build the images with \
+         deploy/images/build.sh and start dockerd",
+        failures.join("; ")
+    ))
+}
+
+async fn try_start(major: u32, role: &str) -> std::result::Result<Server, String> {
     let port = free_port();
     let password = format!("bench-{}", unique_suffix());
+    let attempt = unique_suffix();
     let container = GenericImage::new("pgplane-pg".to_string(), major.to_string())
         .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
         .with_network("host")
@@ -67,16 +85,12 @@ pub async fn start(major: u32, role: &str) -> Result<Server> {
         .with_env_var("POSTGRES_PASSWORD", &password)
         .with_label("pgplane.test", "bench")
         .with_label("pgplane.bench.role", role)
+        .with_label("pgplane.test.attempt", &attempt)
         .with_cmd(["-c", "max_connections=300", "-c", "log_line_prefix=%m [%p] %a: "])
         .with_startup_timeout(Duration::from_secs(120))
         .start()
         .await
-        .map_err(|e| {
-            anyhow!(
-                "cannot start a pgplane-pg:{major} container ({e}); build the images with \
-                 deploy/images/build.sh and start dockerd"
-            )
-        })?;
+        .map_err(|e| format!("{e}{}", pgplane_testkit::remove_attempt(&attempt)))?;
     let pg = PgServer {
         host: "127.0.0.1".into(),
         port,

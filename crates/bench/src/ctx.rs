@@ -27,6 +27,12 @@ pub struct Config {
     pub scale_repeats: usize,
     pub flood_rate: usize,
     pub flood_addresses: usize,
+    pub replica_users: usize,
+    pub replica_kills: usize,
+    pub fleet_servers: usize,
+    pub fleet_clusters: usize,
+    pub fleet_users: usize,
+    pub fleet_probe_creates: usize,
     pub pg_major: u32,
 }
 

@@ -107,15 +107,26 @@ where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let job = Arc::new(job);
+    let deadline = Instant::now() + duration;
+    run_while(move || Instant::now() < deadline, concurrency, job).await
+}
+
+/// Runs jobs `concurrency` at a time for as long as `go` says (no job starts after it says
+/// no).
+pub async fn run_while<G, F, Fut>(go: G, concurrency: usize, job: F) -> LoadResult
+where
+    G: Fn() -> bool + Send + Sync + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (job, go) = (Arc::new(job), Arc::new(go));
     let started = Instant::now();
-    let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let job = job.clone();
+            let (job, go) = (job.clone(), go.clone());
             tokio::spawn(async move {
                 let mut w = Worker::default();
-                while Instant::now() < deadline {
+                while go() {
                     let t = Instant::now();
                     let r = job().await;
                     w.record(t, r);

@@ -31,7 +31,8 @@ use crate::report::{Environment, MemoryReport, Results};
 #[derive(Parser, Debug)]
 #[command(name = "pgplane-bench", version)]
 struct Args {
-    /// Runs of scenarios 1–3 (each figure is the median of the runs, with min and max).
+    /// Runs of scenarios 1–3, 5 and 6 (each figure is the median of the runs, with min and
+    /// max); 0 skips scenarios 1–3 and 5.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Users created, reset and deleted per run.
@@ -70,6 +71,25 @@ struct Args {
     /// Client addresses (127.0.0.2 and up) the floods come from.
     #[arg(long, default_value_t = 32)]
     flood_addresses: usize,
+    /// Users created per run through one process and through three in scenario 6 (0 skips
+    /// scenario 6).
+    #[arg(long, default_value_t = 500)]
+    replica_users: usize,
+    /// SIGKILLs of the process working on a cluster in scenario 6.
+    #[arg(long, default_value_t = 3)]
+    replica_kills: usize,
+    /// PostgreSQL servers of the fleet in scenario 7.
+    #[arg(long, default_value_t = 4)]
+    fleet_servers: usize,
+    /// Clusters of the fleet, spread over its servers (0 skips scenario 7).
+    #[arg(long, default_value_t = 1000)]
+    fleet_clusters: usize,
+    /// Users per fleet cluster besides its primary user.
+    #[arg(long, default_value_t = 3)]
+    fleet_users: usize,
+    /// User creates measured on the idle fleet (and compared with those during drift rounds).
+    #[arg(long, default_value_t = 200)]
+    fleet_probe_creates: usize,
     /// PostgreSQL major version of the targets and the metadata DB (15 or 17).
     #[arg(long = "pg", default_value_t = 17)]
     pg_major: u32,
@@ -99,7 +119,7 @@ async fn main() -> Result<()> {
         which(tool).await?;
     }
     let config = Config {
-        runs: args.runs.max(1),
+        runs: args.runs,
         users: args.users,
         user_concurrency: args.user_concurrency,
         databases: args.databases,
@@ -112,6 +132,12 @@ async fn main() -> Result<()> {
         scale_repeats: args.scale_repeats.max(1),
         flood_rate: args.flood_rate.max(1),
         flood_addresses: args.flood_addresses.clamp(1, 250),
+        replica_users: args.replica_users,
+        replica_kills: args.replica_kills,
+        fleet_servers: if args.fleet_clusters == 0 { 0 } else { args.fleet_servers.max(1) },
+        fleet_clusters: args.fleet_clusters,
+        fleet_users: args.fleet_users,
+        fleet_probe_creates: args.fleet_probe_creates.max(1),
         pg_major: args.pg_major,
     };
     let mut env = Environment {
@@ -123,13 +149,15 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&work_dir)?;
 
     step(&format!(
-        "starting PostgreSQL {} containers: metadata, target, {} scale targets",
-        config.pg_major, config.scale_targets
+        "starting PostgreSQL {} containers: metadata, target, {} scale targets, {} fleet servers",
+        config.pg_major, config.scale_targets, config.fleet_servers
     ));
     let mut roles = vec!["metadata".to_string(), "target".to_string()];
     roles.extend((1..=config.scale_targets).map(|i| format!("scale-{i}")));
+    roles.extend((1..=config.fleet_servers).map(|i| format!("fleet-{i}")));
     let mut servers = containers::start_all(config.pg_major, &roles).await?;
-    let scale_servers: Vec<Server> = servers.split_off(2);
+    let mut scale_servers: Vec<Server> = servers.split_off(2);
+    let fleet_servers: Vec<Server> = scale_servers.split_off(config.scale_targets);
     let target = servers.pop().expect("target");
     let meta = servers.pop().expect("metadata");
     // pgplane runs with least privilege on its metadata DB, as deploy/metadata-role.sql sets up.
@@ -151,9 +179,9 @@ async fn main() -> Result<()> {
     let database_url =
         format!("postgres://pgplane:{meta_password}@{}:{}/pgplane", meta.pg.host, meta.pg.port);
     let pgplane = Pgplane::start(pgplane::Options {
-        bin: &bin,
-        database_url: &database_url,
-        work_dir: &work_dir,
+        bin: bin.clone(),
+        database_url: database_url.clone(),
+        work_dir: work_dir.clone(),
         resync_interval_s: 3600,
     })
     .await?;
@@ -169,18 +197,18 @@ async fn main() -> Result<()> {
         primary_user: "doadmin".into(),
         work_dir: work_dir.clone(),
     };
-    let outcome = run_all(&ctx, &scale_servers).await;
+    let outcome = run_all(&ctx, &scale_servers, &fleet_servers).await;
     // Clean up whatever happened.
     let Ctx { pgplane, meta, target, .. } = ctx;
     let end_kib = pgplane.memory().map(|m| m.rss_kib).unwrap_or(0);
-    let log_copy = work_dir.join("pgplane.log");
+    let log_copy = pgplane.log_path.clone();
     if let Err(e) = pgplane.stop().await {
         eprintln!("warning: {e}");
     }
-    for s in scale_servers.into_iter().chain([meta, target]) {
+    for s in scale_servers.into_iter().chain(fleet_servers).chain([meta, target]) {
         s.remove().await;
     }
-    let (users, reads, databases, floods, scale, mut memory) = match outcome {
+    let (users, reads, databases, floods, scale, replicas, fleet, mut memory) = match outcome {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgplane's log: {}", log_copy.display());
@@ -199,6 +227,8 @@ async fn main() -> Result<()> {
         databases: &databases,
         floods: &floods,
         scale: &scale,
+        replicas: &replicas,
+        fleet: &fleet,
         memory: &memory,
         findings,
     });
@@ -214,10 +244,12 @@ type AllResults = (
     Vec<scenarios::databases::DatabasesRun>,
     Vec<scenarios::floods::FloodsRun>,
     scenarios::scale::ScaleResult,
+    scenarios::replicas::ReplicasResult,
+    scenarios::fleet::FleetResult,
     MemoryReport,
 );
 
-async fn run_all(ctx: &Ctx, scale_servers: &[Server]) -> Result<AllResults> {
+async fn run_all(ctx: &Ctx, scale_servers: &[Server], fleet_servers: &[Server]) -> Result<AllResults> {
     let mut memory = MemoryReport::default();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = ctx.pgplane.memory()?;
@@ -269,7 +301,24 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server]) -> Result<AllResults> {
     };
     memory.scale_peak_kib = scale.peak_kib;
     memory.overall_peak_kib = memory.overall_peak_kib.max(scale.peak_kib);
-    Ok((users, reads, databases, floods, scale, memory))
+    let replicas = if ctx.config.replica_users == 0 {
+        scenarios::replicas::ReplicasResult::default()
+    } else {
+        step("replicas: users through three processes and through one; SIGKILL takeovers");
+        scenarios::replicas::run(ctx).await?
+    };
+    memory.overall_peak_kib = memory.overall_peak_kib.max(ctx.pgplane.memory()?.hwm_kib);
+    let fleet = if fleet_servers.is_empty() {
+        scenarios::fleet::FleetResult::default()
+    } else {
+        step(&format!(
+            "fleet: {} clusters on {} servers, drift rounds, idle load",
+            ctx.config.fleet_clusters,
+            fleet_servers.len()
+        ));
+        scenarios::fleet::run(ctx, fleet_servers).await?
+    };
+    Ok((users, reads, databases, floods, scale, replicas, fleet, memory))
 }
 
 fn step(message: &str) {

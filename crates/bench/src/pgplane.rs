@@ -23,13 +23,18 @@ pub struct Pgplane {
     pub log_path: PathBuf,
     /// The command line it was started with (secrets elided), for the report.
     pub command: String,
+    /// What started it, for starting replicas of it (same metadata DB, key and token).
+    options: Options,
+    key: String,
+    token: String,
 }
 
 /// Options of the process under test.
-pub struct Options<'a> {
-    pub bin: &'a Path,
-    pub database_url: &'a str,
-    pub work_dir: &'a Path,
+#[derive(Clone)]
+pub struct Options {
+    pub bin: PathBuf,
+    pub database_url: String,
+    pub work_dir: PathBuf,
     pub resync_interval_s: u64,
 }
 
@@ -49,11 +54,22 @@ async fn output(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Strin
 impl Pgplane {
     /// Makes a key and a token, starts `pgplane serve` on a free loopback port and waits until
     /// it is ready.
-    pub async fn start(options: Options<'_>) -> Result<Self> {
-        let bin = options.bin;
+    pub async fn start(options: Options) -> Result<Self> {
+        let bin = &options.bin;
         let key = output(bin, &["secret-key", "generate"], &[]).await?;
-        let db_env = [("PGPLANE_DATABASE_URL", options.database_url)];
+        let db_env = [("PGPLANE_DATABASE_URL", options.database_url.as_str())];
         let token = output(bin, &["token", "create", "--name", "bench"], &db_env).await?;
+        Self::spawn(options, key, token, "pgplane").await
+    }
+
+    /// Another `pgplane serve` on the same metadata DB, with the same key and token, logging
+    /// to `<name>.log`.
+    pub async fn replica(&self, name: &str) -> Result<Self> {
+        Self::spawn(self.options.clone(), self.key.clone(), self.token.clone(), name).await
+    }
+
+    async fn spawn(options: Options, key: String, token: String, name: &str) -> Result<Self> {
+        let bin = &options.bin;
         let port = pgplane_testkit::free_port();
         let listen = format!("127.0.0.1:{port}");
         let resync = options.resync_interval_s.to_string();
@@ -71,12 +87,15 @@ impl Pgplane {
             // The bench measures capacity, not the per-token quota.
             "--rate-limit-per-minute",
             "0",
+            // The fleet scenario registers a thousand clusters.
+            "--registration-probes-per-minute",
+            "0",
         ];
-        let log_path = options.work_dir.join("pgplane.log");
+        let log_path = options.work_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).context("creating the pgplane log")?;
         let child = Command::new(bin)
             .args(args)
-            .env("PGPLANE_DATABASE_URL", options.database_url)
+            .env("PGPLANE_DATABASE_URL", &options.database_url)
             .env("PGPLANE_SECRET_KEY", &key)
             .stdin(Stdio::null())
             // Logs go to standard output; standard error carries only start-up failures.
@@ -86,12 +105,12 @@ impl Pgplane {
             .spawn()
             .context("starting pgplane serve")?;
         let pid = child.id().context("pgplane has a pid")?;
-        let api = Api::new(format!("http://{listen}"), token);
+        let api = Api::new(format!("http://{listen}"), token.clone());
         let command = format!(
             "PGPLANE_DATABASE_URL=postgres://…/pgplane PGPLANE_SECRET_KEY=… pgplane {}",
             args.join(" ")
         );
-        let mut me = Self { child, pid, api, log_path, command };
+        let mut me = Self { child, pid, api, log_path, command, options, key, token };
         me.wait_ready().await?;
         Ok(me)
     }
@@ -137,6 +156,11 @@ impl Pgplane {
     pub fn passes_since(&self, since: DateTime<Utc>) -> Result<Vec<PassEvent>> {
         let log = std::fs::read_to_string(&self.log_path).context("reading the pgplane log")?;
         Ok(log.lines().filter_map(PassEvent::parse).filter(|p| p.finished_at >= since).collect())
+    }
+
+    /// Kills it with SIGKILL, without waiting.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.start_kill().context("sending SIGKILL to pgplane")
     }
 
     /// Stops it with SIGTERM (graceful), or kills it after 15 s.

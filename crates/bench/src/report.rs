@@ -9,8 +9,10 @@ use crate::ctx::Config;
 use crate::floor;
 use crate::pgplane::mib;
 use crate::scenarios::databases::DatabasesRun;
+use crate::scenarios::fleet::FleetResult;
 use crate::scenarios::floods::{self, Flood, FloodsRun};
 use crate::scenarios::reads::{Endpoint, ReadsRun};
+use crate::scenarios::replicas::ReplicasResult;
 use crate::scenarios::scale::ScaleResult;
 use crate::scenarios::users::{ApiPhase, UsersRun};
 use crate::stats::{paired_ratios, Summary};
@@ -54,11 +56,14 @@ pub struct Results<'a> {
     pub databases: &'a [DatabasesRun],
     pub floods: &'a [FloodsRun],
     pub scale: &'a ScaleResult,
+    pub replicas: &'a ReplicasResult,
+    pub fleet: &'a FleetResult,
     pub memory: &'a MemoryReport,
     pub findings: Option<String>,
 }
 
 const MB_100_IN_MIB: f64 = 100e6 / 1048576.0;
+const MB_150_IN_MIB: f64 = 150e6 / 1048576.0;
 
 fn s(values: impl IntoIterator<Item = f64>) -> Summary {
     Summary::of(&values.into_iter().collect::<Vec<_>>())
@@ -127,7 +132,8 @@ pub fn render(r: &Results<'_>) -> String {
         "Written by `make bench` (crates/bench, binary `pgplane-bench`) on {}. Every figure is \
          the **median (min–max) of {n} runs** unless marked otherwise; ratios are pgplane / \
          floor computed run by run (for times lower is better, for throughput higher is better). \
-         The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3 and 5, scenario 4).\n",
+         The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3 and 5, \
+         scenario 4, {n} runs of scenario 6, scenario 7).\n",
         env.date,
         env.total_secs / 60.0
     );
@@ -229,11 +235,12 @@ pub fn render(r: &Results<'_>) -> String {
     );
     let _ = writeln!(
         w,
-        "| under 100 MB resident | peak {:.1} MiB (VmHWM), idle {:.1} MiB | {} |",
+        "| under 100 MB resident (scenarios 1–6) | peak {:.1} MiB (VmHWM), idle {:.1} MiB | {} |",
         peak_mib,
         mib(r.memory.idle_start_kib),
         verdict(memory_ok)
     );
+    fleet_goals(w, r.fleet);
     let _ = writeln!(w);
 
     // 1. Users.
@@ -406,9 +413,12 @@ pub fn render(r: &Results<'_>) -> String {
     // 5. Floods.
     render_floods(w, r);
 
-    // 6. Memory.
+    render_replicas(w, r);
+    render_fleet(w, r);
+
+    // 8. Memory.
     let m = &r.memory;
-    let _ = writeln!(w, "## 6. Memory\n");
+    let _ = writeln!(w, "## 8. Memory\n");
     let _ = writeln!(
         w,
         "Resident memory of the `pgplane serve` process from `/proc/<pid>/status` (VmRSS now, \
@@ -439,12 +449,21 @@ pub fn render(r: &Results<'_>) -> String {
         r.scale.targets,
         mib(m.scale_peak_kib)
     );
-    let _ = writeln!(w, "| peak over the whole bench | {:.1} |", mib(m.overall_peak_kib));
+    let _ = writeln!(w, "| peak over scenarios 1–6 | {:.1} |", mib(m.overall_peak_kib));
+    if r.fleet.clusters > 0 {
+        let _ = writeln!(
+            w,
+            "| idle with the fleet ({} more clusters) registered | {:.1} |",
+            r.fleet.clusters,
+            mib(r.fleet.idle_kib)
+        );
+        let _ = writeln!(w, "| peak during scenario 7 (the fleet) | {:.1} |", mib(r.fleet.peak_kib));
+    }
     let _ = writeln!(w, "| at the end | {:.1} |", mib(m.end_kib));
     let _ = writeln!(w);
 
-    // 7. Findings.
-    let _ = writeln!(w, "## 7. Bottlenecks and findings\n");
+    // 9. Findings.
+    let _ = writeln!(w, "## 9. Bottlenecks and findings\n");
     match &r.findings {
         Some(text) => {
             let _ = writeln!(w, "{}", text.trim());
@@ -461,7 +480,10 @@ pub fn render(r: &Results<'_>) -> String {
          Parameters of this run: `--runs {} --users {} --user-concurrency {} --databases {} \
          --db-concurrency {} --read-seconds {} --read-concurrency {} --scale-targets {} \
          --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
-         --flood-addresses {} --pg {}`; `target/release/pgplane-bench --help` explains each.",
+         --flood-addresses {} --replica-users {} --replica-kills {} --fleet-servers {} \
+         --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --pg {}`; \
+         `target/release/pgplane-bench --help` explains each (`--runs 0`, `--scale-targets 0`, \
+         `--replica-users 0` and `--fleet-clusters 0` skip scenarios).",
         c.runs,
         c.users,
         c.user_concurrency,
@@ -475,9 +497,211 @@ pub fn render(r: &Results<'_>) -> String {
         c.scale_repeats,
         c.flood_rate,
         c.flood_addresses,
+        c.replica_users,
+        c.replica_kills,
+        c.fleet_servers,
+        c.fleet_clusters,
+        c.fleet_users,
+        c.fleet_probe_creates,
         c.pg_major
     );
     o
+}
+
+/// Sessions pgplane may hold on one server (`--max-sessions-per-server`, left at its default).
+const SESSIONS_PER_SERVER: i64 = 10;
+
+fn ints(v: &[i64]) -> String {
+    v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn fleet_goals(w: &mut String, f: &FleetResult) {
+    if f.clusters == 0 {
+        let _ = writeln!(w, "| the fleet (scenario 7) | not measured | – |");
+        return;
+    }
+    let round = s(f.round_secs.iter().copied());
+    let _ = writeln!(
+        w,
+        "| a drift round over {} clusters within 30 s | {} s (of {} rounds) | {} |",
+        f.clusters,
+        round.show(1),
+        round.runs,
+        verdict(round.max < 30.0)
+    );
+    let growth = f.idle_tps_fleet / f.idle_tps_small.max(1e-9);
+    let _ = writeln!(
+        w,
+        "| idle metadata load does not grow with the clusters (within 1.5×) | {:.2} transactions/s with {} \
+         clusters, {:.2} with {}: **{:.2}×** | {} |",
+        f.idle_tps_small,
+        f.small_clusters,
+        f.idle_tps_fleet,
+        f.small_clusters + f.clusters,
+        growth,
+        verdict(growth <= 1.5)
+    );
+    let peak = mib(f.peak_kib);
+    let _ = writeln!(
+        w,
+        "| under 150 MB resident with {} clusters | peak {:.1} MiB (VmHWM), idle {:.1} MiB | {} |",
+        f.small_clusters + f.clusters,
+        peak,
+        mib(f.idle_kib),
+        verdict(peak < MB_150_IN_MIB)
+    );
+    let loaded = f.sessions_loaded.iter().copied().max().unwrap_or(0);
+    let idle = f.sessions_idle.iter().copied().max().unwrap_or(0);
+    let _ = writeln!(
+        w,
+        "| sessions per target server bounded whatever the clusters it hosts ({} each), far from \
+         `max_connections` | under load at most {loaded} per server (cap {SESSIONS_PER_SERVER}), idle \
+         {idle}; `max_connections` {} | {} |",
+        f.clusters / f.servers.max(1),
+        f.max_connections,
+        verdict(loaded <= SESSIONS_PER_SERVER && loaded * 10 <= f.max_connections)
+    );
+}
+
+fn render_replicas(w: &mut String, r: &Results<'_>) {
+    let p = r.replicas;
+    let _ = writeln!(w, "## 6. Replicas: three processes, one metadata DB\n");
+    if p.users == 0 {
+        let _ = writeln!(w, "Not run (`--replica-users 0`).\n");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "{} users created on the main cluster (16 requests in flight, each answered once applied, \
+         then deleted) through one `pgplane serve` and through three sharing the metadata DB \
+         (requests round-robin over them), alternately, {} times each. The cluster's passes run in \
+         one process at a time (its advisory lock), whichever answers the request; on this \
+         2-core machine the three processes share the cores with the servers and the load \
+         generator.\n",
+        p.users,
+        p.one_secs.len()
+    );
+    let _ = writeln!(
+        w,
+        "| through | create (s) | users/s | request p99 (ms) | time ratio to one |\n|---|---|---|---|---|"
+    );
+    let ratio = paired_ratios(&p.three_secs, &p.one_secs);
+    for (label, secs, p99, ratio) in [
+        ("one process", &p.one_secs, &p.one_p99_ms, "1".to_string()),
+        ("three processes", &p.three_secs, &p.three_p99_ms, format!("**{}×**", ratio.show(2))),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {ratio} |",
+            s(secs.iter().copied()).show(2),
+            s(secs.iter().map(|t| p.users as f64 / t)).show(0),
+            s(p99.iter().copied()).show(0),
+        );
+    }
+    let _ = writeln!(w);
+    let take = s(p.takeover_ms.iter().copied());
+    let _ = writeln!(
+        w,
+        "Takeover: a writer keeps creating users on the main cluster through the live processes (4 \
+         in flight); the process whose pass over the cluster ended last, when it is one of the two \
+         extra ones, is killed with SIGKILL (its metadata sessions, and with them the cluster's \
+         advisory lock, end with it), and a new one replaces it before the next kill. From the \
+         SIGKILL to the end of the next pass that applied a change to the cluster in a surviving \
+         process: **{} ms** (median (min–max) of {} kills). Requests to the processes that stayed \
+         alive: {} sent, {} failed.\n",
+        take.show(0),
+        take.runs,
+        p.live_requests,
+        p.live_failures
+    );
+}
+
+fn render_fleet(w: &mut String, r: &Results<'_>) {
+    let f = r.fleet;
+    let _ = writeln!(w, "## 7. Fleet: {} clusters on one process\n", f.clusters);
+    if f.clusters == 0 {
+        let _ = writeln!(w, "Not run (`--fleet-clusters 0`).\n");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "{} clusters on {} PostgreSQL servers ({} each, `max_connections` {}), each with its own \
+         primary user and default database plus {} users, registered through the API on the one \
+         `pgplane serve` of the other scenarios (which keeps its {} clusters from them; pgplane's \
+         default of {SESSIONS_PER_SERVER} sessions per target server). Sessions are \
+         `pg_stat_activity` rows of application `pgplane` on each fleet server, sampled every \
+         100 ms. The idle metadata load is the transactions of the metadata database \
+         (`pg_stat_database` xact_commit + xact_rollback, every statement of pgplane's is one) over \
+         10 s with no request and no pass due (the resync interval is 3600 s: a drift round is \
+         started as in scenario 4, by moving every fleet cluster's `last_resync_at` a day back); \
+         the round lasts from the first pass's start to the last one's end, while 4 user creates \
+         at a time go to fleet clusters.\n",
+        f.clusters,
+        f.servers,
+        f.clusters / f.servers.max(1),
+        f.max_connections,
+        f.users_per_cluster,
+        f.small_clusters
+    );
+    let _ = writeln!(w, "| measure | result |\n|---|---|");
+    let _ =
+        writeln!(w, "| registering the {} clusters (8 at a time) | {:.1} s |", f.clusters, f.register_secs);
+    let _ = writeln!(
+        w,
+        "| adding {} users (16 at a time) | {:.1} s |",
+        f.clusters * f.users_per_cluster,
+        f.populate_secs
+    );
+    let _ = writeln!(
+        w,
+        "| full drift round | {} s ({} passes) |",
+        s(f.round_secs.iter().copied()).show(1),
+        f.round_passes.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        w,
+        "| idle metadata transactions/s | {:.2} with {} clusters; {:.2} with {} (**{:.2}×**) |",
+        f.idle_tps_small,
+        f.small_clusters,
+        f.idle_tps_fleet,
+        f.small_clusters + f.clusters,
+        f.idle_tps_fleet / f.idle_tps_small.max(1e-9)
+    );
+    let _ = writeln!(
+        w,
+        "| user create p50 / p99, idle fleet ({} creates, 4 at a time) | {:.0} / {:.0} ms |",
+        r.config.fleet_probe_creates, f.create_idle.0, f.create_idle.1
+    );
+    let _ = writeln!(
+        w,
+        "| user create p50 / p99 during the drift rounds ({} creates) | {:.0} / {:.0} ms (p99 **{:.2}×** idle) |",
+        f.creates_in_round,
+        f.create_in_round.0,
+        f.create_in_round.1,
+        f.create_in_round.1 / f.create_idle.1.max(1e-9)
+    );
+    let _ = writeln!(
+        w,
+        "| peak sessions per server while registering (registration probes included) | {} |",
+        ints(&f.sessions_registering)
+    );
+    let _ = writeln!(
+        w,
+        "| peak sessions per server while adding users and during the drift rounds | {} |",
+        ints(&f.sessions_loaded)
+    );
+    let _ = writeln!(
+        w,
+        "| sessions per server once idle (15 s after the last request) | {} |",
+        ints(&f.sessions_idle)
+    );
+    let _ = writeln!(
+        w,
+        "| resident memory: idle with the fleet / peak during the scenario | {:.1} / {:.1} MiB |",
+        mib(f.idle_kib),
+        mib(f.peak_kib)
+    );
+    let _ = writeln!(w);
 }
 
 /// Median latency of valid requests during `flood` over their idle median, run by run.

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// lock_timeout, in seconds, for pgplane's sessions on targets.
     #[arg(long, env = "PGPLANE_TARGET_LOCK_TIMEOUT", default_value_t = 5.0)]
     target_lock_timeout: f64,
+    /// Most sessions pgplane's reconciler holds on one target server, however many clusters it
+    /// hosts (idle sessions close after 10 s).
+    #[arg(long, env = "PGPLANE_MAX_SESSIONS_PER_SERVER", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    max_sessions_per_server: u16,
     /// Clusters of one team reconciled at the same time (0: half of --max-concurrent-passes).
     #[arg(long, env = "PGPLANE_MAX_PASSES_PER_TEAM", default_value_t = 0)]
     max_passes_per_team: usize,
@@ -157,6 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         target_policy: target_policy.clone(),
         shutdown_grace,
+        max_sessions_per_server: args.max_sessions_per_server.into(),
     };
     let metrics = match args.metrics_listen {
         Some(address) => Some(bind(address).await?),

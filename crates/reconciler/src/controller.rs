@@ -45,6 +45,9 @@ pub struct ReconcilerConfig {
     pub target_policy: TargetPolicy,
     /// After a stop, how long passes in flight may run on before they are cancelled.
     pub shutdown_grace: Duration,
+    /// Most sessions this process holds on one target server, whatever the number of clusters
+    /// it hosts (pooled sessions; idle ones close after `target::IDLE_SESSION_TIMEOUT`).
+    pub max_sessions_per_server: usize,
 }
 
 impl Default for ReconcilerConfig {
@@ -56,6 +59,7 @@ impl Default for ReconcilerConfig {
             session_limits: SessionLimits::default(),
             target_policy: TargetPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
+            max_sessions_per_server: 10,
         }
     }
 }
@@ -110,7 +114,7 @@ impl Reconciler {
             shared: Arc::new(Shared {
                 store,
                 sealer,
-                pools: Pools::default(),
+                pools: Pools::new(config.max_sessions_per_server),
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
@@ -145,7 +149,7 @@ impl Reconciler {
             shared.forget_old_ends();
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => shared.pools.close_idle(),
                 _ = done_rx.recv() => {}
                 _ = woken(&mut events) => {}
             }

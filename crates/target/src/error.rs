@@ -56,11 +56,13 @@ impl From<tokio_postgres::Error> for TargetError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for TargetError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
+/// A pool's failure to hand out a session (deadpool-postgres's, or one whose manager answers
+/// target errors).
+impl<E: Into<TargetError> + std::fmt::Display> From<deadpool::managed::PoolError<E>> for TargetError {
+    fn from(e: deadpool::managed::PoolError<E>) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+            deadpool::managed::PoolError::Backend(e) => e.into(),
+            deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Create) => {
                 TargetError::Stalled(crate::spec::CONNECT_TIMEOUT.as_secs())
             }
             other => TargetError::Connect(redact(&other.to_string())),

@@ -44,6 +44,8 @@ pub struct AppOptions {
     pub probes_per_minute: u32,
     /// Clusters reconciled at once (and, per team, half of them).
     pub max_concurrent_passes: usize,
+    /// Most sessions the reconciler holds on one target server.
+    pub max_sessions_per_server: usize,
     /// Failed authentications allowed a minute per client address and per token id.
     pub auth_failures: FailureLimits,
     /// Limits on the gateway's connections (slow, idle, too many).
@@ -66,6 +68,7 @@ impl Default for AppOptions {
             target_policy: TargetPolicy::default(),
             probes_per_minute: 0,
             max_concurrent_passes: 4,
+            max_sessions_per_server: ReconcilerConfig::default().max_sessions_per_server,
             auth_failures: FailureLimits::default(),
             serve_limits: ServeLimits::default(),
             console: true,
@@ -161,6 +164,7 @@ impl TestApp {
             max_passes_per_team: 0,
             session_limits: SessionLimits::default(),
             target_policy: options.target_policy.clone(),
+            max_sessions_per_server: options.max_sessions_per_server,
             ..ReconcilerConfig::default()
         };
         let config = GatewayConfig {

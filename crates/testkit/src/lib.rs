@@ -12,7 +12,10 @@ mod servers;
 
 pub use app::{AppOptions, Process, TestApp};
 pub use logs::captured_logs;
-pub use servers::{free_port, own_containers, remove_at_exit, servers, OwnServer, PgServer, Servers};
+pub use servers::{
+    free_port, own_containers, remove_at_exit, remove_attempt, servers, OwnServer, PgServer, Servers,
+    START_ATTEMPTS,
+};
 
 /// A random lowercase suffix that keeps names of one test apart from every other's: role and
 /// database names are server-wide.

@@ -126,7 +126,7 @@ fn start_container(tag: &str, role: &str) -> (Container<GenericImage>, PgServer)
 
 /// How often a container start is tried before the test gives up: a loaded machine (the
 /// engine busy removing the containers of the test process before) can stall one start.
-const START_ATTEMPTS: usize = 3;
+pub const START_ATTEMPTS: usize = 3;
 
 /// Starts a container; `certs`, a directory with server.crt and server.key, turns TLS on.
 fn start_container_with(
@@ -197,8 +197,9 @@ fn try_start_container(
     Ok((container, server))
 }
 
-/// Removes what a failed attempt left running, answering its last log lines.
-fn remove_attempt(attempt: &str) -> String {
+/// Removes what a failed attempt left running (the containers labelled
+/// `pgplane.test.attempt=<attempt>`), answering its last log lines.
+pub fn remove_attempt(attempt: &str) -> String {
     let docker = |args: &[&str]| {
         Command::new("docker")
             .args(args)

@@ -1,9 +1,12 @@
 //! The measured scenarios: users, databases, reads (with memory under load), scale (the
 //! periodic drift pass over many clusters), floods (valid requests during floods of wrong
-//! secrets).
+//! secrets), replicas (three processes against one, SIGKILL takeover), fleet (a thousand
+//! clusters on one process).
 
 pub mod databases;
+pub mod fleet;
 pub mod floods;
 pub mod reads;
+pub mod replicas;
 pub mod scale;
 pub mod users;

@@ -3,20 +3,19 @@
 //! server the cluster is registered on.
 
 use std::cell::Cell;
-use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool, Timeouts};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::secrets::Sealer;
-use pgplane_target::{TargetError, TargetSpec, CONNECT_TIMEOUT};
+use pgplane_target::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
 use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::{observe, Observed};
 use crate::plan::DesiredRole;
+use crate::pools::{Object, Pool, Pools};
 
 /// The target, reached and observed.
 pub(super) struct Opened {
@@ -56,12 +55,7 @@ pub(super) async fn sessions(
     role_steps: usize,
     observed: &Observed,
 ) -> Sessions {
-    let helper = if role_steps > 1 {
-        let at_once = Timeouts { wait: Some(Duration::ZERO), create: Some(CONNECT_TIMEOUT), recycle: None };
-        pool.timeout_get(&at_once).await.ok()
-    } else {
-        None
-    };
+    let helper = if role_steps > 1 { Pools::spare(pool).await } else { None };
     let sessions = Sessions::new(std::iter::once(client).chain(helper).collect());
     sessions.set_restored(sessions.objects.iter().map(|_| !observed.admin_is_superuser));
     sessions
@@ -82,7 +76,7 @@ impl Sessions {
     }
 
     pub(super) fn clients(&self) -> Vec<&Client> {
-        self.objects.iter().map(|o| &***o).collect()
+        self.objects.iter().map(|o| &****o).collect()
     }
 
     /// Marks whether each session's logging settings are as they were.

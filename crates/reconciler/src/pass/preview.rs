@@ -17,7 +17,7 @@ use crate::apply;
 use crate::controller::ReconcilerConfig;
 use crate::observe::observe;
 use crate::plan::{plan_database, plan_role, DesiredDatabase, Step};
-use crate::pools::pool_for;
+use crate::pools::one_off_pool;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
 pub struct Previewer {
@@ -37,8 +37,8 @@ impl Previewer {
         let (users, databases) = self.store.cluster_objects(cluster.cluster_id, false).await?;
         let (spec, roles, unopened) = prepare(&self.sealer, cluster, users)?;
         let spec = spec.checked(&self.policy).await?;
-        // One session, from a pool of its own that goes when the plan is made.
-        let pool = pool_for(&spec, self.limits, 1)?;
+        // One session of its own, closed when the plan is made.
+        let pool = one_off_pool(&spec, self.limits)?;
         let client = pool.get().await?;
         let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
         let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
