@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use pgplane_core::heartbeat::Heartbeat;
 use pgplane_core::notifications::Event;
 use pgplane_core::secrets::Sealer;
-use pgplane_core::store::WAKE_CHANNEL;
+use pgplane_core::store::{DueCluster, WAKE_CHANNEL};
 use pgplane_core::Store;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     finished_at: Mutex<HashMap<Uuid, Instant>>,
     /// The pass slots, shared between teams.
     slots: Slots,
+    /// Drift-check passes spawned and not ended, per team.
+    drift_checks: DriftChecks,
     /// Which targets this process's passes reached, for the metrics.
     reachability: Reachability,
 }
@@ -99,6 +101,34 @@ impl Shared {
             .lock()
             .expect("finished lock")
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+    }
+}
+
+/// How many drift-check passes (due only for their resync) each team has spawned and not yet
+/// ended; teams with none are forgotten.
+#[derive(Default)]
+struct DriftChecks(Mutex<HashMap<Uuid, usize>>);
+
+impl DriftChecks {
+    /// Counts one more for `team` unless it already has `most`.
+    fn try_start(&self, team: Uuid, most: usize) -> bool {
+        let mut counts = self.0.lock().expect("drift checks lock");
+        let count = counts.entry(team).or_default();
+        let started = *count < most.max(1);
+        if started {
+            *count += 1;
+        }
+        started
+    }
+
+    fn end(&self, team: Uuid) {
+        let mut counts = self.0.lock().expect("drift checks lock");
+        if let Some(count) = counts.get_mut(&team) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&team);
+            }
+        }
     }
 }
 
@@ -119,6 +149,7 @@ impl Reconciler {
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
                 slots: Slots::new(config.max_concurrent_passes, config.max_passes_per_team),
+                drift_checks: DriftChecks::default(),
                 config,
                 reachability: Reachability::default(),
             }),
@@ -161,8 +192,16 @@ impl Reconciler {
                     continue;
                 }
             };
-            for (cluster_id, team_id) in due {
+            for DueCluster { cluster_id, team_id, changed } in due {
+                // Drift checks queue no deeper than a team's share of the slots, so that a
+                // write arriving during a drift round waits for a few passes, not for the round.
+                if !changed && !shared.drift_checks.try_start(team_id, per_team) {
+                    continue;
+                }
                 if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
+                    if !changed {
+                        shared.drift_checks.end(team_id);
+                    }
                     continue;
                 }
                 // A pass that ended while the due list was being read made the list stale for
@@ -170,6 +209,9 @@ impl Reconciler {
                 let ended = shared.finished_at.lock().expect("finished lock").get(&cluster_id).copied();
                 if ended.is_some_and(|at| at > asked_at) {
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
+                    if !changed {
+                        shared.drift_checks.end(team_id);
+                    }
                     continue;
                 }
                 let shared = self.shared.clone();
@@ -182,6 +224,9 @@ impl Reconciler {
                     // In this order: whoever finds the cluster no longer in flight sees when it ended.
                     shared.finished_at.lock().expect("finished lock").insert(cluster_id, Instant::now());
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
+                    if !changed {
+                        shared.drift_checks.end(team_id);
+                    }
                     let _ = done_tx.send(());
                 });
             }
@@ -335,4 +380,25 @@ async fn bounded_pass(
         "reconcile pass finished"
     );
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_checks_queue_no_deeper_than_a_share_per_team() {
+        let checks = DriftChecks::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(checks.try_start(a, 2) && checks.try_start(a, 2));
+        assert!(!checks.try_start(a, 2), "team a has its share of drift checks in flight");
+        assert!(checks.try_start(b, 2), "another team is not held back");
+        checks.end(a);
+        assert!(checks.try_start(a, 2));
+        for _ in 0..2 {
+            checks.end(a);
+        }
+        checks.end(b);
+        assert!(checks.0.lock().unwrap().is_empty(), "teams with none are forgotten");
+    }
 }

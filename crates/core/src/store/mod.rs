@@ -27,7 +27,7 @@ pub use access::AccessForPass;
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectCounts;
-pub use reconcile::{ObjectOutcome, PassCluster};
+pub use reconcile::{DueCluster, ObjectOutcome, PassCluster};
 pub use retention::EventLog;
 pub use rotation::Rotation;
 

@@ -23,6 +23,16 @@ pub struct ObjectOutcome<'a> {
     pub outcome: Outcome,
 }
 
+/// A cluster that needs a pass.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct DueCluster {
+    pub cluster_id: Uuid,
+    pub team_id: Uuid,
+    /// Its desired state changed (a write waits for the pass); otherwise only its drift check
+    /// is due.
+    pub changed: bool,
+}
+
 /// A cluster as a pass starts on it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct PassCluster {
@@ -35,15 +45,16 @@ pub struct PassCluster {
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
     /// or their last full pass is older than `resync` (drift detection); never before their
-    /// backoff time. Each comes with its team, which the reconciler shares its passes among.
-    pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
+    /// backoff time. Changed ones come first: a write is not kept waiting behind a drift round.
+    /// Each comes with its team, which the reconciler shares its passes among.
+    pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<DueCluster>> {
         Ok(sqlx::query_as(
-            "select cluster_id, team_id from clusters
+            "select cluster_id, team_id, generation > reconciled_generation as changed from clusters
               where next_attempt_at <= now()
                 and (generation > reconciled_generation
                      or last_resync_at is null
                      or last_resync_at < now() - make_interval(secs => $1))
-              order by next_attempt_at
+              order by generation > reconciled_generation desc, next_attempt_at
               limit $2",
         )
         .bind(resync.as_secs_f64())
