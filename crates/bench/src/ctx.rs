@@ -82,6 +82,37 @@ impl Ctx {
         Ok(row.get(0))
     }
 
+    /// Waits until every cluster of `ids` has converged (its desired state applied, no error),
+    /// polling every `poll`; `what` names them in the error after `within`.
+    pub async fn converged(
+        &self,
+        ids: &[String],
+        what: &str,
+        within: Duration,
+        poll: Duration,
+    ) -> Result<()> {
+        let client = self.meta.session("pgplane").await?;
+        let deadline = Instant::now() + within;
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM clusters WHERE cluster_id::text = ANY($1)
+                        AND generation = reconciled_generation AND last_error IS NULL",
+                    &[&ids],
+                )
+                .await?;
+            if row.get::<_, i64>(0) == ids.len() as i64 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() <= deadline,
+                "{what} did not converge within {} s",
+                within.as_secs()
+            );
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// The main cluster's passes since `since`.
     pub fn passes(&self, since: DateTime<Utc>) -> Result<PassStats> {
         let events = self.pgplane.passes_since(since)?;

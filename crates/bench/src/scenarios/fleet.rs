@@ -216,24 +216,7 @@ async fn creates_until(api: Api, ids: Arc<Vec<String>>, prefix: String, stop: Ar
 
 /// Waits until every fleet cluster has converged.
 async fn settle(ctx: &Ctx, ids: &[String]) -> Result<()> {
-    let client = ctx.meta.session("pgplane").await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM clusters WHERE cluster_id::text = ANY($1)
-                    AND generation = reconciled_generation AND last_error IS NULL",
-                &[&ids],
-            )
-            .await?;
-        if row.get::<_, i64>(0) == ids.len() as i64 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the fleet did not converge within 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    ctx.converged(ids, "the fleet", Duration::from_secs(300), Duration::from_millis(500)).await
 }
 
 /// Transactions a second in the metadata database over 10 s, after 3 s of quiet.

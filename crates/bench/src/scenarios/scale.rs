@@ -121,24 +121,7 @@ pub async fn run(ctx: &Ctx, servers: &[Server]) -> Result<ScaleResult> {
 
 /// Waits until every scale cluster has converged and the reconciler is idle.
 async fn settle(ctx: &Ctx, ids: &[String]) -> Result<()> {
-    let client = ctx.meta.session("pgplane").await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM clusters WHERE cluster_id::text = ANY($1)
-                    AND generation = reconciled_generation AND last_error IS NULL",
-                &[&ids],
-            )
-            .await?;
-        if row.get::<_, i64>(0) == ids.len() as i64 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the scale clusters did not converge within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ctx.converged(ids, "the scale clusters", Duration::from_secs(120), Duration::from_millis(200)).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     Ok(())
 }
