@@ -37,10 +37,8 @@ use tokio_postgres::Client;
 use pgplane_target::sql::{ident, literal};
 use pgplane_target::{SessionLimits, TargetError, TargetSpec};
 
+use crate::apply;
 use crate::controller::Shared;
-
-/// PostgreSQL 16 keys memberships by grantor and adds INHERIT/SET options per membership.
-const GRANTOR_KEYED_VERSION_NUM: i32 = 160000;
 
 /// Databases visited at once by one pass (each visit is one session on the target).
 const VISITS_AT_ONCE: usize = 4;
@@ -134,7 +132,7 @@ impl Inputs<'_> {
     }
 
     fn grantor_keyed(&self) -> bool {
-        self.version_num >= GRANTOR_KEYED_VERSION_NUM
+        self.version_num >= crate::plan::ADMIN_OPTION_VERSION_NUM
     }
 
     /// Every group the pass must look at: those some level needs, those pgplane created, and
@@ -206,7 +204,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
                 ));
             }
             if inputs.grantor_keyed() && !seen.primary_admin {
-                plan.fix.push(grant_primary_admin_sql(&group, primary));
+                plan.fix.push(apply::grant_admin_option_sql(&group.role, primary));
             }
         }
         let member_pending = members.iter().any(|u| pending.contains(u));
@@ -255,19 +253,13 @@ fn create_group_sql(inputs: &Inputs<'_>, group: &Group) -> String {
     );
     if inputs.grantor_keyed() {
         sql.push_str("; ");
-        sql.push_str(&grant_primary_admin_sql(group, &inputs.cluster.primary_user));
+        sql.push_str(&apply::grant_admin_option_sql(&group.role, &inputs.cluster.primary_user));
     }
     sql
 }
 
 fn grant_connect_sql(group: &Group) -> String {
     format!("GRANT CONNECT ON DATABASE {} TO {}", ident(&group.database), ident(&group.role))
-}
-
-/// ADMIN OPTION on the group for the primary user (16+), without its privileges: the primary
-/// user can then be the grantor of memberships (and manage them itself), not act as the group.
-fn grant_primary_admin_sql(group: &Group, primary: &str) -> String {
-    format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(&group.role), ident(primary))
 }
 
 /// A member inherits the group's privileges; on 16+ it cannot SET ROLE to it, and the grant is

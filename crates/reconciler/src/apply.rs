@@ -89,8 +89,8 @@ fn alter_role_sql(
 }
 
 /// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
-/// privileges: it may manage the role, not act as it.
-fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
+/// privileges: it may manage the role (a user, an access group) and grant it, not act as it.
+pub(crate) fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
     format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
 }
 

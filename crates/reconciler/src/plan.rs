@@ -11,8 +11,9 @@ use crate::observe::{Observed, RoleAttrs};
 /// role pgplane creates. Before 16, CREATEROLE reaches every non-superuser role on the server
 /// (another cluster's users included) and lets its holder grant itself any of them,
 /// `pg_execute_server_program` (a shell on the server) among them: there the primary user does
-/// not get it.
-const ADMIN_OPTION_VERSION_NUM: i32 = 160000;
+/// not get it. The same version keys memberships by grantor and gives each its INHERIT and SET
+/// options, which access levels rely on (`access`).
+pub(crate) const ADMIN_OPTION_VERSION_NUM: i32 = 160000;
 
 /// A role as the metadata says it should be.
 #[derive(Debug, Clone)]
