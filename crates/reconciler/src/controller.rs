@@ -132,6 +132,26 @@ impl DriftChecks {
     }
 }
 
+/// One drift-check pass counted against its team while it lives (until its pass ends, or it is
+/// not spawned after all).
+struct DriftCheck {
+    shared: Arc<Shared>,
+    team: Uuid,
+}
+
+impl DriftCheck {
+    /// Counts one for `team`, unless it has `most` already.
+    fn start(shared: &Arc<Shared>, team: Uuid, most: usize) -> Option<Self> {
+        shared.drift_checks.try_start(team, most).then(|| DriftCheck { shared: shared.clone(), team })
+    }
+}
+
+impl Drop for DriftCheck {
+    fn drop(&mut self) {
+        self.shared.drift_checks.end(self.team);
+    }
+}
+
 /// The reconciler. Cheap to clone.
 #[derive(Clone)]
 pub struct Reconciler {
@@ -195,13 +215,15 @@ impl Reconciler {
             for DueCluster { cluster_id, team_id, changed } in due {
                 // Drift checks queue no deeper than a team's share of the slots, so that a
                 // write arriving during a drift round waits for a few passes, not for the round.
-                if !changed && !shared.drift_checks.try_start(team_id, per_team) {
-                    continue;
-                }
-                if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
-                    if !changed {
-                        shared.drift_checks.end(team_id);
+                let drift_check = if changed {
+                    None
+                } else {
+                    match DriftCheck::start(&self.shared, team_id, per_team) {
+                        Some(check) => Some(check),
+                        None => continue,
                     }
+                };
+                if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
                     continue;
                 }
                 // A pass that ended while the due list was being read made the list stale for
@@ -209,9 +231,6 @@ impl Reconciler {
                 let ended = shared.finished_at.lock().expect("finished lock").get(&cluster_id).copied();
                 if ended.is_some_and(|at| at > asked_at) {
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
-                    if !changed {
-                        shared.drift_checks.end(team_id);
-                    }
                     continue;
                 }
                 let shared = self.shared.clone();
@@ -224,9 +243,7 @@ impl Reconciler {
                     // In this order: whoever finds the cluster no longer in flight sees when it ended.
                     shared.finished_at.lock().expect("finished lock").insert(cluster_id, Instant::now());
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
-                    if !changed {
-                        shared.drift_checks.end(team_id);
-                    }
+                    drop(drift_check);
                     let _ = done_tx.send(());
                 });
             }
