@@ -69,7 +69,7 @@ impl Waiter {
             .entry(cluster_id)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
-        Subscription { waiter: self, cluster_id, receiver: Some(receiver) }
+        Subscription { waiter: self, cluster_id, receiver }
     }
 
     /// Calls `check` until it returns a value or `timeout` passes (then None).
@@ -194,22 +194,20 @@ where
 struct Subscription<'a> {
     waiter: &'a Waiter,
     cluster_id: Uuid,
-    receiver: Option<watch::Receiver<u64>>,
+    receiver: watch::Receiver<u64>,
 }
 
 impl Subscription<'_> {
     async fn changed(&mut self) {
-        if let Some(receiver) = self.receiver.as_mut() {
-            let _ = receiver.changed().await;
-        }
+        let _ = self.receiver.changed().await;
     }
 }
 
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
-        drop(self.receiver.take());
         let mut passes = self.waiter.passes.lock().expect("waiter lock");
-        if passes.get(&self.cluster_id).is_some_and(|sender| sender.receiver_count() == 0) {
+        // This subscription's receiver is the last one when the count is 1 (it goes after this).
+        if passes.get(&self.cluster_id).is_some_and(|sender| sender.receiver_count() == 1) {
             passes.remove(&self.cluster_id);
         }
     }
@@ -225,10 +223,10 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         waiter.passed(b);
         assert!(waiter.passes.lock().unwrap().is_empty(), "a pass nobody waits on leaves nothing behind");
-        let mut first = waiter.subscribe(a);
+        let first = waiter.subscribe(a);
         let second = waiter.subscribe(a);
         waiter.passed(a);
-        assert!(first.receiver.as_mut().unwrap().has_changed().unwrap());
+        assert!(first.receiver.has_changed().unwrap());
         drop(first);
         assert_eq!(waiter.passes.lock().unwrap().len(), 1, "still waited on");
         drop(second);
