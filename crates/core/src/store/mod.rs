@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::lifecycle::ObjectKind;
 use crate::notifications::Notifications;
 
-pub use access::AccessForPass;
+pub use access::{AccessForPass, RecordedGroup, UNRECORDED_OID};
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectCounts;

@@ -144,9 +144,8 @@ pub(crate) async fn run_pass(
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
     apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
-    let version = observed.version_num;
     let access =
-        access::reconcile(shared, &cluster, &spec, clients[0], version, full, &databases, pending_access)
+        access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
             .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
