@@ -108,8 +108,7 @@ mod tests {
         // Two clusters asking for the same database name and level get unrelated names: the
         // name is drawn at random, with no cluster id, database name or anything derived from
         // them in it.
-        let names: Vec<String> =
-            (0..200).map(|i| new_group_role(AccessLevel::ALL[i % 2])).collect();
+        let names: Vec<String> = (0..200).map(|i| new_group_role(AccessLevel::ALL[i % 2])).collect();
         for (i, n) in names.iter().enumerate() {
             assert!(n.starts_with(GROUP_PREFIX) && n.len() == 38, "{n}");
             assert!(n.starts_with(&format!("{GROUP_PREFIX}{}_", AccessLevel::ALL[i % 2].short())), "{n}");

@@ -361,11 +361,8 @@ fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut
     }
     let trusted = |m: &str| m == primary || m == inputs.cluster.admin_user;
     for m in &seen.memberships {
-        let granted_by = if inputs.grantor_keyed() {
-            format!(" GRANTED BY {}", ident(&m.grantor))
-        } else {
-            String::new()
-        };
+        let granted_by =
+            if inputs.grantor_keyed() { format!(" GRANTED BY {}", ident(&m.grantor)) } else { String::new() };
         if trusted(&m.member) {
             continue;
         }
@@ -720,14 +717,8 @@ pub(crate) async fn reconcile(
     pending: Vec<AccessProgress>,
 ) -> Result<AccessSummary, pgplane_core::Error> {
     let access = shared.store.access_for_pass(cluster.cluster_id, pending).await?;
-    let inputs = Inputs::new(
-        cluster,
-        observed.version_num,
-        observed.admin_is_superuser,
-        full,
-        &access,
-        databases,
-    );
+    let inputs =
+        Inputs::new(cluster, observed.version_num, observed.admin_is_superuser, full, &access, databases);
     if inputs.groups.is_empty() && access.pending.is_empty() {
         return Ok(AccessSummary::default());
     }

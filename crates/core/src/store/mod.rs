@@ -9,6 +9,7 @@ mod drift;
 mod objects;
 mod reconcile;
 mod retention;
+mod rights;
 mod rotation;
 mod tokens;
 
@@ -29,6 +30,7 @@ pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectCounts;
 pub use reconcile::{DueCluster, ObjectOutcome, PassCluster};
 pub use retention::EventLog;
+pub use rights::SharedRights;
 pub use rotation::Rotation;
 
 /// The schema migrations in the top-level `migrations/` folder, embedded in the binary.

@@ -107,11 +107,7 @@ async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json
             entry.last_error = Some(why.clone());
         }
     }
-    Ok(Json(AccessResponse {
-        access,
-        status: progress.sync().as_str(),
-        last_error: progress.access_error,
-    }))
+    Ok(Json(AccessResponse { access, status: progress.sync().as_str(), last_error: progress.access_error }))
 }
 
 /// Show the access levels a user holds per database (pgplane extension).
