@@ -285,6 +285,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
         if new {
             match recorded {
                 None => plan.record.push(group.clone()),
+                Some(r) if r.role_oid.is_none() => {}
                 Some(_) => plan.drift.push((
                     ObjectKind::Database,
                     group.database.clone(),
@@ -368,9 +369,9 @@ fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut
         }
         if !inputs.access.users.contains(&m.member) {
             plan.fix.push(format!("REVOKE {role} FROM {}{granted_by}", ident(&m.member)));
+            let held = if m.admin { "held ADMIN OPTION on" } else { "was a member of" };
             drift(format!(
-                "a role that is not one of the cluster's users was a member of its {level} access group \
-                 (removed)"
+                "a role that is not one of the cluster's users {held} its {level} access group (removed)"
             ));
         } else if m.admin {
             plan.fix.push(format!("REVOKE ADMIN OPTION FOR {role} FROM {}{granted_by}", ident(&m.member)));

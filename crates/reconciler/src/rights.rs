@@ -89,7 +89,8 @@ pub(crate) async fn reconcile(
     Ok(done)
 }
 
-/// Per database: whether PUBLIC holds CONNECT or TEMPORARY on it (no ACL means it does), and
+/// Per database: whether PUBLIC holds CONNECT or TEMPORARY on it (no ACL is the default one, where
+/// it does), and
 /// which of `users` lack either as a direct grant (the owner needs none).
 async fn observe(
     client: &Client,
@@ -99,18 +100,18 @@ async fn observe(
     let rows = client
         .query(
             "SELECT d.datname::text,
-                    d.datacl IS NULL OR EXISTS (
-                        SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a
-                         WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY')),
+                    EXISTS (SELECT 1 FROM pg_catalog.aclexplode(a.acl) e
+                             WHERE e.grantee = 0 AND e.privilege_type IN ('CONNECT', 'TEMPORARY')),
                     ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
                            WHERE r.rolname = ANY($2) AND r.oid <> d.datdba
                           EXCEPT
                           SELECT r.rolname::text
-                            FROM pg_catalog.aclexplode(coalesce(d.datacl, '{}'::aclitem[])) a
-                            JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-                           WHERE a.privilege_type IN ('CONNECT', 'TEMPORARY')
-                           GROUP BY r.rolname HAVING count(DISTINCT a.privilege_type) = 2)
+                            FROM pg_catalog.aclexplode(a.acl) e
+                            JOIN pg_catalog.pg_roles r ON r.oid = e.grantee
+                           WHERE e.privilege_type IN ('CONNECT', 'TEMPORARY')
+                           GROUP BY r.rolname HAVING count(DISTINCT e.privilege_type) = 2)
                FROM pg_catalog.pg_database d
+              CROSS JOIN LATERAL (SELECT coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba)) AS acl) a
               WHERE d.datname = ANY($1)
               ORDER BY 1",
             &[&databases, &users],

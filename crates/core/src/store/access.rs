@@ -7,7 +7,7 @@
 use uuid::Uuid;
 
 use super::{notify, Store, BUMP, WAKE_CHANNEL};
-use crate::access::AccessLevel;
+use crate::access::{new_group_role, AccessLevel};
 use crate::error::{Error, Result};
 use crate::model::{AccessGrant, AccessProgress};
 
@@ -139,6 +139,19 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // The groups' names are drawn now, recorded before any pass creates the roles.
+        let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
+        sqlx::query(
+            "insert into cluster_access_groups (cluster_id, database_name, level, role)
+             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
+             on conflict do nothing",
+        )
+        .bind(cluster_id)
+        .bind(&databases)
+        .bind(&names)
+        .bind(&roles)
+        .execute(&mut *tx)
+        .await?;
         let changed = removed + upserted > 0;
         let sql = if changed {
             format!(
