@@ -1,6 +1,6 @@
 //! Database rights on shared servers, in the metadata store: whether a cluster shares its
 //! server with another, the roles of a cluster that may connect to its databases, which of its
-//! databases have been closed to PUBLIC, and waking a server's clusters when it becomes shared.
+//! databases have been closed to PUBLIC, and waking a server's cluster when it becomes shared.
 
 use uuid::Uuid;
 
@@ -66,8 +66,9 @@ impl Store {
         Ok(())
     }
 
-    /// Wakes every other cluster on `server_id` for a full pass (run when `cluster_id` joins the
-    /// server): a server that becomes shared has its clusters' databases closed to PUBLIC.
+    /// Wakes the cluster already on `server_id` for a full pass when `cluster_id` joining the
+    /// server makes it shared: its databases are closed to PUBLIC at once. On a server shared
+    /// already, every pass keeps the databases closed: nobody needs waking.
     pub(super) async fn wake_server_neighbours(
         tx: &mut sqlx::PgConnection,
         server_id: &str,
@@ -76,6 +77,7 @@ impl Store {
         sqlx::query(&format!(
             "update clusters set last_resync_at = null, {BUMP}
               where server_id = $1 and cluster_id <> $2
+                and (select count(*) from clusters where server_id = $1 and cluster_id <> $2) = 1
           returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
         ))
         .bind(server_id)
