@@ -103,8 +103,7 @@ async fn a_squatted_group_name_is_a_conflict_and_gets_nothing(major: u32) {
     assert!(squatters.iter().all(|m| m.starts_with(&rival.primary_user)), "{squatters:?}");
     assert!(!check(&app, &db, "pg_has_role($1, $2, 'MEMBER')", &[&user, &group]).await);
     // The rival gained nothing: it cannot even connect to the database the level covers.
-    let err =
-        app.target.login(&rival.primary_user, &rival.primary_password, &db).await.err().expect("refused");
+    let err = app.target.login(&rival.primary_user, &rival.primary_password, &db).await.expect_err("refused");
     assert_eq!(sqlstate(&err), "42501", "{err}");
     assert!(
         !check(&app, &db, "has_table_privilege($1, 'public.secrets', 'SELECT')", &[&rival.primary_user])
