@@ -94,6 +94,8 @@ pub(crate) struct GroupFacts {
 pub(crate) struct AccessPlan {
     /// New names to record before their roles are created.
     pub record: Vec<Group>,
+    /// Recorded groups to give a fresh name before they are created (each with the new name).
+    pub rename: Vec<(Group, String)>,
     /// Groups to create, each with its CONNECT and ADMIN OPTION grants.
     pub create: Vec<Group>,
     /// Groups recorded before oids were, found and checked: their oids to record.
@@ -239,10 +241,12 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
         desired.entry(key).or_default().insert(grant.user_name.as_str());
     }
     let none = GroupFacts::default();
-    for group in inputs.groups.values() {
-        let seen = facts.get(&group.role).unwrap_or(&none);
-        let recorded = inputs.recorded(group);
-        let members = desired.get(&(group.database.as_str(), group.level));
+    for original in inputs.groups.values() {
+        let seen = facts.get(&original.role).unwrap_or(&none);
+        let recorded = inputs.recorded(original);
+        let members = desired.get(&(original.database.as_str(), original.level));
+        let mut group = original.clone();
+        let group = &mut group;
         let provenance = provenance(seen, recorded);
         if let Provenance::Foreign = provenance {
             let message = conflict_message(group);
@@ -291,6 +295,12 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
                     group.database.clone(),
                     format!("its {} access group role was missing", group.level.as_str()),
                 )),
+            }
+            if recorded.is_some_and(|r| r.role_oid == Some(UNRECORDED_OID)) {
+                // A group of the time of predictable names, gone: made again under a fresh one.
+                let fresh = Group { role: new_group_role(group.level), ..group.clone() };
+                plan.rename.push((group.clone(), fresh.role.clone()));
+                *group = fresh;
             }
             plan.create.push(group.clone());
         } else {
@@ -796,6 +806,9 @@ async fn carry_out(
     let conflicts: Vec<(&str, Option<&str>)> =
         plan.conflicts.iter().map(|(g, m)| (g.role.as_str(), m.as_deref())).collect();
     store.record_access_group_conflicts(id, &conflicts).await.map_err(store_error)?;
+    for (group, role) in &plan.rename {
+        store.rename_access_group(id, &group.role, role).await.map_err(store_error)?;
+    }
     for (group, oid) in &plan.adopt {
         store.record_access_group_oid(id, &group.role, *oid).await.map_err(store_error)?;
     }
@@ -1153,6 +1166,17 @@ mod tests {
         assert_eq!(plan.adopt[0].1, 41);
         assert_eq!(plan.fix, ["COMMENT ON ROLE \"g_ro\" IS NULL"]);
         assert!(plan.conflicts.is_empty() && plan.create.is_empty());
+        // Gone from the server: made again under a fresh, unpredictable name.
+        let mut facts = HashMap::new();
+        facts.insert("g_ro".to_string(), GroupFacts { database_exists: true, ..GroupFacts::default() });
+        let plan = super::plan(&inputs, &facts);
+        assert_eq!(plan.rename.len(), 1);
+        assert_eq!(plan.rename[0].0.role, "g_ro");
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].role, plan.rename[0].1);
+        assert!(plan.create[0].role.starts_with(pgplane_core::access::GROUP_PREFIX));
+        assert!(plan.memberships[0].1.contains(&plan.create[0].role), "{:?}", plan.memberships);
+        assert!(plan.record.is_empty());
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Attacks on access groups: squatted names, predicted names, planted members and ADMIN holders.
 
-use std::time::Duration;
-
 use pgplane_core::access::{AccessLevel, GROUP_PREFIX};
 use pgplane_reconciler::ReconcilerConfig;
 use pgplane_target::sql::ident;
@@ -50,13 +48,8 @@ async fn members(app: &TestApp, role: &str) -> Vec<String> {
 }
 
 async fn a_squatted_group_name_is_a_conflict_and_gets_nothing(major: u32) {
-    let options = AppOptions {
-        target_major: major,
-        register: false,
-        reconciler: false,
-        apply_timeout: Duration::from_secs(1),
-        ..AppOptions::default()
-    };
+    let options =
+        AppOptions { target_major: major, register: false, reconciler: false, ..AppOptions::default() };
     let mut app = TestApp::spawn_with(options).await;
     let reconciler = app.start_reconciler(ReconcilerConfig::default());
     app.register().await;
@@ -193,3 +186,67 @@ async fn planted_members_admin_holders_and_logins_are_removed_and_nothing_names_
     assert_eq!(described, [""]);
 }
 on_each_version!(planted_members_admin_holders_and_logins_are_removed_and_nothing_names_the_cluster);
+
+async fn groups_from_before_random_names_are_adopted_once_checked(major: u32) {
+    let app = TestApp::spawn(major).await;
+    secret_table(&app).await;
+    let user = app.unique("reader");
+    let (status, body) = app
+        .post(
+            &app.cluster_path("/users"),
+            json!({ "name": user, "access": [{ "database": app.default_db, "level": "read_only" }] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let password = body["user"]["password"].as_str().unwrap().to_string();
+    // Made as before: a name from the cluster id, a comment naming the cluster, no oid.
+    let group = recorded_group(&app, &app.default_db, AccessLevel::ReadOnly).await;
+    let legacy = format!("{GROUP_PREFIX}ro_{}", &app.suffix);
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "ALTER ROLE {g} RENAME TO {l}; COMMENT ON ROLE {l} IS 'pgplane access group of cluster {id}'",
+            g = ident(&group),
+            l = ident(&legacy),
+            id = app.cluster_id
+        ))
+        .await
+        .unwrap();
+    let (meta, connection) = tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let oid_sql = "select role_oid from cluster_access_groups where role = $1";
+    meta.execute(
+        "update cluster_access_groups set role = $2, role_oid = 0 where role = $1",
+        &[&group, &legacy],
+    )
+    .await
+    .unwrap();
+
+    let cluster = Uuid::parse_str(&app.cluster_id).unwrap();
+    app.reconciler.reconcile_now(cluster).await.unwrap();
+    let oid: Option<i64> = meta.query_one(oid_sql, &[&legacy]).await.unwrap().get(0);
+    assert!(oid.is_some_and(|o| o > 0), "adopted: {oid:?}");
+    let comment = app
+        .target_strings(
+            "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+            &[&legacy],
+        )
+        .await;
+    assert_eq!(comment, [""], "the comment naming the cluster is gone");
+    let reader = app.target.login(&user, &password, &app.default_db).await.unwrap();
+    reader.batch_execute("SELECT * FROM public.secrets").await.expect("the level still works");
+
+    // Gone from the server, it is made again under a fresh name.
+    app.target_admin(&app.default_db)
+        .await
+        .batch_execute(&format!("DROP OWNED BY {l}; DROP ROLE {l}", l = ident(&legacy)))
+        .await
+        .unwrap();
+    meta.execute("update cluster_access_groups set role_oid = 0 where role = $1", &[&legacy]).await.unwrap();
+    app.reconciler.reconcile_now(cluster).await.unwrap();
+    let fresh = recorded_group(&app, &app.default_db, AccessLevel::ReadOnly).await;
+    assert_ne!(fresh, legacy);
+    assert!(app.role_exists(&fresh).await && !app.role_exists(&legacy).await);
+    reader.batch_execute("SELECT * FROM public.secrets").await.expect("the level works again");
+}
+on_each_version!(groups_from_before_random_names_are_adopted_once_checked);

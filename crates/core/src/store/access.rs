@@ -271,6 +271,20 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a recorded group whose role is gone a new name (before its role is created again).
+    pub async fn rename_access_group(&self, cluster_id: Uuid, role: &str, new_role: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_access_groups set role = $3, role_oid = null, conflict = null
+              where cluster_id = $1 and role = $2",
+        )
+        .bind(cluster_id)
+        .bind(role)
+        .bind(new_role)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records, per group role, why the role found under its name is not pgplane's (None: no
     /// conflict any more).
     pub async fn record_access_group_conflicts(
