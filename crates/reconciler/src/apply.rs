@@ -287,10 +287,10 @@ fn fail_remaining(results: &mut [Result<(), TargetError>], error: &TargetError) 
 
 /// The statement that carries out a database's step, if the step issues DDL here. CREATE and
 /// DROP DATABASE cannot run inside a transaction: each is sent alone. A database is copied from
-/// `template0`, which nobody can connect to: a session any login holds on `template1` cannot
-/// make another team's CREATE DATABASE fail (encoding and locale are template0's, the server's
-/// defaults from initdb). DROP DATABASE ends the
-/// sessions connected to it (WITH (FORCE), PostgreSQL 13+).
+/// `template0`, which nobody can connect to, so a session any login holds on `template1` cannot
+/// make another team's CREATE DATABASE fail (encoding and locale are template0's: the server's
+/// defaults from initdb). DROP DATABASE ends the sessions connected to it (WITH (FORCE),
+/// PostgreSQL 13+).
 pub(crate) fn database_sql(name: &str, step: &Step) -> Option<String> {
     match step {
         Step::CreateDatabase { owner } => {

@@ -1,8 +1,9 @@
 //! Access levels in the metadata store: the desired levels per (user, database), how far each
-//! user's levels have been carried out, and the access group roles pgplane has created on a
-//! cluster's server (their names, the oids of the roles it created, and conflicts with roles
-//! it did not create found under those names). A change to a user's levels bumps its access generation and the
-//! cluster's generation (waking the reconcilers) in the same transaction.
+//! user's levels have been carried out, and the access group roles of a cluster's server: their
+//! names (drawn when a level is first asked for), the oids of the roles pgplane created under
+//! them, and conflicts with roles it did not create found there. A change to a user's levels
+//! bumps its access generation and the cluster's generation (waking the reconcilers) in the
+//! same transaction.
 
 use uuid::Uuid;
 
