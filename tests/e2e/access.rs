@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use pgplane_core::access::{group_role, AccessLevel};
+use pgplane_core::access::AccessLevel;
 use pgplane_testkit::TestApp;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
@@ -33,8 +33,10 @@ async fn put_access(app: &TestApp, user: &str, access: Value) -> Value {
     body
 }
 
-fn group(app: &TestApp, database: &str, level: AccessLevel) -> String {
-    group_role(Uuid::parse_str(&app.cluster_id).unwrap(), database, level)
+/// The name pgplane recorded for the group holding `level` on `database`.
+async fn group(app: &TestApp, database: &str, level: AccessLevel) -> String {
+    let cluster = Uuid::parse_str(&app.cluster_id).unwrap();
+    app.store.access_group_role(cluster, database, level).await.unwrap().expect("a recorded group")
 }
 
 /// A session as the primary user (the owner of the cluster's databases).
@@ -159,7 +161,7 @@ async fn revoked_privileges_come_back_as_drift_and_a_converged_pass_grants_nothi
     let user = app.unique("app");
     let password = app.create_user(&user).await;
     put_access(&app, &user, json!([{ "database": shop, "level": "read_only" }])).await;
-    let ro = group(&app, &shop, AccessLevel::ReadOnly);
+    let ro = group(&app, &shop, AccessLevel::ReadOnly).await;
 
     // A converged pass (a full one) issues no statement at all, GRANT or REVOKE included.
     let stats = app.reconciler.stats();
@@ -237,7 +239,7 @@ async fn removing_levels_databases_and_users_removes_what_was_granted(major: u32
     .await;
     put_access(&app, &bob, json!([{ "database": shop, "level": "read_write" }])).await;
     let (shop_rw, books_ro) =
-        (group(&app, &shop, AccessLevel::ReadWrite), group(&app, &books, AccessLevel::ReadOnly));
+        (group(&app, &shop, AccessLevel::ReadWrite).await, group(&app, &books, AccessLevel::ReadOnly).await);
     assert!(app.role_exists(&shop_rw).await && app.role_exists(&books_ro).await);
 
     // Alice loses shop: her membership goes, the group stays for Bob.
@@ -302,7 +304,9 @@ async fn bad_access_requests_get_do_style_errors_and_change_nothing() {
     // "none" is no entry.
     let body = put_access(&app, &user, json!([{ "database": shop, "level": "none" }])).await;
     assert_eq!(body["access"], json!([]));
-    assert!(!app.role_exists(&group(&app, &shop, AccessLevel::ReadOnly)).await);
+    let cluster = Uuid::parse_str(&app.cluster_id).unwrap();
+    let recorded = app.store.access_group_role(cluster, &shop, AccessLevel::ReadOnly).await.unwrap();
+    assert_eq!(recorded, None, "no level, no group");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

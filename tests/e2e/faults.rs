@@ -131,24 +131,26 @@ async fn a_stopped_target_does_not_slow_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storms_across_clusters_converge_to_the_final_desired_state() {
     let app = TestApp::spawn(15).await;
-    let mut clusters = vec![app.cluster_id.clone()];
+    // (cluster id, its default database: on a shared server, only its own users connect there)
+    let mut clusters = vec![(app.cluster_id.clone(), app.default_db.clone())];
     for i in 0..2 {
         let mut body = app.registration(&format!("storm{i}-{}", app.suffix));
+        let default_db = app.unique(&format!("storm{i}db"));
         body["pgplane"]["primary_user"] = json!(app.unique(&format!("storm{i}_admin")));
-        body["pgplane"]["default_database"] = json!(app.unique(&format!("storm{i}db")));
+        body["pgplane"]["default_database"] = json!(default_db);
         let (status, cluster) = app.post("/v2/databases", body).await;
         assert_eq!(status, 201, "{cluster}");
-        clusters.push(cluster["database"]["id"].as_str().unwrap().to_string());
+        clusters.push((cluster["database"]["id"].as_str().unwrap().to_string(), default_db));
     }
     // Per cluster: create 6 users, reset the even ones, delete every third; all interleaved.
     let mut operations = Vec::new();
-    for (c, id) in clusters.iter().enumerate() {
+    for (c, (id, db)) in clusters.iter().enumerate() {
         for u in 0..6 {
-            operations.push((id.clone(), app.unique(&format!("s{c}u{u}")), u));
+            operations.push((id.clone(), db.clone(), app.unique(&format!("s{c}u{u}")), u));
         }
     }
     let app = &app;
-    let storm = operations.iter().map(|(id, name, u)| async move {
+    let storm = operations.iter().map(|(id, _, name, u)| async move {
         let users = format!("/v2/databases/{id}/users");
         let (status, _) = app.post(&users, json!({ "name": name })).await;
         assert_eq!(status, 201);
@@ -162,7 +164,7 @@ async fn storms_across_clusters_converge_to_the_final_desired_state() {
         }
     });
     futures::future::join_all(storm).await;
-    for (id, name, u) in &operations {
+    for (id, db, name, u) in &operations {
         let (status, body) = app.get(&format!("/v2/databases/{id}/users/{name}")).await;
         if u % 3 == 0 {
             assert_eq!(status, 404, "{name} was deleted");
@@ -170,10 +172,7 @@ async fn storms_across_clusters_converge_to_the_final_desired_state() {
         } else {
             assert_eq!(body["user"]["status"], "ready", "{body}");
             let password = body["user"]["password"].as_str().unwrap();
-            assert!(
-                app.target.login(name, password, &app.default_db).await.is_ok(),
-                "{name}: the final password"
-            );
+            assert!(app.target.login(name, password, db).await.is_ok(), "{name}: the final password");
         }
     }
 }

@@ -238,7 +238,7 @@ async fn the_plan_shows_the_drift_the_next_pass_would_repair(major: u32) {
     assert_eq!(db["drift"], "the database was missing on the target");
     assert_eq!(
         db["statements"][0]["sql"],
-        format!("CREATE DATABASE \"{gone}\" OWNER \"{}\"", app.primary_user)
+        format!("CREATE DATABASE \"{gone}\" OWNER \"{}\" TEMPLATE template0", app.primary_user)
     );
     let text = body.to_string();
     assert!(!text.contains("SCRAM-SHA-256$") && !text.contains(&password), "no verifier or password: {text}");

@@ -1,9 +1,8 @@
 //! Access presets: the named levels a user can be given per database of its cluster, what each
-//! level means in PostgreSQL privileges, and the group role that holds a level's privileges
-//! on a database (one per cluster, database and level; users are made members of it).
+//! level means in PostgreSQL privileges, and the names of the group roles that hold a level's
+//! privileges on a database (one per cluster, database and level; users are made members of it).
 
-use sha2::{Digest, Sha256};
-use uuid::Uuid;
+use rand::Rng;
 
 /// The prefix of every access group role; user names may not start with it.
 pub const GROUP_PREFIX: &str = "pgplane_access_";
@@ -66,16 +65,14 @@ impl AccessLevel {
     }
 }
 
-/// The name of the group role that holds `level` on database `database` of cluster
-/// `cluster_id`: `pgplane_access_<ro|rw>_<hash>`, stable for as long as the cluster and the
-/// database name are, unique on a server shared by several clusters, and short enough for any
-/// database name (38 bytes).
-pub fn group_role(cluster_id: Uuid, database: &str, level: AccessLevel) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(cluster_id.as_bytes());
-    hasher.update(database.as_bytes());
-    let digest = hasher.finalize();
-    let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+/// A fresh name for the group role that will hold `level` on one database of one cluster:
+/// `pgplane_access_<ro|rw>_<80 random bits in hex>` (38 bytes). The name is drawn once, recorded
+/// in the metadata before the role is created, and read from there ever after: nothing about
+/// the cluster or the database goes into it, so another tenant of the server can neither
+/// predict it nor learn from it whose group it is.
+pub fn new_group_role(level: AccessLevel) -> String {
+    let bytes: [u8; 10] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{GROUP_PREFIX}{}_{hex}", level.short())
 }
 
@@ -107,20 +104,15 @@ mod tests {
     }
 
     #[test]
-    fn group_roles_are_distinct_stable_and_fit_an_identifier() {
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let long = "d".repeat(63);
-        let names = [
-            group_role(a, "app", AccessLevel::ReadOnly),
-            group_role(a, "app", AccessLevel::ReadWrite),
-            group_role(b, "app", AccessLevel::ReadOnly),
-            group_role(a, "app2", AccessLevel::ReadOnly),
-            group_role(a, &long, AccessLevel::ReadWrite),
-        ];
+    fn group_names_are_unpredictable_distinct_and_fit_an_identifier() {
+        // Two clusters asking for the same database name and level get unrelated names: the
+        // name is drawn at random, with no cluster id, database name or anything derived from
+        // them in it.
+        let names: Vec<String> = (0..200).map(|i| new_group_role(AccessLevel::ALL[i % 2])).collect();
         for (i, n) in names.iter().enumerate() {
-            assert!(n.starts_with(GROUP_PREFIX) && n.len() <= 63, "{n}");
+            assert!(n.starts_with(GROUP_PREFIX) && n.len() == 38, "{n}");
+            assert!(n.starts_with(&format!("{GROUP_PREFIX}{}_", AccessLevel::ALL[i % 2].short())), "{n}");
             assert!(names[i + 1..].iter().all(|m| m != n), "{n} repeats");
         }
-        assert_eq!(group_role(a, "app", AccessLevel::ReadOnly), names[0]);
     }
 }

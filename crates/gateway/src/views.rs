@@ -39,6 +39,22 @@ pub(crate) struct AccessEntry {
     /// database) is shown, never accepted.
     #[schema(example = "read_only")]
     pub level: String,
+    /// `conflict` when a role that pgplane did not create stands under the name of the group
+    /// role that would carry this level (see `last_error`): the level is not carried out, and
+    /// that role gets nothing. Absent otherwise (the response's `status` tells the rest).
+    /// Ignored in requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why the entry is in conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl AccessEntry {
+    /// An entry as stored: a database and its level.
+    pub fn new(database: String, level: String) -> Self {
+        AccessEntry { database, level, status: None, last_error: None }
+    }
 }
 
 /// A database user, as in `{"user": {...}}`.

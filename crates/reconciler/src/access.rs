@@ -1,13 +1,22 @@
 //! Access levels on a target: carries out the levels users hold per database (read_only,
 //! read_write; see `pgplane_core::access`) as part of a pass, after the roles and databases.
 //!
-//! Design: one NOLOGIN group role per (cluster, database, level), named by
-//! `pgplane_core::access::group_role`, holds the level's privileges in its database (CONNECT;
-//! USAGE on every schema but `pg_*` and `information_schema`; the level's privileges on all
-//! tables and sequences there) and default privileges for what the primary user creates later
-//! (tables, sequences and schemas, in every schema). A user holds a level by being a member of
-//! the group. So a pass checks one membership row per user and one set of privileges per
-//! group, and giving the hundredth user a level is one GRANT.
+//! Design: one NOLOGIN group role per (cluster, database, level) holds the level's privileges
+//! in its database (CONNECT; USAGE on every schema but `pg_*` and `information_schema`; the
+//! level's privileges on all tables and sequences there) and default privileges for what the
+//! primary user creates later (tables, sequences and schemas, in every schema). A user holds a
+//! level by being a member of the group. So a pass checks one membership row per user and one
+//! set of privileges per group, and giving the hundredth user a level is one GRANT.
+//!
+//! Provenance, not names: a group's name is drawn at random (`new_group_role`) and recorded in
+//! the metadata (`cluster_access_groups`) before CREATE ROLE; the role's oid is recorded before
+//! its CREATE ROLE commits. A group is used only when the role under its name has the recorded
+//! oid. A role found there that pgplane did not create (a tenant guessed or learnt the name) is
+//! a conflict, recorded on the group and shown on the access entries that need it: it is never
+//! granted anything, made a member of anything, or dropped. Each pass checks pgplane's groups:
+//! no LOGIN, no password (seen only by a superuser admin: `pg_authid`), no member but the
+//! cluster's users, no ADMIN OPTION but the admin role's and the primary user's; anything else
+//! is revoked and recorded as drift. Nothing pgplane writes on the server names the cluster.
 //!
 //! Grantors are explicit and stable, so that nothing is re-granted forever on PostgreSQL 16+
 //! (where memberships are keyed by grantor): memberships are granted `GRANTED BY` the primary
@@ -21,24 +30,24 @@
 //! database where some level is held; otherwise only where a group is created, dropped or its
 //! database changed. A group no level needs any more (its last member lost it, its database or
 //! user was deleted) is removed with DROP OWNED in its database and DROP ROLE: revoking a level
-//! removes exactly what pgplane granted for it. What pgplane creates is recorded in the metadata
-//! (`cluster_access_groups`) before CREATE ROLE, so that it can always be found again.
+//! removes exactly what pgplane granted for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt};
-use pgplane_core::access::{group_role, AccessLevel, Privileges};
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
+use pgplane_core::access::{new_group_role, AccessLevel, Privileges};
+use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::{AccessProgress, Cluster, Database};
-use pgplane_core::store::AccessForPass;
+use pgplane_core::store::{AccessForPass, RecordedGroup, UNRECORDED_OID};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use pgplane_target::sql::{ident, literal};
+use pgplane_target::sql::ident;
 use pgplane_target::{SessionLimits, TargetError, TargetSpec};
 
 use crate::apply;
 use crate::controller::Shared;
+use crate::observe::Observed;
 
 /// Databases visited at once by one pass (each visit is one session on the target).
 const VISITS_AT_ONCE: usize = 4;
@@ -46,7 +55,7 @@ const VISITS_AT_ONCE: usize = 4;
 /// The schemas a level covers: all but PostgreSQL's own.
 const USER_SCHEMAS: &str = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
 
-/// One group role: a level on a database.
+/// One group role: a level on a database, under the name pgplane recorded (or is about to).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Group {
     pub database: String,
@@ -54,33 +63,56 @@ pub(crate) struct Group {
     pub role: String,
 }
 
-/// What the admin session shows about a group role.
+/// One row of `pg_auth_members` naming a group role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub member: String,
+    pub grantor: String,
+    pub admin: bool,
+    /// Whether the row is a membership as pgplane grants it (on 16+: by the primary user, with
+    /// INHERIT and without SET; on 15 every row is).
+    pub pgplanes: bool,
+}
+
+/// What the admin session shows about a group's name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct GroupFacts {
-    pub exists: bool,
+    /// The oid of the role under the name, if there is one.
+    pub oid: Option<i64>,
     pub database_exists: bool,
-    /// The group may connect to its database (effective privilege).
+    /// The role may connect to its database (effective privilege).
     pub connect: bool,
-    /// The primary user holds ADMIN OPTION on it (needed on 16+ to be the grantor).
-    pub primary_admin: bool,
-    /// Members whose membership counts as pgplane's (see the module comment).
-    pub members: BTreeSet<String>,
+    pub login: bool,
+    /// The role has a password (known only to a superuser admin; false otherwise).
+    pub password: bool,
+    pub memberships: Vec<Membership>,
 }
 
 /// What one pass does about access, decided from the desired levels and the admin session's
 /// view (no I/O: unit-tested directly).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct AccessPlan {
-    /// Groups to create (recorded first), each with its CONNECT and ADMIN OPTION grants.
+    /// New names to record before their roles are created.
+    pub record: Vec<Group>,
+    /// Recorded groups to give a fresh name before they are created (each with the new name).
+    pub rename: Vec<(Group, String)>,
+    /// Groups to create, each with its CONNECT and ADMIN OPTION grants.
     pub create: Vec<Group>,
-    /// Statements fixing existing groups (CONNECT, the primary user's ADMIN OPTION).
+    /// Groups recorded before oids were, found and checked: their oids to record.
+    pub adopt: Vec<(Group, i64)>,
+    /// Conflicts to record on groups (None: the conflict is over).
+    pub conflicts: Vec<(Group, Option<String>)>,
+    /// Statements fixing pgplane's existing groups (CONNECT, attributes, foreign members and
+    /// ADMIN holders, the primary user's ADMIN OPTION).
     pub fix: Vec<String>,
     /// Databases to visit: groups to bring up to their level there, groups to drop there.
     pub visits: BTreeMap<String, Visit>,
-    /// Membership GRANTs and REVOKEs.
-    pub memberships: Vec<String>,
+    /// Membership GRANTs and REVOKEs, each with its group role.
+    pub memberships: Vec<(String, String)>,
     /// Groups to drop once their database has been visited.
     pub drop: Vec<Group>,
+    /// Records to forget without touching the server (the role is gone, or not pgplane's).
+    pub forget: Vec<Group>,
     /// Drift found: (kind, name, what).
     pub drift: Vec<(ObjectKind, String, String)>,
     /// Levels that cannot be carried out yet, and why.
@@ -116,63 +148,132 @@ pub(crate) async fn pending(
 pub(crate) struct Inputs<'a> {
     pub cluster: &'a Cluster,
     pub version_num: i32,
+    /// Whether the admin session can read `pg_authid` (role passwords).
+    pub admin_is_superuser: bool,
     pub full: bool,
     pub access: &'a AccessForPass,
     /// The databases the pass read (all of them on a full pass, the changed ones otherwise).
     pub databases: &'a [Database],
+    /// Every group the pass must look at, by (database, level): those pgplane recorded, and a
+    /// fresh name for each level held where none is recorded yet.
+    pub groups: BTreeMap<(String, AccessLevel), Group>,
 }
 
-impl Inputs<'_> {
-    fn group(&self, database: &str, level: AccessLevel) -> Group {
-        Group {
-            database: database.to_string(),
-            level,
-            role: group_role(self.cluster.cluster_id, database, level),
+impl<'a> Inputs<'a> {
+    /// The inputs, with a name for every group the pass must look at.
+    pub fn new(
+        cluster: &'a Cluster,
+        version_num: i32,
+        admin_is_superuser: bool,
+        full: bool,
+        access: &'a AccessForPass,
+        databases: &'a [Database],
+    ) -> Self {
+        let mut groups: BTreeMap<(String, AccessLevel), Group> = access
+            .groups
+            .iter()
+            .map(|g| {
+                let group = Group { database: g.database.clone(), level: g.level, role: g.role.clone() };
+                ((g.database.clone(), g.level), group)
+            })
+            .collect();
+        for grant in &access.grants {
+            let key = (grant.database_name.clone(), grant.level());
+            groups.entry(key).or_insert_with(|| Group {
+                database: grant.database_name.clone(),
+                level: grant.level(),
+                role: new_group_role(grant.level()),
+            });
         }
+        Inputs { cluster, version_num, admin_is_superuser, full, access, databases, groups }
     }
 
     fn grantor_keyed(&self) -> bool {
         self.version_num >= crate::plan::ADMIN_OPTION_VERSION_NUM
     }
 
-    /// Every group the pass must look at: those some level needs, those pgplane created, and
-    /// both of each database being deleted.
-    pub fn universe(&self) -> BTreeSet<Group> {
-        let mut groups: BTreeSet<Group> =
-            self.access.grants.iter().map(|g| self.group(&g.database_name, g.level())).collect();
-        groups.extend(self.access.groups.iter().map(|(d, l)| self.group(d, *l)));
-        for db in self.databases.iter().filter(|d| d.desired() == DesiredState::Absent) {
-            groups.extend(AccessLevel::ALL.map(|l| self.group(&db.name, l)));
-        }
-        groups
+    fn recorded(&self, group: &Group) -> Option<&RecordedGroup> {
+        self.access.groups.iter().find(|r| r.role == group.role)
     }
+}
+
+/// Whose role stands under a group's name.
+enum Provenance {
+    /// No role.
+    Absent,
+    /// The role pgplane created.
+    Ours,
+    /// A role recorded before oids were, to adopt once checked (its oid).
+    Adopt(i64),
+    /// A role pgplane did not create.
+    Foreign,
+}
+
+fn provenance(seen: &GroupFacts, recorded: Option<&RecordedGroup>) -> Provenance {
+    match (seen.oid, recorded.and_then(|r| r.role_oid)) {
+        (None, _) => Provenance::Absent,
+        (Some(oid), Some(UNRECORDED_OID)) => Provenance::Adopt(oid),
+        (Some(oid), Some(ours)) if oid == ours => Provenance::Ours,
+        (Some(_), _) => Provenance::Foreign,
+    }
+}
+
+/// Why a role found under a group's name is not used.
+fn conflict_message(group: &Group) -> String {
+    format!(
+        "conflict: a role named {} exists on the server that pgplane did not create; it is not used \
+         and gets no privilege and no member. The {} access on database {:?} waits until the \
+         server's operator drops it",
+        group.role,
+        group.level.as_str(),
+        group.database
+    )
 }
 
 /// Plans the access work of a pass from the desired levels and the groups' facts.
 pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> AccessPlan {
     let mut plan = AccessPlan::default();
-    let primary = &inputs.cluster.primary_user;
     let pending: BTreeSet<&str> = inputs.access.pending.iter().map(|p| p.name.as_str()).collect();
     let changed: BTreeSet<&str> = inputs.databases.iter().map(|d| d.name.as_str()).collect();
-    let recorded: BTreeSet<(&str, AccessLevel)> =
-        inputs.access.groups.iter().map(|(d, l)| (d.as_str(), *l)).collect();
-    let mut desired: BTreeMap<Group, BTreeSet<&str>> = BTreeMap::new();
+    let mut desired: BTreeMap<(&str, AccessLevel), BTreeSet<&str>> = BTreeMap::new();
     for grant in &inputs.access.grants {
-        let group = inputs.group(&grant.database_name, grant.level());
-        desired.entry(group).or_default().insert(grant.user_name.as_str());
+        let key = (grant.database_name.as_str(), grant.level());
+        desired.entry(key).or_default().insert(grant.user_name.as_str());
     }
     let none = GroupFacts::default();
-    for group in inputs.universe() {
-        let seen = facts.get(&group.role).unwrap_or(&none);
-        let Some(members) = desired.get(&group) else {
-            if seen.exists {
-                if seen.database_exists {
-                    plan.visits.entry(group.database.clone()).or_default().drop.push(group.clone());
+    for original in inputs.groups.values() {
+        let seen = facts.get(&original.role).unwrap_or(&none);
+        let recorded = inputs.recorded(original);
+        let members = desired.get(&(original.database.as_str(), original.level));
+        let mut group = original.clone();
+        let group = &mut group;
+        let provenance = provenance(seen, recorded);
+        if let Provenance::Foreign = provenance {
+            let message = conflict_message(group);
+            if recorded.is_none_or(|r| r.conflict.as_deref() != Some(message.as_str())) {
+                if recorded.is_none() {
+                    plan.record.push(group.clone());
                 }
-                plan.drop.push(group);
-            } else if recorded.contains(&(group.database.as_str(), group.level)) {
-                // Already gone (dropped with its database, or by hand): just forget it.
-                plan.drop.push(group);
+                plan.conflicts.push((group.clone(), Some(message.clone())));
+            }
+            match members {
+                Some(_) => plan.blocked.push(message),
+                None => plan.forget.push(group.clone()),
+            }
+            continue;
+        }
+        if recorded.is_some_and(|r| r.conflict.is_some()) {
+            plan.conflicts.push((group.clone(), None));
+        }
+        let Some(members) = members else {
+            match provenance {
+                Provenance::Absent => plan.forget.push(group.clone()),
+                _ => {
+                    if seen.database_exists {
+                        plan.visits.entry(group.database.clone()).or_default().drop.push(group.clone());
+                    }
+                    plan.drop.push(group.clone());
+                }
             }
             continue;
         };
@@ -184,38 +285,42 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             ));
             continue;
         }
-        let new = !seen.exists;
+        let new = matches!(provenance, Provenance::Absent);
         if new {
-            if recorded.contains(&(group.database.as_str(), group.level)) {
-                plan.drift.push((
+            match recorded {
+                None => plan.record.push(group.clone()),
+                Some(r) if r.role_oid.is_none() => {}
+                Some(_) => plan.drift.push((
                     ObjectKind::Database,
                     group.database.clone(),
-                    format!("the {} access group role {} was missing", group.level.as_str(), group.role),
-                ));
+                    format!("its {} access group role was missing", group.level.as_str()),
+                )),
+            }
+            if recorded.is_some_and(|r| r.role_oid == Some(UNRECORDED_OID)) {
+                // A group of the time of predictable names, gone: made again under a fresh one.
+                let fresh = Group { role: new_group_role(group.level), ..group.clone() };
+                plan.rename.push((group.clone(), fresh.role.clone()));
+                *group = fresh;
             }
             plan.create.push(group.clone());
         } else {
-            if !seen.connect {
-                plan.fix.push(grant_connect_sql(&group));
-                plan.drift.push((
-                    ObjectKind::Database,
-                    group.database.clone(),
-                    format!("CONNECT was revoked from its {} access group", group.level.as_str()),
-                ));
+            if let Provenance::Adopt(oid) = provenance {
+                plan.adopt.push((group.clone(), oid));
+                // Groups of that time carried a comment naming the cluster.
+                plan.fix.push(format!("COMMENT ON ROLE {} IS NULL", ident(&group.role)));
             }
-            if inputs.grantor_keyed() && !seen.primary_admin {
-                plan.fix.push(apply::grant_admin_option_sql(&group.role, primary));
-            }
+            check_group(inputs, group, seen, &mut plan);
         }
         let member_pending = members.iter().any(|u| pending.contains(u));
         if new || inputs.full || member_pending || changed.contains(group.database.as_str()) {
             plan.visits.entry(group.database.clone()).or_default().ensure.push((group.clone(), new));
         }
+        let current = pgplanes_members(inputs, seen);
         for user in members {
-            if seen.members.contains(*user) {
+            if current.contains(*user) {
                 continue;
             }
-            plan.memberships.push(grant_membership_sql(inputs, &group, user));
+            plan.memberships.push((group.role.clone(), grant_membership_sql(inputs, group, user)));
             if !new && !pending.contains(user) {
                 plan.drift.push((
                     ObjectKind::User,
@@ -228,27 +333,73 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
                 ));
             }
         }
-        for member in seen.members.iter().filter(|m| !members.contains(m.as_str())) {
-            plan.memberships.push(revoke_membership_sql(inputs, &group, member));
+        for member in current.iter().filter(|m| !members.contains(m.as_str())) {
+            plan.memberships.push((group.role.clone(), revoke_membership_sql(inputs, group, member)));
         }
     }
     plan
 }
 
-/// `CREATE ROLE` for a group, with its comment, the primary user's ADMIN OPTION (16+) and
-/// CONNECT on its database: one message, so all of it happens or none.
+/// The cluster's users that are members of a group as pgplane grants memberships.
+fn pgplanes_members(inputs: &Inputs<'_>, seen: &GroupFacts) -> BTreeSet<String> {
+    let primary = &inputs.cluster.primary_user;
+    seen.memberships
+        .iter()
+        .filter(|m| m.pgplanes && m.member != *primary && inputs.access.users.contains(&m.member))
+        .map(|m| m.member.clone())
+        .collect()
+}
+
+/// Checks one of pgplane's groups that stays: CONNECT, no LOGIN or password, no member but the
+/// cluster's users, no ADMIN OPTION but the admin role's and the primary user's, the primary
+/// user's ADMIN OPTION on 16+. What differs is fixed and, but for CONNECT and the primary
+/// user's ADMIN OPTION (which pgplane grants itself), recorded as drift.
+fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut AccessPlan) {
+    let role = ident(&group.role);
+    let level = group.level.as_str();
+    let primary = &inputs.cluster.primary_user;
+    let mut drift = |what: String| {
+        plan.drift.push((ObjectKind::Database, group.database.clone(), what));
+    };
+    if !seen.connect {
+        plan.fix.push(grant_connect_sql(group));
+        drift(format!("CONNECT was revoked from its {level} access group"));
+    }
+    if seen.login || seen.password {
+        plan.fix.push(format!("ALTER ROLE {role} NOLOGIN PASSWORD NULL"));
+        let what = if seen.login { "LOGIN" } else { "a password" };
+        drift(format!("its {level} access group had {what} (removed)"));
+    }
+    let trusted = |m: &str| m == primary || m == inputs.cluster.admin_user;
+    for m in &seen.memberships {
+        let granted_by =
+            if inputs.grantor_keyed() { format!(" GRANTED BY {}", ident(&m.grantor)) } else { String::new() };
+        if trusted(&m.member) {
+            continue;
+        }
+        if !inputs.access.users.contains(&m.member) {
+            plan.fix.push(format!("REVOKE {role} FROM {}{granted_by}", ident(&m.member)));
+            let held = if m.admin { "held ADMIN OPTION on" } else { "was a member of" };
+            drift(format!(
+                "a role that is not one of the cluster's users {held} its {level} access group (removed)"
+            ));
+        } else if m.admin {
+            plan.fix.push(format!("REVOKE ADMIN OPTION FOR {role} FROM {}{granted_by}", ident(&m.member)));
+            drift(format!("the user {:?} held ADMIN OPTION on its {level} access group (removed)", m.member));
+        }
+    }
+    let primary_admin = seen.memberships.iter().any(|m| m.member == *primary && m.admin);
+    if inputs.grantor_keyed() && !primary_admin {
+        plan.fix.push(apply::grant_admin_option_sql(&group.role, primary));
+    }
+}
+
+/// `CREATE ROLE` for a group, with the primary user's ADMIN OPTION (16+) and CONNECT on its
+/// database: one message. No comment: nothing on the server tells whose group it is.
 fn create_group_sql(inputs: &Inputs<'_>, group: &Group) -> String {
-    let comment = format!(
-        "pgplane access group: {} on database {:?} of cluster {}",
-        group.level.as_str(),
-        group.database,
-        inputs.cluster.cluster_id
-    );
     let mut sql = format!(
-        "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
-         COMMENT ON ROLE {role} IS {comment}; {connect}",
+        "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; {connect}",
         role = ident(&group.role),
-        comment = literal(&comment),
         connect = grant_connect_sql(group),
     );
     if inputs.grantor_keyed() {
@@ -292,16 +443,31 @@ fn revoke_membership_sql(inputs: &Inputs<'_>, group: &Group, user: &str) -> Stri
     }
 }
 
-/// Reads the groups' facts on the admin session: existence, CONNECT, the primary user's ADMIN
-/// OPTION and pgplane's memberships. Two queries, pipelined.
+/// Reads the groups' facts on the admin session: the role under each name (its oid, LOGIN and,
+/// for a superuser admin, whether it has a password), CONNECT, and every membership row. Two
+/// queries, pipelined.
 async fn observe_groups(
     client: &Client,
     inputs: &Inputs<'_>,
-    groups: &BTreeSet<Group>,
 ) -> Result<HashMap<String, GroupFacts>, TargetError> {
-    let roles: Vec<&str> = groups.iter().map(|g| g.role.as_str()).collect();
-    let databases: Vec<&str> = groups.iter().map(|g| g.database.as_str()).collect();
+    let roles: Vec<&str> = inputs.groups.values().map(|g| g.role.as_str()).collect();
+    let databases: Vec<&str> = inputs.groups.values().map(|g| g.database.as_str()).collect();
     let primary = inputs.cluster.primary_user.as_str();
+    // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
+    let (catalog, password) = if inputs.admin_is_superuser {
+        ("pg_authid", "r.rolpassword IS NOT NULL")
+    } else {
+        ("pg_roles", "false")
+    };
+    let found_sql = format!(
+        "SELECT c.name, r.oid::int8, d.oid IS NOT NULL,
+                coalesce(r.oid IS NOT NULL AND d.oid IS NOT NULL
+                         AND pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT'), false),
+                coalesce(r.rolcanlogin, false), coalesce({password}, false)
+           FROM unnest($1::text[], $2::text[]) AS c(name, db)
+           LEFT JOIN pg_catalog.{catalog} r ON r.rolname = c.name
+           LEFT JOIN pg_catalog.pg_database d ON d.datname = c.db"
+    );
     // On 16+ only the primary user's grant, with INHERIT and without SET, is pgplane's.
     let ours = if inputs.grantor_keyed() {
         "m.grantor = p.oid AND m.inherit_option AND NOT m.set_option"
@@ -309,47 +475,40 @@ async fn observe_groups(
         "true"
     };
     let members_sql = format!(
-        "SELECT g.rolname::text, u.rolname::text, u.oid = p.oid AND m.admin_option, {ours}
+        "SELECT g.rolname::text, u.rolname::text, coalesce(gr.rolname::text, ''), m.admin_option, {ours}
            FROM pg_catalog.pg_auth_members m
            JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
            JOIN pg_catalog.pg_roles u ON u.oid = m.member
+           LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = m.grantor
            LEFT JOIN pg_catalog.pg_roles p ON p.rolname = $2
           WHERE g.rolname = ANY($1)"
     );
     let by_group: [&(dyn ToSql + Sync); 2] = [&roles, &databases];
     let by_member: [&(dyn ToSql + Sync); 2] = [&roles, &primary];
-    let (found, members) = futures::try_join!(
-        client.query(
-            "SELECT c.name, r.oid IS NOT NULL, d.oid IS NOT NULL,
-                    coalesce(r.oid IS NOT NULL AND d.oid IS NOT NULL
-                             AND pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT'), false)
-               FROM unnest($1::text[], $2::text[]) AS c(name, db)
-               LEFT JOIN pg_catalog.pg_roles r ON r.rolname = c.name
-               LEFT JOIN pg_catalog.pg_database d ON d.datname = c.db",
-            &by_group,
-        ),
-        client.query(&members_sql, &by_member),
-    )?;
+    let (found, members) =
+        futures::try_join!(client.query(&found_sql, &by_group), client.query(&members_sql, &by_member))?;
     let mut facts: HashMap<String, GroupFacts> = found
         .iter()
         .map(|row| {
             let facts = GroupFacts {
-                exists: row.get(1),
+                oid: row.get(1),
                 database_exists: row.get(2),
                 connect: row.get(3),
-                ..GroupFacts::default()
+                login: row.get(4),
+                password: row.get(5),
+                memberships: Vec::new(),
             };
             (row.get::<_, String>(0), facts)
         })
         .collect();
     for row in &members {
         let Some(group) = facts.get_mut(row.get::<_, &str>(0)) else { continue };
-        let member: String = row.get(1);
-        if row.get::<_, bool>(2) {
-            group.primary_admin = true;
-        } else if member != primary && row.get::<_, bool>(3) {
-            group.members.insert(member);
-        }
+        group.memberships.push(Membership {
+            member: row.get(1),
+            grantor: row.get(2),
+            admin: row.get(3),
+            pgplanes: row.get(4),
+        });
     }
     Ok(facts)
 }
@@ -563,19 +722,19 @@ pub(crate) async fn reconcile(
     cluster: &Cluster,
     spec: &TargetSpec,
     client: &Client,
-    version_num: i32,
+    observed: &Observed,
     full: bool,
     databases: &[Database],
     pending: Vec<AccessProgress>,
 ) -> Result<AccessSummary, pgplane_core::Error> {
     let access = shared.store.access_for_pass(cluster.cluster_id, pending).await?;
-    let inputs = Inputs { cluster, version_num, full, access: &access, databases };
-    let groups = inputs.universe();
-    if groups.is_empty() && access.pending.is_empty() {
+    let inputs =
+        Inputs::new(cluster, observed.version_num, observed.admin_is_superuser, full, &access, databases);
+    if inputs.groups.is_empty() && access.pending.is_empty() {
         return Ok(AccessSummary::default());
     }
     let mut summary = AccessSummary::default();
-    let result = carry_out(shared, &inputs, spec, client, &groups, &mut summary).await;
+    let result = carry_out(shared, &inputs, spec, client, &mut summary).await;
     if let Err(e) = result {
         summary.error.get_or_insert_with(|| e.to_string());
     }
@@ -589,6 +748,41 @@ pub(crate) async fn reconcile(
     Ok(summary)
 }
 
+/// Creates a group role in a transaction that commits only once its oid is recorded in the
+/// metadata: whatever stands under the name later with another oid is not pgplane's. A role
+/// that appeared under the name meanwhile is recorded as a conflict.
+async fn create_group(
+    shared: &Shared,
+    inputs: &Inputs<'_>,
+    client: &Client,
+    group: &Group,
+) -> Result<(), String> {
+    let id = inputs.cluster.cluster_id;
+    let created = async {
+        client.batch_execute(&format!("BEGIN; {}", create_group_sql(inputs, group))).await?;
+        let row = client
+            .query_one("SELECT oid::int8 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&group.role])
+            .await?;
+        shared.store.record_access_group_oid(id, &group.role, row.get(0)).await.map_err(store_error)?;
+        client.batch_execute("COMMIT").await?;
+        Ok::<(), TargetError>(())
+    }
+    .await;
+    let Err(e) = created else { return Ok(()) };
+    // Nothing of it may stay (an aborted transaction would also hold the session).
+    let _ = client.batch_execute("ROLLBACK").await;
+    if e.sqlstate() != Some(apply::DUPLICATE_OBJECT) {
+        return Err(e.to_string());
+    }
+    let message = conflict_message(group);
+    shared
+        .store
+        .record_access_group_conflicts(id, &[(&group.role, Some(&message))])
+        .await
+        .map_err(|e| e.to_string())?;
+    Err(message)
+}
+
 /// Observes, plans and applies; failures of single steps are kept in `summary` (the first
 /// one) while the other steps go ahead; only a failure to observe stops it.
 async fn carry_out(
@@ -596,21 +790,41 @@ async fn carry_out(
     inputs: &Inputs<'_>,
     spec: &TargetSpec,
     client: &Client,
-    groups: &BTreeSet<Group>,
     summary: &mut AccessSummary,
 ) -> Result<(), TargetError> {
     let cluster = inputs.cluster;
-    let facts = observe_groups(client, inputs, groups).await?;
+    let id = cluster.cluster_id;
+    let store = &shared.store;
+    let facts = observe_groups(client, inputs).await?;
     let plan = plan(inputs, &facts);
     if let Some(blocked) = plan.blocked.first() {
         failed(summary, blocked.clone());
     }
-    let claims: Vec<(&str, AccessLevel)> =
-        plan.create.iter().map(|g| (g.database.as_str(), g.level)).collect();
-    shared.store.record_access_groups(cluster.cluster_id, &claims, true).await.map_err(store_error)?;
-    let mut global: Vec<String> = plan.create.iter().map(|g| create_group_sql(inputs, g)).collect();
-    global.extend(plan.fix.iter().cloned());
-    for statement in &global {
+    let names: Vec<(&str, AccessLevel, &str)> =
+        plan.record.iter().map(|g| (g.database.as_str(), g.level, g.role.as_str())).collect();
+    store.record_access_groups(id, &names).await.map_err(store_error)?;
+    let conflicts: Vec<(&str, Option<&str>)> =
+        plan.conflicts.iter().map(|(g, m)| (g.role.as_str(), m.as_deref())).collect();
+    store.record_access_group_conflicts(id, &conflicts).await.map_err(store_error)?;
+    for (group, role) in &plan.rename {
+        store.rename_access_group(id, &group.role, role).await.map_err(store_error)?;
+    }
+    for (group, oid) in &plan.adopt {
+        store.record_access_group_oid(id, &group.role, *oid).await.map_err(store_error)?;
+    }
+    // Groups that could not be created get nothing: whatever stands under their names may be
+    // someone else's.
+    let mut unusable = BTreeSet::new();
+    for group in &plan.create {
+        match create_group(shared, inputs, client, group).await {
+            Ok(()) => summary.changes += 1,
+            Err(e) => {
+                unusable.insert(group.role.as_str());
+                failed(summary, e);
+            }
+        }
+    }
+    for statement in &plan.fix {
         match client.batch_execute(statement).await {
             Ok(()) => summary.changes += 1,
             Err(e) => failed(summary, TargetError::from(e).to_string()),
@@ -618,8 +832,17 @@ async fn carry_out(
     }
     let primary = cluster.primary_user.as_str();
     let limits = shared.config.session_limits;
-    let visits: Vec<_> = plan
+    let work: BTreeMap<&String, Visit> = plan
         .visits
+        .iter()
+        .map(|(database, visit)| {
+            let usable = |g: &Group| !unusable.contains(g.role.as_str());
+            let ensure = visit.ensure.iter().filter(|(g, _)| usable(g)).cloned().collect();
+            (database, Visit { ensure, drop: visit.drop.clone() })
+        })
+        .filter(|(_, visit)| !visit.ensure.is_empty() || !visit.drop.is_empty())
+        .collect();
+    let visits: Vec<_> = work
         .iter()
         .map(|(database, work)| visit_database(spec, client, limits, database, work, primary))
         .collect();
@@ -640,7 +863,10 @@ async fn carry_out(
             Some(e) => failed(summary, format!("database {database:?}: {e}")),
         }
     }
-    for statement in &plan.memberships {
+    for (role, statement) in &plan.memberships {
+        if unusable.contains(role.as_str()) {
+            continue;
+        }
         match client.batch_execute(statement).await {
             Ok(()) => summary.changes += 1,
             Err(e) => failed(summary, TargetError::from(e).to_string()),
@@ -656,17 +882,17 @@ async fn carry_out(
                 || visited_ok.contains(g.database.as_str())
         })
         .collect();
-    let mut dropped = Vec::new();
+    let mut gone: Vec<&str> = plan.forget.iter().map(|g| g.role.as_str()).collect();
     for group in droppable {
         match client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&group.role))).await {
             Ok(()) => {
                 summary.changes += 1;
-                dropped.push((group.database.as_str(), group.level));
+                gone.push(group.role.as_str());
             }
             Err(e) => failed(summary, TargetError::from(e).to_string()),
         }
     }
-    shared.store.record_access_groups(cluster.cluster_id, &dropped, false).await.map_err(store_error)?;
+    store.forget_access_groups(id, &gone).await.map_err(store_error)?;
     for (kind, name, found, repaired) in drift {
         let outcome = if repaired && summary.error.is_none() {
             Outcome::Applied
@@ -747,49 +973,64 @@ mod tests {
         }
     }
 
-    /// The facts of a target on which `plan`'s result has been carried out.
+    fn inputs<'a>(c: &'a Cluster, version: i32, access: &'a AccessForPass) -> Inputs<'a> {
+        Inputs::new(c, version, true, false, access, &[])
+    }
+
+    fn recorded(database: &str, level: AccessLevel, role: &str, role_oid: Option<i64>) -> RecordedGroup {
+        RecordedGroup { database: database.into(), level, role: role.into(), role_oid, conflict: None }
+    }
+
+    fn membership(member: &str, grantor: &str, admin: bool, pgplanes: bool) -> Membership {
+        Membership { member: member.into(), grantor: grantor.into(), admin, pgplanes }
+    }
+
+    /// The facts of a target on which `plan`'s result has been carried out, the groups being
+    /// the roles pgplane recorded.
     fn converged(inputs: &Inputs<'_>) -> HashMap<String, GroupFacts> {
         let mut facts = HashMap::new();
         for grant in &inputs.access.grants {
-            let group = inputs.group(&grant.database_name, grant.level());
-            let entry = facts.entry(group.role).or_insert_with(|| GroupFacts {
-                exists: true,
+            let group = &inputs.groups[&(grant.database_name.clone(), grant.level())];
+            let oid = inputs.recorded(group).and_then(|r| r.role_oid);
+            let entry = facts.entry(group.role.clone()).or_insert_with(|| GroupFacts {
+                oid,
                 database_exists: true,
                 connect: true,
-                primary_admin: true,
-                members: BTreeSet::new(),
+                memberships: vec![membership("doadmin", "postgres", true, false)],
+                ..GroupFacts::default()
             });
-            entry.members.insert(grant.user_name.clone());
+            entry.memberships.push(membership(&grant.user_name, "doadmin", false, true));
         }
         facts
     }
 
     #[test]
-    fn a_new_level_creates_its_group_and_grants_membership_by_the_primary_user_on_16() {
+    fn a_new_level_records_a_fresh_name_creates_its_group_and_grants_membership_by_the_primary_user() {
         let c = cluster();
         let access = AccessForPass {
             grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
             pending: vec![pending("app")],
             groups: Vec::new(),
+            users: vec!["app".into(), "doadmin".into()],
         };
         for (version, membership) in
             [(170000, "WITH INHERIT TRUE, SET FALSE GRANTED BY \"doadmin\""), (150000, "TO \"app\"")]
         {
-            let inputs =
-                Inputs { cluster: &c, version_num: version, full: false, access: &access, databases: &[] };
+            let inputs = inputs(&c, version, &access);
+            let role = inputs.groups[&("shop".to_string(), AccessLevel::ReadOnly)].role.clone();
+            assert!(!role.contains("shop") && !role.contains(&c.cluster_id.simple().to_string()), "{role}");
             let mut facts = HashMap::new();
-            facts.insert(
-                group_role(c.cluster_id, "shop", AccessLevel::ReadOnly),
-                GroupFacts { database_exists: true, ..GroupFacts::default() },
-            );
+            facts.insert(role.clone(), GroupFacts { database_exists: true, ..GroupFacts::default() });
             let plan = plan(&inputs, &facts);
-            assert_eq!(plan.create.len(), 1);
+            assert_eq!(plan.record.len(), 1);
+            assert_eq!(plan.create, plan.record);
             assert_eq!(plan.visits["shop"].ensure.len(), 1);
             assert_eq!(plan.memberships.len(), 1);
-            assert!(plan.memberships[0].ends_with(membership), "{}", plan.memberships[0]);
+            assert!(plan.memberships[0].1.ends_with(membership), "{}", plan.memberships[0].1);
             assert!(plan.drift.is_empty() && plan.drop.is_empty() && plan.blocked.is_empty());
             let create = create_group_sql(&inputs, &plan.create[0]);
             assert_eq!(create.contains("WITH ADMIN TRUE"), version >= 160000, "{create}");
+            assert!(!create.contains("COMMENT"), "{create}");
         }
     }
 
@@ -799,17 +1040,17 @@ mod tests {
         let access = AccessForPass {
             grants: vec![grant("app", "shop", AccessLevel::ReadWrite)],
             pending: Vec::new(),
-            groups: vec![("shop".into(), AccessLevel::ReadWrite)],
+            groups: vec![recorded("shop", AccessLevel::ReadWrite, "g_rw", Some(41))],
+            users: vec!["app".into()],
         };
-        let inputs =
-            Inputs { cluster: &c, version_num: 170000, full: false, access: &access, databases: &[] };
+        let inputs = inputs(&c, 170000, &access);
         let mut facts = converged(&inputs);
-        facts.values_mut().for_each(|f| f.members.clear());
+        facts.values_mut().for_each(|f| f.memberships.retain(|m| m.member != "app"));
         let plan = plan(&inputs, &facts);
         assert_eq!(plan.memberships.len(), 1);
         assert_eq!(plan.drift.len(), 1);
         assert_eq!(plan.drift[0].0, ObjectKind::User);
-        assert!(plan.create.is_empty() && plan.visits.is_empty());
+        assert!(plan.create.is_empty() && plan.visits.is_empty() && plan.fix.is_empty());
     }
 
     #[test]
@@ -818,16 +1059,20 @@ mod tests {
         let access = AccessForPass {
             grants: Vec::new(),
             pending: vec![pending("app")],
-            groups: vec![("shop".into(), AccessLevel::ReadOnly)],
+            groups: vec![recorded("shop", AccessLevel::ReadOnly, "g_ro", Some(41))],
+            users: vec!["app".into()],
         };
-        let inputs =
-            Inputs { cluster: &c, version_num: 150000, full: false, access: &access, databases: &[] };
-        let role = group_role(c.cluster_id, "shop", AccessLevel::ReadOnly);
+        let inputs = inputs(&c, 150000, &access);
         let mut facts = HashMap::new();
-        let members = BTreeSet::from(["app".to_string()]);
         facts.insert(
-            role,
-            GroupFacts { exists: true, database_exists: true, connect: true, members, ..Default::default() },
+            "g_ro".to_string(),
+            GroupFacts {
+                oid: Some(41),
+                database_exists: true,
+                connect: true,
+                memberships: vec![membership("app", "doadmin", false, true)],
+                ..Default::default()
+            },
         );
         let plan = plan(&inputs, &facts);
         assert_eq!(plan.drop.len(), 1);
@@ -837,11 +1082,109 @@ mod tests {
     }
 
     #[test]
+    fn a_role_pgplane_did_not_create_under_a_groups_name_is_a_conflict_and_gets_nothing() {
+        let c = cluster();
+        // Squatted before pgplane created its role, and replaced after it had.
+        for role_oid in [None, Some(41)] {
+            let access = AccessForPass {
+                grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
+                pending: vec![pending("app")],
+                groups: vec![recorded("shop", AccessLevel::ReadOnly, "g_ro", role_oid)],
+                users: vec!["app".into()],
+            };
+            let inputs = inputs(&c, 170000, &access);
+            let mut facts = HashMap::new();
+            let squatter = GroupFacts {
+                oid: Some(99),
+                database_exists: true,
+                login: true,
+                memberships: vec![membership("rival", "postgres", true, false)],
+                ..Default::default()
+            };
+            facts.insert("g_ro".to_string(), squatter);
+            let plan = plan(&inputs, &facts);
+            assert_eq!(plan.conflicts.len(), 1);
+            assert!(plan.conflicts[0].1.as_deref().is_some_and(|m| m.starts_with("conflict")));
+            assert_eq!(plan.blocked.len(), 1);
+            assert!(plan.create.is_empty() && plan.fix.is_empty() && plan.memberships.is_empty());
+            assert!(plan.visits.is_empty() && plan.drop.is_empty() && plan.adopt.is_empty());
+            // No level needs it any more: the record is forgotten, the role never dropped.
+            let none = AccessForPass { grants: Vec::new(), ..access };
+            let plan = super::plan(&self::inputs(&c, 170000, &none), &facts);
+            assert_eq!(plan.forget.len(), 1);
+            assert!(plan.drop.is_empty() && plan.visits.is_empty() && plan.fix.is_empty());
+        }
+    }
+
+    #[test]
+    fn foreign_members_admin_holders_login_and_passwords_are_removed_as_drift() {
+        let c = cluster();
+        let access = AccessForPass {
+            grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
+            pending: Vec::new(),
+            groups: vec![recorded("shop", AccessLevel::ReadOnly, "g_ro", Some(41))],
+            users: vec!["app".into(), "doadmin".into()],
+        };
+        for (version, granted_by) in [(170000, " GRANTED BY \"postgres\""), (150000, "")] {
+            let inputs = inputs(&c, version, &access);
+            let mut facts = converged(&inputs);
+            let f = facts.get_mut("g_ro").unwrap();
+            f.login = true;
+            f.password = true;
+            f.memberships.push(membership("rival", "postgres", false, false));
+            f.memberships.push(membership("app", "postgres", true, false));
+            // The admin role's implicit ADMIN OPTION (its creator's, on 16+) is fine.
+            f.memberships.push(membership("postgres", "postgres", true, false));
+            let plan = plan(&inputs, &facts);
+            assert_eq!(
+                plan.fix,
+                [
+                    "ALTER ROLE \"g_ro\" NOLOGIN PASSWORD NULL".to_string(),
+                    format!("REVOKE \"g_ro\" FROM \"rival\"{granted_by}"),
+                    format!("REVOKE ADMIN OPTION FOR \"g_ro\" FROM \"app\"{granted_by}"),
+                ]
+            );
+            assert_eq!(plan.drift.len(), 3, "{:?}", plan.drift);
+            assert!(plan.drift.iter().all(|d| !d.2.contains("rival")), "no foreign name in drift");
+        }
+    }
+
+    #[test]
+    fn a_group_recorded_before_oids_is_adopted_and_loses_its_comment() {
+        let c = cluster();
+        let access = AccessForPass {
+            grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
+            pending: Vec::new(),
+            groups: vec![recorded("shop", AccessLevel::ReadOnly, "g_ro", Some(UNRECORDED_OID))],
+            users: vec!["app".into()],
+        };
+        let inputs = inputs(&c, 150000, &access);
+        let mut facts = converged(&inputs);
+        facts.get_mut("g_ro").unwrap().oid = Some(41);
+        let plan = plan(&inputs, &facts);
+        assert_eq!(plan.adopt.len(), 1);
+        assert_eq!(plan.adopt[0].1, 41);
+        assert_eq!(plan.fix, ["COMMENT ON ROLE \"g_ro\" IS NULL"]);
+        assert!(plan.conflicts.is_empty() && plan.create.is_empty());
+        // Gone from the server: made again under a fresh, unpredictable name.
+        let mut facts = HashMap::new();
+        facts.insert("g_ro".to_string(), GroupFacts { database_exists: true, ..GroupFacts::default() });
+        let plan = super::plan(&inputs, &facts);
+        assert_eq!(plan.rename.len(), 1);
+        assert_eq!(plan.rename[0].0.role, "g_ro");
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].role, plan.rename[0].1);
+        assert!(plan.create[0].role.starts_with(pgplane_core::access::GROUP_PREFIX));
+        assert!(plan.memberships[0].1.contains(&plan.create[0].role), "{:?}", plan.memberships);
+        assert!(plan.record.is_empty());
+    }
+
+    #[test]
     fn read_only_statements_never_grant_writes_or_create() {
         let group = Group {
             database: "shop".into(),
             level: AccessLevel::ReadOnly,
-            role: group_role(Uuid::nil(), "shop", AccessLevel::ReadOnly),
+            role: new_group_role(AccessLevel::ReadOnly),
         };
         let facts = DatabaseFacts {
             schemas: vec![(group.role.clone(), "public".into(), true, true, true)],
@@ -875,13 +1218,18 @@ mod tests {
                     grant(&format!("u{u}"), &format!("d{d}"), level)
                 })
                 .collect();
-            let mut access = AccessForPass { grants, pending: Vec::new(), groups: Vec::new() };
+            let users = (0..4).map(|u| format!("u{u}")).collect();
+            let mut access = AccessForPass { grants, pending: Vec::new(), groups: Vec::new(), users };
             let version = if new_major { 170000 } else { 150000 };
-            let inputs = Inputs { cluster: &c, version_num: version, full: false, access: &access, databases: &[] };
-            let groups: Vec<(String, AccessLevel)> =
-                inputs.universe().into_iter().map(|g| (g.database, g.level)).collect();
+            let first = Inputs::new(&c, version, true, false, &access, &[]);
+            let groups: Vec<RecordedGroup> = first
+                .groups
+                .values()
+                .zip(1..)
+                .map(|(g, oid)| recorded(&g.database, g.level, &g.role, Some(oid)))
+                .collect();
             access.groups = groups;
-            let inputs = Inputs { cluster: &c, version_num: version, full: false, access: &access, databases: &[] };
+            let inputs = Inputs::new(&c, version, true, false, &access, &[]);
             let plan = plan(&inputs, &converged(&inputs));
             prop_assert_eq!(plan, AccessPlan::default());
         }

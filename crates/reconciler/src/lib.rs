@@ -12,6 +12,7 @@ mod observe;
 mod pass;
 mod plan;
 mod pools;
+mod rights;
 mod slots;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};

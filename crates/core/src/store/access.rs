@@ -1,12 +1,14 @@
 //! Access levels in the metadata store: the desired levels per (user, database), how far each
-//! user's levels have been carried out, and the access group roles pgplane has created on a
-//! cluster's server. A change to a user's levels bumps its access generation and the
-//! cluster's generation (waking the reconcilers) in the same transaction.
+//! user's levels have been carried out, and the access group roles of a cluster's server: their
+//! names (drawn when a level is first asked for), the oids of the roles pgplane created under
+//! them, and conflicts with roles it did not create found there. A change to a user's levels
+//! bumps its access generation and the cluster's generation (waking the reconcilers) in the
+//! same transaction.
 
 use uuid::Uuid;
 
 use super::{notify, Store, BUMP, WAKE_CHANNEL};
-use crate::access::AccessLevel;
+use crate::access::{new_group_role, AccessLevel};
 use crate::error::{Error, Result};
 use crate::model::{AccessGrant, AccessProgress};
 
@@ -17,9 +19,29 @@ pub struct AccessForPass {
     pub grants: Vec<AccessGrant>,
     /// Users whose latest levels have not been carried out (or failed).
     pub pending: Vec<AccessProgress>,
-    /// The group roles pgplane has created (or was about to) on the server: (database, level).
-    pub groups: Vec<(String, AccessLevel)>,
+    /// The group roles pgplane has created (or was about to) on the server.
+    pub groups: Vec<RecordedGroup>,
+    /// The cluster's users pgplane created or adopted (not those in conflict): the only roles
+    /// other than the admin role and the primary user that may belong to its groups.
+    pub users: Vec<String>,
 }
+
+/// An access group role as recorded in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGroup {
+    pub database: String,
+    pub level: AccessLevel,
+    /// The name pgplane chose for it.
+    pub role: String,
+    /// The oid of the role pgplane created under that name: None before it has created one,
+    /// 0 for a group recorded before oids were (adopted once checked).
+    pub role_oid: Option<i64>,
+    /// Why the role found under the name is not pgplane's, while it is there.
+    pub conflict: Option<String>,
+}
+
+/// The oid a group recorded before oids were carries until a pass adopts its role.
+pub const UNRECORDED_OID: i64 = 0;
 
 const PROGRESS: &str = "name, access_generation, access_applied_generation, access_error, updated_at";
 
@@ -118,6 +140,19 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // The groups' names are drawn now, recorded before any pass creates the roles.
+        let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
+        sqlx::query(
+            "insert into cluster_access_groups (cluster_id, database_name, level, role)
+             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
+             on conflict do nothing",
+        )
+        .bind(cluster_id)
+        .bind(&databases)
+        .bind(&names)
+        .bind(&roles)
+        .execute(&mut *tx)
+        .await?;
         let changed = removed + upserted > 0;
         let sql = if changed {
             format!(
@@ -172,38 +207,150 @@ impl Store {
         )
         .bind(cluster_id)
         .fetch_all(&self.pool);
-        let groups = sqlx::query_as::<_, (String, String)>(
-            "select database_name, level from cluster_access_groups where cluster_id = $1",
+        let groups = sqlx::query_as::<_, (String, String, String, Option<i64>, Option<String>)>(
+            "select database_name, level, role, role_oid, conflict
+               from cluster_access_groups where cluster_id = $1 order by role",
         )
         .bind(cluster_id)
         .fetch_all(&self.pool);
-        let (grants, groups) = tokio::try_join!(grants, groups)?;
-        let groups = groups.into_iter().filter_map(|(d, l)| AccessLevel::parse(&l).map(|l| (d, l))).collect();
-        Ok(AccessForPass { grants, pending, groups })
+        let users = sqlx::query_scalar(
+            "select name from cluster_users
+              where cluster_id = $1 and claimed and sync_status <> 'conflict' order by name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool);
+        let (grants, groups, users) = tokio::try_join!(grants, groups, users)?;
+        let groups = groups
+            .into_iter()
+            .filter_map(|(database, level, role, role_oid, conflict)| {
+                let level = AccessLevel::parse(&level)?;
+                Some(RecordedGroup { database, level, role, role_oid, conflict })
+            })
+            .collect();
+        Ok(AccessForPass { grants, pending, groups, users })
     }
 
-    /// Records group roles pgplane is about to create (before CREATE ROLE), or, with
-    /// `present` false, that they are gone (after DROP ROLE).
+    /// Records the names of group roles pgplane is about to create (before CREATE ROLE):
+    /// (database, level, role).
     pub async fn record_access_groups(
         &self,
         cluster_id: Uuid,
-        groups: &[(&str, AccessLevel)],
-        present: bool,
+        groups: &[(&str, AccessLevel, &str)],
     ) -> Result<()> {
         if groups.is_empty() {
             return Ok(());
         }
-        let databases: Vec<&str> = groups.iter().map(|(d, _)| *d).collect();
-        let levels: Vec<&str> = groups.iter().map(|(_, l)| l.as_str()).collect();
-        let sql = if present {
-            "insert into cluster_access_groups (cluster_id, database_name, level)
-             select $1, d, l from unnest($2::text[], $3::text[]) as t(d, l) on conflict do nothing"
-        } else {
-            "delete from cluster_access_groups g using unnest($2::text[], $3::text[]) as t(d, l)
-              where g.cluster_id = $1 and g.database_name = t.d and g.level = t.l"
-        };
-        sqlx::query(sql).bind(cluster_id).bind(&databases).bind(&levels).execute(&self.pool).await?;
+        let databases: Vec<&str> = groups.iter().map(|g| g.0).collect();
+        let levels: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+        let roles: Vec<&str> = groups.iter().map(|g| g.2).collect();
+        sqlx::query(
+            "insert into cluster_access_groups (cluster_id, database_name, level, role)
+             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
+             on conflict do nothing",
+        )
+        .bind(cluster_id)
+        .bind(&databases)
+        .bind(&levels)
+        .bind(&roles)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// Records the oid of the role pgplane created (or adopted) under a group's name; the
+    /// group is no longer in conflict.
+    pub async fn record_access_group_oid(&self, cluster_id: Uuid, role: &str, oid: i64) -> Result<()> {
+        sqlx::query(
+            "update cluster_access_groups set role_oid = $3, conflict = null
+              where cluster_id = $1 and role = $2",
+        )
+        .bind(cluster_id)
+        .bind(role)
+        .bind(oid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a recorded group whose role is gone a new name (before its role is created again).
+    pub async fn rename_access_group(&self, cluster_id: Uuid, role: &str, new_role: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_access_groups set role = $3, role_oid = null, conflict = null
+              where cluster_id = $1 and role = $2",
+        )
+        .bind(cluster_id)
+        .bind(role)
+        .bind(new_role)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records, per group role, why the role found under its name is not pgplane's (None: no
+    /// conflict any more).
+    pub async fn record_access_group_conflicts(
+        &self,
+        cluster_id: Uuid,
+        conflicts: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let roles: Vec<&str> = conflicts.iter().map(|c| c.0).collect();
+        let messages: Vec<Option<&str>> = conflicts.iter().map(|c| c.1).collect();
+        sqlx::query(
+            "update cluster_access_groups g set conflict = t.m
+               from unnest($2::text[], $3::text[]) as t(r, m)
+              where g.cluster_id = $1 and g.role = t.r and g.conflict is distinct from t.m",
+        )
+        .bind(cluster_id)
+        .bind(&roles)
+        .bind(&messages)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets group roles: dropped, gone, or never pgplane's and no longer needed.
+    pub async fn forget_access_groups(&self, cluster_id: Uuid, roles: &[&str]) -> Result<()> {
+        if roles.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("delete from cluster_access_groups where cluster_id = $1 and role = any($2)")
+            .bind(cluster_id)
+            .bind(roles)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The groups of a cluster in conflict: (database, level, why).
+    pub async fn access_group_conflicts(&self, cluster_id: Uuid) -> Result<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "select database_name, level, conflict from cluster_access_groups
+              where cluster_id = $1 and conflict is not null",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The name recorded for the group role holding `level` on `database` of a cluster.
+    pub async fn access_group_role(
+        &self,
+        cluster_id: Uuid,
+        database: &str,
+        level: AccessLevel,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "select role from cluster_access_groups
+              where cluster_id = $1 and database_name = $2 and level = $3",
+        )
+        .bind(cluster_id)
+        .bind(database)
+        .bind(level.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Records how a pass left users' levels: carried out at the access generation it read

@@ -173,6 +173,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::Database, &new.default_database))?;
+        Store::wake_server_neighbours(&mut tx, &new.server_id, cluster_id).await?;
         notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
         tx.commit().await?;
         Ok(cluster)
@@ -262,6 +263,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            sqlx::query("update cluster_databases set closed_to_public = false where cluster_id = $1")
+                .bind(cluster.cluster_id)
+                .execute(&mut *tx)
+                .await?;
+            Store::wake_server_neighbours(&mut tx, update.server_id, cluster.cluster_id).await?;
         }
         tx.commit().await?;
         Ok(())

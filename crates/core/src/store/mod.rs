@@ -9,6 +9,7 @@ mod drift;
 mod objects;
 mod reconcile;
 mod retention;
+mod rights;
 mod rotation;
 mod tokens;
 
@@ -23,12 +24,13 @@ use crate::error::Result;
 use crate::lifecycle::ObjectKind;
 use crate::notifications::Notifications;
 
-pub use access::AccessForPass;
+pub use access::{AccessForPass, RecordedGroup, UNRECORDED_OID};
 pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use objects::ObjectCounts;
 pub use reconcile::{DueCluster, ObjectOutcome, PassCluster};
 pub use retention::EventLog;
+pub use rights::SharedRights;
 pub use rotation::Rotation;
 
 /// The schema migrations in the top-level `migrations/` folder, embedded in the binary.

@@ -2,7 +2,8 @@
 //! user holds per database of its cluster (`read_only`, `read_write`; none is no entry),
 //! read and replaced as a whole. The primary user owns every database: its access is shown as
 //! `owner` and cannot be changed. A change waits, like any other write, until the reconciler
-//! has carried it out on the target (or the apply timeout passes: then `pending`).
+//! has carried it out on the target (or the apply timeout passes: then `pending`). An entry
+//! whose group role's name is held by a role pgplane did not create shows `status: conflict`.
 
 use std::collections::BTreeSet;
 
@@ -47,13 +48,13 @@ pub(crate) fn entries_of(user: &User, grants: &[AccessGrant], databases: &[Datab
         return databases
             .iter()
             .filter(|d| d.desired() == DesiredState::Present)
-            .map(|d| AccessEntry { database: d.name.clone(), level: OWNER.to_string() })
+            .map(|d| AccessEntry::new(d.name.clone(), OWNER.to_string()))
             .collect();
     }
     grants
         .iter()
         .filter(|g| g.user_name == user.name)
-        .map(|g| AccessEntry { database: g.database_name.clone(), level: g.level.clone() })
+        .map(|g| AccessEntry::new(g.database_name.clone(), g.level.clone()))
         .collect()
 }
 
@@ -86,7 +87,7 @@ pub(crate) fn parse_entries(entries: &[AccessEntry]) -> Result<Vec<(String, Acce
 /// Answers with a user's levels as they are now.
 async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json<AccessResponse>, ApiError> {
     let id = cluster.cluster_id;
-    let (grants, databases, progress) = tokio::try_join!(
+    let (grants, databases, progress, conflicts) = tokio::try_join!(
         state.store.list_access(id, Some(&user.name)),
         async {
             if user.is_primary() {
@@ -96,12 +97,17 @@ async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json
             }
         },
         state.store.access_progress(id, &user.name),
+        state.store.access_group_conflicts(id),
     )?;
-    Ok(Json(AccessResponse {
-        access: entries_of(user, &grants, &databases),
-        status: progress.sync().as_str(),
-        last_error: progress.access_error,
-    }))
+    let mut access = entries_of(user, &grants, &databases);
+    for entry in &mut access {
+        let found = conflicts.iter().find(|(d, l, _)| *d == entry.database && *l == entry.level);
+        if let Some((_, _, why)) = found {
+            entry.status = Some("conflict".into());
+            entry.last_error = Some(why.clone());
+        }
+    }
+    Ok(Json(AccessResponse { access, status: progress.sync().as_str(), last_error: progress.access_error }))
 }
 
 /// Show the access levels a user holds per database (pgplane extension).

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::access;
 use crate::controller::Shared;
 use crate::plan::{plan_role, DesiredRole, Step};
+use crate::rights;
 use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
 use outcomes::{Ledger, Record};
@@ -143,13 +144,19 @@ pub(crate) async fn run_pass(
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);
     ledger.flush(shared, cluster_id).await?;
-    apply_databases(shared, &cluster, clients[0], &observed, &databases, &mut ledger).await?;
-    let version = observed.version_num;
+    let shared_rights = rights::prepare(shared, &cluster, &observed).await?;
+    let rights = shared_rights.as_ref();
+    apply_databases(shared, &cluster, clients[0], &observed, &databases, rights, &mut ledger).await?;
     let access =
-        access::reconcile(shared, &cluster, &spec, clients[0], version, full, &databases, pending_access)
+        access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
             .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
+    if let Some(rights) = rights {
+        let done = rights::reconcile(shared, &cluster, clients[0], rights, None).await?;
+        ledger.changes += done.changes;
+        ledger.first_error = ledger.first_error.or(done.error);
+    }
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
 

@@ -4,6 +4,7 @@
 
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database};
+use pgplane_core::store::SharedRights;
 use pgplane_target::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
@@ -118,12 +119,15 @@ fn heir_of(step: &Step) -> Option<&str> {
 
 /// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
 /// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
+/// On a shared server (`rights`), a new database is closed to PUBLIC before its creation is
+/// recorded.
 pub(super) async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
     client: &Client,
     observed: &Observed,
     databases: &'a [Database],
+    rights: Option<&SharedRights>,
     ledger: &mut Ledger<'a>,
 ) -> Result<(), pgplane_core::Error> {
     let planned: Vec<(&Database, Step)> = databases
@@ -154,6 +158,13 @@ pub(super) async fn apply_databases<'a>(
                 }
                 other => other.map_err(Into::into),
             },
+        };
+        let result = match (result, rights) {
+            (Ok(()), Some(rights)) if matches!(step, Step::CreateDatabase { .. }) => {
+                let done = crate::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
+                done.error.map_or(Ok(()), |e| Err(StepError::Target(TargetError::Internal(e))))
+            }
+            (result, _) => result,
         };
         let outcome = outcome_of(&step, result);
         if db.watched_for_drift() {

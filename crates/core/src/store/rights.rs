@@ -1,0 +1,89 @@
+//! Database rights on shared servers, in the metadata store: whether a cluster shares its
+//! server with another, the roles of a cluster that may connect to its databases, which of its
+//! databases have been closed to PUBLIC, and waking a server's cluster when it becomes shared.
+
+use uuid::Uuid;
+
+use super::{Store, BUMP, WAKE_CHANNEL};
+use crate::error::Result;
+
+/// What a pass needs to bring a shared server's databases in line.
+#[derive(Debug, Default, Clone)]
+pub struct SharedRights {
+    /// The cluster's users pgplane created or adopted (the primary user included) that are
+    /// meant to exist.
+    pub users: Vec<String>,
+    /// The cluster's databases pgplane created or adopted that are meant to exist, and whether
+    /// each has been closed to PUBLIC already.
+    pub databases: Vec<(String, bool)>,
+}
+
+impl Store {
+    /// Whether another cluster is registered on the server `server_id`.
+    pub async fn shares_server(&self, cluster_id: Uuid, server_id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from clusters where server_id = $1 and cluster_id <> $2)",
+        )
+        .bind(server_id)
+        .bind(cluster_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The users and databases of a cluster that a pass on a shared server keeps in line.
+    pub async fn shared_rights(&self, cluster_id: Uuid) -> Result<SharedRights> {
+        let users = sqlx::query_scalar(
+            "select name from cluster_users
+              where cluster_id = $1 and state = 'present' and claimed and sync_status <> 'conflict'
+              order by name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool);
+        let databases = sqlx::query_as(
+            "select name, closed_to_public from cluster_databases
+              where cluster_id = $1 and state = 'present' and claimed and sync_status <> 'conflict'
+              order by name",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.pool);
+        let (users, databases) = tokio::try_join!(users, databases)?;
+        Ok(SharedRights { users, databases })
+    }
+
+    /// Records that databases of a cluster have been closed to PUBLIC.
+    pub async fn record_closed_to_public(&self, cluster_id: Uuid, databases: &[&str]) -> Result<()> {
+        if databases.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "update cluster_databases set closed_to_public = true
+              where cluster_id = $1 and name = any($2) and not closed_to_public",
+        )
+        .bind(cluster_id)
+        .bind(databases)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Wakes the cluster already on `server_id` for a full pass when `cluster_id` joining the
+    /// server makes it shared: its databases are closed to PUBLIC at once. On a server shared
+    /// already, every pass keeps the databases closed: nobody needs waking.
+    pub(super) async fn wake_server_neighbours(
+        tx: &mut sqlx::PgConnection,
+        server_id: &str,
+        cluster_id: Uuid,
+    ) -> Result<()> {
+        sqlx::query(&format!(
+            "update clusters set last_resync_at = null, {BUMP}
+              where server_id = $1 and cluster_id <> $2
+                and (select count(*) from clusters where server_id = $1 and cluster_id <> $2) = 1
+          returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
+        ))
+        .bind(server_id)
+        .bind(cluster_id)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
