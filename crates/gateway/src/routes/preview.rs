@@ -121,13 +121,7 @@ pub(super) async fn check_user_deletion(
         }
     };
     let id = cluster.cluster_id;
-    // A user whose pending deletion hands its objects to `name` needs `name` until it is gone.
-    if let Some(heir_of) = state.store.pending_deletion_inheriting_to(id, name).await? {
-        return Err(ApiError::conflict(format!(
-            "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; try \
-             again once it is gone"
-        )));
-    }
+    // (A user that is the heir of a pending deletion is refused by the store, atomically.)
     if let Some(heir) = &heir {
         if mode == IfOwns::Refuse {
             return Err(ApiError::unprocessable("reassign_to cannot be combined with if_owns=refuse"));
