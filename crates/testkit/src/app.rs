@@ -52,6 +52,8 @@ pub struct AppOptions {
     pub serve_limits: ServeLimits,
     /// Serve the web console at `/`.
     pub console: bool,
+    /// The operator allows REPLICATION for clusters alone on their server.
+    pub allow_replication_for_sole_tenants: bool,
 }
 
 impl Default for AppOptions {
@@ -72,6 +74,7 @@ impl Default for AppOptions {
             auth_failures: FailureLimits::default(),
             serve_limits: ServeLimits::default(),
             console: true,
+            allow_replication_for_sole_tenants: false,
         }
     }
 }
@@ -165,6 +168,7 @@ impl TestApp {
             session_limits: SessionLimits::default(),
             target_policy: options.target_policy.clone(),
             max_sessions_per_server: options.max_sessions_per_server,
+            allow_replication_for_sole_tenants: options.allow_replication_for_sole_tenants,
             ..ReconcilerConfig::default()
         };
         let config = GatewayConfig {
@@ -174,6 +178,7 @@ impl TestApp {
             target_policy: options.target_policy.clone(),
             probes_per_minute: options.probes_per_minute,
             console: options.console,
+            allow_replication_for_sole_tenants: options.allow_replication_for_sole_tenants,
             ..GatewayConfig::default()
         };
         let parts = Parts {

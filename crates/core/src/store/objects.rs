@@ -270,6 +270,22 @@ impl Store {
         Ok(written)
     }
 
+    /// Records `message` as a present user's last_error, whatever generation was applied: a
+    /// pass that carried out the user's step but withheld a power it asks for says why there
+    /// (the next change to the user clears it when it is applied).
+    pub async fn note_user_error(&self, cluster_id: Uuid, name: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_users set last_error = $3
+              where cluster_id = $1 and name = $2 and state = 'present' and last_error is distinct from $3",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Marks an object absent (with `extra` assignments) under a new generation.
     async fn mark_absent(
         &self,

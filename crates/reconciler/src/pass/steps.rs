@@ -2,7 +2,7 @@
 //! first), databases one at a time, then roles to drop. New objects are claimed before they
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_target::{TargetError, TargetSpec};
 use tokio_postgres::Client;
@@ -62,8 +62,16 @@ pub(super) async fn apply_roles<'a>(
             }
             (_, other) => other.map_err(StepError::from),
         };
-        let outcome = outcome_of(step, result);
-        if item.user.watched_for_drift() {
+        let outcome = match (outcome_of(step, result), role.withheld) {
+            (Outcome::Applied, Some(why)) => {
+                // A failure is not recorded over a generation already applied: say it apart.
+                shared.store.note_user_error(cluster.cluster_id, &role.name, why).await?;
+                Outcome::Failed(why.to_string())
+            }
+            (outcome, _) => outcome,
+        };
+        // (REPLICATION withheld is not drift: the user's error says why it went.)
+        if item.user.watched_for_drift() && role.withheld.is_none() {
             if let Some(found) = role_drift(role, step, observed) {
                 report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
             }
