@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// every role's password verifier (a base backup copies them all).
     #[arg(long, env = "PGPLANE_ALLOW_REPLICATION_FOR_SOLE_TENANTS")]
     allow_replication_for_sole_tenants: bool,
+    /// What a registration (or a confirmed move) does with a primary user that exists with
+    /// memberships pgplane did not grant (members, ADMIN holders, memberships of other roles):
+    /// `clean` adopts it and removes them; `refuse` answers 409 and changes nothing.
+    #[arg(long, env = "PGPLANE_ADOPTED_PRIMARY_USER", default_value = "clean", value_parser = ["clean", "refuse"])]
+    adopted_primary_user: String,
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -204,6 +209,7 @@ async fn api(args: &ServeArgs, target_policy: TargetPolicy, shutdown_grace: Dura
         probes_per_minute: args.registration_probes_per_minute,
         console: !args.no_console,
         allow_replication_for_sole_tenants: args.allow_replication_for_sole_tenants,
+        refuse_foreign_primary_user: args.adopted_primary_user == "refuse",
         ..GatewayConfig::default()
     };
     let limits = ServeLimits {

@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     /// Users of a cluster alone on its server may get REPLICATION (`pg_allow_replication`);
     /// such a user can read the whole server. Off: every request for it is refused (422).
     pub allow_replication_for_sole_tenants: bool,
+    /// A registration or move whose primary user exists with memberships pgplane did not grant
+    /// is refused (409) instead of adopting it and removing them (`--adopted-primary-user`).
+    pub refuse_foreign_primary_user: bool,
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +81,7 @@ impl Default for GatewayConfig {
             planner: None,
             console: true,
             allow_replication_for_sole_tenants: false,
+            refuse_foreign_primary_user: false,
         }
     }
 }

@@ -16,6 +16,10 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use utoipa::ToSchema;
 
+use crate::error::TargetError;
+use crate::policy::TargetPolicy;
+use crate::probe::admin_session;
+use crate::spec::{within, TargetSpec, EXCHANGE_TIMEOUT};
 use crate::sql::ident;
 
 /// From this version memberships are keyed by grantor and carry INHERIT and SET options.
@@ -126,6 +130,24 @@ pub async fn foreign_grants(
             admin_option: r.get(3),
         })
         .collect())
+}
+
+/// Counts `primary_user`'s foreign memberships on a target (its address checked against
+/// `policy` first), read-only, in one session within a deadline: what a registration that
+/// refuses to adopt them checks.
+pub async fn count_foreign_grants(
+    spec: &TargetSpec,
+    policy: &TargetPolicy,
+    primary_user: &str,
+) -> Result<GrantCounts, TargetError> {
+    let (_, client) = admin_session(spec, policy).await?;
+    within(EXCHANGE_TIMEOUT, async {
+        let version: i32 =
+            client.query_one("SELECT current_setting('server_version_num')::int4", &[]).await?.get(0);
+        let grants = foreign_grants(&client, primary_user, &spec.admin.user, version).await?;
+        Ok(GrantCounts::of(&grants))
+    })
+    .await
 }
 
 /// The statement that removes `grant` from `primary_user` entirely (membership and ADMIN

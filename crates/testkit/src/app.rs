@@ -54,6 +54,8 @@ pub struct AppOptions {
     pub console: bool,
     /// The operator allows REPLICATION for clusters alone on their server.
     pub allow_replication_for_sole_tenants: bool,
+    /// Registrations refuse a primary user with foreign memberships (`--adopted-primary-user=refuse`).
+    pub refuse_foreign_primary_user: bool,
 }
 
 impl Default for AppOptions {
@@ -75,6 +77,7 @@ impl Default for AppOptions {
             serve_limits: ServeLimits::default(),
             console: true,
             allow_replication_for_sole_tenants: false,
+            refuse_foreign_primary_user: false,
         }
     }
 }
@@ -179,6 +182,7 @@ impl TestApp {
             probes_per_minute: options.probes_per_minute,
             console: options.console,
             allow_replication_for_sole_tenants: options.allow_replication_for_sole_tenants,
+            refuse_foreign_primary_user: options.refuse_foreign_primary_user,
             ..GatewayConfig::default()
         };
         let parts = Parts {

@@ -23,21 +23,14 @@ async fn foreign_memberships(app: &TestApp, role: &str, major: u32) -> Vec<Strin
     app.target_strings(&sql, &[&role, &app.admin_user]).await
 }
 
-/// The rival pre-creates the role a third team will use as its primary user (on 17 with its
-/// own CREATEROLE; on 15, where tenants have none, a superuser plants the same grants), makes
-/// itself a member and ADMIN holder and the role a member of a rival role. The third team's
-/// dry run counts what would be removed (naming none of the rival's roles), its registration
-/// removes it all, the rival can then neither act as the role nor change its password, and a
-/// membership planted again is gone after the next full pass, recorded as drift.
-async fn a_pre_created_primary_user_keeps_nothing_foreign(major: u32) {
-    let app = TestApp::spawn(major).await;
-    let rival = Rival::register(&app, "squatter").await;
-    let trap = app.unique("third_admin");
-    let club = app.unique("rival_club");
+/// The rival pre-creates `trap`, the role a third team will use as its primary user, makes
+/// itself a member and ADMIN holder of it and makes it a member of the rival's role `club`: on
+/// 16+ with its own CREATEROLE; on 15, where tenants have none, a superuser plants the same.
+async fn plant(app: &TestApp, rival: &Rival, trap: &str, club: &str, major: u32) {
     let (t, c, r) = (format!("\"{trap}\""), format!("\"{club}\""), format!("\"{}\"", rival.primary_user));
     if major >= 16 {
         rival
-            .session(&app, &rival.default_db)
+            .session(app, &rival.default_db)
             .await
             .batch_execute(&format!(
                 "CREATE ROLE {t} LOGIN PASSWORD 'rival-knows-it'; CREATE ROLE {c};
@@ -55,14 +48,35 @@ async fn a_pre_created_primary_user_keeps_nothing_foreign(major: u32) {
             .await
             .expect("a superuser plants the traps");
     }
-    assert!(!foreign_memberships(&app, &trap, major).await.is_empty());
+    assert!(!foreign_memberships(app, trap, major).await.is_empty());
+}
 
-    // The third team's dry run says what would go, by counts.
+/// A third team's token and registration body, with `primary_user`.
+async fn third_team(app: &TestApp, primary_user: &str) -> (String, serde_json::Value) {
     let token = app.issue_token(&app.unique("third"), &["*"]).await;
     let mut body = app.registration(&app.unique("third").replace('_', "-"));
     body["pgplane"]["host"] = json!("localhost");
-    body["pgplane"]["primary_user"] = json!(trap);
+    body["pgplane"]["primary_user"] = json!(primary_user);
     body["pgplane"]["default_database"] = json!(app.unique("third_db"));
+    (token, body)
+}
+
+/// The rival pre-creates the role a third team will use as its primary user (on 17 with its
+/// own CREATEROLE; on 15, where tenants have none, a superuser plants the same grants), makes
+/// itself a member and ADMIN holder and the role a member of a rival role. The third team's
+/// dry run counts what would be removed (naming none of the rival's roles), its registration
+/// removes it all, the rival can then neither act as the role nor change its password, and a
+/// membership planted again is gone after the next full pass, recorded as drift.
+async fn a_pre_created_primary_user_keeps_nothing_foreign(major: u32) {
+    let app = TestApp::spawn(major).await;
+    let rival = Rival::register(&app, "squatter").await;
+    let trap = app.unique("third_admin");
+    let club = app.unique("rival_club");
+    plant(&app, &rival, &trap, &club, major).await;
+    let (t, r) = (format!("\"{trap}\""), format!("\"{}\"", rival.primary_user));
+
+    // The third team's dry run says what would go, by counts.
+    let (token, body) = third_team(&app, &trap).await;
     let (status, preview) =
         app.call_as(&token, Method::POST, "/v2/databases?dry_run=true", Some(body.clone())).await;
     assert_eq!(status, 200, "{preview}");
@@ -111,3 +125,32 @@ async fn a_pre_created_primary_user_keeps_nothing_foreign(major: u32) {
     assert!(!event.description.contains(&rival.primary_user), "{}", event.description);
 }
 on_each_version!(a_pre_created_primary_user_keeps_nothing_foreign);
+
+/// Where the operator prefers it (`--adopted-primary-user=refuse`), the third team's
+/// registration with the trapped role is refused (409, naming none of the rival's roles) and
+/// changes nothing: no cluster, the memberships as they were.
+async fn a_primary_user_with_foreign_grants_can_be_refused(major: u32) {
+    let options = pgplane_testkit::AppOptions {
+        target_major: major,
+        refuse_foreign_primary_user: true,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let rival = Rival::register(&app, "squatter").await;
+    let (trap, club) = (app.unique("third_admin"), app.unique("rival_club"));
+    plant(&app, &rival, &trap, &club, major).await;
+    let before = foreign_memberships(&app, &trap, major).await;
+
+    let (token, body) = third_team(&app, &trap).await;
+    let (status, answer) = app.call_as(&token, Method::POST, "/v2/databases", Some(body)).await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("did not grant") && message.contains(&trap), "{message}");
+    for name in [&rival.primary_user, &club] {
+        assert!(!message.contains(name.as_str()), "the refusal names another team's role: {message}");
+    }
+    let (_, listed) = app.call_as(&token, Method::GET, "/v2/databases", None).await;
+    assert_eq!(listed["databases"], json!([]), "no cluster was registered");
+    assert_eq!(foreign_memberships(&app, &trap, major).await, before, "nothing changed");
+}
+on_each_version!(a_primary_user_with_foreign_grants_can_be_refused);
