@@ -331,3 +331,20 @@ pub(crate) async fn run_database_step(client: &Client, sql: &str) -> Result<(), 
     client.batch_execute(sql).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_over_disarms_definers_first_and_quotes_any_name() {
+        let sql = hand_over_sql("o'brien\"; DROP", "heir");
+        assert!(sql.starts_with("DO '"), "{sql}");
+        // The role is a literal inside the DO block's literal: its quote doubled twice.
+        assert!(sql.contains("rolname = ''o''''brien\"; DROP''"), "{sql}");
+        assert!(sql.contains("ALTER ROUTINE %s SECURITY INVOKER"), "{sql}");
+        assert!(sql.ends_with(
+            "; REASSIGN OWNED BY \"o'brien\"\"; DROP\" TO \"heir\"; DROP OWNED BY \"o'brien\"\"; DROP\""
+        ));
+    }
+}

@@ -124,7 +124,8 @@ pub(crate) async fn run_pass(
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };
     let unopened_error = record_unopened(shared, &cluster, &unopened).await?;
-    powers::withhold_replication(shared, &cluster, &mut roles).await?;
+    let allowed = shared.config.allow_replication_for_sole_tenants;
+    powers::withhold_replication(&shared.store, allowed, &cluster, &mut roles).await?;
     let Opened { spec, pool, client, observed } = match open(shared, &cluster, spec, &roles, &databases).await
     {
         Ok(opened) => opened,

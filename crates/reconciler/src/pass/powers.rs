@@ -6,22 +6,24 @@
 
 use pgplane_core::model::Cluster;
 use pgplane_core::powers::replication_refusal;
+use pgplane_core::Store;
 
 use super::RoleItem;
-use crate::controller::Shared;
 
-/// Withholds REPLICATION from the pass's roles that ask for it, where it is refused; the
-/// refusal stays on each such role for its outcome.
+/// Withholds REPLICATION from the pass's (or the plan's) roles that ask for it, where it is
+/// refused (`operator_allows`: `--allow-replication-for-sole-tenants`); the refusal stays on
+/// each such role for its outcome.
 pub(super) async fn withhold_replication(
-    shared: &Shared,
+    store: &Store,
+    operator_allows: bool,
     cluster: &Cluster,
     roles: &mut [RoleItem],
 ) -> Result<(), pgplane_core::Error> {
     if !roles.iter().any(|r| r.desired.allow_replication) {
         return Ok(());
     }
-    let allowed = shared.config.allow_replication_for_sole_tenants;
-    let alone = allowed && shared.store.alone_on_server(cluster).await?;
+    let alone = operator_allows && store.alone_on_server(cluster).await?;
+    let allowed = operator_allows;
     let Some(why) = replication_refusal(allowed, alone) else { return Ok(()) };
     for role in roles.iter_mut().filter(|r| r.desired.allow_replication) {
         role.desired.allow_replication = false;
