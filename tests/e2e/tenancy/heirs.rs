@@ -148,3 +148,39 @@ async fn a_user_and_its_heir_deleted_at_once_leave_nothing_stuck(major: u32) {
     }
 }
 on_each_version!(a_user_and_its_heir_deleted_at_once_leave_nothing_stuck);
+
+/// An heir that is gone from the target when the pass drops the user (dropped by hand behind
+/// pgplane's back) does not leave the user stuck: what it owned goes to the primary user, and
+/// a drift event on the user says so.
+async fn a_user_whose_heir_is_gone_hands_over_to_the_primary_user(major: u32) {
+    let app = TestApp::spawn(major).await;
+    let (heir, leaver, table) = (app.unique("lost_heir"), app.unique("orphan"), app.unique("orphaned"));
+    app.create_user(&heir).await;
+    let password = app.create_user(&leaver).await;
+    app.create_owned_table(&leaver, &password, &app.default_db, &table).await;
+    app.target_admin("postgres").await.batch_execute(&format!("DROP ROLE \"{heir}\"")).await.expect("drop");
+
+    let (status, answer) =
+        app.delete(&app.cluster_path(&format!("/users/{leaver}?reassign_to={heir}"))).await;
+    assert_eq!(status, 204, "{answer}");
+    let gone = app.eventually(Duration::from_secs(20), || async { !app.role_exists(&leaver).await }).await;
+    assert!(gone, "the user is dropped all the same");
+    let owner: String = app
+        .target_admin(&app.default_db)
+        .await
+        .query_one(
+            "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class WHERE relname = $1",
+            &[&table],
+        )
+        .await
+        .expect("the table is kept")
+        .get(0);
+    assert_eq!(owner, app.primary_user);
+    let id = app.cluster_id.parse().unwrap();
+    let drift = app.store.list_drift(id, 20).await.expect("drift");
+    assert!(
+        drift.iter().any(|d| d.name == leaver && d.description.contains("heir")),
+        "the fallback is recorded: {drift:?}"
+    );
+}
+on_each_version!(a_user_whose_heir_is_gone_hands_over_to_the_primary_user);

@@ -33,6 +33,27 @@ mod replication {
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), copied)
     }
 
+    /// Opens a replication connection as `user` with `psql` and runs IDENTIFY_SYSTEM; returns
+    /// whether it worked, and psql's stderr.
+    async fn replication_connection(app: &TestApp, user: &str, password: &str) -> (bool, String) {
+        let mut command = std::process::Command::new("psql");
+        command
+            .arg(format!(
+                "host={} port={} user={user} dbname=postgres replication=true connect_timeout=10",
+                app.target.host, app.target.port
+            ))
+            .args(["-w", "-X", "-c", "IDENTIFY_SYSTEM"])
+            .env("PGPASSWORD", password);
+        let out =
+            tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("psql runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Whether `stderr` is the server's refusal of a WAL sender to a role without REPLICATION.
+    fn refused_for_replication(stderr: &str) -> bool {
+        stderr.contains("replication role") || stderr.contains("permission denied to start WAL sender")
+    }
+
     /// REPLICATION reads the whole server: by default no tenant gets it, whether it asks at
     /// creation or by an update (422, nothing changes), cannot give it to itself with CREATEROLE
     /// (17), and its users cannot take a base backup of the server.
@@ -76,7 +97,7 @@ mod replication {
         let (ok, stderr, copied) = base_backup(&app, &name, &password).await;
         assert!(!ok, "pg_basebackup succeeded as a tenant's user: {stderr}");
         assert!(
-            stderr.contains("replication role") || stderr.contains("permission denied to start WAL sender"),
+            refused_for_replication(&stderr),
             "the failure is the missing REPLICATION attribute, not something else: {stderr}"
         );
         assert!(!copied, "nothing was copied");
@@ -102,6 +123,9 @@ mod replication {
             .await;
         assert_eq!(status, 201, "{created}");
         assert_eq!(app.target_strings(REPLICATION, &[&name]).await, ["true"]);
+        let password = created["user"]["password"].as_str().unwrap().to_string();
+        let (ok, stderr) = replication_connection(&app, &name, &password).await;
+        assert!(ok, "a replication connection opens where it is allowed: {stderr}");
 
         let rival = Rival::register(&app, "sharer").await;
         let other = app.unique("late_replica");
@@ -117,6 +141,8 @@ mod replication {
         let (_, shown) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
         let error = shown["user"]["last_error"].as_str().unwrap_or_default();
         assert!(error.contains("hosts other clusters"), "never silently: {shown}");
+        let (ok, stderr) = replication_connection(&app, &name, &password).await;
+        assert!(!ok && refused_for_replication(&stderr), "no replication connection once shared: {stderr}");
     }
     on_each_version!(replication_is_for_sole_tenants_and_goes_when_the_server_is_shared);
 }
