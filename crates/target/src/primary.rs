@@ -152,9 +152,9 @@ pub async fn count_foreign_grants(
 
 /// The statement that removes `grant` from `primary_user` entirely (membership and ADMIN
 /// OPTION, and whatever was granted on the strength of it). On 16+ it names the grantor, as a
-/// membership there is one per grantor: a superuser admin may name any; an admin with
-/// CREATEROLE only may name only roles whose privileges it has, so another tenant's grants
-/// (and the implicit grant to a role's creator, by the bootstrap superuser) are beyond it.
+/// membership there is one per grantor. A superuser admin may revoke any; an admin with
+/// CREATEROLE only may revoke memberships only of roles it holds ADMIN OPTION on, so those of a
+/// role another tenant created are beyond it.
 pub fn revoke_sql(grant: &ForeignGrant, primary_user: &str, version_num: i32) -> String {
     let (role, member) = match grant.side {
         Side::Holder => (primary_user, grant.role.as_str()),
