@@ -101,6 +101,19 @@ mod replication {
             "the failure is the missing REPLICATION attribute, not something else: {stderr}"
         );
         assert!(!copied, "nothing was copied");
+
+        // REPLICATION given by hand (a superuser's mistake) is drift: the rival's next full pass
+        // takes it away and records it.
+        let admin = app.target_admin("postgres").await;
+        admin.batch_execute(&format!("ALTER ROLE \"{name}\" REPLICATION")).await.expect("by hand");
+        let rival_id = rival.cluster_id.parse().unwrap();
+        app.reconciler.reconcile_now(rival_id).await.expect("pass");
+        assert_eq!(app.target_strings(REPLICATION, &[&name]).await, ["false"]);
+        let drift = app.store.list_drift(rival_id, 20).await.expect("drift");
+        assert!(
+            drift.iter().any(|d| d.name == name && d.description.contains("REPLICATION was granted")),
+            "{drift:?}"
+        );
     }
     on_each_version!(replication_is_refused_and_a_base_backup_copies_nothing);
 
