@@ -6,6 +6,9 @@ use pgplane_testkit::{AppOptions, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pydo_works_unchanged_against_pgplane() {
-    let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;
+    // The suite asks for REPLICATION on a cluster alone on its server, as an operator may allow.
+    let options =
+        AppOptions { register: false, allow_replication_for_sole_tenants: true, ..Default::default() };
+    let app = TestApp::spawn_with(options).await;
     crate::run_pytest(&app, "pydo", &[]).await;
 }

@@ -1,7 +1,7 @@
 //! Users: created with LOGIN and nothing else, listed, shown, updated, password resets, and
 //! deletion (also of users owning objects in several databases); the primary user stays.
 
-use pgplane_testkit::TestApp;
+use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 
 use crate::{encode, on_each_version, sqlstate};
@@ -145,7 +145,10 @@ async fn hostile_but_valid_names_round_trip_exactly() {
 }
 
 async fn replication_is_granted_and_revoked_by_update(major: u32) {
-    let app = TestApp::spawn(major).await;
+    // Where the operator allows it, for a cluster alone on its server (see tenancy::powers).
+    let options =
+        AppOptions { target_major: major, allow_replication_for_sole_tenants: true, ..Default::default() };
+    let app = TestApp::spawn_with(options).await;
     let name = app.unique("replica");
     app.create_user(&name).await;
     let path = app.cluster_path(&format!("/users/{name}"));

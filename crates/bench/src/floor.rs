@@ -51,7 +51,8 @@ pub fn reset_roles_sql(roles: &[(String, String)]) -> String {
 
 /// The statements a user deletion sends (crates/reconciler apply.rs `drop_roles`), per role:
 /// stop logins, end its sessions, ask `pg_shdepend` in which databases it owns something or
-/// holds a privilege, REASSIGN OWNED / DROP OWNED there (nowhere, for the bench's fresh
+/// holds a privilege, its SECURITY DEFINER routines disarmed and REASSIGN OWNED / DROP OWNED
+/// there (nowhere, for the bench's fresh
 /// roles), DROP ROLE. pgplane sends the same statements for all the roles of a pass together.
 pub fn drop_roles_sql(names: &[String]) -> String {
     let mut sql = String::new();

@@ -270,8 +270,8 @@ pub fn render(r: &Results<'_>) -> String {
         w,
         "- delete: what pgplane's deletion sends, per role (`ALTER ROLE … NOLOGIN`, \
          `pg_terminate_backend` of its sessions, a `pg_shdepend` query for the databases where it \
-         owns something or holds a privilege, `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` \
-         in each of them — none for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane \
+         owns something or holds a privilege, `DO …` (its SECURITY DEFINER routines made SECURITY \
+         INVOKER), `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in each of them — none for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane \
          sends the same statements for all the roles of a pass together. Bare `DROP ROLE` is \
          shown for reference.\n"
     );

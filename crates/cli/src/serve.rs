@@ -112,6 +112,16 @@ pub struct ServeArgs {
     /// Days drift events are kept (0: forever); older ones are deleted every hour.
     #[arg(long, env = "PGPLANE_DRIFT_RETENTION", default_value_t = 90, value_name = "DAYS")]
     drift_retention: u32,
+    /// Let users of a cluster that is alone on its server have REPLICATION
+    /// (`pg_allow_replication`). Such a user can read the whole server: every database and
+    /// every role's password verifier (a base backup copies them all).
+    #[arg(long, env = "PGPLANE_ALLOW_REPLICATION_FOR_SOLE_TENANTS")]
+    allow_replication_for_sole_tenants: bool,
+    /// What a registration (or a confirmed move) does with a primary user that exists with
+    /// memberships pgplane did not grant (members, ADMIN holders, memberships of other roles):
+    /// `clean` adopts it and removes them; `refuse` answers 409 and changes nothing.
+    #[arg(long, env = "PGPLANE_ADOPTED_PRIMARY_USER", default_value = "clean", value_parser = ["clean", "refuse"])]
+    adopted_primary_user: String,
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -162,6 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         target_policy: target_policy.clone(),
         shutdown_grace,
         max_sessions_per_server: args.max_sessions_per_server.into(),
+        allow_replication_for_sole_tenants: args.allow_replication_for_sole_tenants,
     };
     let metrics = match args.metrics_listen {
         Some(address) => Some(bind(address).await?),
@@ -197,6 +208,8 @@ async fn api(args: &ServeArgs, target_policy: TargetPolicy, shutdown_grace: Dura
         target_policy,
         probes_per_minute: args.registration_probes_per_minute,
         console: !args.no_console,
+        allow_replication_for_sole_tenants: args.allow_replication_for_sole_tenants,
+        refuse_foreign_primary_user: args.adopted_primary_user == "refuse",
         ..GatewayConfig::default()
     };
     let limits = ServeLimits {

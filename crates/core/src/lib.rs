@@ -10,6 +10,7 @@ pub mod model;
 pub mod names;
 pub mod notifications;
 pub mod passwords;
+pub mod powers;
 pub mod scopes;
 pub mod secrets;
 pub mod store;

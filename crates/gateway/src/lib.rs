@@ -60,6 +60,12 @@ pub struct GatewayConfig {
     pub planner: Option<std::sync::Arc<dyn pgplane_target::plan::Planner>>,
     /// Serve the web console at `/` (its assets are embedded; it calls `/v2` like any client).
     pub console: bool,
+    /// Users of a cluster alone on its server may get REPLICATION (`pg_allow_replication`);
+    /// such a user can read the whole server. Off: every request for it is refused (422).
+    pub allow_replication_for_sole_tenants: bool,
+    /// A registration or move whose primary user exists with memberships pgplane did not grant
+    /// is refused (409) instead of adopting it and removing them (`--adopted-primary-user`).
+    pub refuse_foreign_primary_user: bool,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +80,8 @@ impl Default for GatewayConfig {
             probes_per_minute: 30,
             planner: None,
             console: true,
+            allow_replication_for_sole_tenants: false,
+            refuse_foreign_primary_user: false,
         }
     }
 }

@@ -258,9 +258,34 @@ pub(crate) fn nologin_sql(role: &str) -> String {
 }
 
 /// What a role's deletion runs in each database where it owns something or holds a privilege
-/// (REASSIGN and DROP OWNED act on the current database only).
+/// (REASSIGN and DROP OWNED act on the current database only), in one message (one
+/// transaction): its SECURITY DEFINER routines disarmed first ([`disarm_definers_sql`]), then
+/// what it owns handed over and its privileges dropped.
 pub(crate) fn hand_over_sql(role: &str, reassign_to: &str) -> String {
-    format!("REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}", r = ident(role), to = ident(reassign_to))
+    format!(
+        "{}; REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}",
+        disarm_definers_sql(role),
+        r = ident(role),
+        to = ident(reassign_to)
+    )
+}
+
+/// Makes every SECURITY DEFINER function and procedure `role` owns in the current database
+/// SECURITY INVOKER, so that code a deleted user planted never runs with its heir's rights
+/// (whoever may execute it then runs it with their own). Each routine is named by its oid's
+/// `regprocedure`, which quotes and qualifies it as needed; the role by a literal, in a `DO`
+/// block that is itself one quoted literal.
+pub(crate) fn disarm_definers_sql(role: &str) -> String {
+    let body = format!(
+        "DECLARE f pg_catalog.regprocedure; BEGIN \
+         FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p \
+           JOIN pg_catalog.pg_roles r ON r.oid = p.proowner \
+          WHERE r.rolname = {} AND p.prosecdef LOOP \
+           EXECUTE pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', f); \
+         END LOOP; END",
+        literal(role)
+    );
+    format!("DO {}", literal(&body))
 }
 
 /// The last statement of a role's deletion.
@@ -308,4 +333,21 @@ pub(crate) fn database_sql(name: &str, step: &Step) -> Option<String> {
 pub(crate) async fn run_database_step(client: &Client, sql: &str) -> Result<(), TargetError> {
     client.batch_execute(sql).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_over_disarms_definers_first_and_quotes_any_name() {
+        let sql = hand_over_sql("o'brien\"; DROP", "heir");
+        assert!(sql.starts_with("DO '"), "{sql}");
+        // The role is a literal inside the DO block's literal: its quote doubled twice.
+        assert!(sql.contains("rolname = ''o''''brien\"; DROP''"), "{sql}");
+        assert!(sql.contains("ALTER ROUTINE %s SECURITY INVOKER"), "{sql}");
+        assert!(sql.ends_with(
+            "; REASSIGN OWNED BY \"o'brien\"\"; DROP\" TO \"heir\"; DROP OWNED BY \"o'brien\"\"; DROP\""
+        ));
+    }
 }

@@ -48,6 +48,9 @@ pub struct ReconcilerConfig {
     /// Most sessions this process holds on one target server, whatever the number of clusters
     /// it hosts (pooled sessions; idle ones close after `target::IDLE_SESSION_TIMEOUT`).
     pub max_sessions_per_server: usize,
+    /// Users of a cluster alone on its server may hold REPLICATION when they ask for it (see
+    /// `pgplane_core::powers`); otherwise every pass withholds it.
+    pub allow_replication_for_sole_tenants: bool,
 }
 
 impl Default for ReconcilerConfig {
@@ -60,6 +63,7 @@ impl Default for ReconcilerConfig {
             target_policy: TargetPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
             max_sessions_per_server: 10,
+            allow_replication_for_sole_tenants: false,
         }
     }
 }

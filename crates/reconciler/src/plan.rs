@@ -28,6 +28,8 @@ pub(crate) struct DesiredRole {
     pub changed: bool,
     /// Who inherits what the role owns when it is dropped (None: the primary user).
     pub reassign_to: Option<String>,
+    /// Why a power it asks for is withheld (`pass::powers`): its step then ends failed.
+    pub withheld: Option<&'static str>,
 }
 
 impl DesiredRole {
@@ -195,6 +197,7 @@ mod tests {
             claimed: true,
             changed: false,
             reassign_to: None,
+            withheld: None,
         }
     }
 

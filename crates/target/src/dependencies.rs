@@ -67,10 +67,27 @@ pub struct DatabaseDependents {
     #[serde(flatten)]
     pub dependents: Dependents,
     pub default_privileges: Vec<DefaultPrivileges>,
+    /// SECURITY DEFINER functions and procedures the role owns here (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_definer: Option<SecurityDefiners>,
     /// Why the database could not be read (its dependents are then unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// SECURITY DEFINER routines a role owns in one database, and what its deletion does to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SecurityDefiners {
+    pub count: i64,
+    /// The first signatures (as `regprocedure` prints them), at most [`FIRST_NAMES`].
+    pub first: Vec<String>,
+    /// What deleting the role does to them.
+    pub on_delete: &'static str,
+}
+
+/// What [`SecurityDefiners::on_delete`] says.
+pub const DISARMED_ON_DELETE: &str = "made SECURITY INVOKER before they are handed to the heir: \
+     from then on they run with their callers' rights, never with the heir's";
 
 /// A role membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -188,14 +205,15 @@ pub async fn role_dependencies(
             }
         };
         let entry = match read {
-            Ok((dependents, default_privileges)) => {
-                DatabaseDependents { database, dependents, default_privileges, error: None }
+            Ok((dependents, default_privileges, security_definer)) => {
+                DatabaseDependents { database, dependents, default_privileges, security_definer, error: None }
             }
             Err(e) if e.sqlstate() == Some(INVALID_CATALOG_NAME) => continue,
             Err(e) => DatabaseDependents {
                 database,
                 dependents: Dependents::default(),
                 default_privileges: Vec::new(),
+                security_definer: None,
                 error: Some(e.to_string()),
             },
         };
@@ -205,11 +223,12 @@ pub async fn role_dependencies(
     Ok(report)
 }
 
-/// The role's dependents in the session's database and the default privileges it set there.
+/// The role's dependents in the session's database, the default privileges it set there and
+/// the SECURITY DEFINER routines it owns there.
 async fn database_dependents(
     client: &Client,
     oid: u32,
-) -> Result<(Dependents, Vec<DefaultPrivileges>), TargetError> {
+) -> Result<(Dependents, Vec<DefaultPrivileges>, Option<SecurityDefiners>), TargetError> {
     within(EXCHANGE_TIMEOUT, async {
         let found = dependents(client, oid, false).await?;
         let rows = client
@@ -230,7 +249,22 @@ async fn database_dependents(
             .iter()
             .map(|r| DefaultPrivileges { schema: r.get(0), object_type: r.get(1), acl: r.get(2) })
             .collect();
-        Ok((found, defaults))
+        let definers = client
+            .query_one(
+                "SELECT count(*), (array_agg(f.name ORDER BY f.name))[1:$2]
+                   FROM pg_catalog.pg_proc p,
+                        LATERAL (SELECT p.oid::pg_catalog.regprocedure::text AS name) f
+                  WHERE p.proowner = $1 AND p.prosecdef",
+                &[&oid, &FIRST_NAMES],
+            )
+            .await?;
+        let count: i64 = definers.get(0);
+        let definers = (count > 0).then(|| SecurityDefiners {
+            count,
+            first: definers.get::<_, Option<Vec<String>>>(1).unwrap_or_default(),
+            on_delete: DISARMED_ON_DELETE,
+        });
+        Ok((found, defaults, definers))
     })
     .await
 }

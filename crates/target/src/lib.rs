@@ -6,6 +6,7 @@ pub mod dependencies;
 mod error;
 pub mod plan;
 pub mod policy;
+pub mod primary;
 mod probe;
 mod spec;
 pub mod sql;

@@ -3,6 +3,7 @@
 
 use crate::error::TargetError;
 use crate::policy::TargetPolicy;
+use crate::primary::{foreign_grants, GrantCounts};
 use crate::spec::{within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM};
 
 /// What registration learns about a target and its admin role.
@@ -88,6 +89,9 @@ pub struct Survey {
     /// The attributes (`SUPERUSER`, `CREATEDB`, `CREATEROLE`, `LOGIN`, `REPLICATION`,
     /// `BYPASSRLS`) the would-be primary user has, if a role of that name exists.
     pub primary_user: Option<Vec<String>>,
+    /// The would-be primary user's memberships that registration would remove
+    /// ([`crate::primary`]), by kind.
+    pub primary_user_foreign: GrantCounts,
     /// The owner of the would-be default database, if a database of that name exists.
     pub default_database_owner: Option<String>,
     /// Every role (but PostgreSQL's own `pg_*` roles) and non-template database there.
@@ -123,10 +127,12 @@ pub async fn survey(
                 &[&default_database],
             )
             .await?;
+        let foreign = foreign_grants(&client, primary_user, &spec.admin.user, facts.version_num).await?;
         let (roles, databases) = names(&client).await?;
         Ok(Survey {
             facts,
             primary_user: attrs.map(|r| r.get(0)),
+            primary_user_foreign: GrantCounts::of(&foreign),
             default_database_owner: owner.map(|r| r.get(0)),
             roles,
             databases,

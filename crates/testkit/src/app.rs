@@ -52,6 +52,10 @@ pub struct AppOptions {
     pub serve_limits: ServeLimits,
     /// Serve the web console at `/`.
     pub console: bool,
+    /// The operator allows REPLICATION for clusters alone on their server.
+    pub allow_replication_for_sole_tenants: bool,
+    /// Registrations refuse a primary user with foreign memberships (`--adopted-primary-user=refuse`).
+    pub refuse_foreign_primary_user: bool,
 }
 
 impl Default for AppOptions {
@@ -72,6 +76,8 @@ impl Default for AppOptions {
             auth_failures: FailureLimits::default(),
             serve_limits: ServeLimits::default(),
             console: true,
+            allow_replication_for_sole_tenants: false,
+            refuse_foreign_primary_user: false,
         }
     }
 }
@@ -165,6 +171,7 @@ impl TestApp {
             session_limits: SessionLimits::default(),
             target_policy: options.target_policy.clone(),
             max_sessions_per_server: options.max_sessions_per_server,
+            allow_replication_for_sole_tenants: options.allow_replication_for_sole_tenants,
             ..ReconcilerConfig::default()
         };
         let config = GatewayConfig {
@@ -174,6 +181,8 @@ impl TestApp {
             target_policy: options.target_policy.clone(),
             probes_per_minute: options.probes_per_minute,
             console: options.console,
+            allow_replication_for_sole_tenants: options.allow_replication_for_sole_tenants,
+            refuse_foreign_primary_user: options.refuse_foreign_primary_user,
             ..GatewayConfig::default()
         };
         let parts = Parts {

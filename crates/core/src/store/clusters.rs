@@ -292,6 +292,19 @@ impl Store {
         Ok(())
     }
 
+    /// Whether no other cluster is registered on `cluster`'s server (false while its server's
+    /// identity is unknown).
+    pub async fn alone_on_server(&self, cluster: &Cluster) -> Result<bool> {
+        let Some(server_id) = cluster.server_id.as_deref() else { return Ok(false) };
+        Ok(sqlx::query_scalar(
+            "select not exists (select 1 from clusters where server_id = $1 and cluster_id <> $2)",
+        )
+        .bind(server_id)
+        .bind(cluster.cluster_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The role and database names other clusters on `server_id` manage or log in as (their
     /// objects and their admin roles): never shown as "unmanaged" to this cluster's team.
     pub async fn names_of_other_clusters(

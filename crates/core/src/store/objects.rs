@@ -209,55 +209,81 @@ impl Store {
 
     /// Asks for a user to be dropped, what it owns to be handed to `heir` (None: the primary
     /// user). The heir is stored with the request, so that every pass until the drop (after a
-    /// restart too) uses it; the heir must be a present user of the same cluster when the
-    /// request is written (checked in the same statement), or nothing changes and the error
-    /// says why.
+    /// restart too) uses it. In one transaction that holds the rows of the user and of its heir
+    /// (locked in name order, so that two deletions naming each other cannot deadlock), the
+    /// request is refused, and nothing changes, when the heir is not a present user of the
+    /// cluster (422) or when the user is itself the heir of a pending deletion (409): a user
+    /// and its heir deleted at the same moment cannot leave the first without an heir.
     pub async fn request_user_deletion(
         &self,
         cluster_id: Uuid,
         name: &str,
         heir: Option<&str>,
     ) -> Result<(i64, DateTime<Utc>)> {
-        let Some(heir) = heir else {
-            return self.mark_absent(ObjectKind::User, cluster_id, name, ", reassign_to = null").await;
-        };
-        let heir_present = ", reassign_to = $3
-                  where exists (select 1 from cluster_users h
-                                 where h.cluster_id = $1 and h.name = $3 and h.state = 'present')
-                    and";
-        let sql = with_bump(&format!(
-            "update cluster_users set state = 'absent', generation = generation + 1, updated_at = now(),
-                    sync_status = {SYNC_AFTER_WRITE_SQL}{heir_present} cluster_id = $1 and name = $2
-          returning generation, updated_at"
-        ));
-        let written: Option<(i64, DateTime<Utc>)> =
-            sqlx::query_as(&sql).bind(cluster_id).bind(name).bind(heir).fetch_optional(&self.pool).await?;
-        match written {
-            Some(w) => Ok(w),
-            None => Err(match self.object_state(ObjectKind::User, cluster_id, heir).await? {
-                Some(DesiredState::Present) => Error::NotFound("user"),
-                _ => Error::Invalid(format!(
-                    "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
-                )),
-            }),
+        let mut tx = self.pool.begin().await?;
+        let locked: Vec<(String, DesiredState)> = sqlx::query_as(
+            "select name, state from cluster_users
+              where cluster_id = $1 and (name = $2 or name = $3)
+              order by name for update",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .bind(heir)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !locked.iter().any(|(n, _)| n == name) {
+            return Err(Error::NotFound("user"));
         }
-    }
-
-    /// A user of the cluster whose pending deletion hands what it owns to `heir`, if any.
-    pub async fn pending_deletion_inheriting_to(
-        &self,
-        cluster_id: Uuid,
-        heir: &str,
-    ) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+        if let Some(heir) = heir {
+            if !locked.iter().any(|(n, state)| n == heir && *state == DesiredState::Present) {
+                return Err(Error::Invalid(format!(
+                    "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
+                )));
+            }
+        }
+        // A new statement, so a new snapshot: it sees every deletion committed before the lock
+        // was granted.
+        let heir_of: Option<String> = sqlx::query_scalar(
             "select name from cluster_users
               where cluster_id = $1 and state = 'absent' and reassign_to = $2
               order by name limit 1",
         )
         .bind(cluster_id)
-        .bind(heir)
-        .fetch_optional(&self.pool)
-        .await?)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(heir_of) = heir_of {
+            return Err(Error::Conflict(format!(
+                "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; \
+                 try again once it is gone"
+            )));
+        }
+        let sql = with_bump(&format!(
+            "update cluster_users set state = 'absent', generation = generation + 1, updated_at = now(),
+                    sync_status = {SYNC_AFTER_WRITE_SQL}, reassign_to = $3
+              where cluster_id = $1 and name = $2
+          returning generation, updated_at"
+        ));
+        let written: (i64, DateTime<Utc>) =
+            sqlx::query_as(&sql).bind(cluster_id).bind(name).bind(heir).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Records `message` as a present user's last_error, whatever generation was applied: a
+    /// pass that carried out the user's step but withheld a power it asks for says why there
+    /// (the next change to the user clears it when it is applied).
+    pub async fn note_user_error(&self, cluster_id: Uuid, name: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "update cluster_users set last_error = $3
+              where cluster_id = $1 and name = $2 and state = 'present' and last_error is distinct from $3",
+        )
+        .bind(cluster_id)
+        .bind(name)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Marks an object absent (with `extra` assignments) under a new generation.

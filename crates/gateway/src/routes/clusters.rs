@@ -10,6 +10,7 @@ use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
+use pgplane_target::primary::count_foreign_grants;
 use pgplane_target::SUPPORTED_SSLMODES;
 use pgplane_target::{ServerFacts, TargetSpec};
 use serde::Deserialize;
@@ -136,6 +137,27 @@ fn check_move(caller: &Caller, confirmed: Option<bool>) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Where the operator prefers it (`--adopted-primary-user=refuse`), refuses (409) to adopt a
+/// primary user that has memberships pgplane did not grant (counted, never named: the roles
+/// may be another team's); otherwise the pass that adopts it removes them.
+async fn check_adoptable(state: &AppState, spec: &TargetSpec, primary_user: &str) -> Result<(), ApiError> {
+    if !state.config.refuse_foreign_primary_user {
+        return Ok(());
+    }
+    let counts = count_foreign_grants(spec, state.prober.policy(), primary_user)
+        .await
+        .map_err(|e| ApiError::unprocessable(format!("registration failed: {e}")))?;
+    if counts.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::conflict(format!(
+        "the primary user {primary_user:?} exists on the server with {} that pgplane did not \
+         grant; this pgplane does not adopt such a role (--adopted-primary-user=refuse): remove \
+         them, or choose another primary user; nothing was changed",
+        counts.describe()
+    )))
+}
+
 fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
     value
         .filter(|v| !v.is_empty())
@@ -151,7 +173,7 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database", body = ErrorBody),
+        (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
     ))]
@@ -203,6 +225,7 @@ pub(super) async fn create(
             )));
         }
     }
+    check_adoptable(&state, &spec, &primary_user).await?;
 
     let new = NewCluster {
         team_id: caller.team_id,
@@ -336,6 +359,7 @@ pub(super) async fn update_target(
     let moved = cluster.server_id.as_ref().is_some_and(|id| *id != facts.server_id);
     if moved {
         check_move(&caller, target.confirm_move)?;
+        check_adoptable(&state, &spec, &cluster.primary_user).await?;
         tracing::warn!(cluster.id = %cluster.cluster_id, "cluster moved to another server");
     }
     let update = TargetUpdate {

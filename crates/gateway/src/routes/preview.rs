@@ -11,6 +11,7 @@ use pgplane_core::lifecycle::DesiredState;
 use pgplane_core::model::Cluster;
 use pgplane_target::dependencies::{role_dependencies, RoleDependencies};
 use pgplane_target::plan::Plan;
+use pgplane_target::primary::GrantCounts;
 use pgplane_target::{ServerFacts, TargetSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -121,13 +122,7 @@ pub(super) async fn check_user_deletion(
         }
     };
     let id = cluster.cluster_id;
-    // A user whose pending deletion hands its objects to `name` needs `name` until it is gone.
-    if let Some(heir_of) = state.store.pending_deletion_inheriting_to(id, name).await? {
-        return Err(ApiError::conflict(format!(
-            "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; try \
-             again once it is gone"
-        )));
-    }
+    // (A user that is the heir of a pending deletion is refused by the store, atomically.)
     if let Some(heir) = &heir {
         if mode == IfOwns::Refuse {
             return Err(ApiError::unprocessable("reassign_to cannot be combined with if_owns=refuse"));
@@ -209,6 +204,10 @@ pub(crate) struct RegistrationAction {
     /// or `refuse` (another cluster on the server manages the name).
     action: &'static str,
     detail: String,
+    /// For a primary user to adopt: the memberships pgplane did not grant that registration
+    /// removes, by kind (members, ADMIN OPTION holders, memberships of other roles; no names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removes: Option<GrantCounts>,
 }
 
 /// What is on the server that the cluster would leave alone.
@@ -259,6 +258,14 @@ pub(super) struct Registration<'a> {
     pub default_database: &'a str,
 }
 
+/// What a dry run's detail says about a primary user's foreign memberships, if it has any.
+fn foreign_removal(counts: &GrantCounts) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    format!(", and would remove {} that it did not grant", counts.describe())
+}
+
 /// How many names of untouched objects a dry run lists.
 const UNTOUCHED_NAMES: usize = 50;
 
@@ -294,8 +301,9 @@ pub(super) async fn dry_run(
                 "adopt",
                 format!(
                     "exists (now {}); pgplane would give it a new password and a primary user's \
-                     attributes",
-                    if attrs.is_empty() { "no attributes".into() } else { attrs.join(" ") }
+                     attributes{}",
+                    if attrs.is_empty() { "no attributes".into() } else { attrs.join(" ") },
+                    foreign_removal(&survey.primary_user_foreign)
                 ),
             ),
         }
@@ -333,12 +341,15 @@ pub(super) async fn dry_run(
             name: r.primary_user.to_string(),
             action: user_action.0,
             detail: user_action.1,
+            removes: (user_action.0 == "adopt" && !survey.primary_user_foreign.is_empty())
+                .then_some(survey.primary_user_foreign),
         },
         RegistrationAction {
             kind: "database",
             name: r.default_database.to_string(),
             action: db_action.0,
             detail: db_action.1,
+            removes: None,
         },
     ];
     Ok(RegistrationPreviewResponse {

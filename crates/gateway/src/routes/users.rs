@@ -10,6 +10,7 @@ use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, User};
 use pgplane_core::names::check_identifier;
 use pgplane_core::passwords::new_credentials;
+use pgplane_core::powers::replication_refusal;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -29,7 +30,8 @@ use crate::wait::{settle, settle_create};
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
 pub(super) struct Settings {
-    /// Give the user the REPLICATION attribute (default false).
+    /// Give the user the REPLICATION attribute (default false), which reads the whole server:
+    /// refused (422) unless the operator allows it and the cluster is alone on its server.
     pg_allow_replication: Option<bool>,
 }
 
@@ -68,6 +70,19 @@ async fn one(
     let mut view = UserView::of(user, &state.credentials, caller.sees_credentials());
     view.access = Some(entries_of(user, &grants, &databases));
     Ok(Json(UserResponse { user: view }))
+}
+
+/// Refuses (422) a request for REPLICATION unless the operator allows it and the cluster is
+/// alone on its server (see [`replication_refusal`]).
+async fn check_replication(state: &AppState, cluster: &Cluster, wanted: bool) -> Result<(), ApiError> {
+    if !wanted {
+        return Ok(());
+    }
+    let alone = state.store.alone_on_server(cluster).await?;
+    match replication_refusal(state.config.allow_replication_for_sole_tenants, alone) {
+        Some(why) => Err(ApiError::unprocessable(why)),
+        None => Ok(()),
+    }
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
@@ -118,7 +133,7 @@ pub(super) async fn list(
         (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
-        (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody),
+        (status = 422, description = "Invalid, reserved or duplicate name, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -137,6 +152,7 @@ pub(super) async fn create(
         )));
     }
     let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
+    check_replication(&state, &cluster, replication).await?;
     let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
     // Unknown databases are refused before the user is stored.
@@ -180,7 +196,7 @@ pub(super) async fn get(
         (status = 201, description = "Updated", body = UserResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "The user is being deleted", body = ErrorBody),
-        (status = 422, description = "Missing settings, or the primary user", body = ErrorBody),
+        (status = 422, description = "Missing settings, the primary user, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn update(
     State(state): State<AppState>,
@@ -198,6 +214,7 @@ pub(super) async fn update(
         )));
     }
     let replication = settings.pg_allow_replication.unwrap_or(false);
+    check_replication(&state, &cluster, replication).await?;
     let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))

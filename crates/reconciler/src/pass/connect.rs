@@ -149,6 +149,7 @@ pub(super) fn prepare(
                     claimed: user.claimed,
                     changed: user.applied_generation < user.generation,
                     reassign_to: user.reassign_to.clone(),
+                    withheld: None,
                 };
                 roles.push(RoleItem { desired, user });
             }

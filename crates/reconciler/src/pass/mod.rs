@@ -9,7 +9,9 @@ mod backoff;
 mod connect;
 pub(crate) mod drift;
 mod outcomes;
+mod powers;
 pub(crate) mod preview;
+mod primary;
 mod steps;
 
 use chrono::Utc;
@@ -118,11 +120,13 @@ pub(crate) async fn run_pass(
         return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
     }
 
-    let (spec, roles, unopened) = match prepare(&shared.sealer, &cluster, users) {
+    let (spec, mut roles, unopened) = match prepare(&shared.sealer, &cluster, users) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };
     let unopened_error = record_unopened(shared, &cluster, &unopened).await?;
+    let allowed = shared.config.allow_replication_for_sole_tenants;
+    powers::withhold_replication(&shared.store, allowed, &cluster, &mut roles).await?;
     let Opened { spec, pool, client, observed } = match open(shared, &cluster, spec, &roles, &databases).await
     {
         Ok(opened) => opened,
@@ -143,6 +147,8 @@ pub(crate) async fn run_pass(
     let clients = sessions.clients();
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);
+    primary::clean_primary_user(shared, &cluster, clients[0], observed.version_num, &present, &mut ledger)
+        .await?;
     ledger.flush(shared, cluster_id).await?;
     let shared_rights = rights::prepare(shared, &cluster, &observed).await?;
     let rights = shared_rights.as_ref();

@@ -25,17 +25,25 @@ pub struct Previewer {
     sealer: Sealer,
     policy: TargetPolicy,
     limits: SessionLimits,
+    allow_replication: bool,
 }
 
 impl Previewer {
     /// A previewer that reaches targets as the reconciler configured by `config` does.
     pub fn new(store: Store, sealer: Sealer, config: &ReconcilerConfig) -> Self {
-        Self { store, sealer, policy: config.target_policy.clone(), limits: config.session_limits }
+        Self {
+            store,
+            sealer,
+            policy: config.target_policy.clone(),
+            limits: config.session_limits,
+            allow_replication: config.allow_replication_for_sole_tenants,
+        }
     }
 
     async fn preview(&self, cluster: &Cluster) -> Result<Plan, TargetError> {
         let (users, databases) = self.store.cluster_objects(cluster.cluster_id, false).await?;
-        let (spec, roles, unopened) = prepare(&self.sealer, cluster, users)?;
+        let (spec, mut roles, unopened) = prepare(&self.sealer, cluster, users)?;
+        super::powers::withhold_replication(&self.store, self.allow_replication, cluster, &mut roles).await?;
         let spec = spec.checked(&self.policy).await?;
         // One session of its own, closed when the plan is made.
         let pool = one_off_pool(&spec, self.limits)?;

@@ -2,7 +2,7 @@
 //! first), databases one at a time, then roles to drop. New objects are claimed before they
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::SharedRights;
 use pgplane_target::{TargetError, TargetSpec};
@@ -63,8 +63,16 @@ pub(super) async fn apply_roles<'a>(
             }
             (_, other) => other.map_err(StepError::from),
         };
-        let outcome = outcome_of(step, result);
-        if item.user.watched_for_drift() {
+        let outcome = match (outcome_of(step, result), role.withheld) {
+            (Outcome::Applied, Some(why)) => {
+                // A failure is not recorded over a generation already applied: say it apart.
+                shared.store.note_user_error(cluster.cluster_id, &role.name, why).await?;
+                Outcome::Failed(why.to_string())
+            }
+            (outcome, _) => outcome,
+        };
+        // (REPLICATION withheld is not drift: the user's error says why it went.)
+        if item.user.watched_for_drift() && role.withheld.is_none() {
             if let Some(found) = role_drift(role, step, observed) {
                 report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
             }
@@ -92,13 +100,38 @@ pub(super) async fn drop_roles<'a>(
     if drops.is_empty() {
         return Ok(());
     }
+    let gone = missing_heirs(client, cluster, &drops).await.map_err(TargetError::from);
+    let gone = match gone {
+        Ok(gone) => gone,
+        Err(e) => {
+            for (item, step) in drops {
+                let outcome = outcome_of(step, Err(e.clone().into()));
+                conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+            }
+            return Ok(());
+        }
+    };
+    // An heir that is gone (or goes in this pass) cannot inherit: the primary user does, and
+    // the deleted user's record says so.
+    let heir_for = |step| inheriting(step, &gone, &cluster.primary_user);
+    for (item, step) in &drops {
+        if let Some(heir) = heir_of(step).filter(|h| gone.iter().any(|g| g == h)) {
+            let found =
+                format!("its heir {heir:?} is gone from the target; what it owned goes to the primary user");
+            tracing::warn!(cluster.id = %cluster.cluster_id, name = %item.desired.name, "{found}");
+            shared
+                .store
+                .record_drift(cluster.cluster_id, ObjectKind::User, &item.desired.name, &found, true)
+                .await?;
+        }
+    }
     // One round per heir: REASSIGN OWNED takes one.
-    let mut heirs: Vec<&str> = drops.iter().filter_map(|(_, step)| heir_of(step)).collect();
+    let mut heirs: Vec<&str> = drops.iter().filter_map(|(_, step)| heir_for(step)).collect();
     heirs.sort_unstable();
     heirs.dedup();
     for heir in heirs {
         let group: Vec<&(&RoleItem, Step)> =
-            drops.iter().copied().filter(|(_, s)| heir_of(s) == Some(heir)).collect();
+            drops.iter().copied().filter(|(_, s)| heir_for(s) == Some(heir)).collect();
         let names: Vec<&str> = group.iter().map(|(i, _)| i.desired.name.as_str()).collect();
         let results = apply::drop_roles(client, spec, shared.config.session_limits, &names, heir).await;
         for ((item, step), result) in group.into_iter().zip(results) {
@@ -107,6 +140,38 @@ pub(super) async fn drop_roles<'a>(
         }
     }
     Ok(())
+}
+
+/// The heirs named by `drops` (the primary user aside) that cannot inherit: no role of that
+/// name is on the target, or it is dropped in this pass too.
+async fn missing_heirs(
+    client: &Client,
+    cluster: &Cluster,
+    drops: &[&(&RoleItem, Step)],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let dropped: Vec<&str> = drops.iter().map(|(i, _)| i.desired.name.as_str()).collect();
+    let named: Vec<&str> =
+        drops.iter().filter_map(|(_, step)| heir_of(step)).filter(|h| *h != cluster.primary_user).collect();
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let present: Vec<String> = client
+        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)", &[&named])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(named
+        .into_iter()
+        .filter(|h| dropped.contains(h) || !present.iter().any(|p| p == h))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The role that inherits from a DropRole step: its heir, or the primary user when the heir is
+/// `gone`.
+fn inheriting<'s>(step: &'s Step, gone: &[String], primary_user: &'s str) -> Option<&'s str> {
+    heir_of(step).map(|h| if gone.iter().any(|g| g == h) { primary_user } else { h })
 }
 
 /// The role a DropRole step hands the dropped role's objects to.
