@@ -14,6 +14,10 @@ pub enum TargetError {
     /// The target accepted the connection but did not answer in time.
     #[error("the target did not answer within {0} s")]
     Stalled(u64),
+    /// Every session pgplane may hold on the target's server was taken for longer than the
+    /// caller may wait (see [`crate::budget`]).
+    #[error("{0}")]
+    Busy(String),
     /// TLS to the target cannot be set up as asked.
     #[error("TLS: {0}")]
     Tls(String),
@@ -40,6 +44,9 @@ impl From<tokio_postgres::Error> for TargetError {
         match e.as_db_error() {
             Some(db) => {
                 TargetError::Sql { code: db.code().code().to_string(), message: redact(db.message()) }
+            }
+            None if crate::wire::refusal_in(&e).is_some() => {
+                TargetError::Refused(crate::wire::refusal_in(&e).expect("just found").to_string())
             }
             None => {
                 // tokio-postgres keeps the cause (refused, TLS, DNS) in the source chain.

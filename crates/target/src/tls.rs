@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::TargetError;
@@ -23,6 +23,16 @@ pub(crate) fn ssl_mode(sslmode: &str) -> SslMode {
     match sslmode {
         "disable" => SslMode::Disable,
         _ => SslMode::Require,
+    }
+}
+
+/// Channel binding for an sslmode: required over TLS, so that tokio-postgres refuses a server
+/// asking for a cleartext or MD5 password, or for SCRAM without binding, before sending anything
+/// (tokio-postgres-rustls gives the `tls-server-end-point` binding).
+pub(crate) fn channel_binding(sslmode: &str) -> ChannelBinding {
+    match sslmode {
+        "disable" => ChannelBinding::Disable,
+        _ => ChannelBinding::Require,
     }
 }
 
