@@ -6,9 +6,9 @@
 
 use std::num::NonZeroU32;
 
+use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use axum::http::StatusCode;
 use pgplane_target::{probe, survey, ServerFacts, Survey, TargetError, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use deadpool_postgres::ClientWrapper;
 use pgplane_target::budget::{GiveWay, Opening, ServerKey};
-use pgplane_target::{SessionBudget, SessionLimits, TargetError, TargetSpec, CONNECT_TIMEOUT, ONE_OFF_WAIT, SESSION_WAIT};
+use pgplane_target::{
+    SessionBudget, SessionLimits, TargetError, TargetSpec, CONNECT_TIMEOUT, ONE_OFF_WAIT, SESSION_WAIT,
+};
 use uuid::Uuid;
 
 /// How long a pooled session may stay unused before it is closed: an idle fleet holds few
@@ -61,7 +63,11 @@ impl std::ops::Deref for Session {
 /// counted on the server before the old one was gone (the bench saw 11 and 12 sessions against
 /// a cap of 10). So it is given a finished task instead: dropping the client ends the connection
 /// gracefully, and the permit comes back once the server has closed the session.
-async fn admin_session(spec: &TargetSpec, limits: SessionLimits, wait: Duration) -> Result<ClientWrapper, TargetError> {
+async fn admin_session(
+    spec: &TargetSpec,
+    limits: SessionLimits,
+    wait: Duration,
+) -> Result<ClientWrapper, TargetError> {
     let client = spec.connect_first(spec.admin_database(), limits, wait).await?;
     Ok(ClientWrapper::new(client, tokio::spawn(async {})))
 }

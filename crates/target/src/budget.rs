@@ -127,7 +127,10 @@ impl SessionBudget {
         }
         servers.retain(|_, s| Arc::strong_count(&s.all) > 1);
         let per_server = self.0.per_server;
-        let s = Server { all: Arc::new(Semaphore::new(per_server)), first: Arc::new(Semaphore::new(per_server - 1)) };
+        let s = Server {
+            all: Arc::new(Semaphore::new(per_server)),
+            first: Arc::new(Semaphore::new(per_server - 1)),
+        };
         servers.insert(key, s.clone());
         s
     }

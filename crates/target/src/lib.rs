@@ -14,8 +14,8 @@ pub mod sql;
 mod tls;
 mod wire;
 
-pub use error::TargetError;
 pub use budget::SessionBudget;
+pub use error::TargetError;
 pub use policy::TargetPolicy;
 pub use probe::{list_roles_and_databases, probe, survey, ServerFacts, Survey, SERVER_ID_SQL};
 pub use spec::{

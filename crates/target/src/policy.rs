@@ -89,7 +89,10 @@ impl TargetPolicy {
     /// Refuses a plaintext connection (`sslmode=disable`) to `addrs` unless they are all
     /// loopback or the operator allows plaintext anywhere; nothing is sent before this check.
     pub fn check_plaintext(&self, host: &str, sslmode: &str, addrs: &[IpAddr]) -> Result<(), TargetError> {
-        if sslmode != "disable" || self.plaintext_anywhere || addrs.iter().all(|a| a.to_canonical().is_loopback()) {
+        if sslmode != "disable"
+            || self.plaintext_anywhere
+            || addrs.iter().all(|a| a.to_canonical().is_loopback())
+        {
             return Ok(());
         }
         Err(TargetError::Refused(format!(

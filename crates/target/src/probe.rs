@@ -3,7 +3,9 @@
 
 use crate::error::TargetError;
 use crate::policy::TargetPolicy;
-use crate::spec::{within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM, ONE_OFF_WAIT};
+use crate::spec::{
+    within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM, ONE_OFF_WAIT,
+};
 
 /// What registration learns about a target and its admin role.
 #[derive(Debug, Clone)]

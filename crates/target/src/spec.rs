@@ -192,8 +192,11 @@ impl TargetSpec {
                 tokio::spawn(run(connection, permit));
                 Ok(client)
             } else {
-                let tls = MakeTlsConnect::<Wire<TcpStream>>::make_tls_connect(&mut self.tls()?, &self.admin.host)
-                    .map_err(|e| TargetError::Tls(format!("{:?} is not a usable TLS name: {e}", self.admin.host)))?;
+                let tls =
+                    MakeTlsConnect::<Wire<TcpStream>>::make_tls_connect(&mut self.tls()?, &self.admin.host)
+                        .map_err(|e| {
+                        TargetError::Tls(format!("{:?} is not a usable TLS name: {e}", self.admin.host))
+                    })?;
                 let (client, connection) = config.connect_raw(wire, tls).await?;
                 tokio::spawn(run(connection, permit));
                 Ok(client)

@@ -1,7 +1,10 @@
 //! TLS to targets, through rustls (ring provider). `disable` sends nothing encrypted;
 //! `require` encrypts without checking the server's certificate (libpq's meaning);
 //! `verify-full` checks the certificate chain against the CA given at registration and the
-//! host name (or IP address) pgplane connects to.
+//! host name (or IP address) pgplane connects to. Over TLS, channel binding is required: the
+//! SCRAM exchange is bound to the TLS session (`tls-server-end-point`, the hash of the
+//! certificate the server presented), so a server or relay that asks for anything else, or
+//! presents another certificate than the real server's, gets nothing usable.
 
 use std::sync::Arc;
 
