@@ -237,3 +237,39 @@ where
     }
     drop(permit);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: &str, sslmode: &str) -> TargetSpec {
+        TargetSpec::new(AdminConnection {
+            host: host.into(),
+            port: 5432,
+            user: "admin".into(),
+            password: "secret".into(),
+            database: "postgres".into(),
+            sslmode: sslmode.into(),
+            ca_certificate: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn plaintext_to_an_address_other_than_loopback_is_refused_before_any_connection() {
+        let policy = TargetPolicy::default();
+        let refused = spec("10.255.255.1", "disable").checked(&policy).await.unwrap_err();
+        assert!(matches!(refused, TargetError::Refused(_)), "{refused}");
+        let allowed = spec("10.255.255.1", "require").checked(&policy).await.unwrap();
+        assert_eq!(allowed.budget().unwrap(), policy.budget());
+        spec("127.0.0.1", "disable").checked(&policy).await.unwrap();
+        let anywhere = policy.with_plaintext_anywhere(true);
+        spec("10.255.255.1", "disable").checked(&anywhere).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unchecked_spec_opens_no_session() {
+        let unchecked = spec("127.0.0.1", "disable");
+        let refused = unchecked.connect_first("postgres", SessionLimits::default(), ONE_OFF_WAIT).await;
+        assert!(matches!(refused, Err(TargetError::Internal(_))));
+    }
+}

@@ -1,9 +1,10 @@
 //! Attacks from a fake server on the wire: asking for the admin password in cleartext or as
 //! MD5, and plaintext connections where they are not allowed.
 //!
-//! The fake is a TCP listener on loopback that answers `N` to an SSLRequest, reads the startup
-//! packet, asks for the password in cleartext (or as MD5) and records every byte it receives.
-//! pgplane must send it nothing after the startup packet: no PasswordMessage, no password.
+//! The fake is a TCP listener on loopback that answers an SSLRequest (`N`, or `S` and TLS with a
+//! self-signed certificate), reads the startup packet, asks for the password in cleartext (or as
+//! MD5) and records every byte it receives. pgplane must send it nothing after the startup
+//! packet: no PasswordMessage, no password.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +13,9 @@ use pgplane_testkit::{AppOptions, TestApp};
 
 use crate::on_each_version;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+
+use tokio::net::TcpListener;
 
 /// What the fake asks for.
 #[derive(Clone, Copy)]
@@ -55,21 +57,48 @@ struct FakeServer {
 }
 
 impl FakeServer {
+    /// A fake that answers `N` to an SSLRequest.
     async fn start(ask: Ask) -> Self {
+        Self::start_with(ask, None).await
+    }
+
+    /// A fake that speaks TLS with a self-signed certificate when asked to.
+    async fn start_tls(ask: Ask) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        Self::start_with(ask, Some(Arc::new(config))).await
+    }
+
+    async fn start_with(ask: Ask, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake server");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
+                let (record, tls) = (record.clone(), tls.clone());
+                let socket = socket.into_std().unwrap();
+                socket.set_nonblocking(false).unwrap();
+                tokio::task::spawn_blocking(move || {
                     let slot = {
                         let mut all = record.lock().unwrap();
                         all.push(Seen::default());
                         all.len() - 1
                     };
-                    let _ = converse(socket, ask, &record, slot).await;
+                    let _ = converse(socket, ask, tls, &record, slot);
                 });
             }
         });
@@ -105,30 +134,56 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Reads packets until the startup packet (answering `N` to an SSLRequest), asks for the
-/// password, then records whatever arrives until the client closes (or 10 s pass).
-async fn converse(
-    mut socket: TcpStream,
+/// One length-prefixed packet's body.
+fn packet(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length)?;
+    let mut body = vec![0u8; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
+    stream.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Reads packets until the startup packet (answering an SSLRequest with `S` and TLS when the
+/// fake has a certificate, `N` otherwise), asks for the password, then records whatever
+/// arrives until the client closes (or 10 s pass).
+fn converse(
+    mut socket: std::net::TcpStream,
+    ask: Ask,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    record: &Mutex<Vec<Seen>>,
+    slot: usize,
+) -> std::io::Result<()> {
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    loop {
+        let body = packet(&mut socket)?;
+        if !body.starts_with(&80877103u32.to_be_bytes()) {
+            return ask_and_record(&mut socket, body, ask, record, slot);
+        }
+        if let Some(config) = &tls {
+            socket.write_all(b"S")?;
+            let connection = rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(connection, socket);
+            let startup = packet(&mut stream)?;
+            return ask_and_record(&mut stream, startup, ask, record, slot);
+        }
+        socket.write_all(b"N")?;
+    }
+}
+
+fn ask_and_record(
+    stream: &mut (impl Read + Write),
+    startup: Vec<u8>,
     ask: Ask,
     record: &Mutex<Vec<Seen>>,
     slot: usize,
 ) -> std::io::Result<()> {
-    loop {
-        let length = socket.read_u32().await? as usize;
-        let mut body = vec![0u8; length.saturating_sub(4)];
-        socket.read_exact(&mut body).await?;
-        if body.starts_with(&80877103u32.to_be_bytes()) {
-            socket.write_all(b"N").await?;
-            continue;
-        }
-        record.lock().unwrap()[slot].startup = body;
-        break;
-    }
-    socket.write_all(&ask.request()).await?;
+    record.lock().unwrap()[slot].startup = startup;
+    stream.write_all(&ask.request())?;
+    stream.flush()?;
     let mut buf = [0u8; 1024];
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => record.lock().unwrap()[slot].after.extend_from_slice(&buf[..n]),
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => record.lock().unwrap()[slot].after.extend_from_slice(&buf[..n]),
             _ => return Ok(()),
         }
     }
@@ -205,3 +260,20 @@ async fn a_registered_cluster_moved_to_such_a_server_sends_it_nothing(major: u32
     .unwrap();
 }
 on_each_version!(a_registered_cluster_moved_to_such_a_server_sends_it_nothing);
+
+async fn over_tls_a_server_that_does_not_bind_scram_to_the_channel_gets_nothing(major: u32) {
+    let app =
+        TestApp::spawn_with(AppOptions { target_major: major, register: false, ..Default::default() }).await;
+    for ask in [Ask::Cleartext, Ask::Md5] {
+        let fake = FakeServer::start_tls(ask).await;
+        let mut body = at_fake(&app, "tls-fake", fake.port);
+        body["pgplane"]["sslmode"] = json!("require");
+        let (status, answer) = app.post("/v2/databases", body).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains("channel binding"), "{answer}");
+        fake.assert_nothing_sent(&app.admin_password);
+    }
+    let (_, list) = app.get("/v2/databases").await;
+    assert_eq!(list["databases"], json!([]), "nothing was registered");
+}
+on_each_version!(over_tls_a_server_that_does_not_bind_scram_to_the_channel_gets_nothing);
