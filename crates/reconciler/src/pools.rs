@@ -1,8 +1,10 @@
 //! The sessions passes run on: one small deadpool-postgres pool per cluster, to its admin
 //! database, rebuilt when the registration changes and closed when the cluster is gone, all
-//! within a bounded number of sessions per target server however many clusters it hosts.
-//! Idle sessions close after a short while, and pools and servers without sessions are
-//! forgotten, so that neither sessions nor maps grow with the clusters registered.
+//! within the process's budget of sessions per target server ([`pgplane_target::budget`])
+//! however many clusters it hosts; and the plan preview's one-off session, counted there too.
+//! Idle sessions close after a short while (or give way at once to a session that needs their
+//! server's permit), and pools without sessions are forgotten, so that neither sessions nor the
+//! map grow with the clusters registered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,7 +129,7 @@ impl Pools {
                 return Ok(entry.pool.clone());
             }
         }
-        spec.budget()?;
+        spec.budget()?; // only a checked spec, counted against the budget, makes a pool
         let server = spec.server();
         let manager = Budgeted { spec: spec.clone(), limits };
         // The create timeout is the manager's own: waiting for a permit is not connecting.
@@ -170,9 +172,9 @@ impl Pools {
         });
     }
 
-    /// Closes sessions unused for [`IDLE_SESSION_TIMEOUT`] and forgets the pools and servers
-    /// left without any (a pool costs nothing to rebuild), so that neither the sessions nor
-    /// the maps grow with the clusters registered.
+    /// Closes sessions unused for [`IDLE_SESSION_TIMEOUT`] and forgets the pools left without
+    /// any (a pool costs nothing to rebuild), so that neither the sessions nor the map grow
+    /// with the clusters registered.
     pub(crate) fn close_idle(&self) {
         self.0.pools.lock().expect("pools lock").retain(|_, entry| {
             entry.pool.retain(|_, metrics| metrics.last_used() < IDLE_SESSION_TIMEOUT);
