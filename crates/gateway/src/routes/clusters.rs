@@ -154,6 +154,7 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
+        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -316,6 +317,7 @@ pub(super) async fn delete(
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
+        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,
