@@ -6,9 +6,10 @@
 //!   SCRAM. (Over TLS the bytes are encrypted here; there, tokio-postgres's required channel
 //!   binding refuses those requests, and SCRAM without binding, before sending anything.)
 //! - When the session closes (after its Terminate message), it waits for the server to close
-//!   the socket. PostgreSQL closes it only once the backend has left `pg_stat_activity` and
-//!   freed its connection slot, so the session's permit ([`crate::budget`]) is not handed to a
-//!   new session while the old backend still counts on the server.
+//!   the socket. A PostgreSQL backend keeps its socket open until its process exits, after it
+//!   has left `pg_stat_activity` and freed its connection slot (its `socket_close` says so: a
+//!   "synchronous close" for clients that care), so the session's permit ([`crate::budget`]) is
+//!   not handed to a new session while the old backend still counts on the server.
 
 use std::future::Future;
 use std::io;
