@@ -266,6 +266,48 @@ mod tests {
         spec("10.255.255.1", "disable").checked(&anywhere).await.unwrap();
     }
 
+    /// A session's permit comes back only once the server has closed its end, after the
+    /// session's Terminate: never while its backend may still count on the server.
+    #[tokio::test]
+    async fn a_permit_is_held_until_the_server_has_closed_the_session() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (terminated_tx, terminated) = tokio::sync::oneshot::channel();
+        let (close, close_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let length = socket.read_u32().await.unwrap();
+            let mut startup = vec![0u8; length as usize - 4];
+            socket.read_exact(&mut startup).await.unwrap();
+            // AuthenticationOk (a trusting server, in plaintext on loopback), then ReadyForQuery.
+            socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+            let mut terminate = [0u8; 5];
+            socket.read_exact(&mut terminate).await.unwrap();
+            assert_eq!(terminate[0], b'X');
+            terminated_tx.send(()).unwrap();
+            close_rx.await.unwrap();
+        });
+        let policy = TargetPolicy::default().with_budget(SessionBudget::new(2));
+        let mut target = spec("127.0.0.1", "disable");
+        target.admin.port = port;
+        let target = target.checked(&policy).await.unwrap();
+        let client = target.connect_first("postgres", SessionLimits::default(), ONE_OFF_WAIT).await.unwrap();
+        let free = || policy.budget().available(target.server(), Opening::First);
+        assert!(!free(), "the session holds its permit");
+        drop(client);
+        terminated.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!free(), "still held: the server has not closed its end");
+        close.send(()).unwrap();
+        let mut waited = 0;
+        while !free() {
+            assert!(waited < 200, "the permit came back once the server closed its end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+    }
+
     #[tokio::test]
     async fn an_unchecked_spec_opens_no_session() {
         let unchecked = spec("127.0.0.1", "disable");
