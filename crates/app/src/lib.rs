@@ -15,6 +15,7 @@ use pgplane_core::Store;
 use pgplane_gateway::{GatewayConfig, ServeLimits};
 use pgplane_reconciler::{Previewer, Reconciler, ReconcilerConfig};
 use pgplane_target::plan::Planner;
+use pgplane_target::{SessionBudget, TargetPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +59,15 @@ pub struct Running {
 }
 
 /// Starts every part; they run until the returned process's token is cancelled.
-pub fn start(store: Store, sealer: Sealer, parts: Parts) -> Result<Running, String> {
+pub fn start(store: Store, sealer: Sealer, mut parts: Parts) -> Result<Running, String> {
+    // One budget of sessions per target server for the whole process: every session the API
+    // and the reconciler open on a target counts against it.
+    let budget = SessionBudget::new(parts.reconciler.max_sessions_per_server);
+    let policy = |p: &TargetPolicy| p.clone().with_budget(budget.clone());
+    parts.reconciler.target_policy = policy(&parts.reconciler.target_policy);
+    if let Some(api) = &mut parts.api {
+        api.config.target_policy = policy(&api.config.target_policy);
+    }
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let stopped = || stop.clone().cancelled_owned();

@@ -85,9 +85,10 @@ pub struct ServeArgs {
     /// lock_timeout, in seconds, for pgplane's sessions on targets.
     #[arg(long, env = "PGPLANE_TARGET_LOCK_TIMEOUT", default_value_t = 5.0)]
     target_lock_timeout: f64,
-    /// Most sessions pgplane's reconciler holds on one target server, however many clusters it
-    /// hosts (idle sessions close after 10 s).
-    #[arg(long, env = "PGPLANE_MAX_SESSIONS_PER_SERVER", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Most sessions this process holds on one target server at once, however many clusters it
+    /// hosts: every session counts (passes, previews, listings, probes); idle pooled sessions
+    /// close after 10 s. At least 2 (a pass holds one while it visits another database).
+    #[arg(long, env = "PGPLANE_MAX_SESSIONS_PER_SERVER", default_value_t = 10, value_parser = clap::value_parser!(u16).range(2..))]
     max_sessions_per_server: u16,
     /// Clusters of one team reconciled at the same time (0: half of --max-concurrent-passes).
     #[arg(long, env = "PGPLANE_MAX_PASSES_PER_TEAM", default_value_t = 0)]
@@ -99,6 +100,10 @@ pub struct ServeArgs {
     /// Ports (comma-separated, ranges as 5432-5439) registered targets may listen on.
     #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_target::policy::DEFAULT_PORTS)]
     allowed_target_ports: String,
+    /// Allow sslmode disable (plaintext, the admin password's SCRAM exchange included) to targets
+    /// that are not on loopback.
+    #[arg(long, env = "PGPLANE_ALLOW_PLAINTEXT_TARGETS")]
+    allow_plaintext_targets: bool,
     /// Registration probes (POST /v2/databases, PUT …/pgplane) a minute per team (0: no limit).
     #[arg(long, env = "PGPLANE_REGISTRATION_PROBES_PER_MINUTE", default_value_t = 30)]
     registration_probes_per_minute: u32,
@@ -159,7 +164,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
 
     let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
-        .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--allowed-target-networks / --allowed-target-ports: {e}"))?
+        .with_plaintext_anywhere(args.allow_plaintext_targets);
     let shutdown_grace = seconds(args.shutdown_grace, "shutdown-grace")?;
     let reconciler = ReconcilerConfig {
         resync_interval: seconds(args.resync_interval, "resync-interval")?,

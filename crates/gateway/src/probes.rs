@@ -6,9 +6,10 @@
 
 use std::num::NonZeroU32;
 
+use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use pgplane_target::{probe, survey, ServerFacts, Survey, TargetPolicy, TargetSpec};
+use pgplane_target::{probe, survey, ServerFacts, Survey, TargetError, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -46,9 +47,7 @@ impl Prober {
         context: &str,
     ) -> Result<ServerFacts, ApiError> {
         self.admit(team_id)?;
-        let facts = probe(spec, &self.policy)
-            .await
-            .map_err(|e| ApiError::unprocessable(format!("{context}: {e}")))?;
+        let facts = probe(spec, &self.policy).await.map_err(|e| failed(context, e))?;
         if let Some(why) = facts.unsuitability(&spec.admin.user) {
             return Err(ApiError::unprocessable(format!("{context}: {why}")));
         }
@@ -68,7 +67,7 @@ impl Prober {
         self.admit(team_id)?;
         survey(spec, &self.policy, primary_user, default_database)
             .await
-            .map_err(|e| ApiError::unprocessable(format!("dry run failed: {e}")))
+            .map_err(|e| failed("dry run failed", e))
     }
 
     /// Counts one probe against the team's allowance: 429 when it is used up.
@@ -83,5 +82,14 @@ impl Prober {
             }
         }
         Ok(())
+    }
+}
+
+/// A probe's failure: 503 when every session pgplane may hold on the server was busy (the
+/// probe may be tried again shortly), 422 otherwise (`context` starts the message).
+fn failed(context: &str, e: TargetError) -> ApiError {
+    match e {
+        TargetError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{context}: {e}")),
+        e => ApiError::unprocessable(format!("{context}: {e}")),
     }
 }

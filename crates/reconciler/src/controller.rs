@@ -46,7 +46,8 @@ pub struct ReconcilerConfig {
     /// After a stop, how long passes in flight may run on before they are cancelled.
     pub shutdown_grace: Duration,
     /// Most sessions this process holds on one target server, whatever the number of clusters
-    /// it hosts (pooled sessions; idle ones close after `target::IDLE_SESSION_TIMEOUT`).
+    /// it hosts, all sessions counted (idle pooled ones close after `IDLE_SESSION_TIMEOUT`). The
+    /// composition root makes the process's budget from it, in `target_policy`.
     pub max_sessions_per_server: usize,
     /// Users of a cluster alone on its server may hold REPLICATION when they ask for it (see
     /// `pgplane_core::powers`); otherwise every pass withholds it.
@@ -62,7 +63,7 @@ impl Default for ReconcilerConfig {
             session_limits: SessionLimits::default(),
             target_policy: TargetPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
-            max_sessions_per_server: 10,
+            max_sessions_per_server: pgplane_target::policy::DEFAULT_SESSIONS_PER_SERVER,
             allow_replication_for_sole_tenants: false,
         }
     }
@@ -168,7 +169,7 @@ impl Reconciler {
             shared: Arc::new(Shared {
                 store,
                 sealer,
-                pools: Pools::new(config.max_sessions_per_server),
+                pools: Pools::new(config.target_policy.budget()),
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),

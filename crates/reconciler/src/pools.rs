@@ -1,39 +1,36 @@
 //! The sessions passes run on: one small deadpool-postgres pool per cluster, to its admin
 //! database, rebuilt when the registration changes and closed when the cluster is gone, all
-//! within a bounded number of sessions per target server however many clusters it hosts.
-//! Idle sessions close after a short while, and pools and servers without sessions are
-//! forgotten, so that neither sessions nor maps grow with the clusters registered.
+//! within the process's budget of sessions per target server ([`pgplane_target::budget`])
+//! however many clusters it hosts; and the plan preview's one-off session, counted there too.
+//! Idle sessions close after a short while (or give way at once to a session that needs their
+//! server's permit), and pools without sessions are forgotten, so that neither sessions nor the
+//! map grow with the clusters registered.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
-use pgplane_target::{within, SessionLimits, TargetError, TargetSpec, CONNECT_TIMEOUT};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use deadpool_postgres::ClientWrapper;
+use pgplane_target::budget::{GiveWay, Opening, ServerKey};
+use pgplane_target::{
+    SessionBudget, SessionLimits, TargetError, TargetSpec, CONNECT_TIMEOUT, ONE_OFF_WAIT, SESSION_WAIT,
+};
 use uuid::Uuid;
 
 /// How long a pooled session may stay unused before it is closed: an idle fleet holds few
 /// sessions on its servers.
 pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a pass may wait for one of the sessions its server allows.
-const SESSION_WAIT: Duration = Duration::from_secs(30);
-
 /// One small pool per cluster, to its admin database, rebuilt when the registration changes;
-/// every pooled session holds one of its server's `per_server` permits for as long as it is
-/// open, however many clusters the server hosts. A server identifies as its lowest resolved
-/// address and its port. Pools without sessions are forgotten (see [`Pools::close_idle`]).
+/// every pooled session holds one of its server's permits of the process's budget
+/// ([`pgplane_target::budget`]) for as long as it is open, however many clusters the server
+/// hosts. Pools without sessions are forgotten (see [`Pools::close_idle`]).
 pub(crate) struct Pools(Arc<PoolsInner>);
 
 struct PoolsInner {
-    per_server: usize,
+    budget: SessionBudget,
     pools: Mutex<HashMap<Uuid, Entry>>,
-    budgets: Mutex<HashMap<ServerKey, Arc<Semaphore>>>,
 }
-
-type ServerKey = (Option<IpAddr>, u16);
 
 struct Entry {
     spec: TargetSpec,
@@ -46,26 +43,47 @@ pub(crate) type Pool = deadpool::managed::Pool<Budgeted>;
 /// A session taken from a [`Pool`].
 pub(crate) type Object = deadpool::managed::Object<Budgeted>;
 
-/// A pooled session and the server permit it holds until it closes.
+/// A pooled session (its permit is held by its connection, until the server has closed it).
 pub(crate) struct Session {
-    client: deadpool_postgres::ClientWrapper,
-    _permit: OwnedSemaphorePermit,
+    client: ClientWrapper,
 }
 
 impl std::ops::Deref for Session {
-    type Target = deadpool_postgres::ClientWrapper;
-    fn deref(&self) -> &deadpool_postgres::ClientWrapper {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
         &self.client
     }
 }
 
-/// deadpool-postgres's manager, opening a session only with a permit of its server.
+/// A session to `spec`'s admin database for a caller holding none on its server, as
+/// deadpool-postgres's client (for its statement cache).
+///
+/// deadpool-postgres aborts the task it is given with a client when the client is dropped:
+/// aborting a session's connection drops its socket without a Terminate message and, before
+/// the session's permit was held by the connection itself, gave the permit back at once, while
+/// the server's backend was still running until it noticed. A new session could then be
+/// counted on the server before the old one was gone (the bench saw 11 and 12 sessions against
+/// a cap of 10). So it is given a finished task instead: dropping the client ends the connection
+/// gracefully, and the permit comes back once the server has closed the session.
+async fn admin_session(
+    spec: &TargetSpec,
+    limits: SessionLimits,
+    wait: Duration,
+) -> Result<ClientWrapper, TargetError> {
+    let client = spec.connect_first(spec.admin_database(), limits, wait).await?;
+    Ok(ClientWrapper::new(client, tokio::spawn(async {})))
+}
+
+/// A one-off session to `spec`'s admin database, outside any pool (the plan preview), closed
+/// when dropped; it waits up to [`ONE_OFF_WAIT`] for one of its server's permits.
+pub(crate) async fn one_off(spec: &TargetSpec, limits: SessionLimits) -> Result<ClientWrapper, TargetError> {
+    admin_session(spec, limits, ONE_OFF_WAIT).await
+}
+
+/// Opens pooled sessions with a permit of their server, waiting up to [`SESSION_WAIT`] for one.
 pub(crate) struct Budgeted {
-    inner: Manager,
-    server: ServerKey,
-    permits: Arc<Semaphore>,
-    per_server: usize,
-    pools: std::sync::Weak<PoolsInner>,
+    spec: TargetSpec,
+    limits: SessionLimits,
 }
 
 impl deadpool::managed::Manager for Budgeted {
@@ -73,50 +91,29 @@ impl deadpool::managed::Manager for Budgeted {
     type Error = TargetError;
 
     async fn create(&self) -> Result<Session, TargetError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // An idle session of the server's other clusters gives way first.
-                if let Some(pools) = self.pools.upgrade() {
-                    pools.close_one_idle_on(self.server);
-                }
-                let wait = tokio::time::timeout(SESSION_WAIT, self.permits.clone().acquire_owned());
-                match wait.await {
-                    Ok(permit) => permit.expect("the server's permits are never closed"),
-                    Err(_) => {
-                        return Err(TargetError::Connect(format!(
-                            "all {} sessions pgplane may hold on this server were busy for {} s",
-                            self.per_server,
-                            SESSION_WAIT.as_secs()
-                        )))
-                    }
-                }
-            }
-        };
-        let client = within(CONNECT_TIMEOUT, async { Ok(self.inner.create().await?) }).await?;
-        Ok(Session { client, _permit: permit })
+        Ok(Session { client: admin_session(&self.spec, self.limits, SESSION_WAIT).await? })
     }
 
     async fn recycle(
         &self,
         session: &mut Session,
-        metrics: &deadpool_postgres::Metrics,
+        _: &deadpool_postgres::Metrics,
     ) -> deadpool::managed::RecycleResult<TargetError> {
-        self.inner.recycle(&mut session.client, metrics).await.map_err(|e| match e {
-            deadpool::managed::RecycleError::Message(m) => deadpool::managed::RecycleError::Message(m),
-            deadpool::managed::RecycleError::Backend(e) => deadpool::managed::RecycleError::Backend(e.into()),
-        })
+        if session.client.is_closed() {
+            return Err(deadpool::managed::RecycleError::message("the session was closed"));
+        }
+        Ok(())
     }
 }
 
 impl Pools {
-    /// Pools holding at most `per_server` sessions on any one server (at least one).
-    pub(crate) fn new(per_server: usize) -> Self {
-        Self(Arc::new(PoolsInner {
-            per_server: per_server.max(1),
-            pools: Mutex::default(),
-            budgets: Mutex::default(),
-        }))
+    /// Pools whose sessions count against `budget`; their idle sessions give way when a
+    /// server's permits are all taken.
+    pub(crate) fn new(budget: &SessionBudget) -> Self {
+        let inner = Arc::new(PoolsInner { budget: budget.clone(), pools: Mutex::default() });
+        let hook: Arc<dyn GiveWay> = inner.clone();
+        budget.on_shortage(Arc::downgrade(&hook));
+        Self(inner)
     }
 
     /// The pool for a cluster, created on first use.
@@ -132,29 +129,12 @@ impl Pools {
                 return Ok(entry.pool.clone());
             }
         }
-        let server = (spec.addrs.iter().min().copied(), spec.admin.port);
-        let permits = self
-            .0
-            .budgets
-            .lock()
-            .expect("budgets lock")
-            .entry(server)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.0.per_server)))
-            .clone();
-        let manager = Budgeted {
-            inner: Manager::from_config(
-                spec.config(spec.admin_database(), limits)?,
-                spec.tls()?,
-                ManagerConfig { recycling_method: RecyclingMethod::Fast },
-            ),
-            server,
-            permits,
-            per_server: self.0.per_server,
-            pools: Arc::downgrade(&self.0),
-        };
+        spec.budget()?; // only a checked spec, counted against the budget, makes a pool
+        let server = spec.server();
+        let manager = Budgeted { spec: spec.clone(), limits };
         // The create timeout is the manager's own: waiting for a permit is not connecting.
         let pool = Pool::builder(manager)
-            .max_size(self.0.per_server.min(2))
+            .max_size(self.0.budget.per_server().min(2))
             .runtime(deadpool::Runtime::Tokio1)
             .wait_timeout(Some(SESSION_WAIT))
             .build()
@@ -169,7 +149,8 @@ impl Pools {
     /// A second session from `pool` if one is there at once (idle, or a permit of its server
     /// free to open one), for sharing a pass's work.
     pub(crate) async fn spare(pool: &Pool) -> Option<Object> {
-        if pool.status().available == 0 && pool.manager().permits.available_permits() == 0 {
+        let spec = &pool.manager().spec;
+        if pool.status().available == 0 && !spec.budget().ok()?.available(spec.server(), Opening::First) {
             return None;
         }
         let at_once = deadpool::managed::Timeouts {
@@ -191,22 +172,21 @@ impl Pools {
         });
     }
 
-    /// Closes sessions unused for [`IDLE_SESSION_TIMEOUT`] and forgets the pools and servers
-    /// left without any (a pool costs nothing to rebuild), so that neither the sessions nor
-    /// the maps grow with the clusters registered.
+    /// Closes sessions unused for [`IDLE_SESSION_TIMEOUT`] and forgets the pools left without
+    /// any (a pool costs nothing to rebuild), so that neither the sessions nor the map grow
+    /// with the clusters registered.
     pub(crate) fn close_idle(&self) {
         self.0.pools.lock().expect("pools lock").retain(|_, entry| {
             entry.pool.retain(|_, metrics| metrics.last_used() < IDLE_SESSION_TIMEOUT);
             entry.pool.status().size > 0
         });
-        self.0.budgets.lock().expect("budgets lock").retain(|_, permits| Arc::strong_count(permits) > 1);
     }
 }
 
-impl PoolsInner {
-    /// Closes one idle session on `server` (if there is one), for a pass that needs a permit
-    /// there.
-    fn close_one_idle_on(&self, server: ServerKey) {
+impl GiveWay for PoolsInner {
+    /// Closes one idle session on `server` (if there is one), for a session that needs a
+    /// permit there.
+    fn give_way(&self, server: ServerKey) {
         let mut wanted = true;
         for entry in self.pools.lock().expect("pools lock").values().filter(|e| e.server == server) {
             entry.pool.retain(|_, _| !std::mem::take(&mut wanted));
@@ -215,23 +195,4 @@ impl PoolsInner {
             }
         }
     }
-}
-
-/// A pool of its own, of one session outside the servers' budgets, for a one-off read of the
-/// target (the plan preview), as registration probes are; it closes when dropped.
-pub(crate) fn one_off_pool(
-    spec: &TargetSpec,
-    limits: SessionLimits,
-) -> Result<deadpool_postgres::Pool, TargetError> {
-    let manager = Manager::from_config(
-        spec.config(spec.admin_database(), limits)?,
-        spec.tls()?,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
-    Ok(deadpool_postgres::Pool::builder(manager)
-        .max_size(1)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .expect("pool configuration is valid"))
 }

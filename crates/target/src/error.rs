@@ -14,6 +14,10 @@ pub enum TargetError {
     /// The target accepted the connection but did not answer in time.
     #[error("the target did not answer within {0} s")]
     Stalled(u64),
+    /// Every session pgplane may hold on the target's server was taken for longer than the
+    /// caller may wait (see [`crate::budget`]).
+    #[error("{0}")]
+    Busy(String),
     /// TLS to the target cannot be set up as asked.
     #[error("TLS: {0}")]
     Tls(String),
@@ -41,6 +45,13 @@ impl From<tokio_postgres::Error> for TargetError {
             Some(db) => {
                 TargetError::Sql { code: db.code().code().to_string(), message: redact(db.message()) }
             }
+            None if crate::wire::refusal_in(&e).is_some() => {
+                TargetError::Refused(crate::wire::refusal_in(&e).expect("just found").to_string())
+            }
+            // tokio-postgres's words when the required channel binding did not happen.
+            None if e.to_string().contains("did not use channel binding") => {
+                TargetError::Refused(NO_CHANNEL_BINDING.to_string())
+            }
             None => {
                 // tokio-postgres keeps the cause (refused, TLS, DNS) in the source chain.
                 let mut message = e.to_string();
@@ -55,6 +66,12 @@ impl From<tokio_postgres::Error> for TargetError {
         }
     }
 }
+
+/// Why a TLS login was refused before anything was sent.
+const NO_CHANNEL_BINDING: &str = "the target did not authenticate pgplane with SCRAM-SHA-256-PLUS (channel \
+     binding), which pgplane requires over TLS: it asked for the password in cleartext or as MD5, \
+     offered SCRAM without channel binding, or let pgplane in without a password exchange; nothing \
+     was sent (use scram-sha-256 in pg_hba.conf)";
 
 /// A pool's failure to hand out a session (deadpool-postgres's, or one whose manager answers
 /// target errors).

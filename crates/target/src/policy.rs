@@ -1,14 +1,17 @@
-//! Where targets may be: the networks and ports the operator allows pgplane to connect to.
-//! Every connection to a target, the registration probe included, first resolves the host,
-//! checks every address it resolves to against this policy, and then connects to the checked
-//! address itself (so that a DNS answer that changes between the check and the connection
-//! cannot lead elsewhere). Anything outside is refused before a packet is sent.
+//! What the operator allows pgplane's connections to targets: the networks and ports targets
+//! may be on, whether plaintext (`sslmode=disable`) may leave the machine, and the process's
+//! budget of sessions per server ([`crate::budget`]). Every connection to a target, the
+//! registration probe included, first resolves the host, checks every address it resolves to
+//! against this policy, and then connects to the checked address itself (so that a DNS answer
+//! that changes between the check and the connection cannot lead elsewhere). Anything outside is
+//! refused before a packet is sent.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
 
+use crate::budget::SessionBudget;
 use crate::error::TargetError;
 
 /// The networks allowed unless the operator says otherwise: loopback and the private ranges
@@ -19,11 +22,17 @@ pub const DEFAULT_NETWORKS: &str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12
 /// The ports allowed unless the operator says otherwise: no well-known service ports.
 pub const DEFAULT_PORTS: &str = "1024-65535";
 
-/// The networks and ports targets may be on.
+/// The sessions allowed on one target server unless the operator says otherwise.
+pub const DEFAULT_SESSIONS_PER_SERVER: usize = 10;
+
+/// The networks and ports targets may be on, where plaintext may go, and the session budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetPolicy {
     networks: Vec<IpNet>,
     ports: Vec<RangeInclusive<u16>>,
+    /// Plaintext connections to addresses other than loopback are allowed.
+    plaintext_anywhere: bool,
+    budget: SessionBudget,
 }
 
 impl Default for TargetPolicy {
@@ -53,7 +62,44 @@ impl TargetPolicy {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { networks, ports })
+        Ok(Self {
+            networks,
+            ports,
+            plaintext_anywhere: false,
+            budget: SessionBudget::new(DEFAULT_SESSIONS_PER_SERVER),
+        })
+    }
+
+    /// This policy, allowing plaintext connections to addresses other than loopback or not
+    /// (`--allow-plaintext-targets`).
+    pub fn with_plaintext_anywhere(self, allowed: bool) -> Self {
+        Self { plaintext_anywhere: allowed, ..self }
+    }
+
+    /// This policy, counting sessions against `budget` (the process's, shared by every part).
+    pub fn with_budget(self, budget: SessionBudget) -> Self {
+        Self { budget, ..self }
+    }
+
+    /// The process's budget of sessions per server.
+    pub fn budget(&self) -> &SessionBudget {
+        &self.budget
+    }
+
+    /// Refuses a plaintext connection (`sslmode=disable`) to `addrs` unless they are all
+    /// loopback or the operator allows plaintext anywhere; nothing is sent before this check.
+    pub fn check_plaintext(&self, host: &str, sslmode: &str, addrs: &[IpAddr]) -> Result<(), TargetError> {
+        if sslmode != "disable"
+            || self.plaintext_anywhere
+            || addrs.iter().all(|a| a.to_canonical().is_loopback())
+        {
+            return Ok(());
+        }
+        Err(TargetError::Refused(format!(
+            "sslmode disable sends everything in plaintext, and {host} is not a loopback address: \
+             use sslmode require or verify-full (its operator can allow plaintext targets with \
+             --allow-plaintext-targets)"
+        )))
     }
 
     /// Whether pgplane may connect to `addr` on `port`.
@@ -136,6 +182,21 @@ mod tests {
         assert!(TargetPolicy::parse("10.0.0.0/8", "0").is_err());
         assert!(TargetPolicy::parse("10.0.0.0/8", "6000-5000").is_err());
         assert!(TargetPolicy::parse("10.0.0.0/8", "x").is_err());
+    }
+
+    #[test]
+    fn plaintext_goes_only_to_loopback_unless_allowed() {
+        let p = TargetPolicy::default();
+        for addrs in [vec![ip("127.0.0.1")], vec![ip("::1"), ip("127.0.0.2")], vec![ip("::ffff:127.0.0.1")]] {
+            assert!(p.check_plaintext("localhost", "disable", &addrs).is_ok(), "{addrs:?}");
+        }
+        for addrs in [vec![ip("10.0.0.1")], vec![ip("127.0.0.1"), ip("192.168.1.1")]] {
+            let refused = p.check_plaintext("db", "disable", &addrs).unwrap_err();
+            assert!(matches!(refused, TargetError::Refused(_)), "{addrs:?}");
+            assert!(refused.to_string().contains("--allow-plaintext-targets"), "{refused}");
+            assert!(p.check_plaintext("db", "require", &addrs).is_ok(), "TLS goes anywhere allowed");
+            assert!(p.clone().with_plaintext_anywhere(true).check_plaintext("db", "disable", &addrs).is_ok());
+        }
     }
 
     #[tokio::test]

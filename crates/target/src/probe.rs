@@ -4,7 +4,9 @@
 use crate::error::TargetError;
 use crate::policy::TargetPolicy;
 use crate::primary::{foreign_grants, GrantCounts};
-use crate::spec::{within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM};
+use crate::spec::{
+    within, SessionLimits, TargetSpec, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM, ONE_OFF_WAIT,
+};
 
 /// What registration learns about a target and its admin role.
 #[derive(Debug, Clone)]
@@ -59,7 +61,7 @@ pub(crate) async fn admin_session(
     policy: &TargetPolicy,
 ) -> Result<(TargetSpec, tokio_postgres::Client), TargetError> {
     let spec = spec.clone().checked(policy).await?;
-    let client = spec.connect(spec.admin_database(), SessionLimits::default()).await?;
+    let client = spec.connect_first(spec.admin_database(), SessionLimits::default(), ONE_OFF_WAIT).await?;
     Ok((spec, client))
 }
 

@@ -1,7 +1,10 @@
 //! TLS to targets, through rustls (ring provider). `disable` sends nothing encrypted;
 //! `require` encrypts without checking the server's certificate (libpq's meaning);
 //! `verify-full` checks the certificate chain against the CA given at registration and the
-//! host name (or IP address) pgplane connects to.
+//! host name (or IP address) pgplane connects to. Over TLS, channel binding is required: the
+//! SCRAM exchange is bound to the TLS session (`tls-server-end-point`, the hash of the
+//! certificate the server presented), so a server or relay that asks for anything else, or
+//! presents another certificate than the real server's, gets nothing usable.
 
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::TargetError;
@@ -23,6 +26,16 @@ pub(crate) fn ssl_mode(sslmode: &str) -> SslMode {
     match sslmode {
         "disable" => SslMode::Disable,
         _ => SslMode::Require,
+    }
+}
+
+/// Channel binding for an sslmode: required over TLS, so that tokio-postgres refuses a server
+/// asking for a cleartext or MD5 password, or for SCRAM without binding, before sending anything
+/// (tokio-postgres-rustls gives the `tls-server-end-point` binding).
+pub(crate) fn channel_binding(sslmode: &str) -> ChannelBinding {
+    match sslmode {
+        "disable" => ChannelBinding::Disable,
+        _ => ChannelBinding::Require,
     }
 }
 

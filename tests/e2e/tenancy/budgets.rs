@@ -1,1 +1,125 @@
 //! Attacks on the per-server session budget and on the limits that must hold across replicas.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgplane_testkit::{AppOptions, TestApp};
+
+use crate::on_each_version;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::Rival;
+
+/// The most sessions pgplane's admin role held on the test's server at once, sampled every
+/// few milliseconds until dropped.
+struct Sampler {
+    peak: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    async fn start(app: &TestApp) -> Self {
+        let session = app.target_admin("postgres").await;
+        let admin = app.admin_user.clone();
+        let peak = Arc::new(AtomicI64::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            let sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                       WHERE usename = $1 AND application_name = 'pgplane'";
+            loop {
+                let n: i64 = session.query_one(sql, &[&admin]).await.expect("sample").get(0);
+                seen.fetch_max(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Self { peak, task }
+    }
+
+    fn peak(&self) -> i64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes(major: u32) {
+    const CAP: i64 = 3;
+    let app = TestApp::spawn_with(AppOptions {
+        target_major: major,
+        max_sessions_per_server: CAP as usize,
+        ..Default::default()
+    })
+    .await;
+    let rival = Rival::register(&app, "flood").await;
+    let mut dry_run = app.registration(&app.unique("flood-dry").replace('_', "-"));
+    dry_run["pgplane"]["primary_user"] = json!(app.unique("dry_admin"));
+    dry_run["pgplane"]["default_database"] = json!(app.unique("dry_db"));
+    let previews: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, rival.path("/plan"), None),
+        (Method::GET, rival.path(&format!("/users/{}/dependencies", rival.primary_user)), None),
+        (Method::GET, rival.path("/unmanaged"), None),
+        (Method::POST, "/v2/databases?dry_run=true".into(), Some(dry_run)),
+    ];
+    let sampler = Sampler::start(&app).await;
+
+    // The rival floods previews, eight at a time, while the first team writes.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let floods = (0..8).map(|i| {
+        let (app, rival, previews, flooding) = (&app, &rival, &previews, flooding.clone());
+        async move {
+            let (mut answered, mut busy) = (0, 0);
+            let mut n = i;
+            while flooding.load(Ordering::Relaxed) {
+                let (method, path, body) = &previews[n % previews.len()];
+                n += 1;
+                let (status, answer) = rival.call(app, method.clone(), path, body.clone()).await;
+                match status {
+                    200 => answered += 1,
+                    503 => {
+                        let message = answer["message"].as_str().unwrap_or_default();
+                        assert!(message.contains("busy"), "{path}: {answer}");
+                        busy += 1;
+                    }
+                    _ => panic!("{path}: {status} {answer}"),
+                }
+            }
+            (answered, busy)
+        }
+    });
+    let writes = async {
+        for n in 0..4 {
+            let name = app.unique(&format!("w{n}"));
+            let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+            assert_eq!(status, 201, "{body}");
+            app.create_db(&app.unique(&format!("wdb{n}"))).await;
+        }
+        flooding.store(false, Ordering::Relaxed);
+    };
+    let (outcomes, ()) = tokio::join!(futures::future::join_all(floods), writes);
+    let (answered, busy) = outcomes.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    assert!(answered > 0, "the flood was answered ({busy} busy)");
+
+    // The first team's writes were applied on the server.
+    for n in 0..4 {
+        let (user, db) = (app.unique(&format!("w{n}")), app.unique(&format!("wdb{n}")));
+        let applied = app
+            .eventually(Duration::from_secs(30), || async {
+                app.role_exists(&user).await && app.database_exists(&db).await
+            })
+            .await;
+        assert!(applied, "{user} and {db} are on the server");
+    }
+    let peak = sampler.peak();
+    assert!(peak > 0, "the sampler saw pgplane's sessions");
+    assert!(
+        peak <= CAP,
+        "{peak} sessions of pgplane on the server, cap {CAP} ({answered} previews answered, {busy} busy)"
+    );
+}
+on_each_version!(a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes);

@@ -176,6 +176,7 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
+        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -339,6 +340,7 @@ pub(super) async fn delete(
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
+        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,

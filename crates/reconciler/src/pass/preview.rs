@@ -17,7 +17,7 @@ use crate::apply;
 use crate::controller::ReconcilerConfig;
 use crate::observe::observe;
 use crate::plan::{plan_database, plan_role, DesiredDatabase, Step};
-use crate::pools::one_off_pool;
+use crate::pools::one_off;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
 pub struct Previewer {
@@ -46,8 +46,7 @@ impl Previewer {
         super::powers::withhold_replication(&self.store, self.allow_replication, cluster, &mut roles).await?;
         let spec = spec.checked(&self.policy).await?;
         // One session of its own, closed when the plan is made.
-        let pool = one_off_pool(&spec, self.limits)?;
-        let client = pool.get().await?;
+        let client = one_off(&spec, self.limits).await?;
         let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
         let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
         let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
