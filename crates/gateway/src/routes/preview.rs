@@ -4,7 +4,8 @@
 //! registering a server would create, adopt or refuse there (`POST /v2/databases?dry_run=true`).
 //! All read-only on the target and in the store.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::lifecycle::DesiredState;
@@ -15,9 +16,10 @@ use pgplane_target::{ServerFacts, TargetSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::TeamCluster;
+use crate::extract::{ApiQuery, TeamCluster};
 use crate::state::AppState;
 
 /// 503 with `why`: the target cannot be read (or is not the registered server).
@@ -100,6 +102,15 @@ pub(super) struct DeleteUserQuery {
     /// `reassign` (default) or `refuse`: answer 409 with the dependency report, changing
     /// nothing, when the user owns objects or set default privileges.
     if_owns: Option<String>,
+}
+
+impl DeleteUserQuery {
+    /// Tells the audit log the heir (the primary user unless named) and the ownership mode.
+    pub(super) fn note(&self, note: &AuditNote, primary_user: &str) {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        note.detail("reassign_to", &given(&self.reassign_to).unwrap_or_else(|| primary_user.into()));
+        note.detail("if_owns", &given(&self.if_owns).unwrap_or_else(|| "reassign".into()));
+    }
 }
 
 /// Checks a deletion's options; returns the heir to store (None: the primary user), or the
@@ -246,8 +257,26 @@ pub(crate) struct RegistrationPreviewResponse {
 #[into_params(parameter_in = Query)]
 pub(super) struct RegisterQuery {
     /// `true`: probe the server and answer (200) what registration would create, adopt or
-    /// refuse there, writing nothing anywhere.
-    pub(super) dry_run: Option<bool>,
+    /// refuse there, writing nothing anywhere. `false` or absent: register. Any other value,
+    /// or the key twice, is refused (422).
+    dry_run: Option<bool>,
+}
+
+/// Whether a registration is a dry run, read once from its query for both the handler and the
+/// audit log (which records a dry run as `cluster.register_dry_run`).
+pub(super) struct DryRun(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for DryRun {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiQuery(query) = ApiQuery::<RegisterQuery>::from_request_parts(parts, state).await?;
+        let dry_run = query.dry_run == Some(true);
+        if dry_run {
+            AuditNote::from_request_parts(parts, state).await.unwrap_or_default().dry_run();
+        }
+        Ok(DryRun(dry_run))
+    }
 }
 
 /// The names a registration would use, validated.
