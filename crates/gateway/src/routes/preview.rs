@@ -8,8 +8,10 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use pgplane_core::lifecycle::DesiredState;
-use pgplane_core::model::Cluster;
+use std::collections::HashSet;
+
+use pgplane_core::lifecycle::{DesiredState, SyncStatus};
+use pgplane_core::model::{Cluster, User};
 use pgplane_target::dependencies::{role_dependencies, RoleDependencies};
 use pgplane_target::plan::Plan;
 use pgplane_target::{ServerFacts, TargetSpec};
@@ -46,18 +48,43 @@ pub(crate) struct DependenciesResponse {
     dependencies: RoleDependencies,
 }
 
-/// What depends on `name` on the cluster's target, read live.
+/// What depends on `name`, a user pgplane manages in `cluster` (404 for any other name: a user
+/// not created yet, or in conflict with a role pgplane does not manage there, is another's),
+/// read live, naming only the cluster's own roles and databases.
 pub(super) async fn dependencies_of(
     state: &AppState,
     cluster: &Cluster,
     name: &str,
 ) -> Result<RoleDependencies, ApiError> {
+    if !on_server(&state.store.get_user(cluster.cluster_id, name).await?) {
+        return Err(ApiError::not_found());
+    }
     let spec = TargetSpec::of(cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let report = role_dependencies(&spec, state.prober.policy(), name)
+    let mut report = role_dependencies(&spec, state.prober.policy(), name)
         .await
         .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
     check_registered_server(cluster, &report.server_id)?;
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
+    let roles: HashSet<&str> = users
+        .iter()
+        .filter(|u| on_server(u))
+        .map(|u| u.name.as_str())
+        .chain([cluster.admin_user.as_str()])
+        .collect();
+    let databases: HashSet<&str> = dbs
+        .iter()
+        .filter(|d| d.claimed && d.sync_status != SyncStatus::Conflict)
+        .map(|d| d.name.as_str())
+        .chain([spec.admin_database()])
+        .collect();
+    report.keep_names_of(|r| roles.contains(r), |d| databases.contains(d));
     Ok(report)
+}
+
+/// Whether pgplane created or adopted the user on its cluster's server (a role found there under
+/// the name of a user not created yet, or in conflict, is not the cluster's).
+fn on_server(user: &User) -> bool {
+    user.claimed && user.sync_status != SyncStatus::Conflict
 }
 
 /// What a user owns on the target, per database (by kind, with counts and the first names),
@@ -78,7 +105,6 @@ pub(super) async fn dependencies(
     TeamCluster(cluster): TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<DependenciesResponse>, ApiError> {
-    state.store.get_user(cluster.cluster_id, &name).await?;
     Ok(Json(DependenciesResponse { dependencies: dependencies_of(&state, &cluster, &name).await? }))
 }
 
@@ -162,7 +188,7 @@ pub(super) async fn check_user_deletion(
             Err(e) => return Err(e.into()),
         }
     }
-    if mode == IfOwns::Refuse {
+    if mode == IfOwns::Refuse && on_server(&state.store.get_user(id, name).await?) {
         let report = dependencies_of(state, cluster, name).await?;
         if report.owns_objects {
             let report = serde_json::to_value(&report).expect("reports serialise");
@@ -288,6 +314,12 @@ pub(super) struct Registration<'a> {
     pub default_database: &'a str,
 }
 
+/// Whether `role` is named like one of pgplane's access group roles (a cluster's, never
+/// anyone's to see as unmanaged).
+pub(super) fn is_access_group(role: &str) -> bool {
+    role.starts_with(pgplane_core::access::GROUP_PREFIX)
+}
+
 /// How many names of untouched objects a dry run lists.
 const UNTOUCHED_NAMES: usize = 50;
 
@@ -342,12 +374,19 @@ pub(super) async fn dry_run(
         }
     };
     refusals.extend(clash);
+    // Untouched: neither the registration's own names nor any other cluster's (its objects,
+    // the roles it logs in as, pgplane's access groups).
     let ours = |n: &String| n == r.primary_user || *n == r.spec.admin.user;
-    let roles: Vec<String> = survey.roles.iter().filter(|n| !ours(n)).cloned().collect();
+    let roles: Vec<String> = survey
+        .roles
+        .iter()
+        .filter(|n| !ours(n) && !other_roles.contains(n) && !is_access_group(n))
+        .cloned()
+        .collect();
     let databases: Vec<String> = survey
         .databases
         .iter()
-        .filter(|n| *n != r.default_database && *n != r.spec.admin_database())
+        .filter(|n| *n != r.default_database && *n != r.spec.admin_database() && !other_dbs.contains(n))
         .cloned()
         .collect();
     let untouched = Untouched {
