@@ -131,6 +131,22 @@ async fn nothing_of_another_team_is_named_to_the_rival(major: u32) {
     a.assert_absent("the registration dry run", &body, &[]);
     assert!(body["registration"]["untouched"]["role_count"].as_u64().is_some(), "{body}");
 
+    // A database team A's primary user made outside pgplane: a dry run that would adopt it does
+    // not say whose it is.
+    let loose_db = app.unique("a_loose");
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{loose_db}\" OWNER \"{a_primary}\""))
+        .await
+        .unwrap();
+    registration["pgplane"]["default_database"] = json!(loose_db);
+    let (status, body) =
+        rival.call(&app, Method::POST, "/v2/databases?dry_run=true", Some(registration.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["registration"]["actions"][1]["action"], "adopt", "{body}");
+    a.assert_absent("a dry run adopting team A's loose database", &body, &[]);
+    app.target_admin("postgres").await.batch_execute(&format!("DROP DATABASE \"{loose_db}\"")).await.unwrap();
+
     // Refusals name only what the caller asked for.
     for (path, name) in [("/users", &a_user), ("/dbs", &a_db), ("/users", &a_group), ("/dbs", &a_default_db)]
     {

@@ -367,6 +367,13 @@ pub(super) async fn dry_run(
         match &survey.default_database_owner {
             None => ("create", format!("created, owned by {:?}", r.primary_user)),
             Some(owner) if owner == r.primary_user => ("adopt", "exists, owned by the primary user".into()),
+            Some(owner) if other_roles.contains(owner) || is_access_group(owner) => (
+                "adopt",
+                format!(
+                    "exists, owned by a role of another cluster; pgplane would make {:?} its owner",
+                    r.primary_user
+                ),
+            ),
             Some(owner) => (
                 "adopt",
                 format!("exists, owned by {owner:?}; pgplane would make {:?} its owner", r.primary_user),
