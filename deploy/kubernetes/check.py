@@ -3,7 +3,10 @@
 kustomize`, validates every object against Kubernetes' published schemas (kubernetes-validate,
 strict: no unknown fields) for the oldest and newest versions checked, and checks what the
 deployment promises: replicas, probes, resources, a restrictive security context, a disruption
-budget, a network policy, a service account without a token, and secrets by reference only.
+budget, a network policy (ingress only from labelled pods in labelled namespaces, egress only to
+DNS, the metadata database and the allowed target networks and ports), a service account without
+a token, secrets by reference only, and a metadata connection that verifies the server's
+certificate.
 The CloudNativePG example (a custom resource, whose schema Kubernetes does not publish) is
 checked for the fields the operator requires and for the names the Deployment relies on.
 Prints one line per check; exits 1 on the first failure."""
@@ -103,7 +106,12 @@ def check_deployment(objects):
           "secrets reach pgplane as file paths, never as values")
     check({"PGPLANE_DATABASE_URL_FILE", "PGPLANE_SECRET_KEY_FILE"} <= set(env), "database URL and sealing key given as files")
     secrets = {s["secret"]["name"] for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
-    check(secrets == {"pgplane", "pgplane-metadata-app"}, "secrets referenced by name: pgplane, pgplane-metadata-app")
+    check(secrets == {"pgplane", "pgplane-metadata-app", "pgplane-metadata-ca"},
+          "secrets referenced by name: pgplane, pgplane-metadata-app, pgplane-metadata-ca")
+    mounted = {s["secret"]["name"]: [i["path"] for i in s["secret"]["items"]]
+               for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
+    check(env.get("PGPLANE_DATABASE_CA_FILE", {}).get("value") == "/etc/pgplane/" + mounted["pgplane-metadata-ca"][0],
+          "the metadata connection verifies the server against the mounted CA (sslmode=verify-full)")
 
     service = one(objects, "Service")
     check(service["spec"]["selector"].items() <= labels.items(), "the Service selects the Deployment's pods")
@@ -113,10 +121,39 @@ def check_deployment(objects):
     policy = one(objects, "NetworkPolicy")
     check(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), "the NetworkPolicy selects the pods")
     check(sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"], "the NetworkPolicy restricts both directions")
+    check_network_policy(policy, container, env)
     account = one(objects, "ServiceAccount")
     check(pod["serviceAccountName"] == account["metadata"]["name"], "the pods use pgplane's own service account")
     check(all(o["metadata"].get("namespace") == "pgplane" for o in objects if o["kind"] != "Namespace"), "everything in the pgplane namespace")
     return policy
+
+
+def check_network_policy(policy, container, env):
+    ports = {p["name"] for p in container["ports"]}
+    ingress = policy["spec"]["ingress"]
+    check(all(rule.get("from") and rule.get("ports") for rule in ingress),
+          "every ingress rule names its sources and its ports")
+    check({p["port"] for rule in ingress for p in rule["ports"]} == ports,
+          "ingress reaches only the API and metrics ports")
+    for rule in ingress:
+        for peer in rule["from"]:
+            check("ipBlock" not in peer and peer.get("namespaceSelector", {}).get("matchLabels")
+                  and peer.get("podSelector", {}).get("matchLabels"),
+                  f"ingress to {[p['port'] for p in rule['ports']]} only from labelled pods in labelled namespaces")
+    egress = policy["spec"]["egress"]
+    check(all(rule.get("to") and rule.get("ports") for rule in egress), "every egress rule names its destinations and ports")
+    dns = [r for r in egress if any(p.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"} for p in r["to"])]
+    check(len(dns) == 1 and {p["port"] for p in dns[0]["ports"]} == {53}, "egress to DNS on port 53 only")
+    blocks = [r for r in egress if any("ipBlock" in p for p in r["to"])]
+    check(len(blocks) == 1, "one egress rule for the target networks")
+    cidrs = sorted(p["ipBlock"]["cidr"] for p in blocks[0]["to"])
+    allowed = sorted(env["PGPLANE_ALLOWED_TARGET_NETWORKS"]["value"].split(","))
+    check(cidrs == allowed and all("except" not in p["ipBlock"] for p in blocks[0]["to"]) and "0.0.0.0/0" not in cidrs,
+          "egress address blocks are exactly PGPLANE_ALLOWED_TARGET_NETWORKS")
+    target_ports = sorted(int(p) for p in env["PGPLANE_ALLOWED_TARGET_PORTS"]["value"].split(","))
+    check(sorted(p["port"] for p in blocks[0]["ports"]) == target_ports,
+          "egress ports to the targets are exactly PGPLANE_ALLOWED_TARGET_PORTS")
+    check(len(egress) == 3, "egress only to DNS, the metadata database and the target networks")
 
 
 def mebibytes(quantity):
@@ -141,6 +178,7 @@ def check_cloudnativepg(policy):
     # cnpg.io/cluster=<cluster>: the Deployment and the NetworkPolicy rely on both.
     deployment = (HERE / "deployment.yaml").read_text()
     check(f"name: {cluster['metadata']['name']}-app" in deployment, "the Deployment reads the Cluster's application Secret")
+    check(f"name: {cluster['metadata']['name']}-ca" in deployment, "the Deployment verifies the Cluster's certificate against its CA Secret")
     egress_pods = [p["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for p in rule["to"] if "podSelector" in p]
     check({"cnpg.io/cluster": cluster["metadata"]["name"]} in egress_pods, "the NetworkPolicy lets pgplane reach the Cluster's pods")
 

@@ -162,3 +162,32 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a stalled TLS handshake is cut off: {closed:?}");
     server.stop().await.unwrap();
 }
+
+/// The metadata connection as `--database-ca-file` makes it (`sslmode=verify-full` and
+/// `sslrootcert` in the URL): encrypted and verified against the given CA; a server whose
+/// certificate another CA signed is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_connection_verifies_the_server_against_its_ca() {
+    if !pgplane_testkit::own_containers() {
+        return;
+    }
+    let suffix = pgplane_testkit::unique_suffix();
+    let pki = TestPki::new(&suffix);
+    let server = OwnServer::start_with_tls(17, &pki.dir).await;
+    let url = |ca: &std::path::Path| {
+        format!("{}?sslmode=verify-full&sslrootcert={}", server.server.url("postgres"), ca.display())
+    };
+    std::fs::write(pki.dir.join("ca.crt"), &pki.ca_pem).unwrap();
+    let store = pgplane_core::Store::connect_lazy(&url(&pki.dir.join("ca.crt")), 1).unwrap();
+    let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .expect("connects over verified TLS");
+    assert!(ssl, "the session is encrypted");
+
+    let stranger = TestPki::new(&format!("{suffix}-other"));
+    std::fs::write(stranger.dir.join("ca.crt"), &stranger.ca_pem).unwrap();
+    let store = pgplane_core::Store::connect_lazy(&url(&stranger.dir.join("ca.crt")), 1).unwrap();
+    let refused = sqlx::query("select 1").execute(store.pool()).await;
+    assert!(refused.is_err(), "a certificate another CA signed is refused");
+}

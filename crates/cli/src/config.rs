@@ -21,6 +21,11 @@ pub struct DatabaseArgs {
     /// A file holding the metadata database's URL (should be readable by pgplane only).
     #[arg(long, env = "PGPLANE_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the metadata database's certificate: pgplane then
+    /// connects over TLS and verifies the certificate and the host name (sslmode=verify-full,
+    /// whatever the URL says).
+    #[arg(long, env = "PGPLANE_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
     /// Connections to the metadata database.
     #[arg(long = "database-max-connections", env = "PGPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: u32,
@@ -36,8 +41,21 @@ impl DatabaseArgs {
                  (or pass --database-url-file)"
             ),
         };
+        let url = match &self.database_ca_file {
+            Some(ca) => verifying(&url, ca),
+            None => url,
+        };
         Store::connect_lazy(&url, self.max_connections).context("invalid metadata database URL")
     }
+}
+
+/// `url` with TLS required and the server's certificate and host name verified against the CA
+/// in `ca` (the last value of a repeated option is the one that counts).
+fn verifying(url: &str, ca: &Path) -> String {
+    let ca = percent_encoding::utf8_percent_encode(&ca.to_string_lossy(), percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}sslmode=verify-full&sslrootcert={ca}")
 }
 
 /// Reads a secret from a file, without the white space around it (a trailing newline).
@@ -168,7 +186,22 @@ impl LogArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::url_has_password;
+    use std::path::Path;
+
+    use super::{url_has_password, verifying};
+
+    #[test]
+    fn a_ca_file_makes_the_metadata_connection_verify_the_server() {
+        let ca = Path::new("/etc/pgplane/metadata ca.crt");
+        let url = verifying("postgres://app:pw@db.example:5432/app", ca);
+        assert_eq!(
+            url,
+            "postgres://app:pw@db.example:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fpgplane%2Fmetadata%20ca%2Ecrt"
+        );
+        let url = verifying("postgres://app:pw@db.example/app?sslmode=disable", ca);
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert!(matches!(options.get_ssl_mode(), sqlx::postgres::PgSslMode::VerifyFull), "{url}");
+    }
 
     #[test]
     fn finds_a_password_in_a_database_url() {

@@ -142,6 +142,8 @@ pub struct AuditEvent {
     pub object: Option<String>,
     pub status: i32,
     pub request_id: Option<String>,
+    /// A JSON object: what the request chose beyond its path, if anything.
+    pub detail: Option<String>,
 }
 
 /// Something found changed on a target behind pgplane's back.

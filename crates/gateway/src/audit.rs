@@ -1,8 +1,11 @@
 //! The audit trail: a middleware that records every mutating request (POST, PUT, DELETE) of an
 //! authenticated caller after it has been answered: token, team, action, cluster, object name,
-//! status and request id. Only names and ids are recorded, never a body (the registration body
-//! carries the target's admin password): the path names the object, or, for a create, the
-//! handler tells it ([`AuditNote`]) once it has read the name from the body. The request's handling and its record run in a task
+//! status, request id and what the request chose beyond its path. Only names and ids are
+//! recorded, never a body (the registration body carries the target's admin password): the
+//! path names the object; what only the handler knows it tells through the [`AuditNote`] (the
+//! name of a create, read from the body; the cluster a registration made; whether a request
+//! was a dry run, as the query's one parser read it; a deleted user's heir and ownership mode).
+//! The request's handling and its record run in a task
 //! of their own, so a client that hangs up mid-request (hyper then drops the answer's future)
 //! stops neither the change nor its record.
 
@@ -24,7 +27,7 @@ use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
 /// `database.delete`, `cluster.register`, ...
-fn action(method: &Method, route: &str, query: Option<&str>) -> String {
+fn action(method: &Method, route: &str) -> String {
     let noun = if route.contains("/users") {
         "user"
     } else if route.contains("/dbs") {
@@ -41,9 +44,7 @@ fn action(method: &Method, route: &str, query: Option<&str>) -> String {
         Method::DELETE => "delete",
         _ => "other",
     };
-    // A registration dry run writes nothing but is still a probe of a server: recorded apart.
-    let dry_run = query.is_some_and(|q| q.split('&').any(|p| p == "dry_run=true"));
-    format!("{noun}.{verb}{}", if dry_run { "_dry_run" } else { "" })
+    format!("{noun}.{verb}")
 }
 
 /// Middleware: records mutating requests in the audit log.
@@ -65,11 +66,12 @@ pub(crate) async fn record(
     let mut event = NewAuditEvent {
         team_id: caller.team_id,
         token_id: caller.token_id,
-        action: action(&method, &route, request.uri().query()),
+        action: action(&method, &route),
         cluster_id: None,
         object: None,
         status: 0,
         request_id: request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        detail: None,
     };
     for (key, value) in params.iter() {
         match key {
@@ -97,8 +99,15 @@ async fn handle_and_record(
         .await
         .unwrap_or_else(|_| ApiError::internal().into_response());
     event.status = response.status().as_u16();
-    if event.object.is_none() {
-        event.object = note.take();
+    let noted = note.take();
+    event.object = event.object.or(noted.object);
+    event.cluster_id = event.cluster_id.or(noted.cluster_id);
+    if noted.dry_run {
+        // A dry run writes nothing but is still a probe of a server: recorded apart.
+        event.action.push_str("_dry_run");
+    }
+    if !noted.detail.is_empty() {
+        event.detail = Some(serde_json::Value::Object(noted.detail).to_string());
     }
     if let Err(e) = state.store.record_audit_event(&event).await {
         tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
@@ -106,18 +115,48 @@ async fn handle_and_record(
     response
 }
 
-/// How a handler tells the audit log the object of a create, named in its body.
+/// How a handler tells the audit log what only it knows about the request.
 #[derive(Clone, Default)]
-pub(crate) struct AuditNote(Arc<Mutex<Option<String>>>);
+pub(crate) struct AuditNote(Arc<Mutex<Noted>>);
+
+/// What handlers noted.
+#[derive(Default)]
+struct Noted {
+    object: Option<String>,
+    cluster_id: Option<Uuid>,
+    dry_run: bool,
+    detail: serde_json::Map<String, serde_json::Value>,
+}
 
 impl AuditNote {
-    /// The request is about the object `name`.
-    pub fn object(&self, name: &str) {
-        *self.0.lock().expect("audit note lock") = Some(name.to_string());
+    fn with(&self, note: impl FnOnce(&mut Noted)) {
+        note(&mut self.0.lock().expect("audit note lock"));
     }
 
-    fn take(&self) -> Option<String> {
-        self.0.lock().expect("audit note lock").take()
+    /// The request is about the object `name`.
+    pub fn object(&self, name: &str) {
+        self.with(|n| n.object = Some(name.to_string()));
+    }
+
+    /// The request made the cluster `id`.
+    pub fn cluster(&self, id: Uuid) {
+        self.with(|n| n.cluster_id = Some(id));
+    }
+
+    /// The request is a dry run (it writes nothing).
+    pub fn dry_run(&self) {
+        self.with(|n| n.dry_run = true);
+    }
+
+    /// The request chose `value` for `key` (recorded in the event's detail).
+    pub fn detail(&self, key: &str, value: &str) {
+        self.with(|n| {
+            n.detail.insert(key.to_string(), value.into());
+        });
+    }
+
+    fn take(&self) -> Noted {
+        std::mem::take(&mut *self.0.lock().expect("audit note lock"))
     }
 }
 
@@ -137,15 +176,11 @@ mod tests {
     #[test]
     fn actions_are_named_after_noun_and_verb() {
         let c = "/v2/databases/{database_cluster_uuid}";
-        assert_eq!(action(&Method::POST, "/v2/databases", None), "cluster.register");
-        assert_eq!(action(&Method::POST, "/v2/databases", Some("dry_run=true")), "cluster.register_dry_run");
-        assert_eq!(action(&Method::DELETE, c, None), "cluster.unregister");
-        assert_eq!(action(&Method::POST, &format!("{c}/users"), None), "user.create");
-        assert_eq!(action(&Method::PUT, &format!("{c}/users/{{username}}"), None), "user.update");
-        assert_eq!(
-            action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth"), None),
-            "user.reset_auth"
-        );
-        assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}"), None), "database.delete");
+        assert_eq!(action(&Method::POST, "/v2/databases"), "cluster.register");
+        assert_eq!(action(&Method::DELETE, c), "cluster.unregister");
+        assert_eq!(action(&Method::POST, &format!("{c}/users")), "user.create");
+        assert_eq!(action(&Method::PUT, &format!("{c}/users/{{username}}")), "user.update");
+        assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth")), "user.reset_auth");
+        assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}")), "database.delete");
     }
 }

@@ -35,6 +35,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::extract::query_pairs;
 use crate::failures::{FailureLimiter, FailureLimits};
 use crate::state::AppState;
 
@@ -118,7 +119,7 @@ impl Authenticator {
             store: store.clone(),
             verified: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
             rejected: Cache::builder().max_capacity(100_000).time_to_live(REJECTED_TTL).build(),
-            failures: FailureLimiter::new(limits),
+            failures: FailureLimiter::new(limits, Some(store.clone())),
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             verifying: tokio::sync::Semaphore::new(
@@ -136,7 +137,7 @@ impl Authenticator {
             loop {
                 every_minute.tick().await;
                 let Some(auth) = weak.upgrade() else { return };
-                auth.failures.forget_quiet();
+                auth.failures.forget_quiet().await;
             }
         });
         auth
@@ -163,7 +164,7 @@ impl Authenticator {
             return Err(ApiError::unauthorized());
         }
         let token_id = tokens::token_id(token).ok_or_else(ApiError::unauthorized)?;
-        self.failures.admit(address, token_id)?;
+        self.failures.admit(address, token_id).await?;
         let _same_token = self.same_token[usize::from(key[0]) % TOKEN_STRIPES].lock().await;
         if let Some(found) = self.verified.get(&key) {
             return self.confirm(key, found).await;
@@ -173,10 +174,10 @@ impl Authenticator {
         }
         let _permit = self.verifying.acquire().await.map_err(|_| ApiError::internal())?;
         // Failures recorded while this request queued count too.
-        self.failures.admit(address, token_id)?;
+        self.failures.admit(address, token_id).await?;
         let epoch = self.epoch();
         let Some(row) = self.store.find_active_token(token_id).await? else {
-            self.reject(key, address, None);
+            self.reject(key, address, None).await;
             return Err(ApiError::unauthorized());
         };
         let (token_owned, hash) = (token.to_owned(), row.secret_hash.clone());
@@ -184,7 +185,7 @@ impl Authenticator {
             .await
             .map_err(|_| ApiError::internal())?;
         if !valid {
-            self.reject(key, address, Some(token_id));
+            self.reject(key, address, Some(token_id)).await;
             return Err(ApiError::unauthorized());
         }
         let store = self.store.clone();
@@ -240,9 +241,9 @@ impl Authenticator {
     }
 
     /// Remembers a token that failed and counts the failure.
-    fn reject(&self, key: [u8; 32], address: IpAddr, real_token_id: Option<&str>) {
+    async fn reject(&self, key: [u8; 32], address: IpAddr, real_token_id: Option<&str>) {
         self.rejected.insert(key, ());
-        self.failures.record(address, real_token_id);
+        self.failures.record(address, real_token_id).await;
     }
 }
 
@@ -334,7 +335,8 @@ pub(crate) async fn authorize(
 ) -> Result<Response, ApiError> {
     let caller = request.extensions().get::<Caller>().ok_or_else(ApiError::unauthorized)?;
     let path = matched.as_ref().map_or("", |m| m.as_str());
-    if !caller.can(required_scope(request.method(), path)) {
+    let needed = required_scopes(request.method(), path, request.uri().query());
+    if !needed.iter().all(|scope| caller.can(*scope)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "You do not have permission to perform this action.",
@@ -343,16 +345,26 @@ pub(crate) async fn authorize(
     Ok(next.run(request).await)
 }
 
-/// The scope an operation needs: reading needs `database:read`, creating `database:create`,
-/// changing settings and resetting passwords `database:update`, deleting `database:delete`.
-pub(crate) fn required_scope(method: &Method, path: &str) -> Scope {
-    match *method {
+/// The scopes an operation needs: reading needs `database:read`, creating `database:create`,
+/// changing settings and resetting passwords `database:update`, deleting `database:delete`;
+/// deleting a user with an heir (`reassign_to`, which hands the heir what the user owns)
+/// needs `database:update` as well. The query is read as the handler's extractor reads it.
+pub(crate) fn required_scopes(method: &Method, path: &str, query: Option<&str>) -> Vec<Scope> {
+    let base = match *method {
         Method::GET | Method::HEAD => Scope::Read,
         Method::POST if path.ends_with("/reset_auth") => Scope::Update,
         Method::POST => Scope::Create,
         Method::PUT | Method::PATCH => Scope::Update,
         Method::DELETE => Scope::Delete,
         _ => Scope::Update,
+    };
+    let names_heir = *method == Method::DELETE
+        && path.ends_with("/users/{username}")
+        && query.is_some_and(|q| query_pairs(q).any(|(k, v)| k == "reassign_to" && !v.is_empty()));
+    if names_heir {
+        vec![base, Scope::Update]
+    } else {
+        vec![base]
     }
 }
 
@@ -363,10 +375,22 @@ mod tests {
     #[test]
     fn every_method_maps_to_its_scope() {
         let users = "/v2/databases/{database_cluster_uuid}/users";
-        assert_eq!(required_scope(&Method::GET, users), Scope::Read);
-        assert_eq!(required_scope(&Method::POST, users), Scope::Create);
-        assert_eq!(required_scope(&Method::POST, &format!("{users}/{{username}}/reset_auth")), Scope::Update);
-        assert_eq!(required_scope(&Method::PUT, users), Scope::Update);
-        assert_eq!(required_scope(&Method::DELETE, users), Scope::Delete);
+        let scope = |method: &Method, path: &str| required_scopes(method, path, None);
+        assert_eq!(scope(&Method::GET, users), [Scope::Read]);
+        assert_eq!(scope(&Method::POST, users), [Scope::Create]);
+        assert_eq!(scope(&Method::POST, &format!("{users}/{{username}}/reset_auth")), [Scope::Update]);
+        assert_eq!(scope(&Method::PUT, users), [Scope::Update]);
+        assert_eq!(scope(&Method::DELETE, users), [Scope::Delete]);
+    }
+
+    #[test]
+    fn naming_an_heir_needs_the_update_scope_too() {
+        let user = "/v2/databases/{database_cluster_uuid}/users/{username}";
+        let delete = |query| required_scopes(&Method::DELETE, user, Some(query));
+        assert_eq!(delete("reassign_to=heir"), [Scope::Delete, Scope::Update]);
+        assert_eq!(delete("reassign%5Fto=heir&if_owns=reassign"), [Scope::Delete, Scope::Update]);
+        assert_eq!(delete("reassign_to=&if_owns=refuse"), [Scope::Delete]);
+        let db = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}";
+        assert_eq!(required_scopes(&Method::DELETE, db, Some("reassign_to=x")), [Scope::Delete]);
     }
 }

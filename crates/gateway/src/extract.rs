@@ -1,12 +1,17 @@
 //! Request extractors that turn every malformed input into a DigitalOcean-style error: JSON
 //! bodies (400 for unparsable JSON, 422 for well-formed JSON of the wrong shape, whatever the
-//! Content-Type; 413 over the size limit) and the cluster in a path (anything that is not a
-//! UUID of one of the caller's team's clusters is simply not found).
+//! Content-Type; 413 over the size limit), query strings (422 for any the handler's options do
+//! not accept, repeated keys included), and the cluster in a path (anything that is not a UUID
+//! of one of the caller's team's clusters is simply not found). Before any of them, control
+//! characters (NUL included) in a path (404) or a query (422) are refused for every route, so
+//! that none reaches a store query or a target.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -60,6 +65,45 @@ where
             _ => ApiError::bad_request(format!("error parsing request body: {e}")),
         })
     }
+}
+
+/// A query string, parsed into the handler's options; 422 when it does not fit them.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(query)| ApiQuery(query))
+            .map_err(|e| ApiError::unprocessable(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// The decoded (key, value) pairs of a query string, as [`ApiQuery`] reads them.
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// Middleware: refuses a path (404) or query (422) that carries a control character once
+/// decoded (NUL included): no name pgplane manages has one, and PostgreSQL refuses a NUL in
+/// text outright.
+pub(crate) async fn refuse_control_characters(request: Request, next: Next) -> Result<Response, ApiError> {
+    let has_control = |s: &str| s.chars().any(char::is_control);
+    let path = percent_encoding::percent_decode_str(request.uri().path()).decode_utf8_lossy();
+    if has_control(&path) {
+        return Err(ApiError::not_found());
+    }
+    if let Some(query) = request.uri().query() {
+        if query_pairs(query).any(|(k, v)| has_control(&k) || has_control(&v)) {
+            return Err(ApiError::unprocessable("invalid query: control characters are not allowed"));
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// Parses a cluster id from a path; a malformed id names no cluster.

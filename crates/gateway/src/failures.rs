@@ -2,7 +2,14 @@
 //! client address, and each real token id, may fail only so many times a minute (GCRA, from
 //! `governor`, all of them in a burst). Once over, further attempts from that address or
 //! against that token id are refused with 429 and `Retry-After` until the allowance is back,
-//! without touching the store or argon2. Successes are not counted.
+//! without touching argon2. Successes are not counted.
+//!
+//! The allowances hold across replicas: every failure is also counted in the metadata database
+//! (one windowed counter per address and per token id), and an attempt whose address or token
+//! id has failed its allowance there within the last minute is refused, whichever replica
+//! counted the failures. The in-process limiters stay as a first filter that refuses without a
+//! store query; they count only this process's failures, so they never refuse later than the
+//! shared count would.
 //!
 //! The client address is the TCP peer: behind a reverse proxy it is the proxy's address, so
 //! the proxy should limit failures itself. IPv6 addresses count per /64, the block one
@@ -15,6 +22,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::sync::Cache;
+use pgplane_core::Store;
 
 use crate::error::ApiError;
 
@@ -44,6 +52,22 @@ pub(crate) struct FailureLimiter {
     per_token: Option<DefaultKeyedRateLimiter<String>>,
     /// Subjects over their allowance, with the moment they may try again.
     blocked: Cache<Subject, Instant>,
+    limits: FailureLimits,
+    /// Where the failures of every replica are counted (None: in this process only).
+    store: Option<Store>,
+}
+
+/// The window of the shared counts.
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Subject {
+    /// The subject's name in the shared counters.
+    fn key(&self) -> String {
+        match self {
+            Subject::Address(a) => format!("auth:address:{a}"),
+            Subject::Token(id) => format!("auth:token:{id}"),
+        }
+    }
 }
 
 fn keyed<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -51,38 +75,60 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Option<DefaultKeye
 }
 
 impl FailureLimiter {
-    pub fn new(limits: FailureLimits) -> Self {
+    /// Limits counted in this process and, with `store`, across every replica using it.
+    pub fn new(limits: FailureLimits, store: Option<Store>) -> Self {
         Self {
             per_address: keyed(limits.per_address),
             per_token: keyed(limits.per_token),
             blocked: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
+            limits,
+            store,
         }
     }
 
+    /// The subjects of an attempt, each with its allowance (limited ones only).
+    fn subjects(&self, address: IpAddr, token_id: Option<&str>) -> Vec<(Subject, u32)> {
+        let address = (Subject::Address(counted(address)), self.limits.per_address);
+        let token = token_id.map(|id| (Subject::Token(id.to_owned()), self.limits.per_token));
+        [Some(address), token].into_iter().flatten().filter(|(_, allowance)| *allowance > 0).collect()
+    }
+
     /// Whether `address` may attempt a verification of `token_id`: 429 while either is over
-    /// its allowance of failures.
-    pub fn admit(&self, address: IpAddr, token_id: &str) -> Result<(), ApiError> {
+    /// its allowance of failures, in this process or across replicas.
+    pub async fn admit(&self, address: IpAddr, token_id: &str) -> Result<(), ApiError> {
         let now = Instant::now();
-        let until = [Subject::Address(counted(address)), Subject::Token(token_id.to_owned())]
-            .into_iter()
-            .filter_map(|subject| self.blocked.get(&subject))
+        let subjects = self.subjects(address, Some(token_id));
+        let until = subjects
+            .iter()
+            .filter_map(|(subject, _)| self.blocked.get(subject))
             .filter(|until| *until > now)
             .max();
-        match until {
+        if let Some(until) = until {
+            return Err(too_many(until - now));
+        }
+        let Some(store) = &self.store else { return Ok(()) };
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(String, u32)> = subjects.iter().map(|(s, n)| (s.key(), *n)).collect();
+        let keys: Vec<(&str, u32)> = keys.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        match store.allowance_used_up(&keys, MINUTE).await? {
+            Some(wait) => Err(too_many(wait)),
             None => Ok(()),
-            Some(until) => {
-                let wait = until - now;
-                Err(ApiError::too_many_requests(
-                    "Too many failed authentication attempts; try again later.",
-                    wait,
-                ))
-            }
         }
     }
 
     /// Counts a failed attempt from `address`, against `token_id` when the id is real (made-up
-    /// ids are counted against the address only, so that they cannot fill the counters).
-    pub fn record(&self, address: IpAddr, token_id: Option<&str>) {
+    /// ids are counted against the address only, so that they cannot fill the counters), here
+    /// and in the shared counters.
+    pub async fn record(&self, address: IpAddr, token_id: Option<&str>) {
+        if let Some(store) = &self.store {
+            for (subject, _) in self.subjects(address, token_id) {
+                if let Err(e) = store.count_event(&subject.key(), MINUTE).await {
+                    tracing::warn!(error = %e, "cannot count a failed authentication in the store");
+                }
+            }
+        }
         let address = counted(address);
         if let Some(limiter) = &self.per_address {
             if let Err(not_until) = limiter.check_key(&address) {
@@ -116,8 +162,14 @@ impl FailureLimiter {
         self.blocked.insert(subject, Instant::now() + wait);
     }
 
-    /// Forgets the counters of subjects that have not failed for a while (keeps memory bounded).
-    pub fn forget_quiet(&self) {
+    /// Forgets the counters of subjects that have not failed for a while (keeps memory, and the
+    /// shared table, bounded).
+    pub async fn forget_quiet(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.forget_quiet_counters().await {
+                tracing::debug!(error = %e, "cannot forget quiet limit counters");
+            }
+        }
         if let Some(l) = &self.per_address {
             l.retain_recent();
             l.shrink_to_fit();
@@ -127,6 +179,10 @@ impl FailureLimiter {
             l.shrink_to_fit();
         }
     }
+}
+
+fn too_many(wait: Duration) -> ApiError {
+    ApiError::too_many_requests("Too many failed authentication attempts; try again later.", wait)
 }
 
 /// The address failures are counted under: IPv4 as is (also when mapped into IPv6), IPv6 by
@@ -149,29 +205,29 @@ mod tests {
 
     const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    #[test]
-    fn an_address_is_refused_after_its_allowance_of_failures() {
-        let limiter = FailureLimiter::new(FailureLimits { per_address: 3, per_token: 0 });
+    #[tokio::test]
+    async fn an_address_is_refused_after_its_allowance_of_failures() {
+        let limiter = FailureLimiter::new(FailureLimits { per_address: 3, per_token: 0 }, None);
         for _ in 0..3 {
-            assert!(limiter.admit(HERE, "aaaaaaaaaaaa").is_ok());
-            limiter.record(HERE, None);
+            assert!(limiter.admit(HERE, "aaaaaaaaaaaa").await.is_ok());
+            limiter.record(HERE, None).await;
         }
-        limiter.record(HERE, None);
-        let refused = limiter.admit(HERE, "bbbbbbbbbbbb").expect_err("over the allowance");
+        limiter.record(HERE, None).await;
+        let refused = limiter.admit(HERE, "bbbbbbbbbbbb").await.expect_err("over the allowance");
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.retry_after.is_some_and(|s| (1..=20).contains(&s)));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(limiter.admit(other, "bbbbbbbbbbbb").is_ok(), "addresses are counted apart");
+        assert!(limiter.admit(other, "bbbbbbbbbbbb").await.is_ok(), "addresses are counted apart");
     }
 
-    #[test]
-    fn a_token_id_is_refused_from_every_address_after_its_allowance() {
-        let limiter = FailureLimiter::new(FailureLimits { per_address: 0, per_token: 2 });
+    #[tokio::test]
+    async fn a_token_id_is_refused_from_every_address_after_its_allowance() {
+        let limiter = FailureLimiter::new(FailureLimits { per_address: 0, per_token: 2 }, None);
         for i in 0..3u8 {
-            limiter.record(IpAddr::V4([10, 0, 0, i].into()), Some("aaaaaaaaaaaa"));
+            limiter.record(IpAddr::V4([10, 0, 0, i].into()), Some("aaaaaaaaaaaa")).await;
         }
-        assert!(limiter.admit("192.0.2.1".parse().unwrap(), "aaaaaaaaaaaa").is_err());
-        assert!(limiter.admit("192.0.2.1".parse().unwrap(), "bbbbbbbbbbbb").is_ok());
+        assert!(limiter.admit("192.0.2.1".parse().unwrap(), "aaaaaaaaaaaa").await.is_err());
+        assert!(limiter.admit("192.0.2.1".parse().unwrap(), "bbbbbbbbbbbb").await.is_ok());
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! caller says. Each probe is checked against the operator's target policy (refused before any
 //! connection when outside it), counted against its team's allowance (so that registration is
 //! no port scanner or password-guessing oracle, even inside the allowed networks), and bounded
-//! in time.
+//! in time. The allowance is shared by every replica (a counter in the metadata database); each
+//! process also keeps its own, smaller burst as a first filter that only ever refuses sooner.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
+use pgplane_core::Store;
 use pgplane_target::{probe, survey, ServerFacts, Survey, TargetError, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
@@ -20,16 +23,19 @@ type TeamLimiter = RateLimiter<Uuid, governor::state::keyed::DefaultKeyedStateSt
 pub(crate) struct Prober {
     policy: TargetPolicy,
     per_team: Option<TeamLimiter>,
+    per_minute: u32,
+    store: Store,
 }
 
 impl Prober {
-    /// `per_minute` probes a minute per team, a fifth of them in a burst (0: unlimited).
-    pub fn new(policy: TargetPolicy, per_minute: u32) -> Self {
+    /// `per_minute` probes a minute per team across replicas, and in each process a fifth of
+    /// them in a burst (0: unlimited).
+    pub fn new(policy: TargetPolicy, per_minute: u32, store: Store) -> Self {
         let per_team = NonZeroU32::new(per_minute).map(|n| {
             let burst = NonZeroU32::new(per_minute.div_ceil(5)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
         });
-        Self { policy, per_team }
+        Self { policy, per_team, per_minute, store }
     }
 
     /// The target policy every connection is checked against.
@@ -46,7 +52,7 @@ impl Prober {
         spec: &TargetSpec,
         context: &str,
     ) -> Result<ServerFacts, ApiError> {
-        self.admit(team_id)?;
+        self.admit(team_id).await?;
         let facts = probe(spec, &self.policy).await.map_err(|e| failed(context, e))?;
         if let Some(why) = facts.unsuitability(&spec.admin.user) {
             return Err(ApiError::unprocessable(format!("{context}: {why}")));
@@ -64,22 +70,22 @@ impl Prober {
         primary_user: &str,
         default_database: &str,
     ) -> Result<Survey, ApiError> {
-        self.admit(team_id)?;
+        self.admit(team_id).await?;
         survey(spec, &self.policy, primary_user, default_database)
             .await
             .map_err(|e| failed("dry run failed", e))
     }
 
-    /// Counts one probe against the team's allowance: 429 when it is used up.
-    fn admit(&self, team_id: Uuid) -> Result<(), ApiError> {
-        if let Some(limiter) = &self.per_team {
-            if let Err(not_until) = limiter.check_key(&team_id) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(ApiError::too_many_requests(
-                    "Too many registration attempts for this team; try again later.",
-                    wait,
-                ));
-            }
+    /// Counts one probe against the team's allowance, in this process and then across
+    /// replicas: 429 when either is used up.
+    async fn admit(&self, team_id: Uuid) -> Result<(), ApiError> {
+        let Some(limiter) = &self.per_team else { return Ok(()) };
+        if let Err(not_until) = limiter.check_key(&team_id) {
+            return Err(too_many(not_until.wait_time_from(DefaultClock::default().now())));
+        }
+        let (count, left) = self.store.count_event(&format!("probe:team:{team_id}"), MINUTE).await?;
+        if count > self.per_minute {
+            return Err(too_many(left));
         }
         Ok(())
     }
@@ -92,4 +98,11 @@ fn failed(context: &str, e: TargetError) -> ApiError {
         TargetError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{context}: {e}")),
         e => ApiError::unprocessable(format!("{context}: {e}")),
     }
+}
+
+/// The window of the shared allowance.
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn too_many(wait: Duration) -> ApiError {
+    ApiError::too_many_requests("Too many registration attempts for this team; try again later.", wait)
 }

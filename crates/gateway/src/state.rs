@@ -36,7 +36,11 @@ impl AppState {
         Self {
             auth: Authenticator::start(store.clone(), config.auth_failures),
             limiter: Arc::new(Limiter::new(config.rate_limit_per_minute)),
-            prober: Arc::new(Prober::new(config.target_policy.clone(), config.probes_per_minute)),
+            prober: Arc::new(Prober::new(
+                config.target_policy.clone(),
+                config.probes_per_minute,
+                store.clone(),
+            )),
             waiter: Waiter::start(&store),
             listings: crate::listing::permits(),
             credentials: CredentialsCache::new(sealer.clone()),

@@ -118,6 +118,12 @@ pub struct RoleDependencies {
     /// The server's identity, so that the caller can tell it is the registered one.
     #[serde(skip)]
     pub server_id: String,
+    /// Memberships (either way) in roles that are not the cluster's, counted but not named
+    /// (see [`RoleDependencies::keep_names_of`]).
+    pub other_roles: usize,
+    /// Databases that are not the cluster's where the role owns or holds something, counted
+    /// but not named.
+    pub other_databases: usize,
 }
 
 impl RoleDependencies {
@@ -148,6 +154,8 @@ pub async fn role_dependencies(
             members: Vec::new(),
             truncated: false,
             server_id,
+            other_roles: 0,
+            other_databases: 0,
         };
         let Some(row) =
             admin.query_opt("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role]).await?
@@ -297,4 +305,74 @@ async fn dependents(client: &Client, oid: u32, shared: bool) -> Result<Dependent
         }
     }
     Ok(found)
+}
+
+impl RoleDependencies {
+    /// Leaves in the report only the names of roles and databases for which `ours_role` and
+    /// `ours_database` hold (the caller's cluster's): memberships in other roles and entries
+    /// for other databases are counted instead, other databases' names are left out of the
+    /// server-wide groups, and other grantees in default privileges read `<another role>`.
+    /// Whether the role owns something is kept as it was read.
+    pub fn keep_names_of(&mut self, ours_role: impl Fn(&str) -> bool, ours_database: impl Fn(&str) -> bool) {
+        for list in [&mut self.member_of, &mut self.members] {
+            let before = list.len();
+            list.retain(|m| ours_role(&m.role));
+            self.other_roles += before - list.len();
+        }
+        let before = self.databases.len();
+        self.databases.retain(|d| ours_database(&d.database));
+        self.other_databases += before - self.databases.len();
+        for group in self.server.owned.iter_mut().chain(self.server.privileges.iter_mut()) {
+            if group.kind == "database" {
+                group.first.retain(|identity| ours_database(&unquoted(identity)));
+            }
+        }
+        for defaults in self.databases.iter_mut().flat_map(|d| d.default_privileges.iter_mut()) {
+            for entry in &mut defaults.acl {
+                *entry = redacted_acl_item(entry, &ours_role);
+            }
+        }
+    }
+}
+
+/// An identifier as `quote_ident` printed it, unquoted.
+fn unquoted(identity: &str) -> String {
+    match identity.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => identity.to_string(),
+    }
+}
+
+/// An ACL item (`grantee=privileges/grantor`) with every role name for which `ours` does not
+/// hold replaced by `<another role>` (an empty grantee, PUBLIC, stays).
+fn redacted_acl_item(item: &str, ours: &impl Fn(&str) -> bool) -> String {
+    let name = |raw: &str| {
+        let plain = unquoted(raw);
+        if raw.is_empty() || ours(&plain) {
+            raw.to_string()
+        } else {
+            "<another role>".to_string()
+        }
+    };
+    match item.split_once('=').and_then(|(grantee, rest)| {
+        rest.rsplit_once('/').map(|(privileges, grantor)| (grantee, privileges, grantor))
+    }) {
+        Some((grantee, privileges, grantor)) => format!("{}={privileges}/{}", name(grantee), name(grantor)),
+        None => "<redacted>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn other_roles_in_acl_items_are_redacted() {
+        let ours = |n: &str| n == "alice" || n == "Bob";
+        assert_eq!(redacted_acl_item("alice=r/alice", &ours), "alice=r/alice");
+        assert_eq!(redacted_acl_item("=r/alice", &ours), "=r/alice");
+        assert_eq!(redacted_acl_item("rival=arwd/alice", &ours), "<another role>=arwd/alice");
+        assert_eq!(redacted_acl_item("\"Bob\"=r/alice", &ours), "\"Bob\"=r/alice");
+        assert_eq!(unquoted("\"a\"\"b\""), "a\"b");
+    }
 }

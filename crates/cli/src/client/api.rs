@@ -1,7 +1,8 @@
 //! HTTP calls to the pgplane REST API (DigitalOcean v2 paths, bearer token) and the mapping of
 //! every failure to one line in doctl's words: `<METHOD> <URL>: <status> (request "<id>")
 //! <message>` for error answers, and the unreachable API URL for connection failures. The
-//! token goes into the Authorization header only; no message or debug output carries it.
+//! token goes into the Authorization header only; no message or debug output carries it, and
+//! before it goes over plain HTTP to a host other than this machine a warning says so.
 
 use std::time::Duration;
 
@@ -35,6 +36,18 @@ pub enum ApiError {
     Unexpected { method: Method, url: String, what: String },
 }
 
+/// Whether a token sent to `url` would cross a network in the clear: plain http:// to a host
+/// that is not this machine (localhost, 127.0.0.0/8, ::1).
+fn exposes_token(url: &Url) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !local
+}
+
 fn request_note(request_id: &Option<String>) -> String {
     request_id.as_ref().map(|id| format!(" (request {id:?})")).unwrap_or_default()
 }
@@ -53,6 +66,12 @@ impl Api {
         let parsed = Url::parse(api_url).map_err(|e| anyhow::anyhow!("invalid API URL {api_url:?}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             anyhow::bail!("invalid API URL {api_url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]");
+        }
+        if exposes_token(&parsed) {
+            eprintln!(
+                "warning: the API URL {api_url} is plain http:// to another host: the access token \
+                 crosses the network unencrypted; use https://"
+            );
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("pgplane-cli/", env!("CARGO_PKG_VERSION")))
@@ -193,6 +212,31 @@ fn root_cause(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_http_to_another_host_exposes_the_token() {
+        let exposes = |url: &str| exposes_token(&Url::parse(url).unwrap());
+        for local in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:8080/",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+        ] {
+            assert!(!exposes(local), "{local}");
+        }
+        for remote in [
+            "http://10.0.0.5:8080",
+            "http://pgplane.example.com",
+            "http://[2001:db8::1]/",
+            "http://localhost.example.com",
+        ] {
+            assert!(exposes(remote), "{remote}");
+        }
+        for secure in ["https://pgplane.example.com", "https://10.0.0.5:8443"] {
+            assert!(!exposes(secure), "{secure}");
+        }
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

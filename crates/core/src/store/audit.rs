@@ -18,14 +18,17 @@ pub struct NewAuditEvent {
     pub object: Option<String>,
     pub status: u16,
     pub request_id: Option<String>,
+    /// What the request chose beyond its path, as a JSON object (a deleted user's heir and
+    /// ownership mode), if anything.
+    pub detail: Option<String>,
 }
 
 impl Store {
     /// Appends an event.
     pub async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<()> {
         sqlx::query(
-            "insert into audit_events (team_id, token_id, action, cluster_id, object, status, request_id)
-             values ($1, $2, $3, $4, $5, $6, $7)",
+            "insert into audit_events (team_id, token_id, action, cluster_id, object, status, request_id, detail)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(event.team_id)
         .bind(&event.token_id)
@@ -34,6 +37,7 @@ impl Store {
         .bind(&event.object)
         .bind(i32::from(event.status))
         .bind(&event.request_id)
+        .bind(&event.detail)
         .execute(&self.pool)
         .await?;
         Ok(())

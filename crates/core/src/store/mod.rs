@@ -6,6 +6,7 @@ mod access;
 mod audit;
 mod clusters;
 mod drift;
+mod limits;
 mod objects;
 mod reconcile;
 mod retention;

@@ -1,6 +1,6 @@
 //! `/v2/audit_events` (a pgplane extension): the caller's team's audit log, newest first.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -32,6 +33,10 @@ pub(crate) struct AuditEventView {
     /// The HTTP status of the answer.
     status: i32,
     request_id: Option<String>,
+    /// What the request chose beyond its path: for a user's deletion, its heir (`reassign_to`)
+    /// and ownership mode (`if_owns`).
+    #[schema(value_type = Option<Object>)]
+    detail: Option<serde_json::Value>,
 }
 
 /// `{"audit_events": [...]}`
@@ -51,7 +56,7 @@ pub(crate) struct AuditEventsResponse {
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditEventsResponse>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let events = state.store.list_audit_events(caller.team_id, query.cluster_id, limit).await?;
@@ -66,6 +71,7 @@ pub(super) async fn list(
             object: e.object,
             status: e.status,
             request_id: e.request_id,
+            detail: e.detail.and_then(|d| serde_json::from_str(&d).ok()),
         })
         .collect();
     Ok(Json(AuditEventsResponse { audit_events }))

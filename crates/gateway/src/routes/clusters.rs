@@ -2,7 +2,7 @@
 //! unregistering them. Registration probes the target first (it must answer, and its admin
 //! role must be able to manage roles and databases); nothing is stored when that fails.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,12 +17,12 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::cluster_with;
-use super::preview::{dry_run, RegisterQuery, Registration, RegistrationPreviewResponse};
+use super::preview::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, TeamCluster};
+use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
@@ -182,7 +182,7 @@ pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     note: AuditNote,
-    Query(query): Query<RegisterQuery>,
+    DryRun(is_dry_run): DryRun,
     ApiJson(body): ApiJson<CreateCluster>,
 ) -> Result<Response, ApiError> {
     let name = required(body.name, "name")?;
@@ -206,7 +206,7 @@ pub(super) async fn create(
     check_identifier(ObjectKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(ObjectKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
-    if query.dry_run == Some(true) {
+    if is_dry_run {
         let version = body.version.as_deref().filter(|v| !v.is_empty());
         let r = Registration {
             name: &name,
@@ -245,6 +245,7 @@ pub(super) async fn create(
     };
     let cluster = state.store.insert_cluster(&new, &state.sealer).await?;
     let id = cluster.cluster_id;
+    note.cluster(id);
     let store = &state.store;
     state
         .waiter
@@ -275,7 +276,7 @@ async fn render(
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
     _permit: ListingPermit,
 ) -> Result<Json<ClustersResponse>, ApiError> {
     let tag = query.tag_name.filter(|t| !t.is_empty());

@@ -10,7 +10,7 @@ use pgplane_target::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::preview::{check_registered_server, unavailable};
+use super::preview::{check_registered_server, is_access_group, unavailable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::TeamCluster;
 use crate::state::AppState;
@@ -64,7 +64,8 @@ pub(super) async fn drift(
 }
 
 /// Roles and databases on the target that no cluster of pgplane manages (other clusters on the
-/// same server, and the roles they log in as, are left out: their names are not this team's).
+/// same server, the roles they log in as and every access group role are left out: their
+/// names are not this team's).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UnmanagedResponse {
     /// Roles (PostgreSQL's own `pg_*` roles aside), including the admin role pgplane uses.
@@ -105,7 +106,7 @@ pub(super) async fn unmanaged(
     let managed_dbs =
         managed(dbs.iter().filter(|d| d.claimed).map(|d| d.name.as_str()).collect(), &other_dbs);
     Ok(Json(UnmanagedResponse {
-        roles: roles.into_iter().filter(|r| !managed_roles.contains(r)).collect(),
+        roles: roles.into_iter().filter(|r| !managed_roles.contains(r) && !is_access_group(r)).collect(),
         databases: databases.into_iter().filter(|d| !managed_dbs.contains(d)).collect(),
     }))
 }

@@ -31,7 +31,7 @@ use crate::audit;
 use crate::auth::{authenticate, authorize, Caller};
 use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
-use crate::extract::cluster_id;
+use crate::extract::{cluster_id, refuse_control_characters};
 use crate::metrics;
 use crate::openapi::ApiDoc;
 use crate::request_id;
@@ -102,6 +102,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 }))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(from_fn(finish_errors))
+                .layer(from_fn(refuse_control_characters))
                 .layer(from_fn(console::api_headers))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout)),
         )

@@ -4,11 +4,14 @@
 //! registering a server would create, adopt or refuse there (`POST /v2/databases?dry_run=true`).
 //! All read-only on the target and in the store.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use pgplane_core::lifecycle::DesiredState;
-use pgplane_core::model::Cluster;
+use std::collections::HashSet;
+
+use pgplane_core::lifecycle::{DesiredState, SyncStatus};
+use pgplane_core::model::{Cluster, User};
 use pgplane_target::dependencies::{role_dependencies, RoleDependencies};
 use pgplane_target::plan::Plan;
 use pgplane_target::primary::GrantCounts;
@@ -16,9 +19,10 @@ use pgplane_target::{ServerFacts, TargetSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::TeamCluster;
+use crate::extract::{ApiQuery, TeamCluster};
 use crate::state::AppState;
 
 /// 503 with `why`: the target cannot be read (or is not the registered server).
@@ -45,18 +49,43 @@ pub(crate) struct DependenciesResponse {
     dependencies: RoleDependencies,
 }
 
-/// What depends on `name` on the cluster's target, read live.
+/// What depends on `name`, a user pgplane manages in `cluster` (404 for any other name: a user
+/// not created yet, or in conflict with a role pgplane does not manage there, is another's),
+/// read live, naming only the cluster's own roles and databases.
 pub(super) async fn dependencies_of(
     state: &AppState,
     cluster: &Cluster,
     name: &str,
 ) -> Result<RoleDependencies, ApiError> {
+    if !on_server(&state.store.get_user(cluster.cluster_id, name).await?) {
+        return Err(ApiError::not_found());
+    }
     let spec = TargetSpec::of(cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let report = role_dependencies(&spec, state.prober.policy(), name)
+    let mut report = role_dependencies(&spec, state.prober.policy(), name)
         .await
         .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
     check_registered_server(cluster, &report.server_id)?;
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
+    let roles: HashSet<&str> = users
+        .iter()
+        .filter(|u| on_server(u))
+        .map(|u| u.name.as_str())
+        .chain([cluster.admin_user.as_str()])
+        .collect();
+    let databases: HashSet<&str> = dbs
+        .iter()
+        .filter(|d| d.claimed && d.sync_status != SyncStatus::Conflict)
+        .map(|d| d.name.as_str())
+        .chain([spec.admin_database()])
+        .collect();
+    report.keep_names_of(|r| roles.contains(r), |d| databases.contains(d));
     Ok(report)
+}
+
+/// Whether pgplane created or adopted the user on its cluster's server (a role found there under
+/// the name of a user not created yet, or in conflict, is not the cluster's).
+fn on_server(user: &User) -> bool {
+    user.claimed && user.sync_status != SyncStatus::Conflict
 }
 
 /// What a user owns on the target, per database (by kind, with counts and the first names),
@@ -77,7 +106,6 @@ pub(super) async fn dependencies(
     TeamCluster(cluster): TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<DependenciesResponse>, ApiError> {
-    state.store.get_user(cluster.cluster_id, &name).await?;
     Ok(Json(DependenciesResponse { dependencies: dependencies_of(&state, &cluster, &name).await? }))
 }
 
@@ -101,6 +129,15 @@ pub(super) struct DeleteUserQuery {
     /// `reassign` (default) or `refuse`: answer 409 with the dependency report, changing
     /// nothing, when the user owns objects or set default privileges.
     if_owns: Option<String>,
+}
+
+impl DeleteUserQuery {
+    /// Tells the audit log the heir (the primary user unless named) and the ownership mode.
+    pub(super) fn note(&self, note: &AuditNote, primary_user: &str) {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        note.detail("reassign_to", &given(&self.reassign_to).unwrap_or_else(|| primary_user.into()));
+        note.detail("if_owns", &given(&self.if_owns).unwrap_or_else(|| "reassign".into()));
+    }
 }
 
 /// Checks a deletion's options; returns the heir to store (None: the primary user), or the
@@ -146,7 +183,7 @@ pub(super) async fn check_user_deletion(
             Err(e) => return Err(e.into()),
         }
     }
-    if mode == IfOwns::Refuse {
+    if mode == IfOwns::Refuse && on_server(&state.store.get_user(id, name).await?) {
         let report = dependencies_of(state, cluster, name).await?;
         if report.owns_objects {
             let report = serde_json::to_value(&report).expect("reports serialise");
@@ -245,8 +282,26 @@ pub(crate) struct RegistrationPreviewResponse {
 #[into_params(parameter_in = Query)]
 pub(super) struct RegisterQuery {
     /// `true`: probe the server and answer (200) what registration would create, adopt or
-    /// refuse there, writing nothing anywhere.
-    pub(super) dry_run: Option<bool>,
+    /// refuse there, writing nothing anywhere. `false` or absent: register. Any other value,
+    /// or the key twice, is refused (422).
+    dry_run: Option<bool>,
+}
+
+/// Whether a registration is a dry run, read once from its query for both the handler and the
+/// audit log (which records a dry run as `cluster.register_dry_run`).
+pub(super) struct DryRun(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for DryRun {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiQuery(query) = ApiQuery::<RegisterQuery>::from_request_parts(parts, state).await?;
+        let dry_run = query.dry_run == Some(true);
+        if dry_run {
+            AuditNote::from_request_parts(parts, state).await.unwrap_or_default().dry_run();
+        }
+        Ok(DryRun(dry_run))
+    }
 }
 
 /// The names a registration would use, validated.
@@ -264,6 +319,12 @@ fn foreign_removal(counts: &GrantCounts) -> String {
         return String::new();
     }
     format!(", and would remove {} that it did not grant", counts.describe())
+}
+
+/// Whether `role` is named like one of pgplane's access group roles (a cluster's, never
+/// anyone's to see as unmanaged).
+pub(super) fn is_access_group(role: &str) -> bool {
+    role.starts_with(pgplane_core::access::GROUP_PREFIX)
 }
 
 /// How many names of untouched objects a dry run lists.
@@ -314,6 +375,13 @@ pub(super) async fn dry_run(
         match &survey.default_database_owner {
             None => ("create", format!("created, owned by {:?}", r.primary_user)),
             Some(owner) if owner == r.primary_user => ("adopt", "exists, owned by the primary user".into()),
+            Some(owner) if other_roles.contains(owner) || is_access_group(owner) => (
+                "adopt",
+                format!(
+                    "exists, owned by a role of another cluster; pgplane would make {:?} its owner",
+                    r.primary_user
+                ),
+            ),
             Some(owner) => (
                 "adopt",
                 format!("exists, owned by {owner:?}; pgplane would make {:?} its owner", r.primary_user),
@@ -321,12 +389,19 @@ pub(super) async fn dry_run(
         }
     };
     refusals.extend(clash);
+    // Untouched: neither the registration's own names nor any other cluster's (its objects,
+    // the roles it logs in as, pgplane's access groups).
     let ours = |n: &String| n == r.primary_user || *n == r.spec.admin.user;
-    let roles: Vec<String> = survey.roles.iter().filter(|n| !ours(n)).cloned().collect();
+    let roles: Vec<String> = survey
+        .roles
+        .iter()
+        .filter(|n| !ours(n) && !other_roles.contains(n) && !is_access_group(n))
+        .cloned()
+        .collect();
     let databases: Vec<String> = survey
         .databases
         .iter()
-        .filter(|n| *n != r.default_database && *n != r.spec.admin_database())
+        .filter(|n| *n != r.default_database && *n != r.spec.admin_database() && !other_dbs.contains(n))
         .cloned()
         .collect();
     let untouched = Untouched {

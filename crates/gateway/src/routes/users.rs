@@ -3,7 +3,7 @@
 //! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
 //! levels asked for at creation (`access`, a pgplane extension; see `access.rs`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
@@ -21,7 +21,7 @@ use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, TeamCluster};
+use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
@@ -256,8 +256,10 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
     Path((_, name)): Path<(String, String)>,
-    Query(query): Query<DeleteUserQuery>,
+    note: AuditNote,
+    ApiQuery(query): ApiQuery<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
+    query.note(&note, &cluster.primary_user);
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
     if user.is_primary() {
         return Err(ApiError::unprocessable(format!(
