@@ -23,6 +23,10 @@ fn second_cluster(app: &TestApp, name: &str, host: &str, patch: Value) -> Value 
     body
 }
 
+/// The roles on the server that this test named (other tests share the server and come and go).
+const ROLES_OF_THIS_TEST: &str =
+    "SELECT rolname::text FROM pg_roles WHERE strpos(rolname, $1) > 0 ORDER BY 1";
+
 async fn two_teams_on_one_server_never_share_or_see_an_object(major: u32) {
     let app = TestApp::spawn(major).await;
     let team_b = app.issue_token(&app.unique("team_b"), &["*"]).await;
@@ -31,7 +35,7 @@ async fn two_teams_on_one_server_never_share_or_see_an_object(major: u32) {
         let app = &app;
         async move { app.call_as(&token, reqwest::Method::POST, &path, Some(body)).await }
     };
-    let roles_before = app.target_strings("SELECT rolname::text FROM pg_roles ORDER BY 1", &[]).await;
+    let roles_before = app.target_strings(ROLES_OF_THIS_TEST, &[&app.suffix]).await;
     let primary_password = app.primary_password().await;
 
     // The same server under other names: it is recognised by what it is, and team B may not
@@ -46,7 +50,7 @@ async fn two_teams_on_one_server_never_share_or_see_an_object(major: u32) {
         assert_eq!(status, 409, "{host} {patch}: {body}");
         assert_eq!(body["id"], "conflict");
     }
-    let roles_after = app.target_strings("SELECT rolname::text FROM pg_roles ORDER BY 1", &[]).await;
+    let roles_after = app.target_strings(ROLES_OF_THIS_TEST, &[&app.suffix]).await;
     assert_eq!(roles_before, roles_after, "refused registrations changed nothing on the server");
     app.target
         .login(&app.primary_user, &primary_password, &app.default_db)
