@@ -18,7 +18,7 @@ mod wire;
 pub use budget::SessionBudget;
 pub use error::TargetError;
 pub use policy::TargetPolicy;
-pub use probe::{list_roles_and_databases, probe, survey, ServerFacts, Survey, SERVER_ID_SQL};
+pub use probe::{list_roles_and_databases, probe, survey, ServerFacts, ServerObject, Survey, SERVER_ID_SQL};
 pub use spec::{
     within, SessionLimits, TargetSpec, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT, MIN_SERVER_VERSION_NUM,
     ONE_OFF_WAIT, SESSION_WAIT,

@@ -97,8 +97,8 @@ pub struct Survey {
     /// The owner of the would-be default database, if a database of that name exists.
     pub default_database_owner: Option<String>,
     /// Every role (but PostgreSQL's own `pg_*` roles) and non-template database there.
-    pub roles: Vec<String>,
-    pub databases: Vec<String>,
+    pub roles: Vec<ServerObject>,
+    pub databases: Vec<ServerObject>,
 }
 
 /// Surveys a target for a registration dry run, read-only, in one session within a deadline
@@ -144,15 +144,49 @@ pub async fn survey(
 }
 
 /// Every role (but `pg_*`) and every non-template database, by name.
-async fn names(client: &tokio_postgres::Client) -> Result<(Vec<String>, Vec<String>), TargetError> {
-    let names = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect();
+async fn names(
+    client: &tokio_postgres::Client,
+) -> Result<(Vec<ServerObject>, Vec<ServerObject>), TargetError> {
+    let objects = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter().map(|r| ServerObject { name: r.get(0), held_by: r.get(1) }).collect()
+    };
     let roles = client
-        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1", &[])
+        .query(
+            "SELECT r.rolname::text,
+                    coalesce(array_agg(h.rolname::text) FILTER (WHERE h.rolname IS NOT NULL), '{}')
+               FROM pg_catalog.pg_roles r
+               LEFT JOIN pg_catalog.pg_auth_members m ON m.roleid = r.oid AND m.admin_option
+               LEFT JOIN pg_catalog.pg_roles h ON h.oid = m.member
+              WHERE r.rolname !~ '^pg_'
+              GROUP BY 1 ORDER BY 1",
+            &[],
+        )
         .await?;
     let databases = client
-        .query("SELECT datname::text FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1", &[])
+        .query(
+            "SELECT datname::text, ARRAY[pg_catalog.pg_get_userbyid(datdba)::text]
+               FROM pg_catalog.pg_database WHERE NOT datistemplate ORDER BY 1",
+            &[],
+        )
         .await?;
-    Ok((names(roles), names(databases)))
+    Ok((objects(roles), objects(databases)))
+}
+
+/// A role or a database on a target, with the roles that hold power over it (a role's ADMIN
+/// OPTION holders, among them its creator on PostgreSQL 16+; a database's owner). On a shared
+/// server another tenant's object is recognised by who holds it, not only by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerObject {
+    pub name: String,
+    pub held_by: Vec<String>,
+}
+
+impl ServerObject {
+    /// Whether this object is named in `others`, or held by one of `other_holders` (roles
+    /// that other clusters on the server manage): then it is theirs, never shown to this one.
+    pub fn is_theirs(&self, others: &[String], other_holders: &[String]) -> bool {
+        others.contains(&self.name) || self.held_by.iter().any(|h| other_holders.contains(h))
+    }
 }
 
 /// Every role (but PostgreSQL's own `pg_*` roles) and every non-template database on a target,
@@ -161,7 +195,7 @@ async fn names(client: &tokio_postgres::Client) -> Result<(Vec<String>, Vec<Stri
 pub async fn list_roles_and_databases(
     spec: &TargetSpec,
     policy: &TargetPolicy,
-) -> Result<(String, Vec<String>, Vec<String>), TargetError> {
+) -> Result<(String, Vec<ServerObject>, Vec<ServerObject>), TargetError> {
     let (_, client) = admin_session(spec, policy).await?;
     within(EXCHANGE_TIMEOUT, async {
         let id = client.query_one(&format!("SELECT {SERVER_ID_SQL}"), &[]).await?;

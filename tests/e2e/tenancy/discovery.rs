@@ -174,6 +174,43 @@ async fn nothing_of_another_team_is_named_to_the_rival(major: u32) {
 }
 on_each_version!(nothing_of_another_team_is_named_to_the_rival);
 
+/// What another tenant makes by hand on the shared server (a database its primary user owns;
+/// on 16+ a role it created, holding ADMIN OPTION on it) carries no record in pgplane, and is
+/// still not listed to team A: it is recognised by who holds it, not by its name.
+async fn what_a_rival_makes_by_hand_is_not_listed_to_another_team(major: u32) {
+    let app = TestApp::spawn(major).await;
+    let rival = Rival::register(&app, "rival").await;
+    let session = rival.session(&app, &rival.default_db).await;
+    let (hand_db, hand_role) = (app.unique("rival_hand_db"), app.unique("rival_hand_role"));
+    session.batch_execute(&format!("CREATE DATABASE \"{hand_db}\"")).await.expect("the rival has CREATEDB");
+    let mut hidden = vec![hand_db.clone()];
+    if major >= 16 {
+        session.batch_execute(&format!("CREATE ROLE \"{hand_role}\"")).await.expect("CREATEROLE on 16+");
+        hidden.push(hand_role.clone());
+    }
+
+    let (status, unmanaged) = app.get(&app.cluster_path("/unmanaged")).await;
+    assert_eq!(status, 200, "{unmanaged}");
+    let mut registration = app.registration(&app.unique("probe").replace('_', "-"));
+    registration["pgplane"]["host"] = json!("localhost");
+    registration["pgplane"]["primary_user"] = json!(app.unique("p_admin"));
+    registration["pgplane"]["default_database"] = json!(app.unique("p_db"));
+    let (status, dry_run) = app.post("/v2/databases?dry_run=true", registration).await;
+    assert_eq!(status, 200, "{dry_run}");
+    for answer in [&unmanaged, &dry_run] {
+        for name in &hidden {
+            assert!(!answer.to_string().contains(name.as_str()), "team A sees the rival's {name}: {answer}");
+        }
+    }
+    // The rival sees its own.
+    let (status, own) = rival.call(&app, Method::GET, &rival.path("/unmanaged"), None).await;
+    assert_eq!(status, 200, "{own}");
+    for name in &hidden {
+        assert!(own.to_string().contains(name.as_str()), "the rival's own {name} is listed to it: {own}");
+    }
+}
+on_each_version!(what_a_rival_makes_by_hand_is_not_listed_to_another_team);
+
 async fn a_role_created_in_conflict_has_no_preview(major: u32) {
     let app = TestApp::spawn(major).await;
     let rival = Rival::register(&app, "rival").await;

@@ -97,16 +97,28 @@ pub(super) async fn unmanaged(
     let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;
-    // Ours (created or adopted on this server) and the other clusters' are managed.
-    let managed = |ours: Vec<&'_ str>, others: &'_ [String]| -> HashSet<String> {
-        ours.into_iter().map(str::to_string).chain(others.iter().cloned()).collect()
-    };
-    let managed_roles =
-        managed(users.iter().filter(|u| u.claimed).map(|u| u.name.as_str()).collect(), &other_roles);
-    let managed_dbs =
-        managed(dbs.iter().filter(|d| d.claimed).map(|d| d.name.as_str()).collect(), &other_dbs);
+    // Ours (created or adopted on this server) are managed; the other clusters' are theirs, by
+    // name or by who holds them (a role another tenant made, a database it owns). An admin role
+    // this cluster shares with others holds nothing of theirs.
+    let holders: Vec<String> = other_roles.iter().filter(|r| **r != cluster.admin_user).cloned().collect();
+    let ours =
+        |objects: Vec<&'_ str>| -> HashSet<String> { objects.into_iter().map(str::to_string).collect() };
+    let our_roles = ours(users.iter().filter(|u| u.claimed).map(|u| u.name.as_str()).collect());
+    let our_dbs = ours(dbs.iter().filter(|d| d.claimed).map(|d| d.name.as_str()).collect());
     Ok(Json(UnmanagedResponse {
-        roles: roles.into_iter().filter(|r| !managed_roles.contains(r) && !is_access_group(r)).collect(),
-        databases: databases.into_iter().filter(|d| !managed_dbs.contains(d)).collect(),
+        roles: roles
+            .into_iter()
+            .filter(|r| {
+                !our_roles.contains(&r.name)
+                    && !r.is_theirs(&other_roles, &holders)
+                    && !is_access_group(&r.name)
+            })
+            .map(|r| r.name)
+            .collect(),
+        databases: databases
+            .into_iter()
+            .filter(|d| !our_dbs.contains(&d.name) && !d.is_theirs(&other_dbs, &holders))
+            .map(|d| d.name)
+            .collect(),
     }))
 }

@@ -390,19 +390,24 @@ pub(super) async fn dry_run(
     };
     refusals.extend(clash);
     // Untouched: neither the registration's own names nor any other cluster's (its objects,
-    // the roles it logs in as, pgplane's access groups).
+    // the roles it logs in as, pgplane's access groups, what a role it manages holds).
+    let holders: Vec<String> = other_roles.iter().filter(|n| **n != r.spec.admin.user).cloned().collect();
     let ours = |n: &String| n == r.primary_user || *n == r.spec.admin.user;
     let roles: Vec<String> = survey
         .roles
         .iter()
-        .filter(|n| !ours(n) && !other_roles.contains(n) && !is_access_group(n))
-        .cloned()
+        .filter(|o| !ours(&o.name) && !o.is_theirs(&other_roles, &holders) && !is_access_group(&o.name))
+        .map(|o| o.name.clone())
         .collect();
     let databases: Vec<String> = survey
         .databases
         .iter()
-        .filter(|n| *n != r.default_database && *n != r.spec.admin_database() && !other_dbs.contains(n))
-        .cloned()
+        .filter(|o| {
+            o.name != r.default_database
+                && o.name != r.spec.admin_database()
+                && !o.is_theirs(&other_dbs, &holders)
+        })
+        .map(|o| o.name.clone())
         .collect();
     let untouched = Untouched {
         role_count: roles.len(),
