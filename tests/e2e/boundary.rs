@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgplane_target::TargetPolicy;
+use pgplane_target_server::TargetPolicy;
 use pgplane_testkit::{own_containers, servers, AppOptions, TestApp};
 use serde_json::{json, Value};
 
@@ -181,10 +181,10 @@ fn two_servers() -> bool {
 /// An admin role of the test's own on the PostgreSQL 17 server (the second server of a move).
 async fn admin_on(major: u32, name: &str, password: &str) {
     let admin = servers().target(major).admin("postgres").await;
-    admin.batch_execute(pgplane_target::sql::QUIET).await.unwrap();
+    admin.batch_execute(pgplane_target_server::sql::QUIET).await.unwrap();
     let verifier = pgplane_core::passwords::scram_verifier(password);
     admin.batch_execute(&format!("CREATE ROLE {name} SUPERUSER LOGIN PASSWORD '{verifier}'")).await.unwrap();
-    admin.batch_execute(pgplane_target::sql::LOUD).await.unwrap();
+    admin.batch_execute(pgplane_target_server::sql::LOUD).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,9 +142,9 @@ async fn a_changed_admin_password_backs_off_then_recovers_when_the_registration_
     let admin = app.target_admin("postgres").await;
     let verifier = pgplane_core::passwords::scram_verifier("rotated-by-the-dba");
     // The DBA's change, kept out of the server log as pgplane keeps its own (leak tests read it).
-    admin.batch_execute(pgplane_target::sql::QUIET).await.unwrap();
+    admin.batch_execute(pgplane_target_server::sql::QUIET).await.unwrap();
     admin.batch_execute(&format!("ALTER ROLE {} PASSWORD '{verifier}'", app.admin_user)).await.unwrap();
-    admin.batch_execute(pgplane_target::sql::LOUD).await.unwrap();
+    admin.batch_execute(pgplane_target_server::sql::LOUD).await.unwrap();
     admin
         .batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",

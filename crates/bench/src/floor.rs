@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pgplane_target::sql::{ident, literal};
+use pgplane_target_server::sql::{ident, literal};
 use pgplane_testkit::PgServer;
 use tokio::process::Command;
 

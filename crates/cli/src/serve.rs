@@ -11,8 +11,8 @@ use clap::Args;
 use pgplane_app::{Api, Parts, Retention};
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::ReconcilerConfig;
-use pgplane_target::SessionLimits;
-use pgplane_target::TargetPolicy;
+use pgplane_target_server::SessionLimits;
+use pgplane_target_server::TargetPolicy;
 
 use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
 
@@ -95,10 +95,10 @@ pub struct ServeArgs {
     max_passes_per_team: usize,
     /// Networks (comma-separated CIDRs or addresses) registered targets may be on; every
     /// address a target's host resolves to must be in one, or pgplane does not connect.
-    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_NETWORKS", default_value = pgplane_target::policy::DEFAULT_NETWORKS)]
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_NETWORKS", default_value = pgplane_target_server::policy::DEFAULT_NETWORKS)]
     allowed_target_networks: String,
     /// Ports (comma-separated, ranges as 5432-5439) registered targets may listen on.
-    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_target::policy::DEFAULT_PORTS)]
+    #[arg(long, env = "PGPLANE_ALLOWED_TARGET_PORTS", default_value = pgplane_target_server::policy::DEFAULT_PORTS)]
     allowed_target_ports: String,
     /// Allow sslmode disable (plaintext, the admin password's SCRAM exchange included) to targets
     /// that are not on loopback.

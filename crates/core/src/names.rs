@@ -1,6 +1,6 @@
 //! Which names pgplane accepts for clusters, users and databases. Checked before anything is
 //! stored, so that a bad name never reaches SQL. Identifiers are always quoted in SQL
-//! (`pgplane_target::sql`), so any character but control characters is safe; the limits
+//! (`pgplane_target_server::sql`), so any character but control characters is safe; the limits
 //! here are PostgreSQL's own (63 bytes, reserved names) plus a few that avoid confusion.
 
 use crate::lifecycle::ObjectKind;

@@ -50,14 +50,14 @@ pub struct GatewayConfig {
     /// The in-process reconciler's heartbeat, for `/readyz` (None when it runs elsewhere).
     pub reconciler: Option<std::sync::Arc<pgplane_core::heartbeat::Heartbeat>>,
     /// Where registered targets may be (checked before any connection).
-    pub target_policy: pgplane_target::TargetPolicy,
+    pub target_policy: pgplane_target_server::TargetPolicy,
     /// Registration probes (`POST /v2/databases`, `PUT …/pgplane`) a minute per team (0: no
     /// limit).
     pub probes_per_minute: u32,
     /// Plans what a reconcile pass would do on a cluster's target, for `GET …/plan` (None: the
     /// endpoint answers 503). The reconciler provides it; the process that runs both hands it
     /// over, so that the gateway does not depend on the reconciler.
-    pub planner: Option<std::sync::Arc<dyn pgplane_target::plan::Planner>>,
+    pub planner: Option<std::sync::Arc<dyn pgplane_target_server::plan::Planner>>,
     /// Serve the web console at `/` (its assets are embedded; it calls `/v2` like any client).
     pub console: bool,
     /// Users of a cluster alone on its server may get REPLICATION (`pg_allow_replication`);
@@ -76,7 +76,7 @@ impl Default for GatewayConfig {
             rate_limit_per_minute: 1200,
             auth_failures: FailureLimits::default(),
             reconciler: None,
-            target_policy: pgplane_target::TargetPolicy::default(),
+            target_policy: pgplane_target_server::TargetPolicy::default(),
             probes_per_minute: 30,
             planner: None,
             console: true,

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use pgplane_core::Store;
-use pgplane_target::{probe, survey, ServerFacts, Survey, TargetError, TargetPolicy, TargetSpec};
+use pgplane_target_server::{probe, survey, ServerFacts, Survey, TargetError, TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
 use crate::error::ApiError;

@@ -42,8 +42,8 @@ use pgplane_core::store::{AccessForPass, RecordedGroup, UNRECORDED_OID};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use pgplane_target::sql::ident;
-use pgplane_target::{SessionLimits, TargetError, TargetSpec};
+use pgplane_target_server::sql::ident;
+use pgplane_target_server::{SessionLimits, TargetError, TargetSpec};
 
 use crate::apply;
 use crate::controller::Shared;

@@ -11,9 +11,9 @@ use tokio_postgres::Client;
 
 use crate::observe::RoleAttrs;
 use crate::plan::Step;
-use pgplane_target::sql::{ident, literal, LOUD, QUIET};
-use pgplane_target::TargetError;
-use pgplane_target::{SessionLimits, TargetSpec};
+use pgplane_target_server::sql::{ident, literal, LOUD, QUIET};
+use pgplane_target_server::TargetError;
+use pgplane_target_server::{SessionLimits, TargetSpec};
 
 /// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
 pub(crate) const DUPLICATE_OBJECT: &str = "42710";

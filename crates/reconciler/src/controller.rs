@@ -25,8 +25,8 @@ use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassEnd, PassSummary};
 use crate::pools::Pools;
 use crate::slots::Slots;
-use pgplane_target::SessionLimits;
-use pgplane_target::TargetPolicy;
+use pgplane_target_server::SessionLimits;
+use pgplane_target_server::TargetPolicy;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl Default for ReconcilerConfig {
             session_limits: SessionLimits::default(),
             target_policy: TargetPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
-            max_sessions_per_server: pgplane_target::policy::DEFAULT_SESSIONS_PER_SERVER,
+            max_sessions_per_server: pgplane_target_server::policy::DEFAULT_SESSIONS_PER_SERVER,
             allow_replication_for_sole_tenants: false,
         }
     }

@@ -7,7 +7,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use pgplane_target::TargetError;
+use pgplane_target_server::TargetError;
 
 /// A role's attributes as the catalog shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub(crate) async fn observe(
     let server_sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
                 (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {}",
-        pgplane_target::SERVER_ID_SQL
+        pgplane_target_server::SERVER_ID_SQL
     );
     let server = query(client, &server_sql, &[])
         .await?

@@ -1,6 +1,6 @@
 //! The sessions passes run on: one small deadpool-postgres pool per cluster, to its admin
 //! database, rebuilt when the registration changes and closed when the cluster is gone, all
-//! within the process's budget of sessions per target server ([`pgplane_target::budget`])
+//! within the process's budget of sessions per target server ([`pgplane_target_server::budget`])
 //! however many clusters it hosts; and the plan preview's one-off session, counted there too.
 //! Idle sessions close after a short while (or give way at once to a session that needs their
 //! server's permit), and pools without sessions are forgotten, so that neither sessions nor the
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::ClientWrapper;
-use pgplane_target::budget::{GiveWay, Opening, ServerKey};
-use pgplane_target::{
+use pgplane_target_server::budget::{GiveWay, Opening, ServerKey};
+use pgplane_target_server::{
     SessionBudget, SessionLimits, TargetError, TargetSpec, CONNECT_TIMEOUT, ONE_OFF_WAIT, SESSION_WAIT,
 };
 use uuid::Uuid;
@@ -23,7 +23,7 @@ pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One small pool per cluster, to its admin database, rebuilt when the registration changes;
 /// every pooled session holds one of its server's permits of the process's budget
-/// ([`pgplane_target::budget`]) for as long as it is open, however many clusters the server
+/// ([`pgplane_target_server::budget`]) for as long as it is open, however many clusters the server
 /// hosts. Pools without sessions are forgotten (see [`Pools::close_idle`]).
 pub(crate) struct Pools(Arc<PoolsInner>);
 

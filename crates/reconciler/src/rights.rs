@@ -10,8 +10,8 @@
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 use pgplane_core::store::SharedRights;
-use pgplane_target::sql::ident;
-use pgplane_target::TargetError;
+use pgplane_target_server::sql::ident;
+use pgplane_target_server::TargetError;
 use tokio_postgres::Client;
 
 use crate::controller::Shared;

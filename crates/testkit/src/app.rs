@@ -11,8 +11,8 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::{tokens, Store};
 use pgplane_gateway::{FailureLimits, GatewayConfig, ServeLimits};
 use pgplane_reconciler::{Reconciler, ReconcilerConfig};
-use pgplane_target::SessionLimits;
-use pgplane_target::TargetPolicy;
+use pgplane_target_server::SessionLimits;
+use pgplane_target_server::TargetPolicy;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -207,12 +207,12 @@ impl TestApp {
         // leak tests search the target's log for this password too.
         let verifier = pgplane_core::passwords::scram_verifier(&admin_password);
         let admin = target.admin("postgres").await;
-        admin.batch_execute(pgplane_target::sql::QUIET).await.expect("suppress logging");
+        admin.batch_execute(pgplane_target_server::sql::QUIET).await.expect("suppress logging");
         admin
             .batch_execute(&format!("CREATE ROLE {admin_user} SUPERUSER LOGIN PASSWORD '{verifier}'"))
             .await
             .expect("create test admin role");
-        admin.batch_execute(pgplane_target::sql::LOUD).await.expect("restore logging");
+        admin.batch_execute(pgplane_target_server::sql::LOUD).await.expect("restore logging");
 
         let secret_key = sealer_key.clone();
         let mut app = TestApp {
@@ -380,10 +380,10 @@ impl TestApp {
     /// Lets `user` create in the `public` schema of `database` and creates `table` there as
     /// that user (logging in with `password`).
     pub async fn create_owned_table(&self, user: &str, password: &str, database: &str, table: &str) {
-        let grant = format!("GRANT CREATE ON SCHEMA public TO {}", pgplane_target::sql::ident(user));
+        let grant = format!("GRANT CREATE ON SCHEMA public TO {}", pgplane_target_server::sql::ident(user));
         self.target_admin(database).await.batch_execute(&grant).await.expect("grant CREATE on public");
         let session = self.target.login(user, password, database).await.expect("the user logs in");
-        let create = format!("CREATE TABLE public.{} (id int)", pgplane_target::sql::ident(table));
+        let create = format!("CREATE TABLE public.{} (id int)", pgplane_target_server::sql::ident(table));
         session.batch_execute(&create).await.expect("create the user's table");
     }
 

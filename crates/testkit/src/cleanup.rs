@@ -7,7 +7,7 @@
 //! metadata role `pgplane_meta_<suffix>` and database `pgplane_test_<suffix>`, are made first
 //! and removed last.
 
-use pgplane_target::sql::ident;
+use pgplane_target_server::sql::ident;
 use tokio_postgres::Client;
 
 use crate::servers::PgServer;

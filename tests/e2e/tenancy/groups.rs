@@ -2,7 +2,7 @@
 
 use pgplane_core::access::{AccessLevel, GROUP_PREFIX};
 use pgplane_reconciler::ReconcilerConfig;
-use pgplane_target::sql::ident;
+use pgplane_target_server::sql::ident;
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 use uuid::Uuid;

@@ -84,7 +84,7 @@ async fn other_teams_cannot_connect_to_a_teams_databases(major: u32) {
         .await
         .batch_execute(&format!(
             "GRANT CONNECT ON DATABASE {} TO PUBLIC",
-            pgplane_target::sql::ident(&before)
+            pgplane_target_server::sql::ident(&before)
         ))
         .await
         .unwrap();

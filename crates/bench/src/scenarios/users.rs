@@ -131,7 +131,7 @@ pub async fn delete(ctx: &Ctx, run: usize, out: &mut UsersRun) -> Result<()> {
     // Bare DROP ROLE of password-less roles (their creation is not timed).
     let bare = names("bx", run, n);
     let create: String =
-        bare.iter().map(|b| format!("CREATE ROLE {};\n", pgplane_target::sql::ident(b))).collect();
+        bare.iter().map(|b| format!("CREATE ROLE {};\n", pgplane_target_server::sql::ident(b))).collect();
     floor::psql(server, dir, "bare-create.sql", &create).await?;
     out.floor.bare_drop =
         floor::psql(server, dir, "bare-drop.sql", &floor::bare_drop_roles_sql(&bare)).await?.as_secs_f64();

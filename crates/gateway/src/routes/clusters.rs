@@ -10,9 +10,9 @@ use pgplane_core::lifecycle::ObjectKind;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
-use pgplane_target::primary::count_foreign_grants;
-use pgplane_target::SUPPORTED_SSLMODES;
-use pgplane_target::{ServerFacts, TargetSpec};
+use pgplane_target_server::primary::count_foreign_grants;
+use pgplane_target_server::SUPPORTED_SSLMODES;
+use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 

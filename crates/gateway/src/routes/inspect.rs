@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use axum::extract::State;
 use axum::Json;
-use pgplane_target::{list_roles_and_databases, TargetSpec};
+use pgplane_target_server::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -12,10 +12,10 @@ use std::collections::HashSet;
 
 use pgplane_core::lifecycle::{DesiredState, SyncStatus};
 use pgplane_core::model::{Cluster, User};
-use pgplane_target::dependencies::{role_dependencies, RoleDependencies};
-use pgplane_target::plan::Plan;
-use pgplane_target::primary::GrantCounts;
-use pgplane_target::{ServerFacts, TargetSpec};
+use pgplane_target_server::dependencies::{role_dependencies, RoleDependencies};
+use pgplane_target_server::plan::Plan;
+use pgplane_target_server::primary::GrantCounts;
+use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

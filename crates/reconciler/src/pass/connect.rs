@@ -8,7 +8,7 @@ use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::secrets::Sealer;
-use pgplane_target::{TargetError, TargetSpec};
+use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
 use super::RoleItem;

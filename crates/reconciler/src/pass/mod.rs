@@ -18,7 +18,7 @@ use chrono::Utc;
 use pgplane_core::lifecycle::{DesiredState, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
-use pgplane_target::TargetError;
+use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
 use crate::access;

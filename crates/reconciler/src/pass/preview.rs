@@ -8,8 +8,8 @@ use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::Cluster;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
-use pgplane_target::plan::{Plan, PlanFuture, PlannedStatement, PlannedStep, Planner, REDACTED};
-use pgplane_target::{SessionLimits, TargetError, TargetPolicy};
+use pgplane_target_server::plan::{Plan, PlanFuture, PlannedStatement, PlannedStep, Planner, REDACTED};
+use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy};
 
 use super::connect::prepare;
 use super::drift::{database_drift, role_drift};

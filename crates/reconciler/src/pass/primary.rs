@@ -1,13 +1,13 @@
 //! The primary user's memberships in a pass: whatever pgplane did not give it
-//! (`pgplane_target::primary`) is revoked whenever the pass looks at the primary user (every
+//! (`pgplane_target_server::primary`) is revoked whenever the pass looks at the primary user (every
 //! full pass, and the first pass after a registration or a move, which adopts it). After the
 //! adoption, finding any is drift, recorded by counts (the roles involved may be another
 //! team's, so no names).
 
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
-use pgplane_target::primary::{foreign_grants, revoke_sql, GrantCounts};
-use pgplane_target::TargetError;
+use pgplane_target_server::primary::{foreign_grants, revoke_sql, GrantCounts};
+use pgplane_target_server::TargetError;
 use tokio_postgres::Client;
 
 use super::drift::report_drift;

@@ -5,7 +5,7 @@
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::SharedRights;
-use pgplane_target::{TargetError, TargetSpec};
+use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
 use super::drift::{database_drift, report_drift, role_drift};

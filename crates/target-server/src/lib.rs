@@ -1,4 +1,4 @@
-//! pgplane-target: what the API and the reconciler both need to reach a target PostgreSQL
+//! pgplane-target-server: what the API and the reconciler both need to reach a target PostgreSQL
 //! server: its connection (address policy, session budget, the watched socket, TLS, session
 //! limits, deadlines), SQL quoting,
 //! the errors a target answers, and the read-only exchanges registration makes.
