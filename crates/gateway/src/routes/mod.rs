@@ -1,5 +1,6 @@
-//! The route table and the layers around it, plus the one thing handlers share beyond the
-//! extractors: reading the caller's cluster together with what a handler needs about it.
+//! The route table and the layers around it, plus what handlers share beyond the extractors:
+//! reading the caller's cluster together with what a handler needs about it, and refusing to
+//! read a target that is not the cluster's registered server.
 
 mod access;
 mod account;
@@ -8,7 +9,6 @@ mod clusters;
 mod dbs;
 mod health;
 mod inspect;
-mod preview;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -17,7 +17,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use std::future::Future;
 
 use axum::Router;
-use pgplane_core::model::Cluster;
+use pgplane_core::model::{Cluster, ServerIdentity};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -52,8 +52,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
         .routes(routes!(access::get, access::put))
-        .routes(routes!(preview::dependencies))
-        .routes(routes!(preview::plan))
+        .routes(routes!(users::dependencies::dependencies))
+        .routes(routes!(inspect::plan))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
@@ -125,6 +125,24 @@ where
     let id = cluster_id(raw_id)?;
     let (cluster, found) = futures::join!(state.store.get_cluster(caller.team_id, id), read(id));
     Ok((cluster?, found?))
+}
+
+/// 503 with `why`: the target cannot be read (or is not the registered server).
+fn unavailable(why: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+}
+
+/// Another server at the cluster's address (or one pgplane has not identified yet) is not the
+/// cluster's: its names are not this team's to see.
+fn check_registered_server(cluster: &Cluster, server_id: &str) -> Result<(), ApiError> {
+    if cluster.identify_server(server_id) == ServerIdentity::Registered {
+        return Ok(());
+    }
+    Err(unavailable(
+        "the server at the cluster's address is not (or not yet known to be) the registered one; \
+         see the cluster's last_error"
+            .into(),
+    ))
 }
 
 #[cfg(test)]

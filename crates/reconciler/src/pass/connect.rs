@@ -110,7 +110,9 @@ async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -
              PUT /v2/databases/{}/pgplane and \"confirm_move\": true",
             cluster.host, cluster.port, observed.server_id, cluster.cluster_id
         ))),
-        ServerIdentity::Unknown => Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?),
+        ServerIdentity::Unknown => {
+            Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?)
+        }
     }
 }
 

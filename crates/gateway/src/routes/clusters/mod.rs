@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::model::ServerIdentity;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
@@ -16,8 +17,9 @@ use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+mod dry_run;
+
 use super::cluster_with;
-use super::preview::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -26,6 +28,7 @@ use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
+use dry_run::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 
 /// `POST /v2/databases`: DigitalOcean's create-cluster body plus the `pgplane` block.
 /// Unknown fields (godo sends several, some empty or null) are ignored.
@@ -359,7 +362,7 @@ pub(super) async fn update_target(
     let spec = target.connection()?;
     check_roles_apart(&spec, &cluster.primary_user, &cluster.default_database)?;
     let facts = state.prober.probe(caller.team_id, &spec, "update failed").await?;
-    let moved = cluster.server_id.as_ref().is_some_and(|id| *id != facts.server_id);
+    let moved = matches!(cluster.identify_server(&facts.server_id), ServerIdentity::Other { .. });
     if moved {
         check_move(&caller, target.confirm_move)?;
         check_adoptable(&state, &spec, &cluster.primary_user).await?;

@@ -1,7 +1,8 @@
 //! `/v2/databases/{cluster}/users`: list, add, show, update settings, reset password and
 //! delete users. The primary user can be shown and have its password reset, never deleted.
 //! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
-//! levels asked for at creation (`access`, a pgplane extension; see `access.rs`).
+//! levels asked for at creation (`access`, a pgplane extension; see `access.rs`). What depends
+//! on a user (`dependencies.rs`) and the checks of its deletion (`deletion.rs`) are beside it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,9 +15,11 @@ use pgplane_core::powers::replication_refusal;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+pub(super) mod deletion;
+pub(super) mod dependencies;
+
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::cluster_with;
-use super::preview::{check_user_deletion, DeleteUserQuery};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -26,6 +29,7 @@ use crate::listing::ListingPermit;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
+use deletion::{check_user_deletion, DeleteUserQuery};
 
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
