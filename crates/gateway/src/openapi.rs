@@ -1,9 +1,16 @@
 //! The OpenAPI 3.1 document: generated from the handlers' `#[utoipa::path]` annotations and
 //! the request and response types, collected by the router itself (utoipa-axum), so that a
 //! route cannot exist without being documented. Served at `/v2/openapi.json` without auth.
+//! The error answers that every operation can give (401, 403, 429, ...) are declared once, here,
+//! and added to each operation of the finished document; a route declares only its own.
 
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{ResponseBuilder, Responses};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::error::ErrorBody;
 
 /// The document's fixed parts; paths and schemas are added by the router.
 #[derive(OpenApi)]
@@ -36,5 +43,66 @@ impl Modify for BearerAuth {
             "bearer_auth",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Answers every operation can give, whatever it does: status and description.
+const EVERY_OPERATION: &[(&str, &str)] =
+    &[("408", "The request took too long to complete (the request timeout)")];
+
+/// Answers every operation behind the bearer token can give besides, from the layers around
+/// it (authentication, scopes, the rate limit) and from the metadata database.
+const EVERY_PROTECTED_OPERATION: &[(&str, &str)] = &[
+    ("401", "Missing or invalid token"),
+    ("403", "The token lacks the scope this operation needs"),
+    ("429", "Too many requests with this token; `Retry-After` says when to try again"),
+    ("500", "Unexpected server-side error"),
+    ("503", "The metadata database cannot be reached"),
+];
+
+/// Adds the shared error answers to every operation of a finished document (one with its
+/// paths), each with DigitalOcean's error body; an answer an operation declares itself, with
+/// the same status, is kept as it is.
+pub(crate) struct SharedErrors;
+
+impl Modify for SharedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.entry(ErrorBody::name().into_owned()).or_insert_with(ErrorBody::schema);
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add(&mut operation.responses, EVERY_OPERATION);
+                if !is_open(operation) {
+                    add(&mut operation.responses, EVERY_PROTECTED_OPERATION);
+                }
+            }
+        }
+    }
+}
+
+/// Whether an operation is open to all (its security is the empty requirement).
+fn is_open(operation: &Operation) -> bool {
+    serde_json::to_value(&operation.security).ok() == Some(serde_json::json!([{}]))
+}
+
+/// Adds each of `answers` that `responses` lacks, with the error body.
+fn add(responses: &mut Responses, answers: &[(&str, &str)]) {
+    for (status, description) in answers {
+        responses.responses.entry((*status).to_string()).or_insert_with(|| {
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name()))).build();
+            RefOr::T(
+                ResponseBuilder::new().description(*description).content("application/json", body).build(),
+            )
+        });
     }
 }

@@ -45,7 +45,6 @@ pub(crate) struct DriftResponse {
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Drift events", body = DriftResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn drift(
@@ -84,7 +83,6 @@ pub(crate) struct UnmanagedResponse {
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 503, description = "The target cannot be reached", body = ErrorBody),
     ))]
@@ -138,7 +136,6 @@ pub(crate) struct PlanResponse {
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "The plan", body = PlanResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 503, description = "The target cannot be reached or is not the registered server", body = ErrorBody),
     ))]

@@ -22,7 +22,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -33,7 +33,7 @@ use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::{cluster_id, refuse_control_characters};
 use crate::metrics;
-use crate::openapi::ApiDoc;
+use crate::openapi::{ApiDoc, SharedErrors};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -70,8 +70,15 @@ fn public() -> OpenApiRouter<AppState> {
 
 /// Every route with its documentation (routes are only ever added through `routes!`, which
 /// takes the path and method from the handler's annotation: undocumented routes cannot exist).
-pub(crate) fn api_router() -> OpenApiRouter<AppState> {
+fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(protected()).merge(public())
+}
+
+/// The API's OpenAPI document: every route's own, with the error answers every operation shares.
+pub(crate) fn api_document() -> utoipa::openapi::OpenApi {
+    let mut doc = api_router().into_openapi();
+    SharedErrors.modify(&mut doc);
+    doc
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -156,9 +163,38 @@ mod tests {
         assert!(!source.contains(&plain), "use .routes(routes!(handler)) so the route is documented");
     }
 
+    /// The shared error answers reach every operation behind the token (and only those), and
+    /// an operation's own answer of the same status wins.
+    #[test]
+    fn every_protected_operation_documents_the_shared_errors() {
+        let doc = serde_json::to_value(super::api_document()).unwrap();
+        let mut protected = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = &op["responses"];
+                assert!(responses.get("408").is_some(), "{method} {path}");
+                if op["security"] == serde_json::json!([{}]) {
+                    assert!(responses.get("401").is_none(), "{method} {path} is open");
+                    continue;
+                }
+                protected += 1;
+                for status in ["401", "403", "429", "500", "503"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} lacks {status}");
+                }
+                assert_eq!(
+                    responses["401"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody"
+                );
+            }
+        }
+        assert_eq!(protected, 23);
+        let moved = &doc["paths"]["/v2/databases/{database_cluster_uuid}/pgplane"]["put"]["responses"]["403"];
+        assert_eq!(moved["description"], "A move to another server needs a full-access token");
+    }
+
     #[test]
     fn the_document_covers_every_operation_of_the_api() {
-        let doc = super::api_router().into_openapi();
+        let doc = super::api_document();
         let mut operations = Vec::new();
         for (path, item) in &doc.paths.paths {
             for (method, op) in [

@@ -175,7 +175,6 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
@@ -274,7 +273,6 @@ async fn render(
 #[utoipa::path(get, path = "/v2/databases", operation_id = "databases_list_clusters", tag = "Databases", params(ListQuery),
     responses(
         (status = 200, description = "The clusters", body = ClustersResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
     ))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -296,7 +294,6 @@ pub(super) async fn list(
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "The cluster", body = ClusterResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn get(
@@ -316,7 +313,6 @@ pub(super) async fn get(
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 204, description = "Unregistered"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn delete(
@@ -338,7 +334,6 @@ pub(super) async fn delete(
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
         (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),

@@ -72,7 +72,6 @@ pub(super) fn on_server(user: &User) -> bool {
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
     responses(
         (status = 200, description = "What depends on the user", body = DependenciesResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 503, description = "The target cannot be reached", body = ErrorBody),
     ))]

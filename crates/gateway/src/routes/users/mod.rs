@@ -106,8 +106,7 @@ async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Re
 /// List a cluster's users, with their passwords.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_list_users", tag = "Users",
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
-    responses((status = 200, description = "The users", body = UsersResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody)))]
+    responses((status = 200, description = "The users", body = UsersResponse),        (status = 404, description = "No such cluster", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,7 +134,7 @@ pub(super) async fn list(
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id")), request_body = CreateUser,
     responses(
         (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),(status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
         (status = 422, description = "Invalid, reserved or duplicate name, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
@@ -183,7 +182,7 @@ pub(super) async fn create(
 /// Show a user.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_get_user", tag = "Users",
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
-    responses((status = 200, description = "The user", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody)))]
+    responses((status = 200, description = "The user", body = UserResponse),(status = 404, description = "No such cluster or user", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -198,7 +197,7 @@ pub(super) async fn get(
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body = UpdateUser,
     responses(
         (status = 201, description = "Updated", body = UserResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),(status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "The user is being deleted", body = ErrorBody),
         (status = 422, description = "Missing settings, the primary user, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
@@ -228,7 +227,7 @@ pub(super) async fn update(
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users",
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body(content = Object, description = "`{}` for PostgreSQL"),
     responses(
-        (status = 200, description = "The user with its new password", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 200, description = "The user with its new password", body = UserResponse),(status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "The user is being deleted", body = ErrorBody),
     ))]
 pub(super) async fn reset_auth(
@@ -251,7 +250,7 @@ pub(super) async fn reset_auth(
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
     params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)"), DeleteUserQuery),
     responses(
-        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),(status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "`if_owns=refuse` and the user owns objects (the body carries `dependencies`, as `GET …/dependencies` answers), or the user is the heir of a pending deletion; nothing changed", body = ErrorBody),
         (status = 422, description = "The primary user cannot be deleted, or `reassign_to` is not a present user of the cluster", body = ErrorBody),
         (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody),
