@@ -1,13 +1,16 @@
 //! The OpenAPI 3.1 document: generated from the handlers' `#[utoipa::path]` annotations and
 //! the request and response types, collected by the router itself (utoipa-axum), so that a
 //! route cannot exist without being documented. Served at `/v2/openapi.json` without auth.
-//! The error answers that every operation can give (401, 403, 429, ...) are declared once, here,
-//! and added to each operation of the finished document; a route declares only its own.
+//! What follows from an operation's place rather than from what it does is declared once, here,
+//! and added to each operation of the finished document: the error answers every operation can
+//! give (401, 403, 429, ...), the 404 of a path that names a cluster, user or database, the 400 of a
+//! JSON body, and the path parameters themselves. A route declares only its own.
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{ResponseBuilder, Responses};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error::ErrorBody;
@@ -60,16 +63,28 @@ const EVERY_PROTECTED_OPERATION: &[(&str, &str)] = &[
     ("503", "The metadata database cannot be reached"),
 ];
 
-/// Adds the shared error answers to every operation of a finished document (one with its
-/// paths), each with DigitalOcean's error body; an answer an operation declares itself, with
-/// the same status, is kept as it is.
+/// The parameters a path can name: the name, what it is (in a 404's "No such ..."), and its
+/// description.
+const PATH_PARAMETERS: &[(&str, &str, &str)] = &[
+    ("database_cluster_uuid", "cluster", "The cluster's id"),
+    ("username", "user", "The user's name (percent-encoded)"),
+    ("database_name", "database", "The database's name (percent-encoded)"),
+];
+
+/// Adds to every operation of a finished document (one with its paths) its path parameters and
+/// the error answers it shares with others, each with DigitalOcean's error body; an answer an
+/// operation declares itself, with the same status, is kept as it is.
 pub(crate) struct SharedErrors;
 
 impl Modify for SharedErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.schemas.entry(ErrorBody::name().into_owned()).or_insert_with(ErrorBody::schema);
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let named: Vec<_> =
+                PATH_PARAMETERS.iter().filter(|(n, ..)| path.contains(&format!("{{{n}}}"))).collect();
+            let what: Vec<&str> = named.iter().map(|(_, what, _)| *what).collect();
+            let not_found = format!("No such {}", what.join(" or "));
             let operations = [
                 &mut item.get,
                 &mut item.post,
@@ -81,7 +96,24 @@ impl Modify for SharedErrors {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                for (i, (name, _, description)) in named.iter().enumerate() {
+                    let parameter = ParameterBuilder::new()
+                        .name(*name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .description(Some(*description))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build();
+                    parameters.insert(i, parameter);
+                }
                 add(&mut operation.responses, EVERY_OPERATION);
+                if reads_json(operation) {
+                    add(&mut operation.responses, &[("400", "Malformed JSON")]);
+                }
+                if !named.is_empty() {
+                    add(&mut operation.responses, &[("404", &not_found)]);
+                }
                 if !is_open(operation) {
                     add(&mut operation.responses, EVERY_PROTECTED_OPERATION);
                 }
@@ -93,6 +125,13 @@ impl Modify for SharedErrors {
 /// Whether an operation is open to all (its security is the empty requirement).
 fn is_open(operation: &Operation) -> bool {
     serde_json::to_value(&operation.security).ok() == Some(serde_json::json!([{}]))
+}
+
+/// Whether an operation reads a body of a declared type (with `ApiJson`, which answers 400 to
+/// a body that is not that type's JSON).
+fn reads_json(operation: &Operation) -> bool {
+    let body = operation.request_body.as_ref().and_then(|b| b.content.get("application/json"));
+    matches!(body.and_then(|c| c.schema.as_ref()), Some(RefOr::Ref(_)))
 }
 
 /// Adds each of `answers` that `responses` lacks, with the error body.

@@ -42,10 +42,8 @@ pub(crate) struct DriftResponse {
 /// Drift found on a cluster's target and when it was repaired (newest first, at most 200).
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/drift", operation_id = "pgplane_list_drift",
     tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Drift events", body = DriftResponse),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn drift(
     State(state): State<AppState>,
@@ -80,10 +78,8 @@ pub(crate) struct UnmanagedResponse {
 /// or drops any of it.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/unmanaged", operation_id = "pgplane_list_unmanaged",
     tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
-        (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 503, description = "The target cannot be reached", body = ErrorBody),
     ))]
 pub(super) async fn unmanaged(
@@ -133,10 +129,8 @@ pub(crate) struct PlanResponse {
 /// drift it would repair marked. Read-only: nothing is sent but the pass's catalog reads.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/plan", operation_id = "pgplane_plan",
     tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "The plan", body = PlanResponse),
-        (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 503, description = "The target cannot be reached or is not the registered server", body = ErrorBody),
     ))]
 pub(super) async fn plan(

@@ -173,6 +173,12 @@ mod tests {
             for (method, op) in item.as_object().unwrap() {
                 let responses = &op["responses"];
                 assert!(responses.get("408").is_some(), "{method} {path}");
+                let in_path =
+                    op["parameters"].as_array().map_or(0, |p| p.iter().filter(|p| p["in"] == "path").count());
+                assert_eq!(in_path, path.matches('{').count(), "{method} {path}");
+                if path.contains("{database_cluster_uuid}") {
+                    assert!(responses["404"]["description"].as_str().unwrap().starts_with("No such cluster"));
+                }
                 if op["security"] == serde_json::json!([{}]) {
                     assert!(responses.get("401").is_none(), "{method} {path} is open");
                     continue;
@@ -188,6 +194,10 @@ mod tests {
             }
         }
         assert_eq!(protected, 23);
+        let malformed =
+            |path: &str, method: &str| doc["paths"][path][method]["responses"].get("400").is_some();
+        assert!(malformed("/v2/databases/{database_cluster_uuid}/pgplane", "put"));
+        assert!(!malformed("/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", "post"));
         let moved = &doc["paths"]["/v2/databases/{database_cluster_uuid}/pgplane"]["put"]["responses"]["403"];
         assert_eq!(moved["description"], "A move to another server needs a full-access token");
     }

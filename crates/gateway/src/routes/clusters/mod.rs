@@ -174,7 +174,6 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
@@ -291,10 +290,8 @@ pub(super) async fn list(
 
 /// Show a cluster, with its users, databases and connection.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_get_cluster", tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "The cluster", body = ClusterResponse),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -310,10 +307,8 @@ pub(super) async fn get(
 
 /// Unregister a cluster; nothing on the target is dropped.
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_destroy_cluster", tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 204, description = "Unregistered"),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
@@ -331,11 +326,9 @@ pub(super) async fn delete(
 /// full-access token and `"confirm_move": true`.
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pgplane", operation_id = "pgplane_update_target",
     tag = "Databases", request_body = TargetInput,
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
         (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
         (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),

@@ -69,10 +69,8 @@ pub(super) fn on_server(user: &User) -> bool {
 /// hand to its heir.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}/dependencies",
     operation_id = "pgplane_user_dependencies", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
     responses(
         (status = 200, description = "What depends on the user", body = DependenciesResponse),
-        (status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 503, description = "The target cannot be reached", body = ErrorBody),
     ))]
 pub(crate) async fn dependencies(
