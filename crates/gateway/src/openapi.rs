@@ -6,12 +6,15 @@
 //! give (401, 403, 429, ...), the 404 of a path that names a cluster, user or database, the 400 of a
 //! JSON body, and the path parameters themselves. A route declares only its own.
 
+use std::collections::BTreeMap;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{ResponseBuilder, Responses};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use utoipa::openapi::response::Response;
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error::ErrorBody;
 
@@ -137,11 +140,40 @@ fn reads_json(operation: &Operation) -> bool {
 /// Adds each of `answers` that `responses` lacks, with the error body.
 fn add(responses: &mut Responses, answers: &[(&str, &str)]) {
     for (status, description) in answers {
-        responses.responses.entry((*status).to_string()).or_insert_with(|| {
-            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name()))).build();
-            RefOr::T(
-                ResponseBuilder::new().description(*description).content("application/json", body).build(),
-            )
-        });
+        responses.responses.entry((*status).to_string()).or_insert_with(|| error_response(description));
     }
+}
+
+/// An error answer: `description`, with DigitalOcean's error body.
+fn error_response(description: &str) -> RefOr<Response> {
+    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name()))).build();
+    RefOr::T(ResponseBuilder::new().description(description).content("application/json", body).build())
+}
+
+/// Declares error answers that several operations give for the same reason, once, as a type to
+/// name in their `responses(...)`.
+macro_rules! shared_answers {
+    ($($(#[$doc:meta])* $name:ident: $(($status:literal, $description:literal)),+;)+) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                [$(($status.to_string(), error_response($description))),+].into_iter().collect()
+            }
+        }
+    )+};
+}
+
+shared_answers! {
+    /// Operations that probe a target before they store it (registering, moving).
+    ProbeErrors:
+        ("429", "Too many registration attempts for the team"),
+        ("503", "Every session pgplane may hold on the target's server stayed busy; try again shortly");
+    /// Operations that read the cluster's target live.
+    ReadsTarget:
+        ("503", "The target cannot be read, or is not (or not yet known to be) the cluster's registered server");
+    /// Operations that change a user (refused while its deletion is pending).
+    ChangesUser:
+        ("409", "The user is being deleted");
 }

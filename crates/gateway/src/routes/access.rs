@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, TeamCluster};
+use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::wait::settle;
 
@@ -127,7 +128,7 @@ pub(super) async fn get(
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_update_user_access", tag = "Users", request_body = PutAccess,
     responses(
         (status = 200, description = "The user's levels (status `pending` with `last_error` if the target could not be reached in time)", body = AccessResponse),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        ChangesUser,
         (status = 422, description = "Missing `access`, an unknown level or database, a database listed twice, or the primary user", body = ErrorBody),
     ))]
 pub(super) async fn put(

@@ -12,8 +12,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{check_registered_server, unavailable};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::TeamCluster;
+use crate::openapi::ReadsTarget;
 use crate::state::AppState;
 use crate::views::rfc3339;
 use pgplane_core::access::is_group;
@@ -80,7 +81,7 @@ pub(crate) struct UnmanagedResponse {
     tag = "Databases",
     responses(
         (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
-        (status = 503, description = "The target cannot be reached", body = ErrorBody),
+        ReadsTarget,
     ))]
 pub(super) async fn unmanaged(
     State(state): State<AppState>,
@@ -131,7 +132,7 @@ pub(crate) struct PlanResponse {
     tag = "Databases",
     responses(
         (status = 200, description = "The plan", body = PlanResponse),
-        (status = 503, description = "The target cannot be reached or is not the registered server", body = ErrorBody),
+        ReadsTarget,
     ))]
 pub(super) async fn plan(
     State(state): State<AppState>,

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
+use crate::openapi::ProbeErrors;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
 use dry_run::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
@@ -331,8 +332,7 @@ pub(super) async fn delete(
         (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
-        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
-        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
+        ProbeErrors,
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,

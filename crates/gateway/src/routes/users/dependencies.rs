@@ -14,8 +14,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::super::{check_registered_server, unavailable};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::TeamCluster;
+use crate::openapi::ReadsTarget;
 use crate::state::AppState;
 
 /// `{"dependencies": …}`.
@@ -71,7 +72,7 @@ pub(super) fn on_server(user: &User) -> bool {
     operation_id = "pgplane_user_dependencies", tag = "Users",
     responses(
         (status = 200, description = "What depends on the user", body = DependenciesResponse),
-        (status = 503, description = "The target cannot be reached", body = ErrorBody),
+        ReadsTarget,
     ))]
 pub(crate) async fn dependencies(
     State(state): State<AppState>,

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
+use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
@@ -192,7 +193,7 @@ pub(super) async fn get(
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_update_user", tag = "Users", request_body = UpdateUser,
     responses(
         (status = 201, description = "Updated", body = UserResponse),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        ChangesUser,
         (status = 422, description = "Missing settings, the primary user, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn update(
@@ -221,7 +222,7 @@ pub(super) async fn update(
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users", request_body(content = Object, description = "`{}` for PostgreSQL"),
     responses(
         (status = 200, description = "The user with its new password", body = UserResponse),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        ChangesUser,
     ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
