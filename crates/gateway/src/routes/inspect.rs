@@ -11,7 +11,7 @@ use pgplane_target_server::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{check_registered_server, unavailable};
+use super::{read_from_registered_server, unavailable};
 use crate::error::ApiError;
 use crate::extract::TeamCluster;
 use crate::openapi::ReadsTarget;
@@ -88,10 +88,8 @@ pub(super) async fn unmanaged(
     TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let (server_id, roles, databases) = list_roles_and_databases(&spec, state.prober.policy())
-        .await
-        .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
-    check_registered_server(&cluster, &server_id)?;
+    let read = list_roles_and_databases(&spec, state.prober.policy()).await;
+    let (server_id, roles, databases) = read_from_registered_server(&cluster, read, |(id, ..)| id)?;
     let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;

@@ -18,6 +18,7 @@ use std::future::Future;
 
 use axum::Router;
 use pgplane_core::model::{Cluster, ServerIdentity};
+use pgplane_target_server::TargetError;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -139,11 +140,18 @@ fn unavailable(why: String) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
 }
 
-/// Another server at the cluster's address (or one pgplane has not identified yet) is not the
-/// cluster's: its names are not this team's to see.
-fn check_registered_server(cluster: &Cluster, server_id: &str) -> Result<(), ApiError> {
-    if cluster.identify_server(server_id) == ServerIdentity::Registered {
-        return Ok(());
+/// What was read live from a cluster's target (`read`, from the server `server_of` names), kept
+/// only when that server is the cluster's registered one (the server-identity rule): another
+/// server at the cluster's address, or one pgplane has not identified yet, is not the
+/// cluster's, and its names are not this team's to see. Either failure is a 503.
+fn read_from_registered_server<T>(
+    cluster: &Cluster,
+    read: Result<T, TargetError>,
+    server_of: impl FnOnce(&T) -> &str,
+) -> Result<T, ApiError> {
+    let read = read.map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
+    if cluster.identify_server(server_of(&read)) == ServerIdentity::Registered {
+        return Ok(read);
     }
     Err(unavailable(
         "the server at the cluster's address is not (or not yet known to be) the registered one; \

@@ -13,7 +13,7 @@ use pgplane_target_server::TargetSpec;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::super::{check_registered_server, unavailable};
+use super::super::read_from_registered_server;
 use crate::error::ApiError;
 use crate::extract::TeamCluster;
 use crate::openapi::ReadsTarget;
@@ -37,10 +37,8 @@ pub(crate) async fn dependencies_of(
         return Err(ApiError::not_found());
     }
     let spec = TargetSpec::of(cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let mut report = role_dependencies(&spec, state.prober.policy(), name)
-        .await
-        .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
-    check_registered_server(cluster, &report.server_id)?;
+    let read = role_dependencies(&spec, state.prober.policy(), name).await;
+    let mut report = read_from_registered_server(cluster, read, |r| &r.server_id)?;
     let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     let roles: HashSet<&str> = users
         .iter()
