@@ -176,9 +176,8 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
-        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
-        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
+        ProbeErrors,
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
