@@ -7,6 +7,12 @@ use rand::Rng;
 /// The prefix of every access group role; user names may not start with it.
 pub const GROUP_PREFIX: &str = "pgplane_access_";
 
+/// Whether `role` is named like one of pgplane's access group roles (a cluster's, never anyone's
+/// to see as unmanaged).
+pub fn is_group(role: &str) -> bool {
+    role.starts_with(GROUP_PREFIX)
+}
+
 /// A named access level on one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AccessLevel {

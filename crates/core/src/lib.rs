@@ -1,10 +1,12 @@
-//! pgplane-core: what every part of pgplane shares. Domain rules (which names are acceptable),
+//! pgplane-core: what every part of pgplane shares. Domain rules (which names are acceptable,
+//! who may inherit a deleted user's objects, which server is a cluster's),
 //! secrets (sealing at rest, generated passwords and their SCRAM verifiers, API tokens) and the
 //! metadata store (the gateway's own PostgreSQL database, reached only through sqlx).
 
 pub mod access;
 pub mod error;
 pub mod heartbeat;
+pub mod heirs;
 pub mod lifecycle;
 pub mod model;
 pub mod names;

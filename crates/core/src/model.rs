@@ -54,7 +54,31 @@ pub fn server_id(system_identifier: i64, port: i32) -> String {
     format!("{system_identifier}:{port}")
 }
 
+/// What a server found at a cluster's address is to the cluster (the server-identity rule): a
+/// cluster's names are read and changed only on the server it was registered on (or confirmed
+/// moved to), never on another that an address now leads to (DNS, a failover to the wrong host,
+/// a re-used port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerIdentity<'a> {
+    /// The server the cluster is registered on.
+    Registered,
+    /// Another server than the `registered` one.
+    Other { registered: &'a str },
+    /// The cluster was registered before pgplane recorded server identities: not known yet
+    /// (its next pass learns it).
+    Unknown,
+}
+
 impl Cluster {
+    /// What the server identified as `found` (see [`server_id`]) is to this cluster.
+    pub fn identify_server(&self, found: &str) -> ServerIdentity<'_> {
+        match self.server_id.as_deref() {
+            Some(registered) if registered == found => ServerIdentity::Registered,
+            Some(registered) => ServerIdentity::Other { registered },
+            None => ServerIdentity::Unknown,
+        }
+    }
+
     /// The additional-data context that binds the sealed admin password to this cluster.
     pub fn admin_password_context(cluster_id: Uuid) -> String {
         format!("clusters:{cluster_id}:admin_password")

@@ -94,7 +94,7 @@ pub fn app(store: Store, sealer: Sealer, config: GatewayConfig) -> axum::Router 
 
 /// The OpenAPI document of the API, as served at `/v2/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api_router().into_openapi()
+    routes::api_document()
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish

@@ -128,6 +128,24 @@ struct CreateCluster {
     dry_run: bool,
 }
 
+/// A user, named by its cluster and its name.
+#[derive(Args)]
+struct UserAt {
+    #[arg(value_name = "cluster-id")]
+    cluster_id: String,
+    #[arg(value_name = "user-name")]
+    user_name: String,
+}
+
+/// A database, named by its cluster and its name.
+#[derive(Args)]
+struct DbAt {
+    #[arg(value_name = "cluster-id")]
+    cluster_id: String,
+    #[arg(value_name = "db-name")]
+    db_name: String,
+}
+
 #[derive(Subcommand)]
 enum UserCommand {
     /// List the users of a cluster.
@@ -139,18 +157,14 @@ enum UserCommand {
     /// Show a user, with its password.
     #[command(visible_alias = "g")]
     Get {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
     },
     /// Create a user (LOGIN, nothing more) with a generated password.
     #[command(visible_alias = "c")]
     Create {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
         /// An access level to start with, as DATABASE=LEVEL (read_only or read_write); repeat
         /// the flag for several databases.
         #[arg(long = "access", value_name = "DATABASE=LEVEL", value_parser = parse_access)]
@@ -158,17 +172,13 @@ enum UserCommand {
     },
     /// Show the access level a user holds per database.
     Access {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
     },
     /// Give a user an access level on a database (replacing the one it had there).
     Grant {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
         #[arg(value_name = "db-name")]
         db_name: String,
         /// read_only: read every table and sequence; read_write: also insert, update, delete
@@ -178,37 +188,29 @@ enum UserCommand {
     },
     /// Take a user's access to a database away.
     Revoke {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
         #[arg(value_name = "db-name")]
         db_name: String,
     },
     /// Give a user a new generated password.
     #[command(visible_alias = "rs")]
     Reset {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
     },
     /// Show what a user owns and the privileges it holds, per database, read live.
     #[command(visible_alias = "deps")]
     Dependencies {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
     },
     /// Delete a user; what it owns goes to the primary user or `--reassign-to`. Unless forced,
     /// shows what it owns first and asks.
     #[command(visible_alias = "rm")]
     Delete {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "user-name")]
-        user_name: String,
+        #[command(flatten)]
+        at: UserAt,
         /// Delete without asking for confirmation.
         #[arg(short, long)]
         force: bool,
@@ -232,26 +234,20 @@ enum DbCommand {
     /// Show a database.
     #[command(visible_alias = "g")]
     Get {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "db-name")]
-        db_name: String,
+        #[command(flatten)]
+        at: DbAt,
     },
     /// Create a database, owned by the primary user.
     #[command(visible_alias = "c")]
     Create {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "db-name")]
-        db_name: String,
+        #[command(flatten)]
+        at: DbAt,
     },
     /// Delete a database, even with clients connected to it.
     #[command(visible_alias = "rm")]
     Delete {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-        #[arg(value_name = "db-name")]
-        db_name: String,
+        #[command(flatten)]
+        at: DbAt,
         /// Delete without asking for confirmation.
         #[arg(short, long)]
         force: bool,
@@ -325,11 +321,11 @@ async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
 async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::List { cluster_id } => list(api, out, &USER, &["databases", &cluster_id, "users"]).await,
-        UserCommand::Get { cluster_id, user_name } => {
+        UserCommand::Get { at: UserAt { cluster_id, user_name } } => {
             let path = ["databases", &cluster_id, "users", &user_name];
             show(api, out, &USER, Method::GET, &path, None).await
         }
-        UserCommand::Create { cluster_id, user_name, access } => {
+        UserCommand::Create { at: UserAt { cluster_id, user_name }, access } => {
             let path = ["databases", &cluster_id, "users"];
             let mut body = json!({ "name": user_name });
             if !access.is_empty() {
@@ -339,25 +335,30 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             }
             show(api, out, &USER, Method::POST, &path, Some(body)).await
         }
-        UserCommand::Access { cluster_id, user_name } => {
+        UserCommand::Access { at: UserAt { cluster_id, user_name } } => {
             list(api, out, &ACCESS, &["databases", &cluster_id, "users", &user_name, "access"]).await
         }
-        UserCommand::Grant { cluster_id, user_name, db_name, level } => {
+        UserCommand::Grant { at: UserAt { cluster_id, user_name }, db_name, level } => {
             change_access(api, out, &cluster_id, &user_name, &db_name, Some(&level)).await
         }
-        UserCommand::Revoke { cluster_id, user_name, db_name } => {
+        UserCommand::Revoke { at: UserAt { cluster_id, user_name }, db_name } => {
             change_access(api, out, &cluster_id, &user_name, &db_name, None).await
         }
-        UserCommand::Reset { cluster_id, user_name } => {
+        UserCommand::Reset { at: UserAt { cluster_id, user_name } } => {
             // As doctl does: look the cluster up first, so an unknown one says so.
             api.fetch(Method::GET, &["databases", &cluster_id], None, CLUSTER.one).await?;
             let path = ["databases", &cluster_id, "users", &user_name, "reset_auth"];
             show(api, out, &USER, Method::POST, &path, Some(json!({}))).await
         }
-        UserCommand::Dependencies { cluster_id, user_name } => {
+        UserCommand::Dependencies { at: UserAt { cluster_id, user_name } } => {
             preview::show_dependencies(api, out, &cluster_id, &user_name).await
         }
-        UserCommand::Delete { cluster_id, user_name, force, reassign_to, refuse_if_owning } => {
+        UserCommand::Delete {
+            at: UserAt { cluster_id, user_name },
+            force,
+            reassign_to,
+            refuse_if_owning,
+        } => {
             let heir = reassign_to.as_deref();
             preview::delete_user(api, &cluster_id, &user_name, heir, refuse_if_owning, force).await
         }
@@ -367,16 +368,16 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
 async fn run_db(api: &Api, out: &OutputArgs, command: DbCommand) -> anyhow::Result<()> {
     match command {
         DbCommand::List { cluster_id } => list(api, out, &DB, &["databases", &cluster_id, "dbs"]).await,
-        DbCommand::Get { cluster_id, db_name } => {
+        DbCommand::Get { at: DbAt { cluster_id, db_name } } => {
             let path = ["databases", &cluster_id, "dbs", &db_name];
             show(api, out, &DB, Method::GET, &path, None).await
         }
-        DbCommand::Create { cluster_id, db_name } => {
+        DbCommand::Create { at: DbAt { cluster_id, db_name } } => {
             let path = ["databases", &cluster_id, "dbs"];
             let body = json!({ "name": db_name });
             show(api, out, &DB, Method::POST, &path, Some(body)).await
         }
-        DbCommand::Delete { cluster_id, db_name, force } => {
+        DbCommand::Delete { at: DbAt { cluster_id, db_name }, force } => {
             let path = ["databases", &cluster_id, "dbs", &db_name];
             delete(api, &DB, &db_name, force, &path).await
         }

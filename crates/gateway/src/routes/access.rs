@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, TeamCluster};
+use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::wait::settle;
 
@@ -112,9 +113,7 @@ async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json
 
 /// Show the access levels a user holds per database (pgplane extension).
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_get_user_access", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
-    responses((status = 200, description = "The user's levels", body = AccessResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster or user", body = ErrorBody)))]
+    responses((status = 200, description = "The user's levels", body = AccessResponse)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
@@ -126,13 +125,10 @@ pub(super) async fn get(
 
 /// Replace the access levels a user holds per database (pgplane extension); databases left
 /// out lose the user's access. Answers once the target has them (or `pending`).
-#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_update_user_access", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body = PutAccess,
+#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_update_user_access", tag = "Users", request_body = PutAccess,
     responses(
         (status = 200, description = "The user's levels (status `pending` with `last_error` if the target could not be reached in time)", body = AccessResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster or user", body = ErrorBody),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        ChangesUser,
         (status = 422, description = "Missing `access`, an unknown level or database, a database listed twice, or the primary user", body = ErrorBody),
     ))]
 pub(super) async fn put(

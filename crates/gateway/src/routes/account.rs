@@ -8,7 +8,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ErrorBody;
 use crate::views::rfc3339;
 
 /// The caller's team.
@@ -54,8 +53,6 @@ pub(crate) struct AccountResponse {
 #[utoipa::path(get, path = "/v2/account", operation_id = "account_get", tag = "Account",
     responses(
         (status = 200, description = "The caller's account and token", body = AccountResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The token lacks database:read", body = ErrorBody),
     ))]
 pub(super) async fn get(caller: Caller) -> Json<AccountResponse> {
     Json(AccountResponse {

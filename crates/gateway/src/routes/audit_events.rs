@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::views::rfc3339;
@@ -50,8 +50,6 @@ pub(crate) struct AuditEventsResponse {
     params(AuditQuery),
     responses(
         (status = 200, description = "Events, newest first", body = AuditEventsResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The token lacks database:read", body = ErrorBody),
     ))]
 pub(super) async fn list(
     State(state): State<AppState>,

@@ -26,9 +26,7 @@ pub(super) struct CreateDb {
 
 /// List a cluster's databases.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_list", tag = "Dbs",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
-    responses((status = 200, description = "The databases", body = DbsResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody)))]
+    responses((status = 200, description = "The databases", body = DbsResponse)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
@@ -38,11 +36,9 @@ pub(super) async fn list(
 }
 
 /// Add a database owned by the primary user.
-#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_add", tag = "Dbs",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")), request_body = CreateDb,
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_add", tag = "Dbs", request_body = CreateDb,
     responses(
         (status = 201, description = "Created", body = DbResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody),
         (status = 409, description = "A database of that name exists on the target and is not managed by pgplane", body = ErrorBody),
         (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody),
     ))]
@@ -70,8 +66,7 @@ pub(super) async fn create(
 
 /// Show a database.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_get", tag = "Dbs",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("database_name" = String, Path, description = "The database's name (percent-encoded)")),
-    responses((status = 200, description = "The database", body = DbResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody)))]
+    responses((status = 200, description = "The database", body = DbResponse)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
@@ -83,9 +78,8 @@ pub(super) async fn get(
 
 /// Delete a database, ending the sessions connected to it.
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_delete", tag = "Dbs",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("database_name" = String, Path, description = "The database's name (percent-encoded)")),
     responses(
-        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or database", body = ErrorBody),
+        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
         (status = 422, description = "The default database cannot be deleted", body = ErrorBody),
     ))]
 pub(super) async fn delete(

@@ -64,9 +64,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
 }
 
 /// The document, rendered once.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    super::api_router().into_openapi().to_pretty_json().expect("the OpenAPI document serialises")
-});
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| super::api_document().to_pretty_json().expect("the OpenAPI document serialises"));
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/v2/openapi.json", operation_id = "openapi", tag = "Health", security(()),

@@ -1,6 +1,7 @@
 //! Looking at a cluster beyond DigitalOcean's API (pgplane extensions): the drift the
-//! reconciler found and repaired, and the roles and databases on the target that pgplane does
-//! not manage (listed, never touched).
+//! reconciler found and repaired, the roles and databases on the target that pgplane does not
+//! manage (listed, never touched), and what the reconciler would do there right now (the plan).
+//! All read-only on the target and in the store.
 
 use std::collections::HashSet;
 
@@ -10,11 +11,14 @@ use pgplane_target_server::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::preview::{check_registered_server, is_access_group, unavailable};
-use crate::error::{ApiError, ErrorBody};
+use super::{read_from_registered_server, unavailable};
+use crate::error::ApiError;
 use crate::extract::TeamCluster;
+use crate::openapi::ReadsTarget;
 use crate::state::AppState;
 use crate::views::rfc3339;
+use pgplane_core::access::is_group;
+use pgplane_target_server::plan::Plan;
 
 /// One change found on the target behind pgplane's back.
 #[derive(Serialize, ToSchema)]
@@ -39,11 +43,8 @@ pub(crate) struct DriftResponse {
 /// Drift found on a cluster's target and when it was repaired (newest first, at most 200).
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/drift", operation_id = "pgplane_list_drift",
     tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Drift events", body = DriftResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn drift(
     State(state): State<AppState>,
@@ -78,22 +79,17 @@ pub(crate) struct UnmanagedResponse {
 /// or drops any of it.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/unmanaged", operation_id = "pgplane_list_unmanaged",
     tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
-        (status = 503, description = "The target cannot be reached", body = ErrorBody),
+        ReadsTarget,
     ))]
 pub(super) async fn unmanaged(
     State(state): State<AppState>,
     TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
-    let (server_id, roles, databases) = list_roles_and_databases(&spec, state.prober.policy())
-        .await
-        .map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
-    check_registered_server(&cluster, &server_id)?;
+    let read = list_roles_and_databases(&spec, state.prober.policy()).await;
+    let (server_id, roles, databases) = read_from_registered_server(&cluster, read, |(id, ..)| id)?;
     let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;
@@ -109,9 +105,7 @@ pub(super) async fn unmanaged(
         roles: roles
             .into_iter()
             .filter(|r| {
-                !our_roles.contains(&r.name)
-                    && !r.is_theirs(&other_roles, &holders)
-                    && !is_access_group(&r.name)
+                !our_roles.contains(&r.name) && !r.is_theirs(&other_roles, &holders) && !is_group(&r.name)
             })
             .map(|r| r.name)
             .collect(),
@@ -121,4 +115,34 @@ pub(super) async fn unmanaged(
             .map(|d| d.name)
             .collect(),
     }))
+}
+
+/// `{"plan": …}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlanResponse {
+    plan: Plan,
+}
+
+/// What the reconciler would do on the cluster's target right now: a full pass, observed
+/// live, step by step with the SQL it would send (password verifiers read `'<redacted>'`),
+/// drift it would repair marked. Read-only: nothing is sent but the pass's catalog reads.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/plan", operation_id = "pgplane_plan",
+    tag = "Databases",
+    responses(
+        (status = 200, description = "The plan", body = PlanResponse),
+        ReadsTarget,
+    ))]
+pub(super) async fn plan(
+    State(state): State<AppState>,
+    TeamCluster(cluster): TeamCluster,
+) -> Result<Json<PlanResponse>, ApiError> {
+    let planner =
+        state.config.planner.clone().ok_or_else(|| {
+            unavailable("this pgplane process cannot plan (it was started without one)".into())
+        })?;
+    let plan = planner
+        .plan(&cluster)
+        .await
+        .map_err(|e| unavailable(format!("the target cannot be planned for: {e}")))?;
+    Ok(Json(PlanResponse { plan }))
 }

@@ -1,5 +1,6 @@
-//! The route table and the layers around it, plus the one thing handlers share beyond the
-//! extractors: reading the caller's cluster together with what a handler needs about it.
+//! The route table and the layers around it, plus what handlers share beyond the extractors:
+//! reading the caller's cluster together with what a handler needs about it, and refusing to
+//! read a target that is not the cluster's registered server.
 
 mod access;
 mod account;
@@ -8,7 +9,6 @@ mod clusters;
 mod dbs;
 mod health;
 mod inspect;
-mod preview;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -17,12 +17,13 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use std::future::Future;
 
 use axum::Router;
-use pgplane_core::model::Cluster;
+use pgplane_core::model::{Cluster, ServerIdentity};
+use pgplane_target_server::TargetError;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
 use crate::extract::{cluster_id, refuse_control_characters};
 use crate::metrics;
-use crate::openapi::ApiDoc;
+use crate::openapi::{ApiDoc, SharedErrors};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -52,8 +53,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
         .routes(routes!(access::get, access::put))
-        .routes(routes!(preview::dependencies))
-        .routes(routes!(preview::plan))
+        .routes(routes!(users::dependencies::dependencies))
+        .routes(routes!(inspect::plan))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
         .routes(routes!(audit_events::list))
@@ -70,8 +71,15 @@ fn public() -> OpenApiRouter<AppState> {
 
 /// Every route with its documentation (routes are only ever added through `routes!`, which
 /// takes the path and method from the handler's annotation: undocumented routes cannot exist).
-pub(crate) fn api_router() -> OpenApiRouter<AppState> {
+fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(protected()).merge(public())
+}
+
+/// The API's OpenAPI document: every route's own, with the error answers every operation shares.
+pub(crate) fn api_document() -> utoipa::openapi::OpenApi {
+    let mut doc = api_router().into_openapi();
+    SharedErrors.modify(&mut doc);
+    doc
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -127,6 +135,31 @@ where
     Ok((cluster?, found?))
 }
 
+/// 503 with `why`: the target cannot be read (or is not the registered server).
+fn unavailable(why: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+}
+
+/// What was read live from a cluster's target (`read`, from the server `server_of` names), kept
+/// only when that server is the cluster's registered one (the server-identity rule): another
+/// server at the cluster's address, or one pgplane has not identified yet, is not the
+/// cluster's, and its names are not this team's to see. Either failure is a 503.
+fn read_from_registered_server<T>(
+    cluster: &Cluster,
+    read: Result<T, TargetError>,
+    server_of: impl FnOnce(&T) -> &str,
+) -> Result<T, ApiError> {
+    let read = read.map_err(|e| unavailable(format!("the target cannot be read: {e}")))?;
+    if cluster.identify_server(server_of(&read)) == ServerIdentity::Registered {
+        return Ok(read);
+    }
+    Err(unavailable(
+        "the server at the cluster's address is not (or not yet known to be) the registered one; \
+         see the cluster's last_error"
+            .into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     /// Routes are added only through `routes!` (documented by construction); axum's plain
@@ -138,9 +171,48 @@ mod tests {
         assert!(!source.contains(&plain), "use .routes(routes!(handler)) so the route is documented");
     }
 
+    /// The shared error answers reach every operation behind the token (and only those), and
+    /// an operation's own answer of the same status wins.
+    #[test]
+    fn every_protected_operation_documents_the_shared_errors() {
+        let doc = serde_json::to_value(super::api_document()).unwrap();
+        let mut protected = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = &op["responses"];
+                assert!(responses.get("408").is_some(), "{method} {path}");
+                let in_path =
+                    op["parameters"].as_array().map_or(0, |p| p.iter().filter(|p| p["in"] == "path").count());
+                assert_eq!(in_path, path.matches('{').count(), "{method} {path}");
+                if path.contains("{database_cluster_uuid}") {
+                    assert!(responses["404"]["description"].as_str().unwrap().starts_with("No such cluster"));
+                }
+                if op["security"] == serde_json::json!([{}]) {
+                    assert!(responses.get("401").is_none(), "{method} {path} is open");
+                    continue;
+                }
+                protected += 1;
+                for status in ["401", "403", "429", "500", "503"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} lacks {status}");
+                }
+                assert_eq!(
+                    responses["401"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody"
+                );
+            }
+        }
+        assert_eq!(protected, 23);
+        let malformed =
+            |path: &str, method: &str| doc["paths"][path][method]["responses"].get("400").is_some();
+        assert!(malformed("/v2/databases/{database_cluster_uuid}/pgplane", "put"));
+        assert!(!malformed("/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", "post"));
+        let moved = &doc["paths"]["/v2/databases/{database_cluster_uuid}/pgplane"]["put"]["responses"]["403"];
+        assert_eq!(moved["description"], "A move to another server needs a full-access token");
+    }
+
     #[test]
     fn the_document_covers_every_operation_of_the_api() {
-        let doc = super::api_router().into_openapi();
+        let doc = super::api_document();
         let mut operations = Vec::new();
         for (path, item) in &doc.paths.paths {
             for (method, op) in [

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
-use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::model::{Cluster, Database, ServerIdentity, User};
 use pgplane_core::passwords::Credentials;
 use pgplane_core::secrets::Sealer;
 use pgplane_target_server::{TargetError, TargetSpec};
@@ -102,15 +102,17 @@ impl Drop for Sessions {
 /// re-used port) is refused before any step. A cluster registered before pgplane recorded
 /// server identities learns it here, claiming its names on that server.
 async fn check_server(shared: &Shared, cluster: &Cluster, observed: &Observed) -> Result<(), TargetError> {
-    match &cluster.server_id {
-        Some(expected) if *expected == observed.server_id => Ok(()),
-        Some(expected) => Err(TargetError::Refused(format!(
+    match cluster.identify_server(&observed.server_id) {
+        ServerIdentity::Registered => Ok(()),
+        ServerIdentity::Other { registered: expected } => Err(TargetError::Refused(format!(
             "the server at {}:{} is not the one this cluster is registered on (server {}, registered \
              {expected}); pgplane changed nothing there. If the cluster moved, confirm it with \
              PUT /v2/databases/{}/pgplane and \"confirm_move\": true",
             cluster.host, cluster.port, observed.server_id, cluster.cluster_id
         ))),
-        None => Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?),
+        ServerIdentity::Unknown => {
+            Ok(shared.store.learn_server_id(cluster.cluster_id, &observed.server_id).await?)
+        }
     }
 }
 

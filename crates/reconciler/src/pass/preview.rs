@@ -5,7 +5,7 @@
 //! when the plan is made. This is what `GET …/plan` shows.
 
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
-use pgplane_core::model::Cluster;
+use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 use pgplane_target_server::plan::{Plan, PlanFuture, PlannedStatement, PlannedStep, Planner, REDACTED};
@@ -50,7 +50,7 @@ impl Previewer {
         let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
         let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
         let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
-        if cluster.server_id.as_deref().is_some_and(|id| id != observed.server_id) {
+        if matches!(cluster.identify_server(&observed.server_id), ServerIdentity::Other { .. }) {
             return Err(TargetError::Refused(format!(
                 "the server at {}:{} is not the one this cluster is registered on; a pass would \
                  change nothing there",

@@ -2,6 +2,7 @@
 //! first), databases one at a time, then roles to drop. New objects are claimed before they
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
+use pgplane_core::heirs::{may_inherit, Candidate};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::SharedRights;
@@ -150,21 +151,27 @@ async fn missing_heirs(
     drops: &[&(&RoleItem, Step)],
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let dropped: Vec<&str> = drops.iter().map(|(i, _)| i.desired.name.as_str()).collect();
-    let named: Vec<&str> =
-        drops.iter().filter_map(|(_, step)| heir_of(step)).filter(|h| *h != cluster.primary_user).collect();
+    let named: Vec<(&str, &str)> = drops
+        .iter()
+        .filter_map(|(i, step)| Some((i.desired.name.as_str(), heir_of(step)?)))
+        .filter(|(_, h)| *h != cluster.primary_user)
+        .collect();
     if named.is_empty() {
         return Ok(Vec::new());
     }
+    let heirs: Vec<&str> = named.iter().map(|(_, h)| *h).collect();
     let present: Vec<String> = client
-        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)", &[&named])
+        .query("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)", &[&heirs])
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let candidate =
+        |h: &str| Candidate { present: !dropped.contains(&h), on_target: present.iter().any(|p| p == h) };
     Ok(named
         .into_iter()
-        .filter(|h| dropped.contains(h) || !present.iter().any(|p| p == h))
-        .map(str::to_string)
+        .filter(|(deleted, h)| may_inherit(deleted, h, Some(candidate(h))).is_err())
+        .map(|(_, h)| h.to_string())
         .collect())
 }
 

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::model::ServerIdentity;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
@@ -16,16 +17,19 @@ use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+mod dry_run;
+
 use super::cluster_with;
-use super::preview::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
+use crate::openapi::ProbeErrors;
 use crate::state::AppState;
 use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
+use dry_run::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 
 /// `POST /v2/databases`: DigitalOcean's create-cluster body plus the `pgplane` block.
 /// Unknown fields (godo sends several, some empty or null) are ignored.
@@ -171,12 +175,9 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
-        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
-        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
+        ProbeErrors,
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -271,7 +272,6 @@ async fn render(
 #[utoipa::path(get, path = "/v2/databases", operation_id = "databases_list_clusters", tag = "Databases", params(ListQuery),
     responses(
         (status = 200, description = "The clusters", body = ClustersResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
     ))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -290,11 +290,8 @@ pub(super) async fn list(
 
 /// Show a cluster, with its users, databases and connection.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_get_cluster", tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "The cluster", body = ClusterResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -310,11 +307,8 @@ pub(super) async fn get(
 
 /// Unregister a cluster; nothing on the target is dropped.
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_destroy_cluster", tag = "Databases",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 204, description = "Unregistered"),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
     ))]
 pub(super) async fn delete(
     State(state): State<AppState>,
@@ -332,16 +326,12 @@ pub(super) async fn delete(
 /// full-access token and `"confirm_move": true`.
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pgplane", operation_id = "pgplane_update_target",
     tag = "Databases", request_body = TargetInput,
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
     responses(
         (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody),
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
-        (status = 429, description = "Too many registration attempts for the team", body = ErrorBody),
-        (status = 503, description = "Every session pgplane may hold on the target's server stayed busy; try again shortly", body = ErrorBody),
+        ProbeErrors,
     ))]
 pub(super) async fn update_target(
     State(state): State<AppState>,
@@ -359,7 +349,7 @@ pub(super) async fn update_target(
     let spec = target.connection()?;
     check_roles_apart(&spec, &cluster.primary_user, &cluster.default_database)?;
     let facts = state.prober.probe(caller.team_id, &spec, "update failed").await?;
-    let moved = cluster.server_id.as_ref().is_some_and(|id| *id != facts.server_id);
+    let moved = matches!(cluster.identify_server(&facts.server_id), ServerIdentity::Other { .. });
     if moved {
         check_move(&caller, target.confirm_move)?;
         check_adoptable(&state, &spec, &cluster.primary_user).await?;

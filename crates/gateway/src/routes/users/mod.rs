@@ -1,7 +1,8 @@
 //! `/v2/databases/{cluster}/users`: list, add, show, update settings, reset password and
 //! delete users. The primary user can be shown and have its password reset, never deleted.
 //! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
-//! levels asked for at creation (`access`, a pgplane extension; see `access.rs`).
+//! levels asked for at creation (`access`, a pgplane extension; see `access.rs`). What depends
+//! on a user (`dependencies.rs`) and the checks of its deletion (`deletion.rs`) are beside it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,18 +15,22 @@ use pgplane_core::powers::replication_refusal;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+pub(super) mod deletion;
+pub(super) mod dependencies;
+
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::cluster_with;
-use super::preview::{check_user_deletion, DeleteUserQuery};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
+use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::views::{UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
+use deletion::{check_user_deletion, DeleteUserQuery};
 
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
@@ -101,9 +106,7 @@ async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Re
 
 /// List a cluster's users, with their passwords.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_list_users", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")),
-    responses((status = 200, description = "The users", body = UsersResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 404, description = "No such cluster", body = ErrorBody)))]
+    responses((status = 200, description = "The users", body = UsersResponse)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,11 +130,9 @@ pub(super) async fn list(
 }
 
 /// Add a user with LOGIN and nothing else, and a generated password.
-#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_add_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id")), request_body = CreateUser,
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_add_user", tag = "Users", request_body = CreateUser,
     responses(
         (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
         (status = 422, description = "Invalid, reserved or duplicate name, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
@@ -178,8 +179,7 @@ pub(super) async fn create(
 
 /// Show a user.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_get_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")),
-    responses((status = 200, description = "The user", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody)))]
+    responses((status = 200, description = "The user", body = UserResponse)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,12 +190,10 @@ pub(super) async fn get(
 }
 
 /// Change a user's settings (answers 201, as DigitalOcean does).
-#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_update_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body = UpdateUser,
+#[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_update_user", tag = "Users", request_body = UpdateUser,
     responses(
         (status = 201, description = "Updated", body = UserResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        ChangesUser,
         (status = 422, description = "Missing settings, the primary user, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn update(
@@ -221,11 +219,10 @@ pub(super) async fn update(
 }
 
 /// Give a user a new generated password; the old one stops working at once (answers 200).
-#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)")), request_body(content = Object, description = "`{}` for PostgreSQL"),
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users", request_body(content = Object, description = "`{}` for PostgreSQL"),
     responses(
-        (status = 200, description = "The user with its new password", body = UserResponse), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
-        (status = 409, description = "The user is being deleted", body = ErrorBody),
+        (status = 200, description = "The user with its new password", body = UserResponse),
+        ChangesUser,
     ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
@@ -245,9 +242,9 @@ pub(super) async fn reset_auth(
 /// goes to its heir (`reassign_to`, default the primary user); or, with `if_owns=refuse`, a user
 /// that owns objects is not deleted (409 with the dependency report).
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
-    params(("database_cluster_uuid" = String, Path, description = "The cluster's id"), ("username" = String, Path, description = "The user's name (percent-encoded)"), DeleteUserQuery),
+    params(DeleteUserQuery),
     responses(
-        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "No such cluster or user", body = ErrorBody),
+        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
         (status = 409, description = "`if_owns=refuse` and the user owns objects (the body carries `dependencies`, as `GET …/dependencies` answers), or the user is the heir of a pending deletion; nothing changed", body = ErrorBody),
         (status = 422, description = "The primary user cannot be deleted, or `reassign_to` is not a present user of the cluster", body = ErrorBody),
         (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody),
