@@ -4,16 +4,13 @@
 //! (LISTEN/NOTIFY) and run periodically to find drift. [`Previewer`] plans a pass without
 //! applying it, for the API (handed to the gateway by the process that runs both).
 
-mod access;
-mod apply;
 mod controller;
 pub mod metrics;
 mod observe;
 mod pass;
 mod plan;
 mod pools;
-mod rights;
-mod slots;
+mod sql;
 
 pub use controller::{Reconciler, ReconcilerConfig, Stats};
 pub use pass::preview::Previewer;

@@ -5,6 +5,8 @@
 //! anything failed. `preview` runs the same observing and planning without applying anything,
 //! for the API's plan.
 
+mod access;
+mod apply;
 mod backoff;
 mod connect;
 pub(crate) mod drift;
@@ -12,6 +14,7 @@ mod outcomes;
 mod powers;
 pub(crate) mod preview;
 mod primary;
+mod rights;
 mod steps;
 
 use chrono::Utc;
@@ -21,10 +24,8 @@ use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
-use crate::access;
 use crate::controller::Shared;
 use crate::plan::{plan_role, DesiredRole, Step};
-use crate::rights;
 use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
 use outcomes::{Ledger, Record};

@@ -11,13 +11,15 @@ use pgplane_core::Store;
 use pgplane_target_server::plan::{Plan, PlanFuture, PlannedStatement, PlannedStep, Planner, REDACTED};
 use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy};
 
+use super::apply;
 use super::connect::prepare;
 use super::drift::{database_drift, role_drift};
-use crate::apply;
 use crate::controller::ReconcilerConfig;
 use crate::observe::observe;
 use crate::plan::{plan_database, plan_role, DesiredDatabase, Step};
 use crate::pools::one_off;
+use crate::sql::databases::database_sql;
+use crate::sql::roles;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
 pub struct Previewer {
@@ -69,7 +71,7 @@ impl Previewer {
         for (item, step) in &present {
             let drift =
                 item.user.watched_for_drift().then(|| role_drift(&item.desired, step, &observed)).flatten();
-            let sql = apply::role_sql(&item.desired.name, REDACTED, step);
+            let sql = roles::role_sql(&item.desired.name, REDACTED, step);
             match entry(
                 ObjectKind::User,
                 &item.desired.name,
@@ -103,7 +105,7 @@ impl Previewer {
         db_steps.sort_by_key(|(db, _)| db.desired() == DesiredState::Absent);
         for (db, step) in &db_steps {
             let drift = db.watched_for_drift().then(|| database_drift(&db.name, step, &observed)).flatten();
-            let sql = apply::database_sql(&db.name, step);
+            let sql = database_sql(&db.name, step);
             match entry(ObjectKind::Database, &db.name, step, drift, sql.into_iter().map(admin).collect()) {
                 Some(e) => plan.steps.push(e),
                 None => plan.in_sync += 1,
@@ -175,12 +177,12 @@ async fn drop_statements(
     heir: &str,
     admin_database: &str,
 ) -> Result<Vec<PlannedStatement>, TargetError> {
-    let mut statements = vec![admin(apply::nologin_sql(role)), admin(apply::terminate_sql(&[role]))];
+    let mut statements = vec![admin(roles::nologin_sql(role)), admin(roles::terminate_sql(&[role]))];
     for (database, _) in apply::dependent_databases(client, &[role], admin_database).await? {
         let database = (database != admin_database).then_some(database);
-        statements.push(PlannedStatement { database, sql: apply::hand_over_sql(role, heir) });
+        statements.push(PlannedStatement { database, sql: roles::hand_over_sql(role, heir) });
     }
-    statements.push(admin(apply::drop_role_sql(role)));
+    statements.push(admin(roles::drop_role_sql(role)));
     Ok(statements)
 }
 
@@ -201,7 +203,7 @@ mod tests {
     #[test]
     fn a_password_step_shows_the_redaction_and_never_a_verifier() {
         let step = Step::AlterRole { attrs: ATTRS, set_password: true, grant_admin_to: None };
-        let sql = apply::role_sql("app", REDACTED, &step).expect("an ALTER");
+        let sql = roles::role_sql("app", REDACTED, &step).expect("an ALTER");
         let e =
             entry(ObjectKind::User, "app", &step, Some("the password was changed".into()), vec![admin(sql)])
                 .expect("a step");

@@ -8,13 +8,14 @@ use pgplane_core::store::SharedRights;
 use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
+use super::apply;
 use super::drift::{database_drift, report_drift, role_drift};
 use super::outcomes::{conclude, outcome_of, Ledger, Record};
 use super::RoleItem;
-use crate::apply;
 use crate::controller::Shared;
 use crate::observe::Observed;
 use crate::plan::{plan_database, DesiredDatabase, Step};
+use crate::sql;
 
 /// Creates and fixes the roles that should exist: claims the new ones first (one statement),
 /// then runs every step pipelined on one session. Returns whether the session can be reused.
@@ -36,7 +37,7 @@ pub(super) async fn apply_roles<'a>(
         .iter()
         .enumerate()
         .filter_map(|(i, (r, step))| {
-            apply::role_sql(&r.desired.name, &r.desired.verifier, step).map(|sql| (i, sql))
+            sql::roles::role_sql(&r.desired.name, &r.desired.verifier, step).map(|sql| (i, sql))
         })
         .collect();
     // The primary user first, on its own: databases are owned by it and the other roles'
@@ -58,7 +59,7 @@ pub(super) async fn apply_roles<'a>(
     for ((item, step), result) in planned.iter().zip(by_item) {
         let role = &item.desired;
         let result = match (step, result) {
-            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
+            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(sql::DUPLICATE_OBJECT) => {
                 Err(StepError::Conflict(appeared("role", &role.name)))
             }
             (_, other) => other.map_err(StepError::from),
@@ -212,12 +213,12 @@ pub(super) async fn apply_databases<'a>(
     let (present, absent): (Vec<_>, Vec<_>) =
         planned.into_iter().partition(|(db, _)| db.desired() == DesiredState::Present);
     for (db, step) in present.into_iter().chain(absent) {
-        let result = match apply::database_sql(&db.name, &step) {
+        let result = match sql::databases::database_sql(&db.name, &step) {
             None => Ok(()),
             Some(sql) => match apply::run_database_step(client, &sql).await {
                 Err(e)
                     if matches!(step, Step::CreateDatabase { .. })
-                        && e.sqlstate() == Some(apply::DUPLICATE_DATABASE) =>
+                        && e.sqlstate() == Some(sql::DUPLICATE_DATABASE) =>
                 {
                     Err(StepError::Conflict(appeared("database", &db.name)))
                 }
@@ -226,7 +227,7 @@ pub(super) async fn apply_databases<'a>(
         };
         let result = match (result, rights) {
             (Ok(()), Some(rights)) if matches!(step, Step::CreateDatabase { .. }) => {
-                let done = crate::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
+                let done = super::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
                 done.error.map_or(Ok(()), |e| Err(StepError::Target(TargetError::Internal(e))))
             }
             (result, _) => result,

@@ -2,6 +2,8 @@
 //! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
 //! that already matches plans no DDL at all.
 
+pub(crate) mod access;
+
 use pgplane_core::lifecycle::DesiredState;
 
 use crate::observe::{Observed, RoleAttrs};

@@ -1,6 +1,8 @@
 //! Reading a target's catalogs: the roles and databases pgplane manages (by name), their
 //! attributes and owners, and (for a superuser admin) the stored password verifiers.
 
+pub(crate) mod access;
+
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::ClientWrapper;

@@ -21,12 +21,14 @@ use pgplane_core::Store;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
+mod slots;
+
 use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassEnd, PassSummary};
 use crate::pools::Pools;
-use crate::slots::Slots;
 use pgplane_target_server::SessionLimits;
 use pgplane_target_server::TargetPolicy;
+use slots::Slots;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
