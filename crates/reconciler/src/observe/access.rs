@@ -145,3 +145,19 @@ pub(crate) async fn observe_database(
     }
     Ok(facts)
 }
+
+/// The schemas of the database `client` is connected to (PostgreSQL's own aside), each with
+/// whether it holds tables (or views) and sequences: what a group created later lacks there.
+pub(crate) async fn observe_schemas(client: &Client) -> Result<Vec<(String, bool, bool)>, TargetError> {
+    let sql = format!(
+        "SELECT n.nspname::text,
+                EXISTS (SELECT 1 FROM pg_catalog.pg_class t
+                         WHERE t.relnamespace = n.oid AND t.relkind IN ('r', 'p', 'v', 'm', 'f')),
+                EXISTS (SELECT 1 FROM pg_catalog.pg_class t WHERE t.relnamespace = n.oid AND t.relkind = 'S')
+           FROM pg_catalog.pg_namespace n
+          WHERE {USER_SCHEMAS}
+          ORDER BY 1"
+    );
+    let rows = client.query(&sql, &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}

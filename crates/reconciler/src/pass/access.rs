@@ -186,7 +186,7 @@ async fn carry_out(
     let store = &shared.store;
     let facts = observe_groups(client, inputs).await?;
     let plan = plan(inputs, &facts);
-    if let Some(blocked) = plan.blocked.first() {
+    if let Some((_, blocked)) = plan.blocked.first() {
         failed(summary, blocked.clone());
     }
     let names: Vec<(&str, AccessLevel, &str)> =
@@ -213,7 +213,7 @@ async fn carry_out(
             }
         }
     }
-    for statement in &plan.fix {
+    for (_, statement) in &plan.fix {
         match client.batch_execute(statement).await {
             Ok(()) => summary.changes += 1,
             Err(e) => failed(summary, TargetError::from(e).to_string()),
@@ -252,7 +252,7 @@ async fn carry_out(
             Some(e) => failed(summary, format!("database {database:?}: {e}")),
         }
     }
-    for (role, statement) in &plan.memberships {
+    for (role, statement, _) in &plan.memberships {
         if unusable.contains(role.as_str()) {
             continue;
         }

@@ -9,12 +9,13 @@ use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
 use super::apply;
-use super::drift::{database_drift, report_drift, role_drift};
+use super::drift::report_drift;
 use super::outcomes::{conclude, outcome_of, Ledger, Record};
 use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
-use crate::plan::{plan_database, DesiredDatabase, Step};
+use crate::plan::drift::{database_drift, role_drift};
+use crate::plan::{heir_of, inheriting, plan_database, DesiredDatabase, Step};
 use crate::sql;
 
 /// Creates and fixes the roles that should exist: claims the new ones first (one statement),
@@ -167,20 +168,6 @@ async fn missing_heirs(
         .filter(|h| dropped.contains(h) || !present.iter().any(|p| p == h))
         .map(str::to_string)
         .collect())
-}
-
-/// The role that inherits from a DropRole step: its heir, or the primary user when the heir is
-/// `gone`.
-fn inheriting<'s>(step: &'s Step, gone: &[String], primary_user: &'s str) -> Option<&'s str> {
-    heir_of(step).map(|h| if gone.iter().any(|g| g == h) { primary_user } else { h })
-}
-
-/// The role a DropRole step hands the dropped role's objects to.
-fn heir_of(step: &Step) -> Option<&str> {
-    match step {
-        Step::DropRole { reassign_to } => Some(reassign_to),
-        _ => None,
-    }
 }
 
 /// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,

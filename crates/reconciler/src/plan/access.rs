@@ -93,11 +93,11 @@ pub(crate) struct AccessPlan {
     pub conflicts: Vec<(Group, Option<String>)>,
     /// Statements fixing pgplane's existing groups (CONNECT, attributes, foreign members and
     /// ADMIN holders, the primary user's ADMIN OPTION).
-    pub fix: Vec<String>,
+    pub fix: Vec<(Group, String)>,
     /// Databases to visit: groups to bring up to their level there, groups to drop there.
     pub visits: BTreeMap<String, Visit>,
-    /// Membership GRANTs and REVOKEs, each with its group role.
-    pub memberships: Vec<(String, String)>,
+    /// Membership GRANTs and REVOKEs: (group role, statement, user).
+    pub memberships: Vec<(String, String, String)>,
     /// Groups to drop once their database has been visited.
     pub drop: Vec<Group>,
     /// Records to forget without touching the server (the role is gone, or not pgplane's).
@@ -105,7 +105,7 @@ pub(crate) struct AccessPlan {
     /// Drift found: (kind, name, what).
     pub drift: Vec<(ObjectKind, String, String)>,
     /// Levels that cannot be carried out yet, and why.
-    pub blocked: Vec<String>,
+    pub blocked: Vec<(Group, String)>,
 }
 
 /// The work in one database.
@@ -240,7 +240,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
                 plan.conflicts.push((group.clone(), Some(message.clone())));
             }
             match members {
-                Some(_) => plan.blocked.push(message),
+                Some(_) => plan.blocked.push((group.clone(), message)),
                 None => plan.forget.push(group.clone()),
             }
             continue;
@@ -261,10 +261,13 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             continue;
         };
         if !seen.database_exists {
-            plan.blocked.push(format!(
-                "the database {:?} does not exist on the target yet; its {} access waits for it",
-                group.database,
-                group.level.as_str()
+            plan.blocked.push((
+                group.clone(),
+                format!(
+                    "the database {:?} does not exist on the target yet; its {} access waits for it",
+                    group.database,
+                    group.level.as_str()
+                ),
             ));
             continue;
         }
@@ -290,7 +293,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             if let Provenance::Adopt(oid) = provenance {
                 plan.adopt.push((group.clone(), oid));
                 // Groups of that time carried a comment naming the cluster.
-                plan.fix.push(sql::clear_comment_sql(&group.role));
+                plan.fix.push((group.clone(), sql::clear_comment_sql(&group.role)));
             }
             check_group(inputs, group, seen, &mut plan);
         }
@@ -306,6 +309,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             plan.memberships.push((
                 group.role.clone(),
                 sql::grant_membership_sql(&group.role, user, inputs.granted_by()),
+                user.to_string(),
             ));
             if !new && !pending.contains(user) {
                 plan.drift.push((
@@ -323,6 +327,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             plan.memberships.push((
                 group.role.clone(),
                 sql::revoke_membership_sql(&group.role, member, inputs.granted_by()),
+                member.clone(),
             ));
         }
     }
@@ -346,15 +351,17 @@ fn pgplanes_members(inputs: &Inputs<'_>, seen: &GroupFacts) -> BTreeSet<String> 
 fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut AccessPlan) {
     let level = group.level.as_str();
     let primary = &inputs.cluster.primary_user;
+    let mut fixes = Vec::new();
+    let mut fix = |sql: String| fixes.push((group.clone(), sql));
     let mut drift = |what: String| {
         plan.drift.push((ObjectKind::Database, group.database.clone(), what));
     };
     if !seen.connect {
-        plan.fix.push(sql::grant_connect_sql(&group.database, &group.role));
+        fix(sql::grant_connect_sql(&group.database, &group.role));
         drift(format!("CONNECT was revoked from its {level} access group"));
     }
     if seen.login || seen.password {
-        plan.fix.push(sql::nologin_sql(&group.role));
+        fix(sql::nologin_sql(&group.role));
         let what = if seen.login { "LOGIN" } else { "a password" };
         drift(format!("its {level} access group had {what} (removed)"));
     }
@@ -365,20 +372,21 @@ fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut
             continue;
         }
         if !inputs.access.users.contains(&m.member) {
-            plan.fix.push(sql::revoke_membership_sql(&group.role, &m.member, granted_by));
+            fix(sql::revoke_membership_sql(&group.role, &m.member, granted_by));
             let held = if m.admin { "held ADMIN OPTION on" } else { "was a member of" };
             drift(format!(
                 "a role that is not one of the cluster's users {held} its {level} access group (removed)"
             ));
         } else if m.admin {
-            plan.fix.push(sql::revoke_admin_option_sql(&group.role, &m.member, granted_by));
+            fix(sql::revoke_admin_option_sql(&group.role, &m.member, granted_by));
             drift(format!("the user {:?} held ADMIN OPTION on its {level} access group (removed)", m.member));
         }
     }
     let primary_admin = seen.memberships.iter().any(|m| m.member == *primary && m.admin);
     if inputs.grantor_keyed() && !primary_admin {
-        plan.fix.push(grant_admin_option_sql(&group.role, primary));
+        fix(grant_admin_option_sql(&group.role, primary));
     }
+    plan.fix.extend(fixes);
 }
 
 /// What one database shows about its groups: per group, the schemas where something of its
@@ -670,7 +678,7 @@ mod tests {
             f.memberships.push(membership("postgres", "postgres", true, false));
             let plan = plan(&inputs, &facts);
             assert_eq!(
-                plan.fix,
+                plan.fix.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
                 [
                     "ALTER ROLE \"g_ro\" NOLOGIN PASSWORD NULL".to_string(),
                     format!("REVOKE \"g_ro\" FROM \"rival\"{granted_by}"),
@@ -697,7 +705,13 @@ mod tests {
         let plan = plan(&inputs, &facts);
         assert_eq!(plan.adopt.len(), 1);
         assert_eq!(plan.adopt[0].1, 41);
-        assert_eq!(plan.fix, ["COMMENT ON ROLE \"g_ro\" IS NULL"]);
+        assert_eq!(
+            plan.fix,
+            [(
+                Group { database: "shop".into(), level: AccessLevel::ReadOnly, role: "g_ro".into() },
+                "COMMENT ON ROLE \"g_ro\" IS NULL".to_string()
+            )]
+        );
         assert!(plan.conflicts.is_empty() && plan.create.is_empty());
         // Gone from the server: made again under a fresh, unpredictable name.
         let mut facts = HashMap::new();

@@ -3,6 +3,8 @@
 //! that already matches plans no DDL at all.
 
 pub(crate) mod access;
+pub(crate) mod drift;
+pub(crate) mod pass;
 
 use pgplane_core::lifecycle::DesiredState;
 
@@ -160,6 +162,20 @@ pub(crate) fn plan_database(db: &DesiredDatabase, observed: &Observed, primary_u
             Step::AlterDatabaseOwner { owner: primary_user.to_string() }
         }
         (DesiredState::Present, Some(_)) => Step::InSync,
+    }
+}
+
+/// The role that inherits from a DropRole step: its heir, or the primary user when the heir is
+/// `gone`.
+pub(crate) fn inheriting<'s>(step: &'s Step, gone: &[String], primary_user: &'s str) -> Option<&'s str> {
+    heir_of(step).map(|h| if gone.iter().any(|g| g == h) { primary_user } else { h })
+}
+
+/// The role a DropRole step hands the dropped role's objects to.
+pub(crate) fn heir_of(step: &Step) -> Option<&str> {
+    match step {
+        Step::DropRole { reassign_to } => Some(reassign_to),
+        _ => None,
     }
 }
 
