@@ -175,7 +175,7 @@ impl<'a> Inputs<'a> {
         sql::create_group_sql(&group.role, &group.database, self.granted_by())
     }
 
-    fn recorded(&self, group: &Group) -> Option<&RecordedGroup> {
+    pub(crate) fn recorded(&self, group: &Group) -> Option<&RecordedGroup> {
         self.access.groups.iter().find(|r| r.role == group.role)
     }
 }
@@ -457,7 +457,7 @@ pub(crate) fn database_statements(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::Utc;
     use pgplane_core::model::{AccessGrant, AccessProgress};
     use proptest::prelude::*;
@@ -465,7 +465,7 @@ mod tests {
 
     use super::*;
 
-    fn cluster() -> Cluster {
+    pub(crate) fn cluster() -> Cluster {
         let now = Utc::now();
         Cluster {
             cluster_id: Uuid::from_u128(7),
@@ -500,11 +500,11 @@ mod tests {
         }
     }
 
-    fn grant(user: &str, database: &str, level: AccessLevel) -> AccessGrant {
+    pub(crate) fn grant(user: &str, database: &str, level: AccessLevel) -> AccessGrant {
         AccessGrant { user_name: user.into(), database_name: database.into(), level: level.as_str().into() }
     }
 
-    fn pending(user: &str) -> AccessProgress {
+    pub(crate) fn pending(user: &str) -> AccessProgress {
         AccessProgress {
             name: user.into(),
             access_generation: 2,
@@ -518,11 +518,11 @@ mod tests {
         Inputs::new(c, version, true, false, access, &[])
     }
 
-    fn recorded(database: &str, level: AccessLevel, role: &str, role_oid: Option<i64>) -> RecordedGroup {
+    pub(crate) fn recorded(database: &str, level: AccessLevel, role: &str, role_oid: Option<i64>) -> RecordedGroup {
         RecordedGroup { database: database.into(), level, role: role.into(), role_oid, conflict: None }
     }
 
-    fn membership(member: &str, grantor: &str, admin: bool, pgplanes: bool) -> Membership {
+    pub(crate) fn membership(member: &str, grantor: &str, admin: bool, pgplanes: bool) -> Membership {
         Membership { member: member.into(), grantor: grantor.into(), admin, pgplanes }
     }
 

@@ -5,6 +5,8 @@
 pub(crate) mod access;
 pub(crate) mod drift;
 pub(crate) mod pass;
+#[cfg(test)]
+mod snapshots;
 
 use pgplane_core::lifecycle::DesiredState;
 
