@@ -3,6 +3,11 @@
 //! plans the difference, applies it and records each object's outcome. Woken by API writes
 //! (LISTEN/NOTIFY) and run periodically to find drift. [`Previewer`] plans a pass without
 //! applying it, for the API (handed to the gateway by the process that runs both).
+//!
+//! The folders follow the calls downward: `controller` (the loop, the cluster lock, slots,
+//! drift scheduling) runs a `pass` (load, observe, apply phase by phase, record), which reads
+//! the target through `observe`, decides through `plan` (pure) and sends the text `sql`
+//! builds (pure); `pools` holds the sessions to targets.
 
 mod controller;
 pub mod metrics;

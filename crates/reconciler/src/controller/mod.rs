@@ -1,7 +1,8 @@
 //! The reconcile loop: listens for wake-ups from API writes, checks every second for clusters
 //! that are due (changed, retry time come, or not looked at for a resync interval), and runs
-//! one pass per due cluster, in parallel up to a bound. A session-level advisory lock on the
-//! metadata DB makes sure that two pgplane processes never work on the same cluster at once.
+//! one pass per due cluster, in parallel up to a bound (`slots`), drift checks queued fairly by
+//! team. The cluster lock (`Store::try_lock_cluster`, a session-level advisory lock on the
+//! metadata DB) makes sure that two pgplane processes never work on the same cluster at once.
 //! On stop, passes in flight get a grace period to end; those still running then are
 //! cancelled at their next await point (passes are idempotent: the next one, here or in
 //! another process, observes the target and carries on) and their locks are released by

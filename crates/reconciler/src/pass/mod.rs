@@ -1,9 +1,11 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
-//! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
-//! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
-//! anything failed. `preview` runs the same observing and planning without applying anything,
-//! for the API's plan.
+//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object
+//! with `plan`'s rules, apply the phases in a safe order (roles and databases: `steps`, running
+//! statements with `apply`; the primary user's memberships: `primary`; access levels: `access`;
+//! database rights on shared servers: `rights`; then roles to drop), report drift (`drift`),
+//! record the outcomes phase by phase (`outcomes`) and end the pass, scheduling a retry with
+//! backoff (`backoff`) when anything failed. `preview` observes everything first and renders
+//! `plan::pass::plan_pass`, the whole pass as one value, for the API's plan.
 
 mod access;
 mod apply;

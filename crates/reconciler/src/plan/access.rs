@@ -518,7 +518,12 @@ pub(crate) mod tests {
         Inputs::new(c, version, true, false, access, &[])
     }
 
-    pub(crate) fn recorded(database: &str, level: AccessLevel, role: &str, role_oid: Option<i64>) -> RecordedGroup {
+    pub(crate) fn recorded(
+        database: &str,
+        level: AccessLevel,
+        role: &str,
+        role_oid: Option<i64>,
+    ) -> RecordedGroup {
         RecordedGroup { database: database.into(), level, role: role.into(), role_oid, conflict: None }
     }
 

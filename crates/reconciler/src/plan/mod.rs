@@ -1,6 +1,8 @@
 //! The pure heart of a pass: compare desired objects with what the target shows and decide one
-//! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
-//! that already matches plans no DDL at all.
+//! step per user and database (here), what the access levels need (`access`), the drift each
+//! step repairs (`drift`), and the whole pass as one ordered value (`pass`). No I/O here, so
+//! the rules are unit-tested directly (`snapshots` keeps representative plans); a pass over a
+//! target that already matches plans no DDL at all.
 
 pub(crate) mod access;
 pub(crate) mod drift;

@@ -120,7 +120,9 @@ fn check(plan: PassPlan, snapshot: Expect) {
 fn an_empty_target_gets_every_role_and_database() {
     let roles = [role("doadmin"), role("app")];
     let o = observed(170000);
-    check(plan_pass(&wanted(&roles, vec![database("defaultdb")]), &seen(&o)), expect![[r#"
+    check(
+        plan_pass(&wanted(&roles, vec![database("defaultdb")]), &seen(&o)),
+        expect![[r#"
         PostgreSQL 17.1, 0 in sync
         == roles
         user doadmin: create_role [drift: the role was missing on the target]
@@ -130,7 +132,8 @@ fn an_empty_target_gets_every_role_and_database() {
         == databases
         database defaultdb: create_database [drift: the database was missing on the target]
             CREATE DATABASE "defaultdb" OWNER "doadmin" TEMPLATE template0
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -140,7 +143,9 @@ fn an_existing_primary_user_is_adopted() {
     o.roles.insert("doadmin".into(), RoleFacts { attrs: role("app").attrs(150000), password: None });
     o.databases.insert("defaultdb".into(), "postgres".into());
     let db = WantedDatabase { watched: false, ..database("defaultdb") };
-    check(plan_pass(&wanted(&roles, vec![db]), &seen(&o)), expect![[r#"
+    check(
+        plan_pass(&wanted(&roles, vec![db]), &seen(&o)),
+        expect![[r#"
         PostgreSQL 15.1, 0 in sync
         == roles
         user doadmin: alter_role
@@ -148,7 +153,8 @@ fn an_existing_primary_user_is_adopted() {
         == databases
         database defaultdb: alter_database_owner
             ALTER DATABASE "defaultdb" OWNER TO "doadmin"
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -169,7 +175,9 @@ fn drift_of_each_kind_is_repaired() {
     o.primary_admin_of.insert("app".into());
     // One database dropped, another given away.
     o.databases.insert("shop".into(), "mallory".into());
-    check(plan_pass(&wanted(&roles, vec![database("gone"), database("shop")]), &seen(&o)), expect![[r#"
+    check(
+        plan_pass(&wanted(&roles, vec![database("gone"), database("shop")]), &seen(&o)),
+        expect![[r#"
         PostgreSQL 17.1, 1 in sync
         == roles
         user app: alter_role [drift: the password was changed]
@@ -181,7 +189,8 @@ fn drift_of_each_kind_is_repaired() {
             CREATE DATABASE "gone" OWNER "doadmin" TEMPLATE template0
         database shop: alter_database_owner [drift: its owner was changed to "mallory"]
             ALTER DATABASE "shop" OWNER TO "doadmin"
-    "#]]);
+    "#]],
+    );
 }
 
 /// A level held by `app` on `shop`, planned against a target where its group is new.
@@ -308,7 +317,9 @@ fn access_group_drift_in_privileges_and_memberships_is_repaired() {
     s.in_databases.insert("shop".into(), facts);
     let mut w = wanted(&roles, vec![database("shop")]);
     w.access = Some(&inputs);
-    check(plan_pass(&w, &s), expect![[r#"
+    check(
+        plan_pass(&w, &s),
+        expect![[r#"
         PostgreSQL 17.1, 4 in sync
         == access_groups
         access_group shop/read_write: fix_group [drift: CONNECT was revoked from its read_write access group; a role that is not one of the cluster's users was a member of its read_write access group (removed)]
@@ -320,7 +331,8 @@ fn access_group_drift_in_privileges_and_memberships_is_repaired() {
         == access_members
         user bob: grant_membership [drift: its membership in the read_write access group of database "shop" was revoked]
             GRANT "g_rw" TO "bob" WITH INHERIT TRUE, SET FALSE GRANTED BY "doadmin"
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -340,7 +352,9 @@ fn deleted_users_go_to_their_heirs_or_to_the_primary_user() {
     let mut s = seen(&o);
     s.owned_in.insert("leaver".into(), vec!["postgres".into(), "shop".into()]);
     s.owned_in.insert("orphan".into(), vec!["shop".into()]);
-    check(plan_pass(&wanted(&roles, Vec::new()), &s), expect![[r#"
+    check(
+        plan_pass(&wanted(&roles, Vec::new()), &s),
+        expect![[r#"
         PostgreSQL 17.1, 2 in sync
         == drop_roles
         user leaver: drop_role
@@ -362,5 +376,6 @@ fn deleted_users_go_to_their_heirs_or_to_the_primary_user() {
                   WHERE usename::text = ANY(ARRAY['plain']::text[]) AND pid <> pg_catalog.pg_backend_pid()
             DROP ROLE IF EXISTS "plain"
         user never_made: forget (no change) (the user is not on the target: its record is removed)
-    "#]]);
+    "#]],
+    );
 }
