@@ -379,3 +379,26 @@ fn deleted_users_go_to_their_heirs_or_to_the_primary_user() {
     "#]],
     );
 }
+
+#[test]
+fn strangers_objects_are_conflicts_and_unopened_users_are_left_out() {
+    let roles = [role("doadmin"), DesiredRole { claimed: false, ..role("taken") }];
+    let mut o = observed(150000);
+    o.roles.insert("doadmin".into(), as_wanted(&roles[0], 150000));
+    o.roles.insert("taken".into(), as_wanted(&roles[1], 150000));
+    o.databases.insert("theirs".into(), "someone".into());
+    let theirs = WantedDatabase {
+        desired: DesiredDatabase { name: "theirs".into(), state: DesiredState::Present, claimed: false },
+        watched: false,
+    };
+    let mut w = wanted(&roles, vec![theirs]);
+    w.left_out.push(("sealed".into(), "its stored credentials cannot be opened".into()));
+    check(plan_pass(&w, &seen(&o)), expect![[r#"
+        PostgreSQL 15.1, 1 in sync
+        == roles
+        user taken: conflict (no change) (a role named "taken" already exists on the target server and is not managed by pgplane; it was left untouched)
+        user sealed: left_out (no change) (its stored credentials cannot be opened)
+        == databases
+        database theirs: conflict (no change) (a database named "theirs" already exists on the target server and is not managed by pgplane; it was left untouched)
+    "#]]);
+}
