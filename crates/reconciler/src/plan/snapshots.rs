@@ -393,12 +393,15 @@ fn strangers_objects_are_conflicts_and_unopened_users_are_left_out() {
     };
     let mut w = wanted(&roles, vec![theirs]);
     w.left_out.push(("sealed".into(), "its stored credentials cannot be opened".into()));
-    check(plan_pass(&w, &seen(&o)), expect![[r#"
+    check(
+        plan_pass(&w, &seen(&o)),
+        expect![[r#"
         PostgreSQL 15.1, 1 in sync
         == roles
         user taken: conflict (no change) (a role named "taken" already exists on the target server and is not managed by pgplane; it was left untouched)
         user sealed: left_out (no change) (its stored credentials cannot be opened)
         == databases
         database theirs: conflict (no change) (a database named "theirs" already exists on the target server and is not managed by pgplane; it was left untouched)
-    "#]]);
+    "#]],
+    );
 }
