@@ -20,13 +20,14 @@ mod rights;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::lifecycle::{DesiredState, Outcome};
+use pgplane_core::lifecycle::Outcome;
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
 use crate::controller::Shared;
+use crate::plan::pass::role_phases;
 use crate::plan::{plan_role, DesiredRole, Step};
 use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
@@ -142,9 +143,7 @@ pub(crate) async fn run_pass(
     let mut ledger = Ledger::starting_with(unopened_error);
     let planned: Vec<(&RoleItem, Step)> =
         roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
-    let (mut present, absent): (Vec<_>, Vec<_>) =
-        planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
-    present.sort_by_key(|(r, _)| !r.desired.primary);
+    let (present, absent) = role_phases(planned, |r| &r.desired);
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
     let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
     let clients = sessions.clients();

@@ -2,7 +2,7 @@
 //! first), databases one at a time, then roles to drop. New objects are claimed before they
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
+use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::SharedRights;
 use pgplane_target_server::{TargetError, TargetSpec};
@@ -15,6 +15,7 @@ use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
 use crate::plan::drift::{database_drift, role_drift};
+use crate::plan::pass::database_order;
 use crate::plan::{heir_of, inheriting, plan_database, DesiredDatabase, Step};
 use crate::sql;
 
@@ -197,9 +198,7 @@ pub(super) async fn apply_databases<'a>(
         .collect();
     shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
     // Databases to create or fix before those to drop.
-    let (present, absent): (Vec<_>, Vec<_>) =
-        planned.into_iter().partition(|(db, _)| db.desired() == DesiredState::Present);
-    for (db, step) in present.into_iter().chain(absent) {
+    for (db, step) in database_order(planned, |db| db.desired()) {
         let result = match sql::databases::database_sql(&db.name, &step) {
             None => Ok(()),
             Some(sql) => match apply::run_database_step(client, &sql).await {

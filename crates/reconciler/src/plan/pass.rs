@@ -68,6 +68,34 @@ pub(crate) struct Seen<'a> {
     pub schemas: BTreeMap<String, Vec<(String, bool, bool)>>,
 }
 
+/// Objects with their steps, in the order a phase takes them.
+pub(crate) type Planned<T> = Vec<(T, Step)>;
+
+/// Splits the roles' steps into the pass's two role phases, in order: roles to create or fix
+/// (the primary user first: databases are owned by it, the others' ADMIN OPTION goes to it),
+/// and roles to drop (last: what they own is handed over once everything else is in place).
+/// The pass and [`plan_pass`] both order roles with it.
+pub(crate) fn role_phases<T>(
+    planned: Vec<(T, Step)>,
+    desired: impl Fn(&T) -> &DesiredRole,
+) -> (Planned<T>, Planned<T>) {
+    let (mut present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(r, _)| desired(r).state == DesiredState::Present);
+    present.sort_by_key(|(r, _)| !desired(r).primary);
+    (present, absent)
+}
+
+/// Orders the databases' steps as the pass takes them: those to create or fix before those to
+/// drop. The pass and [`plan_pass`] both order databases with it.
+pub(crate) fn database_order<T>(
+    planned: Vec<(T, Step)>,
+    state: impl Fn(&T) -> DesiredState,
+) -> Vec<(T, Step)> {
+    let (present, absent): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(d, _)| state(d) == DesiredState::Present);
+    present.into_iter().chain(absent).collect()
+}
+
 /// One phase of a pass and its operations, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Phase {
@@ -152,11 +180,9 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
 
     // Roles to create or fix, the primary user first (databases are owned by it).
-    let mut roles: Vec<(&WantedRole<'_>, Step)> =
+    let roles: Vec<(&WantedRole<'_>, Step)> =
         wanted.roles.iter().map(|r| (r, plan_role(r.desired, observed, primary))).collect();
-    roles.sort_by_key(|(r, _)| (r.desired.state == DesiredState::Absent, !r.desired.primary));
-    let (present, absent): (Vec<_>, Vec<_>) =
-        roles.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
+    let (present, absent) = role_phases(roles, |r| r.desired);
     for (role, step) in &present {
         let drift = role.watched.then(|| role_drift(role.desired, step, observed)).flatten();
         match object_op(ObjectKind::User, &role.desired.name, step, drift) {
@@ -179,9 +205,9 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     }
 
     // Databases to create or fix, then those to drop.
-    let mut databases: Vec<(&WantedDatabase, Step)> =
+    let databases: Vec<(&WantedDatabase, Step)> =
         wanted.databases.iter().map(|d| (d, plan_database(&d.desired, observed, primary))).collect();
-    databases.sort_by_key(|(d, _)| d.desired.state == DesiredState::Absent);
+    let databases = database_order(databases, |d| d.desired.state);
     for (db, step) in &databases {
         let name = &db.desired.name;
         let drift = db.watched.then(|| database_drift(name, step, observed)).flatten();
