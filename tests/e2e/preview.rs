@@ -1,7 +1,8 @@
 //! Seeing before doing: the dependency preview of a user (objects in several databases and
 //! schemas, created by different roles), deleting it with an heir or refusing to, the plan of
-//! the next pass (drift it would repair, verifiers redacted) and a registration dry run on a
-//! server that already has roles, each checked against the target's catalogs.
+//! the next pass (drift it would repair, access levels included, verifiers redacted) and a
+//! registration dry run on a server that already has roles, each checked against the target's
+//! catalogs.
 
 use std::time::Duration;
 
@@ -251,6 +252,89 @@ async fn the_plan_shows_the_drift_the_next_pass_would_repair(major: u32) {
     assert!(app.target.login(&name, "changed-by-hand", &app.default_db).await.is_ok());
 }
 on_each_version!(the_plan_shows_the_drift_the_next_pass_would_repair);
+
+async fn the_plan_shows_access_level_work_and_the_drift_it_repairs(major: u32) {
+    // No resync during the test: the plan is read before any pass would look.
+    let options = AppOptions {
+        target_major: major,
+        resync_interval: Duration::from_secs(3600),
+        ..AppOptions::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let shop = app.unique("shop");
+    app.create_db(&shop).await;
+    let password = app.primary_password().await;
+    let owner =
+        app.target.login(&app.primary_user, &password, &shop).await.expect("the primary user logs in");
+    owner.batch_execute("CREATE SCHEMA sales; CREATE TABLE sales.orders (n int)").await.unwrap();
+    let user = app.unique("reader");
+    let user_password = app.create_user(&user).await;
+    let access = json!({ "access": [{ "database": shop, "level": "read_only" }] });
+    let (status, body) = app.put(&app.cluster_path(&format!("/users/{user}/access")), access).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    let (status, body) = app.get(&app.cluster_path("/plan")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plan"]["steps"], json!([]), "carried-out levels plan nothing");
+
+    // Behind pgplane's back: the schema's USAGE and the membership go.
+    let cluster = uuid::Uuid::parse_str(&app.cluster_id).unwrap();
+    let level = pgplane_core::access::AccessLevel::ReadOnly;
+    let ro = app.store.access_group_role(cluster, &shop, level).await.unwrap().expect("a recorded group");
+    let granted_by =
+        if major >= 16 { format!(" GRANTED BY \"{}\"", app.primary_user) } else { String::new() };
+    app.target_admin(&shop)
+        .await
+        .batch_execute(&format!(
+            "REVOKE USAGE ON SCHEMA sales FROM \"{ro}\"; REVOKE \"{ro}\" FROM \"{user}\"{granted_by}"
+        ))
+        .await
+        .unwrap();
+    let (status, body) = app.get(&app.cluster_path("/plan")).await;
+    assert_eq!(status, 200, "{body}");
+    let steps = body["plan"]["steps"].as_array().unwrap();
+    let phases: Vec<&str> = steps.iter().map(|s| s["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["access_privileges", "access_members"], "{body}");
+    let privileges = &steps[0];
+    assert_eq!(privileges["kind"], "access_group");
+    assert_eq!(privileges["name"], format!("{shop}/read_only"));
+    assert_eq!(privileges["step"], "grant_privileges");
+    assert!(
+        privileges["drift"].as_str().unwrap().contains("lacked privileges in schema(s) \"sales\""),
+        "{body}"
+    );
+    assert_eq!(
+        privileges["statements"][0],
+        json!({ "database": shop, "sql": format!("GRANT USAGE ON SCHEMA \"sales\" TO \"{ro}\"") })
+    );
+    let membership = &steps[1];
+    assert_eq!(
+        (membership["kind"].as_str(), membership["name"].as_str()),
+        (Some("user"), Some(user.as_str()))
+    );
+    assert_eq!(membership["step"], "grant_membership");
+    assert!(
+        membership["drift"].as_str().unwrap().contains("membership in the read_only access group"),
+        "{body}"
+    );
+    let sql = membership["statements"][0]["sql"].as_str().unwrap();
+    assert!(sql.starts_with(&format!("GRANT \"{ro}\" TO \"{user}\"")), "{sql}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("SCRAM-SHA-256$") && !text.contains(&user_password),
+        "no verifier or password: {text}"
+    );
+
+    // Planning changed nothing on the target; the next pass repairs it.
+    let reader = app.target.login(&user, &user_password, &shop).await.unwrap();
+    assert!(reader.batch_execute("SELECT * FROM sales.orders").await.is_err());
+    drop(reader);
+    app.reconciler.reconcile_now(cluster).await.unwrap();
+    let (_, body) = app.get(&app.cluster_path("/plan")).await;
+    assert_eq!(body["plan"]["steps"], json!([]), "{body}");
+    let reader = app.target.login(&user, &user_password, &shop).await.unwrap();
+    reader.batch_execute("SELECT * FROM sales.orders").await.unwrap();
+}
+on_each_version!(the_plan_shows_access_level_work_and_the_drift_it_repairs);
 
 /// Runs the test app's reconciler until `work` is done.
 async fn reconciling<T>(app: &TestApp, work: impl std::future::Future<Output = T>) -> T {

@@ -29,13 +29,24 @@ pub struct PlannedStatement {
 /// The step a pass would take for one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PlannedStep {
-    /// `user` or `database`.
+    /// The phase of the pass it belongs to, in the order a pass runs them: `roles` (roles to
+    /// create or fix, the primary user first), `databases` (to create or fix, then to drop),
+    /// `access_groups` (the access levels' group roles: created, fixed), `access_privileges`
+    /// (each level's privileges in its database, and those of groups to drop), `access_members`
+    /// (users' memberships of the groups), `access_cleanup` (groups no level needs any more)
+    /// and `drop_roles`.
+    pub phase: &'static str,
+    /// `user`, `database` or `access_group` (a level on a database, named `database/level`).
     pub kind: &'static str,
     pub name: String,
-    /// `create_role`, `alter_role`, `drop_role`, `create_database`, `alter_database_owner`,
-    /// `drop_database`, `forget` (the row goes, nothing is on the target), `conflict` (a
-    /// same-named object pgplane does not manage: left untouched) or `left_out` (its stored
-    /// credentials cannot be opened).
+    /// Users and databases: `create_role`, `alter_role`, `drop_role`, `create_database`,
+    /// `alter_database_owner`, `drop_database`, `forget` (the row goes, nothing is on the
+    /// target), `conflict` (a same-named object pgplane does not manage: left untouched) or
+    /// `left_out` (its stored credentials cannot be opened). Access levels: `create_group`,
+    /// `fix_group`, `grant_privileges`, `drop_owned`, `grant_membership`,
+    /// `revoke_membership`, `drop_group`, `forget` (the group's record goes), `conflict` (a
+    /// role pgplane did not create stands under the group's name) or `waiting` (the level
+    /// cannot be carried out yet: the note says why).
     pub step: &'static str,
     /// Whether the step changes the target.
     pub changes_target: bool,
@@ -55,8 +66,7 @@ pub struct PlannedStep {
 pub struct Plan {
     /// The target's PostgreSQL version (`server_version`).
     pub server_version: String,
-    /// Steps in the order a pass takes them: roles to create or fix (the primary user first),
-    /// databases to create or fix, databases to drop, roles to drop.
+    /// Steps in the order a pass takes them, phase by phase (see [`PlannedStep::phase`]).
     pub steps: Vec<PlannedStep>,
     /// Objects already as desired (no step).
     pub in_sync: usize,

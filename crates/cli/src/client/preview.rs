@@ -162,7 +162,12 @@ fn render_plan(plan: &Value) -> String {
         steps.len(),
         plan["in_sync"]
     );
+    let mut phase = None;
     for step in steps {
+        if step["phase"].is_string() && phase != step["phase"].as_str() {
+            phase = step["phase"].as_str();
+            let _ = writeln!(text, "{}:", phase.unwrap_or_default().replace('_', " "));
+        }
         let drift = step["drift"].as_str().map(|d| format!(" [drift: {d}]")).unwrap_or_default();
         let _ = writeln!(
             text,

@@ -124,8 +124,9 @@ pub(crate) struct PlanResponse {
 }
 
 /// What the reconciler would do on the cluster's target right now: a full pass, observed
-/// live, step by step with the SQL it would send (password verifiers read `'<redacted>'`),
-/// drift it would repair marked. Read-only: nothing is sent but the pass's catalog reads.
+/// live, phase by phase (roles, databases, access levels, roles to drop) with the SQL each
+/// step would send (password verifiers read `'<redacted>'`), drift it would repair marked.
+/// Read-only: nothing is sent but the pass's catalog reads.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/plan", operation_id = "pgplane_plan",
     tag = "Databases",
     responses(

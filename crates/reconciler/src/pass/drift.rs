@@ -1,59 +1,10 @@
-//! Drift: what changed on the target behind pgplane's back, told from the step an object that
-//! was in sync now needs, logged, counted and recorded with whether the pass repaired it.
+//! Reporting drift (found by `plan::drift` and the access plan): logged, counted and recorded
+//! with whether the pass repaired it.
 
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 
 use crate::controller::Shared;
-use crate::observe::Observed;
-use crate::plan::{DesiredRole, Step};
-
-/// What changed behind pgplane's back, when a role that was in sync needs a step.
-pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
-    match step {
-        Step::CreateRole { .. } => Some("the role was missing on the target".into()),
-        Step::AlterRole { attrs, set_password, grant_admin_to } => {
-            let mut found = Vec::new();
-            if let Some(facts) = observed.roles.get(&role.name) {
-                let flags = |a: &crate::observe::RoleAttrs| {
-                    [
-                        ("SUPERUSER", a.superuser),
-                        ("CREATEDB", a.createdb),
-                        ("CREATEROLE", a.createrole),
-                        ("LOGIN", a.login),
-                        ("REPLICATION", a.replication),
-                        ("BYPASSRLS", a.bypassrls),
-                    ]
-                };
-                for ((name, want), (_, have)) in flags(attrs).into_iter().zip(flags(&facts.attrs)) {
-                    if want != have {
-                        found.push(format!("{name} was {}", if have { "granted" } else { "removed" }));
-                    }
-                }
-            }
-            if *set_password {
-                found.push("the password was changed".into());
-            }
-            if grant_admin_to.is_some() {
-                found.push("the primary user's ADMIN OPTION on it was revoked".into());
-            }
-            Some(found.join(", "))
-        }
-        _ => None,
-    }
-}
-
-/// What changed behind pgplane's back, when a database that was in sync needs a step.
-pub(crate) fn database_drift(name: &str, step: &Step, observed: &Observed) -> Option<String> {
-    match step {
-        Step::CreateDatabase { .. } => Some("the database was missing on the target".into()),
-        Step::AlterDatabaseOwner { .. } => Some(format!(
-            "its owner was changed to {:?}",
-            observed.databases.get(name).map(String::as_str).unwrap_or_default()
-        )),
-        _ => None,
-    }
-}
 
 /// Logs and records drift, and whether this pass repaired it.
 pub(crate) async fn report_drift(

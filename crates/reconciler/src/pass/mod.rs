@@ -1,10 +1,14 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
-//! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
-//! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
-//! anything failed. `preview` runs the same observing and planning without applying anything,
-//! for the API's plan.
+//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object
+//! with `plan`'s rules, apply the phases in a safe order (roles and databases: `steps`, running
+//! statements with `apply`; the primary user's memberships: `primary`; access levels: `access`;
+//! database rights on shared servers: `rights`; then roles to drop), report drift (`drift`),
+//! record the outcomes phase by phase (`outcomes`) and end the pass, scheduling a retry with
+//! backoff (`backoff`) when anything failed. `preview` observes everything first and renders
+//! `plan::pass::plan_pass`, the whole pass as one value, for the API's plan.
 
+mod access;
+mod apply;
 mod backoff;
 mod connect;
 pub(crate) mod drift;
@@ -12,19 +16,19 @@ mod outcomes;
 mod powers;
 pub(crate) mod preview;
 mod primary;
+mod rights;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::lifecycle::{DesiredState, Outcome};
+use pgplane_core::lifecycle::Outcome;
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
-use crate::access;
 use crate::controller::Shared;
+use crate::plan::pass::role_phases;
 use crate::plan::{plan_role, DesiredRole, Step};
-use crate::rights;
 use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
 use outcomes::{Ledger, Record};
@@ -139,9 +143,7 @@ pub(crate) async fn run_pass(
     let mut ledger = Ledger::starting_with(unopened_error);
     let planned: Vec<(&RoleItem, Step)> =
         roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
-    let (mut present, absent): (Vec<_>, Vec<_>) =
-        planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
-    present.sort_by_key(|(r, _)| !r.desired.primary);
+    let (present, absent) = role_phases(planned, |r| &r.desired);
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
     let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
     let clients = sessions.clients();

@@ -1,22 +1,28 @@
-//! A pass that only looks: observes a cluster's target with the pass's own queries, plans
-//! every object with the pass's own rules (`plan_role`, `plan_database`) and renders each step
-//! with the statements `apply` would send, verifiers redacted, drift marked as a pass would
-//! report it. Nothing is written to the target or to the store; the session it opens is closed
-//! when the plan is made. This is what `GET …/plan` shows.
+//! A pass that only looks: loads what a full pass would, observes the target with the pass's
+//! own queries (roles, databases, what dropped roles own, the access groups, and per database
+//! what the groups lack there), then renders the pass's own plan ([`plan_pass`]): every
+//! phase, access levels included, verifiers redacted, drift marked as a pass would report it.
+//! Nothing is written to the target or to the store; the sessions it opens are closed when the
+//! plan is made. This is what `GET …/plan` shows.
 
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
+use futures::stream::{self, StreamExt};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle};
 use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
-use pgplane_target_server::plan::{Plan, PlanFuture, PlannedStatement, PlannedStep, Planner, REDACTED};
-use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy};
+use pgplane_target_server::plan::{Plan, PlanFuture, Planner};
+use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy, TargetSpec};
+use tokio_postgres::Client;
 
+use super::access::VISITS_AT_ONCE;
+use super::apply;
 use super::connect::prepare;
-use super::drift::{database_drift, role_drift};
-use crate::apply;
 use crate::controller::ReconcilerConfig;
+use crate::observe::access::{observe_database, observe_groups, observe_schemas};
 use crate::observe::observe;
-use crate::plan::{plan_database, plan_role, DesiredDatabase, Step};
+use crate::plan::access::{self, DatabaseFacts, Group, Inputs};
+use crate::plan::pass::{plan_pass, Seen, Wanted, WantedDatabase, WantedRole};
+use crate::plan::DesiredDatabase;
 use crate::pools::one_off;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
@@ -40,12 +46,17 @@ impl Previewer {
         }
     }
 
+    /// Loads the desired state, observes the target (read-only, on sessions closed when the
+    /// plan is made), then plans a full pass with [`plan_pass`].
     async fn preview(&self, cluster: &Cluster) -> Result<Plan, TargetError> {
-        let (users, databases) = self.store.cluster_objects(cluster.cluster_id, false).await?;
+        // Load.
+        let id = cluster.cluster_id;
+        let ((users, databases), pending) =
+            tokio::try_join!(self.store.cluster_objects(id, false), self.store.pending_access(id))?;
         let (spec, mut roles, unopened) = prepare(&self.sealer, cluster, users)?;
         super::powers::withhold_replication(&self.store, self.allow_replication, cluster, &mut roles).await?;
         let spec = spec.checked(&self.policy).await?;
-        // One session of its own, closed when the plan is made.
+        // Observe: one session of its own, closed when the plan is made.
         let client = one_off(&spec, self.limits).await?;
         let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
         let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
@@ -57,69 +68,129 @@ impl Previewer {
                 cluster.host, cluster.port
             )));
         }
-
-        let mut plan = Plan { server_version: observed.version.clone(), steps: Vec::new(), in_sync: 0 };
-        let mut planned: Vec<_> =
-            roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
-        // The pass's order: roles to create or fix (the primary user first), databases, then
-        // roles to drop.
-        planned.sort_by_key(|(r, _)| (r.desired.state == DesiredState::Absent, !r.desired.primary));
-        let (present, absent): (Vec<_>, Vec<_>) =
-            planned.into_iter().partition(|(r, _)| r.desired.state == DesiredState::Present);
-        for (item, step) in &present {
-            let drift =
-                item.user.watched_for_drift().then(|| role_drift(&item.desired, step, &observed)).flatten();
-            let sql = apply::role_sql(&item.desired.name, REDACTED, step);
-            match entry(
-                ObjectKind::User,
-                &item.desired.name,
-                step,
-                drift,
-                sql.into_iter().map(admin).collect(),
-            ) {
-                Some(e) => plan.steps.push(e),
-                None => plan.in_sync += 1,
-            }
-        }
-        for user in &unopened {
-            plan.steps.push(PlannedStep {
-                kind: ObjectKind::User.noun(),
-                name: user.user.name.clone(),
-                step: "left_out",
-                changes_target: false,
-                drift: None,
-                note: Some(user.reason.clone()),
-                statements: Vec::new(),
-            });
-        }
-        let mut db_steps: Vec<_> = databases
+        let access = self.store.access_for_pass(id, pending).await?;
+        let inputs = Inputs::new(
+            cluster,
+            observed.version_num,
+            observed.admin_is_superuser,
+            true,
+            &access,
+            &databases,
+        );
+        let mut seen = Seen {
+            observed: Some(&observed),
+            admin_database: spec.admin_database().to_string(),
+            ..Seen::default()
+        };
+        let dropped: Vec<&str> = roles
             .iter()
-            .map(|db| {
-                let desired =
-                    DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
-                (db, plan_database(&desired, &observed, &cluster.primary_user))
+            .filter(|r| {
+                r.desired.state == DesiredState::Absent && observed.roles.contains_key(&r.desired.name)
             })
+            .map(|r| r.desired.name.as_str())
             .collect();
-        db_steps.sort_by_key(|(db, _)| db.desired() == DesiredState::Absent);
-        for (db, step) in &db_steps {
-            let drift = db.watched_for_drift().then(|| database_drift(&db.name, step, &observed)).flatten();
-            let sql = apply::database_sql(&db.name, step);
-            match entry(ObjectKind::Database, &db.name, step, drift, sql.into_iter().map(admin).collect()) {
-                Some(e) => plan.steps.push(e),
-                None => plan.in_sync += 1,
+        if !dropped.is_empty() {
+            for (database, owners) in
+                apply::dependent_databases(&client, &dropped, spec.admin_database()).await?
+            {
+                for owner in owners {
+                    seen.owned_in.entry(owner).or_default().push(database.clone());
+                }
             }
         }
-        for (item, step) in &absent {
-            let statements = match step {
-                Step::DropRole { reassign_to } => {
-                    drop_statements(&client, &item.desired.name, reassign_to, spec.admin_database()).await?
-                }
-                _ => Vec::new(),
-            };
-            plan.steps.extend(entry(ObjectKind::User, &item.desired.name, step, None, statements));
+        let has_access = !inputs.groups.is_empty();
+        if has_access {
+            seen.groups = observe_groups(&client, &inputs).await?;
+            self.observe_databases(&spec, &client, &inputs, &mut seen).await?;
         }
-        Ok(plan)
+
+        // Plan.
+        let wanted = Wanted {
+            primary_user: &cluster.primary_user,
+            roles: roles
+                .iter()
+                .map(|r| WantedRole { desired: &r.desired, watched: r.user.watched_for_drift() })
+                .collect(),
+            left_out: unopened.iter().map(|u| (u.user.name.clone(), u.reason.clone())).collect(),
+            databases: databases
+                .iter()
+                .map(|db| WantedDatabase {
+                    desired: DesiredDatabase {
+                        name: db.name.clone(),
+                        state: db.desired(),
+                        claimed: db.claimed,
+                    },
+                    watched: db.watched_for_drift(),
+                })
+                .collect(),
+            access: has_access.then_some(&inputs),
+        };
+        Ok(plan_pass(&wanted, &seen).render())
     }
+
+    /// Observes, in each database where the access levels have work, what pgplane's groups lack
+    /// there and its schemas (for groups a pass would create): a few databases at once, each
+    /// on a session of its own closed after (the admin database on the admin session).
+    async fn observe_databases(
+        &self,
+        spec: &TargetSpec,
+        admin: &Client,
+        inputs: &Inputs<'_>,
+        seen: &mut Seen<'_>,
+    ) -> Result<(), TargetError> {
+        let work = access::plan(inputs, &seen.groups).visits;
+        let primary = inputs.cluster.primary_user.as_str();
+        let mut visits = Vec::new();
+        for (database, visit) in &work {
+            if visit.ensure.is_empty() {
+                continue;
+            }
+            let existing: Vec<(Group, bool)> = visit.ensure.iter().filter(|(_, new)| !new).cloned().collect();
+            visits.push(look_in(spec, admin, self.limits, database.clone(), existing, primary));
+        }
+        let found: Vec<Result<_, TargetError>> =
+            stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
+        for result in found {
+            let (database, (facts, schemas)) = result?;
+            seen.in_databases.insert(database.clone(), facts);
+            seen.schemas.insert(database, schemas);
+        }
+        Ok(())
+    }
+}
+
+/// Looks into `database`: on the admin session when it is the admin database, otherwise on a
+/// session of its own, closed after.
+async fn look_in(
+    spec: &TargetSpec,
+    admin: &Client,
+    limits: SessionLimits,
+    database: String,
+    existing: Vec<(Group, bool)>,
+    primary: &str,
+) -> Result<(String, (DatabaseFacts, Vec<(String, bool, bool)>)), TargetError> {
+    let found = if database == spec.admin_database() {
+        look(admin, &existing, primary).await?
+    } else {
+        let session = spec.connect(&database, limits).await?;
+        look(&session, &existing, primary).await?
+    };
+    Ok((database, found))
+}
+
+/// What one database shows a preview: what pgplane's `existing` groups lack there, and its
+/// schemas.
+async fn look(
+    client: &Client,
+    existing: &[(Group, bool)],
+    primary: &str,
+) -> Result<(DatabaseFacts, Vec<(String, bool, bool)>), TargetError> {
+    let facts = if existing.is_empty() {
+        DatabaseFacts::default()
+    } else {
+        observe_database(client, existing, primary).await?
+    };
+    Ok((facts, observe_schemas(client).await?))
 }
 
 impl std::fmt::Debug for Previewer {
@@ -131,92 +202,5 @@ impl std::fmt::Debug for Previewer {
 impl Planner for Previewer {
     fn plan<'a>(&'a self, cluster: &'a Cluster) -> PlanFuture<'a> {
         Box::pin(self.preview(cluster))
-    }
-}
-
-/// A statement on the admin connection's database.
-fn admin(sql: String) -> PlannedStatement {
-    PlannedStatement { database: None, sql }
-}
-
-/// The plan's entry for one object's step (None when it is in sync).
-fn entry(
-    kind: ObjectKind,
-    name: &str,
-    step: &Step,
-    drift: Option<String>,
-    statements: Vec<PlannedStatement>,
-) -> Option<PlannedStep> {
-    if *step == Step::InSync {
-        return None;
-    }
-    let note = match step {
-        Step::Conflict(why) => Some(why.clone()),
-        Step::Forget => Some(format!("the {} is not on the target: its record is removed", kind.noun())),
-        _ => None,
-    };
-    Some(PlannedStep {
-        kind: kind.noun(),
-        name: name.to_string(),
-        step: step.name(),
-        changes_target: step.changes_target(),
-        drift,
-        note,
-        statements,
-    })
-}
-
-/// What dropping `role` sends, as `apply::drop_roles` would: no logins, its sessions ended,
-/// its objects handed over in every database where `pg_shdepend` shows it has some, then the
-/// DROP.
-async fn drop_statements(
-    client: &tokio_postgres::Client,
-    role: &str,
-    heir: &str,
-    admin_database: &str,
-) -> Result<Vec<PlannedStatement>, TargetError> {
-    let mut statements = vec![admin(apply::nologin_sql(role)), admin(apply::terminate_sql(&[role]))];
-    for (database, _) in apply::dependent_databases(client, &[role], admin_database).await? {
-        let database = (database != admin_database).then_some(database);
-        statements.push(PlannedStatement { database, sql: apply::hand_over_sql(role, heir) });
-    }
-    statements.push(admin(apply::drop_role_sql(role)));
-    Ok(statements)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::observe::RoleAttrs;
-
-    const ATTRS: RoleAttrs = RoleAttrs {
-        superuser: false,
-        createdb: false,
-        createrole: false,
-        login: true,
-        replication: false,
-        bypassrls: false,
-    };
-
-    #[test]
-    fn a_password_step_shows_the_redaction_and_never_a_verifier() {
-        let step = Step::AlterRole { attrs: ATTRS, set_password: true, grant_admin_to: None };
-        let sql = apply::role_sql("app", REDACTED, &step).expect("an ALTER");
-        let e =
-            entry(ObjectKind::User, "app", &step, Some("the password was changed".into()), vec![admin(sql)])
-                .expect("a step");
-        assert_eq!(e.step, "alter_role");
-        assert!(e.changes_target);
-        assert!(e.statements[0].sql.ends_with(" PASSWORD '<redacted>'"), "{}", e.statements[0].sql);
-        assert!(!e.statements[0].sql.contains("SCRAM"));
-    }
-
-    #[test]
-    fn objects_in_sync_have_no_entry_and_conflicts_say_why_without_sql() {
-        assert_eq!(entry(ObjectKind::Database, "db", &Step::InSync, None, Vec::new()), None);
-        let why = "a role named \"x\" already exists".to_string();
-        let e = entry(ObjectKind::User, "x", &Step::Conflict(why.clone()), None, Vec::new()).expect("a step");
-        assert_eq!((e.step, e.changes_target, e.note), ("conflict", false, Some(why)));
-        assert!(e.statements.is_empty());
     }
 }

@@ -3,19 +3,22 @@
 //! are created; each outcome is concluded in the ledger and drift reported as it is found.
 
 use pgplane_core::heirs::{may_inherit, Candidate};
-use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind, Outcome};
+use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::SharedRights;
 use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
-use super::drift::{database_drift, report_drift, role_drift};
+use super::apply;
+use super::drift::report_drift;
 use super::outcomes::{conclude, outcome_of, Ledger, Record};
 use super::RoleItem;
-use crate::apply;
 use crate::controller::Shared;
 use crate::observe::Observed;
-use crate::plan::{plan_database, DesiredDatabase, Step};
+use crate::plan::drift::{database_drift, role_drift};
+use crate::plan::pass::database_order;
+use crate::plan::{heir_of, inheriting, plan_database, DesiredDatabase, Step};
+use crate::sql;
 
 /// Creates and fixes the roles that should exist: claims the new ones first (one statement),
 /// then runs every step pipelined on one session. Returns whether the session can be reused.
@@ -37,7 +40,7 @@ pub(super) async fn apply_roles<'a>(
         .iter()
         .enumerate()
         .filter_map(|(i, (r, step))| {
-            apply::role_sql(&r.desired.name, &r.desired.verifier, step).map(|sql| (i, sql))
+            sql::roles::role_sql(&r.desired.name, &r.desired.verifier, step).map(|sql| (i, sql))
         })
         .collect();
     // The primary user first, on its own: databases are owned by it and the other roles'
@@ -59,7 +62,7 @@ pub(super) async fn apply_roles<'a>(
     for ((item, step), result) in planned.iter().zip(by_item) {
         let role = &item.desired;
         let result = match (step, result) {
-            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(apply::DUPLICATE_OBJECT) => {
+            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(sql::DUPLICATE_OBJECT) => {
                 Err(StepError::Conflict(appeared("role", &role.name)))
             }
             (_, other) => other.map_err(StepError::from),
@@ -175,20 +178,6 @@ async fn missing_heirs(
         .collect())
 }
 
-/// The role that inherits from a DropRole step: its heir, or the primary user when the heir is
-/// `gone`.
-fn inheriting<'s>(step: &'s Step, gone: &[String], primary_user: &'s str) -> Option<&'s str> {
-    heir_of(step).map(|h| if gone.iter().any(|g| g == h) { primary_user } else { h })
-}
-
-/// The role a DropRole step hands the dropped role's objects to.
-fn heir_of(step: &Step) -> Option<&str> {
-    match step {
-        Step::DropRole { reassign_to } => Some(reassign_to),
-        _ => None,
-    }
-}
-
 /// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
 /// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
 /// On a shared server (`rights`), a new database is closed to PUBLIC before its creation is
@@ -216,15 +205,13 @@ pub(super) async fn apply_databases<'a>(
         .collect();
     shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
     // Databases to create or fix before those to drop.
-    let (present, absent): (Vec<_>, Vec<_>) =
-        planned.into_iter().partition(|(db, _)| db.desired() == DesiredState::Present);
-    for (db, step) in present.into_iter().chain(absent) {
-        let result = match apply::database_sql(&db.name, &step) {
+    for (db, step) in database_order(planned, |db| db.desired()) {
+        let result = match sql::databases::database_sql(&db.name, &step) {
             None => Ok(()),
             Some(sql) => match apply::run_database_step(client, &sql).await {
                 Err(e)
                     if matches!(step, Step::CreateDatabase { .. })
-                        && e.sqlstate() == Some(apply::DUPLICATE_DATABASE) =>
+                        && e.sqlstate() == Some(sql::DUPLICATE_DATABASE) =>
                 {
                     Err(StepError::Conflict(appeared("database", &db.name)))
                 }
@@ -233,7 +220,7 @@ pub(super) async fn apply_databases<'a>(
         };
         let result = match (result, rights) {
             (Ok(()), Some(rights)) if matches!(step, Step::CreateDatabase { .. }) => {
-                let done = crate::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
+                let done = super::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
                 done.error.map_or(Ok(()), |e| Err(StepError::Target(TargetError::Internal(e))))
             }
             (result, _) => result,

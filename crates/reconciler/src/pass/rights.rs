@@ -10,13 +10,13 @@
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 use pgplane_core::store::SharedRights;
-use pgplane_target_server::sql::ident;
 use pgplane_target_server::TargetError;
 use tokio_postgres::Client;
 
+use super::drift::report_drift;
 use crate::controller::Shared;
 use crate::observe::Observed;
-use crate::pass::drift::report_drift;
+use crate::sql::rights::rights_sql;
 
 /// The cluster's users and databases, when its server is shared; None otherwise.
 pub(crate) async fn prepare(
@@ -67,7 +67,7 @@ pub(crate) async fn reconcile(
         if !public && missing.is_empty() {
             continue;
         }
-        let outcome = match client.batch_execute(&statements(database, *public, missing)).await {
+        let outcome = match client.batch_execute(&rights_sql(database, *public, missing)).await {
             Ok(()) => {
                 done.changes += 1;
                 closed.push(database.as_str());
@@ -118,36 +118,4 @@ async fn observe(
         )
         .await?;
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
-}
-
-/// One message: PUBLIC's rights revoked, the missing users' granted.
-fn statements(database: &str, public: bool, missing: &[String]) -> String {
-    let database = ident(database);
-    let mut sql = Vec::new();
-    if public {
-        sql.push(format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"));
-    }
-    if !missing.is_empty() {
-        let users: Vec<String> = missing.iter().map(|u| ident(u)).collect();
-        sql.push(format!("GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {}", users.join(", ")));
-    }
-    sql.join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_loses_connect_and_temporary_and_the_clusters_users_get_them() {
-        assert_eq!(
-            statements("shop", true, &["app".into(), "o\"k".into()]),
-            "REVOKE CONNECT, TEMPORARY ON DATABASE \"shop\" FROM PUBLIC; \
-             GRANT CONNECT, TEMPORARY ON DATABASE \"shop\" TO \"app\", \"o\"\"k\""
-        );
-        assert_eq!(
-            statements("shop", true, &[]),
-            "REVOKE CONNECT, TEMPORARY ON DATABASE \"shop\" FROM PUBLIC"
-        );
-    }
 }

@@ -1,7 +1,8 @@
 //! The reconcile loop: listens for wake-ups from API writes, checks every second for clusters
 //! that are due (changed, retry time come, or not looked at for a resync interval), and runs
-//! one pass per due cluster, in parallel up to a bound. A session-level advisory lock on the
-//! metadata DB makes sure that two pgplane processes never work on the same cluster at once.
+//! one pass per due cluster, in parallel up to a bound (`slots`), drift checks queued fairly by
+//! team. The cluster lock (`Store::try_lock_cluster`, a session-level advisory lock on the
+//! metadata DB) makes sure that two pgplane processes never work on the same cluster at once.
 //! On stop, passes in flight get a grace period to end; those still running then are
 //! cancelled at their next await point (passes are idempotent: the next one, here or in
 //! another process, observes the target and carries on) and their locks are released by
@@ -21,12 +22,14 @@ use pgplane_core::Store;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
+mod slots;
+
 use crate::metrics::Reachability;
 use crate::pass::{run_pass, PassEnd, PassSummary};
 use crate::pools::Pools;
-use crate::slots::Slots;
 use pgplane_target_server::SessionLimits;
 use pgplane_target_server::TargetPolicy;
+use slots::Slots;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -303,16 +306,9 @@ const PASSES_IN_A_ROW: usize = 32;
 /// if this process dies mid-pass. While writes keep arriving (a burst of API requests), the
 /// next pass starts at once under the same lock, up to `PASSES_IN_A_ROW`.
 async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
-    let (hi, lo) = cluster_id.as_u64_pair();
-    let key = (hi ^ lo) as i64;
-    let mut lock = LockSession(Some(shared.store.pool().acquire().await?));
-    let conn = lock.0.as_mut().expect("the session is there until the end");
-    let locked: bool =
-        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut **conn).await?;
-    if !locked {
-        lock.release();
+    let Some(lock) = shared.store.try_lock_cluster(cluster_id).await? else {
         return Ok(());
-    }
+    };
     let mut result = Ok(());
     for round in 0..PASSES_IN_A_ROW {
         match bounded_pass(shared, cluster_id, full && round == 0).await {
@@ -324,32 +320,8 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
             }
         }
     }
-    let conn = lock.0.as_mut().expect("the session is there until the end");
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(key).execute(&mut **conn).await;
-    if unlocked.is_ok() {
-        lock.release();
-    }
+    lock.unlock().await;
     result
-}
-
-/// The metadata session that holds a cluster's advisory lock. Unless released after a clean
-/// unlock, it is closed when dropped (a cancelled pass, a failed unlock), which releases the
-/// lock, rather than going back to the pool still holding it.
-struct LockSession(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-
-impl LockSession {
-    /// Gives the session back to the pool: it holds no lock.
-    fn release(&mut self) {
-        self.0.take();
-    }
-}
-
-impl Drop for LockSession {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(conn.detach());
-        }
-    }
 }
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a

@@ -1,5 +1,7 @@
-//! Access levels on a target: carries out the levels users hold per database (read_only,
-//! read_write; see `pgplane_core::access`) as part of a pass, after the roles and databases.
+//! Planning access levels (pure, no I/O): from the levels users hold per database (read_only,
+//! read_write; see `pgplane_core::access`) and the groups' facts observed on the target
+//! (`observe::access`), what the access phases of a pass do. Carried out by `pass::access`,
+//! after the roles and databases.
 //!
 //! Design: one NOLOGIN group role per (cluster, database, level) holds the level's privileges
 //! in its database (CONNECT; USAGE on every schema but `pg_*` and `information_schema`; the
@@ -34,26 +36,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures::stream::{self, StreamExt};
 use pgplane_core::access::{new_group_role, AccessLevel, Privileges};
-use pgplane_core::lifecycle::{ObjectKind, Outcome};
-use pgplane_core::model::{AccessProgress, Cluster, Database};
+use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::model::{Cluster, Database};
 use pgplane_core::store::{AccessForPass, RecordedGroup, UNRECORDED_OID};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
 
-use pgplane_target_server::sql::ident;
-use pgplane_target_server::{SessionLimits, TargetError, TargetSpec};
-
-use crate::apply;
-use crate::controller::Shared;
-use crate::observe::Observed;
-
-/// Databases visited at once by one pass (each visit is one session on the target).
-const VISITS_AT_ONCE: usize = 4;
-
-/// The schemas a level covers: all but PostgreSQL's own.
-const USER_SCHEMAS: &str = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'";
+use crate::sql::access as sql;
+use crate::sql::roles::grant_admin_option_sql;
 
 /// One group role: a level on a database, under the name pgplane recorded (or is about to).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,11 +93,11 @@ pub(crate) struct AccessPlan {
     pub conflicts: Vec<(Group, Option<String>)>,
     /// Statements fixing pgplane's existing groups (CONNECT, attributes, foreign members and
     /// ADMIN holders, the primary user's ADMIN OPTION).
-    pub fix: Vec<String>,
+    pub fix: Vec<(Group, String)>,
     /// Databases to visit: groups to bring up to their level there, groups to drop there.
     pub visits: BTreeMap<String, Visit>,
-    /// Membership GRANTs and REVOKEs, each with its group role.
-    pub memberships: Vec<(String, String)>,
+    /// Membership GRANTs and REVOKEs: (group role, statement, user).
+    pub memberships: Vec<(String, String, String)>,
     /// Groups to drop once their database has been visited.
     pub drop: Vec<Group>,
     /// Records to forget without touching the server (the role is gone, or not pgplane's).
@@ -116,7 +105,7 @@ pub(crate) struct AccessPlan {
     /// Drift found: (kind, name, what).
     pub drift: Vec<(ObjectKind, String, String)>,
     /// Levels that cannot be carried out yet, and why.
-    pub blocked: Vec<String>,
+    pub blocked: Vec<(Group, String)>,
 }
 
 /// The work in one database.
@@ -125,23 +114,6 @@ pub(crate) struct Visit {
     /// Groups to bring up to their level, and whether each is new (no drift to report).
     pub ensure: Vec<(Group, bool)>,
     pub drop: Vec<Group>,
-}
-
-/// What the access part of a pass did.
-#[derive(Debug, Default)]
-pub(crate) struct AccessSummary {
-    /// Statements (messages) that changed the target.
-    pub changes: usize,
-    /// The first failure, for the pass's error.
-    pub error: Option<String>,
-}
-
-/// The users whose levels wait to be carried out, read as a pass starts.
-pub(crate) async fn pending(
-    shared: &Shared,
-    cluster: &Cluster,
-) -> Result<Vec<AccessProgress>, pgplane_core::Error> {
-    shared.store.pending_access(cluster.cluster_id).await
 }
 
 /// The inputs of [`plan`] that are not the target's facts.
@@ -188,11 +160,22 @@ impl<'a> Inputs<'a> {
         Inputs { cluster, version_num, admin_is_superuser, full, access, databases, groups }
     }
 
-    fn grantor_keyed(&self) -> bool {
-        self.version_num >= crate::plan::ADMIN_OPTION_VERSION_NUM
+    pub fn grantor_keyed(&self) -> bool {
+        self.version_num >= super::ADMIN_OPTION_VERSION_NUM
     }
 
-    fn recorded(&self, group: &Group) -> Option<&RecordedGroup> {
+    /// The grantor of pgplane's memberships, where memberships are keyed by grantor (16+).
+    pub fn granted_by(&self) -> Option<&str> {
+        self.grantor_keyed().then_some(self.cluster.primary_user.as_str())
+    }
+
+    /// `CREATE ROLE` for a group, with the primary user's ADMIN OPTION (16+) and CONNECT on
+    /// its database.
+    pub fn create_group_sql(&self, group: &Group) -> String {
+        sql::create_group_sql(&group.role, &group.database, self.granted_by())
+    }
+
+    pub(crate) fn recorded(&self, group: &Group) -> Option<&RecordedGroup> {
         self.access.groups.iter().find(|r| r.role == group.role)
     }
 }
@@ -219,7 +202,7 @@ fn provenance(seen: &GroupFacts, recorded: Option<&RecordedGroup>) -> Provenance
 }
 
 /// Why a role found under a group's name is not used.
-fn conflict_message(group: &Group) -> String {
+pub(crate) fn conflict_message(group: &Group) -> String {
     format!(
         "conflict: a role named {} exists on the server that pgplane did not create; it is not used \
          and gets no privilege and no member. The {} access on database {:?} waits until the \
@@ -257,7 +240,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
                 plan.conflicts.push((group.clone(), Some(message.clone())));
             }
             match members {
-                Some(_) => plan.blocked.push(message),
+                Some(_) => plan.blocked.push((group.clone(), message)),
                 None => plan.forget.push(group.clone()),
             }
             continue;
@@ -278,10 +261,13 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             continue;
         };
         if !seen.database_exists {
-            plan.blocked.push(format!(
-                "the database {:?} does not exist on the target yet; its {} access waits for it",
-                group.database,
-                group.level.as_str()
+            plan.blocked.push((
+                group.clone(),
+                format!(
+                    "the database {:?} does not exist on the target yet; its {} access waits for it",
+                    group.database,
+                    group.level.as_str()
+                ),
             ));
             continue;
         }
@@ -307,7 +293,7 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             if let Provenance::Adopt(oid) = provenance {
                 plan.adopt.push((group.clone(), oid));
                 // Groups of that time carried a comment naming the cluster.
-                plan.fix.push(format!("COMMENT ON ROLE {} IS NULL", ident(&group.role)));
+                plan.fix.push((group.clone(), sql::clear_comment_sql(&group.role)));
             }
             check_group(inputs, group, seen, &mut plan);
         }
@@ -320,7 +306,11 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             if current.contains(*user) {
                 continue;
             }
-            plan.memberships.push((group.role.clone(), grant_membership_sql(inputs, group, user)));
+            plan.memberships.push((
+                group.role.clone(),
+                sql::grant_membership_sql(&group.role, user, inputs.granted_by()),
+                user.to_string(),
+            ));
             if !new && !pending.contains(user) {
                 plan.drift.push((
                     ObjectKind::User,
@@ -334,7 +324,11 @@ pub(crate) fn plan(inputs: &Inputs<'_>, facts: &HashMap<String, GroupFacts>) -> 
             }
         }
         for member in current.iter().filter(|m| !members.contains(m.as_str())) {
-            plan.memberships.push((group.role.clone(), revoke_membership_sql(inputs, group, member)));
+            plan.memberships.push((
+                group.role.clone(),
+                sql::revoke_membership_sql(&group.role, member, inputs.granted_by()),
+                member.clone(),
+            ));
         }
     }
     plan
@@ -355,233 +349,54 @@ fn pgplanes_members(inputs: &Inputs<'_>, seen: &GroupFacts) -> BTreeSet<String> 
 /// user's ADMIN OPTION on 16+. What differs is fixed and, but for CONNECT and the primary
 /// user's ADMIN OPTION (which pgplane grants itself), recorded as drift.
 fn check_group(inputs: &Inputs<'_>, group: &Group, seen: &GroupFacts, plan: &mut AccessPlan) {
-    let role = ident(&group.role);
     let level = group.level.as_str();
     let primary = &inputs.cluster.primary_user;
+    let mut fixes = Vec::new();
+    let mut fix = |sql: String| fixes.push((group.clone(), sql));
     let mut drift = |what: String| {
         plan.drift.push((ObjectKind::Database, group.database.clone(), what));
     };
     if !seen.connect {
-        plan.fix.push(grant_connect_sql(group));
+        fix(sql::grant_connect_sql(&group.database, &group.role));
         drift(format!("CONNECT was revoked from its {level} access group"));
     }
     if seen.login || seen.password {
-        plan.fix.push(format!("ALTER ROLE {role} NOLOGIN PASSWORD NULL"));
+        fix(sql::nologin_sql(&group.role));
         let what = if seen.login { "LOGIN" } else { "a password" };
         drift(format!("its {level} access group had {what} (removed)"));
     }
     let trusted = |m: &str| m == primary || m == inputs.cluster.admin_user;
     for m in &seen.memberships {
-        let granted_by =
-            if inputs.grantor_keyed() { format!(" GRANTED BY {}", ident(&m.grantor)) } else { String::new() };
+        let granted_by = inputs.grantor_keyed().then_some(m.grantor.as_str());
         if trusted(&m.member) {
             continue;
         }
         if !inputs.access.users.contains(&m.member) {
-            plan.fix.push(format!("REVOKE {role} FROM {}{granted_by}", ident(&m.member)));
+            fix(sql::revoke_membership_sql(&group.role, &m.member, granted_by));
             let held = if m.admin { "held ADMIN OPTION on" } else { "was a member of" };
             drift(format!(
                 "a role that is not one of the cluster's users {held} its {level} access group (removed)"
             ));
         } else if m.admin {
-            plan.fix.push(format!("REVOKE ADMIN OPTION FOR {role} FROM {}{granted_by}", ident(&m.member)));
+            fix(sql::revoke_admin_option_sql(&group.role, &m.member, granted_by));
             drift(format!("the user {:?} held ADMIN OPTION on its {level} access group (removed)", m.member));
         }
     }
     let primary_admin = seen.memberships.iter().any(|m| m.member == *primary && m.admin);
     if inputs.grantor_keyed() && !primary_admin {
-        plan.fix.push(apply::grant_admin_option_sql(&group.role, primary));
+        fix(grant_admin_option_sql(&group.role, primary));
     }
-}
-
-/// `CREATE ROLE` for a group, with the primary user's ADMIN OPTION (16+) and CONNECT on its
-/// database: one message. No comment: nothing on the server tells whose group it is.
-fn create_group_sql(inputs: &Inputs<'_>, group: &Group) -> String {
-    let mut sql = format!(
-        "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; {connect}",
-        role = ident(&group.role),
-        connect = grant_connect_sql(group),
-    );
-    if inputs.grantor_keyed() {
-        sql.push_str("; ");
-        sql.push_str(&apply::grant_admin_option_sql(&group.role, &inputs.cluster.primary_user));
-    }
-    sql
-}
-
-fn grant_connect_sql(group: &Group) -> String {
-    format!("GRANT CONNECT ON DATABASE {} TO {}", ident(&group.database), ident(&group.role))
-}
-
-/// A member inherits the group's privileges; on 16+ it cannot SET ROLE to it, and the grant is
-/// the primary user's.
-fn grant_membership_sql(inputs: &Inputs<'_>, group: &Group, user: &str) -> String {
-    if inputs.grantor_keyed() {
-        format!(
-            "GRANT {} TO {} WITH INHERIT TRUE, SET FALSE GRANTED BY {}",
-            ident(&group.role),
-            ident(user),
-            ident(&inputs.cluster.primary_user)
-        )
-    } else {
-        format!("GRANT {} TO {}", ident(&group.role), ident(user))
-    }
-}
-
-/// Revokes pgplane's membership only (on 16+, the primary user's grant; another grantor's
-/// membership of the same user is not pgplane's to remove).
-fn revoke_membership_sql(inputs: &Inputs<'_>, group: &Group, user: &str) -> String {
-    if inputs.grantor_keyed() {
-        format!(
-            "REVOKE {} FROM {} GRANTED BY {}",
-            ident(&group.role),
-            ident(user),
-            ident(&inputs.cluster.primary_user)
-        )
-    } else {
-        format!("REVOKE {} FROM {}", ident(&group.role), ident(user))
-    }
-}
-
-/// Reads the groups' facts on the admin session: the role under each name (its oid, LOGIN and,
-/// for a superuser admin, whether it has a password), CONNECT, and every membership row. Two
-/// queries, pipelined.
-async fn observe_groups(
-    client: &Client,
-    inputs: &Inputs<'_>,
-) -> Result<HashMap<String, GroupFacts>, TargetError> {
-    let roles: Vec<&str> = inputs.groups.values().map(|g| g.role.as_str()).collect();
-    let databases: Vec<&str> = inputs.groups.values().map(|g| g.database.as_str()).collect();
-    let primary = inputs.cluster.primary_user.as_str();
-    // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
-    let (catalog, password) = if inputs.admin_is_superuser {
-        ("pg_authid", "r.rolpassword IS NOT NULL")
-    } else {
-        ("pg_roles", "false")
-    };
-    let found_sql = format!(
-        "SELECT c.name, r.oid::int8, d.oid IS NOT NULL,
-                coalesce(r.oid IS NOT NULL AND d.oid IS NOT NULL
-                         AND pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT'), false),
-                coalesce(r.rolcanlogin, false), coalesce({password}, false)
-           FROM unnest($1::text[], $2::text[]) AS c(name, db)
-           LEFT JOIN pg_catalog.{catalog} r ON r.rolname = c.name
-           LEFT JOIN pg_catalog.pg_database d ON d.datname = c.db"
-    );
-    // On 16+ only the primary user's grant, with INHERIT and without SET, is pgplane's.
-    let ours = if inputs.grantor_keyed() {
-        "m.grantor = p.oid AND m.inherit_option AND NOT m.set_option"
-    } else {
-        "true"
-    };
-    let members_sql = format!(
-        "SELECT g.rolname::text, u.rolname::text, coalesce(gr.rolname::text, ''), m.admin_option, {ours}
-           FROM pg_catalog.pg_auth_members m
-           JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-           JOIN pg_catalog.pg_roles u ON u.oid = m.member
-           LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = m.grantor
-           LEFT JOIN pg_catalog.pg_roles p ON p.rolname = $2
-          WHERE g.rolname = ANY($1)"
-    );
-    let by_group: [&(dyn ToSql + Sync); 2] = [&roles, &databases];
-    let by_member: [&(dyn ToSql + Sync); 2] = [&roles, &primary];
-    let (found, members) =
-        futures::try_join!(client.query(&found_sql, &by_group), client.query(&members_sql, &by_member))?;
-    let mut facts: HashMap<String, GroupFacts> = found
-        .iter()
-        .map(|row| {
-            let facts = GroupFacts {
-                oid: row.get(1),
-                database_exists: row.get(2),
-                connect: row.get(3),
-                login: row.get(4),
-                password: row.get(5),
-                memberships: Vec::new(),
-            };
-            (row.get::<_, String>(0), facts)
-        })
-        .collect();
-    for row in &members {
-        let Some(group) = facts.get_mut(row.get::<_, &str>(0)) else { continue };
-        group.memberships.push(Membership {
-            member: row.get(1),
-            grantor: row.get(2),
-            admin: row.get(3),
-            pgplanes: row.get(4),
-        });
-    }
-    Ok(facts)
+    plan.fix.extend(fixes);
 }
 
 /// What one database shows about its groups: per group, the schemas where something of its
 /// level is missing, and whether its default privileges are complete.
 #[derive(Debug, Default)]
-struct DatabaseFacts {
+pub(crate) struct DatabaseFacts {
     /// (group role, schema) → (USAGE missing, some table lacks privileges, some sequence does).
-    schemas: Vec<(String, String, bool, bool, bool)>,
+    pub schemas: Vec<(String, String, bool, bool, bool)>,
     /// (group role, object type letter) → the default privileges the primary user gives it.
-    defaults: HashMap<(String, String), BTreeSet<String>>,
-}
-
-async fn observe_database(
-    client: &Client,
-    groups: &[(Group, bool)],
-    primary: &str,
-) -> Result<DatabaseFacts, TargetError> {
-    let roles: Vec<&str> = groups.iter().map(|(g, _)| g.role.as_str()).collect();
-    let tables: Vec<String> = groups.iter().map(|(g, _)| g.level.privileges().tables.join(",")).collect();
-    let sequences: Vec<String> =
-        groups.iter().map(|(g, _)| g.level.privileges().sequences.join(",")).collect();
-    let all_of = |check: &str, list: &str| {
-        format!(
-            "NOT (SELECT bool_and(pg_catalog.{check}(c.g, t.oid, p))
-                    FROM unnest(string_to_array(c.{list}, ',')) AS p)"
-        )
-    };
-    // One scan of the database's relations (pg_class has no index on relnamespace alone), each
-    // checked against every group's level; then one row per (group, schema) lacking anything.
-    let schemas_sql = format!(
-        "SELECT c.g, n.nspname::text,
-                NOT pg_catalog.has_schema_privilege(c.g, n.oid, 'USAGE'),
-                coalesce(bool_or(t.relkind <> 'S' AND {tables}), false),
-                coalesce(bool_or(t.relkind = 'S' AND {sequences}), false)
-           FROM unnest($1::text[], $2::text[], $3::text[]) AS c(g, tp, sp)
-          CROSS JOIN pg_catalog.pg_namespace n
-           LEFT JOIN pg_catalog.pg_class t
-                  ON t.relnamespace = n.oid AND t.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-          WHERE {USER_SCHEMAS}
-          GROUP BY c.g, n.oid, n.nspname
-         HAVING NOT pg_catalog.has_schema_privilege(c.g, n.oid, 'USAGE')
-             OR coalesce(bool_or(t.relkind <> 'S' AND {tables}), false)
-             OR coalesce(bool_or(t.relkind = 'S' AND {sequences}), false)
-          ORDER BY 1, 2",
-        tables = all_of("has_table_privilege", "tp"),
-        sequences = all_of("has_sequence_privilege", "sp"),
-    );
-    let by_group: [&(dyn ToSql + Sync); 3] = [&roles, &tables, &sequences];
-    let by_grantee: [&(dyn ToSql + Sync); 2] = [&roles, &primary];
-    let (schemas, defaults) = futures::try_join!(
-        client.query(&schemas_sql, &by_group),
-        client.query(
-            "SELECT c.g, d.defaclobjtype::text, a.privilege_type::text
-               FROM unnest($1::text[]) AS c(g)
-               JOIN pg_catalog.pg_roles r ON r.rolname = c.g
-               JOIN pg_catalog.pg_default_acl d
-                 ON d.defaclnamespace = 0
-                AND d.defaclrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $2)
-              CROSS JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a
-              WHERE a.grantee = r.oid",
-            &by_grantee,
-        ),
-    )?;
-    let mut facts = DatabaseFacts {
-        schemas: schemas.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect(),
-        ..DatabaseFacts::default()
-    };
-    for row in &defaults {
-        facts.defaults.entry((row.get(0), row.get(1))).or_default().insert(row.get(2));
-    }
-    Ok(facts)
+    pub defaults: HashMap<(String, String), BTreeSet<String>>,
 }
 
 /// The default-privilege object types a level covers, with what it grants on each.
@@ -591,7 +406,7 @@ fn default_kinds(p: Privileges) -> [(&'static str, &'static str, &'static [&'sta
 
 /// The statements that bring `groups` up to their level in one database, given its facts, and
 /// what was found missing on groups that existed before this pass (drift).
-fn database_statements(
+pub(crate) fn database_statements(
     groups: &[(Group, bool)],
     facts: &DatabaseFacts,
     primary: &str,
@@ -600,24 +415,17 @@ fn database_statements(
     let mut drift = Vec::new();
     for (group, new) in groups {
         let privileges = group.level.privileges();
-        let role = ident(&group.role);
+        let role = &group.role;
         let mut missing = Vec::new();
         for (_, schema, usage, tables, sequences) in facts.schemas.iter().filter(|s| s.0 == group.role) {
-            let schema_ident = ident(schema);
             if *usage {
-                statements.push(format!("GRANT USAGE ON SCHEMA {schema_ident} TO {role}"));
+                statements.push(sql::grant_usage_sql(schema, role));
             }
             if *tables {
-                statements.push(format!(
-                    "GRANT {} ON ALL TABLES IN SCHEMA {schema_ident} TO {role}",
-                    privileges.tables.join(", ")
-                ));
+                statements.push(sql::grant_on_all_sql(privileges.tables, "TABLES", schema, role));
             }
             if *sequences {
-                statements.push(format!(
-                    "GRANT {} ON ALL SEQUENCES IN SCHEMA {schema_ident} TO {role}",
-                    privileges.sequences.join(", ")
-                ));
+                statements.push(sql::grant_on_all_sql(privileges.sequences, "SEQUENCES", schema, role));
             }
             missing.push(format!("{schema:?}"));
         }
@@ -628,11 +436,7 @@ fn database_statements(
                 continue;
             }
             defaults_missing = true;
-            statements.push(format!(
-                "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {} ON {objects} TO {role}",
-                ident(primary),
-                wanted.join(", ")
-            ));
+            statements.push(sql::default_privileges_sql(primary, wanted, objects, role));
         }
         if *new {
             continue;
@@ -652,271 +456,8 @@ fn database_statements(
     (statements, drift)
 }
 
-/// What visiting one database did.
-#[derive(Default)]
-struct Visited {
-    /// Messages that changed the target.
-    changes: usize,
-    /// Drift found on groups that existed before the pass.
-    drift: Vec<String>,
-    error: Option<TargetError>,
-}
-
-/// One database's share of the work: observe, then one message with every statement (one
-/// implicit transaction), then DROP OWNED for the groups to drop.
-async fn visit(client: &Client, work: &Visit, primary: &str) -> Visited {
-    let mut done = Visited::default();
-    if !work.ensure.is_empty() {
-        let facts = match observe_database(client, &work.ensure, primary).await {
-            Ok(f) => f,
-            Err(e) => return Visited { error: Some(e), ..done },
-        };
-        let (statements, drift) = database_statements(&work.ensure, &facts, primary);
-        done.drift = drift;
-        if !statements.is_empty() {
-            match client.batch_execute(&statements.join("; ")).await {
-                Ok(()) => done.changes += 1,
-                Err(e) => return Visited { error: Some(e.into()), ..done },
-            }
-        }
-    }
-    if !work.drop.is_empty() {
-        let roles: Vec<String> = work.drop.iter().map(|g| ident(&g.role)).collect();
-        match client.batch_execute(&format!("DROP OWNED BY {}", roles.join(", "))).await {
-            Ok(()) => done.changes += 1,
-            Err(e) => done.error = Some(e.into()),
-        }
-    }
-    done
-}
-
-/// Visits one database: on the admin session when it is the admin database, otherwise on a
-/// session of its own, closed when the visit ends (it must not keep the database from being
-/// dropped).
-async fn visit_database<'a>(
-    spec: &TargetSpec,
-    admin: &Client,
-    limits: SessionLimits,
-    database: &'a String,
-    work: &Visit,
-    primary: &str,
-) -> (&'a String, Visited) {
-    let done = if database == spec.admin_database() {
-        visit(admin, work, primary).await
-    } else {
-        match spec.connect(database, limits).await {
-            Ok(session) => visit(&session, work, primary).await,
-            Err(e) => Visited { error: Some(e), ..Visited::default() },
-        }
-    };
-    (database, done)
-}
-
-/// Carries out the cluster's access levels on the target (after its roles and databases), and
-/// records each pending user's outcome. `client` is the pass's admin session. The levels are
-/// read now, after the pass recorded its role and database outcomes, so that a user or database
-/// found in conflict in this pass is left alone.
-#[expect(clippy::too_many_arguments, reason = "the pass's parts, each needed here")]
-pub(crate) async fn reconcile(
-    shared: &Shared,
-    cluster: &Cluster,
-    spec: &TargetSpec,
-    client: &Client,
-    observed: &Observed,
-    full: bool,
-    databases: &[Database],
-    pending: Vec<AccessProgress>,
-) -> Result<AccessSummary, pgplane_core::Error> {
-    let access = shared.store.access_for_pass(cluster.cluster_id, pending).await?;
-    let inputs =
-        Inputs::new(cluster, observed.version_num, observed.admin_is_superuser, full, &access, databases);
-    if inputs.groups.is_empty() && access.pending.is_empty() {
-        return Ok(AccessSummary::default());
-    }
-    let mut summary = AccessSummary::default();
-    let result = carry_out(shared, &inputs, spec, client, &mut summary).await;
-    if let Err(e) = result {
-        summary.error.get_or_insert_with(|| e.to_string());
-    }
-    let message = summary.error.as_deref();
-    let outcomes: Vec<(&str, i64, Option<&str>)> =
-        access.pending.iter().map(|p| (p.name.as_str(), p.access_generation, message)).collect();
-    shared.store.record_access(cluster.cluster_id, &outcomes).await?;
-    if let Some(e) = &summary.error {
-        tracing::warn!(cluster.id = %cluster.cluster_id, error = %e, "access levels not carried out");
-    }
-    Ok(summary)
-}
-
-/// Creates a group role in a transaction that commits only once its oid is recorded in the
-/// metadata: whatever stands under the name later with another oid is not pgplane's. A role
-/// that appeared under the name meanwhile is recorded as a conflict.
-async fn create_group(
-    shared: &Shared,
-    inputs: &Inputs<'_>,
-    client: &Client,
-    group: &Group,
-) -> Result<(), String> {
-    let id = inputs.cluster.cluster_id;
-    let created = async {
-        client.batch_execute(&format!("BEGIN; {}", create_group_sql(inputs, group))).await?;
-        let row = client
-            .query_one("SELECT oid::int8 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&group.role])
-            .await?;
-        shared.store.record_access_group_oid(id, &group.role, row.get(0)).await.map_err(store_error)?;
-        client.batch_execute("COMMIT").await?;
-        Ok::<(), TargetError>(())
-    }
-    .await;
-    let Err(e) = created else { return Ok(()) };
-    // Nothing of it may stay (an aborted transaction would also hold the session).
-    let _ = client.batch_execute("ROLLBACK").await;
-    if e.sqlstate() != Some(apply::DUPLICATE_OBJECT) {
-        return Err(e.to_string());
-    }
-    let message = conflict_message(group);
-    shared
-        .store
-        .record_access_group_conflicts(id, &[(&group.role, Some(&message))])
-        .await
-        .map_err(|e| e.to_string())?;
-    Err(message)
-}
-
-/// Observes, plans and applies; failures of single steps are kept in `summary` (the first
-/// one) while the other steps go ahead; only a failure to observe stops it.
-async fn carry_out(
-    shared: &Shared,
-    inputs: &Inputs<'_>,
-    spec: &TargetSpec,
-    client: &Client,
-    summary: &mut AccessSummary,
-) -> Result<(), TargetError> {
-    let cluster = inputs.cluster;
-    let id = cluster.cluster_id;
-    let store = &shared.store;
-    let facts = observe_groups(client, inputs).await?;
-    let plan = plan(inputs, &facts);
-    if let Some(blocked) = plan.blocked.first() {
-        failed(summary, blocked.clone());
-    }
-    let names: Vec<(&str, AccessLevel, &str)> =
-        plan.record.iter().map(|g| (g.database.as_str(), g.level, g.role.as_str())).collect();
-    store.record_access_groups(id, &names).await.map_err(store_error)?;
-    let conflicts: Vec<(&str, Option<&str>)> =
-        plan.conflicts.iter().map(|(g, m)| (g.role.as_str(), m.as_deref())).collect();
-    store.record_access_group_conflicts(id, &conflicts).await.map_err(store_error)?;
-    for (group, role) in &plan.rename {
-        store.rename_access_group(id, &group.role, role).await.map_err(store_error)?;
-    }
-    for (group, oid) in &plan.adopt {
-        store.record_access_group_oid(id, &group.role, *oid).await.map_err(store_error)?;
-    }
-    // Groups that could not be created get nothing: whatever stands under their names may be
-    // someone else's.
-    let mut unusable = BTreeSet::new();
-    for group in &plan.create {
-        match create_group(shared, inputs, client, group).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => {
-                unusable.insert(group.role.as_str());
-                failed(summary, e);
-            }
-        }
-    }
-    for statement in &plan.fix {
-        match client.batch_execute(statement).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => failed(summary, TargetError::from(e).to_string()),
-        }
-    }
-    let primary = cluster.primary_user.as_str();
-    let limits = shared.config.session_limits;
-    let work: BTreeMap<&String, Visit> = plan
-        .visits
-        .iter()
-        .map(|(database, visit)| {
-            let usable = |g: &Group| !unusable.contains(g.role.as_str());
-            let ensure = visit.ensure.iter().filter(|(g, _)| usable(g)).cloned().collect();
-            (database, Visit { ensure, drop: visit.drop.clone() })
-        })
-        .filter(|(_, visit)| !visit.ensure.is_empty() || !visit.drop.is_empty())
-        .collect();
-    let visits: Vec<_> = work
-        .iter()
-        .map(|(database, work)| visit_database(spec, client, limits, database, work, primary))
-        .collect();
-    let visits: Vec<(&String, Visited)> =
-        stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
-    let mut visited_ok = BTreeSet::new();
-    // (kind, name, what, repaired)
-    let mut drift: Vec<(ObjectKind, String, String, bool)> =
-        plan.drift.iter().map(|(k, n, d)| (*k, n.clone(), d.clone(), true)).collect();
-    for (database, done) in visits {
-        summary.changes += done.changes;
-        let repaired = done.error.is_none();
-        drift.extend(done.drift.into_iter().map(|d| (ObjectKind::Database, database.clone(), d, repaired)));
-        match done.error {
-            None => {
-                visited_ok.insert(database.as_str());
-            }
-            Some(e) => failed(summary, format!("database {database:?}: {e}")),
-        }
-    }
-    for (role, statement) in &plan.memberships {
-        if unusable.contains(role.as_str()) {
-            continue;
-        }
-        match client.batch_execute(statement).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => failed(summary, TargetError::from(e).to_string()),
-        }
-    }
-    // A group whose database could not be visited keeps its privileges there: it stays, and
-    // the next pass tries again.
-    let droppable: Vec<&Group> = plan
-        .drop
-        .iter()
-        .filter(|g| {
-            !plan.visits.get(&g.database).is_some_and(|v| v.drop.contains(g))
-                || visited_ok.contains(g.database.as_str())
-        })
-        .collect();
-    let mut gone: Vec<&str> = plan.forget.iter().map(|g| g.role.as_str()).collect();
-    for group in droppable {
-        match client.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&group.role))).await {
-            Ok(()) => {
-                summary.changes += 1;
-                gone.push(group.role.as_str());
-            }
-            Err(e) => failed(summary, TargetError::from(e).to_string()),
-        }
-    }
-    store.forget_access_groups(id, &gone).await.map_err(store_error)?;
-    for (kind, name, found, repaired) in drift {
-        let outcome = if repaired && summary.error.is_none() {
-            Outcome::Applied
-        } else {
-            Outcome::Failed(String::new())
-        };
-        crate::pass::drift::report_drift(shared, cluster, kind, &name, &found, &outcome)
-            .await
-            .map_err(store_error)?;
-    }
-    Ok(())
-}
-
-/// Keeps the first failure of a pass's access work.
-fn failed(summary: &mut AccessSummary, message: String) {
-    summary.error.get_or_insert(message);
-}
-
-fn store_error(e: pgplane_core::Error) -> TargetError {
-    TargetError::Internal(format!("metadata store: {e}"))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::Utc;
     use pgplane_core::model::{AccessGrant, AccessProgress};
     use proptest::prelude::*;
@@ -924,7 +465,7 @@ mod tests {
 
     use super::*;
 
-    fn cluster() -> Cluster {
+    pub(crate) fn cluster() -> Cluster {
         let now = Utc::now();
         Cluster {
             cluster_id: Uuid::from_u128(7),
@@ -959,11 +500,11 @@ mod tests {
         }
     }
 
-    fn grant(user: &str, database: &str, level: AccessLevel) -> AccessGrant {
+    pub(crate) fn grant(user: &str, database: &str, level: AccessLevel) -> AccessGrant {
         AccessGrant { user_name: user.into(), database_name: database.into(), level: level.as_str().into() }
     }
 
-    fn pending(user: &str) -> AccessProgress {
+    pub(crate) fn pending(user: &str) -> AccessProgress {
         AccessProgress {
             name: user.into(),
             access_generation: 2,
@@ -977,11 +518,16 @@ mod tests {
         Inputs::new(c, version, true, false, access, &[])
     }
 
-    fn recorded(database: &str, level: AccessLevel, role: &str, role_oid: Option<i64>) -> RecordedGroup {
+    pub(crate) fn recorded(
+        database: &str,
+        level: AccessLevel,
+        role: &str,
+        role_oid: Option<i64>,
+    ) -> RecordedGroup {
         RecordedGroup { database: database.into(), level, role: role.into(), role_oid, conflict: None }
     }
 
-    fn membership(member: &str, grantor: &str, admin: bool, pgplanes: bool) -> Membership {
+    pub(crate) fn membership(member: &str, grantor: &str, admin: bool, pgplanes: bool) -> Membership {
         Membership { member: member.into(), grantor: grantor.into(), admin, pgplanes }
     }
 
@@ -1028,7 +574,7 @@ mod tests {
             assert_eq!(plan.memberships.len(), 1);
             assert!(plan.memberships[0].1.ends_with(membership), "{}", plan.memberships[0].1);
             assert!(plan.drift.is_empty() && plan.drop.is_empty() && plan.blocked.is_empty());
-            let create = create_group_sql(&inputs, &plan.create[0]);
+            let create = inputs.create_group_sql(&plan.create[0]);
             assert_eq!(create.contains("WITH ADMIN TRUE"), version >= 160000, "{create}");
             assert!(!create.contains("COMMENT"), "{create}");
         }
@@ -1137,7 +683,7 @@ mod tests {
             f.memberships.push(membership("postgres", "postgres", true, false));
             let plan = plan(&inputs, &facts);
             assert_eq!(
-                plan.fix,
+                plan.fix.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
                 [
                     "ALTER ROLE \"g_ro\" NOLOGIN PASSWORD NULL".to_string(),
                     format!("REVOKE \"g_ro\" FROM \"rival\"{granted_by}"),
@@ -1164,7 +710,13 @@ mod tests {
         let plan = plan(&inputs, &facts);
         assert_eq!(plan.adopt.len(), 1);
         assert_eq!(plan.adopt[0].1, 41);
-        assert_eq!(plan.fix, ["COMMENT ON ROLE \"g_ro\" IS NULL"]);
+        assert_eq!(
+            plan.fix,
+            [(
+                Group { database: "shop".into(), level: AccessLevel::ReadOnly, role: "g_ro".into() },
+                "COMMENT ON ROLE \"g_ro\" IS NULL".to_string()
+            )]
+        );
         assert!(plan.conflicts.is_empty() && plan.create.is_empty());
         // Gone from the server: made again under a fresh, unpredictable name.
         let mut facts = HashMap::new();

@@ -1,5 +1,8 @@
 //! Reading a target's catalogs: the roles and databases pgplane manages (by name), their
-//! attributes and owners, and (for a superuser admin) the stored password verifiers.
+//! attributes and owners, and (for a superuser admin) the stored password verifiers; the access
+//! levels' facts are read in `access`.
+
+pub(crate) mod access;
 
 use std::collections::{HashMap, HashSet};
 

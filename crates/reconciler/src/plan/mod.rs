@@ -1,6 +1,14 @@
 //! The pure heart of a pass: compare desired objects with what the target shows and decide one
-//! step per object. No I/O here, so the rules are unit-tested directly; a pass over a target
-//! that already matches plans no DDL at all.
+//! step per user and database (here), what the access levels need (`access`), the drift each
+//! step repairs (`drift`), and the whole pass as one ordered value (`pass`). No I/O here, so
+//! the rules are unit-tested directly (`snapshots` keeps representative plans); a pass over a
+//! target that already matches plans no DDL at all.
+
+pub(crate) mod access;
+pub(crate) mod drift;
+pub(crate) mod pass;
+#[cfg(test)]
+mod snapshots;
 
 use pgplane_core::lifecycle::DesiredState;
 
@@ -158,6 +166,20 @@ pub(crate) fn plan_database(db: &DesiredDatabase, observed: &Observed, primary_u
             Step::AlterDatabaseOwner { owner: primary_user.to_string() }
         }
         (DesiredState::Present, Some(_)) => Step::InSync,
+    }
+}
+
+/// The role that inherits from a DropRole step: its heir, or the primary user when the heir is
+/// `gone`.
+pub(crate) fn inheriting<'s>(step: &'s Step, gone: &[String], primary_user: &'s str) -> Option<&'s str> {
+    heir_of(step).map(|h| if gone.iter().any(|g| g == h) { primary_user } else { h })
+}
+
+/// The role a DropRole step hands the dropped role's objects to.
+pub(crate) fn heir_of(step: &Step) -> Option<&str> {
+    match step {
+        Step::DropRole { reassign_to } => Some(reassign_to),
+        _ => None,
     }
 }
 

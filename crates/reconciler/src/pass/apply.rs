@@ -1,5 +1,4 @@
-//! Carrying out planned steps on a target. Every statement quotes its identifiers
-//! (`sql::ident`) and literals (`sql::literal`). The role steps of a pass are pipelined on
+//! Running planned statements on a target (their text is built in `crate::sql`). The role steps of a pass are pipelined on
 //! one session: each is one simple-query message (one implicit transaction), sent without
 //! waiting for the answer to the one before, so the target works through them back to back.
 //! While statements carrying password verifiers run, the session keeps statement logging off
@@ -9,92 +8,15 @@
 use futures::future::join_all;
 use tokio_postgres::Client;
 
-use crate::observe::RoleAttrs;
-use crate::plan::Step;
-use pgplane_target_server::sql::{ident, literal, LOUD, QUIET};
+use crate::sql::roles::{drop_role_sql, hand_over_sql, nologin_sql, terminate_sql};
+use pgplane_target_server::sql::{LOUD, QUIET};
 use pgplane_target_server::TargetError;
 use pgplane_target_server::{SessionLimits, TargetSpec};
 
-/// SQLSTATE duplicate_object (CREATE ROLE of an existing role).
-pub(crate) const DUPLICATE_OBJECT: &str = "42710";
-/// SQLSTATE duplicate_database.
-pub(crate) const DUPLICATE_DATABASE: &str = "42P04";
 /// SQLSTATE invalid_catalog_name (connecting to a database that is gone).
 const INVALID_CATALOG_NAME: &str = "3D000";
 
-fn attrs_sql(a: RoleAttrs) -> String {
-    let flag = |on: bool, name: &str| {
-        if on {
-            format!(" {name}")
-        } else {
-            format!(" NO{name}")
-        }
-    };
-    [
-        flag(a.login, "LOGIN"),
-        flag(a.superuser, "SUPERUSER"),
-        flag(a.createdb, "CREATEDB"),
-        flag(a.createrole, "CREATEROLE"),
-        flag(a.replication, "REPLICATION"),
-        flag(a.bypassrls, "BYPASSRLS"),
-        " INHERIT".to_string(),
-    ]
-    .concat()
-}
-
-/// The message that carries out a role's step, if the step issues DDL here in one message
-/// (dropping a role takes several, see [`drop_roles`]).
-pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
-    match step {
-        Step::CreateRole { attrs, grant_admin_to } => {
-            Some(create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref()))
-        }
-        Step::AlterRole { attrs, set_password, grant_admin_to } => {
-            Some(alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref()))
-        }
-        _ => None,
-    }
-}
-
-/// CREATE ROLE with the given attributes and password verifier, and the ADMIN OPTION grant
-/// to `grant_admin_to` when given: one message, so both happen or neither.
-fn create_role_sql(name: &str, attrs: RoleAttrs, verifier: &str, grant_admin_to: Option<&str>) -> String {
-    let mut sql =
-        format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
-    if let Some(grantee) = grant_admin_to {
-        sql.push_str("; ");
-        sql.push_str(&grant_admin_option_sql(name, grantee));
-    }
-    sql
-}
-
-/// ALTER ROLE to the given attributes, and the password verifier when given, and the ADMIN
-/// OPTION grant to `grant_admin_to` when given: one message.
-fn alter_role_sql(
-    name: &str,
-    attrs: RoleAttrs,
-    verifier: Option<&str>,
-    grant_admin_to: Option<&str>,
-) -> String {
-    let mut sql = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
-    if let Some(v) = verifier {
-        sql.push_str(" PASSWORD ");
-        sql.push_str(&literal(v));
-    }
-    if let Some(grantee) = grant_admin_to {
-        sql.push_str("; ");
-        sql.push_str(&grant_admin_option_sql(name, grantee));
-    }
-    sql
-}
-
-/// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
-/// privileges: it may manage the role (a user, an access group) and grant it, not act as it.
-pub(crate) fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
-    format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
-}
-
-/// Runs every statement (each a whole message, see `create_role_sql`), spread over
+/// Runs every statement (each a whole message, see `sql::roles::role_sql`), spread over
 /// `sessions` and pipelined on each, with logging off while they run when `quiet`; one result
 /// per statement, in order. Each role step costs the server a few milliseconds of CPU (it
 /// checks the verifier against an empty password), so sessions in parallel use more of its
@@ -220,16 +142,6 @@ pub(crate) async fn drop_roles(
     results
 }
 
-/// Ends the sessions of roles being dropped (but the pass's own).
-pub(crate) fn terminate_sql(roles: &[&str]) -> String {
-    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
-    format!(
-        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-          WHERE usename::text = ANY(ARRAY[{}]::text[]) AND pid <> pg_catalog.pg_backend_pid()",
-        names.join(", ")
-    )
-}
-
 /// The databases where `pg_shdepend` shows that one of `roles` owns something or holds a
 /// privilege (shared objects count for `admin_database`), with those roles, by database.
 pub(crate) async fn dependent_databases(
@@ -252,47 +164,6 @@ pub(crate) async fn dependent_databases(
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// The first statement of a role's deletion: no new logins.
-pub(crate) fn nologin_sql(role: &str) -> String {
-    format!("ALTER ROLE {} NOLOGIN", ident(role))
-}
-
-/// What a role's deletion runs in each database where it owns something or holds a privilege
-/// (REASSIGN and DROP OWNED act on the current database only), in one message (one
-/// transaction): its SECURITY DEFINER routines disarmed first ([`disarm_definers_sql`]), then
-/// what it owns handed over and its privileges dropped.
-pub(crate) fn hand_over_sql(role: &str, reassign_to: &str) -> String {
-    format!(
-        "{}; REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}",
-        disarm_definers_sql(role),
-        r = ident(role),
-        to = ident(reassign_to)
-    )
-}
-
-/// Makes every SECURITY DEFINER function and procedure `role` owns in the current database
-/// SECURITY INVOKER, so that code a deleted user planted never runs with its heir's rights
-/// (whoever may execute it then runs it with their own). Each routine is named by its oid's
-/// `regprocedure`, which quotes and qualifies it as needed; the role by a literal, in a `DO`
-/// block that is itself one quoted literal.
-pub(crate) fn disarm_definers_sql(role: &str) -> String {
-    let body = format!(
-        "DECLARE f pg_catalog.regprocedure; BEGIN \
-         FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p \
-           JOIN pg_catalog.pg_roles r ON r.oid = p.proowner \
-          WHERE r.rolname = {} AND p.prosecdef LOOP \
-           EXECUTE pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', f); \
-         END LOOP; END",
-        literal(role)
-    );
-    format!("DO {}", literal(&body))
-}
-
-/// The last statement of a role's deletion.
-pub(crate) fn drop_role_sql(role: &str) -> String {
-    format!("DROP ROLE IF EXISTS {}", ident(role))
-}
-
 /// Whether a failure on `database` came from its being dropped (or being dropped, its sessions
 /// ended) since it was listed: it took the roles' objects with it, nothing is left to clean.
 async fn database_gone(client: &Client, database: &str, error: &TargetError) -> bool {
@@ -310,44 +181,8 @@ fn fail_remaining(results: &mut [Result<(), TargetError>], error: &TargetError) 
     }
 }
 
-/// The statement that carries out a database's step, if the step issues DDL here. CREATE and
-/// DROP DATABASE cannot run inside a transaction: each is sent alone. A database is copied from
-/// `template0`, which nobody can connect to, so a session any login holds on `template1` cannot
-/// make another team's CREATE DATABASE fail (encoding and locale are template0's: the server's
-/// defaults from initdb). DROP DATABASE ends the sessions connected to it (WITH (FORCE),
-/// PostgreSQL 13+).
-pub(crate) fn database_sql(name: &str, step: &Step) -> Option<String> {
-    match step {
-        Step::CreateDatabase { owner } => {
-            Some(format!("CREATE DATABASE {} OWNER {} TEMPLATE template0", ident(name), ident(owner)))
-        }
-        Step::AlterDatabaseOwner { owner } => {
-            Some(format!("ALTER DATABASE {} OWNER TO {}", ident(name), ident(owner)))
-        }
-        Step::DropDatabase => Some(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))),
-        _ => None,
-    }
-}
-
 /// Runs one database step's statement.
 pub(crate) async fn run_database_step(client: &Client, sql: &str) -> Result<(), TargetError> {
     client.batch_execute(sql).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hand_over_disarms_definers_first_and_quotes_any_name() {
-        let sql = hand_over_sql("o'brien\"; DROP", "heir");
-        assert!(sql.starts_with("DO '"), "{sql}");
-        // The role is a literal inside the DO block's literal: its quote doubled twice.
-        assert!(sql.contains("rolname = ''o''''brien\"; DROP''"), "{sql}");
-        assert!(sql.contains("ALTER ROUTINE %s SECURITY INVOKER"), "{sql}");
-        assert!(sql.ends_with(
-            "; REASSIGN OWNED BY \"o'brien\"\"; DROP\" TO \"heir\"; DROP OWNED BY \"o'brien\"\"; DROP\""
-        ));
-    }
 }

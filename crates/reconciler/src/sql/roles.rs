@@ -1,0 +1,148 @@
+//! Role statements: CREATE ROLE and ALTER ROLE for users (attributes, password verifier, the
+//! primary user's ADMIN OPTION), and the statements of a role's deletion (no logins, sessions
+//! ended, SECURITY DEFINER routines disarmed, what it owns handed over, DROP ROLE).
+
+use pgplane_target_server::sql::{ident, literal};
+
+use crate::observe::RoleAttrs;
+use crate::plan::Step;
+
+fn attrs_sql(a: RoleAttrs) -> String {
+    let flag = |on: bool, name: &str| {
+        if on {
+            format!(" {name}")
+        } else {
+            format!(" NO{name}")
+        }
+    };
+    [
+        flag(a.login, "LOGIN"),
+        flag(a.superuser, "SUPERUSER"),
+        flag(a.createdb, "CREATEDB"),
+        flag(a.createrole, "CREATEROLE"),
+        flag(a.replication, "REPLICATION"),
+        flag(a.bypassrls, "BYPASSRLS"),
+        " INHERIT".to_string(),
+    ]
+    .concat()
+}
+
+/// The message that carries out a role's step, if the step issues DDL here in one message
+/// (dropping a role takes several, see `pass::apply::drop_roles`).
+pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
+    match step {
+        Step::CreateRole { attrs, grant_admin_to } => {
+            Some(create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref()))
+        }
+        Step::AlterRole { attrs, set_password, grant_admin_to } => {
+            Some(alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref()))
+        }
+        _ => None,
+    }
+}
+
+/// CREATE ROLE with the given attributes and password verifier, and the ADMIN OPTION grant
+/// to `grant_admin_to` when given: one message, so both happen or neither.
+fn create_role_sql(name: &str, attrs: RoleAttrs, verifier: &str, grant_admin_to: Option<&str>) -> String {
+    let mut sql =
+        format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
+    if let Some(grantee) = grant_admin_to {
+        sql.push_str("; ");
+        sql.push_str(&grant_admin_option_sql(name, grantee));
+    }
+    sql
+}
+
+/// ALTER ROLE to the given attributes, and the password verifier when given, and the ADMIN
+/// OPTION grant to `grant_admin_to` when given: one message.
+fn alter_role_sql(
+    name: &str,
+    attrs: RoleAttrs,
+    verifier: Option<&str>,
+    grant_admin_to: Option<&str>,
+) -> String {
+    let mut sql = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
+    if let Some(v) = verifier {
+        sql.push_str(" PASSWORD ");
+        sql.push_str(&literal(v));
+    }
+    if let Some(grantee) = grant_admin_to {
+        sql.push_str("; ");
+        sql.push_str(&grant_admin_option_sql(name, grantee));
+    }
+    sql
+}
+
+/// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
+/// privileges: it may manage the role (a user, an access group) and grant it, not act as it.
+pub(crate) fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
+    format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
+}
+
+/// Ends the sessions of roles being dropped (but the pass's own).
+pub(crate) fn terminate_sql(roles: &[&str]) -> String {
+    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+    format!(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+          WHERE usename::text = ANY(ARRAY[{}]::text[]) AND pid <> pg_catalog.pg_backend_pid()",
+        names.join(", ")
+    )
+}
+
+/// The first statement of a role's deletion: no new logins.
+pub(crate) fn nologin_sql(role: &str) -> String {
+    format!("ALTER ROLE {} NOLOGIN", ident(role))
+}
+
+/// What a role's deletion runs in each database where it owns something or holds a privilege
+/// (REASSIGN and DROP OWNED act on the current database only), in one message (one
+/// transaction): its SECURITY DEFINER routines disarmed first ([`disarm_definers_sql`]), then
+/// what it owns handed over and its privileges dropped.
+pub(crate) fn hand_over_sql(role: &str, reassign_to: &str) -> String {
+    format!(
+        "{}; REASSIGN OWNED BY {r} TO {to}; DROP OWNED BY {r}",
+        disarm_definers_sql(role),
+        r = ident(role),
+        to = ident(reassign_to)
+    )
+}
+
+/// Makes every SECURITY DEFINER function and procedure `role` owns in the current database
+/// SECURITY INVOKER, so that code a deleted user planted never runs with its heir's rights
+/// (whoever may execute it then runs it with their own). Each routine is named by its oid's
+/// `regprocedure`, which quotes and qualifies it as needed; the role by a literal, in a `DO`
+/// block that is itself one quoted literal.
+pub(crate) fn disarm_definers_sql(role: &str) -> String {
+    let body = format!(
+        "DECLARE f pg_catalog.regprocedure; BEGIN \
+         FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p \
+           JOIN pg_catalog.pg_roles r ON r.oid = p.proowner \
+          WHERE r.rolname = {} AND p.prosecdef LOOP \
+           EXECUTE pg_catalog.format('ALTER ROUTINE %s SECURITY INVOKER', f); \
+         END LOOP; END",
+        literal(role)
+    );
+    format!("DO {}", literal(&body))
+}
+
+/// The last statement of a role's deletion.
+pub(crate) fn drop_role_sql(role: &str) -> String {
+    format!("DROP ROLE IF EXISTS {}", ident(role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_over_disarms_definers_first_and_quotes_any_name() {
+        let sql = hand_over_sql("o'brien\"; DROP", "heir");
+        assert!(sql.starts_with("DO '"), "{sql}");
+        // The role is a literal inside the DO block's literal: its quote doubled twice.
+        assert!(sql.contains("rolname = ''o''''brien\"; DROP''"), "{sql}");
+        assert!(sql.contains("ALTER ROUTINE %s SECURITY INVOKER"), "{sql}");
+        assert!(sql.ends_with(
+            "; REASSIGN OWNED BY \"o'brien\"\"; DROP\" TO \"heir\"; DROP OWNED BY \"o'brien\"\"; DROP\""
+        ));
+    }
+}
