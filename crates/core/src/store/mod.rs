@@ -1,6 +1,10 @@
-//! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. Every
-//! query lives in this module tree. Writes that change a cluster's desired state bump the
-//! cluster's generation and wake the reconcilers in the same statement or transaction.
+//! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. The
+//! queries of this module tree are checked at compile time (sqlx's `query!` macros) against
+//! the query data committed in `.sqlx/` (`deploy/dev/sqlx-prepare.sh` writes it; `make lint`
+//! checks it is current), so a renamed column fails the build. Lifecycle states are bound as
+//! the enums of `crate::lifecycle`, never written in the SQL. Writes that change a cluster's
+//! desired state bump the cluster's generation and wake the reconcilers in the same statement
+//! or transaction (see `lifecycle::cluster`).
 
 mod access;
 mod audit;
@@ -85,49 +89,38 @@ impl Store {
 
     /// Checks that the metadata database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("select 1").execute(&self.pool).await?;
+        sqlx::query!("select 1 as one").fetch_one(&self.pool).await?;
         Ok(())
     }
 
     /// Looks a team up by name.
     pub async fn team_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        Ok(sqlx::query_scalar("select team_id from teams where name = $1")
-            .bind(name)
+        Ok(sqlx::query_scalar!("select team_id from teams where name = $1", name)
             .fetch_optional(&self.pool)
             .await?)
     }
 
     /// Creates a team if it does not exist; returns its id.
     pub async fn ensure_team(&self, name: &str) -> Result<Uuid> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "insert into teams (team_id, name) values ($1, $2)
              on conflict (name) do update set name = excluded.name
              returning team_id",
+            Uuid::new_v4(),
+            name
         )
-        .bind(Uuid::new_v4())
-        .bind(name)
         .fetch_one(&self.pool)
         .await?)
     }
 }
 
-/// What a change to a cluster's desired state sets on its row: a new generation, and a pass
-/// due at once (any backoff is over: the user changed something).
-const BUMP: &str = "generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()";
-
-/// One statement that runs `change` (a data-modifying statement with RETURNING on one of the
-/// cluster's objects; `$1` is the cluster id) and, if it touched a row, bumps the cluster's
-/// generation and wakes the reconcilers (the notification goes out on commit). One round trip
-/// and no explicit transaction: writes to one cluster hold its row lock only for that long.
-fn with_bump(change: &str) -> String {
-    format!(
-        "with changed as ({change}),
-              bumped as (update clusters set {BUMP}
-                          where cluster_id = $1 and exists (select 1 from changed)
-                      returning pg_notify('{WAKE_CHANNEL}', cluster_id::text))
-         select changed.* from changed"
-    )
-}
+// A change to a cluster's desired state sets, on its row, a new generation and a pass due at
+// once (any backoff is over: the user changed something): "generation = generation + 1,
+// attempts = 0, next_attempt_at = now(), updated_at = now()" (see `lifecycle::cluster`). The
+// statements that make such a change carry that text themselves (the query macros take one
+// literal each); a write to one of a cluster's objects does it in the same statement, with a
+// data-modifying CTE ("bumped") that also wakes the reconcilers on commit: one round trip and
+// no explicit transaction, so writes to one cluster hold its row lock only for that long.
 
 /// The unique key that keeps two clusters on one server from managing the same name.
 const SERVER_NAMES_KEY: &str = "server_names_pkey";
@@ -152,10 +145,8 @@ fn taken_on_server(e: sqlx::Error, kind: ObjectKind, name: &str) -> crate::Error
 
 /// Queues a notification on `channel`, delivered when `tx` commits.
 async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, cluster_id: Uuid) -> Result<()> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(channel)
-        .bind(cluster_id.to_string())
-        .execute(&mut **tx)
+    sqlx::query!("select pg_notify($1, $2) as notified", channel, cluster_id.to_string())
+        .fetch_one(&mut **tx)
         .await?;
     Ok(())
 }

@@ -1,11 +1,10 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
 //! changed ones otherwise), connect and observe the target (`connect`), plan a step per object,
 //! apply the steps in a safe order (`steps`), report drift (`drift`), record the outcomes phase
-//! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`backoff`) when
+//! by phase (`outcomes`) and end the pass, scheduling a retry with backoff (`pgplane_core::lifecycle::backoff`) when
 //! anything failed. `preview` runs the same observing and planning without applying anything,
 //! for the API's plan.
 
-mod backoff;
 mod connect;
 pub(crate) mod drift;
 mod outcomes;
@@ -15,7 +14,7 @@ mod primary;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::lifecycle::{DesiredState, Outcome};
+use pgplane_core::lifecycle::{backoff, DesiredState, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
@@ -25,7 +24,6 @@ use crate::access;
 use crate::controller::Shared;
 use crate::plan::{plan_role, DesiredRole, Step};
 use crate::rights;
-use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
 use outcomes::{Ledger, Record};
 use steps::{apply_databases, apply_roles, drop_roles};
