@@ -10,7 +10,9 @@
 # How: starts a throwaway PostgreSQL with the local server binaries (initdb, pg_ctl) in a
 # temporary folder on a free 127.0.0.1 port, applies migrations/ with psql, then runs
 # `cargo check -p pgplane-core` with DATABASE_URL set and SQLX_OFFLINE=false, which makes the
-# macros check every query against that database and write its data to SQLX_OFFLINE_DIR.
+# macros check every query against that database and write its data to SQLX_OFFLINE_DIR
+# (and crates/core/build.rs the hash of migrations/ it was written against, which offline
+# builds compare, so that a changed schema fails `cargo build` until this is run again).
 # The server and its folder are removed on exit.
 set -euo pipefail
 
@@ -55,12 +57,9 @@ for migration in "$root"/migrations/*.sql; do
   "$psql" -q -X -v ON_ERROR_STOP=1 -1 -d "$url" -f "$migration" >/dev/null
 done
 
-if $check; then
-  out="$tmp/sqlx"
-else
-  out="$root/.sqlx"
-  rm -rf "$out"
-fi
+# The data is written to a temporary folder first: a query that fails its check leaves .sqlx/
+# as it was.
+out="$tmp/sqlx"
 mkdir -p "$out"
 
 # The macros run when pgplane-core compiles: touching it makes cargo compile it again.
@@ -79,5 +78,7 @@ if $check; then
   fi
   echo ".sqlx/ is up to date"
 else
-  echo "wrote $(find "$out" -name 'query-*.json' | wc -l) queries to .sqlx/"
+  rm -rf "$root/.sqlx"
+  cp -r "$out" "$root/.sqlx"
+  echo "wrote $(find "$out" -name 'query-*.json' | wc -l) queries (and migrations.hash) to .sqlx/"
 fi

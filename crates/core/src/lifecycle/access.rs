@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn an_applied_outcome_advances_and_clears_a_failure_keeps_the_generation() {
-        assert_eq!(AccessOutcome::from_error(None).effect(), AccessOutcomeEffect { advance: true, error: None });
+        assert_eq!(
+            AccessOutcome::from_error(None).effect(),
+            AccessOutcomeEffect { advance: true, error: None }
+        );
         assert_eq!(
             AccessOutcome::from_error(Some("boom")).effect(),
             AccessOutcomeEffect { advance: false, error: Some("boom") }

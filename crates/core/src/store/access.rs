@@ -73,8 +73,8 @@ impl Store {
             user
         )
         .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound("user"))
+        .await?
+        .ok_or(Error::NotFound("user"))
     }
 
     /// Replaces a normal, present user's levels with `levels` (database, level); databases
@@ -358,7 +358,7 @@ impl Store {
             roles as &[&str]
         )
         .execute(&self.pool)
-            .await?;
+        .await?;
         Ok(())
     }
 

@@ -296,16 +296,20 @@ impl Store {
     /// turns out to be (its names are claimed there at the same time); a conflict with another
     /// cluster on that server is an error for the cluster, and nothing is recorded.
     pub async fn learn_server_id(&self, cluster_id: Uuid, server_id: &str) -> Result<()> {
-        sqlx::query!("update clusters set server_id = $2 where cluster_id = $1 and server_id is null", cluster_id, server_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                names_clash(e, || {
-                    "another cluster registered on the same server manages one of this cluster's \
+        sqlx::query!(
+            "update clusters set server_id = $2 where cluster_id = $1 and server_id is null",
+            cluster_id,
+            server_id
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            names_clash(e, || {
+                "another cluster registered on the same server manages one of this cluster's \
                      users or databases: pgplane changes nothing on the server until that is resolved"
-                        .into()
-                })
-            })?;
+                    .into()
+            })
+        })?;
         Ok(())
     }
 
@@ -378,8 +382,8 @@ impl Store {
             team_id
         )
         .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound("database cluster"))
+        .await?
+        .ok_or(Error::NotFound("database cluster"))
     }
 
     /// A cluster by id alone (for the reconciler, which works for every team).
@@ -400,9 +404,10 @@ impl Store {
 
     /// Unregisters a cluster. Nothing on the target is touched.
     pub async fn delete_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<()> {
-        let deleted = sqlx::query!("delete from clusters where cluster_id = $1 and team_id = $2", cluster_id, team_id)
-            .execute(&self.pool)
-            .await?;
+        let deleted =
+            sqlx::query!("delete from clusters where cluster_id = $1 and team_id = $2", cluster_id, team_id)
+                .execute(&self.pool)
+                .await?;
         if deleted.rows_affected() == 0 {
             return Err(Error::NotFound("database cluster"));
         }

@@ -70,10 +70,7 @@ impl Store {
         cluster_id: Uuid,
         changed_only: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
-        tokio::try_join!(
-            self.users(cluster_id, changed_only),
-            self.databases(cluster_id, changed_only)
-        )
+        tokio::try_join!(self.users(cluster_id, changed_only), self.databases(cluster_id, changed_only))
     }
 
     /// A cluster's users, by name; all, or only the changed ones.
@@ -122,8 +119,8 @@ impl Store {
             name
         )
         .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound("user"))
+        .await?
+        .ok_or(Error::NotFound("user"))
     }
 
     /// A cluster's databases, by name.
@@ -143,8 +140,8 @@ impl Store {
             name
         )
         .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound("database"))
+        .await?
+        .ok_or(Error::NotFound("database"))
     }
 
     /// Records a new normal user (desired present) and wakes the reconcilers.
@@ -405,7 +402,12 @@ impl Store {
     }
 
     /// Marks an object absent under a new generation.
-    async fn mark_absent(&self, kind: ObjectKind, cluster_id: Uuid, name: &str) -> Result<(i64, DateTime<Utc>)> {
+    async fn mark_absent(
+        &self,
+        kind: ObjectKind,
+        cluster_id: Uuid,
+        name: &str,
+    ) -> Result<(i64, DateTime<Utc>)> {
         let (absent, kept, after) =
             (DesiredState::Absent, SyncStatus::KEPT_BY_WRITE, SyncStatus::Ready.after_write());
         let written = match kind {

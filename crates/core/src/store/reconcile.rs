@@ -156,26 +156,30 @@ impl Store {
         }
         let (names, messages): (Vec<&str>, Vec<&str>) = left_out.iter().copied().unzip();
         match kind {
-            ObjectKind::User => sqlx::query!(
-                "update cluster_users t set last_error = o.message, updated_at = now()
+            ObjectKind::User => {
+                sqlx::query!(
+                    "update cluster_users t set last_error = o.message, updated_at = now()
                    from unnest($2::text[], $3::text[]) as o(name, message)
                   where t.cluster_id = $1 and t.name = o.name",
-                cluster_id,
-                &names as &[&str],
-                &messages as &[&str]
-            )
-            .execute(&self.pool)
-            .await?,
-            ObjectKind::Database => sqlx::query!(
-                "update cluster_databases t set last_error = o.message, updated_at = now()
+                    cluster_id,
+                    &names as &[&str],
+                    &messages as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            }
+            ObjectKind::Database => {
+                sqlx::query!(
+                    "update cluster_databases t set last_error = o.message, updated_at = now()
                    from unnest($2::text[], $3::text[]) as o(name, message)
                   where t.cluster_id = $1 and t.name = o.name",
-                cluster_id,
-                &names as &[&str],
-                &messages as &[&str]
-            )
-            .execute(&self.pool)
-            .await?,
+                    cluster_id,
+                    &names as &[&str],
+                    &messages as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            }
         };
         Ok(())
     }

@@ -100,7 +100,9 @@ impl Store {
         if revoked.rows_affected() == 0 {
             return Err(Error::NotFound("active token"));
         }
-        sqlx::query!("select pg_notify($1, $2) as notified", TOKENS_CHANNEL, token_id).fetch_one(&mut *tx).await?;
+        sqlx::query!("select pg_notify($1, $2) as notified", TOKENS_CHANNEL, token_id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
