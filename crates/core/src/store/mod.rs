@@ -6,6 +6,52 @@
 //! desired state bump the cluster's generation and wake the reconcilers in the same statement
 //! or transaction (see `lifecycle::cluster`).
 
+/// A write to one of a cluster's objects that, if it changed a row, also bumps the cluster's
+/// generation (see `lifecycle::cluster`: a new generation, a pass due at once, any backoff
+/// over) and wakes the reconcilers on commit, in one checked statement: one round trip and no
+/// explicit transaction, so writes to one cluster hold their row lock only for that long.
+/// `change` (literals, joined) is a data-modifying statement with RETURNING whose `$1` is the
+/// cluster id; `wake` is the placeholder bound to [`WAKE_CHANNEL`]. The result is the changed
+/// rows as a `User` or a `Database` (`returning *`), or as [`Written`] (`returning
+/// generation, updated_at`).
+macro_rules! with_bump {
+    (User, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::model::User, $change, $wake,
+            r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
+               credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
+               state as "state!: DesiredState", generation as "generation!",
+               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
+               last_error, claimed as "claimed!", created_at as "created_at!",
+               updated_at as "updated_at!", reassign_to"#,
+            $($args)*)
+    };
+    (Database, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::model::Database, $change, $wake,
+            r#"cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
+               state as "state!: DesiredState", generation as "generation!",
+               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
+               last_error, claimed as "claimed!", created_at as "created_at!", updated_at as "updated_at!""#,
+            $($args)*)
+    };
+    (written, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::store::Written, $change, $wake,
+            r#"generation as "generation!", updated_at as "updated_at!""#,
+            $($args)*)
+    };
+    (@query $out:path, [$($change:literal),+], $wake:literal, $select:literal, $($args:tt)*) => {
+        sqlx::query_as!(
+            $out,
+            "with changed as (" $(+ $change)+ + "), bumped as (
+                update clusters
+                   set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+                 where cluster_id = $1 and exists (select 1 from changed)
+             returning pg_notify(" + $wake + ", cluster_id::text))
+             select " + $select + " from changed",
+            $($args)*
+        )
+    };
+}
+
 mod access;
 mod audit;
 mod clusters;
@@ -47,6 +93,14 @@ pub const WAKE_CHANNEL: &str = "pgplane_wake";
 pub const RECONCILED_CHANNEL: &str = "pgplane_reconciled";
 /// Channel on which token revocations are announced; the payload is the token id.
 pub const TOKENS_CHANNEL: &str = "pgplane_tokens";
+
+/// An object's generation after a write, and when the row was written (by the metadata
+/// database's clock, which waits compare it with).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub generation: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
 
 /// Handle to the metadata database.
 #[derive(Clone, Debug)]
@@ -113,14 +167,6 @@ impl Store {
         .await?)
     }
 }
-
-// A change to a cluster's desired state sets, on its row, a new generation and a pass due at
-// once (any backoff is over: the user changed something): "generation = generation + 1,
-// attempts = 0, next_attempt_at = now(), updated_at = now()" (see `lifecycle::cluster`). The
-// statements that make such a change carry that text themselves (the query macros take one
-// literal each); a write to one of a cluster's objects does it in the same statement, with a
-// data-modifying CTE ("bumped") that also wakes the reconcilers on commit: one round trip and
-// no explicit transaction, so writes to one cluster hold its row lock only for that long.
 
 /// The unique key that keeps two clusters on one server from managing the same name.
 const SERVER_NAMES_KEY: &str = "server_names_pkey";

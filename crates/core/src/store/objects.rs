@@ -25,35 +25,25 @@ impl Store {
     /// (carrying an error); else pending (desired state not yet applied).
     pub async fn object_counts(&self, kind: ObjectKind) -> Result<ObjectCounts> {
         let (conflict, pending) = (SyncStatus::Conflict, SyncStatus::Pending);
+        macro_rules! counts {
+            ($table:literal) => {{
+                let r = sqlx::query!(
+                    r#"select count(*) filter (where sync_status = $1) as "conflict!",
+                              count(*) filter (where sync_status <> $1 and last_error is not null) as "failed!",
+                              count(*) filter (where sync_status <> $1 and last_error is null
+                                               and (sync_status = $2 or applied_generation < generation)) as "pending!"
+                       from "# + $table,
+                    conflict as _,
+                    pending as _
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                (r.conflict, r.failed, r.pending)
+            }};
+        }
         let (conflict, failed, pending) = match kind {
-            ObjectKind::User => {
-                let r = sqlx::query!(
-                    r#"select count(*) filter (where sync_status = $1) as "conflict!",
-                              count(*) filter (where sync_status <> $1 and last_error is not null) as "failed!",
-                              count(*) filter (where sync_status <> $1 and last_error is null
-                                               and (sync_status = $2 or applied_generation < generation)) as "pending!"
-                       from cluster_users"#,
-                    conflict as _,
-                    pending as _
-                )
-                .fetch_one(&self.pool)
-                .await?;
-                (r.conflict, r.failed, r.pending)
-            }
-            ObjectKind::Database => {
-                let r = sqlx::query!(
-                    r#"select count(*) filter (where sync_status = $1) as "conflict!",
-                              count(*) filter (where sync_status <> $1 and last_error is not null) as "failed!",
-                              count(*) filter (where sync_status <> $1 and last_error is null
-                                               and (sync_status = $2 or applied_generation < generation)) as "pending!"
-                       from cluster_databases"#,
-                    conflict as _,
-                    pending as _
-                )
-                .fetch_one(&self.pool)
-                .await?;
-                (r.conflict, r.failed, r.pending)
-            }
+            ObjectKind::User => counts!("cluster_users"),
+            ObjectKind::Database => counts!("cluster_databases"),
         };
         Ok(ObjectCounts { pending, failed, conflict })
     }
@@ -152,26 +142,13 @@ impl Store {
         credentials_sealed: &[u8],
         allow_replication: bool,
     ) -> Result<User> {
-        let user: Option<User> = sqlx::query_as!(
+        let user: Option<User> = with_bump!(
             User,
-            r#"with changed as (
-                 insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
+            ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
                  values ($1, $2, $3, $4, $5)
                  on conflict do nothing
-                 returning *
-               ), bumped as (
-                 update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id = $1 and exists (select 1 from changed)
-              returning pg_notify($6, cluster_id::text)
-               )
-               select cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
-                      credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
-                      state as "state!: DesiredState", generation as "generation!",
-                      applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
-                      last_error, claimed as "claimed!", created_at as "created_at!",
-                      updated_at as "updated_at!", reassign_to
-                 from changed"#,
+                 returning *"],
+            "$6",
             cluster_id,
             name,
             UserRole::Normal as _,
@@ -191,23 +168,12 @@ impl Store {
     /// Records a new database (desired present, owned by the primary user) and wakes the
     /// reconcilers.
     pub async fn insert_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        let db: Option<Database> = sqlx::query_as!(
+        let db: Option<Database> = with_bump!(
             Database,
-            r#"with changed as (
-                 insert into cluster_databases (cluster_id, name) values ($1, $2)
+            ["insert into cluster_databases (cluster_id, name) values ($1, $2)
                  on conflict do nothing
-                 returning *
-               ), bumped as (
-                 update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id = $1 and exists (select 1 from changed)
-              returning pg_notify($3, cluster_id::text)
-               )
-               select cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
-                      state as "state!: DesiredState", generation as "generation!",
-                      applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
-                      last_error, claimed as "claimed!", created_at as "created_at!", updated_at as "updated_at!"
-                 from changed"#,
+                 returning *"],
+            "$3",
             cluster_id,
             name,
             WAKE_CHANNEL
@@ -249,29 +215,16 @@ impl Store {
         allow_replication: Option<bool>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
-        let user: Option<User> = sqlx::query_as!(
+        let user: Option<User> = with_bump!(
             User,
-            r#"with changed as (
-                 update cluster_users
+            ["update cluster_users
                     set allow_replication = coalesce($3, allow_replication),
                         credentials_sealed = coalesce($4, credentials_sealed),
                         generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $5 then $5 else $6 end
                   where cluster_id = $1 and name = $2 and state = $7
-              returning *
-               ), bumped as (
-                 update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id = $1 and exists (select 1 from changed)
-              returning pg_notify($8, cluster_id::text)
-               )
-               select cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
-                      credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
-                      state as "state!: DesiredState", generation as "generation!",
-                      applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
-                      last_error, claimed as "claimed!", created_at as "created_at!",
-                      updated_at as "updated_at!", reassign_to
-                 from changed"#,
+              returning *"],
+            "$8",
             cluster_id,
             name,
             allow_replication,
@@ -356,20 +309,14 @@ impl Store {
                  try again once it is gone"
             )));
         }
-        let written = sqlx::query!(
-            r#"with changed as (
-                 update cluster_users
+        let written = with_bump!(
+            written,
+            ["update cluster_users
                     set state = $4, generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $5 then $5 else $6 end, reassign_to = $3
                   where cluster_id = $1 and name = $2
-              returning generation, updated_at
-               ), bumped as (
-                 update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id = $1 and exists (select 1 from changed)
-              returning pg_notify($7, cluster_id::text)
-               )
-               select generation as "generation!", updated_at as "updated_at!" from changed"#,
+              returning generation, updated_at"],
+            "$7",
             cluster_id,
             name,
             heir,
@@ -410,55 +357,35 @@ impl Store {
     ) -> Result<(i64, DateTime<Utc>)> {
         let (absent, kept, after) =
             (DesiredState::Absent, SyncStatus::KEPT_BY_WRITE, SyncStatus::Ready.after_write());
+        // One statement per table (a checked query names its table), written once.
+        macro_rules! mark_absent {
+            ($table:literal) => {
+                with_bump!(
+                    written,
+                    [
+                        "update ",
+                        $table,
+                        " set state = $3, generation = generation + 1, updated_at = now(),
+                              sync_status = case when sync_status = $4 then $4 else $5 end
+                          where cluster_id = $1 and name = $2
+                      returning generation, updated_at"
+                    ],
+                    "$6",
+                    cluster_id,
+                    name,
+                    absent as _,
+                    kept as _,
+                    after as _,
+                    WAKE_CHANNEL
+                )
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| (r.generation, r.updated_at))
+            };
+        }
         let written = match kind {
-            ObjectKind::User => sqlx::query!(
-                r#"with changed as (
-                     update cluster_users
-                        set state = $3, generation = generation + 1, updated_at = now(),
-                            sync_status = case when sync_status = $4 then $4 else $5 end
-                      where cluster_id = $1 and name = $2
-                  returning generation, updated_at
-                   ), bumped as (
-                     update clusters
-                        set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                      where cluster_id = $1 and exists (select 1 from changed)
-                  returning pg_notify($6, cluster_id::text)
-                   )
-                   select generation as "generation!", updated_at as "updated_at!" from changed"#,
-                cluster_id,
-                name,
-                absent as _,
-                kept as _,
-                after as _,
-                WAKE_CHANNEL
-            )
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| (r.generation, r.updated_at)),
-            ObjectKind::Database => sqlx::query!(
-                r#"with changed as (
-                     update cluster_databases
-                        set state = $3, generation = generation + 1, updated_at = now(),
-                            sync_status = case when sync_status = $4 then $4 else $5 end
-                      where cluster_id = $1 and name = $2
-                  returning generation, updated_at
-                   ), bumped as (
-                     update clusters
-                        set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                      where cluster_id = $1 and exists (select 1 from changed)
-                  returning pg_notify($6, cluster_id::text)
-                   )
-                   select generation as "generation!", updated_at as "updated_at!" from changed"#,
-                cluster_id,
-                name,
-                absent as _,
-                kept as _,
-                after as _,
-                WAKE_CHANNEL
-            )
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| (r.generation, r.updated_at)),
+            ObjectKind::User => mark_absent!("cluster_users"),
+            ObjectKind::Database => mark_absent!("cluster_databases"),
         };
         written.ok_or(Error::NotFound(kind.noun()))
     }
@@ -472,24 +399,23 @@ impl Store {
         name: &str,
         generation: i64,
     ) -> Result<bool> {
+        macro_rules! forget {
+            ($table:literal) => {
+                sqlx::query!(
+                    "delete from "
+                        + $table
+                        + " where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
+                    cluster_id,
+                    name,
+                    generation
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
         let deleted = match kind {
-            ObjectKind::User => sqlx::query!(
-                "delete from cluster_users where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
-                cluster_id,
-                name,
-                generation
-            )
-            .execute(&self.pool)
-            .await?,
-            ObjectKind::Database => sqlx::query!(
-                "delete from cluster_databases
-                  where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
-                cluster_id,
-                name,
-                generation
-            )
-            .execute(&self.pool)
-            .await?,
+            ObjectKind::User => forget!("cluster_users"),
+            ObjectKind::Database => forget!("cluster_databases"),
         };
         Ok(deleted.rows_affected() == 1)
     }
@@ -510,26 +436,22 @@ impl Store {
         cluster_id: Uuid,
         name: &str,
     ) -> Result<Option<DesiredState>> {
+        macro_rules! state {
+            ($table:literal) => {
+                sqlx::query_scalar!(
+                    r#"select state as "state: DesiredState" from "#
+                        + $table
+                        + " where cluster_id = $1 and name = $2",
+                    cluster_id,
+                    name
+                )
+                .fetch_optional(&self.pool)
+                .await?
+            };
+        }
         Ok(match kind {
-            ObjectKind::User => {
-                sqlx::query_scalar!(
-                    r#"select state as "state: DesiredState" from cluster_users where cluster_id = $1 and name = $2"#,
-                    cluster_id,
-                    name
-                )
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            ObjectKind::Database => {
-                sqlx::query_scalar!(
-                    r#"select state as "state: DesiredState" from cluster_databases
-                        where cluster_id = $1 and name = $2"#,
-                    cluster_id,
-                    name
-                )
-                .fetch_optional(&self.pool)
-                .await?
-            }
+            ObjectKind::User => state!("cluster_users"),
+            ObjectKind::Database => state!("cluster_databases"),
         })
     }
 }

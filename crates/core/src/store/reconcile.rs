@@ -123,22 +123,22 @@ impl Store {
         if names.is_empty() {
             return Ok(());
         }
+        macro_rules! claim {
+            ($table:literal) => {
+                sqlx::query!(
+                    "update "
+                        + $table
+                        + " set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
+                    cluster_id,
+                    names as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
         match kind {
-            ObjectKind::User => sqlx::query!(
-                "update cluster_users set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
-                cluster_id,
-                names as &[&str]
-            )
-            .execute(&self.pool)
-            .await?,
-            ObjectKind::Database => sqlx::query!(
-                "update cluster_databases set claimed = true
-                  where cluster_id = $1 and name = any($2) and not claimed",
-                cluster_id,
-                names as &[&str]
-            )
-            .execute(&self.pool)
-            .await?,
+            ObjectKind::User => claim!("cluster_users"),
+            ObjectKind::Database => claim!("cluster_databases"),
         };
         Ok(())
     }
@@ -155,31 +155,25 @@ impl Store {
             return Ok(());
         }
         let (names, messages): (Vec<&str>, Vec<&str>) = left_out.iter().copied().unzip();
+        macro_rules! left_out {
+            ($table:literal) => {
+                sqlx::query!(
+                    "update "
+                        + $table
+                        + " t set last_error = o.message, updated_at = now()
+                       from unnest($2::text[], $3::text[]) as o(name, message)
+                      where t.cluster_id = $1 and t.name = o.name",
+                    cluster_id,
+                    &names as &[&str],
+                    &messages as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
         match kind {
-            ObjectKind::User => {
-                sqlx::query!(
-                    "update cluster_users t set last_error = o.message, updated_at = now()
-                   from unnest($2::text[], $3::text[]) as o(name, message)
-                  where t.cluster_id = $1 and t.name = o.name",
-                    cluster_id,
-                    &names as &[&str],
-                    &messages as &[&str]
-                )
-                .execute(&self.pool)
-                .await?
-            }
-            ObjectKind::Database => {
-                sqlx::query!(
-                    "update cluster_databases t set last_error = o.message, updated_at = now()
-                   from unnest($2::text[], $3::text[]) as o(name, message)
-                  where t.cluster_id = $1 and t.name = o.name",
-                    cluster_id,
-                    &names as &[&str],
-                    &messages as &[&str]
-                )
-                .execute(&self.pool)
-                .await?
-            }
+            ObjectKind::User => left_out!("cluster_users"),
+            ObjectKind::Database => left_out!("cluster_databases"),
         };
         Ok(())
     }
@@ -206,81 +200,50 @@ impl Store {
             let (remove, advance) = (flags(|e| e.delete), flags(|e| e.advance));
             let (unclaim, not_since) = (flags(|e| e.unclaim), flags(|e| e.only_if_not_applied_since));
             let (if_current, if_moved_on) = (syncs(|e| e.sync_if_current), syncs(|e| e.sync_if_moved_on));
+            macro_rules! record {
+                ($table:literal) => {
+                    sqlx::query!(
+                        "with o as (
+                           select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
+                                                $7::text[], $8::text[], $9::bool[], $10::bool[])
+                                    as o(name, generation, message, remove, advance,
+                                         sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
+                         ), dropped as (
+                           delete from " + $table + " t using o
+                            where t.cluster_id = $1 and t.name = o.name and o.remove
+                              and t.generation = o.generation and t.state = $11
+                         )
+                         update " + $table + " t
+                            set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
+                                                          else t.applied_generation end,
+                                last_error = o.message,
+                                sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
+                                                            else o.sync_if_moved_on end,
+                                                       t.sync_status),
+                                claimed = t.claimed and not o.unclaim,
+                                updated_at = now()
+                           from o
+                          where t.cluster_id = $1 and t.name = o.name and not o.remove
+                            and (not o.only_if_not_applied_since or t.applied_generation < o.generation)",
+                        cluster_id,
+                        &names as &[&str],
+                        &generations,
+                        &messages as &[Option<&str>],
+                        &remove,
+                        &advance,
+                        &if_current as &[Option<&str>],
+                        &if_moved_on as &[Option<&str>],
+                        &unclaim,
+                        &not_since,
+                        DesiredState::Absent as _
+                    )
+                    .execute(&self.pool)
+                    .await?
+                };
+            }
             match kind {
-                ObjectKind::User => sqlx::query!(
-                    "with o as (
-                       select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
-                                            $7::text[], $8::text[], $9::bool[], $10::bool[])
-                                as o(name, generation, message, remove, advance,
-                                     sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
-                     ), dropped as (
-                       delete from cluster_users t using o
-                        where t.cluster_id = $1 and t.name = o.name and o.remove
-                          and t.generation = o.generation and t.state = $11
-                     )
-                     update cluster_users t
-                        set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
-                                                      else t.applied_generation end,
-                            last_error = o.message,
-                            sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
-                                                        else o.sync_if_moved_on end,
-                                                   t.sync_status),
-                            claimed = t.claimed and not o.unclaim,
-                            updated_at = now()
-                       from o
-                      where t.cluster_id = $1 and t.name = o.name and not o.remove
-                        and (not o.only_if_not_applied_since or t.applied_generation < o.generation)",
-                    cluster_id,
-                    &names as &[&str],
-                    &generations,
-                    &messages as &[Option<&str>],
-                    &remove,
-                    &advance,
-                    &if_current as &[Option<&str>],
-                    &if_moved_on as &[Option<&str>],
-                    &unclaim,
-                    &not_since,
-                    DesiredState::Absent as _
-                )
-                .execute(&self.pool)
-                .await?,
-                ObjectKind::Database => sqlx::query!(
-                    "with o as (
-                       select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
-                                            $7::text[], $8::text[], $9::bool[], $10::bool[])
-                                as o(name, generation, message, remove, advance,
-                                     sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
-                     ), dropped as (
-                       delete from cluster_databases t using o
-                        where t.cluster_id = $1 and t.name = o.name and o.remove
-                          and t.generation = o.generation and t.state = $11
-                     )
-                     update cluster_databases t
-                        set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
-                                                      else t.applied_generation end,
-                            last_error = o.message,
-                            sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
-                                                        else o.sync_if_moved_on end,
-                                                   t.sync_status),
-                            claimed = t.claimed and not o.unclaim,
-                            updated_at = now()
-                       from o
-                      where t.cluster_id = $1 and t.name = o.name and not o.remove
-                        and (not o.only_if_not_applied_since or t.applied_generation < o.generation)",
-                    cluster_id,
-                    &names as &[&str],
-                    &generations,
-                    &messages as &[Option<&str>],
-                    &remove,
-                    &advance,
-                    &if_current as &[Option<&str>],
-                    &if_moved_on as &[Option<&str>],
-                    &unclaim,
-                    &not_since,
-                    DesiredState::Absent as _
-                )
-                .execute(&self.pool)
-                .await?,
+                ObjectKind::User => record!("cluster_users"),
+                ObjectKind::Database => record!("cluster_databases"),
             };
         }
         Ok(())
