@@ -65,16 +65,10 @@ impl Store {
 
     /// How far a user's levels have been carried out.
     pub async fn access_progress(&self, cluster_id: Uuid, user: &str) -> Result<AccessProgress> {
-        sqlx::query_as!(
-            AccessProgress,
-            "select name, access_generation, access_applied_generation, access_error, updated_at
-               from cluster_users where cluster_id = $1 and name = $2",
-            cluster_id,
-            user
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("user"))
+        select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("user"))
     }
 
     /// Replaces a normal, present user's levels with `levels` (database, level); databases
@@ -183,15 +177,9 @@ impl Store {
             notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
             progress
         } else {
-            sqlx::query_as!(
-                AccessProgress,
-                "select name, access_generation, access_applied_generation, access_error, updated_at
-                   from cluster_users where cluster_id = $1 and name = $2",
-                cluster_id,
-                user
-            )
-            .fetch_one(&mut *tx)
-            .await?
+            select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
+                .fetch_one(&mut *tx)
+                .await?
         };
         tx.commit().await?;
         Ok(progress)
@@ -199,12 +187,10 @@ impl Store {
 
     /// Users of a cluster whose latest levels have not been carried out (or failed).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
-        Ok(sqlx::query_as!(
+        Ok(select_rows!(
             AccessProgress,
-            "select name, access_generation, access_applied_generation, access_error, updated_at
-               from cluster_users
-              where cluster_id = $1 and state = $2
-                and (access_applied_generation < access_generation or access_error is not null)",
+            ["where cluster_id = $1 and state = $2
+                and (access_applied_generation < access_generation or access_error is not null)"],
             cluster_id,
             DesiredState::Present as _
         )

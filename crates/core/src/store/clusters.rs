@@ -351,16 +351,9 @@ impl Store {
 
     /// A team's clusters, optionally only those carrying `tag`, oldest first.
     pub async fn list_clusters(&self, team_id: Uuid, tag: Option<&str>) -> Result<Vec<Cluster>> {
-        Ok(sqlx::query_as!(
+        Ok(select_rows!(
             Cluster,
-            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
-                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
-                      server_version_num, server_version, status as "status: ClusterStatus", generation,
-                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
-                      created_at, updated_at, ca_certificate, last_resync_at, server_id
-                 from clusters
-                where team_id = $1 and ($2::text is null or $2 = any(tags))
-                order by created_at, name"#,
+            ["where team_id = $1 and ($2::text is null or $2 = any(tags)) order by created_at, name"],
             team_id,
             tag
         )
@@ -370,36 +363,15 @@ impl Store {
 
     /// One of a team's clusters; another team's cluster is "not found".
     pub async fn get_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<Cluster> {
-        sqlx::query_as!(
-            Cluster,
-            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
-                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
-                      server_version_num, server_version, status as "status: ClusterStatus", generation,
-                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
-                      created_at, updated_at, ca_certificate, last_resync_at, server_id
-                 from clusters where cluster_id = $1 and team_id = $2"#,
-            cluster_id,
-            team_id
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("database cluster"))
+        select_rows!(Cluster, ["where cluster_id = $1 and team_id = $2"], cluster_id, team_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("database cluster"))
     }
 
     /// A cluster by id alone (for the reconciler, which works for every team).
     pub async fn cluster_by_id(&self, cluster_id: Uuid) -> Result<Option<Cluster>> {
-        Ok(sqlx::query_as!(
-            Cluster,
-            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
-                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
-                      server_version_num, server_version, status as "status: ClusterStatus", generation,
-                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
-                      created_at, updated_at, ca_certificate, last_resync_at, server_id
-                 from clusters where cluster_id = $1"#,
-            cluster_id
-        )
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(select_rows!(Cluster, ["where cluster_id = $1"], cluster_id).fetch_optional(&self.pool).await?)
     }
 
     /// Unregisters a cluster. Nothing on the target is touched.

@@ -52,6 +52,52 @@ macro_rules! with_bump {
     };
 }
 
+/// A checked query that reads rows of a model type, its columns listed once here: `rest` (one
+/// or more literals, joined) follows `select <columns> from <table>`.
+macro_rules! select_rows {
+    (Cluster, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::Cluster,
+            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
+                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
+                      server_version_num, server_version, status as "status: ClusterStatus", generation,
+                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
+                      created_at, updated_at, ca_certificate, last_resync_at, server_id
+                 from clusters "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (User, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::User,
+            r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
+                      state as "state: DesiredState", generation, applied_generation,
+                      sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
+                      reassign_to
+                 from cluster_users "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (Database, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::Database,
+            r#"select cluster_id, name, is_default, state as "state: DesiredState", generation,
+                      applied_generation, sync_status as "sync_status: SyncStatus", last_error, claimed,
+                      created_at, updated_at
+                 from cluster_databases "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (AccessProgress, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::AccessProgress,
+            "select name, access_generation, access_applied_generation, access_error, updated_at
+               from cluster_users " $(+ $rest)+,
+            $($args)*
+        )
+    };
+}
+
 mod access;
 mod audit;
 mod clusters;

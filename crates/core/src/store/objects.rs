@@ -65,14 +65,10 @@ impl Store {
 
     /// A cluster's users, by name; all, or only the changed ones.
     async fn users(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<User>> {
-        Ok(sqlx::query_as!(
+        Ok(select_rows!(
             User,
-            r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
-                      state as "state: DesiredState", generation, applied_generation,
-                      sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
-                      reassign_to
-                 from cluster_users where cluster_id = $1 and (not $2 or applied_generation < generation)
-                order by name"#,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
+                order by name"],
             cluster_id,
             changed_only
         )
@@ -82,13 +78,10 @@ impl Store {
 
     /// A cluster's databases, by name; all, or only the changed ones.
     async fn databases(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<Database>> {
-        Ok(sqlx::query_as!(
+        Ok(select_rows!(
             Database,
-            r#"select cluster_id, name, is_default, state as "state: DesiredState", generation,
-                      applied_generation, sync_status as "sync_status: SyncStatus", last_error, claimed,
-                      created_at, updated_at
-                 from cluster_databases where cluster_id = $1 and (not $2 or applied_generation < generation)
-                order by name"#,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
+                order by name"],
             cluster_id,
             changed_only
         )
@@ -98,19 +91,10 @@ impl Store {
 
     /// One user of a cluster.
     pub async fn get_user(&self, cluster_id: Uuid, name: &str) -> Result<User> {
-        sqlx::query_as!(
-            User,
-            r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
-                      state as "state: DesiredState", generation, applied_generation,
-                      sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
-                      reassign_to
-                 from cluster_users where cluster_id = $1 and name = $2"#,
-            cluster_id,
-            name
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("user"))
+        select_rows!(User, ["where cluster_id = $1 and name = $2"], cluster_id, name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("user"))
     }
 
     /// A cluster's databases, by name.
@@ -120,18 +104,10 @@ impl Store {
 
     /// One database of a cluster.
     pub async fn get_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        sqlx::query_as!(
-            Database,
-            r#"select cluster_id, name, is_default, state as "state: DesiredState", generation,
-                      applied_generation, sync_status as "sync_status: SyncStatus", last_error, claimed,
-                      created_at, updated_at
-                 from cluster_databases where cluster_id = $1 and name = $2"#,
-            cluster_id,
-            name
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("database"))
+        select_rows!(Database, ["where cluster_id = $1 and name = $2"], cluster_id, name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("database"))
     }
 
     /// Records a new normal user (desired present) and wakes the reconcilers.

@@ -20,25 +20,29 @@ impl Store {
     pub async fn prune_events(&self, log: EventLog, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
         let mut deleted = 0;
         loop {
+            macro_rules! prune {
+                ($table:literal, $at:literal) => {
+                    sqlx::query!(
+                        "delete from "
+                            + $table
+                            + " where event_id in (select event_id from "
+                            + $table
+                            + " where "
+                            + $at
+                            + " < $1 order by "
+                            + $at
+                            + " limit $2)",
+                        cutoff,
+                        batch
+                    )
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                };
+            }
             let done = match log {
-                EventLog::Audit => sqlx::query!(
-                    "delete from audit_events where event_id in
-                       (select event_id from audit_events where at < $1 order by at limit $2)",
-                    cutoff,
-                    batch
-                )
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-                EventLog::Drift => sqlx::query!(
-                    "delete from drift_events where event_id in
-                       (select event_id from drift_events where found_at < $1 order by found_at limit $2)",
-                    cutoff,
-                    batch
-                )
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+                EventLog::Audit => prune!("audit_events", "at"),
+                EventLog::Drift => prune!("drift_events", "found_at"),
             };
             deleted += done;
             if done < batch.max(1) as u64 {
