@@ -1,6 +1,6 @@
 # pgplane developer commands. `make run` and `make test` work on a fresh machine (see README).
 
-.PHONY: run test test-prepare bench bench-prepare images image compose-up compose-down fmt lint clean-test-containers
+.PHONY: run test test-prepare bench bench-prepare images image compose-up compose-down fmt lint sqlx-prepare clean-test-containers
 
 ## run: pgplane with a local metadata PostgreSQL and one target, API on 127.0.0.1:8080
 run:
@@ -60,9 +60,17 @@ compose-down:
 fmt:
 	cargo fmt --all
 
+## lint: formatting, clippy with warnings as errors, and the store's query data (.sqlx/) current
+## (needs the PostgreSQL server binaries, initdb and pg_ctl: see deploy/dev/sqlx-prepare.sh)
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	deploy/dev/sqlx-prepare.sh --check
+
+## sqlx-prepare: rewrite .sqlx/, the query data of the store's checked SQL (after changing a
+## query or a migration; commit the result)
+sqlx-prepare:
+	deploy/dev/sqlx-prepare.sh
 
 ## clean-test-containers: remove test containers a killed test run left behind
 clean-test-containers:

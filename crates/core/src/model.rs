@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::lifecycle::{DesiredState, SyncStatus, UserRole};
+use crate::lifecycle::{ClusterStatus, DesiredState, SyncStatus, UserRole};
 use uuid::Uuid;
 
 /// The bootstrap team created by the first migration.
@@ -29,7 +29,7 @@ pub struct Cluster {
     pub default_database: String,
     pub server_version_num: i32,
     pub server_version: String,
-    pub status: String,
+    pub status: ClusterStatus,
     pub generation: i64,
     pub reconciled_generation: i64,
     pub last_error: Option<String>,
@@ -210,31 +210,4 @@ pub struct AccessProgress {
     pub access_applied_generation: i64,
     pub access_error: Option<String>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// A user's levels are waited for like any other write: applied at their generation, or an
-/// error recorded after the write.
-impl crate::lifecycle::Lifecycle for AccessProgress {
-    fn desired(&self) -> DesiredState {
-        DesiredState::Present
-    }
-    fn sync(&self) -> SyncStatus {
-        if self.access_applied_generation >= self.access_generation && self.access_error.is_none() {
-            SyncStatus::Ready
-        } else {
-            SyncStatus::Pending
-        }
-    }
-    fn generation(&self) -> i64 {
-        self.access_generation
-    }
-    fn applied_generation(&self) -> i64 {
-        self.access_applied_generation
-    }
-    fn last_error(&self) -> Option<&str> {
-        self.access_error.as_deref()
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
 }

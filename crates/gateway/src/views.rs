@@ -239,7 +239,7 @@ impl ClusterView {
             num_nodes: cluster.num_nodes,
             size: cluster.size.clone(),
             region: cluster.region.clone(),
-            status: cluster.status.clone(),
+            status: cluster.status.as_str().into(),
             created_at: rfc3339(&cluster.created_at),
             private_network_uuid: String::new(),
             tags: cluster.tags.clone(),

@@ -3,13 +3,14 @@
 //! names (drawn when a level is first asked for), the oids of the roles pgplane created under
 //! them, and conflicts with roles it did not create found there. A change to a user's levels
 //! bumps its access generation and the cluster's generation (waking the reconcilers) in the
-//! same transaction.
+//! same transaction; the levels' lifecycle is `lifecycle::access`.
 
 use uuid::Uuid;
 
-use super::{notify, Store, BUMP, WAKE_CHANNEL};
+use super::{notify, Store, WAKE_CHANNEL};
 use crate::access::{new_group_role, AccessLevel};
 use crate::error::{Error, Result};
+use crate::lifecycle::{AccessOutcome, DesiredState, SyncStatus, UserRole};
 use crate::model::{AccessGrant, AccessProgress};
 
 /// What a pass needs to know about a cluster's access levels.
@@ -43,30 +44,28 @@ pub struct RecordedGroup {
 /// The oid a group recorded before oids were carries until a pass adopts its role.
 pub const UNRECORDED_OID: i64 = 0;
 
-const PROGRESS: &str = "name, access_generation, access_applied_generation, access_error, updated_at";
-
 impl Store {
     /// The levels of a cluster's users on its present databases (one user's, when `user` is
     /// given), by user and database.
     pub async fn list_access(&self, cluster_id: Uuid, user: Option<&str>) -> Result<Vec<AccessGrant>> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as!(
+            AccessGrant,
             "select a.user_name, a.database_name, a.level
                from cluster_user_access a
                join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
-              where a.cluster_id = $1 and d.state = 'present' and ($2::text is null or a.user_name = $2)
+              where a.cluster_id = $1 and d.state = $3 and ($2::text is null or a.user_name = $2)
               order by a.user_name, a.database_name",
+            cluster_id,
+            user,
+            DesiredState::Present as _
         )
-        .bind(cluster_id)
-        .bind(user)
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// How far a user's levels have been carried out.
     pub async fn access_progress(&self, cluster_id: Uuid, user: &str) -> Result<AccessProgress> {
-        sqlx::query_as(&format!("select {PROGRESS} from cluster_users where cluster_id = $1 and name = $2"))
-            .bind(cluster_id)
-            .bind(user)
+        select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("user"))
@@ -82,21 +81,22 @@ impl Store {
         levels: &[(String, AccessLevel)],
     ) -> Result<AccessProgress> {
         let mut tx = self.pool.begin().await?;
-        let found: Option<(String, String)> = sqlx::query_as(
-            "select role, state from cluster_users where cluster_id = $1 and name = $2 for update",
+        let found = sqlx::query!(
+            r#"select role as "role: UserRole", state as "state: DesiredState" from cluster_users
+                where cluster_id = $1 and name = $2 for update"#,
+            cluster_id,
+            user
         )
-        .bind(cluster_id)
-        .bind(user)
         .fetch_optional(&mut *tx)
         .await?;
         match found {
             None => return Err(Error::NotFound("user")),
-            Some((_, state)) if state == "absent" => {
+            Some(r) if r.state == DesiredState::Absent => {
                 return Err(Error::Conflict(format!(
                     "the user {user:?} is being deleted; try again once it is gone"
                 )))
             }
-            Some((role, _)) if role == "primary" => {
+            Some(r) if r.role == UserRole::Primary => {
                 return Err(Error::Invalid(format!(
                 "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
             )))
@@ -105,11 +105,12 @@ impl Store {
         }
         let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
         let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
-        let known: Vec<String> = sqlx::query_scalar(
-            "select name from cluster_databases where cluster_id = $1 and name = any($2) and state = 'present'",
+        let known: Vec<String> = sqlx::query_scalar!(
+            "select name from cluster_databases where cluster_id = $1 and name = any($2) and state = $3",
+            cluster_id,
+            &databases as &[&str],
+            DesiredState::Present as _
         )
-        .bind(cluster_id)
-        .bind(&databases)
         .fetch_all(&mut *tx)
         .await?;
         if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
@@ -117,72 +118,82 @@ impl Store {
                 "unknown database {unknown:?}: the cluster has no such database"
             )));
         }
-        let removed = sqlx::query(
+        let removed = sqlx::query!(
             "delete from cluster_user_access
               where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",
+            cluster_id,
+            user,
+            &databases as &[&str]
         )
-        .bind(cluster_id)
-        .bind(user)
-        .bind(&databases)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let upserted = sqlx::query(
+        let upserted = sqlx::query!(
             "insert into cluster_user_access (cluster_id, user_name, database_name, level)
              select $1, $2, d, l from unnest($3::text[], $4::text[]) as t(d, l)
              on conflict (cluster_id, user_name, database_name) do update set level = excluded.level
               where cluster_user_access.level <> excluded.level",
+            cluster_id,
+            user,
+            &databases as &[&str],
+            &names as &[&str]
         )
-        .bind(cluster_id)
-        .bind(user)
-        .bind(&databases)
-        .bind(&names)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         // The groups' names are drawn now, recorded before any pass creates the roles.
         let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
-        sqlx::query(
+        sqlx::query!(
             "insert into cluster_access_groups (cluster_id, database_name, level, role)
              select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
              on conflict do nothing",
+            cluster_id,
+            &databases as &[&str],
+            &names as &[&str],
+            &roles
         )
-        .bind(cluster_id)
-        .bind(&databases)
-        .bind(&names)
-        .bind(&roles)
         .execute(&mut *tx)
         .await?;
         let changed = removed + upserted > 0;
-        let sql = if changed {
-            format!(
+        let progress = if changed {
+            let progress = sqlx::query_as!(
+                AccessProgress,
                 "update cluster_users set access_generation = access_generation + 1, updated_at = now()
-                  where cluster_id = $1 and name = $2 returning {PROGRESS}"
+                  where cluster_id = $1 and name = $2
+              returning name, access_generation, access_applied_generation, access_error, updated_at",
+                cluster_id,
+                user
             )
-        } else {
-            format!("select {PROGRESS} from cluster_users where cluster_id = $1 and name = $2")
-        };
-        let progress: AccessProgress =
-            sqlx::query_as(&sql).bind(cluster_id).bind(user).fetch_one(&mut *tx).await?;
-        if changed {
-            sqlx::query(&format!("update clusters set {BUMP} where cluster_id = $1"))
-                .bind(cluster_id)
-                .execute(&mut *tx)
-                .await?;
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "update clusters
+                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+                  where cluster_id = $1",
+                cluster_id
+            )
+            .execute(&mut *tx)
+            .await?;
             notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
-        }
+            progress
+        } else {
+            select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
+                .fetch_one(&mut *tx)
+                .await?
+        };
         tx.commit().await?;
         Ok(progress)
     }
 
     /// Users of a cluster whose latest levels have not been carried out (or failed).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
-        Ok(sqlx::query_as(&format!(
-            "select {PROGRESS} from cluster_users
-              where cluster_id = $1 and state = 'present'
-                and (access_applied_generation < access_generation or access_error is not null)"
-        ))
-        .bind(cluster_id)
+        Ok(select_rows!(
+            AccessProgress,
+            ["where cluster_id = $1 and state = $2
+                and (access_applied_generation < access_generation or access_error is not null)"],
+            cluster_id,
+            DesiredState::Present as _
+        )
         .fetch_all(&self.pool)
         .await?)
     }
@@ -196,35 +207,46 @@ impl Store {
         cluster_id: Uuid,
         pending: Vec<AccessProgress>,
     ) -> Result<AccessForPass> {
-        let grants = sqlx::query_as(
+        let (present, conflict) = (DesiredState::Present, SyncStatus::Conflict);
+        let grants = sqlx::query_as!(
+            AccessGrant,
             "select a.user_name, a.database_name, a.level
                from cluster_user_access a
                join cluster_users u on u.cluster_id = a.cluster_id and u.name = a.user_name
                join cluster_databases d on d.cluster_id = a.cluster_id and d.name = a.database_name
-              where a.cluster_id = $1 and u.state = 'present' and u.claimed and u.sync_status <> 'conflict'
-                and d.state = 'present' and d.claimed and d.sync_status <> 'conflict'
+              where a.cluster_id = $1 and u.state = $2 and u.claimed and u.sync_status <> $3
+                and d.state = $2 and d.claimed and d.sync_status <> $3
               order by a.database_name, a.user_name",
+            cluster_id,
+            present as _,
+            conflict as _
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool);
-        let groups = sqlx::query_as::<_, (String, String, String, Option<i64>, Option<String>)>(
+        let groups = sqlx::query!(
             "select database_name, level, role, role_oid, conflict
                from cluster_access_groups where cluster_id = $1 order by role",
+            cluster_id
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool);
-        let users = sqlx::query_scalar(
+        let users = sqlx::query_scalar!(
             "select name from cluster_users
-              where cluster_id = $1 and claimed and sync_status <> 'conflict' order by name",
+              where cluster_id = $1 and claimed and sync_status <> $2 order by name",
+            cluster_id,
+            conflict as _
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool);
         let (grants, groups, users) = tokio::try_join!(grants, groups, users)?;
         let groups = groups
             .into_iter()
-            .filter_map(|(database, level, role, role_oid, conflict)| {
-                let level = AccessLevel::parse(&level)?;
-                Some(RecordedGroup { database, level, role, role_oid, conflict })
+            .filter_map(|g| {
+                let level = AccessLevel::parse(&g.level)?;
+                Some(RecordedGroup {
+                    database: g.database_name,
+                    level,
+                    role: g.role,
+                    role_oid: g.role_oid,
+                    conflict: g.conflict,
+                })
             })
             .collect();
         Ok(AccessForPass { grants, pending, groups, users })
@@ -243,15 +265,15 @@ impl Store {
         let databases: Vec<&str> = groups.iter().map(|g| g.0).collect();
         let levels: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
         let roles: Vec<&str> = groups.iter().map(|g| g.2).collect();
-        sqlx::query(
+        sqlx::query!(
             "insert into cluster_access_groups (cluster_id, database_name, level, role)
              select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
              on conflict do nothing",
+            cluster_id,
+            &databases as &[&str],
+            &levels as &[&str],
+            &roles as &[&str]
         )
-        .bind(cluster_id)
-        .bind(&databases)
-        .bind(&levels)
-        .bind(&roles)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -260,13 +282,13 @@ impl Store {
     /// Records the oid of the role pgplane created (or adopted) under a group's name; the
     /// group is no longer in conflict.
     pub async fn record_access_group_oid(&self, cluster_id: Uuid, role: &str, oid: i64) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "update cluster_access_groups set role_oid = $3, conflict = null
               where cluster_id = $1 and role = $2",
+            cluster_id,
+            role,
+            oid
         )
-        .bind(cluster_id)
-        .bind(role)
-        .bind(oid)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -274,13 +296,13 @@ impl Store {
 
     /// Gives a recorded group whose role is gone a new name (before its role is created again).
     pub async fn rename_access_group(&self, cluster_id: Uuid, role: &str, new_role: &str) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "update cluster_access_groups set role = $3, role_oid = null, conflict = null
               where cluster_id = $1 and role = $2",
+            cluster_id,
+            role,
+            new_role
         )
-        .bind(cluster_id)
-        .bind(role)
-        .bind(new_role)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -298,14 +320,14 @@ impl Store {
         }
         let roles: Vec<&str> = conflicts.iter().map(|c| c.0).collect();
         let messages: Vec<Option<&str>> = conflicts.iter().map(|c| c.1).collect();
-        sqlx::query(
+        sqlx::query!(
             "update cluster_access_groups g set conflict = t.m
                from unnest($2::text[], $3::text[]) as t(r, m)
               where g.cluster_id = $1 and g.role = t.r and g.conflict is distinct from t.m",
+            cluster_id,
+            &roles as &[&str],
+            &messages as &[Option<&str>]
         )
-        .bind(cluster_id)
-        .bind(&roles)
-        .bind(&messages)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -316,23 +338,28 @@ impl Store {
         if roles.is_empty() {
             return Ok(());
         }
-        sqlx::query("delete from cluster_access_groups where cluster_id = $1 and role = any($2)")
-            .bind(cluster_id)
-            .bind(roles)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "delete from cluster_access_groups where cluster_id = $1 and role = any($2)",
+            cluster_id,
+            roles as &[&str]
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// The groups of a cluster in conflict: (database, level, why).
     pub async fn access_group_conflicts(&self, cluster_id: Uuid) -> Result<Vec<(String, String, String)>> {
-        Ok(sqlx::query_as(
-            "select database_name, level, conflict from cluster_access_groups
-              where cluster_id = $1 and conflict is not null",
+        Ok(sqlx::query!(
+            r#"select database_name, level, conflict as "conflict!" from cluster_access_groups
+                where cluster_id = $1 and conflict is not null"#,
+            cluster_id
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|g| (g.database_name, g.level, g.conflict))
+        .collect())
     }
 
     /// The name recorded for the group role holding `level` on `database` of a cluster.
@@ -342,13 +369,13 @@ impl Store {
         database: &str,
         level: AccessLevel,
     ) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "select role from cluster_access_groups
               where cluster_id = $1 and database_name = $2 and level = $3",
+            cluster_id,
+            database,
+            level.as_str()
         )
-        .bind(cluster_id)
-        .bind(database)
-        .bind(level.as_str())
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -365,21 +392,24 @@ impl Store {
         }
         let names: Vec<&str> = outcomes.iter().map(|o| o.0).collect();
         let generations: Vec<i64> = outcomes.iter().map(|o| o.1).collect();
-        let messages: Vec<Option<&str>> = outcomes.iter().map(|o| o.2).collect();
-        sqlx::query(
+        let effects: Vec<_> = outcomes.iter().map(|o| AccessOutcome::from_error(o.2).effect()).collect();
+        let advance: Vec<bool> = effects.iter().map(|e| e.advance).collect();
+        let errors: Vec<Option<&str>> = effects.iter().map(|e| e.error).collect();
+        sqlx::query!(
             "update cluster_users t
-                set access_applied_generation = case when o.message is null
+                set access_applied_generation = case when o.advance
                         then greatest(t.access_applied_generation, o.generation)
                         else t.access_applied_generation end,
-                    access_error = o.message,
+                    access_error = o.error,
                     updated_at = now()
-               from unnest($2::text[], $3::int8[], $4::text[]) as o(name, generation, message)
+               from unnest($2::text[], $3::int8[], $4::bool[], $5::text[]) as o(name, generation, advance, error)
               where t.cluster_id = $1 and t.name = o.name",
+            cluster_id,
+            &names as &[&str],
+            &generations,
+            &advance,
+            &errors as &[Option<&str>]
         )
-        .bind(cluster_id)
-        .bind(&names)
-        .bind(&generations)
-        .bind(&messages)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -387,12 +417,12 @@ impl Store {
 
     /// Records a pass's failure on every user whose levels wait to be carried out.
     pub async fn fail_pending_access(&self, cluster_id: Uuid, message: &str) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "update cluster_users set access_error = $2, updated_at = now()
               where cluster_id = $1 and access_applied_generation < access_generation",
+            cluster_id,
+            message
         )
-        .bind(cluster_id)
-        .bind(message)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -26,18 +26,18 @@ pub struct NewAuditEvent {
 impl Store {
     /// Appends an event.
     pub async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "insert into audit_events (team_id, token_id, action, cluster_id, object, status, request_id, detail)
              values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            event.team_id,
+            event.token_id,
+            event.action,
+            event.cluster_id,
+            event.object,
+            i32::from(event.status),
+            event.request_id,
+            event.detail
         )
-        .bind(event.team_id)
-        .bind(&event.token_id)
-        .bind(&event.action)
-        .bind(event.cluster_id)
-        .bind(&event.object)
-        .bind(i32::from(event.status))
-        .bind(&event.request_id)
-        .bind(&event.detail)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -50,14 +50,16 @@ impl Store {
         cluster_id: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
-        Ok(sqlx::query_as(
-            "select * from audit_events
+        Ok(sqlx::query_as!(
+            AuditEvent,
+            "select event_id, at, team_id, token_id, action, cluster_id, object, status, request_id, detail
+               from audit_events
               where team_id = $1 and ($2::uuid is null or cluster_id = $2)
               order by event_id desc limit $3",
+            team_id,
+            cluster_id,
+            limit
         )
-        .bind(team_id)
-        .bind(cluster_id)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }

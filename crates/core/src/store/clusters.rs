@@ -1,11 +1,12 @@
 //! Cluster rows: registration (with the primary user and default database every cluster has),
-//! lookup scoped to a team, and unregistration.
+//! lookup scoped to a team, and unregistration. The cluster's lifecycle (status, generations,
+//! retries) is `lifecycle::cluster`.
 
 use uuid::Uuid;
 
-use super::{names_clash, notify, taken_on_server, Store, BUMP, WAKE_CHANNEL};
+use super::{names_clash, notify, taken_on_server, Store, WAKE_CHANNEL};
 use crate::error::{Error, Result};
-use crate::lifecycle::ObjectKind;
+use crate::lifecycle::{ClusterStatus, ObjectKind, SyncStatus, UserRole};
 use crate::model::{Cluster, User};
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;
@@ -28,22 +29,23 @@ async fn check_server_names(
     cluster_id: Option<Uuid>,
     names: ServerRoles<'_>,
 ) -> Result<()> {
-    let taken: Option<(String, String)> = sqlx::query_as(
-        "select kind, name from server_names
-          where server_id = $1 and cluster_id is distinct from $2
-            and ((kind = 'role' and name in ($3, $4)) or (kind = 'database' and name = $5))
-         union all
-         select 'admin', admin_user from clusters
-          where server_id = $1 and cluster_id is distinct from $2 and admin_user = $3
-         limit 1",
+    let taken = sqlx::query!(
+        r#"select kind as "kind!", name as "name!" from server_names
+            where server_id = $1 and cluster_id is distinct from $2
+              and ((kind = 'role' and name in ($3, $4)) or (kind = 'database' and name = $5))
+           union all
+           select 'admin', admin_user from clusters
+            where server_id = $1 and cluster_id is distinct from $2 and admin_user = $3
+           limit 1"#,
+        server_id,
+        cluster_id,
+        names.primary_user,
+        names.admin_user,
+        names.default_database
     )
-    .bind(server_id)
-    .bind(cluster_id)
-    .bind(names.primary_user)
-    .bind(names.admin_user)
-    .bind(names.default_database)
     .fetch_optional(&mut **tx)
-    .await?;
+    .await?
+    .map(|r| (r.kind, r.name));
     match taken {
         None => Ok(()),
         Some((kind, name)) if kind == "admin" => Err(Error::Conflict(format!(
@@ -117,33 +119,39 @@ impl Store {
             default_database: &new.default_database,
         };
         check_server_names(&mut tx, &new.server_id, None, names).await?;
-        let inserted = sqlx::query_as::<_, Cluster>(
-            "insert into clusters (cluster_id, team_id, name, region, size, num_nodes, tags, host, port,
-                                   admin_user, admin_password_sealed, admin_database, sslmode,
-                                   primary_user, default_database, server_version_num, server_version,
-                                   ca_certificate, server_id)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-             returning *",
+        let sealed = sealer.seal_str(&new.admin.password, &Cluster::admin_password_context(cluster_id));
+        let inserted = sqlx::query_as!(
+            Cluster,
+            r#"insert into clusters (cluster_id, team_id, name, region, size, num_nodes, tags, host, port,
+                                     admin_user, admin_password_sealed, admin_database, sslmode,
+                                     primary_user, default_database, server_version_num, server_version,
+                                     ca_certificate, server_id)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+               returning cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
+                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
+                      server_version_num, server_version, status as "status: ClusterStatus", generation,
+                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
+                      created_at, updated_at, ca_certificate, last_resync_at, server_id"#,
+            cluster_id,
+            new.team_id,
+            new.name,
+            new.region,
+            new.size,
+            new.num_nodes,
+            &new.tags,
+            new.admin.host,
+            i32::from(new.admin.port),
+            new.admin.user,
+            sealed,
+            new.admin.database,
+            new.admin.sslmode,
+            new.primary_user,
+            new.default_database,
+            new.server_version_num,
+            new.server_version,
+            new.admin.ca_certificate,
+            new.server_id
         )
-        .bind(cluster_id)
-        .bind(new.team_id)
-        .bind(&new.name)
-        .bind(&new.region)
-        .bind(&new.size)
-        .bind(new.num_nodes)
-        .bind(&new.tags)
-        .bind(&new.admin.host)
-        .bind(i32::from(new.admin.port))
-        .bind(&new.admin.user)
-        .bind(sealer.seal_str(&new.admin.password, &Cluster::admin_password_context(cluster_id)))
-        .bind(&new.admin.database)
-        .bind(&new.admin.sslmode)
-        .bind(&new.primary_user)
-        .bind(&new.default_database)
-        .bind(new.server_version_num)
-        .bind(&new.server_version)
-        .bind(&new.admin.ca_certificate)
-        .bind(&new.server_id)
         .fetch_one(&mut *tx)
         .await;
         let cluster = match inserted {
@@ -154,22 +162,24 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let credentials = serde_json::to_vec(&new.primary_credentials).expect("serialisable");
-        sqlx::query(
+        let sealed = sealer.seal(&credentials, &User::credentials_context(cluster_id, &new.primary_user));
+        sqlx::query!(
             "insert into cluster_users (cluster_id, name, role, credentials_sealed, claimed)
-             values ($1, $2, 'primary', $3, true)",
+             values ($1, $2, $3, $4, true)",
+            cluster_id,
+            new.primary_user,
+            UserRole::Primary as _,
+            sealed
         )
-        .bind(cluster_id)
-        .bind(&new.primary_user)
-        .bind(sealer.seal(&credentials, &User::credentials_context(cluster_id, &new.primary_user)))
         .execute(&mut *tx)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::User, &new.primary_user))?;
-        sqlx::query(
+        sqlx::query!(
             "insert into cluster_databases (cluster_id, name, is_default, claimed)
              values ($1, $2, true, true)",
+            cluster_id,
+            new.default_database
         )
-        .bind(cluster_id)
-        .bind(&new.default_database)
         .execute(&mut *tx)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::Database, &new.default_database))?;
@@ -221,26 +231,29 @@ impl Store {
             default_database: &cluster.default_database,
         };
         check_server_names(&mut tx, update.server_id, Some(cluster.cluster_id), names).await?;
-        sqlx::query(&format!(
+        let sealed = sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id));
+        sqlx::query!(
             "update clusters
                 set host = $2, port = $3, admin_user = $4, admin_password_sealed = $5, admin_database = $6,
                     sslmode = $7, server_version_num = $8, server_version = $9, ca_certificate = $10,
-                    server_id = $11, last_resync_at = null, {BUMP}
+                    server_id = $11, last_resync_at = null,
+                    generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
               where cluster_id = $1
-          returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
-        ))
-        .bind(cluster.cluster_id)
-        .bind(&admin.host)
-        .bind(i32::from(admin.port))
-        .bind(&admin.user)
-        .bind(sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id)))
-        .bind(&admin.database)
-        .bind(&admin.sslmode)
-        .bind(update.server_version_num)
-        .bind(update.server_version)
-        .bind(&admin.ca_certificate)
-        .bind(update.server_id)
-        .execute(&mut *tx)
+          returning pg_notify($12, cluster_id::text)::text",
+            cluster.cluster_id,
+            admin.host,
+            i32::from(admin.port),
+            admin.user,
+            sealed,
+            admin.database,
+            admin.sslmode,
+            update.server_version_num,
+            update.server_version,
+            admin.ca_certificate,
+            update.server_id,
+            WAKE_CHANNEL
+        )
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| {
             names_clash(e, || {
@@ -250,23 +263,29 @@ impl Store {
             })
         })?;
         if moved {
-            for (table, adopted) in
-                [("cluster_users", "role = 'primary'"), ("cluster_databases", "is_default")]
-            {
-                sqlx::query(&format!(
-                    "update {table}
-                        set claimed = {adopted}, generation = generation + 1, updated_at = now(),
-                            sync_status = 'pending', last_error = null
-                      where cluster_id = $1"
-                ))
-                .bind(cluster.cluster_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query("update cluster_databases set closed_to_public = false where cluster_id = $1")
-                .bind(cluster.cluster_id)
-                .execute(&mut *tx)
-                .await?;
+            // Nothing on the new server is pgplane's until a pass creates or adopts it.
+            let pending = SyncStatus::Pending;
+            sqlx::query!(
+                "update cluster_users
+                    set claimed = (role = $2), generation = generation + 1, updated_at = now(),
+                        sync_status = $3, last_error = null
+                  where cluster_id = $1",
+                cluster.cluster_id,
+                UserRole::Primary as _,
+                pending as _
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "update cluster_databases
+                    set claimed = is_default, closed_to_public = false, generation = generation + 1,
+                        updated_at = now(), sync_status = $2, last_error = null
+                  where cluster_id = $1",
+                cluster.cluster_id,
+                pending as _
+            )
+            .execute(&mut *tx)
+            .await?;
             Store::wake_server_neighbours(&mut tx, update.server_id, cluster.cluster_id).await?;
         }
         tx.commit().await?;
@@ -277,18 +296,20 @@ impl Store {
     /// turns out to be (its names are claimed there at the same time); a conflict with another
     /// cluster on that server is an error for the cluster, and nothing is recorded.
     pub async fn learn_server_id(&self, cluster_id: Uuid, server_id: &str) -> Result<()> {
-        sqlx::query("update clusters set server_id = $2 where cluster_id = $1 and server_id is null")
-            .bind(cluster_id)
-            .bind(server_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                names_clash(e, || {
-                    "another cluster registered on the same server manages one of this cluster's \
+        sqlx::query!(
+            "update clusters set server_id = $2 where cluster_id = $1 and server_id is null",
+            cluster_id,
+            server_id
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            names_clash(e, || {
+                "another cluster registered on the same server manages one of this cluster's \
                      users or databases: pgplane changes nothing on the server until that is resolved"
-                        .into()
-                })
-            })?;
+                    .into()
+            })
+        })?;
         Ok(())
     }
 
@@ -296,11 +317,11 @@ impl Store {
     /// identity is unknown).
     pub async fn alone_on_server(&self, cluster: &Cluster) -> Result<bool> {
         let Some(server_id) = cluster.server_id.as_deref() else { return Ok(false) };
-        Ok(sqlx::query_scalar(
-            "select not exists (select 1 from clusters where server_id = $1 and cluster_id <> $2)",
+        Ok(sqlx::query_scalar!(
+            r#"select not exists (select 1 from clusters where server_id = $1 and cluster_id <> $2) as "alone!""#,
+            server_id,
+            cluster.cluster_id
         )
-        .bind(server_id)
-        .bind(cluster.cluster_id)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -312,37 +333,37 @@ impl Store {
         server_id: &str,
         cluster_id: Uuid,
     ) -> Result<(Vec<String>, Vec<String>)> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "select kind, name from server_names where server_id = $1 and cluster_id <> $2
-             union
-             select 'role', admin_user from clusters where server_id = $1 and cluster_id <> $2",
+        let rows: Vec<(String, String)> = sqlx::query!(
+            r#"select kind as "kind!", name as "name!" from server_names where server_id = $1 and cluster_id <> $2
+               union
+               select 'role', admin_user from clusters where server_id = $1 and cluster_id <> $2"#,
+            server_id,
+            cluster_id
         )
-        .bind(server_id)
-        .bind(cluster_id)
         .fetch_all(&self.pool)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| (r.kind, r.name))
+        .collect();
         let (roles, databases): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(kind, _)| kind == "role");
         Ok((roles.into_iter().map(|r| r.1).collect(), databases.into_iter().map(|d| d.1).collect()))
     }
 
     /// A team's clusters, optionally only those carrying `tag`, oldest first.
     pub async fn list_clusters(&self, team_id: Uuid, tag: Option<&str>) -> Result<Vec<Cluster>> {
-        Ok(sqlx::query_as(
-            "select * from clusters
-              where team_id = $1 and ($2::text is null or $2 = any(tags))
-              order by created_at, name",
+        Ok(select_rows!(
+            Cluster,
+            ["where team_id = $1 and ($2::text is null or $2 = any(tags)) order by created_at, name"],
+            team_id,
+            tag
         )
-        .bind(team_id)
-        .bind(tag)
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// One of a team's clusters; another team's cluster is "not found".
     pub async fn get_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<Cluster> {
-        sqlx::query_as("select * from clusters where cluster_id = $1 and team_id = $2")
-            .bind(cluster_id)
-            .bind(team_id)
+        select_rows!(Cluster, ["where cluster_id = $1 and team_id = $2"], cluster_id, team_id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("database cluster"))
@@ -350,19 +371,15 @@ impl Store {
 
     /// A cluster by id alone (for the reconciler, which works for every team).
     pub async fn cluster_by_id(&self, cluster_id: Uuid) -> Result<Option<Cluster>> {
-        Ok(sqlx::query_as("select * from clusters where cluster_id = $1")
-            .bind(cluster_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(select_rows!(Cluster, ["where cluster_id = $1"], cluster_id).fetch_optional(&self.pool).await?)
     }
 
     /// Unregisters a cluster. Nothing on the target is touched.
     pub async fn delete_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<()> {
-        let deleted = sqlx::query("delete from clusters where cluster_id = $1 and team_id = $2")
-            .bind(cluster_id)
-            .bind(team_id)
-            .execute(&self.pool)
-            .await?;
+        let deleted =
+            sqlx::query!("delete from clusters where cluster_id = $1 and team_id = $2", cluster_id, team_id)
+                .execute(&self.pool)
+                .await?;
         if deleted.rows_affected() == 0 {
             return Err(Error::NotFound("database cluster"));
         }

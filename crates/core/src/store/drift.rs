@@ -17,15 +17,15 @@ impl Store {
         description: &str,
         repaired: bool,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "insert into drift_events (cluster_id, kind, name, description, repaired_at)
              values ($1, $2, $3, $4, case when $5 then now() end)",
+            cluster_id,
+            kind.noun(),
+            name,
+            description,
+            repaired
         )
-        .bind(cluster_id)
-        .bind(kind.noun())
-        .bind(name)
-        .bind(description)
-        .bind(repaired)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -33,10 +33,14 @@ impl Store {
 
     /// A cluster's drift events, newest first.
     pub async fn list_drift(&self, cluster_id: Uuid, limit: i64) -> Result<Vec<DriftEvent>> {
-        Ok(sqlx::query_as("select * from drift_events where cluster_id = $1 order by event_id desc limit $2")
-            .bind(cluster_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as!(
+            DriftEvent,
+            "select event_id, cluster_id, kind, name, description, found_at, repaired_at
+               from drift_events where cluster_id = $1 order by event_id desc limit $2",
+            cluster_id,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

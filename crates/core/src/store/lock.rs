@@ -29,8 +29,9 @@ impl Store {
     pub async fn try_lock_cluster(&self, cluster_id: Uuid) -> Result<Option<ClusterLock>> {
         let key = lock_key(cluster_id);
         let mut session = self.pool.acquire().await?;
-        let locked: bool =
-            sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *session).await?;
+        let locked = sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "locked!""#, key)
+            .fetch_one(&mut *session)
+            .await?;
         // A session without the lock goes back to the pool.
         Ok(locked.then(|| ClusterLock { session: Some(session), key }))
     }
@@ -42,7 +43,7 @@ impl ClusterLock {
     pub async fn unlock(mut self) {
         let Some(mut session) = self.session.take() else { return };
         let unlocked =
-            sqlx::query("select pg_advisory_unlock($1)").bind(self.key).execute(&mut *session).await;
+            sqlx::query_scalar!("select pg_advisory_unlock($1)", self.key).fetch_one(&mut *session).await;
         if unlocked.is_err() {
             drop(session.detach());
         }

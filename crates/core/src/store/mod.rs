@@ -1,6 +1,102 @@
-//! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. Every
-//! query lives in this module tree. Writes that change a cluster's desired state bump the
-//! cluster's generation and wake the reconcilers in the same statement or transaction.
+//! The metadata store: pgplane's own PostgreSQL database, reached only through sqlx. The
+//! queries of this module tree are checked at compile time (sqlx's `query!` macros) against
+//! the query data committed in `.sqlx/` (`deploy/dev/sqlx-prepare.sh` writes it; `make lint`
+//! checks it is current), so a renamed column fails the build. Lifecycle states are bound as
+//! the enums of `crate::lifecycle`, never written in the SQL. Writes that change a cluster's
+//! desired state bump the cluster's generation and wake the reconcilers in the same statement
+//! or transaction (see `lifecycle::cluster`).
+
+/// A write to one of a cluster's objects that, if it changed a row, also bumps the cluster's
+/// generation (see `lifecycle::cluster`: a new generation, a pass due at once, any backoff
+/// over) and wakes the reconcilers on commit, in one checked statement: one round trip and no
+/// explicit transaction, so writes to one cluster hold their row lock only for that long.
+/// `change` (literals, joined) is a data-modifying statement with RETURNING whose `$1` is the
+/// cluster id; `wake` is the placeholder bound to [`WAKE_CHANNEL`]. The result is the changed
+/// rows as a `User` or a `Database` (`returning *`), or as [`Written`] (`returning
+/// generation, updated_at`).
+macro_rules! with_bump {
+    (User, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::model::User, $change, $wake,
+            r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
+               credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
+               state as "state!: DesiredState", generation as "generation!",
+               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
+               last_error, claimed as "claimed!", created_at as "created_at!",
+               updated_at as "updated_at!", reassign_to"#,
+            $($args)*)
+    };
+    (Database, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::model::Database, $change, $wake,
+            r#"cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
+               state as "state!: DesiredState", generation as "generation!",
+               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
+               last_error, claimed as "claimed!", created_at as "created_at!", updated_at as "updated_at!""#,
+            $($args)*)
+    };
+    (written, $change:tt, $wake:literal, $($args:tt)*) => {
+        with_bump!(@query crate::store::Written, $change, $wake,
+            r#"generation as "generation!", updated_at as "updated_at!""#,
+            $($args)*)
+    };
+    (@query $out:path, [$($change:literal),+], $wake:literal, $select:literal, $($args:tt)*) => {
+        sqlx::query_as!(
+            $out,
+            "with changed as (" $(+ $change)+ + "), bumped as (
+                update clusters
+                   set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+                 where cluster_id = $1 and exists (select 1 from changed)
+             returning pg_notify(" + $wake + ", cluster_id::text))
+             select " + $select + " from changed",
+            $($args)*
+        )
+    };
+}
+
+/// A checked query that reads rows of a model type, its columns listed once here: `rest` (one
+/// or more literals, joined) follows `select <columns> from <table>`.
+macro_rules! select_rows {
+    (Cluster, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::Cluster,
+            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
+                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
+                      server_version_num, server_version, status as "status: ClusterStatus", generation,
+                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
+                      created_at, updated_at, ca_certificate, last_resync_at, server_id
+                 from clusters "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (User, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::User,
+            r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
+                      state as "state: DesiredState", generation, applied_generation,
+                      sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
+                      reassign_to
+                 from cluster_users "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (Database, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::Database,
+            r#"select cluster_id, name, is_default, state as "state: DesiredState", generation,
+                      applied_generation, sync_status as "sync_status: SyncStatus", last_error, claimed,
+                      created_at, updated_at
+                 from cluster_databases "# $(+ $rest)+,
+            $($args)*
+        )
+    };
+    (AccessProgress, [$($rest:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            crate::model::AccessProgress,
+            "select name, access_generation, access_applied_generation, access_error, updated_at
+               from cluster_users " $(+ $rest)+,
+            $($args)*
+        )
+    };
+}
 
 mod access;
 mod audit;
@@ -46,6 +142,14 @@ pub const RECONCILED_CHANNEL: &str = "pgplane_reconciled";
 /// Channel on which token revocations are announced; the payload is the token id.
 pub const TOKENS_CHANNEL: &str = "pgplane_tokens";
 
+/// An object's generation after a write, and when the row was written (by the metadata
+/// database's clock, which waits compare it with).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub generation: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Handle to the metadata database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -87,48 +191,29 @@ impl Store {
 
     /// Checks that the metadata database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("select 1").execute(&self.pool).await?;
+        sqlx::query!("select 1 as one").fetch_one(&self.pool).await?;
         Ok(())
     }
 
     /// Looks a team up by name.
     pub async fn team_id_by_name(&self, name: &str) -> Result<Option<Uuid>> {
-        Ok(sqlx::query_scalar("select team_id from teams where name = $1")
-            .bind(name)
+        Ok(sqlx::query_scalar!("select team_id from teams where name = $1", name)
             .fetch_optional(&self.pool)
             .await?)
     }
 
     /// Creates a team if it does not exist; returns its id.
     pub async fn ensure_team(&self, name: &str) -> Result<Uuid> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar!(
             "insert into teams (team_id, name) values ($1, $2)
              on conflict (name) do update set name = excluded.name
              returning team_id",
+            Uuid::new_v4(),
+            name
         )
-        .bind(Uuid::new_v4())
-        .bind(name)
         .fetch_one(&self.pool)
         .await?)
     }
-}
-
-/// What a change to a cluster's desired state sets on its row: a new generation, and a pass
-/// due at once (any backoff is over: the user changed something).
-const BUMP: &str = "generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()";
-
-/// One statement that runs `change` (a data-modifying statement with RETURNING on one of the
-/// cluster's objects; `$1` is the cluster id) and, if it touched a row, bumps the cluster's
-/// generation and wakes the reconcilers (the notification goes out on commit). One round trip
-/// and no explicit transaction: writes to one cluster hold its row lock only for that long.
-fn with_bump(change: &str) -> String {
-    format!(
-        "with changed as ({change}),
-              bumped as (update clusters set {BUMP}
-                          where cluster_id = $1 and exists (select 1 from changed)
-                      returning pg_notify('{WAKE_CHANNEL}', cluster_id::text))
-         select changed.* from changed"
-    )
 }
 
 /// The unique key that keeps two clusters on one server from managing the same name.
@@ -154,10 +239,8 @@ fn taken_on_server(e: sqlx::Error, kind: ObjectKind, name: &str) -> crate::Error
 
 /// Queues a notification on `channel`, delivered when `tx` commits.
 async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, cluster_id: Uuid) -> Result<()> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(channel)
-        .bind(cluster_id.to_string())
-        .execute(&mut **tx)
+    sqlx::query!("select pg_notify($1, $2) as notified", channel, cluster_id.to_string())
+        .fetch_one(&mut **tx)
         .await?;
     Ok(())
 }

@@ -1,23 +1,15 @@
 //! Rows of the objects pgplane manages on a cluster: users (roles) and databases. Both kinds
-//! share the desired-state columns (state, generation, sync_status, claimed), so the lifecycle
-//! queries are written once, over [`ObjectKind`].
+//! share the desired-state columns (state, generation, sync_status, claimed) and follow the
+//! lifecycle of `lifecycle::objects`; a query that is the same for both is written once per
+//! table (checked queries name their table) and chosen by [`ObjectKind`].
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{taken_on_server, with_bump, Store};
+use super::{taken_on_server, Store, WAKE_CHANNEL};
 use crate::error::{Error, Result};
-use crate::lifecycle::{DesiredState, ObjectKind, SYNC_AFTER_WRITE_SQL};
+use crate::lifecycle::{DesiredState, ObjectKind, SyncStatus, UserRole};
 use crate::model::{Database, User};
-
-/// The table that holds objects of a kind.
-pub(super) fn table(kind: ObjectKind) -> &'static str {
-    match kind {
-        ObjectKind::User => "cluster_users",
-        ObjectKind::Database => "cluster_databases",
-    }
-}
 
 /// How many objects, over every cluster, are waiting to be applied, carry an error, or are in
 /// conflict with a same-named object pgplane does not own (for the metrics).
@@ -32,21 +24,33 @@ impl Store {
     /// Counts of unsettled objects of one kind, over every cluster: in conflict; else failed
     /// (carrying an error); else pending (desired state not yet applied).
     pub async fn object_counts(&self, kind: ObjectKind) -> Result<ObjectCounts> {
-        let sql = format!(
-            "select count(*) filter (where sync_status = 'conflict'),
-                    count(*) filter (where sync_status <> 'conflict' and last_error is not null),
-                    count(*) filter (where sync_status <> 'conflict' and last_error is null
-                                     and (sync_status = 'pending' or applied_generation < generation))
-             from {}",
-            table(kind)
-        );
-        let (conflict, failed, pending): (i64, i64, i64) = sqlx::query_as(&sql).fetch_one(&self.pool).await?;
+        let (conflict, pending) = (SyncStatus::Conflict, SyncStatus::Pending);
+        macro_rules! counts {
+            ($table:literal) => {{
+                let r = sqlx::query!(
+                    r#"select count(*) filter (where sync_status = $1) as "conflict!",
+                              count(*) filter (where sync_status <> $1 and last_error is not null) as "failed!",
+                              count(*) filter (where sync_status <> $1 and last_error is null
+                                               and (sync_status = $2 or applied_generation < generation)) as "pending!"
+                       from "# + $table,
+                    conflict as _,
+                    pending as _
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                (r.conflict, r.failed, r.pending)
+            }};
+        }
+        let (conflict, failed, pending) = match kind {
+            ObjectKind::User => counts!("cluster_users"),
+            ObjectKind::Database => counts!("cluster_databases"),
+        };
         Ok(ObjectCounts { pending, failed, conflict })
     }
 
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        self.objects(ObjectKind::User, cluster_id, false).await
+        self.users(cluster_id, false).await
     }
 
     /// A cluster's users and databases, read at the same time: all of them, or (for a pass
@@ -56,27 +60,38 @@ impl Store {
         cluster_id: Uuid,
         changed_only: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
-        tokio::try_join!(
-            self.objects(ObjectKind::User, cluster_id, changed_only),
-            self.objects(ObjectKind::Database, cluster_id, changed_only)
-        )
+        tokio::try_join!(self.users(cluster_id, changed_only), self.databases(cluster_id, changed_only))
     }
 
-    /// A cluster's objects of one kind, by name; all, or only the changed ones.
-    async fn objects<T>(&self, kind: ObjectKind, cluster_id: Uuid, changed_only: bool) -> Result<Vec<T>>
-    where
-        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
-    {
-        let changed = if changed_only { " and applied_generation < generation" } else { "" };
-        let sql = format!("select * from {} where cluster_id = $1{changed} order by name", table(kind));
-        Ok(sqlx::query_as(&sql).bind(cluster_id).fetch_all(&self.pool).await?)
+    /// A cluster's users, by name; all, or only the changed ones.
+    async fn users(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<User>> {
+        Ok(select_rows!(
+            User,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
+                order by name"],
+            cluster_id,
+            changed_only
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A cluster's databases, by name; all, or only the changed ones.
+    async fn databases(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<Database>> {
+        Ok(select_rows!(
+            Database,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
+                order by name"],
+            cluster_id,
+            changed_only
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// One user of a cluster.
     pub async fn get_user(&self, cluster_id: Uuid, name: &str) -> Result<User> {
-        sqlx::query_as("select * from cluster_users where cluster_id = $1 and name = $2")
-            .bind(cluster_id)
-            .bind(name)
+        select_rows!(User, ["where cluster_id = $1 and name = $2"], cluster_id, name)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("user"))
@@ -84,14 +99,12 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        self.objects(ObjectKind::Database, cluster_id, false).await
+        self.databases(cluster_id, false).await
     }
 
     /// One database of a cluster.
     pub async fn get_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        sqlx::query_as("select * from cluster_databases where cluster_id = $1 and name = $2")
-            .bind(cluster_id)
-            .bind(name)
+        select_rows!(Database, ["where cluster_id = $1 and name = $2"], cluster_id, name)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("database"))
@@ -105,16 +118,20 @@ impl Store {
         credentials_sealed: &[u8],
         allow_replication: bool,
     ) -> Result<User> {
-        let user: Option<User> = sqlx::query_as(&with_bump(
-            "insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
-             values ($1, $2, 'normal', $3, $4)
-             on conflict do nothing
-             returning *",
-        ))
-        .bind(cluster_id)
-        .bind(name)
-        .bind(credentials_sealed)
-        .bind(allow_replication)
+        let user: Option<User> = with_bump!(
+            User,
+            ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
+                 values ($1, $2, $3, $4, $5)
+                 on conflict do nothing
+                 returning *"],
+            "$6",
+            cluster_id,
+            name,
+            UserRole::Normal as _,
+            credentials_sealed,
+            allow_replication,
+            WAKE_CHANNEL
+        )
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
@@ -127,13 +144,16 @@ impl Store {
     /// Records a new database (desired present, owned by the primary user) and wakes the
     /// reconcilers.
     pub async fn insert_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        let db: Option<Database> = sqlx::query_as(&with_bump(
-            "insert into cluster_databases (cluster_id, name) values ($1, $2)
-             on conflict do nothing
-             returning *",
-        ))
-        .bind(cluster_id)
-        .bind(name)
+        let db: Option<Database> = with_bump!(
+            Database,
+            ["insert into cluster_databases (cluster_id, name) values ($1, $2)
+                 on conflict do nothing
+                 returning *"],
+            "$3",
+            cluster_id,
+            name,
+            WAKE_CHANNEL
+        )
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::Database, name))?;
@@ -171,19 +191,25 @@ impl Store {
         allow_replication: Option<bool>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
-        let user: Option<User> = sqlx::query_as(&with_bump(&format!(
-            "update cluster_users
-                set allow_replication = coalesce($3, allow_replication),
-                    credentials_sealed = coalesce($4, credentials_sealed),
-                    generation = generation + 1, updated_at = now(),
-                    sync_status = {SYNC_AFTER_WRITE_SQL}
-              where cluster_id = $1 and name = $2 and state = 'present'
-          returning *"
-        )))
-        .bind(cluster_id)
-        .bind(name)
-        .bind(allow_replication)
-        .bind(credentials_sealed)
+        let user: Option<User> = with_bump!(
+            User,
+            ["update cluster_users
+                    set allow_replication = coalesce($3, allow_replication),
+                        credentials_sealed = coalesce($4, credentials_sealed),
+                        generation = generation + 1, updated_at = now(),
+                        sync_status = case when sync_status = $5 then $5 else $6 end
+                  where cluster_id = $1 and name = $2 and state = $7
+              returning *"],
+            "$8",
+            cluster_id,
+            name,
+            allow_replication,
+            credentials_sealed,
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+            DesiredState::Present as _,
+            WAKE_CHANNEL
+        )
         .fetch_optional(&self.pool)
         .await?;
         match user {
@@ -204,7 +230,7 @@ impl Store {
         cluster_id: Uuid,
         name: &str,
     ) -> Result<(i64, DateTime<Utc>)> {
-        self.mark_absent(kind, cluster_id, name, "").await
+        self.mark_absent(kind, cluster_id, name).await
     }
 
     /// Asks for a user to be dropped, what it owns to be handed to `heir` (None: the primary
@@ -221,21 +247,21 @@ impl Store {
         heir: Option<&str>,
     ) -> Result<(i64, DateTime<Utc>)> {
         let mut tx = self.pool.begin().await?;
-        let locked: Vec<(String, DesiredState)> = sqlx::query_as(
-            "select name, state from cluster_users
-              where cluster_id = $1 and (name = $2 or name = $3)
-              order by name for update",
+        let locked = sqlx::query!(
+            r#"select name, state as "state: DesiredState" from cluster_users
+                where cluster_id = $1 and (name = $2 or name = $3)
+                order by name for update"#,
+            cluster_id,
+            name,
+            heir
         )
-        .bind(cluster_id)
-        .bind(name)
-        .bind(heir)
         .fetch_all(&mut *tx)
         .await?;
-        if !locked.iter().any(|(n, _)| n == name) {
+        if !locked.iter().any(|r| r.name == name) {
             return Err(Error::NotFound("user"));
         }
         if let Some(heir) = heir {
-            if !locked.iter().any(|(n, state)| n == heir && *state == DesiredState::Present) {
+            if !locked.iter().any(|r| r.name == heir && r.state == DesiredState::Present) {
                 return Err(Error::Invalid(format!(
                     "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
                 )));
@@ -243,13 +269,14 @@ impl Store {
         }
         // A new statement, so a new snapshot: it sees every deletion committed before the lock
         // was granted.
-        let heir_of: Option<String> = sqlx::query_scalar(
+        let heir_of: Option<String> = sqlx::query_scalar!(
             "select name from cluster_users
-              where cluster_id = $1 and state = 'absent' and reassign_to = $2
+              where cluster_id = $1 and state = $3 and reassign_to = $2
               order by name limit 1",
+            cluster_id,
+            name,
+            DesiredState::Absent as _
         )
-        .bind(cluster_id)
-        .bind(name)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(heir_of) = heir_of {
@@ -258,51 +285,84 @@ impl Store {
                  try again once it is gone"
             )));
         }
-        let sql = with_bump(&format!(
-            "update cluster_users set state = 'absent', generation = generation + 1, updated_at = now(),
-                    sync_status = {SYNC_AFTER_WRITE_SQL}, reassign_to = $3
-              where cluster_id = $1 and name = $2
-          returning generation, updated_at"
-        ));
-        let written: (i64, DateTime<Utc>) =
-            sqlx::query_as(&sql).bind(cluster_id).bind(name).bind(heir).fetch_one(&mut *tx).await?;
+        let written = with_bump!(
+            written,
+            ["update cluster_users
+                    set state = $4, generation = generation + 1, updated_at = now(),
+                        sync_status = case when sync_status = $5 then $5 else $6 end, reassign_to = $3
+                  where cluster_id = $1 and name = $2
+              returning generation, updated_at"],
+            "$7",
+            cluster_id,
+            name,
+            heir,
+            DesiredState::Absent as _,
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+            WAKE_CHANNEL
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(written)
+        Ok((written.generation, written.updated_at))
     }
 
     /// Records `message` as a present user's last_error, whatever generation was applied: a
     /// pass that carried out the user's step but withheld a power it asks for says why there
     /// (the next change to the user clears it when it is applied).
     pub async fn note_user_error(&self, cluster_id: Uuid, name: &str, message: &str) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "update cluster_users set last_error = $3
-              where cluster_id = $1 and name = $2 and state = 'present' and last_error is distinct from $3",
+              where cluster_id = $1 and name = $2 and state = $4 and last_error is distinct from $3",
+            cluster_id,
+            name,
+            message,
+            DesiredState::Present as _
         )
-        .bind(cluster_id)
-        .bind(name)
-        .bind(message)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Marks an object absent (with `extra` assignments) under a new generation.
+    /// Marks an object absent under a new generation.
     async fn mark_absent(
         &self,
         kind: ObjectKind,
         cluster_id: Uuid,
         name: &str,
-        extra: &str,
     ) -> Result<(i64, DateTime<Utc>)> {
-        let sql = with_bump(&format!(
-            "update {} set state = 'absent', generation = generation + 1, updated_at = now(),
-                    sync_status = {SYNC_AFTER_WRITE_SQL}{extra}
-              where cluster_id = $1 and name = $2
-          returning generation, updated_at",
-            table(kind)
-        ));
-        let written: Option<(i64, DateTime<Utc>)> =
-            sqlx::query_as(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?;
+        let (absent, kept, after) =
+            (DesiredState::Absent, SyncStatus::KEPT_BY_WRITE, SyncStatus::Ready.after_write());
+        // One statement per table (a checked query names its table), written once.
+        macro_rules! mark_absent {
+            ($table:literal) => {
+                with_bump!(
+                    written,
+                    [
+                        "update ",
+                        $table,
+                        " set state = $3, generation = generation + 1, updated_at = now(),
+                              sync_status = case when sync_status = $4 then $4 else $5 end
+                          where cluster_id = $1 and name = $2
+                      returning generation, updated_at"
+                    ],
+                    "$6",
+                    cluster_id,
+                    name,
+                    absent as _,
+                    kept as _,
+                    after as _,
+                    WAKE_CHANNEL
+                )
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| (r.generation, r.updated_at))
+            };
+        }
+        let written = match kind {
+            ObjectKind::User => mark_absent!("cluster_users"),
+            ObjectKind::Database => mark_absent!("cluster_databases"),
+        };
         written.ok_or(Error::NotFound(kind.noun()))
     }
 
@@ -315,12 +375,24 @@ impl Store {
         name: &str,
         generation: i64,
     ) -> Result<bool> {
-        let sql = format!(
-            "delete from {} where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
-            table(kind)
-        );
-        let deleted =
-            sqlx::query(&sql).bind(cluster_id).bind(name).bind(generation).execute(&self.pool).await?;
+        macro_rules! forget {
+            ($table:literal) => {
+                sqlx::query!(
+                    "delete from "
+                        + $table
+                        + " where cluster_id = $1 and name = $2 and generation = $3 and not claimed",
+                    cluster_id,
+                    name,
+                    generation
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
+        let deleted = match kind {
+            ObjectKind::User => forget!("cluster_users"),
+            ObjectKind::Database => forget!("cluster_databases"),
+        };
         Ok(deleted.rows_affected() == 1)
     }
 
@@ -340,8 +412,23 @@ impl Store {
         cluster_id: Uuid,
         name: &str,
     ) -> Result<Option<DesiredState>> {
-        let sql = format!("select state from {} where cluster_id = $1 and name = $2", table(kind));
-        Ok(sqlx::query_scalar(&sql).bind(cluster_id).bind(name).fetch_optional(&self.pool).await?)
+        macro_rules! state {
+            ($table:literal) => {
+                sqlx::query_scalar!(
+                    r#"select state as "state: DesiredState" from "#
+                        + $table
+                        + " where cluster_id = $1 and name = $2",
+                    cluster_id,
+                    name
+                )
+                .fetch_optional(&self.pool)
+                .await?
+            };
+        }
+        Ok(match kind {
+            ObjectKind::User => state!("cluster_users"),
+            ObjectKind::Database => state!("cluster_databases"),
+        })
     }
 }
 

@@ -1,17 +1,18 @@
 //! What the reconciler reads and writes in the metadata store: which clusters are due, the
 //! cluster a pass works on (and whether its resync is due), which objects it has claimed on a
 //! target, the outcomes of a pass (one statement per kind of object) and the end of each pass
-//! (announced on the reconciled channel so that waiting API requests answer at once).
+//! (announced on the reconciled channel so that waiting API requests answer at once). What
+//! recording an outcome and ending a pass do is computed in `crate::lifecycle`; the statements
+//! here execute it.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::objects::table;
 use super::{Store, RECONCILED_CHANNEL};
 use crate::error::Result;
-use crate::lifecycle::{ObjectKind, Outcome, SyncStatus};
+use crate::lifecycle::{ClusterStatus, DesiredState, ObjectKind, Outcome, PassEnd, SyncStatus, UserRole};
 use crate::model::Cluster;
 
 /// The outcome of one object, applied at the object generation the pass read.
@@ -24,7 +25,7 @@ pub struct ObjectOutcome<'a> {
 }
 
 /// A cluster that needs a pass.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy)]
 pub struct DueCluster {
     pub cluster_id: Uuid,
     pub team_id: Uuid,
@@ -34,9 +35,8 @@ pub struct DueCluster {
 }
 
 /// A cluster as a pass starts on it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct PassCluster {
-    #[sqlx(flatten)]
     pub cluster: Cluster,
     /// No full pass has finished within the resync interval: this pass compares everything.
     pub resync_due: bool,
@@ -48,17 +48,18 @@ impl Store {
     /// backoff time. Changed ones come first: a write is not kept waiting behind a drift round.
     /// Each comes with its team, which the reconciler shares its passes among.
     pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<DueCluster>> {
-        Ok(sqlx::query_as(
-            "select cluster_id, team_id, generation > reconciled_generation as changed from clusters
-              where next_attempt_at <= now()
-                and (generation > reconciled_generation
-                     or last_resync_at is null
-                     or last_resync_at < now() - make_interval(secs => $1))
-              order by generation > reconciled_generation desc, next_attempt_at
-              limit $2",
+        Ok(sqlx::query_as!(
+            DueCluster,
+            r#"select cluster_id, team_id, generation > reconciled_generation as "changed!" from clusters
+                where next_attempt_at <= now()
+                  and (generation > reconciled_generation
+                       or last_resync_at is null
+                       or last_resync_at < now() - make_interval(secs => $1))
+                order by generation > reconciled_generation desc, next_attempt_at
+                limit $2"#,
+            resync.as_secs_f64(),
+            limit
         )
-        .bind(resync.as_secs_f64())
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -66,15 +67,54 @@ impl Store {
     /// The cluster a pass is about to work on, and whether its resync is due (judged by the
     /// metadata DB's clock, as `due_clusters` does).
     pub async fn cluster_for_pass(&self, cluster_id: Uuid, resync: Duration) -> Result<Option<PassCluster>> {
-        Ok(sqlx::query_as(
-            "select *, (last_resync_at is null
-                        or last_resync_at < now() - make_interval(secs => $2)) as resync_due
-               from clusters where cluster_id = $1",
+        let row = sqlx::query!(
+            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
+                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
+                      server_version_num, server_version, status as "status: ClusterStatus", generation,
+                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
+                      created_at, updated_at, ca_certificate, last_resync_at, server_id,
+                      (last_resync_at is null
+                       or last_resync_at < now() - make_interval(secs => $2)) as "resync_due!"
+                 from clusters where cluster_id = $1"#,
+            cluster_id,
+            resync.as_secs_f64()
         )
-        .bind(cluster_id)
-        .bind(resync.as_secs_f64())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(row.map(|r| PassCluster {
+            cluster: Cluster {
+                cluster_id: r.cluster_id,
+                team_id: r.team_id,
+                name: r.name,
+                region: r.region,
+                size: r.size,
+                num_nodes: r.num_nodes,
+                tags: r.tags,
+                host: r.host,
+                port: r.port,
+                admin_user: r.admin_user,
+                admin_password_sealed: r.admin_password_sealed,
+                admin_database: r.admin_database,
+                sslmode: r.sslmode,
+                primary_user: r.primary_user,
+                default_database: r.default_database,
+                server_version_num: r.server_version_num,
+                server_version: r.server_version,
+                status: r.status,
+                generation: r.generation,
+                reconciled_generation: r.reconciled_generation,
+                last_error: r.last_error,
+                last_reconciled_at: r.last_reconciled_at,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+                ca_certificate: r.ca_certificate,
+                last_resync_at: r.last_resync_at,
+                server_id: r.server_id,
+            },
+            resync_due: r.resync_due,
+        }))
     }
 
     /// Records, before CREATE is issued, that pgplane is about to create these objects, so
@@ -83,11 +123,23 @@ impl Store {
         if names.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "update {} set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
-            table(kind)
-        );
-        sqlx::query(&sql).bind(cluster_id).bind(names).execute(&self.pool).await?;
+        macro_rules! claim {
+            ($table:literal) => {
+                sqlx::query!(
+                    "update "
+                        + $table
+                        + " set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
+                    cluster_id,
+                    names as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
+        match kind {
+            ObjectKind::User => claim!("cluster_users"),
+            ObjectKind::Database => claim!("cluster_databases"),
+        };
         Ok(())
     }
 
@@ -103,13 +155,26 @@ impl Store {
             return Ok(());
         }
         let (names, messages): (Vec<&str>, Vec<&str>) = left_out.iter().copied().unzip();
-        let sql = format!(
-            "update {} t set last_error = o.message, updated_at = now()
-               from unnest($2::text[], $3::text[]) as o(name, message)
-              where t.cluster_id = $1 and t.name = o.name",
-            table(kind)
-        );
-        sqlx::query(&sql).bind(cluster_id).bind(&names).bind(&messages).execute(&self.pool).await?;
+        macro_rules! left_out {
+            ($table:literal) => {
+                sqlx::query!(
+                    "update "
+                        + $table
+                        + " t set last_error = o.message, updated_at = now()
+                       from unnest($2::text[], $3::text[]) as o(name, message)
+                      where t.cluster_id = $1 and t.name = o.name",
+                    cluster_id,
+                    &names as &[&str],
+                    &messages as &[&str]
+                )
+                .execute(&self.pool)
+                .await?
+            };
+        }
+        match kind {
+            ObjectKind::User => left_out!("cluster_users"),
+            ObjectKind::Database => left_out!("cluster_databases"),
+        };
         Ok(())
     }
 
@@ -132,44 +197,54 @@ impl Store {
             let syncs = |f: fn(&crate::lifecycle::OutcomeEffect) -> Option<SyncStatus>| {
                 effects.iter().map(|e| f(e).map(SyncStatus::as_str)).collect::<Vec<Option<&str>>>()
             };
-            let table = table(kind);
-            let sql = format!(
-                "with o as (
-                   select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
-                                        $7::text[], $8::text[], $9::bool[], $10::bool[])
-                            as o(name, generation, message, remove, advance,
-                                 sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
-                 ), dropped as (
-                   delete from {table} t using o
-                    where t.cluster_id = $1 and t.name = o.name and o.remove
-                      and t.generation = o.generation and t.state = 'absent'
-                 )
-                 update {table} t
-                    set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
-                                                  else t.applied_generation end,
-                        last_error = o.message,
-                        sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
-                                                    else o.sync_if_moved_on end,
-                                               t.sync_status),
-                        claimed = t.claimed and not o.unclaim,
-                        updated_at = now()
-                   from o
-                  where t.cluster_id = $1 and t.name = o.name and not o.remove
-                    and (not o.only_if_not_applied_since or t.applied_generation < o.generation)"
-            );
-            sqlx::query(&sql)
-                .bind(cluster_id)
-                .bind(&names)
-                .bind(&generations)
-                .bind(&messages)
-                .bind(flags(|e| e.delete))
-                .bind(flags(|e| e.advance))
-                .bind(syncs(|e| e.sync_if_current))
-                .bind(syncs(|e| e.sync_if_moved_on))
-                .bind(flags(|e| e.unclaim))
-                .bind(flags(|e| e.only_if_not_applied_since))
-                .execute(&self.pool)
-                .await?;
+            let (remove, advance) = (flags(|e| e.delete), flags(|e| e.advance));
+            let (unclaim, not_since) = (flags(|e| e.unclaim), flags(|e| e.only_if_not_applied_since));
+            let (if_current, if_moved_on) = (syncs(|e| e.sync_if_current), syncs(|e| e.sync_if_moved_on));
+            macro_rules! record {
+                ($table:literal) => {
+                    sqlx::query!(
+                        "with o as (
+                           select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
+                                                $7::text[], $8::text[], $9::bool[], $10::bool[])
+                                    as o(name, generation, message, remove, advance,
+                                         sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
+                         ), dropped as (
+                           delete from " + $table + " t using o
+                            where t.cluster_id = $1 and t.name = o.name and o.remove
+                              and t.generation = o.generation and t.state = $11
+                         )
+                         update " + $table + " t
+                            set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
+                                                          else t.applied_generation end,
+                                last_error = o.message,
+                                sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
+                                                            else o.sync_if_moved_on end,
+                                                       t.sync_status),
+                                claimed = t.claimed and not o.unclaim,
+                                updated_at = now()
+                           from o
+                          where t.cluster_id = $1 and t.name = o.name and not o.remove
+                            and (not o.only_if_not_applied_since or t.applied_generation < o.generation)",
+                        cluster_id,
+                        &names as &[&str],
+                        &generations,
+                        &messages as &[Option<&str>],
+                        &remove,
+                        &advance,
+                        &if_current as &[Option<&str>],
+                        &if_moved_on as &[Option<&str>],
+                        &unclaim,
+                        &not_since,
+                        DesiredState::Absent as _
+                    )
+                    .execute(&self.pool)
+                    .await?
+                };
+            }
+            match kind {
+                ObjectKind::User => record!("cluster_users"),
+                ObjectKind::Database => record!("cluster_databases"),
+            };
         }
         Ok(())
     }
@@ -190,42 +265,46 @@ impl Store {
         retry_at: DateTime<Utc>,
     ) -> Result<Option<bool>> {
         let (version_num, version) = server_version.unzip();
-        let finished: Option<(bool, String)> = sqlx::query_as(
-            "with c as (
+        let end = PassEnd::new(full, error, retry_at);
+        let finished = sqlx::query!(
+            r#"with c as (
                update clusters
-                  set reconciled_generation = case when $3::text is null
-                                                   then greatest(reconciled_generation, $2)
+                  set reconciled_generation = case when $3 then greatest(reconciled_generation, $2)
                                                    else reconciled_generation end,
-                      attempts = case when $3::text is null then 0 else attempts + 1 end,
-                      next_attempt_at = case when $3::text is null then now() else $4 end,
-                      last_error = $3,
+                      attempts = case when $3 then 0 else attempts + 1 end,
+                      next_attempt_at = coalesce($5, now()),
+                      last_error = $4,
                       last_reconciled_at = now(),
-                      last_resync_at = case when $7 and $3::text is null and admin_password_sealed = $9
+                      last_resync_at = case when $6 and admin_password_sealed = $7
                                             then now() else last_resync_at end,
-                      server_version_num = coalesce($5, server_version_num),
-                      server_version = coalesce($6, server_version),
+                      server_version_num = coalesce($8, server_version_num),
+                      server_version = coalesce($9, server_version),
                       status = case
                           when exists (select 1 from cluster_users u
-                                        where u.cluster_id = $1 and u.role = 'primary' and u.sync_status = 'ready')
+                                        where u.cluster_id = $1 and u.role = $11 and u.sync_status = $12)
                            and exists (select 1 from cluster_databases d
-                                        where d.cluster_id = $1 and d.is_default and d.sync_status = 'ready')
-                          then 'online' else status end
+                                        where d.cluster_id = $1 and d.is_default and d.sync_status = $12)
+                          then $13 else status end
                 where cluster_id = $1
             returning cluster_id, generation > reconciled_generation and last_error is null as more
              )
-             select more, pg_notify($8, cluster_id::text)::text from c",
+             select more as "more!", pg_notify($10, cluster_id::text)::text as notified from c"#,
+            cluster.cluster_id,
+            cluster.generation,
+            end.succeeded,
+            error,
+            end.next_attempt_at,
+            end.resynced,
+            &cluster.admin_password_sealed,
+            version_num,
+            version,
+            RECONCILED_CHANNEL,
+            UserRole::Primary as _,
+            SyncStatus::Ready as _,
+            ClusterStatus::Online as _
         )
-        .bind(cluster.cluster_id)
-        .bind(cluster.generation)
-        .bind(error)
-        .bind(retry_at)
-        .bind(version_num)
-        .bind(version)
-        .bind(full)
-        .bind(RECONCILED_CHANNEL)
-        .bind(&cluster.admin_password_sealed)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(finished.map(|(more, _)| more))
+        Ok(finished.map(|r| r.more))
     }
 }

@@ -14,34 +14,36 @@ pub enum EventLog {
     Drift,
 }
 
-impl EventLog {
-    /// The statement that deletes one batch ($1: the cut-off, $2: the batch size).
-    fn delete_batch(self) -> &'static str {
-        match self {
-            EventLog::Audit => {
-                "delete from audit_events where event_id in
-                   (select event_id from audit_events where at < $1 order by at limit $2)"
-            }
-            EventLog::Drift => {
-                "delete from drift_events where event_id in
-                   (select event_id from drift_events where found_at < $1 order by found_at limit $2)"
-            }
-        }
-    }
-}
-
 impl Store {
     /// Deletes the events of `log` from before `cutoff`, `batch` rows per statement, until none
     /// is left. Returns how many were deleted.
     pub async fn prune_events(&self, log: EventLog, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
         let mut deleted = 0;
         loop {
-            let done = sqlx::query(log.delete_batch())
-                .bind(cutoff)
-                .bind(batch)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            macro_rules! prune {
+                ($table:literal, $at:literal) => {
+                    sqlx::query!(
+                        "delete from "
+                            + $table
+                            + " where event_id in (select event_id from "
+                            + $table
+                            + " where "
+                            + $at
+                            + " < $1 order by "
+                            + $at
+                            + " limit $2)",
+                        cutoff,
+                        batch
+                    )
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                };
+            }
+            let done = match log {
+                EventLog::Audit => prune!("audit_events", "at"),
+                EventLog::Drift => prune!("drift_events", "found_at"),
+            };
             deleted += done;
             if done < batch.max(1) as u64 {
                 return Ok(deleted);

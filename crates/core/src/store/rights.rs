@@ -4,8 +4,9 @@
 
 use uuid::Uuid;
 
-use super::{Store, BUMP, WAKE_CHANNEL};
+use super::{Store, WAKE_CHANNEL};
 use crate::error::Result;
+use crate::lifecycle::{DesiredState, SyncStatus};
 
 /// What a pass needs to bring a shared server's databases in line.
 #[derive(Debug, Default, Clone)]
@@ -21,32 +22,38 @@ pub struct SharedRights {
 impl Store {
     /// Whether another cluster is registered on the server `server_id`.
     pub async fn shares_server(&self, cluster_id: Uuid, server_id: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar(
-            "select exists (select 1 from clusters where server_id = $1 and cluster_id <> $2)",
+        Ok(sqlx::query_scalar!(
+            r#"select exists (select 1 from clusters where server_id = $1 and cluster_id <> $2) as "shared!""#,
+            server_id,
+            cluster_id
         )
-        .bind(server_id)
-        .bind(cluster_id)
         .fetch_one(&self.pool)
         .await?)
     }
 
     /// The users and databases of a cluster that a pass on a shared server keeps in line.
     pub async fn shared_rights(&self, cluster_id: Uuid) -> Result<SharedRights> {
-        let users = sqlx::query_scalar(
+        let (present, conflict) = (DesiredState::Present, SyncStatus::Conflict);
+        let users = sqlx::query_scalar!(
             "select name from cluster_users
-              where cluster_id = $1 and state = 'present' and claimed and sync_status <> 'conflict'
+              where cluster_id = $1 and state = $2 and claimed and sync_status <> $3
               order by name",
+            cluster_id,
+            present as _,
+            conflict as _
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool);
-        let databases = sqlx::query_as(
+        let databases = sqlx::query!(
             "select name, closed_to_public from cluster_databases
-              where cluster_id = $1 and state = 'present' and claimed and sync_status <> 'conflict'
+              where cluster_id = $1 and state = $2 and claimed and sync_status <> $3
               order by name",
+            cluster_id,
+            present as _,
+            conflict as _
         )
-        .bind(cluster_id)
         .fetch_all(&self.pool);
         let (users, databases) = tokio::try_join!(users, databases)?;
+        let databases = databases.into_iter().map(|d| (d.name, d.closed_to_public)).collect();
         Ok(SharedRights { users, databases })
     }
 
@@ -55,12 +62,12 @@ impl Store {
         if databases.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        sqlx::query!(
             "update cluster_databases set closed_to_public = true
               where cluster_id = $1 and name = any($2) and not closed_to_public",
+            cluster_id,
+            databases as &[&str]
         )
-        .bind(cluster_id)
-        .bind(databases)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -74,15 +81,18 @@ impl Store {
         server_id: &str,
         cluster_id: Uuid,
     ) -> Result<()> {
-        sqlx::query(&format!(
-            "update clusters set last_resync_at = null, {BUMP}
+        sqlx::query!(
+            "update clusters
+                set last_resync_at = null,
+                    generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
               where server_id = $1 and cluster_id <> $2
                 and (select count(*) from clusters where server_id = $1 and cluster_id <> $2) = 1
-          returning pg_notify('{WAKE_CHANNEL}', cluster_id::text)::text"
-        ))
-        .bind(server_id)
-        .bind(cluster_id)
-        .execute(tx)
+          returning pg_notify($3, cluster_id::text)::text",
+            server_id,
+            cluster_id,
+            WAKE_CHANNEL
+        )
+        .fetch_all(tx)
         .await?;
         Ok(())
     }

@@ -93,20 +93,21 @@ impl Store {
 
     /// Every sealed value that does not begin with `prefix` (is not under the new key).
     async fn not_under(&self, prefix: &[u8]) -> Result<Vec<SealedRow>> {
-        let rows: Vec<(Uuid, Option<String>, Vec<u8>)> = sqlx::query_as(
-            "select cluster_id, null::text, admin_password_sealed from clusters
-              where substring(admin_password_sealed from 1 for $2) is distinct from $1
-             union all
-             select cluster_id, name, credentials_sealed from cluster_users
-              where substring(credentials_sealed from 1 for $2) is distinct from $1",
+        let rows = sqlx::query!(
+            r#"select cluster_id as "cluster_id!", null::text as "user?", admin_password_sealed as "sealed!"
+                 from clusters
+                where substring(admin_password_sealed from 1 for $2) is distinct from $1
+               union all
+               select cluster_id, name, credentials_sealed from cluster_users
+                where substring(credentials_sealed from 1 for $2) is distinct from $1"#,
+            prefix,
+            prefix.len() as i32
         )
-        .bind(prefix)
-        .bind(prefix.len() as i32)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(cluster_id, user, sealed)| SealedRow { cluster_id, user, sealed })
+            .map(|r| SealedRow { cluster_id: r.cluster_id, user: r.user, sealed: r.sealed })
             .collect())
     }
 
@@ -115,25 +116,25 @@ impl Store {
     async fn swap_sealed(&self, row: &SealedRow, resealed: &[u8]) -> Result<bool> {
         let done = match &row.user {
             None => {
-                sqlx::query(
+                sqlx::query!(
                     "update clusters set admin_password_sealed = $3
-                  where cluster_id = $1 and admin_password_sealed = $2",
+                      where cluster_id = $1 and admin_password_sealed = $2",
+                    row.cluster_id,
+                    row.sealed,
+                    resealed
                 )
-                .bind(row.cluster_id)
-                .bind(&row.sealed)
-                .bind(resealed)
                 .execute(&self.pool)
                 .await?
             }
             Some(name) => {
-                sqlx::query(
+                sqlx::query!(
                     "update cluster_users set credentials_sealed = $4
-                  where cluster_id = $1 and name = $2 and credentials_sealed = $3",
+                      where cluster_id = $1 and name = $2 and credentials_sealed = $3",
+                    row.cluster_id,
+                    name,
+                    row.sealed,
+                    resealed
                 )
-                .bind(row.cluster_id)
-                .bind(name)
-                .bind(&row.sealed)
-                .bind(resealed)
                 .execute(&self.pool)
                 .await?
             }

@@ -4,12 +4,12 @@
 //! statements with `apply`; the primary user's memberships: `primary`; access levels: `access`;
 //! database rights on shared servers: `rights`; then roles to drop), report drift (`drift`),
 //! record the outcomes phase by phase (`outcomes`) and end the pass, scheduling a retry with
-//! backoff (`backoff`) when anything failed. `preview` observes everything first and renders
-//! `plan::pass::plan_pass`, the whole pass as one value, for the API's plan.
+//! backoff (`pgplane_core::lifecycle::backoff`) when anything failed. `preview` observes
+//! everything first and renders `plan::pass::plan_pass`, the whole pass as one value, for the
+//! API's plan.
 
 mod access;
 mod apply;
-mod backoff;
 mod connect;
 pub(crate) mod drift;
 mod outcomes;
@@ -20,7 +20,7 @@ mod rights;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::lifecycle::Outcome;
+use pgplane_core::lifecycle::{backoff, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
@@ -29,7 +29,6 @@ use uuid::Uuid;
 use crate::controller::Shared;
 use crate::plan::pass::role_phases;
 use crate::plan::{plan_role, DesiredRole, Step};
-use backoff::backoff;
 use connect::{open, prepare, record_unopened, Opened};
 use outcomes::{Ledger, Record};
 use steps::{apply_databases, apply_roles, drop_roles};

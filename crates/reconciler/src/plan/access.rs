@@ -485,7 +485,7 @@ pub(crate) mod tests {
             default_database: "defaultdb".into(),
             server_version_num: 170000,
             server_version: "17".into(),
-            status: "online".into(),
+            status: pgplane_core::lifecycle::ClusterStatus::Online,
             generation: 1,
             reconciled_generation: 1,
             last_error: None,

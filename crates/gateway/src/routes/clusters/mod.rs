@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pgplane_core::lifecycle::ObjectKind;
+use pgplane_core::lifecycle::{ClusterStatus, ObjectKind};
 use pgplane_core::model::ServerIdentity;
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
@@ -252,7 +252,7 @@ pub(super) async fn create(
         .waiter
         .until(id, state.config.apply_timeout, || async move {
             let c = store.cluster_by_id(id).await?;
-            Ok(c.filter(|c| c.status == "online" || c.last_reconciled_at.is_some()).map(|_| ()))
+            Ok(c.filter(|c| c.status == ClusterStatus::Online || c.last_reconciled_at.is_some()).map(|_| ()))
         })
         .await?;
     let database = render(&state, &caller, &state.store.get_cluster(caller.team_id, id).await?).await?;

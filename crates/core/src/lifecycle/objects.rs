@@ -1,10 +1,28 @@
 //! The lifecycle of a managed object (a user or a database): its desired state, how far that is
 //! applied on the target, whether pgplane owns the name there, and the rules that follow from
-//! them, in one place: what status the API shows, when a write has settled, which objects a
-//! failed pass marks, when a pass may report drift, and what recording a step's outcome does
-//! to the object. The store persists these values (text columns, mapped with `sqlx::Type`: a
-//! value this code does not know is a decode error, never a guess); the API, the reconciler
-//! and the store's statements all ask this module.
+//! them: what status the API shows, when a write has settled, which objects a failed pass
+//! marks, when a pass may report drift, and what recording a step's outcome does to the object.
+//! The store persists these values (text columns, mapped with `sqlx::Type` and bound as these
+//! enums: a value this code does not know is a decode error, never a guess).
+//!
+//! | state (desired, sync)  | event                                  | next state                         | effect                                                  |
+//! |------------------------|----------------------------------------|------------------------------------|---------------------------------------------------------|
+//! | (none)                 | created through the API                | present, pending                   | generation 1, applied 0, not claimed                    |
+//! | (none)                 | cluster registered (primary, default)  | present, pending                   | claimed (adopted if it exists on the target)            |
+//! | present, s             | settings or password changed           | present, [`SyncStatus::after_write`]`(s)` | generation + 1                                   |
+//! | any, s                 | deletion requested                     | absent, `after_write(s)`           | generation + 1, heir recorded (users)                   |
+//! | any                    | a pass is about to create it           | same                               | claimed                                                 |
+//! | any, at generation g   | [`Outcome::Applied`] at g              | ready (pending if it moved past g) | applied = max(applied, g), error cleared                |
+//! | any                    | [`Outcome::Conflict`] at g             | conflict                           | applied = max(applied, g), error = why, unclaimed       |
+//! | any                    | [`Outcome::Failed`] at g               | same                               | error = why, unless a later generation was applied      |
+//! | absent, at g           | [`Outcome::Dropped`] at g              | (row deleted)                      | only if still absent at g                               |
+//! | present, unclaimed, g  | its create is withdrawn (conflict)     | (row deleted)                      | only if still at g and unclaimed                        |
+//!
+//! [`Outcome::effect`] and [`SyncStatus::after_write`] compute the effects. The store executes
+//! them in single statements that compare with the row as it is when they run (the desired
+//! state may change between a pass's read and its record): a write's new sync status is chosen
+//! in its UPDATE from the row's current one (conflict kept, see [`SyncStatus::KEPT_BY_WRITE`]),
+//! and an outcome's sync status from whether the row is still at the generation the pass read.
 
 use chrono::{DateTime, Utc};
 
@@ -54,6 +72,11 @@ impl SyncStatus {
         }
     }
 
+    /// The status a write to the desired state leaves as it is (the one other statuses become
+    /// is `after_write` of any other): a statement that writes the desired state decides from
+    /// the row as it is when it runs, so it binds these two values.
+    pub const KEPT_BY_WRITE: SyncStatus = SyncStatus::Conflict;
+
     /// The status after a write to the desired state: pending again, unless the name is
     /// someone else's on the target (a write does not make it pgplane's).
     pub fn after_write(self) -> SyncStatus {
@@ -63,11 +86,6 @@ impl SyncStatus {
         }
     }
 }
-
-/// The same rule as [`SyncStatus::after_write`], for statements that write the desired state
-/// and must decide from the row as it is when they run.
-pub const SYNC_AFTER_WRITE_SQL: &str =
-    "case when sync_status = 'conflict' then 'conflict' else 'pending' end";
 
 /// What a user is to its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
@@ -363,5 +381,6 @@ mod tests {
         assert_eq!(SyncStatus::Ready.after_write(), SyncStatus::Pending);
         assert_eq!(SyncStatus::Pending.after_write(), SyncStatus::Pending);
         assert_eq!(SyncStatus::Conflict.after_write(), SyncStatus::Conflict);
+        assert_eq!(SyncStatus::KEPT_BY_WRITE.after_write(), SyncStatus::KEPT_BY_WRITE);
     }
 }
