@@ -5,8 +5,9 @@
 # existing PostgreSQL, when the deployment tests skip themselves): a Docker engine (installed
 # from Debian's packages and started with host networking only, when missing), docker-compose
 # and kubectl (Debian's docker-compose and kubernetes-client, for the deployment tests), the
-# locally built PostgreSQL 15 and 17 images the tests start through testcontainers, and
-# pgplane's own image (deploy/image/build.sh: a release build).
+# locally built PostgreSQL 15 and 17 images the tests start through testcontainers, and the
+# `debian:bookworm-slim` base of pgplane's own image (made by deploy/image/build.sh --base-only;
+# `make test-e2e` builds the image itself from the test build's binary once that is compiled).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
@@ -47,4 +48,4 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 "$here/../images/build.sh" 15 17
-"$here/../image/build.sh" pgplane:latest
+"$here/../image/build.sh" --base-only

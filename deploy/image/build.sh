@@ -5,10 +5,19 @@
 # machines), makes one from Debian packages first: debootstrap --variant=minbase bookworm
 # with ca-certificates, documentation and locales stripped, then `docker import`. Where
 # images can be pulled, `docker pull debian:bookworm-slim` first and that one is used.
-# Usage: deploy/image/build.sh [image-name]
+# With --from-test-build, no release build: the image holds the debug binary the test build
+# already made ($CARGO_TARGET_DIR/debug/pgplane, `make test-build`), stripped; the end-to-end
+# tests use it as pgplane:test. With --base-only, only makes the base image when missing.
+# Usage: deploy/image/build.sh [--from-test-build | --base-only] [image-name]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+from=release
+case "${1:-}" in
+  --from-test-build) from=debug; shift ;;
+  --base-only) from=none; shift ;;
+esac
 image="${1:-pgplane:latest}"
 base=debian:bookworm-slim
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -27,11 +36,17 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
   echo "built $base"
 fi
 
+[ "$from" != none ] || exit 0
+
 # The binary: it links against glibc, so it is built on Debian 12 (or older) for bookworm.
-(cd "$repo" && cargo build --release --locked -p pgplane)
-context="$repo/target/image-context"
+if [ "$from" = release ]; then
+  (cd "$repo" && cargo build --release --locked -p pgplane)
+else
+  [ -x "$target/debug/pgplane" ] || { echo "no $target/debug/pgplane: run make test-build first" >&2; exit 1; }
+fi
+context="$target/image-context"
 rm -rf "$context" && mkdir -p "$context"
-cp "$repo/target/release/pgplane" "$context/pgplane"
+cp "$target/$from/pgplane" "$context/pgplane"
 strip "$context/pgplane"
 # bookworm has glibc 2.36: a binary built on a newer system would not start in the image.
 needs="$(objdump -T "$context/pgplane" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)"

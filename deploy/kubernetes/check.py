@@ -1,4 +1,4 @@
-"""Checks pgplane's Kubernetes manifests (run by crates/cli/tests/deploy.rs, or by hand with
+"""Checks pgplane's Kubernetes manifests (run by crates/cli/tests/cli/deploy.rs, or by hand with
 `.venv/bin/python deploy/kubernetes/check.py`): renders deploy/kubernetes with `kubectl
 kustomize`, validates every object against Kubernetes' published schemas (kubernetes-validate,
 strict: no unknown fields) for the oldest and newest versions checked, and checks what the

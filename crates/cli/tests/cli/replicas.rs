@@ -7,17 +7,15 @@
 //! conflict or recorded as drift (which a step applied twice or out of order would leave), and
 //! each SIGTERM ends with exit code 0 and JSON log lines on standard output.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{json_lines, Replica, Secrets};
 use pgplane_testkit::{AppOptions, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{json_lines, Replica, Secrets};
 
 const REPLICAS: usize = 3;
 const CLUSTERS: usize = 3;

@@ -42,7 +42,8 @@ async fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     run(command).await
 }
 
-/// The image under test: pgplane:latest, built by `make image` (which `make test` runs first).
+/// The image under test: $PGPLANE_TEST_IMAGE (`make test-e2e` builds pgplane:test from the test
+/// build's binary first), else pgplane:latest (`make image`).
 async fn image() -> String {
     let image = std::env::var("PGPLANE_TEST_IMAGE").unwrap_or_else(|_| "pgplane:latest".into());
     let out = docker(&["image", "inspect", &image]).await;

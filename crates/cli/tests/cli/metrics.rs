@@ -4,17 +4,15 @@
 //! alert rules in deploy/ with `promtool check rules` and that the Grafana dashboard queries
 //! only metrics pgplane exports.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::{promtool, workspace_root, Replica, Secrets};
 use pgplane_testkit::python;
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::{json, Value};
-use support::{promtool, workspace_root, Replica, Secrets};
 
 /// One sample: metric name (with _total, _bucket, ... as exposed), labels, value.
 #[derive(Debug, Clone)]

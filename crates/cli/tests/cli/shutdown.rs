@@ -3,14 +3,12 @@
 //! nothing behind that the next process cannot finish. The target is reached through a relay
 //! in the test that can freeze (hold every byte, as a hung host would).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{json_lines, Replica, Secrets};
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
-use support::{json_lines, Replica, Secrets};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

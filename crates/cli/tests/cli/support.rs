@@ -2,8 +2,6 @@
 //! its secrets in files, each on its own loopback port (API and metrics), logging JSON on
 //! standard output to a file (standard error to another); stopped with SIGTERM (graceful) or SIGKILL.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
