@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use pgplane_core::lifecycle::{DesiredState, ObjectKind};
 use pgplane_target_server::plan::{Plan, PlannedStatement, PlannedStep, REDACTED};
 
-use super::access::{self, DatabaseFacts, Group, GroupFacts, Inputs};
+use super::access::{self, AccessPlan, DatabaseFacts, Group, GroupFacts, Inputs};
 use super::drift::{database_drift, role_drift};
 use super::{heir_of, inheriting, plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
 use crate::observe::Observed;
@@ -96,11 +96,42 @@ pub(crate) fn database_order<T>(
     present.into_iter().chain(absent).collect()
 }
 
+/// What the pass runs for one operation of the access phases: the group (or role) it concerns,
+/// so that the executor (`pass::access`) can keep what must happen around the statements
+/// (recording a new group's oid before its CREATE commits, skipping groups that could not be
+/// created, keeping groups whose database could not be visited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Shown only (conflicts, waiting groups, records forgotten), or run by the pass's role and
+    /// database phases (`pass::steps`), which take their steps from the same rules.
+    Shown,
+    /// CREATE ROLE for a group, on the admin session.
+    CreateGroup(Group),
+    /// Each statement on its own, on the admin session.
+    FixGroup,
+    /// The group's privileges in its database; `found`: the drift they repair.
+    Privileges { group: Group, found: Vec<String> },
+    /// DROP OWNED for a group about to be dropped, in its database.
+    DropOwned(Group),
+    /// GRANT or REVOKE of the group role `role`, on the admin session.
+    Membership { role: String },
+    /// DROP ROLE for a group, once its databases were visited.
+    DropGroup(Group),
+}
+
+/// One operation: what is shown (its statements with verifiers redacted) and what the pass
+/// runs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Operation {
+    pub step: PlannedStep,
+    pub action: Action,
+}
+
 /// One phase of a pass and its operations, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Phase {
     pub name: &'static str,
-    pub operations: Vec<PlannedStep>,
+    pub operations: Vec<Operation>,
 }
 
 /// What one pass does, phase by phase.
@@ -117,7 +148,7 @@ impl PassPlan {
     pub fn render(self) -> Plan {
         Plan {
             server_version: self.server_version,
-            steps: self.phases.into_iter().flat_map(|p| p.operations).collect(),
+            steps: self.phases.into_iter().flat_map(|p| p.operations).map(|o| o.step).collect(),
             in_sync: self.in_sync,
         }
     }
@@ -131,9 +162,14 @@ struct Builder {
 
 impl Builder {
     fn push(&mut self, phase: &'static str, op: PlannedStep) {
+        self.push_action(phase, op, Action::Shown);
+    }
+
+    fn push_action(&mut self, phase: &'static str, op: PlannedStep, action: Action) {
+        let operation = Operation { step: PlannedStep { phase, ..op }, action };
         match self.phases.iter_mut().find(|p| p.name == phase) {
-            Some(p) => p.operations.push(PlannedStep { phase, ..op }),
-            None => self.phases.push(Phase { name: phase, operations: vec![PlannedStep { phase, ..op }] }),
+            Some(p) => p.operations.push(operation),
+            None => self.phases.push(Phase { name: phase, operations: vec![operation] }),
         }
     }
 }
@@ -285,9 +321,23 @@ fn take_drift(
     (!found.is_empty()).then(|| found.join("; "))
 }
 
+/// The access phases alone, as [`plan_pass`] plans them, and the access plan they come from:
+/// what the pass runs once its roles and databases are in place (it observes the access facts
+/// then, so that databases it just created are seen).
+pub(crate) fn plan_access_phases(
+    inputs: &Inputs<'_>,
+    seen: &Seen<'_>,
+    primary: &str,
+) -> (AccessPlan, Vec<Phase>) {
+    let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
+    let access = plan_access(&mut plan, inputs, seen, primary);
+    (access, plan.phases)
+}
+
 /// The access levels' phases: groups created and fixed on the admin session, each level's
-/// privileges in its database, memberships, then groups no level needs any more.
-fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary: &str) {
+/// privileges in its database, memberships, then groups no level needs any more. Returns the
+/// access plan they come from (what the pass records in the store).
+fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary: &str) -> AccessPlan {
     let admin_db = seen.admin_database.as_str();
     let access = access::plan(inputs, &seen.groups);
     let mut drift = access.drift.clone();
@@ -313,7 +363,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
         let mut o = op("access_group", &group_name(group), "create_group", true);
         o.drift = group_drift(&mut drift, group);
         o.statements = vec![statement(None, admin_db, inputs.create_group_sql(group))];
-        plan.push("access_groups", o);
+        plan.push_action("access_groups", o, Action::CreateGroup(group.clone()));
     }
     let fixed: BTreeSet<&Group> = access.fix.iter().map(|(g, _)| g).collect();
     for group in fixed {
@@ -325,7 +375,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             .filter(|(g, _)| g == group)
             .map(|(_, s)| statement(None, admin_db, s.clone()))
             .collect();
-        plan.push("access_groups", o);
+        plan.push_action("access_groups", o, Action::FixGroup);
     }
 
     for (database, visit) in &access.visits {
@@ -350,13 +400,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             let mut o = op("access_group", &group_name(group), "grant_privileges", true);
             o.drift = (!found.is_empty()).then(|| found.join("; "));
             o.statements = statements.into_iter().map(|s| statement(Some(database), admin_db, s)).collect();
-            plan.push("access_privileges", o);
+            plan.push_action("access_privileges", o, Action::Privileges { group: group.clone(), found });
         }
         for group in &visit.drop {
             let mut o = op("access_group", &group_name(group), "drop_owned", true);
             let sql = sql::access::drop_owned_sql(&[group.role.as_str()]);
             o.statements = vec![statement(Some(database), admin_db, sql)];
-            plan.push("access_privileges", o);
+            plan.push_action("access_privileges", o, Action::DropOwned(group.clone()));
         }
     }
 
@@ -369,13 +419,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             o.drift = take_drift(&mut drift, ObjectKind::User, user, &[g.level.as_str(), database.as_str()]);
         }
         o.statements = vec![statement(None, admin_db, statement_sql.clone())];
-        plan.push("access_members", o);
+        plan.push_action("access_members", o, Action::Membership { role: role.clone() });
     }
 
     for group in &access.drop {
         let mut o = op("access_group", &group_name(group), "drop_group", true);
         o.statements = vec![statement(None, admin_db, sql::roles::drop_role_sql(&group.role))];
-        plan.push("access_cleanup", o);
+        plan.push_action("access_cleanup", o, Action::DropGroup(group.clone()));
     }
     for group in &access.forget {
         let note = "the group's record is removed; nothing on the target is touched".to_string();
@@ -384,6 +434,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             PlannedStep { note: Some(note), ..op("access_group", &group_name(group), "forget", false) },
         );
     }
+    access
 }
 
 /// What a group created in this pass lacks in a database with `schemas`: USAGE on each, its
