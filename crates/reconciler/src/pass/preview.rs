@@ -5,7 +5,7 @@
 //! Nothing is written to the target or to the store; the sessions it opens are closed when the
 //! plan is made. This is what `GET …/plan` shows.
 
-use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::lifecycle::DesiredState;
 use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
@@ -19,8 +19,7 @@ use crate::controller::ReconcilerConfig;
 use crate::observe::access::observe_groups;
 use crate::observe::observe;
 use crate::plan::access::Inputs;
-use crate::plan::pass::{plan_pass, Seen, Wanted, WantedDatabase, WantedRole};
-use crate::plan::DesiredDatabase;
+use crate::plan::pass::{plan_pass, Seen};
 use crate::pools::one_off;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
@@ -107,26 +106,8 @@ impl Previewer {
         }
 
         // Plan.
-        let wanted = Wanted {
-            primary_user: &cluster.primary_user,
-            roles: roles
-                .iter()
-                .map(|r| WantedRole { desired: &r.desired, watched: r.user.watched_for_drift() })
-                .collect(),
-            left_out: unopened.iter().map(|u| (u.user.name.clone(), u.reason.clone())).collect(),
-            databases: databases
-                .iter()
-                .map(|db| WantedDatabase {
-                    desired: DesiredDatabase {
-                        name: db.name.clone(),
-                        state: db.desired(),
-                        claimed: db.claimed,
-                    },
-                    watched: db.watched_for_drift(),
-                })
-                .collect(),
-            access: has_access.then_some(&inputs),
-        };
+        let access = has_access.then_some(&inputs);
+        let wanted = super::wanted(cluster, &roles, &unopened, &databases, access);
         Ok(plan_pass(&wanted, &seen).render())
     }
 }

@@ -102,9 +102,13 @@ pub(crate) fn database_order<T>(
 /// created, keeping groups whose database could not be visited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Shown only (conflicts, waiting groups, records forgotten), or run by the pass's role and
-    /// database phases (`pass::steps`), which take their steps from the same rules.
+    /// Shown only (users left out, conflicting or waiting groups, group records forgotten).
     Shown,
+    /// The step of `Wanted::roles[index]`: the pass builds its statements with the real
+    /// verifier (`pass::steps`).
+    Role { index: usize, step: Step },
+    /// The step of `Wanted::databases[index]`.
+    Database { index: usize, step: Step },
     /// CREATE ROLE for a group, on the admin session.
     CreateGroup(Group),
     /// Each statement on its own, on the admin session.
@@ -144,6 +148,22 @@ pub(crate) struct PassPlan {
 }
 
 impl PassPlan {
+    /// The operations of the phase `name`, in order.
+    pub fn operations<'p>(&'p self, name: &'p str) -> impl Iterator<Item = &'p Operation> + 'p {
+        self.phases.iter().filter(move |p| p.name == name).flat_map(|p| p.operations.iter())
+    }
+
+    /// The steps of `phase`'s users (`Action::Role`) or databases (`Action::Database`), by
+    /// their index in [`Wanted`], in the phase's order.
+    pub fn steps<'p>(&'p self, phase: &'p str) -> Vec<(usize, &'p Step)> {
+        self.operations(phase)
+            .filter_map(|o| match &o.action {
+                Action::Role { index, step } | Action::Database { index, step } => Some((*index, step)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plan as the API shows it: its operations in order, each naming its phase.
     pub fn render(self) -> Plan {
         Plan {
@@ -216,10 +236,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
 
     // Roles to create or fix, the primary user first (databases are owned by it).
-    let roles: Vec<(&WantedRole<'_>, Step)> =
-        wanted.roles.iter().map(|r| (r, plan_role(r.desired, observed, primary))).collect();
-    let (present, absent) = role_phases(roles, |r| r.desired);
-    for (role, step) in &present {
+    let roles: Vec<((usize, &WantedRole<'_>), Step)> = wanted
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((i, r), plan_role(r.desired, observed, primary)))
+        .collect();
+    let (present, absent) = role_phases(roles, |(_, r)| r.desired);
+    for ((index, role), step) in &present {
         let drift = role.watched.then(|| role_drift(role.desired, step, observed)).flatten();
         match object_op(ObjectKind::User, &role.desired.name, step, drift) {
             Some(mut o) => {
@@ -231,7 +255,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                 if let Some(why) = role.desired.withheld {
                     o.note = Some(why.to_string());
                 }
-                plan.push("roles", o);
+                plan.push_action("roles", o, Action::Role { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
@@ -241,10 +265,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     }
 
     // Databases to create or fix, then those to drop.
-    let databases: Vec<(&WantedDatabase, Step)> =
-        wanted.databases.iter().map(|d| (d, plan_database(&d.desired, observed, primary))).collect();
-    let databases = database_order(databases, |d| d.desired.state);
-    for (db, step) in &databases {
+    let databases: Vec<((usize, &WantedDatabase), Step)> = wanted
+        .databases
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ((i, d), plan_database(&d.desired, observed, primary)))
+        .collect();
+    let databases = database_order(databases, |(_, d)| d.desired.state);
+    for ((index, db), step) in &databases {
         let name = &db.desired.name;
         let drift = db.watched.then(|| database_drift(name, step, observed)).flatten();
         match object_op(ObjectKind::Database, name, step, drift) {
@@ -253,7 +281,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                     .map(|s| statement(None, admin_db, s))
                     .into_iter()
                     .collect();
-                plan.push("databases", o);
+                plan.push_action("databases", o, Action::Database { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
@@ -265,14 +293,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
 
     // Roles to drop, one heir each (an heir that is gone, or goes too, leaves it to the
     // primary user).
-    let dropped: Vec<&str> = absent.iter().map(|(r, _)| r.desired.name.as_str()).collect();
+    let dropped: Vec<&str> = absent.iter().map(|((_, r), _)| r.desired.name.as_str()).collect();
     let gone: Vec<String> = absent
         .iter()
         .filter_map(|(_, step)| heir_of(step))
         .filter(|h| *h != primary && (dropped.contains(h) || !observed.roles.contains_key(*h)))
         .map(str::to_string)
         .collect();
-    for (role, step) in &absent {
+    for ((index, role), step) in &absent {
         let name = role.desired.name.as_str();
         let Some(mut o) = object_op(ObjectKind::User, name, step, None) else { continue };
         if let Some(heir) = inheriting(step, &gone, primary) {
@@ -292,7 +320,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
             statements.push(statement(None, admin_db, sql::roles::drop_role_sql(name)));
             o.statements = statements;
         }
-        plan.push("drop_roles", o);
+        plan.push_action("drop_roles", o, Action::Role { index: *index, step: step.clone() });
     }
 
     let mut phases = plan.phases;
