@@ -1,9 +1,11 @@
-//! The access phases of a pass: carries out the access plan (`plan::access`) after the roles
-//! and databases. Group names are recorded before their roles are created and each new role's
-//! oid before its CREATE ROLE commits; fixes and memberships run on the admin session; each
-//! database where groups gain or lose privileges is visited on a session of its own (a few at
-//! once), its facts observed there (`observe::access`) and its statements sent in one message.
-//! A step's failure is kept as the levels' error and does not stop unrelated work.
+//! The access phases of a pass, after the roles and databases: observes the groups and each
+//! database with work (`look_into`, the preview's observation too), plans the phases with
+//! `plan::pass::plan_access_phases` (the preview's own) and runs their operations. Group names
+//! are recorded before their roles are created and each new role's oid before its CREATE ROLE
+//! commits; fixes and memberships run on the admin session; each database where groups gain or
+//! lose privileges is visited on a session of its own (a few at once), its statements sent in
+//! one message. An operation's failure is kept as the levels' error and does not stop
+//! unrelated work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,12 +1,12 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object
-//! with `plan`'s rules, apply the phases in a safe order (roles and databases: `steps`, running
-//! statements with `apply`; the primary user's memberships: `primary`; access levels: `access`;
-//! database rights on shared servers: `rights`; then roles to drop), report drift (`drift`),
-//! record the outcomes phase by phase (`outcomes`) and end the pass, scheduling a retry with
-//! backoff (`pgplane_core::lifecycle::backoff`) when anything failed. `preview` observes
-//! everything first and renders `plan::pass::plan_pass`, the whole pass as one value, for the
-//! API's plan.
+//! changed ones otherwise), connect and observe the target (`connect`), plan the pass with
+//! `plan::pass::plan_pass` (the value the preview renders) and execute its phases in order
+//! (roles and databases: `steps`, running statements with `apply`; the primary user's
+//! memberships: `primary`; access levels, planned by the same function once roles and
+//! databases are in place: `access`; database rights on shared servers: `rights`; then roles to
+//! drop), report drift (`drift`), record the outcomes phase by phase (`outcomes`) and end the
+//! pass, scheduling a retry with backoff (`pgplane_core::lifecycle::backoff`) when anything
+//! failed. `preview` observes everything first and renders the same plan for the API.
 
 mod access;
 mod apply;

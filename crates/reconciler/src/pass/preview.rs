@@ -1,6 +1,7 @@
 //! A pass that only looks: loads what a full pass would, observes the target with the pass's
 //! own queries (roles, databases, what dropped roles own, the access groups, and per database
-//! what the groups lack there), then renders the pass's own plan ([`plan_pass`]): every
+//! what the groups lack there: `access::look_into`), then renders the plan the pass executes
+//! ([`plan_pass`]): every
 //! phase, access levels included, verifiers redacted, drift marked as a pass would report it.
 //! Nothing is written to the target or to the store; the sessions it opens are closed when the
 //! plan is made. This is what `GET …/plan` shows.

@@ -1,9 +1,13 @@
 //! A pass as a value: [`plan_pass`] turns what pgplane wants (roles, databases, access levels)
 //! and what was observed on the target ([`Seen`]) into one ordered [`PassPlan`]: phases of
 //! operations, each naming its object, its kind of step, the statements it sends and on which
-//! database, and the drift it repairs. Pure (no I/O, no async): the rules are the pass's own
-//! (`plan_role`, `plan_database`, `access::plan`, `access::database_statements`), the text the
-//! `sql` builders', with every password verifier redacted. `GET …/plan` renders it.
+//! database, and the drift it repairs. Pure (no I/O, no async): the rules are `plan_role`,
+//! `plan_database`, `access::plan` and `access::database_statements`, the text the `sql`
+//! builders', with every password verifier redacted. Each operation also carries what the pass
+//! runs for it ([`Action`]: a user's or database's [`Step`], whose statements the pass builds
+//! with the real verifier, or the access group it concerns). The pass executes this value
+//! (`pass`: the role and database phases from [`plan_pass`], the access phases from
+//! [`plan_access_phases`] once roles and databases are in place); `GET …/plan` renders it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -74,7 +78,6 @@ pub(crate) type Planned<T> = Vec<(T, Step)>;
 /// Splits the roles' steps into the pass's two role phases, in order: roles to create or fix
 /// (the primary user first: databases are owned by it, the others' ADMIN OPTION goes to it),
 /// and roles to drop (last: what they own is handed over once everything else is in place).
-/// The pass and [`plan_pass`] both order roles with it.
 pub(crate) fn role_phases<T>(
     planned: Vec<(T, Step)>,
     desired: impl Fn(&T) -> &DesiredRole,
@@ -86,7 +89,7 @@ pub(crate) fn role_phases<T>(
 }
 
 /// Orders the databases' steps as the pass takes them: those to create or fix before those to
-/// drop. The pass and [`plan_pass`] both order databases with it.
+/// drop.
 pub(crate) fn database_order<T>(
     planned: Vec<(T, Step)>,
     state: impl Fn(&T) -> DesiredState,
