@@ -5,7 +5,7 @@
 //! applying it, for the API (handed to the gateway by the process that runs both).
 //!
 //! The folders follow the calls downward: `controller` (the loop, the cluster lock, slots,
-//! drift scheduling) runs a `pass` (load, observe, apply phase by phase, record), which reads
+//! drift scheduling) runs a `pass` (load, observe, plan, execute the plan, record), which reads
 //! the target through `observe`, decides through `plan` (pure) and sends the text `sql`
 //! builds (pure); `pools` holds the sessions to targets.
 

@@ -1,11 +1,13 @@
-//! The access phases of a pass: carries out the access plan (`plan::access`) after the roles
-//! and databases. Group names are recorded before their roles are created and each new role's
-//! oid before its CREATE ROLE commits; fixes and memberships run on the admin session; each
-//! database where groups gain or lose privileges is visited on a session of its own (a few at
-//! once), its facts observed there (`observe::access`) and its statements sent in one message.
-//! A step's failure is kept as the levels' error and does not stop unrelated work.
+//! The access phases of a pass, after the roles and databases: observes the groups and each
+//! database with work (`look_into`, the preview's observation too), plans the phases with
+//! `plan::pass::plan_access_phases` (the preview's own) and runs their operations. Group names
+//! are recorded before their roles are created and each new role's oid before its CREATE ROLE
+//! commits; fixes and memberships run on the admin session; each database where groups gain or
+//! lose privileges is visited on a session of its own (a few at once), its statements sent in
+//! one message. An operation's failure is kept as the levels' error and does not stop
+//! unrelated work.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt};
 use pgplane_core::access::AccessLevel;
@@ -16,9 +18,10 @@ use tokio_postgres::Client;
 use pgplane_target_server::{SessionLimits, TargetError, TargetSpec};
 
 use crate::controller::Shared;
-use crate::observe::access::{observe_database, observe_groups};
+use crate::observe::access::{observe_database, observe_groups, observe_schemas};
 use crate::observe::Observed;
-use crate::plan::access::{conflict_message, database_statements, plan, Group, Inputs, Visit};
+use crate::plan::access::{conflict_message, plan, DatabaseFacts, Group, GroupFacts, Inputs};
+use crate::plan::pass::{plan_access_phases, Action, Seen};
 use crate::sql;
 
 /// Databases visited at once by one pass (each visit is one session on the target).
@@ -46,34 +49,20 @@ pub(crate) async fn pending(
 struct Visited {
     /// Messages that changed the target.
     changes: usize,
-    /// Drift found on groups that existed before the pass.
-    drift: Vec<String>,
     error: Option<TargetError>,
 }
 
-/// One database's share of the work: observe, then one message with every statement (one
-/// implicit transaction), then DROP OWNED for the groups to drop.
-async fn visit(client: &Client, work: &Visit, primary: &str) -> Visited {
+/// One database's share of the plan: its groups' privileges in one message (one implicit
+/// transaction), then DROP OWNED for the groups to drop.
+async fn visit(client: &Client, work: &DatabaseWork) -> Visited {
     let mut done = Visited::default();
-    if !work.ensure.is_empty() {
-        let facts = match observe_database(client, &work.ensure, primary).await {
-            Ok(f) => f,
-            Err(e) => return Visited { error: Some(e), ..done },
-        };
-        let (statements, drift) = database_statements(&work.ensure, &facts, primary);
-        done.drift = drift;
-        if !statements.is_empty() {
-            match client.batch_execute(&statements.join("; ")).await {
-                Ok(()) => done.changes += 1,
-                Err(e) => return Visited { error: Some(e.into()), ..done },
-            }
+    for part in [&work.ensure, &work.drop] {
+        if part.is_empty() {
+            continue;
         }
-    }
-    if !work.drop.is_empty() {
-        let roles: Vec<&str> = work.drop.iter().map(|g| g.role.as_str()).collect();
-        match client.batch_execute(&sql::access::drop_owned_sql(&roles)).await {
+        match client.batch_execute(&part.join("; ")).await {
             Ok(()) => done.changes += 1,
-            Err(e) => done.error = Some(e.into()),
+            Err(e) => return Visited { error: Some(e.into()), ..done },
         }
     }
     done
@@ -87,18 +76,84 @@ async fn visit_database<'a>(
     admin: &Client,
     limits: SessionLimits,
     database: &'a String,
-    work: &Visit,
-    primary: &str,
+    work: &DatabaseWork,
 ) -> (&'a String, Visited) {
     let done = if database == spec.admin_database() {
-        visit(admin, work, primary).await
+        visit(admin, work).await
     } else {
         match spec.connect(database, limits).await {
-            Ok(session) => visit(&session, work, primary).await,
+            Ok(session) => visit(&session, work).await,
             Err(e) => Visited { error: Some(e), ..Visited::default() },
         }
     };
     (database, done)
+}
+
+/// One database's statements from the plan's `access_privileges` phase.
+#[derive(Default)]
+struct DatabaseWork {
+    ensure: Vec<String>,
+    drop: Vec<String>,
+    /// Drift found on groups that existed before the pass.
+    drift: Vec<String>,
+}
+
+/// What a database shows: what pgplane's existing groups lack there, and its schemas (what a
+/// group created in the pass lacks there).
+type Looked = (DatabaseFacts, Vec<(String, bool, bool)>);
+
+/// Observes, in each database where the access levels have work, what pgplane's groups lack
+/// there and its schemas: a few databases at once, each on a session of its own closed after
+/// (the admin database on the admin session). The preview and the pass both observe with it.
+pub(super) async fn look_into(
+    spec: &TargetSpec,
+    admin: &Client,
+    limits: SessionLimits,
+    inputs: &Inputs<'_>,
+    groups: &HashMap<String, GroupFacts>,
+) -> Vec<(String, Result<Looked, TargetError>)> {
+    let work = plan(inputs, groups).visits;
+    let primary = inputs.cluster.primary_user.as_str();
+    let mut visits = Vec::new();
+    for (database, visit) in work {
+        if visit.ensure.is_empty() {
+            continue;
+        }
+        let existing: Vec<(Group, bool)> = visit.ensure.into_iter().filter(|(_, new)| !new).collect();
+        visits.push(look_in(spec, admin, limits, database, existing, primary));
+    }
+    stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await
+}
+
+/// Looks into `database`: on the admin session when it is the admin database, otherwise on a
+/// session of its own, closed after.
+async fn look_in(
+    spec: &TargetSpec,
+    admin: &Client,
+    limits: SessionLimits,
+    database: String,
+    existing: Vec<(Group, bool)>,
+    primary: &str,
+) -> (String, Result<Looked, TargetError>) {
+    let found = if database == spec.admin_database() {
+        look(admin, &existing, primary).await
+    } else {
+        match spec.connect(&database, limits).await {
+            Ok(session) => look(&session, &existing, primary).await,
+            Err(e) => Err(e),
+        }
+    };
+    (database, found)
+}
+
+/// What one database shows: what pgplane's `existing` groups lack there, and its schemas.
+async fn look(client: &Client, existing: &[(Group, bool)], primary: &str) -> Result<Looked, TargetError> {
+    let facts = if existing.is_empty() {
+        DatabaseFacts::default()
+    } else {
+        observe_database(client, existing, primary).await?
+    };
+    Ok((facts, observe_schemas(client).await?))
 }
 
 /// Carries out the cluster's access levels on the target (after its roles and databases), and
@@ -137,18 +192,20 @@ pub(crate) async fn reconcile(
     Ok(summary)
 }
 
-/// Creates a group role in a transaction that commits only once its oid is recorded in the
-/// metadata: whatever stands under the name later with another oid is not pgplane's. A role
-/// that appeared under the name meanwhile is recorded as a conflict.
+/// Creates a group role (`create`: the plan's statement) in a transaction that commits only
+/// once its oid is recorded in the metadata: whatever stands under the name later with another
+/// oid is not pgplane's. A role that appeared under the name meanwhile is recorded as a
+/// conflict.
 async fn create_group(
     shared: &Shared,
     inputs: &Inputs<'_>,
     client: &Client,
     group: &Group,
+    create: &str,
 ) -> Result<(), String> {
     let id = inputs.cluster.cluster_id;
     let created = async {
-        client.batch_execute(&format!("BEGIN; {}", inputs.create_group_sql(group))).await?;
+        client.batch_execute(&format!("BEGIN; {create}")).await?;
         let row = client
             .query_one("SELECT oid::int8 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&group.role])
             .await?;
@@ -172,8 +229,10 @@ async fn create_group(
     Err(message)
 }
 
-/// Observes, plans and applies; failures of single steps are kept in `summary` (the first
-/// one) while the other steps go ahead; only a failure to observe stops it.
+/// Observes (the groups on the admin session, then each database with work), plans the access
+/// phases with [`plan_access_phases`] (the preview's own) and runs them in order; failures of
+/// single operations are kept in `summary` (the first one) while the others go ahead; only a
+/// failure to observe the groups stops it.
 async fn carry_out(
     shared: &Shared,
     inputs: &Inputs<'_>,
@@ -184,8 +243,32 @@ async fn carry_out(
     let cluster = inputs.cluster;
     let id = cluster.cluster_id;
     let store = &shared.store;
-    let facts = observe_groups(client, inputs).await?;
-    let plan = plan(inputs, &facts);
+    let limits = shared.config.session_limits;
+    let primary = cluster.primary_user.as_str();
+
+    // Observe, then plan.
+    let groups = observe_groups(client, inputs).await?;
+    let looked = look_into(spec, client, limits, inputs, &groups).await;
+    let mut seen = Seen { admin_database: spec.admin_database().to_string(), groups, ..Seen::default() };
+    // Databases that could not be observed are not visited.
+    let mut unseen: BTreeMap<String, TargetError> = BTreeMap::new();
+    for (database, found) in looked {
+        match found {
+            Ok((facts, schemas)) => {
+                seen.in_databases.insert(database.clone(), facts);
+                seen.schemas.insert(database, schemas);
+            }
+            Err(e) => {
+                unseen.insert(database, e);
+            }
+        }
+    }
+    let (plan, phases) = plan_access_phases(inputs, &seen, primary);
+    let operations = |name: &str| {
+        phases.iter().filter(move |p| p.name == name).flat_map(|p| p.operations.iter()).collect::<Vec<_>>()
+    };
+
+    // Record the groups' names, conflicts, renames and adopted oids before any is created.
     if let Some((_, blocked)) = plan.blocked.first() {
         failed(summary, blocked.clone());
     }
@@ -201,79 +284,102 @@ async fn carry_out(
     for (group, oid) in &plan.adopt {
         store.record_access_group_oid(id, &group.role, *oid).await.map_err(store_error)?;
     }
-    // Groups that could not be created get nothing: whatever stands under their names may be
-    // someone else's.
+
+    // access_groups. Groups that could not be created get nothing: whatever stands under
+    // their names may be someone else's.
     let mut unusable = BTreeSet::new();
-    for group in &plan.create {
-        match create_group(shared, inputs, client, group).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => {
-                unusable.insert(group.role.as_str());
-                failed(summary, e);
+    for op in operations("access_groups") {
+        let statements = op.step.statements.iter().map(|s| s.sql.as_str());
+        match &op.action {
+            Action::CreateGroup(group) => {
+                let create = statements.collect::<Vec<_>>().join("; ");
+                match create_group(shared, inputs, client, group, &create).await {
+                    Ok(()) => summary.changes += 1,
+                    Err(e) => {
+                        unusable.insert(group.role.clone());
+                        failed(summary, e);
+                    }
+                }
             }
+            Action::FixGroup => {
+                for statement in statements {
+                    match client.batch_execute(statement).await {
+                        Ok(()) => summary.changes += 1,
+                        Err(e) => failed(summary, TargetError::from(e).to_string()),
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    for (_, statement) in &plan.fix {
-        match client.batch_execute(statement).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => failed(summary, TargetError::from(e).to_string()),
+
+    // access_privileges: each database's statements in one visit, a few databases at once.
+    let mut work: BTreeMap<String, DatabaseWork> = BTreeMap::new();
+    for op in operations("access_privileges") {
+        let Some(first) = op.step.statements.first() else { continue };
+        let database = first.database.clone().unwrap_or_else(|| seen.admin_database.clone());
+        let statements = op.step.statements.iter().map(|s| s.sql.clone());
+        match &op.action {
+            Action::Privileges { group, found } if !unusable.contains(&group.role) => {
+                let w = work.entry(database).or_default();
+                w.ensure.extend(statements);
+                w.drift.extend(found.iter().cloned());
+            }
+            Action::DropOwned(_) => work.entry(database).or_default().drop.extend(statements),
+            _ => {}
         }
     }
-    let primary = cluster.primary_user.as_str();
-    let limits = shared.config.session_limits;
-    let work: BTreeMap<&String, Visit> = plan
-        .visits
-        .iter()
-        .map(|(database, visit)| {
-            let usable = |g: &Group| !unusable.contains(g.role.as_str());
-            let ensure = visit.ensure.iter().filter(|(g, _)| usable(g)).cloned().collect();
-            (database, Visit { ensure, drop: visit.drop.clone() })
-        })
-        .filter(|(_, visit)| !visit.ensure.is_empty() || !visit.drop.is_empty())
-        .collect();
-    let visits: Vec<_> = work
-        .iter()
-        .map(|(database, work)| visit_database(spec, client, limits, database, work, primary))
-        .collect();
-    let visits: Vec<(&String, Visited)> =
-        stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
     let mut visited_ok = BTreeSet::new();
     // (kind, name, what, repaired)
     let mut drift: Vec<(ObjectKind, String, String, bool)> =
         plan.drift.iter().map(|(k, n, d)| (*k, n.clone(), d.clone(), true)).collect();
+    for (database, e) in &unseen {
+        work.remove(database);
+        failed(summary, format!("database {database:?}: {e}"));
+    }
+    let visits: Vec<_> =
+        work.iter().map(|(database, work)| visit_database(spec, client, limits, database, work)).collect();
+    let visits: Vec<(&String, Visited)> =
+        stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
     for (database, done) in visits {
         summary.changes += done.changes;
         let repaired = done.error.is_none();
-        drift.extend(done.drift.into_iter().map(|d| (ObjectKind::Database, database.clone(), d, repaired)));
+        let found = work.get(database).map(|w| w.drift.clone()).unwrap_or_default();
+        drift.extend(found.into_iter().map(|d| (ObjectKind::Database, database.clone(), d, repaired)));
         match done.error {
             None => {
-                visited_ok.insert(database.as_str());
+                visited_ok.insert(database.clone());
             }
             Some(e) => failed(summary, format!("database {database:?}: {e}")),
         }
     }
-    for (role, statement, _) in &plan.memberships {
-        if unusable.contains(role.as_str()) {
+
+    // access_members.
+    for op in operations("access_members") {
+        let Action::Membership { role } = &op.action else { continue };
+        if unusable.contains(role) {
             continue;
         }
-        match client.batch_execute(statement).await {
-            Ok(()) => summary.changes += 1,
-            Err(e) => failed(summary, TargetError::from(e).to_string()),
+        for statement in &op.step.statements {
+            match client.batch_execute(&statement.sql).await {
+                Ok(()) => summary.changes += 1,
+                Err(e) => failed(summary, TargetError::from(e).to_string()),
+            }
         }
     }
-    // A group whose database could not be visited keeps its privileges there: it stays, and
-    // the next pass tries again.
-    let droppable: Vec<&Group> = plan
-        .drop
-        .iter()
-        .filter(|g| {
-            !plan.visits.get(&g.database).is_some_and(|v| v.drop.contains(g))
-                || visited_ok.contains(g.database.as_str())
-        })
-        .collect();
+
+    // access_cleanup. A group whose database could not be visited keeps its privileges there:
+    // it stays, and the next pass tries again.
     let mut gone: Vec<&str> = plan.forget.iter().map(|g| g.role.as_str()).collect();
-    for group in droppable {
-        match client.batch_execute(&sql::roles::drop_role_sql(&group.role)).await {
+    for op in operations("access_cleanup") {
+        let Action::DropGroup(group) = &op.action else { continue };
+        let visited = !plan.visits.get(&group.database).is_some_and(|v| v.drop.contains(group))
+            || visited_ok.contains(&group.database);
+        if !visited {
+            continue;
+        }
+        let sql = op.step.statements.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>().join("; ");
+        match client.batch_execute(&sql).await {
             Ok(()) => {
                 summary.changes += 1;
                 gone.push(group.role.as_str());

@@ -1,12 +1,12 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise), connect and observe the target (`connect`), plan a step per object
-//! with `plan`'s rules, apply the phases in a safe order (roles and databases: `steps`, running
-//! statements with `apply`; the primary user's memberships: `primary`; access levels: `access`;
-//! database rights on shared servers: `rights`; then roles to drop), report drift (`drift`),
-//! record the outcomes phase by phase (`outcomes`) and end the pass, scheduling a retry with
-//! backoff (`pgplane_core::lifecycle::backoff`) when anything failed. `preview` observes
-//! everything first and renders `plan::pass::plan_pass`, the whole pass as one value, for the
-//! API's plan.
+//! changed ones otherwise), connect and observe the target (`connect`), plan the pass with
+//! `plan::pass::plan_pass` (the value the preview renders) and execute its phases in order
+//! (roles and databases: `steps`, running statements with `apply`; the primary user's
+//! memberships: `primary`; access levels, planned by the same function once roles and
+//! databases are in place: `access`; database rights on shared servers: `rights`; then roles to
+//! drop), report drift (`drift`), record the outcomes phase by phase (`outcomes`) and end the
+//! pass, scheduling a retry with backoff (`pgplane_core::lifecycle::backoff`) when anything
+//! failed. `preview` observes everything first and renders the same plan for the API.
 
 mod access;
 mod apply;
@@ -20,16 +20,17 @@ mod rights;
 mod steps;
 
 use chrono::Utc;
-use pgplane_core::lifecycle::{backoff, Outcome};
+use pgplane_core::lifecycle::{backoff, Lifecycle, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
 use crate::controller::Shared;
-use crate::plan::pass::role_phases;
-use crate::plan::{plan_role, DesiredRole, Step};
-use connect::{open, prepare, record_unopened, Opened};
+use crate::plan::access::Inputs;
+use crate::plan::pass::{plan_pass, PassPlan, Seen, Wanted, WantedDatabase, WantedRole};
+use crate::plan::{DesiredDatabase, DesiredRole, Step};
+use connect::{open, prepare, record_unopened, Opened, Unopened};
 use outcomes::{Ledger, Record};
 use steps::{apply_databases, apply_roles, drop_roles};
 
@@ -136,13 +137,17 @@ pub(crate) async fn run_pass(
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
     };
 
-    // Order: roles to create or fix (the primary user first: databases are owned by it),
-    // databases to create or fix, databases to drop, then roles to drop (their objects are
-    // handed to the primary user).
+    // Plan the roles and databases (the access phases are planned once those are in place,
+    // see `access`), then run the phases in the plan's order.
     let mut ledger = Ledger::starting_with(unopened_error);
-    let planned: Vec<(&RoleItem, Step)> =
-        roles.iter().map(|r| (r, plan_role(&r.desired, &observed, &cluster.primary_user))).collect();
-    let (present, absent) = role_phases(planned, |r| &r.desired);
+    let seen = Seen {
+        observed: Some(&observed),
+        admin_database: spec.admin_database().to_string(),
+        ..Seen::default()
+    };
+    let plan = plan_pass(&wanted(&cluster, &roles, &unopened, &databases, None), &seen);
+    let mut role_phases = objects_of(&plan, &["roles", "drop_roles"], &roles).into_iter();
+    let (present, absent) = (role_phases.next().unwrap_or_default(), role_phases.next().unwrap_or_default());
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
     let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
     let clients = sessions.clients();
@@ -153,7 +158,8 @@ pub(crate) async fn run_pass(
     ledger.flush(shared, cluster_id).await?;
     let shared_rights = rights::prepare(shared, &cluster, &observed).await?;
     let rights = shared_rights.as_ref();
-    apply_databases(shared, &cluster, clients[0], &observed, &databases, rights, &mut ledger).await?;
+    let planned_databases = objects_of(&plan, &["databases"], &databases).pop().unwrap_or_default();
+    apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, rights, &mut ledger).await?;
     let access =
         access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
             .await?;
@@ -171,6 +177,53 @@ pub(crate) async fn run_pass(
     let version = Some((observed.version_num, observed.version.as_str()));
     let next = finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?;
     Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
+}
+
+/// The objects (`Wanted::roles` or `Wanted::databases`, the same order) of each of the plan's
+/// `phases`, with their steps in the plan's order. Those in none (in sync: they have no
+/// operation) follow the first phase's, so that their outcomes are recorded too.
+fn objects_of<'a, T>(plan: &PassPlan, phases: &[&str], objects: &'a [T]) -> Vec<Vec<(&'a T, Step)>> {
+    let mut in_sync = vec![true; objects.len()];
+    let mut by_phase = Vec::with_capacity(phases.len());
+    for phase in phases {
+        let mut planned = Vec::new();
+        for (i, step) in plan.steps(phase) {
+            in_sync[i] = false;
+            planned.push((&objects[i], step.clone()));
+        }
+        by_phase.push(planned);
+    }
+    if let Some(first) = by_phase.first_mut() {
+        first.extend(objects.iter().zip(in_sync).filter(|(_, s)| *s).map(|(o, _)| (o, Step::InSync)));
+    }
+    by_phase
+}
+
+/// What pgplane wants on the target, as the pass and the preview hand it to [`plan_pass`]:
+/// `Wanted::roles[i]` is `roles[i]`, `Wanted::databases[i]` is `databases[i]`.
+fn wanted<'a>(
+    cluster: &'a Cluster,
+    roles: &'a [RoleItem],
+    unopened: &[Unopened],
+    databases: &[Database],
+    access: Option<&'a Inputs<'a>>,
+) -> Wanted<'a> {
+    Wanted {
+        primary_user: &cluster.primary_user,
+        roles: roles
+            .iter()
+            .map(|r| WantedRole { desired: &r.desired, watched: r.user.watched_for_drift() })
+            .collect(),
+        left_out: unopened.iter().map(|u| (u.user.name.clone(), u.reason.clone())).collect(),
+        databases: databases
+            .iter()
+            .map(|db| WantedDatabase {
+                desired: DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed },
+                watched: db.watched_for_drift(),
+            })
+            .collect(),
+        access,
+    }
 }
 
 /// Ends a pass that could not reach the target: every object not yet in sync carries the

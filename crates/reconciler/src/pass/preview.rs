@@ -1,28 +1,26 @@
 //! A pass that only looks: loads what a full pass would, observes the target with the pass's
 //! own queries (roles, databases, what dropped roles own, the access groups, and per database
-//! what the groups lack there), then renders the pass's own plan ([`plan_pass`]): every
+//! what the groups lack there: `access::look_into`), then renders the plan the pass executes
+//! ([`plan_pass`]): every
 //! phase, access levels included, verifiers redacted, drift marked as a pass would report it.
 //! Nothing is written to the target or to the store; the sessions it opens are closed when the
 //! plan is made. This is what `GET …/plan` shows.
 
-use futures::stream::{self, StreamExt};
-use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::lifecycle::DesiredState;
 use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 use pgplane_target_server::plan::{Plan, PlanFuture, Planner};
-use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy, TargetSpec};
-use tokio_postgres::Client;
+use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy};
 
-use super::access::VISITS_AT_ONCE;
+use super::access::look_into;
 use super::apply;
 use super::connect::prepare;
 use crate::controller::ReconcilerConfig;
-use crate::observe::access::{observe_database, observe_groups, observe_schemas};
+use crate::observe::access::observe_groups;
 use crate::observe::observe;
-use crate::plan::access::{self, DatabaseFacts, Group, Inputs};
-use crate::plan::pass::{plan_pass, Seen, Wanted, WantedDatabase, WantedRole};
-use crate::plan::DesiredDatabase;
+use crate::plan::access::Inputs;
+use crate::plan::pass::{plan_pass, Seen};
 use crate::pools::one_off;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
@@ -101,96 +99,18 @@ impl Previewer {
         let has_access = !inputs.groups.is_empty();
         if has_access {
             seen.groups = observe_groups(&client, &inputs).await?;
-            self.observe_databases(&spec, &client, &inputs, &mut seen).await?;
+            for (database, found) in look_into(&spec, &client, self.limits, &inputs, &seen.groups).await {
+                let (facts, schemas) = found?;
+                seen.in_databases.insert(database.clone(), facts);
+                seen.schemas.insert(database, schemas);
+            }
         }
 
         // Plan.
-        let wanted = Wanted {
-            primary_user: &cluster.primary_user,
-            roles: roles
-                .iter()
-                .map(|r| WantedRole { desired: &r.desired, watched: r.user.watched_for_drift() })
-                .collect(),
-            left_out: unopened.iter().map(|u| (u.user.name.clone(), u.reason.clone())).collect(),
-            databases: databases
-                .iter()
-                .map(|db| WantedDatabase {
-                    desired: DesiredDatabase {
-                        name: db.name.clone(),
-                        state: db.desired(),
-                        claimed: db.claimed,
-                    },
-                    watched: db.watched_for_drift(),
-                })
-                .collect(),
-            access: has_access.then_some(&inputs),
-        };
+        let access = has_access.then_some(&inputs);
+        let wanted = super::wanted(cluster, &roles, &unopened, &databases, access);
         Ok(plan_pass(&wanted, &seen).render())
     }
-
-    /// Observes, in each database where the access levels have work, what pgplane's groups lack
-    /// there and its schemas (for groups a pass would create): a few databases at once, each
-    /// on a session of its own closed after (the admin database on the admin session).
-    async fn observe_databases(
-        &self,
-        spec: &TargetSpec,
-        admin: &Client,
-        inputs: &Inputs<'_>,
-        seen: &mut Seen<'_>,
-    ) -> Result<(), TargetError> {
-        let work = access::plan(inputs, &seen.groups).visits;
-        let primary = inputs.cluster.primary_user.as_str();
-        let mut visits = Vec::new();
-        for (database, visit) in &work {
-            if visit.ensure.is_empty() {
-                continue;
-            }
-            let existing: Vec<(Group, bool)> = visit.ensure.iter().filter(|(_, new)| !new).cloned().collect();
-            visits.push(look_in(spec, admin, self.limits, database.clone(), existing, primary));
-        }
-        let found: Vec<Result<_, TargetError>> =
-            stream::iter(visits).buffer_unordered(VISITS_AT_ONCE).collect().await;
-        for result in found {
-            let (database, (facts, schemas)) = result?;
-            seen.in_databases.insert(database.clone(), facts);
-            seen.schemas.insert(database, schemas);
-        }
-        Ok(())
-    }
-}
-
-/// Looks into `database`: on the admin session when it is the admin database, otherwise on a
-/// session of its own, closed after.
-async fn look_in(
-    spec: &TargetSpec,
-    admin: &Client,
-    limits: SessionLimits,
-    database: String,
-    existing: Vec<(Group, bool)>,
-    primary: &str,
-) -> Result<(String, (DatabaseFacts, Vec<(String, bool, bool)>)), TargetError> {
-    let found = if database == spec.admin_database() {
-        look(admin, &existing, primary).await?
-    } else {
-        let session = spec.connect(&database, limits).await?;
-        look(&session, &existing, primary).await?
-    };
-    Ok((database, found))
-}
-
-/// What one database shows a preview: what pgplane's `existing` groups lack there, and its
-/// schemas.
-async fn look(
-    client: &Client,
-    existing: &[(Group, bool)],
-    primary: &str,
-) -> Result<(DatabaseFacts, Vec<(String, bool, bool)>), TargetError> {
-    let facts = if existing.is_empty() {
-        DatabaseFacts::default()
-    } else {
-        observe_database(client, existing, primary).await?
-    };
-    Ok((facts, observe_schemas(client).await?))
 }
 
 impl std::fmt::Debug for Previewer {

@@ -1,6 +1,8 @@
-//! Applying a pass's steps in a safe order: roles to create or fix (pipelined, the primary user
-//! first), databases one at a time, then roles to drop. New objects are claimed before they
-//! are created; each outcome is concluded in the ledger and drift reported as it is found.
+//! Running the plan's role and database phases, in the plan's order: roles to create or fix
+//! (pipelined, the primary user first), databases one at a time, then roles to drop (their heirs
+//! checked and what they own found at drop time). Statements are built from each operation's
+//! step with the real verifier. New objects are claimed before they are created; each outcome
+//! is concluded in the ledger and drift reported as it is found.
 
 use pgplane_core::heirs::{may_inherit, Candidate};
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
@@ -16,8 +18,7 @@ use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
 use crate::plan::drift::{database_drift, role_drift};
-use crate::plan::pass::database_order;
-use crate::plan::{heir_of, inheriting, plan_database, DesiredDatabase, Step};
+use crate::plan::{heir_of, inheriting, Step};
 use crate::sql;
 
 /// Creates and fixes the roles that should exist: claims the new ones first (one statement),
@@ -187,25 +188,18 @@ pub(super) async fn apply_databases<'a>(
     cluster: &Cluster,
     client: &Client,
     observed: &Observed,
-    databases: &'a [Database],
+    planned: &[(&'a Database, Step)],
     rights: Option<&SharedRights>,
     ledger: &mut Ledger<'a>,
 ) -> Result<(), pgplane_core::Error> {
-    let planned: Vec<(&Database, Step)> = databases
-        .iter()
-        .map(|db| {
-            let desired = DesiredDatabase { name: db.name.clone(), state: db.desired(), claimed: db.claimed };
-            (db, plan_database(&desired, observed, &cluster.primary_user))
-        })
-        .collect();
     let claims: Vec<&str> = planned
         .iter()
         .filter(|(db, step)| matches!(step, Step::CreateDatabase { .. }) && !db.claimed)
         .map(|(db, _)| db.name.as_str())
         .collect();
     shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
-    // Databases to create or fix before those to drop.
-    for (db, step) in database_order(planned, |db| db.desired()) {
+    for (db, step) in planned {
+        let (db, step) = (*db, step.clone());
         let result = match sql::databases::database_sql(&db.name, &step) {
             None => Ok(()),
             Some(sql) => match apply::run_database_step(client, &sql).await {

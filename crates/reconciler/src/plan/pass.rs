@@ -1,16 +1,20 @@
 //! A pass as a value: [`plan_pass`] turns what pgplane wants (roles, databases, access levels)
 //! and what was observed on the target ([`Seen`]) into one ordered [`PassPlan`]: phases of
 //! operations, each naming its object, its kind of step, the statements it sends and on which
-//! database, and the drift it repairs. Pure (no I/O, no async): the rules are the pass's own
-//! (`plan_role`, `plan_database`, `access::plan`, `access::database_statements`), the text the
-//! `sql` builders', with every password verifier redacted. `GET …/plan` renders it.
+//! database, and the drift it repairs. Pure (no I/O, no async): the rules are `plan_role`,
+//! `plan_database`, `access::plan` and `access::database_statements`, the text the `sql`
+//! builders', with every password verifier redacted. Each operation also carries what the pass
+//! runs for it ([`Action`]: a user's or database's [`Step`], whose statements the pass builds
+//! with the real verifier, or the access group it concerns). The pass executes this value
+//! (`pass`: the role and database phases from [`plan_pass`], the access phases from
+//! [`plan_access_phases`] once roles and databases are in place); `GET …/plan` renders it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pgplane_core::lifecycle::{DesiredState, ObjectKind};
 use pgplane_target_server::plan::{Plan, PlannedStatement, PlannedStep, REDACTED};
 
-use super::access::{self, DatabaseFacts, Group, GroupFacts, Inputs};
+use super::access::{self, AccessPlan, DatabaseFacts, Group, GroupFacts, Inputs};
 use super::drift::{database_drift, role_drift};
 use super::{heir_of, inheriting, plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
 use crate::observe::Observed;
@@ -74,7 +78,6 @@ pub(crate) type Planned<T> = Vec<(T, Step)>;
 /// Splits the roles' steps into the pass's two role phases, in order: roles to create or fix
 /// (the primary user first: databases are owned by it, the others' ADMIN OPTION goes to it),
 /// and roles to drop (last: what they own is handed over once everything else is in place).
-/// The pass and [`plan_pass`] both order roles with it.
 pub(crate) fn role_phases<T>(
     planned: Vec<(T, Step)>,
     desired: impl Fn(&T) -> &DesiredRole,
@@ -86,7 +89,7 @@ pub(crate) fn role_phases<T>(
 }
 
 /// Orders the databases' steps as the pass takes them: those to create or fix before those to
-/// drop. The pass and [`plan_pass`] both order databases with it.
+/// drop.
 pub(crate) fn database_order<T>(
     planned: Vec<(T, Step)>,
     state: impl Fn(&T) -> DesiredState,
@@ -96,11 +99,46 @@ pub(crate) fn database_order<T>(
     present.into_iter().chain(absent).collect()
 }
 
+/// What the pass runs for one operation of the access phases: the group (or role) it concerns,
+/// so that the executor (`pass::access`) can keep what must happen around the statements
+/// (recording a new group's oid before its CREATE commits, skipping groups that could not be
+/// created, keeping groups whose database could not be visited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Shown only (users left out, conflicting or waiting groups, group records forgotten).
+    Shown,
+    /// The step of `Wanted::roles[index]`: the pass builds its statements with the real
+    /// verifier (`pass::steps`).
+    Role { index: usize, step: Step },
+    /// The step of `Wanted::databases[index]`.
+    Database { index: usize, step: Step },
+    /// CREATE ROLE for a group, on the admin session.
+    CreateGroup(Group),
+    /// Each statement on its own, on the admin session.
+    FixGroup,
+    /// The group's privileges in its database; `found`: the drift they repair.
+    Privileges { group: Group, found: Vec<String> },
+    /// DROP OWNED for a group about to be dropped, in its database.
+    DropOwned(Group),
+    /// GRANT or REVOKE of the group role `role`, on the admin session.
+    Membership { role: String },
+    /// DROP ROLE for a group, once its databases were visited.
+    DropGroup(Group),
+}
+
+/// One operation: what is shown (its statements with verifiers redacted) and what the pass
+/// runs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Operation {
+    pub step: PlannedStep,
+    pub action: Action,
+}
+
 /// One phase of a pass and its operations, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Phase {
     pub name: &'static str,
-    pub operations: Vec<PlannedStep>,
+    pub operations: Vec<Operation>,
 }
 
 /// What one pass does, phase by phase.
@@ -113,11 +151,27 @@ pub(crate) struct PassPlan {
 }
 
 impl PassPlan {
+    /// The operations of the phase `name`, in order.
+    pub fn operations<'p>(&'p self, name: &'p str) -> impl Iterator<Item = &'p Operation> + 'p {
+        self.phases.iter().filter(move |p| p.name == name).flat_map(|p| p.operations.iter())
+    }
+
+    /// The steps of `phase`'s users (`Action::Role`) or databases (`Action::Database`), by
+    /// their index in [`Wanted`], in the phase's order.
+    pub fn steps<'p>(&'p self, phase: &'p str) -> Vec<(usize, &'p Step)> {
+        self.operations(phase)
+            .filter_map(|o| match &o.action {
+                Action::Role { index, step } | Action::Database { index, step } => Some((*index, step)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plan as the API shows it: its operations in order, each naming its phase.
     pub fn render(self) -> Plan {
         Plan {
             server_version: self.server_version,
-            steps: self.phases.into_iter().flat_map(|p| p.operations).collect(),
+            steps: self.phases.into_iter().flat_map(|p| p.operations).map(|o| o.step).collect(),
             in_sync: self.in_sync,
         }
     }
@@ -131,9 +185,14 @@ struct Builder {
 
 impl Builder {
     fn push(&mut self, phase: &'static str, op: PlannedStep) {
+        self.push_action(phase, op, Action::Shown);
+    }
+
+    fn push_action(&mut self, phase: &'static str, op: PlannedStep, action: Action) {
+        let operation = Operation { step: PlannedStep { phase, ..op }, action };
         match self.phases.iter_mut().find(|p| p.name == phase) {
-            Some(p) => p.operations.push(PlannedStep { phase, ..op }),
-            None => self.phases.push(Phase { name: phase, operations: vec![PlannedStep { phase, ..op }] }),
+            Some(p) => p.operations.push(operation),
+            None => self.phases.push(Phase { name: phase, operations: vec![operation] }),
         }
     }
 }
@@ -180,10 +239,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
 
     // Roles to create or fix, the primary user first (databases are owned by it).
-    let roles: Vec<(&WantedRole<'_>, Step)> =
-        wanted.roles.iter().map(|r| (r, plan_role(r.desired, observed, primary))).collect();
-    let (present, absent) = role_phases(roles, |r| r.desired);
-    for (role, step) in &present {
+    let roles: Vec<((usize, &WantedRole<'_>), Step)> = wanted
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((i, r), plan_role(r.desired, observed, primary)))
+        .collect();
+    let (present, absent) = role_phases(roles, |(_, r)| r.desired);
+    for ((index, role), step) in &present {
         let drift = role.watched.then(|| role_drift(role.desired, step, observed)).flatten();
         match object_op(ObjectKind::User, &role.desired.name, step, drift) {
             Some(mut o) => {
@@ -195,7 +258,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                 if let Some(why) = role.desired.withheld {
                     o.note = Some(why.to_string());
                 }
-                plan.push("roles", o);
+                plan.push_action("roles", o, Action::Role { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
@@ -205,10 +268,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     }
 
     // Databases to create or fix, then those to drop.
-    let databases: Vec<(&WantedDatabase, Step)> =
-        wanted.databases.iter().map(|d| (d, plan_database(&d.desired, observed, primary))).collect();
-    let databases = database_order(databases, |d| d.desired.state);
-    for (db, step) in &databases {
+    let databases: Vec<((usize, &WantedDatabase), Step)> = wanted
+        .databases
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ((i, d), plan_database(&d.desired, observed, primary)))
+        .collect();
+    let databases = database_order(databases, |(_, d)| d.desired.state);
+    for ((index, db), step) in &databases {
         let name = &db.desired.name;
         let drift = db.watched.then(|| database_drift(name, step, observed)).flatten();
         match object_op(ObjectKind::Database, name, step, drift) {
@@ -217,7 +284,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                     .map(|s| statement(None, admin_db, s))
                     .into_iter()
                     .collect();
-                plan.push("databases", o);
+                plan.push_action("databases", o, Action::Database { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
@@ -229,14 +296,14 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
 
     // Roles to drop, one heir each (an heir that is gone, or goes too, leaves it to the
     // primary user).
-    let dropped: Vec<&str> = absent.iter().map(|(r, _)| r.desired.name.as_str()).collect();
+    let dropped: Vec<&str> = absent.iter().map(|((_, r), _)| r.desired.name.as_str()).collect();
     let gone: Vec<String> = absent
         .iter()
         .filter_map(|(_, step)| heir_of(step))
         .filter(|h| *h != primary && (dropped.contains(h) || !observed.roles.contains_key(*h)))
         .map(str::to_string)
         .collect();
-    for (role, step) in &absent {
+    for ((index, role), step) in &absent {
         let name = role.desired.name.as_str();
         let Some(mut o) = object_op(ObjectKind::User, name, step, None) else { continue };
         if let Some(heir) = inheriting(step, &gone, primary) {
@@ -256,7 +323,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
             statements.push(statement(None, admin_db, sql::roles::drop_role_sql(name)));
             o.statements = statements;
         }
-        plan.push("drop_roles", o);
+        plan.push_action("drop_roles", o, Action::Role { index: *index, step: step.clone() });
     }
 
     let mut phases = plan.phases;
@@ -285,9 +352,23 @@ fn take_drift(
     (!found.is_empty()).then(|| found.join("; "))
 }
 
+/// The access phases alone, as [`plan_pass`] plans them, and the access plan they come from:
+/// what the pass runs once its roles and databases are in place (it observes the access facts
+/// then, so that databases it just created are seen).
+pub(crate) fn plan_access_phases(
+    inputs: &Inputs<'_>,
+    seen: &Seen<'_>,
+    primary: &str,
+) -> (AccessPlan, Vec<Phase>) {
+    let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
+    let access = plan_access(&mut plan, inputs, seen, primary);
+    (access, plan.phases)
+}
+
 /// The access levels' phases: groups created and fixed on the admin session, each level's
-/// privileges in its database, memberships, then groups no level needs any more.
-fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary: &str) {
+/// privileges in its database, memberships, then groups no level needs any more. Returns the
+/// access plan they come from (what the pass records in the store).
+fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary: &str) -> AccessPlan {
     let admin_db = seen.admin_database.as_str();
     let access = access::plan(inputs, &seen.groups);
     let mut drift = access.drift.clone();
@@ -313,7 +394,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
         let mut o = op("access_group", &group_name(group), "create_group", true);
         o.drift = group_drift(&mut drift, group);
         o.statements = vec![statement(None, admin_db, inputs.create_group_sql(group))];
-        plan.push("access_groups", o);
+        plan.push_action("access_groups", o, Action::CreateGroup(group.clone()));
     }
     let fixed: BTreeSet<&Group> = access.fix.iter().map(|(g, _)| g).collect();
     for group in fixed {
@@ -325,7 +406,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             .filter(|(g, _)| g == group)
             .map(|(_, s)| statement(None, admin_db, s.clone()))
             .collect();
-        plan.push("access_groups", o);
+        plan.push_action("access_groups", o, Action::FixGroup);
     }
 
     for (database, visit) in &access.visits {
@@ -350,13 +431,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             let mut o = op("access_group", &group_name(group), "grant_privileges", true);
             o.drift = (!found.is_empty()).then(|| found.join("; "));
             o.statements = statements.into_iter().map(|s| statement(Some(database), admin_db, s)).collect();
-            plan.push("access_privileges", o);
+            plan.push_action("access_privileges", o, Action::Privileges { group: group.clone(), found });
         }
         for group in &visit.drop {
             let mut o = op("access_group", &group_name(group), "drop_owned", true);
             let sql = sql::access::drop_owned_sql(&[group.role.as_str()]);
             o.statements = vec![statement(Some(database), admin_db, sql)];
-            plan.push("access_privileges", o);
+            plan.push_action("access_privileges", o, Action::DropOwned(group.clone()));
         }
     }
 
@@ -369,13 +450,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             o.drift = take_drift(&mut drift, ObjectKind::User, user, &[g.level.as_str(), database.as_str()]);
         }
         o.statements = vec![statement(None, admin_db, statement_sql.clone())];
-        plan.push("access_members", o);
+        plan.push_action("access_members", o, Action::Membership { role: role.clone() });
     }
 
     for group in &access.drop {
         let mut o = op("access_group", &group_name(group), "drop_group", true);
         o.statements = vec![statement(None, admin_db, sql::roles::drop_role_sql(&group.role))];
-        plan.push("access_cleanup", o);
+        plan.push_action("access_cleanup", o, Action::DropGroup(group.clone()));
     }
     for group in &access.forget {
         let note = "the group's record is removed; nothing on the target is touched".to_string();
@@ -384,6 +465,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             PlannedStep { note: Some(note), ..op("access_group", &group_name(group), "forget", false) },
         );
     }
+    access
 }
 
 /// What a group created in this pass lacks in a database with `schemas`: USAGE on each, its
