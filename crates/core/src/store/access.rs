@@ -44,6 +44,29 @@ pub struct RecordedGroup {
 /// The oid a group recorded before oids were carries until a pass adopts its role.
 pub const UNRECORDED_OID: i64 = 0;
 
+/// Records group roles' names, (database, level, role); a group already recorded keeps its name.
+async fn insert_access_groups(
+    conn: impl sqlx::PgExecutor<'_>,
+    cluster_id: Uuid,
+    groups: &[(&str, AccessLevel, &str)],
+) -> Result<()> {
+    let databases: Vec<&str> = groups.iter().map(|g| g.0).collect();
+    let levels: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+    let roles: Vec<&str> = groups.iter().map(|g| g.2).collect();
+    sqlx::query!(
+        "insert into cluster_access_groups (cluster_id, database_name, level, role)
+             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
+             on conflict do nothing",
+        cluster_id,
+        &databases as &[&str],
+        &levels as &[&str],
+        &roles as &[&str]
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// The levels of a cluster's users on its present databases (one user's, when `user` is
     /// given), by user and database.
@@ -143,17 +166,9 @@ impl Store {
         .rows_affected();
         // The groups' names are drawn now, recorded before any pass creates the roles.
         let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
-        sqlx::query!(
-            "insert into cluster_access_groups (cluster_id, database_name, level, role)
-             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
-             on conflict do nothing",
-            cluster_id,
-            &databases as &[&str],
-            &names as &[&str],
-            &roles
-        )
-        .execute(&mut *tx)
-        .await?;
+        let groups: Vec<(&str, AccessLevel, &str)> =
+            levels.iter().zip(&roles).map(|((d, l), r)| (d.as_str(), *l, r.as_str())).collect();
+        insert_access_groups(&mut *tx, cluster_id, &groups).await?;
         let changed = removed + upserted > 0;
         let progress = if changed {
             let progress = sqlx::query_as!(
@@ -262,21 +277,7 @@ impl Store {
         if groups.is_empty() {
             return Ok(());
         }
-        let databases: Vec<&str> = groups.iter().map(|g| g.0).collect();
-        let levels: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
-        let roles: Vec<&str> = groups.iter().map(|g| g.2).collect();
-        sqlx::query!(
-            "insert into cluster_access_groups (cluster_id, database_name, level, role)
-             select $1, d, l, r from unnest($2::text[], $3::text[], $4::text[]) as t(d, l, r)
-             on conflict do nothing",
-            cluster_id,
-            &databases as &[&str],
-            &levels as &[&str],
-            &roles as &[&str]
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_access_groups(&self.pool, cluster_id, groups).await
     }
 
     /// Records the oid of the role pgplane created (or adopted) under a group's name; the

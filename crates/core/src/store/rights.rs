@@ -33,26 +33,25 @@ impl Store {
 
     /// The users and databases of a cluster that a pass on a shared server keeps in line.
     pub async fn shared_rights(&self, cluster_id: Uuid) -> Result<SharedRights> {
-        let (present, conflict) = (DesiredState::Present, SyncStatus::Conflict);
-        let users = sqlx::query_scalar!(
-            "select name from cluster_users
-              where cluster_id = $1 and state = $2 and claimed and sync_status <> $3
-              order by name",
+        // One filter for both kinds: claimed, meant to exist and not in conflict.
+        let rows = sqlx::query!(
+            r#"select o.is_user as "is_user!", o.name as "name!", o.closed_to_public as "closed_to_public!"
+                 from (select cluster_id, name, state, claimed, sync_status, true as is_user,
+                              false as closed_to_public
+                         from cluster_users
+                       union all
+                       select cluster_id, name, state, claimed, sync_status, false, closed_to_public
+                         from cluster_databases) as o
+                where o.cluster_id = $1 and o.state = $2 and o.claimed and o.sync_status <> $3
+                order by o.name"#,
             cluster_id,
-            present as _,
-            conflict as _
+            DesiredState::Present as _,
+            SyncStatus::Conflict as _
         )
-        .fetch_all(&self.pool);
-        let databases = sqlx::query!(
-            "select name, closed_to_public from cluster_databases
-              where cluster_id = $1 and state = $2 and claimed and sync_status <> $3
-              order by name",
-            cluster_id,
-            present as _,
-            conflict as _
-        )
-        .fetch_all(&self.pool);
-        let (users, databases) = tokio::try_join!(users, databases)?;
+        .fetch_all(&self.pool)
+        .await?;
+        let (users, databases): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.is_user);
+        let users = users.into_iter().map(|u| u.name).collect();
         let databases = databases.into_iter().map(|d| (d.name, d.closed_to_public)).collect();
         Ok(SharedRights { users, databases })
     }
