@@ -3,11 +3,14 @@
 //! never the last `reserve` of them, which stay for the other teams. So one team alone gets
 //! nearly all the slots, and one team's dead or stalling servers (each pass holding its slot
 //! until pgplane's deadlines end it) can never keep another team's passes waiting for a slot.
+//! Passes waiting for a slot are served first come, first served among those a free slot may
+//! go to: a pass retried after a failure queues behind the passes already waiting, so a team's
+//! failing clusters cannot keep its other clusters from ever having a pass.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// The slots and who holds them.
@@ -15,19 +18,38 @@ pub(crate) struct Slots {
     total: usize,
     share: usize,
     reserve: usize,
-    free: Arc<Semaphore>,
-    /// Passes in flight per team (teams with none are removed).
-    held: Mutex<HashMap<Uuid, usize>>,
-    /// Signalled whenever a slot comes free, for passes waiting to borrow one.
-    released: Notify,
+    state: Mutex<State>,
 }
 
-/// A slot held by one pass (or, while `permit` is None, a team's claim on one), counted in its
-/// team's share; given back when dropped.
+/// What is free, held and waiting; changed only under the lock.
+struct State {
+    free: usize,
+    /// Slots held per team (teams with none are removed).
+    held: HashMap<Uuid, usize>,
+    /// Passes waiting for a slot, oldest first.
+    queue: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    team_id: Uuid,
+    granted: oneshot::Sender<()>,
+}
+
+/// A slot held by one pass, counted in its team's share; given back when dropped.
 pub(crate) struct Slot<'a> {
     slots: &'a Slots,
     team_id: Uuid,
-    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A pass's place in the queue; leaves it (or gives back a slot granted but never taken) when
+/// the waiting pass is cancelled.
+struct Queued<'a> {
+    slots: &'a Slots,
+    ticket: u64,
+    team_id: Uuid,
+    taken: bool,
 }
 
 impl Slots {
@@ -39,14 +61,8 @@ impl Slots {
             0 => (total / 2).max(1),
             n => n.min(total),
         };
-        Self {
-            total,
-            share,
-            reserve: (total / 4).max(1),
-            free: Arc::new(Semaphore::new(total)),
-            held: Mutex::new(HashMap::new()),
-            released: Notify::new(),
-        }
+        let state = State { free: total, held: HashMap::new(), queue: VecDeque::new(), next_ticket: 0 };
+        Self { total, share, reserve: (total / 4).max(1), state: Mutex::new(state) }
     }
 
     /// How many slots there are, and each team's share.
@@ -54,69 +70,94 @@ impl Slots {
         (self.total, self.share)
     }
 
-    /// Waits for a slot for one of `team_id`'s passes.
+    /// Waits for a slot for one of `team_id`'s passes, behind the passes already waiting.
     pub async fn acquire(&self, team_id: Uuid) -> Slot<'_> {
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            // Registered before looking, so that a release in between is not missed.
-            released.as_mut().enable();
-            // The claim counts at once, so that the team's other passes see it while this one
-            // queues (and is withdrawn if this one is cancelled).
-            let (mut slot, claimed_before) = self.claim(team_id);
-            if claimed_before < self.share {
-                // Within its share a team queues for the next free slot.
-                slot.permit = Some(self.free.clone().acquire_owned().await.expect("never closed"));
-                return slot;
+        let (granted, mut queued) = {
+            let mut state = self.state.lock().expect("slots lock");
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            let (tx, rx) = oneshot::channel();
+            state.queue.push_back(Waiter { ticket, team_id, granted: tx });
+            self.grant(&mut state);
+            (rx, Queued { slots: self, ticket, team_id, taken: false })
+        };
+        // The sender lives in the queue until the slot is granted: it is never dropped unsent
+        // while this future waits (a cancelled wait removes it itself, in `Queued::drop`).
+        granted.await.expect("a waiter leaves the queue only when granted or cancelled");
+        queued.taken = true;
+        Slot { slots: self, team_id }
+    }
+
+    /// Gives free slots to the oldest waiters that may have them: any waiter within its team's
+    /// share, a borrower only while more than the reserve is free.
+    fn grant(&self, state: &mut State) {
+        let mut i = 0;
+        while state.free > 0 && i < state.queue.len() {
+            let team_id = state.queue[i].team_id;
+            let held = state.held.get(&team_id).copied().unwrap_or(0);
+            if held < self.share || state.free > self.reserve {
+                let waiter = state.queue.remove(i).expect("index checked");
+                state.free -= 1;
+                *state.held.entry(team_id).or_default() += 1;
+                let _ = waiter.granted.send(());
+            } else {
+                i += 1;
             }
-            if self.free.available_permits() > self.reserve {
-                if let Ok(permit) = self.free.clone().try_acquire_owned() {
-                    slot.permit = Some(permit);
-                    return slot;
-                }
-            }
-            drop(slot);
-            released.await;
         }
     }
 
-    /// The slots `team_id` holds or has claimed.
-    #[cfg(test)]
-    fn held_by(&self, team_id: Uuid) -> usize {
-        self.held.lock().expect("slots lock").get(&team_id).copied().unwrap_or(0)
+    /// Gives back one of `team_id`'s slots and passes it on.
+    fn release(&self, team_id: Uuid) {
+        let mut state = self.state.lock().expect("slots lock");
+        if let Some(n) = state.held.get_mut(&team_id) {
+            *n -= 1;
+            if *n == 0 {
+                state.held.remove(&team_id);
+            }
+        }
+        state.free += 1;
+        self.grant(&mut state);
     }
 
-    /// Counts a claim of `team_id`'s; returns it with the team's count before it.
-    fn claim(&self, team_id: Uuid) -> (Slot<'_>, usize) {
-        let mut held = self.held.lock().expect("slots lock");
-        let count = held.entry(team_id).or_default();
-        *count += 1;
-        (Slot { slots: self, team_id, permit: None }, *count - 1)
+    /// The slots `team_id` holds.
+    #[cfg(test)]
+    fn held_by(&self, team_id: Uuid) -> usize {
+        self.state.lock().expect("slots lock").held.get(&team_id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut state = self.slots.state.lock().expect("slots lock");
+        if let Some(at) = state.queue.iter().position(|w| w.ticket == self.ticket) {
+            state.queue.remove(at);
+            return;
+        }
+        // Granted while the wait was being cancelled: the slot goes to the next waiter.
+        drop(state);
+        self.slots.release(self.team_id);
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut held = self.slots.held.lock().expect("slots lock");
-        if let Some(n) = held.get_mut(&self.team_id) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.team_id);
-            }
-        }
-        drop(held);
-        // Only a slot coming free is news for the waiters (a claim withdrawn by a pass that
-        // found nothing to borrow is not: it would wake that very pass again, for ever).
-        if let Some(permit) = self.permit.take() {
-            drop(permit);
-            self.slots.released.notify_waiters();
-        }
+        self.slots.release(self.team_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
+
+    async fn within(ms: u64, slots: &Slots, team_id: Uuid) -> Option<Slot<'_>> {
+        tokio::time::timeout(Duration::from_millis(ms), slots.acquire(team_id)).await.ok()
+    }
 
     #[tokio::test]
     async fn one_team_alone_uses_all_but_the_reserve_and_another_team_gets_the_reserve() {
@@ -127,47 +168,63 @@ mod tests {
         for _ in 0..6 {
             held.push(slots.acquire(a).await);
         }
-        let seventh = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(a)).await;
-        assert!(seventh.is_err(), "the reserve is not lent beyond a team's share");
+        assert!(within(50, &slots, a).await.is_none(), "the reserve is not lent beyond a team's share");
         for _ in 0..2 {
-            let got = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(b)).await;
-            held.push(got.expect("another team gets the reserved slots at once"));
+            held.push(within(50, &slots, b).await.expect("another team gets the reserved slots at once"));
         }
         // A slot freed by team A (now 5, past its share) is not lent to it again while only
         // the reserve is free; team B (within its share) takes it.
         drop(held.remove(0));
-        let again = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(a)).await;
-        assert!(again.is_err(), "team A borrows only past the reserve");
-        let got = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire(b)).await;
-        assert!(got.is_ok(), "team B is within its share");
+        assert!(within(50, &slots, a).await.is_none(), "team A borrows only past the reserve");
+        assert!(within(50, &slots, b).await.is_some(), "team B is within its share");
     }
 
     #[tokio::test]
-    async fn passes_queued_within_a_share_count_against_it() {
+    async fn waiting_passes_are_served_in_the_order_they_came() {
+        // Three passes of team A hold every slot but the reserve; A's other clusters queue.
+        // A pass that comes when a slot frees (as a failed cluster's retry does) queues behind
+        // them instead of taking it.
         let slots = Arc::new(Slots::new(4, 2));
-        let (a, c) = (Uuid::from_u128(1), Uuid::from_u128(3));
-        let mut held_by_c = Vec::new();
+        let a = Uuid::from_u128(1);
+        let mut running = Vec::new();
         for _ in 0..3 {
-            held_by_c.push(slots.acquire(c).await);
+            running.push(slots.acquire(a).await);
         }
+        let served = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
-        for _ in 0..3 {
-            let slots = slots.clone();
+        for n in 0..4 {
+            let (slots, served) = (slots.clone(), served.clone());
             waiters.push(tokio::spawn(async move {
                 let _slot = slots.acquire(a).await;
-                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                served.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_secs(3600)).await;
             }));
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(slots.held_by(a), 2, "one slot held, one claimed within the share; the third waits");
-        drop(held_by_c.pop());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        // The freed slot went to A's queued pass within its share; the third still waits.
-        assert_eq!(slots.free.available_permits(), 0);
-        assert_eq!(slots.held_by(a), 2);
-        assert_eq!(waiters.iter().filter(|w| w.is_finished()).count(), 0);
+        for expected in 1..=3 {
+            drop(running.pop());
+            assert!(within(20, &slots, a).await.is_none(), "a newcomer queues behind the waiters");
+            assert_eq!(*served.lock().unwrap(), (0..expected).collect::<Vec<_>>());
+        }
+        assert_eq!(slots.held_by(a), 3);
         for w in waiters {
             w.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_the_queue_and_loses_no_slot() {
+        let slots = Slots::new(2, 1);
+        let a = Uuid::from_u128(1);
+        let first = slots.acquire(a).await;
+        for _ in 0..3 {
+            assert!(within(20, &slots, a).await.is_none(), "one slot is the reserve");
+        }
+        drop(first);
+        let again = within(50, &slots, a).await.expect("the slot came back");
+        assert_eq!(slots.held_by(a), 1);
+        drop(again);
+        assert_eq!(slots.held_by(a), 0);
+        assert_eq!(slots.state.lock().unwrap().free, 2);
     }
 }
