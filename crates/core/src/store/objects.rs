@@ -20,6 +20,21 @@ pub struct ObjectCounts {
     pub conflict: i64,
 }
 
+/// A cluster's objects of one kind (`User` or `Database`) by name, as a query to fetch: all of
+/// them, or only those whose desired state has not been applied yet.
+macro_rules! of_cluster {
+    ($kind:ident, $pool:expr, $cluster_id:expr, $changed_only:expr) => {
+        select_rows!(
+            $kind,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
+                order by name"],
+            $cluster_id,
+            $changed_only
+        )
+        .fetch_all($pool)
+    };
+}
+
 impl Store {
     /// Counts of unsettled objects of one kind, over every cluster: in conflict; else failed
     /// (carrying an error); else pending (desired state not yet applied).
@@ -50,7 +65,7 @@ impl Store {
 
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        self.users(cluster_id, false).await
+        Ok(of_cluster!(User, &self.pool, cluster_id, false).await?)
     }
 
     /// A cluster's users and databases, read at the same time: all of them, or (for a pass
@@ -60,33 +75,10 @@ impl Store {
         cluster_id: Uuid,
         changed_only: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
-        tokio::try_join!(self.users(cluster_id, changed_only), self.databases(cluster_id, changed_only))
-    }
-
-    /// A cluster's users, by name; all, or only the changed ones.
-    async fn users(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<User>> {
-        Ok(select_rows!(
-            User,
-            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
-                order by name"],
-            cluster_id,
-            changed_only
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// A cluster's databases, by name; all, or only the changed ones.
-    async fn databases(&self, cluster_id: Uuid, changed_only: bool) -> Result<Vec<Database>> {
-        Ok(select_rows!(
-            Database,
-            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
-                order by name"],
-            cluster_id,
-            changed_only
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(tokio::try_join!(
+            of_cluster!(User, &self.pool, cluster_id, changed_only),
+            of_cluster!(Database, &self.pool, cluster_id, changed_only)
+        )?)
     }
 
     /// One user of a cluster.
@@ -99,7 +91,7 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        self.databases(cluster_id, false).await
+        Ok(of_cluster!(Database, &self.pool, cluster_id, false).await?)
     }
 
     /// One database of a cluster.

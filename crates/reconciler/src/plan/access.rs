@@ -504,6 +504,16 @@ pub(crate) mod tests {
         AccessGrant { user_name: user.into(), database_name: database.into(), level: level.as_str().into() }
     }
 
+    /// `app` newly holds read_only on `shop`, not carried out yet; no group recorded.
+    pub(crate) fn new_read_only_level() -> AccessForPass {
+        AccessForPass {
+            grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
+            pending: vec![pending("app")],
+            groups: Vec::new(),
+            users: vec!["app".into(), "doadmin".into()],
+        }
+    }
+
     pub(crate) fn pending(user: &str) -> AccessProgress {
         AccessProgress {
             name: user.into(),
@@ -553,12 +563,7 @@ pub(crate) mod tests {
     #[test]
     fn a_new_level_records_a_fresh_name_creates_its_group_and_grants_membership_by_the_primary_user() {
         let c = cluster();
-        let access = AccessForPass {
-            grants: vec![grant("app", "shop", AccessLevel::ReadOnly)],
-            pending: vec![pending("app")],
-            groups: Vec::new(),
-            users: vec!["app".into(), "doadmin".into()],
-        };
+        let access = new_read_only_level();
         for (version, membership) in
             [(170000, "WITH INHERIT TRUE, SET FALSE GRANTED BY \"doadmin\""), (150000, "TO \"app\"")]
         {
