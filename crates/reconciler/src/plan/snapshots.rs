@@ -10,7 +10,7 @@ use pgplane_core::access::{AccessLevel, GROUP_PREFIX};
 use pgplane_core::lifecycle::DesiredState;
 use pgplane_core::store::AccessForPass;
 
-use super::access::tests::{cluster, grant, membership, new_read_only_level, pending, recorded};
+use super::access::tests::{cluster, grant, membership, new_read_only_level, recorded};
 use super::access::{DatabaseFacts, GroupFacts, Inputs};
 use super::pass::{plan_pass, PassPlan, Seen, Wanted, WantedDatabase, WantedRole};
 use super::{DesiredDatabase, DesiredRole};
