@@ -16,6 +16,41 @@ use crate::error::TargetError;
 /// What stands in a plan's SQL for a password verifier.
 pub const REDACTED: &str = "<redacted>";
 
+/// The phases of a pass, in the order it runs them (the order of the variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Roles to create or fix, the primary user first.
+    Roles,
+    /// Databases to create or fix, then those to drop.
+    Databases,
+    /// The access levels' group roles: created, fixed.
+    AccessGroups,
+    /// Each level's privileges in its database, and those of groups to drop.
+    AccessPrivileges,
+    /// Users' memberships of the groups.
+    AccessMembers,
+    /// Groups no level needs any more.
+    AccessCleanup,
+    /// Roles to drop, what they own handed to their heirs.
+    DropRoles,
+}
+
+impl Phase {
+    /// Its name, as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Roles => "roles",
+            Phase::Databases => "databases",
+            Phase::AccessGroups => "access_groups",
+            Phase::AccessPrivileges => "access_privileges",
+            Phase::AccessMembers => "access_members",
+            Phase::AccessCleanup => "access_cleanup",
+            Phase::DropRoles => "drop_roles",
+        }
+    }
+}
+
 /// One statement a step would send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PlannedStatement {
@@ -29,13 +64,8 @@ pub struct PlannedStatement {
 /// The step a pass would take for one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PlannedStep {
-    /// The phase of the pass it belongs to, in the order a pass runs them: `roles` (roles to
-    /// create or fix, the primary user first), `databases` (to create or fix, then to drop),
-    /// `access_groups` (the access levels' group roles: created, fixed), `access_privileges`
-    /// (each level's privileges in its database, and those of groups to drop), `access_members`
-    /// (users' memberships of the groups), `access_cleanup` (groups no level needs any more)
-    /// and `drop_roles`.
-    pub phase: &'static str,
+    /// The phase of the pass it belongs to; a plan lists its steps phase by phase.
+    pub phase: Phase,
     /// `user`, `database` or `access_group` (a level on a database, named `database/level`).
     pub kind: &'static str,
     pub name: String,

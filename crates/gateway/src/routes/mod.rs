@@ -211,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn a_plans_phases_are_documented_in_the_order_a_pass_runs_them() {
+        let doc = serde_json::to_value(super::api_document()).unwrap();
+        let phases = [
+            "roles",
+            "databases",
+            "access_groups",
+            "access_privileges",
+            "access_members",
+            "access_cleanup",
+            "drop_roles",
+        ];
+        assert_eq!(doc["components"]["schemas"]["Phase"]["enum"], serde_json::json!(phases));
+        let step = &doc["components"]["schemas"]["PlannedStep"]["properties"]["phase"];
+        assert_eq!(step["$ref"], "#/components/schemas/Phase", "{step}");
+    }
+
+    #[test]
     fn the_document_covers_every_operation_of_the_api() {
         let doc = super::api_document();
         let mut operations = Vec::new();

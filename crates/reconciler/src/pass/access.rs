@@ -15,13 +15,14 @@ use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::{AccessProgress, Cluster, Database};
 use tokio_postgres::Client;
 
+use pgplane_target_server::plan::Phase;
 use pgplane_target_server::{SessionLimits, TargetError, TargetSpec};
 
 use crate::controller::Shared;
 use crate::observe::access::{observe_database, observe_groups, observe_schemas};
 use crate::observe::Observed;
 use crate::plan::access::{conflict_message, plan, DatabaseFacts, Group, GroupFacts, Inputs};
-use crate::plan::pass::{plan_access_phases, Action, Seen};
+use crate::plan::pass::{operations_in, plan_access_phases, Action, Seen};
 use crate::sql;
 
 /// Databases visited at once by one pass (each visit is one session on the target).
@@ -264,9 +265,7 @@ async fn carry_out(
         }
     }
     let (plan, phases) = plan_access_phases(inputs, &seen, primary);
-    let operations = |name: &str| {
-        phases.iter().filter(move |p| p.name == name).flat_map(|p| p.operations.iter()).collect::<Vec<_>>()
-    };
+    let operations = |phase| operations_in(&phases, phase).collect::<Vec<_>>();
 
     // Record the groups' names, conflicts, renames and adopted oids before any is created.
     if let Some((_, blocked)) = plan.blocked.first() {
@@ -288,7 +287,7 @@ async fn carry_out(
     // access_groups. Groups that could not be created get nothing: whatever stands under
     // their names may be someone else's.
     let mut unusable = BTreeSet::new();
-    for op in operations("access_groups") {
+    for op in operations(Phase::AccessGroups) {
         let statements = op.step.statements.iter().map(|s| s.sql.as_str());
         match &op.action {
             Action::CreateGroup(group) => {
@@ -315,7 +314,7 @@ async fn carry_out(
 
     // access_privileges: each database's statements in one visit, a few databases at once.
     let mut work: BTreeMap<String, DatabaseWork> = BTreeMap::new();
-    for op in operations("access_privileges") {
+    for op in operations(Phase::AccessPrivileges) {
         let Some(first) = op.step.statements.first() else { continue };
         let database = first.database.clone().unwrap_or_else(|| seen.admin_database.clone());
         let statements = op.step.statements.iter().map(|s| s.sql.clone());
@@ -355,7 +354,7 @@ async fn carry_out(
     }
 
     // access_members.
-    for op in operations("access_members") {
+    for op in operations(Phase::AccessMembers) {
         let Action::Membership { role } = &op.action else { continue };
         if unusable.contains(role) {
             continue;
@@ -371,7 +370,7 @@ async fn carry_out(
     // access_cleanup. A group whose database could not be visited keeps its privileges there:
     // it stays, and the next pass tries again.
     let mut gone: Vec<&str> = plan.forget.iter().map(|g| g.role.as_str()).collect();
-    for op in operations("access_cleanup") {
+    for op in operations(Phase::AccessCleanup) {
         let Action::DropGroup(group) = &op.action else { continue };
         let visited = !plan.visits.get(&group.database).is_some_and(|v| v.drop.contains(group))
             || visited_ok.contains(&group.database);

@@ -23,6 +23,7 @@ use chrono::Utc;
 use pgplane_core::lifecycle::{backoff, Lifecycle, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
+use pgplane_target_server::plan::Phase;
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
 
@@ -146,7 +147,7 @@ pub(crate) async fn run_pass(
         ..Seen::default()
     };
     let plan = plan_pass(&wanted(&cluster, &roles, &unopened, &databases, None), &seen);
-    let mut role_phases = objects_of(&plan, &["roles", "drop_roles"], &roles).into_iter();
+    let mut role_phases = objects_of(&plan, &[Phase::Roles, Phase::DropRoles], &roles).into_iter();
     let (present, absent) = (role_phases.next().unwrap_or_default(), role_phases.next().unwrap_or_default());
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
     let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
@@ -158,7 +159,7 @@ pub(crate) async fn run_pass(
     ledger.flush(shared, cluster_id).await?;
     let shared_rights = rights::prepare(shared, &cluster, &observed).await?;
     let rights = shared_rights.as_ref();
-    let planned_databases = objects_of(&plan, &["databases"], &databases).pop().unwrap_or_default();
+    let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
     apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, rights, &mut ledger).await?;
     let access =
         access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
@@ -182,12 +183,12 @@ pub(crate) async fn run_pass(
 /// The objects (`Wanted::roles` or `Wanted::databases`, the same order) of each of the plan's
 /// `phases`, with their steps in the plan's order. Those in none (in sync: they have no
 /// operation) follow the first phase's, so that their outcomes are recorded too.
-fn objects_of<'a, T>(plan: &PassPlan, phases: &[&str], objects: &'a [T]) -> Vec<Vec<(&'a T, Step)>> {
+fn objects_of<'a, T>(plan: &PassPlan, phases: &[Phase], objects: &'a [T]) -> Vec<Vec<(&'a T, Step)>> {
     let mut in_sync = vec![true; objects.len()];
     let mut by_phase = Vec::with_capacity(phases.len());
     for phase in phases {
         let mut planned = Vec::new();
-        for (i, step) in plan.steps(phase) {
+        for (i, step) in plan.steps(*phase) {
             in_sync[i] = false;
             planned.push((&objects[i], step.clone()));
         }

@@ -12,24 +12,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pgplane_core::lifecycle::{DesiredState, ObjectKind};
-use pgplane_target_server::plan::{Plan, PlannedStatement, PlannedStep, REDACTED};
+use pgplane_target_server::plan::{Phase, Plan, PlannedStatement, PlannedStep, REDACTED};
 
 use super::access::{self, AccessPlan, DatabaseFacts, Group, GroupFacts, Inputs};
 use super::drift::{database_drift, role_drift};
 use super::{heir_of, inheriting, plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
 use crate::observe::Observed;
 use crate::sql;
-
-/// The phases of a pass, in the order it runs them.
-pub(crate) const PHASES: [&str; 7] = [
-    "roles",
-    "databases",
-    "access_groups",
-    "access_privileges",
-    "access_members",
-    "access_cleanup",
-    "drop_roles",
-];
 
 /// A role pgplane wants, and whether drift on it is reported (it was in sync before).
 pub(crate) struct WantedRole<'a> {
@@ -136,29 +125,34 @@ pub(crate) struct Operation {
 
 /// One phase of a pass and its operations, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Phase {
-    pub name: &'static str,
+pub(crate) struct PlannedPhase {
+    pub phase: Phase,
     pub operations: Vec<Operation>,
+}
+
+/// The operations of `phase` among `phases`, in order.
+pub(crate) fn operations_in(phases: &[PlannedPhase], phase: Phase) -> impl Iterator<Item = &Operation> {
+    phases.iter().filter(move |p| p.phase == phase).flat_map(|p| p.operations.iter())
 }
 
 /// What one pass does, phase by phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PassPlan {
     pub server_version: String,
-    pub phases: Vec<Phase>,
+    pub phases: Vec<PlannedPhase>,
     /// Users and databases already as desired.
     pub in_sync: usize,
 }
 
 impl PassPlan {
-    /// The operations of the phase `name`, in order.
-    pub fn operations<'p>(&'p self, name: &'p str) -> impl Iterator<Item = &'p Operation> + 'p {
-        self.phases.iter().filter(move |p| p.name == name).flat_map(|p| p.operations.iter())
+    /// The operations of `phase`, in order.
+    pub fn operations(&self, phase: Phase) -> impl Iterator<Item = &Operation> {
+        operations_in(&self.phases, phase)
     }
 
     /// The steps of `phase`'s users (`Action::Role`) or databases (`Action::Database`), by
     /// their index in [`Wanted`], in the phase's order.
-    pub fn steps<'p>(&'p self, phase: &'p str) -> Vec<(usize, &'p Step)> {
+    pub fn steps(&self, phase: Phase) -> Vec<(usize, &Step)> {
         self.operations(phase)
             .filter_map(|o| match &o.action {
                 Action::Role { index, step } | Action::Database { index, step } => Some((*index, step)),
@@ -179,20 +173,20 @@ impl PassPlan {
 
 /// The plan being built: the current phase's operations go into it.
 struct Builder {
-    phases: Vec<Phase>,
+    phases: Vec<PlannedPhase>,
     in_sync: usize,
 }
 
 impl Builder {
-    fn push(&mut self, phase: &'static str, op: PlannedStep) {
+    fn push(&mut self, phase: Phase, op: PlannedStep) {
         self.push_action(phase, op, Action::Shown);
     }
 
-    fn push_action(&mut self, phase: &'static str, op: PlannedStep, action: Action) {
+    fn push_action(&mut self, phase: Phase, op: PlannedStep, action: Action) {
         let operation = Operation { step: PlannedStep { phase, ..op }, action };
-        match self.phases.iter_mut().find(|p| p.name == phase) {
+        match self.phases.iter_mut().find(|p| p.phase == phase) {
             Some(p) => p.operations.push(operation),
-            None => self.phases.push(Phase { name: phase, operations: vec![operation] }),
+            None => self.phases.push(PlannedPhase { phase, operations: vec![operation] }),
         }
     }
 }
@@ -200,7 +194,7 @@ impl Builder {
 /// An operation on one object (its phase is set when it is pushed).
 fn op(kind: &'static str, name: &str, step: &'static str, changes_target: bool) -> PlannedStep {
     PlannedStep {
-        phase: "",
+        phase: Phase::Roles, // set when pushed
         kind,
         name: name.to_string(),
         step,
@@ -258,13 +252,16 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                 if let Some(why) = role.desired.withheld {
                     o.note = Some(why.to_string());
                 }
-                plan.push_action("roles", o, Action::Role { index: *index, step: step.clone() });
+                plan.push_action(Phase::Roles, o, Action::Role { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
     }
     for (name, why) in &wanted.left_out {
-        plan.push("roles", PlannedStep { note: Some(why.clone()), ..op("user", name, "left_out", false) });
+        plan.push(
+            Phase::Roles,
+            PlannedStep { note: Some(why.clone()), ..op("user", name, "left_out", false) },
+        );
     }
 
     // Databases to create or fix, then those to drop.
@@ -284,7 +281,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                     .map(|s| statement(None, admin_db, s))
                     .into_iter()
                     .collect();
-                plan.push_action("databases", o, Action::Database { index: *index, step: step.clone() });
+                plan.push_action(Phase::Databases, o, Action::Database { index: *index, step: step.clone() });
             }
             None => plan.in_sync += 1,
         }
@@ -323,11 +320,11 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
             statements.push(statement(None, admin_db, sql::roles::drop_role_sql(name)));
             o.statements = statements;
         }
-        plan.push_action("drop_roles", o, Action::Role { index: *index, step: step.clone() });
+        plan.push_action(Phase::DropRoles, o, Action::Role { index: *index, step: step.clone() });
     }
 
     let mut phases = plan.phases;
-    phases.sort_by_key(|p| PHASES.iter().position(|n| *n == p.name));
+    phases.sort_by_key(|p| p.phase);
     PassPlan { server_version: observed.version.clone(), phases, in_sync: plan.in_sync }
 }
 
@@ -359,7 +356,7 @@ pub(crate) fn plan_access_phases(
     inputs: &Inputs<'_>,
     seen: &Seen<'_>,
     primary: &str,
-) -> (AccessPlan, Vec<Phase>) {
+) -> (AccessPlan, Vec<PlannedPhase>) {
     let mut plan = Builder { phases: Vec::new(), in_sync: 0 };
     let access = plan_access(&mut plan, inputs, seen, primary);
     (access, plan.phases)
@@ -380,7 +377,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
     for (group, conflict) in &access.conflicts {
         if let Some(why) = conflict {
             let o = op("access_group", &group_name(group), "conflict", false);
-            plan.push("access_groups", PlannedStep { note: Some(why.clone()), ..o });
+            plan.push(Phase::AccessGroups, PlannedStep { note: Some(why.clone()), ..o });
         }
     }
     for (group, why) in &access.blocked {
@@ -388,13 +385,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             continue;
         }
         let o = op("access_group", &group_name(group), "waiting", false);
-        plan.push("access_groups", PlannedStep { note: Some(why.clone()), ..o });
+        plan.push(Phase::AccessGroups, PlannedStep { note: Some(why.clone()), ..o });
     }
     for group in &access.create {
         let mut o = op("access_group", &group_name(group), "create_group", true);
         o.drift = group_drift(&mut drift, group);
         o.statements = vec![statement(None, admin_db, inputs.create_group_sql(group))];
-        plan.push_action("access_groups", o, Action::CreateGroup(group.clone()));
+        plan.push_action(Phase::AccessGroups, o, Action::CreateGroup(group.clone()));
     }
     let fixed: BTreeSet<&Group> = access.fix.iter().map(|(g, _)| g).collect();
     for group in fixed {
@@ -406,7 +403,7 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             .filter(|(g, _)| g == group)
             .map(|(_, s)| statement(None, admin_db, s.clone()))
             .collect();
-        plan.push_action("access_groups", o, Action::FixGroup);
+        plan.push_action(Phase::AccessGroups, o, Action::FixGroup);
     }
 
     for (database, visit) in &access.visits {
@@ -431,13 +428,13 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             let mut o = op("access_group", &group_name(group), "grant_privileges", true);
             o.drift = (!found.is_empty()).then(|| found.join("; "));
             o.statements = statements.into_iter().map(|s| statement(Some(database), admin_db, s)).collect();
-            plan.push_action("access_privileges", o, Action::Privileges { group: group.clone(), found });
+            plan.push_action(Phase::AccessPrivileges, o, Action::Privileges { group: group.clone(), found });
         }
         for group in &visit.drop {
             let mut o = op("access_group", &group_name(group), "drop_owned", true);
             let sql = sql::access::drop_owned_sql(&[group.role.as_str()]);
             o.statements = vec![statement(Some(database), admin_db, sql)];
-            plan.push_action("access_privileges", o, Action::DropOwned(group.clone()));
+            plan.push_action(Phase::AccessPrivileges, o, Action::DropOwned(group.clone()));
         }
     }
 
@@ -450,18 +447,18 @@ fn plan_access(plan: &mut Builder, inputs: &Inputs<'_>, seen: &Seen<'_>, primary
             o.drift = take_drift(&mut drift, ObjectKind::User, user, &[g.level.as_str(), database.as_str()]);
         }
         o.statements = vec![statement(None, admin_db, statement_sql.clone())];
-        plan.push_action("access_members", o, Action::Membership { role: role.clone() });
+        plan.push_action(Phase::AccessMembers, o, Action::Membership { role: role.clone() });
     }
 
     for group in &access.drop {
         let mut o = op("access_group", &group_name(group), "drop_group", true);
         o.statements = vec![statement(None, admin_db, sql::roles::drop_role_sql(&group.role))];
-        plan.push_action("access_cleanup", o, Action::DropGroup(group.clone()));
+        plan.push_action(Phase::AccessCleanup, o, Action::DropGroup(group.clone()));
     }
     for group in &access.forget {
         let note = "the group's record is removed; nothing on the target is touched".to_string();
         plan.push(
-            "access_cleanup",
+            Phase::AccessCleanup,
             PlannedStep { note: Some(note), ..op("access_group", &group_name(group), "forget", false) },
         );
     }

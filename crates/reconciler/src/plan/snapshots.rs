@@ -75,9 +75,9 @@ fn seen(observed: &Observed) -> Seen<'_> {
 fn show(plan: PassPlan) -> String {
     let mut out = format!("PostgreSQL {}, {} in sync\n", plan.server_version, plan.in_sync);
     for phase in plan.phases {
-        out.push_str(&format!("== {}\n", phase.name));
+        out.push_str(&format!("== {}\n", phase.phase.as_str()));
         for op in phase.operations.into_iter().map(|o| o.step) {
-            assert_eq!(op.phase, phase.name);
+            assert_eq!(op.phase, phase.phase);
             out.push_str(&format!("{} {}: {}", op.kind, op.name, op.step));
             if !op.changes_target {
                 out.push_str(" (no change)");
