@@ -22,8 +22,13 @@ pub const REDACTED: &str = "<redacted>";
 pub enum Phase {
     /// Roles to create or fix, the primary user first.
     Roles,
-    /// Databases to create or fix, then those to drop.
+    /// The primary user's memberships pgplane did not give it, revoked.
+    PrimaryUser,
+    /// Databases to create or fix (on a shared server a new one is closed to PUBLIC at once),
+    /// then those to drop.
     Databases,
+    /// On a shared server: the cluster's databases closed to PUBLIC and opened to its users.
+    DatabaseRights,
     /// The access levels' group roles: created, fixed.
     AccessGroups,
     /// Each level's privileges in its database, and those of groups to drop.
@@ -41,7 +46,9 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Roles => "roles",
+            Phase::PrimaryUser => "primary_user",
             Phase::Databases => "databases",
+            Phase::DatabaseRights => "database_rights",
             Phase::AccessGroups => "access_groups",
             Phase::AccessPrivileges => "access_privileges",
             Phase::AccessMembers => "access_members",
@@ -72,7 +79,10 @@ pub struct PlannedStep {
     /// Users and databases: `create_role`, `alter_role`, `drop_role`, `create_database`,
     /// `alter_database_owner`, `drop_database`, `forget` (the row goes, nothing is on the
     /// target), `conflict` (a same-named object pgplane does not manage: left untouched) or
-    /// `left_out` (its stored credentials cannot be opened). Access levels: `create_group`,
+    /// `left_out` (its stored credentials cannot be opened). The primary user:
+    /// `revoke_foreign_memberships` (the other roles are not named: they may be another
+    /// team's). A database on a shared server: `close_to_public` or `grant_connect` (to the
+    /// cluster's users that lack CONNECT and TEMPORARY). Access levels: `create_group`,
     /// `fix_group`, `grant_privileges`, `drop_owned`, `grant_membership`,
     /// `revoke_membership`, `drop_group`, `forget` (the group's record goes), `conflict` (a
     /// role pgplane did not create stands under the group's name) or `waiting` (the level

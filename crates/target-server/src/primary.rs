@@ -45,6 +45,17 @@ pub struct ForeignGrant {
     pub admin_option: bool,
 }
 
+/// What stands in a plan for a role of a foreign membership (it may be another team's).
+pub const UNNAMED_ROLE: &str = "<another role>";
+
+impl ForeignGrant {
+    /// The grant with the other roles' names replaced by [`UNNAMED_ROLE`], as plans show it.
+    pub fn unnamed(&self) -> ForeignGrant {
+        let unnamed = || UNNAMED_ROLE.to_string();
+        ForeignGrant { role: unnamed(), grantor: self.grantor.as_ref().map(|_| unnamed()), ..self.clone() }
+    }
+}
+
 /// How many foreign memberships a primary user has, by kind (no names: they may be another
 /// team's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]

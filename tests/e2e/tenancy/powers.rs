@@ -89,6 +89,21 @@ async fn other_teams_cannot_connect_to_a_teams_databases(major: u32) {
         .await
         .unwrap();
     assert!(connects(&app, &rival_user, &rival_password, &before).await);
+    // The plan shows what the next pass does about it, and names none of the rival's roles.
+    let (status, plan) = app.get(&app.cluster_path("/plan")).await;
+    assert_eq!(status, 200, "{plan}");
+    let rights: Vec<&serde_json::Value> = plan["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phase"] == "database_rights")
+        .collect();
+    assert_eq!(rights.len(), 1, "{plan}");
+    assert_eq!((&rights[0]["name"], &rights[0]["step"]), (&json!(before), &json!("close_to_public")));
+    assert!(rights[0]["drift"].as_str().unwrap().contains("PUBLIC"), "{plan}");
+    let sql = rights[0]["statements"][0]["sql"].as_str().unwrap();
+    assert!(sql.starts_with("REVOKE CONNECT, TEMPORARY ON DATABASE"), "{sql}");
+    assert!(!plan.to_string().contains(&rival.primary_user) && !plan.to_string().contains(&rival_user));
     let cluster = Uuid::parse_str(&app.cluster_id).unwrap();
     app.reconciler.reconcile_now(cluster).await.unwrap();
     assert!(!connects(&app, &rival_user, &rival_password, &before).await);

@@ -116,6 +116,15 @@ async fn a_pre_created_primary_user_keeps_nothing_foreign(major: u32) {
     // Planted again by hand: the next full pass removes it and records drift.
     app.target_admin("postgres").await.batch_execute(&format!("GRANT {t} TO {r}")).await.expect("plant");
     assert!(!foreign_memberships(&app, &trap, major).await.is_empty());
+    // The plan shows the revocation without naming the rival's role.
+    let (status, plan) = app.call_as(&token, Method::GET, &format!("/v2/databases/{id}/plan"), None).await;
+    assert_eq!(status, 200, "{plan}");
+    let steps = plan["plan"]["steps"].as_array().unwrap();
+    let revoke = steps.iter().find(|s| s["phase"] == "primary_user").expect("a primary_user step");
+    assert_eq!((&revoke["name"], &revoke["step"]), (&json!(trap), &json!("revoke_foreign_memberships")));
+    assert!(revoke["drift"].as_str().unwrap().contains("1 member"), "{revoke}");
+    assert!(revoke["statements"][0]["sql"].as_str().unwrap().contains("<another role>"), "{revoke}");
+    assert!(!plan.to_string().contains(&rival.primary_user), "{plan}");
     app.reconciler.reconcile_now(id).await.expect("pass");
     assert_eq!(foreign_memberships(&app, &trap, major).await, Vec::<String>::new());
     let drift = app.store.list_drift(id, 20).await.expect("drift");

@@ -215,7 +215,9 @@ mod tests {
         let doc = serde_json::to_value(super::api_document()).unwrap();
         let phases = [
             "roles",
+            "primary_user",
             "databases",
+            "database_rights",
             "access_groups",
             "access_privileges",
             "access_members",

@@ -3,6 +3,7 @@
 //! levels' facts are read in `access`.
 
 pub(crate) mod access;
+pub(crate) mod rights;
 
 use std::collections::{HashMap, HashSet};
 

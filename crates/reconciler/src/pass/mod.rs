@@ -2,9 +2,8 @@
 //! changed ones otherwise), connect and observe the target (`connect`), plan the pass with
 //! `plan::pass::plan_pass` (the value the preview renders) and execute its phases in order
 //! (roles and databases: `steps`, running statements with `apply`; the primary user's
-//! memberships: `primary`; access levels, planned by the same function once roles and
-//! databases are in place: `access`; database rights on shared servers: `rights`; then roles to
-//! drop), report drift (`drift`), record the outcomes phase by phase (`outcomes`) and end the
+//! memberships: `primary`; database rights on shared servers: `rights`; access levels, planned
+//! by the same function once roles and databases are in place: `access`; then roles to drop), report drift (`drift`), record the outcomes phase by phase (`outcomes`) and end the
 //! pass, scheduling a retry with backoff (`pgplane_core::lifecycle::backoff`) when anything
 //! failed. `preview` observes everything first and renders the same plan for the API.
 
@@ -138,12 +137,29 @@ pub(crate) async fn run_pass(
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
     };
 
-    // Plan the roles and databases (the access phases are planned once those are in place,
-    // see `access`), then run the phases in the plan's order.
+    // What else the plan needs to know: the primary user's foreign memberships, and on a shared
+    // server the rights on the cluster's databases.
+    let has_primary = roles.iter().any(|r| r.desired.primary);
+    let around = async {
+        let grants = primary::observe_foreign(&client, &cluster, &observed, has_primary).await?;
+        Ok::<_, TargetError>((
+            grants,
+            rights::observe_shared(&shared.store, &client, &cluster, &observed).await?,
+        ))
+    };
+    let (primary_grants, shared_rights) = match around.await {
+        Ok(found) => found,
+        Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
+    };
+
+    // Plan the roles, the primary user, databases and their rights (the access phases are
+    // planned once those are in place, see `access`), then run the phases in the plan's order.
     let mut ledger = Ledger::starting_with(unopened_error);
     let seen = Seen {
         observed: Some(&observed),
         admin_database: spec.admin_database().to_string(),
+        primary_grants,
+        rights: shared_rights,
         ..Seen::default()
     };
     let plan = plan_pass(&wanted(&cluster, &roles, &unopened, &databases, None), &seen);
@@ -154,23 +170,18 @@ pub(crate) async fn run_pass(
     let clients = sessions.clients();
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);
-    primary::clean_primary_user(shared, &cluster, clients[0], observed.version_num, &present, &mut ledger)
-        .await?;
+    primary::revoke_foreign(shared, &cluster, clients[0], observed.version_num, &plan, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
-    let shared_rights = rights::prepare(shared, &cluster, &observed).await?;
-    let rights = shared_rights.as_ref();
     let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
-    apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, rights, &mut ledger).await?;
+    let closing = plan.closings(|i| databases[i].name.as_str());
+    apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, &closing, &mut ledger)
+        .await?;
+    rights::apply(shared, &cluster, clients[0], &plan, &mut ledger).await?;
     let access =
         access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
             .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
-    if let Some(rights) = rights {
-        let done = rights::reconcile(shared, &cluster, clients[0], rights, None).await?;
-        ledger.changes += done.changes;
-        ledger.first_error = ledger.first_error.or(done.error);
-    }
     drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
 

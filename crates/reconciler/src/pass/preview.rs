@@ -1,8 +1,9 @@
 //! A pass that only looks: loads what a full pass would, observes the target with the pass's
-//! own queries (roles, databases, what dropped roles own, the access groups, and per database
-//! what the groups lack there: `access::look_into`), then renders the plan the pass executes
-//! ([`plan_pass`]): every
-//! phase, access levels included, verifiers redacted, drift marked as a pass would report it.
+//! own queries (roles, databases, the primary user's foreign memberships, the rights on a
+//! shared server's databases, what dropped roles own, the access groups, and per database what
+//! the groups lack there: `access::look_into`), then renders the plan the pass executes
+//! ([`plan_pass`]): every phase, access levels included, verifiers and other teams' role names
+//! redacted, drift marked as a pass would report it.
 //! Nothing is written to the target or to the store; the sessions it opens are closed when the
 //! plan is made. This is what `GET …/plan` shows.
 
@@ -75,9 +76,12 @@ impl Previewer {
             &access,
             &databases,
         );
+        let has_primary = roles.iter().any(|r| r.desired.primary);
         let mut seen = Seen {
             observed: Some(&observed),
             admin_database: spec.admin_database().to_string(),
+            primary_grants: super::primary::observe_foreign(&client, cluster, &observed, has_primary).await?,
+            rights: super::rights::observe_shared(&self.store, &client, cluster, &observed).await?,
             ..Seen::default()
         };
         let dropped: Vec<&str> = roles

@@ -7,7 +7,8 @@
 use pgplane_core::heirs::{may_inherit, Candidate};
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
-use pgplane_core::store::SharedRights;
+use std::collections::HashMap;
+
 use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
@@ -181,15 +182,15 @@ async fn missing_heirs(
 
 /// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
 /// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
-/// On a shared server (`rights`), a new database is closed to PUBLIC before its creation is
-/// recorded.
+/// On a shared server a new database is closed to PUBLIC (`closing`, by name, from the plan)
+/// before its creation is recorded.
 pub(super) async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
     client: &Client,
     observed: &Observed,
     planned: &[(&'a Database, Step)],
-    rights: Option<&SharedRights>,
+    closing: &HashMap<&str, String>,
     ledger: &mut Ledger<'a>,
 ) -> Result<(), pgplane_core::Error> {
     let claims: Vec<&str> = planned
@@ -212,10 +213,15 @@ pub(super) async fn apply_databases<'a>(
                 other => other.map_err(Into::into),
             },
         };
-        let result = match (result, rights) {
-            (Ok(()), Some(rights)) if matches!(step, Step::CreateDatabase { .. }) => {
-                let done = super::rights::reconcile(shared, cluster, client, rights, Some(&db.name)).await?;
-                done.error.map_or(Ok(()), |e| Err(StepError::Target(TargetError::Internal(e))))
+        let result = match (result, closing.get(db.name.as_str())) {
+            (Ok(()), Some(sql)) if matches!(step, Step::CreateDatabase { .. }) => {
+                match client.batch_execute(sql).await {
+                    Ok(()) => {
+                        shared.store.record_closed_to_public(cluster.cluster_id, &[&db.name]).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(StepError::Target(e.into())),
+                }
             }
             (result, _) => result,
         };

@@ -13,10 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pgplane_core::lifecycle::{DesiredState, ObjectKind};
 use pgplane_target_server::plan::{Phase, Plan, PlannedStatement, PlannedStep, REDACTED};
+use pgplane_target_server::primary::{revoke_sql, ForeignGrant, GrantCounts};
 
 use super::access::{self, AccessPlan, DatabaseFacts, Group, GroupFacts, Inputs};
 use super::drift::{database_drift, role_drift};
 use super::{heir_of, inheriting, plan_database, plan_role, DesiredDatabase, DesiredRole, Step};
+use crate::observe::rights::DatabaseRights;
 use crate::observe::Observed;
 use crate::sql;
 
@@ -59,6 +61,12 @@ pub(crate) struct Seen<'a> {
     /// Per database: its schemas (PostgreSQL's own aside), and whether each holds tables and
     /// sequences: what a group created in this pass lacks there.
     pub schemas: BTreeMap<String, Vec<(String, bool, bool)>>,
+    /// The primary user's memberships pgplane did not give it (read when the pass has the
+    /// primary user and it is on the target).
+    pub primary_grants: Vec<ForeignGrant>,
+    /// On a server other clusters share: the cluster's users that hold CONNECT and TEMPORARY
+    /// on its databases, and those databases' rights as found (None: not shared).
+    pub rights: Option<(Vec<String>, Vec<DatabaseRights>)>,
 }
 
 /// Objects with their steps, in the order a phase takes them.
@@ -99,8 +107,13 @@ pub(crate) enum Action {
     /// The step of `Wanted::roles[index]`: the pass builds its statements with the real
     /// verifier (`pass::steps`).
     Role { index: usize, step: Step },
-    /// The step of `Wanted::databases[index]`.
-    Database { index: usize, step: Step },
+    /// The step of `Wanted::databases[index]`; `closing`: on a shared server, what closes a
+    /// new database to PUBLIC once created, before its creation is recorded.
+    Database { index: usize, step: Step, closing: Option<String> },
+    /// The primary user's foreign memberships, revoked one by one.
+    RevokeForeign(Vec<ForeignGrant>),
+    /// A database's rights on a shared server brought in line (one message).
+    Rights { database: String, sql: String },
     /// CREATE ROLE for a group, on the admin session.
     CreateGroup(Group),
     /// Each statement on its own, on the admin session.
@@ -155,7 +168,18 @@ impl PassPlan {
     pub fn steps(&self, phase: Phase) -> Vec<(usize, &Step)> {
         self.operations(phase)
             .filter_map(|o| match &o.action {
-                Action::Role { index, step } | Action::Database { index, step } => Some((*index, step)),
+                Action::Role { index, step } | Action::Database { index, step, .. } => Some((*index, step)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What closes each new database (named by `name_of` its index in [`Wanted`]) to PUBLIC
+    /// once created, on a shared server.
+    pub fn closings<'w>(&self, name_of: impl Fn(usize) -> &'w str) -> HashMap<&'w str, String> {
+        self.operations(Phase::Databases)
+            .filter_map(|o| match &o.action {
+                Action::Database { index, closing: Some(sql), .. } => Some((name_of(*index), sql.clone())),
                 _ => None,
             })
             .collect()
@@ -263,6 +287,23 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
             PlannedStep { note: Some(why.clone()), ..op("user", name, "left_out", false) },
         );
     }
+    if !seen.primary_grants.is_empty() {
+        let watched = wanted.roles.iter().any(|r| r.desired.primary && r.watched);
+        plan_primary_user(&mut plan, &seen.primary_grants, primary, observed.version_num, watched, admin_db);
+    }
+    // On a shared server, the users that get CONNECT and TEMPORARY: those already the
+    // cluster's, and those this pass creates (they are on the target by the databases phase).
+    let created: Vec<&str> = present
+        .iter()
+        .filter(|(_, step)| matches!(step, Step::CreateRole { .. }))
+        .map(|((_, r), _)| r.desired.name.as_str())
+        .filter(|name| *name != primary)
+        .collect();
+    let grantees = |found: &[String]| -> Vec<String> {
+        let mut all: BTreeSet<String> = found.iter().cloned().collect();
+        all.extend(created.iter().map(|n| n.to_string()));
+        all.into_iter().collect()
+    };
 
     // Databases to create or fix, then those to drop.
     let databases: Vec<((usize, &WantedDatabase), Step)> = wanted
@@ -281,10 +322,37 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
                     .map(|s| statement(None, admin_db, s))
                     .into_iter()
                     .collect();
-                plan.push_action(Phase::Databases, o, Action::Database { index: *index, step: step.clone() });
+                // A new database is owned by the primary user: everyone else gets the rights.
+                let closing = match (step, &seen.rights) {
+                    (Step::CreateDatabase { .. }, Some((users, _))) => {
+                        let users: Vec<String> = users.iter().filter(|u| *u != primary).cloned().collect();
+                        Some(sql::rights::rights_sql(name, true, &grantees(&users)))
+                    }
+                    _ => None,
+                };
+                o.statements.extend(closing.iter().map(|s| statement(None, admin_db, s.clone())));
+                let action = Action::Database { index: *index, step: step.clone(), closing };
+                plan.push_action(Phase::Databases, o, action);
             }
             None => plan.in_sync += 1,
         }
+    }
+
+    for found in seen.rights.iter().flat_map(|(_, databases)| databases) {
+        let missing = grantees(&found.missing);
+        if !found.public && missing.is_empty() {
+            continue;
+        }
+        let sql = sql::rights::rights_sql(&found.database, found.public, &missing);
+        let step = if found.public { "close_to_public" } else { "grant_connect" };
+        let o = PlannedStep {
+            drift: (found.public && found.closed_before).then(|| {
+                "PUBLIC's CONNECT or TEMPORARY on it was granted back (the server is shared)".into()
+            }),
+            statements: vec![statement(None, admin_db, sql.clone())],
+            ..op("database", &found.database, step, true)
+        };
+        plan.push_action(Phase::DatabaseRights, o, Action::Rights { database: found.database.clone(), sql });
     }
 
     if let Some(inputs) = wanted.access {
@@ -326,6 +394,28 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     let mut phases = plan.phases;
     phases.sort_by_key(|p| p.phase);
     PassPlan { server_version: observed.version.clone(), phases, in_sync: plan.in_sync }
+}
+
+/// The revocation of the primary user's foreign memberships: the other roles unnamed in what
+/// is shown, the drift counted (they may be another team's).
+fn plan_primary_user(
+    plan: &mut Builder,
+    grants: &[ForeignGrant],
+    primary: &str,
+    version_num: i32,
+    watched: bool,
+    admin_db: &str,
+) {
+    let counts = GrantCounts::of(grants);
+    let o = PlannedStep {
+        drift: watched.then(|| format!("{} that pgplane did not grant", counts.describe())),
+        statements: grants
+            .iter()
+            .map(|g| statement(None, admin_db, revoke_sql(&g.unnamed(), primary, version_num)))
+            .collect(),
+        ..op("user", primary, "revoke_foreign_memberships", true)
+    };
+    plan.push_action(Phase::PrimaryUser, o, Action::RevokeForeign(grants.to_vec()));
 }
 
 /// An access group's name in a plan: its database and level.

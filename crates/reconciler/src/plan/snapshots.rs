@@ -1,6 +1,6 @@
 //! Snapshot tests of representative pass plans (pure: no server): an empty target, adoption of
-//! an existing role, drift of each kind, access levels on PostgreSQL 15 and 17, and deletions
-//! with heirs. Each plan is shown as text; `UPDATE_EXPECT=1 cargo test -p pgplane-reconciler`
+//! an existing role, drift of each kind, the primary user's foreign memberships and database
+//! rights on a shared server, access levels on PostgreSQL 15 and 17, and deletions with heirs. Each plan is shown as text; `UPDATE_EXPECT=1 cargo test -p pgplane-reconciler`
 //! rewrites the snapshots after a deliberate change.
 
 use std::collections::HashMap;
@@ -14,7 +14,9 @@ use super::access::tests::{cluster, grant, membership, new_read_only_level, reco
 use super::access::{DatabaseFacts, GroupFacts, Inputs};
 use super::pass::{plan_pass, PassPlan, Seen, Wanted, WantedDatabase, WantedRole};
 use super::{DesiredDatabase, DesiredRole};
+use crate::observe::rights::DatabaseRights;
 use crate::observe::{Observed, RoleFacts};
+use pgplane_target_server::primary::{ForeignGrant, Side};
 
 const VERIFIER: &str = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy";
 
@@ -191,6 +193,65 @@ fn drift_of_each_kind_is_repaired() {
             ALTER DATABASE "shop" OWNER TO "doadmin"
     "#]],
     );
+}
+
+#[test]
+fn on_a_shared_server_foreign_memberships_go_and_databases_are_closed_to_public() {
+    // Another tenant made itself a member of the primary user and gave it ADMIN OPTION on one
+    // of its own roles; PUBLIC's rights on `shop` were granted back by hand, `app` lost its
+    // CONNECT on `reports`; `new` is created and `web` joins in this pass.
+    let roles = [role("doadmin"), role("app"), DesiredRole { changed: true, ..role("web") }];
+    let mut o = observed(170000);
+    for r in &roles[..2] {
+        o.roles.insert(r.name.clone(), as_wanted(r, 170000));
+    }
+    o.primary_admin_of.insert("app".into());
+    for db in ["shop", "reports"] {
+        o.databases.insert(db.into(), "doadmin".into());
+    }
+    let mut s = seen(&o);
+    s.primary_grants = vec![
+        ForeignGrant {
+            side: Side::Holder,
+            role: "rival".into(),
+            grantor: Some("rival".into()),
+            admin_option: false,
+        },
+        ForeignGrant { side: Side::MemberOf, role: "rivals_own".into(), grantor: None, admin_option: true },
+    ];
+    let found = |database: &str, public, missing: &[&str], closed_before| DatabaseRights {
+        database: database.into(),
+        public,
+        missing: missing.iter().map(|m| m.to_string()).collect(),
+        closed_before,
+    };
+    s.rights = Some((
+        vec!["app".into(), "doadmin".into()],
+        vec![found("reports", false, &["app"], true), found("shop", true, &[], true)],
+    ));
+    let new = WantedDatabase { watched: false, ..database("new") };
+    let databases = vec![database("shop"), database("reports"), new];
+    let plan = show(plan_pass(&wanted(&roles, databases), &s));
+    assert!(!plan.contains("rival"), "no other team's role is named: {plan}");
+    expect![[r#"
+        PostgreSQL 17.1, 4 in sync
+        == roles
+        user web: create_role
+            CREATE ROLE "web" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'; GRANT "web" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
+        == primary_user
+        user doadmin: revoke_foreign_memberships [drift: 1 member and 1 membership of another role that pgplane did not grant]
+            REVOKE "doadmin" FROM "<another role>" GRANTED BY "<another role>" CASCADE
+            REVOKE "<another role>" FROM "doadmin" CASCADE
+        == databases
+        database new: create_database
+            CREATE DATABASE "new" OWNER "doadmin" TEMPLATE template0
+            REVOKE CONNECT, TEMPORARY ON DATABASE "new" FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE "new" TO "app", "web"
+        == database_rights
+        database reports: grant_connect
+            GRANT CONNECT, TEMPORARY ON DATABASE "reports" TO "app", "web"
+        database shop: close_to_public [drift: PUBLIC's CONNECT or TEMPORARY on it was granted back (the server is shared)]
+            REVOKE CONNECT, TEMPORARY ON DATABASE "shop" FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE "shop" TO "web"
+    "#]].assert_eq(&plan);
 }
 
 /// A level held by `app` on `shop`, planned against a target where its group is new.
