@@ -17,6 +17,7 @@ mod preview;
 mod pydo;
 mod reliability;
 mod security;
+mod settings;
 mod tenancy;
 mod tls;
 mod users;

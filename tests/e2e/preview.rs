@@ -231,7 +231,7 @@ async fn the_plan_shows_the_drift_the_next_pass_would_repair(major: u32) {
     assert_eq!(
         sql,
         format!(
-            "ALTER ROLE \"{name}\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'"
+            "ALTER ROLE \"{name}\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'"
         )
     );
     let db = &steps[1];

@@ -14,7 +14,8 @@ use tokio::process::Command;
 use crate::stats;
 
 /// The attributes pgplane gives a normal user (crates/reconciler plan.rs / apply.rs).
-const USER_ATTRS: &str = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT";
+const USER_ATTRS: &str =
+    "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1";
 
 /// From PostgreSQL 16 pgplane also grants the primary user ADMIN OPTION on each new role.
 pub const ADMIN_OPTION_VERSION_NUM: i32 = 160000;

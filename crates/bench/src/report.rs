@@ -257,7 +257,7 @@ pub fn render(r: &Results<'_>) -> String {
     let _ = writeln!(
         w,
         "- create: `CREATE ROLE \"…\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
-         NOBYPASSRLS INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`{} (verifiers computed beforehand with \
+         NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD 'SCRAM-SHA-256$4096:…'`{} (verifiers computed beforehand with \
          `pgplane_core::passwords::scram_verifier`, not timed);",
         if c.pg_major >= 16 {
             " plus (PostgreSQL 16 and later, as pgplane does there) `GRANT \"…\" TO \"doadmin\" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE`"
@@ -265,7 +265,7 @@ pub fn render(r: &Results<'_>) -> String {
             ""
         }
     );
-    let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH LOGIN … INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`;");
+    let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH LOGIN … INHERIT CONNECTION LIMIT -1 PASSWORD 'SCRAM-SHA-256$4096:…'`;");
     let _ = writeln!(
         w,
         "- delete: what pgplane's deletion sends, per role (`ALTER ROLE … NOLOGIN`, \

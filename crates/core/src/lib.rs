@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod notifications;
+pub mod parameters;
 pub mod passwords;
 pub mod powers;
 pub mod scopes;

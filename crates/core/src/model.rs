@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::lifecycle::{ClusterStatus, DesiredState, SyncStatus, UserRole};
+use crate::parameters::RoleParameter;
 use uuid::Uuid;
 
 /// The bootstrap team created by the first migration.
@@ -93,6 +94,11 @@ pub struct User {
     pub role: UserRole,
     pub credentials_sealed: Vec<u8>,
     pub allow_replication: bool,
+    /// Connections it may open at once (-1: no limit).
+    pub connection_limit: i32,
+    /// Session parameters set at each login ([`crate::parameters`]), in every database or in
+    /// one of the cluster's.
+    pub parameters: Parameters,
     pub state: DesiredState,
     pub generation: i64,
     pub applied_generation: i64,
@@ -114,6 +120,27 @@ impl User {
     pub fn credentials_context(cluster_id: Uuid, name: &str) -> String {
         format!("cluster_users:{cluster_id}:{name}")
     }
+}
+
+/// A user's parameters as the store reads them (one JSON array).
+pub type Parameters = sqlx::types::Json<Vec<RoleParameter>>;
+
+/// The settings of a new user.
+#[derive(Debug, Clone, Default)]
+pub struct UserSettings {
+    pub allow_replication: bool,
+    /// -1: no limit.
+    pub connection_limit: i32,
+    pub parameters: Vec<RoleParameter>,
+}
+
+/// A change of a user's settings: REPLICATION as given (DigitalOcean's `PUT` replaces it), the
+/// pgplane extensions only when given.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub allow_replication: bool,
+    pub connection_limit: Option<i32>,
+    pub parameters: Option<Vec<RoleParameter>>,
 }
 
 /// A database pgplane manages on a cluster.

@@ -86,6 +86,8 @@ mod tests {
             role: UserRole::Normal,
             credentials_sealed: sealed,
             allow_replication: false,
+            connection_limit: -1,
+            parameters: Default::default(),
             state: DesiredState::Present,
             generation: 1,
             applied_generation: 1,

@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle};
 use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::parameters::RoleParameter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -24,6 +25,35 @@ pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserSettings {
     pub pg_allow_replication: bool,
+    /// Connections the user may hold at once; -1: no limit (pgplane extension).
+    pub connection_limit: i32,
+    /// Session parameters set at each login (pgplane extension).
+    pub parameters: Vec<ParameterView>,
+}
+
+/// A session parameter of a user: set at each of its logins in every database, or only in
+/// `database`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub(crate) struct ParameterView {
+    #[schema(example = "statement_timeout")]
+    pub name: String,
+    #[schema(example = "30s")]
+    pub value: String,
+    /// A database of the cluster; absent: every database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+impl From<ParameterView> for RoleParameter {
+    fn from(p: ParameterView) -> Self {
+        RoleParameter { name: p.name, value: p.value, database: p.database }
+    }
+}
+
+impl From<&RoleParameter> for ParameterView {
+    fn from(p: &RoleParameter) -> Self {
+        ParameterView { name: p.name.clone(), value: p.value.clone(), database: p.database.clone() }
+    }
 }
 
 /// One database a user has access to.
@@ -95,7 +125,11 @@ impl UserView {
             name: user.name.clone(),
             role: user.role.as_str(),
             password,
-            settings: UserSettings { pg_allow_replication: user.allow_replication },
+            settings: UserSettings {
+                pg_allow_replication: user.allow_replication,
+                connection_limit: user.connection_limit,
+                parameters: user.parameters.iter().map(ParameterView::from).collect(),
+            },
             status: user.shown_status().as_str(),
             last_error: user.last_error.clone().or(unopened),
             created_at: rfc3339(&user.created_at),

@@ -11,6 +11,7 @@ mod heirs;
 mod limits;
 mod powers;
 mod primary;
+mod settings;
 mod wire;
 
 use pgplane_testkit::TestApp;

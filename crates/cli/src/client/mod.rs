@@ -146,6 +146,59 @@ struct DbAt {
     db_name: String,
 }
 
+/// A user's settings beyond DigitalOcean's (pgplane extensions).
+#[derive(Args)]
+struct SettingsArgs {
+    /// Connections the user may hold at once (-1: no limit).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    connection_limit: Option<i32>,
+    /// A session parameter set at each of the user's logins, as NAME=VALUE
+    /// (statement_timeout, lock_timeout, idle_in_transaction_session_timeout,
+    /// idle_session_timeout, work_mem, search_path, default_transaction_read_only); repeat the
+    /// flag for several.
+    #[arg(long = "parameter", value_name = "NAME=VALUE", value_parser = parse_parameter)]
+    parameters: Vec<(String, String)>,
+    /// A session parameter set in one database of the cluster only: DATABASE NAME=VALUE.
+    #[arg(long = "parameter-in", num_args = 2, value_names = ["DATABASE", "NAME=VALUE"])]
+    parameters_in: Vec<String>,
+}
+
+impl SettingsArgs {
+    /// `settings` with the connection limit and the parameters given (with `clear` and none
+    /// given: no parameters).
+    fn add_to(&self, mut settings: Value, clear: bool) -> anyhow::Result<Value> {
+        if let Some(limit) = self.connection_limit {
+            settings["connection_limit"] = json!(limit);
+        }
+        match self.parameters()? {
+            Some(parameters) => settings["parameters"] = Value::Array(parameters),
+            None if clear => settings["parameters"] = json!([]),
+            None => {}
+        }
+        Ok(settings)
+    }
+
+    /// The parameters given, as the API takes them (None when none is).
+    fn parameters(&self) -> anyhow::Result<Option<Vec<Value>>> {
+        let mut list: Vec<Value> =
+            self.parameters.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
+        for pair in self.parameters_in.chunks(2) {
+            let [database, raw] = pair else { anyhow::bail!("--parameter-in takes DATABASE NAME=VALUE") };
+            let (name, value) = parse_parameter(raw).map_err(anyhow::Error::msg)?;
+            list.push(json!({ "name": name, "value": value, "database": database }));
+        }
+        Ok((!list.is_empty()).then_some(list))
+    }
+}
+
+/// Parses `NAME=VALUE` (parameter names have no `=`; the value may).
+fn parse_parameter(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.to_string())),
+        _ => Err(format!("{raw:?} is not NAME=VALUE")),
+    }
+}
+
 #[derive(Subcommand)]
 enum UserCommand {
     /// List the users of a cluster.
@@ -169,6 +222,19 @@ enum UserCommand {
         /// the flag for several databases.
         #[arg(long = "access", value_name = "DATABASE=LEVEL", value_parser = parse_access)]
         access: Vec<(String, String)>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Change a user's connection limit and parameters (a pgplane extension; what is not
+    /// given stays as it is).
+    Update {
+        #[command(flatten)]
+        at: UserAt,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Remove every parameter of the user (with `--parameter`: keep only those).
+        #[arg(long)]
+        clear_parameters: bool,
     },
     /// Show the access level a user holds per database.
     Access {
@@ -325,7 +391,7 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             let path = ["databases", &cluster_id, "users", &user_name];
             show(api, out, &USER, Method::GET, &path, None).await
         }
-        UserCommand::Create { at: UserAt { cluster_id, user_name }, access } => {
+        UserCommand::Create { at: UserAt { cluster_id, user_name }, access, settings } => {
             let path = ["databases", &cluster_id, "users"];
             let mut body = json!({ "name": user_name });
             if !access.is_empty() {
@@ -333,7 +399,20 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
                     access.iter().map(|(d, l)| json!({ "database": d, "level": l })).collect();
                 body["access"] = Value::Array(entries);
             }
+            let given = settings.add_to(json!({}), false)?;
+            if given != json!({}) {
+                body["settings"] = given;
+            }
             show(api, out, &USER, Method::POST, &path, Some(body)).await
+        }
+        UserCommand::Update { at: UserAt { cluster_id, user_name }, settings, clear_parameters } => {
+            let path = ["databases", &cluster_id, "users", &user_name];
+            // DigitalOcean's update replaces REPLICATION: the user's own is sent back.
+            let current = api.fetch(Method::GET, &path, None, USER.one).await?;
+            let replication =
+                current.pointer("/settings/pg_allow_replication").cloned().unwrap_or(json!(false));
+            let given = settings.add_to(json!({ "pg_allow_replication": replication }), clear_parameters)?;
+            show(api, out, &USER, Method::PUT, &path, Some(json!({ "settings": given }))).await
         }
         UserCommand::Access { at: UserAt { cluster_id, user_name } } => {
             list(api, out, &ACCESS, &["databases", &cluster_id, "users", &user_name, "access"]).await

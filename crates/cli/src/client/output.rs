@@ -50,10 +50,13 @@ pub struct Kind {
     pub many: &'static str,
     /// What a person calls it ("database user").
     pub noun: &'static str,
-    /// Every column `--format` may name; one object shows all of them by default.
+    /// Every column `--format` may name.
     pub columns: &'static [Column],
     /// Lists show only this many leading columns by default.
     pub list_columns: usize,
+    /// One object shows this many leading columns by default (doctl's; pgplane's own follow,
+    /// named with `--format`).
+    pub one_columns: usize,
 }
 
 const fn column(name: &'static str, header: &'static str, pointer: &'static str) -> Column {
@@ -78,6 +81,7 @@ pub const CLUSTER: Kind = Kind {
         column("Created", "Created At", "/created_at"),
     ],
     list_columns: 9,
+    one_columns: 11,
 };
 
 pub const USER: Kind = Kind {
@@ -88,8 +92,11 @@ pub const USER: Kind = Kind {
         column("Name", "Name", "/name"),
         column("Role", "Role", "/role"),
         column("Password", "Password", "/password"),
+        column("ConnectionLimit", "Connection Limit", "/settings/connection_limit"),
+        column("Parameters", "Parameters", "/settings/parameters"),
     ],
     list_columns: 3,
+    one_columns: 3,
 };
 
 /// A user's access levels (`GET …/users/{name}/access`, a pgplane extension).
@@ -99,6 +106,7 @@ pub const ACCESS: Kind = Kind {
     noun: "access level",
     columns: &[column("Database", "Database", "/database"), column("Level", "Level", "/level")],
     list_columns: 2,
+    one_columns: 2,
 };
 
 pub const DB: Kind = Kind {
@@ -107,6 +115,7 @@ pub const DB: Kind = Kind {
     noun: "database",
     columns: &[column("Name", "Name", "/name")],
     list_columns: 1,
+    one_columns: 1,
 };
 
 impl OutputArgs {
@@ -129,7 +138,9 @@ impl OutputArgs {
     pub fn print_one(&self, kind: &Kind, item: &Value) -> anyhow::Result<()> {
         match self.mode {
             Mode::Json => print_json(item),
-            Mode::Text => self.print_table(kind, kind.columns, std::slice::from_ref(item)),
+            Mode::Text => {
+                self.print_table(kind, &kind.columns[..kind.one_columns], std::slice::from_ref(item))
+            }
         }
     }
 
@@ -179,11 +190,18 @@ fn unknown_column(kind: &Kind, name: &str) -> anyhow::Error {
     anyhow::anyhow!("unknown column {name:?} (known: {})", known.join(", "))
 }
 
-/// A JSON value as a table cell: strings bare, null empty, anything else as JSON.
+/// A JSON value as a table cell: strings bare, null empty, a list as its items separated by
+/// commas, a user's parameter as `[DATABASE:]NAME=VALUE`, anything else as JSON.
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items.iter().map(|i| cell(Some(i))).collect::<Vec<_>>().join(", "),
+        Some(Value::Object(o)) if o.contains_key("name") && o.contains_key("value") => {
+            let place =
+                o.get("database").and_then(Value::as_str).map(|d| format!("{d}:")).unwrap_or_default();
+            format!("{place}{}={}", cell(o.get("name")), cell(o.get("value")))
+        }
         Some(other) => other.to_string(),
     }
 }
@@ -237,6 +255,11 @@ mod tests {
         assert_eq!(cell(cluster.pointer("/num_nodes")), "1");
         assert_eq!(cell(cluster.pointer("/connection/uri")), "postgresql://x");
         assert_eq!(cell(cluster.pointer("/tags")), "");
+        let settings = json!({"parameters": [
+            {"name": "statement_timeout", "value": "30s"},
+            {"name": "work_mem", "value": "8MB", "database": "app"},
+        ]});
+        assert_eq!(cell(settings.pointer("/parameters")), "statement_timeout=30s, app:work_mem=8MB");
         assert_eq!(cell(cluster.pointer("/missing")), "");
     }
 }

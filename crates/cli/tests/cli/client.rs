@@ -180,6 +180,69 @@ async fn users_are_created_listed_shown_and_reset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_limits_and_parameters_are_set_shown_and_changed() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let db = app.default_db.as_str();
+    let name = app.unique("tuned");
+    let created = cli
+        .run(&[
+            "databases",
+            "user",
+            "create",
+            id,
+            &name,
+            "--connection-limit",
+            "3",
+            "--parameter",
+            "statement_timeout=1s",
+            "--parameter-in",
+            db,
+            "work_mem=8MB",
+        ])
+        .await;
+    // doctl's columns by default; pgplane's by name.
+    assert_eq!(table(created.ok())[0], ["Name", "Role", "Password"]);
+    let shown =
+        cli.run(&["databases", "user", "get", id, &name, "--format", "ConnectionLimit,Parameters"]).await;
+    assert_eq!(
+        table(shown.ok()),
+        [
+            vec!["Connection Limit", "Parameters"],
+            vec!["3", &format!("statement_timeout=1s, {db}:work_mem=8MB")]
+        ]
+    );
+    let on_target = "SELECT rolconnlimit::text FROM pg_roles WHERE rolname = $1";
+    assert_eq!(app.target_strings(on_target, &[&name]).await, ["3"]);
+
+    // An update changes what it names and keeps the rest.
+    let updated = cli
+        .run(&[
+            "databases",
+            "user",
+            "update",
+            id,
+            &name,
+            "--connection-limit",
+            "-1",
+            "--format",
+            "ConnectionLimit,Parameters",
+            "--no-header",
+        ])
+        .await;
+    assert_eq!(table(updated.ok()), [vec!["-1", &format!("statement_timeout=1s, {db}:work_mem=8MB")]]);
+    let cleared =
+        cli.run(&["databases", "user", "update", id, &name, "--clear-parameters", "-o", "json"]).await;
+    assert_eq!(cleared.json()["settings"]["parameters"], serde_json::json!([]));
+    assert_eq!(app.target_strings(on_target, &[&name]).await, ["-1"]);
+
+    let bad = cli.run(&["databases", "user", "update", id, &name, "--parameter", "role=postgres"]).await;
+    let line = one_error_line(bad.failed(), "Error: PUT ");
+    assert!(line.contains("parameter \"role\" cannot be set"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_levels_are_granted_shown_and_revoked() {
     let app = TestApp::spawn(15).await;
     let cli = Cli::new(&app);

@@ -19,6 +19,13 @@ macro_rules! with_bump {
         with_bump!(@query crate::model::User, $change, $wake,
             r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
                credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
+               connection_limit as "connection_limit!",
+               (select coalesce(jsonb_agg(jsonb_build_object('name', p.name, 'value', p.value,
+                                                             'database', p.database_name)
+                                          order by p.database_name nulls first, p.name), '[]')
+                  from cluster_user_parameters p
+                 where p.cluster_id = changed.cluster_id and p.user_name = changed.name)
+                 as "parameters!: crate::model::Parameters",
                state as "state!: DesiredState", generation as "generation!",
                applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
                last_error, claimed as "claimed!", created_at as "created_at!",
@@ -71,6 +78,13 @@ macro_rules! select_rows {
         sqlx::query_as!(
             crate::model::User,
             r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
+                      connection_limit,
+                      (select coalesce(jsonb_agg(jsonb_build_object('name', p.name, 'value', p.value,
+                                                                    'database', p.database_name)
+                                                 order by p.database_name nulls first, p.name), '[]')
+                         from cluster_user_parameters p
+                        where p.cluster_id = cluster_users.cluster_id and p.user_name = cluster_users.name)
+                        as "parameters!: crate::model::Parameters",
                       state as "state: DesiredState", generation, applied_generation,
                       sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
                       reassign_to

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::{taken_on_server, Store, WAKE_CHANNEL};
 use crate::error::{Error, Result};
 use crate::lifecycle::{DesiredState, ObjectKind, SyncStatus, UserRole};
-use crate::model::{Database, User};
+use crate::model::{Database, SettingsChange, User, UserSettings};
+use crate::parameters::RoleParameter;
 
 /// How many objects, over every cluster, are waiting to be applied, carry an error, or are in
 /// conflict with a same-named object pgplane does not own (for the metrics).
@@ -18,6 +19,38 @@ pub struct ObjectCounts {
     pub pending: i64,
     pub failed: i64,
     pub conflict: i64,
+}
+
+/// Replaces a user's parameters with `parameters` (checked by the caller).
+async fn replace_parameters(
+    tx: &mut sqlx::PgConnection,
+    cluster_id: Uuid,
+    user: &str,
+    parameters: &[RoleParameter],
+) -> Result<()> {
+    sqlx::query!(
+        "delete from cluster_user_parameters where cluster_id = $1 and user_name = $2",
+        cluster_id,
+        user
+    )
+    .execute(&mut *tx)
+    .await?;
+    let names: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
+    let values: Vec<&str> = parameters.iter().map(|p| p.value.as_str()).collect();
+    let databases: Vec<Option<&str>> = parameters.iter().map(|p| p.database.as_deref()).collect();
+    sqlx::query!(
+        "insert into cluster_user_parameters (cluster_id, user_name, name, value, database_name)
+         select $1, $2, p.name, p.value, p.database_name
+           from unnest($3::text[], $4::text[], $5::text[]) as p(name, value, database_name)",
+        cluster_id,
+        user,
+        &names as &[&str],
+        &values as &[&str],
+        &databases as &[Option<&str>]
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// A cluster's objects of one kind (`User` or `Database`) by name, as a query to fetch: all of
@@ -102,35 +135,43 @@ impl Store {
             .ok_or(Error::NotFound("database"))
     }
 
-    /// Records a new normal user (desired present) and wakes the reconcilers.
+    /// Records a new normal user (desired present) with its settings and wakes the
+    /// reconcilers, in one transaction.
     pub async fn insert_user(
         &self,
         cluster_id: Uuid,
         name: &str,
         credentials_sealed: &[u8],
-        allow_replication: bool,
+        settings: &UserSettings,
     ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
         let user: Option<User> = with_bump!(
             User,
-            ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication)
-                 values ($1, $2, $3, $4, $5)
+            ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
+                                         connection_limit)
+                 values ($1, $2, $3, $4, $5, $6)
                  on conflict do nothing
                  returning *"],
-            "$6",
+            "$7",
             cluster_id,
             name,
             UserRole::Normal as _,
             credentials_sealed,
-            allow_replication,
+            settings.allow_replication,
+            settings.connection_limit,
             WAKE_CHANNEL
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
-        match user {
-            Some(user) => Ok(user),
-            None => Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await),
-        }
+        let Some(mut user) = user else {
+            drop(tx);
+            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
+        };
+        replace_parameters(&mut tx, cluster_id, name, &settings.parameters).await?;
+        tx.commit().await?;
+        user.parameters = sqlx::types::Json(settings.parameters.clone());
+        Ok(user)
     }
 
     /// Records a new database (desired present, owned by the primary user) and wakes the
@@ -155,14 +196,15 @@ impl Store {
         }
     }
 
-    /// Changes a user's settings; the reconciler applies them.
+    /// Changes a user's settings (what `change` leaves None stays); the reconciler applies
+    /// them.
     pub async fn update_user_settings(
         &self,
         cluster_id: Uuid,
         name: &str,
-        allow_replication: bool,
+        change: &SettingsChange,
     ) -> Result<User> {
-        self.change_user(cluster_id, name, Some(allow_replication), None).await
+        self.change_user(cluster_id, name, Some(change), None).await
     }
 
     /// Replaces a user's credentials (a password reset); the reconciler applies them.
@@ -175,42 +217,52 @@ impl Store {
         self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
     }
 
-    /// Applies a change to a present user and marks it pending under a new generation.
+    /// Applies a change to a present user and marks it pending under a new generation, in one
+    /// transaction.
     async fn change_user(
         &self,
         cluster_id: Uuid,
         name: &str,
-        allow_replication: Option<bool>,
+        settings: Option<&SettingsChange>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
         let user: Option<User> = with_bump!(
             User,
             ["update cluster_users
                     set allow_replication = coalesce($3, allow_replication),
-                        credentials_sealed = coalesce($4, credentials_sealed),
+                        connection_limit = coalesce($4, connection_limit),
+                        credentials_sealed = coalesce($5, credentials_sealed),
                         generation = generation + 1, updated_at = now(),
-                        sync_status = case when sync_status = $5 then $5 else $6 end
-                  where cluster_id = $1 and name = $2 and state = $7
+                        sync_status = case when sync_status = $6 then $6 else $7 end
+                  where cluster_id = $1 and name = $2 and state = $8
               returning *"],
-            "$8",
+            "$9",
             cluster_id,
             name,
-            allow_replication,
+            settings.map(|s| s.allow_replication),
+            settings.and_then(|s| s.connection_limit),
             credentials_sealed,
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
             DesiredState::Present as _,
             WAKE_CHANNEL
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        match user {
-            Some(user) => Ok(user),
-            None => Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
+        let Some(mut user) = user else {
+            drop(tx);
+            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
                 Some(_) => being_deleted(ObjectKind::User, name),
                 None => Error::NotFound("user"),
-            }),
+            });
+        };
+        if let Some(parameters) = settings.and_then(|s| s.parameters.as_ref()) {
+            replace_parameters(&mut tx, cluster_id, name, parameters).await?;
+            user.parameters = sqlx::types::Json(parameters.clone());
         }
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
@@ -325,6 +377,7 @@ impl Store {
     ) -> Result<(i64, DateTime<Utc>)> {
         let (absent, kept, after) =
             (DesiredState::Absent, SyncStatus::KEPT_BY_WRITE, SyncStatus::Ready.after_write());
+        let mut tx = self.pool.begin().await?;
         // One statement per table (a checked query names its table), written once.
         macro_rules! mark_absent {
             ($table:literal) => {
@@ -346,7 +399,7 @@ impl Store {
                     after as _,
                     WAKE_CHANNEL
                 )
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?
                 .map(|r| (r.generation, r.updated_at))
             };
@@ -355,7 +408,19 @@ impl Store {
             ObjectKind::User => mark_absent!("cluster_users"),
             ObjectKind::Database => mark_absent!("cluster_databases"),
         };
-        written.ok_or(Error::NotFound(kind.noun()))
+        let written = written.ok_or(Error::NotFound(kind.noun()))?;
+        if kind == ObjectKind::Database {
+            // Its parameters go with it (DROP DATABASE removes them on the server).
+            sqlx::query!(
+                "delete from cluster_user_parameters where cluster_id = $1 and database_name = $2",
+                cluster_id,
+                name
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// Removes an object's row if pgplane never created it on the target and it has not

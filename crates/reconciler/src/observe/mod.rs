@@ -11,6 +11,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use pgplane_core::parameters::is_managed;
 use pgplane_target_server::TargetError;
 
 /// A role's attributes as the catalog shows them.
@@ -19,6 +20,20 @@ pub(crate) struct RoleFacts {
     pub attrs: RoleAttrs,
     /// `pg_authid.rolpassword`; None when the admin cannot read it (not a superuser).
     pub password: Option<String>,
+    /// Its settings of the parameters pgplane manages (`pgplane_core::parameters`), from
+    /// `pg_db_role_setting`.
+    pub settings: Vec<FoundSetting>,
+}
+
+/// A parameter set on a role (`ALTER ROLE … [IN DATABASE …] SET`), as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FoundSetting {
+    /// None: every database.
+    pub database: Option<String>,
+    /// The owner of `database`.
+    pub database_owner: Option<String>,
+    pub name: String,
+    pub value: String,
 }
 
 /// The role attributes pgplane sets and checks.
@@ -30,6 +45,8 @@ pub(crate) struct RoleAttrs {
     pub login: bool,
     pub replication: bool,
     pub bypassrls: bool,
+    /// -1: no limit.
+    pub connection_limit: i32,
 }
 
 /// What one pass sees on a target.
@@ -58,6 +75,27 @@ async fn query(
     client.query(&statement, params).await
 }
 
+/// The settings of the parameters pgplane manages, from a row of the roles query.
+fn settings_of(row: &Row) -> Vec<FoundSetting> {
+    let databases: Vec<Option<String>> = row.get::<_, Option<_>>(9).unwrap_or_default();
+    let owners: Vec<Option<String>> = row.get::<_, Option<_>>(10).unwrap_or_default();
+    let settings: Vec<String> = row.get::<_, Option<_>>(11).unwrap_or_default();
+    databases
+        .into_iter()
+        .zip(owners)
+        .zip(settings)
+        .filter_map(|((database, database_owner), setting)| {
+            let (name, value) = setting.split_once('=')?;
+            is_managed(name).then(|| FoundSetting {
+                database,
+                database_owner,
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Observes the named roles and databases: the server's facts first (they say which catalog
 /// shows passwords), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
@@ -77,20 +115,30 @@ pub(crate) async fn observe(
         .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
     let admin_is_superuser: bool = server.get(2);
     // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
-    let roles_sql = if admin_is_superuser {
-        "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolcanlogin, rolreplication,
-                rolbypassrls, rolpassword
-           FROM pg_catalog.pg_authid WHERE rolname = ANY($1)"
-    } else {
-        "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolcanlogin, rolreplication,
-                rolbypassrls, NULL::text
-           FROM pg_catalog.pg_roles WHERE rolname = ANY($1)"
-    };
+    // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
+    // Each role's parameter settings come along, with the database each applies in and its
+    // owner (one row per setting, aggregated into parallel arrays).
+    let roles_sql = format!(
+        "SELECT a.rolname, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolcanlogin, a.rolreplication,
+                a.rolbypassrls, {}, a.rolconnlimit, s.databases, s.owners, s.settings
+           FROM pg_catalog.{} a
+           LEFT JOIN LATERAL (
+                SELECT array_agg(d.datname) AS databases,
+                       array_agg(pg_catalog.pg_get_userbyid(d.datdba)) AS owners,
+                       array_agg(c.setting) AS settings
+                  FROM pg_catalog.pg_db_role_setting rs
+                  LEFT JOIN pg_catalog.pg_database d ON d.oid = rs.setdatabase
+                 CROSS JOIN LATERAL pg_catalog.unnest(rs.setconfig) AS c(setting)
+                 WHERE rs.setrole = a.oid) s ON true
+          WHERE a.rolname = ANY($1)",
+        if admin_is_superuser { "a.rolpassword" } else { "NULL::text" },
+        if admin_is_superuser { "pg_authid" } else { "pg_roles" }
+    );
     let by_role: [&(dyn ToSql + Sync); 1] = [&role_names];
     let by_database: [&(dyn ToSql + Sync); 1] = [&database_names];
     let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &role_names];
     let (roles, databases, primary_admin_of) = futures::try_join!(
-        query(client, roles_sql, &by_role),
+        query(client, &roles_sql, &by_role),
         query(
             client,
             "SELECT datname, pg_catalog.pg_get_userbyid(datdba)
@@ -123,8 +171,10 @@ pub(crate) async fn observe(
                     login: row.get(4),
                     replication: row.get(5),
                     bypassrls: row.get(6),
+                    connection_limit: row.get(8),
                 },
                 password: row.get(7),
+                settings: settings_of(&row),
             };
             (row.get::<_, String>(0), facts)
         })

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::{observe, Observed};
-use crate::plan::DesiredRole;
+use crate::plan::{waits_for_a_database, DesiredRole, WAITING_DATABASE};
 use crate::pools::{Object, Pool, Pools};
 
 /// The target, reached and observed.
@@ -39,8 +39,7 @@ pub(super) async fn open(
     let spec = spec.checked(&shared.config.target_policy).await?;
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
-    let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
-    let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+    let (role_names, db_names) = names_to_observe(roles, databases);
     let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
     check_server(shared, cluster, &observed).await?;
     Ok(Opened { spec, pool, client, observed })
@@ -123,6 +122,31 @@ pub(super) struct Unopened {
     pub(super) reason: String,
 }
 
+/// The roles and databases a pass (or a preview) observes: its own, and the databases its
+/// roles' parameters name (a parameter is set in a database only when it is the cluster's).
+pub(super) fn names_to_observe<'a>(
+    roles: &'a [RoleItem],
+    databases: &'a [Database],
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let role_names = roles.iter().map(|r| r.desired.name.as_str()).collect();
+    let mut db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+    db_names
+        .extend(roles.iter().flat_map(|r| r.desired.parameters.iter().filter_map(|p| p.database.as_deref())));
+    db_names.sort_unstable();
+    db_names.dedup();
+    (role_names, db_names)
+}
+
+/// Holds back the roles with a parameter whose database is not the cluster's on the target yet:
+/// their step ends failed, saying so, until it is (see [`waits_for_a_database`]).
+pub(super) fn hold_waiting_parameters(roles: &mut [RoleItem], observed: &Observed, primary_user: &str) {
+    for role in roles.iter_mut().filter(|r| r.desired.withheld.is_none()) {
+        if waits_for_a_database(&role.desired, observed, primary_user) {
+            role.desired.withheld = Some(WAITING_DATABASE);
+        }
+    }
+}
+
 /// Unseals what the pass needs: the admin connection and the verifier of each role that should
 /// exist (a role to be dropped needs none). A user whose credentials cannot be opened is left
 /// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
@@ -152,6 +176,8 @@ pub(super) fn prepare(
                     changed: user.applied_generation < user.generation,
                     reassign_to: user.reassign_to.clone(),
                     withheld: None,
+                    connection_limit: user.connection_limit,
+                    parameters: user.parameters.0.clone(),
                 };
                 roles.push(RoleItem { desired, user });
             }

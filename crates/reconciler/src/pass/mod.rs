@@ -136,6 +136,7 @@ pub(crate) async fn run_pass(
         Ok(opened) => opened,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
     };
+    connect::hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
 
     // What else the plan needs to know: the primary user's foreign memberships, and on a shared
     // server the rights on the cluster's databases.

@@ -16,7 +16,7 @@ use pgplane_target_server::{SessionLimits, TargetError, TargetPolicy};
 
 use super::access::look_into;
 use super::apply;
-use super::connect::prepare;
+use super::connect::{hold_waiting_parameters, names_to_observe, prepare};
 use crate::controller::ReconcilerConfig;
 use crate::observe::access::observe_groups;
 use crate::observe::observe;
@@ -57,9 +57,9 @@ impl Previewer {
         let spec = spec.checked(&self.policy).await?;
         // Observe: one session of its own, closed when the plan is made.
         let client = one_off(&spec, self.limits).await?;
-        let role_names: Vec<&str> = roles.iter().map(|r| r.desired.name.as_str()).collect();
-        let db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+        let (role_names, db_names) = names_to_observe(&roles, &databases);
         let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
+        hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
         if matches!(cluster.identify_server(&observed.server_id), ServerIdentity::Other { .. }) {
             return Err(TargetError::Refused(format!(
                 "the server at {}:{} is not the one this cluster is registered on; a pass would \

@@ -8,7 +8,7 @@ use crate::observe::Observed;
 pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
     match step {
         Step::CreateRole { .. } => Some("the role was missing on the target".into()),
-        Step::AlterRole { attrs, set_password, grant_admin_to } => {
+        Step::AlterRole { attrs, set_password, grant_admin_to, settings } => {
             let mut found = Vec::new();
             if let Some(facts) = observed.roles.get(&role.name) {
                 let flags = |a: &crate::observe::RoleAttrs| {
@@ -25,6 +25,27 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
                     if want != have {
                         found.push(format!("{name} was {}", if have { "granted" } else { "removed" }));
                     }
+                }
+                if attrs.connection_limit != facts.attrs.connection_limit {
+                    found.push(format!(
+                        "its connection limit was changed to {}",
+                        facts.attrs.connection_limit
+                    ));
+                }
+                for change in settings {
+                    let place =
+                        change.database.as_ref().map(|d| format!(" in database {d:?}")).unwrap_or_default();
+                    let had = facts
+                        .settings
+                        .iter()
+                        .find(|f| f.database == change.database && f.name == change.name);
+                    found.push(match (had, &change.value) {
+                        (Some(f), Some(_)) => {
+                            format!("parameter {}{place} was changed to {:?}", f.name, f.value)
+                        }
+                        (None, _) => format!("parameter {}{place} was removed", change.name),
+                        (Some(f), None) => format!("parameter {}{place} was set to {:?}", f.name, f.value),
+                    });
                 }
             }
             if *set_password {

@@ -12,7 +12,9 @@ mod snapshots;
 
 use pgplane_core::lifecycle::DesiredState;
 
-use crate::observe::{Observed, RoleAttrs};
+use pgplane_core::parameters::{same_value, RoleParameter};
+
+use crate::observe::{FoundSetting, Observed, RoleAttrs};
 
 /// PostgreSQL 16 changed CREATEROLE: non-superusers can manage only roles they hold ADMIN
 /// OPTION on, so from 16 on the primary user has CREATEROLE and is granted ADMIN OPTION on every
@@ -36,8 +38,13 @@ pub(crate) struct DesiredRole {
     pub changed: bool,
     /// Who inherits what the role owns when it is dropped (None: the primary user).
     pub reassign_to: Option<String>,
-    /// Why a power it asks for is withheld (`pass::powers`): its step then ends failed.
+    /// Why a power it asks for is withheld (`pass::powers`), or why some of its parameters
+    /// wait ([`waits_for_a_database`]): its step then ends failed.
     pub withheld: Option<&'static str>,
+    /// -1: no limit.
+    pub connection_limit: i32,
+    /// Session parameters, in every database or in one of the cluster's.
+    pub parameters: Vec<RoleParameter>,
 }
 
 impl DesiredRole {
@@ -52,8 +59,73 @@ impl DesiredRole {
             login: true,
             replication: self.allow_replication,
             bypassrls: false,
+            connection_limit: self.connection_limit,
         }
     }
+}
+
+/// One parameter setting of a role to change: set to `value`, or reset (None).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SettingChange {
+    /// None: every database.
+    pub database: Option<String>,
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// Why a role's step ends failed while a parameter of it names a database that is not on the
+/// target as the cluster's (not created yet, or another's under that name).
+pub(crate) const WAITING_DATABASE: &str =
+    "a parameter of this user names a database that is not on the target yet; it is set once the database is";
+
+/// Whether `database` (None: every database) is one where the role's parameters may be set: the
+/// cluster's, owned by its primary user.
+fn ours(database: Option<&str>, owner: Option<&str>, primary_user: &str) -> bool {
+    database.is_none() || owner == Some(primary_user)
+}
+
+/// Whether some parameter of `role` names a database that is not the cluster's on the target.
+pub(crate) fn waits_for_a_database(role: &DesiredRole, observed: &Observed, primary_user: &str) -> bool {
+    role.parameters.iter().any(|p| {
+        let owner = p.database.as_ref().and_then(|d| observed.databases.get(d));
+        !ours(p.database.as_deref(), owner.map(String::as_str), primary_user)
+    })
+}
+
+/// The parameter settings that bring `found` to what `role` wants, in the cluster's databases
+/// only (settings in other databases, and parameters pgplane does not manage, are left alone).
+fn setting_changes(
+    role: &DesiredRole,
+    found: &[FoundSetting],
+    observed: &Observed,
+    primary_user: &str,
+) -> Vec<SettingChange> {
+    let mut changes = Vec::new();
+    for wanted in &role.parameters {
+        let owner = wanted.database.as_ref().and_then(|d| observed.databases.get(d));
+        if !ours(wanted.database.as_deref(), owner.map(String::as_str), primary_user) {
+            continue;
+        }
+        let same = found.iter().any(|f| {
+            f.database == wanted.database
+                && f.name == wanted.name
+                && same_value(&f.name, &f.value, &wanted.value)
+        });
+        if !same {
+            changes.push(SettingChange {
+                database: wanted.database.clone(),
+                name: wanted.name.clone(),
+                value: Some(wanted.value.clone()),
+            });
+        }
+    }
+    for f in found {
+        let unwanted = !role.parameters.iter().any(|w| w.database == f.database && w.name == f.name);
+        if unwanted && ours(f.database.as_deref(), f.database_owner.as_deref(), primary_user) {
+            changes.push(SettingChange { database: f.database.clone(), name: f.name.clone(), value: None });
+        }
+    }
+    changes
 }
 
 /// A database as the metadata says it should be.
@@ -72,12 +144,15 @@ pub(crate) enum Step {
     CreateRole {
         attrs: RoleAttrs,
         grant_admin_to: Option<String>,
+        settings: Vec<SettingChange>,
     },
-    /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION.
+    /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION, and/or
+    /// change parameter settings.
     AlterRole {
         attrs: RoleAttrs,
         set_password: bool,
         grant_admin_to: Option<String>,
+        settings: Vec<SettingChange>,
     },
     /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
     DropRole {
@@ -129,6 +204,7 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
         (DesiredState::Present, None) => Step::CreateRole {
             attrs: role.attrs(observed.version_num),
             grant_admin_to: admin_grantee(role, observed, primary_user, true),
+            settings: setting_changes(role, &[], observed, primary_user),
         },
         (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
             Step::Conflict(unmanaged("role", &role.name))
@@ -138,10 +214,11 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             let password_drifted = facts.password.as_ref().is_some_and(|p| *p != role.verifier);
             let set_password = role.changed || password_drifted;
             let grant_admin_to = admin_grantee(role, observed, primary_user, false);
-            if facts.attrs == attrs && !set_password && grant_admin_to.is_none() {
+            let settings = setting_changes(role, &facts.settings, observed, primary_user);
+            if facts.attrs == attrs && !set_password && grant_admin_to.is_none() && settings.is_empty() {
                 Step::InSync
             } else {
-                Step::AlterRole { attrs, set_password, grant_admin_to }
+                Step::AlterRole { attrs, set_password, grant_admin_to, settings }
             }
         }
     }
@@ -220,11 +297,13 @@ mod tests {
             changed: false,
             reassign_to: None,
             withheld: None,
+            connection_limit: -1,
+            parameters: Vec::new(),
         }
     }
 
     fn facts(r: &DesiredRole) -> RoleFacts {
-        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()) }
+        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()), settings: Vec::new() }
     }
 
     #[test]
@@ -251,10 +330,13 @@ mod tests {
         assert!(on16.createdb && on16.createrole && !on16.superuser);
         // A primary user adopted with CREATEROLE on 15 loses it.
         let mut o = observed(150000);
-        o.roles.insert("doadmin".into(), RoleFacts { attrs: on16, password: Some(primary.verifier.clone()) });
+        o.roles.insert(
+            "doadmin".into(),
+            RoleFacts { attrs: on16, password: Some(primary.verifier.clone()), settings: Vec::new() },
+        );
         assert_eq!(
             plan_role(&primary, &o, "doadmin"),
-            Step::AlterRole { attrs: on15, set_password: false, grant_admin_to: None }
+            Step::AlterRole { attrs: on15, set_password: false, grant_admin_to: None, settings: Vec::new() }
         );
     }
 
@@ -274,11 +356,15 @@ mod tests {
         let r = role("app");
         assert_eq!(
             plan_role(&r, &observed(150000), "doadmin"),
-            Step::CreateRole { attrs: r.attrs(150000), grant_admin_to: None }
+            Step::CreateRole { attrs: r.attrs(150000), grant_admin_to: None, settings: Vec::new() }
         );
         assert_eq!(
             plan_role(&r, &observed(170000), "doadmin"),
-            Step::CreateRole { attrs: r.attrs(170000), grant_admin_to: Some("doadmin".into()) }
+            Step::CreateRole {
+                attrs: r.attrs(170000),
+                grant_admin_to: Some("doadmin".into()),
+                settings: Vec::new()
+            }
         );
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
         assert_eq!(
@@ -307,10 +393,18 @@ mod tests {
     fn the_primary_user_is_adopted_when_it_exists() {
         let mut o = observed(150000);
         let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
-        o.roles.insert("doadmin".into(), RoleFacts { attrs: role("x").attrs(150000), password: None });
+        o.roles.insert(
+            "doadmin".into(),
+            RoleFacts { attrs: role("x").attrs(150000), password: None, settings: Vec::new() },
+        );
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
-            Step::AlterRole { attrs: p.attrs(150000), set_password: true, grant_admin_to: None }
+            Step::AlterRole {
+                attrs: p.attrs(150000),
+                set_password: true,
+                grant_admin_to: None,
+                settings: Vec::new()
+            }
         );
     }
 
@@ -323,16 +417,83 @@ mod tests {
         o.roles.insert("app".into(), drifted);
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole { attrs: r.attrs(150000), set_password: false, grant_admin_to: None }
+            Step::AlterRole {
+                attrs: r.attrs(150000),
+                set_password: false,
+                grant_admin_to: None,
+                settings: Vec::new()
+            }
         );
-        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(150000), password: Some("md5other".into()) });
+        o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole { attrs: r.attrs(150000), set_password: true, grant_admin_to: None }
+            Step::AlterRole {
+                attrs: r.attrs(150000),
+                set_password: true,
+                grant_admin_to: None,
+                settings: Vec::new()
+            }
         );
         o.databases.insert("db".into(), "mallory".into());
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::AlterDatabaseOwner { owner: "doadmin".into() });
+    }
+
+    #[test]
+    fn parameters_are_set_reset_and_compared_only_in_the_clusters_databases() {
+        let mut o = observed(150000);
+        o.databases.insert("ours".into(), "doadmin".into());
+        o.databases.insert("theirs".into(), "mallory".into());
+        let param = |db: Option<&str>, name: &str, value: &str| RoleParameter {
+            name: name.into(),
+            value: value.into(),
+            database: db.map(str::to_string),
+        };
+        let found = |db: Option<&str>, owner: Option<&str>, name: &str, value: &str| FoundSetting {
+            database: db.map(str::to_string),
+            database_owner: owner.map(str::to_string),
+            name: name.into(),
+            value: value.into(),
+        };
+        let r = DesiredRole {
+            connection_limit: 5,
+            parameters: vec![
+                param(None, "statement_timeout", "30s"),
+                param(Some("ours"), "work_mem", "8MB"),
+                param(Some("theirs"), "work_mem", "8MB"),
+            ],
+            ..role("app")
+        };
+        assert!(waits_for_a_database(&r, &o, "doadmin"), "a database of another is not the cluster's");
+        let settings = vec![
+            // The same value, written otherwise by hand: in sync.
+            found(None, None, "statement_timeout", "30000"),
+            // Set by hand where nothing is wanted: reset.
+            found(Some("ours"), Some("doadmin"), "lock_timeout", "1s"),
+            // In another's database: left alone.
+            found(Some("theirs"), Some("mallory"), "lock_timeout", "1s"),
+        ];
+        o.roles.insert("app".into(), RoleFacts { settings, ..facts(&role("app")) });
+        let step = plan_role(&r, &o, "doadmin");
+        let change = |db: &str, name: &str, value: Option<&str>| SettingChange {
+            database: Some(db.into()),
+            name: name.into(),
+            value: value.map(str::to_string),
+        };
+        assert_eq!(
+            step,
+            Step::AlterRole {
+                attrs: r.attrs(150000),
+                set_password: false,
+                grant_admin_to: None,
+                settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
+            }
+        );
+        assert_eq!(
+            crate::plan::drift::role_drift(&r, &step, &o).unwrap(),
+            "its connection limit was changed to -1, parameter work_mem in database \"ours\" was removed, \
+             parameter lock_timeout in database \"ours\" was set to \"1s\""
+        );
     }
 
     #[test]

@@ -43,12 +43,14 @@ fn role(name: &str) -> DesiredRole {
         changed: false,
         reassign_to: None,
         withheld: None,
+        connection_limit: -1,
+        parameters: Vec::new(),
     }
 }
 
 /// A role on the target exactly as `r` wants it on `version`.
 fn as_wanted(r: &DesiredRole, version: i32) -> RoleFacts {
-    RoleFacts { attrs: r.attrs(version), password: Some(r.verifier.clone()) }
+    RoleFacts { attrs: r.attrs(version), password: Some(r.verifier.clone()), settings: Vec::new() }
 }
 
 fn database(name: &str) -> WantedDatabase {
@@ -125,16 +127,16 @@ fn an_empty_target_gets_every_role_and_database() {
     check(
         plan_pass(&wanted(&roles, vec![database("defaultdb")]), &seen(&o)),
         expect![[r#"
-        PostgreSQL 17.1, 0 in sync
-        == roles
-        user doadmin: create_role [drift: the role was missing on the target]
-            CREATE ROLE "doadmin" WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'
-        user app: create_role [drift: the role was missing on the target]
-            CREATE ROLE "app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'; GRANT "app" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
-        == databases
-        database defaultdb: create_database [drift: the database was missing on the target]
-            CREATE DATABASE "defaultdb" OWNER "doadmin" TEMPLATE template0
-    "#]],
+            PostgreSQL 17.1, 0 in sync
+            == roles
+            user doadmin: create_role [drift: the role was missing on the target]
+                CREATE ROLE "doadmin" WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'
+            user app: create_role [drift: the role was missing on the target]
+                CREATE ROLE "app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'; GRANT "app" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
+            == databases
+            database defaultdb: create_database [drift: the database was missing on the target]
+                CREATE DATABASE "defaultdb" OWNER "doadmin" TEMPLATE template0
+        "#]],
     );
 }
 
@@ -142,20 +144,23 @@ fn an_empty_target_gets_every_role_and_database() {
 fn an_existing_primary_user_is_adopted() {
     let roles = [DesiredRole { changed: true, ..role("doadmin") }];
     let mut o = observed(150000);
-    o.roles.insert("doadmin".into(), RoleFacts { attrs: role("app").attrs(150000), password: None });
+    o.roles.insert(
+        "doadmin".into(),
+        RoleFacts { attrs: role("app").attrs(150000), password: None, settings: Vec::new() },
+    );
     o.databases.insert("defaultdb".into(), "postgres".into());
     let db = WantedDatabase { watched: false, ..database("defaultdb") };
     check(
         plan_pass(&wanted(&roles, vec![db]), &seen(&o)),
         expect![[r#"
-        PostgreSQL 15.1, 0 in sync
-        == roles
-        user doadmin: alter_role
-            ALTER ROLE "doadmin" WITH LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'
-        == databases
-        database defaultdb: alter_database_owner
-            ALTER DATABASE "defaultdb" OWNER TO "doadmin"
-    "#]],
+            PostgreSQL 15.1, 0 in sync
+            == roles
+            user doadmin: alter_role
+                ALTER ROLE "doadmin" WITH LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'
+            == databases
+            database defaultdb: alter_database_owner
+                ALTER DATABASE "defaultdb" OWNER TO "doadmin"
+        "#]],
     );
 }
 
@@ -180,18 +185,18 @@ fn drift_of_each_kind_is_repaired() {
     check(
         plan_pass(&wanted(&roles, vec![database("gone"), database("shop")]), &seen(&o)),
         expect![[r#"
-        PostgreSQL 17.1, 1 in sync
-        == roles
-        user app: alter_role [drift: the password was changed]
-            ALTER ROLE "app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'
-        user ops: alter_role [drift: SUPERUSER was granted, CREATEROLE was granted, the primary user's ADMIN OPTION on it was revoked]
-            ALTER ROLE "ops" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT; GRANT "ops" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
-        == databases
-        database gone: create_database [drift: the database was missing on the target]
-            CREATE DATABASE "gone" OWNER "doadmin" TEMPLATE template0
-        database shop: alter_database_owner [drift: its owner was changed to "mallory"]
-            ALTER DATABASE "shop" OWNER TO "doadmin"
-    "#]],
+            PostgreSQL 17.1, 1 in sync
+            == roles
+            user app: alter_role [drift: the password was changed]
+                ALTER ROLE "app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'
+            user ops: alter_role [drift: SUPERUSER was granted, CREATEROLE was granted, the primary user's ADMIN OPTION on it was revoked]
+                ALTER ROLE "ops" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1; GRANT "ops" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
+            == databases
+            database gone: create_database [drift: the database was missing on the target]
+                CREATE DATABASE "gone" OWNER "doadmin" TEMPLATE template0
+            database shop: alter_database_owner [drift: its owner was changed to "mallory"]
+                ALTER DATABASE "shop" OWNER TO "doadmin"
+        "#]],
     );
 }
 
@@ -237,7 +242,7 @@ fn on_a_shared_server_foreign_memberships_go_and_databases_are_closed_to_public(
         PostgreSQL 17.1, 4 in sync
         == roles
         user web: create_role
-            CREATE ROLE "web" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD '<redacted>'; GRANT "web" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
+            CREATE ROLE "web" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'; GRANT "web" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
         == primary_user
         user doadmin: revoke_foreign_memberships [drift: 1 member and 1 membership of another role that pgplane did not grant]
             REVOKE "doadmin" FROM "<another role>" GRANTED BY "<another role>" CASCADE

@@ -1,11 +1,12 @@
-//! Role statements: CREATE ROLE and ALTER ROLE for users (attributes, password verifier, the
-//! primary user's ADMIN OPTION), and the statements of a role's deletion (no logins, sessions
+//! Role statements: CREATE ROLE and ALTER ROLE for users (attributes and connection limit,
+//! password verifier, the primary user's ADMIN OPTION, parameter settings), and the statements of a role's deletion (no logins, sessions
 //! ended, SECURITY DEFINER routines disarmed, what it owns handed over, DROP ROLE).
 
 use pgplane_target_server::sql::{ident, literal};
 
 use crate::observe::RoleAttrs;
-use crate::plan::Step;
+use crate::plan::{SettingChange, Step};
+use pgplane_core::parameters::{sql_value, SqlValue};
 
 fn attrs_sql(a: RoleAttrs) -> String {
     let flag = |on: bool, name: &str| {
@@ -23,20 +24,52 @@ fn attrs_sql(a: RoleAttrs) -> String {
         flag(a.replication, "REPLICATION"),
         flag(a.bypassrls, "BYPASSRLS"),
         " INHERIT".to_string(),
+        format!(" CONNECTION LIMIT {}", a.connection_limit),
     ]
     .concat()
 }
 
-/// The message that carries out a role's step, if the step issues DDL here in one message
+/// `ALTER ROLE … [IN DATABASE …] SET name TO value` (or `RESET name`) for each change. A
+/// value is a quoted literal, a schema list quoted identifiers ([`SqlValue`]).
+fn settings_sql(name: &str, settings: &[SettingChange]) -> String {
+    settings
+        .iter()
+        .map(|change| {
+            let place = match &change.database {
+                Some(db) => format!("ALTER ROLE {} IN DATABASE {}", ident(name), ident(db)),
+                None => format!("ALTER ROLE {}", ident(name)),
+            };
+            // The parameter names are pgplane's own list, checked before they were stored.
+            match &change.value {
+                None => format!("{place} RESET {}", change.name),
+                Some(value) => {
+                    let value = match sql_value(&change.name, value) {
+                        SqlValue::Literal(v) => literal(&v),
+                        SqlValue::Identifiers(names) => {
+                            names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
+                        }
+                    };
+                    format!("{place} SET {} TO {value}", change.name)
+                }
+            }
+        })
+        .map(|sql| format!("; {sql}"))
+        .collect()
+}
+
+/// The message that carries out a role's step (its parameter settings included), if the step
+/// issues DDL here in one message
 /// (dropping a role takes several, see `pass::apply::drop_roles`).
 pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
     match step {
-        Step::CreateRole { attrs, grant_admin_to } => {
-            Some(create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref()))
-        }
-        Step::AlterRole { attrs, set_password, grant_admin_to } => {
-            Some(alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref()))
-        }
+        Step::CreateRole { attrs, grant_admin_to, settings } => Some(
+            create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref())
+                + &settings_sql(name, settings),
+        ),
+        Step::AlterRole { attrs, set_password, grant_admin_to, settings } => Some(
+            alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref())
+                + &settings_sql(name, settings),
+        ),
         _ => None,
     }
 }
@@ -133,6 +166,29 @@ pub(crate) fn drop_role_sql(role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_quote_databases_and_values_and_list_schemas_as_identifiers() {
+        let change = |db: Option<&str>, name: &str, value: Option<&str>| SettingChange {
+            database: db.map(str::to_string),
+            name: name.into(),
+            value: value.map(str::to_string),
+        };
+        let sql = settings_sql(
+            "app",
+            &[
+                change(None, "statement_timeout", Some("30s'; DROP ROLE x; --")),
+                change(Some("my db"), "search_path", Some("\"$user\", Public")),
+                change(Some("d"), "work_mem", None),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "; ALTER ROLE \"app\" SET statement_timeout TO '30s''; DROP ROLE x; --'\
+             ; ALTER ROLE \"app\" IN DATABASE \"my db\" SET search_path TO \"$user\", \"public\"\
+             ; ALTER ROLE \"app\" IN DATABASE \"d\" RESET work_mem"
+        );
+    }
 
     #[test]
     fn a_hand_over_disarms_definers_first_and_quotes_any_name() {

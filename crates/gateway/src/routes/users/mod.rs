@@ -8,8 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
-use pgplane_core::model::{Cluster, User};
+use pgplane_core::model::{Cluster, Database, SettingsChange, User, UserSettings};
 use pgplane_core::names::check_identifier;
+use pgplane_core::parameters::{
+    check_connection_limit, check_parameters, RoleParameter, NO_CONNECTION_LIMIT,
+};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::powers::replication_refusal;
 use serde::Deserialize;
@@ -28,7 +31,7 @@ use crate::extract::{ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
 use crate::state::AppState;
-use crate::views::{UserResponse, UserView, UsersResponse};
+use crate::views::{ParameterView, UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
 use deletion::{check_user_deletion, DeleteUserQuery};
 
@@ -38,6 +41,43 @@ pub(super) struct Settings {
     /// Give the user the REPLICATION attribute (default false), which reads the whole server:
     /// refused (422) unless the operator allows it and the cluster is alone on its server.
     pg_allow_replication: Option<bool>,
+    /// How many connections the user may hold at once; -1 for no limit (pgplane extension).
+    /// Omitted in an update: unchanged.
+    #[schema(example = 20)]
+    connection_limit: Option<i32>,
+    /// Session parameters set at each of the user's logins, in every database or in one
+    /// database of the cluster (pgplane extension): `statement_timeout`, `lock_timeout`,
+    /// `idle_in_transaction_session_timeout`, `idle_session_timeout` (a time: `30s`, `500ms`,
+    /// `5min`, a number of milliseconds), `work_mem` (memory: `64MB`, a number of kB),
+    /// `search_path` (schema names, separated by commas), `default_transaction_read_only`
+    /// (`on` or `off`). Omitted in an update: unchanged; `[]` removes them all.
+    parameters: Option<Vec<ParameterView>>,
+}
+
+impl Settings {
+    /// The connection limit and parameters, checked against the cluster's present
+    /// `databases` (422 saying what is wrong).
+    fn checked_extensions(
+        &self,
+        databases: &[Database],
+    ) -> Result<(Option<i32>, Option<Vec<RoleParameter>>), ApiError> {
+        if let Some(limit) = self.connection_limit {
+            check_connection_limit(limit).map_err(ApiError::unprocessable)?;
+        }
+        let present: Vec<&str> = databases
+            .iter()
+            .filter(|d| d.desired() == DesiredState::Present)
+            .map(|d| d.name.as_str())
+            .collect();
+        let parameters = match &self.parameters {
+            None => None,
+            Some(given) => {
+                let given: Vec<RoleParameter> = given.iter().cloned().map(RoleParameter::from).collect();
+                Some(check_parameters(&given, &present).map_err(ApiError::unprocessable)?)
+            }
+        };
+        Ok((self.connection_limit, parameters))
+    }
 }
 
 /// `POST .../users`. MySQL, Kafka and MongoDB fields that DigitalOcean also accepts are
@@ -51,7 +91,7 @@ pub(super) struct CreateUser {
 }
 
 /// `PUT .../users/{name}`: `settings` is required; an omitted `pg_allow_replication` means
-/// false, as on DigitalOcean.
+/// false, as on DigitalOcean; omitted pgplane extensions stay as they are.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct UpdateUser {
     settings: Option<Settings>,
@@ -134,7 +174,7 @@ pub(super) async fn list(
     responses(
         (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
-        (status = 422, description = "Invalid, reserved or duplicate name, or REPLICATION where it is not allowed", body = ErrorBody),
+        (status = 422, description = "Invalid, reserved or duplicate name, an invalid connection limit or parameter, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -152,12 +192,19 @@ pub(super) async fn create(
             "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"
         )));
     }
-    let replication = body.settings.unwrap_or_default().pg_allow_replication.unwrap_or(false);
+    let settings = body.settings.unwrap_or_default();
+    let replication = settings.pg_allow_replication.unwrap_or(false);
     check_replication(&state, &cluster, replication).await?;
     let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
     // Unknown databases are refused before the user is stored.
     let databases = store.list_databases(id).await?;
+    let (connection_limit, parameters) = settings.checked_extensions(&databases)?;
+    let settings = UserSettings {
+        allow_replication: replication,
+        connection_limit: connection_limit.unwrap_or(NO_CONNECTION_LIMIT),
+        parameters: parameters.unwrap_or_default(),
+    };
     if let Some((unknown, _)) = levels
         .iter()
         .find(|(d, _)| !databases.iter().any(|db| db.name == *d && db.desired() == DesiredState::Present))
@@ -167,7 +214,7 @@ pub(super) async fn create(
         )));
     }
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = store.insert_user(id, &name, &sealed, replication).await?;
+    let written = store.insert_user(id, &name, &sealed, &settings).await?;
     let access = if levels.is_empty() { None } else { Some(store.replace_access(id, &name, &levels).await?) };
     let user =
         settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user(id, &name)).await?;
@@ -194,7 +241,7 @@ pub(super) async fn get(
     responses(
         (status = 201, description = "Updated", body = UserResponse),
         ChangesUser,
-        (status = 422, description = "Missing settings, the primary user, or REPLICATION where it is not allowed", body = ErrorBody),
+        (status = 422, description = "Missing settings, an invalid connection limit or parameter, or REPLICATION where it is not allowed (never for the primary user)", body = ErrorBody),
     ))]
 pub(super) async fn update(
     State(state): State<AppState>,
@@ -205,15 +252,18 @@ pub(super) async fn update(
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let settings =
         body.settings.ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
-    let current = state.store.get_user(cluster.cluster_id, &name).await?;
-    if current.is_primary() {
+    let (store, id) = (&state.store, cluster.cluster_id);
+    let (current, databases) = tokio::try_join!(store.get_user(id, &name), store.list_databases(id))?;
+    let replication = settings.pg_allow_replication.unwrap_or(false);
+    if current.is_primary() && replication {
         return Err(ApiError::unprocessable(format!(
-            "the settings of the primary user {name:?} cannot be changed"
+            "pg_allow_replication cannot be given to the primary user {name:?}"
         )));
     }
-    let replication = settings.pg_allow_replication.unwrap_or(false);
     check_replication(&state, &cluster, replication).await?;
-    let written = state.store.update_user_settings(cluster.cluster_id, &name, replication).await?;
+    let (connection_limit, parameters) = settings.checked_extensions(&databases)?;
+    let change = SettingsChange { allow_replication: replication, connection_limit, parameters };
+    let written = store.update_user_settings(id, &name, &change).await?;
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))
 }
