@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from conftest import client_for, database_owner, login, role, unique
+from conftest import client_for, database_owner, login, role, target_params, unique
 
 
 def headers_of(call, *args, **kwargs):
@@ -74,6 +74,36 @@ def test_users_lifecycle(db, cluster, target):
     assert role(target, name) is None
     missing = db.get_user(cid, name)
     assert missing["id"] == "not_found", missing
+
+
+def test_user_settings_pass_through_add_and_update_user(db, cluster, target):
+    """pgplane's settings extensions (connection_limit, parameters) go through PyDo's add_user
+    and update_user unchanged, and land on the server."""
+    cid = cluster["id"]
+    name = unique("tuned01")
+    settings = {
+        "connection_limit": 2,
+        "parameters": [{"name": "statement_timeout", "value": "100ms"}],
+    }
+    user = db.add_user(cid, {"name": name, "settings": settings})["user"]
+    assert user["settings"]["connection_limit"] == 2
+    assert user["settings"]["parameters"] == settings["parameters"]
+    limit = "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s"
+    assert target.execute(limit, (name,)).fetchone()[0] == 2
+    with psycopg.connect(**target_params(name, user["password"], unique("defaultdb")), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(1)")
+
+    updated = db.update_user(cid, name, {"settings": {"connection_limit": -1, "parameters": []}})["user"]
+    assert updated["settings"]["connection_limit"] == -1 and updated["settings"]["parameters"] == []
+    assert target.execute(limit, (name,)).fetchone()[0] == -1
+    with login(name, user["password"], unique("defaultdb")) as conn:
+        conn.execute("SELECT pg_sleep(0.2)")
+
+    # PyDo's update_user returns a 422 as the error object, as it does a 404.
+    refused = db.update_user(cid, name, {"settings": {"parameters": [{"name": "role", "value": "postgres"}]}})
+    assert refused["id"] == "unprocessable_entity", refused
+    assert 'parameter "role" cannot be set' in refused["message"]
 
 
 def test_dbs_lifecycle(db, cluster, target):
