@@ -107,7 +107,9 @@ def test_the_primary_user_and_the_default_database_have_no_delete(browser):
     wait(browser, lambda d: row(d, "user", other) and row(d, "db", ENV["PGPLANE_DEFAULT_DB"]))
     primary = row(browser, "user", ENV["PGPLANE_PRIMARY_USER"])
     assert "primary" in primary.text
-    assert primary.find_elements(By.CSS_SELECTOR, "details.more") == []
+    # Its menu offers its settings only: no delete, no password reset here.
+    primary.find_element(By.CSS_SELECTOR, "details.more summary").click()
+    assert [b.text for b in primary.find_elements(By.CSS_SELECTOR, ".menu-item")] == ["Edit settings"]
     assert row(browser, "db", ENV["PGPLANE_DEFAULT_DB"]).find_elements(By.CSS_SELECTOR, "details.more") == []
     assert row(browser, "user", other).find_elements(By.CSS_SELECTOR, "details.more") != []
 

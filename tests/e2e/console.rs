@@ -118,6 +118,12 @@ async fn the_console_shows_and_edits_access_levels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_and_edits_user_settings() {
+    let app = TestApp::spawn(15).await;
+    run_browser_suite(&app, "test_settings.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_previews_deletes_and_shows_the_plan() {
     // No resync while the browser looks: drift made by hand stays until the plan shows it.
     let app =

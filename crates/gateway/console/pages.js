@@ -269,6 +269,30 @@ function accessCell(primary, access) {
     h('li', { 'data-access-db': e.database, 'data-level': e.level }, h('span', { class: 'name' }, e.database), `: ${label(e.level)}`))));
 }
 
+/** The session parameters a user may have, as the API accepts them, with a hint of their values. */
+const PARAMETERS = [
+  ['statement_timeout', 'a time: 30s, 500ms, 5min'],
+  ['lock_timeout', 'a time: 5s'],
+  ['idle_in_transaction_session_timeout', 'a time: 1min'],
+  ['idle_session_timeout', 'a time: 1h'],
+  ['work_mem', 'memory: 64MB'],
+  ['search_path', 'schemas: "$user", public'],
+  ['default_transaction_read_only', 'on or off'],
+];
+
+/** A user's connection limit and parameters ("default" when it has neither). */
+function settingsCell(settings) {
+  const limit = settings && settings.connection_limit;
+  const params = (settings && settings.parameters) || [];
+  if ((limit == null || limit < 0) && params.length === 0) {
+    return h('td', { class: 'settings' }, h('span', { class: 'muted' }, 'default'));
+  }
+  return h('td', { class: 'settings' }, h('ul', { class: 'levels' },
+    limit != null && limit >= 0 ? h('li', { 'data-limit': limit }, `at most ${limit} connections`) : null,
+    params.map((p) => h('li', { 'data-parameter': p.name, 'data-parameter-db': p.database || '' },
+      h('code', {}, `${p.name} = ${p.value}`), p.database ? h('span', { class: 'muted' }, ` in ${p.database}`) : null))));
+}
+
 /** A password cell: hidden until shown; `revealed` (names) keeps the choice across refreshes. */
 function passwordCell(name, password, revealed) {
   if (password == null) return h('td', { class: 'muted' }, '—');
@@ -310,10 +334,12 @@ function usersTab(body, alive, cluster) {
       if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name, users)]);
       if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
     }
+    if (u.status !== 'deleting' && can(UPDATE)) items.push(['Edit settings', () => editSettings(u)]);
     return h('tr', { 'data-user': u.name },
       h('td', { class: 'name' }, u.name),
       h('td', {}, primary ? 'primary' : 'normal'),
       accessCell(primary, u.access || []),
+      settingsCell(u.settings),
       status(u.status, u.last_error),
       seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
       h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
@@ -333,7 +359,7 @@ function usersTab(body, alive, cluster) {
       api('GET', path('databases', id, 'dbs')),
     ]);
     databases = dbs.filter((d) => d.status !== 'deleting').map((d) => d.name);
-    const userHeads = ['Name', 'Role', 'Access', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
+    const userHeads = ['Name', 'Role', 'Access', 'Settings', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
     clear(usersBox, table('Users', userHeads, userRows(users), 'No users.'));
     clear(dbsBox, table('Databases', ['Name', 'Status', ''], dbRows(dbs), 'No databases.'));
     return users.some((u) => u.status !== 'ready') || dbs.some((d) => d.status && d.status !== 'ready');
@@ -375,6 +401,64 @@ function usersTab(body, alive, cluster) {
       done: (answer) => {
         if (answer && answer.status !== 'ready') {
           actionErrors.show(new Error(`The access of ${name} was saved and is not on the server yet: ${answer.last_error || 'pending'}`));
+        }
+        refresh();
+      },
+    });
+  }
+
+  /** The settings editor: a connection limit and session parameters (each for every database
+   * or one), saved as a whole; pg_allow_replication is sent back as it is. */
+  function editSettings(user) {
+    actionErrors.show(null);
+    const settings = user.settings || {};
+    const limit = h('input', {
+      id: 'settings-limit', type: 'number', min: '0', step: '1', placeholder: 'no limit',
+      value: settings.connection_limit >= 0 ? String(settings.connection_limit) : '',
+    });
+    const rows = h('div', { class: 'parameter-rows' });
+    const addRow = (p = { name: PARAMETERS[0][0], value: '' }) => {
+      const n = rows.children.length;
+      const name = h('select', { 'aria-label': 'Parameter', 'data-field': 'name', id: `param-name-${n}` },
+        PARAMETERS.map(([value]) => h('option', { value, selected: value === p.name }, value)));
+      const value = h('input', { type: 'text', 'aria-label': 'Value', 'data-field': 'value', value: p.value });
+      const hint = () => { value.placeholder = (PARAMETERS.find(([v]) => v === name.value) || ['', ''])[1]; };
+      name.addEventListener('change', hint);
+      hint();
+      const where = h('select', { 'aria-label': 'Database', 'data-field': 'database' },
+        h('option', { value: '', selected: !p.database }, 'every database'),
+        databases.map((db) => h('option', { value: db, selected: db === p.database }, db)));
+      const line = h('div', { class: 'parameter-row', 'data-parameter-row': n }, name, value, where,
+        h('button', { type: 'button', class: 'link', on: { click: () => line.remove() } }, 'Remove'));
+      rows.append(line);
+      return value;
+    };
+    (settings.parameters || []).forEach((p) => addRow(p));
+    const add = h('button', { type: 'button', class: 'secondary', 'data-add-parameter': true,
+      on: { click: () => addRow().focus() } }, 'Add parameter');
+    confirmDialog({
+      title: `Settings of ${user.name}`,
+      message: ['A connection limit, and session parameters set at each of the user\'s logins (for every database or one). Sessions already open keep what they had.'],
+      content: h('div', { class: 'settings-form' },
+        h('div', { class: 'field' }, h('label', { for: 'settings-limit' }, 'Connection limit'), limit),
+        h('h3', {}, 'Parameters'), rows, add),
+      confirmLabel: 'Save settings',
+      action: () => api('PUT', path('databases', id, 'users', user.name), {
+        settings: {
+          pg_allow_replication: Boolean(settings.pg_allow_replication),
+          connection_limit: limit.value.trim() === '' ? -1 : Number(limit.value),
+          parameters: [...rows.querySelectorAll('.parameter-row')].map((line) => {
+            const field = (f) => line.querySelector(`[data-field="${f}"]`).value;
+            const p = { name: field('name'), value: field('value') };
+            if (field('database')) p.database = field('database');
+            return p;
+          }),
+        },
+      }),
+      done: (answer) => {
+        const saved = answer && answer.user;
+        if (saved && saved.status !== 'ready') {
+          actionErrors.show(new Error(`The settings of ${user.name} were saved and are not on the server yet: ${saved.last_error || 'pending'}`));
         }
         refresh();
       },
