@@ -52,7 +52,7 @@ def test_the_plan_tab_shows_the_drift_the_next_pass_would_repair(browser, target
     step = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, f"#plan li[data-step='user:{name}']")))
     assert "alter role" in step.text and "drift: CREATEDB was granted" in step.text
     sql = step.find_element(By.CSS_SELECTOR, "pre").text
-    assert f'ALTER ROLE "{name}" WITH LOGIN NOSUPERUSER NOCREATEDB' in sql
+    assert f'ALTER ROLE "{name}" WITH NOCREATEDB INHERIT' in sql
     assert "SCRAM-SHA-256$" not in browser.page_source and body["user"]["password"] not in browser.page_source
     # Looking changed nothing.
     assert target.execute("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s", (name,)).fetchone() == (True,)

@@ -45,7 +45,7 @@ pub fn reset_roles_sql(roles: &[(String, String)]) -> String {
     roles
         .iter()
         .map(|(name, verifier)| {
-            format!("ALTER ROLE {} WITH {USER_ATTRS} PASSWORD {};\n", ident(name), literal(verifier))
+            format!("ALTER ROLE {} WITH INHERIT PASSWORD {};\n", ident(name), literal(verifier))
         })
         .collect()
 }
@@ -212,7 +212,7 @@ mod tests {
         assert!(sql.contains("PASSWORD 'SCRAM-SHA-256$4096:x$y:z';\n"));
         assert!(sql.contains("GRANT \"a\"\"b\" TO \"doadmin\" WITH ADMIN TRUE"));
         assert!(!create_roles_sql(&roles, "doadmin", 150010).contains("GRANT"));
-        assert!(reset_roles_sql(&roles).starts_with("ALTER ROLE \"a\"\"b\" WITH LOGIN"));
+        assert!(reset_roles_sql(&roles).starts_with("ALTER ROLE \"a\"\"b\" WITH INHERIT PASSWORD"));
         let drop = drop_roles_sql(&["r".into()]);
         assert!(drop.starts_with("ALTER ROLE \"r\" NOLOGIN;"));
         assert!(drop.contains("pg_shdepend"));

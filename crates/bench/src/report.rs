@@ -265,7 +265,7 @@ pub fn render(r: &Results<'_>) -> String {
             ""
         }
     );
-    let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH LOGIN … INHERIT CONNECTION LIMIT -1 PASSWORD 'SCRAM-SHA-256$4096:…'`;");
+    let _ = writeln!(w, "- reset: `ALTER ROLE \"…\" WITH INHERIT PASSWORD 'SCRAM-SHA-256$4096:…'`;");
     let _ = writeln!(
         w,
         "- delete: what pgplane's deletion sends, per role (`ALTER ROLE … NOLOGIN`, \

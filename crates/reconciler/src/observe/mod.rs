@@ -49,6 +49,20 @@ pub(crate) struct RoleAttrs {
     pub connection_limit: i32,
 }
 
+impl RoleAttrs {
+    /// The attributes written as flags (`NAME` or `NONAME`), in the order statements name them.
+    pub fn flags(self) -> [(&'static str, bool); 6] {
+        [
+            ("LOGIN", self.login),
+            ("SUPERUSER", self.superuser),
+            ("CREATEDB", self.createdb),
+            ("CREATEROLE", self.createrole),
+            ("REPLICATION", self.replication),
+            ("BYPASSRLS", self.bypassrls),
+        ]
+    }
+}
+
 /// What one pass sees on a target.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {
@@ -62,6 +76,10 @@ pub(crate) struct Observed {
     pub databases: HashMap<String, String>,
     /// Roles on which the primary user holds ADMIN OPTION (matters on PostgreSQL 16+).
     pub primary_admin_of: HashSet<String>,
+    /// Whether the admin role may act as the primary user (SET ROLE on 16+, membership before),
+    /// which a non-superuser needs to create databases owned by it. False while the primary user
+    /// does not exist.
+    pub admin_sets_primary: bool,
 }
 
 /// Runs a query through the session's statement cache: parsed and planned once per session,
@@ -97,7 +115,7 @@ fn settings_of(row: &Row) -> Vec<FoundSetting> {
 }
 
 /// Observes the named roles and databases: the server's facts first (they say which catalog
-/// shows passwords), then the three catalog queries pipelined, in one round trip.
+/// shows passwords, and whether the admin may act as the primary user), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
     client: &ClientWrapper,
     role_names: &[&str],
@@ -106,10 +124,14 @@ pub(crate) async fn observe(
 ) -> Result<Observed, TargetError> {
     let server_sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
-                (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {}",
+                (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {},
+                (SELECT CASE WHEN current_setting('server_version_num')::int4 >= 160000
+                             THEN pg_catalog.pg_has_role(current_user, r.oid, 'SET')
+                             ELSE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') END
+                   FROM pg_catalog.pg_roles r WHERE r.rolname = $1)",
         pgplane_target_server::SERVER_ID_SQL
     );
-    let server = query(client, &server_sql, &[])
+    let server = query(client, &server_sql, &[&primary_user])
         .await?
         .pop()
         .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
@@ -190,5 +212,6 @@ pub(crate) async fn observe(
         roles,
         databases,
         primary_admin_of,
+        admin_sets_primary: server.get::<_, Option<bool>>(5).unwrap_or(false),
     })
 }

@@ -8,20 +8,10 @@ use crate::observe::Observed;
 pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
     match step {
         Step::CreateRole { .. } => Some("the role was missing on the target".into()),
-        Step::AlterRole { attrs, set_password, grant_admin_to, settings } => {
+        Step::AlterRole { attrs, set_password, grant_admin_to, settings, admin_member, .. } => {
             let mut found = Vec::new();
             if let Some(facts) = observed.roles.get(&role.name) {
-                let flags = |a: &crate::observe::RoleAttrs| {
-                    [
-                        ("SUPERUSER", a.superuser),
-                        ("CREATEDB", a.createdb),
-                        ("CREATEROLE", a.createrole),
-                        ("LOGIN", a.login),
-                        ("REPLICATION", a.replication),
-                        ("BYPASSRLS", a.bypassrls),
-                    ]
-                };
-                for ((name, want), (_, have)) in flags(attrs).into_iter().zip(flags(&facts.attrs)) {
+                for ((name, want), (_, have)) in attrs.flags().into_iter().zip(facts.attrs.flags()) {
                     if want != have {
                         found.push(format!("{name} was {}", if have { "granted" } else { "removed" }));
                     }
@@ -53,6 +43,9 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
             }
             if grant_admin_to.is_some() {
                 found.push("the primary user's ADMIN OPTION on it was revoked".into());
+            }
+            if admin_member.is_some() {
+                found.push("pgplane's admin role lost its membership in it".into());
             }
             Some(found.join(", "))
         }

@@ -64,6 +64,27 @@ impl DesiredRole {
     }
 }
 
+/// How pgplane's admin role is made a member of the primary user, so that it may act as the
+/// owner of the cluster's databases (`CREATE DATABASE … OWNER`, `ALTER DATABASE … OWNER TO`
+/// and default privileges need it of an admin that is not a superuser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminMembership {
+    /// Before PostgreSQL 16: a plain membership.
+    Member,
+    /// PostgreSQL 16+: SET only (no INHERIT: the admin role does not take on its privileges).
+    SetOnly,
+}
+
+/// The membership the admin role lacks in `role`, when `role` is the primary user.
+fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembership> {
+    let needed = role.primary && !observed.admin_is_superuser && !observed.admin_sets_primary;
+    needed.then_some(if observed.version_num >= ADMIN_OPTION_VERSION_NUM {
+        AdminMembership::SetOnly
+    } else {
+        AdminMembership::Member
+    })
+}
+
 /// One parameter setting of a role to change: set to `value`, or reset (None).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SettingChange {
@@ -145,14 +166,18 @@ pub(crate) enum Step {
         attrs: RoleAttrs,
         grant_admin_to: Option<String>,
         settings: Vec<SettingChange>,
+        admin_member: Option<AdminMembership>,
     },
     /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION, and/or
     /// change parameter settings.
     AlterRole {
         attrs: RoleAttrs,
+        /// The attributes as found: only those that differ are named.
+        was: RoleAttrs,
         set_password: bool,
         grant_admin_to: Option<String>,
         settings: Vec<SettingChange>,
+        admin_member: Option<AdminMembership>,
     },
     /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
     DropRole {
@@ -205,6 +230,7 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             attrs: role.attrs(observed.version_num),
             grant_admin_to: admin_grantee(role, observed, primary_user, true),
             settings: setting_changes(role, &[], observed, primary_user),
+            admin_member: admin_member(role, observed),
         },
         (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
             Step::Conflict(unmanaged("role", &role.name))
@@ -215,10 +241,23 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             let set_password = role.changed || password_drifted;
             let grant_admin_to = admin_grantee(role, observed, primary_user, false);
             let settings = setting_changes(role, &facts.settings, observed, primary_user);
-            if facts.attrs == attrs && !set_password && grant_admin_to.is_none() && settings.is_empty() {
+            let admin_member = admin_member(role, observed);
+            let in_sync = facts.attrs == attrs
+                && !set_password
+                && grant_admin_to.is_none()
+                && settings.is_empty()
+                && admin_member.is_none();
+            if in_sync {
                 Step::InSync
             } else {
-                Step::AlterRole { attrs, set_password, grant_admin_to, settings }
+                Step::AlterRole {
+                    attrs,
+                    was: facts.attrs,
+                    set_password,
+                    grant_admin_to,
+                    settings,
+                    admin_member,
+                }
             }
         }
     }
@@ -283,6 +322,7 @@ mod tests {
             roles: HashMap::new(),
             databases: HashMap::new(),
             primary_admin_of: HashSet::new(),
+            admin_sets_primary: true,
         }
     }
 
@@ -336,7 +376,14 @@ mod tests {
         );
         assert_eq!(
             plan_role(&primary, &o, "doadmin"),
-            Step::AlterRole { attrs: on15, set_password: false, grant_admin_to: None, settings: Vec::new() }
+            Step::AlterRole {
+                attrs: on15,
+                was: on16,
+                set_password: false,
+                grant_admin_to: None,
+                settings: Vec::new(),
+                admin_member: None
+            }
         );
     }
 
@@ -356,14 +403,20 @@ mod tests {
         let r = role("app");
         assert_eq!(
             plan_role(&r, &observed(150000), "doadmin"),
-            Step::CreateRole { attrs: r.attrs(150000), grant_admin_to: None, settings: Vec::new() }
+            Step::CreateRole {
+                attrs: r.attrs(150000),
+                grant_admin_to: None,
+                settings: Vec::new(),
+                admin_member: None
+            }
         );
         assert_eq!(
             plan_role(&r, &observed(170000), "doadmin"),
             Step::CreateRole {
                 attrs: r.attrs(170000),
                 grant_admin_to: Some("doadmin".into()),
-                settings: Vec::new()
+                settings: Vec::new(),
+                admin_member: None
             }
         );
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
@@ -401,9 +454,11 @@ mod tests {
             plan_role(&p, &o, "doadmin"),
             Step::AlterRole {
                 attrs: p.attrs(150000),
+                was: role("x").attrs(150000),
                 set_password: true,
                 grant_admin_to: None,
-                settings: Vec::new()
+                settings: Vec::new(),
+                admin_member: None
             }
         );
     }
@@ -414,14 +469,17 @@ mod tests {
         let r = role("app");
         let mut drifted = facts(&r);
         drifted.attrs.createdb = true;
+        let drifted_attrs = drifted.attrs;
         o.roles.insert("app".into(), drifted);
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
             Step::AlterRole {
                 attrs: r.attrs(150000),
+                was: drifted_attrs,
                 set_password: false,
                 grant_admin_to: None,
-                settings: Vec::new()
+                settings: Vec::new(),
+                admin_member: None
             }
         );
         o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
@@ -429,14 +487,44 @@ mod tests {
             plan_role(&r, &o, "doadmin"),
             Step::AlterRole {
                 attrs: r.attrs(150000),
+                was: r.attrs(150000),
                 set_password: true,
                 grant_admin_to: None,
-                settings: Vec::new()
+                settings: Vec::new(),
+                admin_member: None
             }
         );
         o.databases.insert("db".into(), "mallory".into());
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
         assert_eq!(plan_database(&d, &o, "doadmin"), Step::AlterDatabaseOwner { owner: "doadmin".into() });
+    }
+
+    #[test]
+    fn an_admin_that_is_not_a_superuser_becomes_a_member_of_the_primary_user_once() {
+        let primary = DesiredRole { primary: true, ..role("doadmin") };
+        for (version, membership) in [(150000, AdminMembership::Member), (170000, AdminMembership::SetOnly)] {
+            let mut o =
+                Observed { admin_is_superuser: false, admin_sets_primary: false, ..observed(version) };
+            let step = plan_role(&primary, &o, "doadmin");
+            assert!(
+                matches!(step, Step::CreateRole { admin_member: Some(m), .. } if m == membership),
+                "{step:?}"
+            );
+            let sql = crate::sql::roles::role_sql("doadmin", "v", &step).unwrap();
+            assert!(sql.contains("GRANT \"doadmin\" TO CURRENT_USER"), "{sql}");
+            o.roles.insert("doadmin".into(), RoleFacts { attrs: primary.attrs(version), ..facts(&primary) });
+            assert!(matches!(
+                plan_role(&primary, &o, "doadmin"),
+                Step::AlterRole { admin_member: Some(_), .. }
+            ));
+            o.admin_sets_primary = true;
+            assert_eq!(plan_role(&primary, &o, "doadmin"), Step::InSync);
+            // Never for other users, and never for a superuser admin.
+            assert!(matches!(
+                plan_role(&role("app"), &o, "doadmin"),
+                Step::CreateRole { admin_member: None, .. }
+            ));
+        }
     }
 
     #[test]
@@ -484,9 +572,11 @@ mod tests {
             step,
             Step::AlterRole {
                 attrs: r.attrs(150000),
+                was: role("app").attrs(150000),
                 set_password: false,
                 grant_admin_to: None,
                 settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
+                admin_member: None,
             }
         );
         assert_eq!(

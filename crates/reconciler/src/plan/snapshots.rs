@@ -26,6 +26,7 @@ fn observed(version_num: i32) -> Observed {
         version: format!("{}.1", version_num / 10000),
         server_id: "1:5432".into(),
         admin_is_superuser: true,
+        admin_sets_primary: true,
         roles: HashMap::new(),
         databases: HashMap::new(),
         primary_admin_of: Default::default(),
@@ -156,7 +157,7 @@ fn an_existing_primary_user_is_adopted() {
             PostgreSQL 15.1, 0 in sync
             == roles
             user doadmin: alter_role
-                ALTER ROLE "doadmin" WITH LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'
+                ALTER ROLE "doadmin" WITH CREATEDB INHERIT PASSWORD '<redacted>'
             == databases
             database defaultdb: alter_database_owner
                 ALTER DATABASE "defaultdb" OWNER TO "doadmin"
@@ -188,9 +189,9 @@ fn drift_of_each_kind_is_repaired() {
             PostgreSQL 17.1, 1 in sync
             == roles
             user app: alter_role [drift: the password was changed]
-                ALTER ROLE "app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'
+                ALTER ROLE "app" WITH INHERIT PASSWORD '<redacted>'
             user ops: alter_role [drift: SUPERUSER was granted, CREATEROLE was granted, the primary user's ADMIN OPTION on it was revoked]
-                ALTER ROLE "ops" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1; GRANT "ops" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
+                ALTER ROLE "ops" WITH NOSUPERUSER NOCREATEROLE INHERIT; GRANT "ops" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
             == databases
             database gone: create_database [drift: the database was missing on the target]
                 CREATE DATABASE "gone" OWNER "doadmin" TEMPLATE template0

@@ -5,33 +5,43 @@
 use pgplane_target_server::sql::{ident, literal};
 
 use crate::observe::RoleAttrs;
-use crate::plan::{SettingChange, Step};
+use crate::plan::{AdminMembership, SettingChange, Step};
 use pgplane_core::parameters::{sql_value, SqlValue};
 
-fn attrs_sql(a: RoleAttrs) -> String {
-    let flag = |on: bool, name: &str| {
-        if on {
-            format!(" {name}")
-        } else {
-            format!(" NO{name}")
+/// The attribute clauses of `attrs`; with `was` (ALTER ROLE), only those that differ from it:
+/// an admin that is not a superuser may not name SUPERUSER, REPLICATION or BYPASSRLS at all,
+/// even to keep them as they are.
+fn attrs_sql(attrs: RoleAttrs, was: Option<RoleAttrs>) -> String {
+    let mut sql = String::new();
+    let before = was.map(RoleAttrs::flags);
+    for (i, (name, on)) in attrs.flags().into_iter().enumerate() {
+        if before.is_some_and(|b| b[i].1 == on) {
+            continue;
         }
-    };
-    [
-        flag(a.login, "LOGIN"),
-        flag(a.superuser, "SUPERUSER"),
-        flag(a.createdb, "CREATEDB"),
-        flag(a.createrole, "CREATEROLE"),
-        flag(a.replication, "REPLICATION"),
-        flag(a.bypassrls, "BYPASSRLS"),
-        " INHERIT".to_string(),
-        format!(" CONNECTION LIMIT {}", a.connection_limit),
-    ]
-    .concat()
+        sql.push_str(if on { " " } else { " NO" });
+        sql.push_str(name);
+    }
+    sql.push_str(" INHERIT");
+    if was.is_none_or(|w| w.connection_limit != attrs.connection_limit) {
+        sql.push_str(&format!(" CONNECTION LIMIT {}", attrs.connection_limit));
+    }
+    sql
+}
+
+/// The statement that makes the admin role (the session's `CURRENT_USER`) a member of the
+/// primary user, as [`AdminMembership`] says.
+fn admin_member_sql(name: &str, membership: AdminMembership) -> String {
+    match membership {
+        AdminMembership::Member => format!("GRANT {} TO CURRENT_USER", ident(name)),
+        AdminMembership::SetOnly => {
+            format!("GRANT {} TO CURRENT_USER WITH INHERIT FALSE, SET TRUE", ident(name))
+        }
+    }
 }
 
 /// `ALTER ROLE … [IN DATABASE …] SET name TO value` (or `RESET name`) for each change. A
 /// value is a quoted literal, a schema list quoted identifiers ([`SqlValue`]).
-fn settings_sql(name: &str, settings: &[SettingChange]) -> String {
+fn settings_sql(name: &str, settings: &[SettingChange]) -> Vec<String> {
     settings
         .iter()
         .map(|change| {
@@ -53,57 +63,39 @@ fn settings_sql(name: &str, settings: &[SettingChange]) -> String {
                 }
             }
         })
-        .map(|sql| format!("; {sql}"))
         .collect()
 }
 
-/// The message that carries out a role's step (its parameter settings included), if the step
-/// issues DDL here in one message
-/// (dropping a role takes several, see `pass::apply::drop_roles`).
+/// The message that carries out a role's step, if the step issues DDL here in one message
+/// (dropping a role takes several, see `pass::apply::drop_roles`): CREATE or ALTER ROLE (the
+/// attributes that change, the password verifier), the primary user's ADMIN OPTION on it, the
+/// admin role's membership in the primary user, and parameter settings. One message, so all of
+/// it happens or none.
 pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
-    match step {
-        Step::CreateRole { attrs, grant_admin_to, settings } => Some(
-            create_role_sql(name, *attrs, verifier, grant_admin_to.as_deref())
-                + &settings_sql(name, settings),
-        ),
-        Step::AlterRole { attrs, set_password, grant_admin_to, settings } => Some(
-            alter_role_sql(name, *attrs, set_password.then_some(verifier), grant_admin_to.as_deref())
-                + &settings_sql(name, settings),
-        ),
-        _ => None,
-    }
-}
-
-/// CREATE ROLE with the given attributes and password verifier, and the ADMIN OPTION grant
-/// to `grant_admin_to` when given: one message, so both happen or neither.
-fn create_role_sql(name: &str, attrs: RoleAttrs, verifier: &str, grant_admin_to: Option<&str>) -> String {
-    let mut sql =
-        format!("CREATE ROLE {} WITH{} PASSWORD {}", ident(name), attrs_sql(attrs), literal(verifier));
-    if let Some(grantee) = grant_admin_to {
-        sql.push_str("; ");
-        sql.push_str(&grant_admin_option_sql(name, grantee));
-    }
-    sql
-}
-
-/// ALTER ROLE to the given attributes, and the password verifier when given, and the ADMIN
-/// OPTION grant to `grant_admin_to` when given: one message.
-fn alter_role_sql(
-    name: &str,
-    attrs: RoleAttrs,
-    verifier: Option<&str>,
-    grant_admin_to: Option<&str>,
-) -> String {
-    let mut sql = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(attrs));
-    if let Some(v) = verifier {
-        sql.push_str(" PASSWORD ");
-        sql.push_str(&literal(v));
-    }
-    if let Some(grantee) = grant_admin_to {
-        sql.push_str("; ");
-        sql.push_str(&grant_admin_option_sql(name, grantee));
-    }
-    sql
+    let (mut statements, grant_admin_to, settings, admin_member) = match step {
+        Step::CreateRole { attrs, grant_admin_to, settings, admin_member } => {
+            let create = format!(
+                "CREATE ROLE {} WITH{} PASSWORD {}",
+                ident(name),
+                attrs_sql(*attrs, None),
+                literal(verifier)
+            );
+            (vec![create], grant_admin_to, settings, admin_member)
+        }
+        Step::AlterRole { attrs, was, set_password, grant_admin_to, settings, admin_member } => {
+            let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
+            if *set_password {
+                alter.push_str(" PASSWORD ");
+                alter.push_str(&literal(verifier));
+            }
+            (vec![alter], grant_admin_to, settings, admin_member)
+        }
+        _ => return None,
+    };
+    statements.extend(grant_admin_to.as_deref().map(|grantee| grant_admin_option_sql(name, grantee)));
+    statements.extend(admin_member.map(|m| admin_member_sql(name, m)));
+    statements.extend(settings_sql(name, settings));
+    Some(statements.join("; "))
 }
 
 /// Grants the primary user ADMIN OPTION on a role (PostgreSQL 16+), without membership
@@ -184,9 +176,42 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "; ALTER ROLE \"app\" SET statement_timeout TO '30s''; DROP ROLE x; --'\
-             ; ALTER ROLE \"app\" IN DATABASE \"my db\" SET search_path TO \"$user\", \"public\"\
-             ; ALTER ROLE \"app\" IN DATABASE \"d\" RESET work_mem"
+            [
+                "ALTER ROLE \"app\" SET statement_timeout TO '30s''; DROP ROLE x; --'",
+                "ALTER ROLE \"app\" IN DATABASE \"my db\" SET search_path TO \"$user\", \"public\"",
+                "ALTER ROLE \"app\" IN DATABASE \"d\" RESET work_mem"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_alter_names_only_the_attributes_that_change() {
+        let was = RoleAttrs {
+            superuser: false,
+            createdb: false,
+            createrole: false,
+            login: true,
+            replication: false,
+            bypassrls: false,
+            connection_limit: -1,
+        };
+        let step = |attrs: RoleAttrs, set_password: bool| Step::AlterRole {
+            attrs,
+            was,
+            set_password,
+            grant_admin_to: None,
+            settings: Vec::new(),
+            admin_member: None,
+        };
+        // A password reset names no attribute a non-superuser admin may not touch.
+        assert_eq!(
+            role_sql("app", "v", &step(was, true)).unwrap(),
+            "ALTER ROLE \"app\" WITH INHERIT PASSWORD 'v'"
+        );
+        let changed = RoleAttrs { createdb: true, connection_limit: 3, ..was };
+        assert_eq!(
+            role_sql("app", "v", &step(changed, false)).unwrap(),
+            "ALTER ROLE \"app\" WITH CREATEDB INHERIT CONNECTION LIMIT 3"
         );
     }
 
