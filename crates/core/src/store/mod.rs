@@ -20,12 +20,7 @@ macro_rules! with_bump {
             r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
                credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
                connection_limit as "connection_limit!",
-               (select coalesce(jsonb_agg(jsonb_build_object('name', p.name, 'value', p.value,
-                                                             'database', p.database_name)
-                                          order by p.database_name nulls first, p.name), '[]')
-                  from cluster_user_parameters p
-                 where p.cluster_id = changed.cluster_id and p.user_name = changed.name)
-                 as "parameters!: crate::model::Parameters",
+               user_parameters(cluster_id, name) as "parameters!: crate::model::Parameters",
                state as "state!: DesiredState", generation as "generation!",
                applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
                last_error, claimed as "claimed!", created_at as "created_at!",
@@ -79,12 +74,7 @@ macro_rules! select_rows {
             crate::model::User,
             r#"select cluster_id, name, role as "role: UserRole", credentials_sealed, allow_replication,
                       connection_limit,
-                      (select coalesce(jsonb_agg(jsonb_build_object('name', p.name, 'value', p.value,
-                                                                    'database', p.database_name)
-                                                 order by p.database_name nulls first, p.name), '[]')
-                         from cluster_user_parameters p
-                        where p.cluster_id = cluster_users.cluster_id and p.user_name = cluster_users.name)
-                        as "parameters!: crate::model::Parameters",
+                      user_parameters(cluster_id, name) as "parameters!: crate::model::Parameters",
                       state as "state: DesiredState", generation, applied_generation,
                       sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
                       reassign_to

@@ -307,16 +307,17 @@ fn unmanaged(noun: &str, name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
     use crate::observe::RoleFacts;
 
-    fn observed(version_num: i32) -> Observed {
+    /// A superuser's view of an empty server of `version_num` (also the snapshots').
+    pub(crate) fn observed(version_num: i32) -> Observed {
         Observed {
             version_num,
-            version: String::new(),
+            version: format!("{}.1", version_num / 10000),
             server_id: "1:5432".into(),
             admin_is_superuser: true,
             roles: HashMap::new(),
@@ -326,7 +327,8 @@ mod tests {
         }
     }
 
-    fn role(name: &str) -> DesiredRole {
+    /// A normal user, present and claimed, with no settings (also the snapshots').
+    pub(crate) fn role(name: &str) -> DesiredRole {
         DesiredRole {
             name: name.into(),
             primary: false,

@@ -13,6 +13,7 @@ use pgplane_core::store::AccessForPass;
 use super::access::tests::{cluster, grant, membership, new_read_only_level, recorded};
 use super::access::{DatabaseFacts, GroupFacts, Inputs};
 use super::pass::{plan_pass, PassPlan, Seen, Wanted, WantedDatabase, WantedRole};
+use super::tests::observed;
 use super::{DesiredDatabase, DesiredRole};
 use crate::observe::rights::DatabaseRights;
 use crate::observe::{Observed, RoleFacts};
@@ -20,33 +21,9 @@ use pgplane_target_server::primary::{ForeignGrant, Side};
 
 const VERIFIER: &str = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy";
 
-fn observed(version_num: i32) -> Observed {
-    Observed {
-        version_num,
-        version: format!("{}.1", version_num / 10000),
-        server_id: "1:5432".into(),
-        admin_is_superuser: true,
-        admin_sets_primary: true,
-        roles: HashMap::new(),
-        databases: HashMap::new(),
-        primary_admin_of: Default::default(),
-    }
-}
-
+/// A role as the snapshots want it: the primary user is `doadmin`.
 fn role(name: &str) -> DesiredRole {
-    DesiredRole {
-        name: name.into(),
-        primary: name == "doadmin",
-        allow_replication: false,
-        verifier: VERIFIER.into(),
-        state: DesiredState::Present,
-        claimed: true,
-        changed: false,
-        reassign_to: None,
-        withheld: None,
-        connection_limit: -1,
-        parameters: Vec::new(),
-    }
+    DesiredRole { primary: name == "doadmin", verifier: VERIFIER.into(), ..super::tests::role(name) }
 }
 
 /// A role on the target exactly as `r` wants it on `version`.
