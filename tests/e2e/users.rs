@@ -312,3 +312,44 @@ async fn on_postgres_17_the_primary_user_can_manage_the_users_pgplane_creates() 
         app.target.login(&app.primary_user, &app.primary_password().await, &app.default_db).await.unwrap();
     primary.batch_execute(&format!("ALTER ROLE \"{name}\" CONNECTION LIMIT 5")).await.unwrap();
 }
+
+/// Hash hygiene: a password set by hand and stored as MD5 is drift; the next full pass puts
+/// the user's SCRAM verifier back and says so.
+async fn a_password_stored_as_md5_is_replaced_by_scram(major: u32) {
+    let app = TestApp::spawn_with(AppOptions {
+        target_major: major,
+        resync_interval: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let name = app.unique("hashed");
+    let password = app.create_user(&name).await;
+    let admin = app.target_admin("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "SET password_encryption = 'md5'; ALTER ROLE {name} PASSWORD 'md5-by-hand-secret'"
+        ))
+        .await
+        .unwrap();
+    let md5 = "SELECT (rolpassword LIKE 'md5%')::text FROM pg_authid WHERE rolname = $1";
+    assert_eq!(app.target_strings(md5, &[&name]).await, ["true"]);
+    let stored = "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = $1";
+    let repaired = app
+        .eventually(std::time::Duration::from_secs(20), || async {
+            app.target_strings(stored, &[&name]).await == ["SCRAM-SHA-256$"]
+        })
+        .await;
+    assert!(repaired, "the SCRAM verifier is back");
+    assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
+    assert!(app.target.login(&name, "md5-by-hand-secret", &app.default_db).await.is_err());
+    let (_, body) = app.get(&app.cluster_path("/drift")).await;
+    let described: Vec<&str> = body["drift_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == name.as_str())
+        .map(|e| e["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(described, ["the password was stored as MD5"], "{body}");
+}
+on_each_version!(a_password_stored_as_md5_is_replaced_by_scram);

@@ -39,7 +39,16 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
                 }
             }
             if *set_password {
-                found.push("the password was changed".into());
+                // Hash hygiene: a verifier that is not SCRAM is named (PostgreSQL 10+ hashes every
+                // password it is given, as MD5 when `password_encryption` says so).
+                let stored = observed.roles.get(&role.name).and_then(|f| f.password.as_deref());
+                found.push(match stored {
+                    Some(p) if p.starts_with("md5") => "the password was stored as MD5".into(),
+                    Some(p) if !p.starts_with("SCRAM-SHA-256$") => {
+                        "the password was stored in plaintext".into()
+                    }
+                    _ => "the password was changed".into(),
+                });
             }
             if grant_admin_to.is_some() {
                 found.push("the primary user's ADMIN OPTION on it was revoked".into());

@@ -165,7 +165,7 @@ fn drift_of_each_kind_is_repaired() {
         expect![[r#"
             PostgreSQL 17.1, 1 in sync
             == roles
-            user app: alter_role [drift: the password was changed]
+            user app: alter_role [drift: the password was stored as MD5]
                 ALTER ROLE "app" WITH INHERIT PASSWORD '<redacted>'
             user ops: alter_role [drift: SUPERUSER was granted, CREATEROLE was granted, the primary user's ADMIN OPTION on it was revoked]
                 ALTER ROLE "ops" WITH NOSUPERUSER NOCREATEROLE INHERIT; GRANT "ops" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE
