@@ -11,6 +11,7 @@ mod dbs;
 mod faults;
 mod fuzz;
 mod names;
+mod no_superuser;
 mod openapi;
 mod ops;
 mod preview;

@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use pgplane_testkit::{AppOptions, OwnServer, TestApp};
+use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 
 use crate::{on_each_version, sqlstate};
 
 /// The role's parameter settings on the target, as `database:name=value` (`*` for every
 /// database), sorted.
-async fn settings_on_target(app: &TestApp, role: &str) -> Vec<String> {
+pub(crate) async fn settings_on_target(app: &TestApp, role: &str) -> Vec<String> {
     let mut found = app
         .target_strings(
             "SELECT coalesce(d.datname, '*') || ':' || c
@@ -169,99 +169,3 @@ async fn bad_settings_are_refused_saying_which_and_change_nothing() {
     let (_, body) = app.get(&app.cluster_path("/users")).await;
     assert_eq!(body["users"].as_array().unwrap().len(), 2, "no user was created: {body}");
 }
-
-/// With an admin role that has only CREATEROLE and CREATEDB (as on hosted servers), limits and
-/// parameters are set, and changes by hand repaired, as with a superuser.
-async fn settings_need_no_superuser(major: u32) {
-    // A server of its own: what this admin's sessions leave in the server's log is checked.
-    if !pgplane_testkit::own_containers() {
-        return;
-    }
-    let server = OwnServer::start(major).await;
-    let app = TestApp::spawn_with(AppOptions {
-        target_major: major,
-        target_server: Some(server.server.clone()),
-        resync_interval: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await;
-    let (admin_user, admin_password) = (app.unique("plainadmin"), "plain-admin-secret-1");
-    app.target_admin("postgres")
-        .await
-        .batch_execute(&format!(
-            // As README asks of an operator whose admin role is not a superuser: the server's
-            // superuser keeps that role's statements out of the server log, once.
-            "CREATE ROLE {admin_user} LOGIN CREATEROLE CREATEDB PASSWORD '{admin_password}'; \
-             ALTER ROLE {admin_user} SET log_statement = 'none'; \
-             ALTER ROLE {admin_user} SET log_min_error_statement = 'panic'; \
-             ALTER ROLE {admin_user} SET log_min_duration_statement = -1; \
-             ALTER ROLE {admin_user} SET log_min_duration_sample = -1; \
-             ALTER ROLE {admin_user} SET log_transaction_sample_rate = 0"
-        ))
-        .await
-        .unwrap();
-    let mut body = app.registration(&app.unique("plain").replace('_', "-"));
-    let primary = app.unique("plainowner");
-    let db = app.unique("plaindb");
-    body["pgplane"]["user"] = json!(admin_user);
-    body["pgplane"]["password"] = json!(admin_password);
-    body["pgplane"]["primary_user"] = json!(primary);
-    body["pgplane"]["default_database"] = json!(db);
-    let (status, answer) = app.post("/v2/databases", body).await;
-    assert_eq!(status, 201, "{answer}");
-    let cluster = answer["database"]["id"].as_str().unwrap().to_string();
-    let online = app
-        .eventually(Duration::from_secs(20), || async {
-            app.get(&format!("/v2/databases/{cluster}")).await.1["database"]["status"] == "online"
-        })
-        .await;
-    let (_, shown) = app.get(&format!("/v2/databases/{cluster}")).await;
-    assert!(online, "registered with an admin that has CREATEROLE and CREATEDB only: {shown}");
-
-    let name = app.unique("plainuser");
-    let settings = json!({
-        "connection_limit": 4,
-        "parameters": [{"name": "lock_timeout", "value": "2s"}, {"name": "work_mem", "value": "4MB", "database": db}],
-    });
-    let path = format!("/v2/databases/{cluster}/users");
-    let (status, answer) = app.post(&path, json!({"name": name, "settings": settings})).await;
-    assert_eq!(status, 201, "{answer}");
-    assert_eq!(answer["user"]["status"], "ready", "{answer}");
-    let limit = "SELECT rolconnlimit::text FROM pg_roles WHERE rolname = $1";
-    assert_eq!(app.target_strings(limit, &[&name]).await, ["4"]);
-    assert_eq!(settings_on_target(&app, &name).await, ["*:lock_timeout=2s", &format!("{db}:work_mem=4MB")]);
-
-    app.target_admin("postgres")
-        .await
-        .batch_execute(&format!("ALTER ROLE {name} CONNECTION LIMIT 9; ALTER ROLE {name} RESET lock_timeout"))
-        .await
-        .unwrap();
-    let repaired = app
-        .eventually(Duration::from_secs(20), || async {
-            app.target_strings(limit, &[&name]).await == ["4"]
-                && settings_on_target(&app, &name).await.contains(&"*:lock_timeout=2s".to_string())
-        })
-        .await;
-    let (_, shown) = app.get(&format!("/v2/databases/{cluster}")).await;
-    assert!(repaired, "{:?} {}", settings_on_target(&app, &name).await, shown["database"]["pgplane"]);
-
-    // A password reset, and a database of the primary user's, need no superuser either.
-    let old = answer["user"]["password"].as_str().unwrap().to_string();
-    let (status, reset) = app.post(&format!("{path}/{name}/reset_auth"), json!({})).await;
-    assert_eq!(status, 200, "{reset}");
-    assert_eq!(reset["user"]["status"], "ready", "{reset}");
-    let new = reset["user"]["password"].as_str().unwrap();
-    assert!(app.target.login(&name, new, &db).await.is_ok(), "the new password logs in");
-    assert!(app.target.login(&name, &old, &db).await.is_err(), "the old one does not");
-    let more = app.unique("plainmore");
-    let (status, created) = app.post(&format!("/v2/databases/{cluster}/dbs"), json!({"name": more})).await;
-    assert_eq!(status, 201, "{created}");
-    let owner = "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1";
-    assert_eq!(app.target_strings(owner, &[&more]).await, [primary.as_str()]);
-
-    // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
-    let log = app.target.log();
-    let leaked: Vec<&str> = log.lines().filter(|l| l.contains("SCRAM-SHA-256$")).collect();
-    assert!(leaked.is_empty(), "verifiers in the server log: {leaked:?}");
-}
-on_each_version!(settings_need_no_superuser);

@@ -76,8 +76,9 @@ pub(crate) struct Observed {
     pub databases: HashMap<String, String>,
     /// Roles on which the primary user holds ADMIN OPTION (matters on PostgreSQL 16+).
     pub primary_admin_of: HashSet<String>,
-    /// Whether the admin role may act as the primary user (SET ROLE on 16+, membership before),
-    /// which a non-superuser needs to create databases owned by it. False while the primary user
+    /// Whether the admin role may act as the primary user and holds its privileges (SET and
+    /// INHERIT on 16+, an inheriting membership before), which a non-superuser needs to create
+    /// databases owned by it and set default privileges for it. False while the primary user
     /// does not exist.
     pub admin_sets_primary: bool,
 }
@@ -127,7 +128,8 @@ pub(crate) async fn observe(
                 (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {},
                 (SELECT CASE WHEN current_setting('server_version_num')::int4 >= 160000
                              THEN pg_catalog.pg_has_role(current_user, r.oid, 'SET')
-                             ELSE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') END
+                                  AND pg_catalog.pg_has_role(current_user, r.oid, 'USAGE')
+                             ELSE pg_catalog.pg_has_role(current_user, r.oid, 'USAGE') END
                    FROM pg_catalog.pg_roles r WHERE r.rolname = $1)",
         pgplane_target_server::SERVER_ID_SQL
     );

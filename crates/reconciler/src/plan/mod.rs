@@ -71,15 +71,17 @@ impl DesiredRole {
 pub(crate) enum AdminMembership {
     /// Before PostgreSQL 16: a plain membership.
     Member,
-    /// PostgreSQL 16+: SET only (no INHERIT: the admin role does not take on its privileges).
-    SetOnly,
+    /// PostgreSQL 16+: with INHERIT (default privileges `FOR ROLE` the primary user need its
+    /// privileges) and SET (`OWNER` needs it). The admin role may manage every role of the
+    /// cluster already; no tenant logs in as it.
+    InheritAndSet,
 }
 
 /// The membership the admin role lacks in `role`, when `role` is the primary user.
 fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembership> {
     let needed = role.primary && !observed.admin_is_superuser && !observed.admin_sets_primary;
     needed.then_some(if observed.version_num >= ADMIN_OPTION_VERSION_NUM {
-        AdminMembership::SetOnly
+        AdminMembership::InheritAndSet
     } else {
         AdminMembership::Member
     })
@@ -504,7 +506,9 @@ pub(crate) mod tests {
     #[test]
     fn an_admin_that_is_not_a_superuser_becomes_a_member_of_the_primary_user_once() {
         let primary = DesiredRole { primary: true, ..role("doadmin") };
-        for (version, membership) in [(150000, AdminMembership::Member), (170000, AdminMembership::SetOnly)] {
+        for (version, membership) in
+            [(150000, AdminMembership::Member), (170000, AdminMembership::InheritAndSet)]
+        {
             let mut o =
                 Observed { admin_is_superuser: false, admin_sets_primary: false, ..observed(version) };
             let step = plan_role(&primary, &o, "doadmin");

@@ -33,8 +33,8 @@ fn attrs_sql(attrs: RoleAttrs, was: Option<RoleAttrs>) -> String {
 fn admin_member_sql(name: &str, membership: AdminMembership) -> String {
     match membership {
         AdminMembership::Member => format!("GRANT {} TO CURRENT_USER", ident(name)),
-        AdminMembership::SetOnly => {
-            format!("GRANT {} TO CURRENT_USER WITH INHERIT FALSE, SET TRUE", ident(name))
+        AdminMembership::InheritAndSet => {
+            format!("GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE", ident(name))
         }
     }
 }

@@ -1,0 +1,127 @@
+//! An admin role with only CREATEROLE and CREATEDB, as hosted servers give: registration, a
+//! user with a connection limit and parameters (and their drift repaired), a password reset, a
+//! database owned by the primary user and an access level all work as with a superuser, on
+//! PostgreSQL 15 and 17, and no verifier reaches the server's log once the server's superuser
+//! has set that role's logging as README asks.
+
+use std::time::Duration;
+
+use pgplane_testkit::{AppOptions, OwnServer, TestApp};
+use serde_json::json;
+
+use crate::on_each_version;
+use crate::settings::settings_on_target;
+
+async fn an_admin_without_superuser_manages_users_settings_databases_and_access(major: u32) {
+    // A server of its own: what this admin's sessions leave in the server's log is checked.
+    if !pgplane_testkit::own_containers() {
+        return;
+    }
+    let server = OwnServer::start(major).await;
+    let app = TestApp::spawn_with(AppOptions {
+        target_major: major,
+        target_server: Some(server.server.clone()),
+        resync_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (admin_user, admin_password) = (app.unique("plainadmin"), "plain-admin-secret-1");
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!(
+            // As README asks of an operator whose admin role is not a superuser: the server's
+            // superuser keeps that role's statements out of the server log, once.
+            "CREATE ROLE {admin_user} LOGIN CREATEROLE CREATEDB PASSWORD '{admin_password}'; \
+             ALTER ROLE {admin_user} SET log_statement = 'none'; \
+             ALTER ROLE {admin_user} SET log_min_error_statement = 'panic'; \
+             ALTER ROLE {admin_user} SET log_min_duration_statement = -1; \
+             ALTER ROLE {admin_user} SET log_min_duration_sample = -1; \
+             ALTER ROLE {admin_user} SET log_transaction_sample_rate = 0"
+        ))
+        .await
+        .unwrap();
+    let mut body = app.registration(&app.unique("plain").replace('_', "-"));
+    let primary = app.unique("plainowner");
+    let db = app.unique("plaindb");
+    body["pgplane"]["user"] = json!(admin_user);
+    body["pgplane"]["password"] = json!(admin_password);
+    body["pgplane"]["primary_user"] = json!(primary);
+    body["pgplane"]["default_database"] = json!(db);
+    let (status, answer) = app.post("/v2/databases", body).await;
+    assert_eq!(status, 201, "{answer}");
+    let cluster = answer["database"]["id"].as_str().unwrap().to_string();
+    let owner_password = answer["database"]["connection"]["password"].as_str().unwrap().to_string();
+    let online = app
+        .eventually(Duration::from_secs(20), || async {
+            app.get(&format!("/v2/databases/{cluster}")).await.1["database"]["status"] == "online"
+        })
+        .await;
+    let (_, shown) = app.get(&format!("/v2/databases/{cluster}")).await;
+    assert!(online, "registered with an admin that has CREATEROLE and CREATEDB only: {shown}");
+
+    let name = app.unique("plainuser");
+    let settings = json!({
+        "connection_limit": 4,
+        "parameters": [{"name": "lock_timeout", "value": "2s"}, {"name": "work_mem", "value": "4MB", "database": db}],
+    });
+    let path = format!("/v2/databases/{cluster}/users");
+    let (status, answer) = app.post(&path, json!({"name": name, "settings": settings})).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["user"]["status"], "ready", "{answer}");
+    let limit = "SELECT rolconnlimit::text FROM pg_roles WHERE rolname = $1";
+    assert_eq!(app.target_strings(limit, &[&name]).await, ["4"]);
+    assert_eq!(settings_on_target(&app, &name).await, ["*:lock_timeout=2s", &format!("{db}:work_mem=4MB")]);
+
+    app.target_admin("postgres")
+        .await
+        .batch_execute(&format!("ALTER ROLE {name} CONNECTION LIMIT 9; ALTER ROLE {name} RESET lock_timeout"))
+        .await
+        .unwrap();
+    let repaired = app
+        .eventually(Duration::from_secs(20), || async {
+            app.target_strings(limit, &[&name]).await == ["4"]
+                && settings_on_target(&app, &name).await.contains(&"*:lock_timeout=2s".to_string())
+        })
+        .await;
+    let (_, shown) = app.get(&format!("/v2/databases/{cluster}")).await;
+    assert!(repaired, "{:?} {}", settings_on_target(&app, &name).await, shown["database"]["pgplane"]);
+
+    // A password reset, and a database of the primary user's, need no superuser either.
+    let old = answer["user"]["password"].as_str().unwrap().to_string();
+    let (status, reset) = app.post(&format!("{path}/{name}/reset_auth"), json!({})).await;
+    assert_eq!(status, 200, "{reset}");
+    assert_eq!(reset["user"]["status"], "ready", "{reset}");
+    let new = reset["user"]["password"].as_str().unwrap();
+    assert!(app.target.login(&name, new, &db).await.is_ok(), "the new password logs in");
+    assert!(app.target.login(&name, &old, &db).await.is_err(), "the old one does not");
+    let more = app.unique("plainmore");
+    let (status, created) = app.post(&format!("/v2/databases/{cluster}/dbs"), json!({"name": more})).await;
+    assert_eq!(status, 201, "{created}");
+    let owner = "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1";
+    assert_eq!(app.target_strings(owner, &[&more]).await, [primary.as_str()]);
+
+    // And an access level: its reader reads what the primary user made there, and writes nothing.
+    let owner = app.target.login(&primary, &owner_password, &more).await.expect("the primary user logs in");
+    owner.batch_execute("CREATE TABLE books (n int); INSERT INTO books VALUES (1)").await.unwrap();
+    let reader = app.unique("plainreader");
+    let (status, made) =
+        app.post(&path, json!({"name": reader, "access": [{"database": more, "level": "read_only"}]})).await;
+    assert_eq!(status, 201, "{made}");
+    let (_, access) = app.get(&format!("{path}/{reader}/access")).await;
+    assert_eq!(access["status"], "ready", "{access}");
+    let session = app
+        .target
+        .login(&reader, made["user"]["password"].as_str().unwrap(), &more)
+        .await
+        .expect("the reader logs in");
+    let rows = session.query("SELECT n FROM books", &[]).await.expect("read_only reads");
+    assert_eq!(rows.len(), 1);
+    let err = session.batch_execute("INSERT INTO books VALUES (2)").await.unwrap_err();
+    assert_eq!(crate::sqlstate(&err), "42501", "{err}");
+
+    // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
+    let log = app.target.log();
+    let leaked: Vec<&str> = log.lines().filter(|l| l.contains("SCRAM-SHA-256$")).collect();
+    assert!(leaked.is_empty(), "verifiers in the server log: {leaked:?}");
+}
+on_each_version!(an_admin_without_superuser_manages_users_settings_databases_and_access);
