@@ -1,6 +1,7 @@
 //! An admin role with only CREATEROLE and CREATEDB, as hosted servers give: registration, a
 //! user with a connection limit and parameters (and their drift repaired), a password reset, a
-//! database owned by the primary user and an access level all work as with a superuser, on
+//! database owned by the primary user, an access level and the deletion of a user that owns a
+//! table all work as with a superuser, on
 //! PostgreSQL 15 and 17, and no verifier reaches the server's log once the server's superuser
 //! has set that role's logging as README asks.
 
@@ -118,6 +119,22 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
     assert_eq!(rows.len(), 1);
     let err = session.batch_execute("INSERT INTO books VALUES (2)").await.unwrap_err();
     assert_eq!(crate::sqlstate(&err), "42501", "{err}");
+
+    // A user that owns a table is deleted: the table goes to the primary user, nothing is lost.
+    let maker = app.unique("plainmaker");
+    let (status, made) = app.post(&path, json!({"name": maker})).await;
+    assert_eq!(status, 201, "{made}");
+    app.create_owned_table(&maker, made["user"]["password"].as_str().unwrap(), &more, "made").await;
+    let (status, gone) = app.delete(&format!("{path}/{maker}")).await;
+    assert_eq!(status, 204, "{gone}");
+    let row = app
+        .target_admin(&more)
+        .await
+        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'made'", &[])
+        .await
+        .expect("the table is still there");
+    assert_eq!(row.get::<_, String>(0), primary);
+    assert!(!app.role_exists(&maker).await);
 
     // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
     let log = app.target.log();

@@ -8,7 +8,8 @@
 use futures::future::join_all;
 use tokio_postgres::Client;
 
-use crate::sql::roles::{drop_role_sql, hand_over_sql, nologin_sql, terminate_sql};
+use crate::plan::AdminMembership;
+use crate::sql::roles::{admin_member_sql, drop_role_sql, hand_over_sql, nologin_sql, terminate_sql};
 use pgplane_target_server::sql::{LOUD, QUIET};
 use pgplane_target_server::TargetError;
 use pgplane_target_server::{SessionLimits, TargetSpec};
@@ -89,9 +90,24 @@ pub(crate) async fn drop_roles(
     limits: SessionLimits,
     names: &[&str],
     reassign_to: &str,
+    acting: Option<AdminMembership>,
 ) -> Vec<Result<(), TargetError>> {
-    let nologin: Vec<String> = names.iter().map(|n| nologin_sql(n)).collect();
+    // An admin that is not a superuser takes the privileges of the roles it hands over, and of
+    // their heir (REASSIGN OWNED needs both).
+    let nologin: Vec<String> = names
+        .iter()
+        .map(|n| match acting {
+            Some(m) => format!("{}; {}", nologin_sql(n), admin_member_sql(n, m)),
+            None => nologin_sql(n),
+        })
+        .collect();
     let mut results = pipelined(client, &nologin).await;
+    if let Some(m) = acting {
+        if let Err(e) = client.batch_execute(&admin_member_sql(reassign_to, m)).await {
+            fail_remaining(&mut results, &e.into());
+            return results;
+        }
+    }
     let live: Vec<&str> =
         names.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(name, _)| *name).collect();
     if live.is_empty() {

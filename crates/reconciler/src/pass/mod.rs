@@ -183,7 +183,7 @@ pub(crate) async fn run_pass(
             .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
-    drop_roles(shared, &cluster, &spec, clients[0], &absent, &mut ledger).await?;
+    drop_roles(shared, &cluster, &spec, clients[0], &observed, &absent, &mut ledger).await?;
     ledger.flush(shared, cluster_id).await?;
 
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);

@@ -19,7 +19,7 @@ use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
 use crate::plan::drift::{database_drift, role_drift};
-use crate::plan::{heir_of, inheriting, Step};
+use crate::plan::{admin_membership, heir_of, inheriting, Step};
 use crate::sql;
 
 /// Creates and fixes the roles that should exist: claims the new ones first (one statement),
@@ -95,6 +95,7 @@ pub(super) async fn drop_roles<'a>(
     cluster: &Cluster,
     spec: &TargetSpec,
     client: &Client,
+    observed: &Observed,
     planned: &[(&'a RoleItem, Step)],
     ledger: &mut Ledger<'a>,
 ) -> Result<(), pgplane_core::Error> {
@@ -139,7 +140,8 @@ pub(super) async fn drop_roles<'a>(
         let group: Vec<&(&RoleItem, Step)> =
             drops.iter().copied().filter(|(_, s)| heir_for(s) == Some(heir)).collect();
         let names: Vec<&str> = group.iter().map(|(i, _)| i.desired.name.as_str()).collect();
-        let results = apply::drop_roles(client, spec, shared.config.session_limits, &names, heir).await;
+        let limits = shared.config.session_limits;
+        let results = apply::drop_roles(client, spec, limits, &names, heir, admin_membership(observed)).await;
         for ((item, step), result) in group.into_iter().zip(results) {
             let outcome = outcome_of(step, result.map_err(Into::into));
             conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);

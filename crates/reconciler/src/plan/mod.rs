@@ -77,14 +77,19 @@ pub(crate) enum AdminMembership {
     InheritAndSet,
 }
 
-/// The membership the admin role lacks in `role`, when `role` is the primary user.
-fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembership> {
-    let needed = role.primary && !observed.admin_is_superuser && !observed.admin_sets_primary;
-    needed.then_some(if observed.version_num >= ADMIN_OPTION_VERSION_NUM {
+/// How an admin role that is not a superuser takes a role's privileges on this server (None
+/// for a superuser, which has them all).
+pub(crate) fn admin_membership(observed: &Observed) -> Option<AdminMembership> {
+    (!observed.admin_is_superuser).then_some(if observed.version_num >= ADMIN_OPTION_VERSION_NUM {
         AdminMembership::InheritAndSet
     } else {
         AdminMembership::Member
     })
+}
+
+/// The membership the admin role lacks in `role`, when `role` is the primary user.
+fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembership> {
+    admin_membership(observed).filter(|_| role.primary && !observed.admin_sets_primary)
 }
 
 /// One parameter setting of a role to change: set to `value`, or reset (None).

@@ -28,9 +28,10 @@ fn attrs_sql(attrs: RoleAttrs, was: Option<RoleAttrs>) -> String {
     sql
 }
 
-/// The statement that makes the admin role (the session's `CURRENT_USER`) a member of the
-/// primary user, as [`AdminMembership`] says.
-fn admin_member_sql(name: &str, membership: AdminMembership) -> String {
+/// The statement that makes the admin role (the session's `CURRENT_USER`) a member of `name`
+/// (the primary user; a role being dropped and its heir, whose objects it hands over), as
+/// [`AdminMembership`] says.
+pub(crate) fn admin_member_sql(name: &str, membership: AdminMembership) -> String {
     match membership {
         AdminMembership::Member => format!("GRANT {} TO CURRENT_USER", ident(name)),
         AdminMembership::InheritAndSet => {
