@@ -47,6 +47,20 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// The descriptions of the drift events recorded on `name` (a user or database) of the test's
+/// cluster, as `GET …/drift` lists them.
+pub async fn drift_described(app: &pgplane_testkit::TestApp, name: &str) -> Vec<String> {
+    let (status, body) = app.get(&app.cluster_path("/drift")).await;
+    assert_eq!(status, 200, "{body}");
+    body["drift_events"]
+        .as_array()
+        .expect("drift_events")
+        .iter()
+        .filter(|e| e["name"] == name)
+        .map(|e| e["description"].as_str().expect("description").to_string())
+        .collect()
+}
+
 /// Percent-encodes a name for a path segment, as PyDo does (including '/').
 pub fn encode(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 
-use crate::{on_each_version, sqlstate};
+use crate::{drift_described, on_each_version, sqlstate};
 
 /// The role's parameter settings on the target, as `database:name=value` (`*` for every
 /// database), sorted.
@@ -92,14 +92,7 @@ async fn limits_and_parameters_are_felt_by_sessions_and_come_back_when_changed(m
         })
         .await;
     assert!(repaired, "{:?}", settings_on_target(&app, &name).await);
-    let (_, body) = app.get(&app.cluster_path("/drift")).await;
-    let described: Vec<&str> = body["drift_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["name"] == name.as_str())
-        .map(|e| e["description"].as_str().unwrap())
-        .collect();
+    let described = drift_described(&app, &name).await;
     assert!(
         described.iter().any(|d| d.contains("its connection limit was changed to 7")
             && d.contains("parameter statement_timeout was changed to \"5s\"")

@@ -4,7 +4,7 @@
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 
-use crate::{encode, on_each_version, sqlstate};
+use crate::{drift_described, encode, on_each_version, sqlstate};
 
 async fn a_new_user_can_log_in_and_nothing_more(major: u32) {
     let app = TestApp::spawn(major).await;
@@ -342,14 +342,6 @@ async fn a_password_stored_as_md5_is_replaced_by_scram(major: u32) {
     assert!(repaired, "the SCRAM verifier is back");
     assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
     assert!(app.target.login(&name, "md5-by-hand-secret", &app.default_db).await.is_err());
-    let (_, body) = app.get(&app.cluster_path("/drift")).await;
-    let described: Vec<&str> = body["drift_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["name"] == name.as_str())
-        .map(|e| e["description"].as_str().unwrap())
-        .collect();
-    assert_eq!(described, ["the password was stored as MD5"], "{body}");
+    assert_eq!(drift_described(&app, &name).await, ["the password was stored as MD5"]);
 }
 on_each_version!(a_password_stored_as_md5_is_replaced_by_scram);

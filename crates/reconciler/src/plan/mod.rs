@@ -112,12 +112,16 @@ fn ours(database: Option<&str>, owner: Option<&str>, primary_user: &str) -> bool
     database.is_none() || owner == Some(primary_user)
 }
 
+/// Whether `parameter` may be set now: in every database, or in one the target shows as the
+/// cluster's.
+fn settable(parameter: &RoleParameter, observed: &Observed, primary_user: &str) -> bool {
+    let owner = parameter.database.as_ref().and_then(|d| observed.databases.get(d));
+    ours(parameter.database.as_deref(), owner.map(String::as_str), primary_user)
+}
+
 /// Whether some parameter of `role` names a database that is not the cluster's on the target.
 pub(crate) fn waits_for_a_database(role: &DesiredRole, observed: &Observed, primary_user: &str) -> bool {
-    role.parameters.iter().any(|p| {
-        let owner = p.database.as_ref().and_then(|d| observed.databases.get(d));
-        !ours(p.database.as_deref(), owner.map(String::as_str), primary_user)
-    })
+    role.parameters.iter().any(|p| !settable(p, observed, primary_user))
 }
 
 /// The parameter settings that bring `found` to what `role` wants, in the cluster's databases
@@ -129,11 +133,7 @@ fn setting_changes(
     primary_user: &str,
 ) -> Vec<SettingChange> {
     let mut changes = Vec::new();
-    for wanted in &role.parameters {
-        let owner = wanted.database.as_ref().and_then(|d| observed.databases.get(d));
-        if !ours(wanted.database.as_deref(), owner.map(String::as_str), primary_user) {
-            continue;
-        }
+    for wanted in role.parameters.iter().filter(|p| settable(p, observed, primary_user)) {
         let same = found.iter().any(|f| {
             f.database == wanted.database
                 && f.name == wanted.name
