@@ -108,13 +108,24 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Once its deletion is requested: the role what it owns is handed to (None: the primary
-    /// user).
+    /// user). For a lease, from its creation.
     pub reassign_to: Option<String>,
+    /// When the server stops accepting its logins (None: never).
+    pub valid_until: Option<DateTime<Utc>>,
+    /// When a pass after `valid_until` ended its sessions (None: not yet, or no expiry).
+    pub expiry_enforced_at: Option<DateTime<Utc>>,
+    /// For a lease: how far a renewal moves `valid_until`, in seconds; at `valid_until` its
+    /// deletion is requested. None for every other user.
+    pub lease_seconds: Option<i32>,
 }
 
 impl User {
     pub fn is_primary(&self) -> bool {
         self.role == UserRole::Primary
+    }
+    /// Whether the server refuses its logins at `now`.
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.valid_until.is_some_and(|t| t <= now)
     }
     /// The additional-data context that binds sealed credentials to this user.
     pub fn credentials_context(cluster_id: Uuid, name: &str) -> String {
@@ -132,6 +143,18 @@ pub struct UserSettings {
     /// -1: no limit.
     pub connection_limit: i32,
     pub parameters: Vec<RoleParameter>,
+    /// When the server stops accepting its logins (None: never).
+    pub valid_until: Option<DateTime<Utc>>,
+    /// A lease: its lifetime in seconds (see [`User::lease_seconds`]) and its heir.
+    pub lease: Option<Lease>,
+}
+
+/// What makes a new user a lease: how long it lives (and each renewal extends it), and who
+/// inherits what it owns when it ends (None: the primary user).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub seconds: i32,
+    pub heir: Option<String>,
 }
 
 /// A change of a user's settings: REPLICATION as given (DigitalOcean's `PUT` replaces it), the
@@ -141,6 +164,8 @@ pub struct SettingsChange {
     pub allow_replication: bool,
     pub connection_limit: Option<i32>,
     pub parameters: Option<Vec<RoleParameter>>,
+    /// A new expiry: `Some(None)` removes it.
+    pub valid_until: Option<Option<DateTime<Utc>>>,
 }
 
 /// A database pgplane manages on a cluster.

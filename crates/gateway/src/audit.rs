@@ -37,6 +37,7 @@ fn action(method: &Method, route: &str) -> String {
     };
     let verb = match *method {
         Method::POST if route.ends_with("/reset_auth") => "reset_auth",
+        Method::POST if route.ends_with("/renew") => "renew",
         Method::POST if noun == "cluster" => "register",
         Method::POST => "create",
         Method::PUT => "update",
@@ -181,6 +182,7 @@ mod tests {
         assert_eq!(action(&Method::POST, &format!("{c}/users")), "user.create");
         assert_eq!(action(&Method::PUT, &format!("{c}/users/{{username}}")), "user.update");
         assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth")), "user.reset_auth");
+        assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/renew")), "user.renew");
         assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}")), "database.delete");
     }
 }

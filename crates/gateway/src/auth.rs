@@ -346,13 +346,13 @@ pub(crate) async fn authorize(
 }
 
 /// The scopes an operation needs: reading needs `database:read`, creating `database:create`,
-/// changing settings and resetting passwords `database:update`, deleting `database:delete`;
+/// changing settings, resetting passwords and renewing leases `database:update`, deleting `database:delete`;
 /// deleting a user with an heir (`reassign_to`, which hands the heir what the user owns)
 /// needs `database:update` as well. The query is read as the handler's extractor reads it.
 pub(crate) fn required_scopes(method: &Method, path: &str, query: Option<&str>) -> Vec<Scope> {
     let base = match *method {
         Method::GET | Method::HEAD => Scope::Read,
-        Method::POST if path.ends_with("/reset_auth") => Scope::Update,
+        Method::POST if path.ends_with("/reset_auth") || path.ends_with("/renew") => Scope::Update,
         Method::POST => Scope::Create,
         Method::PUT | Method::PATCH => Scope::Update,
         Method::DELETE => Scope::Delete,
@@ -379,6 +379,7 @@ mod tests {
         assert_eq!(scope(&Method::GET, users), [Scope::Read]);
         assert_eq!(scope(&Method::POST, users), [Scope::Create]);
         assert_eq!(scope(&Method::POST, &format!("{users}/{{username}}/reset_auth")), [Scope::Update]);
+        assert_eq!(scope(&Method::POST, &format!("{users}/{{username}}/renew")), [Scope::Update]);
         assert_eq!(scope(&Method::PUT, users), [Scope::Update]);
         assert_eq!(scope(&Method::DELETE, users), [Scope::Delete]);
     }

@@ -97,6 +97,9 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             reassign_to: None,
+            valid_until: None,
+            expiry_enforced_at: None,
+            lease_seconds: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Prometheus metrics: the recorder (`metrics-exporter-prometheus`, text format only), the
 //! `/metrics` endpoint on a listener of its own (never on the API's), HTTP request counts and
 //! latencies by route template, method and status, token-cache hits and misses, build info,
-//! and the gauges read from the metadata database (objects pending, failed, in conflict).
+//! and the gauges read from the metadata database (objects pending, failed, in conflict; users
+//! expired and expiring).
 //! Labels are route templates (`/v2/databases/{database_cluster_uuid}/users/{username}`, never
 //! a raw path), methods from a fixed list and status codes: nothing unbounded, no names.
 
@@ -25,6 +26,11 @@ pub const HTTP_DURATION: &str = "pgplane_http_request_duration_seconds";
 pub const TOKEN_CACHE_HITS: &str = "pgplane_token_cache_hits_total";
 pub const TOKEN_CACHE_MISSES: &str = "pgplane_token_cache_misses_total";
 pub const OBJECTS: &str = "pgplane_objects";
+pub const USERS_EXPIRED: &str = "pgplane_users_expired";
+pub const USERS_EXPIRING: &str = "pgplane_users_expiring";
+
+/// The window `pgplane_users_expiring` counts.
+const EXPIRING_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub const BUILD_INFO: &str = "pgplane_build_info";
 
 /// Histogram buckets, in seconds: API requests wait up to the apply timeout (10 s) and passes
@@ -61,6 +67,11 @@ fn describe() {
         OBJECTS,
         "Users and databases over every cluster that are pending, failed or in conflict (from the metadata database: the same on every replica)"
     );
+    describe_gauge!(
+        USERS_EXPIRED,
+        "Users over every cluster past their expiry (valid_until), leases not yet ended included (from the metadata database)"
+    );
+    describe_gauge!(USERS_EXPIRING, "Users over every cluster whose expiry comes within the window label (from the metadata database)");
     describe_gauge!(BUILD_INFO, "Always 1; the version label is pgplane's");
 }
 
@@ -109,6 +120,13 @@ async fn refresh(store: &Store) {
             }
             Err(e) => tracing::debug!(error = %e, "cannot count objects for the metrics"),
         }
+    }
+    match store.expiry_counts(EXPIRING_WINDOW).await {
+        Ok((expired, expiring)) => {
+            gauge!(USERS_EXPIRED).set(expired as f64);
+            gauge!(USERS_EXPIRING, "window" => "24h").set(expiring as f64);
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot count expiring users for the metrics"),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use pgplane_core::lifecycle::{DesiredState, Lifecycle};
+use pgplane_core::lifecycle::{DesiredState, Lifecycle, ShownStatus};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::parameters::RoleParameter;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,18 @@ pub(crate) struct UserSettings {
     pub connection_limit: i32,
     /// Session parameters set at each login (pgplane extension).
     pub parameters: Vec<ParameterView>,
+    /// When the server stops accepting the user's logins; absent: never (pgplane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+}
+
+/// A lease: a user that is deleted when its `settings.valid_until` comes, unless renewed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LeaseView {
+    /// How far `POST …/renew` moves its end, in seconds.
+    pub ttl_seconds: i32,
+    /// Who inherits what it owns when it ends.
+    pub reassign_to: String,
 }
 
 /// A session parameter of a user: set at each of its logins in every database, or only in
@@ -96,7 +108,8 @@ pub(crate) struct UserView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     pub settings: UserSettings,
-    /// `ready`, `pending` (see `last_error`), `conflict` or `deleting`.
+    /// `ready`, `pending` (see `last_error`), `conflict`, `deleting`, or `expired` (past its
+    /// `settings.valid_until`: no login is accepted).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -106,6 +119,9 @@ pub(crate) struct UserView {
     /// `GET …/users/{username}/access`). Shown by the users endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<Vec<AccessEntry>>,
+    /// Present for a lease (pgplane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
 }
 
 /// What a user shows when its stored credentials cannot be opened.
@@ -115,7 +131,7 @@ impl UserView {
     /// The user as shown to a caller; the password only when `reveal` (the caller holds
     /// `database:view_credentials`). A user whose stored credentials cannot be opened is shown
     /// without them, saying so in its `last_error`, rather than failing a whole listing.
-    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool) -> Self {
+    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool, primary_user: &str) -> Self {
         let (password, unopened) = match reveal.then(|| credentials.password(user)) {
             None => (None, None),
             Some(Ok(password)) => (Some(password), None),
@@ -129,12 +145,20 @@ impl UserView {
                 pg_allow_replication: user.allow_replication,
                 connection_limit: user.connection_limit,
                 parameters: user.parameters.iter().map(ParameterView::from).collect(),
+                valid_until: user.valid_until.as_ref().map(rfc3339),
             },
-            status: user.shown_status().as_str(),
+            status: match user.shown_status() {
+                ShownStatus::Ready if user.expired_at(Utc::now()) => "expired",
+                shown => shown.as_str(),
+            },
             last_error: user.last_error.clone().or(unopened),
             created_at: rfc3339(&user.created_at),
             updated_at: rfc3339(&user.updated_at),
             access: None,
+            lease: user.lease_seconds.map(|ttl_seconds| LeaseView {
+                ttl_seconds,
+                reassign_to: user.reassign_to.clone().unwrap_or_else(|| primary_user.to_string()),
+            }),
         }
     }
 }
@@ -256,7 +280,7 @@ impl ClusterView {
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
-        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, credentials, reveal)).collect();
+        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, credentials, reveal, &cluster.primary_user)).collect();
         let primary_password =
             users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
         Ok(Self {

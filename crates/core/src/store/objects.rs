@@ -102,16 +102,98 @@ impl Store {
     }
 
     /// A cluster's users and databases, read at the same time: all of them, or (for a pass
-    /// woken by a write) only those whose desired state has not been applied yet.
+    /// woken by a write or an expiry) only those whose desired state has not been applied yet
+    /// and the users whose expiry is still to be enforced.
     pub async fn cluster_objects(
         &self,
         cluster_id: Uuid,
         changed_only: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
-        Ok(tokio::try_join!(
-            of_cluster!(User, &self.pool, cluster_id, changed_only),
-            of_cluster!(Database, &self.pool, cluster_id, changed_only)
-        )?)
+        let users = select_rows!(
+            User,
+            ["where cluster_id = $1 and (not $2 or applied_generation < generation
+                                          or (valid_until <= now() and expiry_enforced_at is null))
+                order by name"],
+            cluster_id,
+            changed_only
+        )
+        .fetch_all(&self.pool);
+        Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, changed_only))?)
+    }
+
+    /// Moves a lease's end to `seconds` (None: its own lifetime) from now, and makes that its
+    /// lifetime; the reconciler applies the new `VALID UNTIL`. A user that is not a present
+    /// lease is refused.
+    pub async fn renew_lease(&self, cluster_id: Uuid, name: &str, seconds: Option<i32>) -> Result<User> {
+        let user: Option<User> = with_bump!(
+            User,
+            ["update cluster_users
+                    set lease_seconds = coalesce($3, lease_seconds),
+                        valid_until = now() + make_interval(secs => coalesce($3, lease_seconds)),
+                        expiry_enforced_at = null,
+                        generation = generation + 1, updated_at = now(),
+                        sync_status = case when sync_status = $4 then $4 else $5 end
+                  where cluster_id = $1 and name = $2 and state = $6 and lease_seconds is not null
+              returning *"],
+            "$7",
+            cluster_id,
+            name,
+            seconds,
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+            DesiredState::Present as _,
+            WAKE_CHANNEL
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match user {
+            Some(user) => Ok(user),
+            None => Err(match self.get_user(cluster_id, name).await? {
+                u if u.state != DesiredState::Present => being_deleted(ObjectKind::User, name),
+                _ => Error::Invalid(format!("user {name:?} is not a lease: only a lease is renewed")),
+            }),
+        }
+    }
+
+    /// Requests the deletion of every lease, on every cluster, whose end has come (what it
+    /// owns goes to its heir, recorded at its creation), bumping and waking their clusters, in
+    /// one statement. Returns how many ended.
+    pub async fn end_leases(&self) -> Result<u64> {
+        let ended = sqlx::query_scalar!(
+            r#"with ended as (
+                 update cluster_users
+                    set state = $1, generation = generation + 1, updated_at = now()
+                  where lease_seconds is not null and valid_until <= now() and state = $2
+              returning cluster_id
+               ), bumped as (
+                 update clusters
+                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+                  where cluster_id in (select cluster_id from ended)
+              returning pg_notify($3, cluster_id::text))
+               select count(*) as "n!" from ended"#,
+            DesiredState::Absent as _,
+            DesiredState::Present as _,
+            WAKE_CHANNEL
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ended as u64)
+    }
+
+    /// How many present users have expired, and how many expire within `window`, over every
+    /// cluster (for the metrics).
+    pub async fn expiry_counts(&self, window: std::time::Duration) -> Result<(i64, i64)> {
+        let r = sqlx::query!(
+            r#"select count(*) filter (where valid_until <= now()) as "expired!",
+                      count(*) filter (where valid_until > now()
+                                         and valid_until <= now() + make_interval(secs => $1)) as "expiring!"
+                 from cluster_users where valid_until is not null and state = $2"#,
+            window.as_secs_f64(),
+            DesiredState::Present as _
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.expired, r.expiring))
     }
 
     /// One user of a cluster.
@@ -148,17 +230,20 @@ impl Store {
         let user: Option<User> = with_bump!(
             User,
             ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
-                                         connection_limit)
-                 values ($1, $2, $3, $4, $5, $6)
+                                         connection_limit, valid_until, lease_seconds, reassign_to)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  on conflict do nothing
                  returning *"],
-            "$7",
+            "$10",
             cluster_id,
             name,
             UserRole::Normal as _,
             credentials_sealed,
             settings.allow_replication,
             settings.connection_limit,
+            settings.valid_until,
+            settings.lease.as_ref().map(|l| l.seconds),
+            settings.lease.as_ref().and_then(|l| l.heir.as_deref()),
             WAKE_CHANNEL
         )
         .fetch_optional(&mut *tx)
@@ -226,6 +311,7 @@ impl Store {
         settings: Option<&SettingsChange>,
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
+        let expiry = settings.and_then(|s| s.valid_until);
         let mut tx = self.pool.begin().await?;
         let user: Option<User> = with_bump!(
             User,
@@ -233,6 +319,8 @@ impl Store {
                     set allow_replication = coalesce($3, allow_replication),
                         connection_limit = coalesce($4, connection_limit),
                         credentials_sealed = coalesce($5, credentials_sealed),
+                        valid_until = case when $10 then $11 else valid_until end,
+                        expiry_enforced_at = case when $10 then null else expiry_enforced_at end,
                         generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $6 then $6 else $7 end
                   where cluster_id = $1 and name = $2 and state = $8
@@ -246,7 +334,9 @@ impl Store {
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
             DesiredState::Present as _,
-            WAKE_CHANNEL
+            WAKE_CHANNEL,
+            expiry.is_some(),
+            expiry.flatten()
         )
         .fetch_optional(&mut *tx)
         .await?;

@@ -40,11 +40,15 @@ pub struct PassCluster {
     pub cluster: Cluster,
     /// No full pass has finished within the resync interval: this pass compares everything.
     pub resync_due: bool,
+    /// When it was read, by the metadata database's clock: a user whose `valid_until` is not
+    /// later has expired for this pass.
+    pub read_at: DateTime<Utc>,
 }
 
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
-    /// or their last full pass is older than `resync` (drift detection); never before their
+    /// a user of theirs expired and its sessions are still to end, or their last full pass is
+    /// older than `resync` (drift detection); never before their
     /// backoff time. Changed ones come first: a write is not kept waiting behind a drift round.
     /// Each comes with its team, which the reconciler shares its passes among.
     pub async fn due_clusters(&self, resync: Duration, limit: i64) -> Result<Vec<DueCluster>> {
@@ -54,7 +58,9 @@ impl Store {
                 where next_attempt_at <= now()
                   and (generation > reconciled_generation
                        or last_resync_at is null
-                       or last_resync_at < now() - make_interval(secs => $1))
+                       or last_resync_at < now() - make_interval(secs => $1)
+                       or cluster_id in (select u.cluster_id from cluster_users u
+                                          where u.valid_until <= now() and u.expiry_enforced_at is null))
                 order by generation > reconciled_generation desc, next_attempt_at
                 limit $2"#,
             resync.as_secs_f64(),
@@ -74,7 +80,8 @@ impl Store {
                       reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
                       created_at, updated_at, ca_certificate, last_resync_at, server_id,
                       (last_resync_at is null
-                       or last_resync_at < now() - make_interval(secs => $2)) as "resync_due!"
+                       or last_resync_at < now() - make_interval(secs => $2)) as "resync_due!",
+                      now() as "read_at!"
                  from clusters where cluster_id = $1"#,
             cluster_id,
             resync.as_secs_f64()
@@ -114,6 +121,7 @@ impl Store {
                 server_id: r.server_id,
             },
             resync_due: r.resync_due,
+            read_at: r.read_at,
         }))
     }
 
@@ -250,7 +258,8 @@ impl Store {
     }
 
     /// Ends a pass over `cluster` as the pass read it (desired state at its generation). With
-    /// no error, the cluster is converged up to that generation and, after a full pass,
+    /// no error, the cluster is converged up to that generation, the users that had expired
+    /// by `expired_by` (when the pass read the cluster) have had their sessions ended, and, after a full pass,
     /// resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals the admin
     /// password anew, so the sealed bytes tell): the new target still needs its full pass.
     /// With an error it is retried at `retry_at`. Either way, waiting API requests are told, in
@@ -259,6 +268,7 @@ impl Store {
     pub async fn finish_pass(
         &self,
         cluster: &Cluster,
+        expired_by: Option<DateTime<Utc>>,
         full: bool,
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
@@ -267,7 +277,10 @@ impl Store {
         let (version_num, version) = server_version.unzip();
         let end = PassEnd::new(full, error, retry_at);
         let finished = sqlx::query!(
-            r#"with c as (
+            r#"with enforced as (
+               update cluster_users set expiry_enforced_at = now()
+                where cluster_id = $1 and $3 and valid_until <= $14 and expiry_enforced_at is null
+             ), c as (
                update clusters
                   set reconciled_generation = case when $3 then greatest(reconciled_generation, $2)
                                                    else reconciled_generation end,
@@ -301,7 +314,8 @@ impl Store {
             RECONCILED_CHANNEL,
             UserRole::Primary as _,
             SyncStatus::Ready as _,
-            ClusterStatus::Online as _
+            ClusterStatus::Online as _,
+            expired_by
         )
         .fetch_optional(&self.pool)
         .await?;

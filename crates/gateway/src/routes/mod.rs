@@ -52,6 +52,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::reset_auth))
+        .routes(routes!(users::leases::renew))
         .routes(routes!(access::get, access::put))
         .routes(routes!(users::dependencies::dependencies))
         .routes(routes!(inspect::plan))
@@ -201,7 +202,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(protected, 23);
+        assert_eq!(protected, 24);
         let malformed =
             |path: &str, method: &str| doc["paths"][path][method]["responses"].get("400").is_some();
         assert!(malformed("/v2/databases/{database_cluster_uuid}/pgplane", "put"));
@@ -270,6 +271,7 @@ mod tests {
             "post /v2/databases",
             "post /v2/databases/{database_cluster_uuid}/dbs",
             "post /v2/databases/{database_cluster_uuid}/users",
+            "post /v2/databases/{database_cluster_uuid}/users/{username}/renew",
             "post /v2/databases/{database_cluster_uuid}/users/{username}/reset_auth",
             "put /v2/databases/{database_cluster_uuid}/pgplane",
             "put /v2/databases/{database_cluster_uuid}/users/{username}",

@@ -208,7 +208,10 @@ impl Reconciler {
             shared.forget_old_ends();
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tick.tick() => shared.pools.close_idle(),
+                _ = tick.tick() => {
+                    shared.pools.close_idle();
+                    end_leases(shared).await;
+                }
                 _ = done_rx.recv() => {}
                 _ = woken(&mut events) => {}
             }
@@ -280,6 +283,16 @@ impl Reconciler {
     /// commands).
     pub async fn reconcile_now(&self, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
         locked_pass(&self.shared, cluster_id, true).await
+    }
+}
+
+/// Requests the deletion of the leases whose end has come (any replica may; the statement
+/// takes each once), so that the passes it wakes drop them.
+async fn end_leases(shared: &Shared) {
+    match shared.store.end_leases().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(leases = n, "leases ended"),
+        Err(e) => tracing::warn!(error = %e, "cannot end leases in the metadata database"),
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::cell::Cell;
 
+use chrono::{DateTime, Utc};
+
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, ServerIdentity, User};
 use pgplane_core::passwords::Credentials;
@@ -148,12 +150,13 @@ pub(super) fn hold_waiting_parameters(roles: &mut [RoleItem], observed: &Observe
 }
 
 /// Unseals what the pass needs: the admin connection and the verifier of each role that should
-/// exist (a role to be dropped needs none). A user whose credentials cannot be opened is left
+/// exist (a role to be dropped needs none); a role whose expiry is not after `now` has expired. A user whose credentials cannot be opened is left
 /// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
 pub(super) fn prepare(
     sealer: &Sealer,
     cluster: &Cluster,
     users: Vec<User>,
+    now: DateTime<Utc>,
 ) -> Result<(TargetSpec, Vec<RoleItem>, Vec<Unopened>), TargetError> {
     let spec = TargetSpec::of(cluster, sealer)?;
     let mut roles = Vec::with_capacity(users.len());
@@ -178,6 +181,8 @@ pub(super) fn prepare(
                     withheld: None,
                     connection_limit: user.connection_limit,
                     parameters: user.parameters.0.clone(),
+                    valid_until: user.valid_until.map(|t| t.timestamp_micros()),
+                    expired: user.expired_at(now),
                 };
                 roles.push(RoleItem { desired, user });
             }

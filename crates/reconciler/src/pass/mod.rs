@@ -18,7 +18,7 @@ mod primary;
 mod rights;
 mod steps;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{backoff, Lifecycle, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
 use pgplane_core::store::{ObjectOutcome, PassCluster};
@@ -109,7 +109,7 @@ pub(crate) async fn run_pass(
     cluster_id: Uuid,
     force_full: bool,
 ) -> Result<PassSummary, pgplane_core::Error> {
-    let Some(PassCluster { cluster, resync_due }) =
+    let Some(PassCluster { cluster, resync_due, read_at }) =
         shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?
     else {
         return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() });
@@ -121,10 +121,10 @@ pub(crate) async fn run_pass(
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
-        return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, false, None, None).await?));
+        return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read_at), false, None, None).await?));
     }
 
-    let (spec, mut roles, unopened) = match prepare(&shared.sealer, &cluster, users) {
+    let (spec, mut roles, unopened) = match prepare(&shared.sealer, &cluster, users, read_at) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };
@@ -188,7 +188,7 @@ pub(crate) async fn run_pass(
 
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
     let version = Some((observed.version_num, observed.version.as_str()));
-    let next = finish(shared, &cluster, full, version, ledger.first_error.as_deref()).await?;
+    let next = finish(shared, &cluster, Some(read_at), full, version, ledger.first_error.as_deref()).await?;
     Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
 }
 
@@ -265,7 +265,7 @@ async fn fail_pass(
         .collect();
     shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
     shared.store.fail_pending_access(cluster.cluster_id, &message).await?;
-    let next = finish(shared, cluster, summary.full, None, Some(&message)).await?;
+    let next = finish(shared, cluster, None, summary.full, None, Some(&message)).await?;
     Ok(summary.ended(PassEnd::Unreachable, next))
 }
 
@@ -279,23 +279,25 @@ pub(crate) async fn fail_unfinished(
     let summary = PassSummary::default();
     Ok(match shared.store.cluster_by_id(cluster_id).await? {
         Some(cluster) => {
-            summary.ended(PassEnd::Unreachable, finish(shared, &cluster, false, None, Some(message)).await?)
+            summary.ended(PassEnd::Unreachable, finish(shared, &cluster, None, false, None, Some(message)).await?)
         }
         None => summary.ended(PassEnd::Gone, Next::Gone),
     })
 }
 
-/// Ends a pass in the store: records its result and when the cluster is due again.
+/// Ends a pass in the store: records its result (with the users that had expired by
+/// `expired_by` when it succeeded, their sessions ended) and when the cluster is due again.
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,
+    expired_by: Option<DateTime<Utc>>,
     full: bool,
     version: Option<(i32, &str)>,
     error: Option<&str>,
 ) -> Result<Next, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
-    Ok(match shared.store.finish_pass(cluster, full, version, error, retry_at).await? {
+    Ok(match shared.store.finish_pass(cluster, expired_by, full, version, error, retry_at).await? {
         None => Next::Gone,
         Some(true) => Next::Again,
         Some(false) => Next::Rest,

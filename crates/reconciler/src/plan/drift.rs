@@ -16,6 +16,12 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
                         found.push(format!("{name} was {}", if have { "granted" } else { "removed" }));
                     }
                 }
+                if attrs.valid_until != facts.attrs.valid_until {
+                    found.push(match facts.attrs.valid_until.and_then(chrono::DateTime::from_timestamp_micros) {
+                        Some(t) => format!("its expiry was changed to {}", t.to_rfc3339()),
+                        None => "its expiry was removed".into(),
+                    });
+                }
                 if attrs.connection_limit != facts.attrs.connection_limit {
                     found.push(format!(
                         "its connection limit was changed to {}",
@@ -56,7 +62,8 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
             if admin_member.is_some() {
                 found.push("pgplane's admin role lost its membership in it".into());
             }
-            Some(found.join(", "))
+            // Ending an expired role's sessions alone is not drift.
+            (!found.is_empty()).then(|| found.join(", "))
         }
         _ => None,
     }

@@ -45,11 +45,15 @@ pub(crate) struct DesiredRole {
     pub connection_limit: i32,
     /// Session parameters, in every database or in one of the cluster's.
     pub parameters: Vec<RoleParameter>,
+    /// Its `VALID UNTIL`, in microseconds since the Unix epoch (None: never).
+    pub valid_until: Option<i64>,
+    /// It expired before the pass read it: its sessions are ended.
+    pub expired: bool,
 }
 
 impl DesiredRole {
     /// The attributes this role must have on a server of `version_num`: LOGIN and nothing else
-    /// for normal users (plus REPLICATION when asked for); the primary user also gets CREATEDB,
+    /// for normal users (plus REPLICATION when asked for, and their expiry); the primary user also gets CREATEDB,
     /// and CREATEROLE from PostgreSQL 16 on (see [`ADMIN_OPTION_VERSION_NUM`]).
     pub fn attrs(&self, version_num: i32) -> RoleAttrs {
         RoleAttrs {
@@ -60,6 +64,7 @@ impl DesiredRole {
             replication: self.allow_replication,
             bypassrls: false,
             connection_limit: self.connection_limit,
+            valid_until: self.valid_until,
         }
     }
 }
@@ -90,6 +95,14 @@ pub(crate) fn admin_membership(observed: &Observed) -> Option<AdminMembership> {
 /// The membership the admin role lacks in `role`, when `role` is the primary user.
 fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembership> {
     admin_membership(observed).filter(|_| role.primary && !observed.admin_sets_primary)
+}
+
+/// Ending the sessions of a role that expired while some were open. `pg_terminate_backend`
+/// needs the role's privileges: an admin that is not a superuser takes them for the time of the
+/// statement (`as_member`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EndSessions {
+    pub as_member: Option<AdminMembership>,
 }
 
 /// One parameter setting of a role to change: set to `value`, or reset (None).
@@ -176,7 +189,7 @@ pub(crate) enum Step {
         admin_member: Option<AdminMembership>,
     },
     /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION, and/or
-    /// change parameter settings.
+    /// change parameter settings, and/or end the sessions of an expired role.
     AlterRole {
         attrs: RoleAttrs,
         /// The attributes as found: only those that differ are named.
@@ -185,6 +198,8 @@ pub(crate) enum Step {
         grant_admin_to: Option<String>,
         settings: Vec<SettingChange>,
         admin_member: Option<AdminMembership>,
+        /// It expired and sessions are open.
+        end_sessions: Option<EndSessions>,
     },
     /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
     DropRole {
@@ -249,11 +264,14 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             let grant_admin_to = admin_grantee(role, observed, primary_user, false);
             let settings = setting_changes(role, &facts.settings, observed, primary_user);
             let admin_member = admin_member(role, observed);
+            let end_sessions = (role.expired && facts.sessions > 0)
+                .then(|| EndSessions { as_member: admin_membership(observed) });
             let in_sync = facts.attrs == attrs
                 && !set_password
                 && grant_admin_to.is_none()
                 && settings.is_empty()
-                && admin_member.is_none();
+                && admin_member.is_none()
+                && end_sessions.is_none();
             if in_sync {
                 Step::InSync
             } else {
@@ -264,6 +282,7 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
                     grant_admin_to,
                     settings,
                     admin_member,
+                    end_sessions,
                 }
             }
         }
@@ -348,11 +367,13 @@ pub(crate) mod tests {
             withheld: None,
             connection_limit: -1,
             parameters: Vec::new(),
+            valid_until: None,
+            expired: false,
         }
     }
 
     fn facts(r: &DesiredRole) -> RoleFacts {
-        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()), settings: Vec::new() }
+        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()), settings: Vec::new(), sessions: 0 }
     }
 
     #[test]
@@ -381,7 +402,7 @@ pub(crate) mod tests {
         let mut o = observed(150000);
         o.roles.insert(
             "doadmin".into(),
-            RoleFacts { attrs: on16, password: Some(primary.verifier.clone()), settings: Vec::new() },
+            RoleFacts { attrs: on16, password: Some(primary.verifier.clone()), settings: Vec::new(), sessions: 0 },
         );
         assert_eq!(
             plan_role(&primary, &o, "doadmin"),
@@ -391,7 +412,8 @@ pub(crate) mod tests {
                 set_password: false,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None,
+                end_sessions: None
             }
         );
     }
@@ -457,7 +479,7 @@ pub(crate) mod tests {
         let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
         o.roles.insert(
             "doadmin".into(),
-            RoleFacts { attrs: role("x").attrs(150000), password: None, settings: Vec::new() },
+            RoleFacts { attrs: role("x").attrs(150000), password: None, settings: Vec::new(), sessions: 0 },
         );
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
@@ -467,7 +489,7 @@ pub(crate) mod tests {
                 set_password: true,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None, end_sessions: None
             }
         );
     }
@@ -488,7 +510,7 @@ pub(crate) mod tests {
                 set_password: false,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None, end_sessions: None
             }
         );
         o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
@@ -500,7 +522,7 @@ pub(crate) mod tests {
                 set_password: true,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None, end_sessions: None
             }
         );
         o.databases.insert("db".into(), "mallory".into());
@@ -587,7 +609,7 @@ pub(crate) mod tests {
                 set_password: false,
                 grant_admin_to: None,
                 settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
-                admin_member: None,
+                admin_member: None, end_sessions: None
             }
         );
         assert_eq!(

@@ -28,7 +28,7 @@ fn role(name: &str) -> DesiredRole {
 
 /// A role on the target exactly as `r` wants it on `version`.
 fn as_wanted(r: &DesiredRole, version: i32) -> RoleFacts {
-    RoleFacts { attrs: r.attrs(version), password: Some(r.verifier.clone()), settings: Vec::new() }
+    RoleFacts { attrs: r.attrs(version), password: Some(r.verifier.clone()), settings: Vec::new(), sessions: 0 }
 }
 
 fn database(name: &str) -> WantedDatabase {
@@ -124,7 +124,7 @@ fn an_existing_primary_user_is_adopted() {
     let mut o = observed(150000);
     o.roles.insert(
         "doadmin".into(),
-        RoleFacts { attrs: role("app").attrs(150000), password: None, settings: Vec::new() },
+        RoleFacts { attrs: role("app").attrs(150000), password: None, settings: Vec::new(), sessions: 0 },
     );
     o.databases.insert("defaultdb".into(), "postgres".into());
     let db = WantedDatabase { watched: false, ..database("defaultdb") };

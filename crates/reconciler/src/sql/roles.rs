@@ -1,11 +1,12 @@
-//! Role statements: CREATE ROLE and ALTER ROLE for users (attributes and connection limit,
-//! password verifier, the primary user's ADMIN OPTION, parameter settings), and the statements of a role's deletion (no logins, sessions
+//! Role statements: CREATE ROLE and ALTER ROLE for users (attributes, connection limit and
+//! expiry, password verifier, the primary user's ADMIN OPTION, parameter settings, the end of
+//! an expired role's sessions), and the statements of a role's deletion (no logins, sessions
 //! ended, SECURITY DEFINER routines disarmed, what it owns handed over, DROP ROLE).
 
 use pgplane_target_server::sql::{ident, literal};
 
 use crate::observe::RoleAttrs;
-use crate::plan::{AdminMembership, SettingChange, Step};
+use crate::plan::{AdminMembership, EndSessions, SettingChange, Step};
 use pgplane_core::parameters::{sql_value, SqlValue};
 
 /// The attribute clauses of `attrs`; with `was` (ALTER ROLE), only those that differ from it:
@@ -25,7 +26,23 @@ fn attrs_sql(attrs: RoleAttrs, was: Option<RoleAttrs>) -> String {
     if was.is_none_or(|w| w.connection_limit != attrs.connection_limit) {
         sql.push_str(&format!(" CONNECTION LIMIT {}", attrs.connection_limit));
     }
+    match (attrs.valid_until, was) {
+        (None, None) => {}
+        (until, Some(w)) if w.valid_until == until => {}
+        (until, _) => {
+            sql.push_str(" VALID UNTIL ");
+            sql.push_str(&literal(&valid_until_text(until)));
+        }
+    }
     sql
+}
+
+/// A `VALID UNTIL` value: the moment in UTC to the microsecond, or `infinity` (never).
+fn valid_until_text(until: Option<i64>) -> String {
+    until
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| "infinity".into())
 }
 
 /// The statement that makes the admin role (the session's `CURRENT_USER`) a member of `name`
@@ -70,32 +87,42 @@ fn settings_sql(name: &str, settings: &[SettingChange]) -> Vec<String> {
 /// The message that carries out a role's step, if the step issues DDL here in one message
 /// (dropping a role takes several, see `pass::apply::drop_roles`): CREATE or ALTER ROLE (the
 /// attributes that change, the password verifier), the primary user's ADMIN OPTION on it, the
-/// admin role's membership in the primary user, and parameter settings. One message, so all of
-/// it happens or none.
+/// admin role's membership in the primary user, parameter settings, and last, for a role that
+/// expired, the end of its sessions (the expiry is in place by then: they cannot log in again).
+/// One message, so all of it happens or none.
 pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
-    let (mut statements, grant_admin_to, settings, admin_member) = match step {
+    let mut statements = Vec::new();
+    let (grant_admin_to, settings, admin_member, end_sessions) = match step {
         Step::CreateRole { attrs, grant_admin_to, settings, admin_member } => {
-            let create = format!(
+            statements.push(format!(
                 "CREATE ROLE {} WITH{} PASSWORD {}",
                 ident(name),
                 attrs_sql(*attrs, None),
                 literal(verifier)
-            );
-            (vec![create], grant_admin_to, settings, admin_member)
+            ));
+            (grant_admin_to, settings, admin_member, None)
         }
-        Step::AlterRole { attrs, was, set_password, grant_admin_to, settings, admin_member } => {
-            let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
-            if *set_password {
-                alter.push_str(" PASSWORD ");
-                alter.push_str(&literal(verifier));
+        Step::AlterRole { attrs, was, set_password, grant_admin_to, settings, admin_member, end_sessions } => {
+            if attrs != was || *set_password {
+                let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
+                if *set_password {
+                    alter.push_str(" PASSWORD ");
+                    alter.push_str(&literal(verifier));
+                }
+                statements.push(alter);
             }
-            (vec![alter], grant_admin_to, settings, admin_member)
+            (grant_admin_to, settings, admin_member, *end_sessions)
         }
         _ => return None,
     };
     statements.extend(grant_admin_to.as_deref().map(|grantee| grant_admin_option_sql(name, grantee)));
     statements.extend(admin_member.map(|m| admin_member_sql(name, m)));
     statements.extend(settings_sql(name, settings));
+    if let Some(EndSessions { as_member }) = end_sessions {
+        statements.extend(as_member.map(|m| admin_member_sql(name, m)));
+        statements.push(terminate_sql(&[name]));
+        statements.extend(as_member.map(|_| format!("REVOKE {} FROM CURRENT_USER", ident(name))));
+    }
     Some(statements.join("; "))
 }
 
@@ -195,6 +222,7 @@ mod tests {
             replication: false,
             bypassrls: false,
             connection_limit: -1,
+            valid_until: None,
         };
         let step = |attrs: RoleAttrs, set_password: bool| Step::AlterRole {
             attrs,
@@ -203,6 +231,7 @@ mod tests {
             grant_admin_to: None,
             settings: Vec::new(),
             admin_member: None,
+            end_sessions: None,
         };
         // A password reset names no attribute a non-superuser admin may not touch.
         assert_eq!(

@@ -36,11 +36,41 @@ pub(crate) struct DeleteUserQuery {
 }
 
 impl DeleteUserQuery {
+    /// Whether the request names an heir.
+    pub(super) fn names_heir(&self) -> bool {
+        self.reassign_to.as_deref().is_some_and(|h| !h.is_empty())
+    }
+
     /// Tells the audit log the heir (the primary user unless named) and the ownership mode.
     pub(super) fn note(&self, note: &AuditNote, primary_user: &str) {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         note.detail("reassign_to", &given(&self.reassign_to).unwrap_or_else(|| primary_user.into()));
         note.detail("if_owns", &given(&self.if_owns).unwrap_or_else(|| "reassign".into()));
+    }
+}
+
+/// Refuses (422) `heir` as the heir of `name` unless it may inherit (the heir rule): when the
+/// user is deleted, or when a lease names it at its creation.
+pub(super) async fn check_heir(state: &AppState, cluster: &Cluster, name: &str, heir: &str) -> Result<(), ApiError> {
+    let found = match state.store.get_user(cluster.cluster_id, heir).await {
+        Ok(u) => Some(u),
+        Err(pgplane_core::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match may_inherit(name, heir, found.as_ref().map(Candidate::of)) {
+        Ok(()) => Ok(()),
+        Err(NotHeir::Itself) => {
+            Err(ApiError::unprocessable("reassign_to must name another user than the one deleted"))
+        }
+        Err(NotHeir::NotCreated) => {
+            let status = found.as_ref().map_or("", |u| u.sync_status.as_str());
+            Err(ApiError::unprocessable(format!(
+                "reassign_to {heir:?} is not created on the target yet (status {status})"
+            )))
+        }
+        Err(NotHeir::Gone) => Err(ApiError::unprocessable(format!(
+            "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
+        ))),
     }
 }
 
@@ -68,30 +98,7 @@ pub(super) async fn check_user_deletion(
         if mode == IfOwns::Refuse {
             return Err(ApiError::unprocessable("reassign_to cannot be combined with if_owns=refuse"));
         }
-        let found = match state.store.get_user(id, heir).await {
-            Ok(u) => Some(u),
-            Err(pgplane_core::Error::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        match may_inherit(name, heir, found.as_ref().map(Candidate::of)) {
-            Ok(()) => {}
-            Err(NotHeir::Itself) => {
-                return Err(ApiError::unprocessable(
-                    "reassign_to must name another user than the one deleted",
-                ))
-            }
-            Err(NotHeir::NotCreated) => {
-                let status = found.as_ref().map_or("", |u| u.sync_status.as_str());
-                return Err(ApiError::unprocessable(format!(
-                    "reassign_to {heir:?} is not created on the target yet (status {status})"
-                )));
-            }
-            Err(NotHeir::Gone) => {
-                return Err(ApiError::unprocessable(format!(
-                    "reassign_to {heir:?} is not a user of this cluster (or is being deleted)"
-                )))
-            }
-        }
+        check_heir(state, cluster, name, heir).await?;
     }
     if mode == IfOwns::Refuse && on_server(&state.store.get_user(id, name).await?) {
         let report = dependencies_of(state, cluster, name).await?;

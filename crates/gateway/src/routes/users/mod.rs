@@ -2,13 +2,16 @@
 //! delete users. The primary user can be shown and have its password reset, never deleted.
 //! New users get LOGIN and nothing else (REPLICATION only when asked for), plus the access
 //! levels asked for at creation (`access`, a pgplane extension; see `access.rs`). What depends
-//! on a user (`dependencies.rs`) and the checks of its deletion (`deletion.rs`) are beside it.
+//! on a user (`dependencies.rs`), the checks of its deletion (`deletion.rs`), and expiries and
+//! leases (`leases.rs`) are beside it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
-use pgplane_core::model::{Cluster, Database, SettingsChange, User, UserSettings};
+use pgplane_core::model::{Cluster, Database, Lease, SettingsChange, User, UserSettings};
+use pgplane_core::scopes::Scope;
 use pgplane_core::names::check_identifier;
 use pgplane_core::parameters::{
     check_connection_limit, check_parameters, RoleParameter, NO_CONNECTION_LIMIT,
@@ -20,6 +23,7 @@ use utoipa::ToSchema;
 
 pub(super) mod deletion;
 pub(super) mod dependencies;
+pub(super) mod leases;
 
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::cluster_with;
@@ -33,7 +37,8 @@ use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::views::{ParameterView, UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
-use deletion::{check_user_deletion, DeleteUserQuery};
+use deletion::{check_heir, check_user_deletion, DeleteUserQuery};
+use leases::{checked_expiry, lifetime, ListUsersQuery};
 
 /// PostgreSQL user settings.
 #[derive(Deserialize, Default, ToSchema)]
@@ -52,6 +57,18 @@ pub(super) struct Settings {
     /// `search_path` (schema names, separated by commas), `default_transaction_read_only`
     /// (`on` or `off`). Omitted in an update: unchanged; `[]` removes them all.
     parameters: Option<Vec<ParameterView>>,
+    /// When the server stops accepting the user's logins (RFC 3339, to the second); pgplane
+    /// then ends its sessions and shows it `expired` (pgplane extension). Not for the primary
+    /// user, nor a lease (see `ttl`). Omitted in an update: unchanged; `null`: never expires.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2027-01-31T18:00:00Z")]
+    valid_until: Option<Option<DateTime<Utc>>>,
+}
+
+/// Deserialises a field that is present (`null` included) as `Some`, so that an omitted field
+/// (None, by `default`) is told from one set to `null` (`Some(None)`).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 impl Settings {
@@ -88,6 +105,14 @@ pub(super) struct CreateUser {
     settings: Option<Settings>,
     /// Access levels per database to start with (pgplane extension; as in `PUT …/access`).
     access: Option<Vec<AccessEntry>>,
+    /// Makes the user a lease that ends this long after its creation (`15m`, `2h`, `7d`; at
+    /// most 366 days), unless renewed: its logins stop, its sessions end, and it is deleted,
+    /// what it owns going to `reassign_to` (pgplane extension).
+    #[schema(example = "15m")]
+    ttl: Option<String>,
+    /// A lease's heir: the user that inherits what it owns when it ends (default the primary
+    /// user); only with `ttl`. Needs `database:update` as well.
+    reassign_to: Option<String>,
 }
 
 /// `PUT .../users/{name}`: `settings` is required; an omitted `pg_allow_replication` means
@@ -112,7 +137,7 @@ async fn one(
             Ok(Vec::new())
         }
     })?;
-    let mut view = UserView::of(user, &state.credentials, caller.sees_credentials());
+    let mut view = UserView::of(user, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
     view.access = Some(entries_of(user, &grants, &databases));
     Ok(Json(UserResponse { user: view }))
 }
@@ -146,22 +171,26 @@ async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Re
 
 /// List a cluster's users, with their passwords.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_list_users", tag = "Users",
+    params(ListUsersQuery),
     responses((status = 200, description = "The users", body = UsersResponse)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
+    ApiQuery(query): ApiQuery<ListUsersQuery>,
 ) -> Result<Json<UsersResponse>, ApiError> {
+    let horizon = query.horizon()?;
     let store = &state.store;
-    let (_, (users, grants, databases)) = cluster_with(&state, &caller, &raw_id, |id| async move {
+    let (cluster, (users, grants, databases)) = cluster_with(&state, &caller, &raw_id, |id| async move {
         tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))
     })
     .await?;
     let users = users
         .iter()
+        .filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)))
         .map(|u| {
-            let mut view = UserView::of(u, &state.credentials, caller.sees_credentials());
+            let mut view = UserView::of(u, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
             view.access = Some(entries_of(u, &grants, &databases));
             view
         })
@@ -169,12 +198,48 @@ pub(super) async fn list(
     Ok(Json(UsersResponse { users }))
 }
 
+/// What makes a new user a lease (`ttl`, and its heir), or the expiry it is given, checked.
+async fn lease_of(
+    state: &AppState,
+    caller: &Caller,
+    cluster: &Cluster,
+    name: &str,
+    ttl: &Option<String>,
+    heir: Option<String>,
+    settings: &Settings,
+) -> Result<(Option<Lease>, Option<DateTime<Utc>>), ApiError> {
+    let expiry = settings.valid_until.flatten();
+    let Some(ttl) = ttl else {
+        if heir.is_some() {
+            return Err(ApiError::unprocessable("reassign_to is given at creation only to a lease (with ttl)"));
+        }
+        return Ok((None, expiry.map(|t| checked_expiry(None, t)).transpose()?));
+    };
+    if expiry.is_some() {
+        return Err(ApiError::unprocessable("a lease ends after its ttl: give ttl or valid_until, not both"));
+    }
+    let ttl = lifetime("ttl", ttl)?;
+    let heir = heir.filter(|h| !h.is_empty() && *h != cluster.primary_user);
+    if let Some(heir) = &heir {
+        if !caller.can(Scope::Update) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "naming a lease's heir (reassign_to) needs the database:update scope",
+            ));
+        }
+        check_heir(state, cluster, name, heir).await?;
+    }
+    let seconds = i32::try_from(ttl.as_secs()).expect("at most a year");
+    let ends = Utc::now() + chrono::Duration::seconds(seconds.into());
+    Ok((Some(Lease { seconds, heir }), Some(ends)))
+}
+
 /// Add a user with LOGIN and nothing else, and a generated password.
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_add_user", tag = "Users", request_body = CreateUser,
     responses(
         (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
-        (status = 422, description = "Invalid, reserved or duplicate name, an invalid connection limit or parameter, or REPLICATION where it is not allowed", body = ErrorBody),
+        (status = 422, description = "Invalid, reserved or duplicate name, an invalid connection limit, parameter, expiry or ttl, an heir that may not inherit, or REPLICATION where it is not allowed", body = ErrorBody),
     ))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -195,6 +260,7 @@ pub(super) async fn create(
     let settings = body.settings.unwrap_or_default();
     let replication = settings.pg_allow_replication.unwrap_or(false);
     check_replication(&state, &cluster, replication).await?;
+    let (lease, valid_until) = lease_of(&state, &caller, &cluster, &name, &body.ttl, body.reassign_to, &settings).await?;
     let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
     // Unknown databases are refused before the user is stored.
@@ -204,6 +270,8 @@ pub(super) async fn create(
         allow_replication: replication,
         connection_limit: connection_limit.unwrap_or(NO_CONNECTION_LIMIT),
         parameters: parameters.unwrap_or_default(),
+        valid_until,
+        lease,
     };
     if let Some((unknown, _)) = levels
         .iter()
@@ -262,7 +330,12 @@ pub(super) async fn update(
     }
     check_replication(&state, &cluster, replication).await?;
     let (connection_limit, parameters) = settings.checked_extensions(&databases)?;
-    let change = SettingsChange { allow_replication: replication, connection_limit, parameters };
+    let valid_until = match settings.valid_until {
+        Some(Some(t)) => Some(Some(checked_expiry(Some(&current), t)?)),
+        Some(None) => Some(checked_expiry(Some(&current), Utc::now()).map(|_| None)?),
+        None => None,
+    };
+    let change = SettingsChange { allow_replication: replication, connection_limit, parameters, valid_until };
     let written = store.update_user_settings(id, &name, &change).await?;
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))
@@ -313,7 +386,10 @@ pub(super) async fn delete(
             "cannot delete the primary user {name:?}: every cluster keeps its primary user"
         )));
     }
+    // A lease revoked without an heir named goes to the one it was created with.
+    let named = query.names_heir();
     let heir = check_user_deletion(&state, &cluster, &name, query).await?;
+    let heir = if named { heir } else { user.reassign_to };
     let (store, id) = (&state.store, cluster.cluster_id);
     let (generation, written_at) = store.request_user_deletion(id, &name, heir.as_deref()).await?;
     settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
