@@ -8,6 +8,7 @@ mod boundary;
 mod clusters;
 mod console;
 mod dbs;
+mod expiry;
 mod faults;
 mod fuzz;
 mod names;

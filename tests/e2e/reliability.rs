@@ -307,7 +307,7 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let resynced = |cluster: pgplane_core::model::Cluster| cluster.last_resync_at.is_some();
     let read = app.store.cluster_by_id(id).await.unwrap().unwrap();
     assert!(!resynced(read.clone()), "registered, never passed over");
-    app.store.finish_pass(&read, true, None, None, chrono::Utc::now()).await.unwrap();
+    app.store.finish_pass(&read, None, true, None, None, chrono::Utc::now()).await.unwrap();
     assert!(resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "a full pass resyncs");
 
     // A full pass starts, then the registration is pointed at a new server, then the pass ends.
@@ -328,7 +328,8 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
         server_id: seen_by_pass.server_id.as_deref().unwrap(),
     };
     app.store.update_target(&seen_by_pass, &update, false, &app.sealer).await.unwrap();
-    let more = app.store.finish_pass(&seen_by_pass, true, None, None, chrono::Utc::now()).await.unwrap();
+    let more =
+        app.store.finish_pass(&seen_by_pass, None, true, None, None, chrono::Utc::now()).await.unwrap();
     assert_eq!(more, Some(true), "the registration changed: another pass is due at once");
     assert!(!resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "the new target needs its own");
     let due = app.store.due_clusters(Duration::from_secs(3600), 1000).await.unwrap();

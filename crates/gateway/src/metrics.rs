@@ -71,7 +71,10 @@ fn describe() {
         USERS_EXPIRED,
         "Users over every cluster past their expiry (valid_until), leases not yet ended included (from the metadata database)"
     );
-    describe_gauge!(USERS_EXPIRING, "Users over every cluster whose expiry comes within the window label (from the metadata database)");
+    describe_gauge!(
+        USERS_EXPIRING,
+        "Users over every cluster whose expiry comes within the window label (from the metadata database)"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label is pgplane's");
 }
 

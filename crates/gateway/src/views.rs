@@ -280,7 +280,8 @@ impl ClusterView {
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
-        let users: Vec<UserView> = users.iter().map(|u| UserView::of(u, credentials, reveal, &cluster.primary_user)).collect();
+        let users: Vec<UserView> =
+            users.iter().map(|u| UserView::of(u, credentials, reveal, &cluster.primary_user)).collect();
         let primary_password =
             users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
         Ok(Self {

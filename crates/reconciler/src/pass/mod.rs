@@ -121,7 +121,9 @@ pub(crate) async fn run_pass(
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
-        return Ok(summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read_at), false, None, None).await?));
+        return Ok(
+            summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read_at), false, None, None).await?)
+        );
     }
 
     let (spec, mut roles, unopened) = match prepare(&shared.sealer, &cluster, users, read_at) {
@@ -278,9 +280,8 @@ pub(crate) async fn fail_unfinished(
 ) -> Result<PassSummary, pgplane_core::Error> {
     let summary = PassSummary::default();
     Ok(match shared.store.cluster_by_id(cluster_id).await? {
-        Some(cluster) => {
-            summary.ended(PassEnd::Unreachable, finish(shared, &cluster, None, false, None, Some(message)).await?)
-        }
+        Some(cluster) => summary
+            .ended(PassEnd::Unreachable, finish(shared, &cluster, None, false, None, Some(message)).await?),
         None => summary.ended(PassEnd::Gone, Next::Gone),
     })
 }

@@ -17,10 +17,12 @@ pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -
                     }
                 }
                 if attrs.valid_until != facts.attrs.valid_until {
-                    found.push(match facts.attrs.valid_until.and_then(chrono::DateTime::from_timestamp_micros) {
-                        Some(t) => format!("its expiry was changed to {}", t.to_rfc3339()),
-                        None => "its expiry was removed".into(),
-                    });
+                    found.push(
+                        match facts.attrs.valid_until.and_then(chrono::DateTime::from_timestamp_micros) {
+                            Some(t) => format!("its expiry was changed to {}", t.to_rfc3339()),
+                            None => "its expiry was removed".into(),
+                        },
+                    );
                 }
                 if attrs.connection_limit != facts.attrs.connection_limit {
                     found.push(format!(

@@ -373,7 +373,12 @@ pub(crate) mod tests {
     }
 
     fn facts(r: &DesiredRole) -> RoleFacts {
-        RoleFacts { attrs: r.attrs(150000), password: Some(r.verifier.clone()), settings: Vec::new(), sessions: 0 }
+        RoleFacts {
+            attrs: r.attrs(150000),
+            password: Some(r.verifier.clone()),
+            settings: Vec::new(),
+            sessions: 0,
+        }
     }
 
     #[test]
@@ -402,7 +407,12 @@ pub(crate) mod tests {
         let mut o = observed(150000);
         o.roles.insert(
             "doadmin".into(),
-            RoleFacts { attrs: on16, password: Some(primary.verifier.clone()), settings: Vec::new(), sessions: 0 },
+            RoleFacts {
+                attrs: on16,
+                password: Some(primary.verifier.clone()),
+                settings: Vec::new(),
+                sessions: 0,
+            },
         );
         assert_eq!(
             plan_role(&primary, &o, "doadmin"),
@@ -416,6 +426,32 @@ pub(crate) mod tests {
                 end_sessions: None
             }
         );
+    }
+
+    #[test]
+    fn an_expired_role_with_sessions_has_them_ended_and_one_without_is_in_sync() {
+        let r = DesiredRole { valid_until: Some(1), expired: true, ..role("app") };
+        let mut o = observed(170000);
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(170000), sessions: 2, ..facts(&r) });
+        o.primary_admin_of.insert("app".into());
+        assert!(matches!(
+            plan_role(&r, &o, "doadmin"),
+            Step::AlterRole { end_sessions: Some(EndSessions { as_member: None }), set_password: false, .. }
+        ));
+        o.admin_is_superuser = false;
+        assert!(matches!(
+            plan_role(&r, &o, "doadmin"),
+            Step::AlterRole {
+                end_sessions: Some(EndSessions { as_member: Some(AdminMembership::InheritAndSet) }),
+                ..
+            }
+        ));
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(170000), sessions: 0, ..facts(&r) });
+        assert_eq!(plan_role(&r, &o, "doadmin"), Step::InSync);
+        // Not expired yet: its sessions stay.
+        let live = DesiredRole { expired: false, ..r.clone() };
+        o.roles.insert("app".into(), RoleFacts { attrs: r.attrs(170000), sessions: 2, ..facts(&r) });
+        assert_eq!(plan_role(&live, &o, "doadmin"), Step::InSync);
     }
 
     #[test]
@@ -489,7 +525,8 @@ pub(crate) mod tests {
                 set_password: true,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None, end_sessions: None
+                admin_member: None,
+                end_sessions: None
             }
         );
     }
@@ -510,7 +547,8 @@ pub(crate) mod tests {
                 set_password: false,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None, end_sessions: None
+                admin_member: None,
+                end_sessions: None
             }
         );
         o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
@@ -522,7 +560,8 @@ pub(crate) mod tests {
                 set_password: true,
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None, end_sessions: None
+                admin_member: None,
+                end_sessions: None
             }
         );
         o.databases.insert("db".into(), "mallory".into());
@@ -609,7 +648,8 @@ pub(crate) mod tests {
                 set_password: false,
                 grant_admin_to: None,
                 settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
-                admin_member: None, end_sessions: None
+                admin_member: None,
+                end_sessions: None
             }
         );
         assert_eq!(

@@ -28,7 +28,12 @@ fn role(name: &str) -> DesiredRole {
 
 /// A role on the target exactly as `r` wants it on `version`.
 fn as_wanted(r: &DesiredRole, version: i32) -> RoleFacts {
-    RoleFacts { attrs: r.attrs(version), password: Some(r.verifier.clone()), settings: Vec::new(), sessions: 0 }
+    RoleFacts {
+        attrs: r.attrs(version),
+        password: Some(r.verifier.clone()),
+        settings: Vec::new(),
+        sessions: 0,
+    }
 }
 
 fn database(name: &str) -> WantedDatabase {

@@ -102,7 +102,15 @@ pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String
             ));
             (grant_admin_to, settings, admin_member, None)
         }
-        Step::AlterRole { attrs, was, set_password, grant_admin_to, settings, admin_member, end_sessions } => {
+        Step::AlterRole {
+            attrs,
+            was,
+            set_password,
+            grant_admin_to,
+            settings,
+            admin_member,
+            end_sessions,
+        } => {
             if attrs != was || *set_password {
                 let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
                 if *set_password {
@@ -243,6 +251,49 @@ mod tests {
             role_sql("app", "v", &step(changed, false)).unwrap(),
             "ALTER ROLE \"app\" WITH CREATEDB INHERIT CONNECTION LIMIT 3"
         );
+    }
+
+    #[test]
+    fn an_expiry_is_a_utc_moment_or_infinity_and_an_expired_roles_sessions_end_last() {
+        let was = RoleAttrs {
+            superuser: false,
+            createdb: false,
+            createrole: false,
+            login: true,
+            replication: false,
+            bypassrls: false,
+            connection_limit: -1,
+            valid_until: Some(1_800_000_000_000_000),
+        };
+        let step = |attrs: RoleAttrs, end_sessions| Step::AlterRole {
+            attrs,
+            was,
+            set_password: false,
+            grant_admin_to: None,
+            settings: Vec::new(),
+            admin_member: None,
+            end_sessions,
+        };
+        let never = RoleAttrs { valid_until: None, ..was };
+        assert_eq!(
+            role_sql("app", "v", &step(never, None)).unwrap(),
+            "ALTER ROLE \"app\" WITH INHERIT VALID UNTIL 'infinity'"
+        );
+        let create =
+            Step::CreateRole { attrs: was, grant_admin_to: None, settings: Vec::new(), admin_member: None };
+        assert!(role_sql("app", "v", &create)
+            .unwrap()
+            .contains("CONNECTION LIMIT -1 VALID UNTIL '2027-01-15T08:00:00.000000Z' PASSWORD"));
+        // Nothing to alter: the sessions alone, as a member for the time it takes.
+        let end = EndSessions { as_member: Some(AdminMembership::Member) };
+        let sql = role_sql("app", "v", &step(was, Some(end))).unwrap();
+        assert!(
+            sql.starts_with("GRANT \"app\" TO CURRENT_USER; SELECT pg_catalog.pg_terminate_backend"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("REVOKE \"app\" FROM CURRENT_USER"), "{sql}");
+        let sql = role_sql("app", "v", &step(never, Some(EndSessions { as_member: None }))).unwrap();
+        assert!(sql.starts_with("ALTER ROLE") && sql.contains("pg_terminate_backend"), "{sql}");
     }
 
     #[test]

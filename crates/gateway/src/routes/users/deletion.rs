@@ -51,7 +51,12 @@ impl DeleteUserQuery {
 
 /// Refuses (422) `heir` as the heir of `name` unless it may inherit (the heir rule): when the
 /// user is deleted, or when a lease names it at its creation.
-pub(super) async fn check_heir(state: &AppState, cluster: &Cluster, name: &str, heir: &str) -> Result<(), ApiError> {
+pub(super) async fn check_heir(
+    state: &AppState,
+    cluster: &Cluster,
+    name: &str,
+    heir: &str,
+) -> Result<(), ApiError> {
     let found = match state.store.get_user(cluster.cluster_id, heir).await {
         Ok(u) => Some(u),
         Err(pgplane_core::Error::NotFound(_)) => None,

@@ -30,7 +30,9 @@ const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
 /// most [`LONGEST`], in whole seconds (422 saying which field and why otherwise).
 pub(super) fn lifetime(field: &str, text: &str) -> Result<Duration, ApiError> {
     let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
-        ApiError::unprocessable(format!("{field} {text:?} is not a duration such as \"15m\", \"2h\" or \"7d\": {e}"))
+        ApiError::unprocessable(format!(
+            "{field} {text:?} is not a duration such as \"15m\", \"2h\" or \"7d\": {e}"
+        ))
     })?;
     if parsed < Duration::from_secs(1) || parsed > LONGEST {
         return Err(ApiError::unprocessable(format!("{field} must be between 1s and 366d, not {text:?}")));

@@ -11,13 +11,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, Lease, SettingsChange, User, UserSettings};
-use pgplane_core::scopes::Scope;
 use pgplane_core::names::check_identifier;
 use pgplane_core::parameters::{
     check_connection_limit, check_parameters, RoleParameter, NO_CONNECTION_LIMIT,
 };
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::powers::replication_refusal;
+use pgplane_core::scopes::Scope;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -190,7 +190,8 @@ pub(super) async fn list(
         .iter()
         .filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)))
         .map(|u| {
-            let mut view = UserView::of(u, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
+            let mut view =
+                UserView::of(u, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
             view.access = Some(entries_of(u, &grants, &databases));
             view
         })
@@ -211,7 +212,9 @@ async fn lease_of(
     let expiry = settings.valid_until.flatten();
     let Some(ttl) = ttl else {
         if heir.is_some() {
-            return Err(ApiError::unprocessable("reassign_to is given at creation only to a lease (with ttl)"));
+            return Err(ApiError::unprocessable(
+                "reassign_to is given at creation only to a lease (with ttl)",
+            ));
         }
         return Ok((None, expiry.map(|t| checked_expiry(None, t)).transpose()?));
     };
@@ -260,7 +263,8 @@ pub(super) async fn create(
     let settings = body.settings.unwrap_or_default();
     let replication = settings.pg_allow_replication.unwrap_or(false);
     check_replication(&state, &cluster, replication).await?;
-    let (lease, valid_until) = lease_of(&state, &caller, &cluster, &name, &body.ttl, body.reassign_to, &settings).await?;
+    let (lease, valid_until) =
+        lease_of(&state, &caller, &cluster, &name, &body.ttl, body.reassign_to, &settings).await?;
     let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
     // Unknown databases are refused before the user is stored.
