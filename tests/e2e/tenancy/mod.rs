@@ -8,6 +8,7 @@ mod budgets;
 mod discovery;
 mod groups;
 mod heirs;
+mod leases;
 mod limits;
 mod powers;
 mod primary;
