@@ -161,6 +161,10 @@ struct SettingsArgs {
     /// A session parameter set in one database of the cluster only: DATABASE NAME=VALUE.
     #[arg(long = "parameter-in", num_args = 2, value_names = ["DATABASE", "NAME=VALUE"])]
     parameters_in: Vec<String>,
+    /// When the server stops accepting the user's logins and pgplane ends its sessions (RFC
+    /// 3339, e.g. 2027-01-31T18:00:00Z); `never` removes the expiry.
+    #[arg(long, value_name = "TIME|never")]
+    valid_until: Option<String>,
 }
 
 impl SettingsArgs {
@@ -169,6 +173,11 @@ impl SettingsArgs {
     fn add_to(&self, mut settings: Value, clear: bool) -> anyhow::Result<Value> {
         if let Some(limit) = self.connection_limit {
             settings["connection_limit"] = json!(limit);
+        }
+        match self.valid_until.as_deref() {
+            Some("never") => settings["valid_until"] = Value::Null,
+            Some(time) => settings["valid_until"] = json!(time),
+            None => {}
         }
         match self.parameters()? {
             Some(parameters) => settings["parameters"] = Value::Array(parameters),
@@ -206,6 +215,9 @@ enum UserCommand {
     List {
         #[arg(value_name = "cluster-id")]
         cluster_id: String,
+        /// Only the users whose expiry comes within this long (24h, 7d), expired ones included.
+        #[arg(long, value_name = "DURATION")]
+        expiring_within: Option<String>,
     },
     /// Show a user, with its password.
     #[command(visible_alias = "g")]
@@ -224,9 +236,24 @@ enum UserCommand {
         access: Vec<(String, String)>,
         #[command(flatten)]
         settings: SettingsArgs,
+        /// Make it a lease that is deleted this long after its creation (15m, 2h, 7d) unless
+        /// renewed; what it owns then goes to `--reassign-to` or the primary user.
+        #[arg(long, value_name = "DURATION", conflicts_with = "valid_until")]
+        ttl: Option<String>,
+        /// The lease's heir: the user of the same cluster that inherits what it owns.
+        #[arg(long, value_name = "user-name", requires = "ttl")]
+        reassign_to: Option<String>,
     },
-    /// Change a user's connection limit and parameters (a pgplane extension; what is not
-    /// given stays as it is).
+    /// Renew a lease: its end moves to its lifetime (or `--ttl`) from now.
+    Renew {
+        #[command(flatten)]
+        at: UserAt,
+        /// The new lifetime (15m, 2h), which becomes the lease's own.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Change a user's connection limit, parameters and expiry (a pgplane extension; what is
+    /// not given stays as it is).
     Update {
         #[command(flatten)]
         at: UserAt,
@@ -386,14 +413,30 @@ async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
 
 async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::List { cluster_id } => list(api, out, &USER, &["databases", &cluster_id, "users"]).await,
+        UserCommand::List { cluster_id, expiring_within: None } => {
+            list(api, out, &USER, &["databases", &cluster_id, "users"]).await
+        }
+        UserCommand::List { cluster_id, expiring_within: Some(window) } => {
+            out.check(&USER)?;
+            let path = ["databases", &cluster_id, "users"];
+            let answer = api
+                .call_with_query(Method::GET, &path, &[("expiring_within", window.as_str())], None)
+                .await?;
+            out.print_list(&USER, &answer[USER.many])
+        }
         UserCommand::Get { at: UserAt { cluster_id, user_name } } => {
             let path = ["databases", &cluster_id, "users", &user_name];
             show(api, out, &USER, Method::GET, &path, None).await
         }
-        UserCommand::Create { at: UserAt { cluster_id, user_name }, access, settings } => {
+        UserCommand::Create { at: UserAt { cluster_id, user_name }, access, settings, ttl, reassign_to } => {
             let path = ["databases", &cluster_id, "users"];
             let mut body = json!({ "name": user_name });
+            if let Some(ttl) = ttl {
+                body["ttl"] = json!(ttl);
+            }
+            if let Some(heir) = reassign_to {
+                body["reassign_to"] = json!(heir);
+            }
             if !access.is_empty() {
                 let entries: Vec<Value> =
                     access.iter().map(|(d, l)| json!({ "database": d, "level": l })).collect();
@@ -428,6 +471,14 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             api.fetch(Method::GET, &["databases", &cluster_id], None, CLUSTER.one).await?;
             let path = ["databases", &cluster_id, "users", &user_name, "reset_auth"];
             show(api, out, &USER, Method::POST, &path, Some(json!({}))).await
+        }
+        UserCommand::Renew { at: UserAt { cluster_id, user_name }, ttl } => {
+            let path = ["databases", &cluster_id, "users", &user_name, "renew"];
+            let body = match ttl {
+                Some(ttl) => json!({ "ttl": ttl }),
+                None => json!({}),
+            };
+            show(api, out, &USER, Method::POST, &path, Some(body)).await
         }
         UserCommand::Dependencies { at: UserAt { cluster_id, user_name } } => {
             preview::show_dependencies(api, out, &cluster_id, &user_name).await

@@ -243,6 +243,61 @@ async fn user_limits_and_parameters_are_set_shown_and_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiries_and_leases_are_set_listed_and_renewed() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+    let (lease, plain) = (app.unique("job"), app.unique("plain"));
+    app.create_user(&plain).await;
+    let created = cli.run(&["databases", "user", "create", id, &lease, "--ttl", "1h", "-o", "json"]).await;
+    let until = created.json()["settings"]["valid_until"].as_str().expect("a lease has an end").to_string();
+    let shown = cli
+        .run(&["databases", "user", "get", id, &lease, "--format", "Status,LeaseSeconds,Heir", "--no-header"])
+        .await;
+    assert_eq!(table(shown.ok()), [vec!["ready", "3600", app.primary_user.as_str()]]);
+
+    // Renewed for longer: the end moves.
+    let renewed = cli.run(&["databases", "user", "renew", id, &lease, "--ttl", "2h", "-o", "json"]).await;
+    let later = renewed.json()["settings"]["valid_until"].as_str().unwrap().to_string();
+    assert!(later > until, "{later} after {until}");
+    assert_eq!(renewed.json()["lease"]["ttl_seconds"], 7200);
+
+    // A plain user given an expiry, listed with the lease among those expiring within a day.
+    let time =
+        (chrono::Utc::now() + chrono::Duration::hours(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let updated = cli
+        .run(&[
+            "databases",
+            "user",
+            "update",
+            id,
+            &plain,
+            "--valid-until",
+            &time,
+            "--format",
+            "ValidUntil",
+            "--no-header",
+        ])
+        .await;
+    assert_eq!(table(updated.ok()), [vec![time.as_str()]]);
+    let listed = cli
+        .run(&["databases", "user", "list", id, "--expiring-within", "1d", "--format", "Name", "--no-header"])
+        .await;
+    let mut names: Vec<String> = table(listed.ok()).into_iter().map(|row| row[0].to_string()).collect();
+    names.sort();
+    let mut expected = vec![lease.clone(), plain.clone()];
+    expected.sort();
+    assert_eq!(names, expected);
+    let never =
+        cli.run(&["databases", "user", "update", id, &plain, "--valid-until", "never", "-o", "json"]).await;
+    assert!(never.json()["settings"].get("valid_until").is_none(), "{}", never.json());
+
+    let bad = cli.run(&["databases", "user", "renew", id, &plain]).await;
+    let line = one_error_line(bad.failed(), "Error: POST ");
+    assert!(line.contains("not a lease"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_levels_are_granted_shown_and_revoked() {
     let app = TestApp::spawn(15).await;
     let cli = Cli::new(&app);
