@@ -124,6 +124,12 @@ async fn the_console_shows_and_edits_user_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_renews_and_expires_users() {
+    let app = TestApp::spawn(15).await;
+    run_browser_suite(&app, "test_expiry.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_previews_deletes_and_shows_the_plan() {
     // No resync while the browser looks: drift made by hand stays until the plan shows it.
     let app =

@@ -1,6 +1,6 @@
 // The console's pages: clusters, a cluster's Overview, Users & Databases (with each user's
-// access levels, and their editor), Insights and Plan tabs, and the team's audit log. Each page
-// reads and writes through the /v2 API only, offers only what
+// access levels, settings, expiry and lease, and their editors), Insights and Plan tabs, and
+// the team's audit log. Each page reads and writes through the /v2 API only, offers only what
 // the token's scopes allow, shows errors where they happened, and refreshes itself while an
 // object is not yet ready (no page reloads).
 
@@ -210,14 +210,15 @@ function overviewTab(body, cluster) {
 
 // ---------------------------------------------------------------- users & databases
 
-/** The "Add new …" field with its Save button; `save(name)` calls the API. */
-function addForm(kind, save) {
+/** The "Add new …" field with its Save button (and `extra` controls before it); `save(name)`
+ * calls the API. */
+function addForm(kind, save, extra = null) {
   const id = `new-${kind}`;
   const input = h('input', { id, name: id, type: 'text', autocomplete: 'off', spellcheck: 'false', required: true, maxlength: 63 });
   const button = h('button', { type: 'submit', class: 'primary' }, 'Save');
   const error = alertBox();
   const form = h('form', { class: 'add', 'data-add': kind },
-    h('label', { for: id }, `Add new ${kind}`), input, button, error);
+    h('label', { for: id }, `Add new ${kind}`), input, extra, button, error);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const name = input.value.trim();
@@ -280,14 +281,37 @@ const PARAMETERS = [
   ['default_transaction_read_only', 'on or off'],
 ];
 
-/** A user's connection limit and parameters ("default" when it has neither). */
-function settingsCell(settings) {
+/** Lifetimes offered for a lease (a user deleted at its end unless renewed), as the API takes them. */
+const LIFETIMES = [['', 'permanent user'], ['15m', 'lease: 15 minutes'], ['1h', 'lease: 1 hour'],
+  ['8h', 'lease: 8 hours'], ['1d', 'lease: 1 day'], ['7d', 'lease: 7 days']];
+
+/** A lease's lifetime in words (`3600` → `1h`). */
+function lifetime(seconds) {
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]]) {
+    if (seconds % size === 0) return `${seconds / size}${unit}`;
+  }
+  return `${seconds}s`;
+}
+
+/** A moment as a `datetime-local` input shows it (the browser's time zone, to the minute). */
+function localInput(iso) {
+  if (!iso) return '';
+  const t = new Date(iso);
+  return new Date(t.getTime() - t.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+/** A user's connection limit, parameters, expiry and lease ("default" when it has none). */
+function settingsCell(settings, lease) {
   const limit = settings && settings.connection_limit;
   const params = (settings && settings.parameters) || [];
-  if ((limit == null || limit < 0) && params.length === 0) {
+  const until = settings && settings.valid_until;
+  if ((limit == null || limit < 0) && params.length === 0 && !until) {
     return h('td', { class: 'settings' }, h('span', { class: 'muted' }, 'default'));
   }
+  const past = until && new Date(until) <= new Date();
   return h('td', { class: 'settings' }, h('ul', { class: 'levels' },
+    until ? h('li', { 'data-valid-until': until, title: until },
+      lease ? `lease (${lifetime(lease.ttl_seconds)}), ${past ? 'ended' : 'ends'} ${when(until)}` : `${past ? 'expired' : 'expires'} ${when(until)}`) : null,
     limit != null && limit >= 0 ? h('li', { 'data-limit': limit }, `at most ${limit} connections`) : null,
     params.map((p) => h('li', { 'data-parameter': p.name, 'data-parameter-db': p.database || '' },
       h('code', {}, `${p.name} = ${p.value}`), p.database ? h('span', { class: 'muted' }, ` in ${p.database}`) : null))));
@@ -333,13 +357,14 @@ function usersTab(body, alive, cluster) {
       if (can(UPDATE)) items.push(['Reset password', () => resetPassword(u.name)]);
       if (can(DELETE)) items.push(['Delete', () => deleteObject('user', u.name, users)]);
       if (can(UPDATE)) items.push(['Edit access', () => editAccess(u.name)]);
+      if (u.lease && can(UPDATE)) items.push(['Renew lease', () => renewLease(u)]);
     }
     if (u.status !== 'deleting' && can(UPDATE)) items.push(['Edit settings', () => editSettings(u)]);
     return h('tr', { 'data-user': u.name },
       h('td', { class: 'name' }, u.name),
       h('td', {}, primary ? 'primary' : 'normal'),
       accessCell(primary, u.access || []),
-      settingsCell(u.settings),
+      settingsCell(u.settings, u.lease),
       status(u.status, u.last_error),
       seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
       h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
@@ -362,7 +387,8 @@ function usersTab(body, alive, cluster) {
     const userHeads = ['Name', 'Role', 'Access', 'Settings', 'Status', seesPasswords ? 'Password' : null, ''].filter((x) => x !== null);
     clear(usersBox, table('Users', userHeads, userRows(users), 'No users.'));
     clear(dbsBox, table('Databases', ['Name', 'Status', ''], dbRows(dbs), 'No databases.'));
-    return users.some((u) => u.status !== 'ready') || dbs.some((d) => d.status && d.status !== 'ready');
+    // An expired user is settled: only its renewal or a new expiry changes it.
+    return users.some((u) => u.status !== 'ready' && u.status !== 'expired') || dbs.some((d) => d.status && d.status !== 'ready');
   };
   refresh = async () => {
     try {
@@ -407,11 +433,30 @@ function usersTab(body, alive, cluster) {
     });
   }
 
-  /** The settings editor: a connection limit and session parameters (each for every database
-   * or one), saved as a whole; pg_allow_replication is sent back as it is. */
+  /** Renewing a lease: its end moves to the lifetime picked (its own by default) from now. */
+  function renewLease(user) {
+    actionErrors.show(null);
+    const own = lifetime(user.lease.ttl_seconds);
+    const choices = [[own, `${own} (its lifetime)`], ...LIFETIMES.filter(([v]) => v && v !== own)];
+    const pick = h('select', { id: 'renew-ttl' }, choices.map(([value, label]) => h('option', { value }, label.replace('lease: ', ''))));
+    confirmDialog({
+      title: `Renew the lease ${user.name}?`,
+      message: [`The lease ends ${when(user.settings.valid_until)}. Renewed, it ends this long from now, and that becomes its lifetime.`],
+      content: h('div', { class: 'field' }, h('label', { for: 'renew-ttl' }, 'Lifetime'), pick),
+      confirmLabel: 'Renew lease',
+      action: () => api('POST', path('databases', id, 'users', user.name, 'renew'), { ttl: pick.value }),
+      done: () => refresh(),
+    });
+  }
+
+  /** The settings editor: a connection limit, session parameters (each for every database or
+   * one) and, for a user that may expire, its expiry; saved as a whole; pg_allow_replication is
+   * sent back as it is. */
   function editSettings(user) {
     actionErrors.show(null);
     const settings = user.settings || {};
+    const expires = user.role !== 'primary' && !user.lease;
+    const until = h('input', { id: 'settings-valid-until', type: 'datetime-local', value: localInput(settings.valid_until) });
     const limit = h('input', {
       id: 'settings-limit', type: 'number', min: '0', step: '1', placeholder: 'no limit',
       value: settings.connection_limit >= 0 ? String(settings.connection_limit) : '',
@@ -441,6 +486,7 @@ function usersTab(body, alive, cluster) {
       message: ['A connection limit, and session parameters set at each of the user\'s logins (for every database or one). Sessions already open keep what they had.'],
       content: h('div', { class: 'settings-form' },
         h('div', { class: 'field' }, h('label', { for: 'settings-limit' }, 'Connection limit'), limit),
+        expires ? h('div', { class: 'field' }, h('label', { for: 'settings-valid-until' }, 'Expires (empty: never)'), until) : null,
         h('h3', {}, 'Parameters'), rows, add),
       confirmLabel: 'Save settings',
       action: () => api('PUT', path('databases', id, 'users', user.name), {
@@ -453,11 +499,12 @@ function usersTab(body, alive, cluster) {
             if (field('database')) p.database = field('database');
             return p;
           }),
+          ...(expires ? { valid_until: until.value ? new Date(until.value).toISOString() : null } : {}),
         },
       }),
       done: (answer) => {
         const saved = answer && answer.user;
-        if (saved && saved.status !== 'ready') {
+        if (saved && saved.status !== 'ready' && saved.status !== 'expired') {
           actionErrors.show(new Error(`The settings of ${user.name} were saved and are not on the server yet: ${saved.last_error || 'pending'}`));
         }
         refresh();
@@ -508,11 +555,13 @@ function usersTab(body, alive, cluster) {
     });
   }
 
+  const lifetimePick = h('select', { id: 'new-user-ttl', 'aria-label': 'Lifetime of the new user' },
+    LIFETIMES.map(([value, label]) => h('option', { value }, label)));
   const userSection = h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'),
     can(CREATE) ? addForm('user', async (name) => {
-      await api('POST', path('databases', id, 'users'), { name });
+      await api('POST', path('databases', id, 'users'), lifetimePick.value ? { name, ttl: lifetimePick.value } : { name });
       await refresh();
-    }) : null,
+    }, lifetimePick) : null,
     usersBox);
   const dbSection = h('section', { 'aria-labelledby': 'dbs-h' }, h('h2', { id: 'dbs-h' }, 'Databases'),
     can(CREATE) ? addForm('database', async (name) => {
