@@ -18,6 +18,7 @@ mod ops;
 mod preview;
 mod pydo;
 mod reliability;
+mod rotation;
 mod security;
 mod settings;
 mod tenancy;

@@ -117,6 +117,17 @@ pub struct User {
     /// For a lease: how far a renewal moves `valid_until`, in seconds; at `valid_until` its
     /// deletion is requested. None for every other user.
     pub lease_seconds: Option<i32>,
+    /// The second login role that alternates with the user's own in rotations with a grace
+    /// period (None until the first): a member of the user's role that acts as it.
+    pub alternate_login: Option<String>,
+    /// pgplane created the alternate login on the target.
+    pub alternate_claimed: bool,
+    /// `credentials_sealed` are the alternate login's (else the user's own role's).
+    pub alternate_active: bool,
+    /// The other login's credentials (sealed under [`User::other_credentials_context`]).
+    pub other_credentials_sealed: Option<Vec<u8>>,
+    /// Until when the other login still accepts logins (None: it accepts none).
+    pub grace_until: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -130,6 +141,26 @@ impl User {
     /// The additional-data context that binds sealed credentials to this user.
     pub fn credentials_context(cluster_id: Uuid, name: &str) -> String {
         format!("cluster_users:{cluster_id}:{name}")
+    }
+    /// The context of the other login's credentials (`other_credentials_sealed`).
+    pub fn other_credentials_context(cluster_id: Uuid, name: &str) -> String {
+        format!("cluster_users:{cluster_id}:{name}:other")
+    }
+    /// The role its current credentials log in as: its own, or its alternate login.
+    pub fn login(&self) -> &str {
+        match (&self.alternate_login, self.alternate_active) {
+            (Some(alternate), true) => alternate,
+            _ => &self.name,
+        }
+    }
+    /// The login that is not the current one, while it still accepts logins at `now`.
+    pub fn in_grace(&self, now: DateTime<Utc>) -> Option<&str> {
+        let other = match (&self.alternate_login, self.alternate_active) {
+            (Some(_), true) => self.name.as_str(),
+            (Some(alternate), false) => alternate.as_str(),
+            (None, _) => return None,
+        };
+        self.grace_until.is_some_and(|t| t > now).then_some(other)
     }
 }
 

@@ -100,6 +100,11 @@ mod tests {
             valid_until: None,
             expiry_enforced_at: None,
             lease_seconds: None,
+            alternate_login: None,
+            alternate_claimed: false,
+            alternate_active: false,
+            other_credentials_sealed: None,
+            grace_until: None,
         }
     }
 

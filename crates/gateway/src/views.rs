@@ -34,6 +34,13 @@ pub(crate) struct UserSettings {
     pub valid_until: Option<String>,
 }
 
+/// The login a rotation's old credentials still work on, and until when.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GraceView {
+    pub login: String,
+    pub until: String,
+}
+
 /// A lease: a user that is deleted when its `settings.valid_until` comes, unless renewed.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct LeaseView {
@@ -122,6 +129,14 @@ pub(crate) struct UserView {
     /// Present for a lease (pgplane extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseView>,
+    /// The role the password logs in as, when it is not `name`: after a rotation with a grace,
+    /// the user's second login, which acts as the user (pgplane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// While a rotation's grace runs: the login the old password still works on, and until
+    /// when (pgplane extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace: Option<GraceView>,
 }
 
 /// What a user shows when its stored credentials cannot be opened.
@@ -159,6 +174,11 @@ impl UserView {
                 ttl_seconds,
                 reassign_to: user.reassign_to.clone().unwrap_or_else(|| primary_user.to_string()),
             }),
+            login: (user.login() != user.name).then(|| user.login().to_string()),
+            grace: user
+                .in_grace(Utc::now())
+                .zip(user.grace_until.as_ref())
+                .map(|(login, until)| GraceView { login: login.to_string(), until: rfc3339(until) }),
         }
     }
 }

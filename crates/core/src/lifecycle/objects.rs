@@ -159,6 +159,16 @@ pub struct OutcomeEffect {
 }
 
 impl Outcome {
+    /// How bad it is, for an object two steps concluded on (a user and its alternate login):
+    /// a conflict, then a failure, outweigh success.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Outcome::Applied | Outcome::Dropped => 0,
+            Outcome::Failed(_) => 1,
+            Outcome::Conflict(_) => 2,
+        }
+    }
+
     /// What recording this outcome does to its object.
     pub fn effect(&self) -> OutcomeEffect {
         let keep = OutcomeEffect {

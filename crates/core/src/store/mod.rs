@@ -24,7 +24,9 @@ macro_rules! with_bump {
                state as "state!: DesiredState", generation as "generation!",
                applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
                last_error, claimed as "claimed!", created_at as "created_at!",
-               updated_at as "updated_at!", reassign_to, valid_until, expiry_enforced_at, lease_seconds"#,
+               updated_at as "updated_at!", reassign_to, valid_until, expiry_enforced_at, lease_seconds,
+               alternate_login, alternate_claimed as "alternate_claimed!", alternate_active as "alternate_active!",
+               other_credentials_sealed, grace_until"#,
             "left join (select user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name)
                                                order by database_name nulls first, name) as parameters
                           from cluster_user_parameters where cluster_id = $1 group by user_name) p on p.user_name = changed.name",
@@ -84,7 +86,8 @@ macro_rules! select_rows {
                       coalesce(p.parameters, '[]') as "parameters!: crate::model::Parameters",
                       state as "state: DesiredState", generation, applied_generation,
                       sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
-                      reassign_to, valid_until, expiry_enforced_at, lease_seconds
+                      reassign_to, valid_until, expiry_enforced_at, lease_seconds, alternate_login,
+                      alternate_claimed, alternate_active, other_credentials_sealed, grace_until
                  from cluster_users
                  left join (select user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name)
                                                         order by database_name nulls first, name) as parameters

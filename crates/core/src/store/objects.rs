@@ -102,8 +102,9 @@ impl Store {
     }
 
     /// A cluster's users and databases, read at the same time: all of them, or (for a pass
-    /// woken by a write or an expiry) only those whose desired state has not been applied yet
-    /// and the users whose expiry is still to be enforced.
+    /// woken by a write, an expiry or the end of a grace) only those whose desired state has
+    /// not been applied yet, the users whose expiry is still to be enforced and those whose
+    /// rotation's grace has ended.
     pub async fn cluster_objects(
         &self,
         cluster_id: Uuid,
@@ -112,7 +113,8 @@ impl Store {
         let users = select_rows!(
             User,
             ["where cluster_id = $1 and (not $2 or applied_generation < generation
-                                          or (valid_until <= now() and expiry_enforced_at is null))
+                                          or (valid_until <= now() and expiry_enforced_at is null)
+                                          or grace_until <= now())
                 order by name"],
             cluster_id,
             changed_only
@@ -231,7 +233,8 @@ impl Store {
             User,
             ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
                                          connection_limit, valid_until, lease_seconds, reassign_to)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 select $1, $2, $3, $4, $5, $6, $7, $8, $9
+                  where not exists (select 1 from cluster_users a where a.cluster_id = $1 and a.alternate_login = $2)
                  on conflict do nothing
                  returning *"],
             "$10",
@@ -292,6 +295,74 @@ impl Store {
         self.change_user(cluster_id, name, Some(change), None).await
     }
 
+    /// Rotates a user's credentials with a grace period: `sealed` (new credentials) become its
+    /// current ones, carried by the login that was not current (its `alternate` login, named
+    /// now if it has none yet), while the current ones (`other_sealed`, re-sealed under the
+    /// other context; `was` is their sealed form as read, so that a concurrent reset is not
+    /// lost) keep working on their login for `grace`. Refused (409) while an earlier grace
+    /// runs, and (422) when `alternate` is another user's name.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rotate_user_credentials(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        was: &[u8],
+        sealed: &[u8],
+        other_sealed: &[u8],
+        alternate: &str,
+        grace: std::time::Duration,
+    ) -> Result<User> {
+        let user: Option<User> = with_bump!(
+            User,
+            ["update cluster_users
+                    set alternate_login = coalesce(alternate_login, $6),
+                        alternate_active = not alternate_active,
+                        credentials_sealed = $4, other_credentials_sealed = $5,
+                        grace_until = now() + make_interval(secs => $7),
+                        generation = generation + 1, updated_at = now(),
+                        sync_status = case when sync_status = $8 then $8 else $9 end
+                  where cluster_id = $1 and name = $2 and state = $10 and credentials_sealed = $3
+                    and (grace_until is null or grace_until <= now())
+                    and not exists (select 1 from cluster_users o
+                                     where o.cluster_id = $1 and o.name = coalesce(cluster_users.alternate_login, $6))
+              returning *"],
+            "$11",
+            cluster_id,
+            name,
+            was,
+            sealed,
+            other_sealed,
+            alternate,
+            grace.as_secs_f64(),
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+            DesiredState::Present as _,
+            WAKE_CHANNEL
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| taken_on_server(e, ObjectKind::User, alternate))?;
+        if let Some(user) = user {
+            return Ok(user);
+        }
+        let current = self.get_user(cluster_id, name).await?;
+        Err(if current.state != DesiredState::Present {
+            being_deleted(ObjectKind::User, name)
+        } else if current.grace_until.is_some_and(|t| t > chrono::Utc::now()) {
+            Error::Conflict(format!(
+                "the previous rotation of {name:?} keeps its old login working until {}; rotate again after it, or reset without a grace",
+                current.grace_until.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ))
+        } else if current.credentials_sealed != was {
+            Error::Conflict(format!("the credentials of {name:?} changed meanwhile; try again"))
+        } else {
+            Error::Invalid(format!(
+                "cannot rotate {name:?} with a grace: its second login would be named {:?}, a user of this cluster",
+                current.alternate_login.as_deref().unwrap_or(alternate)
+            ))
+        })
+    }
+
     /// Replaces a user's credentials (a password reset); the reconciler applies them.
     pub async fn replace_user_credentials(
         &self,
@@ -321,6 +392,7 @@ impl Store {
                         credentials_sealed = coalesce($5, credentials_sealed),
                         valid_until = case when $10 then $11 else valid_until end,
                         expiry_enforced_at = case when $10 then null else expiry_enforced_at end,
+                        grace_until = case when $5::bytea is null then grace_until end,
                         generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $6 then $6 else $7 end
                   where cluster_id = $1 and name = $2 and state = $8

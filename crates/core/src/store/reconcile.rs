@@ -47,7 +47,8 @@ pub struct PassCluster {
 
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
-    /// a user of theirs expired and its sessions are still to end, or their last full pass is
+    /// a user of theirs expired (or a rotation's grace ended) and its sessions are still to
+    /// end, or their last full pass is
     /// older than `resync` (drift detection); never before their
     /// backoff time. Changed ones come first: a write is not kept waiting behind a drift round.
     /// Each comes with its team, which the reconciler shares its passes among.
@@ -60,7 +61,8 @@ impl Store {
                        or last_resync_at is null
                        or last_resync_at < now() - make_interval(secs => $1)
                        or cluster_id in (select u.cluster_id from cluster_users u
-                                          where u.valid_until <= now() and u.expiry_enforced_at is null))
+                                          where u.valid_until <= now() and u.expiry_enforced_at is null)
+                       or cluster_id in (select u.cluster_id from cluster_users u where u.grace_until <= now()))
                 order by generation > reconciled_generation desc, next_attempt_at
                 limit $2"#,
             resync.as_secs_f64(),
@@ -148,6 +150,23 @@ impl Store {
             ObjectKind::User => claim!("cluster_users"),
             ObjectKind::Database => claim!("cluster_databases"),
         };
+        Ok(())
+    }
+
+    /// Records, before their CREATE is issued, that pgplane is about to create these users'
+    /// alternate logins (see [`Store::claim`]).
+    pub async fn claim_alternates(&self, cluster_id: Uuid, logins: &[&str]) -> Result<()> {
+        if logins.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "update cluster_users set alternate_claimed = true
+              where cluster_id = $1 and alternate_login = any($2) and not alternate_claimed",
+            cluster_id,
+            logins as &[&str]
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -259,7 +278,8 @@ impl Store {
 
     /// Ends a pass over `cluster` as the pass read it (desired state at its generation). With
     /// no error, the cluster is converged up to that generation, the users that had expired
-    /// by `expired_by` (when the pass read the cluster) have had their sessions ended, and, after a full pass,
+    /// (or whose rotation's grace had ended) by `expired_by` (when the pass read the cluster)
+    /// have had their sessions ended, and, after a full pass,
     /// resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals the admin
     /// password anew, so the sealed bytes tell): the new target still needs its full pass.
     /// With an error it is retried at `retry_at`. Either way, waiting API requests are told, in
@@ -278,8 +298,12 @@ impl Store {
         let end = PassEnd::new(full, error, retry_at);
         let finished = sqlx::query!(
             r#"with enforced as (
-               update cluster_users set expiry_enforced_at = now()
-                where cluster_id = $1 and $3 and valid_until <= $14 and expiry_enforced_at is null
+               update cluster_users
+                  set expiry_enforced_at = case when valid_until <= $14 then coalesce(expiry_enforced_at, now())
+                                                else expiry_enforced_at end,
+                      grace_until = case when grace_until <= $14 then null else grace_until end
+                where cluster_id = $1 and $3
+                  and ((valid_until <= $14 and expiry_enforced_at is null) or grace_until <= $14)
              ), c as (
                update clusters
                   set reconciled_generation = case when $3 then greatest(reconciled_generation, $2)

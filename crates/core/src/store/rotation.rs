@@ -33,6 +33,8 @@ struct SealedRow {
     cluster_id: Uuid,
     /// The user's name; None for the cluster's admin password.
     user: Option<String>,
+    /// A user's other login's credentials (`other_credentials_sealed`), not its current ones.
+    other: bool,
     sealed: Vec<u8>,
 }
 
@@ -40,6 +42,7 @@ impl SealedRow {
     fn context(&self) -> String {
         match &self.user {
             None => Cluster::admin_password_context(self.cluster_id),
+            Some(name) if self.other => User::other_credentials_context(self.cluster_id, name),
             Some(name) => User::credentials_context(self.cluster_id, name),
         }
     }
@@ -47,6 +50,7 @@ impl SealedRow {
     fn describe(&self) -> String {
         match &self.user {
             None => format!("cluster {}: admin password", self.cluster_id),
+            Some(name) if self.other => format!("cluster {}: user {name:?} (other login)", self.cluster_id),
             Some(name) => format!("cluster {}: user {name:?}", self.cluster_id),
         }
     }
@@ -94,12 +98,17 @@ impl Store {
     /// Every sealed value that does not begin with `prefix` (is not under the new key).
     async fn not_under(&self, prefix: &[u8]) -> Result<Vec<SealedRow>> {
         let rows = sqlx::query!(
-            r#"select cluster_id as "cluster_id!", null::text as "user?", admin_password_sealed as "sealed!"
+            r#"select cluster_id as "cluster_id!", null::text as "user?", false as "other!",
+                      admin_password_sealed as "sealed!"
                  from clusters
                 where substring(admin_password_sealed from 1 for $2) is distinct from $1
                union all
-               select cluster_id, name, credentials_sealed from cluster_users
-                where substring(credentials_sealed from 1 for $2) is distinct from $1"#,
+               select cluster_id, name, false, credentials_sealed from cluster_users
+                where substring(credentials_sealed from 1 for $2) is distinct from $1
+               union all
+               select cluster_id, name, true, other_credentials_sealed from cluster_users
+                where other_credentials_sealed is not null
+                  and substring(other_credentials_sealed from 1 for $2) is distinct from $1"#,
             prefix,
             prefix.len() as i32
         )
@@ -107,7 +116,7 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| SealedRow { cluster_id: r.cluster_id, user: r.user, sealed: r.sealed })
+            .map(|r| SealedRow { cluster_id: r.cluster_id, user: r.user, other: r.other, sealed: r.sealed })
             .collect())
     }
 
@@ -120,6 +129,18 @@ impl Store {
                     "update clusters set admin_password_sealed = $3
                       where cluster_id = $1 and admin_password_sealed = $2",
                     row.cluster_id,
+                    row.sealed,
+                    resealed
+                )
+                .execute(&self.pool)
+                .await?
+            }
+            Some(name) if row.other => {
+                sqlx::query!(
+                    "update cluster_users set other_credentials_sealed = $4
+                      where cluster_id = $1 and name = $2 and other_credentials_sealed = $3",
+                    row.cluster_id,
+                    name,
                     row.sealed,
                     resealed
                 )

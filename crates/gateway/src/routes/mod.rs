@@ -206,7 +206,8 @@ mod tests {
         let malformed =
             |path: &str, method: &str| doc["paths"][path][method]["responses"].get("400").is_some();
         assert!(malformed("/v2/databases/{database_cluster_uuid}/pgplane", "put"));
-        assert!(!malformed("/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", "post"));
+        assert!(malformed("/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", "post"));
+        assert!(!malformed("/v2/databases/{database_cluster_uuid}/users/{username}", "delete"));
         let moved = &doc["paths"]["/v2/databases/{database_cluster_uuid}/pgplane"]["put"]["responses"]["403"];
         assert_eq!(moved["description"], "A move to another server needs a full-access token");
     }

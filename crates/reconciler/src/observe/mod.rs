@@ -25,6 +25,10 @@ pub(crate) struct RoleFacts {
     pub settings: Vec<FoundSetting>,
     /// How many sessions are logged in as it (`pg_stat_activity`).
     pub sessions: i64,
+    /// The roles it is a direct member of.
+    pub member_of: Vec<String>,
+    /// The role its sessions start as (`ALTER ROLE … SET role`, in every database), if any.
+    pub acts_as: Option<String>,
 }
 
 /// A parameter set on a role (`ALTER ROLE … [IN DATABASE …] SET`), as the server keeps it.
@@ -119,6 +123,15 @@ fn settings_of(row: &Row) -> Vec<FoundSetting> {
         .collect()
 }
 
+/// The role a row's sessions start as: its `role` setting in every database.
+fn acts_as(row: &Row) -> Option<String> {
+    let databases: Vec<Option<String>> = row.get::<_, Option<_>>(9).unwrap_or_default();
+    let settings: Vec<String> = row.get::<_, Option<_>>(11).unwrap_or_default();
+    databases.into_iter().zip(settings).find_map(|(database, setting)| {
+        setting.strip_prefix("role=").filter(|_| database.is_none()).map(str::to_string)
+    })
+}
+
 /// Observes the named roles and databases: the server's facts first (they say which catalog
 /// shows passwords, and whether the admin may act as the primary user), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
@@ -152,10 +165,14 @@ pub(crate) async fn observe(
                 CASE WHEN a.rolvaliduntil IS NULL OR a.rolvaliduntil = 'infinity' THEN NULL
                      WHEN a.rolvaliduntil = '-infinity' THEN (-9223372036854775807)::int8
                      ELSE (extract(epoch FROM a.rolvaliduntil) * 1000000)::int8 END,
-                coalesce(p.sessions, 0)
+                coalesce(p.sessions, 0), m.member_of
            FROM pg_catalog.{} a
            LEFT JOIN (SELECT usesysid, count(*) AS sessions FROM pg_catalog.pg_stat_activity
                        GROUP BY usesysid) p ON p.usesysid = a.oid
+           LEFT JOIN (SELECT am.member, array_agg(g.rolname::text) AS member_of
+                        FROM pg_catalog.pg_auth_members am JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
+                       WHERE am.member IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY($1))
+                       GROUP BY am.member) m ON m.member = a.oid
            LEFT JOIN (
                 SELECT rs.setrole, array_agg(d.datname) AS databases,
                        array_agg(pg_catalog.pg_get_userbyid(d.datdba)) AS owners,
@@ -211,6 +228,8 @@ pub(crate) async fn observe(
                 password: row.get(7),
                 settings: settings_of(&row),
                 sessions: row.get(13),
+                member_of: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
+                acts_as: acts_as(&row),
             };
             (row.get::<_, String>(0), facts)
         })

@@ -150,7 +150,10 @@ pub(super) fn hold_waiting_parameters(roles: &mut [RoleItem], observed: &Observe
 }
 
 /// Unseals what the pass needs: the admin connection and the verifier of each role that should
-/// exist (a role to be dropped needs none); a role whose expiry is not after `now` has expired. A user whose credentials cannot be opened is left
+/// exist (a role to be dropped needs none); a role whose expiry is not after `now` has expired.
+/// A user with an alternate login (see `pgplane_core::model::User::alternate_login`) gives two
+/// roles: its own and that login, each with its credentials, the one that is not current
+/// accepting logins only during its grace. A user whose credentials cannot be opened is left
 /// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
 pub(super) fn prepare(
     sealer: &Sealer,
@@ -162,40 +165,80 @@ pub(super) fn prepare(
     let mut roles = Vec::with_capacity(users.len());
     let mut unopened = Vec::new();
     for user in users {
-        let state = user.desired();
-        let verifier = match state {
-            DesiredState::Absent => Ok(String::new()),
-            DesiredState::Present => verifier_of(sealer, &user),
-        };
-        match verifier {
-            Ok(verifier) => {
-                let desired = DesiredRole {
-                    name: user.name.clone(),
-                    primary: user.is_primary(),
-                    allow_replication: user.allow_replication,
-                    verifier,
-                    state,
-                    claimed: user.claimed,
-                    changed: user.applied_generation < user.generation,
-                    reassign_to: user.reassign_to.clone(),
-                    withheld: None,
-                    connection_limit: user.connection_limit,
-                    parameters: user.parameters.0.clone(),
-                    valid_until: user.valid_until.map(|t| t.timestamp_micros()),
-                    expired: user.expired_at(now),
-                };
-                roles.push(RoleItem { desired, user });
-            }
+        match logins_of(sealer, &user, now) {
+            Ok(logins) => roles.extend(logins.into_iter().map(|(desired, alternate)| RoleItem {
+                desired,
+                user: user.clone(),
+                alternate,
+            })),
             Err(e) => unopened.push(Unopened { user, reason: e.to_string() }),
         }
     }
     Ok((spec, roles, unopened))
 }
 
-/// The SCRAM verifier in a user's sealed credentials.
-fn verifier_of(sealer: &Sealer, user: &User) -> Result<String, TargetError> {
-    let opened =
-        sealer.open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))?;
+/// The roles a user is on the target: its own, and its alternate login when it has one (marked
+/// true), with what each should be at `now`.
+fn logins_of(
+    sealer: &Sealer,
+    user: &User,
+    now: DateTime<Utc>,
+) -> Result<Vec<(DesiredRole, bool)>, TargetError> {
+    let state = user.desired();
+    let in_grace = user.in_grace(now);
+    let own = DesiredRole {
+        name: user.name.clone(),
+        primary: user.is_primary(),
+        allow_replication: user.allow_replication,
+        verifier: String::new(),
+        state,
+        claimed: user.claimed,
+        changed: user.applied_generation < user.generation,
+        reassign_to: user.reassign_to.clone(),
+        withheld: None,
+        connection_limit: user.connection_limit,
+        parameters: user.parameters.0.clone(),
+        valid_until: user.valid_until.map(|t| t.timestamp_micros()),
+        expired: user.expired_at(now),
+        login: true,
+        acts_as: None,
+    };
+    let alternate = user.alternate_login.as_ref().map(|name| DesiredRole {
+        name: name.clone(),
+        primary: false,
+        allow_replication: false,
+        claimed: user.alternate_claimed,
+        acts_as: Some(user.name.clone()),
+        ..own.clone()
+    });
+    let mut logins: Vec<(DesiredRole, bool)> =
+        std::iter::once((own, false)).chain(alternate.map(|a| (a, true))).collect();
+    for (role, _) in &mut logins {
+        let current = role.name == user.login();
+        role.login = current || in_grace == Some(role.name.as_str());
+        role.expired |= !role.login;
+        // A role to be dropped needs no verifier.
+        if state == DesiredState::Present {
+            role.verifier = if current {
+                verifier_of(
+                    sealer,
+                    &user.credentials_sealed,
+                    &User::credentials_context(user.cluster_id, &user.name),
+                )?
+            } else {
+                let sealed = user.other_credentials_sealed.as_deref().ok_or_else(|| {
+                    TargetError::Internal("the credentials of its other login are missing".into())
+                })?;
+                verifier_of(sealer, sealed, &User::other_credentials_context(user.cluster_id, &user.name))?
+            };
+        }
+    }
+    Ok(logins)
+}
+
+/// The SCRAM verifier in sealed credentials.
+fn verifier_of(sealer: &Sealer, sealed: &[u8], context: &str) -> Result<String, TargetError> {
+    let opened = sealer.open(sealed, context)?;
     let credentials: Credentials = serde_json::from_slice(&opened)
         .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
     Ok(credentials.verifier)

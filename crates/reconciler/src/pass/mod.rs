@@ -99,6 +99,8 @@ impl PassSummary {
 struct RoleItem {
     desired: DesiredRole,
     user: User,
+    /// The user's alternate login (a rotation's second role), not its own role.
+    alternate: bool,
 }
 
 /// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync

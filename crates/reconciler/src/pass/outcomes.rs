@@ -72,7 +72,8 @@ impl<'a> Record<'a> {
 }
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
-/// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
+/// pass's first failure, and keeps the outcome to record (the worse, for an object that
+/// concludes twice) unless it changes nothing (an object
 /// already ready and in sync, with no error to clear), so that a pass over a converged cluster
 /// writes nothing but its end.
 pub(super) fn conclude<'a>(
@@ -93,7 +94,12 @@ pub(super) fn conclude<'a>(
     if let Outcome::Failed(message) = &outcome {
         ledger.first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
     }
-    if !unchanged {
+    // A user with an alternate login concludes twice: the worse outcome stands.
+    if let Some(prior) = ledger.outcomes.iter_mut().find(|o| o.kind == kind && o.name == name) {
+        if outcome.rank() > prior.outcome.rank() {
+            prior.outcome = outcome;
+        }
+    } else if !unchanged {
         ledger.outcomes.push(ObjectOutcome { kind, name, generation: object.generation(), outcome });
     }
 }

@@ -32,12 +32,17 @@ pub(super) async fn apply_roles<'a>(
     planned: &[(&'a RoleItem, Step)],
     ledger: &mut Ledger<'a>,
 ) -> Result<Vec<bool>, pgplane_core::Error> {
-    let claims: Vec<&str> = planned
-        .iter()
-        .filter(|(r, step)| matches!(step, Step::CreateRole { .. }) && !r.desired.claimed)
-        .map(|(r, _)| r.desired.name.as_str())
-        .collect();
-    shared.store.claim(ObjectKind::User, cluster.cluster_id, &claims).await?;
+    let claims = |alternate: bool| -> Vec<&str> {
+        planned
+            .iter()
+            .filter(|(r, step)| {
+                matches!(step, Step::CreateRole { .. }) && !r.desired.claimed && r.alternate == alternate
+            })
+            .map(|(r, _)| r.desired.name.as_str())
+            .collect()
+    };
+    shared.store.claim(ObjectKind::User, cluster.cluster_id, &claims(false)).await?;
+    shared.store.claim_alternates(cluster.cluster_id, &claims(true)).await?;
     let statements: Vec<(usize, String)> = planned
         .iter()
         .enumerate()
@@ -80,12 +85,31 @@ pub(super) async fn apply_roles<'a>(
         // (REPLICATION withheld is not drift: the user's error says why it went.)
         if item.user.watched_for_drift() && role.withheld.is_none() {
             if let Some(found) = role_drift(role, step, observed) {
-                report_drift(shared, cluster, ObjectKind::User, &role.name, &found, &outcome).await?;
+                let found =
+                    if item.alternate { format!("its login {:?}: {found}", role.name) } else { found };
+                report_drift(shared, cluster, ObjectKind::User, &item.user.name, &found, &outcome).await?;
             }
         }
-        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+        conclude_role(cluster, ledger, item, step, outcome);
     }
     Ok(clean)
+}
+
+/// Concludes a role's step on its user's record. An alternate login's outcome counts only when
+/// it is worse than its user's (see `outcomes::conclude`), and a role of that name found on the
+/// target fails the user's rotation rather than putting the user itself in conflict.
+fn conclude_role<'a>(
+    cluster: &Cluster,
+    ledger: &mut Ledger<'a>,
+    item: &'a RoleItem,
+    step: &Step,
+    outcome: Outcome,
+) {
+    let outcome = match outcome {
+        Outcome::Conflict(m) if item.alternate => Outcome::Failed(m),
+        other => other,
+    };
+    conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
 }
 
 /// Drops the roles whose step is DropRole, together, and concludes every role that should be
@@ -102,7 +126,7 @@ pub(super) async fn drop_roles<'a>(
     let (drops, others): (Vec<_>, Vec<_>) =
         planned.iter().partition(|(_, step)| matches!(step, Step::DropRole { .. }));
     for (item, step) in others {
-        conclude(cluster, ledger, Record::of_user(&item.user), step, outcome_of(step, Ok(())));
+        conclude_role(cluster, ledger, item, step, outcome_of(step, Ok(())));
     }
     if drops.is_empty() {
         return Ok(());
@@ -113,7 +137,7 @@ pub(super) async fn drop_roles<'a>(
         Err(e) => {
             for (item, step) in drops {
                 let outcome = outcome_of(step, Err(e.clone().into()));
-                conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+                conclude_role(cluster, ledger, item, step, outcome);
             }
             return Ok(());
         }
@@ -144,7 +168,7 @@ pub(super) async fn drop_roles<'a>(
         let results = apply::drop_roles(client, spec, limits, &names, heir, admin_membership(observed)).await;
         for ((item, step), result) in group.into_iter().zip(results) {
             let outcome = outcome_of(step, result.map_err(Into::into));
-            conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+            conclude_role(cluster, ledger, item, step, outcome);
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use pgplane_core::lifecycle::DesiredState;
 
 use pgplane_core::parameters::{same_value, RoleParameter};
 
-use crate::observe::{FoundSetting, Observed, RoleAttrs};
+use crate::observe::{FoundSetting, Observed, RoleAttrs, RoleFacts};
 
 /// PostgreSQL 16 changed CREATEROLE: non-superusers can manage only roles they hold ADMIN
 /// OPTION on, so from 16 on the primary user has CREATEROLE and is granted ADMIN OPTION on every
@@ -47,8 +47,15 @@ pub(crate) struct DesiredRole {
     pub parameters: Vec<RoleParameter>,
     /// Its `VALID UNTIL`, in microseconds since the Unix epoch (None: never).
     pub valid_until: Option<i64>,
-    /// It expired before the pass read it: its sessions are ended.
+    /// It expired before the pass read it, or it is a login whose use has ended (the old one
+    /// of a rotation, after its grace): its sessions are ended.
     pub expired: bool,
+    /// It accepts logins: false for the login of a rotation that is not current, once its
+    /// grace is over.
+    pub login: bool,
+    /// For a user's alternate login: the user's role, which it is a member of and acts as at
+    /// each login (`SET role`), so that what it creates belongs to that role.
+    pub acts_as: Option<String>,
 }
 
 impl DesiredRole {
@@ -60,7 +67,7 @@ impl DesiredRole {
             superuser: false,
             createdb: self.primary,
             createrole: self.primary && version_num >= ADMIN_OPTION_VERSION_NUM,
-            login: true,
+            login: self.login,
             replication: self.allow_replication,
             bypassrls: false,
             connection_limit: self.connection_limit,
@@ -103,6 +110,26 @@ fn admin_member(role: &DesiredRole, observed: &Observed) -> Option<AdminMembersh
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EndSessions {
     pub as_member: Option<AdminMembership>,
+}
+
+/// What makes an alternate login act as its user's role: a membership (with INHERIT, so that
+/// it may connect where the user may, and from PostgreSQL 16 SET, which `SET role` needs) and
+/// the `role` setting that each of its sessions starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActsAs {
+    pub owner: String,
+    /// PostgreSQL 16+: the membership's options are named.
+    pub with_options: bool,
+}
+
+/// The membership and setting `role` lacks to act as its user's role (see [`ActsAs`]).
+fn acts_as(role: &DesiredRole, facts: Option<&RoleFacts>, observed: &Observed) -> Option<ActsAs> {
+    let owner = role.acts_as.as_ref()?;
+    let done = facts.is_some_and(|f| f.member_of.contains(owner) && f.acts_as.as_ref() == Some(owner));
+    (!done).then(|| ActsAs {
+        owner: owner.clone(),
+        with_options: observed.version_num >= ADMIN_OPTION_VERSION_NUM,
+    })
 }
 
 /// One parameter setting of a role to change: set to `value`, or reset (None).
@@ -187,6 +214,7 @@ pub(crate) enum Step {
         grant_admin_to: Option<String>,
         settings: Vec<SettingChange>,
         admin_member: Option<AdminMembership>,
+        acts_as: Option<ActsAs>,
     },
     /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION, and/or
     /// change parameter settings, and/or end the sessions of an expired role.
@@ -200,6 +228,7 @@ pub(crate) enum Step {
         admin_member: Option<AdminMembership>,
         /// It expired and sessions are open.
         end_sessions: Option<EndSessions>,
+        acts_as: Option<ActsAs>,
     },
     /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
     DropRole {
@@ -253,6 +282,7 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             grant_admin_to: admin_grantee(role, observed, primary_user, true),
             settings: setting_changes(role, &[], observed, primary_user),
             admin_member: admin_member(role, observed),
+            acts_as: acts_as(role, None, observed),
         },
         (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
             Step::Conflict(unmanaged("role", &role.name))
@@ -266,12 +296,14 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             let admin_member = admin_member(role, observed);
             let end_sessions = (role.expired && facts.sessions > 0)
                 .then(|| EndSessions { as_member: admin_membership(observed) });
+            let acts_as = acts_as(role, Some(facts), observed);
             let in_sync = facts.attrs == attrs
                 && !set_password
                 && grant_admin_to.is_none()
                 && settings.is_empty()
                 && admin_member.is_none()
-                && end_sessions.is_none();
+                && end_sessions.is_none()
+                && acts_as.is_none();
             if in_sync {
                 Step::InSync
             } else {
@@ -283,6 +315,7 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
                     settings,
                     admin_member,
                     end_sessions,
+                    acts_as,
                 }
             }
         }
@@ -337,7 +370,6 @@ pub(crate) mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::observe::RoleFacts;
 
     /// A superuser's view of an empty server of `version_num` (also the snapshots').
     pub(crate) fn observed(version_num: i32) -> Observed {
@@ -369,6 +401,8 @@ pub(crate) mod tests {
             parameters: Vec::new(),
             valid_until: None,
             expired: false,
+            login: true,
+            acts_as: None,
         }
     }
 
@@ -378,6 +412,8 @@ pub(crate) mod tests {
             password: Some(r.verifier.clone()),
             settings: Vec::new(),
             sessions: 0,
+            member_of: Vec::new(),
+            acts_as: None,
         }
     }
 
@@ -412,6 +448,8 @@ pub(crate) mod tests {
                 password: Some(primary.verifier.clone()),
                 settings: Vec::new(),
                 sessions: 0,
+                member_of: Vec::new(),
+                acts_as: None,
             },
         );
         assert_eq!(
@@ -423,7 +461,8 @@ pub(crate) mod tests {
                 grant_admin_to: None,
                 settings: Vec::new(),
                 admin_member: None,
-                end_sessions: None
+                end_sessions: None,
+                acts_as: None
             }
         );
     }
@@ -474,7 +513,8 @@ pub(crate) mod tests {
                 attrs: r.attrs(150000),
                 grant_admin_to: None,
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None,
+                acts_as: None
             }
         );
         assert_eq!(
@@ -483,7 +523,8 @@ pub(crate) mod tests {
                 attrs: r.attrs(170000),
                 grant_admin_to: Some("doadmin".into()),
                 settings: Vec::new(),
-                admin_member: None
+                admin_member: None,
+                acts_as: None
             }
         );
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
@@ -515,7 +556,14 @@ pub(crate) mod tests {
         let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
         o.roles.insert(
             "doadmin".into(),
-            RoleFacts { attrs: role("x").attrs(150000), password: None, settings: Vec::new(), sessions: 0 },
+            RoleFacts {
+                attrs: role("x").attrs(150000),
+                password: None,
+                settings: Vec::new(),
+                sessions: 0,
+                member_of: Vec::new(),
+                acts_as: None,
+            },
         );
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
@@ -526,7 +574,8 @@ pub(crate) mod tests {
                 grant_admin_to: None,
                 settings: Vec::new(),
                 admin_member: None,
-                end_sessions: None
+                end_sessions: None,
+                acts_as: None
             }
         );
     }
@@ -548,7 +597,8 @@ pub(crate) mod tests {
                 grant_admin_to: None,
                 settings: Vec::new(),
                 admin_member: None,
-                end_sessions: None
+                end_sessions: None,
+                acts_as: None
             }
         );
         o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
@@ -561,7 +611,8 @@ pub(crate) mod tests {
                 grant_admin_to: None,
                 settings: Vec::new(),
                 admin_member: None,
-                end_sessions: None
+                end_sessions: None,
+                acts_as: None
             }
         );
         o.databases.insert("db".into(), "mallory".into());
@@ -649,7 +700,8 @@ pub(crate) mod tests {
                 grant_admin_to: None,
                 settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
                 admin_member: None,
-                end_sessions: None
+                end_sessions: None,
+                acts_as: None
             }
         );
         assert_eq!(

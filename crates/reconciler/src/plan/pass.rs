@@ -295,7 +295,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
     // cluster's, and those this pass creates (they are on the target by the databases phase).
     let created: Vec<&str> = present
         .iter()
-        .filter(|(_, step)| matches!(step, Step::CreateRole { .. }))
+        .filter(|((_, r), step)| matches!(step, Step::CreateRole { .. }) && r.desired.acts_as.is_none())
         .map(|((_, r), _)| r.desired.name.as_str())
         .filter(|name| *name != primary)
         .collect();

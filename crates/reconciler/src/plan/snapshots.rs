@@ -33,6 +33,8 @@ fn as_wanted(r: &DesiredRole, version: i32) -> RoleFacts {
         password: Some(r.verifier.clone()),
         settings: Vec::new(),
         sessions: 0,
+        member_of: Vec::new(),
+        acts_as: None,
     }
 }
 
@@ -129,7 +131,14 @@ fn an_existing_primary_user_is_adopted() {
     let mut o = observed(150000);
     o.roles.insert(
         "doadmin".into(),
-        RoleFacts { attrs: role("app").attrs(150000), password: None, settings: Vec::new(), sessions: 0 },
+        RoleFacts {
+            attrs: role("app").attrs(150000),
+            password: None,
+            settings: Vec::new(),
+            sessions: 0,
+            member_of: Vec::new(),
+            acts_as: None,
+        },
     );
     o.databases.insert("defaultdb".into(), "postgres".into());
     let db = WantedDatabase { watched: false, ..database("defaultdb") };

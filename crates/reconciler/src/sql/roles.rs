@@ -6,7 +6,7 @@
 use pgplane_target_server::sql::{ident, literal};
 
 use crate::observe::RoleAttrs;
-use crate::plan::{AdminMembership, EndSessions, SettingChange, Step};
+use crate::plan::{ActsAs, AdminMembership, EndSessions, SettingChange, Step};
 use pgplane_core::parameters::{sql_value, SqlValue};
 
 /// The attribute clauses of `attrs`; with `was` (ALTER ROLE), only those that differ from it:
@@ -87,20 +87,21 @@ fn settings_sql(name: &str, settings: &[SettingChange]) -> Vec<String> {
 /// The message that carries out a role's step, if the step issues DDL here in one message
 /// (dropping a role takes several, see `pass::apply::drop_roles`): CREATE or ALTER ROLE (the
 /// attributes that change, the password verifier), the primary user's ADMIN OPTION on it, the
-/// admin role's membership in the primary user, parameter settings, and last, for a role that
+/// admin role's membership in the primary user, an alternate login's acting as its user's role,
+/// parameter settings, and last, for a role that
 /// expired, the end of its sessions (the expiry is in place by then: they cannot log in again).
 /// One message, so all of it happens or none.
 pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
     let mut statements = Vec::new();
-    let (grant_admin_to, settings, admin_member, end_sessions) = match step {
-        Step::CreateRole { attrs, grant_admin_to, settings, admin_member } => {
+    let (grant_admin_to, settings, admin_member, end_sessions, acts_as) = match step {
+        Step::CreateRole { attrs, grant_admin_to, settings, admin_member, acts_as } => {
             statements.push(format!(
                 "CREATE ROLE {} WITH{} PASSWORD {}",
                 ident(name),
                 attrs_sql(*attrs, None),
                 literal(verifier)
             ));
-            (grant_admin_to, settings, admin_member, None)
+            (grant_admin_to, settings, admin_member, None, acts_as)
         }
         Step::AlterRole {
             attrs,
@@ -110,6 +111,7 @@ pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String
             settings,
             admin_member,
             end_sessions,
+            acts_as,
         } => {
             if attrs != was || *set_password {
                 let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
@@ -119,12 +121,17 @@ pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String
                 }
                 statements.push(alter);
             }
-            (grant_admin_to, settings, admin_member, *end_sessions)
+            (grant_admin_to, settings, admin_member, *end_sessions, acts_as)
         }
         _ => return None,
     };
     statements.extend(grant_admin_to.as_deref().map(|grantee| grant_admin_option_sql(name, grantee)));
     statements.extend(admin_member.map(|m| admin_member_sql(name, m)));
+    if let Some(ActsAs { owner, with_options }) = acts_as {
+        let options = if *with_options { " WITH INHERIT TRUE, SET TRUE" } else { "" };
+        statements.push(format!("GRANT {} TO {}{options}", ident(owner), ident(name)));
+        statements.push(format!("ALTER ROLE {} SET role TO {}", ident(name), literal(owner)));
+    }
     statements.extend(settings_sql(name, settings));
     if let Some(EndSessions { as_member }) = end_sessions {
         statements.extend(as_member.map(|m| admin_member_sql(name, m)));
@@ -240,6 +247,7 @@ mod tests {
             settings: Vec::new(),
             admin_member: None,
             end_sessions: None,
+            acts_as: None,
         };
         // A password reset names no attribute a non-superuser admin may not touch.
         assert_eq!(
@@ -273,14 +281,20 @@ mod tests {
             settings: Vec::new(),
             admin_member: None,
             end_sessions,
+            acts_as: None,
         };
         let never = RoleAttrs { valid_until: None, ..was };
         assert_eq!(
             role_sql("app", "v", &step(never, None)).unwrap(),
             "ALTER ROLE \"app\" WITH INHERIT VALID UNTIL 'infinity'"
         );
-        let create =
-            Step::CreateRole { attrs: was, grant_admin_to: None, settings: Vec::new(), admin_member: None };
+        let create = Step::CreateRole {
+            attrs: was,
+            grant_admin_to: None,
+            settings: Vec::new(),
+            admin_member: None,
+            acts_as: None,
+        };
         assert!(role_sql("app", "v", &create)
             .unwrap()
             .contains("CONNECTION LIMIT -1 VALID UNTIL '2027-01-15T08:00:00.000000Z' PASSWORD"));

@@ -345,24 +345,95 @@ pub(super) async fn update(
     Ok((StatusCode::CREATED, one(&user, &state, &caller, &cluster).await?))
 }
 
-/// Give a user a new generated password; the old one stops working at once (answers 200).
-#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users", request_body(content = Object, description = "`{}` for PostgreSQL"),
+/// `POST …/reset_auth`: `{}` for PostgreSQL, as DigitalOcean takes it (the fields it takes for
+/// other engines are ignored).
+#[derive(Deserialize, ToSchema, Default)]
+pub(super) struct ResetAuth {
+    /// Keep the old password working this long (`10m`, `1h`; at most 7 days) while the new one
+    /// is taken up (pgplane extension): the new password belongs to the user's second login,
+    /// named in the answer's `login`, which acts as the user (what either login creates is the
+    /// user's). After the grace the old login stops and its sessions end. Without it, the old
+    /// password stops at once, as on DigitalOcean.
+    #[schema(example = "10m")]
+    grace: Option<String>,
+}
+
+/// The longest grace of a rotation.
+const LONGEST_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Give a user a new generated password; the old one stops working at once, or (with `grace`)
+/// once the grace is over (answers 200).
+#[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users", request_body = ResetAuth,
     responses(
-        (status = 200, description = "The user with its new password", body = UserResponse),
+        (status = 200, description = "The user with its new password (and, after a rotation with a grace, the `login` it belongs to)", body = UserResponse),
         ChangesUser,
+        (status = 422, description = "An invalid `grace`, or a grace for the primary user", body = ErrorBody),
     ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
     caller: Caller,
     TeamCluster(cluster): TeamCluster,
     Path((_, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ResetAuth>,
 ) -> Result<Json<UserResponse>, ApiError> {
     // Fail fast (and cheaply) for unknown users before computing a verifier.
-    state.store.get_user(cluster.cluster_id, &name).await?;
-    let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?;
+    let current = state.store.get_user(cluster.cluster_id, &name).await?;
+    let written = match body.grace.as_deref() {
+        None => {
+            let sealed = sealed_credentials(&state, &cluster, &name).await;
+            state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?
+        }
+        Some(grace) => rotate_with_grace(&state, &cluster, &current, grace).await?,
+    };
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     one(&user, &state, &caller, &cluster).await
+}
+
+/// Rotates `user`'s credentials keeping the current ones working for `grace` (see
+/// [`ResetAuth::grace`]): the new ones go to the login that is not current (its alternate
+/// login, `<name>_alt`, named at its first such rotation), the current ones are re-sealed as
+/// the other login's.
+async fn rotate_with_grace(
+    state: &AppState,
+    cluster: &Cluster,
+    user: &User,
+    grace: &str,
+) -> Result<User, ApiError> {
+    let grace = lifetime("grace", grace)?;
+    if grace > LONGEST_GRACE {
+        return Err(ApiError::unprocessable("grace must be at most 7d"));
+    }
+    if user.is_primary() {
+        return Err(ApiError::unprocessable(format!(
+            "the primary user {:?} is reset at once: a grace is for the cluster's other users",
+            user.name
+        )));
+    }
+    let alternate = match &user.alternate_login {
+        Some(alternate) => alternate.clone(),
+        None => {
+            let alternate = format!("{}_alt", user.name);
+            check_identifier(ObjectKind::User, &alternate).map_err(|e| {
+                ApiError::unprocessable(format!("cannot rotate {:?} with a grace: {e}", user.name))
+            })?;
+            alternate
+        }
+    };
+    let id = cluster.cluster_id;
+    let current = state
+        .sealer
+        .open(&user.credentials_sealed, &User::credentials_context(id, &user.name))
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "the user's stored credentials cannot be opened with the configured secret key",
+            )
+        })?;
+    let other = state.sealer.seal(&current, &User::other_credentials_context(id, &user.name));
+    let sealed = sealed_credentials(state, cluster, &user.name).await;
+    Ok(state
+        .store
+        .rotate_user_credentials(id, &user.name, &user.credentials_sealed, &sealed, &other, &alternate, grace)
+        .await?)
 }
 
 /// Delete a user: its logins stop, its sessions are ended and what it owns, in every database,
