@@ -1,7 +1,8 @@
-"""The console's expiries and leases: the Users & Databases tab creates a lease (the lifetime
-picked beside the new user's name), shows when it ends and renews it (More -> Renew lease), and
-gives a user an expiry in the settings editor; the effects are checked through the API and on
-the target (an expired user's login is refused)."""
+"""The console's credential lifecycle: the Users & Databases tab creates a lease (the lifetime
+picked beside the new user's name), shows when it ends and renews it (More -> Renew lease), gives
+a user an expiry in the settings editor, and resets a password with a grace (More -> Reset
+password); the effects are checked through the API and on the target (an expired user's login is
+refused; during a grace both passwords log in)."""
 
 import os
 from datetime import datetime, timedelta, timezone
@@ -91,3 +92,29 @@ def test_an_expiry_set_in_the_settings_editor_refuses_logins_until_removed(brows
     # The primary user's editor has no expiry.
     dialog = more(browser, "user", ENV["PGPLANE_PRIMARY_USER"], "Edit settings")
     assert not dialog.find_elements(By.ID, "settings-valid-until")
+
+
+def test_a_reset_with_a_grace_keeps_the_old_password_working(browser):
+    name = unique("rotated")
+    status, body = api("POST", cluster_path("/users"), {"name": name})
+    assert status == 201, body
+    old = body["user"]["password"]
+    sign_in(browser)
+    open_tab(browser, "users")
+    dialog = more(browser, "user", name, "Reset password")
+    Select(dialog.find_element(By.ID, "reset-grace")).select_by_value("10m")
+    browser.save_screenshot(os.path.join(ENV["PGPLANE_SCREENSHOTS"], "reset_with_grace.png"))
+    dialog.find_element(By.CSS_SELECTOR, "[data-confirm]").click()
+    secret = wait(browser, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "dialog[open] code.new-password")
+                                           if c.text), None))
+    new = secret.text
+    assert f"logging in as {name}_alt" in browser.find_element(By.CSS_SELECTOR, "dialog[open]").text
+    browser.save_screenshot(os.path.join(ENV["PGPLANE_SCREENSHOTS"], "reset_with_grace_done.png"))
+    browser.find_element(By.CSS_SELECTOR, "dialog[open] button.primary").click()
+    tr = wait(browser, lambda d: row(d, "user", name) if row(d, "user", name).find_elements(By.CSS_SELECTOR, "[data-grace]") else None)
+    assert tr.find_element(By.CSS_SELECTOR, "[data-login]").get_attribute("data-login") == f"{name}_alt"
+    browser.save_screenshot(os.path.join(ENV["PGPLANE_SCREENSHOTS"], "user_in_grace.png"))
+    # Both work on the target during the grace: the old password as the user, the new as its
+    # second login.
+    login(name, old).close()
+    login(f"{name}_alt", new).close()

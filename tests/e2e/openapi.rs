@@ -47,5 +47,5 @@ async fn the_openapi_document_is_served_valid_and_complete() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 26);
+    assert_eq!(operations, 27);
 }

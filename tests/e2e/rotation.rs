@@ -101,7 +101,8 @@ async fn a_rotation_with_a_grace_keeps_the_old_password_until_it_ends(major: u32
     assert_eq!(failures_in_grace.load(Ordering::Relaxed), 0, "logins failed during the grace");
     let ended = app
         .eventually(Duration::from_secs(20), || async {
-            old_session.simple_query("SELECT 1").await.is_err() && app.target.login(&name, &old, &db).await.is_err()
+            old_session.simple_query("SELECT 1").await.is_err()
+                && app.target.login(&name, &old, &db).await.is_err()
         })
         .await;
     assert!(ended, "the old login outlived its grace");

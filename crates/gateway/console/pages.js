@@ -285,6 +285,9 @@ const PARAMETERS = [
 const LIFETIMES = [['', 'permanent user'], ['15m', 'lease: 15 minutes'], ['1h', 'lease: 1 hour'],
   ['8h', 'lease: 8 hours'], ['1d', 'lease: 1 day'], ['7d', 'lease: 7 days']];
 
+/** Graces offered for a password reset: how long the old password keeps working. */
+const GRACES = [['', 'no: it stops at once'], ['10m', 'for 10 minutes'], ['1h', 'for 1 hour'], ['1d', 'for 1 day']];
+
 /** A lease's lifetime in words (`3600` → `1h`). */
 function lifetime(seconds) {
   for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]]) {
@@ -300,16 +303,18 @@ function localInput(iso) {
   return new Date(t.getTime() - t.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
-/** A user's connection limit, parameters, expiry and lease ("default" when it has none). */
-function settingsCell(settings, lease) {
+/** A user's connection limit, parameters, expiry, lease and rotation grace ("default" when it
+ * has none). */
+function settingsCell(settings, lease, grace) {
   const limit = settings && settings.connection_limit;
   const params = (settings && settings.parameters) || [];
   const until = settings && settings.valid_until;
-  if ((limit == null || limit < 0) && params.length === 0 && !until) {
+  if ((limit == null || limit < 0) && params.length === 0 && !until && !grace) {
     return h('td', { class: 'settings' }, h('span', { class: 'muted' }, 'default'));
   }
   const past = until && new Date(until) <= new Date();
   return h('td', { class: 'settings' }, h('ul', { class: 'levels' },
+    grace ? h('li', { 'data-grace': grace.login }, `old password works as ${grace.login} until ${when(grace.until)}`) : null,
     until ? h('li', { 'data-valid-until': until, title: until },
       lease ? `lease (${lifetime(lease.ttl_seconds)}), ${past ? 'ended' : 'ends'} ${when(until)}` : `${past ? 'expired' : 'expires'} ${when(until)}`) : null,
     limit != null && limit >= 0 ? h('li', { 'data-limit': limit }, `at most ${limit} connections`) : null,
@@ -361,10 +366,11 @@ function usersTab(body, alive, cluster) {
     }
     if (u.status !== 'deleting' && can(UPDATE)) items.push(['Edit settings', () => editSettings(u)]);
     return h('tr', { 'data-user': u.name },
-      h('td', { class: 'name' }, u.name),
+      h('td', { class: 'name' }, u.name,
+        u.login ? h('span', { class: 'muted', 'data-login': u.login }, ` (logs in as ${u.login})`) : null),
       h('td', {}, primary ? 'primary' : 'normal'),
       accessCell(primary, u.access || []),
-      settingsCell(u.settings, u.lease),
+      settingsCell(u.settings, u.lease, u.grace),
       status(u.status, u.last_error),
       seesPasswords ? passwordCell(u.name, u.password, revealed) : null,
       h('td', { class: 'actions' }, items.length ? moreMenu(u.name, items) : null));
@@ -514,17 +520,22 @@ function usersTab(body, alive, cluster) {
 
   function resetPassword(name) {
     actionErrors.show(null);
+    const grace = h('select', { id: 'reset-grace' }, GRACES.map(([value, label]) => h('option', { value }, label)));
     confirmDialog({
       title: `Reset the password of ${name}?`,
       message: [`A new password is generated for the user ${name}.`,
-        'Anything that uses the old password (applications, scripts, connection pools) will stop working until it is given the new one.'],
+        'Without a grace, anything that uses the old password (applications, scripts, connection pools) stops working until it is given the new one. With one, the old password keeps working that long, and the new one logs in as the user\'s second login, which acts as the user.'],
+      content: h('div', { class: 'field' }, h('label', { for: 'reset-grace' }, 'Old password keeps working'), grace),
       confirmLabel: 'Reset password',
       danger: true,
-      action: () => api('POST', path('databases', id, 'users', name, 'reset_auth'), {}),
+      action: () => api('POST', path('databases', id, 'users', name, 'reset_auth'), grace.value ? { grace: grace.value } : {}),
       done: (answer) => {
-        const password = answer && answer.user && answer.user.password;
+        const user = answer && answer.user;
+        const password = user && user.password;
         if (password) {
-          secretDialog({ title: `New password of ${name}`, message: 'Copy it now and give it to whatever connects as this user: the old password no longer works.', secret: password });
+          const login = user.login || name;
+          const old = user.grace ? `The old password keeps working until ${when(user.grace.until)}.` : 'The old password no longer works.';
+          secretDialog({ title: `New password of ${name}`, message: `Copy it now and give it to whatever connects as this user, logging in as ${login}. ${old}`, secret: password });
         } else {
           actionErrors.show(new Error(`The password of ${name} was reset; your token cannot view credentials, so it is not shown.`));
         }

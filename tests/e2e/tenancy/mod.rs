@@ -5,10 +5,10 @@
 //! touches a target adds its attacks here; SECURITY.md maps each threat to its test.
 
 mod budgets;
+mod credentials;
 mod discovery;
 mod groups;
 mod heirs;
-mod leases;
 mod limits;
 mod powers;
 mod primary;

@@ -286,11 +286,16 @@ enum UserCommand {
         #[arg(value_name = "db-name")]
         db_name: String,
     },
-    /// Give a user a new generated password.
+    /// Give a user a new generated password; the old one stops at once, or after `--grace`.
     #[command(visible_alias = "rs")]
     Reset {
         #[command(flatten)]
         at: UserAt,
+        /// Keep the old password working this long (10m, 1h) while the new one is taken up; the
+        /// new one then logs in as the user's second login (the Login column), which acts as
+        /// the user.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
     },
     /// Show what a user owns and the privileges it holds, per database, read live.
     #[command(visible_alias = "deps")]
@@ -466,11 +471,15 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
         UserCommand::Revoke { at: UserAt { cluster_id, user_name }, db_name } => {
             change_access(api, out, &cluster_id, &user_name, &db_name, None).await
         }
-        UserCommand::Reset { at: UserAt { cluster_id, user_name } } => {
+        UserCommand::Reset { at: UserAt { cluster_id, user_name }, grace } => {
             // As doctl does: look the cluster up first, so an unknown one says so.
             api.fetch(Method::GET, &["databases", &cluster_id], None, CLUSTER.one).await?;
             let path = ["databases", &cluster_id, "users", &user_name, "reset_auth"];
-            show(api, out, &USER, Method::POST, &path, Some(json!({}))).await
+            let body = match grace {
+                Some(grace) => json!({ "grace": grace }),
+                None => json!({}),
+            };
+            show(api, out, &USER, Method::POST, &path, Some(body)).await
         }
         UserCommand::Renew { at: UserAt { cluster_id, user_name }, ttl } => {
             let path = ["databases", &cluster_id, "users", &user_name, "renew"];

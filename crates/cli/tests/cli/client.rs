@@ -292,6 +292,23 @@ async fn expiries_and_leases_are_set_listed_and_renewed() {
         cli.run(&["databases", "user", "update", id, &plain, "--valid-until", "never", "-o", "json"]).await;
     assert!(never.json()["settings"].get("valid_until").is_none(), "{}", never.json());
 
+    // A rotation with a grace: the new password's login, and the old one's until when.
+    let rotated = cli
+        .run(&[
+            "databases",
+            "user",
+            "reset",
+            id,
+            &plain,
+            "--grace",
+            "10m",
+            "--format",
+            "Login,GraceLogin",
+            "--no-header",
+        ])
+        .await;
+    assert_eq!(table(rotated.ok()), [vec![format!("{plain}_alt"), plain.clone()]]);
+
     let bad = cli.run(&["databases", "user", "renew", id, &plain]).await;
     let line = one_error_line(bad.failed(), "Error: POST ");
     assert!(line.contains("not a lease"), "{line}");
