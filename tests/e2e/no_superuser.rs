@@ -1,7 +1,7 @@
 //! An admin role with only CREATEROLE and CREATEDB, as hosted servers give: registration, a
 //! user with a connection limit and parameters (and their drift repaired), a password reset, a
-//! database owned by the primary user, an access level and the deletion of a user that owns a
-//! table all work as with a superuser, on
+//! database owned by the primary user, an access level, the deletion of a user that owns a
+//! table, an expiry, a rotation with a grace and a lease all work as with a superuser, on
 //! PostgreSQL 15 and 17, and no verifier reaches the server's log once the server's superuser
 //! has set that role's logging as README asks.
 
@@ -135,6 +135,60 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         .expect("the table is still there");
     assert_eq!(row.get::<_, String>(0), primary);
     assert!(!app.role_exists(&maker).await);
+
+    // The credential lifecycle: an expiry ends the user's session, a rotation's second login
+    // acts as the user and the old one stops after its grace, a lease's table goes to its heir.
+    let session = app.target.login(&name, new, &db).await.expect("logs in before its expiry");
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, expiring) =
+        app.put(&format!("{path}/{name}"), json!({"settings": {"valid_until": soon}})).await;
+    assert_eq!(status, 201, "{expiring}");
+    let ended = app
+        .eventually(Duration::from_secs(30), || async { session.simple_query("SELECT 1").await.is_err() })
+        .await;
+    assert!(ended, "the expired user's session outlived its expiry");
+    let rotated = app.unique("plainrotated");
+    let (status, made) =
+        app.post(&path, json!({"name": rotated, "access": [{"database": more, "level": "read_only"}]})).await;
+    assert_eq!(status, 201, "{made}");
+    let before = made["user"]["password"].as_str().unwrap().to_string();
+    let (status, reset) = app.post(&format!("{path}/{rotated}/reset_auth"), json!({"grace": "3s"})).await;
+    assert_eq!(status, 200, "{reset}");
+    assert_eq!(reset["user"]["status"], "ready", "{reset}");
+    let alternate = format!("{rotated}_alt");
+    let second = app
+        .target
+        .login(&alternate, reset["user"]["password"].as_str().unwrap(), &more)
+        .await
+        .expect("the second login logs in");
+    let row = second
+        .query_one("SELECT current_user::text, count(*) FROM books", &[])
+        .await
+        .expect("reads as the user");
+    assert_eq!(row.get::<_, String>(0), rotated);
+    app.target.login(&rotated, &before, &more).await.expect("the old password within its grace");
+    let stopped = app
+        .eventually(Duration::from_secs(30), || async {
+            app.target.login(&rotated, &before, &more).await.is_err()
+        })
+        .await;
+    assert!(stopped, "the old login outlived its grace");
+    let lease = app.unique("plainlease");
+    let (status, made) = app.post(&path, json!({"name": lease, "ttl": "1h"})).await;
+    assert_eq!(status, 201, "{made}");
+    app.create_owned_table(&lease, made["user"]["password"].as_str().unwrap(), &more, "leased").await;
+    let (status, renewed) = app.post(&format!("{path}/{lease}/renew"), json!({"ttl": "2s"})).await;
+    assert_eq!(status, 200, "{renewed}");
+    let gone = app.eventually(Duration::from_secs(30), || async { !app.role_exists(&lease).await }).await;
+    assert!(gone, "the lease outlived its end: {}", app.get(&format!("{path}/{lease}")).await.1);
+    let row = app
+        .target_admin(&more)
+        .await
+        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'leased'", &[])
+        .await
+        .expect("the lease's table is still there");
+    assert_eq!(row.get::<_, String>(0), primary);
 
     // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
     let log = app.target.log();
