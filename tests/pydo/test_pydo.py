@@ -106,6 +106,29 @@ def test_user_settings_pass_through_add_and_update_user(db, cluster, target):
     assert 'parameter "role" cannot be set' in refused["message"]
 
 
+def test_expiry_lease_and_grace_pass_through_pydo(db, cluster, target):
+    """pgplane's credential lifecycle extensions go through PyDo unchanged: an expiry in
+    update_user's settings, a lease's ttl in add_user, and a grace in reset_auth's body."""
+    cid = cluster["id"]
+    name = unique("expiring01")
+    user = db.add_user(cid, {"name": name})["user"]
+    updated = db.update_user(cid, name, {"settings": {"valid_until": "2030-01-31T18:00:00Z"}})["user"]
+    assert updated["settings"]["valid_until"] == "2030-01-31T18:00:00Z"
+    until = "SELECT to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM pg_roles WHERE rolname = %s"
+    assert target.execute(until, (name,)).fetchone()[0] == "2030-01-31 18:00:00"
+
+    lease = unique("lease01")
+    made = db.add_user(cid, {"name": lease, "ttl": "1h"})["user"]
+    assert made["lease"]["ttl_seconds"] == 3600 and made["settings"]["valid_until"]
+
+    rotated = db.reset_auth(cid, name, {"grace": "10m"})["user"]
+    assert rotated["login"] == f"{name}_alt" and rotated["grace"]["login"] == name
+    with login(name, user["password"], unique("defaultdb")):
+        pass
+    with login(f"{name}_alt", rotated["password"], unique("defaultdb")) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == name
+
+
 def test_dbs_lifecycle(db, cluster, target):
     cid = cluster["id"]
     name = unique("alpha")
