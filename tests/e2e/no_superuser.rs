@@ -23,6 +23,10 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         target_major: major,
         target_server: Some(server.server.clone()),
         resync_interval: Duration::from_secs(1),
+        // The cluster registered below is alone on its server: only what its admin role may not
+        // do refuses REPLICATION.
+        register: false,
+        allow_replication_for_sole_tenants: true,
         ..Default::default()
     })
     .await;
@@ -41,6 +45,10 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         ))
         .await
         .unwrap();
+    // A server that stores passwords set by hand as MD5: registration says so.
+    let superuser = app.target_admin("postgres").await;
+    superuser.batch_execute("ALTER SYSTEM SET password_encryption = 'md5'").await.unwrap();
+    superuser.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     let mut body = app.registration(&app.unique("plain").replace('_', "-"));
     let primary = app.unique("plainowner");
     let db = app.unique("plaindb");
@@ -51,6 +59,12 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
     let (status, answer) = app.post("/v2/databases", body).await;
     assert_eq!(status, 201, "{answer}");
     let cluster = answer["database"]["id"].as_str().unwrap().to_string();
+    let notices = answer["database"]["pgplane"]["notices"].to_string();
+    assert!(
+        notices.contains("password_encryption is \\\"md5\\\"") && notices.contains("is not a superuser"),
+        "{notices}"
+    );
+    assert!(notices.contains("cannot give REPLICATION"), "{notices}");
     let owner_password = answer["database"]["connection"]["password"].as_str().unwrap().to_string();
     let online = app
         .eventually(Duration::from_secs(20), || async {
@@ -59,6 +73,17 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         .await;
     let (_, shown) = app.get(&format!("/v2/databases/{cluster}")).await;
     assert!(online, "registered with an admin that has CREATEROLE and CREATEDB only: {shown}");
+
+    // What this admin cannot do is refused before anything is stored.
+    let (status, refused) = app
+        .post(
+            &format!("/v2/databases/{cluster}/users"),
+            json!({"name": app.unique("replicator"), "settings": {"pg_allow_replication": true}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("may not give REPLICATION"), "{refused}");
+    assert!(!app.role_exists(&app.unique("replicator")).await);
 
     let name = app.unique("plainuser");
     let settings = json!({

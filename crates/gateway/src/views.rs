@@ -264,6 +264,10 @@ pub(crate) struct TargetView {
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reconciled_at: Option<String>,
+    /// In the registration's answer: what works differently on this server (passwords set by
+    /// hand stored as MD5, what an admin role that is not a superuser cannot do).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// A database cluster, as in `{"database": {...}}`.
@@ -341,6 +345,7 @@ impl ClusterView {
                 default_database: cluster.default_database.clone(),
                 last_error: cluster.last_error.clone(),
                 last_reconciled_at: cluster.last_reconciled_at.as_ref().map(rfc3339),
+                notices: Vec::new(),
             },
         })
     }

@@ -18,6 +18,11 @@ pub struct ServerFacts {
     pub can_create_db: bool,
     /// The server's identity ([`pgplane_core::model::server_id`]).
     pub server_id: String,
+    /// How the server stores passwords it is given in plaintext (`scram-sha-256` or `md5`).
+    pub password_encryption: String,
+    /// The admin role may give REPLICATION: a superuser, or from PostgreSQL 16 a role that has
+    /// REPLICATION itself (and CREATEROLE).
+    pub can_grant_replication: bool,
 }
 
 impl ServerFacts {
@@ -35,6 +40,34 @@ impl ServerFacts {
             ));
         }
         None
+    }
+
+    /// What works differently on this server, said at registration: passwords set by hand
+    /// stored as MD5, and what an admin role that is not a superuser cannot do.
+    pub fn notices(&self, admin_user: &str) -> Vec<String> {
+        let mut notices = Vec::new();
+        if self.password_encryption != "scram-sha-256" {
+            notices.push(format!(
+                "the server's password_encryption is {:?}: passwords set on it by hand are stored that way \
+                 (pgplane's own are always SCRAM verifiers, and a managed user's password found stored \
+                 otherwise is drift, replaced by a SCRAM verifier); set password_encryption = 'scram-sha-256'",
+                self.password_encryption
+            ));
+        }
+        if !self.is_superuser {
+            notices.push(format!(
+                "the admin role {admin_user:?} is not a superuser: it cannot turn statement logging off for its \
+                 own sessions, so the server's superuser should run ALTER ROLE {admin_user} SET log_statement = \
+                 'none' (and the other settings README lists) to keep password verifiers out of the server log"
+            ));
+        }
+        if !self.can_grant_replication {
+            notices.push(format!(
+                "the admin role {admin_user:?} cannot give REPLICATION (a superuser can, or from PostgreSQL 16 \
+                 a role that has it): pg_allow_replication is refused"
+            ));
+        }
+        notices
     }
 
     /// The major version as DigitalOcean shows it ("15", "17").
@@ -69,7 +102,10 @@ pub(crate) async fn admin_session(
 async fn server_facts(client: &tokio_postgres::Client) -> Result<ServerFacts, TargetError> {
     let sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
-                rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL}
+                rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL},
+                current_setting('password_encryption'),
+                rolsuper OR (rolreplication AND rolcreaterole
+                             AND current_setting('server_version_num')::int4 >= 160000)
            FROM pg_catalog.pg_roles WHERE rolname = current_user"
     );
     let row = client.query_one(&sql, &[]).await?;
@@ -80,6 +116,8 @@ async fn server_facts(client: &tokio_postgres::Client) -> Result<ServerFacts, Ta
         can_create_role: row.get(3),
         can_create_db: row.get(4),
         server_id: pgplane_core::model::server_id(row.get(5), row.get(6)),
+        password_encryption: row.get(7),
+        can_grant_replication: row.get(8),
     })
 }
 

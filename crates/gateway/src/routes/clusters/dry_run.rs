@@ -51,6 +51,8 @@ pub(crate) struct RegistrationPreview {
     would_register: bool,
     /// Why it would be refused.
     refusals: Vec<String>,
+    /// What would work differently on this server (see the registration's `pgplane.notices`).
+    notices: Vec<String>,
     server_version: String,
     admin_is_superuser: bool,
     actions: Vec<RegistrationAction>,
@@ -216,6 +218,7 @@ pub(crate) async fn dry_run(
         registration: RegistrationPreview {
             would_register: refusals.is_empty(),
             refusals,
+            notices: facts.notices(&r.spec.admin.user),
             server_version: facts.version.clone(),
             admin_is_superuser: facts.is_superuser,
             actions,

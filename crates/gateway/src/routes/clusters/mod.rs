@@ -255,7 +255,8 @@ pub(super) async fn create(
             Ok(c.filter(|c| c.status == ClusterStatus::Online || c.last_reconciled_at.is_some()).map(|_| ()))
         })
         .await?;
-    let database = render(&state, &caller, &state.store.get_cluster(caller.team_id, id).await?).await?;
+    let mut database = render(&state, &caller, &state.store.get_cluster(caller.team_id, id).await?).await?;
+    database.pgplane.notices = facts.notices(&spec.admin.user);
     Ok((StatusCode::CREATED, Json(ClusterResponse { database })).into_response())
 }
 

@@ -18,6 +18,7 @@ use pgplane_core::parameters::{
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::powers::replication_refusal;
 use pgplane_core::scopes::Scope;
+use pgplane_target_server::TargetSpec;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -143,16 +144,26 @@ async fn one(
 }
 
 /// Refuses (422) a request for REPLICATION unless the operator allows it and the cluster is
-/// alone on its server (see [`replication_refusal`]).
+/// alone on its server (see [`replication_refusal`]), and, asking the server, unless the
+/// cluster's admin role may give it (a superuser, or from PostgreSQL 16 a role that has it).
 async fn check_replication(state: &AppState, cluster: &Cluster, wanted: bool) -> Result<(), ApiError> {
     if !wanted {
         return Ok(());
     }
     let alone = state.store.alone_on_server(cluster).await?;
-    match replication_refusal(state.config.allow_replication_for_sole_tenants, alone) {
-        Some(why) => Err(ApiError::unprocessable(why)),
-        None => Ok(()),
+    if let Some(why) = replication_refusal(state.config.allow_replication_for_sole_tenants, alone) {
+        return Err(ApiError::unprocessable(why));
     }
+    let spec = TargetSpec::of(cluster, &state.sealer).map_err(|_| ApiError::internal())?;
+    let facts = state.prober.probe(cluster.team_id, &spec, "checking the admin role failed").await?;
+    if !facts.can_grant_replication {
+        return Err(ApiError::unprocessable(format!(
+            "pg_allow_replication cannot be given on this server: the cluster's admin role {:?} may not \
+             give REPLICATION (a superuser can, or from PostgreSQL 16 a role that has it)",
+            cluster.admin_user
+        )));
+    }
+    Ok(())
 }
 
 /// Seals fresh credentials for `name` on `cluster`.
