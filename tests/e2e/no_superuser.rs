@@ -162,7 +162,7 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
     assert!(!app.role_exists(&maker).await);
 
     // The credential lifecycle: an expiry ends the user's session, a rotation's second login
-    // acts as the user and the old one stops after its grace, a lease's table goes to its heir.
+    // acts as the user and the old one stops after its grace, a lease's table goes to its heir (a user, not the primary one).
     let session = app.target.login(&name, new, &db).await.expect("logs in before its expiry");
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -200,7 +200,7 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         .await;
     assert!(stopped, "the old login outlived its grace");
     let lease = app.unique("plainlease");
-    let (status, made) = app.post(&path, json!({"name": lease, "ttl": "1h"})).await;
+    let (status, made) = app.post(&path, json!({"name": lease, "ttl": "1h", "reassign_to": rotated})).await;
     assert_eq!(status, 201, "{made}");
     app.create_owned_table(&lease, made["user"]["password"].as_str().unwrap(), &more, "leased").await;
     let (status, renewed) = app.post(&format!("{path}/{lease}/renew"), json!({"ttl": "2s"})).await;
@@ -213,7 +213,7 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'leased'", &[])
         .await
         .expect("the lease's table is still there");
-    assert_eq!(row.get::<_, String>(0), primary);
+    assert_eq!(row.get::<_, String>(0), rotated, "the lease's heir owns it");
 
     // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
     let log = app.target.log();
