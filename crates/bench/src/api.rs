@@ -84,6 +84,22 @@ impl Api {
         expect_ready(status, 200, &body, "user")
     }
 
+    /// `POST .../users` of a lease (`ttl`): 201 and ready.
+    pub async fn create_lease(&self, cluster: &str, name: &str, ttl: &str) -> CallResult {
+        let path = format!("/v2/databases/{cluster}/users");
+        let body = json!({ "name": name, "ttl": ttl });
+        let (status, body) = self.send(reqwest::Method::POST, &path, Some(body)).await?;
+        expect_ready(status, 201, &body, "user")
+    }
+
+    /// `POST path` with `body`, expecting `expected` and a ready user; returns the answer's
+    /// `user` (its password, its rotation's grace).
+    pub async fn user_call(&self, path: &str, body: Value, expected: u16) -> Result<Value> {
+        let (status, answer) = self.send(reqwest::Method::POST, path, Some(body)).await.map_err(anyhow::Error::msg)?;
+        expect_ready(status, expected, &answer, "user").map_err(anyhow::Error::msg)?;
+        Ok(answer.json()?["user"].take())
+    }
+
     /// `DELETE .../users/{name}`: 204.
     pub async fn delete_user(&self, cluster: &str, name: &str) -> CallResult {
         let path = format!("/v2/databases/{cluster}/users/{name}");

@@ -33,6 +33,9 @@ pub struct Config {
     pub fleet_clusters: usize,
     pub fleet_users: usize,
     pub fleet_probe_creates: usize,
+    /// Scenario 8: the rotation's grace (0 skips it) and the leases reaped (0 skips them).
+    pub rotation_grace_secs: u64,
+    pub leases: usize,
     pub pg_major: u32,
 }
 

@@ -190,6 +190,60 @@ pub async fn pgbench(
     Ok(PgbenchResult { tps, p50_ms, p99_ms })
 }
 
+/// What `pgbench -C` (a new connection, so a new login, for every transaction) measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginLoad {
+    /// Transactions done, each after its own login.
+    pub transactions: u64,
+    /// Clients that stopped because a login (or its transaction) failed.
+    pub failed_clients: u64,
+    /// Transactions (so logins) per second.
+    pub tps: f64,
+}
+
+/// The `pgbench -C` command line, for the report.
+pub fn pgbench_logins_command(clients: usize, seconds: u64) -> String {
+    format!(
+        "pgbench -n -C -f select1.sql -c {clients} -j {} -T {seconds} -h 127.0.0.1 -p $PORT -U <user> defaultdb",
+        threads(clients)
+    )
+}
+
+/// Runs `SELECT 1` transactions with `pgbench -C` as `user` (a login per transaction) for
+/// `seconds`. A failed login stops its client (pgbench's behaviour): counted, not an error.
+pub async fn pgbench_logins(
+    server: &PgServer,
+    (user, password, database): (&str, &str, &str),
+    dir: &Path,
+    clients: usize,
+    seconds: u64,
+) -> Result<LoginLoad> {
+    let script_path = dir.join("select1.sql");
+    tokio::fs::write(&script_path, "SELECT 1;\n").await?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-C", "-f"])
+        .arg(&script_path)
+        .args(["-c", &clients.to_string(), "-j", &threads(clients).to_string()])
+        .args(["-T", &seconds.to_string()])
+        .args(["-h", &server.host, "-p", &server.port.to_string()])
+        .args(["-U", user, database])
+        .env("PGPASSWORD", password)
+        .env("PGAPPNAME", "pgplane-bench-logins")
+        .output()
+        .await
+        .context("running pgbench -C")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let number = |prefix: &str| -> Option<f64> {
+        let line = stdout.lines().find(|l| l.starts_with(prefix))?;
+        line[prefix.len()..].trim().split(|c: char| c.is_whitespace() || c == '/').next()?.parse().ok()
+    };
+    let transactions = number("number of transactions actually processed:")
+        .with_context(|| format!("no transaction count in pgbench's output: {stdout}{stderr}"))?;
+    let failed_clients = stderr.lines().filter(|l| l.contains("aborted")).count() as u64;
+    Ok(LoginLoad { transactions: transactions as u64, failed_clients, tps: number("tps = ").unwrap_or(0.0) })
+}
+
 /// Transaction latencies from pgbench's `-l` log: `client_id transaction_no time script_no
 /// time_epoch time_us`, the third field in microseconds.
 fn parse_pgbench_log(text: &str) -> Vec<Duration> {

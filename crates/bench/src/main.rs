@@ -3,7 +3,7 @@
 //! PostgreSQL containers (metadata, main target, scale targets), start the release
 //! `pgplane serve` as its own process, register the main cluster, then for each run: users
 //! (create, reset), reads while the users exist, users (delete), databases, floods of wrong
-//! secrets; then the scale scenario; then the report. See BENCHMARKS.md for what each scenario measures.
+//! secrets; then the scale, replicas, fleet and credentials scenarios; then the report. See BENCHMARKS.md for what each scenario measures.
 
 mod api;
 mod containers;
@@ -90,6 +90,12 @@ struct Args {
     /// User creates measured on the idle fleet (and compared with those during drift rounds).
     #[arg(long, default_value_t = 200)]
     fleet_probe_creates: usize,
+    /// Seconds of the rotation's grace in scenario 8, under a login load (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    rotation_grace: u64,
+    /// Leases expired together and reaped in scenario 8 (0 skips them).
+    #[arg(long, default_value_t = 1000)]
+    leases: usize,
     /// PostgreSQL major version of the targets and the metadata DB (15 or 17).
     #[arg(long = "pg", default_value_t = 17)]
     pg_major: u32,
@@ -138,6 +144,8 @@ async fn main() -> Result<()> {
         fleet_clusters: args.fleet_clusters,
         fleet_users: args.fleet_users,
         fleet_probe_creates: args.fleet_probe_creates.max(1),
+        rotation_grace_secs: args.rotation_grace,
+        leases: args.leases,
         pg_major: args.pg_major,
     };
     let mut env = Environment {
@@ -208,7 +216,7 @@ async fn main() -> Result<()> {
     for s in scale_servers.into_iter().chain(fleet_servers).chain([meta, target]) {
         s.remove().await;
     }
-    let (users, reads, databases, floods, scale, replicas, fleet, mut memory) = match outcome {
+    let (users, reads, databases, floods, scale, replicas, fleet, credentials, mut memory) = match outcome {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgplane's log: {}", log_copy.display());
@@ -229,6 +237,7 @@ async fn main() -> Result<()> {
         scale: &scale,
         replicas: &replicas,
         fleet: &fleet,
+        credentials: &credentials,
         memory: &memory,
         findings,
     });
@@ -246,6 +255,7 @@ type AllResults = (
     scenarios::scale::ScaleResult,
     scenarios::replicas::ReplicasResult,
     scenarios::fleet::FleetResult,
+    scenarios::credentials::CredentialsResult,
     MemoryReport,
 );
 
@@ -318,7 +328,10 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server], fleet_servers: &[Server]) 
         ));
         scenarios::fleet::run(ctx, fleet_servers).await?
     };
-    Ok((users, reads, databases, floods, scale, replicas, fleet, memory))
+    step("credentials: a rotation under a login load, leases expired together and reaped");
+    let credentials = scenarios::credentials::run(ctx).await?;
+    memory.overall_peak_kib = memory.overall_peak_kib.max(ctx.pgplane.memory()?.hwm_kib);
+    Ok((users, reads, databases, floods, scale, replicas, fleet, credentials, memory))
 }
 
 fn step(message: &str) {

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use crate::ctx::Config;
 use crate::floor;
 use crate::pgplane::mib;
+use crate::scenarios::credentials::{CredentialsResult, LOGIN_CLIENTS};
 use crate::scenarios::databases::DatabasesRun;
 use crate::scenarios::fleet::FleetResult;
 use crate::scenarios::floods::{self, Flood, FloodsRun};
@@ -58,6 +59,7 @@ pub struct Results<'a> {
     pub scale: &'a ScaleResult,
     pub replicas: &'a ReplicasResult,
     pub fleet: &'a FleetResult,
+    pub credentials: &'a CredentialsResult,
     pub memory: &'a MemoryReport,
     pub findings: Option<String>,
 }
@@ -241,6 +243,15 @@ pub fn render(r: &Results<'_>) -> String {
         verdict(memory_ok)
     );
     fleet_goals(w, r.fleet);
+    if let Some(rotation) = &r.credentials.rotation {
+        let failed = rotation.during.failed_clients;
+        let _ = writeln!(
+            w,
+            "| no failed login during a rotation's grace | {} logins with the old password, {failed} failed | {} |",
+            rotation.during.transactions,
+            verdict(failed == 0 && rotation.during.transactions > 0)
+        );
+    }
     let _ = writeln!(w);
 
     // 1. Users.
@@ -415,10 +426,11 @@ pub fn render(r: &Results<'_>) -> String {
 
     render_replicas(w, r);
     render_fleet(w, r);
+    render_credentials(w, r.credentials);
 
-    // 8. Memory.
+    // 9. Memory.
     let m = &r.memory;
-    let _ = writeln!(w, "## 8. Memory\n");
+    let _ = writeln!(w, "## 9. Memory\n");
     let _ = writeln!(
         w,
         "Resident memory of the `pgplane serve` process from `/proc/<pid>/status` (VmRSS now, \
@@ -462,8 +474,8 @@ pub fn render(r: &Results<'_>) -> String {
     let _ = writeln!(w, "| at the end | {:.1} |", mib(m.end_kib));
     let _ = writeln!(w);
 
-    // 9. Findings.
-    let _ = writeln!(w, "## 9. Bottlenecks and findings\n");
+    // 10. Findings.
+    let _ = writeln!(w, "## 10. Bottlenecks and findings\n");
     match &r.findings {
         Some(text) => {
             let _ = writeln!(w, "{}", text.trim());
@@ -481,9 +493,10 @@ pub fn render(r: &Results<'_>) -> String {
          --db-concurrency {} --read-seconds {} --read-concurrency {} --scale-targets {} \
          --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
          --flood-addresses {} --replica-users {} --replica-kills {} --fleet-servers {} \
-         --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --pg {}`; \
-         `target/release/pgplane-bench --help` explains each (`--runs 0`, `--scale-targets 0`, \
-         `--replica-users 0` and `--fleet-clusters 0` skip scenarios).",
+         --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --rotation-grace {} \
+         --leases {} --pg {}`; `target/release/pgplane-bench --help` explains each (`--runs 0`, \
+         `--scale-targets 0`, `--replica-users 0`, `--fleet-clusters 0`, `--rotation-grace 0` and \
+         `--leases 0` skip scenarios).",
         c.runs,
         c.users,
         c.user_concurrency,
@@ -503,9 +516,68 @@ pub fn render(r: &Results<'_>) -> String {
         c.fleet_clusters,
         c.fleet_users,
         c.fleet_probe_creates,
+        c.rotation_grace_secs,
+        c.leases,
         c.pg_major
     );
     o
+}
+
+fn render_credentials(w: &mut String, c: &CredentialsResult) {
+    if c.rotation.is_none() && c.leases.is_none() {
+        return;
+    }
+    let _ = writeln!(w, "## 8. Credentials: a rotation under load, leases reaped\n");
+    if let Some(r) = &c.rotation {
+        let _ = writeln!(
+            w,
+            "A user under a login load: `{}` (a new login for every transaction). First with its \
+             only password (the baseline), then with the same password right after a reset with a \
+             {} s grace (`POST …/reset_auth {{\"grace\": \"{}s\"}}`): the old password must keep \
+             working throughout; then logins with it are tried every 20 ms until one is refused.\n",
+            floor::pgbench_logins_command(LOGIN_CLIENTS, r.load_secs),
+            r.grace_secs,
+            r.grace_secs
+        );
+        let _ = writeln!(w, "| load | logins | failed clients | logins/s | ratio to the baseline |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| baseline (no rotation) | {} | {} | {:.0} | – |",
+            r.baseline.transactions, r.baseline.failed_clients, r.baseline.tps
+        );
+        let ratio = if r.baseline.tps > 0.0 { r.during.tps / r.baseline.tps } else { f64::NAN };
+        let _ = writeln!(
+            w,
+            "| old password during the grace | {} | {} | {:.0} | **{ratio:.2}×** |",
+            r.during.transactions, r.during.failed_clients, r.during.tps
+        );
+        let _ = writeln!(
+            w,
+            "\nThe old login was refused {:.0} ms after the grace's end (the reconciler looks for \
+             ended graces every second, then a pass sets NOLOGIN and ends its sessions).\n",
+            r.cut_after_ms
+        );
+    }
+    if let Some(l) = &c.leases {
+        let _ = writeln!(
+            w,
+            "{} leases created through the API ({:.1} s), then their end moved to the same moment in \
+             the metadata database; reaped when every role is gone from the target (each lease's \
+             deletion: NOLOGIN, sessions ended, what it owns found through `pg_shdepend`, DROP ROLE), \
+             against psql running those statements for as many roles.\n",
+            l.count, l.create_secs
+        );
+        let _ = writeln!(w, "| | pgplane (s) | floor (s) | ratio | reconcile passes |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| {} leases expired and reaped | {:.2} | {:.2} | **{:.2}×** | {} |\n",
+            l.count,
+            l.reap_secs,
+            l.floor_secs,
+            l.reap_secs / l.floor_secs,
+            l.passes.passes
+        );
+    }
 }
 
 /// Sessions pgplane may hold on one server (`--max-sessions-per-server`, left at its default).

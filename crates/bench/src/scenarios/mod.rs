@@ -1,8 +1,9 @@
 //! The measured scenarios: users, databases, reads (with memory under load), scale (the
 //! periodic drift pass over many clusters), floods (valid requests during floods of wrong
 //! secrets), replicas (three processes against one, SIGKILL takeover), fleet (a thousand
-//! clusters on one process).
+//! clusters on one process), credentials (a rotation under a login load, leases reaped).
 
+pub mod credentials;
 pub mod databases;
 pub mod fleet;
 pub mod floods;
