@@ -64,13 +64,18 @@ def test_a_lease_is_created_shown_and_renewed(browser):
     assert ends - datetime.now(timezone.utc) > timedelta(days=6)
 
 
-def test_an_expiry_set_in_the_settings_editor_refuses_logins_until_removed(browser):
-    name = unique("temp")
+def signed_in_with_a_new_user(browser, base):
+    """A new user made through the API (its name and password), and the Users & Databases tab open."""
+    name = unique(base)
     status, body = api("POST", cluster_path("/users"), {"name": name})
     assert status == 201, body
-    password = body["user"]["password"]
     sign_in(browser)
     open_tab(browser, "users")
+    return name, body["user"]["password"]
+
+
+def test_an_expiry_set_in_the_settings_editor_refuses_logins_until_removed(browser):
+    name, password = signed_in_with_a_new_user(browser, "temp")
     wait(browser, lambda d: expiry_shown(d, name) == "")
 
     dialog = more(browser, "user", name, "Edit settings")
@@ -95,12 +100,7 @@ def test_an_expiry_set_in_the_settings_editor_refuses_logins_until_removed(brows
 
 
 def test_a_reset_with_a_grace_keeps_the_old_password_working(browser):
-    name = unique("rotated")
-    status, body = api("POST", cluster_path("/users"), {"name": name})
-    assert status == 201, body
-    old = body["user"]["password"]
-    sign_in(browser)
-    open_tab(browser, "users")
+    name, old = signed_in_with_a_new_user(browser, "rotated")
     dialog = more(browser, "user", name, "Reset password")
     Select(dialog.find_element(By.ID, "reset-grace")).select_by_value("10m")
     browser.save_screenshot(os.path.join(ENV["PGPLANE_SCREENSHOTS"], "reset_with_grace.png"))

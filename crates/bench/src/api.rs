@@ -95,7 +95,8 @@ impl Api {
     /// `POST path` with `body`, expecting `expected` and a ready user; returns the answer's
     /// `user` (its password, its rotation's grace).
     pub async fn user_call(&self, path: &str, body: Value, expected: u16) -> Result<Value> {
-        let (status, answer) = self.send(reqwest::Method::POST, path, Some(body)).await.map_err(anyhow::Error::msg)?;
+        let (status, answer) =
+            self.send(reqwest::Method::POST, path, Some(body)).await.map_err(anyhow::Error::msg)?;
         expect_ready(status, expected, &answer, "user").map_err(anyhow::Error::msg)?;
         Ok(answer.json()?["user"].take())
     }

@@ -539,7 +539,10 @@ fn render_credentials(w: &mut String, c: &CredentialsResult) {
             r.grace_secs,
             r.grace_secs
         );
-        let _ = writeln!(w, "| load | logins | failed clients | logins/s | ratio to the baseline |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| load | logins | failed clients | logins/s | ratio to the baseline |\n|---|---|---|---|---|"
+        );
         let _ = writeln!(
             w,
             "| baseline (no rotation) | {} | {} | {:.0} | – |",
@@ -567,7 +570,8 @@ fn render_credentials(w: &mut String, c: &CredentialsResult) {
              against psql running those statements for as many roles.\n",
             l.count, l.create_secs
         );
-        let _ = writeln!(w, "| | pgplane (s) | floor (s) | ratio | reconcile passes |\n|---|---|---|---|---|");
+        let _ =
+            writeln!(w, "| | pgplane (s) | floor (s) | ratio | reconcile passes |\n|---|---|---|---|---|");
         let _ = writeln!(
             w,
             "| {} leases expired and reaped | {:.2} | {:.2} | **{:.2}×** | {} |\n",

@@ -69,8 +69,7 @@ async fn rotation(ctx: &Ctx) -> Result<Rotation> {
     let user = api.user_call(&ctx.cluster_path("/users"), json!({ "name": name }), 201).await?;
     let old = user["password"].as_str().context("the user's password")?.to_string();
     let (server, dir, db) = (&ctx.target.pg, &ctx.work_dir, "defaultdb");
-    let baseline =
-        floor::pgbench_logins(server, (&name, &old, db), dir, LOGIN_CLIENTS, load_secs).await?;
+    let baseline = floor::pgbench_logins(server, (&name, &old, db), dir, LOGIN_CLIENTS, load_secs).await?;
 
     let reset = ctx.cluster_path(&format!("/users/{name}/reset_auth"));
     let rotated = api.user_call(&reset, json!({ "grace": format!("{grace_secs}s") }), 200).await?;
@@ -106,10 +105,16 @@ async fn leases(ctx: &Ctx) -> Result<Leases> {
     let (verifiers, _) = crate::ctx::verifiers(n).await?;
     let roles: Vec<(String, String)> = floor_names.iter().cloned().zip(verifiers).collect();
     let (server, dir) = (&ctx.target.pg, &ctx.work_dir);
-    floor::psql(server, dir, "lease-floor-create.sql", &floor::create_roles_sql(&roles, &ctx.primary_user, ctx.target_version_num))
-        .await?;
-    let floor_secs =
-        floor::psql(server, dir, "lease-floor-drop.sql", &floor::drop_roles_sql(&floor_names)).await?.as_secs_f64();
+    floor::psql(
+        server,
+        dir,
+        "lease-floor-create.sql",
+        &floor::create_roles_sql(&roles, &ctx.primary_user, ctx.target_version_num),
+    )
+    .await?;
+    let floor_secs = floor::psql(server, dir, "lease-floor-drop.sql", &floor::drop_roles_sql(&floor_names))
+        .await?
+        .as_secs_f64();
     ensure!(ctx.roles_present(&floor_names).await? == 0);
 
     let shared = Arc::new(names.clone());
@@ -136,7 +141,13 @@ async fn leases(ctx: &Ctx) -> Result<Leases> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reap_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The passes end once their outcomes are recorded (the rows gone), and log it then.
+    let recorded = "SELECT count(*) FROM cluster_users WHERE cluster_id::text = $1 AND name = ANY($2)";
+    while meta.query_one(recorded, &[&ctx.cluster_id, &names]).await?.get::<_, i64>(0) > 0 {
+        ensure!(Instant::now() < deadline, "the leases' rows were still there 10 minutes after their end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(Leases {
         count: n,
         create_secs: created.wall.as_secs_f64(),

@@ -135,26 +135,19 @@ impl Store {
                 .execute(&self.pool)
                 .await?
             }
-            Some(name) if row.other => {
-                sqlx::query!(
-                    "update cluster_users set other_credentials_sealed = $4
-                      where cluster_id = $1 and name = $2 and other_credentials_sealed = $3",
-                    row.cluster_id,
-                    name,
-                    row.sealed,
-                    resealed
-                )
-                .execute(&self.pool)
-                .await?
-            }
             Some(name) => {
+                // The current credentials, or the other login's: the same compare-and-swap.
                 sqlx::query!(
-                    "update cluster_users set credentials_sealed = $4
-                      where cluster_id = $1 and name = $2 and credentials_sealed = $3",
+                    "update cluster_users
+                        set credentials_sealed = case when $5 then credentials_sealed else $4 end,
+                            other_credentials_sealed = case when $5 then $4 else other_credentials_sealed end
+                      where cluster_id = $1 and name = $2
+                        and case when $5 then other_credentials_sealed else credentials_sealed end = $3",
                     row.cluster_id,
                     name,
                     row.sealed,
-                    resealed
+                    resealed,
+                    row.other
                 )
                 .execute(&self.pool)
                 .await?

@@ -202,6 +202,20 @@ pub(crate) fn drop_role_sql(role: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A role with LOGIN and nothing else, expiring at `valid_until`.
+    fn login_only(valid_until: Option<i64>) -> RoleAttrs {
+        RoleAttrs {
+            superuser: false,
+            createdb: false,
+            createrole: false,
+            login: true,
+            replication: false,
+            bypassrls: false,
+            connection_limit: -1,
+            valid_until,
+        }
+    }
+
     #[test]
     fn settings_quote_databases_and_values_and_list_schemas_as_identifiers() {
         let change = |db: Option<&str>, name: &str, value: Option<&str>| SettingChange {
@@ -229,16 +243,7 @@ mod tests {
 
     #[test]
     fn an_alter_names_only_the_attributes_that_change() {
-        let was = RoleAttrs {
-            superuser: false,
-            createdb: false,
-            createrole: false,
-            login: true,
-            replication: false,
-            bypassrls: false,
-            connection_limit: -1,
-            valid_until: None,
-        };
+        let was = login_only(None);
         let step = |attrs: RoleAttrs, set_password: bool| Step::AlterRole {
             attrs,
             was,
@@ -263,16 +268,7 @@ mod tests {
 
     #[test]
     fn an_expiry_is_a_utc_moment_or_infinity_and_an_expired_roles_sessions_end_last() {
-        let was = RoleAttrs {
-            superuser: false,
-            createdb: false,
-            createrole: false,
-            login: true,
-            replication: false,
-            bypassrls: false,
-            connection_limit: -1,
-            valid_until: Some(1_800_000_000_000_000),
-        };
+        let was = login_only(Some(1_800_000_000_000_000));
         let step = |attrs: RoleAttrs, end_sessions| Step::AlterRole {
             attrs,
             was,
