@@ -60,6 +60,10 @@ async fn an_expired_user_is_refused_and_its_sessions_end(major: u32) {
         body["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert_eq!(listed, [name.as_str()]);
 
+    // Counted (over every cluster of the metadata database) as expiring within the hour.
+    let (_, expiring) = app.store.expiry_counts(Duration::from_secs(3600)).await.unwrap();
+    assert!(expiring >= 1, "{expiring}");
+
     // A session open at the expiry is ended; a new login is refused; the user shows expired.
     let session = app.target.login(&name, &password, &db).await.expect("logs in before its expiry");
     let gone = app.eventually(Duration::from_secs(30), || ended(&session)).await;
@@ -68,6 +72,8 @@ async fn an_expired_user_is_refused_and_its_sessions_end(major: u32) {
     assert_eq!(sqlstate(&err), "28P01", "{err}");
     let (_, body) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(body["user"]["status"], "expired", "{body}");
+    let (expired, _) = app.store.expiry_counts(Duration::from_secs(3600)).await.unwrap();
+    assert!(expired >= 1, "{expired}");
 
     // An expiry removed: logins work again.
     let path = app.cluster_path(&format!("/users/{name}"));

@@ -171,6 +171,11 @@ async fn metrics_are_served_apart_from_the_api_and_move_with_work() {
             "objects {state} exported"
         );
     }
+    assert!(after.iter().any(|s| s.name == "pgplane_users_expired"), "expired users exported");
+    assert!(
+        after.iter().any(|s| s.name == "pgplane_users_expiring" && s.labels["window"] == "24h"),
+        "users expiring within a day exported"
+    );
 
     // Bounded labels only: no raw path, no user or database name, no cluster id anywhere.
     let text = scrape(&replica).await;
