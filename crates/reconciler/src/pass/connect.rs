@@ -166,11 +166,16 @@ pub(super) fn prepare(
     let mut unopened = Vec::new();
     for user in users {
         match logins_of(sealer, &user, now) {
-            Ok(logins) => roles.extend(logins.into_iter().map(|(desired, alternate)| RoleItem {
-                desired,
-                user: user.clone(),
-                alternate,
-            })),
+            Ok(logins) => {
+                // The end of a rotation's grace changes what a login should be, and is no drift.
+                let watched = user.watched_for_drift() && !user.grace_until.is_some_and(|t| t <= now);
+                roles.extend(logins.into_iter().map(|(desired, alternate)| RoleItem {
+                    desired,
+                    user: user.clone(),
+                    alternate,
+                    watched,
+                }))
+            }
             Err(e) => unopened.push(Unopened { user, reason: e.to_string() }),
         }
     }

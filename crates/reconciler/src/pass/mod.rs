@@ -101,6 +101,9 @@ struct RoleItem {
     user: User,
     /// The user's alternate login (a rotation's second role), not its own role.
     alternate: bool,
+    /// A step it needs is drift: it was in sync and nothing changed on pgplane's side since,
+    /// not even the end of a rotation's grace.
+    watched: bool,
 }
 
 /// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
@@ -227,10 +230,7 @@ fn wanted<'a>(
 ) -> Wanted<'a> {
     Wanted {
         primary_user: &cluster.primary_user,
-        roles: roles
-            .iter()
-            .map(|r| WantedRole { desired: &r.desired, watched: r.user.watched_for_drift() })
-            .collect(),
+        roles: roles.iter().map(|r| WantedRole { desired: &r.desired, watched: r.watched }).collect(),
         left_out: unopened.iter().map(|u| (u.user.name.clone(), u.reason.clone())).collect(),
         databases: databases
             .iter()

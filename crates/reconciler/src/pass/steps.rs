@@ -83,7 +83,7 @@ pub(super) async fn apply_roles<'a>(
             (outcome, _) => outcome,
         };
         // (REPLICATION withheld is not drift: the user's error says why it went.)
-        if item.user.watched_for_drift() && role.withheld.is_none() {
+        if item.watched && role.withheld.is_none() {
             if let Some(found) = role_drift(role, step, observed) {
                 let found =
                     if item.alternate { format!("its login {:?}: {found}", role.name) } else { found };

@@ -1,7 +1,8 @@
 //! Snapshot tests of representative pass plans (pure: no server): an empty target, adoption of
 //! an existing role, drift of each kind, the primary user's foreign memberships and database
-//! rights on a shared server, access levels on PostgreSQL 15 and 17, and deletions with heirs. Each plan is shown as text; `UPDATE_EXPECT=1 cargo test -p pgplane-reconciler`
-//! rewrites the snapshots after a deliberate change.
+//! rights on a shared server, access levels on PostgreSQL 15 and 17, deletions with heirs,
+//! expiries and a rotation's two logins. Each plan is shown as text; `UPDATE_EXPECT=1 cargo
+//! test -p pgplane-reconciler` rewrites the snapshots after a deliberate change.
 
 use std::collections::HashMap;
 
@@ -453,5 +454,43 @@ fn strangers_objects_are_conflicts_and_unopened_users_are_left_out() {
         == databases
         database theirs: conflict (no change) (a database named "theirs" already exists on the target server and is not managed by pgplane; it was left untouched)
     "#]],
+    );
+}
+
+#[test]
+fn expiries_end_sessions_and_a_rotation_has_two_logins() {
+    let expired = DesiredRole { valid_until: Some(1_800_000_000_000_000), expired: true, ..role("app") };
+    let expiring = DesiredRole { valid_until: Some(1_900_000_000_000_000), changed: true, ..role("job") };
+    // A rotation: the grace of the user's own role has ended (not drift: the pass does not watch
+    // it), its second login is new.
+    let old_login = DesiredRole { login: false, expired: true, changed: true, ..role("web") };
+    let new_login =
+        DesiredRole { acts_as: Some("web".into()), claimed: false, changed: true, ..role("web_alt") };
+    let roles = [role("doadmin"), expired.clone(), expiring.clone(), old_login, new_login];
+    let mut o = observed(170000);
+    for r in &roles[..4] {
+        o.roles.insert(r.name.clone(), as_wanted(r, 170000));
+        o.primary_admin_of.insert(r.name.clone());
+    }
+    o.roles.get_mut("app").unwrap().sessions = 2;
+    o.roles.insert("job".into(), as_wanted(&DesiredRole { valid_until: None, ..expiring }, 170000));
+    let web = o.roles.get_mut("web").unwrap();
+    (web.attrs.login, web.sessions) = (true, 1);
+    check(
+        plan_pass(&wanted(&roles, Vec::new()), &seen(&o)),
+        expect![[r#"
+            PostgreSQL 17.1, 1 in sync
+            == roles
+            user app: alter_role
+                SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+                      WHERE usename::text = ANY(ARRAY['app']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+            user job: alter_role
+                ALTER ROLE "job" WITH INHERIT VALID UNTIL '2030-03-17T17:46:40.000000Z' PASSWORD '<redacted>'
+            user web: alter_role
+                ALTER ROLE "web" WITH NOLOGIN INHERIT PASSWORD '<redacted>'; SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+                      WHERE usename::text = ANY(ARRAY['web']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+            user web_alt: create_role
+                CREATE ROLE "web_alt" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'; GRANT "web_alt" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE; GRANT "web" TO "web_alt" WITH INHERIT TRUE, SET TRUE; ALTER ROLE "web_alt" SET role TO 'web'
+        "#]],
     );
 }
