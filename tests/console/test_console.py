@@ -67,7 +67,7 @@ def test_add_reset_and_delete_a_user_with_effects_on_the_target(browser, target)
     login(name, old).close()
 
     dialog = more(browser, "user", name, "Reset password")
-    assert name in dialog.text and "stop working" in dialog.text
+    assert name in dialog.text and "stops working" in dialog.text
     dialog.find_element(By.CSS_SELECTOR, "[data-confirm]").click()
     new = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog[open] code.new-password"))).text
     assert new and new != old
