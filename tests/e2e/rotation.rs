@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pgplane_testkit::TestApp;
+use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::json;
 
-use crate::{on_each_version, sqlstate};
+use crate::{drift_described, on_each_version, sqlstate};
 
 /// The owner of a table in the default database.
 async fn owner_of(app: &TestApp, table: &str) -> String {
@@ -56,6 +56,7 @@ async fn a_rotation_with_a_grace_keeps_the_old_password_until_it_ends(major: u32
     let alternate = format!("{name}_alt");
     assert_eq!(user["login"], alternate.as_str(), "{body}");
     assert_eq!(user["grace"]["login"], name.as_str(), "{body}");
+    assert_eq!(user["status"], "ready", "{body}");
     let until: DateTime<Utc> = user["grace"]["until"].as_str().unwrap().parse().unwrap();
     let new = user["password"].as_str().unwrap().to_string();
     assert_ne!(new, old);
@@ -151,9 +152,6 @@ async fn bad_graces_are_refused_and_change_nothing() {
         assert_eq!(status, 422, "{grace}: {body}");
         assert!(body["message"].as_str().unwrap().contains(expected), "{grace}: {body}");
     }
-    let primary = app.cluster_path(&format!("/users/{}/reset_auth", app.primary_user));
-    let (status, body) = app.post(&primary, json!({"grace": "10m"})).await;
-    assert_eq!(status, 422, "{body}");
     app.target.login(&name, &password, &app.default_db).await.expect("the password is unchanged");
     assert!(!app.role_exists(&format!("{name}_alt")).await);
     // A second login's name that is another user's: refused.
@@ -162,3 +160,55 @@ async fn bad_graces_are_refused_and_change_nothing() {
     assert_eq!(status, 422, "{body}");
     app.target.login(&name, &password, &app.default_db).await.expect("the password is unchanged");
 }
+
+async fn the_primary_user_rotates_with_a_grace_and_keeps_owning_everything(major: u32) {
+    let app = TestApp::spawn_with(AppOptions {
+        target_major: major,
+        resync_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (db, primary) = (app.default_db.clone(), app.primary_user.clone());
+    let old = app.primary_password().await;
+    let path = app.cluster_path(&format!("/users/{primary}/reset_auth"));
+    let (status, body) = app.post(&path, json!({"grace": "6s"})).await;
+    assert_eq!(status, 200, "{body}");
+    let alternate = format!("{primary}_alt");
+    assert_eq!(body["user"]["login"], alternate.as_str(), "{body}");
+    assert_eq!(body["user"]["status"], "ready", "{body}");
+    let new = body["user"]["password"].as_str().unwrap().to_string();
+    // The cluster's connection names the login the password is for.
+    let (_, cluster) = app.get(&app.cluster_path("")).await;
+    assert_eq!(cluster["database"]["connection"]["user"], alternate.as_str(), "{cluster}");
+
+    // The second login acts as the primary user: it owns what it makes, databases included.
+    let session = app.target.login(&alternate, &new, &db).await.expect("the second login logs in");
+    let table = app.unique("owned");
+    session.batch_execute(&format!("CREATE TABLE {table} (n int)")).await.unwrap();
+    assert_eq!(owner_of(&app, &table).await, primary);
+    let made = app.unique("madedb");
+    session.batch_execute(&format!("CREATE DATABASE {made}")).await.expect("CREATEDB as the primary user");
+    let owner = "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1";
+    assert_eq!(app.target_strings(owner, &[&made]).await, [primary.as_str()]);
+    session.batch_execute(&format!("DROP DATABASE {made}")).await.unwrap();
+    app.target.login(&primary, &old, &db).await.expect("the old password within its grace");
+
+    // After the grace, the old login stops; full passes keep the second login's membership
+    // (it is pgplane's, not a foreign one) and record no drift for it.
+    let stopped = app
+        .eventually(Duration::from_secs(30), || async {
+            app.target.login(&primary, &old, &db).await.is_err()
+        })
+        .await;
+    assert!(stopped, "the primary user's old login outlived its grace");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let member = "SELECT count(*)::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                   JOIN pg_roles a ON a.oid = m.member WHERE r.rolname = $1 AND a.rolname = $2";
+    assert_eq!(app.target_strings(member, &[&primary, &alternate]).await, ["1"]);
+    let described = drift_described(&app, &primary).await;
+    assert!(described.iter().all(|d| !d.contains("foreign")), "{described:?}");
+    let other = app.unique("after");
+    app.create_user(&other).await;
+    app.target.login(&alternate, &new, &db).await.expect("the second login still logs in");
+}
+on_each_version!(the_primary_user_rotates_with_a_grace_and_keeps_owning_everything);

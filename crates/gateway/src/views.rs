@@ -306,8 +306,11 @@ impl ClusterView {
     ) -> Result<Self, ApiError> {
         let users: Vec<UserView> =
             users.iter().map(|u| UserView::of(u, credentials, reveal, &cluster.primary_user)).collect();
-        let primary_password =
-            users.iter().find(|u| u.name == cluster.primary_user).and_then(|u| u.password.clone());
+        let primary = users.iter().find(|u| u.name == cluster.primary_user);
+        let primary_password = primary.and_then(|u| u.password.clone());
+        // After a rotation with a grace, the primary user's password logs in as its second login.
+        let primary_login =
+            primary.and_then(|u| u.login.clone()).unwrap_or_else(|| cluster.primary_user.clone());
         Ok(Self {
             id: cluster.cluster_id,
             name: cluster.name.clone(),
@@ -331,7 +334,7 @@ impl ClusterView {
                 .filter(|d| d.desired() == DesiredState::Present)
                 .map(|d| d.name.clone())
                 .collect(),
-            connection: ConnectionView::new(cluster, &cluster.primary_user, primary_password.as_deref()),
+            connection: ConnectionView::new(cluster, &primary_login, primary_password.as_deref()),
             users,
             maintenance_window: None,
             storage_size_mib: 0,

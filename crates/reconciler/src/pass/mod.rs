@@ -149,7 +149,8 @@ pub(crate) async fn run_pass(
     // server the rights on the cluster's databases.
     let has_primary = roles.iter().any(|r| r.desired.primary);
     let around = async {
-        let grants = primary::observe_foreign(&client, &cluster, &observed, has_primary).await?;
+        let alternate = primary_alternate(&roles, &cluster.primary_user);
+        let grants = primary::observe_foreign(&client, &cluster, &observed, has_primary, alternate).await?;
         Ok::<_, TargetError>((
             grants,
             rights::observe_shared(&shared.store, &client, &cluster, &observed).await?,
@@ -197,6 +198,11 @@ pub(crate) async fn run_pass(
     let version = Some((observed.version_num, observed.version.as_str()));
     let next = finish(shared, &cluster, Some(read_at), full, version, ledger.first_error.as_deref()).await?;
     Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
+}
+
+/// The primary user's second login (a rotation's), when the pass has it.
+fn primary_alternate<'a>(roles: &'a [RoleItem], primary_user: &str) -> Option<&'a str> {
+    roles.iter().find(|r| r.desired.acts_as.as_deref() == Some(primary_user)).map(|r| r.desired.name.as_str())
 }
 
 /// The objects (`Wanted::roles` or `Wanted::databases`, the same order) of each of the plan's

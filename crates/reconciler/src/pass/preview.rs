@@ -80,7 +80,14 @@ impl Previewer {
         let mut seen = Seen {
             observed: Some(&observed),
             admin_database: spec.admin_database().to_string(),
-            primary_grants: super::primary::observe_foreign(&client, cluster, &observed, has_primary).await?,
+            primary_grants: super::primary::observe_foreign(
+                &client,
+                cluster,
+                &observed,
+                has_primary,
+                super::primary_alternate(&roles, &cluster.primary_user),
+            )
+            .await?,
             rights: super::rights::observe_shared(&self.store, &client, cluster, &observed).await?,
             ..Seen::default()
         };

@@ -7,7 +7,7 @@
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 use pgplane_target_server::plan::Phase;
-use pgplane_target_server::primary::{foreign_grants, revoke_sql, ForeignGrant, GrantCounts};
+use pgplane_target_server::primary::{foreign_grants, revoke_sql, ForeignGrant, GrantCounts, Side};
 use pgplane_target_server::TargetError;
 use tokio_postgres::Client;
 
@@ -18,17 +18,23 @@ use crate::observe::Observed;
 use crate::plan::pass::{Action, PassPlan};
 
 /// The primary user's foreign memberships, when the pass has the primary user (`has_primary`)
-/// and it is on the target already (a role pgplane is about to create has none).
+/// and it is on the target already (a role pgplane is about to create has none). The
+/// membership of its own second login (`alternate`, a rotation's, which acts as it) is
+/// pgplane's, not foreign.
 pub(crate) async fn observe_foreign(
     client: &Client,
     cluster: &Cluster,
     observed: &Observed,
     has_primary: bool,
+    alternate: Option<&str>,
 ) -> Result<Vec<ForeignGrant>, TargetError> {
     if !has_primary || !observed.roles.contains_key(&cluster.primary_user) {
         return Ok(Vec::new());
     }
-    Ok(foreign_grants(client, &cluster.primary_user, &cluster.admin_user, observed.version_num).await?)
+    let mut grants =
+        foreign_grants(client, &cluster.primary_user, &cluster.admin_user, observed.version_num).await?;
+    grants.retain(|g| !(g.side == Side::Holder && !g.admin_option && Some(g.role.as_str()) == alternate));
+    Ok(grants)
 }
 
 /// Runs the plan's `primary_user` phase: each foreign membership revoked on its own (one that

@@ -322,9 +322,12 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
     }
 }
 
-/// The primary user, when it must be granted ADMIN OPTION on `role`.
+/// The primary user, when it must be granted ADMIN OPTION on `role`: never on its own second
+/// login, a member of it (the grant would make the two members of each other, which PostgreSQL
+/// refuses).
 fn admin_grantee(role: &DesiredRole, observed: &Observed, primary_user: &str, new: bool) -> Option<String> {
     let needed = !role.primary
+        && role.acts_as.as_deref() != Some(primary_user)
         && observed.version_num >= ADMIN_OPTION_VERSION_NUM
         && (new || !observed.primary_admin_of.contains(&role.name));
     needed.then(|| primary_user.to_string())

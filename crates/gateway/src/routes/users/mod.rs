@@ -378,7 +378,7 @@ const LONGEST_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24
     responses(
         (status = 200, description = "The user with its new password (and, after a rotation with a grace, the `login` it belongs to)", body = UserResponse),
         ChangesUser,
-        (status = 422, description = "An invalid `grace`, or a grace for the primary user", body = ErrorBody),
+        (status = 422, description = "An invalid `grace`, or a second login whose name is taken", body = ErrorBody),
     ))]
 pub(super) async fn reset_auth(
     State(state): State<AppState>,
@@ -414,16 +414,16 @@ async fn rotate_with_grace(
     if grace > LONGEST_GRACE {
         return Err(ApiError::unprocessable("grace must be at most 7d"));
     }
-    if user.is_primary() {
-        return Err(ApiError::unprocessable(format!(
-            "the primary user {:?} is reset at once: a grace is for the cluster's other users",
-            user.name
-        )));
-    }
     let alternate = match &user.alternate_login {
         Some(alternate) => alternate.clone(),
         None => {
             let alternate = format!("{}_alt", user.name);
+            if alternate == cluster.admin_user {
+                return Err(ApiError::unprocessable(format!(
+                    "cannot rotate {:?} with a grace: its second login would be {alternate:?}, the admin role",
+                    user.name
+                )));
+            }
             check_identifier(ObjectKind::User, &alternate).map_err(|e| {
                 ApiError::unprocessable(format!("cannot rotate {:?} with a grace: {e}", user.name))
             })?;
