@@ -298,12 +298,17 @@ impl Store {
         let end = PassEnd::new(full, error, retry_at);
         let finished = sqlx::query!(
             r#"with enforced as (
-               update cluster_users
-                  set expiry_enforced_at = case when valid_until <= $14 then coalesce(expiry_enforced_at, now())
-                                                else expiry_enforced_at end,
-                      grace_until = case when grace_until <= $14 then null else grace_until end
-                where cluster_id = $1 and $3
-                  and ((valid_until <= $14 and expiry_enforced_at is null) or grace_until <= $14)
+               -- The few rows concerned, found through the partial indexes (not a scan of the
+               -- cluster's users at every pass).
+               update cluster_users u
+                  set expiry_enforced_at = case when u.valid_until <= $14 then coalesce(u.expiry_enforced_at, now())
+                                                else u.expiry_enforced_at end,
+                      grace_until = case when u.grace_until <= $14 then null else u.grace_until end
+                 from (select name from cluster_users
+                        where cluster_id = $1 and valid_until <= $14 and expiry_enforced_at is null
+                       union
+                       select name from cluster_users where cluster_id = $1 and grace_until <= $14) due
+                where u.cluster_id = $1 and u.name = due.name and $3
              ), c as (
                update clusters
                   set reconciled_generation = case when $3 then greatest(reconciled_generation, $2)

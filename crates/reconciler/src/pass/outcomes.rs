@@ -72,8 +72,7 @@ impl<'a> Record<'a> {
 }
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
-/// pass's first failure, and keeps the outcome to record (the worse, for an object that
-/// concludes twice) unless it changes nothing (an object
+/// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
 /// already ready and in sync, with no error to clear), so that a pass over a converged cluster
 /// writes nothing but its end.
 pub(super) fn conclude<'a>(
@@ -82,6 +81,19 @@ pub(super) fn conclude<'a>(
     record: Record<'a>,
     step: &Step,
     outcome: Outcome,
+) {
+    conclude_once_or_twice(cluster, ledger, record, step, outcome, false)
+}
+
+/// [`conclude`], for an object that may conclude twice in a pass (`twice`: a user with an
+/// alternate login): the worse outcome stands.
+pub(super) fn conclude_once_or_twice<'a>(
+    cluster: &Cluster,
+    ledger: &mut Ledger<'a>,
+    record: Record<'a>,
+    step: &Step,
+    outcome: Outcome,
+    twice: bool,
 ) {
     let Record { kind, name, object } = record;
     if step.changes_target() {
@@ -94,8 +106,8 @@ pub(super) fn conclude<'a>(
     if let Outcome::Failed(message) = &outcome {
         ledger.first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
     }
-    // A user with an alternate login concludes twice: the worse outcome stands.
-    if let Some(prior) = ledger.outcomes.iter_mut().find(|o| o.kind == kind && o.name == name) {
+    let prior = if twice { ledger.outcomes.iter_mut().find(|o| o.kind == kind && o.name == name) } else { None };
+    if let Some(prior) = prior {
         if outcome.rank() > prior.outcome.rank() {
             prior.outcome = outcome;
         }

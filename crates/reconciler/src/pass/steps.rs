@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::apply;
 use super::drift::report_drift;
-use super::outcomes::{conclude, outcome_of, Ledger, Record};
+use super::outcomes::{conclude, conclude_once_or_twice, outcome_of, Ledger, Record};
 use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
@@ -109,7 +109,8 @@ fn conclude_role<'a>(
         Outcome::Conflict(m) if item.alternate => Outcome::Failed(m),
         other => other,
     };
-    conclude(cluster, ledger, Record::of_user(&item.user), step, outcome);
+    let twice = item.user.alternate_login.is_some();
+    conclude_once_or_twice(cluster, ledger, Record::of_user(&item.user), step, outcome, twice);
 }
 
 /// Drops the roles whose step is DropRole, together, and concludes every role that should be
