@@ -23,9 +23,10 @@ pub(crate) struct RoleFacts {
     /// Its settings of the parameters pgplane manages (`pgplane_core::parameters`), from
     /// `pg_db_role_setting`.
     pub settings: Vec<FoundSetting>,
-    /// How many sessions are logged in as it (`pg_stat_activity`).
+    /// How many sessions are logged in as it (`pg_stat_activity`); counted only for the roles
+    /// named in [`Names::sessions_of`] (0 for the others).
     pub sessions: i64,
-    /// The roles it is a direct member of.
+    /// The roles it is a direct member of; read only for [`Names::memberships_of`].
     pub member_of: Vec<String>,
     /// The role its sessions start as (`ALTER ROLE … SET role`, in every database), if any.
     pub acts_as: Option<String>,
@@ -69,6 +70,18 @@ impl RoleAttrs {
             ("BYPASSRLS", self.bypassrls),
         ]
     }
+}
+
+/// What a pass (or a preview) observes: its roles and databases, by name, and among the roles
+/// those whose sessions are counted (the expired ones, whose sessions end) and those whose
+/// memberships are read (alternate logins, which act as their user). Reading sessions and
+/// memberships costs every pass that needs neither nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Names<'a> {
+    pub roles: Vec<&'a str>,
+    pub databases: Vec<&'a str>,
+    pub sessions_of: Vec<&'a str>,
+    pub memberships_of: Vec<&'a str>,
 }
 
 /// What one pass sees on a target.
@@ -136,8 +149,7 @@ fn acts_as(row: &Row) -> Option<String> {
 /// shows passwords, and whether the admin may act as the primary user), then the three catalog queries pipelined, in one round trip.
 pub(crate) async fn observe(
     client: &ClientWrapper,
-    role_names: &[&str],
-    database_names: &[&str],
+    names: &Names<'_>,
     primary_user: &str,
 ) -> Result<Observed, TargetError> {
     let server_sql = format!(
@@ -168,10 +180,12 @@ pub(crate) async fn observe(
                 coalesce(p.sessions, 0), m.member_of
            FROM pg_catalog.{} a
            LEFT JOIN (SELECT usesysid, count(*) AS sessions FROM pg_catalog.pg_stat_activity
+                       WHERE cardinality($2::text[]) > 0 AND usename::text = ANY($2)
                        GROUP BY usesysid) p ON p.usesysid = a.oid
            LEFT JOIN (SELECT am.member, array_agg(g.rolname::text) AS member_of
                         FROM pg_catalog.pg_auth_members am JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
-                       WHERE am.member IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY($1))
+                       WHERE cardinality($3::text[]) > 0
+                         AND am.member IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY($3))
                        GROUP BY am.member) m ON m.member = a.oid
            LEFT JOIN (
                 SELECT rs.setrole, array_agg(d.datname) AS databases,
@@ -185,9 +199,9 @@ pub(crate) async fn observe(
         if admin_is_superuser { "a.rolpassword" } else { "NULL::text" },
         if admin_is_superuser { "pg_authid" } else { "pg_roles" }
     );
-    let by_role: [&(dyn ToSql + Sync); 1] = [&role_names];
-    let by_database: [&(dyn ToSql + Sync); 1] = [&database_names];
-    let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &role_names];
+    let by_role: [&(dyn ToSql + Sync); 3] = [&names.roles, &names.sessions_of, &names.memberships_of];
+    let by_database: [&(dyn ToSql + Sync); 1] = [&names.databases];
+    let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &names.roles];
     let (roles, databases, primary_admin_of) = futures::try_join!(
         query(client, &roles_sql, &by_role),
         query(

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 
 use super::RoleItem;
 use crate::controller::Shared;
-use crate::observe::{observe, Observed};
+use crate::observe::{observe, Names, Observed};
 use crate::plan::{waits_for_a_database, DesiredRole, WAITING_DATABASE};
 use crate::pools::{Object, Pool, Pools};
 
@@ -41,8 +41,7 @@ pub(super) async fn open(
     let spec = spec.checked(&shared.config.target_policy).await?;
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
-    let (role_names, db_names) = names_to_observe(roles, databases);
-    let observed = observe(&client, &role_names, &db_names, &cluster.primary_user).await?;
+    let observed = observe(&client, &names_to_observe(roles, databases), &cluster.primary_user).await?;
     check_server(shared, cluster, &observed).await?;
     Ok(Opened { spec, pool, client, observed })
 }
@@ -124,19 +123,24 @@ pub(super) struct Unopened {
     pub(super) reason: String,
 }
 
-/// The roles and databases a pass (or a preview) observes: its own, and the databases its
-/// roles' parameters name (a parameter is set in a database only when it is the cluster's).
-pub(super) fn names_to_observe<'a>(
-    roles: &'a [RoleItem],
-    databases: &'a [Database],
-) -> (Vec<&'a str>, Vec<&'a str>) {
-    let role_names = roles.iter().map(|r| r.desired.name.as_str()).collect();
+/// What a pass (or a preview) observes: its roles and databases, the databases its roles'
+/// parameters name (a parameter is set in a database only when it is the cluster's), the
+/// sessions of its expired roles and the memberships of its alternate logins.
+pub(super) fn names_to_observe<'a>(roles: &'a [RoleItem], databases: &'a [Database]) -> Names<'a> {
+    let names_of = |keep: fn(&DesiredRole) -> bool| -> Vec<&'a str> {
+        roles.iter().filter(|r| keep(&r.desired)).map(|r| r.desired.name.as_str()).collect()
+    };
     let mut db_names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
     db_names
         .extend(roles.iter().flat_map(|r| r.desired.parameters.iter().filter_map(|p| p.database.as_deref())));
     db_names.sort_unstable();
     db_names.dedup();
-    (role_names, db_names)
+    Names {
+        roles: names_of(|_| true),
+        databases: db_names,
+        sessions_of: names_of(|r| r.expired),
+        memberships_of: names_of(|r| r.acts_as.is_some()),
+    }
 }
 
 /// Holds back the roles with a parameter whose database is not the cluster's on the target yet:

@@ -106,7 +106,8 @@ pub(super) fn conclude_once_or_twice<'a>(
     if let Outcome::Failed(message) = &outcome {
         ledger.first_error.get_or_insert_with(|| format!("{} {name:?}: {message}", kind.noun()));
     }
-    let prior = if twice { ledger.outcomes.iter_mut().find(|o| o.kind == kind && o.name == name) } else { None };
+    let prior =
+        if twice { ledger.outcomes.iter_mut().find(|o| o.kind == kind && o.name == name) } else { None };
     if let Some(prior) = prior {
         if outcome.rank() > prior.outcome.rank() {
             prior.outcome = outcome;
