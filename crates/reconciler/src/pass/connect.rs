@@ -172,7 +172,7 @@ pub(super) fn prepare(
         match logins_of(sealer, &user, now) {
             Ok(logins) => {
                 // The end of a rotation's grace changes what a login should be, and is no drift.
-                let watched = user.watched_for_drift() && !user.grace_until.is_some_and(|t| t <= now);
+                let watched = user.watched_for_drift() && user.grace_until.is_none_or(|t| t > now);
                 roles.extend(logins.into_iter().map(|(desired, alternate)| RoleItem {
                     desired,
                     user: user.clone(),
