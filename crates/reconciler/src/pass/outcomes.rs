@@ -72,22 +72,11 @@ impl<'a> Record<'a> {
 }
 
 /// Ends one object's step: counts and logs it when it touched the target, remembers the
-/// pass's first failure, and keeps the outcome to record unless it changes nothing (an object
-/// already ready and in sync, with no error to clear), so that a pass over a converged cluster
-/// writes nothing but its end.
+/// pass's first failure, and keeps the outcome to record (for an object that may conclude twice
+/// in a pass, `twice`: a user with an alternate login, the worse of the two) unless it changes
+/// nothing (an object already ready and in sync, with no error to clear), so that a pass over a
+/// converged cluster writes nothing but its end.
 pub(super) fn conclude<'a>(
-    cluster: &Cluster,
-    ledger: &mut Ledger<'a>,
-    record: Record<'a>,
-    step: &Step,
-    outcome: Outcome,
-) {
-    conclude_once_or_twice(cluster, ledger, record, step, outcome, false)
-}
-
-/// [`conclude`], for an object that may conclude twice in a pass (`twice`: a user with an
-/// alternate login): the worse outcome stands.
-pub(super) fn conclude_once_or_twice<'a>(
     cluster: &Cluster,
     ledger: &mut Ledger<'a>,
     record: Record<'a>,

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::apply;
 use super::drift::report_drift;
-use super::outcomes::{conclude, conclude_once_or_twice, outcome_of, Ledger, Record};
+use super::outcomes::{conclude, outcome_of, Ledger, Record};
 use super::RoleItem;
 use crate::controller::Shared;
 use crate::observe::Observed;
@@ -110,7 +110,7 @@ fn conclude_role<'a>(
         other => other,
     };
     let twice = item.user.alternate_login.is_some();
-    conclude_once_or_twice(cluster, ledger, Record::of_user(&item.user), step, outcome, twice);
+    conclude(cluster, ledger, Record::of_user(&item.user), step, outcome, twice);
 }
 
 /// Drops the roles whose step is DropRole, together, and concludes every role that should be
@@ -258,7 +258,7 @@ pub(super) async fn apply_databases<'a>(
                 report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
             }
         }
-        conclude(cluster, ledger, Record::of_database(db), &step, outcome);
+        conclude(cluster, ledger, Record::of_database(db), &step, outcome, false);
         ledger.flush(shared, cluster.cluster_id).await?;
     }
     Ok(())
