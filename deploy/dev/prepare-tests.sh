@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready for the test suite. Always: promtool (Debian's prometheus package,
-# for the metrics and alert-rule checks) and Debian's chromium and chromium-driver (the
-# console's browser suite). With containers (unless PGPLANE_TEST_PG_URL points the tests at an
+# for the metrics and alert-rule checks), Debian's chromium and chromium-driver (the
+# console's browser suite), pgbouncer and psql (the connection pools' tests). With containers (unless PGPLANE_TEST_PG_URL points the tests at an
 # existing PostgreSQL, when the deployment tests skip themselves): a Docker engine (installed
 # from Debian's packages and started with host networking only, when missing), docker-compose
 # and kubectl (Debian's docker-compose and kubernetes-client, for the deployment tests), the
@@ -25,6 +25,12 @@ browser=()
 [ -x /usr/bin/chromium ] || browser+=(chromium)
 [ -x /usr/bin/chromedriver ] || browser+=(chromium-driver)
 [ ${#browser[@]} -eq 0 ] || apt_install "${browser[@]}"
+# PgBouncer (the connection pools' tests run `pgplane pooler`, which runs it) and psql (the
+# pools' connection strings are tried with it).
+pooling=()
+command -v pgbouncer >/dev/null 2>&1 || pooling+=(pgbouncer)
+command -v psql >/dev/null 2>&1 || pooling+=(postgresql-client)
+[ ${#pooling[@]} -eq 0 ] || apt_install "${pooling[@]}"
 
 if [ -n "${PGPLANE_TEST_PG_URL:-}" ]; then
   echo "PGPLANE_TEST_PG_URL is set: tests use that server, no containers needed"

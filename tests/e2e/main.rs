@@ -15,6 +15,7 @@ mod names;
 mod no_superuser;
 mod openapi;
 mod ops;
+mod pools;
 mod preview;
 mod pydo;
 mod reliability;

@@ -1,10 +1,12 @@
-//! `pgplane`: the one binary. `serve` runs the gateway and the reconciler; `migrate` applies
+//! `pgplane`: the one binary. `serve` runs the gateway and the reconciler; `pooler` serves one
+//! server's connection pools on PgBouncer; `migrate` applies
 //! the metadata schema; `token` issues API tokens; `secret-key generate` makes a sealing key;
 //! `databases` and `auth` are the doctl-like client of the REST API.
 
 mod admin;
 mod client;
 mod config;
+mod pooler;
 mod serve;
 
 use std::process::ExitCode;
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the REST API and the reconciler.
     Serve(Box<serve::ServeArgs>),
+    /// Serve the connection pools of the clusters on one server, on PgBouncer, beside it.
+    Pooler(Box<pooler::PoolerArgs>),
     /// Apply the metadata database schema migrations.
     Migrate {
         #[command(flatten)]
@@ -66,6 +70,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Databases(args) => return Ok(client::databases(args).await),
         Command::Auth(args) => return Ok(client::auth(args).await),
         Command::Serve(args) => serve::run(*args).await,
+        Command::Pooler(args) => pooler::run(*args).await,
         Command::Migrate { database, log } => {
             log.init();
             let store = database.store()?;

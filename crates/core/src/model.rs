@@ -294,3 +294,89 @@ pub struct AccessProgress {
     pub access_error: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// How a pool lends its server connections (PgBouncer's `pool_mode`): for a client's whole
+/// session, for one transaction, or for one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    Transaction,
+    Statement,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [PoolMode::Session, PoolMode::Transaction, PoolMode::Statement]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
+/// A connection pool of a cluster: PgBouncer's database `name`, leading to `database_name` as
+/// `user_name` (None: as each client's own user), with at most `size` server connections.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Pool {
+    pub cluster_id: Uuid,
+    pub name: String,
+    pub mode: PoolMode,
+    pub size: i32,
+    pub database_name: String,
+    pub user_name: Option<String>,
+    /// Moves with every change; the pooler sets `applied_generation` to it once PgBouncer runs
+    /// the change.
+    pub generation: i64,
+    pub applied_generation: i64,
+    /// Why the pooler cannot run the pool as asked, if it cannot.
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a pool is asked to be (creation, or a `PUT` that replaces it).
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub mode: PoolMode,
+    pub size: i32,
+    pub database_name: String,
+    pub user_name: Option<String>,
+}
+
+/// Where a cluster's pools are served: the pooler's host and the port of the cluster's
+/// PgBouncer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PoolListener {
+    pub host: String,
+    pub port: i32,
+    /// When the pooler last said it was alive.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// A trusted source: an address (`ip_addr`, a host or a CIDR network) allowed to log in through
+/// the cluster's pools.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FirewallRule {
+    pub rule_id: Uuid,
+    pub cluster_id: Uuid,
+    pub r#type: String,
+    pub value: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One entry of a cluster's event log (`GET …/events`): a change made through the API, or drift
+/// found and repaired.
+#[derive(Debug, Clone)]
+pub struct ClusterEvent {
+    pub id: String,
+    pub event_type: String,
+    pub at: DateTime<Utc>,
+}

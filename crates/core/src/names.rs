@@ -100,9 +100,51 @@ pub fn check_cluster_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a connection pool's name, which clients give as the database to connect to: 3 to 60
+/// characters (DigitalOcean's limit), lowercase letters, digits, hyphens and underscores,
+/// starting with a letter or digit; not PgBouncer's own admin database.
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    let ok_chars =
+        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let first_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(3..=60).contains(&name.len()) || !ok_chars || !first_ok {
+        return Err(format!(
+            "pool name {name:?} is invalid: use 3 to 60 lowercase letters, digits, hyphens and underscores, \
+             starting with a letter or a digit"
+        ));
+    }
+    if name == "pgbouncer" {
+        return Err("pool name \"pgbouncer\" is reserved: it is PgBouncer's admin console".into());
+    }
+    Ok(())
+}
+
+/// Whether a database or role name can be written in PgBouncer's configuration as it is: no
+/// quote, backslash or white space in it. A pool cannot lead to a database, or log in as a
+/// user, whose name has one.
+pub fn pgbouncer_can_carry(name: &str) -> bool {
+    !name.chars().any(|c| c == '\'' || c == '\\' || c == '"' || c.is_whitespace())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_names_are_plain_and_of_digitalocean_length() {
+        for ok in ["backend-pool", "p_01", "9ab"] {
+            assert_eq!(check_pool_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["ab", "Pool", "-ab", "a b", "pgbouncer", &"a".repeat(61)] {
+            assert!(check_pool_name(bad).is_err(), "{bad}");
+        }
+        assert!(
+            pgbouncer_can_carry("defaultdb")
+                && pgbouncer_can_carry("app-db_1")
+                && pgbouncer_can_carry("Straße")
+        );
+        assert!(!pgbouncer_can_carry("it's") && !pgbouncer_can_carry("a\\b") && !pgbouncer_can_carry("a b"));
+    }
 
     #[test]
     fn accepts_ordinary_and_unusual_but_safe_names() {

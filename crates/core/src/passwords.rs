@@ -31,6 +31,14 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// Credentials sealed under `context` (see [`crate::model::User::credentials_context`]).
+    pub fn open(sealer: &crate::secrets::Sealer, sealed: &[u8], context: &str) -> crate::error::Result<Self> {
+        let opened = sealer.open(sealed, context)?;
+        serde_json::from_slice(&opened).map_err(|_| crate::error::Error::Unseal)
+    }
+}
+
 /// A new random password from the thread-local CSPRNG (ChaCha, seeded from the OS).
 pub fn generate_password() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN)

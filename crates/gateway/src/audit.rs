@@ -32,6 +32,10 @@ fn action(method: &Method, route: &str) -> String {
         "user"
     } else if route.contains("/dbs") {
         "database"
+    } else if route.contains("/pools") {
+        "pool"
+    } else if route.ends_with("/firewall") {
+        "firewall"
     } else {
         "cluster"
     };
@@ -77,7 +81,7 @@ pub(crate) async fn record(
     for (key, value) in params.iter() {
         match key {
             "database_cluster_uuid" => event.cluster_id = Uuid::parse_str(value).ok(),
-            "username" | "database_name" => event.object = Some(value.to_string()),
+            "username" | "database_name" | "pool_name" => event.object = Some(value.to_string()),
             _ => {}
         }
     }
@@ -184,5 +188,8 @@ mod tests {
         assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/reset_auth")), "user.reset_auth");
         assert_eq!(action(&Method::POST, &format!("{c}/users/{{username}}/renew")), "user.renew");
         assert_eq!(action(&Method::DELETE, &format!("{c}/dbs/{{database_name}}")), "database.delete");
+        assert_eq!(action(&Method::POST, &format!("{c}/pools")), "pool.create");
+        assert_eq!(action(&Method::PUT, &format!("{c}/pools/{{pool_name}}")), "pool.update");
+        assert_eq!(action(&Method::PUT, &format!("{c}/firewall")), "firewall.update");
     }
 }

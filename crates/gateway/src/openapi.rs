@@ -72,6 +72,7 @@ const PATH_PARAMETERS: &[(&str, &str, &str)] = &[
     ("database_cluster_uuid", "cluster", "The cluster's id"),
     ("username", "user", "The user's name (percent-encoded)"),
     ("database_name", "database", "The database's name (percent-encoded)"),
+    ("pool_name", "pool", "The connection pool's name"),
 ];
 
 /// Adds to every operation of a finished document (one with its paths) its path parameters and

@@ -6,9 +6,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ShownStatus};
-use pgplane_core::model::{Cluster, Database, User};
+use pgplane_core::model::{Cluster, Database, FirewallRule, Pool, PoolListener, User};
 use pgplane_core::parameters::RoleParameter;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -206,7 +207,7 @@ impl DbView {
 }
 
 /// A connection description, as DigitalOcean's `connection` object.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Clone)]
 pub(crate) struct ConnectionView {
     pub uri: String,
     pub database: String,
@@ -220,10 +221,22 @@ pub(crate) struct ConnectionView {
 }
 
 impl ConnectionView {
-    /// The connection of `user`; the URI carries the password only when it is given.
+    /// The connection of `user` to the cluster's default database; the URI carries the
+    /// password only when it is given.
     fn new(cluster: &Cluster, user: &str, password: Option<&str>) -> Self {
-        let host =
-            if cluster.host.contains(':') { format!("[{}]", cluster.host) } else { cluster.host.clone() };
+        Self::at(&cluster.host, cluster.port, &cluster.default_database, user, password, &cluster.sslmode)
+    }
+
+    /// The connection of `user` to `database` at `host:port`.
+    pub fn at(
+        host: &str,
+        port: i32,
+        database: &str,
+        user: &str,
+        password: Option<&str>,
+        sslmode: &str,
+    ) -> Self {
+        let bracketed = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
         let userinfo = match password {
             Some(p) => format!(
                 "{}:{}",
@@ -233,19 +246,17 @@ impl ConnectionView {
             None => utf8_percent_encode(user, URI_COMPONENT).to_string(),
         };
         let uri = format!(
-            "postgresql://{userinfo}@{host}:{}/{}?sslmode={}",
-            cluster.port,
-            utf8_percent_encode(&cluster.default_database, URI_COMPONENT),
-            cluster.sslmode
+            "postgresql://{userinfo}@{bracketed}:{port}/{}?sslmode={sslmode}",
+            utf8_percent_encode(database, URI_COMPONENT),
         );
         Self {
             uri,
-            database: cluster.default_database.clone(),
-            host: cluster.host.clone(),
-            port: cluster.port,
+            database: database.to_string(),
+            host: host.to_string(),
+            port,
             user: user.to_string(),
             password: password.map(str::to_owned),
-            ssl: cluster.sslmode != "disable",
+            ssl: sslmode != "disable",
         }
     }
 }
@@ -283,10 +294,18 @@ pub(crate) struct ClusterView {
     pub region: String,
     pub status: String,
     pub created_at: String,
-    pub private_network_uuid: String,
+    /// The network the cluster's server is reached on: one id per server address (pgplane
+    /// knows no separate private network; clusters on the same server share it).
+    pub private_network_uuid: Uuid,
+    /// The team that owns the cluster.
+    pub project_id: Uuid,
     pub tags: Vec<String>,
     pub db_names: Vec<String>,
     pub connection: ConnectionView,
+    /// The same as `connection`: a server you run yourself is reached on one network.
+    pub private_connection: ConnectionView,
+    /// Trusted sources (see `GET …/firewall`).
+    pub rules: Vec<FirewallRuleView>,
     pub users: Vec<UserView>,
     /// Always null: maintenance is up to the server's operator.
     #[schema(value_type = Option<Object>)]
@@ -301,6 +320,7 @@ impl ClusterView {
         cluster: &Cluster,
         users: &[User],
         dbs: &[Database],
+        rules: &[FirewallRule],
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
@@ -311,6 +331,7 @@ impl ClusterView {
         // After a rotation with a grace, the primary user's password logs in as its second login.
         let primary_login =
             primary.and_then(|u| u.login.clone()).unwrap_or_else(|| cluster.primary_user.clone());
+        let connection = ConnectionView::new(cluster, &primary_login, primary_password.as_deref());
         Ok(Self {
             id: cluster.cluster_id,
             name: cluster.name.clone(),
@@ -327,14 +348,17 @@ impl ClusterView {
             region: cluster.region.clone(),
             status: cluster.status.as_str().into(),
             created_at: rfc3339(&cluster.created_at),
-            private_network_uuid: String::new(),
+            private_network_uuid: network_id(&cluster.host, cluster.port),
+            project_id: cluster.team_id,
             tags: cluster.tags.clone(),
             db_names: dbs
                 .iter()
                 .filter(|d| d.desired() == DesiredState::Present)
                 .map(|d| d.name.clone())
                 .collect(),
-            connection: ConnectionView::new(cluster, &primary_login, primary_password.as_deref()),
+            connection: connection.clone(),
+            private_connection: connection,
+            rules: rules.iter().map(FirewallRuleView::of).collect(),
             users,
             maintenance_window: None,
             storage_size_mib: 0,
@@ -388,4 +412,113 @@ pub(crate) struct DbResponse {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct DbsResponse {
     pub dbs: Vec<DbView>,
+}
+
+/// The id of the network a server address is on, the same for every cluster registered there
+/// (a name-based UUID: the first 16 bytes of a SHA-256 of the address, as UUID version 8).
+fn network_id(host: &str, port: i32) -> Uuid {
+    let digest = Sha256::digest(format!("pgplane network {host}:{port}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
+/// A trusted source, as DigitalOcean's firewall rule.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FirewallRuleView {
+    pub uuid: Uuid,
+    pub cluster_uuid: Uuid,
+    /// Always `ip_addr`: a host address or a CIDR network.
+    #[schema(example = "ip_addr")]
+    pub r#type: String,
+    #[schema(example = "192.168.1.0/24")]
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+impl FirewallRuleView {
+    pub fn of(rule: &FirewallRule) -> Self {
+        Self {
+            uuid: rule.rule_id,
+            cluster_uuid: rule.cluster_id,
+            r#type: rule.r#type.clone(),
+            value: rule.value.clone(),
+            description: rule.description.clone(),
+            created_at: rfc3339(&rule.created_at),
+        }
+    }
+}
+
+/// How long a pooler may stay silent before its pools are shown as unserved.
+const POOLER_SILENCE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// A connection pool, as in `{"pool": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PoolView {
+    #[schema(example = "backend-pool")]
+    pub name: String,
+    /// `session`, `transaction` or `statement`.
+    pub mode: &'static str,
+    /// The most server connections the pool uses.
+    pub size: i32,
+    pub db: String,
+    /// The user the pool logs in to the server as; empty: each client's own.
+    pub user: String,
+    /// Through the pool: its database is the pool's name.
+    pub connection: ConnectionView,
+    /// The same as `connection` (one network).
+    pub private_connection: ConnectionView,
+    /// `ready` (PgBouncer runs it as asked), `pending` (the pooler has not applied the last
+    /// change yet) or `error` (see `last_error`) (pgplane extension).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl PoolView {
+    /// The pool as shown to a caller; `login`: the login its connection names (its fixed
+    /// user's current one) and that login's password, when the caller may see it.
+    pub fn of(pool: &Pool, listener: Option<&PoolListener>, login: Option<(&str, Option<&str>)>) -> Self {
+        let (host, port) = listener.map_or(("", 0), |l| (l.host.as_str(), l.port));
+        let (login, password) = login.unwrap_or(("", None));
+        // PgBouncer takes clients in plaintext (pgplane does not give it a certificate).
+        let connection = ConnectionView::at(host, port, &pool.name, login, password, "disable");
+        let silent = listener.filter(|l| Utc::now() - l.heartbeat_at > POOLER_SILENCE).map(|l| {
+            format!(
+                "the pooler beside this cluster's server has not reported since {}: is `pgplane pooler` running?",
+                rfc3339(&l.heartbeat_at)
+            )
+        });
+        let last_error = pool.last_error.clone().or(silent);
+        let status = match (&last_error, pool.applied_generation >= pool.generation) {
+            (Some(_), _) => "error",
+            (None, false) => "pending",
+            (None, true) => "ready",
+        };
+        Self {
+            name: pool.name.clone(),
+            mode: pool.mode.as_str(),
+            size: pool.size,
+            db: pool.database_name.clone(),
+            user: pool.user_name.clone().unwrap_or_default(),
+            private_connection: connection.clone(),
+            connection,
+            status,
+            last_error,
+        }
+    }
+}
+
+/// `{"pool": pool}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PoolResponse {
+    pub pool: PoolView,
+}
+
+/// `{"pools": [pool, ...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PoolsResponse {
+    pub pools: Vec<PoolView>,
 }

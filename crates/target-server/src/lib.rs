@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod dependencies;
 mod error;
+pub mod hba;
 pub mod plan;
 pub mod policy;
 pub mod primary;

@@ -23,6 +23,9 @@ pub struct ServerFacts {
     /// The admin role may give REPLICATION: a superuser, or from PostgreSQL 16 a role that has
     /// REPLICATION itself (and CREATEROLE).
     pub can_grant_replication: bool,
+    /// Sessions the server lets ordinary roles open: max_connections less the slots reserved
+    /// for superusers (and, from PostgreSQL 16, for pg_use_reserved_connections).
+    pub connection_slots: i32,
 }
 
 impl ServerFacts {
@@ -105,7 +108,10 @@ async fn server_facts(client: &tokio_postgres::Client) -> Result<ServerFacts, Ta
                 rolsuper, rolcreaterole, rolcreatedb, {SERVER_ID_SQL},
                 current_setting('password_encryption'),
                 rolsuper OR (rolreplication AND rolcreaterole
-                             AND current_setting('server_version_num')::int4 >= 160000)
+                             AND current_setting('server_version_num')::int4 >= 160000),
+                current_setting('max_connections')::int4
+                  - current_setting('superuser_reserved_connections')::int4
+                  - coalesce(current_setting('reserved_connections', true)::int4, 0)
            FROM pg_catalog.pg_roles WHERE rolname = current_user"
     );
     let row = client.query_one(&sql, &[]).await?;
@@ -118,6 +124,7 @@ async fn server_facts(client: &tokio_postgres::Client) -> Result<ServerFacts, Ta
         server_id: pgplane_core::model::server_id(row.get(5), row.get(6)),
         password_encryption: row.get(7),
         can_grant_replication: row.get(8),
+        connection_slots: row.get(9),
     })
 }
 

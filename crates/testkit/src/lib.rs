@@ -8,10 +8,12 @@
 mod app;
 pub mod cleanup;
 mod logs;
+mod pooler;
 mod servers;
 
 pub use app::{AppOptions, Process, TestApp};
 pub use logs::captured_logs;
+pub use pooler::TestPooler;
 pub use servers::{
     free_port, own_containers, remove_at_exit, remove_attempt, servers, OwnServer, PgServer, Servers,
     START_ATTEMPTS,

@@ -374,6 +374,14 @@ impl Store {
         Ok(select_rows!(Cluster, ["where cluster_id = $1"], cluster_id).fetch_optional(&self.pool).await?)
     }
 
+    /// The oldest cluster registered at a server address, if any (what a pooler beside that
+    /// server reads it with before any cluster there has a pool).
+    pub async fn first_cluster_at(&self, host: &str, port: i32) -> Result<Option<Cluster>> {
+        Ok(select_rows!(Cluster, ["where host = $1 and port = $2 order by created_at limit 1"], host, port)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Unregisters a cluster. Nothing on the target is touched.
     pub async fn delete_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<()> {
         let deleted =

@@ -17,11 +17,33 @@ impl Store {
         description: &str,
         repaired: bool,
     ) -> Result<()> {
+        self.insert_drift(cluster_id, kind.noun(), name, description, repaired).await
+    }
+
+    /// Records drift a pooler found on a pool (and repaired, when `repaired`).
+    pub async fn record_pool_drift(
+        &self,
+        cluster_id: Uuid,
+        pool: &str,
+        description: &str,
+        repaired: bool,
+    ) -> Result<()> {
+        self.insert_drift(cluster_id, "pool", pool, description, repaired).await
+    }
+
+    async fn insert_drift(
+        &self,
+        cluster_id: Uuid,
+        kind: &str,
+        name: &str,
+        description: &str,
+        repaired: bool,
+    ) -> Result<()> {
         sqlx::query!(
             "insert into drift_events (cluster_id, kind, name, description, repaired_at)
              values ($1, $2, $3, $4, case when $5 then now() end)",
             cluster_id,
-            kind.noun(),
+            kind,
             name,
             description,
             repaired

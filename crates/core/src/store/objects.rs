@@ -473,6 +473,22 @@ impl Store {
                 )));
             }
         }
+        // A pool that logs in as the user would stop working without a word: refused, naming
+        // the pools (pool writes hold the user's row, so none can be added meanwhile).
+        let pools: Vec<String> = sqlx::query_scalar!(
+            "select name from cluster_pools where cluster_id = $1 and user_name = $2 order by name",
+            cluster_id,
+            name
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if !pools.is_empty() {
+            return Err(Error::Invalid(format!(
+                "user {name:?} is the user of the connection pool(s) {}: delete them, or give them another \
+                 user, first",
+                pools.join(", ")
+            )));
+        }
         // A new statement, so a new snapshot: it sees every deletion committed before the lock
         // was granted.
         let heir_of: Option<String> = sqlx::query_scalar!(
@@ -580,6 +596,18 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
+            // So do its pools: a pool must not keep a database from being dropped (its pooler
+            // stops serving them at once).
+            let pools = sqlx::query!(
+                "delete from cluster_pools where cluster_id = $1 and database_name = $2",
+                cluster_id,
+                name
+            )
+            .execute(&mut *tx)
+            .await?;
+            if pools.rows_affected() > 0 {
+                super::pools::announce(&mut tx, cluster_id).await?;
+            }
         }
         tx.commit().await?;
         Ok(written)

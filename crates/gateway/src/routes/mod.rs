@@ -5,10 +5,14 @@
 mod access;
 mod account;
 mod audit_events;
+mod ca;
 mod clusters;
 mod dbs;
+mod events;
+mod firewall;
 mod health;
 mod inspect;
+mod pools;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -58,6 +62,11 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(inspect::plan))
         .routes(routes!(dbs::list, dbs::create))
         .routes(routes!(dbs::get, dbs::delete))
+        .routes(routes!(pools::list, pools::create))
+        .routes(routes!(pools::get, pools::update, pools::delete))
+        .routes(routes!(firewall::list, firewall::replace))
+        .routes(routes!(ca::get))
+        .routes(routes!(events::list))
         .routes(routes!(audit_events::list))
         .routes(routes!(account::get))
 }
@@ -202,7 +211,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(protected, 24);
+        assert_eq!(protected, 33);
         let malformed =
             |path: &str, method: &str| doc["paths"][path][method]["responses"].get("400").is_some();
         assert!(malformed("/v2/databases/{database_cluster_uuid}/pgplane", "put"));
@@ -252,6 +261,7 @@ mod tests {
         let expected = [
             "delete /v2/databases/{database_cluster_uuid}",
             "delete /v2/databases/{database_cluster_uuid}/dbs/{database_name}",
+            "delete /v2/databases/{database_cluster_uuid}/pools/{pool_name}",
             "delete /v2/databases/{database_cluster_uuid}/users/{username}",
             "get /healthz",
             "get /readyz",
@@ -259,10 +269,15 @@ mod tests {
             "get /v2/audit_events",
             "get /v2/databases",
             "get /v2/databases/{database_cluster_uuid}",
+            "get /v2/databases/{database_cluster_uuid}/ca",
             "get /v2/databases/{database_cluster_uuid}/dbs",
             "get /v2/databases/{database_cluster_uuid}/dbs/{database_name}",
             "get /v2/databases/{database_cluster_uuid}/drift",
+            "get /v2/databases/{database_cluster_uuid}/events",
+            "get /v2/databases/{database_cluster_uuid}/firewall",
             "get /v2/databases/{database_cluster_uuid}/plan",
+            "get /v2/databases/{database_cluster_uuid}/pools",
+            "get /v2/databases/{database_cluster_uuid}/pools/{pool_name}",
             "get /v2/databases/{database_cluster_uuid}/unmanaged",
             "get /v2/databases/{database_cluster_uuid}/users",
             "get /v2/databases/{database_cluster_uuid}/users/{username}",
@@ -271,10 +286,13 @@ mod tests {
             "get /v2/openapi.json",
             "post /v2/databases",
             "post /v2/databases/{database_cluster_uuid}/dbs",
+            "post /v2/databases/{database_cluster_uuid}/pools",
             "post /v2/databases/{database_cluster_uuid}/users",
             "post /v2/databases/{database_cluster_uuid}/users/{username}/renew",
             "post /v2/databases/{database_cluster_uuid}/users/{username}/reset_auth",
+            "put /v2/databases/{database_cluster_uuid}/firewall",
             "put /v2/databases/{database_cluster_uuid}/pgplane",
+            "put /v2/databases/{database_cluster_uuid}/pools/{pool_name}",
             "put /v2/databases/{database_cluster_uuid}/users/{username}",
             "put /v2/databases/{database_cluster_uuid}/users/{username}/access",
         ];

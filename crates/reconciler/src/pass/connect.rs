@@ -247,10 +247,7 @@ fn logins_of(
 
 /// The SCRAM verifier in sealed credentials.
 fn verifier_of(sealer: &Sealer, sealed: &[u8], context: &str) -> Result<String, TargetError> {
-    let opened = sealer.open(sealed, context)?;
-    let credentials: Credentials = serde_json::from_slice(&opened)
-        .map_err(|_| TargetError::Internal("stored credentials are malformed".into()))?;
-    Ok(credentials.verifier)
+    Ok(Credentials::open(sealer, sealed, context)?.verifier)
 }
 
 /// Records the failure of each user left out of the pass; returns the first, for the pass.

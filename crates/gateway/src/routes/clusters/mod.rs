@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgplane_core::lifecycle::{ClusterStatus, ObjectKind};
-use pgplane_core::model::ServerIdentity;
+use pgplane_core::model::{Database, FirewallRule, ServerIdentity, User};
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
@@ -265,8 +265,17 @@ async fn render(
     caller: &Caller,
     cluster: &pgplane_core::model::Cluster,
 ) -> Result<ClusterView, ApiError> {
-    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
-    ClusterView::of(cluster, &users, &dbs, &state.credentials, caller.sees_credentials())
+    let ((users, dbs), rules) = shown_objects(state, cluster.cluster_id).await?;
+    ClusterView::of(cluster, &users, &dbs, &rules, &state.credentials, caller.sees_credentials())
+}
+
+/// What a cluster's answer shows besides the cluster: its users and databases, and its trusted
+/// sources (read at the same time).
+async fn shown_objects(
+    state: &AppState,
+    cluster_id: uuid::Uuid,
+) -> Result<((Vec<User>, Vec<Database>), Vec<FirewallRule>), pgplane_core::error::Error> {
+    tokio::try_join!(state.store.cluster_objects(cluster_id, false), state.store.firewall_rules(cluster_id))
 }
 
 /// List the team's clusters.
@@ -300,9 +309,10 @@ pub(super) async fn get(
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    let objects = |id| state.store.cluster_objects(id, false);
-    let (cluster, (users, dbs)) = cluster_with(&state, &caller, &raw_id, objects).await?;
-    let database = ClusterView::of(&cluster, &users, &dbs, &state.credentials, caller.sees_credentials())?;
+    let objects = |id| shown_objects(&state, id);
+    let (cluster, ((users, dbs), rules)) = cluster_with(&state, &caller, &raw_id, objects).await?;
+    let database =
+        ClusterView::of(&cluster, &users, &dbs, &rules, &state.credentials, caller.sees_credentials())?;
     Ok(Json(ClusterResponse { database }))
 }
 

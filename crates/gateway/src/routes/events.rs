@@ -1,0 +1,55 @@
+//! `GET /v2/databases/{cluster}/events`: the cluster's event log, as DigitalOcean's (`id`,
+//! `cluster_name`, `event_type`, `create_time`), from pgplane's own records: the changes made
+//! through the API (users, databases, pools and trusted sources created, changed and deleted,
+//! passwords reset) and drift found and repaired on the target or in its pools.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::extract::TeamCluster;
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// How many events an answer holds at most (the newest).
+const LIMIT: i64 = 1000;
+
+/// One event.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventView {
+    id: String,
+    cluster_name: String,
+    /// What happened: `user_create`, `user_reset_auth`, `database_delete`, `pool_create`,
+    /// `firewall_update`, `user_drift_repaired`, `pool_drift_repaired`, ...
+    #[schema(example = "user_create")]
+    event_type: String,
+    create_time: String,
+}
+
+/// `{"events": [...]}`
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventsResponse {
+    events: Vec<EventView>,
+}
+
+/// List a cluster's events, newest first.
+#[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/events", operation_id = "databases_list_events_logs", tag = "Databases",
+    responses((status = 200, description = "The events, newest first (at most 1000)", body = EventsResponse)))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    TeamCluster(cluster): TeamCluster,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let events = state.store.cluster_events(cluster.cluster_id, LIMIT).await?;
+    let events = events
+        .into_iter()
+        .map(|e| EventView {
+            id: e.id,
+            cluster_name: cluster.name.clone(),
+            event_type: e.event_type,
+            create_time: rfc3339(&e.at),
+        })
+        .collect();
+    Ok(Json(EventsResponse { events }))
+}
