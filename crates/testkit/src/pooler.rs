@@ -27,12 +27,18 @@ impl Drop for TestPooler {
 }
 
 impl TestApp {
-    /// Starts a pooler beside the test's target.
+    /// Starts a pooler beside the test's target, for the clusters registered at its address.
     pub fn start_pooler(&self) -> TestPooler {
+        self.start_pooler_for(&self.target.host.clone())
+    }
+
+    /// Starts a pooler beside the test's target, for the clusters registered with it as
+    /// `server_host` (another name of the same server).
+    pub fn start_pooler_for(&self, server_host: &str) -> TestPooler {
         let port = free_port();
-        let run_dir = std::env::temp_dir().join(format!("pgplane-pooler-{}", self.suffix));
+        let run_dir = std::env::temp_dir().join(format!("pgplane-pooler-{}-{port}", self.suffix));
         let config = PoolerConfig {
-            server_host: self.target.host.clone(),
+            server_host: server_host.to_string(),
             server_port: self.target.port,
             listen_host: "127.0.0.1".into(),
             advertise_host: "127.0.0.1".into(),

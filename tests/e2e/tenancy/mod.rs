@@ -10,6 +10,7 @@ mod discovery;
 mod groups;
 mod heirs;
 mod limits;
+mod pools;
 mod powers;
 mod primary;
 mod settings;

@@ -218,7 +218,14 @@ impl Store {
         spec: &PoolSpec,
     ) -> Result<(i32, i32)> {
         let server = format!("{}:{}", cluster.host, cluster.port);
-        sqlx::query!("select pg_advisory_xact_lock($1, hashtext($2))", POOL_BUDGET_LOCK, server)
+        // The budget is the server's, whatever names its clusters reach it by: counted over the
+        // clusters of the same server identity.
+        let server_id = cluster.server_id.as_deref().ok_or_else(|| {
+            Error::Invalid(
+                "this cluster's server is not identified yet: try again after its next reconcile pass".into(),
+            )
+        })?;
+        sqlx::query!("select pg_advisory_xact_lock($1, hashtext($2))", POOL_BUDGET_LOCK, server_id)
             .execute(&mut *tx)
             .await?;
         let pooler = sqlx::query!(
@@ -273,13 +280,12 @@ impl Store {
             }
         }
         let used = sqlx::query!(
-            r#"select coalesce(sum(p.size), 0) as "server!", coalesce(sum(p.size) filter (where c.team_id = $5), 0) as "team!"
+            r#"select coalesce(sum(p.size), 0) as "server!", coalesce(sum(p.size) filter (where c.team_id = $4), 0) as "team!"
                  from cluster_pools p
                  join clusters c on c.cluster_id = p.cluster_id
-                where c.host = $1 and c.port = $2
-                  and not (p.cluster_id = $3 and p.name = coalesce($4, ''))"#,
-            cluster.host,
-            cluster.port,
+                where c.server_id = $1
+                  and not (p.cluster_id = $2 and p.name = coalesce($3, ''))"#,
+            server_id,
             cluster.cluster_id,
             replacing,
             cluster.team_id
