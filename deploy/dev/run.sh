@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: pgplane on this machine with everything it needs. Starts two local PostgreSQL
-# servers (the metadata database and one target), serves the API on 127.0.0.1:8080, registers
+# servers (the metadata database and one target), serves the API on 127.0.0.1:8080, runs
+# `pgplane pooler` beside the target (connection pools on PgBouncer), registers
 # the target as the cluster "local", writes an admin token to .pgplane/dev/admin-token and
 # stays in the foreground until interrupted (Ctrl-C stops everything; run it again to resume).
 #
 # Settings (environment): PGPLANE_DEV_LISTEN (127.0.0.1:8080), PGPLANE_DEV_META_PORT (54320),
-# PGPLANE_DEV_TARGET_PORT (54321).
+# PGPLANE_DEV_TARGET_PORT (54321), PGPLANE_DEV_POOL_PORTS (25061-25080).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -60,8 +61,10 @@ start_server() {
 }
 
 serve_pid=""
+pooler_pid=""
 cleanup() {
   trap - INT TERM EXIT
+  [ -n "$pooler_pid" ] && kill "$pooler_pid" 2>/dev/null && wait "$pooler_pid" 2>/dev/null || true
   [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
   for name in meta target; do
     "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data/$name" stop -m fast >/dev/null 2>&1 || true
@@ -85,6 +88,19 @@ token="$(cat "$state/admin-token")"
 
 "$pgplane" serve --listen "$listen" &
 serve_pid=$!
+# The connection pools of the target's clusters, on PgBouncer (installed when missing, as
+# root), beside it: their connection strings name 127.0.0.1 and a port from 25061 on.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing pgbouncer (for the connection pools)..."
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null
+fi
+if command -v pgbouncer >/dev/null 2>&1; then
+  "$pgplane" pooler --server "127.0.0.1:$target_port" --ports "${PGPLANE_DEV_POOL_PORTS:-25061-25080}" \
+    --run-dir "$state/pooler" &
+  pooler_pid=$!
+else
+  echo "pgbouncer is not installed: connection pools will not be served (apt-get install pgbouncer)" >&2
+fi
 api="http://$listen"
 for _ in $(seq 1 100); do
   curl -fsS "$api/readyz" >/dev/null 2>&1 && break
@@ -121,6 +137,7 @@ Or try the API:
   export TOKEN=\$(cat .pgplane/dev/admin-token)
   curl -s -H "Authorization: Bearer \$TOKEN" $api/v2/databases/$id/users
   curl -s -X POST -H "Authorization: Bearer \$TOKEN" -d '{"name":"app-01"}' $api/v2/databases/$id/users
+  curl -s -X POST -H "Authorization: Bearer \$TOKEN" -d '{"name":"app-pool","mode":"transaction","size":5,"db":"defaultdb"}' $api/v2/databases/$id/pools
 
 Press Ctrl-C to stop.
 EOT

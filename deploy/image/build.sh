@@ -3,7 +3,7 @@
 # release binary, built here with the locked dependencies, in a build context of its own.
 # When no `debian:bookworm-slim` image is present (images cannot be pulled on the CI
 # machines), makes one from Debian packages first: debootstrap --variant=minbase bookworm
-# with ca-certificates, documentation and locales stripped, then `docker import`. Where
+# with ca-certificates and pgbouncer, documentation and locales stripped, then `docker import`. Where
 # images can be pulled, `docker pull debian:bookworm-slim` first and that one is used.
 # With --from-test-build, no release build: the image holds the debug binary the test build
 # already made ($CARGO_TARGET_DIR/debug/pgplane, `make test-build`), stripped; the end-to-end
@@ -25,7 +25,7 @@ mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 if ! docker image inspect "$base" >/dev/null 2>&1; then
   root="$(mktemp -d /var/tmp/pgplane-base-rootfs.XXXXXX)"
   echo "building $base from Debian packages (takes a few minutes)"
-  debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$mirror" >"$root.log" 2>&1 \
+  debootstrap --variant=minbase --include=ca-certificates,pgbouncer bookworm "$root" "$mirror" >"$root.log" 2>&1 \
     || { tail -n 20 "$root.log" >&2; rm -rf "$root" "$root.log"; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
