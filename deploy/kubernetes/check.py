@@ -6,7 +6,9 @@ deployment promises: replicas, probes, resources, a restrictive security context
 budget, a network policy (ingress only from labelled pods in labelled namespaces, egress only to
 DNS, the metadata database and the allowed target networks and ports), a service account without
 a token, secrets by reference only, and a metadata connection that verifies the server's
-certificate.
+certificate. The pooler beside a target server (pooler/, its own kustomization) is rendered,
+validated and checked the same way, and for ports, Service and policy that agree with its
+settings.
 The CloudNativePG example (a custom resource, whose schema Kubernetes does not publish) is
 checked for the fields the operator requires and for the names the Deployment relies on.
 Prints one line per check; exits 1 on the first failure."""
@@ -35,14 +37,16 @@ def check(condition, message):
     print(f"ok: {message}")
 
 
-def render():
+def render(folder):
     if shutil.which("kubectl") is None:
         # Without kubectl (a machine that skips deploy/dev/prepare-tests.sh), what this
-        # kustomization does by hand: its resources, in its namespace, with its image tag.
+        # kustomization does by hand: its resources, in its namespace, with its name suffix
+        # and image tag.
         print("kubectl not found: rendering the kustomization's resources without it")
-        kustomization = yaml.safe_load((HERE / "kustomization.yaml").read_text())
-        objects = [d for r in kustomization["resources"] for d in yaml.safe_load_all((HERE / r).read_text()) if d]
+        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        objects = [d for r in kustomization["resources"] for d in yaml.safe_load_all((folder / r).read_text()) if d]
         for obj in objects:
+            obj["metadata"]["name"] += kustomization.get("nameSuffix", "")
             if obj["kind"] != "Namespace":
                 obj["metadata"]["namespace"] = kustomization["namespace"]
         (image,) = kustomization["images"]
@@ -51,7 +55,7 @@ def render():
                 if container["image"] == image["name"]:
                     container["image"] = f"{image['name']}:{image['newTag']}"
         return objects
-    out = subprocess.run(["kubectl", "kustomize", str(HERE)], capture_output=True, text=True)
+    out = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
     if out.returncode != 0:
         fail(f"kubectl kustomize: {out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
@@ -86,32 +90,11 @@ def check_deployment(objects):
     labels = spec["template"]["metadata"]["labels"]
     check(spec["replicas"] >= 2, "the Deployment runs at least two replicas")
     check(spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "rolling updates keep every replica until its successor is ready")
-    check(pod["automountServiceAccountToken"] is False, "no service account token in the pods")
-    check(pod["securityContext"]["runAsNonRoot"] is True, "the pod runs as non-root")
     (container,) = pod["containers"]
     probes = {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")}
     check(probes == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}, "liveness on /healthz, readiness on /readyz")
-    context = container["securityContext"]
-    check(context["readOnlyRootFilesystem"] is True, "read-only root file system")
-    check(context["allowPrivilegeEscalation"] is False, "no privilege escalation")
-    check(context["capabilities"]["drop"] == ["ALL"], "every capability dropped")
-    check(context["runAsUser"] != 0 and context["runAsNonRoot"] is True, "the container runs as a non-root user")
-    resources = container["resources"]
-    for part in ("requests", "limits"):
-        check({"cpu", "memory"} <= set(resources[part]), f"cpu and memory {part}")
-    check(mebibytes(resources["requests"]["memory"]) >= 64, "the memory request covers the benchmark's peak (64 MiB)")
-    check(mebibytes(resources["limits"]["memory"]) > mebibytes(resources["requests"]["memory"]), "the memory limit leaves headroom above the request")
-    env = {e["name"]: e for e in container.get("env", [])}
-    check(all("value" not in env[n] or "/" in env[n]["value"] for n in env if "SECRET" in n or "DATABASE_URL" in n),
-          "secrets reach pgplane as file paths, never as values")
-    check({"PGPLANE_DATABASE_URL_FILE", "PGPLANE_SECRET_KEY_FILE"} <= set(env), "database URL and sealing key given as files")
-    secrets = {s["secret"]["name"] for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
-    check(secrets == {"pgplane", "pgplane-metadata-app", "pgplane-metadata-ca"},
-          "secrets referenced by name: pgplane, pgplane-metadata-app, pgplane-metadata-ca")
-    mounted = {s["secret"]["name"]: [i["path"] for i in s["secret"]["items"]]
-               for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
-    check(env.get("PGPLANE_DATABASE_CA_FILE", {}).get("value") == "/etc/pgplane/" + mounted["pgplane-metadata-ca"][0],
-          "the metadata connection verifies the server against the mounted CA (sslmode=verify-full)")
+    env = check_pod(pod)
+    check(mebibytes(container["resources"]["requests"]["memory"]) >= 64, "the memory request covers the benchmark's peak (64 MiB)")
 
     service = one(objects, "Service")
     check(service["spec"]["selector"].items() <= labels.items(), "the Service selects the Deployment's pods")
@@ -126,6 +109,75 @@ def check_deployment(objects):
     check(pod["serviceAccountName"] == account["metadata"]["name"], "the pods use pgplane's own service account")
     check(all(o["metadata"].get("namespace") == "pgplane" for o in objects if o["kind"] != "Namespace"), "everything in the pgplane namespace")
     return policy
+
+
+def check_pod(pod):
+    """The promises every pgplane pod keeps; returns its container's environment by name."""
+    check(pod["automountServiceAccountToken"] is False, "no service account token in the pods")
+    check(pod["securityContext"]["runAsNonRoot"] is True, "the pod runs as non-root")
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    check(context["readOnlyRootFilesystem"] is True, "read-only root file system")
+    check(context["allowPrivilegeEscalation"] is False, "no privilege escalation")
+    check(context["capabilities"]["drop"] == ["ALL"], "every capability dropped")
+    check(context["runAsUser"] != 0 and context["runAsNonRoot"] is True, "the container runs as a non-root user")
+    resources = container["resources"]
+    for part in ("requests", "limits"):
+        check({"cpu", "memory"} <= set(resources[part]), f"cpu and memory {part}")
+    check(mebibytes(resources["limits"]["memory"]) > mebibytes(resources["requests"]["memory"]), "the memory limit leaves headroom above the request")
+    env = {e["name"]: e for e in container.get("env", [])}
+    check(all("value" not in env[n] or "/" in env[n]["value"] for n in env if "SECRET" in n or "DATABASE_URL" in n),
+          "secrets reach pgplane as file paths, never as values")
+    check({"PGPLANE_DATABASE_URL_FILE", "PGPLANE_SECRET_KEY_FILE"} <= set(env), "database URL and sealing key given as files")
+    secrets = {s["secret"]["name"] for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
+    check(secrets == {"pgplane", "pgplane-metadata-app", "pgplane-metadata-ca"},
+          "secrets referenced by name: pgplane, pgplane-metadata-app, pgplane-metadata-ca")
+    mounted = {s["secret"]["name"]: [i["path"] for i in s["secret"]["items"]]
+               for v in pod["volumes"] for s in v.get("projected", {}).get("sources", []) if "secret" in s}
+    check(env.get("PGPLANE_DATABASE_CA_FILE", {}).get("value") == "/etc/pgplane/" + mounted["pgplane-metadata-ca"][0],
+          "the metadata connection verifies the server against the mounted CA (sslmode=verify-full)")
+    return env
+
+
+def check_pooler(objects):
+    check(all(o["metadata"].get("namespace") == "pgplane" for o in objects), "the pooler in the pgplane namespace")
+    deployment = one(objects, "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    check(labels.get("app.kubernetes.io/component") == "pooler" and labels.get("pgplane.io/server"),
+          "the pooler's pods are labelled with their component and their server")
+    check(spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate",
+          "one pooler per server, replaced (never two claiming its ports)")
+    env = check_pod(pod)
+    (container,) = pod["containers"]
+    value = lambda name: env[name]["value"]
+    run_dir = value("PGPLANE_POOLER_RUN_DIR")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    check(run_dir in mounts and volumes[mounts[run_dir]].get("emptyDir", {}).get("medium") == "Memory",
+          "PgBouncer's files (logins, a fixed user's password) on a memory-backed emptyDir")
+    first, last = (int(p) for p in value("PGPLANE_POOLER_PORTS").split("-"))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    check(sorted(ports.values()) == list(range(first, last + 1)), "the container exposes exactly PGPLANE_POOLER_PORTS")
+    service = one(objects, "Service")
+    check(service["spec"]["selector"].items() <= labels.items(), "the pooler's Service selects its pods")
+    check(sorted((p["port"], ports[p["targetPort"]]) for p in service["spec"]["ports"]) == [(p, p) for p in range(first, last + 1)],
+          "the Service publishes every pool port as itself")
+    check(value("PGPLANE_POOLER_ADVERTISE_HOST") == f"{service['metadata']['name']}.pgplane.svc",
+          "pools' connection strings name the pooler's Service")
+    policy = one(objects, "NetworkPolicy")
+    check(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), "the pooler's NetworkPolicy selects its pods")
+    check(sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"], "the pooler's NetworkPolicy restricts both directions")
+    ingress = policy["spec"]["ingress"]
+    check({p["port"] for rule in ingress for p in rule["ports"]} == set(ports), "ingress reaches only the pool ports")
+    check(all("ipBlock" not in peer and peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
+              for rule in ingress for peer in rule["from"]), "pool clients only from labelled pods in labelled namespaces")
+    egress = policy["spec"]["egress"]
+    host, port = value("PGPLANE_POOLER_SERVER").rsplit(":", 1)
+    blocks = [(p["ipBlock"]["cidr"], [q["port"] for q in r["ports"]]) for r in egress for p in r["to"] if "ipBlock" in p]
+    check(blocks == [(f"{host}/32", [int(port)])], "egress to targets only to the pooler's own server and port")
+    check(len(egress) == 3, "egress only to DNS, the metadata database and the server")
 
 
 def check_network_policy(policy, container, env):
@@ -184,8 +236,11 @@ def check_cloudnativepg(policy):
 
 
 if __name__ == "__main__":
-    objects = render()
+    objects = render(HERE)
     validate(objects)
     policy = check_deployment(objects)
     check_cloudnativepg(policy)
+    pooler = render(HERE / "pooler")
+    validate(pooler)
+    check_pooler(pooler)
     print("all manifest checks passed")

@@ -380,6 +380,7 @@ async fn one_teams_stalling_servers_do_not_hold_up_another_teams_writes() {
             server_version_num: 170000,
             server_version: "17.0".into(),
             server_id: format!("stall:{port}"),
+            rules: vec![],
         };
         app.store.insert_cluster(&new, &app.sealer).await.unwrap();
     }

@@ -64,6 +64,89 @@ async fn registration_creates_the_primary_user_and_default_database(major: u32) 
 }
 on_each_version!(registration_creates_the_primary_user_and_default_database);
 
+/// A cluster carries every field the real service returns, with honest values, so that a
+/// strict typed client that requires them accepts it; a registration takes DigitalOcean's
+/// `rules` (the first trusted sources), and a bad rule refuses it, registering nothing.
+async fn clusters_carry_every_field_the_real_service_returns(major: u32) {
+    let app = TestApp::spawn(major).await;
+    let (_, body) = app.get(&app.cluster_path("")).await;
+    let c = &body["database"];
+    for field in [
+        "id",
+        "name",
+        "engine",
+        "version",
+        "semantic_version",
+        "num_nodes",
+        "size",
+        "region",
+        "status",
+        "created_at",
+        "private_network_uuid",
+        "tags",
+        "db_names",
+        "connection",
+        "private_connection",
+        "users",
+        "maintenance_window",
+        "project_id",
+        "rules",
+        "version_end_of_life",
+        "version_end_of_availability",
+        "storage_size_mib",
+        "metrics_endpoints",
+    ] {
+        assert!(c.get(field).is_some(), "no {field}: {c}");
+    }
+    assert_eq!(c["private_connection"], c["connection"], "one network: the private connection is the same");
+    let network: uuid::Uuid = c["private_network_uuid"].as_str().unwrap().parse().expect("a UUID");
+    assert_eq!(network.get_version_num(), 8, "{network}");
+    let (_, account) = app.get("/v2/account").await;
+    assert_eq!(c["project_id"], account["account"]["team"]["uuid"], "the project is the team");
+    assert_eq!(c["metrics_endpoints"], json!([]));
+    assert_eq!(c["rules"], json!([]));
+    if std::env::var_os("PGPLANE_TEST_PG_URL").is_none() {
+        let end = if major == 15 { "2027-11-11T00:00:00Z" } else { "2029-11-08T00:00:00Z" };
+        assert_eq!(c["version_end_of_life"], end);
+    }
+
+    let mut second = app.registration(&format!("second-{}", app.suffix));
+    second["pgplane"]["primary_user"] = json!(app.unique("second_admin"));
+    second["pgplane"]["default_database"] = json!(app.unique("second_db"));
+    second["rules"] = json!([
+        {"type": "ip_addr", "value": "127.0.0.2", "description": "the app"},
+        {"type": "ip_addr", "value": "10.1.2.3/16"},
+    ]);
+    let mut refused = second.clone();
+    refused["name"] = json!(format!("third-{}", app.suffix));
+    refused["rules"] = json!([{"type": "ip_addr", "value": "127.0.0.2"}, {"type": "tag", "value": "web"}]);
+    let (status, answer) = app.post("/v2/databases", refused).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("\"tag\" is not supported"), "{answer}");
+    let (_, clusters) = app.get("/v2/databases").await;
+    assert_eq!(
+        clusters["databases"].as_array().unwrap().len(),
+        1,
+        "a refused registration registered: {clusters}"
+    );
+
+    let (status, answer) = app.post("/v2/databases", second).await;
+    assert_eq!(status, 201, "{answer}");
+    let second = &answer["database"];
+    assert_eq!(
+        second["private_network_uuid"], c["private_network_uuid"],
+        "clusters of one server share its network"
+    );
+    let values: Vec<&str> =
+        second["rules"].as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(values.len(), 2, "{second}");
+    assert!(values.contains(&"127.0.0.2/32") && values.contains(&"10.1.0.0/16"), "{values:?}");
+    let (_, firewall) = app.get(&format!("/v2/databases/{}/firewall", second["id"].as_str().unwrap())).await;
+    assert_eq!(firewall["rules"], second["rules"], "{firewall}");
+    assert!(firewall["rules"].as_array().unwrap().iter().all(|r| r["cluster_uuid"] == second["id"]));
+}
+on_each_version!(clusters_carry_every_field_the_real_service_returns);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_is_refused_and_nothing_stored_when_the_target_cannot_be_used() {
     let app = TestApp::spawn_with(AppOptions { register: false, ..Default::default() }).await;

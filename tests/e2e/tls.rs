@@ -1,12 +1,16 @@
 //! TLS: pgplane reaches targets with sslmode require and verify-full (against a CA given at
 //! registration), refuses certificates its CA did not sign, and serves its API over TLS when
-//! given a certificate. The CA and certificates are made for each test (rcgen).
+//! given a certificate; a cluster answers its registered CA (`GET …/ca`), and its pools reach
+//! the server over TLS too. The CA and certificates are made for each test (rcgen).
 
 use std::path::PathBuf;
 
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use pgplane_testkit::{AppOptions, OwnServer, TestApp};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
+
+use crate::pools::{create_pool, ready_pool, through_pool};
 
 /// A CA and a server certificate for localhost and 127.0.0.1, signed by it.
 struct TestPki {
@@ -19,12 +23,15 @@ impl TestPki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "pgplane test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &ca, &ca_key)
-            .unwrap();
+        // Its own name: OpenSSL (PgBouncer's) takes a certificate named as its issuer for a
+        // self-signed one.
+        let mut server_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        server_params.distinguished_name.push(DnType::CommonName, "localhost");
+        let server = server_params.signed_by(&server_key, &ca, &ca_key).unwrap();
         let dir = std::env::temp_dir().join(format!("pgplane-tls-{suffix}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("server.crt"), server.pem()).unwrap();
@@ -55,7 +62,7 @@ async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
     let suffix = pgplane_testkit::unique_suffix();
     let pki = TestPki::new(&suffix);
     let target = OwnServer::start_with_tls(15, &pki.dir).await;
-    let app = TestApp::spawn_with(AppOptions {
+    let mut app = TestApp::spawn_with(AppOptions {
         target_server: Some(target.server.clone()),
         register: false,
         ..Default::default()
@@ -86,11 +93,17 @@ async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
     assert_eq!(cluster["database"]["status"], "online");
     assert_eq!(cluster["database"]["connection"]["ssl"], true);
     assert!(cluster["database"]["connection"]["uri"].as_str().unwrap().ends_with("sslmode=verify-full"));
-    let id = cluster["database"]["id"].as_str().unwrap();
+    let id = cluster["database"]["id"].as_str().unwrap().to_string();
+    app.cluster_id = id.clone();
     let name = app.unique("over_tls");
     let (status, _) = app.post(&format!("/v2/databases/{id}/users"), json!({ "name": name })).await;
     assert_eq!(status, 201);
     assert!(app.role_exists(&name).await);
+    // The registered CA, as DigitalOcean answers it: base64 of the PEM.
+    let (status, ca) = app.get(&format!("/v2/databases/{id}/ca")).await;
+    assert_eq!(status, 200, "{ca}");
+    let pem = B64.decode(ca["ca"]["certificate"].as_str().expect("certificate")).expect("base64");
+    assert_eq!(String::from_utf8(pem).unwrap(), pki.ca_pem);
     // pgplane's own sessions on the target are encrypted.
     let encrypted = app
         .target_strings(
@@ -99,6 +112,18 @@ async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
         )
         .await;
     assert_eq!(encrypted, ["true"]);
+    // A pool on this cluster: PgBouncer reaches the server over TLS too, verifying it against
+    // the same CA.
+    let pooler = app.start_pooler();
+    create_pool(&app, json!({"name": "tls-pool", "mode": "session", "size": 1, "db": app.default_db})).await;
+    ready_pool(&app, "tls-pool").await;
+    let password = app.primary_password().await;
+    let client =
+        through_pool(pooler.port, "127.0.0.1", "tls-pool", &app.primary_user, &password).await.unwrap();
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let ssl: bool =
+        client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = $1", &[&pid]).await.unwrap().get(0);
+    assert!(ssl, "PgBouncer's server connection is not encrypted");
 
     // sslmode=require encrypts without checking the certificate.
     let mut body = app.registration(&format!("r-{}", app.suffix));
@@ -107,6 +132,12 @@ async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
     body["pgplane"]["default_database"] = json!(app.unique("reqdb"));
     let (status, answer) = app.post("/v2/databases", body).await;
     assert_eq!(status, 201, "{answer}");
+    // Registered without a CA: there is none to answer.
+    let (status, answer) =
+        app.get(&format!("/v2/databases/{}/ca", answer["database"]["id"].as_str().unwrap())).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["id"], "not_found");
+    assert!(answer["message"].as_str().unwrap().contains("no CA certificate"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,15 @@ pub(crate) struct ClusterView {
     /// Always null: maintenance is up to the server's operator.
     #[schema(value_type = Option<Object>)]
     pub maintenance_window: Option<()>,
+    /// When the PostgreSQL project ends support for the server's major version (the date of
+    /// its last release); null for a version pgplane does not know.
+    pub version_end_of_life: Option<String>,
+    /// Always null: nobody stops offering a server you run yourself.
+    #[schema(value_type = Option<String>)]
+    pub version_end_of_availability: Option<()>,
+    /// Always empty: pgplane has no metrics endpoint per cluster (its own is `/metrics`).
+    #[schema(value_type = Vec<Object>)]
+    pub metrics_endpoints: [(); 0],
     pub storage_size_mib: i64,
     pub pgplane: TargetView,
 }
@@ -361,6 +370,9 @@ impl ClusterView {
             rules: rules.iter().map(FirewallRuleView::of).collect(),
             users,
             maintenance_window: None,
+            version_end_of_life: end_of_life(cluster.server_version_num / 10000).map(str::to_string),
+            version_end_of_availability: None,
+            metrics_endpoints: [],
             storage_size_mib: 0,
             pgplane: TargetView {
                 host: cluster.host.clone(),
@@ -416,6 +428,22 @@ pub(crate) struct DbsResponse {
 
 /// The id of the network a server address is on, the same for every cluster registered there
 /// (a name-based UUID: the first 16 bytes of a SHA-256 of the address, as UUID version 8).
+/// The end of the PostgreSQL project's support for a major version (its final release, by the
+/// versioning policy on postgresql.org: five years after the first release).
+fn end_of_life(major: i32) -> Option<&'static str> {
+    Some(match major {
+        13 => "2025-11-13T00:00:00Z",
+        14 => "2026-11-12T00:00:00Z",
+        15 => "2027-11-11T00:00:00Z",
+        16 => "2028-11-09T00:00:00Z",
+        17 => "2029-11-08T00:00:00Z",
+        18 => "2030-11-14T00:00:00Z",
+        _ => return None,
+    })
+}
+
+/// A cluster's `private_network_uuid`: a UUID (version 8) drawn from its server's address, the same for
+/// every cluster reached there.
 fn network_id(host: &str, port: i32) -> Uuid {
     let digest = Sha256::digest(format!("pgplane network {host}:{port}").as_bytes());
     let mut bytes = [0u8; 16];

@@ -107,7 +107,7 @@ async fn register(http: &reqwest::Client, base: &str, token: &str, target: &PgSe
 }
 
 /// Creates a user through the API and checks that it can log in to the target with the
-/// password the API answered.
+/// password the API answered; returns that password.
 async fn create_user_on_target(
     http: &reqwest::Client,
     base: &str,
@@ -115,7 +115,7 @@ async fn create_user_on_target(
     cluster: &str,
     target: &PgServer,
     name: &str,
-) {
+) -> String {
     let url = format!("{base}/v2/databases/{cluster}/users");
     let (status, body) = call(http, token, reqwest::Method::POST, &url, Some(json!({ "name": name }))).await;
     assert_eq!(status, 201, "creating {name}: {body}");
@@ -126,6 +126,38 @@ async fn create_user_on_target(
     assert_eq!(rows.len(), 1, "{name} is not on the target");
     assert!(rows[0].get::<_, bool>(0), "{name} cannot log in");
     target.login(name, password, "defaultdb").await.expect("the new user logs in to the target");
+    password.to_string()
+}
+
+/// Creates a pool through the API (trying again until the pooler has registered its server)
+/// and waits until it is ready; returns the pool.
+async fn create_ready_pool(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    cluster: &str,
+    body: Value,
+) -> Value {
+    let url = format!("{base}/v2/databases/{cluster}/pools");
+    let name = body["name"].as_str().expect("pool name").to_string();
+    let started = Instant::now();
+    loop {
+        let (status, answer) = call(http, token, reqwest::Method::POST, &url, Some(body.clone())).await;
+        if status == 201 {
+            break;
+        }
+        let waiting = answer["message"].as_str().is_some_and(|m| m.contains("no pooler"));
+        assert!(status == 422 && waiting && started.elapsed() < Duration::from_secs(60), "{status} {answer}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    loop {
+        let (_, answer) = call(http, token, reqwest::Method::GET, &format!("{url}/{name}"), None).await;
+        if answer["pool"]["status"] == "ready" {
+            return answer["pool"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the pool did not become ready: {answer}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Creates the database `pgplane` on a fresh server; returns its URL (as the superuser).
@@ -308,7 +340,7 @@ async fn the_compose_stack_comes_up_works_and_keeps_its_data() {
         return;
     }
     let image = image().await;
-    let (api, metadata_port, target_port) = (free_port(), free_port(), free_port());
+    let (api, metadata_port, target_port, pool_port) = (free_port(), free_port(), free_port(), free_port());
     let secrets = tempfile::tempdir().expect("tempdir");
     let env: Vec<(String, String)> = [
         ("PGPLANE_COMPOSE_IMAGE", image),
@@ -317,6 +349,7 @@ async fn the_compose_stack_comes_up_works_and_keeps_its_data() {
         ("PGPLANE_COMPOSE_API_PORT", api.to_string()),
         ("PGPLANE_COMPOSE_METADATA_PORT", metadata_port.to_string()),
         ("PGPLANE_COMPOSE_TARGET_PORT", target_port.to_string()),
+        ("PGPLANE_COMPOSE_POOL_PORTS", format!("{pool_port}-{pool_port}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -346,7 +379,21 @@ async fn the_compose_stack_comes_up_works_and_keeps_its_data() {
     };
     let cluster = register(&http, &base, &token, &target).await;
     let name = format!("compose_user_{}", unique_suffix());
-    create_user_on_target(&http, &base, &token, &cluster, &target, &name).await;
+    let password = create_user_on_target(&http, &base, &token, &cluster, &target, &name).await;
+    // The stack's pooler serves a pool on its PgBouncer; the user logs in through it.
+    let pool = create_ready_pool(
+        &http,
+        &base,
+        &token,
+        &cluster,
+        json!({"name": "compose_pool", "mode": "transaction", "size": 2, "db": "defaultdb"}),
+    )
+    .await;
+    assert_eq!(pool["connection"]["port"], pool_port, "{pool}");
+    let through_pool = PgServer { port: pool_port, ..target.clone() };
+    let client = through_pool.login(&name, &password, "compose_pool").await.expect("log in through the pool");
+    let database: String = client.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    assert_eq!(database, "defaultdb");
 
     // `down` removes the containers but keeps the volumes: after `up`, the same token, cluster
     // and user are still there.

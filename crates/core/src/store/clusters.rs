@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use super::firewall::{write_firewall_rules, NewFirewallRule};
 use super::{names_clash, notify, taken_on_server, Store, WAKE_CHANNEL};
 use crate::error::{Error, Result};
 use crate::lifecycle::{ClusterStatus, ObjectKind, SyncStatus, UserRole};
@@ -96,6 +97,8 @@ pub struct NewCluster {
     pub server_version: String,
     /// The server's identity ([`crate::model::server_id`]), read by the probe.
     pub server_id: String,
+    /// Its first trusted sources (DigitalOcean's create request takes them).
+    pub rules: Vec<NewFirewallRule>,
 }
 
 /// A new admin connection for a registered cluster, already probed.
@@ -183,6 +186,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::Database, &new.default_database))?;
+        write_firewall_rules(&mut tx, cluster_id, &new.rules).await?;
         Store::wake_server_neighbours(&mut tx, &new.server_id, cluster_id).await?;
         notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
         tx.commit().await?;

@@ -32,29 +32,39 @@ impl Store {
     /// Replaces a cluster's trusted sources with `rules` (no two with the same value); the
     /// cluster's pooler applies them at once.
     pub async fn replace_firewall_rules(&self, cluster_id: Uuid, rules: &[NewFirewallRule]) -> Result<()> {
-        let values: Vec<String> = rules.iter().map(|r| r.value.clone()).collect();
-        let descriptions: Vec<Option<String>> = rules.iter().map(|r| r.description.clone()).collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "delete from cluster_firewall_rules where cluster_id = $1 and value <> all($2)",
-            cluster_id,
-            &values
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "insert into cluster_firewall_rules (rule_id, cluster_id, type, value, description)
-             select gen_random_uuid(), $1, 'ip_addr', r.value, r.description
-               from unnest($2::text[], $3::text[]) as r(value, description)
-             on conflict (cluster_id, value) do update set description = excluded.description",
-            cluster_id,
-            &values,
-            &descriptions as &[Option<String>]
-        )
-        .execute(&mut *tx)
-        .await?;
+        write_firewall_rules(&mut tx, cluster_id, rules).await?;
         announce(&mut tx, cluster_id).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Makes `rules` a cluster's trusted sources in `tx` (rules that stay keep their id and age).
+pub(super) async fn write_firewall_rules(
+    tx: &mut sqlx::PgConnection,
+    cluster_id: Uuid,
+    rules: &[NewFirewallRule],
+) -> Result<()> {
+    let values: Vec<String> = rules.iter().map(|r| r.value.clone()).collect();
+    let descriptions: Vec<Option<String>> = rules.iter().map(|r| r.description.clone()).collect();
+    sqlx::query!(
+        "delete from cluster_firewall_rules where cluster_id = $1 and value <> all($2)",
+        cluster_id,
+        &values
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into cluster_firewall_rules (rule_id, cluster_id, type, value, description)
+             select gen_random_uuid(), $1, 'ip_addr', r.value, r.description
+               from unnest($2::text[], $3::text[]) as r(value, description)
+             on conflict (cluster_id, value) do update set description = excluded.description",
+        cluster_id,
+        &values,
+        &descriptions as &[Option<String>]
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

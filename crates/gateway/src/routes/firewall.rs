@@ -95,6 +95,25 @@ impl RuleBody {
     }
 }
 
+/// A cluster's rules as a request gives them (`PUT …/firewall`, or the `rules` of a
+/// registration), checked, canonical and without repeats.
+pub(super) fn checked_rules(given: Vec<RuleBody>) -> Result<Vec<NewFirewallRule>, ApiError> {
+    if given.len() > MAX_RULES {
+        return Err(ApiError::unprocessable(format!(
+            "{} rules given: a cluster has at most {MAX_RULES}",
+            given.len()
+        )));
+    }
+    let mut rules: Vec<NewFirewallRule> = Vec::with_capacity(given.len());
+    for rule in given {
+        let rule = rule.checked()?;
+        if !rules.iter().any(|r| r.value == rule.value) {
+            rules.push(rule);
+        }
+    }
+    Ok(rules)
+}
+
 /// List a cluster's trusted sources, with what the server's pg_hba.conf lets in.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/firewall", operation_id = "databases_list_firewall_rules", tag = "Firewall",
     responses((status = 200, description = "The rules", body = FirewallResponse)))]
@@ -127,20 +146,7 @@ pub(super) async fn replace(
     TeamCluster(cluster): TeamCluster,
     ApiJson(body): ApiJson<ReplaceRules>,
 ) -> Result<StatusCode, ApiError> {
-    let given = body.rules.unwrap_or_default();
-    if given.len() > MAX_RULES {
-        return Err(ApiError::unprocessable(format!(
-            "{} rules given: a cluster has at most {MAX_RULES}",
-            given.len()
-        )));
-    }
-    let mut rules: Vec<NewFirewallRule> = Vec::with_capacity(given.len());
-    for rule in given {
-        let rule = rule.checked()?;
-        if !rules.iter().any(|r| r.value == rule.value) {
-            rules.push(rule);
-        }
-    }
+    let rules = checked_rules(body.rules.unwrap_or_default())?;
     state.store.replace_firewall_rules(cluster.cluster_id, &rules).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 mod dry_run;
 
 use super::cluster_with;
+use super::firewall::{checked_rules, RuleBody};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -42,6 +43,8 @@ pub(super) struct CreateCluster {
     size: Option<String>,
     num_nodes: Option<i32>,
     tags: Option<Vec<String>>,
+    /// The cluster's first trusted sources (see `PUT …/firewall`).
+    rules: Option<Vec<RuleBody>>,
     pgplane: Option<TargetInput>,
 }
 
@@ -207,6 +210,7 @@ pub(super) async fn create(
     check_identifier(ObjectKind::User, &primary_user).map_err(ApiError::unprocessable)?;
     check_identifier(ObjectKind::Database, &default_database).map_err(ApiError::unprocessable)?;
     check_roles_apart(&spec, &primary_user, &default_database)?;
+    let rules = checked_rules(body.rules.unwrap_or_default())?;
     if is_dry_run {
         let version = body.version.as_deref().filter(|v| !v.is_empty());
         let r = Registration {
@@ -243,6 +247,7 @@ pub(super) async fn create(
         server_version_num: facts.version_num,
         server_version: facts.version.clone(),
         server_id: facts.server_id.clone(),
+        rules,
     };
     let cluster = state.store.insert_cluster(&new, &state.sealer).await?;
     let id = cluster.cluster_id;
