@@ -234,10 +234,25 @@ async fn pools_serve_clients_through_pgbouncer(major: u32) {
     // The events tell what happened.
     let (status, body) = app.get(&app.cluster_path("/events")).await;
     assert_eq!(status, 200, "{body}");
-    let types: Vec<&str> =
-        body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    for expected in ["pool_create", "pool_delete", "firewall_update", "user_reset_auth", "database_delete"] {
-        assert!(types.contains(&expected), "{expected} in {types:?}");
+    let events = body["events"].as_array().unwrap();
+    // DigitalOcean's event types only (typed clients may hold them as an enum); the detail is
+    // pgplane's.
+    assert!(events
+        .iter()
+        .all(|e| ["cluster_create", "cluster_update"].contains(&e["event_type"].as_str().unwrap())));
+    assert_eq!(events.last().unwrap()["event_type"], "cluster_create", "{body}");
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["pgplane"]["action"].as_str().unwrap(), e["pgplane"]["object"].as_str().unwrap_or("")))
+        .collect();
+    for expected in [
+        ("pool_create", "tx-pool"),
+        ("pool_delete", "fixed-pool"),
+        ("firewall_update", ""),
+        ("user_reset_auth", rotated.as_str()),
+        ("database_delete", dropped.as_str()),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
     }
     assert!(body["events"][0]["cluster_name"].as_str().unwrap().starts_with("c-"), "{body}");
     pooler.stop().await;
@@ -290,7 +305,7 @@ async fn drift_in_pgbouncer_is_repaired_and_recorded(major: u32) {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|e| e["event_type"] == "pool_drift_repaired")
+                .filter(|e| e["pgplane"]["action"] == "pool_drift_repaired")
                 .count()
                 >= 2
         })

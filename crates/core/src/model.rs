@@ -377,6 +377,9 @@ pub struct FirewallRule {
 #[derive(Debug, Clone)]
 pub struct ClusterEvent {
     pub id: String,
-    pub event_type: String,
+    /// What happened: `cluster_register`, `user_create`, `pool_delete`, `user_drift_repaired`, ...
+    pub action: String,
+    /// The user, database or pool it happened to, when there is one.
+    pub object: Option<String>,
     pub at: DateTime<Utc>,
 }

@@ -136,6 +136,8 @@ impl Pooler {
             written: None,
             loaded: None,
         });
+        let expected =
+            |p: &PoolEntry| Running::expected(p, &self.config.server_host, self.config.server_port);
         let mut drift = Vec::new();
         let on_disk = served.bouncer.files_on_disk().await;
         if served.written.is_some() && on_disk != served.written {
@@ -143,43 +145,51 @@ impl Pooler {
             // What it loaded since is not known.
             served.loaded = None;
         }
-        if on_disk.as_ref() != Some(&files) {
-            served.bouncer.write(&self.config.launcher, &files, cluster.ca_certificate.as_deref()).await?;
-            served.written = Some(files.clone());
-        }
-        // What PgBouncer runs is what it last loaded: a reload that failed is tried again.
-        let reload = served.loaded.as_ref() != Some(&files);
-        served.bouncer.reap();
-        if served.bouncer.answers(&self.admin_password).await {
-            if reload {
-                let running = served.bouncer.running(&self.admin_password).await?;
-                for name in running.keys().filter(|n| !pools.iter().any(|p| &p.name == *n)) {
-                    served.bouncer.kill(&self.admin_password, name).await?;
+        // Drift found is recorded even when bringing PgBouncer about fails half-way (the next
+        // round would no longer see it).
+        let outcome = async {
+            if on_disk.as_ref() != Some(&files) {
+                served
+                    .bouncer
+                    .write(&self.config.launcher, &files, cluster.ca_certificate.as_deref())
+                    .await?;
+                served.written = Some(files.clone());
+            }
+            // What PgBouncer runs is what it last loaded: a reload that failed is tried again.
+            let reload = served.loaded.as_ref() != Some(&files);
+            served.bouncer.reap();
+            if served.bouncer.answers(&self.admin_password).await {
+                if reload {
+                    let running = served.bouncer.running(&self.admin_password).await?;
+                    for name in running.keys().filter(|n| !pools.iter().any(|p| &p.name == *n)) {
+                        served.bouncer.kill(&self.admin_password, name).await?;
+                    }
+                    served.bouncer.reload(&self.admin_password).await?;
                 }
+            } else {
+                if served.loaded.is_some() {
+                    drift.push("PgBouncer was not running");
+                }
+                served.loaded = None;
+                served.bouncer.start(&self.config.launcher, &self.admin_password).await?;
+            }
+            served.loaded = Some(files);
+            let mut running = served.bouncer.running(&self.admin_password).await?;
+            if pools.iter().any(|p| running.get(&p.name) != Some(&expected(p))) && !reload {
+                // PgBouncer runs something else than its files say: read them again.
+                drift.push("PgBouncer ran a pool otherwise than configured");
                 served.bouncer.reload(&self.admin_password).await?;
+                running = served.bouncer.running(&self.admin_password).await?;
             }
-        } else {
-            if served.loaded.is_some() {
-                drift.push("PgBouncer was not running");
-            }
-            served.loaded = None;
-            served.bouncer.start(&self.config.launcher, &self.admin_password).await?;
+            anyhow::Ok(running)
         }
-        served.loaded = Some(files);
-        let mut running = served.bouncer.running(&self.admin_password).await?;
-        let expected =
-            |p: &PoolEntry| Running::expected(p, &self.config.server_host, self.config.server_port);
-        if pools.iter().any(|p| running.get(&p.name) != Some(&expected(p))) && !reload {
-            // PgBouncer runs something else than its files say: read them again.
-            drift.push("PgBouncer ran a pool otherwise than configured");
-            served.bouncer.reload(&self.admin_password).await?;
-            running = served.bouncer.running(&self.admin_password).await?;
-        }
+        .await;
         for description in drift {
             for pool in pools {
                 self.store.record_pool_drift(cluster.cluster_id, &pool.name, description, true).await?;
             }
         }
+        let running = outcome?;
         Ok(pools
             .iter()
             .filter_map(|p| match running.get(&p.name) {

@@ -68,14 +68,14 @@ impl Store {
     /// with success; dry runs left out) and the drift found on its objects.
     pub async fn cluster_events(&self, cluster_id: Uuid, limit: i64) -> Result<Vec<ClusterEvent>> {
         let rows = sqlx::query!(
-            r#"select id as "id!", event_type as "event_type!", at as "at!" from (
-                   select 'audit-' || event_id as id, replace(action, '.', '_') as event_type, at
+            r#"select id as "id!", action as "action!", object, at as "at!" from (
+                   select 'audit-' || event_id as id, replace(action, '.', '_') as action, object, at
                      from audit_events
                     where cluster_id = $1 and status < 400 and action not like '%dry_run'
                    union all
                    select 'drift-' || event_id, kind || case when repaired_at is null then '_drift_found'
                                                             else '_drift_repaired' end,
-                          coalesce(repaired_at, found_at)
+                          name, coalesce(repaired_at, found_at)
                      from drift_events where cluster_id = $1
                ) e order by at desc, id desc limit $2"#,
             cluster_id,
@@ -83,6 +83,9 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| ClusterEvent { id: r.id, event_type: r.event_type, at: r.at }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| ClusterEvent { id: r.id, action: r.action, object: r.object, at: r.at })
+            .collect())
     }
 }
