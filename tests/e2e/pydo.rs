@@ -1,6 +1,7 @@
 //! The PyDo compatibility suite (tests/pydo, run with pytest from the virtual environment
 //! `make test` creates) against a live pgplane: DigitalOcean's official Python client must work
-//! unchanged, and every call's effect is checked on the target.
+//! unchanged, and every call's effect is checked on the target (pools through a pooler's
+//! PgBouncer).
 
 use pgplane_testkit::{AppOptions, TestApp};
 
@@ -10,5 +11,8 @@ async fn pydo_works_unchanged_against_pgplane() {
     let options =
         AppOptions { register: false, allow_replication_for_sole_tenants: true, ..Default::default() };
     let app = TestApp::spawn_with(options).await;
+    // The pools PyDo creates are served by a pooler beside the target.
+    let pooler = app.start_pooler();
     crate::run_pytest(&app, "pydo", &[]).await;
+    pooler.stop().await;
 }

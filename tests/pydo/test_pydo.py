@@ -1,6 +1,9 @@
-"""PyDo 0.44.0 against pgplane: every clusters, users and dbs method of DigitalOcean's
-Managed Databases API, with the statuses PyDo checks, the shapes it returns, the errors the way
-a PyDo user meets them, and each call's effect checked on the target PostgreSQL."""
+"""PyDo 0.44.0 against pgplane: every clusters, users, dbs, connection pools, firewall, CA and
+events method of DigitalOcean's Managed Databases API, with the statuses PyDo checks, the shapes
+it returns, the errors the way a PyDo user meets them, and each call's effect checked on the
+target PostgreSQL (and through PgBouncer for pools)."""
+
+import time
 
 import psycopg
 import pytest
@@ -204,3 +207,114 @@ def test_no_retry_after_and_integer_rate_limit_headers(db, cluster):
     status, headers, body = headers_of(db.get_user, cluster["id"], unique("nobody"))
     assert status == 404 and body["id"] == "not_found"
     assert "retry-after" not in {k.lower() for k in headers}
+
+
+def wait_for(check, seconds=30):
+    """Calls check until it returns something true; returns that."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still not true after {seconds} s"
+        time.sleep(0.2)
+
+
+def add_pool(db, cid, body):
+    """add_connection_pool, tried again while the pooler beside the server has not registered."""
+    def attempt():
+        try:
+            return db.add_connection_pool(cid, body)["pool"]
+        except HttpResponseError as e:
+            if e.status_code == 422 and "no pooler" in e.response.json()["message"]:
+                return None
+            raise
+    return wait_for(attempt)
+
+
+def ready_pool(db, cid, name):
+    return wait_for(lambda: (p := db.get_connection_pool(cid, name)["pool"])["status"] == "ready" and p)
+
+
+def through_pool(connection, user, password):
+    """Logs in through a pool with its connection details (as the pool's user, or as oneself)."""
+    return psycopg.connect(host=connection["host"], port=connection["port"], dbname=connection["database"],
+                           user=user, password=password, connect_timeout=5)
+
+
+def test_connection_pools_lifecycle(db, cluster, target):
+    """Every connection pool method, with PgBouncer really serving: logins through the pool as
+    its fixed user and as oneself, a reset reaching the pool, an update, and a delete."""
+    cid = cluster["id"]
+    default_db = unique("defaultdb")
+    name = unique("pooled01")
+    user = db.add_user(cid, {"name": name})["user"]
+    # godo and PyDo users send "user": "" for a pool whose clients log in as themselves.
+    mine = add_pool(db, cid, {"name": "pydo-own", "mode": "transaction", "size": 2, "db": default_db, "user": ""})
+    fixed = add_pool(db, cid, {"name": "pydo-fixed", "mode": "session", "size": 1, "db": default_db, "user": name})
+    assert fixed["connection"]["database"] == "pydo-fixed" and fixed["connection"]["user"] == name
+    assert fixed["connection"]["password"] == user["password"]
+    assert fixed["private_connection"] == fixed["connection"]
+    assert mine["user"] == "" and mine["connection"]["port"] == fixed["connection"]["port"]
+    ready_pool(db, cid, "pydo-own")
+    ready_pool(db, cid, "pydo-fixed")
+    assert {p["name"] for p in db.list_connection_pools(cid)["pools"]} >= {"pydo-own", "pydo-fixed"}
+
+    primary = unique("doadmin")
+    with through_pool(mine["connection"], primary, cluster["connection"]["password"]) as conn:
+        assert conn.execute("SELECT current_user, current_database()").fetchone() == (primary, default_db)
+    with through_pool(fixed["connection"], name, user["password"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == name
+
+    # A reset reaches PgBouncer: the new password logs in through the pool, the old no longer.
+    new = db.reset_auth(cid, name, {})["user"]["password"]
+
+    def new_works():
+        try:
+            through_pool(fixed["connection"], name, new).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+    wait_for(new_works)
+    with pytest.raises(psycopg.OperationalError):
+        through_pool(fixed["connection"], name, user["password"])
+
+    # PUT answers 204 (None); the pool then runs as updated.
+    assert db.update_connection_pool(cid, "pydo-own", {"mode": "session", "size": 3, "db": default_db}) is None
+    updated = db.get_connection_pool(cid, "pydo-own")["pool"]
+    assert (updated["mode"], updated["size"]) == ("session", 3)
+    ready_pool(db, cid, "pydo-own")
+
+    with pytest.raises(HttpResponseError) as raised:
+        db.add_connection_pool(cid, {"name": "pydo-bad", "mode": "sometimes", "size": 1, "db": default_db})
+    assert raised.value.status_code == 422
+
+    assert db.delete_connection_pool(cid, "pydo-fixed") is None
+    assert db.get_connection_pool(cid, "pydo-fixed")["id"] == "not_found"
+    wait_for(lambda: "pydo-fixed" not in {p["name"] for p in db.list_connection_pools(cid)["pools"]})
+    assert db.delete_connection_pool(cid, "pydo-own") is None
+
+
+def test_firewall_rules_ca_and_events(db, cluster):
+    """Trusted sources replaced and listed in DigitalOcean's rule shape (godo's empty fields
+    accepted), no CA for a target registered without one, and the cluster's events."""
+    cid = cluster["id"]
+    rules = [{"type": "ip_addr", "value": "127.0.0.2", "uuid": "", "cluster_uuid": "",
+              "created_at": "0001-01-01T00:00:00Z"}, {"type": "ip_addr", "value": "10.0.0.0/8"}]
+    assert db.update_firewall_rules(cid, {"rules": rules}) is None
+    listed = db.list_firewall_rules(cid)["rules"]
+    assert sorted(r["value"] for r in listed) == ["10.0.0.0/8", "127.0.0.2/32"]
+    assert all(r["cluster_uuid"] == cid and r["type"] == "ip_addr" and r["uuid"] and r["created_at"] for r in listed)
+    with pytest.raises(HttpResponseError) as raised:
+        db.update_firewall_rules(cid, {"rules": [{"type": "droplet", "value": "163973392"}]})
+    assert raised.value.status_code == 422
+    assert len(db.list_firewall_rules(cid)["rules"]) == 2, "a refused replacement changed nothing"
+    assert db.update_firewall_rules(cid, {"rules": []}) is None
+    assert db.list_firewall_rules(cid)["rules"] == []
+
+    assert db.get_ca(cid)["id"] == "not_found"
+
+    events = db.list_events_logs(cid)["events"]
+    assert {e["event_type"] for e in events} <= {"cluster_create", "cluster_update"}
+    assert events[-1]["event_type"] == "cluster_create" and events[-1]["cluster_name"] == cluster["name"]
+    assert any(e["pgplane"]["action"] == "firewall_update" for e in events)
