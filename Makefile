@@ -47,11 +47,11 @@ bench: toolchain test-prepare bench-prepare
 	cargo build --release --locked -p pgplane -p pgplane-bench
 	cargo run --release --locked -q -p pgplane-bench -- --out BENCHMARKS.md
 
-## bench-prepare: psql and pgbench (the floors' clients) installed
+## bench-prepare: psql and pgbench (the floors' clients) and pgbouncer (the pools' floor) installed
 bench-prepare:
-	@command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 || { \
-	  [ "$$(id -u)" = 0 ] || { echo "install psql and pgbench (Debian: postgresql-client, postgresql)" >&2; exit 1; }; \
-	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client postgresql >/dev/null; }
+	@command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 && command -v pgbouncer >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] || { echo "install psql, pgbench and pgbouncer (Debian: postgresql-client, postgresql, pgbouncer)" >&2; exit 1; }; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client postgresql pgbouncer >/dev/null; }
 
 ## test-prepare: promtool, Chromium, the Docker engine running and the PostgreSQL test images built
 test-prepare:

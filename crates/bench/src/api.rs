@@ -127,6 +127,20 @@ impl Api {
         expect_status(status, 204, &body)
     }
 
+    /// `POST path` with `body`: the status and the JSON answer, whatever they are.
+    pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        let (status, answer) =
+            self.send(reqwest::Method::POST, path, Some(body)).await.map_err(anyhow::Error::msg)?;
+        Ok((status, answer.json()?))
+    }
+
+    /// `DELETE path`: 204.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        let (status, body) =
+            self.send(reqwest::Method::DELETE, path, None).await.map_err(anyhow::Error::msg)?;
+        expect_status(status, 204, &body).map_err(anyhow::Error::msg)
+    }
+
     /// `GET path`: 200; returns the body size.
     pub async fn get(&self, path: &str) -> std::result::Result<usize, String> {
         let (status, body) = self.send(reqwest::Method::GET, path, None).await?;

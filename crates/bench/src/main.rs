@@ -3,7 +3,7 @@
 //! PostgreSQL containers (metadata, main target, scale targets), start the release
 //! `pgplane serve` as its own process, register the main cluster, then for each run: users
 //! (create, reset), reads while the users exist, users (delete), databases, floods of wrong
-//! secrets; then the scale, replicas, fleet and credentials scenarios; then the report. See BENCHMARKS.md for what each scenario measures.
+//! secrets; then the scale, replicas, fleet, credentials and pools scenarios; then the report. See BENCHMARKS.md for what each scenario measures.
 
 mod api;
 mod containers;
@@ -96,6 +96,9 @@ struct Args {
     /// Leases expired together and reaped in scenario 8 (0 skips them).
     #[arg(long, default_value_t = 1000)]
     leases: usize,
+    /// Seconds of each pgbench round through a pool in scenario 9 (0 skips scenario 9).
+    #[arg(long, default_value_t = 10)]
+    pool_seconds: u64,
     /// PostgreSQL major version of the targets and the metadata DB (15 or 17).
     #[arg(long = "pg", default_value_t = 17)]
     pg_major: u32,
@@ -124,6 +127,9 @@ async fn main() -> Result<()> {
     for tool in ["psql", "pgbench", "docker"] {
         which(tool).await?;
     }
+    if args.pool_seconds > 0 {
+        which("pgbouncer").await?;
+    }
     let config = Config {
         runs: args.runs,
         users: args.users,
@@ -146,6 +152,7 @@ async fn main() -> Result<()> {
         fleet_probe_creates: args.fleet_probe_creates.max(1),
         rotation_grace_secs: args.rotation_grace,
         leases: args.leases,
+        pool_seconds: args.pool_seconds,
         pg_major: args.pg_major,
     };
     let mut env = Environment {
@@ -216,13 +223,14 @@ async fn main() -> Result<()> {
     for s in scale_servers.into_iter().chain(fleet_servers).chain([meta, target]) {
         s.remove().await;
     }
-    let (users, reads, databases, floods, scale, replicas, fleet, credentials, mut memory) = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgplane's log: {}", log_copy.display());
-            return Err(e);
-        }
-    };
+    let (users, reads, databases, floods, scale, replicas, fleet, credentials, pools, mut memory) =
+        match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pgplane's log: {}", log_copy.display());
+                return Err(e);
+            }
+        };
     memory.end_kib = end_kib;
     env.load_end = loadavg();
     env.total_secs = started.elapsed().as_secs_f64();
@@ -238,6 +246,7 @@ async fn main() -> Result<()> {
         replicas: &replicas,
         fleet: &fleet,
         credentials: &credentials,
+        pools: &pools,
         memory: &memory,
         findings,
     });
@@ -256,6 +265,7 @@ type AllResults = (
     scenarios::replicas::ReplicasResult,
     scenarios::fleet::FleetResult,
     scenarios::credentials::CredentialsResult,
+    Option<scenarios::pools::PoolsResult>,
     MemoryReport,
 );
 
@@ -331,7 +341,13 @@ async fn run_all(ctx: &Ctx, scale_servers: &[Server], fleet_servers: &[Server]) 
     step("credentials: a rotation under a login load, leases expired together and reaped");
     let credentials = scenarios::credentials::run(ctx).await?;
     memory.overall_peak_kib = memory.overall_peak_kib.max(ctx.pgplane.memory()?.hwm_kib);
-    Ok((users, reads, databases, floods, scale, replicas, fleet, credentials, memory))
+    let pools = if ctx.config.pool_seconds == 0 {
+        None
+    } else {
+        step("pools: pgbench through a managed pool and a hand-configured PgBouncer; time to first login");
+        Some(scenarios::pools::run(ctx).await?)
+    };
+    Ok((users, reads, databases, floods, scale, replicas, fleet, credentials, pools, memory))
 }
 
 fn step(message: &str) {
@@ -347,12 +363,13 @@ async fn which(tool: &str) -> Result<()> {
         .status
         .success();
     if !found {
-        bail!("{tool} is not installed; the bench needs psql, pgbench and docker");
+        bail!("{tool} is not installed; the bench needs psql, pgbench, docker and pgbouncer");
     }
     Ok(())
 }
 
-async fn command_output(program: &str, args: &[&str]) -> String {
+/// What a command printed on its standard output (empty when it could not run).
+pub(crate) async fn command_output(program: &str, args: &[&str]) -> String {
     match tokio::process::Command::new(program).args(args).output().await {
         Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         Err(_) => String::new(),

@@ -115,6 +115,26 @@ impl Pgplane {
         Ok(me)
     }
 
+    /// `pgplane pooler` beside `server` (HOST:PORT) on the same metadata DB and key, serving
+    /// pools on `port`, logging to `pooler.log`; stopped when the child is dropped.
+    pub fn pooler(&self, server: &str, port: u16) -> Result<Child> {
+        let ports = format!("{port}-{port}");
+        let run_dir = self.options.work_dir.join("pooler");
+        let log = std::fs::File::create(self.options.work_dir.join("pooler.log"))
+            .context("creating the pooler log")?;
+        Command::new(&self.options.bin)
+            .args(["pooler", "--server", server, "--ports", &ports, "--log-format", "json", "--run-dir"])
+            .arg(&run_dir)
+            .env("PGPLANE_DATABASE_URL", &self.options.database_url)
+            .env("PGPLANE_SECRET_KEY", &self.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().context("sharing the pooler log")?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting pgplane pooler")
+    }
+
     async fn wait_ready(&mut self) -> Result<()> {
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait()? {

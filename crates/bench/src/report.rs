@@ -12,6 +12,7 @@ use crate::scenarios::credentials::{CredentialsResult, LOGIN_CLIENTS};
 use crate::scenarios::databases::DatabasesRun;
 use crate::scenarios::fleet::FleetResult;
 use crate::scenarios::floods::{self, Flood, FloodsRun};
+use crate::scenarios::pools::{self, PoolsResult, POOL_SIZE};
 use crate::scenarios::reads::{Endpoint, ReadsRun};
 use crate::scenarios::replicas::ReplicasResult;
 use crate::scenarios::scale::ScaleResult;
@@ -60,6 +61,7 @@ pub struct Results<'a> {
     pub replicas: &'a ReplicasResult,
     pub fleet: &'a FleetResult,
     pub credentials: &'a CredentialsResult,
+    pub pools: &'a Option<PoolsResult>,
     pub memory: &'a MemoryReport,
     pub findings: Option<String>,
 }
@@ -427,10 +429,13 @@ pub fn render(r: &Results<'_>) -> String {
     render_replicas(w, r);
     render_fleet(w, r);
     render_credentials(w, r.credentials);
+    if let Some(pools) = r.pools {
+        render_pools(w, pools);
+    }
 
-    // 9. Memory.
+    // 10. Memory.
     let m = &r.memory;
-    let _ = writeln!(w, "## 9. Memory\n");
+    let _ = writeln!(w, "## 10. Memory\n");
     let _ = writeln!(
         w,
         "Resident memory of the `pgplane serve` process from `/proc/<pid>/status` (VmRSS now, \
@@ -474,8 +479,8 @@ pub fn render(r: &Results<'_>) -> String {
     let _ = writeln!(w, "| at the end | {:.1} |", mib(m.end_kib));
     let _ = writeln!(w);
 
-    // 10. Findings.
-    let _ = writeln!(w, "## 10. Bottlenecks and findings\n");
+    // 11. Findings.
+    let _ = writeln!(w, "## 11. Bottlenecks and findings\n");
     match &r.findings {
         Some(text) => {
             let _ = writeln!(w, "{}", text.trim());
@@ -494,9 +499,9 @@ pub fn render(r: &Results<'_>) -> String {
          --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
          --flood-addresses {} --replica-users {} --replica-kills {} --fleet-servers {} \
          --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --rotation-grace {} \
-         --leases {} --pg {}`; `target/release/pgplane-bench --help` explains each (`--runs 0`, \
-         `--scale-targets 0`, `--replica-users 0`, `--fleet-clusters 0`, `--rotation-grace 0` and \
-         `--leases 0` skip scenarios).",
+         --leases {} --pool-seconds {} --pg {}`; `target/release/pgplane-bench --help` explains \
+         each (`--runs 0`, `--scale-targets 0`, `--replica-users 0`, `--fleet-clusters 0`, \
+         `--rotation-grace 0`, `--leases 0` and `--pool-seconds 0` skip scenarios).",
         c.runs,
         c.users,
         c.user_concurrency,
@@ -518,6 +523,7 @@ pub fn render(r: &Results<'_>) -> String {
         c.fleet_probe_creates,
         c.rotation_grace_secs,
         c.leases,
+        c.pool_seconds,
         c.pg_major
     );
     o
@@ -582,6 +588,48 @@ fn render_credentials(w: &mut String, c: &CredentialsResult) {
             l.passes.passes
         );
     }
+}
+
+fn render_pools(w: &mut String, p: &PoolsResult) {
+    let _ = writeln!(w, "## 9. Connection pools\n");
+    let _ = writeln!(
+        w,
+        "A pool of size {POOL_SIZE} in transaction mode on the main cluster's default database, \
+         served by `pgplane pooler` (release build, beside the target) on {}; its clients log in as \
+         themselves (SCRAM, checked by PgBouncer against the verifier pgplane set). The baseline is a \
+         PgBouncer configured by hand as an operator would: the same pool settings, the same user's \
+         verifier in its `auth_file`, `auth_type = scram-sha-256`. Each round runs `{}` through one \
+         and then the other (the order alternates between rounds).\n",
+        p.pgbouncer,
+        pools::pgbench_command(p.seconds)
+    );
+    let managed = Summary::of(&p.managed_tps);
+    let hand = Summary::of(&p.hand_tps);
+    let ratios: Vec<f64> = p.managed_tps.iter().zip(&p.hand_tps).map(|(m, h)| m / h).collect();
+    let ratio = Summary::of(&ratios);
+    let _ = writeln!(
+        w,
+        "| through | tps (median, min–max) | ratio to the hand-configured PgBouncer |\n|---|---|---|"
+    );
+    let _ = writeln!(w, "| PgBouncer configured by hand | {} | – |", hand.show(0));
+    let _ = writeln!(
+        w,
+        "| the pool pgplane manages | {} | **{}×** (goal ≥ 0.95: {}) |\n",
+        managed.show(0),
+        ratio.show(3),
+        verdict(ratio.median >= 0.95)
+    );
+    let further = Summary::of(&p.further_pool_ms);
+    let _ = writeln!(
+        w,
+        "From the API's answer (201) to the first successful login through the pool, tried every \
+         5 ms: the cluster's first pool, which starts its PgBouncer, took {:.0} ms; {} further pools, \
+         each a rewrite of its files and a RELOAD, took {} ms (median, min–max). The pooler is told \
+         by NOTIFY and otherwise looks every second.\n",
+        p.first_pool_ms,
+        p.further_pool_ms.len(),
+        further.show(0)
+    );
 }
 
 /// Sessions pgplane may hold on one server (`--max-sessions-per-server`, left at its default).
