@@ -17,9 +17,11 @@ use crate::config::read_secret_file;
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 
-/// The connection flags every client command takes.
+/// The connection flags every client command takes (before or after its subcommand). They are
+/// global, so their ids are the client's own (`client_config`, not `config`): clap does not give
+/// a global flag to a subcommand that has an argument of the same id, and mixes their values.
 #[derive(Args)]
-#[command(next_help_heading = "Global options")]
+#[command(next_help_heading = "Client options (databases, auth)")]
 pub struct ConnectionArgs {
     /// URL of the pgplane API [default: saved by `pgplane auth init`, else
     /// http://127.0.0.1:8080].
@@ -40,7 +42,14 @@ pub struct ConnectionArgs {
     #[arg(long, env = "PGPLANE_ACCESS_TOKEN_FILE", global = true)]
     access_token_file: Option<PathBuf>,
     /// The client configuration file [default: <config dir>/pgplane/config.json].
-    #[arg(short = 'c', long = "config", env = "PGPLANE_CONFIG", global = true)]
+    #[arg(
+        id = "client_config",
+        short = 'c',
+        long = "config",
+        value_name = "CONFIG",
+        env = "PGPLANE_CONFIG",
+        global = true
+    )]
     config: Option<PathBuf>,
 }
 

@@ -1,31 +1,69 @@
-//! The doctl-like client: `pgplane databases ...` (clusters, their users and databases) and
-//! `pgplane auth init`, with doctl's arguments, aliases and columns. This module defines the
-//! subcommands and dispatches them; every command is one of four shapes (list, show one,
-//! delete, save the config), each a single function below.
+//! The doctl-like client: `pgplane databases ...` (clusters, their users, databases, connection
+//! pools, firewall rules and CA certificate) and `pgplane auth init`, with doctl's arguments,
+//! aliases and columns, and doctl's global flags (`-t`, `-u`, `-o`, ...) before or after the
+//! subcommand. This module defines the global flags and the subcommands and dispatches them
+//! (pools and firewall rules in modules of their own); most commands are one of four shapes
+//! (list, show one, delete, save the config), each a single function below.
 
 mod api;
 mod config;
+mod firewalls;
 mod output;
+mod pools;
 mod preview;
 mod prompt;
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use anyhow::Context;
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use self::api::Api;
 use self::config::ConnectionArgs;
-use self::output::{Kind, Mode, OutputArgs, ACCESS, CLUSTER, DB, USER};
+use self::output::{Kind, Mode, OutputArgs, ACCESS, CA, CLUSTER, DB, USER};
 
-/// `pgplane databases ...`
+/// doctl's global flags: where the API is, its token, and the output's form. They are global
+/// to the whole command line, so that they may come before the subcommand as well as after it;
+/// the server commands refuse them ([`GlobalArgs::refused`]).
 #[derive(Args)]
-pub struct DatabasesArgs {
+pub struct GlobalArgs {
     #[command(flatten)]
     connection: ConnectionArgs,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+impl GlobalArgs {
+    /// Why one of these flags given on the command line to the top-level command `name` is
+    /// refused (every one for a server command, the table's for `auth`); None when none is.
+    pub fn refused(matches: &ArgMatches, name: &str) -> Option<String> {
+        let unused = |id: &str| match name {
+            "databases" => false,
+            "auth" => ["output_format", "output_no_header"].contains(&id),
+            _ => true,
+        };
+        let command = Self::augment_args(clap::Command::new("pgplane"));
+        let arg = command.get_arguments().find(|arg| {
+            let id = arg.get_id().as_str();
+            unused(id) && matches.value_source(id) == Some(ValueSource::CommandLine)
+        })?;
+        let flag = format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()));
+        Some(match name {
+            "auth" => format!("{flag} shapes tables, and `pgplane auth` prints none"),
+            _ => format!(
+                "{flag} is an option of the client commands (databases, auth), not of `pgplane {name}`"
+            ),
+        })
+    }
+}
+
+/// `pgplane databases ...`
+#[derive(Args)]
+pub struct DatabasesArgs {
     #[command(subcommand)]
     command: DatabasesCommand,
 }
@@ -53,6 +91,13 @@ enum DatabasesCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Show the CA certificate clients verify the cluster's server with (PEM; base64 in JSON,
+    /// as doctl's).
+    #[command(visible_alias = "gc")]
+    GetCa {
+        #[arg(value_name = "cluster-id")]
+        cluster_id: String,
+    },
     /// Show what the reconciler would do on the cluster's server right now, statement by
     /// statement (passwords redacted), drift it would repair marked.
     Plan {
@@ -69,6 +114,18 @@ enum DatabasesCommand {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Manage the connection pools of a database cluster (served by `pgplane pooler`).
+    #[command(visible_alias = "p")]
+    Pool {
+        #[command(subcommand)]
+        command: pools::PoolCommand,
+    },
+    /// Manage the firewall rules (trusted sources) of a database cluster.
+    #[command(visible_alias = "fw")]
+    Firewalls {
+        #[command(subcommand)]
+        command: firewalls::FirewallsCommand,
     },
 }
 
@@ -355,8 +412,6 @@ enum DbCommand {
 /// `pgplane auth ...`
 #[derive(Args)]
 pub struct AuthArgs {
-    #[command(flatten)]
-    connection: ConnectionArgs,
     #[command(subcommand)]
     command: AuthCommand,
 }
@@ -370,15 +425,15 @@ enum AuthCommand {
 }
 
 /// Runs `pgplane databases ...`; errors are printed as one line.
-pub async fn databases(args: DatabasesArgs) -> ExitCode {
-    let mode = args.output.mode;
-    finish(mode, run_databases(args).await)
+pub async fn databases(global: GlobalArgs, args: DatabasesArgs) -> ExitCode {
+    let mode = global.output.mode;
+    finish(mode, run_databases(global, args.command).await)
 }
 
 /// Runs `pgplane auth ...`; errors are printed as one line.
-pub async fn auth(args: AuthArgs) -> ExitCode {
+pub async fn auth(global: GlobalArgs, args: AuthArgs) -> ExitCode {
     let AuthCommand::Init = args.command;
-    finish(Mode::Text, args.connection.init().await)
+    finish(global.output.mode, global.connection.init().await)
 }
 
 fn finish(mode: Mode, result: anyhow::Result<()>) -> ExitCode {
@@ -391,10 +446,10 @@ fn finish(mode: Mode, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
-    let api = args.connection.api()?;
-    let out = &args.output;
-    match args.command {
+async fn run_databases(global: GlobalArgs, command: DatabasesCommand) -> anyhow::Result<()> {
+    let api = global.connection.api()?;
+    let out = &global.output;
+    match command {
         DatabasesCommand::List => list(&api, out, &CLUSTER, &["databases"]).await,
         DatabasesCommand::Get { cluster_id } => {
             show(&api, out, &CLUSTER, Method::GET, &["databases", &cluster_id], None).await
@@ -410,9 +465,12 @@ async fn run_databases(args: DatabasesArgs) -> anyhow::Result<()> {
         DatabasesCommand::Delete { cluster_id, force } => {
             delete(&api, &CLUSTER, &cluster_id, force, &["databases", &cluster_id]).await
         }
+        DatabasesCommand::GetCa { cluster_id } => show_ca(&api, out, &cluster_id).await,
         DatabasesCommand::Plan { cluster_id } => preview::show_plan(&api, out, &cluster_id).await,
         DatabasesCommand::User { command } => run_user(&api, out, command).await,
         DatabasesCommand::Db { command } => run_db(&api, out, command).await,
+        DatabasesCommand::Pool { command } => pools::run(&api, out, command).await,
+        DatabasesCommand::Firewalls { command } => firewalls::run(&api, out, command).await,
     }
 }
 
@@ -580,6 +638,19 @@ async fn show(
     out.check(kind)?;
     let item = api.fetch(method, path, body.as_ref(), kind.one).await?;
     out.print_one(kind, &item)
+}
+
+/// Prints a cluster's CA certificate: the PEM itself in text, as the API gives it (base64) in
+/// JSON, as doctl does.
+async fn show_ca(api: &Api, out: &OutputArgs, cluster_id: &str) -> anyhow::Result<()> {
+    out.check(&CA)?;
+    let mut ca = api.fetch(Method::GET, &["databases", cluster_id, "ca"], None, CA.one).await?;
+    if out.mode == Mode::Text {
+        let encoded = ca["certificate"].as_str().unwrap_or_default();
+        let pem = B64.decode(encoded).context("the API's certificate is not base64")?;
+        ca["certificate"] = json!(String::from_utf8_lossy(&pem).trim_end());
+    }
+    out.print_one(&CA, &ca)
 }
 
 /// Deletes one `kind` named `name` once confirmed (or forced); prints nothing.

@@ -19,18 +19,27 @@ pub enum Mode {
     Json,
 }
 
-/// The output flags every client command takes.
+/// The output flags every client command takes (before or after its subcommand); global, so
+/// with ids of the client's own, as [`super::config::ConnectionArgs`]'s.
 #[derive(Args)]
-#[command(next_help_heading = "Global options")]
+#[command(next_help_heading = "Client options (databases, auth)")]
 pub struct OutputArgs {
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Mode::Text)]
+    #[arg(
+        id = "output",
+        short = 'o',
+        long = "output",
+        value_name = "MODE",
+        global = true,
+        value_enum,
+        default_value_t = Mode::Text
+    )]
     pub mode: Mode,
     /// Columns to show, by field name (for example `--format Name,Password`).
-    #[arg(long, global = true, value_name = "Col1,Col2")]
+    #[arg(id = "output_format", long = "format", global = true, value_name = "Col1,Col2")]
     format: Option<String>,
     /// Print no header row.
-    #[arg(long, global = true)]
+    #[arg(id = "output_no_header", long = "no-header", global = true)]
     no_header: bool,
 }
 
@@ -121,6 +130,52 @@ pub const DB: Kind = Kind {
     many: "dbs",
     noun: "database",
     columns: &[column("Name", "Name", "/name")],
+    list_columns: 1,
+    one_columns: 1,
+};
+
+/// A connection pool: doctl's columns, then pgplane's (whether its pooler runs it as asked).
+pub const POOL: Kind = Kind {
+    one: "pool",
+    many: "pools",
+    noun: "connection pool",
+    columns: &[
+        column("User", "User", "/user"),
+        column("Name", "Name", "/name"),
+        column("Size", "Size", "/size"),
+        column("Database", "Database", "/db"),
+        column("Mode", "Mode", "/mode"),
+        column("URI", "URI", "/connection/uri"),
+        column("Status", "Status", "/status"),
+        column("LastError", "Last Error", "/last_error"),
+    ],
+    list_columns: 6,
+    one_columns: 6,
+};
+
+/// A firewall rule (a trusted source): doctl's columns, then pgplane's.
+pub const FIREWALL_RULE: Kind = Kind {
+    one: "rule",
+    many: "rules",
+    noun: "firewall rule",
+    columns: &[
+        column("UUID", "UUID", "/uuid"),
+        column("ClusterUUID", "ClusterUUID", "/cluster_uuid"),
+        column("Type", "Type", "/type"),
+        column("Value", "Value", "/value"),
+        column("Description", "Description", "/description"),
+        column("Created", "Created At", "/created_at"),
+    ],
+    list_columns: 4,
+    one_columns: 4,
+};
+
+/// A cluster's CA certificate (`GET …/ca`).
+pub const CA: Kind = Kind {
+    one: "ca",
+    many: "ca",
+    noun: "CA certificate",
+    columns: &[column("Certificate", "Certificate", "/certificate")],
     list_columns: 1,
     one_columns: 1,
 };

@@ -10,42 +10,42 @@ use pgplane_testkit::{free_port, TestApp};
 use serde_json::Value;
 
 /// The outcome of one run of the binary.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
     /// Asserts success; returns stdout.
-    fn ok(&self) -> &str {
+    pub fn ok(&self) -> &str {
         assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
         assert_eq!(self.stderr, "", "a successful run prints nothing on stderr");
         &self.stdout
     }
 
     /// Asserts failure with exit code 1 and nothing on stdout; returns stderr.
-    fn failed(&self) -> &str {
+    pub fn failed(&self) -> &str {
         assert_eq!(self.code, Some(1), "stdout: {}", self.stdout);
         assert_eq!(self.stdout, "");
         &self.stderr
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(self.ok()).expect("JSON output")
     }
 }
 
 /// Runs the binary for one test, with its own config file path (in a temporary directory)
 /// and none of the caller's client environment variables.
-struct Cli {
+pub(crate) struct Cli {
     api_url: String,
     token: String,
     home: tempfile::TempDir,
 }
 
 impl Cli {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Self {
             api_url: app.base_url.clone(),
             token: app.token.clone(),
@@ -59,14 +59,14 @@ impl Cli {
     }
 
     /// `pgplane <args> --api-url <app>`, the token in PGPLANE_ACCESS_TOKEN.
-    async fn run(&self, args: &[&str]) -> Run {
+    pub async fn run(&self, args: &[&str]) -> Run {
         let mut all = args.to_vec();
         all.extend(["--api-url", &self.api_url]);
         self.raw(&all, None, &[("PGPLANE_ACCESS_TOKEN", &self.token)]).await
     }
 
     /// `pgplane <args>` exactly, with `input` on stdin (never a terminal) and `env` set.
-    async fn raw(&self, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Run {
+    pub async fn raw(&self, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pgplane"));
         command
             .args(args)
@@ -101,7 +101,7 @@ impl Cli {
 }
 
 /// The cells of each line of a text table (columns are at least two spaces apart).
-fn table(text: &str) -> Vec<Vec<&str>> {
+pub(crate) fn table(text: &str) -> Vec<Vec<&str>> {
     text.lines().map(|line| line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect()
 }
 
@@ -113,7 +113,7 @@ fn sorted_lines(text: &str) -> Vec<&str> {
 }
 
 /// Asserts a one-line error message starting with `prefix`; returns it.
-fn one_error_line<'a>(stderr: &'a str, prefix: &str) -> &'a str {
+pub(crate) fn one_error_line<'a>(stderr: &'a str, prefix: &str) -> &'a str {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with(prefix), "{stderr}");
     stderr.trim_end()
@@ -487,6 +487,69 @@ async fn errors_are_one_clear_line() {
     let typo = cli.run(&["databases", "user", "create", &app.cluster_id, "never", "--format", "Nme"]).await;
     one_error_line(typo.failed(), "Error: unknown column \"Nme\"");
     assert!(!app.role_exists("never").await, "nothing is created on a bad --format");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_flags_come_before_the_subcommand_as_in_doctl() {
+    let app = TestApp::spawn(15).await;
+    let cli = Cli::new(&app);
+    let id = app.cluster_id.as_str();
+
+    let listed =
+        cli.raw(&["-t", &app.token, "-u", &app.base_url, "-o", "json", "databases", "list"], None, &[]).await;
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(listed.stderr.starts_with("warning: --access-token puts a secret"), "{}", listed.stderr);
+    assert_eq!(listed.stderr.lines().count(), 1, "{}", listed.stderr);
+    let clusters: Value = serde_json::from_str(&listed.stdout).expect("JSON output");
+    assert_eq!(clusters[0]["id"], id);
+
+    let users = cli
+        .raw(
+            &[
+                "--access-token",
+                &app.token,
+                "--api-url",
+                &app.base_url,
+                "databases",
+                "user",
+                "list",
+                id,
+                "-o",
+                "json",
+            ],
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(users.code, Some(0), "{}", users.stderr);
+    assert!(users.stderr.starts_with("warning: --access-token puts a secret"), "{}", users.stderr);
+    assert!(!users.stderr.contains(&app.token), "the token is never printed: {}", users.stderr);
+    let users: Value = serde_json::from_str(&users.stdout).expect("JSON output");
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == app.primary_user.as_str()), "{users}");
+
+    // Before and after mixed, the token from the environment.
+    let names = cli.run(&["-o", "text", "--no-header", "databases", "u", "ls", id, "--format", "Name"]).await;
+    assert_eq!(names.ok(), format!("{}\n", app.primary_user));
+
+    // The server commands refuse them, in either position, before doing anything.
+    for args in [
+        vec!["-t", "pgp_x_y", "serve"],
+        vec!["serve", "--api-url", "http://127.0.0.1:1"],
+        vec!["-o", "json", "migrate"],
+        vec!["token", "list", "--format", "Name"],
+    ] {
+        let refused = cli.raw(&args, None, &[]).await;
+        assert_eq!(refused.code, Some(2), "{args:?}: {}", refused.stderr);
+        assert!(refused.stderr.starts_with("error: --"), "{args:?}: {}", refused.stderr);
+        assert!(
+            refused
+                .stderr
+                .contains("is an option of the client commands (databases, auth), not of `pgplane "),
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert!(!refused.stderr.contains("pgp_x_y"), "{}", refused.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
