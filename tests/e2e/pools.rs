@@ -160,6 +160,31 @@ async fn pools_serve_clients_through_pgbouncer(major: u32) {
     assert_eq!(status, 422, "{body}");
     assert!(body["message"].as_str().unwrap().contains("fixed-pool"), "{body}");
     assert!(app.role_exists(&fixed_user).await);
+    // Its user taken away (godo sends "user": ""): each client logs in as itself through it
+    // (PgBouncer keeps a fixed user through a RELOAD, so the pooler takes the pool out first).
+    let (status, body) = app
+        .put(
+            &app.cluster_path("/pools/fixed-pool"),
+            json!({"mode": "session", "size": 1, "db": db, "user": ""}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let own = app
+        .eventually(Duration::from_secs(20), || async {
+            let (_, body) = app.get(&app.cluster_path("/pools/fixed-pool")).await;
+            if body["pool"]["status"] != "ready" || body["pool"]["user"] != "" {
+                return false;
+            }
+            match through_pool(pooler.port, "127.0.0.1", "fixed-pool", &primary, &primary_password).await {
+                Ok(c) => {
+                    c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0)
+                        == primary
+                }
+                Err(_) => false,
+            }
+        })
+        .await;
+    assert!(own, "without its fixed user, the pool logs clients in as themselves");
 
     // A reset: the new password logs in through the pool, the old one no more.
     let rotated = app.unique("rotated");

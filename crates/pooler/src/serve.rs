@@ -164,6 +164,26 @@ impl Pooler {
                     for name in running.keys().filter(|n| !pools.iter().any(|p| &p.name == *n)) {
                         served.bouncer.kill(&self.admin_password, name).await?;
                     }
+                    // PgBouncer keeps a pool's fixed user through a RELOAD that removes it: such
+                    // pools are taken out (one RELOAD without them) and then put back.
+                    let losing: Vec<&str> = pools
+                        .iter()
+                        .filter(|p| p.user.is_none())
+                        .filter(|p| running.get(&p.name).is_some_and(|r| !r.force_user.is_empty()))
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    if !losing.is_empty() {
+                        let kept: Vec<PoolEntry> =
+                            pools.iter().filter(|p| !losing.contains(&p.name.as_str())).cloned().collect();
+                        let interim = render(&layout, &kept, &logins, &sources, &self.admin_password);
+                        let ca = cluster.ca_certificate.as_deref();
+                        served.bouncer.write(&self.config.launcher, &interim, ca).await?;
+                        for name in &losing {
+                            served.bouncer.kill(&self.admin_password, name).await?;
+                        }
+                        served.bouncer.reload(&self.admin_password).await?;
+                        served.bouncer.write(&self.config.launcher, &files, ca).await?;
+                    }
                     served.bouncer.reload(&self.admin_password).await?;
                 }
             } else {
