@@ -37,7 +37,8 @@ async fn the_openapi_document_is_served_valid_and_complete() {
         let concrete = path
             .replace("{database_cluster_uuid}", "00000000-0000-0000-0000-000000000000")
             .replace("{username}", "someone")
-            .replace("{database_name}", "something");
+            .replace("{database_name}", "something")
+            .replace("{pool_name}", "some-pool");
         for (method, _) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let open = item[method.as_str().to_lowercase()]["security"] == serde_json::json!([{}]);
@@ -47,5 +48,5 @@ async fn the_openapi_document_is_served_valid_and_complete() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 27);
+    assert_eq!(operations, 36);
 }
