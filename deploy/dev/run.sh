@@ -95,8 +95,10 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null
 fi
 if command -v pgbouncer >/dev/null 2>&1; then
+  # As root, PgBouncer runs as postgres: its files live beside the servers' data, which that
+  # user may enter (not in the checkout's private .pgplane).
   "$pgplane" pooler --server "127.0.0.1:$target_port" --ports "${PGPLANE_DEV_POOL_PORTS:-25061-25080}" \
-    --run-dir "$state/pooler" &
+    --run-dir "$data/pooler" &
   pooler_pid=$!
 else
   echo "pgbouncer is not installed: connection pools will not be served (apt-get install pgbouncer)" >&2

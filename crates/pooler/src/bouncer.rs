@@ -4,12 +4,12 @@
 //! running by an earlier pooler is taken over rather than started twice.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use tokio::process::{Child, Command};
 
 use crate::render::{Files, PoolEntry, ADMIN_USER, CA, HBA, INI, USERS};
@@ -34,6 +34,30 @@ impl Launcher {
     pub fn new(program: PathBuf, user: &str) -> anyhow::Result<Self> {
         let run_as = if rustix::process::geteuid().is_root() { Some(system_user(user)?) } else { None };
         Ok(Self { program, run_as })
+    }
+
+    /// Fails, saying which folder is in the way, when PgBouncer's user (another than the
+    /// pooler's) could not pass through every folder above `dir` to reach its files.
+    pub fn check_reachable(&self, dir: &Path) -> anyhow::Result<()> {
+        let Some((user, uid, gid)) = &self.run_as else { return Ok(()) };
+        for folder in dir.ancestors().skip(1) {
+            let meta = std::fs::metadata(folder).with_context(|| format!("reading {}", folder.display()))?;
+            let search = if meta.uid() == *uid {
+                0o100
+            } else if meta.gid() == *gid {
+                0o010
+            } else {
+                0o001
+            };
+            if meta.mode() & search == 0 {
+                bail!(
+                    "PgBouncer runs as {user:?}, which may not pass through {} to reach the run directory {}:                      choose another --run-dir (or --pgbouncer-user)",
+                    folder.display(),
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -266,4 +290,25 @@ async fn set_private(path: &Path, mode: u32, launcher: &Launcher) -> anyhow::Res
             .with_context(|| format!("giving {} to PgBouncer's user", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_pgbouncers_user_cannot_reach_is_refused() {
+        let parent = tempfile::tempdir().unwrap();
+        let run_dir = parent.path().join("pooler");
+        let launcher =
+            Launcher { program: "pgbouncer".into(), run_as: Some(("nobody".into(), 65534, 65534)) };
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let refused = launcher.check_reachable(&run_dir).unwrap_err().to_string();
+        assert!(refused.contains(&parent.path().display().to_string()), "{refused}");
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        launcher.check_reachable(&run_dir).unwrap();
+        let own = Launcher { program: "pgbouncer".into(), run_as: None };
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        own.check_reachable(&run_dir).unwrap();
+    }
 }

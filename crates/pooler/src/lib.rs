@@ -69,6 +69,7 @@ pub async fn run(
     tokio::fs::create_dir_all(&config.run_dir)
         .await
         .with_context(|| format!("creating {}", config.run_dir.display()))?;
+    config.launcher.check_reachable(&config.run_dir)?;
     // PgBouncer's user (when it is not the pooler's) may pass through to its own folders, not
     // list or read the others.
     tokio::fs::set_permissions(&config.run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
