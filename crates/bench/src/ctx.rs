@@ -36,8 +36,9 @@ pub struct Config {
     /// Scenario 8: the rotation's grace (0 skips it) and the leases reaped (0 skips them).
     pub rotation_grace_secs: u64,
     pub leases: usize,
-    /// Scenario 9: seconds of each pgbench round through a pool (0 skips it).
+    /// Scenario 9: seconds of each pgbench round through a pool (0 skips it), and its rounds.
     pub pool_seconds: u64,
+    pub pool_rounds: usize,
     pub pg_major: u32,
 }
 

@@ -99,6 +99,9 @@ struct Args {
     /// Seconds of each pgbench round through a pool in scenario 9 (0 skips scenario 9).
     #[arg(long, default_value_t = 10)]
     pool_seconds: u64,
+    /// Rounds of scenario 9 (each: pgbench through the managed pool and the hand-configured one).
+    #[arg(long, default_value_t = 3)]
+    pool_rounds: usize,
     /// PostgreSQL major version of the targets and the metadata DB (15 or 17).
     #[arg(long = "pg", default_value_t = 17)]
     pg_major: u32,
@@ -153,6 +156,7 @@ async fn main() -> Result<()> {
         rotation_grace_secs: args.rotation_grace,
         leases: args.leases,
         pool_seconds: args.pool_seconds,
+        pool_rounds: args.pool_rounds.max(1),
         pg_major: args.pg_major,
     };
     let mut env = Environment {

@@ -499,7 +499,7 @@ pub fn render(r: &Results<'_>) -> String {
          --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
          --flood-addresses {} --replica-users {} --replica-kills {} --fleet-servers {} \
          --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --rotation-grace {} \
-         --leases {} --pool-seconds {} --pg {}`; `target/release/pgplane-bench --help` explains \
+         --leases {} --pool-seconds {} --pool-rounds {} --pg {}`; `target/release/pgplane-bench --help` explains \
          each (`--runs 0`, `--scale-targets 0`, `--replica-users 0`, `--fleet-clusters 0`, \
          `--rotation-grace 0`, `--leases 0` and `--pool-seconds 0` skip scenarios).",
         c.runs,
@@ -524,6 +524,7 @@ pub fn render(r: &Results<'_>) -> String {
         c.rotation_grace_secs,
         c.leases,
         c.pool_seconds,
+        c.pool_rounds,
         c.pg_major
     );
     o

@@ -88,7 +88,7 @@ pub async fn run(ctx: &Ctx) -> Result<PoolsResult> {
         HandBouncer::start(&ctx.work_dir.join("hand-bouncer"), target, database, user, &verifier).await?;
     let seconds = ctx.config.pool_seconds;
     let (mut managed_tps, mut hand_tps) = (Vec::new(), Vec::new());
-    for round in 0..ctx.config.runs.max(1) {
+    for round in 0..ctx.config.pool_rounds {
         // Alternating which goes first, so that neither always runs on a warmer machine.
         for managed in if round % 2 == 0 { [true, false] } else { [false, true] } {
             let (port, into) = if managed { (port, &mut managed_tps) } else { (hand.port, &mut hand_tps) };
