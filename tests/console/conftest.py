@@ -130,10 +130,16 @@ def row_status(driver, kind, name):
         return None
 
 
-def more(driver, kind, name, item):
-    """Opens a row's More menu and picks `item`."""
+def open_menu(driver, kind, name):
+    """Opens a row's More menu (a layer over the page, not inside the row); returns its items."""
     tr = wait(driver, lambda d: row(d, kind, name))
-    tr.find_element(By.CSS_SELECTOR, "details.more summary").click()
-    menu_item = next(b for b in tr.find_elements(By.CSS_SELECTOR, ".menu-item") if b.text == item)
+    tr.find_element(By.CSS_SELECTOR, "button.more").click()
+    menu = wait(driver, EC.visibility_of_element_located((By.CSS_SELECTOR, "[role=menu]")))
+    return menu.find_elements(By.CSS_SELECTOR, "[role=menuitem]")
+
+
+def more(driver, kind, name, item):
+    """Opens a row's More menu and picks `item`; returns the dialog it opens."""
+    menu_item = next(b for b in open_menu(driver, kind, name) if b.text == item)
     menu_item.click()
     return wait(driver, EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog[open]")))

@@ -74,4 +74,4 @@ def test_a_read_only_token_sees_levels_but_no_editor(browser):
     sign_in(browser, ENV["PGPLANE_READ_ONLY_TOKEN"])
     open_tab(browser, "users")
     wait(browser, lambda d: levels_shown(d, user) == {ENV["PGPLANE_DEFAULT_DB"]: "read_only"})
-    assert row(browser, "user", user).find_elements(By.CSS_SELECTOR, "details.more") == []
+    assert row(browser, "user", user).find_elements(By.CSS_SELECTOR, "button.more") == []

@@ -13,7 +13,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
-from conftest import ENV, api, cluster_path, login, more, open_tab, row, row_status, sign_in, unique, wait
+from conftest import ENV, api, cluster_path, login, more, open_menu, open_tab, row, row_status, sign_in, unique, wait
 
 MASK = "••••••••"
 
@@ -108,10 +108,9 @@ def test_the_primary_user_and_the_default_database_have_no_delete(browser):
     primary = row(browser, "user", ENV["PGPLANE_PRIMARY_USER"])
     assert "primary" in primary.text
     # Its menu offers its settings only: no delete, no password reset here.
-    primary.find_element(By.CSS_SELECTOR, "details.more summary").click()
-    assert [b.text for b in primary.find_elements(By.CSS_SELECTOR, ".menu-item")] == ["Edit settings"]
-    assert row(browser, "db", ENV["PGPLANE_DEFAULT_DB"]).find_elements(By.CSS_SELECTOR, "details.more") == []
-    assert row(browser, "user", other).find_elements(By.CSS_SELECTOR, "details.more") != []
+    assert [b.text for b in open_menu(browser, "user", ENV["PGPLANE_PRIMARY_USER"])] == ["Edit settings"]
+    assert row(browser, "db", ENV["PGPLANE_DEFAULT_DB"]).find_elements(By.CSS_SELECTOR, "button.more") == []
+    assert row(browser, "user", other).find_elements(By.CSS_SELECTOR, "button.more") != []
 
 
 def test_the_connection_pickers_show_the_picked_user_and_database(browser):
@@ -151,7 +150,7 @@ def test_a_read_only_token_sees_no_write_action_and_no_password(browser):
     open_tab(browser, "users")
     wait(browser, lambda d: row(d, "user", other))
     assert browser.find_elements(By.CSS_SELECTOR, "form.add") == []
-    assert browser.find_elements(By.CSS_SELECTOR, "details.more") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "button.more") == []
     assert browser.find_elements(By.CSS_SELECTOR, "code.password") == []
     open_tab(browser, "overview")
     wait(browser, EC.visibility_of_element_located((By.ID, "no-credentials")))
@@ -230,14 +229,17 @@ def test_a_narrow_window_and_the_keyboard_alone_are_enough(browser, target):
     field = browser.find_element(By.ID, "new-user")
     field.click()
     field.send_keys(name + Keys.ENTER)
-    summary = wait(browser, lambda d: row(d, "user", name) and row(d, "user", name).find_element(By.CSS_SELECTOR, "summary"))
-    browser.execute_script("arguments[0].focus()", summary)
-    summary.send_keys(Keys.ENTER)
-    focused = browser.switch_to.active_element
-    focused.send_keys(Keys.TAB)
+    button = wait(browser, lambda d: row(d, "user", name) and row(d, "user", name).find_element(By.CSS_SELECTOR, "button.more"))
+    browser.execute_script("arguments[0].focus()", button)
+    button.send_keys(Keys.ENTER)
     focused = browser.switch_to.active_element
     assert focused.text == "Reset password"
-    focused.send_keys(Keys.TAB)
+    # Escape closes the menu back on its button; Down opens it again.
+    focused.send_keys(Keys.ESCAPE)
+    assert browser.find_elements(By.CSS_SELECTOR, "[role=menu]") == []
+    assert browser.switch_to.active_element.get_attribute("aria-haspopup") == "menu"
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
     focused = browser.switch_to.active_element
     assert focused.text == "Delete"
     focused.send_keys(Keys.ENTER)

@@ -10,7 +10,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from conftest import ENV, api, cluster_path, login, more, open_tab, row, sign_in, unique, wait
+from conftest import ENV, api, cluster_path, login, more, open_menu, open_tab, row, sign_in, unique, wait
 
 
 def settings_shown(driver, name):
@@ -89,6 +89,4 @@ def test_settings_are_shown_and_edited_with_effects_on_the_target(browser, targe
 
     # The primary user has the editor as well (and nothing else in its menu).
     primary = ENV["PGPLANE_PRIMARY_USER"]
-    tr = wait(browser, lambda d: row(d, "user", primary))
-    tr.find_element(By.CSS_SELECTOR, "details.more summary").click()
-    assert [b.text for b in tr.find_elements(By.CSS_SELECTOR, ".menu-item")] == ["Edit settings"]
+    assert [b.text for b in open_menu(browser, "user", primary)] == ["Edit settings"]

@@ -92,6 +92,12 @@ export function signOut() {
   sessionStorage.removeItem(KEY);
 }
 
+/** The scopes the console's actions need. */
+export const CREATE = 'database:create';
+export const UPDATE = 'database:update';
+export const DELETE = 'database:delete';
+export const CREDENTIALS = 'database:view_credentials';
+
 /** Whether the signed-in token holds `scope` (e.g. "database:create"). */
 export function can(scope) {
   const scopes = (account && account.pgplane && account.pgplane.scopes) || [];

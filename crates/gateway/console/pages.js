@@ -1,82 +1,14 @@
 // The console's pages: clusters, a cluster's Overview, Users & Databases (with each user's
-// access levels, settings, expiry and lease, and their editors), Insights and Plan tabs, and
-// the team's audit log. Each page reads and writes through the /v2 API only, offers only what
+// access levels, settings, expiry and lease, and their editors) and Insights tabs (its Plan
+// tab lives in preview.js), and the team's audit log. Each page reads and writes through the /v2 API only, offers only what
 // the token's scopes allow, shows errors where they happened, and refreshes itself while an
 // object is not yet ready (no page reloads).
 
-import { api, can, path } from './api.js';
+import { api, can, CREATE, CREDENTIALS, DELETE, path, UPDATE } from './api.js';
 import { MASK, shapes } from './connection.js';
-import { alertBox, clear, confirmDialog, copyButton, h, secretDialog, when } from './dom.js';
+import { addForm, alertBox, clear, confirmDialog, copyButton, h, moreMenu, secretDialog, status, table, when } from './dom.js';
 import { dependencyPreview, planTab } from './preview.js';
-
-const CREATE = 'database:create';
-const UPDATE = 'database:update';
-const DELETE = 'database:delete';
-const CREDENTIALS = 'database:view_credentials';
-
-/** How often a page with something not yet ready asks again, and otherwise. */
-const BUSY_POLL_MS = 1000;
-const IDLE_POLL_MS = 5000;
-
-function table(caption, headings, rows, empty) {
-  if (rows.length === 0) return h('p', { class: 'empty' }, empty);
-  return h('div', { class: 'table-wrap' },
-    h('table', {},
-      h('caption', { class: 'offscreen' }, caption),
-      h('thead', {}, h('tr', {}, headings.map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows)));
-}
-
-/** A status badge, with the last error under it while pending. */
-function status(value, lastError) {
-  const s = value || 'ready';
-  return h('td', { class: 'status-cell' },
-    h('span', { class: `badge ${s}`, 'data-status': s }, s),
-    lastError && s !== 'ready' ? h('span', { class: 'last-error' }, lastError) : null);
-}
-
-const ROW_KEYS = ['data-user', 'data-db', 'data-cluster'];
-const FOCUSABLE = 'a, button, summary, input, select';
-
-/** Where keyboard focus is, as a table row's key and the position among the row's controls
- * (rows are rebuilt on refresh; this finds the same control in the new row). */
-function saveFocus() {
-  const active = document.activeElement;
-  const tr = active && active.closest && active.closest('tr');
-  const attr = tr && ROW_KEYS.find((a) => tr.hasAttribute(a));
-  if (!attr) return null;
-  return { active, attr, key: tr.getAttribute(attr), index: [...tr.querySelectorAll(FOCUSABLE)].indexOf(active) };
-}
-
-function restoreFocus(saved) {
-  if (!saved || saved.active.isConnected) return;
-  const tr = [...document.querySelectorAll(`tr[${saved.attr}]`)].find((r) => r.getAttribute(saved.attr) === saved.key);
-  const target = tr && tr.querySelectorAll(FOCUSABLE)[saved.index];
-  if (target) target.focus();
-}
-
-/** Runs `load` now and again every second while it reports something busy, else every 5 s,
- * for as long as `alive()` holds; skipped while a menu or dialog is open; keyboard focus stays
- * on the same control. */
-function keepFresh(alive, load, errors) {
-  let busy = false;
-  const tick = async () => {
-    if (!alive()) return;
-    const interacting = document.querySelector('details.more[open], dialog[open]');
-    if (!interacting) {
-      const focus = saveFocus();
-      try {
-        busy = await load();
-        errors.show(null);
-      } catch (e) {
-        errors.show(e);
-      }
-      restoreFocus(focus);
-    }
-    if (alive()) setTimeout(tick, busy ? BUSY_POLL_MS : IDLE_POLL_MS);
-  };
-  return tick();
-}
+import { keepFresh, loadInto } from './refresh.js';
 
 // ---------------------------------------------------------------- clusters
 
@@ -209,54 +141,6 @@ function overviewTab(body, cluster) {
 }
 
 // ---------------------------------------------------------------- users & databases
-
-/** The "Add new …" field with its Save button (and `extra` controls before it); `save(name)`
- * calls the API. */
-function addForm(kind, save, extra = null) {
-  const id = `new-${kind}`;
-  const input = h('input', { id, name: id, type: 'text', autocomplete: 'off', spellcheck: 'false', required: true, maxlength: 63 });
-  const button = h('button', { type: 'submit', class: 'primary' }, 'Save');
-  const error = alertBox();
-  const form = h('form', { class: 'add', 'data-add': kind },
-    h('label', { for: id }, `Add new ${kind}`), input, extra, button, error);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const name = input.value.trim();
-    if (!name) return;
-    button.disabled = true;
-    button.textContent = 'Saving…';
-    error.show(null);
-    try {
-      await save(name);
-      input.value = '';
-    } catch (e) {
-      error.show(e);
-    } finally {
-      button.disabled = false;
-      button.textContent = 'Save';
-      input.focus();
-    }
-  });
-  return form;
-}
-
-/** A row's More menu (a disclosure: keyboard-operable, closed by Escape). */
-function moreMenu(label, items) {
-  const menu = h('details', { class: 'more' },
-    h('summary', { 'aria-label': `More actions for ${label}` }, 'More'),
-    h('div', { class: 'menu', role: 'group' }, items.map(([text, act]) => h('button', {
-      type: 'button',
-      class: 'menu-item',
-      on: { click: () => { menu.open = false; act(); } },
-    }, text))));
-  menu.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && menu.open) {
-      menu.open = false;
-      menu.querySelector('summary').focus();
-    }
-  });
-  return menu;
-}
 
 /** The access levels the console offers, with their labels. */
 const LEVELS = [['none', 'No access'], ['read_only', 'Read only'], ['read_write', 'Read write']];
@@ -396,14 +280,7 @@ function usersTab(body, alive, cluster) {
     // An expired user is settled: only its renewal or a new expiry changes it.
     return users.some((u) => u.status !== 'ready' && u.status !== 'expired') || dbs.some((d) => d.status && d.status !== 'ready');
   };
-  refresh = async () => {
-    try {
-      await load();
-      errors.show(null);
-    } catch (e) {
-      errors.show(e);
-    }
-  };
+  refresh = loadInto(load, errors);
 
   /** The access editor: one level per database (none, read only, read write), saved as a whole. */
   async function editAccess(name) {
