@@ -1,11 +1,12 @@
 //! The web console: its pages and headers as pgplane serves them, `GET /v2/account` (how the
 //! console learns the token's scopes), and the browser suite (tests/console: Selenium driving
-//! headless Chromium against a live pgplane, every effect checked on the target with psycopg).
+//! headless Chromium against a live pgplane, every effect checked on the target with psycopg,
+//! pools and trusted sources through a real `pgplane pooler`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgplane_testkit::{AppOptions, TestApp};
+use pgplane_testkit::{AppOptions, TestApp, TestPooler};
 use reqwest::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,4 +174,26 @@ async fn a_pending_user_turns_ready_on_screen_by_itself() {
         reconciler.stop().await.expect("the reconciler ran until stopped");
     }
     let _ = std::fs::remove_file(&marker);
+}
+
+/// A pooler beside the app's target, once it has registered the cluster's server (until then
+/// the API refuses pools: no pooler serves it).
+async fn ready_pooler(app: &TestApp) -> TestPooler {
+    let pooler = app.start_pooler();
+    let team = app.store.team_id_by_name("default").await.unwrap().expect("the default team");
+    let cluster = app.store.get_cluster(team, app.cluster_id.parse().unwrap()).await.expect("the cluster");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.store.pooler_heartbeat(&cluster).await.expect("the pooler's heartbeat").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the pooler did not register the server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pooler
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_manages_connection_pools_and_trusted_sources() {
+    let app = TestApp::spawn(15).await;
+    let pooler = ready_pooler(&app).await;
+    run_browser_suite(&app, "test_pools.py", &[("PGPLANE_POOLER_PORT", pooler.port.to_string())]).await;
+    pooler.stop().await;
 }

@@ -1,6 +1,7 @@
 // Connection details in the four shapes the cloud shows them: parameters, a connection URI,
-// psql flags and a JDBC URL. A missing password (the token cannot view credentials) is left
-// out of every shape; a hidden one is masked in what is shown but not in what is copied.
+// psql flags and a JDBC URL; and a URI the API gave (a pool's) with its password masked. A
+// missing password (the token cannot view credentials) is left out of every shape; a hidden one
+// is masked in what is shown but not in what is copied.
 
 export const MASK = '••••••••';
 
@@ -25,4 +26,9 @@ export function shapes(c, masked) {
     .filter(Boolean).join('&');
   const jdbc = `jdbc:postgresql://${hostPart(c.host)}:${c.port}/${enc(c.database)}?${query}`;
   return { uri, psql, jdbc };
+}
+
+/** `uri` (postgresql://user:password@…) with its password, if it has one, masked. */
+export function maskedUri(uri) {
+  return uri.replace(/^(postgresql:\/\/[^:@/]*:)[^@]*@/, `$1${MASK}@`);
 }

@@ -1,14 +1,17 @@
 // The console's pages: clusters, a cluster's Overview, Users & Databases (with each user's
-// access levels, settings, expiry and lease, and their editors) and Insights tabs (its Plan
-// tab lives in preview.js), and the team's audit log. Each page reads and writes through the /v2 API only, offers only what
+// access levels, settings, expiry and lease, and their editors) and Insights tabs (its Plan,
+// Connection pools and Trusted sources tabs live in preview.js, pools.js and sources.js), and
+// the team's audit log. Each page reads and writes through the /v2 API only, offers only what
 // the token's scopes allow, shows errors where they happened, and refreshes itself while an
 // object is not yet ready (no page reloads).
 
 import { api, can, CREATE, CREDENTIALS, DELETE, path, UPDATE } from './api.js';
 import { MASK, shapes } from './connection.js';
 import { addForm, alertBox, clear, confirmDialog, copyButton, h, moreMenu, secretDialog, status, table, when } from './dom.js';
+import { poolsTab } from './pools.js';
 import { dependencyPreview, planTab } from './preview.js';
 import { keepFresh, loadInto } from './refresh.js';
+import { sourcesTab } from './sources.js';
 
 // ---------------------------------------------------------------- clusters
 
@@ -37,6 +40,8 @@ export async function clustersPage(main, alive) {
 const TABS = [
   ['overview', 'Overview'],
   ['users', 'Users & Databases'],
+  ['pools', 'Connection pools'],
+  ['sources', 'Trusted sources'],
   ['insights', 'Drift & unmanaged'],
   ['plan', 'Plan'],
 ];
@@ -61,6 +66,8 @@ export async function clusterPage(main, alive, id, tab) {
   }
   clear(heading, cluster.name, ' ', h('span', { class: `badge ${cluster.status}` }, cluster.status));
   if (tab === 'users') return usersTab(body, alive, cluster);
+  if (tab === 'pools') return poolsTab(body, alive, cluster);
+  if (tab === 'sources') return sourcesTab(body, cluster);
   if (tab === 'insights') return insightsTab(body, alive, cluster);
   if (tab === 'plan') return planTab(body, cluster);
   return overviewTab(body, cluster);

@@ -30,6 +30,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("pages.js", "text/javascript; charset=utf-8", include_str!("../console/pages.js")),
     ("connection.js", "text/javascript; charset=utf-8", include_str!("../console/connection.js")),
     ("preview.js", "text/javascript; charset=utf-8", include_str!("../console/preview.js")),
+    ("pools.js", "text/javascript; charset=utf-8", include_str!("../console/pools.js")),
+    ("sources.js", "text/javascript; charset=utf-8", include_str!("../console/sources.js")),
     ("refresh.js", "text/javascript; charset=utf-8", include_str!("../console/refresh.js")),
     ("console.css", "text/css; charset=utf-8", include_str!("../console/console.css")),
     ("icon.svg", "image/svg+xml", include_str!("../console/icon.svg")),
