@@ -1,7 +1,8 @@
 //! The web console: its pages and headers as pgplane serves them, `GET /v2/account` (how the
 //! console learns the token's scopes), and the browser suite (tests/console: Selenium driving
 //! headless Chromium against a live pgplane, every effect checked on the target with psycopg,
-//! pools and trusted sources through a real `pgplane pooler`).
+//! pools and trusted sources through a real `pgplane pooler`, every menu and dialog looked at
+//! as a person sees it at common window sizes).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -195,5 +196,13 @@ async fn the_console_manages_connection_pools_and_trusted_sources() {
     let app = TestApp::spawn(15).await;
     let pooler = ready_pooler(&app).await;
     run_browser_suite(&app, "test_pools.py", &[("PGPLANE_POOLER_PORT", pooler.port.to_string())]).await;
+    pooler.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_menu_and_dialog_is_seen_whole_at_common_window_sizes() {
+    let app = TestApp::spawn(15).await;
+    let pooler = ready_pooler(&app).await;
+    run_browser_suite(&app, "test_layout.py", &[]).await;
     pooler.stop().await;
 }
