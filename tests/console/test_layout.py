@@ -8,7 +8,7 @@ $PGPLANE_SCREENSHOTS/layout/<width>x<height>/."""
 import os
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -84,9 +84,11 @@ class Looker:
         what = f"{kind} {name}"
         for attempt in range(3):
             try:
-                return self.try_open_menu(row(self.driver, kind, name).find_element(By.CSS_SELECTOR, "button.more"),
-                                          what, to_bottom)
-            except StaleElementReferenceException:  # the page refreshed the rows under us
+                tr = wait(self.driver, lambda d: row(d, kind, name))
+                return self.try_open_menu(tr.find_element(By.CSS_SELECTOR, "button.more"), what, to_bottom)
+            except (StaleElementReferenceException, TimeoutException):
+                # The page rebuilt its rows under the pointer (the click reached no button): a
+                # person clicks again.
                 if attempt == 2:
                     raise
         return []
@@ -95,7 +97,7 @@ class Looker:
         block = "end" if to_bottom else "nearest"
         self.driver.execute_script(f"arguments[0].scrollIntoView({{block: '{block}', inline: 'nearest'}})", button)
         self.click(button, f"the More button of {what}")
-        menu = wait(self.driver, EC.visibility_of_element_located((By.CSS_SELECTOR, "[role=menu]")))
+        menu = wait(self.driver, EC.visibility_of_element_located((By.CSS_SELECTOR, "[role=menu]")), timeout=5)
         self.seen(menu, f"the menu of {what}")
         items = menu.find_elements(By.CSS_SELECTOR, "[role=menuitem]")
         for item in items:

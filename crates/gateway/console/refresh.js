@@ -75,8 +75,13 @@ export function keepFresh(alive, load, errors) {
     if (!alive()) return;
     if (!interacting()) {
       const focus = saveFocus();
+      // Focus moved while loading (a click that started then) is left where it went.
+      let moved = false;
+      const onFocus = () => { moved = true; };
+      document.addEventListener('focusin', onFocus);
       busy = await once();
-      restoreFocus(focus);
+      document.removeEventListener('focusin', onFocus);
+      if (!moved) restoreFocus(focus);
     }
     if (alive()) setTimeout(tick, busy ? BUSY_POLL_MS : IDLE_POLL_MS);
   };
