@@ -460,3 +460,37 @@ async fn bad_pools_and_rules_are_refused_saying_why_and_change_nothing() {
     assert_eq!(listed["pgplane"]["server_hba"]["readable"], true, "{listed}");
     pooler.stop().await;
 }
+
+/// One pooler per server: a second `pgplane pooler` for the same server (which would claim the
+/// same ports) is refused once it has waited out the first one's lease, saying why; when the
+/// first stops it gives the server up, and the next pooler serves the pools at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pooler_for_one_server_is_refused_and_the_next_one_takes_over() {
+    let app = TestApp::spawn(17).await;
+    let first = app.start_pooler();
+    create_pool(&app, json!({"name": "one-pooler", "mode": "transaction", "size": 1, "db": app.default_db}))
+        .await;
+    ready_pool(&app, "one-pooler").await;
+
+    let second = app.start_pooler();
+    let refused =
+        tokio::time::timeout(Duration::from_secs(60), second.ended()).await.expect("the second pooler ends");
+    let message = format!("{:#}", refused.expect_err("the second pooler is refused"));
+    assert!(message.contains("another `pgplane pooler` serves"), "{message}");
+    // The first still serves.
+    let password = app.primary_password().await;
+    through_pool(first.port, "127.0.0.1", "one-pooler", &app.primary_user, &password).await.unwrap();
+
+    // The cluster keeps its port (pool_listeners): the next pooler serves it there.
+    let port = first.port;
+    first.stop().await;
+    let next = app.start_pooler();
+    let served = app
+        .eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                && through_pool(port, "127.0.0.1", "one-pooler", &app.primary_user, &password).await.is_ok()
+        })
+        .await;
+    assert!(served, "the next pooler serves the pool at once");
+    next.stop().await;
+}

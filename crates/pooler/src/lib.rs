@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::secrets::Sealer;
-use pgplane_core::store::{PoolerRegistration, Store, POOLS_CHANNEL, RECONCILED_CHANNEL, WAKE_CHANNEL};
+use pgplane_core::store::{
+    PoolerRegistration, Store, POOLER_LEASE_SECS, POOLS_CHANNEL, RECONCILED_CHANNEL, WAKE_CHANNEL,
+};
 use pgplane_target_server::{TargetPolicy, TargetSpec};
 use uuid::Uuid;
 
@@ -83,11 +85,13 @@ pub async fn run(
         store,
         sealer,
         admin_password,
+        instance_id: Uuid::new_v4(),
         bouncers: HashMap::new(),
         probes: HashMap::new(),
         slots: None,
         registered: None,
     };
+    pooler.claim().await?;
     tracing::info!(
         server = %format!("{}:{}", pooler.config.server_host, pooler.config.server_port),
         ports = %format!("{}-{}", pooler.config.ports.0, pooler.config.ports.1),
@@ -96,6 +100,10 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         if let Err(e) = pooler.round().await {
+            if e.is::<Displaced>() {
+                pooler.stop_all().await;
+                return Err(e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "pooler round failed; trying again");
         }
         let listening = tokio::select! {
@@ -109,8 +117,30 @@ pub async fn run(
         }
     }
     pooler.stop_all().await;
+    let (host, port) = (&pooler.config.server_host, i32::from(pooler.config.server_port));
+    if let Err(e) = pooler.store.release_pooler(host, port, pooler.instance_id).await {
+        tracing::warn!(error = %e, "could not release the pooler's row; the next pooler waits for it");
+    }
     Ok(())
 }
+
+/// Another pooler for the same server holds its row: this one must not serve (both would claim
+/// the same ports).
+#[derive(Debug)]
+struct Displaced(String);
+
+impl std::fmt::Display for Displaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another `pgplane pooler` serves {} (it was heard from within the last {POOLER_LEASE_SECS} s): \
+             run one pooler per server",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Displaced {}
 
 /// The pooler's state between rounds.
 struct Pooler {
@@ -118,6 +148,8 @@ struct Pooler {
     store: Store,
     sealer: Sealer,
     admin_password: String,
+    /// This process, in the server's row of `poolers`.
+    instance_id: Uuid,
     /// The PgBouncer of each cluster with pools, with the files last written for it.
     bouncers: HashMap<Uuid, serve::Served>,
     /// Each cluster's last probe: when, and whether its server is the one it is registered on.
@@ -146,11 +178,7 @@ impl Pooler {
         for cluster in served.iter().map(|s| &s.cluster) {
             self.probe(cluster).await;
         }
-        if self.slots.is_none() {
-            if let Some(cluster) = self.store.first_cluster_at(&host, port).await? {
-                self.probe(&cluster).await;
-            }
-        }
+        self.learn_slots().await?;
         self.register().await?;
         let wanted: Vec<Uuid> = served.iter().map(|s| s.cluster.cluster_id).collect();
         for cluster in served {
@@ -214,12 +242,41 @@ impl Pooler {
     }
 
     /// Writes the pooler's row when its budget changed or a heartbeat is due.
+    /// Takes the server's row at start, waiting while another pooler might still hold it (a
+    /// pooler killed outright leaves its row until its heartbeat ages); fails if one does.
+    async fn claim(&mut self) -> anyhow::Result<()> {
+        self.learn_slots().await?;
+        let deadline = Instant::now() + Duration::from_secs_f64(POOLER_LEASE_SECS + 5.0);
+        loop {
+            match self.register().await {
+                Err(e) if e.is::<Displaced>() && Instant::now() < deadline => {
+                    tracing::info!("another pooler holds this server's row; waiting for it to go");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Reads the server's connection slots through any cluster registered at its address, until
+    /// they are known (the budget the pooler registers is drawn from them).
+    async fn learn_slots(&mut self) -> anyhow::Result<()> {
+        if self.slots.is_none() {
+            let (host, port) = (&self.config.server_host, i32::from(self.config.server_port));
+            if let Some(cluster) = self.store.first_cluster_at(host, port).await? {
+                self.probe(&cluster).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn register(&mut self) -> anyhow::Result<()> {
         let budget = self.slots.map_or(0, |s| (s - self.config.reserve).max(0));
         if self.registered.is_some_and(|(at, b)| b == budget && at.elapsed() < HEARTBEAT_EVERY) {
             return Ok(());
         }
-        self.store
+        let held = self
+            .store
             .register_pooler(&PoolerRegistration {
                 server_host: self.config.server_host.clone(),
                 server_port: i32::from(self.config.server_port),
@@ -228,8 +285,13 @@ impl Pooler {
                 port_last: i32::from(self.config.ports.1),
                 server_connections: budget,
                 team_share: self.config.team_share,
+                instance_id: self.instance_id,
             })
             .await?;
+        if !held {
+            let server = format!("{}:{}", self.config.server_host, self.config.server_port);
+            return Err(Displaced(server).into());
+        }
         self.registered = Some((Instant::now(), budget));
         Ok(())
     }

@@ -76,6 +76,13 @@ impl TestPooler {
         client
     }
 
+    /// Waits for the pooler to end by itself (without being stopped); returns how it ended.
+    pub async fn ended(mut self) -> anyhow::Result<()> {
+        let ended = self.ended.take().expect("the pooler task");
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        ended.await.expect("the pooler task")
+    }
+
     /// Stops the pooler and its PgBouncers.
     pub async fn stop(mut self) {
         self.stop.cancel();

@@ -147,7 +147,9 @@ pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use firewall::NewFirewallRule;
 pub use lock::ClusterLock;
 pub use objects::ObjectCounts;
-pub use pools::{PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLS_CHANNEL};
+pub use pools::{
+    PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
+};
 pub use reconcile::{DueCluster, ObjectOutcome, PassCluster};
 pub use retention::EventLog;
 pub use rights::SharedRights;

@@ -31,7 +31,13 @@ pub struct PoolerRegistration {
     pub server_connections: i32,
     /// The percentage of them one team's pools may use.
     pub team_share: i32,
+    /// The pooler process, drawn at its start.
+    pub instance_id: Uuid,
 }
+
+/// How long a pooler's row stays its own without a heartbeat: past it, another pooler for the
+/// same server may take over.
+pub const POOLER_LEASE_SECS: f64 = 15.0;
 
 /// What a pooler needs to serve one cluster.
 #[derive(Debug, Clone)]
@@ -314,23 +320,44 @@ impl Store {
         Ok((pooler.port_first, pooler.port_last))
     }
 
-    /// Records a pooler (or its heartbeat).
-    pub async fn register_pooler(&self, pooler: &PoolerRegistration) -> Result<()> {
-        sqlx::query!(
-            "insert into poolers (server_host, server_port, advertise_host, port_first, port_last, server_connections,
-                                  team_share)
-             values ($1, $2, $3, $4, $5, $6, $7)
+    /// Records a pooler (or its heartbeat) when the server's row is free, its own, or left by a
+    /// pooler silent for [`POOLER_LEASE_SECS`]; false when another live pooler holds it.
+    pub async fn register_pooler(&self, pooler: &PoolerRegistration) -> Result<bool> {
+        let held = sqlx::query_scalar!(
+            r#"insert into poolers (server_host, server_port, advertise_host, port_first, port_last, server_connections,
+                                  team_share, instance_id)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)
              on conflict (server_host, server_port) do update
                 set advertise_host = excluded.advertise_host, port_first = excluded.port_first,
                     port_last = excluded.port_last, server_connections = excluded.server_connections,
-                    team_share = excluded.team_share, heartbeat_at = now()",
+                    team_share = excluded.team_share, instance_id = excluded.instance_id, heartbeat_at = now()
+              where poolers.instance_id is null or poolers.instance_id = excluded.instance_id
+                 or poolers.heartbeat_at < now() - make_interval(secs => $9)
+             returning true as "held!""#,
             pooler.server_host,
             pooler.server_port,
             pooler.advertise_host,
             pooler.port_first,
             pooler.port_last,
             pooler.server_connections,
-            pooler.team_share
+            pooler.team_share,
+            pooler.instance_id,
+            POOLER_LEASE_SECS
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    /// Gives up a pooler's row (it is stopping), so that the next pooler takes it at once. Its
+    /// pools are still shown as served until the row's heartbeat ages.
+    pub async fn release_pooler(&self, server_host: &str, server_port: i32, instance_id: Uuid) -> Result<()> {
+        sqlx::query!(
+            "update poolers set instance_id = null
+              where server_host = $1 and server_port = $2 and instance_id = $3",
+            server_host,
+            server_port,
+            instance_id
         )
         .execute(&self.pool)
         .await?;
