@@ -79,8 +79,9 @@ impl TestPooler {
     /// Waits for the pooler to end by itself (without being stopped); returns how it ended.
     pub async fn ended(mut self) -> anyhow::Result<()> {
         let ended = self.ended.take().expect("the pooler task");
+        let outcome = ended.await.expect("the pooler task");
         let _ = std::fs::remove_dir_all(&self.run_dir);
-        ended.await.expect("the pooler task")
+        outcome
     }
 
     /// Stops the pooler and its PgBouncers.
