@@ -61,6 +61,22 @@ pub(crate) async fn through_pool(
     Ok(client)
 }
 
+/// The target's connection slots: max_connections less its reserved ones (the pool budget
+/// before the pooler's own reserve).
+pub(crate) async fn connection_slots(app: &TestApp) -> i32 {
+    app.target
+        .admin("postgres")
+        .await
+        .query_one(
+            "SELECT current_setting('max_connections')::int4 - current_setting('superuser_reserved_connections')::int4
+                    - coalesce(current_setting('reserved_connections', true)::int4, 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The sessions `user` holds on `database` on the target.
 async fn server_sessions(app: &TestApp, user: &str, database: &str) -> i64 {
     app.target
@@ -408,18 +424,7 @@ async fn bad_pools_and_rules_are_refused_saying_why_and_change_nothing() {
     }
     // More than the team's share (50%) of the server's pool connections (its slots less the 13
     // the test pooler keeps), though within the server's.
-    let slots: i32 = app
-        .target
-        .admin("postgres")
-        .await
-        .query_one(
-            "SELECT current_setting('max_connections')::int4 - current_setting('superuser_reserved_connections')::int4
-                    - coalesce(current_setting('reserved_connections', true)::int4, 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let slots = connection_slots(&app).await;
     let over_share = (slots - 13) / 2 + 1;
     let (_, share) = app
         .post(

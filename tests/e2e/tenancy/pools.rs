@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Rival;
 use crate::on_each_version;
-use crate::pools::{create_pool, ready_pool, through_pool};
+use crate::pools::{connection_slots, create_pool, ready_pool, through_pool};
 use pgplane_testkit::TestApp;
 
 async fn pools_stay_within_the_team(major: u32) {
@@ -103,19 +103,7 @@ async fn pools_stay_within_the_team(major: u32) {
 
     // It cannot take every server connection pools may use: its share is half of them, though
     // it reaches the server by another name.
-    let slots: i32 = app
-        .target
-        .admin("postgres")
-        .await
-        .query_one(
-            "SELECT current_setting('max_connections')::int4 - current_setting('superuser_reserved_connections')::int4
-                    - coalesce(current_setting('reserved_connections', true)::int4, 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let share = (slots - 13) / 2;
+    let share = (connection_slots(&app).await - 13) / 2;
     let body = json!({"name": "hog", "mode": "session", "size": share - 2, "db": rival.default_db});
     let (status, answer) = rival.call(&app, Method::POST, &rival.path("/pools"), Some(body)).await;
     assert_eq!(status, 201, "{answer}");

@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use pgplane_core::model::{Cluster, Pool, PoolMode, PoolSpec};
+use pgplane_core::model::{Cluster, Pool, PoolListener, PoolMode, PoolSpec};
 use pgplane_core::names::{check_pool_name, pgbouncer_can_carry};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -88,9 +88,11 @@ pub(super) async fn list(
     TeamCluster(cluster): TeamCluster,
 ) -> Result<Json<PoolsResponse>, ApiError> {
     let pools = state.store.list_pools(cluster.cluster_id).await?;
+    // One listener per cluster: read once for every pool.
+    let listener = state.store.pool_listener(cluster.cluster_id).await?;
     let mut views = Vec::with_capacity(pools.len());
     for pool in &pools {
-        views.push(view(&state, &caller, &cluster, pool).await?);
+        views.push(view(&state, &caller, &cluster, listener.as_ref(), pool).await?);
     }
     Ok(Json(PoolsResponse { pools: views }))
 }
@@ -113,7 +115,7 @@ pub(super) async fn create(
     note.object(&name);
     check_pool_name(&name).map_err(ApiError::unprocessable)?;
     let pool = state.store.create_pool(&cluster, &name, &body.spec.spec()?).await?;
-    Ok((StatusCode::CREATED, Json(PoolResponse { pool: view(&state, &caller, &cluster, &pool).await? })))
+    Ok((StatusCode::CREATED, Json(PoolResponse { pool: view_one(&state, &caller, &cluster, &pool).await? })))
 }
 
 /// Show a connection pool.
@@ -126,7 +128,7 @@ pub(super) async fn get(
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<PoolResponse>, ApiError> {
     let pool = state.store.get_pool(cluster.cluster_id, &name).await?;
-    Ok(Json(PoolResponse { pool: view(&state, &caller, &cluster, &pool).await? }))
+    Ok(Json(PoolResponse { pool: view_one(&state, &caller, &cluster, &pool).await? }))
 }
 
 /// Replace a connection pool's mode, size, database and user.
@@ -157,16 +159,27 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A pool as the caller sees it. With a fixed user, its connection logs in as that user's
-/// current login (its second one after a rotation with a grace), with its password when the
-/// caller may see credentials.
-async fn view(
+/// One pool as the caller sees it, its cluster's listener read for it.
+async fn view_one(
     state: &AppState,
     caller: &Caller,
     cluster: &Cluster,
     pool: &Pool,
 ) -> Result<PoolView, ApiError> {
     let listener = state.store.pool_listener(cluster.cluster_id).await?;
+    view(state, caller, cluster, listener.as_ref(), pool).await
+}
+
+/// A pool as the caller sees it, at its cluster's listener. With a fixed user, its connection
+/// logs in as that user's current login (its second one after a rotation with a grace), with
+/// its password when the caller may see credentials.
+async fn view(
+    state: &AppState,
+    caller: &Caller,
+    cluster: &Cluster,
+    listener: Option<&PoolListener>,
+    pool: &Pool,
+) -> Result<PoolView, ApiError> {
     let login = match &pool.user_name {
         None => None,
         Some(name) => match state.store.get_user(cluster.cluster_id, name).await {
@@ -178,5 +191,5 @@ async fn view(
             Err(_) => Some((name.clone(), None)),
         },
     };
-    Ok(PoolView::of(pool, listener.as_ref(), login.as_ref().map(|(l, p)| (l.as_str(), p.as_deref()))))
+    Ok(PoolView::of(pool, listener, login.as_ref().map(|(l, p)| (l.as_str(), p.as_deref()))))
 }
