@@ -173,6 +173,10 @@ pub(crate) struct Written {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// How long a metadata session may sit idle in the pool before it is checked with a round
+/// trip as it is handed out (see [`Store::connect_lazy`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Handle to the metadata database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -184,11 +188,26 @@ pub struct Store {
 impl Store {
     /// Opens a pool to the metadata database at `url` (a postgres:// URL) without connecting
     /// yet, so that pgplane can start, and report not-ready, while the database is down.
+    ///
+    /// A session that comes back to the pool is handed out again without a check, unless it
+    /// has been idle for [`PING_IF_IDLE_FOR`]: sqlx's default pings every session before every
+    /// query, a second round trip for each one. A session found dead by the ping is closed and
+    /// another taken; the metadata database going away for less than that is noticed by the
+    /// query itself, which fails as it would have a moment later.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(|session, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(session).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.application_name("pgplane"));
         Ok(Self { pool, notifications: Arc::default() })
     }

@@ -53,16 +53,18 @@ async fn replace_parameters(
     Ok(())
 }
 
-/// A cluster's objects of one kind (`User` or `Database`) by name, as a query to fetch: all of
-/// them, or only those whose desired state has not been applied yet.
+/// A cluster's objects of one kind (`User` or `Database`) by name, as a query to fetch: `all`
+/// of them, or `changed`, only those whose desired state has not been applied yet (through the
+/// partial index on them, not a scan of the cluster's objects).
 macro_rules! of_cluster {
-    ($kind:ident, $pool:expr, $cluster_id:expr, $changed_only:expr) => {
+    ($kind:ident, $pool:expr, $cluster_id:expr, all) => {
+        select_rows!($kind, ["where cluster_id = $1 order by name"], $cluster_id).fetch_all($pool)
+    };
+    ($kind:ident, $pool:expr, $cluster_id:expr, changed) => {
         select_rows!(
             $kind,
-            ["where cluster_id = $1 and (not $2 or applied_generation < generation)
-                order by name"],
-            $cluster_id,
-            $changed_only
+            ["where cluster_id = $1 and applied_generation < generation order by name"],
+            $cluster_id
         )
         .fetch_all($pool)
     };
@@ -98,7 +100,7 @@ impl Store {
 
     /// A cluster's users, by name.
     pub async fn list_users(&self, cluster_id: Uuid) -> Result<Vec<User>> {
-        Ok(of_cluster!(User, &self.pool, cluster_id, false).await?)
+        Ok(of_cluster!(User, &self.pool, cluster_id, all).await?)
     }
 
     /// A cluster's users and databases, read at the same time: all of them, or (for a pass
@@ -110,17 +112,21 @@ impl Store {
         cluster_id: Uuid,
         changed_only: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
+        if !changed_only {
+            let users = of_cluster!(User, &self.pool, cluster_id, all);
+            return Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?);
+        }
+        // Each condition has a partial index: the planner reads the few rows concerned.
         let users = select_rows!(
             User,
-            ["where cluster_id = $1 and (not $2 or applied_generation < generation
-                                          or (valid_until <= now() and expiry_enforced_at is null)
-                                          or grace_until <= now())
+            ["where cluster_id = $1 and (applied_generation < generation
+                                         or (valid_until <= now() and expiry_enforced_at is null)
+                                         or grace_until <= now())
                 order by name"],
-            cluster_id,
-            changed_only
+            cluster_id
         )
         .fetch_all(&self.pool);
-        Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, changed_only))?)
+        Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, changed))?)
     }
 
     /// Moves a lease's end to `seconds` (None: its own lifetime) from now, and makes that its
@@ -208,7 +214,7 @@ impl Store {
 
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
-        Ok(of_cluster!(Database, &self.pool, cluster_id, false).await?)
+        Ok(of_cluster!(Database, &self.pool, cluster_id, all).await?)
     }
 
     /// One database of a cluster.

@@ -43,6 +43,12 @@ pub struct PassCluster {
     /// When it was read, by the metadata database's clock: a user whose `valid_until` is not
     /// later has expired for this pass.
     pub read_at: DateTime<Utc>,
+    /// Another cluster is registered on the server it was last found on (`server_id`), as
+    /// `Store::shares_server` would say for that server.
+    pub shares_server: bool,
+    /// It has access levels granted or group roles recorded: without either (and no user's
+    /// levels pending), a pass has no access work and reads nothing more for it.
+    pub has_access: bool,
 }
 
 impl Store {
@@ -83,8 +89,13 @@ impl Store {
                       created_at, updated_at, ca_certificate, last_resync_at, server_id,
                       (last_resync_at is null
                        or last_resync_at < now() - make_interval(secs => $2)) as "resync_due!",
-                      now() as "read_at!"
-                 from clusters where cluster_id = $1"#,
+                      now() as "read_at!",
+                      exists (select 1 from clusters o
+                               where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
+                      (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
+                       or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id))
+                        as "has_access!"
+                 from clusters c where cluster_id = $1"#,
             cluster_id,
             resync.as_secs_f64()
         )
@@ -124,6 +135,8 @@ impl Store {
             },
             resync_due: r.resync_due,
             read_at: r.read_at,
+            shares_server: r.shares_server,
+            has_access: r.has_access,
         }))
     }
 

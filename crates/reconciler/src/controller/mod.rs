@@ -213,7 +213,15 @@ impl Reconciler {
                     end_leases(shared).await;
                 }
                 _ = done_rx.recv() => {}
-                _ = woken(&mut events) => {}
+                woke = woken(&mut events) => {
+                    // A burst of writes sends a wake-up each: those for clusters whose pass is
+                    // running need no look at the due list (that pass runs again when it ends,
+                    // and its end is a wake-up of its own).
+                    let in_flight = shared.in_flight.lock().expect("in-flight lock");
+                    if woke.is_some_and(|clusters| clusters.iter().all(|id| in_flight.contains(id))) {
+                        continue;
+                    }
+                }
             }
             let asked_at = Instant::now();
             let due = match shared.store.due_clusters(shared.config.resync_interval, 256).await {
@@ -296,17 +304,30 @@ async fn end_leases(shared: &Shared) {
     }
 }
 
-/// Waits for a wake-up: a write announced on the wake channel, or the notification session
-/// (re)connected or lagging (a write may have been missed). Without notifications it pends
-/// forever: the tick polls.
-async fn woken(events: &mut broadcast::Receiver<Event>) {
+/// Waits for a wake-up: writes announced on the wake channel (with those already queued behind
+/// the first), or the notification session (re)connected or lagging (a write may have been
+/// missed). Returns the clusters woken, None when any may have been. Without notifications it
+/// pends forever: the tick polls.
+async fn woken(events: &mut broadcast::Receiver<Event>) -> Option<Vec<Uuid>> {
+    let mut clusters = Vec::new();
+    let mut next = events.recv().await;
     loop {
-        match events.recv().await {
-            Ok(Event::Notified { channel, .. }) if channel == WAKE_CHANNEL => return,
-            Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+        match next {
+            Ok(Event::Notified { channel, payload }) if channel == WAKE_CHANNEL => {
+                clusters.push(Uuid::parse_str(&payload).ok()?);
+            }
+            Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => return None,
             Ok(_) => {}
-            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            Err(broadcast::error::RecvError::Closed) if clusters.is_empty() => std::future::pending().await,
+            Err(broadcast::error::RecvError::Closed) => return Some(clusters),
         }
+        next = match events.try_recv() {
+            Ok(event) => Ok(event),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+            Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+            Err(broadcast::error::TryRecvError::Empty) if clusters.is_empty() => events.recv().await,
+            Err(broadcast::error::TryRecvError::Empty) => return Some(clusters),
+        };
     }
 }
 
@@ -407,5 +428,22 @@ mod tests {
         }
         checks.end(b);
         assert!(checks.0.lock().unwrap().is_empty(), "teams with none are forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_wake_ups_is_read_at_once() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let wake = |id: Uuid| Event::Notified { channel: WAKE_CHANNEL, payload: id.to_string() };
+        for event in [wake(a), Event::Notified { channel: "other", payload: String::new() }, wake(b), wake(a)]
+        {
+            tx.send(event).unwrap();
+        }
+        assert_eq!(woken(&mut rx).await, Some(vec![a, b, a]), "every queued wake-up, in order");
+        tx.send(wake(a)).unwrap();
+        tx.send(Event::Connected).unwrap();
+        assert_eq!(woken(&mut rx).await, None, "after a reconnection any cluster may be due");
+        tx.send(Event::Notified { channel: WAKE_CHANNEL, payload: "not a uuid".into() }).unwrap();
+        assert_eq!(woken(&mut rx).await, None);
     }
 }

@@ -160,7 +160,8 @@ async fn look(client: &Client, existing: &[(Group, bool)], primary: &str) -> Res
 /// Carries out the cluster's access levels on the target (after its roles and databases), and
 /// records each pending user's outcome. `client` is the pass's admin session. The levels are
 /// read now, after the pass recorded its role and database outcomes, so that a user or database
-/// found in conflict in this pass is left alone.
+/// found in conflict in this pass is left alone; not at all when the cluster had none granted
+/// and no group recorded as the pass started (`has_access`) and no user's levels wait.
 #[expect(clippy::too_many_arguments, reason = "the pass's parts, each needed here")]
 pub(crate) async fn reconcile(
     shared: &Shared,
@@ -170,8 +171,13 @@ pub(crate) async fn reconcile(
     observed: &Observed,
     full: bool,
     databases: &[Database],
+    has_access: bool,
     pending: Vec<AccessProgress>,
 ) -> Result<AccessSummary, pgplane_core::Error> {
+    if !has_access && pending.is_empty() {
+        // No levels granted, no groups recorded, none waiting: nothing to read or do.
+        return Ok(AccessSummary::default());
+    }
     let access = shared.store.access_for_pass(cluster.cluster_id, pending).await?;
     let inputs =
         Inputs::new(cluster, observed.version_num, observed.admin_is_superuser, full, &access, databases);

@@ -114,7 +114,7 @@ pub(crate) async fn run_pass(
     cluster_id: Uuid,
     force_full: bool,
 ) -> Result<PassSummary, pgplane_core::Error> {
-    let Some(PassCluster { cluster, resync_due, read_at }) =
+    let Some(PassCluster { cluster, resync_due, read_at, shares_server, has_access }) =
         shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?
     else {
         return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() });
@@ -153,7 +153,7 @@ pub(crate) async fn run_pass(
         let grants = primary::observe_foreign(&client, &cluster, &observed, has_primary, alternate).await?;
         Ok::<_, TargetError>((
             grants,
-            rights::observe_shared(&shared.store, &client, &cluster, &observed).await?,
+            rights::observe_shared(&shared.store, &client, &cluster, &observed, Some(shares_server)).await?,
         ))
     };
     let (primary_grants, shared_rights) = match around.await {
@@ -186,9 +186,18 @@ pub(crate) async fn run_pass(
     apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, &closing, &mut ledger)
         .await?;
     rights::apply(shared, &cluster, clients[0], &plan, &mut ledger).await?;
-    let access =
-        access::reconcile(shared, &cluster, &spec, clients[0], &observed, full, &databases, pending_access)
-            .await?;
+    let access = access::reconcile(
+        shared,
+        &cluster,
+        &spec,
+        clients[0],
+        &observed,
+        full,
+        &databases,
+        has_access,
+        pending_access,
+    )
+    .await?;
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &observed, &absent, &mut ledger).await?;

@@ -87,7 +87,7 @@ impl Previewer {
                 super::primary_alternate(&roles, &cluster.primary_user),
             )
             .await?,
-            rights: super::rights::observe_shared(&self.store, &client, cluster, &observed).await?,
+            rights: super::rights::observe_shared(&self.store, &client, cluster, &observed, None).await?,
             ..Seen::default()
         };
         let dropped: Vec<&str> = roles

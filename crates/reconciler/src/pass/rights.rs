@@ -23,14 +23,21 @@ use crate::observe::Observed;
 use crate::plan::pass::{Action, PassPlan};
 
 /// When the cluster's server is shared: its users on the target, and its databases' rights as
-/// found (what [`Seen::rights`](crate::plan::pass::Seen) holds). None otherwise.
+/// found (what [`Seen::rights`](crate::plan::pass::Seen) holds). None otherwise. `known`: whether
+/// the server the cluster is registered on is shared, read with the cluster; it answers only
+/// when that is the server observed, the store is asked otherwise.
 pub(crate) async fn observe_shared(
     store: &Store,
     client: &Client,
     cluster: &Cluster,
     observed: &Observed,
+    known: Option<bool>,
 ) -> Result<Option<(Vec<String>, Vec<DatabaseRights>)>, TargetError> {
-    if !store.shares_server(cluster.cluster_id, &observed.server_id).await? {
+    let shared = match known {
+        Some(shared) if cluster.server_id.as_deref() == Some(observed.server_id.as_str()) => shared,
+        _ => store.shares_server(cluster.cluster_id, &observed.server_id).await?,
+    };
+    if !shared {
         return Ok(None);
     }
     let rights = store.shared_rights(cluster.cluster_id).await?;
