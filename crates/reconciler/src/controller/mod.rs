@@ -195,6 +195,11 @@ impl Reconciler {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        // Drift checks from the last due list that their team's share held back, and when that
+        // list was read: a pass's end gives its slot to them before the list is read again, so
+        // that a drift round over many clusters reads it about once a second, not once a pass.
+        let mut backlog: Vec<DueCluster> = Vec::new();
+        let mut listed_at = Instant::now();
         tracing::info!(
             resync_interval_s = shared.config.resync_interval.as_secs(),
             max_concurrent_passes = max,
@@ -206,13 +211,15 @@ impl Reconciler {
             shared.reachability.export(shared.config.resync_interval * 2);
             while passes.try_join_next().is_some() {}
             shared.forget_old_ends();
-            tokio::select! {
+            let read_due_list = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
                     shared.pools.close_idle();
                     end_leases(shared).await;
+                    true
                 }
-                _ = done_rx.recv() => {}
+                // A pass ended: its slot goes to the drift checks already listed, if any.
+                _ = done_rx.recv() => backlog.is_empty(),
                 woke = woken(&mut events) => {
                     // A burst of writes sends a wake-up each: those for clusters whose pass is
                     // running need no look at the due list (that pass runs again when it ends,
@@ -221,34 +228,45 @@ impl Reconciler {
                     if woke.is_some_and(|clusters| clusters.iter().all(|id| in_flight.contains(id))) {
                         continue;
                     }
-                }
-            }
-            let asked_at = Instant::now();
-            let due = match shared.store.due_clusters(shared.config.resync_interval, 256).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read due clusters from the metadata database");
-                    continue;
+                    true
                 }
             };
-            for DueCluster { cluster_id, team_id, changed } in due {
+            let due: Vec<DueCluster> = if read_due_list {
+                listed_at = Instant::now();
+                match shared.store.due_clusters(shared.config.resync_interval, DUE_LIST_LENGTH).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read due clusters from the metadata database");
+                        continue;
+                    }
+                }
+            } else {
+                std::mem::take(&mut backlog)
+            };
+            backlog.clear();
+            for due_cluster in due {
+                let DueCluster { cluster_id, team_id, changed } = due_cluster;
                 // Drift checks queue no deeper than a team's share of the slots, so that a
-                // write arriving during a drift round waits for a few passes, not for the round.
+                // write arriving during a drift round waits for a few passes, not for the round;
+                // the others wait in the backlog for a pass to end (or the next due list).
                 let drift_check = if changed {
                     None
                 } else {
                     match DriftCheck::start(&self.shared, team_id, per_team) {
                         Some(check) => Some(check),
-                        None => continue,
+                        None => {
+                            backlog.push(due_cluster);
+                            continue;
+                        }
                     }
                 };
                 if !shared.in_flight.lock().expect("in-flight lock").insert(cluster_id) {
                     continue;
                 }
-                // A pass that ended while the due list was being read made the list stale for
-                // its cluster: running it again would repeat the work for nothing.
+                // A pass that ended since the due list was read made the list stale for its
+                // cluster: running it again would repeat the work for nothing.
                 let ended = shared.finished_at.lock().expect("finished lock").get(&cluster_id).copied();
-                if ended.is_some_and(|at| at > asked_at) {
+                if ended.is_some_and(|at| at > listed_at) {
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
                     continue;
                 }
@@ -330,6 +348,9 @@ async fn woken(events: &mut broadcast::Receiver<Event>) -> Option<Vec<Uuid>> {
         };
     }
 }
+
+/// Most due clusters read at once (changed ones first).
+const DUE_LIST_LENGTH: i64 = 256;
 
 /// Most passes one cluster gets in a row before its lock (and its slot among the concurrent
 /// passes) goes back.
