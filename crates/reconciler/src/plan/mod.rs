@@ -420,6 +420,31 @@ pub(crate) mod tests {
         }
     }
 
+    /// The step that changes a role's attributes, password or settings, and nothing else (also the
+    /// statements' tests).
+    pub(crate) fn alter_role(
+        attrs: RoleAttrs,
+        was: RoleAttrs,
+        set_password: bool,
+        settings: Vec<SettingChange>,
+    ) -> Step {
+        Step::AlterRole {
+            attrs,
+            was,
+            set_password,
+            grant_admin_to: None,
+            settings,
+            admin_member: None,
+            end_sessions: None,
+            acts_as: None,
+        }
+    }
+
+    /// The step that creates a role with no settings or memberships.
+    pub(crate) fn create_role(attrs: RoleAttrs, grant_admin_to: Option<String>) -> Step {
+        Step::CreateRole { attrs, grant_admin_to, settings: Vec::new(), admin_member: None, acts_as: None }
+    }
+
     #[test]
     fn new_users_get_login_and_nothing_else() {
         for version in [150000, 170000] {
@@ -444,30 +469,8 @@ pub(crate) mod tests {
         assert!(on16.createdb && on16.createrole && !on16.superuser);
         // A primary user adopted with CREATEROLE on 15 loses it.
         let mut o = observed(150000);
-        o.roles.insert(
-            "doadmin".into(),
-            RoleFacts {
-                attrs: on16,
-                password: Some(primary.verifier.clone()),
-                settings: Vec::new(),
-                sessions: 0,
-                member_of: Vec::new(),
-                acts_as: None,
-            },
-        );
-        assert_eq!(
-            plan_role(&primary, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: on15,
-                was: on16,
-                set_password: false,
-                grant_admin_to: None,
-                settings: Vec::new(),
-                admin_member: None,
-                end_sessions: None,
-                acts_as: None
-            }
-        );
+        o.roles.insert("doadmin".into(), RoleFacts { attrs: on16, ..facts(&primary) });
+        assert_eq!(plan_role(&primary, &o, "doadmin"), alter_role(on15, on16, false, Vec::new()));
     }
 
     #[test]
@@ -510,25 +513,10 @@ pub(crate) mod tests {
     #[test]
     fn missing_objects_are_created_and_admin_option_granted_from_16() {
         let r = role("app");
-        assert_eq!(
-            plan_role(&r, &observed(150000), "doadmin"),
-            Step::CreateRole {
-                attrs: r.attrs(150000),
-                grant_admin_to: None,
-                settings: Vec::new(),
-                admin_member: None,
-                acts_as: None
-            }
-        );
+        assert_eq!(plan_role(&r, &observed(150000), "doadmin"), create_role(r.attrs(150000), None));
         assert_eq!(
             plan_role(&r, &observed(170000), "doadmin"),
-            Step::CreateRole {
-                attrs: r.attrs(170000),
-                grant_admin_to: Some("doadmin".into()),
-                settings: Vec::new(),
-                admin_member: None,
-                acts_as: None
-            }
+            create_role(r.attrs(170000), Some("doadmin".into()))
         );
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: false };
         assert_eq!(
@@ -559,27 +547,11 @@ pub(crate) mod tests {
         let p = DesiredRole { primary: true, claimed: true, changed: true, ..role("doadmin") };
         o.roles.insert(
             "doadmin".into(),
-            RoleFacts {
-                attrs: role("x").attrs(150000),
-                password: None,
-                settings: Vec::new(),
-                sessions: 0,
-                member_of: Vec::new(),
-                acts_as: None,
-            },
+            RoleFacts { attrs: role("x").attrs(150000), password: None, ..facts(&p) },
         );
         assert_eq!(
             plan_role(&p, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: p.attrs(150000),
-                was: role("x").attrs(150000),
-                set_password: true,
-                grant_admin_to: None,
-                settings: Vec::new(),
-                admin_member: None,
-                end_sessions: None,
-                acts_as: None
-            }
+            alter_role(p.attrs(150000), role("x").attrs(150000), true, Vec::new())
         );
     }
 
@@ -593,30 +565,12 @@ pub(crate) mod tests {
         o.roles.insert("app".into(), drifted);
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: r.attrs(150000),
-                was: drifted_attrs,
-                set_password: false,
-                grant_admin_to: None,
-                settings: Vec::new(),
-                admin_member: None,
-                end_sessions: None,
-                acts_as: None
-            }
+            alter_role(r.attrs(150000), drifted_attrs, false, Vec::new())
         );
         o.roles.insert("app".into(), RoleFacts { password: Some("md5other".into()), ..facts(&r) });
         assert_eq!(
             plan_role(&r, &o, "doadmin"),
-            Step::AlterRole {
-                attrs: r.attrs(150000),
-                was: r.attrs(150000),
-                set_password: true,
-                grant_admin_to: None,
-                settings: Vec::new(),
-                admin_member: None,
-                end_sessions: None,
-                acts_as: None
-            }
+            alter_role(r.attrs(150000), r.attrs(150000), true, Vec::new())
         );
         o.databases.insert("db".into(), "mallory".into());
         let d = DesiredDatabase { name: "db".into(), state: DesiredState::Present, claimed: true };
@@ -696,16 +650,12 @@ pub(crate) mod tests {
         };
         assert_eq!(
             step,
-            Step::AlterRole {
-                attrs: r.attrs(150000),
-                was: role("app").attrs(150000),
-                set_password: false,
-                grant_admin_to: None,
-                settings: vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)],
-                admin_member: None,
-                end_sessions: None,
-                acts_as: None
-            }
+            alter_role(
+                r.attrs(150000),
+                role("app").attrs(150000),
+                false,
+                vec![change("ours", "work_mem", Some("8MB")), change("ours", "lock_timeout", None)]
+            )
         );
         assert_eq!(
             crate::plan::drift::role_drift(&r, &step, &o).unwrap(),

@@ -201,6 +201,7 @@ pub(crate) fn drop_role_sql(role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::tests::{alter_role, create_role};
 
     /// A role with LOGIN and nothing else, expiring at `valid_until`.
     fn login_only(valid_until: Option<i64>) -> RoleAttrs {
@@ -244,16 +245,7 @@ mod tests {
     #[test]
     fn an_alter_names_only_the_attributes_that_change() {
         let was = login_only(None);
-        let step = |attrs: RoleAttrs, set_password: bool| Step::AlterRole {
-            attrs,
-            was,
-            set_password,
-            grant_admin_to: None,
-            settings: Vec::new(),
-            admin_member: None,
-            end_sessions: None,
-            acts_as: None,
-        };
+        let step = |attrs: RoleAttrs, set_password: bool| alter_role(attrs, was, set_password, Vec::new());
         // A password reset names no attribute a non-superuser admin may not touch.
         assert_eq!(
             role_sql("app", "v", &step(was, true)).unwrap(),
@@ -284,14 +276,7 @@ mod tests {
             role_sql("app", "v", &step(never, None)).unwrap(),
             "ALTER ROLE \"app\" WITH INHERIT VALID UNTIL 'infinity'"
         );
-        let create = Step::CreateRole {
-            attrs: was,
-            grant_admin_to: None,
-            settings: Vec::new(),
-            admin_member: None,
-            acts_as: None,
-        };
-        assert!(role_sql("app", "v", &create)
+        assert!(role_sql("app", "v", &create_role(was, None))
             .unwrap()
             .contains("CONNECTION LIMIT -1 VALID UNTIL '2027-01-15T08:00:00.000000Z' PASSWORD"));
         // Nothing to alter: the sessions alone, as a member for the time it takes.
