@@ -11,6 +11,18 @@ use clap::{ArgMatches, Args};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
+/// What each long-running process (`serve`, `pooler`) takes: the metadata database, the
+/// sealing key and logging.
+#[derive(Args, Clone)]
+pub struct ProcessArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secret_key: SecretKeyArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
 /// Where the metadata database is.
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {

@@ -9,16 +9,12 @@ use clap::Args;
 use pgplane_pooler::{Launcher, PoolerConfig};
 use pgplane_target_server::TargetPolicy;
 
-use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
+use crate::config::ProcessArgs;
 
 #[derive(Args)]
 pub struct PoolerArgs {
     #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    secret_key: SecretKeyArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    process: ProcessArgs,
     /// The server this pooler sits beside, as its clusters are registered (HOST:PORT, the
     /// `--host` and `--port` of `pgplane databases create`): their pools are served here.
     #[arg(long, env = "PGPLANE_POOLER_SERVER", value_name = "HOST:PORT")]
@@ -56,7 +52,7 @@ pub struct PoolerArgs {
 }
 
 pub async fn run(args: PoolerArgs) -> anyhow::Result<()> {
-    args.log.init();
+    args.process.log.init();
     let (server_host, server_port) = host_and_port(&args.server)?;
     let ports = port_range(&args.ports)?;
     let addresses: Vec<String> = tokio::net::lookup_host((server_host.as_str(), server_port))
@@ -82,8 +78,8 @@ pub async fn run(args: PoolerArgs) -> anyhow::Result<()> {
         max_client_conn: args.max_client_conn,
         policy,
     };
-    let store = args.database.store()?;
-    let sealer = args.secret_key.sealer()?;
+    let store = args.process.database.store()?;
+    let sealer = args.process.secret_key.sealer()?;
     pgplane_pooler::run(config, store, sealer, crate::serve::shutdown_signal()).await
 }
 

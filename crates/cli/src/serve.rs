@@ -14,16 +14,12 @@ use pgplane_reconciler::ReconcilerConfig;
 use pgplane_target_server::SessionLimits;
 use pgplane_target_server::TargetPolicy;
 
-use crate::config::{DatabaseArgs, LogArgs, SecretKeyArgs};
+use crate::config::ProcessArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    secret_key: SecretKeyArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    process: ProcessArgs,
     /// Address the REST API listens on.
     #[arg(long, env = "PGPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -158,9 +154,9 @@ fn ensure_open_files(max_connections: usize) {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    args.log.init();
-    let sealer = args.secret_key.sealer()?;
-    let store = args.database.store()?;
+    args.process.log.init();
+    let sealer = args.process.secret_key.sealer()?;
+    let store = args.process.database.store()?;
     store.migrate().await.context("applying metadata migrations (is the metadata database reachable?)")?;
 
     let target_policy = TargetPolicy::parse(&args.allowed_target_networks, &args.allowed_target_ports)
