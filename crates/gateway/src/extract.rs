@@ -1,6 +1,6 @@
 //! Request extractors that turn every malformed input into a DigitalOcean-style error: JSON
 //! bodies (400 for unparsable JSON, 422 for well-formed JSON of the wrong shape, whatever the
-//! Content-Type; 413 over the size limit), query strings (422 for any the handler's options do
+//! Content-Type; 413 over the size limit; 422 naming a required field that is absent), query strings (422 for any the handler's options do
 //! not accept, repeated keys included), and the cluster in a path (anything that is not a UUID
 //! of one of the caller's team's clusters is simply not found). Before any of them, control
 //! characters (NUL included) in a path (404) or a query (422) are refused for every route, so
@@ -65,6 +65,11 @@ where
             _ => ApiError::bad_request(format!("error parsing request body: {e}")),
         })
     }
+}
+
+/// A field a request body must have; 422 naming it when it is absent.
+pub(crate) fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::unprocessable(format!("invalid request: {field} field required")))
 }
 
 /// A query string, parsed into the handler's options; 422 when it does not fit them.

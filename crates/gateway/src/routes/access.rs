@@ -18,7 +18,7 @@ pub(crate) use crate::views::AccessEntry;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, TeamCluster};
+use crate::extract::{required, ApiJson, TeamCluster};
 use crate::openapi::ChangesUser;
 use crate::state::AppState;
 use crate::wait::settle;
@@ -137,8 +137,7 @@ pub(super) async fn put(
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutAccess>,
 ) -> Result<Json<AccessResponse>, ApiError> {
-    let entries =
-        body.access.ok_or_else(|| ApiError::unprocessable("invalid request: access field required"))?;
+    let entries = required(body.access, "access")?;
     let levels = parse_entries(&entries)?;
     let written = state.store.replace_access(cluster.cluster_id, &name, &levels).await?;
     settle_access(&state, &cluster, &written).await?;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::audit::AuditNote;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, TeamCluster};
+use crate::extract::{required, ApiJson, TeamCluster};
 use crate::state::AppState;
 use crate::views::{DbResponse, DbView, DbsResponse};
 use crate::wait::{settle_create, settle_delete};
@@ -48,7 +48,7 @@ pub(super) async fn create(
     note: AuditNote,
     ApiJson(body): ApiJson<CreateDb>,
 ) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
-    let name = body.name.ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
+    let name = required(body.name, "name")?;
     note.object(&name);
     check_identifier(ObjectKind::Database, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_database {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, TeamCluster};
+use crate::extract::{required, ApiJson, TeamCluster};
 use crate::state::AppState;
 use crate::views::{PoolResponse, PoolView, PoolsResponse};
 
@@ -51,21 +51,18 @@ pub(super) struct PoolBody {
 impl PoolBody {
     /// The spec, checked: what is missing or malformed is a 422 naming it.
     fn spec(self) -> Result<PoolSpec, ApiError> {
-        let mode =
-            self.mode.ok_or_else(|| ApiError::unprocessable("invalid request: mode field required"))?;
+        let mode = required(self.mode, "mode")?;
         let mode = PoolMode::parse(&mode).ok_or_else(|| {
             ApiError::unprocessable(format!(
                 "mode {mode:?} is invalid: use session, transaction or statement"
             ))
         })?;
-        let size =
-            self.size.ok_or_else(|| ApiError::unprocessable("invalid request: size field required"))?;
+        let size = required(self.size, "size")?;
         if !(1..=MAX_SIZE).contains(&size) {
             return Err(ApiError::unprocessable(format!("size {size} is invalid: use 1 to {MAX_SIZE}")));
         }
         let db = self.db.filter(|d| !d.is_empty());
-        let database_name =
-            db.ok_or_else(|| ApiError::unprocessable("invalid request: db field required"))?;
+        let database_name = required(db, "db")?;
         let user_name = self.user.filter(|u| !u.is_empty());
         for (what, name) in [("db", Some(&database_name)), ("user", user_name.as_ref())] {
             if let Some(name) = name.filter(|n| !pgbouncer_can_carry(n)) {
@@ -111,7 +108,7 @@ pub(super) async fn create(
     note: AuditNote,
     ApiJson(body): ApiJson<CreatePool>,
 ) -> Result<(StatusCode, Json<PoolResponse>), ApiError> {
-    let name = body.name.ok_or_else(|| ApiError::unprocessable("invalid request: name field required"))?;
+    let name = required(body.name, "name")?;
     note.object(&name);
     check_pool_name(&name).map_err(ApiError::unprocessable)?;
     let pool = state.store.create_pool(&cluster, &name, &body.spec.spec()?).await?;

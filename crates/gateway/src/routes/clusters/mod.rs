@@ -165,10 +165,9 @@ async fn check_adoptable(state: &AppState, spec: &TargetSpec, primary_user: &str
     )))
 }
 
+/// A text field that must be given and not empty.
 fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::unprocessable(format!("invalid request: {what} field required")))
+    crate::extract::required(value.filter(|v| !v.is_empty()), what)
 }
 
 /// Register an existing PostgreSQL server as a cluster; with `dry_run=true`, only say what

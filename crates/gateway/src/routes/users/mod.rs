@@ -32,7 +32,7 @@ use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, ApiQuery, TeamCluster};
+use crate::extract::{required, ApiJson, ApiQuery, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
 use crate::state::AppState;
@@ -262,8 +262,7 @@ pub(super) async fn create(
     note: AuditNote,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let name =
-        body.name.ok_or_else(|| ApiError::unprocessable("invalid request: user_name field required"))?;
+    let name = required(body.name, "user_name")?;
     note.object(&name);
     check_identifier(ObjectKind::User, &name).map_err(ApiError::unprocessable)?;
     if name == cluster.admin_user {
@@ -333,8 +332,7 @@ pub(super) async fn update(
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let settings =
-        body.settings.ok_or_else(|| ApiError::unprocessable("invalid request: settings field required"))?;
+    let settings = required(body.settings, "settings")?;
     let (store, id) = (&state.store, cluster.cluster_id);
     let (current, databases) = tokio::try_join!(store.get_user(id, &name), store.list_databases(id))?;
     let replication = settings.pg_allow_replication.unwrap_or(false);
