@@ -384,12 +384,16 @@ pub fn render(r: &Results<'_>) -> String {
     );
     let _ = writeln!(
         w,
-        "- users: `SELECT * FROM clusters WHERE cluster_id = … AND team_id = …; SELECT * FROM \
-         cluster_users WHERE cluster_id = … ORDER BY name;`"
+        "- users: the caller's cluster (`SELECT * FROM clusters WHERE cluster_id = … AND team_id = …`), \
+         its users with their parameters (`cluster_users` joined with `cluster_user_parameters` \
+         grouped by user, by name), their access levels (`cluster_user_access` joined with \
+         `cluster_databases`) and its databases (`cluster_databases`, by name): the four \
+         statements pgplane's store sends, which it sends at once on four sessions;"
     );
     let _ = writeln!(
         w,
-        "- cluster: the same plus `SELECT * FROM cluster_databases WHERE cluster_id = … ORDER BY name;`\n"
+        "- cluster: the cluster, its users with their parameters, its databases and its trusted \
+         sources (`cluster_firewall_rules`).\n"
     );
     let _ = writeln!(
         w,

@@ -52,20 +52,37 @@ impl Endpoint {
         }
     }
 
-    /// The statements the request runs on the metadata DB (crates/core store: the caller's
-    /// cluster, then its users, and for the cluster view its databases too). The token check
-    /// is served from the gateway's cache after the first request.
+    /// The statements the request runs on the metadata DB, as the store writes them (crates/core
+    /// store: the caller's cluster and, at the same time, for the users list the users with
+    /// their parameters, the access levels and the databases the levels name; for the cluster
+    /// view the users, the databases and the trusted sources). The token check is served from
+    /// the gateway's cache after the first request.
     pub fn script(self, cluster_id: &str, team_id: &str) -> String {
-        let mut s = format!(
-            "SELECT * FROM clusters WHERE cluster_id = '{cluster_id}' AND team_id = '{team_id}';\n\
-             SELECT * FROM cluster_users WHERE cluster_id = '{cluster_id}' ORDER BY name;\n"
+        let cluster =
+            format!("SELECT * FROM clusters WHERE cluster_id = '{cluster_id}' AND team_id = '{team_id}';");
+        let users = format!(
+            "SELECT u.*, coalesce(p.parameters, '[]') FROM cluster_users u \
+             LEFT JOIN (SELECT user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name) \
+                                                    ORDER BY database_name NULLS FIRST, name) AS parameters \
+                          FROM cluster_user_parameters WHERE cluster_id = '{cluster_id}' GROUP BY user_name) p \
+               ON p.user_name = u.name \
+             WHERE u.cluster_id = '{cluster_id}' ORDER BY u.name;"
         );
-        if self == Endpoint::Cluster {
-            s.push_str(&format!(
-                "SELECT * FROM cluster_databases WHERE cluster_id = '{cluster_id}' ORDER BY name;\n"
-            ));
-        }
-        s
+        let databases =
+            format!("SELECT * FROM cluster_databases WHERE cluster_id = '{cluster_id}' ORDER BY name;");
+        let rest = match self {
+            Endpoint::Users => format!(
+                "SELECT a.user_name, a.database_name, a.level FROM cluster_user_access a \
+                   JOIN cluster_databases d ON d.cluster_id = a.cluster_id AND d.name = a.database_name \
+                  WHERE a.cluster_id = '{cluster_id}' AND d.state = 'present' \
+                  ORDER BY a.user_name, a.database_name;\n{databases}"
+            ),
+            Endpoint::Cluster => format!(
+                "{databases}\nSELECT * FROM cluster_firewall_rules WHERE cluster_id = '{cluster_id}' \
+                 ORDER BY created_at, value;"
+            ),
+        };
+        format!("{cluster}\n{users}\n{rest}\n")
     }
 }
 
