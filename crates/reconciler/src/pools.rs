@@ -1,10 +1,13 @@
-//! The sessions passes run on: one small deadpool-postgres pool per cluster, to its admin
-//! database, rebuilt when the registration changes and closed when the cluster is gone, all
+//! The sessions passes run on: one small deadpool-postgres pool per admin connection (the
+//! same server, database, login and secret), shared by every cluster registered with it, all
 //! within the process's budget of sessions per target server ([`pgplane_target_server::budget`])
 //! however many clusters it hosts; and the plan preview's one-off session, counted there too.
-//! Idle sessions close after a short while (or give way at once to a session that needs their
+//! A drift round over a server's clusters thus reuses a few sessions instead of logging in once
+//! per cluster. Sessions are only shared between clusters whose admin connections are equal in
+//! every field, secret included: whoever could open one of them could open the others. Idle
+//! sessions close after a short while (or give way at once to a session that needs their
 //! server's permit), and pools without sessions are forgotten, so that neither sessions nor the
-//! map grow with the clusters registered.
+//! maps grow with the clusters registered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,24 +24,46 @@ use uuid::Uuid;
 /// sessions on its servers.
 pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One small pool per cluster, to its admin database, rebuilt when the registration changes;
-/// every pooled session holds one of its server's permits of the process's budget
-/// ([`pgplane_target_server::budget`]) for as long as it is open, however many clusters the server
-/// hosts. Pools without sessions are forgotten (see [`Pools::close_idle`]).
+/// One small pool per admin connection, to its admin database; every pooled session holds one
+/// of its server's permits of the process's budget ([`pgplane_target_server::budget`]) for as
+/// long as it is open, however many clusters the server hosts. Pools without sessions are
+/// forgotten (see [`Pools::close_idle`]).
 pub(crate) struct Pools(Arc<PoolsInner>);
 
 struct PoolsInner {
     budget: SessionBudget,
-    pools: Mutex<HashMap<Uuid, Entry>>,
+    maps: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    /// The pools, one per admin connection (few: each holds at least one session, or was
+    /// made for a pass that is about to open one).
+    pools: Vec<Entry>,
+    /// The pool each cluster last used, for the clusters whose pool is still there.
+    clusters: HashMap<Uuid, Pool>,
 }
 
 struct Entry {
-    spec: TargetSpec,
     server: ServerKey,
     pool: Pool,
 }
 
-/// A cluster's pool of sessions on its target.
+impl Maps {
+    /// Forgets the pools `keep` does not keep (closing them) and the clusters that used them.
+    fn retain_pools(&mut self, mut keep: impl FnMut(&Pool) -> bool) {
+        self.pools.retain(|entry| {
+            let kept = keep(&entry.pool);
+            if !kept {
+                entry.pool.close();
+            }
+            kept
+        });
+        self.clusters.retain(|_, pool| !pool.is_closed());
+    }
+}
+
+/// The pool of sessions on a target that the clusters of one admin connection share.
 pub(crate) type Pool = deadpool::managed::Pool<Budgeted>;
 /// A session taken from a [`Pool`].
 pub(crate) type Object = deadpool::managed::Object<Budgeted>;
@@ -110,39 +135,42 @@ impl Pools {
     /// Pools whose sessions count against `budget`; their idle sessions give way when a
     /// server's permits are all taken.
     pub(crate) fn new(budget: &SessionBudget) -> Self {
-        let inner = Arc::new(PoolsInner { budget: budget.clone(), pools: Mutex::default() });
+        let inner = Arc::new(PoolsInner { budget: budget.clone(), maps: Mutex::default() });
         let hook: Arc<dyn GiveWay> = inner.clone();
         budget.on_shortage(Arc::downgrade(&hook));
         Self(inner)
     }
 
-    /// The pool for a cluster, created on first use.
+    /// The pool of `spec`'s admin connection, created on first use, which `cluster_id` uses.
     pub(crate) fn get(
         &self,
         cluster_id: Uuid,
         spec: &TargetSpec,
         limits: SessionLimits,
     ) -> Result<Pool, TargetError> {
-        let mut pools = self.0.pools.lock().expect("pools lock");
-        if let Some(entry) = pools.get(&cluster_id) {
-            if entry.spec == *spec {
-                return Ok(entry.pool.clone());
+        let mut maps = self.0.maps.lock().expect("pools lock");
+        if let Some(pool) = maps.clusters.get(&cluster_id) {
+            if pool.manager().spec == *spec {
+                return Ok(pool.clone());
             }
         }
-        spec.budget()?; // only a checked spec, counted against the budget, makes a pool
-        let server = spec.server();
-        let manager = Budgeted { spec: spec.clone(), limits };
-        // The create timeout is the manager's own: waiting for a permit is not connecting.
-        let pool = Pool::builder(manager)
-            .max_size(self.0.budget.per_server().min(2))
-            .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(Some(SESSION_WAIT))
-            .build()
-            .expect("pool configuration is valid");
-        let entry = Entry { spec: spec.clone(), server, pool: pool.clone() };
-        if let Some(old) = pools.insert(cluster_id, entry) {
-            old.pool.close();
-        }
+        let pool = match maps.pools.iter().find(|e| e.pool.manager().spec == *spec) {
+            Some(entry) => entry.pool.clone(),
+            None => {
+                spec.budget()?; // only a checked spec, counted against the budget, makes a pool
+                let manager = Budgeted { spec: spec.clone(), limits };
+                // The create timeout is the manager's own: waiting for a permit is not connecting.
+                let pool = Pool::builder(manager)
+                    .max_size(self.0.budget.per_server())
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .wait_timeout(Some(SESSION_WAIT))
+                    .build()
+                    .expect("pool configuration is valid");
+                maps.pools.push(Entry { server: spec.server(), pool: pool.clone() });
+                pool
+            }
+        };
+        maps.clusters.insert(cluster_id, pool.clone());
         Ok(pool)
     }
 
@@ -161,24 +189,29 @@ impl Pools {
         pool.timeout_get(&at_once).await.ok()
     }
 
-    /// Closes pools of clusters that are no longer registered.
-    pub(crate) fn retain(&self, keep: impl Fn(&Uuid) -> bool) {
-        self.0.pools.lock().expect("pools lock").retain(|id, entry| {
-            let kept = keep(id);
-            if !kept {
-                entry.pool.close();
-            }
-            kept
-        });
+    /// Forgets which pool a cluster that is no longer registered used (the pool stays for the
+    /// other clusters of its admin connection, until it is idle).
+    pub(crate) fn forget(&self, cluster_id: Uuid) {
+        self.0.maps.lock().expect("pools lock").clusters.remove(&cluster_id);
+    }
+
+    /// Closes the pool `cluster_id` used, whose sessions may be stuck on a target that stopped
+    /// answering; the next pass of any cluster of its admin connection opens fresh ones.
+    pub(crate) fn discard(&self, cluster_id: Uuid) {
+        let mut maps = self.0.maps.lock().expect("pools lock");
+        if let Some(stuck) = maps.clusters.remove(&cluster_id) {
+            stuck.close();
+            maps.retain_pools(|pool| !pool.is_closed());
+        }
     }
 
     /// Closes sessions unused for [`IDLE_SESSION_TIMEOUT`] and forgets the pools left without
-    /// any (a pool costs nothing to rebuild), so that neither the sessions nor the map grow
+    /// any (a pool costs nothing to rebuild), so that neither the sessions nor the maps grow
     /// with the clusters registered.
     pub(crate) fn close_idle(&self) {
-        self.0.pools.lock().expect("pools lock").retain(|_, entry| {
-            entry.pool.retain(|_, metrics| metrics.last_used() < IDLE_SESSION_TIMEOUT);
-            entry.pool.status().size > 0
+        self.0.maps.lock().expect("pools lock").retain_pools(|pool| {
+            pool.retain(|_, metrics| metrics.last_used() < IDLE_SESSION_TIMEOUT);
+            pool.status().size > 0
         });
     }
 }
@@ -188,11 +221,67 @@ impl GiveWay for PoolsInner {
     /// permit there.
     fn give_way(&self, server: ServerKey) {
         let mut wanted = true;
-        for entry in self.pools.lock().expect("pools lock").values().filter(|e| e.server == server) {
+        for entry in self.maps.lock().expect("pools lock").pools.iter().filter(|e| e.server == server) {
             entry.pool.retain(|_, _| !std::mem::take(&mut wanted));
             if !wanted {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pgplane_core::store::AdminConnection;
+    use pgplane_target_server::TargetPolicy;
+
+    use super::*;
+
+    async fn spec(policy: &TargetPolicy, user: &str, password: &str) -> TargetSpec {
+        TargetSpec::new(AdminConnection {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: user.into(),
+            password: password.into(),
+            database: "postgres".into(),
+            sslmode: "disable".into(),
+            ca_certificate: None,
+        })
+        .checked(policy)
+        .await
+        .unwrap()
+    }
+
+    /// Clusters registered with the same admin connection share one pool; a connection that
+    /// differs in anything, the secret included, never gets their sessions.
+    #[tokio::test]
+    async fn only_clusters_of_one_admin_connection_share_a_pool() {
+        let policy = TargetPolicy::default();
+        let pools = Pools::new(policy.budget());
+        let limits = SessionLimits::default();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let admin = spec(&policy, "admin", "secret").await;
+        let first = pools.get(a, &admin, limits).unwrap();
+        let shared = pools.get(b, &spec(&policy, "admin", "secret").await, limits).unwrap();
+        assert!(first.manager().spec == shared.manager().spec);
+        assert_eq!(pools.0.maps.lock().unwrap().pools.len(), 1);
+        for other in [spec(&policy, "admin", "guessed").await, spec(&policy, "other", "secret").await] {
+            let own = pools.get(c, &other, limits).unwrap();
+            assert!(own.manager().spec == other && own.manager().spec != admin);
+        }
+        assert_eq!(pools.0.maps.lock().unwrap().pools.len(), 3);
+
+        // A cluster gone leaves the pool to the others; a stuck pool is closed for all of them.
+        pools.forget(a);
+        assert!(!first.is_closed());
+        pools.discard(b);
+        assert!(first.is_closed());
+        let fresh = pools.get(a, &admin, limits).unwrap();
+        assert!(!fresh.is_closed());
+        assert_eq!(pools.0.maps.lock().unwrap().pools.len(), 3);
+        // Pools without sessions are forgotten, and with them the clusters that used them.
+        pools.close_idle();
+        let maps = pools.0.maps.lock().unwrap();
+        assert!(maps.pools.is_empty() && maps.clusters.is_empty());
     }
 }

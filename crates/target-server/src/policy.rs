@@ -131,7 +131,7 @@ impl TargetPolicy {
             return Err(self.refusal(host, port));
         }
         // In a stable order, so that a round-robin DNS answer does not look like a new target
-        // (which would rebuild the cluster's pool on every pass).
+        // (whose sessions would not be reused).
         let mut addrs: Vec<IpAddr> = addrs.into_iter().map(|a| a.to_canonical()).collect();
         addrs.sort();
         addrs.dedup();

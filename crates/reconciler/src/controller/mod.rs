@@ -380,7 +380,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
 }
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
-/// partition) would hang it, so past the deadline it is abandoned and the cluster's pool,
+/// partition) would hang it, so past the deadline it is abandoned and the pool it used,
 /// whose sessions may be stuck, dropped.
 async fn bounded_pass(
     shared: &Shared,
@@ -392,7 +392,7 @@ async fn bounded_pass(
     let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full)).await {
         Ok(result) => result,
         Err(_) => {
-            shared.pools.retain(|id| *id != cluster_id);
+            shared.pools.discard(cluster_id);
             let message = format!(
                 "the pass did not finish within {} s: the target is not answering",
                 deadline.as_secs()
@@ -411,7 +411,7 @@ async fn bounded_pass(
     let reached = summary.end == PassEnd::Reached;
     match summary.end {
         PassEnd::Gone => {
-            shared.pools.retain(|id| *id != cluster_id);
+            shared.pools.forget(cluster_id);
             shared.reachability.forget(cluster_id);
         }
         PassEnd::Idle => {}

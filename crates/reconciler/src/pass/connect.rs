@@ -29,8 +29,9 @@ pub(super) struct Opened {
     pub observed: Observed,
 }
 
-/// Checks the target's address against the policy, takes a session from the cluster's pool,
-/// observes what the pass's objects look like there and checks that it is the cluster's server.
+/// Checks the target's address against the policy, takes a session from the pool of its admin
+/// connection, observes what the pass's objects look like there and checks that it is the
+/// cluster's server.
 pub(super) async fn open(
     shared: &Shared,
     cluster: &Cluster,
