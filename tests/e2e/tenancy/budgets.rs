@@ -1,4 +1,5 @@
-//! Attacks on the per-server session budget and on the limits that must hold across replicas.
+//! Attacks on the per-server session budget, on the sessions that the clusters of one admin
+//! connection share, and on the limits that must hold across replicas.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -123,3 +124,45 @@ async fn a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_team
     );
 }
 on_each_version!(a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes);
+
+/// Clusters registered with one admin connection share its pooled sessions (the reconciler's
+/// pools are keyed by the whole connection). A rival who knows the first team's admin login
+/// but not its secret gets neither a cluster nor those warm sessions: not by registering, not
+/// by re-pointing its own cluster, and its own cluster is left as it was.
+async fn a_guessed_admin_secret_gets_no_shared_session(major: u32) {
+    let app = TestApp::spawn(major).await;
+    // The first team's sessions are warm: a write has just been applied through them.
+    let warm = app.unique("warm");
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": warm })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["status"], "ready", "{body}");
+    let rival = Rival::register(&app, "guess").await;
+
+    let guessed = "guessed-admin-secret";
+    let stranger = app.unique("stranger_admin");
+    let mut body = app.registration(&app.unique("stranger").replace('_', "-"));
+    body["pgplane"]["password"] = json!(guessed);
+    body["pgplane"]["primary_user"] = json!(stranger);
+    body["pgplane"]["default_database"] = json!(app.unique("stranger_db"));
+    let (status, answer) = rival.call(&app, Method::POST, "/v2/databases", Some(body)).await;
+    assert_eq!(status, 422, "a registration with a guessed secret is refused: {answer}");
+    assert!(!app.role_exists(&stranger).await, "nothing was made with the guessed connection");
+
+    let mut repoint = app.registration("ignored")["pgplane"].clone();
+    repoint["host"] = json!("localhost");
+    repoint["password"] = json!(guessed);
+    repoint["primary_user"] = json!(rival.primary_user);
+    repoint["default_database"] = json!(rival.default_db);
+    let (status, answer) = rival.call(&app, Method::PUT, &rival.path("/pgplane"), Some(repoint)).await;
+    assert_eq!(status, 422, "re-pointing to a guessed secret is refused: {answer}");
+
+    // The rival's cluster still works with the connection it registered.
+    let own = app.unique("guess_own");
+    let (status, answer) =
+        rival.call(&app, Method::POST, &rival.path("/users"), Some(json!({ "name": own }))).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["user"]["status"], "ready", "{answer}");
+    assert!(app.role_exists(&own).await);
+}
+
+on_each_version!(a_guessed_admin_secret_gets_no_shared_session);
