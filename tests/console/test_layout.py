@@ -124,7 +124,13 @@ class Looker:
 
 
 def rows(driver, kind):
-    return [tr.get_attribute(f"data-{kind}") for tr in driver.find_elements(By.CSS_SELECTOR, f"tr[data-{kind}]")]
+    """The names of the table's rows of `kind`, read in one script: the console may re-render
+    the table between finding a row and reading it (a stale element)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(`tr[data-${arguments[0]}]`),"
+        " tr => tr.getAttribute(`data-${arguments[0]}`))",
+        kind,
+    )
 
 
 def every_menu_and_dialog(look, kind, names, shot_prefix, act=None):
