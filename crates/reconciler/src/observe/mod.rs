@@ -106,7 +106,7 @@ pub(crate) struct Observed {
 
 /// Runs a query through the session's statement cache: parsed and planned once per session,
 /// then one round trip per run.
-async fn query(
+pub(crate) async fn query(
     client: &ClientWrapper,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],

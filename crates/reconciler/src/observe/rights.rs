@@ -2,9 +2,11 @@
 //! `pass::rights`): whether PUBLIC holds CONNECT or TEMPORARY on each of the cluster's
 //! databases, and which of the cluster's users lack either.
 
+use deadpool_postgres::ClientWrapper;
 use pgplane_core::store::SharedRights;
 use pgplane_target_server::TargetError;
-use tokio_postgres::Client;
+
+use super::query;
 
 /// One of the cluster's databases on a shared server, as found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,23 +24,23 @@ pub(crate) struct DatabaseRights {
 /// The cluster's users (of `rights.users`) that are on the target, and the rights on its
 /// databases (`rights.databases`).
 pub(crate) async fn observe_rights(
-    client: &Client,
+    client: &ClientWrapper,
     rights: &SharedRights,
 ) -> Result<(Vec<String>, Vec<DatabaseRights>), TargetError> {
-    let present = client
-        .query(
-            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1) ORDER BY 1",
-            &[&rights.users],
-        )
-        .await?;
+    let present = query(
+        client,
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1) ORDER BY 1",
+        &[&rights.users],
+    )
+    .await?;
     let present = present.into_iter().map(|row| row.get(0)).collect();
     if rights.databases.is_empty() {
         return Ok((present, Vec::new()));
     }
     let databases: Vec<&str> = rights.databases.iter().map(|(d, _)| d.as_str()).collect();
-    let rows = client
-        .query(
-            "SELECT d.datname::text,
+    let rows = query(
+        client,
+        "SELECT d.datname::text,
                     EXISTS (SELECT 1 FROM pg_catalog.aclexplode(a.acl) e
                              WHERE e.grantee = 0 AND e.privilege_type IN ('CONNECT', 'TEMPORARY')),
                     ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles r
@@ -54,9 +56,9 @@ pub(crate) async fn observe_rights(
               CROSS JOIN LATERAL (SELECT coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba)) AS acl) a
               WHERE d.datname = ANY($1)
               ORDER BY 1",
-            &[&databases, &rights.users],
-        )
-        .await?;
+        &[&databases, &rights.users],
+    )
+    .await?;
     let found = rows
         .into_iter()
         .map(|row| {

@@ -8,6 +8,7 @@
 //! granted back by hand on a database pgplane closed are drift, revoked again. A server that
 //! stops being shared keeps its databases as they are.
 
+use deadpool_postgres::ClientWrapper;
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 use pgplane_core::Store;
@@ -28,7 +29,7 @@ use crate::plan::pass::{Action, PassPlan};
 /// when that is the server observed, the store is asked otherwise.
 pub(crate) async fn observe_shared(
     store: &Store,
-    client: &Client,
+    client: &ClientWrapper,
     cluster: &Cluster,
     observed: &Observed,
     known: Option<bool>,
