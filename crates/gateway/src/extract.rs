@@ -1,10 +1,10 @@
 //! Request extractors that turn every malformed input into a DigitalOcean-style error: JSON
 //! bodies (400 for unparsable JSON, 422 for well-formed JSON of the wrong shape, whatever the
-//! Content-Type; 413 over the size limit; 422 naming a required field that is absent), query strings (422 for any the handler's options do
-//! not accept, repeated keys included), and the cluster in a path (anything that is not a UUID
-//! of one of the caller's team's clusters is simply not found). Before any of them, control
-//! characters (NUL included) in a path (404) or a query (422) are refused for every route, so
-//! that none reaches a store query or a target.
+//! Content-Type; 413 over the size limit; 422 naming a required field that is absent), query
+//! strings (422 for any the handler's options do not accept, repeated keys included), and the
+//! cluster in a path (anything that is not a UUID of one of the caller's team's clusters is
+//! simply not found). Before any of them, control characters (NUL included) in a path (404) or
+//! a query (422) are refused for every route, so that none reaches a store query or a target.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};

@@ -39,23 +39,18 @@ struct PoolsInner {
 struct Maps {
     /// The pools, one per admin connection (few: each holds at least one session, or was
     /// made for a pass that is about to open one).
-    pools: Vec<Entry>,
+    pools: Vec<Pool>,
     /// The pool each cluster last used, for the clusters whose pool is still there.
     clusters: HashMap<Uuid, Pool>,
-}
-
-struct Entry {
-    server: ServerKey,
-    pool: Pool,
 }
 
 impl Maps {
     /// Forgets the pools `keep` does not keep (closing them) and the clusters that used them.
     fn retain_pools(&mut self, mut keep: impl FnMut(&Pool) -> bool) {
-        self.pools.retain(|entry| {
-            let kept = keep(&entry.pool);
+        self.pools.retain(|pool| {
+            let kept = keep(pool);
             if !kept {
-                entry.pool.close();
+                pool.close();
             }
             kept
         });
@@ -149,13 +144,8 @@ impl Pools {
         limits: SessionLimits,
     ) -> Result<Pool, TargetError> {
         let mut maps = self.0.maps.lock().expect("pools lock");
-        if let Some(pool) = maps.clusters.get(&cluster_id) {
-            if pool.manager().spec == *spec {
-                return Ok(pool.clone());
-            }
-        }
-        let pool = match maps.pools.iter().find(|e| e.pool.manager().spec == *spec) {
-            Some(entry) => entry.pool.clone(),
+        let pool = match maps.pools.iter().find(|pool| pool.manager().spec == *spec) {
+            Some(pool) => pool.clone(),
             None => {
                 spec.budget()?; // only a checked spec, counted against the budget, makes a pool
                 let manager = Budgeted { spec: spec.clone(), limits };
@@ -166,7 +156,7 @@ impl Pools {
                     .wait_timeout(Some(SESSION_WAIT))
                     .build()
                     .expect("pool configuration is valid");
-                maps.pools.push(Entry { server: spec.server(), pool: pool.clone() });
+                maps.pools.push(pool.clone());
                 pool
             }
         };
@@ -221,8 +211,9 @@ impl GiveWay for PoolsInner {
     /// permit there.
     fn give_way(&self, server: ServerKey) {
         let mut wanted = true;
-        for entry in self.maps.lock().expect("pools lock").pools.iter().filter(|e| e.server == server) {
-            entry.pool.retain(|_, _| !std::mem::take(&mut wanted));
+        let maps = self.maps.lock().expect("pools lock");
+        for pool in maps.pools.iter().filter(|pool| pool.manager().spec.server() == server) {
+            pool.retain(|_, _| !std::mem::take(&mut wanted));
             if !wanted {
                 break;
             }
