@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::required;
 use crate::state::AppState;
 
 /// The action name of an operation, from its method and route: `user.create`,
@@ -141,6 +142,21 @@ impl AuditNote {
     /// The request is about the object `name`.
     pub fn object(&self, name: &str) {
         self.with(|n| n.object = Some(name.to_string()));
+    }
+
+    /// The name a create request gives its new object, from the body's `field`: required (422
+    /// naming the field), noted as the request's object even when `check` then refuses it (422
+    /// saying why).
+    pub fn new_name(
+        &self,
+        name: Option<String>,
+        field: &str,
+        check: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Result<String, ApiError> {
+        let name = required(name, field)?;
+        self.object(&name);
+        check(&name).map_err(ApiError::unprocessable)?;
+        Ok(name)
     }
 
     /// The request made the cluster `id`.

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use pgplane_core::model::Cluster;
 
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::BODY_LIMIT;
@@ -50,11 +51,7 @@ pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 /// A JSON request body.
 pub(crate) struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
@@ -75,11 +72,7 @@ pub(crate) fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> 
 /// A query string, parsed into the handler's options; 422 when it does not fit them.
 pub(crate) struct ApiQuery<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
@@ -119,8 +112,31 @@ pub(crate) fn cluster_id(raw: &str) -> Result<Uuid, ApiError> {
 /// The path parameter that names a cluster.
 const CLUSTER_PARAM: &str = "database_cluster_uuid";
 
-/// The cluster the path names, if it is one of the caller's team's; 404 otherwise.
-pub(crate) struct TeamCluster(pub Cluster);
+/// The caller and the state: what a handler about the caller's team as a whole starts from
+/// (or one that reads the cluster in its path itself, with what it needs about it).
+pub(crate) struct Team {
+    pub state: AppState,
+    pub caller: Caller,
+}
+
+impl FromRequestParts<AppState> for Team {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Team { state: state.clone(), caller })
+    }
+}
+
+/// The cluster the path names, if it is one of the caller's team's (404 otherwise), with the
+/// caller, the state and the request's audit note: what every handler under
+/// `/v2/databases/{cluster}` starts from.
+pub(crate) struct TeamCluster {
+    pub state: AppState,
+    pub caller: Caller,
+    pub cluster: Cluster,
+    pub note: AuditNote,
+}
 
 impl FromRequestParts<AppState> for TeamCluster {
     type Rejection = ApiError;
@@ -131,6 +147,8 @@ impl FromRequestParts<AppState> for TeamCluster {
             RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found())?;
         let raw = params.iter().find(|(key, _)| *key == CLUSTER_PARAM).map(|(_, value)| value);
         let id = cluster_id(raw.ok_or_else(ApiError::not_found)?)?;
-        Ok(TeamCluster(state.store.get_cluster(caller.team_id, id).await?))
+        let cluster = state.store.get_cluster(caller.team_id, id).await?;
+        let Ok(note) = AuditNote::from_request_parts(parts, state).await;
+        Ok(TeamCluster { state: state.clone(), caller, cluster, note })
     }
 }

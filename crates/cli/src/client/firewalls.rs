@@ -7,27 +7,25 @@ use anyhow::bail;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::str::FromStr;
 
 use super::api::Api;
-use super::list;
 use super::output::{OutputArgs, FIREWALL_RULE};
+use super::{list, ClusterAt};
 
 #[derive(Subcommand)]
 pub(super) enum FirewallsCommand {
     /// List the firewall rules of a cluster.
     #[command(visible_alias = "ls")]
-    List {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    List(ClusterAt),
     /// Add a firewall rule to those of a cluster.
     #[command(visible_alias = "a")]
     Append {
         #[arg(value_name = "cluster-id")]
         cluster_id: String,
         /// The rule, as type:value (ip_addr:192.168.1.1 or ip_addr:10.0.0.0/8).
-        #[arg(long, value_name = "type:value", value_parser = parse_rule)]
-        rule: Value,
+        #[arg(long, value_name = "type:value")]
+        rule: Rule,
     },
     /// Remove a firewall rule from those of a cluster.
     #[command(visible_alias = "rm")]
@@ -44,23 +42,18 @@ pub(super) enum FirewallsCommand {
         #[arg(value_name = "cluster-id")]
         cluster_id: String,
         /// The rules, as type:value, separated by commas or with the flag repeated.
-        #[arg(
-            long = "rule",
-            alias = "rules",
-            value_name = "type:value",
-            value_delimiter = ',',
-            required = true,
-            value_parser = parse_rule
-        )]
-        rules: Vec<Value>,
+        #[arg(long, alias = "rules", value_name = "type:value", value_delimiter = ',', required = true)]
+        rule: Vec<Rule>,
     },
 }
 
 pub(super) async fn run(api: &Api, out: &OutputArgs, command: FirewallsCommand) -> anyhow::Result<()> {
     match command {
-        FirewallsCommand::List { cluster_id } => list(api, out, &FIREWALL_RULE, &path(&cluster_id)).await,
+        FirewallsCommand::List(ClusterAt { cluster_id }) => {
+            list(api, out, &FIREWALL_RULE, &path(&cluster_id)).await
+        }
         FirewallsCommand::Append { cluster_id, rule } => {
-            let mut rules = vec![rule];
+            let mut rules = vec![rule.0];
             rules.extend(current_rules(api, &cluster_id).await?);
             replace(api, out, &cluster_id, rules).await
         }
@@ -73,7 +66,9 @@ pub(super) async fn run(api: &Api, out: &OutputArgs, command: FirewallsCommand) 
             }
             replace(api, out, &cluster_id, rules).await
         }
-        FirewallsCommand::Replace { cluster_id, rules } => replace(api, out, &cluster_id, rules).await,
+        FirewallsCommand::Replace { cluster_id, rule } => {
+            replace(api, out, &cluster_id, rule.into_iter().map(|r| r.0).collect()).await
+        }
     }
 }
 
@@ -94,13 +89,21 @@ async fn replace(api: &Api, out: &OutputArgs, cluster_id: &str, rules: Vec<Value
     list(api, out, &FIREWALL_RULE, &path(cluster_id)).await
 }
 
-/// Parses `type:value` (split at the first colon, so `ip_addr:::1` is an IPv6 address).
-fn parse_rule(raw: &str) -> Result<Value, String> {
-    match raw.split_once(':') {
-        Some((kind, value)) if !kind.is_empty() && !value.is_empty() => {
-            Ok(json!({ "type": kind, "value": value }))
+/// A rule given as `type:value`, as the API takes it.
+#[derive(Clone, Debug)]
+pub(super) struct Rule(Value);
+
+impl FromStr for Rule {
+    type Err = String;
+
+    /// Splits at the first colon, so that `ip_addr:::1` is an IPv6 address.
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw.split_once(':') {
+            Some((kind, value)) if !kind.is_empty() && !value.is_empty() => {
+                Ok(Rule(json!({ "type": kind, "value": value })))
+            }
+            _ => Err(format!("{raw:?} is not a type:value pair (for example ip_addr:192.168.1.1)")),
         }
-        _ => Err(format!("{raw:?} is not a type:value pair (for example ip_addr:192.168.1.1)")),
     }
 }
 
@@ -110,12 +113,10 @@ mod tests {
 
     #[test]
     fn rules_are_split_at_their_first_colon() {
-        assert_eq!(parse_rule("ip_addr:::1").unwrap(), json!({ "type": "ip_addr", "value": "::1" }));
-        assert_eq!(
-            parse_rule("ip_addr:10.0.0.0/8").unwrap(),
-            json!({ "type": "ip_addr", "value": "10.0.0.0/8" })
-        );
-        assert!(parse_rule("10.0.0.1").is_err());
-        assert!(parse_rule("ip_addr:").is_err());
+        let rule = |raw: &str| raw.parse::<Rule>().map(|r| r.0);
+        assert_eq!(rule("ip_addr:::1").unwrap(), json!({ "type": "ip_addr", "value": "::1" }));
+        assert_eq!(rule("ip_addr:10.0.0.0/8").unwrap(), json!({ "type": "ip_addr", "value": "10.0.0.0/8" }));
+        assert!(rule("10.0.0.1").is_err());
+        assert!(rule("ip_addr:").is_err());
     }
 }

@@ -75,10 +75,7 @@ enum DatabasesCommand {
     List,
     /// Show a database cluster, with its connection URI.
     #[command(visible_alias = "g")]
-    Get {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    Get(ClusterAt),
     /// Register an existing PostgreSQL server as a database cluster.
     #[command(visible_alias = "c")]
     Create(Box<CreateCluster>),
@@ -94,16 +91,10 @@ enum DatabasesCommand {
     /// Show the CA certificate clients verify the cluster's server with (PEM; base64 in JSON,
     /// as doctl's).
     #[command(visible_alias = "gc")]
-    GetCa {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    GetCa(ClusterAt),
     /// Show what the reconciler would do on the cluster's server right now, statement by
     /// statement (passwords redacted), drift it would repair marked.
-    Plan {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    Plan(ClusterAt),
     /// Manage the users of a database cluster.
     #[command(visible_alias = "u")]
     User {
@@ -183,6 +174,13 @@ struct CreateCluster {
     /// Only say what registering would create, adopt or refuse on the server; change nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+/// A cluster, named by its id.
+#[derive(Args)]
+struct ClusterAt {
+    #[arg(value_name = "cluster-id")]
+    cluster_id: String,
 }
 
 /// A user, named by its cluster and its name.
@@ -278,10 +276,7 @@ enum UserCommand {
     },
     /// Show a user, with its password.
     #[command(visible_alias = "g")]
-    Get {
-        #[command(flatten)]
-        at: UserAt,
-    },
+    Get(UserAt),
     /// Create a user (LOGIN, nothing more) with a generated password.
     #[command(visible_alias = "c")]
     Create {
@@ -321,10 +316,7 @@ enum UserCommand {
         clear_parameters: bool,
     },
     /// Show the access level a user holds per database.
-    Access {
-        #[command(flatten)]
-        at: UserAt,
-    },
+    Access(UserAt),
     /// Give a user an access level on a database (replacing the one it had there).
     Grant {
         #[command(flatten)]
@@ -356,10 +348,7 @@ enum UserCommand {
     },
     /// Show what a user owns and the privileges it holds, per database, read live.
     #[command(visible_alias = "deps")]
-    Dependencies {
-        #[command(flatten)]
-        at: UserAt,
-    },
+    Dependencies(UserAt),
     /// Delete a user; what it owns goes to the primary user or `--reassign-to`. Unless forced,
     /// shows what it owns first and asks.
     #[command(visible_alias = "rm")]
@@ -382,22 +371,13 @@ enum UserCommand {
 enum DbCommand {
     /// List the databases of a cluster.
     #[command(visible_alias = "ls")]
-    List {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    List(ClusterAt),
     /// Show a database.
     #[command(visible_alias = "g")]
-    Get {
-        #[command(flatten)]
-        at: DbAt,
-    },
+    Get(DbAt),
     /// Create a database, owned by the primary user.
     #[command(visible_alias = "c")]
-    Create {
-        #[command(flatten)]
-        at: DbAt,
-    },
+    Create(DbAt),
     /// Delete a database, even with clients connected to it.
     #[command(visible_alias = "rm")]
     Delete {
@@ -451,7 +431,7 @@ async fn run_databases(global: GlobalArgs, command: DatabasesCommand) -> anyhow:
     let out = &global.output;
     match command {
         DatabasesCommand::List => list(&api, out, &CLUSTER, &["databases"]).await,
-        DatabasesCommand::Get { cluster_id } => {
+        DatabasesCommand::Get(ClusterAt { cluster_id }) => {
             show(&api, out, &CLUSTER, Method::GET, &["databases", &cluster_id], None).await
         }
         DatabasesCommand::Create(create) if create.dry_run => {
@@ -465,8 +445,8 @@ async fn run_databases(global: GlobalArgs, command: DatabasesCommand) -> anyhow:
         DatabasesCommand::Delete { cluster_id, force } => {
             delete(&api, &CLUSTER, &cluster_id, force, &["databases", &cluster_id]).await
         }
-        DatabasesCommand::GetCa { cluster_id } => show_ca(&api, out, &cluster_id).await,
-        DatabasesCommand::Plan { cluster_id } => preview::show_plan(&api, out, &cluster_id).await,
+        DatabasesCommand::GetCa(ClusterAt { cluster_id }) => show_ca(&api, out, &cluster_id).await,
+        DatabasesCommand::Plan(ClusterAt { cluster_id }) => preview::show_plan(&api, out, &cluster_id).await,
         DatabasesCommand::User { command } => run_user(&api, out, command).await,
         DatabasesCommand::Db { command } => run_db(&api, out, command).await,
         DatabasesCommand::Pool { command } => pools::run(&api, out, command).await,
@@ -487,7 +467,7 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
                 .await?;
             out.print_list(&USER, &answer[USER.many])
         }
-        UserCommand::Get { at: UserAt { cluster_id, user_name } } => {
+        UserCommand::Get(UserAt { cluster_id, user_name }) => {
             let path = ["databases", &cluster_id, "users", &user_name];
             show(api, out, &USER, Method::GET, &path, None).await
         }
@@ -520,7 +500,7 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             let given = settings.add_to(json!({ "pg_allow_replication": replication }), clear_parameters)?;
             show(api, out, &USER, Method::PUT, &path, Some(json!({ "settings": given }))).await
         }
-        UserCommand::Access { at: UserAt { cluster_id, user_name } } => {
+        UserCommand::Access(UserAt { cluster_id, user_name }) => {
             list(api, out, &ACCESS, &["databases", &cluster_id, "users", &user_name, "access"]).await
         }
         UserCommand::Grant { at: UserAt { cluster_id, user_name }, db_name, level } => {
@@ -547,7 +527,7 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
             };
             show(api, out, &USER, Method::POST, &path, Some(body)).await
         }
-        UserCommand::Dependencies { at: UserAt { cluster_id, user_name } } => {
+        UserCommand::Dependencies(UserAt { cluster_id, user_name }) => {
             preview::show_dependencies(api, out, &cluster_id, &user_name).await
         }
         UserCommand::Delete {
@@ -564,12 +544,14 @@ async fn run_user(api: &Api, out: &OutputArgs, command: UserCommand) -> anyhow::
 
 async fn run_db(api: &Api, out: &OutputArgs, command: DbCommand) -> anyhow::Result<()> {
     match command {
-        DbCommand::List { cluster_id } => list(api, out, &DB, &["databases", &cluster_id, "dbs"]).await,
-        DbCommand::Get { at: DbAt { cluster_id, db_name } } => {
+        DbCommand::List(ClusterAt { cluster_id }) => {
+            list(api, out, &DB, &["databases", &cluster_id, "dbs"]).await
+        }
+        DbCommand::Get(DbAt { cluster_id, db_name }) => {
             let path = ["databases", &cluster_id, "dbs", &db_name];
             show(api, out, &DB, Method::GET, &path, None).await
         }
-        DbCommand::Create { at: DbAt { cluster_id, db_name } } => {
+        DbCommand::Create(DbAt { cluster_id, db_name }) => {
             let path = ["databases", &cluster_id, "dbs"];
             let body = json!({ "name": db_name });
             show(api, out, &DB, Method::POST, &path, Some(body)).await

@@ -8,22 +8,16 @@ use serde_json::{json, Value};
 
 use super::api::Api;
 use super::output::{OutputArgs, POOL};
-use super::{delete, list, show};
+use super::{delete, list, show, ClusterAt};
 
 #[derive(Subcommand)]
 pub(super) enum PoolCommand {
     /// List the connection pools of a cluster.
     #[command(visible_alias = "ls")]
-    List {
-        #[arg(value_name = "cluster-id")]
-        cluster_id: String,
-    },
+    List(ClusterAt),
     /// Show a connection pool.
     #[command(visible_alias = "g")]
-    Get {
-        #[command(flatten)]
-        at: PoolAt,
-    },
+    Get(PoolAt),
     /// Create a connection pool: clients connect to a database named as the pool.
     #[command(visible_alias = "c")]
     Create {
@@ -89,8 +83,10 @@ impl PoolAt {
 
 pub(super) async fn run(api: &Api, out: &OutputArgs, command: PoolCommand) -> anyhow::Result<()> {
     match command {
-        PoolCommand::List { cluster_id } => list(api, out, &POOL, &["databases", &cluster_id, "pools"]).await,
-        PoolCommand::Get { at } => show(api, out, &POOL, Method::GET, &at.path(), None).await,
+        PoolCommand::List(ClusterAt { cluster_id }) => {
+            list(api, out, &POOL, &["databases", &cluster_id, "pools"]).await
+        }
+        PoolCommand::Get(at) => show(api, out, &POOL, Method::GET, &at.path(), None).await,
         PoolCommand::Create { at, mode, size, db, user } => {
             let body = json!({ "name": at.pool_name, "mode": mode, "size": size, "db": db, "user": user });
             show(api, out, &POOL, Method::POST, &["databases", &at.cluster_id, "pools"], Some(body)).await

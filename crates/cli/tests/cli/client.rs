@@ -31,6 +31,18 @@ impl Run {
         &self.stderr
     }
 
+    /// Asserts failure as [`Run::failed`] with one line on stderr that starts with `prefix`
+    /// and contains each of `needles`; returns that line.
+    pub fn refused(&self, prefix: &str, needles: &[&str]) -> &str {
+        let stderr = self.failed();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(prefix), "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{stderr} (expected {needle:?})");
+        }
+        stderr.trim_end()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(self.ok()).expect("JSON output")
     }
@@ -45,6 +57,13 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    /// A pgplane with a cluster on PostgreSQL 15, and the binary pointed at it.
+    pub async fn spawn() -> (TestApp, Self) {
+        let app = TestApp::spawn(15).await;
+        let cli = Self::new(&app);
+        (app, cli)
+    }
+
     pub fn new(app: &TestApp) -> Self {
         Self {
             api_url: app.base_url.clone(),
@@ -112,17 +131,9 @@ fn sorted_lines(text: &str) -> Vec<&str> {
     lines
 }
 
-/// Asserts a one-line error message starting with `prefix`; returns it.
-pub(crate) fn one_error_line<'a>(stderr: &'a str, prefix: &str) -> &'a str {
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with(prefix), "{stderr}");
-    stderr.trim_end()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_created_listed_shown_and_reset() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let name = app.unique("cli_user");
 
@@ -181,8 +192,7 @@ async fn users_are_created_listed_shown_and_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_limits_and_parameters_are_set_shown_and_changed() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let db = app.default_db.as_str();
     let name = app.unique("tuned");
@@ -238,14 +248,12 @@ async fn user_limits_and_parameters_are_set_shown_and_changed() {
     assert_eq!(app.target_strings(on_target, &[&name]).await, ["-1"]);
 
     let bad = cli.run(&["databases", "user", "update", id, &name, "--parameter", "role=postgres"]).await;
-    let line = one_error_line(bad.failed(), "Error: PUT ");
-    assert!(line.contains("parameter \"role\" cannot be set"), "{line}");
+    bad.refused("Error: PUT ", &["parameter \"role\" cannot be set"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiries_and_leases_are_set_listed_and_renewed() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let (lease, plain) = (app.unique("job"), app.unique("plain"));
     app.create_user(&plain).await;
@@ -310,14 +318,12 @@ async fn expiries_and_leases_are_set_listed_and_renewed() {
     assert_eq!(table(rotated.ok()), [vec![format!("{plain}_alt"), plain.clone()]]);
 
     let bad = cli.run(&["databases", "user", "renew", id, &plain]).await;
-    let line = one_error_line(bad.failed(), "Error: POST ");
-    assert!(line.contains("not a lease"), "{line}");
+    bad.refused("Error: POST ", &["not a lease"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_levels_are_granted_shown_and_revoked() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let (shop, books) = (app.unique("shop"), app.unique("books"));
     app.create_db(&shop).await;
@@ -352,13 +358,12 @@ async fn access_levels_are_granted_shown_and_revoked() {
     assert_eq!(shown.json(), serde_json::json!([{ "database": books, "level": "read_only" }]));
 
     let bad = cli.run(&["databases", "user", "grant", id, &name, "nowhere", "--level", "read_only"]).await;
-    one_error_line(bad.failed(), "Error: PUT ");
+    bad.refused("Error: PUT ", &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_are_created_listed_shown_and_deleted() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let plain = app.unique("cli_db");
     // Path segments are percent-encoded: this name has '/', '?', '%', quotes and Unicode.
@@ -388,15 +393,13 @@ async fn databases_are_created_listed_shown_and_deleted() {
         assert_eq!(deleted.ok(), "");
         assert!(!app.database_exists(name).await, "{name}");
         let gone = cli.run(&["databases", "db", "get", id, name]).await;
-        let line = one_error_line(gone.failed(), "Error: GET ");
-        assert!(line.contains(": 404 "), "{line}");
+        gone.refused("Error: GET ", &[": 404 "]);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_need_force_without_a_terminal() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let name = format!("o'dd us\"er/?%ü_{}", app.suffix);
     let db = app.unique("keep_db");
@@ -433,20 +436,18 @@ async fn deletes_need_force_without_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_one_clear_line() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let unknown = "00000000-0000-4000-8000-000000000000";
 
     let missing = cli.run(&["databases", "user", "list", unknown]).await;
-    let line = one_error_line(missing.failed(), "Error: GET ");
+    let line = missing.refused("Error: GET ", &[]);
     let url = format!("{}/v2/databases/{unknown}/users", app.base_url);
     assert!(line.starts_with(&format!("Error: GET {url}: 404 (request \"")), "{line}");
     assert!(line.ends_with("The resource you requested could not be found."), "{line}");
 
     // reset looks the cluster up first, as doctl does.
     let reset = cli.run(&["databases", "user", "reset", unknown, "someone"]).await;
-    let line = one_error_line(reset.failed(), "Error: GET ");
-    assert!(line.contains(&format!("/v2/databases/{unknown}: 404 ")), "{line}");
+    reset.refused("Error: GET ", &[&format!("/v2/databases/{unknown}: 404 ")]);
 
     let json = cli.run(&["databases", "get", unknown, "-o", "json"]).await;
     let error: Value = serde_json::from_str(json.failed()).expect("a JSON error");
@@ -455,8 +456,7 @@ async fn errors_are_one_clear_line() {
 
     let primary =
         cli.run(&["databases", "user", "delete", &app.cluster_id, &app.primary_user, "--force"]).await;
-    let line = one_error_line(primary.failed(), "Error: DELETE ");
-    assert!(line.contains(": 422 ") && line.contains("primary user"), "{line}");
+    primary.refused("Error: DELETE ", &[": 422 ", "primary user"]);
     assert!(app.role_exists(&app.primary_user).await);
 
     let wrong_token = "pgp_wrongid_wrongsecret";
@@ -467,8 +467,7 @@ async fn errors_are_one_clear_line() {
             &[("PGPLANE_ACCESS_TOKEN", wrong_token)],
         )
         .await;
-    let line = one_error_line(refused.failed(), "Error: GET ");
-    assert!(line.contains(": 401 "), "{line}");
+    refused.refused("Error: GET ", &[": 401 "]);
     assert!(!line.contains(wrong_token), "the token is never printed: {line}");
 
     let port = free_port();
@@ -480,19 +479,17 @@ async fn errors_are_one_clear_line() {
             &[("PGPLANE_ACCESS_TOKEN", &app.token)],
         )
         .await;
-    let line = one_error_line(unreachable.failed(), "Error: GET ");
-    assert!(line.contains(&format!("cannot reach the pgplane API at {unreachable_url}")), "{line}");
+    unreachable.refused("Error: GET ", &[&format!("cannot reach the pgplane API at {unreachable_url}")]);
     assert!(!line.contains(&app.token), "the token is never printed: {line}");
 
     let typo = cli.run(&["databases", "user", "create", &app.cluster_id, "never", "--format", "Nme"]).await;
-    one_error_line(typo.failed(), "Error: unknown column \"Nme\"");
+    typo.refused("Error: unknown column \"Nme\"", &[]);
     assert!(!app.role_exists("never").await, "nothing is created on a bad --format");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_flags_come_before_the_subcommand_as_in_doctl() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
 
     let listed =
@@ -554,8 +551,7 @@ async fn global_flags_come_before_the_subcommand_as_in_doctl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_init_saves_a_private_config_that_later_commands_use() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let path = cli.config_path();
 
     let saved =
@@ -607,8 +603,7 @@ async fn auth_init_saves_a_private_config_that_later_commands_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_are_listed_shown_registered_and_unregistered() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let name = format!("c-{}", app.suffix);
 
@@ -704,8 +699,7 @@ async fn clusters_are_listed_shown_registered_and_unregistered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_user_shows_what_it_owns_and_hands_it_to_the_heir() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let owner = app.unique("cli_owner");
     let heir = app.unique("cli_heir");

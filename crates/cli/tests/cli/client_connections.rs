@@ -8,7 +8,7 @@ use std::time::Duration;
 use pgplane_testkit::{AppOptions, TestApp};
 use serde_json::{json, Value};
 
-use crate::client::{one_error_line, table, Cli, Run};
+use crate::client::{table, Cli, Run};
 
 /// `pool create`, tried again while the pooler has not registered the cluster's server yet.
 async fn create_pool(cli: &Cli, args: &[&str]) -> Run {
@@ -102,8 +102,7 @@ async fn pools_are_created_listed_shown_updated_and_deleted() {
     assert_eq!(pool_in_api(&app, &name).await["user"], "");
 
     let bad = cli.run(&["databases", "pool", "update", id, &name, "--mode", "sometimes"]).await;
-    let line = one_error_line(bad.failed(), "Error: PUT ");
-    assert!(line.contains(": 422 ") && line.contains("sometimes"), "{line}");
+    bad.refused("Error: PUT ", &[": 422 ", "sometimes"]);
 
     // A delete asks first, as the other deletes do.
     let refused = cli.run(&["databases", "pool", "delete", id, &name]).await;
@@ -112,7 +111,7 @@ async fn pools_are_created_listed_shown_updated_and_deleted() {
     assert_eq!(cli.run(&["databases", "pool", "rm", id, &name, "--force"]).await.ok(), "");
     assert_eq!(app.get(&app.cluster_path(&format!("/pools/{name}"))).await.0, 404);
     let gone = cli.run(&["databases", "pool", "get", id, &name]).await;
-    assert!(one_error_line(gone.failed(), "Error: GET ").contains(": 404 "), "{}", gone.stderr);
+    gone.refused("Error: GET ", &[": 404 "]);
     let closed =
         app.eventually(Duration::from_secs(30), || async { current_user_through(&uri).await.is_err() });
     assert!(closed.await, "the deleted pool still lets clients in");
@@ -120,8 +119,7 @@ async fn pools_are_created_listed_shown_updated_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firewall_rules_are_appended_listed_removed_and_replaced() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let id = app.cluster_id.as_str();
     let rules_in_api = || async {
         let (status, body) = app.get(&app.cluster_path("/firewall")).await;
@@ -158,7 +156,7 @@ async fn firewall_rules_are_appended_listed_removed_and_replaced() {
     assert_eq!(table(removed.ok())[1][2..], ["ip_addr", "10.1.0.0/16"]);
     assert_eq!(rules_in_api().await, ["10.1.0.0/16"]);
     let unknown = cli.run(&["databases", "firewalls", "rm", id, "--uuid", &first_uuid]).await;
-    one_error_line(unknown.failed(), "Error: cluster ");
+    unknown.refused("Error: cluster ", &[]);
 
     let replaced = cli
         .run(&[
@@ -177,8 +175,7 @@ async fn firewall_rules_are_appended_listed_removed_and_replaced() {
 
     // Only ip_addr rules: the API's refusal, passed through; nothing changes.
     let tag = cli.run(&["databases", "firewalls", "append", id, "--rule", "tag:backend"]).await;
-    let line = one_error_line(tag.failed(), "Error: PUT ");
-    assert!(line.contains(": 422 ") && line.contains("\"tag\" is not supported"), "{line}");
+    tag.refused("Error: PUT ", &[": 422 ", "\"tag\" is not supported"]);
     assert_eq!(rules_in_api().await, ["192.168.1.1/32", "::1/128"]);
     let malformed = cli.run(&["databases", "firewalls", "replace", id, "--rule", "127.0.0.1"]).await;
     assert_eq!(malformed.code, Some(2), "{}", malformed.stderr);
@@ -187,11 +184,9 @@ async fn firewall_rules_are_appended_listed_removed_and_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_certificate_is_printed_as_pem_or_a_missing_one_is_one_error_line() {
-    let app = TestApp::spawn(15).await;
-    let cli = Cli::new(&app);
+    let (app, cli) = Cli::spawn().await;
     let missing = cli.run(&["databases", "get-ca", &app.cluster_id]).await;
-    let line = one_error_line(missing.failed(), "Error: GET ");
-    assert!(line.contains("/ca: 404 ") && line.contains("has no CA certificate"), "{line}");
+    missing.refused("Error: GET ", &["/ca: 404 ", "has no CA certificate"]);
 
     // A cluster registered with a CA certificate (kept, though sslmode disable does not use it).
     let mut app = TestApp::spawn_with(AppOptions { register: false, ..AppOptions::default() }).await;

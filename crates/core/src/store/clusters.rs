@@ -85,18 +85,21 @@ impl std::fmt::Debug for AdminConnection {
 pub struct NewCluster {
     pub team_id: Uuid,
     pub name: String,
+    // What pgplane makes on the server: its primary user and default database.
+    pub primary_user: String,
+    pub primary_credentials: Credentials,
+    pub default_database: String,
+    // The server, as the probe found it.
+    pub admin: AdminConnection,
+    /// The server's identity ([`crate::model::server_id`]).
+    pub server_id: String,
+    pub server_version_num: i32,
+    pub server_version: String,
+    // DigitalOcean's descriptions, kept and shown as given.
     pub region: String,
     pub size: String,
     pub num_nodes: i32,
     pub tags: Vec<String>,
-    pub admin: AdminConnection,
-    pub primary_user: String,
-    pub primary_credentials: Credentials,
-    pub default_database: String,
-    pub server_version_num: i32,
-    pub server_version: String,
-    /// The server's identity ([`crate::model::server_id`]), read by the probe.
-    pub server_id: String,
     /// Its first trusted sources (DigitalOcean's create request takes them).
     pub rules: Vec<NewFirewallRule>,
 }

@@ -150,7 +150,7 @@ pub use objects::ObjectCounts;
 pub use pools::{
     PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
 };
-pub use reconcile::{DueCluster, ObjectOutcome, PassCluster};
+pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster};
 pub use retention::EventLog;
 pub use rights::SharedRights;
 pub use rotation::Rotation;

@@ -114,8 +114,33 @@ impl Store {
     /// server, when its database or user is not the cluster's, or when the server's pools
     /// would use more server connections than the pooler allows).
     pub async fn create_pool(&self, cluster: &Cluster, name: &str, spec: &PoolSpec) -> Result<Pool> {
+        self.save_pool(cluster, name, spec, false).await
+    }
+
+    /// Replaces a pool's mode, size, database and user (404 when there is none; 422 as for
+    /// creation).
+    pub async fn update_pool(&self, cluster: &Cluster, name: &str, spec: &PoolSpec) -> Result<Pool> {
+        self.save_pool(cluster, name, spec, true).await
+    }
+
+    /// Writes a pool (`replace`: the one of that name, which must exist; otherwise a new one,
+    /// whose name must be free), giving the cluster a listener port on its first pool, and
+    /// tells the poolers.
+    async fn save_pool(&self, cluster: &Cluster, name: &str, spec: &PoolSpec, replace: bool) -> Result<Pool> {
         let mut tx = self.pool.begin().await?;
-        let (first, last) = self.check_pool(&mut tx, cluster, None, spec).await?;
+        let (first, last) = self.check_pool(&mut tx, cluster, replace.then_some(name), spec).await?;
+        if replace {
+            // Locked until the end (after the budget, as a create takes them), so that the pool
+            // cannot be deleted in between.
+            sqlx::query!(
+                "select 1 as found from cluster_pools where cluster_id = $1 and name = $2 for update",
+                cluster.cluster_id,
+                name
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound("pool"))?;
+        }
         let port: Option<i32> =
             sqlx::query_scalar!("select port from pool_listeners where cluster_id = $1", cluster.cluster_id)
                 .fetch_optional(&mut *tx)
@@ -148,11 +173,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // A new pool is inserted, an existing one replaced (its generation moves on); a create
+        // that meets an existing name writes nothing and finds no row.
         let pool = sqlx::query_as!(
             Pool,
             r#"insert into cluster_pools (cluster_id, name, mode, size, database_name, user_name)
                values ($1, $2, $3, $4, $5, $6)
-               on conflict (cluster_id, name) do nothing
+               on conflict (cluster_id, name) do update
+                  set mode = excluded.mode, size = excluded.size, database_name = excluded.database_name,
+                      user_name = excluded.user_name, generation = cluster_pools.generation + 1, updated_at = now()
+                where $7
                returning cluster_id, name, mode as "mode: PoolMode", size, database_name, user_name,
                          generation, applied_generation, last_error, created_at, updated_at"#,
             cluster.cluster_id,
@@ -160,39 +190,12 @@ impl Store {
             spec.mode as _,
             spec.size,
             spec.database_name,
-            spec.user_name
+            spec.user_name,
+            replace
         )
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::Conflict(format!("a pool named {name:?} already exists in this cluster")))?;
-        announce(&mut tx, cluster.cluster_id).await?;
-        tx.commit().await?;
-        Ok(pool)
-    }
-
-    /// Replaces a pool's mode, size, database and user (404 when there is none; 422 as for
-    /// creation).
-    pub async fn update_pool(&self, cluster: &Cluster, name: &str, spec: &PoolSpec) -> Result<Pool> {
-        let mut tx = self.pool.begin().await?;
-        self.check_pool(&mut tx, cluster, Some(name), spec).await?;
-        let pool = sqlx::query_as!(
-            Pool,
-            r#"update cluster_pools
-                  set mode = $3, size = $4, database_name = $5, user_name = $6,
-                      generation = generation + 1, updated_at = now()
-                where cluster_id = $1 and name = $2
-            returning cluster_id, name, mode as "mode: PoolMode", size, database_name, user_name,
-                      generation, applied_generation, last_error, created_at, updated_at"#,
-            cluster.cluster_id,
-            name,
-            spec.mode as _,
-            spec.size,
-            spec.database_name,
-            spec.user_name
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("pool"))?;
         announce(&mut tx, cluster.cluster_id).await?;
         tx.commit().await?;
         Ok(pool)

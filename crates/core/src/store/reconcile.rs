@@ -51,6 +51,18 @@ pub struct PassCluster {
     pub has_access: bool,
 }
 
+/// What [`Store::mark`] records on named rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Users or databases pgplane is about to create (the CREATE is issued next), so that a
+    /// crash between the CREATE and its outcome does not make pgplane disown them.
+    Claimed(ObjectKind),
+    /// Users whose alternate logins pgplane is about to create (named by those logins).
+    AlternateClaimed,
+    /// Databases closed to PUBLIC.
+    ClosedToPublic,
+}
+
 impl Store {
     /// Clusters that need a pass now: their desired state changed since the last converged pass,
     /// a user of theirs expired (or a rotation's grace ended) and its sessions are still to
@@ -140,18 +152,23 @@ impl Store {
         }))
     }
 
-    /// Records, before CREATE is issued, that pgplane is about to create these objects, so
-    /// that a crash between the CREATE and its outcome does not make pgplane disown them.
-    pub async fn claim(&self, kind: ObjectKind, cluster_id: Uuid, names: &[&str]) -> Result<()> {
+    /// Records on named rows of a cluster something a pass did or is about to do (see
+    /// [`Mark`]); rows marked already are left alone.
+    pub async fn mark(&self, cluster_id: Uuid, mark: Mark, names: &[&str]) -> Result<()> {
         if names.is_empty() {
             return Ok(());
         }
-        macro_rules! claim {
-            ($table:literal) => {
+        macro_rules! set {
+            ($table:literal, $flag:literal, $key:literal) => {
                 sqlx::query!(
                     "update "
                         + $table
-                        + " set claimed = true where cluster_id = $1 and name = any($2) and not claimed",
+                        + " set "
+                        + $flag
+                        + " = true where cluster_id = $1 and "
+                        + $key
+                        + " = any($2) and not "
+                        + $flag,
                     cluster_id,
                     names as &[&str]
                 )
@@ -159,27 +176,12 @@ impl Store {
                 .await?
             };
         }
-        match kind {
-            ObjectKind::User => claim!("cluster_users"),
-            ObjectKind::Database => claim!("cluster_databases"),
+        match mark {
+            Mark::Claimed(ObjectKind::User) => set!("cluster_users", "claimed", "name"),
+            Mark::Claimed(ObjectKind::Database) => set!("cluster_databases", "claimed", "name"),
+            Mark::AlternateClaimed => set!("cluster_users", "alternate_claimed", "alternate_login"),
+            Mark::ClosedToPublic => set!("cluster_databases", "closed_to_public", "name"),
         };
-        Ok(())
-    }
-
-    /// Records, before their CREATE is issued, that pgplane is about to create these users'
-    /// alternate logins (see [`Store::claim`]).
-    pub async fn claim_alternates(&self, cluster_id: Uuid, logins: &[&str]) -> Result<()> {
-        if logins.is_empty() {
-            return Ok(());
-        }
-        sqlx::query!(
-            "update cluster_users set alternate_claimed = true
-              where cluster_id = $1 and alternate_login = any($2) and not alternate_claimed",
-            cluster_id,
-            logins as &[&str]
-        )
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 

@@ -56,22 +56,6 @@ impl Store {
         Ok(SharedRights { users, databases })
     }
 
-    /// Records that databases of a cluster have been closed to PUBLIC.
-    pub async fn record_closed_to_public(&self, cluster_id: Uuid, databases: &[&str]) -> Result<()> {
-        if databases.is_empty() {
-            return Ok(());
-        }
-        sqlx::query!(
-            "update cluster_databases set closed_to_public = true
-              where cluster_id = $1 and name = any($2) and not closed_to_public",
-            cluster_id,
-            databases as &[&str]
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Wakes the cluster already on `server_id` for a full pass when `cluster_id` joining the
     /// server makes it shared: its databases are closed to PUBLIC at once. On a server shared
     /// already, every pass keeps the databases closed: nobody needs waking.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use pgplane_core::access::AccessLevel;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle};
@@ -115,8 +115,7 @@ async fn answer(state: &AppState, cluster: &Cluster, user: &User) -> Result<Json
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_get_user_access", tag = "Users",
     responses((status = 200, description = "The user's levels", body = AccessResponse)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<AccessResponse>, ApiError> {
     let user = state.store.get_user(cluster.cluster_id, &name).await?;
@@ -126,14 +125,11 @@ pub(super) async fn get(
 /// Replace the access levels a user holds per database (pgplane extension); databases left
 /// out lose the user's access. Answers once the target has them (or `pending`).
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}/access", operation_id = "databases_update_user_access", tag = "Users", request_body = PutAccess,
-    responses(
-        (status = 200, description = "The user's levels (status `pending` with `last_error` if the target could not be reached in time)", body = AccessResponse),
+    responses((status = 200, description = "The user's levels (status `pending` with `last_error` if the target could not be reached in time)", body = AccessResponse),
         ChangesUser,
-        (status = 422, description = "Missing `access`, an unknown level or database, a database listed twice, or the primary user", body = ErrorBody),
-    ))]
+        (status = 422, description = "Missing `access`, an unknown level or database, a database listed twice, or the primary user", body = ErrorBody)))]
 pub(super) async fn put(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutAccess>,
 ) -> Result<Json<AccessResponse>, ApiError> {

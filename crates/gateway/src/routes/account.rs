@@ -51,9 +51,7 @@ pub(crate) struct AccountResponse {
 
 /// The caller's account and token: its team and the scopes it holds.
 #[utoipa::path(get, path = "/v2/account", operation_id = "account_get", tag = "Account",
-    responses(
-        (status = 200, description = "The caller's account and token", body = AccountResponse),
-    ))]
+    responses((status = 200, description = "The caller's account and token", body = AccountResponse)))]
 pub(super) async fn get(caller: Caller) -> Json<AccountResponse> {
     Json(AccountResponse {
         account: AccountView {

@@ -1,15 +1,12 @@
 //! `/v2/audit_events` (a pgplane extension): the caller's team's audit log, newest first.
 
-use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
-use crate::state::AppState;
+use crate::extract::{ApiQuery, Team};
 use crate::views::rfc3339;
 
 #[derive(Deserialize, IntoParams)]
@@ -47,13 +44,9 @@ pub(crate) struct AuditEventsResponse {
 
 /// The team's audit log: every mutating request, with its outcome.
 #[utoipa::path(get, path = "/v2/audit_events", operation_id = "audit_events_list", tag = "Audit",
-    params(AuditQuery),
-    responses(
-        (status = 200, description = "Events, newest first", body = AuditEventsResponse),
-    ))]
+    params(AuditQuery), responses((status = 200, description = "Events, newest first", body = AuditEventsResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+    Team { state, caller }: Team,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditEventsResponse>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);

@@ -28,7 +28,7 @@ pub(crate) struct CaView {
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/ca", operation_id = "databases_get_ca", tag = "Databases",
     responses((status = 200, description = "The CA certificate", body = CaResponse)))]
 pub(super) async fn get(
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { cluster, .. }: TeamCluster,
     State(_): State<AppState>,
 ) -> Result<Json<CaResponse>, ApiError> {
     let pem = cluster.ca_certificate.ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! `/v2/databases/{cluster}/dbs`: list, add, show and delete databases. New databases are
 //! owned by the cluster's primary user; the default database can never be deleted.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::lifecycle::ObjectKind;
@@ -9,11 +9,9 @@ use pgplane_core::names::check_identifier;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::audit::AuditNote;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{required, ApiJson, TeamCluster};
-use crate::state::AppState;
+use crate::extract::{ApiJson, TeamCluster};
 use crate::views::{DbResponse, DbView, DbsResponse};
 use crate::wait::{settle_create, settle_delete};
 
@@ -28,8 +26,7 @@ pub(super) struct CreateDb {
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_list", tag = "Dbs",
     responses((status = 200, description = "The databases", body = DbsResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<DbsResponse>, ApiError> {
     let dbs = state.store.list_databases(cluster.cluster_id).await?;
     Ok(Json(DbsResponse { dbs: dbs.iter().map(DbView::of).collect() }))
@@ -37,20 +34,14 @@ pub(super) async fn list(
 
 /// Add a database owned by the primary user.
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/dbs", operation_id = "databases_add", tag = "Dbs", request_body = CreateDb,
-    responses(
-        (status = 201, description = "Created", body = DbResponse),
+    responses((status = 201, description = "Created", body = DbResponse),
         (status = 409, description = "A database of that name exists on the target and is not managed by pgplane", body = ErrorBody),
-        (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody),
-    ))]
+        (status = 422, description = "Invalid, reserved or duplicate name", body = ErrorBody)))]
 pub(super) async fn create(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
-    note: AuditNote,
+    TeamCluster { state, cluster, note, .. }: TeamCluster,
     ApiJson(body): ApiJson<CreateDb>,
 ) -> Result<(StatusCode, Json<DbResponse>), ApiError> {
-    let name = required(body.name, "name")?;
-    note.object(&name);
-    check_identifier(ObjectKind::Database, &name).map_err(ApiError::unprocessable)?;
+    let name = note.new_name(body.name, "name", |n| check_identifier(ObjectKind::Database, n))?;
     if name == cluster.admin_database {
         return Err(ApiError::unprocessable(format!(
             "database name {name:?} is reserved: pgplane's admin connection uses it"
@@ -68,8 +59,7 @@ pub(super) async fn create(
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_get", tag = "Dbs",
     responses((status = 200, description = "The database", body = DbResponse)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<DbResponse>, ApiError> {
     let db = state.store.get_database(cluster.cluster_id, &name).await?;
@@ -78,13 +68,10 @@ pub(super) async fn get(
 
 /// Delete a database, ending the sessions connected to it.
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/dbs/{database_name}", operation_id = "databases_delete", tag = "Dbs",
-    responses(
-        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
-        (status = 422, description = "The default database cannot be deleted", body = ErrorBody),
-    ))]
+    responses((status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
+        (status = 422, description = "The default database cannot be deleted", body = ErrorBody)))]
 pub(super) async fn delete(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.store.get_database(cluster.cluster_id, &name).await?;

@@ -5,14 +5,12 @@
 //! keeps to the values DigitalOcean documents (`cluster_create`, `cluster_update`), which typed
 //! clients may hold as an enum; what happened, and to what, is in the event's `pgplane` block.
 
-use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::TeamCluster;
-use crate::state::AppState;
 use crate::views::rfc3339;
 
 /// How many events an answer holds at most (the newest).
@@ -52,8 +50,7 @@ pub(crate) struct EventsResponse {
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/events", operation_id = "databases_list_events_logs", tag = "Databases",
     responses((status = 200, description = "The events, newest first (at most 1000)", body = EventsResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<EventsResponse>, ApiError> {
     let events = state.store.cluster_events(cluster.cluster_id, LIMIT).await?;
     let events = events

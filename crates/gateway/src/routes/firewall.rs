@@ -4,7 +4,6 @@
 //! are its own `pg_hba.conf`'s business: `GET` reports what in that file lets anyone in from
 //! anywhere (read live, never changed).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use ipnet::IpNet;
@@ -17,7 +16,6 @@ use utoipa::ToSchema;
 use super::read_from_registered_server;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, TeamCluster};
-use crate::state::AppState;
 use crate::views::FirewallRuleView;
 
 /// DigitalOcean's limit on a cluster's rules.
@@ -118,8 +116,7 @@ pub(super) fn checked_rules(given: Vec<RuleBody>) -> Result<Vec<NewFirewallRule>
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/firewall", operation_id = "databases_list_firewall_rules", tag = "Firewall",
     responses((status = 200, description = "The rules", body = FirewallResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<FirewallResponse>, ApiError> {
     let rules = state.store.firewall_rules(cluster.cluster_id).await?;
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
@@ -137,13 +134,10 @@ pub(super) async fn list(
 
 /// Replace a cluster's trusted sources (an empty list lets any address in).
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/firewall", operation_id = "databases_update_firewall_rules", tag = "Firewall", request_body = ReplaceRules,
-    responses(
-        (status = 204, description = "Replaced; the cluster's pooler applies them at once"),
-        (status = 422, description = "A rule that is not ip_addr, a value that is not an address or a network, or more than 100 rules", body = ErrorBody),
-    ))]
+    responses((status = 204, description = "Replaced; the cluster's pooler applies them at once"),
+        (status = 422, description = "A rule that is not ip_addr, a value that is not an address or a network, or more than 100 rules", body = ErrorBody)))]
 pub(super) async fn replace(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     ApiJson(body): ApiJson<ReplaceRules>,
 ) -> Result<StatusCode, ApiError> {
     let rules = checked_rules(body.rules.unwrap_or_default())?;

@@ -41,10 +41,8 @@ pub(super) async fn healthz() -> Json<Health> {
 
 /// The metadata database answers and the reconciler (if this process runs one) is turning.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "Health", security(()),
-    responses(
-        (status = 200, description = "Ready to serve", body = Readiness),
-        (status = 503, description = "Not ready: see which part", body = Readiness),
-    ))]
+    responses((status = 200, description = "Ready to serve", body = Readiness),
+        (status = 503, description = "Not ready: see which part", body = Readiness)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let database_ok =
         matches!(tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await, Ok(Ok(())));

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 
-use axum::extract::State;
 use axum::Json;
 use pgplane_target_server::{list_roles_and_databases, TargetSpec};
 use serde::Serialize;
@@ -15,7 +14,6 @@ use super::{read_from_registered_server, unavailable};
 use crate::error::ApiError;
 use crate::extract::TeamCluster;
 use crate::openapi::ReadsTarget;
-use crate::state::AppState;
 use crate::views::rfc3339;
 use pgplane_core::access::is_group;
 use pgplane_target_server::plan::Plan;
@@ -42,13 +40,9 @@ pub(crate) struct DriftResponse {
 
 /// Drift found on a cluster's target and when it was repaired (newest first, at most 200).
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/drift", operation_id = "pgplane_list_drift",
-    tag = "Databases",
-    responses(
-        (status = 200, description = "Drift events", body = DriftResponse),
-    ))]
+    tag = "Databases", responses((status = 200, description = "Drift events", body = DriftResponse)))]
 pub(super) async fn drift(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<DriftResponse>, ApiError> {
     let events = state.store.list_drift(cluster.cluster_id, 200).await?;
     let drift_events = events
@@ -78,14 +72,9 @@ pub(crate) struct UnmanagedResponse {
 /// What exists on the target without being managed by pgplane, read live; pgplane never alters
 /// or drops any of it.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/unmanaged", operation_id = "pgplane_list_unmanaged",
-    tag = "Databases",
-    responses(
-        (status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse),
-        ReadsTarget,
-    ))]
+    tag = "Databases", responses((status = 200, description = "Unmanaged roles and databases", body = UnmanagedResponse), ReadsTarget))]
 pub(super) async fn unmanaged(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<UnmanagedResponse>, ApiError> {
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
     let read = list_roles_and_databases(&spec, state.prober.policy()).await;
@@ -128,14 +117,9 @@ pub(crate) struct PlanResponse {
 /// step would send (password verifiers read `'<redacted>'`), drift it would repair marked.
 /// Read-only: nothing is sent but the pass's catalog reads.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/plan", operation_id = "pgplane_plan",
-    tag = "Databases",
-    responses(
-        (status = 200, description = "The plan", body = PlanResponse),
-        ReadsTarget,
-    ))]
+    tag = "Databases", responses((status = 200, description = "The plan", body = PlanResponse), ReadsTarget))]
 pub(super) async fn plan(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
 ) -> Result<Json<PlanResponse>, ApiError> {
     let planner =
         state.config.planner.clone().ok_or_else(|| {

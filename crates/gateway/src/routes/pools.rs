@@ -2,7 +2,7 @@
 //! replace, delete). A pool is served by the `pgplane pooler` beside the cluster's server, on
 //! PgBouncer; the answer of a write does not wait for it (`status` says when it runs the pool).
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use pgplane_core::model::{Cluster, Pool, PoolListener, PoolMode, PoolSpec};
@@ -10,7 +10,6 @@ use pgplane_core::names::{check_pool_name, pgbouncer_can_carry};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{required, ApiJson, TeamCluster};
@@ -80,9 +79,7 @@ impl PoolBody {
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/pools", operation_id = "databases_list_connectionPools", tag = "Pools",
     responses((status = 200, description = "The pools", body = PoolsResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
 ) -> Result<Json<PoolsResponse>, ApiError> {
     let pools = state.store.list_pools(cluster.cluster_id).await?;
     // One listener per cluster: read once for every pool.
@@ -96,21 +93,14 @@ pub(super) async fn list(
 
 /// Add a connection pool.
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/pools", operation_id = "databases_add_connectionPool", tag = "Pools", request_body = CreatePool,
-    responses(
-        (status = 201, description = "Created; `status` says when its pooler runs it", body = PoolResponse),
+    responses((status = 201, description = "Created; `status` says when its pooler runs it", body = PoolResponse),
         (status = 409, description = "A pool of that name exists", body = ErrorBody),
-        (status = 422, description = "Invalid name, mode, size, database or user; no pooler serves the cluster's server; or the server's pools would use more connections than it allows", body = ErrorBody),
-    ))]
+        (status = 422, description = "Invalid name, mode, size, database or user; no pooler serves the cluster's server; or the server's pools would use more connections than it allows", body = ErrorBody)))]
 pub(super) async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
-    note: AuditNote,
+    TeamCluster { state, caller, cluster, note, .. }: TeamCluster,
     ApiJson(body): ApiJson<CreatePool>,
 ) -> Result<(StatusCode, Json<PoolResponse>), ApiError> {
-    let name = required(body.name, "name")?;
-    note.object(&name);
-    check_pool_name(&name).map_err(ApiError::unprocessable)?;
+    let name = note.new_name(body.name, "name", check_pool_name)?;
     let pool = state.store.create_pool(&cluster, &name, &body.spec.spec()?).await?;
     Ok((StatusCode::CREATED, Json(PoolResponse { pool: view_one(&state, &caller, &cluster, &pool).await? })))
 }
@@ -119,9 +109,7 @@ pub(super) async fn create(
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/pools/{pool_name}", operation_id = "databases_get_connectionPool", tag = "Pools",
     responses((status = 200, description = "The pool", body = PoolResponse)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<PoolResponse>, ApiError> {
     let pool = state.store.get_pool(cluster.cluster_id, &name).await?;
@@ -130,13 +118,10 @@ pub(super) async fn get(
 
 /// Replace a connection pool's mode, size, database and user.
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pools/{pool_name}", operation_id = "databases_update_connectionPool", tag = "Pools", request_body = PoolBody,
-    responses(
-        (status = 204, description = "Changed; its pooler applies the change at once"),
-        (status = 422, description = "Invalid mode, size, database or user, or too large for the server", body = ErrorBody),
-    ))]
+    responses((status = 204, description = "Changed; its pooler applies the change at once"),
+        (status = 422, description = "Invalid mode, size, database or user, or too large for the server", body = ErrorBody)))]
 pub(super) async fn update(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<PoolBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -148,8 +133,7 @@ pub(super) async fn update(
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/pools/{pool_name}", operation_id = "databases_delete_connectionPool", tag = "Pools",
     responses((status = 204, description = "Deleted; its pooler stops serving it at once")))]
 pub(super) async fn delete(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_pool(cluster.cluster_id, &name).await?;

@@ -11,6 +11,7 @@
 use deadpool_postgres::ClientWrapper;
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
+use pgplane_core::store::Mark;
 use pgplane_core::Store;
 use pgplane_target_server::plan::Phase;
 use pgplane_target_server::TargetError;
@@ -74,7 +75,7 @@ pub(super) async fn apply(
         }
     }
     if !closed.is_empty() {
-        shared.store.record_closed_to_public(cluster.cluster_id, &closed).await?;
+        shared.store.mark(cluster.cluster_id, Mark::ClosedToPublic, &closed).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 use pgplane_core::heirs::{may_inherit, Candidate};
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database};
+use pgplane_core::store::Mark;
 use std::collections::HashMap;
 
 use pgplane_target_server::{TargetError, TargetSpec};
@@ -41,8 +42,8 @@ pub(super) async fn apply_roles<'a>(
             .map(|(r, _)| r.desired.name.as_str())
             .collect()
     };
-    shared.store.claim(ObjectKind::User, cluster.cluster_id, &claims(false)).await?;
-    shared.store.claim_alternates(cluster.cluster_id, &claims(true)).await?;
+    shared.store.mark(cluster.cluster_id, Mark::Claimed(ObjectKind::User), &claims(false)).await?;
+    shared.store.mark(cluster.cluster_id, Mark::AlternateClaimed, &claims(true)).await?;
     let statements: Vec<(usize, String)> = planned
         .iter()
         .enumerate()
@@ -225,7 +226,7 @@ pub(super) async fn apply_databases<'a>(
         .filter(|(db, step)| matches!(step, Step::CreateDatabase { .. }) && !db.claimed)
         .map(|(db, _)| db.name.as_str())
         .collect();
-    shared.store.claim(ObjectKind::Database, cluster.cluster_id, &claims).await?;
+    shared.store.mark(cluster.cluster_id, Mark::Claimed(ObjectKind::Database), &claims).await?;
     for (db, step) in planned {
         let (db, step) = (*db, step.clone());
         let result = match sql::databases::database_sql(&db.name, &step) {
@@ -244,7 +245,7 @@ pub(super) async fn apply_databases<'a>(
             (Ok(()), Some(sql)) if matches!(step, Step::CreateDatabase { .. }) => {
                 match client.batch_execute(sql).await {
                     Ok(()) => {
-                        shared.store.record_closed_to_public(cluster.cluster_id, &[&db.name]).await?;
+                        shared.store.mark(cluster.cluster_id, Mark::ClosedToPublic, &[&db.name]).await?;
                         Ok(())
                     }
                     Err(e) => Err(StepError::Target(e.into())),

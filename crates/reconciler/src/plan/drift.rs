@@ -1,14 +1,19 @@
 //! Drift, told from the step an object that was in sync now needs: what changed on the target
 //! behind pgplane's back, in words (pure; `pass::drift` logs, counts and records it).
 
-use super::{DesiredRole, Step};
+use super::{DesiredRole, RoleTies, Step};
 use crate::observe::Observed;
 
 /// What changed behind pgplane's back, when a role that was in sync needs a step.
 pub(crate) fn role_drift(role: &DesiredRole, step: &Step, observed: &Observed) -> Option<String> {
     match step {
         Step::CreateRole { .. } => Some("the role was missing on the target".into()),
-        Step::AlterRole { attrs, set_password, grant_admin_to, settings, admin_member, .. } => {
+        Step::AlterRole {
+            attrs,
+            set_password,
+            ties: RoleTies { grant_admin_to, settings, admin_member, .. },
+            ..
+        } => {
             let mut found = Vec::new();
             if let Some(facts) = observed.roles.get(&role.name) {
                 for ((name, want), (_, have)) in attrs.flags().into_iter().zip(facts.attrs.flags()) {

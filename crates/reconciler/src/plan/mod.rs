@@ -211,24 +211,18 @@ pub(crate) enum Step {
     InSync,
     CreateRole {
         attrs: RoleAttrs,
-        grant_admin_to: Option<String>,
-        settings: Vec<SettingChange>,
-        admin_member: Option<AdminMembership>,
-        acts_as: Option<ActsAs>,
+        ties: RoleTies,
     },
-    /// Fix attributes and/or the password, and/or grant the primary user ADMIN OPTION, and/or
-    /// change parameter settings, and/or end the sessions of an expired role.
+    /// Fix attributes and/or the password, and/or what ties the role to others (see
+    /// [`RoleTies`]), and/or end the sessions of an expired role.
     AlterRole {
         attrs: RoleAttrs,
         /// The attributes as found: only those that differ are named.
         was: RoleAttrs,
         set_password: bool,
-        grant_admin_to: Option<String>,
-        settings: Vec<SettingChange>,
-        admin_member: Option<AdminMembership>,
+        ties: RoleTies,
         /// It expired and sessions are open.
         end_sessions: Option<EndSessions>,
-        acts_as: Option<ActsAs>,
     },
     /// End sessions, REASSIGN OWNED to and DROP OWNED in every database, then DROP ROLE.
     DropRole {
@@ -245,6 +239,27 @@ pub(crate) enum Step {
     Forget,
     /// A same-named object pgplane does not manage exists: never touch it.
     Conflict(String),
+}
+
+/// What a role's CREATE or ALTER is followed by, in the same message, where it is missing:
+/// the primary user's ADMIN OPTION on it, parameter settings, the admin role's membership in
+/// it, and an alternate login's acting as its user's role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RoleTies {
+    pub grant_admin_to: Option<String>,
+    pub settings: Vec<SettingChange>,
+    pub admin_member: Option<AdminMembership>,
+    pub acts_as: Option<ActsAs>,
+}
+
+impl RoleTies {
+    /// Nothing is missing.
+    fn is_empty(&self) -> bool {
+        self.grant_admin_to.is_none()
+            && self.settings.is_empty()
+            && self.admin_member.is_none()
+            && self.acts_as.is_none()
+    }
 }
 
 impl Step {
@@ -279,10 +294,12 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
         (DesiredState::Absent, _) => Step::Forget,
         (DesiredState::Present, None) => Step::CreateRole {
             attrs: role.attrs(observed.version_num),
-            grant_admin_to: admin_grantee(role, observed, primary_user, true),
-            settings: setting_changes(role, &[], observed, primary_user),
-            admin_member: admin_member(role, observed),
-            acts_as: acts_as(role, None, observed),
+            ties: RoleTies {
+                grant_admin_to: admin_grantee(role, observed, primary_user, true),
+                settings: setting_changes(role, &[], observed, primary_user),
+                admin_member: admin_member(role, observed),
+                acts_as: acts_as(role, None, observed),
+            },
         },
         (DesiredState::Present, Some(_)) if !role.claimed && !role.primary => {
             Step::Conflict(unmanaged("role", &role.name))
@@ -291,32 +308,18 @@ pub(crate) fn plan_role(role: &DesiredRole, observed: &Observed, primary_user: &
             let attrs = role.attrs(observed.version_num);
             let password_drifted = facts.password.as_ref().is_some_and(|p| *p != role.verifier);
             let set_password = role.changed || password_drifted;
-            let grant_admin_to = admin_grantee(role, observed, primary_user, false);
-            let settings = setting_changes(role, &facts.settings, observed, primary_user);
-            let admin_member = admin_member(role, observed);
+            let ties = RoleTies {
+                grant_admin_to: admin_grantee(role, observed, primary_user, false),
+                settings: setting_changes(role, &facts.settings, observed, primary_user),
+                admin_member: admin_member(role, observed),
+                acts_as: acts_as(role, Some(facts), observed),
+            };
             let end_sessions = (role.expired && facts.sessions > 0)
                 .then(|| EndSessions { as_member: admin_membership(observed) });
-            let acts_as = acts_as(role, Some(facts), observed);
-            let in_sync = facts.attrs == attrs
-                && !set_password
-                && grant_admin_to.is_none()
-                && settings.is_empty()
-                && admin_member.is_none()
-                && end_sessions.is_none()
-                && acts_as.is_none();
-            if in_sync {
+            if facts.attrs == attrs && !set_password && ties.is_empty() && end_sessions.is_none() {
                 Step::InSync
             } else {
-                Step::AlterRole {
-                    attrs,
-                    was: facts.attrs,
-                    set_password,
-                    grant_admin_to,
-                    settings,
-                    admin_member,
-                    end_sessions,
-                    acts_as,
-                }
+                Step::AlterRole { attrs, was: facts.attrs, set_password, ties, end_sessions }
             }
         }
     }
@@ -428,21 +431,13 @@ pub(crate) mod tests {
         set_password: bool,
         settings: Vec<SettingChange>,
     ) -> Step {
-        Step::AlterRole {
-            attrs,
-            was,
-            set_password,
-            grant_admin_to: None,
-            settings,
-            admin_member: None,
-            end_sessions: None,
-            acts_as: None,
-        }
+        let ties = RoleTies { settings, ..RoleTies::default() };
+        Step::AlterRole { attrs, was, set_password, ties, end_sessions: None }
     }
 
     /// The step that creates a role with no settings or memberships.
     pub(crate) fn create_role(attrs: RoleAttrs, grant_admin_to: Option<String>) -> Step {
-        Step::CreateRole { attrs, grant_admin_to, settings: Vec::new(), admin_member: None, acts_as: None }
+        Step::CreateRole { attrs, ties: RoleTies { grant_admin_to, ..RoleTies::default() } }
     }
 
     #[test]
@@ -587,7 +582,7 @@ pub(crate) mod tests {
                 Observed { admin_is_superuser: false, admin_sets_primary: false, ..observed(version) };
             let step = plan_role(&primary, &o, "doadmin");
             assert!(
-                matches!(step, Step::CreateRole { admin_member: Some(m), .. } if m == membership),
+                matches!(step, Step::CreateRole { ties: RoleTies { admin_member: Some(m), .. }, .. } if m == membership),
                 "{step:?}"
             );
             let sql = crate::sql::roles::role_sql("doadmin", "v", &step).unwrap();
@@ -595,14 +590,14 @@ pub(crate) mod tests {
             o.roles.insert("doadmin".into(), RoleFacts { attrs: primary.attrs(version), ..facts(&primary) });
             assert!(matches!(
                 plan_role(&primary, &o, "doadmin"),
-                Step::AlterRole { admin_member: Some(_), .. }
+                Step::AlterRole { ties: RoleTies { admin_member: Some(_), .. }, .. }
             ));
             o.admin_sets_primary = true;
             assert_eq!(plan_role(&primary, &o, "doadmin"), Step::InSync);
             // Never for other users, and never for a superuser admin.
             assert!(matches!(
                 plan_role(&role("app"), &o, "doadmin"),
-                Step::CreateRole { admin_member: None, .. }
+                Step::CreateRole { ties: RoleTies { admin_member: None, .. }, .. }
             ));
         }
     }

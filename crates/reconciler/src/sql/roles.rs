@@ -6,7 +6,7 @@
 use pgplane_target_server::sql::{ident, literal};
 
 use crate::observe::RoleAttrs;
-use crate::plan::{ActsAs, AdminMembership, EndSessions, SettingChange, Step};
+use crate::plan::{ActsAs, AdminMembership, EndSessions, RoleTies, SettingChange, Step};
 use pgplane_core::parameters::{sql_value, SqlValue};
 
 /// The attribute clauses of `attrs`; with `was` (ALTER ROLE), only those that differ from it:
@@ -93,26 +93,17 @@ fn settings_sql(name: &str, settings: &[SettingChange]) -> Vec<String> {
 /// One message, so all of it happens or none.
 pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String> {
     let mut statements = Vec::new();
-    let (grant_admin_to, settings, admin_member, end_sessions, acts_as) = match step {
-        Step::CreateRole { attrs, grant_admin_to, settings, admin_member, acts_as } => {
+    let (ties, end_sessions) = match step {
+        Step::CreateRole { attrs, ties } => {
             statements.push(format!(
                 "CREATE ROLE {} WITH{} PASSWORD {}",
                 ident(name),
                 attrs_sql(*attrs, None),
                 literal(verifier)
             ));
-            (grant_admin_to, settings, admin_member, None, acts_as)
+            (ties, None)
         }
-        Step::AlterRole {
-            attrs,
-            was,
-            set_password,
-            grant_admin_to,
-            settings,
-            admin_member,
-            end_sessions,
-            acts_as,
-        } => {
+        Step::AlterRole { attrs, was, set_password, ties, end_sessions } => {
             if attrs != was || *set_password {
                 let mut alter = format!("ALTER ROLE {} WITH{}", ident(name), attrs_sql(*attrs, Some(*was)));
                 if *set_password {
@@ -121,10 +112,11 @@ pub(crate) fn role_sql(name: &str, verifier: &str, step: &Step) -> Option<String
                 }
                 statements.push(alter);
             }
-            (grant_admin_to, settings, admin_member, *end_sessions, acts_as)
+            (ties, *end_sessions)
         }
         _ => return None,
     };
+    let RoleTies { grant_admin_to, settings, admin_member, acts_as } = ties;
     statements.extend(grant_admin_to.as_deref().map(|grantee| grant_admin_option_sql(name, grantee)));
     statements.extend(admin_member.map(|m| admin_member_sql(name, m)));
     if let Some(ActsAs { owner, with_options }) = acts_as {
@@ -265,11 +257,8 @@ mod tests {
             attrs,
             was,
             set_password: false,
-            grant_admin_to: None,
-            settings: Vec::new(),
-            admin_member: None,
+            ties: RoleTies::default(),
             end_sessions,
-            acts_as: None,
         };
         let never = RoleAttrs { valid_until: None, ..was };
         assert_eq!(

@@ -2,7 +2,7 @@
 //! unregistering them. Registration probes the target first (it must answer, and its admin
 //! role must be able to manage roles and databases); nothing is stored when that fails.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,7 +25,7 @@ use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, ApiQuery, TeamCluster};
+use crate::extract::{ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ProbeErrors;
 use crate::state::AppState;
@@ -174,23 +174,18 @@ fn required(value: Option<String>, what: &str) -> Result<String, ApiError> {
 /// registering it would create, adopt or refuse there.
 #[utoipa::path(post, path = "/v2/databases", operation_id = "databases_create_cluster", tag = "Databases", request_body = CreateCluster,
     params(RegisterQuery),
-    responses(
-        (status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
+    responses((status = 201, description = "Registered; `status` is `online` once the primary user and default database exist", body = ClusterResponse),
         (status = 200, description = "`dry_run=true`: what registration would do; nothing was written", body = RegistrationPreviewResponse),
         (status = 409, description = "Another cluster on the same server (however it is addressed) already uses the primary user or default database, or (`--adopted-primary-user=refuse`) the primary user exists with memberships pgplane did not grant", body = ErrorBody),
         (status = 422, description = "Invalid request, or the target cannot be reached or managed", body = ErrorBody),
-        ProbeErrors,
-    ))]
+        ProbeErrors))]
 pub(super) async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
+    Team { state, caller }: Team,
     note: AuditNote,
     DryRun(is_dry_run): DryRun,
     ApiJson(body): ApiJson<CreateCluster>,
 ) -> Result<Response, ApiError> {
-    let name = required(body.name, "name")?;
-    note.object(&name);
-    check_cluster_name(&name).map_err(ApiError::unprocessable)?;
+    let name = note.new_name(body.name, "name", check_cluster_name)?;
     let engine = required(body.engine, "engine")?;
     if engine != "pg" {
         return Err(ApiError::unprocessable(format!(
@@ -235,17 +230,17 @@ pub(super) async fn create(
     let new = NewCluster {
         team_id: caller.team_id,
         name,
+        primary_user,
+        primary_credentials: new_credentials().await,
+        default_database,
+        admin: spec.admin.clone(),
+        server_id: facts.server_id.clone(),
+        server_version_num: facts.version_num,
+        server_version: facts.version.clone(),
         region: body.region.filter(|r| !r.is_empty()).unwrap_or_else(|| "self-hosted".into()),
         size: body.size.filter(|s| !s.is_empty()).unwrap_or_else(|| "self-hosted".into()),
         num_nodes: body.num_nodes.filter(|n| *n > 0).unwrap_or(1),
         tags: body.tags.unwrap_or_default(),
-        admin: spec.admin.clone(),
-        primary_user,
-        primary_credentials: new_credentials().await,
-        default_database,
-        server_version_num: facts.version_num,
-        server_version: facts.version.clone(),
-        server_id: facts.server_id.clone(),
         rules,
     };
     let cluster = state.store.insert_cluster(&new, &state.sealer).await?;
@@ -284,12 +279,9 @@ async fn shown_objects(
 
 /// List the team's clusters.
 #[utoipa::path(get, path = "/v2/databases", operation_id = "databases_list_clusters", tag = "Databases", params(ListQuery),
-    responses(
-        (status = 200, description = "The clusters", body = ClustersResponse),
-    ))]
+    responses((status = 200, description = "The clusters", body = ClustersResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+    Team { state, caller }: Team,
     ApiQuery(query): ApiQuery<ListQuery>,
     _permit: ListingPermit,
 ) -> Result<Json<ClustersResponse>, ApiError> {
@@ -304,12 +296,9 @@ pub(super) async fn list(
 
 /// Show a cluster, with its users, databases and connection.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_get_cluster", tag = "Databases",
-    responses(
-        (status = 200, description = "The cluster", body = ClusterResponse),
-    ))]
+    responses((status = 200, description = "The cluster", body = ClusterResponse)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
+    Team { state, caller }: Team,
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
@@ -322,13 +311,9 @@ pub(super) async fn get(
 
 /// Unregister a cluster; nothing on the target is dropped.
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}", operation_id = "databases_destroy_cluster", tag = "Databases",
-    responses(
-        (status = 204, description = "Unregistered"),
-    ))]
+    responses((status = 204, description = "Unregistered")))]
 pub(super) async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete_cluster(caller.team_id, cluster.cluster_id).await?;
     tracing::info!(cluster.id = %cluster.cluster_id, "cluster unregistered; nothing was dropped on the target");
@@ -341,17 +326,13 @@ pub(super) async fn delete(
 /// full-access token and `"confirm_move": true`.
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/pgplane", operation_id = "pgplane_update_target",
     tag = "Databases", request_body = TargetInput,
-    responses(
-        (status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
+    responses((status = 200, description = "Updated; the reconciler retries at once", body = ClusterResponse),
         (status = 403, description = "A move to another server needs a full-access token", body = ErrorBody),
         (status = 409, description = "Another cluster on the new server uses one of this cluster's names", body = ErrorBody),
         (status = 422, description = "Invalid, the target cannot be reached or managed that way, or a move was not confirmed", body = ErrorBody),
-        ProbeErrors,
-    ))]
+        ProbeErrors))]
 pub(super) async fn update_target(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     ApiJson(target): ApiJson<TargetInput>,
 ) -> Result<Json<ClusterResponse>, ApiError> {
     if target.primary_user.as_ref().is_some_and(|u| *u != cluster.primary_user)

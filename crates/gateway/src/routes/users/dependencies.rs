@@ -2,7 +2,7 @@
 //! owns, the privileges it holds and set, its memberships), read live from the target and
 //! naming only the cluster's own roles and databases. Read-only on the target and in the store.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use std::collections::HashSet;
 
@@ -68,13 +68,9 @@ pub(super) fn on_server(user: &User) -> bool {
 /// hand to its heir.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}/dependencies",
     operation_id = "pgplane_user_dependencies", tag = "Users",
-    responses(
-        (status = 200, description = "What depends on the user", body = DependenciesResponse),
-        ReadsTarget,
-    ))]
+    responses((status = 200, description = "What depends on the user", body = DependenciesResponse), ReadsTarget))]
 pub(crate) async fn dependencies(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<DependenciesResponse>, ApiError> {
     Ok(Json(DependenciesResponse { dependencies: dependencies_of(&state, &cluster, &name).await? }))

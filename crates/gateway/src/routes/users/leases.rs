@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
 use pgplane_core::model::User;
@@ -16,11 +16,9 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{one, settled_user};
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, TeamCluster};
 use crate::openapi::ChangesUser;
-use crate::state::AppState;
 use crate::views::UserResponse;
 
 /// The longest lease, and the widest `expiring_within` window: a year and a day.
@@ -93,15 +91,11 @@ pub(in crate::routes) struct RenewLease {
 /// Renew a lease: its end moves to its lifetime (or the `ttl` given, which becomes its
 /// lifetime) from now; an expired lease not yet ended logs in again (pgplane extension).
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/renew", operation_id = "databases_renew_lease", tag = "Users", request_body = RenewLease,
-    responses(
-        (status = 200, description = "The lease with its new end", body = UserResponse),
+    responses((status = 200, description = "The lease with its new end", body = UserResponse),
         ChangesUser,
-        (status = 422, description = "Not a lease, or an invalid `ttl`", body = ErrorBody),
-    ))]
+        (status = 422, description = "Not a lease, or an invalid `ttl`", body = ErrorBody)))]
 pub(in crate::routes) async fn renew(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<RenewLease>,
 ) -> Result<Json<UserResponse>, ApiError> {

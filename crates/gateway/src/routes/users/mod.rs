@@ -5,7 +5,7 @@
 //! on a user (`dependencies.rs`), the checks of its deletion (`deletion.rs`), and expiries and
 //! leases (`leases.rs`) are beside it.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -28,11 +28,10 @@ pub(super) mod leases;
 
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
 use super::cluster_with;
-use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{required, ApiJson, ApiQuery, TeamCluster};
+use crate::extract::{required, ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
 use crate::state::AppState;
@@ -182,11 +181,9 @@ async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Re
 
 /// List a cluster's users, with their passwords.
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_list_users", tag = "Users",
-    params(ListUsersQuery),
-    responses((status = 200, description = "The users", body = UsersResponse)))]
+    params(ListUsersQuery), responses((status = 200, description = "The users", body = UsersResponse)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+    Team { state, caller }: Team,
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
     ApiQuery(query): ApiQuery<ListUsersQuery>,
@@ -250,21 +247,14 @@ async fn lease_of(
 
 /// Add a user with LOGIN and nothing else, and a generated password.
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users", operation_id = "databases_add_user", tag = "Users", request_body = CreateUser,
-    responses(
-        (status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
+    responses((status = 201, description = "Created (or pending, with `last_error`, if the target could not be reached in time)", body = UserResponse),
         (status = 409, description = "A role of that name exists on the target and is not managed by pgplane", body = ErrorBody),
-        (status = 422, description = "Invalid, reserved or duplicate name, an invalid connection limit, parameter, expiry or ttl, an heir that may not inherit, or REPLICATION where it is not allowed", body = ErrorBody),
-    ))]
+        (status = 422, description = "Invalid, reserved or duplicate name, an invalid connection limit, parameter, expiry or ttl, an heir that may not inherit, or REPLICATION where it is not allowed", body = ErrorBody)))]
 pub(super) async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
-    note: AuditNote,
+    TeamCluster { state, caller, cluster, note, .. }: TeamCluster,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let name = required(body.name, "user_name")?;
-    note.object(&name);
-    check_identifier(ObjectKind::User, &name).map_err(ApiError::unprocessable)?;
+    let name = note.new_name(body.name, "user_name", |n| check_identifier(ObjectKind::User, n))?;
     if name == cluster.admin_user {
         return Err(ApiError::unprocessable(format!(
             "user name {name:?} is reserved: it is the admin role pgplane manages this cluster with"
@@ -310,9 +300,7 @@ pub(super) async fn create(
 #[utoipa::path(get, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_get_user", tag = "Users",
     responses((status = 200, description = "The user", body = UserResponse)))]
 pub(super) async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
 ) -> Result<Json<UserResponse>, ApiError> {
     one(&state.store.get_user(cluster.cluster_id, &name).await?, &state, &caller, &cluster).await
@@ -320,15 +308,11 @@ pub(super) async fn get(
 
 /// Change a user's settings (answers 201, as DigitalOcean does).
 #[utoipa::path(put, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_update_user", tag = "Users", request_body = UpdateUser,
-    responses(
-        (status = 201, description = "Updated", body = UserResponse),
+    responses((status = 201, description = "Updated", body = UserResponse),
         ChangesUser,
-        (status = 422, description = "Missing settings, an invalid connection limit or parameter, or REPLICATION where it is not allowed (never for the primary user)", body = ErrorBody),
-    ))]
+        (status = 422, description = "Missing settings, an invalid connection limit or parameter, or REPLICATION where it is not allowed (never for the primary user)", body = ErrorBody)))]
 pub(super) async fn update(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
@@ -373,15 +357,11 @@ const LONGEST_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24
 /// Give a user a new generated password; the old one stops working at once, or (with `grace`)
 /// once the grace is over (answers 200).
 #[utoipa::path(post, path = "/v2/databases/{database_cluster_uuid}/users/{username}/reset_auth", operation_id = "databases_reset_auth", tag = "Users", request_body = ResetAuth,
-    responses(
-        (status = 200, description = "The user with its new password (and, after a rotation with a grace, the `login` it belongs to)", body = UserResponse),
+    responses((status = 200, description = "The user with its new password (and, after a rotation with a grace, the `login` it belongs to)", body = UserResponse),
         ChangesUser,
-        (status = 422, description = "An invalid `grace`, or a second login whose name is taken", body = ErrorBody),
-    ))]
+        (status = 422, description = "An invalid `grace`, or a second login whose name is taken", body = ErrorBody)))]
 pub(super) async fn reset_auth(
-    State(state): State<AppState>,
-    caller: Caller,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, caller, cluster, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<ResetAuth>,
 ) -> Result<Json<UserResponse>, ApiError> {
@@ -450,17 +430,14 @@ async fn rotate_with_grace(
 /// that owns objects is not deleted (409 with the dependency report).
 #[utoipa::path(delete, path = "/v2/databases/{database_cluster_uuid}/users/{username}", operation_id = "databases_delete_user", tag = "Users",
     params(DeleteUserQuery),
-    responses(
-        (status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
+    responses((status = 204, description = "Deleted (or deletion pending while the target is unreachable)"),
         (status = 409, description = "`if_owns=refuse` and the user owns objects (the body carries `dependencies`, as `GET …/dependencies` answers), or the user is the heir of a pending deletion; nothing changed", body = ErrorBody),
         (status = 422, description = "The primary user cannot be deleted, or `reassign_to` is not a present user of the cluster", body = ErrorBody),
-        (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody),
-    ))]
+        (status = 503, description = "`if_owns=refuse` and the target cannot be read", body = ErrorBody)))]
 pub(super) async fn delete(
-    State(state): State<AppState>,
-    TeamCluster(cluster): TeamCluster,
+    TeamCluster { state, cluster, note, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
-    note: AuditNote,
+
     ApiQuery(query): ApiQuery<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
     query.note(&note, &cluster.primary_user);
