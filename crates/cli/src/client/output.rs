@@ -44,6 +44,7 @@ pub struct OutputArgs {
 }
 
 /// One text column: doctl's field name, its header and where its value is in the object.
+#[derive(Clone, Copy)]
 pub struct Column {
     pub name: &'static str,
     pub header: &'static str,
@@ -59,8 +60,9 @@ pub struct Kind {
     pub many: &'static str,
     /// What a person calls it ("database user").
     pub noun: &'static str,
-    /// Every column `--format` may name.
-    pub columns: &'static [Column],
+    /// Every column `--format` may name, one a line: its field name, its header and a JSON
+    /// pointer into the API object, separated by `|` (see [`Kind::columns`]).
+    columns: &'static str,
     /// Lists show only this many leading columns by default.
     pub list_columns: usize,
     /// One object shows this many leading columns by default (doctl's; pgplane's own follow,
@@ -68,27 +70,35 @@ pub struct Kind {
     pub one_columns: usize,
 }
 
-const fn column(name: &'static str, header: &'static str, pointer: &'static str) -> Column {
-    Column { name, header, pointer }
+impl Kind {
+    /// Every column `--format` may name, in order.
+    fn columns(&self) -> Vec<Column> {
+        let cells = |line: &'static str| {
+            let mut cells = line.split('|').map(str::trim);
+            let mut next = || cells.next().unwrap_or_default();
+            Column { name: next(), header: next(), pointer: next() }
+        };
+        self.columns.lines().map(str::trim).filter(|l| !l.is_empty()).map(cells).collect()
+    }
 }
 
 pub const CLUSTER: Kind = Kind {
     one: "database",
     many: "databases",
     noun: "database cluster",
-    columns: &[
-        column("ID", "ID", "/id"),
-        column("Name", "Name", "/name"),
-        column("Engine", "Engine", "/engine"),
-        column("Version", "Version", "/version"),
-        column("NumNodes", "Number of Nodes", "/num_nodes"),
-        column("Region", "Region", "/region"),
-        column("Status", "Status", "/status"),
-        column("Size", "Size", "/size"),
-        column("StorageMib", "Storage (MiB)", "/storage_size_mib"),
-        column("URI", "URI", "/connection/uri"),
-        column("Created", "Created At", "/created_at"),
-    ],
+    columns: "
+        ID         | ID              | /id
+        Name       | Name            | /name
+        Engine     | Engine          | /engine
+        Version    | Version         | /version
+        NumNodes   | Number of Nodes | /num_nodes
+        Region     | Region          | /region
+        Status     | Status          | /status
+        Size       | Size            | /size
+        StorageMib | Storage (MiB)   | /storage_size_mib
+        URI        | URI             | /connection/uri
+        Created    | Created At      | /created_at
+    ",
     list_columns: 9,
     one_columns: 11,
 };
@@ -97,20 +107,20 @@ pub const USER: Kind = Kind {
     one: "user",
     many: "users",
     noun: "database user",
-    columns: &[
-        column("Name", "Name", "/name"),
-        column("Role", "Role", "/role"),
-        column("Password", "Password", "/password"),
-        column("ConnectionLimit", "Connection Limit", "/settings/connection_limit"),
-        column("Parameters", "Parameters", "/settings/parameters"),
-        column("ValidUntil", "Valid Until", "/settings/valid_until"),
-        column("Status", "Status", "/status"),
-        column("LeaseSeconds", "Lease (s)", "/lease/ttl_seconds"),
-        column("Heir", "Heir", "/lease/reassign_to"),
-        column("Login", "Login", "/login"),
-        column("GraceLogin", "Grace Login", "/grace/login"),
-        column("GraceUntil", "Grace Until", "/grace/until"),
-    ],
+    columns: "
+        Name            | Name             | /name
+        Role            | Role             | /role
+        Password        | Password         | /password
+        ConnectionLimit | Connection Limit | /settings/connection_limit
+        Parameters      | Parameters       | /settings/parameters
+        ValidUntil      | Valid Until      | /settings/valid_until
+        Status          | Status           | /status
+        LeaseSeconds    | Lease (s)        | /lease/ttl_seconds
+        Heir            | Heir             | /lease/reassign_to
+        Login           | Login            | /login
+        GraceLogin      | Grace Login      | /grace/login
+        GraceUntil      | Grace Until      | /grace/until
+    ",
     list_columns: 3,
     one_columns: 3,
 };
@@ -120,7 +130,10 @@ pub const ACCESS: Kind = Kind {
     one: "access",
     many: "access",
     noun: "access level",
-    columns: &[column("Database", "Database", "/database"), column("Level", "Level", "/level")],
+    columns: "
+        Database | Database | /database
+        Level    | Level    | /level
+    ",
     list_columns: 2,
     one_columns: 2,
 };
@@ -129,7 +142,9 @@ pub const DB: Kind = Kind {
     one: "db",
     many: "dbs",
     noun: "database",
-    columns: &[column("Name", "Name", "/name")],
+    columns: "
+        Name | Name | /name
+    ",
     list_columns: 1,
     one_columns: 1,
 };
@@ -139,16 +154,16 @@ pub const POOL: Kind = Kind {
     one: "pool",
     many: "pools",
     noun: "connection pool",
-    columns: &[
-        column("User", "User", "/user"),
-        column("Name", "Name", "/name"),
-        column("Size", "Size", "/size"),
-        column("Database", "Database", "/db"),
-        column("Mode", "Mode", "/mode"),
-        column("URI", "URI", "/connection/uri"),
-        column("Status", "Status", "/status"),
-        column("LastError", "Last Error", "/last_error"),
-    ],
+    columns: "
+        User      | User       | /user
+        Name      | Name       | /name
+        Size      | Size       | /size
+        Database  | Database   | /db
+        Mode      | Mode       | /mode
+        URI       | URI        | /connection/uri
+        Status    | Status     | /status
+        LastError | Last Error | /last_error
+    ",
     list_columns: 6,
     one_columns: 6,
 };
@@ -158,14 +173,14 @@ pub const FIREWALL_RULE: Kind = Kind {
     one: "rule",
     many: "rules",
     noun: "firewall rule",
-    columns: &[
-        column("UUID", "UUID", "/uuid"),
-        column("ClusterUUID", "ClusterUUID", "/cluster_uuid"),
-        column("Type", "Type", "/type"),
-        column("Value", "Value", "/value"),
-        column("Description", "Description", "/description"),
-        column("Created", "Created At", "/created_at"),
-    ],
+    columns: "
+        UUID        | UUID        | /uuid
+        ClusterUUID | ClusterUUID | /cluster_uuid
+        Type        | Type        | /type
+        Value       | Value       | /value
+        Description | Description | /description
+        Created     | Created At  | /created_at
+    ",
     list_columns: 4,
     one_columns: 4,
 };
@@ -175,7 +190,9 @@ pub const CA: Kind = Kind {
     one: "ca",
     many: "ca",
     noun: "CA certificate",
-    columns: &[column("Certificate", "Certificate", "/certificate")],
+    columns: "
+        Certificate | Certificate | /certificate
+    ",
     list_columns: 1,
     one_columns: 1,
 };
@@ -184,7 +201,7 @@ impl OutputArgs {
     /// Fails on a `--format` naming a column `kind` lacks, so that a typo is caught before
     /// anything is changed.
     pub fn check(&self, kind: &Kind) -> anyhow::Result<()> {
-        self.columns(kind, kind.columns).map(drop)
+        self.columns(kind, &kind.columns()).map(drop)
     }
 
     /// Prints a list answer (an array of objects).
@@ -192,7 +209,7 @@ impl OutputArgs {
         let rows = items.as_array().map(Vec::as_slice).unwrap_or_default();
         match self.mode {
             Mode::Json => print_json(items),
-            Mode::Text => self.print_table(kind, &kind.columns[..kind.list_columns], rows),
+            Mode::Text => self.print_table(kind, &kind.columns()[..kind.list_columns], rows),
         }
     }
 
@@ -201,7 +218,7 @@ impl OutputArgs {
         match self.mode {
             Mode::Json => print_json(item),
             Mode::Text => {
-                self.print_table(kind, &kind.columns[..kind.one_columns], std::slice::from_ref(item))
+                self.print_table(kind, &kind.columns()[..kind.one_columns], std::slice::from_ref(item))
             }
         }
     }
@@ -227,20 +244,21 @@ impl OutputArgs {
     }
 
     /// The columns `--format` names, or `defaults`.
-    fn columns<'k>(&self, kind: &'k Kind, defaults: &'k [Column]) -> anyhow::Result<Vec<&'k Column>> {
+    fn columns(&self, kind: &Kind, defaults: &[Column]) -> anyhow::Result<Vec<Column>> {
         let Some(format) = &self.format else {
-            return Ok(defaults.iter().collect());
+            return Ok(defaults.to_vec());
         };
         let names: Vec<&str> = format.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
         if names.is_empty() {
-            return Ok(defaults.iter().collect());
+            return Ok(defaults.to_vec());
         }
+        let all = kind.columns();
         names
             .into_iter()
             .map(|name| {
-                kind.columns
-                    .iter()
+                all.iter()
                     .find(|c| c.name.eq_ignore_ascii_case(name))
+                    .copied()
                     .ok_or_else(|| unknown_column(kind, name))
             })
             .collect()
@@ -248,7 +266,7 @@ impl OutputArgs {
 }
 
 fn unknown_column(kind: &Kind, name: &str) -> anyhow::Error {
-    let known: Vec<&str> = kind.columns.iter().map(|c| c.name).collect();
+    let known: Vec<&str> = kind.columns().iter().map(|c| c.name).collect();
     anyhow::anyhow!("unknown column {name:?} (known: {})", known.join(", "))
 }
 
@@ -304,11 +322,23 @@ mod tests {
 
     #[test]
     fn columns_are_picked_by_field_name_in_any_case() {
-        let picked = args(Some("password, name")).columns(&USER, USER.columns).unwrap();
+        let picked = args(Some("password, name")).columns(&USER, &USER.columns()).unwrap();
         let names: Vec<&str> = picked.iter().map(|c| c.name).collect();
         assert_eq!(names, ["Password", "Name"]);
         let error = args(Some("Name,Nope")).check(&USER).unwrap_err();
         assert!(error.to_string().contains("\"Nope\""), "{error}");
+    }
+
+    #[test]
+    fn every_column_has_a_name_a_header_and_a_pointer() {
+        for kind in [CLUSTER, USER, ACCESS, DB, POOL, FIREWALL_RULE, CA] {
+            let columns = kind.columns();
+            assert!(kind.list_columns <= columns.len() && kind.one_columns <= columns.len(), "{}", kind.noun);
+            for c in columns {
+                assert!(!c.name.is_empty() && !c.header.is_empty(), "{}: {:?}", kind.noun, c.name);
+                assert!(c.pointer.starts_with('/') && !c.name.contains(' '), "{}: {:?}", kind.noun, c.name);
+            }
+        }
     }
 
     #[test]
