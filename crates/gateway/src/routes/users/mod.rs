@@ -437,7 +437,6 @@ async fn rotate_with_grace(
 pub(super) async fn delete(
     TeamCluster { state, cluster, note, .. }: TeamCluster,
     Path((_, name)): Path<(String, String)>,
-
     ApiQuery(query): ApiQuery<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
     query.note(&note, &cluster.primary_user);
