@@ -218,8 +218,14 @@ impl Reconciler {
                     end_leases(shared).await;
                     true
                 }
-                // A pass ended: its slot goes to the drift checks already listed, if any.
-                _ = done_rx.recv() => backlog.is_empty(),
+                // A pass ended: its slot goes to the drift checks already listed, if any. Passes
+                // that ended meanwhile count once: one look at the due list serves them all (read
+                // once per pass, a burst of ends left a queue that kept the loop reading the list
+                // long after the work was done).
+                _ = done_rx.recv() => {
+                    while done_rx.try_recv().is_ok() {}
+                    backlog.is_empty()
+                }
                 woke = woken(&mut events) => {
                     // A burst of writes sends a wake-up each: those for clusters whose pass is
                     // running need no look at the due list (that pass runs again when it ends,
