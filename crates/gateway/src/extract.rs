@@ -142,13 +142,13 @@ impl FromRequestParts<AppState> for TeamCluster {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
+        let Team { state, caller } = Team::from_request_parts(parts, state).await?;
         let params =
-            RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found())?;
+            RawPathParams::from_request_parts(parts, &state).await.map_err(|_| ApiError::not_found())?;
         let raw = params.iter().find(|(key, _)| *key == CLUSTER_PARAM).map(|(_, value)| value);
         let id = cluster_id(raw.ok_or_else(ApiError::not_found)?)?;
         let cluster = state.store.get_cluster(caller.team_id, id).await?;
-        let Ok(note) = AuditNote::from_request_parts(parts, state).await;
-        Ok(TeamCluster { state: state.clone(), caller, cluster, note })
+        let Ok(note) = AuditNote::from_request_parts(parts, &state).await;
+        Ok(TeamCluster { state, caller, cluster, note })
     }
 }

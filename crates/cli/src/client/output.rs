@@ -201,7 +201,7 @@ impl OutputArgs {
     /// Fails on a `--format` naming a column `kind` lacks, so that a typo is caught before
     /// anything is changed.
     pub fn check(&self, kind: &Kind) -> anyhow::Result<()> {
-        self.columns(kind, &kind.columns()).map(drop)
+        self.columns(kind, usize::MAX).map(drop)
     }
 
     /// Prints a list answer (an array of objects).
@@ -209,7 +209,7 @@ impl OutputArgs {
         let rows = items.as_array().map(Vec::as_slice).unwrap_or_default();
         match self.mode {
             Mode::Json => print_json(items),
-            Mode::Text => self.print_table(kind, &kind.columns()[..kind.list_columns], rows),
+            Mode::Text => self.print_table(kind, kind.list_columns, rows),
         }
     }
 
@@ -217,13 +217,11 @@ impl OutputArgs {
     pub fn print_one(&self, kind: &Kind, item: &Value) -> anyhow::Result<()> {
         match self.mode {
             Mode::Json => print_json(item),
-            Mode::Text => {
-                self.print_table(kind, &kind.columns()[..kind.one_columns], std::slice::from_ref(item))
-            }
+            Mode::Text => self.print_table(kind, kind.one_columns, std::slice::from_ref(item)),
         }
     }
 
-    fn print_table(&self, kind: &Kind, defaults: &[Column], rows: &[Value]) -> anyhow::Result<()> {
+    fn print_table(&self, kind: &Kind, defaults: usize, rows: &[Value]) -> anyhow::Result<()> {
         let columns = self.columns(kind, defaults)?;
         let mut table = Table::new();
         table.load_style(presets::NOTHING);
@@ -243,30 +241,31 @@ impl OutputArgs {
         write_stdout(&text)
     }
 
-    /// The columns `--format` names, or `defaults`.
-    fn columns(&self, kind: &Kind, defaults: &[Column]) -> anyhow::Result<Vec<Column>> {
-        let Some(format) = &self.format else {
-            return Ok(defaults.to_vec());
+    /// The columns `--format` names, or the first `defaults` of the kind's.
+    fn columns(&self, kind: &Kind, defaults: usize) -> anyhow::Result<Vec<Column>> {
+        let mut all = kind.columns();
+        let names: Vec<&str> = match &self.format {
+            Some(format) => format.split(',').map(str::trim).filter(|n| !n.is_empty()).collect(),
+            None => Vec::new(),
         };
-        let names: Vec<&str> = format.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
         if names.is_empty() {
-            return Ok(defaults.to_vec());
+            all.truncate(defaults);
+            return Ok(all);
         }
-        let all = kind.columns();
         names
             .into_iter()
             .map(|name| {
                 all.iter()
                     .find(|c| c.name.eq_ignore_ascii_case(name))
                     .copied()
-                    .ok_or_else(|| unknown_column(kind, name))
+                    .ok_or_else(|| unknown_column(&all, name))
             })
             .collect()
     }
 }
 
-fn unknown_column(kind: &Kind, name: &str) -> anyhow::Error {
-    let known: Vec<&str> = kind.columns().iter().map(|c| c.name).collect();
+fn unknown_column(columns: &[Column], name: &str) -> anyhow::Error {
+    let known: Vec<&str> = columns.iter().map(|c| c.name).collect();
     anyhow::anyhow!("unknown column {name:?} (known: {})", known.join(", "))
 }
 
@@ -322,7 +321,7 @@ mod tests {
 
     #[test]
     fn columns_are_picked_by_field_name_in_any_case() {
-        let picked = args(Some("password, name")).columns(&USER, &USER.columns()).unwrap();
+        let picked = args(Some("password, name")).columns(&USER, USER.list_columns).unwrap();
         let names: Vec<&str> = picked.iter().map(|c| c.name).collect();
         assert_eq!(names, ["Password", "Name"]);
         let error = args(Some("Name,Nope")).check(&USER).unwrap_err();
