@@ -53,23 +53,26 @@ pub fn reset_roles_sql(roles: &[(String, String)]) -> String {
 /// The statements a user deletion sends (crates/reconciler apply.rs `drop_roles`), per role:
 /// stop logins, end its sessions, ask `pg_shdepend` in which databases it owns something or
 /// holds a privilege, its SECURITY DEFINER routines disarmed and REASSIGN OWNED / DROP OWNED
-/// there (nowhere, for the bench's fresh
-/// roles), DROP ROLE. pgplane sends the same statements for all the roles of a pass together.
+/// there (nowhere, for the bench's fresh roles), DROP ROLE. pgplane sends these for all the
+/// roles of a pass together: their NOLOGINs in one message (one commit), one session-ending
+/// statement and one query for them all, and one DROP ROLE naming them all.
 pub fn drop_roles_sql(names: &[String]) -> String {
     let mut sql = String::new();
     for name in names {
         let role = literal(name);
         sql.push_str(&format!("ALTER ROLE {} NOLOGIN;\n", ident(name)));
         sql.push_str(&format!(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
-             WHERE usename = {role} AND pid <> pg_catalog.pg_backend_pid();\n"
+            "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a \
+             JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid \
+             WHERE r.rolname = ANY(ARRAY[{role}]::pg_catalog.name[]) AND NOT r.rolcanlogin \
+             AND a.pid <> pg_catalog.pg_backend_pid();\n"
         ));
         sql.push_str(&format!(
-            "SELECT coalesce(d.datname, 'postgres'), array_agg(DISTINCT r.rolname::text) \
+            "SELECT coalesce(d.datname, 'postgres')::text, array_agg(DISTINCT r.rolname::text) \
              FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid \
              LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
              WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
-             AND r.rolname = ANY(ARRAY[{role}]) AND d.datallowconn IS NOT FALSE GROUP BY 1 ORDER BY 1;\n"
+             AND r.rolname = ANY(ARRAY[{role}]::pg_catalog.name[]) AND d.datallowconn IS NOT FALSE GROUP BY 1 ORDER BY 1;\n"
         ));
         sql.push_str(&format!("DROP ROLE IF EXISTS {};\n", ident(name)));
     }

@@ -314,9 +314,11 @@ pub fn render(r: &Results<'_>) -> String {
         "- delete: what pgplane's deletion sends, per role (`ALTER ROLE … NOLOGIN`, \
          `pg_terminate_backend` of its sessions, a `pg_shdepend` query for the databases where it \
          owns something or holds a privilege, `DO …` (its SECURITY DEFINER routines made SECURITY \
-         INVOKER), `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in each of them — none for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane \
-         sends the same statements for all the roles of a pass together. Bare `DROP ROLE` is \
-         shown for reference.\n"
+         INVOKER), `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in each of them — none \
+         for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane sends these for all the \
+         roles of a pass together (their NOLOGINs in one message, one commit; one session-ending \
+         statement and one `pg_shdepend` query for them all; one `DROP ROLE` naming them all). \
+         Bare `DROP ROLE` is shown for reference.\n"
     );
     let _ = writeln!(w, "Command: `{}`\n", floor::psql_command("<generated>.sql"));
     let _ = writeln!(

@@ -10,6 +10,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// What each long-running process (`serve`, `pooler`) takes: the metadata database, the
 /// sealing key and logging.
@@ -185,13 +188,24 @@ pub enum LogFormat {
 }
 
 impl LogArgs {
+    /// Installs the logger. A filter by target and level (the usual kind) is a `Targets`, which
+    /// decides once per call site; `EnvFilter`, needed only for span and field directives
+    /// (`[...]`), also looks each span up on every entry and exit, and a request's span is
+    /// entered for every row a metadata query yields.
     pub fn init(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_new(&self.filter)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+        let targets = match self.filter.contains('[') {
+            false => self.filter.parse::<Targets>().ok(),
+            true => None,
+        };
+        let env = targets.is_none().then(|| {
+            tracing_subscriber::EnvFilter::try_new(&self.filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        });
+        let logger = tracing_subscriber::registry().with(targets).with(env);
+        let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
         match self.format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => logger.with(lines).init(),
+            LogFormat::Json => logger.with(lines.json()).init(),
         }
     }
 }

@@ -153,6 +153,8 @@ impl UserView {
             Some(Ok(password)) => (Some(password), None),
             Some(Err(_)) => (None, Some(UNOPENED.to_string())),
         };
+        // The clock is read only for a user with an expiry or a grace (not once per user).
+        let now = (user.valid_until.is_some() || user.grace_until.is_some()).then(Utc::now);
         Self {
             name: user.name.clone(),
             role: user.role.as_str(),
@@ -164,7 +166,7 @@ impl UserView {
                 valid_until: user.valid_until.as_ref().map(rfc3339),
             },
             status: match user.shown_status() {
-                ShownStatus::Ready if user.expired_at(Utc::now()) => "expired",
+                ShownStatus::Ready if now.is_some_and(|now| user.expired_at(now)) => "expired",
                 shown => shown.as_str(),
             },
             last_error: user.last_error.clone().or(unopened),
@@ -176,8 +178,8 @@ impl UserView {
                 reassign_to: user.reassign_to.clone().unwrap_or_else(|| primary_user.to_string()),
             }),
             login: (user.login() != user.name).then(|| user.login().to_string()),
-            grace: user
-                .in_grace(Utc::now())
+            grace: now
+                .and_then(|now| user.in_grace(now))
                 .zip(user.grace_until.as_ref())
                 .map(|(login, until)| GraceView { login: login.to_string(), until: rfc3339(until) }),
         }

@@ -6,10 +6,13 @@
 //! CREATE/DROP DATABASE run one at a time, outside transactions, as PostgreSQL requires.
 
 use futures::future::join_all;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::plan::AdminMembership;
-use crate::sql::roles::{admin_member_sql, drop_role_sql, hand_over_sql, nologin_sql, terminate_sql};
+use crate::sql::roles::{
+    admin_member_sql, drop_role_sql, drop_roles_sql, hand_over_sql, nologin_sql, terminate_stopped_sql,
+};
 use pgplane_target_server::sql::{LOUD, QUIET};
 use pgplane_target_server::TargetError;
 use pgplane_target_server::{SessionLimits, TargetSpec};
@@ -77,13 +80,16 @@ async fn pipelined<S: AsRef<str>>(
 }
 
 /// Drops roles that may own objects and have open sessions: stop new logins, end their
-/// sessions, then, in each database where `pg_shdepend` shows that one of them owns
-/// something or holds a privilege (shared objects count for the admin database), hand what
-/// it owns to `reassign_to` and drop its privileges (REASSIGN/DROP OWNED act on the current
-/// database only), then DROP ROLE. A database nothing depends on is not visited: opening a
-/// session costs a backend start and a SCRAM login. Should something come to depend on a
-/// role meanwhile, its DROP ROLE fails and the next pass looks again. Returns one result per
-/// role: a role whose step failed goes no further, the others carry on.
+/// sessions and ask `pg_shdepend` in which databases one of them owns something or holds a
+/// privilege, then, in each of those databases, hand what they own to `reassign_to` and drop
+/// their privileges (REASSIGN/DROP OWNED act on the current database only), then DROP ROLE.
+/// A database nothing depends on is not visited: opening a session costs a backend start and a
+/// SCRAM login. Should something come to depend on a role meanwhile, its DROP ROLE fails and
+/// the next pass looks again. Returns one result per role: a role whose step failed goes no
+/// further, the others carry on.
+///
+/// The target commits once for all the roles' NOLOGINs and once for their DROP ROLE, as long
+/// as none fails; when one does, each role's statement is sent on its own to tell which.
 pub(crate) async fn drop_roles(
     client: &Client,
     spec: &TargetSpec,
@@ -101,30 +107,26 @@ pub(crate) async fn drop_roles(
             None => nologin_sql(n),
         })
         .collect();
-    let mut results = pipelined(client, &nologin).await;
     if let Some(m) = acting {
         if let Err(e) = client.batch_execute(&admin_member_sql(reassign_to, m)).await {
-            fail_remaining(&mut results, &e.into());
-            return results;
+            let e = TargetError::from(e);
+            return names.iter().map(|_| Err(e.clone())).collect();
         }
     }
-    let live: Vec<&str> =
-        names.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(name, _)| *name).collect();
-    if live.is_empty() {
-        return results;
-    }
-    let dependents = async {
-        client.batch_execute(&terminate_sql(&live)).await?;
-        dependent_databases(client, &live, spec.admin_database()).await
-    };
-    let dependents = match dependents.await {
+    let (mut results, stopped) = stop_logins(client, &nologin, names, spec.admin_database()).await;
+    let dependents = match stopped {
         Ok(d) => d,
         Err(e) => {
-            fail_remaining(&mut results, &e.into());
+            fail_remaining(&mut results, &e);
             return results;
         }
     };
     for (database, owners) in dependents {
+        let live = |role: &&String| names.iter().position(|n| n == *role).is_some_and(|i| results[i].is_ok());
+        let owners: Vec<&String> = owners.iter().filter(live).collect();
+        if owners.is_empty() {
+            continue;
+        }
         let cleanup: Vec<String> = owners.iter().map(|role| hand_over_sql(role, reassign_to)).collect();
         let outcome = if database == spec.admin_database() {
             pipelined(client, &cleanup).await
@@ -143,7 +145,7 @@ pub(crate) async fn drop_roles(
             if database_gone(client, &database, &e).await {
                 break;
             }
-            if let Some(result) = names.iter().position(|n| n == role).map(|i| &mut results[i]) {
+            if let Some(result) = names.iter().position(|n| n == *role).map(|i| &mut results[i]) {
                 if result.is_ok() {
                     *result = Err(e);
                 }
@@ -151,30 +153,69 @@ pub(crate) async fn drop_roles(
         }
     }
     let remaining: Vec<usize> = (0..names.len()).filter(|i| results[*i].is_ok()).collect();
-    let statements: Vec<String> = remaining.iter().map(|i| drop_role_sql(names[*i])).collect();
+    let dropping: Vec<&str> = remaining.iter().map(|i| names[*i]).collect();
+    if dropping.is_empty() || client.batch_execute(&drop_roles_sql(&dropping)).await.is_ok() {
+        return results;
+    }
+    let statements: Vec<String> = dropping.iter().map(|name| drop_role_sql(name)).collect();
     for (i, result) in remaining.into_iter().zip(pipelined(client, &statements).await) {
         results[i] = result;
     }
     results
 }
 
+/// What comes before a deletion hands anything over: every role's NOLOGIN (`nologin`, one
+/// message each), then their sessions ended and the databases where they own something
+/// (`dependent_databases`), in one pipeline. The NOLOGINs go in one message (one commit);
+/// should that fail, each is sent on its own, to tell which role failed, and the rest follows
+/// again. The sessions ended are only those of roles whose NOLOGIN took. Returns one result
+/// per role and what the rest found.
+async fn stop_logins(
+    client: &Client,
+    nologin: &[String],
+    names: &[&str],
+    admin_database: &str,
+) -> (Vec<Result<(), TargetError>>, Result<Vec<(String, Vec<String>)>, TargetError>) {
+    let terminate = terminate_stopped_sql(names);
+    let ended_and_found = |ended: Result<(), tokio_postgres::Error>, found| match (ended, found) {
+        (Ok(()), Ok(found)) => Ok(found),
+        (Err(e), _) | (_, Err(e)) => Err(TargetError::from(e)),
+    };
+    let together = nologin.join("; ");
+    let (all, ended, found) = futures::join!(
+        client.batch_execute(&together),
+        client.batch_execute(&terminate),
+        dependent_databases(client, names, admin_database),
+    );
+    if all.is_ok() {
+        return (names.iter().map(|_| Ok(())).collect(), ended_and_found(ended, found));
+    }
+    let (results, ended, found) = futures::join!(
+        pipelined(client, nologin),
+        client.batch_execute(&terminate),
+        dependent_databases(client, names, admin_database),
+    );
+    (results, ended_and_found(ended, found))
+}
+
 /// The databases where `pg_shdepend` shows that one of `roles` owns something or holds a
-/// privilege (shared objects count for `admin_database`), with those roles, by database.
+/// privilege (shared objects count for `admin_database`), with those roles, by database. One
+/// round trip: the statement's types are given, so it is not prepared first.
 pub(crate) async fn dependent_databases(
     client: &Client,
     roles: &[&str],
     admin_database: &str,
 ) -> Result<Vec<(String, Vec<String>)>, tokio_postgres::Error> {
     let rows = client
-        .query(
-            "SELECT coalesce(d.datname, $2), array_agg(DISTINCT r.rolname::text)
+        .query_typed(
+            "SELECT coalesce(d.datname, $2)::text, array_agg(DISTINCT r.rolname::text)
                FROM pg_catalog.pg_shdepend s
                JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
                LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
               WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
                 AND r.rolname = ANY($1) AND d.datallowconn IS NOT FALSE
               GROUP BY 1 ORDER BY 1",
-            &[&roles, &admin_database],
+            &[(&roles, Type::NAME_ARRAY), (&admin_database, Type::NAME)],
         )
         .await?;
     Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())

@@ -380,7 +380,7 @@ pub(crate) fn plan_pass(wanted: &Wanted<'_>, seen: &Seen<'_>) -> PassPlan {
             }
             let mut statements = vec![
                 statement(None, admin_db, sql::roles::nologin_sql(name)),
-                statement(None, admin_db, sql::roles::terminate_sql(&[name])),
+                statement(None, admin_db, sql::roles::terminate_stopped_sql(&[name])),
             ];
             for database in seen.owned_in.get(name).into_iter().flatten() {
                 statements.push(statement(Some(database), admin_db, sql::roles::hand_over_sql(name, heir)));

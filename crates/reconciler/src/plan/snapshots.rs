@@ -410,21 +410,27 @@ fn deleted_users_go_to_their_heirs_or_to_the_primary_user() {
         == drop_roles
         user leaver: drop_role
             ALTER ROLE "leaver" NOLOGIN
-            SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                  WHERE usename::text = ANY(ARRAY['leaver']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+            SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+                   JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+                  WHERE r.rolname = ANY(ARRAY['leaver']::pg_catalog.name[]) AND NOT r.rolcanlogin
+                    AND a.pid <> pg_catalog.pg_backend_pid()
             DO 'DECLARE f pg_catalog.regprocedure; BEGIN FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE r.rolname = ''leaver'' AND p.prosecdef LOOP EXECUTE pg_catalog.format(''ALTER ROUTINE %s SECURITY INVOKER'', f); END LOOP; END'; REASSIGN OWNED BY "leaver" TO "taker"; DROP OWNED BY "leaver"
             [shop] DO 'DECLARE f pg_catalog.regprocedure; BEGIN FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE r.rolname = ''leaver'' AND p.prosecdef LOOP EXECUTE pg_catalog.format(''ALTER ROUTINE %s SECURITY INVOKER'', f); END LOOP; END'; REASSIGN OWNED BY "leaver" TO "taker"; DROP OWNED BY "leaver"
             DROP ROLE IF EXISTS "leaver"
         user orphan: drop_role [drift: its heir "vanished" is gone from the target; what it owned goes to the primary user]
             ALTER ROLE "orphan" NOLOGIN
-            SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                  WHERE usename::text = ANY(ARRAY['orphan']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+            SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+                   JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+                  WHERE r.rolname = ANY(ARRAY['orphan']::pg_catalog.name[]) AND NOT r.rolcanlogin
+                    AND a.pid <> pg_catalog.pg_backend_pid()
             [shop] DO 'DECLARE f pg_catalog.regprocedure; BEGIN FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE r.rolname = ''orphan'' AND p.prosecdef LOOP EXECUTE pg_catalog.format(''ALTER ROUTINE %s SECURITY INVOKER'', f); END LOOP; END'; REASSIGN OWNED BY "orphan" TO "doadmin"; DROP OWNED BY "orphan"
             DROP ROLE IF EXISTS "orphan"
         user plain: drop_role
             ALTER ROLE "plain" NOLOGIN
-            SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                  WHERE usename::text = ANY(ARRAY['plain']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+            SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+                   JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+                  WHERE r.rolname = ANY(ARRAY['plain']::pg_catalog.name[]) AND NOT r.rolcanlogin
+                    AND a.pid <> pg_catalog.pg_backend_pid()
             DROP ROLE IF EXISTS "plain"
         user never_made: forget (no change) (the user is not on the target: its record is removed)
     "#]],

@@ -139,12 +139,26 @@ pub(crate) fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
     format!("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE", ident(role), ident(grantee))
 }
 
-/// Ends the sessions of roles being dropped (but the pass's own).
+/// Ends the sessions of roles (but the pass's own): those of a role that expired.
 pub(crate) fn terminate_sql(roles: &[&str]) -> String {
     let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
     format!(
         "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
           WHERE usename::text = ANY(ARRAY[{}]::text[]) AND pid <> pg_catalog.pg_backend_pid()",
+        names.join(", ")
+    )
+}
+
+/// Ends the sessions of roles being dropped whose logins are stopped (NOLOGIN), but the
+/// pass's own. It follows their NOLOGINs in the same pipeline and passes over a role whose
+/// NOLOGIN failed: that role is not dropped in this pass, and its sessions go on.
+pub(crate) fn terminate_stopped_sql(roles: &[&str]) -> String {
+    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+    format!(
+        "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+           JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+          WHERE r.rolname = ANY(ARRAY[{}]::pg_catalog.name[]) AND NOT r.rolcanlogin
+            AND a.pid <> pg_catalog.pg_backend_pid()",
         names.join(", ")
     )
 }
@@ -187,7 +201,14 @@ pub(crate) fn disarm_definers_sql(role: &str) -> String {
 
 /// The last statement of a role's deletion.
 pub(crate) fn drop_role_sql(role: &str) -> String {
-    format!("DROP ROLE IF EXISTS {}", ident(role))
+    drop_roles_sql(&[role])
+}
+
+/// The last statement of the deletion of several roles at once (one transaction: should one
+/// of them still be depended on, none is dropped).
+pub(crate) fn drop_roles_sql(roles: &[&str]) -> String {
+    let names: Vec<String> = roles.iter().map(|r| ident(r)).collect();
+    format!("DROP ROLE IF EXISTS {}", names.join(", "))
 }
 
 #[cfg(test)]
