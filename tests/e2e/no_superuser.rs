@@ -1,7 +1,8 @@
 //! An admin role with only CREATEROLE and CREATEDB, as hosted servers give: registration, a
 //! user with a connection limit and parameters (and their drift repaired), a password reset, a
 //! database owned by the primary user, an access level, the deletion of a user that owns a
-//! table, an expiry, a rotation with a grace and a lease all work as with a superuser, on
+//! table, an expiry, a rotation with a grace and a lease all work as with a superuser (and a
+//! deletion refused on one role, 16 and later, leaves that role whole and drops the others), on
 //! PostgreSQL 15 and 17, and no verifier reaches the server's log once the server's superuser
 //! has set that role's logging as README asks.
 
@@ -214,6 +215,37 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
         .await
         .expect("the lease's table is still there");
     assert_eq!(row.get::<_, String>(0), rotated, "the lease's heir owns it");
+
+    // A deletion whose NOLOGIN is refused on one of its roles (the admin lost its ADMIN OPTION
+    // on it, which PostgreSQL 16 and later ask for): that role keeps its login and its session,
+    // the other one is dropped and its session ended; once the option is back, it goes too.
+    if major >= 16 {
+        let (kept, dropped) = (app.unique("plainkept"), app.unique("plaindropped"));
+        let mut sessions = Vec::new();
+        for user in [&kept, &dropped] {
+            let (status, made) = app.post(&path, json!({"name": user})).await;
+            assert_eq!(status, 201, "{made}");
+            let password = made["user"]["password"].as_str().unwrap();
+            sessions.push(app.target.login(user, password, &db).await.expect("logs in"));
+        }
+        let superuser = app.target_admin("postgres").await;
+        superuser.batch_execute(&format!("REVOKE {kept} FROM {admin_user} CASCADE")).await.unwrap();
+        let (kept_path, dropped_path) = (format!("{path}/{kept}"), format!("{path}/{dropped}"));
+        let (refused, deleted) = tokio::join!(app.delete(&kept_path), app.delete(&dropped_path));
+        assert_eq!(deleted.0, 204, "{}", deleted.1);
+        assert!(!app.role_exists(&dropped).await);
+        assert!(sessions[1].simple_query("SELECT 1").await.is_err(), "the dropped user's session goes on");
+        let can_login = "SELECT rolcanlogin::text FROM pg_roles WHERE rolname = $1";
+        assert_eq!(app.target_strings(can_login, &[&kept]).await, ["true"], "{}", refused.1);
+        assert!(sessions[0].simple_query("SELECT 1").await.is_ok(), "a role still there lost its session");
+        let (_, shown) = app.get(&format!("{path}/{kept}")).await;
+        let error = shown["user"]["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("permission denied"), "{shown}");
+        superuser.batch_execute(&format!("GRANT {kept} TO {admin_user} WITH ADMIN OPTION")).await.unwrap();
+        let gone = app.eventually(Duration::from_secs(30), || async { !app.role_exists(&kept).await }).await;
+        assert!(gone, "the deletion did not finish: {}", app.get(&format!("{path}/{kept}")).await.1);
+        assert!(sessions[0].simple_query("SELECT 1").await.is_err(), "its session outlived the role");
+    }
 
     // Set up so, the server's log (log_statement=all and every other way) never saw a verifier.
     let log = app.target.log();
