@@ -1,10 +1,14 @@
 //! Users' credentials as the API shows them: opened from their sealed form once, then kept in
 //! a bounded in-process cache, so that listing a cluster's users does not unseal (decrypt and
 //! parse) every password on every request. The cache only holds what the process already
-//! holds the key to; an entry is found by the sealed value's authentication tag (unique per
-//! sealing) and must match the whole sealed value and the row it was opened for, so a sealed
-//! value copied to another row is opened (and refused) anew.
+//! holds the key to. It keeps one entry per cluster (one lookup per request, however many
+//! users it shows), holding its users' opened credentials by name; a user's entry is used
+//! only while its row holds the very sealed value it was opened from, so a new password is
+//! opened anew and a sealed value copied to another row is opened (and refused) under that
+//! row. Entries of users since deleted stay until their cluster's entry is replaced, idle or
+//! evicted; what they open logs in as nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,60 +20,87 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Most users whose opened credentials are kept (a few hundred bytes each).
+/// Most users whose opened credentials are kept, over every cluster (a few hundred bytes each).
 const CAPACITY: u64 = 20_000;
-/// How long an entry no request has used stays.
+/// How long a cluster's entry that no request has used stays.
 const IDLE: Duration = Duration::from_secs(600);
 
 struct Opened {
-    cluster_id: Uuid,
-    name: String,
     sealed: Vec<u8>,
     password: String,
 }
 
-/// The cache key of a sealed value: its last 16 bytes, the AEAD tag.
-fn tag(sealed: &[u8]) -> u128 {
-    let mut tag = [0u8; 16];
-    let n = sealed.len().min(16);
-    tag[16 - n..].copy_from_slice(&sealed[sealed.len() - n..]);
-    u128::from_le_bytes(tag)
-}
+/// One cluster's opened credentials, by user name.
+type Known = HashMap<String, Arc<Opened>>;
 
 /// Opens users' sealed credentials, remembering what it opened.
 #[derive(Clone)]
 pub(crate) struct CredentialsCache {
     sealer: Sealer,
-    opened: Cache<u128, Arc<Opened>>,
+    opened: Cache<Uuid, Arc<Known>>,
 }
 
 impl CredentialsCache {
     pub fn new(sealer: Sealer) -> Self {
-        Self { sealer, opened: Cache::builder().max_capacity(CAPACITY).time_to_idle(IDLE).build() }
+        let opened = Cache::builder()
+            .max_capacity(CAPACITY)
+            .weigher(|_, known: &Arc<Known>| u32::try_from(known.len()).unwrap_or(u32::MAX).max(1))
+            .time_to_idle(IDLE)
+            .build();
+        Self { sealer, opened }
     }
 
-    /// The user's password.
+    /// The passwords of one cluster's users, for one request.
+    pub fn of_cluster(&self, cluster_id: Uuid) -> ClusterPasswords<'_> {
+        ClusterPasswords { cache: self, cluster_id, known: self.opened.get(&cluster_id), fresh: Vec::new() }
+    }
+
+    /// One user's password.
     pub fn password(&self, user: &User) -> Result<String, ApiError> {
-        let key = tag(&user.credentials_sealed);
-        if let Some(o) = self.opened.get(&key) {
-            if o.sealed == user.credentials_sealed && o.cluster_id == user.cluster_id && o.name == user.name {
-                return Ok(o.password.clone());
-            }
+        self.of_cluster(user.cluster_id).password(user)
+    }
+}
+
+/// One cluster's passwords as one request sees them: found in the cache entry read when the
+/// request began, else opened; what was opened joins the cache when this is dropped.
+pub(crate) struct ClusterPasswords<'a> {
+    cache: &'a CredentialsCache,
+    cluster_id: Uuid,
+    known: Option<Arc<Known>>,
+    fresh: Vec<(String, Arc<Opened>)>,
+}
+
+impl ClusterPasswords<'_> {
+    /// The user's password (a user of another cluster is opened and not kept).
+    pub fn password(&mut self, user: &User) -> Result<String, ApiError> {
+        let ours = user.cluster_id == self.cluster_id;
+        let known = self.known.as_ref().filter(|_| ours).and_then(|known| known.get(&user.name));
+        if let Some(opened) = known.filter(|o| o.sealed == user.credentials_sealed) {
+            return Ok(opened.password.clone());
         }
         let plain = self
+            .cache
             .sealer
             .open(&user.credentials_sealed, &User::credentials_context(user.cluster_id, &user.name))
             .map_err(ApiError::from)?;
         let credentials: Credentials = serde_json::from_slice(&plain).map_err(|_| ApiError::internal())?;
-        let opened = Opened {
-            cluster_id: user.cluster_id,
-            name: user.name.clone(),
-            sealed: user.credentials_sealed.clone(),
-            password: credentials.password,
-        };
-        let password = opened.password.clone();
-        self.opened.insert(key, Arc::new(opened));
-        Ok(password)
+        if ours {
+            let opened =
+                Opened { sealed: user.credentials_sealed.clone(), password: credentials.password.clone() };
+            self.fresh.push((user.name.clone(), Arc::new(opened)));
+        }
+        Ok(credentials.password)
+    }
+}
+
+impl Drop for ClusterPasswords<'_> {
+    fn drop(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let mut known = self.known.as_deref().cloned().unwrap_or_default();
+        known.extend(self.fresh.drain(..));
+        self.cache.opened.insert(self.cluster_id, Arc::new(known));
     }
 }
 
@@ -109,16 +140,38 @@ mod tests {
     }
 
     #[test]
-    fn opens_once_and_refuses_a_sealed_value_moved_to_another_row() {
+    fn opens_once_per_sealed_value_and_refuses_one_moved_to_another_row() {
         let sealer = Sealer::from_base64(&Sealer::generate_key()).unwrap();
         let cache = CredentialsCache::new(sealer.clone());
         let cluster = Uuid::new_v4();
-        let body = br#"{"password":"pw-one","verifier":"SCRAM-SHA-256$4096:x"}"#;
-        let sealed = sealer.seal(body, &User::credentials_context(cluster, "alice"));
-        let alice = user(cluster, "alice", sealed.clone());
-        assert_eq!(cache.password(&alice).unwrap(), "pw-one");
-        assert_eq!(cache.password(&alice).unwrap(), "pw-one", "from the cache");
-        let mallory = user(cluster, "mallory", sealed);
-        assert!(cache.password(&mallory).is_err(), "bound to alice's row, cached or not");
+        let seal = |name: &str, password: &str| {
+            let body = format!(r#"{{"password":"{password}","verifier":"SCRAM-SHA-256$4096:x"}}"#);
+            sealer.seal(body.as_bytes(), &User::credentials_context(cluster, name))
+        };
+        let alice = user(cluster, "alice", seal("alice", "pw-one"));
+        let bob = user(cluster, "bob", seal("bob", "pw-bob"));
+        {
+            let mut passwords = cache.of_cluster(cluster);
+            assert_eq!(passwords.password(&alice).unwrap(), "pw-one");
+            assert_eq!(passwords.password(&bob).unwrap(), "pw-bob");
+        }
+        // A cache that cannot open anything still answers for what it kept.
+        let blind = CredentialsCache {
+            sealer: Sealer::from_base64(&Sealer::generate_key()).unwrap(),
+            opened: cache.opened.clone(),
+        };
+        let mut passwords = blind.of_cluster(cluster);
+        assert_eq!(passwords.password(&alice).unwrap(), "pw-one", "from the cache");
+        assert_eq!(passwords.password(&bob).unwrap(), "pw-bob", "from the cache");
+        let mallory = user(cluster, "mallory", alice.credentials_sealed.clone());
+        assert!(passwords.password(&mallory).is_err(), "alice's sealed value is not mallory's");
+        let elsewhere = user(Uuid::new_v4(), "alice", alice.credentials_sealed.clone());
+        assert!(passwords.password(&elsewhere).is_err(), "nor alice's of another cluster");
+        drop(passwords);
+        let reset = user(cluster, "alice", seal("alice", "pw-two"));
+        assert!(blind.password(&reset).is_err(), "the entry of the old sealed value is not used");
+        assert_eq!(cache.password(&reset).unwrap(), "pw-two", "a new sealed value is opened anew");
+        assert_eq!(blind.password(&reset).unwrap(), "pw-two", "and kept");
+        assert_eq!(blind.password(&bob).unwrap(), "pw-bob", "beside the cluster's other users");
     }
 }

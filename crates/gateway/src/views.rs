@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::credentials::CredentialsCache;
+use crate::credentials::{ClusterPasswords, CredentialsCache};
 use crate::error::ApiError;
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
@@ -144,11 +144,12 @@ pub(crate) struct UserView {
 const UNOPENED: &str = "its stored credentials cannot be opened with the configured secret key";
 
 impl UserView {
-    /// The user as shown to a caller; the password only when `reveal` (the caller holds
-    /// `database:view_credentials`). A user whose stored credentials cannot be opened is shown
-    /// without them, saying so in its `last_error`, rather than failing a whole listing.
-    pub fn of(user: &User, credentials: &CredentialsCache, reveal: bool, primary_user: &str) -> Self {
-        let (password, unopened) = match reveal.then(|| credentials.password(user)) {
+    /// The user as shown to a caller; the password only when given its cluster's `passwords`
+    /// (the caller holds `database:view_credentials`). A user whose stored credentials cannot
+    /// be opened is shown without them, saying so in its `last_error`, rather than failing a
+    /// whole listing.
+    pub fn of(user: &User, passwords: Option<&mut ClusterPasswords<'_>>, primary_user: &str) -> Self {
+        let (password, unopened) = match passwords.map(|p| p.password(user)) {
             None => (None, None),
             Some(Ok(password)) => (Some(password), None),
             Some(Err(_)) => (None, Some(UNOPENED.to_string())),
@@ -335,8 +336,9 @@ impl ClusterView {
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
+        let mut passwords = reveal.then(|| credentials.of_cluster(cluster.cluster_id));
         let users: Vec<UserView> =
-            users.iter().map(|u| UserView::of(u, credentials, reveal, &cluster.primary_user)).collect();
+            users.iter().map(|u| UserView::of(u, passwords.as_mut(), &cluster.primary_user)).collect();
         let primary = users.iter().find(|u| u.name == cluster.primary_user);
         let primary_password = primary.and_then(|u| u.password.clone());
         // After a rotation with a grace, the primary user's password logs in as its second login.

@@ -53,20 +53,27 @@ async fn replace_parameters(
     Ok(())
 }
 
-/// A cluster's objects of one kind (`User` or `Database`) by name, as a query to fetch: `all`
+/// A cluster's objects of one kind (`User` or `Database`) by name, read (a future): `all`
 /// of them, or `changed`, only those whose desired state has not been applied yet (through the
 /// partial index on them, not a scan of the cluster's objects).
 macro_rules! of_cluster {
     ($kind:ident, $pool:expr, $cluster_id:expr, all) => {
-        select_rows!($kind, ["where cluster_id = $1 order by name"], $cluster_id).fetch_all($pool)
+        of_cluster!(@one_connection $pool, select_rows!($kind, ["where cluster_id = $1 order by name"], $cluster_id))
     };
     ($kind:ident, $pool:expr, $cluster_id:expr, changed) => {
-        select_rows!(
+        of_cluster!(@one_connection $pool, select_rows!(
             $kind,
             ["where cluster_id = $1 and applied_generation < generation order by name"],
             $cluster_id
-        )
-        .fetch_all($pool)
+        ))
+    };
+    // Read on a connection taken from the pool rather than through the pool: each row then
+    // passes one stream, not two (a listing yields a row per user).
+    (@one_connection $pool:expr, $query:expr) => {
+        async {
+            let mut conn = $pool.acquire().await?;
+            $query.fetch_all(&mut *conn).await
+        }
     };
 }
 

@@ -137,7 +137,8 @@ async fn one(
             Ok(Vec::new())
         }
     })?;
-    let mut view = UserView::of(user, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
+    let mut passwords = caller.sees_credentials().then(|| state.credentials.of_cluster(id));
+    let mut view = UserView::of(user, passwords.as_mut(), &cluster.primary_user);
     view.access = Some(entries_of(user, &grants, &databases));
     Ok(Json(UserResponse { user: view }))
 }
@@ -194,12 +195,12 @@ pub(super) async fn list(
         tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))
     })
     .await?;
+    let mut passwords = caller.sees_credentials().then(|| state.credentials.of_cluster(cluster.cluster_id));
     let users = users
         .iter()
         .filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)))
         .map(|u| {
-            let mut view =
-                UserView::of(u, &state.credentials, caller.sees_credentials(), &cluster.primary_user);
+            let mut view = UserView::of(u, passwords.as_mut(), &cluster.primary_user);
             view.access = Some(entries_of(u, &grants, &databases));
             view
         })
