@@ -488,13 +488,17 @@ fn expiries_end_sessions_and_a_rotation_has_two_logins() {
             PostgreSQL 17.1, 1 in sync
             == roles
             user app: alter_role
-                SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                      WHERE usename::text = ANY(ARRAY['app']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+                SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+                       JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+                      WHERE r.rolname = ANY(ARRAY['app']::pg_catalog.name[])
+                        AND a.pid <> pg_catalog.pg_backend_pid()
             user job: alter_role
                 ALTER ROLE "job" WITH INHERIT VALID UNTIL '2030-03-17T17:46:40.000000Z' PASSWORD '<redacted>'
             user web: alter_role
-                ALTER ROLE "web" WITH NOLOGIN INHERIT PASSWORD '<redacted>'; SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-                      WHERE usename::text = ANY(ARRAY['web']::text[]) AND pid <> pg_catalog.pg_backend_pid()
+                ALTER ROLE "web" WITH NOLOGIN INHERIT PASSWORD '<redacted>'; SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
+                       JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+                      WHERE r.rolname = ANY(ARRAY['web']::pg_catalog.name[])
+                        AND a.pid <> pg_catalog.pg_backend_pid()
             user web_alt: create_role
                 CREATE ROLE "web_alt" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD '<redacted>'; GRANT "web_alt" TO "doadmin" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE; GRANT "web" TO "web_alt" WITH INHERIT TRUE, SET TRUE; ALTER ROLE "web_alt" SET role TO 'web'
         "#]],

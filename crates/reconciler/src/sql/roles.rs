@@ -141,23 +141,24 @@ pub(crate) fn grant_admin_option_sql(role: &str, grantee: &str) -> String {
 
 /// Ends the sessions of roles (but the pass's own): those of a role that expired.
 pub(crate) fn terminate_sql(roles: &[&str]) -> String {
-    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
-    format!(
-        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-          WHERE usename::text = ANY(ARRAY[{}]::text[]) AND pid <> pg_catalog.pg_backend_pid()",
-        names.join(", ")
-    )
+    terminate_sessions_sql(roles, "")
 }
 
 /// Ends the sessions of roles being dropped whose logins are stopped (NOLOGIN), but the
 /// pass's own. It follows their NOLOGINs in the same pipeline and passes over a role whose
 /// NOLOGIN failed: that role is not dropped in this pass, and its sessions go on.
 pub(crate) fn terminate_stopped_sql(roles: &[&str]) -> String {
+    terminate_sessions_sql(roles, " AND NOT r.rolcanlogin")
+}
+
+/// Ends the sessions of the roles named (`r`, from `pg_roles`) that meet `condition` too,
+/// but the pass's own. The sessions are found by the role's oid, which every role may read.
+fn terminate_sessions_sql(roles: &[&str], condition: &str) -> String {
     let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
     format!(
         "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
            JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
-          WHERE r.rolname = ANY(ARRAY[{}]::pg_catalog.name[]) AND NOT r.rolcanlogin
+          WHERE r.rolname = ANY(ARRAY[{}]::pg_catalog.name[]){condition}
             AND a.pid <> pg_catalog.pg_backend_pid()",
         names.join(", ")
     )
