@@ -5,11 +5,12 @@
 //! users it shows), holding its users' opened credentials by name; a user's entry is used
 //! only while its row holds the very sealed value it was opened from, so a new password is
 //! opened anew and a sealed value copied to another row is opened (and refused) under that
-//! row. Entries of users since deleted stay until their cluster's entry is replaced, idle or
-//! evicted; what they open logs in as nothing.
+//! row. What a request opens is added to its cluster's entry in place (no copy of the
+//! cluster's other users), which is then weighed anew. Entries of users since deleted stay
+//! until their cluster's entry idles or is evicted; what they open logs in as nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -31,7 +32,7 @@ struct Opened {
 }
 
 /// One cluster's opened credentials, by user name.
-type Known = HashMap<String, Arc<Opened>>;
+type Known = RwLock<HashMap<String, Opened>>;
 
 /// Opens users' sealed credentials, remembering what it opened.
 #[derive(Clone)]
@@ -44,7 +45,10 @@ impl CredentialsCache {
     pub fn new(sealer: Sealer) -> Self {
         let opened = Cache::builder()
             .max_capacity(CAPACITY)
-            .weigher(|_, known: &Arc<Known>| u32::try_from(known.len()).unwrap_or(u32::MAX).max(1))
+            .weigher(|_, known: &Arc<Known>| {
+                let users = known.read().unwrap_or_else(PoisonError::into_inner).len();
+                u32::try_from(users).unwrap_or(u32::MAX).max(1)
+            })
             .time_to_idle(IDLE)
             .build();
         Self { sealer, opened }
@@ -62,21 +66,23 @@ impl CredentialsCache {
 }
 
 /// One cluster's passwords as one request sees them: found in the cache entry read when the
-/// request began, else opened; what was opened joins the cache when this is dropped.
+/// request began, else opened; what was opened joins that entry when this is dropped.
 pub(crate) struct ClusterPasswords<'a> {
     cache: &'a CredentialsCache,
     cluster_id: Uuid,
     known: Option<Arc<Known>>,
-    fresh: Vec<(String, Arc<Opened>)>,
+    fresh: Vec<(String, Opened)>,
 }
 
 impl ClusterPasswords<'_> {
     /// The user's password (a user of another cluster is opened and not kept).
     pub fn password(&mut self, user: &User) -> Result<String, ApiError> {
         let ours = user.cluster_id == self.cluster_id;
-        let known = self.known.as_ref().filter(|_| ours).and_then(|known| known.get(&user.name));
-        if let Some(opened) = known.filter(|o| o.sealed == user.credentials_sealed) {
-            return Ok(opened.password.clone());
+        if let Some(known) = self.known.as_ref().filter(|_| ours) {
+            let known = known.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(opened) = known.get(&user.name).filter(|o| o.sealed == user.credentials_sealed) {
+                return Ok(opened.password.clone());
+            }
         }
         let plain = self
             .cache
@@ -87,7 +93,7 @@ impl ClusterPasswords<'_> {
         if ours {
             let opened =
                 Opened { sealed: user.credentials_sealed.clone(), password: credentials.password.clone() };
-            self.fresh.push((user.name.clone(), Arc::new(opened)));
+            self.fresh.push((user.name.clone(), opened));
         }
         Ok(credentials.password)
     }
@@ -98,9 +104,10 @@ impl Drop for ClusterPasswords<'_> {
         if self.fresh.is_empty() {
             return;
         }
-        let mut known = self.known.as_deref().cloned().unwrap_or_default();
-        known.extend(self.fresh.drain(..));
-        self.cache.opened.insert(self.cluster_id, Arc::new(known));
+        let known = self.known.take().unwrap_or_default();
+        known.write().unwrap_or_else(PoisonError::into_inner).extend(self.fresh.drain(..));
+        // Inserted again, grown: the cache weighs it anew.
+        self.cache.opened.insert(self.cluster_id, known);
     }
 }
 
