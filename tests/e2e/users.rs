@@ -2,7 +2,8 @@
 //! deletion (also of users owning objects in several databases); the primary user stays.
 
 use pgplane_testkit::{AppOptions, TestApp};
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
 
 use crate::{drift_described, encode, on_each_version, sqlstate};
 
@@ -345,3 +346,96 @@ async fn a_password_stored_as_md5_is_replaced_by_scram(major: u32) {
     assert_eq!(drift_described(&app, &name).await, ["the password was stored as MD5"]);
 }
 on_each_version!(a_password_stored_as_md5_is_replaced_by_scram);
+
+/// A cluster's users listing, as `base` answers it to `token`: status and users by name.
+async fn listing(app: &TestApp, base: &str, token: &str) -> (u16, std::collections::BTreeMap<String, Value>) {
+    let response = app
+        .http
+        .get(format!("{base}{}", app.cluster_path("/users")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let users = body["users"].as_array().cloned().unwrap_or_default();
+    (status, users.into_iter().map(|u| (u["name"].as_str().unwrap().to_string(), u)).collect())
+}
+
+/// Listings are kept rendered between requests (`gateway/src/rendered.rs`); every change made
+/// since, through this replica, another one or by any writer of the metadata database, shows
+/// at once, and a kept listing is given neither to another team nor without the passwords'
+/// scope to a caller who lacks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_listing_shows_every_change_at_once_whoever_made_it() {
+    let app = TestApp::spawn(15).await;
+    let second = app.second_gateway().await;
+    let (first, token) = (app.base_url.as_str(), app.token.as_str());
+    let a = app.unique("kept_a");
+    app.create_user(&a).await;
+    let (_, before) = listing(&app, first, token).await;
+    let (_, again) = listing(&app, first, token).await;
+    assert_eq!(before, again, "nothing changed");
+
+    // Through the other replica: a new user, a reset password, new settings, a new database.
+    let b = app.unique("kept_b");
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let mut request = app.http.request(method, format!("{second}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = call(Method::POST, app.cluster_path("/users"), Some(json!({ "name": b }))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, reset) =
+        call(Method::POST, app.cluster_path(&format!("/users/{a}/reset_auth")), Some(json!({}))).await;
+    assert_eq!(status, 200, "{reset}");
+    let (status, body) = call(
+        Method::PUT,
+        app.cluster_path(&format!("/users/{a}")),
+        Some(json!({ "settings": { "connection_limit": 7 } })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let db = app.unique("kept_db");
+    let (status, body) = call(Method::POST, app.cluster_path("/dbs"), Some(json!({ "name": db }))).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, after) = listing(&app, first, token).await;
+    assert!(after.contains_key(&b), "the user made through the other replica is listed");
+    assert_eq!(after[&a]["password"], reset["user"]["password"], "the new password is shown");
+    assert_eq!(after[&a]["settings"]["connection_limit"], 7);
+    let owned = after[&app.primary_user]["access"].as_array().unwrap();
+    assert!(owned.iter().any(|e| e["database"] == db.as_str()), "the primary user owns the new database");
+
+    // Any writer of the metadata database, not only the API: here a row changed by hand.
+    sqlx::query("update cluster_users set last_error = 'changed by hand' where name = $1")
+        .bind(&a)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let (_, after) = listing(&app, first, token).await;
+    assert_eq!(after[&a]["last_error"], "changed by hand");
+
+    // A deletion through the other replica.
+    let (status, body) = call(Method::DELETE, app.cluster_path(&format!("/users/{b}")), None).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, after) = listing(&app, first, token).await;
+    assert!(!after.contains_key(&b), "the deleted user is gone");
+
+    // Who may see what: the kept listing with passwords is not given to a reader without the
+    // credentials scope, nor to another team, whose answer is 404.
+    let reader = app.issue_token("default", &["database:read"]).await;
+    let (status, read) = listing(&app, first, &reader).await;
+    assert_eq!(status, 200);
+    assert!(read.values().all(|u| u.get("password").is_none()), "no passwords without the scope");
+    let (_, with) = listing(&app, first, token).await;
+    assert!(with[&a]["password"].is_string(), "and the kept answer with them is still whole");
+    let stranger = app.issue_token(&app.unique("team"), &["*"]).await;
+    let (status, none) = listing(&app, first, &stranger).await;
+    assert_eq!((status, none.len()), (404, 0));
+}

@@ -46,6 +46,10 @@ pub struct Cluster {
     /// The server's identity, `<system_identifier>:<port>` (see [`server_id`]); None for a
     /// cluster registered before pgplane recorded it, until its next pass learns it.
     pub server_id: Option<String>,
+    /// The version of the cluster's users listing: it moves in every transaction that changes
+    /// the cluster's users (their parameters and access levels too) or databases (see the
+    /// migration `listing_versions`). None where it was not read (a pass does not need it).
+    pub listing_version: Option<i64>,
 }
 
 /// A server's identity as pgplane records it: what the server is (its system identifier, the

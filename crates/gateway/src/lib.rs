@@ -15,6 +15,7 @@ pub mod metrics;
 mod openapi;
 mod probes;
 mod rate;
+mod rendered;
 mod request_id;
 mod routes;
 mod serving;

@@ -1,6 +1,6 @@
 //! The state every handler shares: the metadata store, the sealer (and the cache of opened
-//! credentials), the token authenticator, the registration prober and the waiter that learns when reconcile passes
-//! finish.
+//! credentials), the token authenticator, the registration prober, the waiter that learns when
+//! reconcile passes finish, and what bounds and keeps users listings.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::credentials::CredentialsCache;
 use crate::probes::Prober;
 use crate::rate::Limiter;
+use crate::rendered::RenderedListings;
 use crate::wait::Waiter;
 use crate::GatewayConfig;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub(crate) waiter: Arc<Waiter>,
     /// Permits to build answers that list a cluster's users (see `listing`).
     pub(crate) listings: Arc<Semaphore>,
+    /// Users listings kept rendered (see `rendered`).
+    pub(crate) rendered: RenderedListings,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             )),
             waiter: Waiter::start(&store),
             listings: crate::listing::permits(),
+            rendered: RenderedListings::new(),
             credentials: CredentialsCache::new(sealer.clone()),
             store,
             sealer,

@@ -187,6 +187,13 @@ impl UserView {
     }
 }
 
+/// When the clock alone next changes how `user` is shown, after `now`: its expiry (it shows
+/// `expired` from then) or the end of its rotation's grace (its `grace` goes), whichever comes
+/// first; None when neither is ahead.
+pub(crate) fn shown_until(user: &User, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    [user.valid_until, user.grace_until].into_iter().flatten().filter(|t| *t > now).min()
+}
+
 /// A database, as in `{"db": {...}}`: just `{"name"}` when it is in sync, as DigitalOcean
 /// answers; `status` and `last_error` appear while it is not.
 #[derive(Serialize, ToSchema)]

@@ -73,7 +73,9 @@ macro_rules! select_rows {
                       admin_password_sealed, admin_database, sslmode, primary_user, default_database,
                       server_version_num, server_version, status as "status: ClusterStatus", generation,
                       reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
-                      created_at, updated_at, ca_certificate, last_resync_at, server_id
+                      created_at, updated_at, ca_certificate, last_resync_at, server_id,
+                      (select version from cluster_listing_versions v
+                        where v.cluster_id = clusters.cluster_id) as listing_version
                  from clusters "# $(+ $rest)+,
             $($args)*
         )

@@ -144,6 +144,7 @@ impl Store {
                 ca_certificate: r.ca_certificate,
                 last_resync_at: r.last_resync_at,
                 server_id: r.server_id,
+                listing_version: None,
             },
             resync_due: r.resync_due,
             read_at: r.read_at,

@@ -497,6 +497,7 @@ pub(crate) mod tests {
             ca_certificate: None,
             last_resync_at: None,
             server_id: None,
+            listing_version: None,
         }
     }
 

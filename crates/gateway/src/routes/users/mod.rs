@@ -5,8 +5,11 @@
 //! on a user (`dependencies.rs`), the checks of its deletion (`deletion.rs`), and expiries and
 //! leases (`leases.rs`) are beside it.
 
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
@@ -27,15 +30,14 @@ pub(super) mod dependencies;
 pub(super) mod leases;
 
 use super::access::{entries_of, parse_entries, settle_access, AccessEntry};
-use super::cluster_with;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{required, ApiJson, ApiQuery, Team, TeamCluster};
+use crate::extract::{cluster_id, required, ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
 use crate::state::AppState;
-use crate::views::{ParameterView, UserResponse, UserView, UsersResponse};
+use crate::views::{shown_until, ParameterView, UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
 use deletion::{check_heir, check_user_deletion, DeleteUserQuery};
 use leases::{checked_expiry, lifetime, ListUsersQuery};
@@ -188,24 +190,43 @@ pub(super) async fn list(
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
     ApiQuery(query): ApiQuery<ListUsersQuery>,
-) -> Result<Json<UsersResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let horizon = query.horizon()?;
     let store = &state.store;
-    let (cluster, (users, grants, databases)) = cluster_with(&state, &caller, &raw_id, |id| async move {
-        tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))
-    })
-    .await?;
-    let mut passwords = caller.sees_credentials().then(|| state.credentials.of_cluster(cluster.cluster_id));
-    let users = users
-        .iter()
-        .filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)))
+    // The cluster (and its listing version) first, then its rows: see `rendered`.
+    let cluster = store.get_cluster(caller.team_id, cluster_id(&raw_id)?).await?;
+    let (id, version, with_passwords) =
+        (cluster.cluster_id, cluster.listing_version, caller.sees_credentials());
+    let kept = horizon.is_none().then(|| state.rendered.get(id, version, with_passwords)).flatten();
+    if let Some(body) = kept {
+        return Ok(json_answer(body));
+    }
+    let (users, grants, databases) =
+        tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))?;
+    let mut passwords = with_passwords.then(|| state.credentials.of_cluster(id));
+    // The clock is read before any user is shown, so that what it changes later is not missed.
+    let now = Utc::now();
+    let shown: Vec<&User> =
+        users.iter().filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h))).collect();
+    let fresh_until = shown.iter().filter_map(|u| shown_until(u, now)).min();
+    let users = shown
+        .into_iter()
         .map(|u| {
             let mut view = UserView::of(u, passwords.as_mut(), &cluster.primary_user);
             view.access = Some(entries_of(u, &grants, &databases));
             view
         })
         .collect();
-    Ok(Json(UsersResponse { users }))
+    let body = Bytes::from(serde_json::to_vec(&UsersResponse { users }).map_err(|_| ApiError::internal())?);
+    if horizon.is_none() {
+        state.rendered.keep(id, version, with_passwords, body.clone(), fresh_until);
+    }
+    Ok(json_answer(body))
+}
+
+/// An answer of JSON rendered already.
+fn json_answer(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// What makes a new user a lease (`ttl`, and its heir), or the expiry it is given, checked.

@@ -1,0 +1,102 @@
+//! Users listings kept rendered: the JSON of a cluster's `GET …/users` answer, one per cluster
+//! and kind of caller (with the passwords or without), served again while nothing it shows can
+//! have changed. That is while the cluster's listing version, which the metadata database
+//! moves in every transaction that changes the cluster's users, their parameters and access
+//! levels, or its databases (migration `listing_versions`), is the one the answer was rendered
+//! at, and the clock has not reached the first expiry or end of a grace the answer shows.
+//!
+//! The version is read with the cluster before the rows are read, so an answer is at least as
+//! new as its version says; one that is newer is only rendered again sooner than needed. Every
+//! replica keeps its own answers and checks them against the version on every request, so a
+//! change made through any replica (or by a reconcile pass) is seen by all at once. The team
+//! check comes first, and an answer with passwords is only given to callers who may see them.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use uuid::Uuid;
+
+/// Most bytes of rendered answers kept, over every cluster (about 300 kB per thousand users).
+const CAPACITY_BYTES: u64 = 64 << 20;
+/// How long an answer that no request has used stays.
+const IDLE: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+struct Rendered {
+    version: i64,
+    /// When the clock alone changes what it shows (an expiry reached, a grace ended).
+    fresh_until: Option<DateTime<Utc>>,
+    body: Bytes,
+}
+
+/// Which answer: a cluster's, with the passwords or without.
+type Key = (Uuid, bool);
+
+/// Rendered users listings, bounded by their size.
+#[derive(Clone)]
+pub(crate) struct RenderedListings {
+    answers: Cache<Key, Rendered>,
+}
+
+impl RenderedListings {
+    pub fn new() -> Self {
+        let answers = Cache::builder()
+            .max_capacity(CAPACITY_BYTES)
+            .weigher(|_, r: &Rendered| u32::try_from(r.body.len()).unwrap_or(u32::MAX))
+            .time_to_idle(IDLE)
+            .build();
+        Self { answers }
+    }
+
+    /// The answer rendered for a cluster whose listing version was just read as `version`, if
+    /// nothing it shows has changed since.
+    pub fn get(&self, cluster_id: Uuid, version: Option<i64>, with_passwords: bool) -> Option<Bytes> {
+        let kept = self.answers.get(&(cluster_id, with_passwords))?;
+        let fresh = kept.fresh_until.is_none_or(|until| Utc::now() < until);
+        (Some(kept.version) == version && fresh).then_some(kept.body)
+    }
+
+    /// Keeps an answer rendered from rows read after the cluster's listing version `version`
+    /// (none: not kept).
+    pub fn keep(
+        &self,
+        cluster_id: Uuid,
+        version: Option<i64>,
+        with_passwords: bool,
+        body: Bytes,
+        fresh_until: Option<DateTime<Utc>>,
+    ) {
+        if let Some(version) = version {
+            self.answers.insert((cluster_id, with_passwords), Rendered { version, fresh_until, body });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_served_only_at_its_version_before_its_clock_runs_out_to_its_kind_of_caller() {
+        let kept = RenderedListings::new();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let body = Bytes::from_static(b"{\"users\":[]}");
+        kept.keep(a, Some(7), true, body.clone(), None);
+        assert_eq!(kept.get(a, Some(7), true), Some(body.clone()));
+        assert_eq!(kept.get(a, Some(8), true), None, "the cluster's rows changed since");
+        assert_eq!(kept.get(a, Some(7), false), None, "rendered with passwords, asked without");
+        assert_eq!(kept.get(b, Some(7), true), None, "another cluster");
+        assert_eq!(kept.get(a, None, true), None, "no version read");
+
+        let soon = Utc::now() + chrono::Duration::hours(1);
+        kept.keep(a, Some(8), false, body.clone(), Some(soon));
+        assert_eq!(kept.get(a, Some(8), false), Some(body.clone()));
+        kept.keep(a, Some(8), false, body.clone(), Some(Utc::now()));
+        assert_eq!(kept.get(a, Some(8), false), None, "an expiry it shows was reached");
+
+        kept.keep(b, None, false, body, None);
+        assert_eq!(kept.get(b, None, false), None, "nothing kept without a version");
+    }
+}
