@@ -409,7 +409,12 @@ pub fn render(r: &Results<'_>) -> String {
          its users with their parameters (`cluster_users` joined with `cluster_user_parameters` \
          grouped by user, by name), their access levels (`cluster_user_access` joined with \
          `cluster_databases`) and its databases (`cluster_databases`, by name): the four \
-         statements pgplane's store sends, which it sends at once on four sessions;"
+         statements pgplane's store sends to render the answer. pgplane keeps the rendered answer \
+         and serves it again while the cluster's listing version (read with the cluster) has not \
+         moved; nothing changes the cluster while this runs, so after the first request each \
+         answer costs pgplane the cluster's row, not the four statements. An answer rendered anew \
+         (after any change to the cluster's users or databases) costs what the floor measures \
+         plus pgplane's own work;"
     );
     let _ = writeln!(
         w,
