@@ -362,7 +362,22 @@ async fn listing(app: &TestApp, base: &str, token: &str) -> (u16, std::collectio
     (status, users.into_iter().map(|u| (u["name"].as_str().unwrap().to_string(), u)).collect())
 }
 
-/// Listings are kept rendered between requests (`gateway/src/rendered.rs`); every change made
+/// A cluster's own answer, as `base` answers it to `token`: its users by name, and the password
+/// in its connection.
+async fn cluster_answer(
+    app: &TestApp,
+    base: &str,
+    token: &str,
+) -> (std::collections::BTreeMap<String, Value>, Value) {
+    let path = format!("{base}/v2/databases/{}", app.cluster_id);
+    let body: Value = app.http.get(path).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let users = body["database"]["users"].as_array().cloned().unwrap_or_default();
+    let users = users.into_iter().map(|u| (u["name"].as_str().unwrap().to_string(), u)).collect();
+    (users, body["database"]["connection"]["password"].clone())
+}
+
+/// Users lists are kept rendered between requests (`gateway/src/rendered.rs`), in the users
+/// listing and in the cluster's own answer; every change made
 /// since, through this replica, another one or by any writer of the metadata database, shows
 /// at once, and a kept listing is given neither to another team nor without the passwords'
 /// scope to a caller who lacks it.
@@ -376,6 +391,8 @@ async fn a_kept_listing_shows_every_change_at_once_whoever_made_it() {
     let (_, before) = listing(&app, first, token).await;
     let (_, again) = listing(&app, first, token).await;
     assert_eq!(before, again, "nothing changed");
+    let (in_cluster, _) = cluster_answer(&app, first, token).await;
+    assert_eq!(in_cluster.len(), before.len());
 
     // Through the other replica: a new user, a reset password, new settings, a new database.
     let b = app.unique("kept_b");
@@ -411,6 +428,15 @@ async fn a_kept_listing_shows_every_change_at_once_whoever_made_it() {
     assert_eq!(after[&a]["settings"]["connection_limit"], 7);
     let owned = after[&app.primary_user]["access"].as_array().unwrap();
     assert!(owned.iter().any(|e| e["database"] == db.as_str()), "the primary user owns the new database");
+    let (in_cluster, _) = cluster_answer(&app, first, token).await;
+    assert!(in_cluster.contains_key(&b), "the cluster's answer lists the new user too");
+    assert_eq!(in_cluster[&a]["password"], reset["user"]["password"]);
+    let path = app.cluster_path(&format!("/users/{}/reset_auth", app.primary_user));
+    let (status, primary) = call(Method::POST, path, Some(json!({}))).await;
+    assert_eq!(status, 200, "{primary}");
+    let (in_cluster, connection_password) = cluster_answer(&app, first, token).await;
+    assert_eq!(in_cluster[&app.primary_user]["password"], primary["user"]["password"]);
+    assert_eq!(connection_password, primary["user"]["password"], "the connection has the new password");
 
     // Any writer of the metadata database, not only the API: here a row changed by hand.
     sqlx::query("update cluster_users set last_error = 'changed by hand' where name = $1")
@@ -433,9 +459,14 @@ async fn a_kept_listing_shows_every_change_at_once_whoever_made_it() {
     let (status, read) = listing(&app, first, &reader).await;
     assert_eq!(status, 200);
     assert!(read.values().all(|u| u.get("password").is_none()), "no passwords without the scope");
+    let (in_cluster, connection_password) = cluster_answer(&app, first, &reader).await;
+    assert!(in_cluster.values().all(|u| u.get("password").is_none()));
+    assert!(connection_password.is_null(), "{connection_password}");
     let (_, with) = listing(&app, first, token).await;
     assert!(with[&a]["password"].is_string(), "and the kept answer with them is still whole");
     let stranger = app.issue_token(&app.unique("team"), &["*"]).await;
     let (status, none) = listing(&app, first, &stranger).await;
     assert_eq!((status, none.len()), (404, 0));
+    let (in_cluster, _) = cluster_answer(&app, first, &stranger).await;
+    assert!(in_cluster.is_empty(), "another team sees no cluster");
 }

@@ -1,6 +1,6 @@
-//! Users listings kept rendered: the JSON of a cluster's `GET …/users` answer, one per cluster
-//! and kind of caller (with the passwords or without), served again while nothing it shows can
-//! have changed. That is while the cluster's listing version, which the metadata database
+//! Users lists kept rendered: the JSON of a cluster's users as `GET …/users` shows them, and as
+//! a cluster's own answer (`GET /v2/databases[/{id}]`) does, one per cluster and kind of caller
+//! (with the passwords or without), served again while nothing it shows can have changed. That is while the cluster's listing version, which the metadata database
 //! moves in every transaction that changes the cluster's users, their parameters and access
 //! levels, or its databases (migration `listing_versions`), is the one the answer was rendered
 //! at, and the clock has not reached the first expiry or end of a grace the answer shows.
@@ -11,12 +11,16 @@
 //! change made through any replica (or by a reconcile pass) is seen by all at once. The team
 //! check comes first, and an answer with passwords is only given to callers who may see them.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
+use pgplane_core::model::Cluster;
 use uuid::Uuid;
+
+use crate::error::ApiError;
 
 /// Most bytes of rendered answers kept, over every cluster (about 300 kB per thousand users).
 const CAPACITY_BYTES: u64 = 64 << 20;
@@ -31,8 +35,17 @@ struct Rendered {
     body: Bytes,
 }
 
-/// Which answer: a cluster's, with the passwords or without.
-type Key = (Uuid, bool);
+/// Which list of users a cluster's answer shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Shape {
+    /// `GET …/users`: `{"users": [...]}`, each user with its access levels.
+    Listing,
+    /// The `users` array of the cluster's own answer.
+    InCluster,
+}
+
+/// Which answer: its shape, its cluster's, with the passwords or without.
+type Key = (Shape, Uuid, bool);
 
 /// Rendered users listings, bounded by their size.
 #[derive(Clone)]
@@ -52,8 +65,14 @@ impl RenderedListings {
 
     /// The answer rendered for a cluster whose listing version was just read as `version`, if
     /// nothing it shows has changed since.
-    pub fn get(&self, cluster_id: Uuid, version: Option<i64>, with_passwords: bool) -> Option<Bytes> {
-        let kept = self.answers.get(&(cluster_id, with_passwords))?;
+    pub fn get(
+        &self,
+        shape: Shape,
+        cluster_id: Uuid,
+        version: Option<i64>,
+        with_passwords: bool,
+    ) -> Option<Bytes> {
+        let kept = self.answers.get(&(shape, cluster_id, with_passwords))?;
         let fresh = kept.fresh_until.is_none_or(|until| Utc::now() < until);
         (Some(kept.version) == version && fresh).then_some(kept.body)
     }
@@ -62,6 +81,7 @@ impl RenderedListings {
     /// (none: not kept).
     pub fn keep(
         &self,
+        shape: Shape,
         cluster_id: Uuid,
         version: Option<i64>,
         with_passwords: bool,
@@ -69,9 +89,37 @@ impl RenderedListings {
         fresh_until: Option<DateTime<Utc>>,
     ) {
         if let Some(version) = version {
-            self.answers.insert((cluster_id, with_passwords), Rendered { version, fresh_until, body });
+            self.answers.insert((shape, cluster_id, with_passwords), Rendered { version, fresh_until, body });
         }
     }
+
+    /// The answer of `shape` for `cluster` (as just read, with its listing version): the kept
+    /// one, else what `render` makes (given the clock, read before it reads anything), kept.
+    pub async fn get_or_render<F, Fut>(
+        &self,
+        shape: Shape,
+        cluster: &Cluster,
+        with_passwords: bool,
+        render: F,
+    ) -> Result<Bytes, ApiError>
+    where
+        F: FnOnce(DateTime<Utc>) -> Fut,
+        Fut: Future<Output = Result<Rendering, ApiError>>,
+    {
+        let (id, version) = (cluster.cluster_id, cluster.listing_version);
+        if let Some(body) = self.get(shape, id, version, with_passwords) {
+            return Ok(body);
+        }
+        let Rendering { body, fresh_until } = render(Utc::now()).await?;
+        self.keep(shape, id, version, with_passwords, body.clone(), fresh_until);
+        Ok(body)
+    }
+}
+
+/// An answer as rendered, and when the clock alone changes it (None: never).
+pub(crate) struct Rendering {
+    pub body: Bytes,
+    pub fresh_until: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]
@@ -83,20 +131,25 @@ mod tests {
         let kept = RenderedListings::new();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let body = Bytes::from_static(b"{\"users\":[]}");
-        kept.keep(a, Some(7), true, body.clone(), None);
-        assert_eq!(kept.get(a, Some(7), true), Some(body.clone()));
-        assert_eq!(kept.get(a, Some(8), true), None, "the cluster's rows changed since");
-        assert_eq!(kept.get(a, Some(7), false), None, "rendered with passwords, asked without");
-        assert_eq!(kept.get(b, Some(7), true), None, "another cluster");
-        assert_eq!(kept.get(a, None, true), None, "no version read");
+        kept.keep(Shape::Listing, a, Some(7), true, body.clone(), None);
+        assert_eq!(kept.get(Shape::Listing, a, Some(7), true), Some(body.clone()));
+        assert_eq!(kept.get(Shape::Listing, a, Some(8), true), None, "the cluster's rows changed since");
+        assert_eq!(
+            kept.get(Shape::Listing, a, Some(7), false),
+            None,
+            "rendered with passwords, asked without"
+        );
+        assert_eq!(kept.get(Shape::Listing, b, Some(7), true), None, "another cluster");
+        assert_eq!(kept.get(Shape::Listing, a, None, true), None, "no version read");
 
         let soon = Utc::now() + chrono::Duration::hours(1);
-        kept.keep(a, Some(8), false, body.clone(), Some(soon));
-        assert_eq!(kept.get(a, Some(8), false), Some(body.clone()));
-        kept.keep(a, Some(8), false, body.clone(), Some(Utc::now()));
-        assert_eq!(kept.get(a, Some(8), false), None, "an expiry it shows was reached");
+        kept.keep(Shape::Listing, a, Some(8), false, body.clone(), Some(soon));
+        assert_eq!(kept.get(Shape::Listing, a, Some(8), false), Some(body.clone()));
+        kept.keep(Shape::Listing, a, Some(8), false, body.clone(), Some(Utc::now()));
+        assert_eq!(kept.get(Shape::Listing, a, Some(8), false), None, "an expiry it shows was reached");
 
-        kept.keep(b, None, false, body, None);
-        assert_eq!(kept.get(b, None, false), None, "nothing kept without a version");
+        assert_eq!(kept.get(Shape::InCluster, a, Some(8), false), None, "the cluster's answer is another");
+        kept.keep(Shape::Listing, b, None, false, body, None);
+        assert_eq!(kept.get(Shape::Listing, b, None, false), None, "nothing kept without a version");
     }
 }

@@ -9,12 +9,14 @@ use pgplane_core::lifecycle::{DesiredState, Lifecycle, ShownStatus};
 use pgplane_core::model::{Cluster, Database, FirewallRule, Pool, PoolListener, User};
 use pgplane_core::parameters::RoleParameter;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::credentials::{ClusterPasswords, CredentialsCache};
 use crate::error::ApiError;
+use crate::rendered::Rendering;
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -187,10 +189,32 @@ impl UserView {
     }
 }
 
+/// `users` as an answer shows them (a JSON array), with their passwords when given their
+/// cluster's `passwords`, each with the access levels `access` gives it; and when the clock
+/// alone next changes what they show, after `now` (read before the users were).
+pub(crate) fn users_json<'a>(
+    users: impl IntoIterator<Item = &'a User>,
+    mut passwords: Option<ClusterPasswords<'_>>,
+    primary_user: &str,
+    access: impl Fn(&User) -> Option<Vec<AccessEntry>>,
+    now: DateTime<Utc>,
+) -> Result<Rendering, ApiError> {
+    let mut fresh_until = None;
+    let views: Vec<UserView> = users
+        .into_iter()
+        .map(|user| {
+            fresh_until = fresh_until.into_iter().chain(shown_until(user, now)).min();
+            UserView { access: access(user), ..UserView::of(user, passwords.as_mut(), primary_user) }
+        })
+        .collect();
+    let body = serde_json::to_vec(&views).map_err(|_| ApiError::internal())?;
+    Ok(Rendering { body: body.into(), fresh_until })
+}
+
 /// When the clock alone next changes how `user` is shown, after `now`: its expiry (it shows
 /// `expired` from then) or the end of its rotation's grace (its `grace` goes), whichever comes
 /// first; None when neither is ahead.
-pub(crate) fn shown_until(user: &User, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn shown_until(user: &User, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     [user.valid_until, user.grace_until].into_iter().flatten().filter(|t| *t > now).min()
 }
 
@@ -316,7 +340,9 @@ pub(crate) struct ClusterView {
     pub private_connection: ConnectionView,
     /// Trusted sources (see `GET …/firewall`).
     pub rules: Vec<FirewallRuleView>,
-    pub users: Vec<UserView>,
+    /// Rendered by [`users_json`] (and kept: see `rendered`).
+    #[schema(value_type = Vec<UserView>)]
+    pub users: Box<RawValue>,
     /// Always null: maintenance is up to the server's operator.
     #[schema(value_type = Option<Object>)]
     pub maintenance_window: Option<()>,
@@ -334,23 +360,20 @@ pub(crate) struct ClusterView {
 }
 
 impl ClusterView {
-    /// The cluster as shown to a caller; passwords only when `reveal`.
+    /// The cluster as shown to a caller, with its `users` rendered already and its `primary`
+    /// user's row; passwords only when `reveal`.
     pub fn of(
         cluster: &Cluster,
-        users: &[User],
+        users: Box<RawValue>,
+        primary: Option<&User>,
         dbs: &[Database],
         rules: &[FirewallRule],
         credentials: &CredentialsCache,
         reveal: bool,
     ) -> Result<Self, ApiError> {
-        let mut passwords = reveal.then(|| credentials.of_cluster(cluster.cluster_id));
-        let users: Vec<UserView> =
-            users.iter().map(|u| UserView::of(u, passwords.as_mut(), &cluster.primary_user)).collect();
-        let primary = users.iter().find(|u| u.name == cluster.primary_user);
-        let primary_password = primary.and_then(|u| u.password.clone());
+        let primary_password = primary.filter(|_| reveal).and_then(|u| credentials.password(u).ok());
         // After a rotation with a grace, the primary user's password logs in as its second login.
-        let primary_login =
-            primary.and_then(|u| u.login.clone()).unwrap_or_else(|| cluster.primary_user.clone());
+        let primary_login = primary.map_or(cluster.primary_user.as_str(), User::login).to_string();
         let connection = ConnectionView::new(cluster, &primary_login, primary_password.as_deref());
         Ok(Self {
             id: cluster.cluster_id,

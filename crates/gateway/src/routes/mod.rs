@@ -18,7 +18,6 @@ mod users;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
-use std::future::Future;
 
 use axum::Router;
 use pgplane_core::model::{Cluster, ServerIdentity};
@@ -30,13 +29,12 @@ use tower_http::trace::TraceLayer;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{authenticate, authorize, Caller};
+use crate::auth::{authenticate, authorize};
 use crate::console;
 use crate::error::{finish_errors, method_not_allowed, route_not_found, ApiError};
-use crate::extract::{cluster_id, refuse_control_characters};
+use crate::extract::refuse_control_characters;
 use crate::metrics;
 use crate::openapi::{ApiDoc, SharedErrors};
 use crate::request_id;
@@ -127,22 +125,6 @@ pub(crate) fn router(state: AppState) -> Router {
         // Outermost, so that it counts what the client gets (timeouts and errors included).
         .layer(from_fn(metrics::track))
         .with_state(state)
-}
-
-/// The caller's cluster and what `read` reads about it, both asked for at once (one round trip
-/// of waiting instead of two); what `read` found is dropped unless the cluster is the caller's.
-async fn cluster_with<T, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-    read: impl FnOnce(Uuid) -> Fut,
-) -> Result<(Cluster, T), ApiError>
-where
-    Fut: Future<Output = pgplane_core::Result<T>>,
-{
-    let id = cluster_id(raw_id)?;
-    let (cluster, found) = futures::join!(state.store.get_cluster(caller.team_id, id), read(id));
-    Ok((cluster?, found?))
 }
 
 /// 503 with `why`: the target cannot be read (or is not the registered server).

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgplane_core::lifecycle::{ClusterStatus, ObjectKind};
-use pgplane_core::model::{Database, FirewallRule, ServerIdentity, User};
+use pgplane_core::model::{Cluster, ServerIdentity};
 use pgplane_core::names::{check_cluster_name, check_host, check_identifier, check_identifier_shape};
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::store::{AdminConnection, NewCluster, TargetUpdate};
@@ -15,21 +15,22 @@ use pgplane_target_server::primary::count_foreign_grants;
 use pgplane_target_server::SUPPORTED_SSLMODES;
 use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 mod dry_run;
 
-use super::cluster_with;
 use super::firewall::{checked_rules, RuleBody};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::extract::{ApiJson, ApiQuery, Team, TeamCluster};
+use crate::extract::{cluster_id, ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ProbeErrors;
+use crate::rendered::Shape;
 use crate::state::AppState;
-use crate::views::{ClusterResponse, ClusterView, ClustersResponse};
+use crate::views::{users_json, ClusterResponse, ClusterView, ClustersResponse};
 use dry_run::{dry_run, DryRun, RegisterQuery, Registration, RegistrationPreviewResponse};
 
 /// `POST /v2/databases`: DigitalOcean's create-cluster body plus the `pgplane` block.
@@ -259,22 +260,27 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(ClusterResponse { database })).into_response())
 }
 
-async fn render(
-    state: &AppState,
-    caller: &Caller,
-    cluster: &pgplane_core::model::Cluster,
-) -> Result<ClusterView, ApiError> {
-    let ((users, dbs), rules) = shown_objects(state, cluster.cluster_id).await?;
-    ClusterView::of(cluster, &users, &dbs, &rules, &state.credentials, caller.sees_credentials())
-}
-
-/// What a cluster's answer shows besides the cluster: its users and databases, and its trusted
-/// sources (read at the same time).
-async fn shown_objects(
-    state: &AppState,
-    cluster_id: uuid::Uuid,
-) -> Result<((Vec<User>, Vec<Database>), Vec<FirewallRule>), pgplane_core::error::Error> {
-    tokio::try_join!(state.store.cluster_objects(cluster_id, false), state.store.firewall_rules(cluster_id))
+/// A cluster's answer to `caller`, read after the cluster: its users (kept rendered, see
+/// `rendered`), its primary user's row (for the connection), its databases and trusted sources.
+async fn render(state: &AppState, caller: &Caller, cluster: &Cluster) -> Result<ClusterView, ApiError> {
+    let (store, id, reveal) = (&state.store, cluster.cluster_id, caller.sees_credentials());
+    let users = state.rendered.get_or_render(Shape::InCluster, cluster, reveal, |now| async move {
+        let users = store.list_users(id).await?;
+        let passwords = reveal.then(|| state.credentials.of_cluster(id));
+        users_json(&users, passwords, &cluster.primary_user, |_| None, now)
+    });
+    let primary = async {
+        match store.get_user(id, &cluster.primary_user).await {
+            Err(pgplane_core::Error::NotFound(_)) => Ok(None),
+            found => found.map(Some).map_err(ApiError::from),
+        }
+    };
+    let others =
+        async { Ok::<_, ApiError>(tokio::try_join!(store.list_databases(id), store.firewall_rules(id))?) };
+    let (users, primary, (dbs, rules)) = tokio::try_join!(users, primary, others)?;
+    let users = String::from_utf8(users.to_vec()).ok().and_then(|json| RawValue::from_string(json).ok());
+    let users = users.ok_or_else(ApiError::internal)?;
+    ClusterView::of(cluster, users, primary.as_ref(), &dbs, &rules, &state.credentials, reveal)
 }
 
 /// List the team's clusters.
@@ -302,10 +308,8 @@ pub(super) async fn get(
     Path(raw_id): Path<String>,
     _permit: ListingPermit,
 ) -> Result<Json<ClusterResponse>, ApiError> {
-    let objects = |id| shown_objects(&state, id);
-    let (cluster, ((users, dbs), rules)) = cluster_with(&state, &caller, &raw_id, objects).await?;
-    let database =
-        ClusterView::of(&cluster, &users, &dbs, &rules, &state.credentials, caller.sees_credentials())?;
+    let cluster = state.store.get_cluster(caller.team_id, cluster_id(&raw_id)?).await?;
+    let database = render(&state, &caller, &cluster).await?;
     Ok(Json(ClusterResponse { database }))
 }
 

@@ -36,8 +36,9 @@ use crate::error::ErrorBody;
 use crate::extract::{cluster_id, required, ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
+use crate::rendered::{Rendering, Shape};
 use crate::state::AppState;
-use crate::views::{shown_until, ParameterView, UserResponse, UserView, UsersResponse};
+use crate::views::{users_json, ParameterView, UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
 use deletion::{check_heir, check_user_deletion, DeleteUserQuery};
 use leases::{checked_expiry, lifetime, ListUsersQuery};
@@ -195,32 +196,25 @@ pub(super) async fn list(
     let store = &state.store;
     // The cluster (and its listing version) first, then its rows: see `rendered`.
     let cluster = store.get_cluster(caller.team_id, cluster_id(&raw_id)?).await?;
-    let (id, version, with_passwords) =
-        (cluster.cluster_id, cluster.listing_version, caller.sees_credentials());
-    let kept = horizon.is_none().then(|| state.rendered.get(id, version, with_passwords)).flatten();
-    if let Some(body) = kept {
-        return Ok(json_answer(body));
-    }
-    let (users, grants, databases) =
-        tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))?;
-    let mut passwords = with_passwords.then(|| state.credentials.of_cluster(id));
-    // The clock is read before any user is shown, so that what it changes later is not missed.
-    let now = Utc::now();
-    let shown: Vec<&User> =
-        users.iter().filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h))).collect();
-    let fresh_until = shown.iter().filter_map(|u| shown_until(u, now)).min();
-    let users = shown
-        .into_iter()
-        .map(|u| {
-            let mut view = UserView::of(u, passwords.as_mut(), &cluster.primary_user);
-            view.access = Some(entries_of(u, &grants, &databases));
-            view
-        })
-        .collect();
-    let body = Bytes::from(serde_json::to_vec(&UsersResponse { users }).map_err(|_| ApiError::internal())?);
-    if horizon.is_none() {
-        state.rendered.keep(id, version, with_passwords, body.clone(), fresh_until);
-    }
+    let (id, reveal, primary_user) = (cluster.cluster_id, caller.sees_credentials(), &cluster.primary_user);
+    let render = |now| async move {
+        let (users, grants, databases) =
+            tokio::try_join!(store.list_users(id), store.list_access(id, None), store.list_databases(id))?;
+        let shown = users.iter().filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)));
+        let passwords = reveal.then(|| state.credentials.of_cluster(id));
+        let access = |u: &User| Some(entries_of(u, &grants, &databases));
+        let users = users_json(shown, passwords, primary_user, access, now)?;
+        let mut body = Vec::with_capacity(users.body.len() + 11);
+        body.extend_from_slice(b"{\"users\":");
+        body.extend_from_slice(&users.body);
+        body.push(b'}');
+        Ok(Rendering { body: body.into(), fresh_until: users.fresh_until })
+    };
+    let body = match horizon {
+        None => state.rendered.get_or_render(Shape::Listing, &cluster, reveal, render).await?,
+        // A listing narrowed by expiry is not kept.
+        Some(_) => render(Utc::now()).await?.body,
+    };
     Ok(json_answer(body))
 }
 
