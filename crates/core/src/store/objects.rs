@@ -486,46 +486,19 @@ impl Store {
                 )));
             }
         }
-        // A pool that logs in as the user would stop working without a word: refused, naming
-        // the pools (pool writes hold the user's row, so none can be added meanwhile).
-        let pools: Vec<String> = sqlx::query_scalar!(
-            "select name from cluster_pools where cluster_id = $1 and user_name = $2 order by name",
-            cluster_id,
-            name
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        if !pools.is_empty() {
-            return Err(Error::Invalid(format!(
-                "user {name:?} is the user of the connection pool(s) {}: delete them, or give them another \
-                 user, first",
-                pools.join(", ")
-            )));
-        }
-        // A new statement, so a new snapshot: it sees every deletion committed before the lock
-        // was granted.
-        let heir_of: Option<String> = sqlx::query_scalar!(
-            "select name from cluster_users
-              where cluster_id = $1 and state = $3 and reassign_to = $2
-              order by name limit 1",
-            cluster_id,
-            name,
-            DesiredState::Absent as _
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(heir_of) = heir_of {
-            return Err(Error::Conflict(format!(
-                "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; \
-                 try again once it is gone"
-            )));
-        }
+        // Marked absent unless a pool logs in as the user (it would stop working without a word)
+        // or the user inherits from a pending deletion. A new statement, so a new snapshot: it
+        // sees every pool and deletion committed before the locks were granted (pool writes
+        // hold the user's row, so none can be added meanwhile).
         let written = with_bump!(
             written,
             ["update cluster_users
                     set state = $4, generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $5 then $5 else $6 end, reassign_to = $3
                   where cluster_id = $1 and name = $2
+                    and not exists (select 1 from cluster_pools p where p.cluster_id = $1 and p.user_name = $2)
+                    and not exists (select 1 from cluster_users h
+                                     where h.cluster_id = $1 and h.state = $4 and h.reassign_to = $2)
               returning generation, updated_at"],
             "$7",
             cluster_id,
@@ -536,8 +509,11 @@ impl Store {
             SyncStatus::Ready.after_write() as _,
             WAKE_CHANNEL
         )
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(written) = written else {
+            return Err(deletion_refusal(&mut tx, cluster_id, name).await?);
+        };
         tx.commit().await?;
         Ok((written.generation, written.updated_at))
     }
@@ -694,4 +670,44 @@ impl Store {
 
 fn being_deleted(kind: ObjectKind, name: &str) -> Error {
     Error::Conflict(format!("the {} {name:?} is being deleted; try again once it is gone", kind.noun()))
+}
+
+/// Why a user's deletion was refused (in the transaction that holds its row): the connection
+/// pools that log in as it (422), or the pending deletion it inherits from (409).
+async fn deletion_refusal(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    cluster_id: Uuid,
+    name: &str,
+) -> Result<Error> {
+    let pools: Vec<String> = sqlx::query_scalar!(
+        "select name from cluster_pools where cluster_id = $1 and user_name = $2 order by name",
+        cluster_id,
+        name
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    if !pools.is_empty() {
+        return Ok(Error::Invalid(format!(
+            "user {name:?} is the user of the connection pool(s) {}: delete them, or give them another \
+             user, first",
+            pools.join(", ")
+        )));
+    }
+    let heir_of: Option<String> = sqlx::query_scalar!(
+        "select name from cluster_users
+          where cluster_id = $1 and state = $3 and reassign_to = $2
+          order by name limit 1",
+        cluster_id,
+        name,
+        DesiredState::Absent as _
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(Error::Conflict(match heir_of {
+        Some(heir_of) => format!(
+            "the user {name:?} inherits what {heir_of:?} owns, whose deletion is still pending; \
+             try again once it is gone"
+        ),
+        None => format!("the user {name:?} changed while its deletion was asked for; try again"),
+    }))
 }
