@@ -367,7 +367,10 @@ async fn a_pending_deletion_plans_the_hand_over_to_its_stored_heir(major: u32) {
     // The heir of a pending deletion is not deleted meanwhile (the plan below shows it kept).
     let (status, body) = app.delete(&app.cluster_path(&format!("/users/{taker}"))).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains(&format!("inherits what \"{leaver}\" owns")), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(&format!("inherits what \"{leaver}\" owns")),
+        "{body}"
+    );
 
     let (status, body) = app.get(&app.cluster_path("/plan")).await;
     assert_eq!(status, 200, "{body}");
