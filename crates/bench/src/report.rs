@@ -73,6 +73,20 @@ fn s(values: impl IntoIterator<Item = f64>) -> Summary {
     Summary::of(&values.into_iter().collect::<Vec<_>>())
 }
 
+/// The reads goal's line of the report.
+fn write_reads_goal(w: &mut String, read_ratios: &[(Endpoint, usize, Summary)], reads_ok: bool) {
+    let _ = writeln!(
+        w,
+        "| reads at least 0.8× pgbench's throughput | {} | {} |",
+        read_ratios
+            .iter()
+            .map(|(e, cc, s)| format!("{} c={cc}: {}×", short(*e), s.show(2)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        verdict(reads_ok)
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "**met**"
@@ -232,16 +246,11 @@ pub fn render(r: &Results<'_>) -> String {
         database_ratios.iter().map(|(l, s)| format!("{l} {}×", s.show(2))).collect::<Vec<_>>().join("; "),
         verdict(databases_ok)
     );
-    let _ = writeln!(
-        w,
-        "| reads at least 0.8× pgbench's throughput | {} | {} |",
-        read_ratios
-            .iter()
-            .map(|(e, cc, s)| format!("{} c={cc}: {}×", short(*e), s.show(2)))
-            .collect::<Vec<_>>()
-            .join("; "),
-        verdict(reads_ok)
-    );
+    if r.reads.is_empty() {
+        let _ = writeln!(w, "| reads at least 0.8× pgbench's throughput | not measured | – |");
+    } else {
+        write_reads_goal(w, &read_ratios, reads_ok);
+    }
     match &growth {
         Some(g) => {
             let _ = writeln!(
