@@ -207,8 +207,8 @@ pub(crate) fn users_json<'a>(
             UserView { access: access(user), ..UserView::of(user, passwords.as_mut(), primary_user) }
         })
         .collect();
-    let body = serde_json::to_vec(&views).map_err(|_| ApiError::internal())?;
-    Ok(Rendering { body: body.into(), fresh_until })
+    let body = serde_json::value::to_raw_value(&views).map_err(|_| ApiError::internal())?;
+    Ok(Rendering { body, fresh_until })
 }
 
 /// When the clock alone next changes how `user` is shown, after `now`: its expiry (it shows

@@ -15,7 +15,6 @@ use pgplane_target_server::primary::count_foreign_grants;
 use pgplane_target_server::SUPPORTED_SSLMODES;
 use pgplane_target_server::{ServerFacts, TargetSpec};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 mod dry_run;
@@ -278,9 +277,15 @@ async fn render(state: &AppState, caller: &Caller, cluster: &Cluster) -> Result<
     let others =
         async { Ok::<_, ApiError>(tokio::try_join!(store.list_databases(id), store.firewall_rules(id))?) };
     let (users, primary, (dbs, rules)) = tokio::try_join!(users, primary, others)?;
-    let users = String::from_utf8(users.to_vec()).ok().and_then(|json| RawValue::from_string(json).ok());
-    let users = users.ok_or_else(ApiError::internal)?;
-    ClusterView::of(cluster, users, primary.as_ref(), &dbs, &rules, &state.credentials, reveal)
+    ClusterView::of(
+        cluster,
+        users.as_ref().to_owned(),
+        primary.as_ref(),
+        &dbs,
+        &rules,
+        &state.credentials,
+        reveal,
+    )
 }
 
 /// List the team's clusters.

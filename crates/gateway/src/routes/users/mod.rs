@@ -5,7 +5,6 @@
 //! on a user (`dependencies.rs`), the checks of its deletion (`deletion.rs`), and expiries and
 //! leases (`leases.rs`) are beside it.
 
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::http::{header, HeaderValue};
@@ -36,7 +35,7 @@ use crate::error::ErrorBody;
 use crate::extract::{cluster_id, required, ApiJson, ApiQuery, Team, TeamCluster};
 use crate::listing::ListingPermit;
 use crate::openapi::ChangesUser;
-use crate::rendered::{Rendering, Shape};
+use crate::rendered::{http_body, Rendering, Shape};
 use crate::state::AppState;
 use crate::views::{users_json, ParameterView, UserResponse, UserView, UsersResponse};
 use crate::wait::{settle, settle_create};
@@ -203,24 +202,24 @@ pub(super) async fn list(
         let shown = users.iter().filter(|u| horizon.is_none_or(|h| u.valid_until.is_some_and(|t| t <= h)));
         let passwords = reveal.then(|| state.credentials.of_cluster(id));
         let access = |u: &User| Some(entries_of(u, &grants, &databases));
-        let users = users_json(shown, passwords, primary_user, access, now)?;
-        let mut body = Vec::with_capacity(users.body.len() + 11);
-        body.extend_from_slice(b"{\"users\":");
-        body.extend_from_slice(&users.body);
-        body.push(b'}');
-        Ok(Rendering { body: body.into(), fresh_until: users.fresh_until })
+        let Rendering { body: users, fresh_until } = users_json(shown, passwords, primary_user, access, now)?;
+        let body =
+            serde_json::value::to_raw_value(&Listed { users: &users }).map_err(|_| ApiError::internal())?;
+        Ok(Rendering { body, fresh_until })
     };
     let body = match horizon {
         None => state.rendered.get_or_render(Shape::Listing, &cluster, reveal, render).await?,
         // A listing narrowed by expiry is not kept.
-        Some(_) => render(Utc::now()).await?.body,
+        Some(_) => render(Utc::now()).await?.body.into(),
     };
-    Ok(json_answer(body))
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], http_body(body))
+        .into_response())
 }
 
-/// An answer of JSON rendered already.
-fn json_answer(body: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+/// `{"users": [...]}` around users rendered already (the shape of [`UsersResponse`]).
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    users: &'a serde_json::value::RawValue,
 }
 
 /// What makes a new user a lease (`ttl`, and its heir), or the expiry it is given, checked.
