@@ -8,12 +8,12 @@
 //! groups, and the one PostgreSQL gives a CREATEROLE role on the roles it creates itself. Power
 //! over a role is not a trap; acting as another role (INHERIT, SET ROLE) is. On 15 and older a
 //! membership always carries both, and the primary user gets none from pgplane.
-//! [`foreign_grants`] reads them (registration dry runs count them; passes revoke them and
-//! record drift); [`revoke_sql`] removes one, naming its grantor on 16+ where memberships are
-//! keyed by grantor.
+//! [`foreign_grants`] reads them (registration dry runs count them; passes read them with
+//! their observation, revoke them and record drift); [`revoke_sql`] removes one, naming its
+//! grantor on 16+ where memberships are keyed by grantor.
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 use utoipa::ToSchema;
 
 use crate::error::TargetError;
@@ -114,9 +114,17 @@ pub async fn foreign_grants(
     admin_role: &str,
     version_num: i32,
 ) -> Result<Vec<ForeignGrant>, tokio_postgres::Error> {
+    let rows = client.query(&foreign_grants_sql(version_num), &[&primary_user, &admin_role]).await?;
+    Ok(grants_of(&rows))
+}
+
+/// The query [`foreign_grants`] sends to a server of `version_num` (`$1` the primary user, `$2`
+/// the admin role), for callers that keep it prepared on their session; [`grants_of`] reads
+/// its rows.
+pub fn foreign_grants_sql(version_num: i32) -> String {
     let acts_as =
         if version_num >= GRANTOR_KEYED_VERSION_NUM { "AND (m.inherit_option OR m.set_option)" } else { "" };
-    let sql = format!(
+    format!(
         "WITH p AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
          SELECT true, r.rolname::text, g.rolname::text, m.admin_option
            FROM pg_catalog.pg_auth_members m
@@ -130,17 +138,19 @@ pub async fn foreign_grants(
            LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.grantor
           WHERE m.member = (SELECT oid FROM p) {acts_as}
           ORDER BY 1, 2, 3"
-    );
-    let rows = client.query(&sql, &[&primary_user, &admin_role]).await?;
-    Ok(rows
-        .iter()
+    )
+}
+
+/// The grants in the rows of [`foreign_grants_sql`].
+pub fn grants_of(rows: &[Row]) -> Vec<ForeignGrant> {
+    rows.iter()
         .map(|r| ForeignGrant {
             side: if r.get(0) { Side::Holder } else { Side::MemberOf },
             role: r.get(1),
             grantor: r.get(2),
             admin_option: r.get(3),
         })
-        .collect())
+        .collect()
 }
 
 /// Counts `primary_user`'s foreign memberships on a target (its address checked against

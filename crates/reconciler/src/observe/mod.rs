@@ -11,7 +11,9 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use pgplane_core::model::Cluster;
 use pgplane_core::parameters::is_managed;
+use pgplane_target_server::primary::{foreign_grants_sql, grants_of, ForeignGrant};
 use pgplane_target_server::TargetError;
 
 /// A role's attributes as the catalog shows them.
@@ -102,6 +104,10 @@ pub(crate) struct Observed {
     /// databases owned by it and set default privileges for it. False while the primary user
     /// does not exist.
     pub admin_sets_primary: bool,
+    /// The primary user's memberships pgplane did not give it
+    /// (`pgplane_target_server::primary`), read when the primary user is among the observed
+    /// roles (empty otherwise, or when it does not exist).
+    pub primary_foreign: Vec<ForeignGrant>,
 }
 
 /// Runs a query through the session's statement cache: parsed and planned once per session,
@@ -146,12 +152,15 @@ fn acts_as(row: &Row) -> Option<String> {
 }
 
 /// Observes the named roles and databases: the server's facts first (they say which catalog
-/// shows passwords, and whether the admin may act as the primary user), then the three catalog queries pipelined, in one round trip.
+/// shows passwords, and whether the admin may act as the primary user), then the catalog
+/// queries pipelined, in one round trip (the primary user's foreign memberships among them
+/// when it is named).
 pub(crate) async fn observe(
     client: &ClientWrapper,
     names: &Names<'_>,
-    primary_user: &str,
+    cluster: &Cluster,
 ) -> Result<Observed, TargetError> {
+    let (primary_user, admin_user) = (cluster.primary_user.as_str(), cluster.admin_user.as_str());
     let server_sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
                 (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {},
@@ -202,7 +211,15 @@ pub(crate) async fn observe(
     let by_role: [&(dyn ToSql + Sync); 3] = [&names.roles, &names.sessions_of, &names.memberships_of];
     let by_database: [&(dyn ToSql + Sync); 1] = [&names.databases];
     let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &names.roles];
-    let (roles, databases, primary_admin_of) = futures::try_join!(
+    let by_primary: [&(dyn ToSql + Sync); 2] = [&primary_user, &admin_user];
+    let version_num: i32 = server.get(0);
+    let foreign = async {
+        match names.roles.contains(&primary_user) {
+            true => query(client, &foreign_grants_sql(version_num), &by_primary).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let (roles, databases, primary_admin_of, foreign) = futures::try_join!(
         query(client, &roles_sql, &by_role),
         query(
             client,
@@ -223,7 +240,8 @@ pub(crate) async fn observe(
                      LIMIT 1) admin
               WHERE r.rolname = ANY($2)",
             &by_grantee,
-        )
+        ),
+        foreign
     )?;
     let roles = roles
         .into_iter()
@@ -252,7 +270,7 @@ pub(crate) async fn observe(
         databases.into_iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect();
     let primary_admin_of = primary_admin_of.into_iter().map(|row| row.get::<_, String>(0)).collect();
     Ok(Observed {
-        version_num: server.get(0),
+        version_num,
         version: server.get(1),
         server_id: pgplane_core::model::server_id(server.get(3), server.get(4)),
         admin_is_superuser,
@@ -260,5 +278,6 @@ pub(crate) async fn observe(
         databases,
         primary_admin_of,
         admin_sets_primary: server.get::<_, Option<bool>>(5).unwrap_or(false),
+        primary_foreign: grants_of(&foreign),
     })
 }

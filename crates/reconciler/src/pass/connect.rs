@@ -42,7 +42,7 @@ pub(super) async fn open(
     let spec = spec.checked(&shared.config.target_policy).await?;
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
-    let observed = observe(&client, &names_to_observe(roles, databases), &cluster.primary_user).await?;
+    let observed = observe(&client, &names_to_observe(roles, databases), cluster).await?;
     check_server(shared, cluster, &observed).await?;
     Ok(Opened { spec, pool, client, observed })
 }

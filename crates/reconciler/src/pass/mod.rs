@@ -145,18 +145,18 @@ pub(crate) async fn run_pass(
     };
     connect::hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
 
-    // What else the plan needs to know: the primary user's foreign memberships, and on a shared
-    // server the rights on the cluster's databases.
-    let has_primary = roles.iter().any(|r| r.desired.primary);
-    let around = async {
-        let alternate = primary_alternate(&roles, &cluster.primary_user);
-        let grants = primary::observe_foreign(&client, &cluster, &observed, has_primary, alternate).await?;
-        Ok::<_, TargetError>((
-            grants,
-            rights::observe_shared(&shared.store, &client, &cluster, &observed, Some(shares_server)).await?,
-        ))
-    };
-    let (primary_grants, shared_rights) = match around.await {
+    // What else the plan needs to know: the primary user's foreign memberships (observed with
+    // its roles), and on a shared server the rights on the cluster's databases.
+    let primary_grants = primary::foreign_of(&observed, primary_alternate(&roles, &cluster.primary_user));
+    let shared_rights = match rights::observe_shared(
+        &shared.store,
+        &client,
+        &cluster,
+        &observed,
+        Some(shares_server),
+    )
+    .await
+    {
         Ok(found) => found,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
     };

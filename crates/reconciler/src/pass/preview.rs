@@ -57,7 +57,7 @@ impl Previewer {
         let spec = spec.checked(&self.policy).await?;
         // Observe: one session of its own, closed when the plan is made.
         let client = one_off(&spec, self.limits).await?;
-        let observed = observe(&client, &names_to_observe(&roles, &databases), &cluster.primary_user).await?;
+        let observed = observe(&client, &names_to_observe(&roles, &databases), cluster).await?;
         hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
         if matches!(cluster.identify_server(&observed.server_id), ServerIdentity::Other { .. }) {
             return Err(TargetError::Refused(format!(
@@ -75,18 +75,13 @@ impl Previewer {
             &access,
             &databases,
         );
-        let has_primary = roles.iter().any(|r| r.desired.primary);
         let mut seen = Seen {
             observed: Some(&observed),
             admin_database: spec.admin_database().to_string(),
-            primary_grants: super::primary::observe_foreign(
-                &client,
-                cluster,
+            primary_grants: super::primary::foreign_of(
                 &observed,
-                has_primary,
                 super::primary_alternate(&roles, &cluster.primary_user),
-            )
-            .await?,
+            ),
             rights: super::rights::observe_shared(&self.store, &client, cluster, &observed, None).await?,
             ..Seen::default()
         };

@@ -1,13 +1,13 @@
 //! The primary user's memberships in a pass: whatever pgplane did not give it
-//! (`pgplane_target_server::primary`) is read whenever the pass has the primary user and it is
-//! on the target (every full pass, and the first pass after a registration or a move, which
+//! (`pgplane_target_server::primary`) is read with the observation whenever the pass has the
+//! primary user and it is on the target (every full pass, and the first pass after a registration or a move, which
 //! adopts it), planned as the `primary_user` phase and revoked. After the adoption, finding any
 //! is drift, recorded by counts (the roles involved may be another team's, so no names).
 
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
 use pgplane_target_server::plan::Phase;
-use pgplane_target_server::primary::{foreign_grants, revoke_sql, ForeignGrant, GrantCounts, Side};
+use pgplane_target_server::primary::{revoke_sql, ForeignGrant, GrantCounts, Side};
 use pgplane_target_server::TargetError;
 use tokio_postgres::Client;
 
@@ -17,24 +17,14 @@ use crate::controller::Shared;
 use crate::observe::Observed;
 use crate::plan::pass::{Action, PassPlan};
 
-/// The primary user's foreign memberships, when the pass has the primary user (`has_primary`)
-/// and it is on the target already (a role pgplane is about to create has none). The
-/// membership of its own second login (`alternate`, a rotation's, which acts as it) is
-/// pgplane's, not foreign.
-pub(crate) async fn observe_foreign(
-    client: &Client,
-    cluster: &Cluster,
-    observed: &Observed,
-    has_primary: bool,
-    alternate: Option<&str>,
-) -> Result<Vec<ForeignGrant>, TargetError> {
-    if !has_primary || !observed.roles.contains_key(&cluster.primary_user) {
-        return Ok(Vec::new());
-    }
-    let mut grants =
-        foreign_grants(client, &cluster.primary_user, &cluster.admin_user, observed.version_num).await?;
-    grants.retain(|g| !(g.side == Side::Holder && !g.admin_option && Some(g.role.as_str()) == alternate));
-    Ok(grants)
+/// The primary user's foreign memberships, as the observation found them (when the pass has
+/// the primary user and it is on the target already: a role pgplane is about to create has
+/// none). The membership of its own second login (`alternate`, a rotation's, which acts as it)
+/// is pgplane's, not foreign.
+pub(crate) fn foreign_of(observed: &Observed, alternate: Option<&str>) -> Vec<ForeignGrant> {
+    let pgplanes =
+        |g: &ForeignGrant| g.side == Side::Holder && !g.admin_option && Some(g.role.as_str()) == alternate;
+    observed.primary_foreign.iter().filter(|g| !pgplanes(g)).cloned().collect()
 }
 
 /// Runs the plan's `primary_user` phase: each foreign membership revoked on its own (one that

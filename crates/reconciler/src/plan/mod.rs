@@ -388,6 +388,7 @@ pub(crate) mod tests {
             databases: HashMap::new(),
             primary_admin_of: HashSet::new(),
             admin_sets_primary: true,
+            primary_foreign: Vec::new(),
         }
     }
 
