@@ -1,9 +1,11 @@
 //! Waiting for the reconciler: finished passes are announced on the metadata database (heard
-//! through the store's notification session) and bump a counter per cluster that some request
-//! waits on; a request that wrote desired state re-reads its object each time the counter
-//! moves (and every 250 ms regardless, in case a notification was lost) until the object has
-//! settled or the bounded wait is over (`settle`, and what a create or a delete adds to it).
-//! Counters exist only while a request waits.
+//! through the store's notification session, as [`Reconciled`]) and kept per cluster that some
+//! request waits on; a request that wrote desired state re-reads its object after each pass
+//! that read the cluster after its write began (and every 250 ms regardless, in case a
+//! notification was lost) until the object has settled or the bounded wait is over (`settle`,
+//! and what a create or a delete adds to it). A pass that began before the write cannot have
+//! settled it: waiting requests skip that re-read. Clusters are followed only while a request
+//! waits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{settled, Lifecycle, ObjectKind, SyncStatus};
 use pgplane_core::notifications::Event;
-use pgplane_core::store::RECONCILED_CHANNEL;
+use pgplane_core::store::{Reconciled, RECONCILED_CHANNEL};
 use pgplane_core::Store;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -26,7 +28,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Tells waiting requests when a pass over their cluster has finished.
 pub(crate) struct Waiter {
-    passes: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    passes: Mutex<HashMap<Uuid, watch::Sender<Option<Reconciled>>>>,
 }
 
 impl Waiter {
@@ -41,8 +43,8 @@ impl Waiter {
                 let Some(waiter) = weak.upgrade() else { return };
                 match event {
                     Ok(Event::Notified { channel, payload }) if channel == RECONCILED_CHANNEL => {
-                        if let Ok(id) = Uuid::parse_str(&payload) {
-                            waiter.passed(id);
+                        if let Some(pass) = Reconciled::parse(&payload) {
+                            waiter.passed(&pass);
                         }
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -53,10 +55,10 @@ impl Waiter {
         waiter
     }
 
-    /// A pass over `cluster_id` finished: wakes whoever waits on it.
-    fn passed(&self, cluster_id: Uuid) {
-        if let Some(sender) = self.passes.lock().expect("waiter lock").get(&cluster_id) {
-            sender.send_modify(|count| *count += 1);
+    /// A pass finished: wakes whoever waits on its cluster.
+    fn passed(&self, pass: &Reconciled) {
+        if let Some(sender) = self.passes.lock().expect("waiter lock").get(&pass.cluster_id) {
+            sender.send_replace(Some(*pass));
         }
     }
 
@@ -67,15 +69,18 @@ impl Waiter {
             .lock()
             .expect("waiter lock")
             .entry(cluster_id)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         Subscription { waiter: self, cluster_id, receiver }
     }
 
-    /// Calls `check` until it returns a value or `timeout` passes (then None).
+    /// Calls `check` until it returns a value or `timeout` passes (then None): at once, then
+    /// after each pass over `cluster_id` that concerns a write begun at `written_at` (None: after
+    /// every pass), and every 250 ms.
     pub async fn until<T, F, Fut>(
         &self,
         cluster_id: Uuid,
+        written_at: Option<DateTime<Utc>>,
         timeout: Duration,
         mut check: F,
     ) -> pgplane_core::Result<Option<T>>
@@ -96,7 +101,7 @@ impl Waiter {
                 break Ok(None);
             }
             let nap = POLL.min(deadline - now);
-            let _ = tokio::time::timeout(nap, passes.changed()).await;
+            let _ = tokio::time::timeout(nap, passes.concerning(written_at)).await;
         };
         drop(passes);
         found
@@ -175,7 +180,7 @@ where
     let timeout = state.config.apply_timeout;
     let done = state
         .waiter
-        .until(cluster_id, timeout, || {
+        .until(cluster_id, Some(written_at), timeout, || {
             let r = read();
             async move {
                 let object = r.await?;
@@ -190,16 +195,27 @@ where
 }
 
 /// One request's wait on a cluster's passes. Dropping it (the request answered, or abandoned
-/// mid-wait) forgets the cluster's counter once nobody else waits on it.
+/// mid-wait) stops following the cluster once nobody else waits on it.
 struct Subscription<'a> {
     waiter: &'a Waiter,
     cluster_id: Uuid,
-    receiver: watch::Receiver<u64>,
+    /// The last pass over the cluster that finished (passes over a cluster run one at a time).
+    receiver: watch::Receiver<Option<Reconciled>>,
 }
 
 impl Subscription<'_> {
-    async fn changed(&mut self) {
-        let _ = self.receiver.changed().await;
+    /// Returns once a pass has finished since the last call that concerns a write begun at
+    /// `written_at` (None: any pass does; see [`Reconciled::concerns`]).
+    async fn concerning(&mut self, written_at: Option<DateTime<Utc>>) {
+        loop {
+            if self.receiver.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let last = *self.receiver.borrow_and_update();
+            if last.is_some_and(|pass| written_at.is_none_or(|at| pass.concerns(at))) {
+                return;
+            }
+        }
     }
 }
 
@@ -221,15 +237,41 @@ mod tests {
     fn a_cluster_is_followed_only_while_someone_waits_on_it() {
         let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        waiter.passed(b);
+        waiter.passed(&Reconciled { cluster_id: b, read_at: None });
         assert!(waiter.passes.lock().unwrap().is_empty(), "a pass nobody waits on leaves nothing behind");
         let first = waiter.subscribe(a);
         let second = waiter.subscribe(a);
-        waiter.passed(a);
+        waiter.passed(&Reconciled { cluster_id: a, read_at: None });
         assert!(first.receiver.has_changed().unwrap());
         drop(first);
         assert_eq!(waiter.passes.lock().unwrap().len(), 1, "still waited on");
         drop(second);
         assert!(waiter.passes.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_is_looked_at_again_only_after_a_pass_that_read_the_cluster_after_it_began() {
+        use futures::FutureExt;
+        let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
+        let cluster_id = Uuid::new_v4();
+        let written_at = Utc::now();
+        let pass = |read_at: Option<DateTime<Utc>>| Reconciled { cluster_id, read_at };
+        let mut waiting = waiter.subscribe(cluster_id);
+        let mut any = waiter.subscribe(cluster_id);
+
+        waiter.passed(&pass(Some(written_at - chrono::Duration::milliseconds(3))));
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it began before the write");
+        waiter.passed(&pass(Some(written_at)));
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it began with the write");
+        assert!(any.concerning(None).now_or_never().is_some(), "without a time, every pass concerns");
+
+        waiter.passed(&pass(Some(written_at + chrono::Duration::microseconds(1))));
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_some());
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "once per pass");
+        waiter.passed(&pass(None));
+        assert!(
+            waiting.concerning(Some(written_at)).now_or_never().is_some(),
+            "a pass of unknown time may concern it"
+        );
     }
 }

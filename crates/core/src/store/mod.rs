@@ -152,7 +152,7 @@ pub use objects::ObjectCounts;
 pub use pools::{
     PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
 };
-pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster};
+pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster, Reconciled};
 pub use retention::EventLog;
 pub use rights::SharedRights;
 pub use rotation::Rotation;
@@ -162,7 +162,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 /// Channel on which writers wake reconcilers; the payload is the cluster id.
 pub const WAKE_CHANNEL: &str = "pgplane_wake";
-/// Channel on which reconcilers announce a finished pass; the payload is the cluster id.
+/// Channel on which reconcilers announce a finished pass; the payload is a [`Reconciled`].
 pub const RECONCILED_CHANNEL: &str = "pgplane_reconciled";
 /// Channel on which token revocations are announced; the payload is the token id.
 pub const TOKENS_CHANNEL: &str = "pgplane_tokens";

@@ -24,6 +24,35 @@ pub struct ObjectOutcome<'a> {
     pub outcome: Outcome,
 }
 
+/// What a finished pass announces on [`RECONCILED_CHANNEL`]: its cluster and, when known, when
+/// it read the cluster (by the metadata database's clock). Such a pass saw every write
+/// committed before then; a write that began after it is settled by a later pass (the write
+/// moved the cluster's generation past what this pass read, so another one follows at once),
+/// and a request waiting on it need not look again yet. Payload: the cluster id, then a space
+/// and that time in microseconds since the Unix epoch when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    pub cluster_id: Uuid,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl Reconciled {
+    /// Reads a payload (None: not one).
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (id, read_at) = match payload.split_once(' ') {
+            Some((id, micros)) => (id, Some(DateTime::from_timestamp_micros(micros.parse().ok()?)?)),
+            None => (payload, None),
+        };
+        Some(Self { cluster_id: Uuid::parse_str(id).ok()?, read_at })
+    }
+
+    /// Whether a request waiting on a write that began at `written_at` should look again: the
+    /// pass read the cluster after that, or when is not known.
+    pub fn concerns(&self, written_at: DateTime<Utc>) -> bool {
+        self.read_at.is_none_or(|read_at| read_at > written_at)
+    }
+}
+
 /// A cluster that needs a pass.
 #[derive(Debug, Clone, Copy)]
 pub struct DueCluster {
@@ -299,7 +328,8 @@ impl Store {
     /// resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals the admin
     /// password anew, so the sealed bytes tell): the new target still needs its full pass.
     /// With an error it is retried at `retry_at`. Either way, waiting API requests are told, in
-    /// the same statement. Returns None if the cluster no longer exists, otherwise whether it
+    /// the same statement ([`Reconciled`], with `expired_by` as the time the pass read the
+    /// cluster). Returns None if the cluster no longer exists, otherwise whether it
     /// is due again at once (its desired state changed during the pass, which succeeded).
     pub async fn finish_pass(
         &self,
@@ -346,7 +376,11 @@ impl Store {
                 where cluster_id = $1
             returning cluster_id, generation > reconciled_generation and last_error is null as more
              )
-             select more as "more!", pg_notify($10, cluster_id::text)::text as notified from c"#,
+             select more as "more!",
+                    pg_notify($10, cluster_id::text
+                                   || coalesce(' ' || (extract(epoch from $14::timestamptz) * 1000000)::int8, ''))::text
+                      as notified
+               from c"#,
             cluster.cluster_id,
             cluster.generation,
             end.succeeded,
@@ -365,5 +399,28 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(finished.map(|r| r.more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_pass_is_read_from_its_announcement() {
+        let id = Uuid::new_v4();
+        let at = DateTime::from_timestamp_micros(1_765_000_000_123_456).unwrap();
+        assert_eq!(
+            Reconciled::parse(&format!("{id} 1765000000123456")),
+            Some(Reconciled { cluster_id: id, read_at: Some(at) })
+        );
+        assert_eq!(Reconciled::parse(&id.to_string()), Some(Reconciled { cluster_id: id, read_at: None }));
+        for bad in ["", "not-a-uuid", &format!("{id} soon"), &format!("{id} ")] {
+            assert_eq!(Reconciled::parse(bad), None, "{bad:?}");
+        }
+        let pass = Reconciled { cluster_id: id, read_at: Some(at) };
+        assert!(pass.concerns(at - chrono::Duration::microseconds(1)));
+        assert!(!pass.concerns(at), "a write that began as the pass read the cluster may be unseen");
+        assert!(Reconciled { cluster_id: id, read_at: None }.concerns(at));
     }
 }

@@ -249,7 +249,7 @@ pub(super) async fn create(
     let store = &state.store;
     state
         .waiter
-        .until(id, state.config.apply_timeout, || async move {
+        .until(id, None, state.config.apply_timeout, || async move {
             let c = store.cluster_by_id(id).await?;
             Ok(c.filter(|c| c.status == ClusterStatus::Online || c.last_reconciled_at.is_some()).map(|_| ()))
         })
@@ -372,7 +372,7 @@ pub(super) async fn update_target(
     let since = chrono::Utc::now();
     state
         .waiter
-        .until(id, state.config.apply_timeout, || async move {
+        .until(id, None, state.config.apply_timeout, || async move {
             let c = store.cluster_by_id(id).await?;
             Ok(c.filter(|c| c.last_reconciled_at.is_some_and(|at| at >= since)).map(|_| ()))
         })
