@@ -4,6 +4,7 @@
 //! metadata store (the gateway's own PostgreSQL database, reached only through sqlx).
 
 pub mod access;
+pub mod credentials;
 pub mod error;
 pub mod heartbeat;
 pub mod heirs;

@@ -6,7 +6,6 @@
 mod audit;
 mod auth;
 mod console;
-mod credentials;
 mod error;
 mod extract;
 mod failures;

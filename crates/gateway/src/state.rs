@@ -10,12 +10,12 @@ use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
 use crate::auth::Authenticator;
-use crate::credentials::CredentialsCache;
 use crate::probes::Prober;
 use crate::rate::Limiter;
 use crate::rendered::RenderedListings;
 use crate::wait::Waiter;
 use crate::GatewayConfig;
+use pgplane_core::credentials::CredentialsCache;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::credentials::{ClusterPasswords, CredentialsCache};
 use crate::error::ApiError;
 use crate::rendered::Rendering;
+use pgplane_core::credentials::{ClusterCredentials, CredentialsCache};
 
 /// Everything but unreserved URI characters is escaped in URI user info and paths.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -150,7 +150,7 @@ impl UserView {
     /// (the caller holds `database:view_credentials`). A user whose stored credentials cannot
     /// be opened is shown without them, saying so in its `last_error`, rather than failing a
     /// whole listing.
-    pub fn of(user: &User, passwords: Option<&mut ClusterPasswords<'_>>, primary_user: &str) -> Self {
+    pub fn of(user: &User, passwords: Option<&mut ClusterCredentials<'_>>, primary_user: &str) -> Self {
         let (password, unopened) = match passwords.map(|p| p.password(user)) {
             None => (None, None),
             Some(Ok(password)) => (Some(password), None),
@@ -194,7 +194,7 @@ impl UserView {
 /// alone next changes what they show, after `now` (read before the users were).
 pub(crate) fn users_json<'a>(
     users: impl IntoIterator<Item = &'a User>,
-    mut passwords: Option<ClusterPasswords<'_>>,
+    mut passwords: Option<ClusterCredentials<'_>>,
     primary_user: &str,
     access: impl Fn(&User) -> Option<Vec<AccessEntry>>,
     now: DateTime<Utc>,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pgplane_core::credentials::CredentialsCache;
 use pgplane_core::heartbeat::Heartbeat;
 use pgplane_core::notifications::Event;
 use pgplane_core::secrets::Sealer;
@@ -86,7 +87,8 @@ pub struct Stats {
 /// State shared by the loop and its passes.
 pub(crate) struct Shared {
     pub store: Store,
-    pub sealer: Sealer,
+    /// The sealer of targets' and users' secrets, with the users' credentials it opened.
+    pub credentials: CredentialsCache,
     pub pools: Pools,
     pub config: ReconcilerConfig,
     pub stats: Arc<Stats>,
@@ -171,7 +173,7 @@ impl Reconciler {
         Self {
             shared: Arc::new(Shared {
                 store,
-                sealer,
+                credentials: CredentialsCache::new(sealer),
                 pools: Pools::new(config.target_policy.budget()),
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),

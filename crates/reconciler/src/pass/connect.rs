@@ -6,10 +6,9 @@ use std::cell::Cell;
 
 use chrono::{DateTime, Utc};
 
+use pgplane_core::credentials::{ClusterCredentials, CredentialsCache, Login};
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, ServerIdentity, User};
-use pgplane_core::passwords::Credentials;
-use pgplane_core::secrets::Sealer;
 use pgplane_target_server::{TargetError, TargetSpec};
 use tokio_postgres::Client;
 
@@ -161,16 +160,17 @@ pub(super) fn hold_waiting_parameters(roles: &mut [RoleItem], observed: &Observe
 /// accepting logins only during its grace. A user whose credentials cannot be opened is left
 /// out of the pass and returned apart: it fails alone, the rest of the cluster goes ahead.
 pub(super) fn prepare(
-    sealer: &Sealer,
+    credentials: &CredentialsCache,
     cluster: &Cluster,
     users: Vec<User>,
     now: DateTime<Utc>,
 ) -> Result<(TargetSpec, Vec<RoleItem>, Vec<Unopened>), TargetError> {
-    let spec = TargetSpec::of(cluster, sealer)?;
+    let spec = TargetSpec::of(cluster, credentials.sealer())?;
+    let mut opened = credentials.of_cluster(cluster.cluster_id);
     let mut roles = Vec::with_capacity(users.len());
     let mut unopened = Vec::new();
     for user in users {
-        match logins_of(sealer, &user, now) {
+        match logins_of(&mut opened, &user, now) {
             Ok(logins) => {
                 // The end of a rotation's grace changes what a login should be, and is no drift.
                 let watched = user.watched_for_drift() && user.grace_until.is_none_or(|t| t > now);
@@ -190,7 +190,7 @@ pub(super) fn prepare(
 /// The roles a user is on the target: its own, and its alternate login when it has one (marked
 /// true), with what each should be at `now`.
 fn logins_of(
-    sealer: &Sealer,
+    opened: &mut ClusterCredentials<'_>,
     user: &User,
     now: DateTime<Utc>,
 ) -> Result<Vec<(DesiredRole, bool)>, TargetError> {
@@ -230,25 +230,15 @@ fn logins_of(
         // A role to be dropped needs no verifier.
         if state == DesiredState::Present {
             role.verifier = if current {
-                verifier_of(
-                    sealer,
-                    &user.credentials_sealed,
-                    &User::credentials_context(user.cluster_id, &user.name),
-                )?
+                opened.verifier(user, Login::Current)?
+            } else if user.other_credentials_sealed.is_some() {
+                opened.verifier(user, Login::Other)?
             } else {
-                let sealed = user.other_credentials_sealed.as_deref().ok_or_else(|| {
-                    TargetError::Internal("the credentials of its other login are missing".into())
-                })?;
-                verifier_of(sealer, sealed, &User::other_credentials_context(user.cluster_id, &user.name))?
+                return Err(TargetError::Internal("the credentials of its other login are missing".into()));
             };
         }
     }
     Ok(logins)
-}
-
-/// The SCRAM verifier in sealed credentials.
-fn verifier_of(sealer: &Sealer, sealed: &[u8], context: &str) -> Result<String, TargetError> {
-    Ok(Credentials::open(sealer, sealed, context)?.verifier)
 }
 
 /// Records the failure of each user left out of the pass; returns the first, for the pass.

@@ -131,7 +131,7 @@ pub(crate) async fn run_pass(
         );
     }
 
-    let (spec, mut roles, unopened) = match prepare(&shared.sealer, &cluster, users, read_at) {
+    let (spec, mut roles, unopened) = match prepare(&shared.credentials, &cluster, users, read_at) {
         Ok(p) => p,
         Err(e) => return fail_pass(shared, &cluster, summary, &databases, &[], &e).await,
     };

@@ -23,11 +23,12 @@ use crate::observe::observe;
 use crate::plan::access::Inputs;
 use crate::plan::pass::{plan_pass, Seen};
 use crate::pools::one_off;
+use pgplane_core::credentials::CredentialsCache;
 
 /// Makes plans for the gateway (see [`Planner`]): what a full pass would do right now.
 pub struct Previewer {
     store: Store,
-    sealer: Sealer,
+    credentials: CredentialsCache,
     policy: TargetPolicy,
     limits: SessionLimits,
     allow_replication: bool,
@@ -38,7 +39,7 @@ impl Previewer {
     pub fn new(store: Store, sealer: Sealer, config: &ReconcilerConfig) -> Self {
         Self {
             store,
-            sealer,
+            credentials: CredentialsCache::new(sealer),
             policy: config.target_policy.clone(),
             limits: config.session_limits,
             allow_replication: config.allow_replication_for_sole_tenants,
@@ -52,7 +53,7 @@ impl Previewer {
         let id = cluster.cluster_id;
         let ((users, databases), pending) =
             tokio::try_join!(self.store.cluster_objects(id, false), self.store.pending_access(id))?;
-        let (spec, mut roles, unopened) = prepare(&self.sealer, cluster, users, chrono::Utc::now())?;
+        let (spec, mut roles, unopened) = prepare(&self.credentials, cluster, users, chrono::Utc::now())?;
         super::powers::withhold_replication(&self.store, self.allow_replication, cluster, &mut roles).await?;
         let spec = spec.checked(&self.policy).await?;
         // Observe: one session of its own, closed when the plan is made.
