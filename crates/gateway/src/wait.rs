@@ -1,11 +1,10 @@
 //! Waiting for the reconciler: finished passes are announced on the metadata database (heard
 //! through the store's notification session, as [`Reconciled`]) and kept per cluster that some
 //! request waits on; a request that wrote desired state re-reads its object after each pass
-//! that read the cluster after its write began (and every 250 ms regardless, in case a
-//! notification was lost) until the object has settled or the bounded wait is over (`settle`,
-//! and what a create or a delete adds to it). A pass that began before the write cannot have
-//! settled it: waiting requests skip that re-read. Clusters are followed only while a request
-//! waits.
+//! that may have seen its write (and every 250 ms regardless, in case a notification was lost)
+//! until the object has settled or the bounded wait is over (`settle`, and what a create or a
+//! delete adds to it). A pass that did not see the write cannot have settled it: waiting
+//! requests skip that re-read. Clusters are followed only while a request waits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -75,8 +74,8 @@ impl Waiter {
     }
 
     /// Calls `check` until it returns a value or `timeout` passes (then None): at once, then
-    /// after each pass over `cluster_id` that concerns a write begun at `written_at` (None: after
-    /// every pass), and every 250 ms.
+    /// after each pass over `cluster_id` that may have seen a write begun at `written_at` (None:
+    /// after every pass), and every 250 ms.
     pub async fn until<T, F, Fut>(
         &self,
         cluster_id: Uuid,
@@ -237,11 +236,11 @@ mod tests {
     fn a_cluster_is_followed_only_while_someone_waits_on_it() {
         let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        waiter.passed(&Reconciled { cluster_id: b, read_at: None });
+        waiter.passed(&Reconciled { cluster_id: b, unseen_from: None });
         assert!(waiter.passes.lock().unwrap().is_empty(), "a pass nobody waits on leaves nothing behind");
         let first = waiter.subscribe(a);
         let second = waiter.subscribe(a);
-        waiter.passed(&Reconciled { cluster_id: a, read_at: None });
+        waiter.passed(&Reconciled { cluster_id: a, unseen_from: None });
         assert!(first.receiver.has_changed().unwrap());
         drop(first);
         assert_eq!(waiter.passes.lock().unwrap().len(), 1, "still waited on");
@@ -250,19 +249,19 @@ mod tests {
     }
 
     #[test]
-    fn a_write_is_looked_at_again_only_after_a_pass_that_read_the_cluster_after_it_began() {
+    fn a_write_is_looked_at_again_only_after_a_pass_that_may_have_seen_it() {
         use futures::FutureExt;
         let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
         let cluster_id = Uuid::new_v4();
         let written_at = Utc::now();
-        let pass = |read_at: Option<DateTime<Utc>>| Reconciled { cluster_id, read_at };
+        let pass = |unseen_from: Option<DateTime<Utc>>| Reconciled { cluster_id, unseen_from };
         let mut waiting = waiter.subscribe(cluster_id);
         let mut any = waiter.subscribe(cluster_id);
 
         waiter.passed(&pass(Some(written_at - chrono::Duration::milliseconds(3))));
-        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it began before the write");
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it saw nothing that late");
         waiter.passed(&pass(Some(written_at)));
-        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it began with the write");
+        assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "nor the write itself");
         assert!(any.concerning(None).now_or_never().is_some(), "without a time, every pass concerns");
 
         waiter.passed(&pass(Some(written_at + chrono::Duration::microseconds(1))));

@@ -152,7 +152,7 @@ pub use objects::ObjectCounts;
 pub use pools::{
     PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
 };
-pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster, Reconciled};
+pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster, PassRead, Reconciled};
 pub use retention::EventLog;
 pub use rights::SharedRights;
 pub use rotation::Rotation;

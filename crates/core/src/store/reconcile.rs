@@ -24,33 +24,41 @@ pub struct ObjectOutcome<'a> {
     pub outcome: Outcome,
 }
 
-/// What a finished pass announces on [`RECONCILED_CHANNEL`]: its cluster and, when known, when
-/// it read the cluster (by the metadata database's clock). Such a pass saw every write
-/// committed before then; a write that began after it is settled by a later pass (the write
-/// moved the cluster's generation past what this pass read, so another one follows at once),
-/// and a request waiting on it need not look again yet. Payload: the cluster id, then a space
-/// and that time in microseconds since the Unix epoch when known.
+/// What a finished pass announces on [`RECONCILED_CHANNEL`]: its cluster and, when known, the
+/// time from which writes were not seen by it (by the metadata database's clock): it read the
+/// cluster and then its objects, and holds no object written by a write that began then or
+/// later. A request waiting on such a write need not look again yet: the write moved the
+/// cluster's generation past what the pass read, so another pass follows at once. Payload: the
+/// cluster id, then a space and that time in microseconds since the Unix epoch when known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
     pub cluster_id: Uuid,
-    pub read_at: Option<DateTime<Utc>>,
+    pub unseen_from: Option<DateTime<Utc>>,
 }
 
 impl Reconciled {
     /// Reads a payload (None: not one).
     pub fn parse(payload: &str) -> Option<Self> {
-        let (id, read_at) = match payload.split_once(' ') {
+        let (id, unseen_from) = match payload.split_once(' ') {
             Some((id, micros)) => (id, Some(DateTime::from_timestamp_micros(micros.parse().ok()?)?)),
             None => (payload, None),
         };
-        Some(Self { cluster_id: Uuid::parse_str(id).ok()?, read_at })
+        Some(Self { cluster_id: Uuid::parse_str(id).ok()?, unseen_from })
     }
 
     /// Whether a request waiting on a write that began at `written_at` should look again: the
-    /// pass read the cluster after that, or when is not known.
+    /// pass may have seen it.
     pub fn concerns(&self, written_at: DateTime<Utc>) -> bool {
-        self.read_at.is_none_or(|read_at| read_at > written_at)
+        self.unseen_from.is_none_or(|unseen_from| written_at < unseen_from)
     }
+}
+
+/// When a pass read its cluster (its objects were read after), and the time from which writes
+/// were not seen by it (see [`Reconciled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassRead {
+    pub at: DateTime<Utc>,
+    pub unseen_from: DateTime<Utc>,
 }
 
 /// A cluster that needs a pass.
@@ -323,24 +331,25 @@ impl Store {
 
     /// Ends a pass over `cluster` as the pass read it (desired state at its generation). With
     /// no error, the cluster is converged up to that generation, the users that had expired
-    /// (or whose rotation's grace had ended) by `expired_by` (when the pass read the cluster)
-    /// have had their sessions ended, and, after a full pass,
-    /// resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals the admin
-    /// password anew, so the sealed bytes tell): the new target still needs its full pass.
-    /// With an error it is retried at `retry_at`. Either way, waiting API requests are told, in
-    /// the same statement ([`Reconciled`], with `expired_by` as the time the pass read the
-    /// cluster). Returns None if the cluster no longer exists, otherwise whether it
-    /// is due again at once (its desired state changed during the pass, which succeeded).
+    /// (or whose rotation's grace had ended) when the pass read the cluster (`read`) have had
+    /// their sessions ended, and, after a full pass, resynced, unless its registration changed
+    /// meanwhile (`PUT …/pgplane` seals the admin password anew, so the sealed bytes tell): the
+    /// new target still needs its full pass. With an error it is retried at `retry_at`. Either
+    /// way, waiting API requests are told, in the same statement ([`Reconciled`], unseen from
+    /// `read`'s time when known). Returns None if the cluster no longer exists, otherwise
+    /// whether it is due again at once (its desired state changed during the pass, which
+    /// succeeded).
     pub async fn finish_pass(
         &self,
         cluster: &Cluster,
-        expired_by: Option<DateTime<Utc>>,
+        read: Option<PassRead>,
         full: bool,
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
         retry_at: DateTime<Utc>,
     ) -> Result<Option<bool>> {
         let (version_num, version) = server_version.unzip();
+        let (expired_by, unseen_from) = (read.map(|r| r.at), read.map(|r| r.unseen_from));
         let end = PassEnd::new(full, error, retry_at);
         let finished = sqlx::query!(
             r#"with enforced as (
@@ -378,7 +387,7 @@ impl Store {
              )
              select more as "more!",
                     pg_notify($10, cluster_id::text
-                                   || coalesce(' ' || (extract(epoch from $14::timestamptz) * 1000000)::int8, ''))::text
+                                   || coalesce(' ' || (extract(epoch from $15::timestamptz) * 1000000)::int8, ''))::text
                       as notified
                from c"#,
             cluster.cluster_id,
@@ -394,7 +403,8 @@ impl Store {
             UserRole::Primary as _,
             SyncStatus::Ready as _,
             ClusterStatus::Online as _,
-            expired_by
+            expired_by,
+            unseen_from
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -412,15 +422,18 @@ mod tests {
         let at = DateTime::from_timestamp_micros(1_765_000_000_123_456).unwrap();
         assert_eq!(
             Reconciled::parse(&format!("{id} 1765000000123456")),
-            Some(Reconciled { cluster_id: id, read_at: Some(at) })
+            Some(Reconciled { cluster_id: id, unseen_from: Some(at) })
         );
-        assert_eq!(Reconciled::parse(&id.to_string()), Some(Reconciled { cluster_id: id, read_at: None }));
+        assert_eq!(
+            Reconciled::parse(&id.to_string()),
+            Some(Reconciled { cluster_id: id, unseen_from: None })
+        );
         for bad in ["", "not-a-uuid", &format!("{id} soon"), &format!("{id} ")] {
             assert_eq!(Reconciled::parse(bad), None, "{bad:?}");
         }
-        let pass = Reconciled { cluster_id: id, read_at: Some(at) };
+        let pass = Reconciled { cluster_id: id, unseen_from: Some(at) };
         assert!(pass.concerns(at - chrono::Duration::microseconds(1)));
-        assert!(!pass.concerns(at), "a write that began as the pass read the cluster may be unseen");
-        assert!(Reconciled { cluster_id: id, read_at: None }.concerns(at));
+        assert!(!pass.concerns(at), "a write that began at that time was not seen");
+        assert!(Reconciled { cluster_id: id, unseen_from: None }.concerns(at));
     }
 }

@@ -20,8 +20,8 @@ mod steps;
 
 use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{backoff, Lifecycle, Outcome};
-use pgplane_core::model::{Cluster, Database, User};
-use pgplane_core::store::{ObjectOutcome, PassCluster};
+use pgplane_core::model::{AccessProgress, Cluster, Database, User};
+use pgplane_core::store::{ObjectOutcome, PassCluster, PassRead};
 use pgplane_target_server::plan::Phase;
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
@@ -124,10 +124,12 @@ pub(crate) async fn run_pass(
         tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::pending(shared, &cluster))?;
     let summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
+    let read =
+        PassRead { at: read_at, unseen_from: unseen_from(read_at, &users, &databases, &pending_access) };
     if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
         return Ok(
-            summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read_at), false, None, None).await?)
+            summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read), false, None, None).await?)
         );
     }
 
@@ -205,8 +207,24 @@ pub(crate) async fn run_pass(
 
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
     let version = Some((observed.version_num, observed.version.as_str()));
-    let next = finish(shared, &cluster, Some(read_at), full, version, ledger.first_error.as_deref()).await?;
+    let next = finish(shared, &cluster, Some(read), full, version, ledger.first_error.as_deref()).await?;
     Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
+}
+
+/// The earliest time a write could begin and not be among what a pass loaded: the pass read
+/// the cluster at `read_at` and its objects after that, so a write that began later was seen
+/// only if it committed in between, and then the pass holds its row, written at the write's
+/// start (`updated_at`). Just after the latest such row, or `read_at`.
+fn unseen_from(
+    read_at: DateTime<Utc>,
+    users: &[User],
+    databases: &[Database],
+    access: &[AccessProgress],
+) -> DateTime<Utc> {
+    let written = users.iter().map(|u| u.updated_at);
+    let written =
+        written.chain(databases.iter().map(|d| d.updated_at)).chain(access.iter().map(|a| a.updated_at));
+    written.map(|at| at + chrono::Duration::microseconds(1)).fold(read_at, DateTime::max)
 }
 
 /// The primary user's second login (a rotation's), when the pass has it.
@@ -303,19 +321,20 @@ pub(crate) async fn fail_unfinished(
     })
 }
 
-/// Ends a pass in the store: records its result (with the users that had expired by
-/// `expired_by` when it succeeded, their sessions ended) and when the cluster is due again.
+/// Ends a pass in the store: records its result (with the users that had expired when it read
+/// the cluster, `read`, their sessions ended, when it succeeded) and when the cluster is due
+/// again, and announces it (with the time from which writes were unseen, when known).
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,
-    expired_by: Option<DateTime<Utc>>,
+    read: Option<PassRead>,
     full: bool,
     version: Option<(i32, &str)>,
     error: Option<&str>,
 ) -> Result<Next, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
-    Ok(match shared.store.finish_pass(cluster, expired_by, full, version, error, retry_at).await? {
+    Ok(match shared.store.finish_pass(cluster, read, full, version, error, retry_at).await? {
         None => Next::Gone,
         Some(true) => Next::Again,
         Some(false) => Next::Rest,
