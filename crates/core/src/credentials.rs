@@ -23,7 +23,8 @@ use crate::model::User;
 use crate::passwords::Credentials;
 use crate::secrets::Sealer;
 
-/// Most logins whose opened credentials are kept, over every cluster (a few hundred bytes each).
+/// Most users whose opened credentials are kept, over every cluster (a few hundred bytes each,
+/// twice that during a rotation).
 const CAPACITY: u64 = 20_000;
 /// How long a cluster's entry that nothing has used stays.
 const IDLE: Duration = Duration::from_secs(600);
@@ -42,8 +43,31 @@ struct Opened {
     credentials: Credentials,
 }
 
-/// One cluster's opened credentials, by user name and login.
-type Known = RwLock<HashMap<(String, Login), Opened>>;
+/// A user's opened credentials: its own, and its other login's.
+#[derive(Default)]
+struct Logins {
+    current: Option<Opened>,
+    other: Option<Opened>,
+}
+
+impl Logins {
+    fn get(&self, login: Login) -> Option<&Opened> {
+        match login {
+            Login::Current => self.current.as_ref(),
+            Login::Other => self.other.as_ref(),
+        }
+    }
+
+    fn set(&mut self, login: Login, opened: Opened) {
+        match login {
+            Login::Current => self.current = Some(opened),
+            Login::Other => self.other = Some(opened),
+        }
+    }
+}
+
+/// One cluster's opened credentials, by user name.
+type Known = RwLock<HashMap<String, Logins>>;
 
 /// Opens users' sealed credentials, remembering what it opened.
 #[derive(Clone)]
@@ -57,8 +81,8 @@ impl CredentialsCache {
         let opened = Cache::builder()
             .max_capacity(CAPACITY)
             .weigher(|_, known: &Arc<Known>| {
-                let logins = known.read().unwrap_or_else(PoisonError::into_inner).len();
-                u32::try_from(logins).unwrap_or(u32::MAX).max(1)
+                let users = known.read().unwrap_or_else(PoisonError::into_inner).len();
+                u32::try_from(users).unwrap_or(u32::MAX).max(1)
             })
             .time_to_idle(IDLE)
             .build();
@@ -87,7 +111,7 @@ pub struct ClusterCredentials<'a> {
     cache: &'a CredentialsCache,
     cluster_id: Uuid,
     known: Option<Arc<Known>>,
-    fresh: Vec<((String, Login), Opened)>,
+    fresh: Vec<(String, Login, Opened)>,
 }
 
 impl ClusterCredentials<'_> {
@@ -115,7 +139,8 @@ impl ClusterCredentials<'_> {
         let ours = user.cluster_id == self.cluster_id;
         if let Some(known) = self.known.as_ref().filter(|_| ours) {
             let known = known.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(opened) = known.get(&(user.name.clone(), login)).filter(|o| &o.sealed == sealed) {
+            let opened = known.get(&user.name).and_then(|logins| logins.get(login));
+            if let Some(opened) = opened.filter(|o| &o.sealed == sealed) {
                 return Ok(field(&opened.credentials));
             }
         }
@@ -123,7 +148,7 @@ impl ClusterCredentials<'_> {
         let value = field(&credentials);
         if ours {
             let opened = Opened { sealed: sealed.clone(), credentials };
-            self.fresh.push(((user.name.clone(), login), opened));
+            self.fresh.push((user.name.clone(), login, opened));
         }
         Ok(value)
     }
@@ -135,7 +160,12 @@ impl Drop for ClusterCredentials<'_> {
             return;
         }
         let known = self.known.take().unwrap_or_default();
-        known.write().unwrap_or_else(PoisonError::into_inner).extend(self.fresh.drain(..));
+        {
+            let mut users = known.write().unwrap_or_else(PoisonError::into_inner);
+            for (name, login, opened) in self.fresh.drain(..) {
+                users.entry(name).or_default().set(login, opened);
+            }
+        }
         // Inserted again, grown: the cache weighs it anew.
         self.cache.opened.insert(self.cluster_id, known);
     }

@@ -214,10 +214,10 @@ pub(crate) async fn observe(
     let by_primary: [&(dyn ToSql + Sync); 2] = [&primary_user, &admin_user];
     let version_num: i32 = server.get(0);
     let foreign = async {
-        match names.roles.contains(&primary_user) {
-            true => query(client, &foreign_grants_sql(version_num), &by_primary).await,
-            false => Ok(Vec::new()),
+        if !names.roles.contains(&primary_user) {
+            return Ok(Vec::new());
         }
+        query(client, &foreign_grants_sql(version_num), &by_primary).await
     };
     let (roles, databases, primary_admin_of, foreign) = futures::try_join!(
         query(client, &roles_sql, &by_role),

@@ -1,8 +1,9 @@
 //! The primary user's memberships in a pass: whatever pgplane did not give it
 //! (`pgplane_target_server::primary`) is read with the observation whenever the pass has the
-//! primary user and it is on the target (every full pass, and the first pass after a registration or a move, which
-//! adopts it), planned as the `primary_user` phase and revoked. After the adoption, finding any
-//! is drift, recorded by counts (the roles involved may be another team's, so no names).
+//! primary user and it is on the target (every full pass, and the first pass after a
+//! registration or a move, which adopts it), planned as the `primary_user` phase and revoked.
+//! After the adoption, finding any is drift, recorded by counts (the roles involved may be
+//! another team's, so no names).
 
 use pgplane_core::lifecycle::{ObjectKind, Outcome};
 use pgplane_core::model::Cluster;
