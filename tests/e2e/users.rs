@@ -470,3 +470,74 @@ async fn a_kept_listing_shows_every_change_at_once_whoever_made_it() {
     let (in_cluster, _) = cluster_answer(&app, first, &stranger).await;
     assert!(in_cluster.is_empty(), "another team sees no cluster");
 }
+
+/// The cluster's generation and the one its passes have carried out.
+async fn cluster_generations(app: &TestApp) -> (i64, i64) {
+    let id: uuid::Uuid = app.cluster_id.parse().unwrap();
+    sqlx::query_as("select generation, reconciled_generation from clusters where cluster_id = $1")
+        .bind(id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits for the passes to carry out the cluster's generation `expected`, checking that it
+/// stays the generation meanwhile (a pass does not bump it).
+async fn carried_out_at(app: &TestApp, expected: i64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (generation, reconciled) = cluster_generations(app).await;
+        assert_eq!(generation, expected, "{what}");
+        if reconciled == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not carried out ({reconciled})");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A write to a cluster's users or databases bumps the cluster's generation once, at its
+/// commit, however many statements and rows its transaction wrote (a user with parameters,
+/// new settings with new parameters); the pass that carries it out leaves the generation as
+/// it is. A raised generation written by hand wakes the reconcilers the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_bumps_its_cluster_once_at_commit_and_its_pass_does_not() {
+    let app = TestApp::spawn(15).await;
+    let (start, _) = cluster_generations(&app).await;
+    carried_out_at(&app, start, "registered").await;
+    let name = app.unique("bumped");
+    let db = app.default_db.clone();
+    let parameters = json!([{"name": "work_mem", "value": "8MB", "database": db},
+                            {"name": "statement_timeout", "value": "1s"}]);
+    let (status, body) = app
+        .post(&app.cluster_path("/users"), json!({"name": name, "settings": {"parameters": parameters}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["settings"]["parameters"].as_array().unwrap().len(), 2, "{body}");
+    carried_out_at(&app, start + 1, "a user with parameters").await;
+
+    let path = app.cluster_path(&format!("/users/{name}"));
+    let settings =
+        json!({"settings": {"connection_limit": 3, "parameters": [{"name": "work_mem", "value": "4MB"}]}});
+    let (status, body) = app.put(&path, settings).await;
+    assert_eq!(status, 201, "{body}");
+    carried_out_at(&app, start + 2, "settings and parameters, three statements").await;
+    let (status, body) = app.post(&format!("{path}/reset_auth"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    carried_out_at(&app, start + 3, "a reset").await;
+
+    // By hand: the user's generation raised in the metadata database.
+    sqlx::query("update cluster_users set generation = generation + 1 where name = $1")
+        .bind(&name)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    carried_out_at(&app, start + 4, "a write by hand").await;
+
+    let (status, body) = app.delete(&path).await;
+    assert_eq!(status, 204, "{body}");
+    carried_out_at(&app, start + 5, "a deletion").await;
+    let gone = "SELECT count(*) FROM pg_roles WHERE rolname = $1";
+    let left: i64 = app.target_admin("postgres").await.query_one(gone, &[&name]).await.unwrap().get(0);
+    assert_eq!(left, 0);
+}

@@ -1,10 +1,11 @@
 //! Waiting for the reconciler: finished passes are announced on the metadata database (heard
-//! through the store's notification session, as [`Reconciled`]) and kept per cluster that some
-//! request waits on; a request that wrote desired state re-reads its object after each pass
+//! through the store's notification session, as [`Reconciled`]), and the last one heard is
+//! kept per cluster; a request that wrote desired state re-reads its object after each pass
 //! that may have seen its write (and every 250 ms regardless, in case a notification was lost)
 //! until the object has settled or the bounded wait is over (`settle`, and what a create or a
 //! delete adds to it). A pass that did not see the write cannot have settled it: waiting
-//! requests skip that re-read. Clusters are followed only while a request waits.
+//! requests skip that re-read, and the first look too when no pass heard so far saw the
+//! write.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +28,8 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Tells waiting requests when a pass over their cluster has finished.
 pub(crate) struct Waiter {
+    /// The last pass heard over each cluster (an entry is a few dozen bytes: kept for every
+    /// cluster a pass was heard for since the process started).
     passes: Mutex<HashMap<Uuid, watch::Sender<Option<Reconciled>>>>,
 }
 
@@ -54,28 +57,29 @@ impl Waiter {
         waiter
     }
 
-    /// A pass finished: wakes whoever waits on its cluster.
+    /// A pass finished: kept as its cluster's last, and whoever waits on the cluster woken.
     fn passed(&self, pass: &Reconciled) {
-        if let Some(sender) = self.passes.lock().expect("waiter lock").get(&pass.cluster_id) {
-            sender.send_replace(Some(*pass));
-        }
+        self.sender(pass.cluster_id).send_replace(Some(*pass));
     }
 
-    /// Finished passes over `cluster_id`, from now on, until the subscription is dropped.
-    fn subscribe(&self, cluster_id: Uuid) -> Subscription<'_> {
-        let receiver = self
-            .passes
-            .lock()
-            .expect("waiter lock")
-            .entry(cluster_id)
-            .or_insert_with(|| watch::channel(None).0)
-            .subscribe();
-        Subscription { waiter: self, cluster_id, receiver }
+    /// Finished passes over `cluster_id`, from now on, until the subscription is dropped; and
+    /// the last one heard before (None: none since the process started).
+    fn subscribe(&self, cluster_id: Uuid) -> (Subscription, Option<Reconciled>) {
+        let receiver = self.sender(cluster_id).subscribe();
+        let last = *receiver.borrow();
+        (Subscription { receiver }, last)
     }
 
-    /// Calls `check` until it returns a value or `timeout` passes (then None): at once, then
-    /// after each pass over `cluster_id` that may have seen a write begun at `written_at` (None:
-    /// after every pass), and every 250 ms.
+    /// The cluster's channel of finished passes (made at the first pass or wait).
+    fn sender(&self, cluster_id: Uuid) -> watch::Sender<Option<Reconciled>> {
+        let mut passes = self.passes.lock().expect("waiter lock");
+        passes.entry(cluster_id).or_insert_with(|| watch::channel(None).0).clone()
+    }
+
+    /// Calls `check` until it returns a value or `timeout` passes (then None): at once (for a
+    /// write, only if a pass heard already may have seen it: a pass heard later wakes the
+    /// wait), then after each pass over `cluster_id` that may have seen a write begun at
+    /// `written_at` (None: after every pass), and every 250 ms.
     pub async fn until<T, F, Fut>(
         &self,
         cluster_id: Uuid,
@@ -87,14 +91,18 @@ impl Waiter {
         F: FnMut() -> Fut,
         Fut: Future<Output = pgplane_core::Result<Option<T>>>,
     {
-        let mut passes = self.subscribe(cluster_id);
+        let (mut passes, last) = self.subscribe(cluster_id);
         let deadline = Instant::now() + timeout;
+        let mut look = written_at.is_none() || may_have_seen(last, written_at);
         let found = loop {
-            match check().await {
-                Ok(Some(value)) => break Ok(Some(value)),
-                Err(e) => break Err(e),
-                Ok(None) => {}
+            if look {
+                match check().await {
+                    Ok(Some(value)) => break Ok(Some(value)),
+                    Err(e) => break Err(e),
+                    Ok(None) => {}
+                }
             }
+            look = true;
             let now = Instant::now();
             if now >= deadline {
                 break Ok(None);
@@ -193,16 +201,18 @@ where
     }
 }
 
-/// One request's wait on a cluster's passes. Dropping it (the request answered, or abandoned
-/// mid-wait) stops following the cluster once nobody else waits on it.
-struct Subscription<'a> {
-    waiter: &'a Waiter,
-    cluster_id: Uuid,
+/// Whether `pass` may have seen a write begun at `written_at` (None: any pass may have).
+fn may_have_seen(pass: Option<Reconciled>, written_at: Option<DateTime<Utc>>) -> bool {
+    pass.is_some_and(|pass| written_at.is_none_or(|at| pass.concerns(at)))
+}
+
+/// One request's wait on a cluster's passes.
+struct Subscription {
     /// The last pass over the cluster that finished (passes over a cluster run one at a time).
     receiver: watch::Receiver<Option<Reconciled>>,
 }
 
-impl Subscription<'_> {
+impl Subscription {
     /// Returns once a pass has finished since the last call that concerns a write begun at
     /// `written_at` (None: any pass does; see [`Reconciled::concerns`]).
     async fn concerning(&mut self, written_at: Option<DateTime<Utc>>) {
@@ -211,52 +221,55 @@ impl Subscription<'_> {
                 return std::future::pending().await;
             }
             let last = *self.receiver.borrow_and_update();
-            if last.is_some_and(|pass| written_at.is_none_or(|at| pass.concerns(at))) {
+            if may_have_seen(last, written_at) {
                 return;
             }
         }
     }
 }
 
-impl Drop for Subscription<'_> {
-    fn drop(&mut self) {
-        let mut passes = self.waiter.passes.lock().expect("waiter lock");
-        // This subscription's receiver is the last one when the count is 1 (it goes after this).
-        if passes.get(&self.cluster_id).is_some_and(|sender| sender.receiver_count() == 1) {
-            passes.remove(&self.cluster_id);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     #[test]
-    fn a_cluster_is_followed_only_while_someone_waits_on_it() {
+    fn a_wait_starts_from_the_last_pass_heard_over_its_cluster() {
         let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        waiter.passed(&Reconciled { cluster_id: b, unseen_from: None });
-        assert!(waiter.passes.lock().unwrap().is_empty(), "a pass nobody waits on leaves nothing behind");
-        let first = waiter.subscribe(a);
-        let second = waiter.subscribe(a);
+        let pass = Reconciled { cluster_id: b, unseen_from: None };
+        waiter.passed(&pass);
+        let (mut first, last) = waiter.subscribe(a);
+        assert_eq!(last, None, "no pass heard over a");
+        assert_eq!(waiter.subscribe(b).1, Some(pass), "another cluster's pass is kept as its own");
+        let (second, _) = waiter.subscribe(a);
         waiter.passed(&Reconciled { cluster_id: a, unseen_from: None });
-        assert!(first.receiver.has_changed().unwrap());
-        drop(first);
-        assert_eq!(waiter.passes.lock().unwrap().len(), 1, "still waited on");
-        drop(second);
-        assert!(waiter.passes.lock().unwrap().is_empty());
+        assert!(first.receiver.has_changed().unwrap() && second.receiver.has_changed().unwrap());
+        assert!(first.concerning(None).now_or_never().is_some());
+        let (_, last) = waiter.subscribe(a);
+        assert_eq!(last, Some(Reconciled { cluster_id: a, unseen_from: None }));
+    }
+
+    #[test]
+    fn a_write_is_looked_at_first_only_if_a_pass_heard_may_have_seen_it() {
+        let written_at = Utc::now();
+        let pass =
+            |unseen_from| Some(Reconciled { cluster_id: Uuid::new_v4(), unseen_from: Some(unseen_from) });
+        assert!(!may_have_seen(None, Some(written_at)), "no pass heard: none saw it");
+        assert!(!may_have_seen(pass(written_at), Some(written_at)));
+        assert!(may_have_seen(pass(written_at + chrono::Duration::microseconds(1)), Some(written_at)));
+        assert!(may_have_seen(pass(written_at), None));
     }
 
     #[test]
     fn a_write_is_looked_at_again_only_after_a_pass_that_may_have_seen_it() {
-        use futures::FutureExt;
         let waiter = Waiter { passes: Mutex::new(HashMap::new()) };
         let cluster_id = Uuid::new_v4();
         let written_at = Utc::now();
         let pass = |unseen_from: Option<DateTime<Utc>>| Reconciled { cluster_id, unseen_from };
-        let mut waiting = waiter.subscribe(cluster_id);
-        let mut any = waiter.subscribe(cluster_id);
+        let (mut waiting, _) = waiter.subscribe(cluster_id);
+        let (mut any, _) = waiter.subscribe(cluster_id);
 
         waiter.passed(&pass(Some(written_at - chrono::Duration::milliseconds(3))));
         assert!(waiting.concerning(Some(written_at)).now_or_never().is_none(), "it saw nothing that late");

@@ -164,7 +164,7 @@ impl Pools {
         Ok(pool)
     }
 
-    /// A second session from `pool` if one is there at once (idle, or a permit of its server
+    /// One more session from `pool` if one is there at once (idle, or a permit of its server
     /// free to open one), for sharing a pass's work.
     pub(crate) async fn spare(pool: &Pool) -> Option<Object> {
         let spec = &pool.manager().spec;

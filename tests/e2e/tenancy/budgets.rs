@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use pgplane_testkit::{AppOptions, TestApp};
 
 use crate::on_each_version;
@@ -124,6 +125,49 @@ async fn a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_team
     );
 }
 on_each_version!(a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes);
+
+/// A pass spreads many role steps over several sessions (up to four). Another team's burst of
+/// user creates, sixteen in flight on a server whose session cap is three, gets its users
+/// but never more sessions than the cap, and does not stop the first team's writes.
+async fn a_burst_of_another_teams_creates_stays_within_the_cap(major: u32) {
+    const CAP: i64 = 3;
+    let app = TestApp::spawn_with(AppOptions {
+        target_major: major,
+        max_sessions_per_server: CAP as usize,
+        ..Default::default()
+    })
+    .await;
+    let rival = Rival::register(&app, "burst").await;
+    let sampler = Sampler::start(&app).await;
+    let names: Vec<String> = (0..48).map(|n| app.unique(&format!("burst{n}"))).collect();
+    let burst =
+        futures::stream::iter(names.iter().map(|name| {
+            let (app, rival) = (&app, &rival);
+            async move {
+                rival.call(app, Method::POST, &rival.path("/users"), Some(json!({ "name": name }))).await
+            }
+        }))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let writes = async {
+        for n in 0..4 {
+            let name = app.unique(&format!("calm{n}"));
+            let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    let (answers, ()) = tokio::join!(burst, writes);
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+    }
+    for name in &names {
+        assert!(app.role_exists(name).await, "{name} is on the server");
+    }
+    let peak = sampler.peak();
+    assert!(peak > 0, "the sampler saw pgplane's sessions");
+    assert!(peak <= CAP, "{peak} sessions of pgplane on the server, cap {CAP}");
+}
+on_each_version!(a_burst_of_another_teams_creates_stays_within_the_cap);
 
 /// Clusters registered with one admin connection share its pooled sessions (the reconciler's
 /// pools are keyed by the whole connection). A rival who knows the first team's admin login

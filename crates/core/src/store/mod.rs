@@ -3,20 +3,21 @@
 //! the query data committed in `.sqlx/` (`deploy/dev/sqlx-prepare.sh` writes it; `make lint`
 //! checks it is current), so a renamed column fails the build. Lifecycle states are bound as
 //! the enums of `crate::lifecycle`, never written in the SQL. Writes that change a cluster's
-//! desired state bump the cluster's generation and wake the reconcilers in the same statement
-//! or transaction (see `lifecycle::cluster`).
+//! desired state bump the cluster's generation and wake the reconcilers in the same
+//! transaction (see `lifecycle::cluster`): its users' and databases' writes at commit, by a
+//! trigger (see [`changed_rows!`]).
 
-/// A write to one of a cluster's objects that, if it changed a row, also bumps the cluster's
+/// A write to one of a cluster's users or databases, in one checked statement, its changed
+/// rows returned as a `User` or a `Database` (`returning *`), or as [`Written`] (`returning
+/// generation, updated_at`). `change` (literals, joined) is a data-modifying statement with
+/// RETURNING whose `$1` is the cluster id. The write does not touch the cluster's row: when it
+/// inserts an object or raises its generation, the transaction's commit bumps the cluster's
 /// generation (see `lifecycle::cluster`: a new generation, a pass due at once, any backoff
-/// over) and wakes the reconcilers on commit, in one checked statement: one round trip and no
-/// explicit transaction, so writes to one cluster hold their row lock only for that long.
-/// `change` (literals, joined) is a data-modifying statement with RETURNING whose `$1` is the
-/// cluster id; `wake` is the placeholder bound to [`WAKE_CHANNEL`]. The result is the changed
-/// rows as a `User` or a `Database` (`returning *`), or as [`Written`] (`returning
-/// generation, updated_at`).
-macro_rules! with_bump {
-    (User, $change:tt, $wake:literal, $($args:tt)*) => {
-        with_bump!(@query crate::model::User, $change, $wake,
+/// over) and wakes the reconcilers (a commit-time trigger, migration `commit_time_bump`), so
+/// the cluster's row is locked only while the transaction commits.
+macro_rules! changed_rows {
+    (User, $change:tt, $($args:tt)*) => {
+        changed_rows!(@query crate::model::User, $change,
             r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
                credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
                connection_limit as "connection_limit!",
@@ -32,8 +33,8 @@ macro_rules! with_bump {
                           from cluster_user_parameters where cluster_id = $1 group by user_name) p on p.user_name = changed.name",
             $($args)*)
     };
-    (Database, $change:tt, $wake:literal, $($args:tt)*) => {
-        with_bump!(@query crate::model::Database, $change, $wake,
+    (Database, $change:tt, $($args:tt)*) => {
+        changed_rows!(@query crate::model::Database, $change,
             r#"cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
                state as "state!: DesiredState", generation as "generation!",
                applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
@@ -41,21 +42,16 @@ macro_rules! with_bump {
             "",
             $($args)*)
     };
-    (written, $change:tt, $wake:literal, $($args:tt)*) => {
-        with_bump!(@query crate::store::Written, $change, $wake,
+    (written, $change:tt, $($args:tt)*) => {
+        changed_rows!(@query crate::store::Written, $change,
             r#"generation as "generation!", updated_at as "updated_at!""#,
             "",
             $($args)*)
     };
-    (@query $out:path, [$($change:literal),+], $wake:literal, $select:literal, $join:literal, $($args:tt)*) => {
+    (@query $out:path, [$($change:literal),+], $select:literal, $join:literal, $($args:tt)*) => {
         sqlx::query_as!(
             $out,
-            "with changed as (" $(+ $change)+ + "), bumped as (
-                update clusters
-                   set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                 where cluster_id = $1 and exists (select 1 from changed)
-             returning pg_notify(" + $wake + ", cluster_id::text))
-             select " + $select + " from changed " + $join,
+            "with changed as (" $(+ $change)+ + ") select " + $select + " from changed " + $join,
             $($args)*
         )
     };

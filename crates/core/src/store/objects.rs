@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{taken_on_server, Store, WAKE_CHANNEL};
+use super::{taken_on_server, Store};
 use crate::error::{Error, Result};
 use crate::lifecycle::{DesiredState, ObjectKind, SyncStatus, UserRole};
 use crate::model::{Database, SettingsChange, User, UserSettings};
@@ -19,6 +19,13 @@ pub struct ObjectCounts {
     pub pending: i64,
     pub failed: i64,
     pub conflict: i64,
+}
+
+/// Parameters as the columns an insert unnests: names, values, databases.
+fn parameter_columns(parameters: &[RoleParameter]) -> (Vec<&str>, Vec<&str>, Vec<Option<&str>>) {
+    let names = parameters.iter().map(|p| p.name.as_str()).collect();
+    let values = parameters.iter().map(|p| p.value.as_str()).collect();
+    (names, values, parameters.iter().map(|p| p.database.as_deref()).collect())
 }
 
 /// Replaces a user's parameters with `parameters` (checked by the caller).
@@ -35,9 +42,7 @@ async fn replace_parameters(
     )
     .execute(&mut *tx)
     .await?;
-    let names: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
-    let values: Vec<&str> = parameters.iter().map(|p| p.value.as_str()).collect();
-    let databases: Vec<Option<&str>> = parameters.iter().map(|p| p.database.as_deref()).collect();
+    let (names, values, databases) = parameter_columns(parameters);
     sqlx::query!(
         "insert into cluster_user_parameters (cluster_id, user_name, name, value, database_name)
          select $1, $2, p.name, p.value, p.database_name
@@ -140,7 +145,7 @@ impl Store {
     /// lifetime; the reconciler applies the new `VALID UNTIL`. A user that is not a present
     /// lease is refused.
     pub async fn renew_lease(&self, cluster_id: Uuid, name: &str, seconds: Option<i32>) -> Result<User> {
-        let user: Option<User> = with_bump!(
+        let user: Option<User> = changed_rows!(
             User,
             ["update cluster_users
                     set lease_seconds = coalesce($3, lease_seconds),
@@ -150,14 +155,12 @@ impl Store {
                         sync_status = case when sync_status = $4 then $4 else $5 end
                   where cluster_id = $1 and name = $2 and state = $6 and lease_seconds is not null
               returning *"],
-            "$7",
             cluster_id,
             name,
             seconds,
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
             DesiredState::Present as _,
-            WAKE_CHANNEL
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -171,28 +174,20 @@ impl Store {
     }
 
     /// Requests the deletion of every lease, on every cluster, whose end has come (what it
-    /// owns goes to its heir, recorded at its creation), bumping and waking their clusters, in
-    /// one statement. Returns how many ended.
+    /// owns goes to its heir, recorded at its creation), in one statement; its commit bumps and
+    /// wakes their clusters. Returns how many ended.
     pub async fn end_leases(&self) -> Result<u64> {
-        let ended = sqlx::query_scalar!(
-            r#"with ended as (
-                 update cluster_users
-                    set state = $1, generation = generation + 1, updated_at = now()
-                  where lease_seconds is not null and valid_until <= now() and state = $2
-              returning cluster_id
-               ), bumped as (
-                 update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id in (select cluster_id from ended)
-              returning pg_notify($3, cluster_id::text))
-               select count(*) as "n!" from ended"#,
+        let ended = sqlx::query!(
+            "update cluster_users
+                set state = $1, generation = generation + 1, updated_at = now()
+              where lease_seconds is not null and valid_until <= now() and state = $2",
             DesiredState::Absent as _,
             DesiredState::Present as _,
-            WAKE_CHANNEL
         )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ended as u64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(ended)
     }
 
     /// How many present users have expired, and how many expire within `window`, over every
@@ -232,8 +227,9 @@ impl Store {
             .ok_or(Error::NotFound("database"))
     }
 
-    /// Records a new normal user (desired present) with its settings and wakes the
-    /// reconcilers, in one transaction.
+    /// Records a new normal user (desired present) with its settings (a new user has no
+    /// parameters yet: a deleted user's went with its row) and wakes the reconcilers, in one
+    /// statement.
     pub async fn insert_user(
         &self,
         cluster_id: Uuid,
@@ -241,16 +237,20 @@ impl Store {
         credentials_sealed: &[u8],
         settings: &UserSettings,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
-        let user: Option<User> = with_bump!(
+        let (names, values, databases) = parameter_columns(&settings.parameters);
+        let user: Option<User> = changed_rows!(
             User,
             ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
                                          connection_limit, valid_until, lease_seconds, reassign_to)
                  select $1, $2, $3, $4, $5, $6, $7, $8, $9
                   where not exists (select 1 from cluster_users a where a.cluster_id = $1 and a.alternate_login = $2)
                  on conflict do nothing
-                 returning *"],
-            "$10",
+                 returning *
+               ), parameters as (
+                 insert into cluster_user_parameters (cluster_id, user_name, name, value, database_name)
+                 select $1, $2, p.name, p.value, p.database_name
+                   from unnest($10::text[], $11::text[], $12::text[]) as p(name, value, database_name)
+                  where exists (select 1 from changed)"],
             cluster_id,
             name,
             UserRole::Normal as _,
@@ -260,17 +260,17 @@ impl Store {
             settings.valid_until,
             settings.lease.as_ref().map(|l| l.seconds),
             settings.lease.as_ref().and_then(|l| l.heir.as_deref()),
-            WAKE_CHANNEL
+            &names as &[&str],
+            &values as &[&str],
+            &databases as &[Option<&str>]
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
         let Some(mut user) = user else {
-            drop(tx);
             return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
         };
-        replace_parameters(&mut tx, cluster_id, name, &settings.parameters).await?;
-        tx.commit().await?;
+        // The statement's own snapshot did not see the parameters it inserted.
         user.parameters = sqlx::types::Json(settings.parameters.clone());
         Ok(user)
     }
@@ -278,15 +278,13 @@ impl Store {
     /// Records a new database (desired present, owned by the primary user) and wakes the
     /// reconcilers.
     pub async fn insert_database(&self, cluster_id: Uuid, name: &str) -> Result<Database> {
-        let db: Option<Database> = with_bump!(
+        let db: Option<Database> = changed_rows!(
             Database,
             ["insert into cluster_databases (cluster_id, name) values ($1, $2)
                  on conflict do nothing
                  returning *"],
-            "$3",
             cluster_id,
             name,
-            WAKE_CHANNEL
         )
         .fetch_optional(&self.pool)
         .await
@@ -325,7 +323,7 @@ impl Store {
         alternate: &str,
         grace: std::time::Duration,
     ) -> Result<User> {
-        let user: Option<User> = with_bump!(
+        let user: Option<User> = changed_rows!(
             User,
             ["update cluster_users
                     set alternate_login = coalesce(alternate_login, $6),
@@ -339,7 +337,6 @@ impl Store {
                     and not exists (select 1 from cluster_users o
                                      where o.cluster_id = $1 and o.name = coalesce(cluster_users.alternate_login, $6))
               returning *"],
-            "$11",
             cluster_id,
             name,
             was,
@@ -350,7 +347,6 @@ impl Store {
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
             DesiredState::Present as _,
-            WAKE_CHANNEL
         )
         .fetch_optional(&self.pool)
         .await
@@ -386,8 +382,8 @@ impl Store {
         self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
     }
 
-    /// Applies a change to a present user and marks it pending under a new generation, in one
-    /// transaction.
+    /// Applies a change to a present user and marks it pending under a new generation: one
+    /// statement, or one transaction when its parameters are replaced too.
     async fn change_user(
         &self,
         cluster_id: Uuid,
@@ -396,21 +392,24 @@ impl Store {
         credentials_sealed: Option<&[u8]>,
     ) -> Result<User> {
         let expiry = settings.and_then(|s| s.valid_until);
-        let mut tx = self.pool.begin().await?;
-        let user: Option<User> = with_bump!(
+        let parameters = settings.and_then(|s| s.parameters.as_ref());
+        let mut tx = match parameters {
+            Some(_) => Some(self.pool.begin().await?),
+            None => None,
+        };
+        let change = changed_rows!(
             User,
             ["update cluster_users
                     set allow_replication = coalesce($3, allow_replication),
                         connection_limit = coalesce($4, connection_limit),
                         credentials_sealed = coalesce($5, credentials_sealed),
-                        valid_until = case when $10 then $11 else valid_until end,
-                        expiry_enforced_at = case when $10 then null else expiry_enforced_at end,
+                        valid_until = case when $9 then $10 else valid_until end,
+                        expiry_enforced_at = case when $9 then null else expiry_enforced_at end,
                         grace_until = case when $5::bytea is null then grace_until end,
                         generation = generation + 1, updated_at = now(),
                         sync_status = case when sync_status = $6 then $6 else $7 end
                   where cluster_id = $1 and name = $2 and state = $8
               returning *"],
-            "$9",
             cluster_id,
             name,
             settings.map(|s| s.allow_replication),
@@ -419,12 +418,13 @@ impl Store {
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
             DesiredState::Present as _,
-            WAKE_CHANNEL,
             expiry.is_some(),
             expiry.flatten()
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        );
+        let user: Option<User> = match tx.as_mut() {
+            Some(tx) => change.fetch_optional(&mut **tx).await?,
+            None => change.fetch_optional(&self.pool).await?,
+        };
         let Some(mut user) = user else {
             drop(tx);
             return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
@@ -432,11 +432,11 @@ impl Store {
                 None => Error::NotFound("user"),
             });
         };
-        if let Some(parameters) = settings.and_then(|s| s.parameters.as_ref()) {
+        if let (Some(mut tx), Some(parameters)) = (tx, parameters) {
             replace_parameters(&mut tx, cluster_id, name, parameters).await?;
+            tx.commit().await?;
             user.parameters = sqlx::types::Json(parameters.clone());
         }
-        tx.commit().await?;
         Ok(user)
     }
 
@@ -490,7 +490,7 @@ impl Store {
         // or the user inherits from a pending deletion. A new statement, so a new snapshot: it
         // sees every pool and deletion committed before the locks were granted (pool writes
         // hold the user's row, so none can be added meanwhile).
-        let written = with_bump!(
+        let written = changed_rows!(
             written,
             ["update cluster_users
                     set state = $4, generation = generation + 1, updated_at = now(),
@@ -500,14 +500,12 @@ impl Store {
                     and not exists (select 1 from cluster_users h
                                      where h.cluster_id = $1 and h.state = $4 and h.reassign_to = $2)
               returning generation, updated_at"],
-            "$7",
             cluster_id,
             name,
             heir,
             DesiredState::Absent as _,
             SyncStatus::KEPT_BY_WRITE as _,
             SyncStatus::Ready.after_write() as _,
-            WAKE_CHANNEL
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -548,7 +546,7 @@ impl Store {
         // One statement per table (a checked query names its table), written once.
         macro_rules! mark_absent {
             ($table:literal) => {
-                with_bump!(
+                changed_rows!(
                     written,
                     [
                         "update ",
@@ -558,13 +556,11 @@ impl Store {
                           where cluster_id = $1 and name = $2
                       returning generation, updated_at"
                     ],
-                    "$6",
                     cluster_id,
                     name,
                     absent as _,
                     kept as _,
                     after as _,
-                    WAKE_CHANNEL
                 )
                 .fetch_optional(&mut *tx)
                 .await?

@@ -46,17 +46,27 @@ pub(super) async fn open(
     Ok(Opened { spec, pool, client, observed })
 }
 
-/// The pass's sessions: `client`, and a second one from the pool when it has one to spare at
-/// once and several role steps can share the server's cores over it. Until the role steps say
-/// otherwise, each may be left with logging off (see [`Sessions`]).
+/// The most sessions a pass spreads its role steps over.
+const MAX_SESSIONS: usize = 4;
+
+/// The pass's sessions: `client`, and more from the pool (up to [`MAX_SESSIONS`] in all, at
+/// least two role steps each) while it has one to spare at once: each role step costs the
+/// server a few milliseconds of CPU, which sessions in parallel spread over its cores. Until
+/// the role steps say otherwise, each may be left with logging off (see [`Sessions`]).
 pub(super) async fn sessions(
     pool: &Pool,
     client: Object,
     role_steps: usize,
     observed: &Observed,
 ) -> Sessions {
-    let helper = if role_steps > 1 { Pools::spare(pool).await } else { None };
-    let sessions = Sessions::new(std::iter::once(client).chain(helper).collect());
+    let mut objects = vec![client];
+    while objects.len() < MAX_SESSIONS && role_steps >= 2 * objects.len() {
+        match Pools::spare(pool).await {
+            Some(helper) => objects.push(helper),
+            None => break,
+        }
+    }
+    let sessions = Sessions::new(objects);
     sessions.set_restored(sessions.objects.iter().map(|_| !observed.admin_is_superuser));
     sessions
 }
