@@ -13,15 +13,25 @@
 -- name order), so every transaction locks the cluster's row before its listing version's.
 -- Existing rows are unaffected. Old replicas, which bump in the statement, are not bumped
 -- twice (their transaction wrote the cluster's row already).
+--
+-- Both commit-time bumps fire once per row a transaction wrote; only the first for a cluster
+-- changes anything, but each ran its UPDATE to find that out (a pass recording the outcomes of
+-- 8 users ran 8). The transaction now notes, in a setting local to it
+-- (`pgplane.cluster_bumped`, `pgplane.listing_bumped`), the cluster it bumped last, and a
+-- trigger for the same cluster returns at once. The UPDATEs keep their own check, so a
+-- transaction over several clusters is still bumped once per cluster.
 create function pgplane_bump_cluster() returns trigger language plpgsql as $$
 begin
-    update clusters
-       set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-     where cluster_id = new.cluster_id
-       and xmin <> pg_current_xact_id()::xid;
-    if found then
-        -- `pgplane_wake` is `store::WAKE_CHANNEL`; the payload is the cluster id.
-        perform pg_notify('pgplane_wake', new.cluster_id::text);
+    if current_setting('pgplane.cluster_bumped', true) is distinct from new.cluster_id::text then
+        update clusters
+           set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+         where cluster_id = new.cluster_id
+           and xmin <> pg_current_xact_id()::xid;
+        if found then
+            -- `pgplane_wake` is `store::WAKE_CHANNEL`; the payload is the cluster id.
+            perform pg_notify('pgplane_wake', new.cluster_id::text);
+        end if;
+        perform set_config('pgplane.cluster_bumped', new.cluster_id::text, true);
     end if;
     return null;
 end $$;
@@ -40,4 +50,18 @@ begin
                             when (new.generation > old.generation)
                             execute function pgplane_bump_cluster()', t || '_bump_update', t);
     end loop;
+end $$;
+
+create or replace function pgplane_bump_listing_version() returns trigger language plpgsql as $$
+declare
+    id uuid := case when tg_op = 'DELETE' then old.cluster_id else new.cluster_id end;
+begin
+    if current_setting('pgplane.listing_bumped', true) is distinct from id::text then
+        update cluster_listing_versions
+           set version = version + 1
+         where cluster_id = id
+           and xmin <> pg_current_xact_id()::xid;
+        perform set_config('pgplane.listing_bumped', id::text, true);
+    end if;
+    return null;
 end $$;

@@ -11,11 +11,13 @@ use serde_json::json;
 
 /// The audit row of a request: (action, object, status, request id).
 async fn audit_rows(app: &TestApp, object: &str) -> Vec<(String, String, i32, Option<String>)> {
-    sqlx::query_as("select action, object, status, request_id from audit_events where object = $1")
-        .bind(object)
-        .fetch_all(app.store.pool())
-        .await
-        .expect("audit rows")
+    sqlx::query_as(
+        "select action, object, status, request_id from audit_events where object = $1 order by event_id",
+    )
+    .bind(object)
+    .fetch_all(app.store.pool())
+    .await
+    .expect("audit rows")
 }
 
 /// Sends a POST with a JSON body over a bare connection and hangs up without reading the
@@ -61,6 +63,29 @@ async fn a_change_whose_client_hung_up_is_still_audited() {
     assert!(rows[0].3.is_some(), "the server gave it a request id");
     let (status, user) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
     assert_eq!(status, 200, "the change itself was committed: {user}");
+}
+
+/// Requests in flight together are written to the audit log together, and each is answered
+/// only once its own record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_together_are_each_audited_before_their_answer() {
+    let app = TestApp::spawn(15).await;
+    let names: Vec<String> = (0..12).map(|n| app.unique(&format!("together{n}"))).collect();
+    let requests = names.iter().map(|name| {
+        let app = &app;
+        async move {
+            let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+            assert_eq!(status, 201, "{body}");
+            let rows = audit_rows(app, name).await;
+            assert_eq!(rows.len(), 1, "{name}: recorded before the answer: {rows:?}");
+            assert_eq!((rows[0].0.as_str(), rows[0].2), ("user.create", 201), "{rows:?}");
+        }
+    });
+    futures::future::join_all(requests).await;
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": names[0] })).await;
+    assert_eq!(status, 422, "{body}");
+    let rows = audit_rows(&app, &names[0]).await;
+    assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), [201, 422], "in order: {rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

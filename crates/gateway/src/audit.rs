@@ -7,7 +7,8 @@
 //! was a dry run, as the query's one parser read it; a deleted user's heir and ownership mode).
 //! The request's handling and its record run in a task
 //! of their own, so a client that hangs up mid-request (hyper then drops the answer's future)
-//! stops neither the change nor its record.
+//! stops neither the change nor its record. Records are written in batches ([`AuditWriter`]):
+//! an answer still goes out only once its record is written.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use pgplane_core::store::NewAuditEvent;
+use pgplane_core::Store;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -115,10 +118,48 @@ async fn handle_and_record(
     if !noted.detail.is_empty() {
         event.detail = Some(serde_json::Value::Object(noted.detail).to_string());
     }
-    if let Err(e) = state.store.record_audit_event(&event).await {
-        tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
-    }
+    state.audit.record(event).await;
     response
+}
+
+/// The most events written in one statement.
+const BATCH: usize = 256;
+
+/// Writes the audit log: a request hands its event over and waits until it is written. Events
+/// handed over while a batch is being written make the next batch, so many requests in flight
+/// cost the metadata database one statement and one commit, not one each.
+#[derive(Clone)]
+pub(crate) struct AuditWriter(mpsc::UnboundedSender<(NewAuditEvent, oneshot::Sender<()>)>);
+
+impl AuditWriter {
+    pub(crate) fn start(store: Store) -> Self {
+        let (sender, mut handed) = mpsc::unbounded_channel::<(NewAuditEvent, oneshot::Sender<()>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while handed.recv_many(&mut batch, BATCH).await > 0 {
+                let (events, written): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                if store.record_audit_events(&events).await.is_err() {
+                    // One event the database refuses (its team deleted meanwhile) must not
+                    // cost the others their record.
+                    for event in &events {
+                        if let Err(e) = store.record_audit_events(std::slice::from_ref(event)).await {
+                            tracing::error!(error = %e, action = %event.action, "cannot write the audit log");
+                        }
+                    }
+                }
+                written.into_iter().for_each(|w| _ = w.send(()));
+            }
+        });
+        Self(sender)
+    }
+
+    /// Records `event`; returns once it is written (or could not be, which is logged).
+    async fn record(&self, event: NewAuditEvent) {
+        let (done, written) = oneshot::channel();
+        if self.0.send((event, done)).is_ok() {
+            let _ = written.await;
+        }
+    }
 }
 
 /// How a handler tells the audit log what only it knows about the request.

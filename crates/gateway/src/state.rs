@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use pgplane_core::secrets::Sealer;
 use pgplane_core::Store;
 
+use crate::audit::AuditWriter;
 use crate::auth::Authenticator;
 use crate::probes::Prober;
 use crate::rate::Limiter;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub(crate) listings: Arc<Semaphore>,
     /// Users listings kept rendered (see `rendered`).
     pub(crate) rendered: RenderedListings,
+    pub(crate) audit: AuditWriter,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
                 store.clone(),
             )),
             waiter: Waiter::start(&store),
+            audit: AuditWriter::start(store.clone()),
             listings: crate::listing::permits(),
             rendered: RenderedListings::new(),
             credentials: CredentialsCache::new(sealer.clone()),

@@ -24,19 +24,25 @@ pub struct NewAuditEvent {
 }
 
 impl Store {
-    /// Appends an event.
-    pub async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<()> {
+    /// Appends events, in one statement (and one commit), in order.
+    pub async fn record_audit_events(&self, events: &[NewAuditEvent]) -> Result<()> {
+        let column = |f: fn(&NewAuditEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+        let teams: Vec<Uuid> = events.iter().map(|e| e.team_id).collect();
+        let clusters: Vec<Option<Uuid>> = events.iter().map(|e| e.cluster_id).collect();
+        let statuses: Vec<i32> = events.iter().map(|e| i32::from(e.status)).collect();
         sqlx::query!(
             "insert into audit_events (team_id, token_id, action, cluster_id, object, status, request_id, detail)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-            event.team_id,
-            event.token_id,
-            event.action,
-            event.cluster_id,
-            event.object,
-            i32::from(event.status),
-            event.request_id,
-            event.detail
+             select t, k, a, c, o, s, r, d from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::int4[],
+                                  $7::text[], $8::text[]) with ordinality as e(t, k, a, c, o, s, r, d, n)
+              order by n",
+            &teams,
+            &column(|e| Some(e.token_id.as_str())) as &[Option<&str>],
+            &column(|e| Some(e.action.as_str())) as &[Option<&str>],
+            &clusters as &[Option<Uuid>],
+            &column(|e| e.object.as_deref()) as &[Option<&str>],
+            &statuses,
+            &column(|e| e.request_id.as_deref()) as &[Option<&str>],
+            &column(|e| e.detail.as_deref()) as &[Option<&str>]
         )
         .execute(&self.pool)
         .await?;

@@ -282,8 +282,12 @@ pub(super) async fn create(
         lease_of(&state, &caller, &cluster, &name, &body.ttl, body.reassign_to, &settings).await?;
     let levels = parse_entries(body.access.as_deref().unwrap_or_default())?;
     let (store, id) = (&state.store, cluster.cluster_id);
-    // Unknown databases are refused before the user is stored.
-    let databases = store.list_databases(id).await?;
+    // Unknown databases are refused before the user is stored (read only when some are named).
+    let databases = if levels.is_empty() && settings.parameters.is_none() {
+        Vec::new()
+    } else {
+        store.list_databases(id).await?
+    };
     let (connection_limit, parameters) = settings.checked_extensions(&databases)?;
     let settings = UserSettings {
         allow_replication: replication,
