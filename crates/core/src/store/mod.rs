@@ -144,7 +144,7 @@ pub use audit::NewAuditEvent;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use firewall::NewFirewallRule;
 pub use lock::ClusterLock;
-pub use objects::ObjectCounts;
+pub use objects::{Heir, ObjectCounts};
 pub use pools::{
     PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
 };

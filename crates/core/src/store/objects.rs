@@ -21,6 +21,16 @@ pub struct ObjectCounts {
     pub conflict: i64,
 }
 
+/// Who inherits what a deleted user owns.
+#[derive(Debug, Clone, Copy)]
+pub enum Heir<'a> {
+    /// Named by the request (None: the primary user).
+    Named(Option<&'a str>),
+    /// The one recorded with the user (a lease's, given at its creation; None: the primary
+    /// user).
+    Stored,
+}
+
 /// Parameters as the columns an insert unnests: names, values, databases.
 fn parameter_columns(parameters: &[RoleParameter]) -> (Vec<&str>, Vec<&str>, Vec<Option<&str>>) {
     let names = parameters.iter().map(|p| p.name.as_str()).collect();
@@ -452,33 +462,48 @@ impl Store {
         self.mark_absent(kind, cluster_id, name).await
     }
 
-    /// Asks for a user to be dropped, what it owns to be handed to `heir` (None: the primary
-    /// user). The heir is stored with the request, so that every pass until the drop (after a
-    /// restart too) uses it. In one transaction that holds the rows of the user and of its heir
-    /// (locked in name order, so that two deletions naming each other cannot deadlock), the
-    /// request is refused, and nothing changes, when the heir is not a present user of the
-    /// cluster (422) or when the user is itself the heir of a pending deletion (409): a user
-    /// and its heir deleted at the same moment cannot leave the first without an heir.
+    /// Asks for a user to be dropped, what it owns to be handed to `heir` (see [`Heir`]). The
+    /// heir is stored with the request, so that every pass until the drop (after a restart
+    /// too) uses it. In one transaction that holds the rows of the user and of its heir (locked
+    /// in name order, so that two deletions naming each other cannot deadlock), the request is
+    /// refused, and nothing changes, when the user is the primary user (422), when the heir is
+    /// not a present user of the cluster (422) or when the user is itself the heir of a pending
+    /// deletion (409): a user and its heir deleted at the same moment cannot leave the first
+    /// without an heir.
     pub async fn request_user_deletion(
         &self,
         cluster_id: Uuid,
         name: &str,
-        heir: Option<&str>,
+        heir: Heir<'_>,
     ) -> Result<(i64, DateTime<Utc>)> {
+        let (named, stored) = match heir {
+            Heir::Named(heir) => (heir, false),
+            Heir::Stored => (None, true),
+        };
         let mut tx = self.pool.begin().await?;
         let locked = sqlx::query!(
-            r#"select name, state as "state: DesiredState" from cluster_users
-                where cluster_id = $1 and (name = $2 or name = $3)
+            r#"select name, state as "state: DesiredState", role as "role: UserRole", reassign_to
+                 from cluster_users
+                where cluster_id = $1
+                  and (name = $2 or name = $3
+                       or name = (select reassign_to from cluster_users where cluster_id = $1 and name = $2 and $4))
                 order by name for update"#,
             cluster_id,
             name,
-            heir
+            named,
+            stored
         )
         .fetch_all(&mut *tx)
         .await?;
-        if !locked.iter().any(|r| r.name == name) {
+        let Some(user) = locked.iter().find(|r| r.name == name) else {
             return Err(Error::NotFound("user"));
+        };
+        if user.role == UserRole::Primary {
+            return Err(Error::Invalid(format!(
+                "cannot delete the primary user {name:?}: every cluster keeps its primary user"
+            )));
         }
+        let heir = if stored { user.reassign_to.as_deref() } else { named };
         if let Some(heir) = heir {
             if !locked.iter().any(|r| r.name == heir && r.state == DesiredState::Present) {
                 return Err(Error::Invalid(format!(

@@ -20,6 +20,7 @@ use pgplane_core::parameters::{
 use pgplane_core::passwords::new_credentials;
 use pgplane_core::powers::replication_refusal;
 use pgplane_core::scopes::Scope;
+use pgplane_core::store::Heir;
 use pgplane_target_server::TargetSpec;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -459,18 +460,13 @@ pub(super) async fn delete(
     ApiQuery(query): ApiQuery<DeleteUserQuery>,
 ) -> Result<StatusCode, ApiError> {
     query.note(&note, &cluster.primary_user);
-    let user = state.store.get_user(cluster.cluster_id, &name).await?;
-    if user.is_primary() {
-        return Err(ApiError::unprocessable(format!(
-            "cannot delete the primary user {name:?}: every cluster keeps its primary user"
-        )));
-    }
-    // A lease revoked without an heir named goes to the one it was created with.
+    // A lease revoked without an heir named goes to the one it was created with. The store
+    // refuses the primary user, and an unknown one, in the transaction that marks the user.
     let named = query.names_heir();
     let heir = check_user_deletion(&state, &cluster, &name, query).await?;
-    let heir = if named { heir } else { user.reassign_to };
+    let heir = if named { Heir::Named(heir.as_deref()) } else { Heir::Stored };
     let (store, id) = (&state.store, cluster.cluster_id);
-    let (generation, written_at) = store.request_user_deletion(id, &name, heir.as_deref()).await?;
+    let (generation, written_at) = store.request_user_deletion(id, &name, heir).await?;
     settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
