@@ -28,8 +28,9 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Tells waiting requests when a pass over their cluster has finished.
 pub(crate) struct Waiter {
-    /// The last pass heard over each cluster (an entry is a few dozen bytes: kept for every
-    /// cluster a pass was heard for since the process started).
+    /// The last pass heard over each cluster, kept for every cluster heard of since the
+    /// process started (a channel of a few hundred bytes each; a cluster unregistered since
+    /// keeps its entry until the process ends).
     passes: Mutex<HashMap<Uuid, watch::Sender<Option<Reconciled>>>>,
 }
 
