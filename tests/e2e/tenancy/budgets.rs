@@ -50,15 +50,24 @@ impl Drop for Sampler {
     }
 }
 
-async fn a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes(major: u32) {
-    const CAP: i64 = 3;
+/// The session cap of the attacks below: small, so that an overshoot shows.
+const CAP: i64 = 3;
+
+/// A test app whose servers allow pgplane [`CAP`] sessions each, and another team's cluster
+/// on the same server.
+async fn capped_with_rival(major: u32, team: &str) -> (TestApp, Rival) {
     let app = TestApp::spawn_with(AppOptions {
         target_major: major,
         max_sessions_per_server: CAP as usize,
         ..Default::default()
     })
     .await;
-    let rival = Rival::register(&app, "flood").await;
+    let rival = Rival::register(&app, team).await;
+    (app, rival)
+}
+
+async fn a_flood_of_previews_stays_within_the_cap_and_does_not_stop_another_teams_writes(major: u32) {
+    let (app, rival) = capped_with_rival(major, "flood").await;
     let mut dry_run = app.registration(&app.unique("flood-dry").replace('_', "-"));
     dry_run["pgplane"]["primary_user"] = json!(app.unique("dry_admin"));
     dry_run["pgplane"]["default_database"] = json!(app.unique("dry_db"));
@@ -130,14 +139,7 @@ on_each_version!(a_flood_of_previews_stays_within_the_cap_and_does_not_stop_anot
 /// user creates, sixteen in flight on a server whose session cap is three, gets its users
 /// but never more sessions than the cap, and does not stop the first team's writes.
 async fn a_burst_of_another_teams_creates_stays_within_the_cap(major: u32) {
-    const CAP: i64 = 3;
-    let app = TestApp::spawn_with(AppOptions {
-        target_major: major,
-        max_sessions_per_server: CAP as usize,
-        ..Default::default()
-    })
-    .await;
-    let rival = Rival::register(&app, "burst").await;
+    let (app, rival) = capped_with_rival(major, "burst").await;
     let sampler = Sampler::start(&app).await;
     let names: Vec<String> = (0..48).map(|n| app.unique(&format!("burst{n}"))).collect();
     let burst =

@@ -284,3 +284,16 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, cluster_id: U
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commit-time bump (a trigger, migration `commit_time_bump`) names the wake channel
+    /// in SQL: it must be the one the reconcilers listen on.
+    #[test]
+    fn the_commit_time_bump_wakes_on_the_channel_reconcilers_listen_on() {
+        let migration = include_str!("../../../../migrations/20261206000020_commit_time_bump.sql");
+        assert!(migration.contains(&format!("pg_notify('{WAKE_CHANNEL}', new.cluster_id::text)")));
+    }
+}
