@@ -4,7 +4,8 @@
 //! table, an expiry, a rotation with a grace and a lease all work as with a superuser (and a
 //! deletion refused on one role, 16 and later, leaves that role whole and drops the others), on
 //! PostgreSQL 15 and 17, and no verifier reaches the server's log once the server's superuser
-//! has set that role's logging as README asks.
+//! has set that role's logging as README asks. An admin unmade and made a superuser while
+//! pgplane runs is observed as it is.
 
 use std::time::Duration;
 
@@ -14,23 +15,36 @@ use serde_json::json;
 use crate::on_each_version;
 use crate::settings::settings_on_target;
 
-async fn an_admin_without_superuser_manages_users_settings_databases_and_access(major: u32) {
-    // A server of its own: what this admin's sessions leave in the server's log is checked.
+/// pgplane (resyncing every second) with a target server of its own, of `options.target_major`;
+/// None where the tests cannot start servers of their own.
+async fn on_own_server(options: AppOptions) -> Option<(OwnServer, TestApp)> {
     if !pgplane_testkit::own_containers() {
-        return;
+        return None;
     }
-    let server = OwnServer::start(major).await;
+    let server = OwnServer::start(options.target_major).await;
     let app = TestApp::spawn_with(AppOptions {
-        target_major: major,
         target_server: Some(server.server.clone()),
         resync_interval: Duration::from_secs(1),
+        ..options
+    })
+    .await;
+    Some((server, app))
+}
+
+async fn an_admin_without_superuser_manages_users_settings_databases_and_access(major: u32) {
+    // A server of its own: what this admin's sessions leave in the server's log is checked.
+    let Some((_server, app)) = on_own_server(AppOptions {
+        target_major: major,
         // The cluster registered below is alone on its server: only what its admin role may not
         // do refuses REPLICATION.
         register: false,
         allow_replication_for_sole_tenants: true,
         ..Default::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (admin_user, admin_password) = (app.unique("plainadmin"), "plain-admin-secret-1");
     app.target_admin("postgres")
         .await
@@ -253,3 +267,45 @@ async fn an_admin_without_superuser_manages_users_settings_databases_and_access(
     assert!(leaked.is_empty(), "verifiers in the server log: {leaked:?}");
 }
 on_each_version!(an_admin_without_superuser_manages_users_settings_databases_and_access);
+
+/// An admin role unmade and made a superuser while pgplane runs: its next passes observe it as
+/// it is then (a pooled session remembers what it last saw of the server, and reads the catalog
+/// again when the server's facts say otherwise: a role that is no longer a superuser cannot
+/// read `pg_authid`), so users are still created, and a password changed by hand is still
+/// repaired once it is a superuser again.
+async fn an_admin_unmade_and_made_a_superuser_is_observed_as_it_is_then(major: u32) {
+    // A server of its own: a session opened while its admin was a superuser keeps the server's
+    // statement logging once it is not (it can no longer turn it off), and the shared servers'
+    // logs are checked for verifiers.
+    let Some((_server, app)) = on_own_server(AppOptions { target_major: major, ..Default::default() }).await
+    else {
+        return;
+    };
+    let superuser = app.target_admin("postgres").await;
+    let admin = pgplane_target_server::sql::ident(&app.admin_user);
+    // Passes with a superuser admin: the cluster's pooled sessions remember it.
+    app.create_user(&app.unique("before")).await;
+
+    superuser.batch_execute(&format!("ALTER ROLE {admin} NOSUPERUSER CREATEROLE CREATEDB")).await.unwrap();
+    let demoted = app.unique("demoted");
+    let password = app.create_user(&demoted).await;
+    assert!(app.target.login(&demoted, &password, "postgres").await.is_ok(), "created by a demoted admin");
+
+    superuser.batch_execute(&format!("ALTER ROLE {admin} SUPERUSER")).await.unwrap();
+    let promoted = app.unique("promoted");
+    let password = app.create_user(&promoted).await;
+    assert!(app.target.login(&promoted, &password, "postgres").await.is_ok(), "created by a promoted admin");
+    let role = pgplane_target_server::sql::ident(&promoted);
+    superuser.batch_execute(&format!("ALTER ROLE {role} PASSWORD 'changed-by-hand-1'")).await.unwrap();
+    let repaired = app
+        .eventually(Duration::from_secs(20), || async {
+            app.target.login(&promoted, &password, "postgres").await.is_ok()
+        })
+        .await;
+    assert!(
+        repaired,
+        "a password changed by hand was not put back: {}",
+        app.get(&app.cluster_path("")).await.1
+    );
+}
+on_each_version!(an_admin_unmade_and_made_a_superuser_is_observed_as_it_is_then);

@@ -307,7 +307,8 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let resynced = |cluster: pgplane_core::model::Cluster| cluster.last_resync_at.is_some();
     let read = app.store.cluster_by_id(id).await.unwrap().unwrap();
     assert!(!resynced(read.clone()), "registered, never passed over");
-    app.store.finish_pass(&read, None, true, None, None, chrono::Utc::now()).await.unwrap();
+    let resync = Duration::from_secs(3600);
+    app.store.finish_pass(&read, &[], None, true, None, None, chrono::Utc::now(), resync).await.unwrap();
     assert!(resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "a full pass resyncs");
 
     // A full pass starts, then the registration is pointed at a new server, then the pass ends.
@@ -328,10 +329,23 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
         server_id: seen_by_pass.server_id.as_deref().unwrap(),
     };
     app.store.update_target(&seen_by_pass, &update, false, &app.sealer).await.unwrap();
-    let more =
-        app.store.finish_pass(&seen_by_pass, None, true, None, None, chrono::Utc::now()).await.unwrap();
-    assert_eq!(more, Some(true), "the registration changed: another pass is due at once");
+    let finished = app
+        .store
+        .finish_pass(&seen_by_pass, &[], None, true, None, None, chrono::Utc::now(), resync)
+        .await
+        .unwrap();
+    let pgplane_core::store::Finished::Again(next) = finished else {
+        panic!("the registration changed: another pass is due at once, got {finished:?}");
+    };
     assert!(!resynced(app.store.cluster_by_id(id).await.unwrap().unwrap()), "the new target needs its own");
+    // The next pass starts from the cluster as the end of this one read it: the new
+    // registration, its full pass due.
+    assert!(next.resync_due, "the next pass over the new target is a full one");
+    assert_ne!(
+        next.cluster.admin_password_sealed, seen_by_pass.admin_password_sealed,
+        "the new registration"
+    );
+    assert_eq!(next.cluster.generation, app.store.cluster_by_id(id).await.unwrap().unwrap().generation);
     let due = app.store.due_clusters(Duration::from_secs(3600), 1000).await.unwrap();
     assert!(due.iter().any(|d| d.cluster_id == id && d.changed));
 }

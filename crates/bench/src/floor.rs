@@ -54,8 +54,10 @@ pub fn reset_roles_sql(roles: &[(String, String)]) -> String {
 /// stop logins, end its sessions, ask `pg_shdepend` in which databases it owns something or
 /// holds a privilege, its SECURITY DEFINER routines disarmed and REASSIGN OWNED / DROP OWNED
 /// there (nowhere, for the bench's fresh roles), DROP ROLE. pgplane sends these for all the
-/// roles of a pass together: their NOLOGINs in one message (one commit), one session-ending
-/// statement and one query for them all, and one DROP ROLE naming them all.
+/// roles of a pass together, in one pipeline: their NOLOGINs in one message (one commit), one
+/// session-ending statement for them all, then one DROP ROLE naming them all that runs only if
+/// nothing depends on them (a DO block that asks `pg_shdepend` first), and the query for the
+/// databases where something does (the floor keeps the per-role statements).
 pub fn drop_roles_sql(names: &[String]) -> String {
     let mut sql = String::new();
     for name in names {

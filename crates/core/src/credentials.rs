@@ -203,6 +203,7 @@ mod tests {
             alternate_active: false,
             other_credentials_sealed: None,
             grace_until: None,
+            access_generation: 0,
         }
     }
 

@@ -132,6 +132,9 @@ pub struct User {
     pub other_credentials_sealed: Option<Vec<u8>>,
     /// Until when the other login still accepts logins (None: it accepts none).
     pub grace_until: Option<DateTime<Utc>>,
+    /// Raised by every change to its access levels (see [`AccessProgress`]): 0 while it has
+    /// never had any.
+    pub access_generation: i64,
 }
 
 impl User {

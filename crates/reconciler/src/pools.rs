@@ -20,6 +20,8 @@ use pgplane_target_server::{
 };
 use uuid::Uuid;
 
+use crate::observe::Known;
+
 /// How long a pooled session may stay unused before it is closed: an idle fleet holds few
 /// sessions on its servers.
 pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,9 +65,23 @@ pub(crate) type Pool = deadpool::managed::Pool<Budgeted>;
 /// A session taken from a [`Pool`].
 pub(crate) type Object = deadpool::managed::Object<Budgeted>;
 
-/// A pooled session (its permit is held by its connection, until the server has closed it).
+/// A pooled session (its permit is held by its connection, until the server has closed it),
+/// with what its last observation found out about the server.
 pub(crate) struct Session {
     client: ClientWrapper,
+    known: Mutex<Option<Known>>,
+}
+
+impl Session {
+    /// What the session's last observation found (see [`Known`]).
+    pub(crate) fn known(&self) -> Option<Known> {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers what an observation found, for the next one.
+    pub(crate) fn remember(&self, known: Known) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(known);
+    }
 }
 
 impl std::ops::Deref for Session {
@@ -111,7 +127,10 @@ impl deadpool::managed::Manager for Budgeted {
     type Error = TargetError;
 
     async fn create(&self) -> Result<Session, TargetError> {
-        Ok(Session { client: admin_session(&self.spec, self.limits, SESSION_WAIT).await? })
+        Ok(Session {
+            client: admin_session(&self.spec, self.limits, SESSION_WAIT).await?,
+            known: Mutex::default(),
+        })
     }
 
     async fn recycle(

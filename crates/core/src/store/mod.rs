@@ -27,7 +27,7 @@ macro_rules! changed_rows {
                last_error, claimed as "claimed!", created_at as "created_at!",
                updated_at as "updated_at!", reassign_to, valid_until, expiry_enforced_at, lease_seconds,
                alternate_login, alternate_claimed as "alternate_claimed!", alternate_active as "alternate_active!",
-               other_credentials_sealed, grace_until"#,
+               other_credentials_sealed, grace_until, access_generation as "access_generation!""#,
             "left join (select user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name)
                                                order by database_name nulls first, name) as parameters
                           from cluster_user_parameters where cluster_id = $1 group by user_name) p on p.user_name = changed.name",
@@ -85,7 +85,8 @@ macro_rules! select_rows {
                       state as "state: DesiredState", generation, applied_generation,
                       sync_status as "sync_status: SyncStatus", last_error, claimed, created_at, updated_at,
                       reassign_to, valid_until, expiry_enforced_at, lease_seconds, alternate_login,
-                      alternate_claimed, alternate_active, other_credentials_sealed, grace_until
+                      alternate_claimed, alternate_active, other_credentials_sealed, grace_until,
+                      access_generation
                  from cluster_users
                  left join (select user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name)
                                                         order by database_name nulls first, name) as parameters
@@ -148,7 +149,7 @@ pub use objects::{Heir, ObjectCounts};
 pub use pools::{
     PoolReport, PoolerRegistration, ServedCluster, ServedPool, POOLER_LEASE_SECS, POOLS_CHANNEL,
 };
-pub use reconcile::{DueCluster, Mark, ObjectOutcome, PassCluster, PassRead, Reconciled};
+pub use reconcile::{DueCluster, Finished, Mark, ObjectOutcome, PassCluster, PassRead, Reconciled};
 pub use retention::EventLog;
 pub use rights::SharedRights;
 pub use rotation::Rotation;

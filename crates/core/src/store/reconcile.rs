@@ -15,6 +15,131 @@ use crate::error::Result;
 use crate::lifecycle::{ClusterStatus, DesiredState, ObjectKind, Outcome, PassEnd, SyncStatus, UserRole};
 use crate::model::Cluster;
 
+/// A checked query returning a [`PassClusterRow`]: `$before` (literals, joined) is followed
+/// by the row's columns, read from a row of the clusters table (or of a statement's RETURNING)
+/// named `c`, then by `$after`; `$resync` is the parameter holding the resync interval in
+/// seconds.
+macro_rules! pass_cluster_query {
+    ($resync:literal, [$($before:literal),+], [$($after:literal),+], $($args:tt)*) => {
+        sqlx::query_as!(
+            PassClusterRow,
+            "" $(+ $before)+ + r#"
+                      c.cluster_id as "cluster_id!", c.team_id as "team_id!", c.name as "name!",
+                      c.region as "region!", c.size as "size!", c.num_nodes as "num_nodes!", c.tags as "tags!",
+                      c.host as "host!", c.port as "port!", c.admin_user as "admin_user!",
+                      c.admin_password_sealed as "admin_password_sealed!", c.admin_database as "admin_database!",
+                      c.sslmode as "sslmode!", c.primary_user as "primary_user!",
+                      c.default_database as "default_database!", c.server_version_num as "server_version_num!",
+                      c.server_version as "server_version!", c.status as "status!: ClusterStatus",
+                      c.generation as "generation!", c.reconciled_generation as "reconciled_generation!",
+                      c.last_error, c.last_reconciled_at, c.attempts as "attempts!",
+                      c.next_attempt_at as "next_attempt_at!", c.created_at as "created_at!",
+                      c.updated_at as "updated_at!", c.ca_certificate, c.last_resync_at, c.server_id,
+                      (c.last_resync_at is null
+                       or c.last_resync_at < now() - make_interval(secs => "# + $resync + r#")) as "resync_due!",
+                      now() as "read_at!",
+                      exists (select 1 from clusters o
+                               where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
+                      (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
+                       or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id))
+                        as "has_access!"
+                 "# $(+ $after)+,
+            $($args)*
+        )
+    };
+}
+
+/// Calls `$m!($pre [<text>, $rest…], $post… $cluster, <$c's columns>, $args…)` where `<text>`
+/// (literals) records outcomes on `$table`'s rows of cluster `$1` (`$2`–`$11`: the columns of
+/// `$c`, an [`OutcomeColumns`]), doing to each row
+/// what [`Outcome::effect`] says, against the row as it is when the statement runs (its
+/// desired state may have changed since the pass read it): CTEs `o` (the outcomes), `dropped`
+/// and `recorded`, to be followed by `$rest` (more CTEs and the final SELECT).
+macro_rules! with_outcomes_recorded {
+    ($table:literal, $m:ident!($($pre:tt)*), [$($rest:literal),+], [$($post:tt)*], $cluster:expr, $c:ident $(, $args:expr)*) => {
+        $m!($($pre)* [
+            "with o as (
+               select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
+                                    $7::text[], $8::text[], $9::bool[], $10::bool[])
+                        as o(name, generation, message, remove, advance,
+                             sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
+             ), dropped as (
+               delete from ", $table, " t using o
+                where t.cluster_id = $1 and t.name = o.name and o.remove
+                  and t.generation = o.generation and t.state = $11
+             ), recorded as (
+               update ", $table, " t
+                  set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
+                                                else t.applied_generation end,
+                      last_error = o.message,
+                      sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
+                                                  else o.sync_if_moved_on end,
+                                             t.sync_status),
+                      claimed = t.claimed and not o.unclaim,
+                      updated_at = now()
+                 from o
+                where t.cluster_id = $1 and t.name = o.name and not o.remove
+                  and (not o.only_if_not_applied_since or t.applied_generation < o.generation)
+             )",
+            $($rest),+
+        ], $($post)*
+            $cluster,
+            &$c.names as &[&str],
+            &$c.generations,
+            &$c.messages as &[Option<&str>],
+            &$c.remove,
+            &$c.advance,
+            &$c.if_current as &[Option<&str>],
+            &$c.if_moved_on as &[Option<&str>],
+            &$c.unclaim,
+            &$c.not_since,
+            DesiredState::Absent as _
+            $(, $args)*)
+    };
+}
+
+/// A checked statement of literals joined.
+macro_rules! checked_statement {
+    ([$($text:literal),+], $($args:tt)*) => {
+        sqlx::query!("" $(+ $text)+, $($args)*)
+    };
+}
+
+/// The columns of [`with_outcomes_recorded!`] for some outcomes, bound in its order.
+struct OutcomeColumns<'a> {
+    names: Vec<&'a str>,
+    generations: Vec<i64>,
+    messages: Vec<Option<&'a str>>,
+    remove: Vec<bool>,
+    advance: Vec<bool>,
+    if_current: Vec<Option<&'static str>>,
+    if_moved_on: Vec<Option<&'static str>>,
+    unclaim: Vec<bool>,
+    not_since: Vec<bool>,
+}
+
+impl<'a> OutcomeColumns<'a> {
+    fn of(outcomes: &[&'a ObjectOutcome<'a>]) -> Self {
+        let effects: Vec<_> = outcomes.iter().map(|o| o.outcome.effect()).collect();
+        let flags =
+            |f: fn(&crate::lifecycle::OutcomeEffect) -> bool| effects.iter().map(f).collect::<Vec<bool>>();
+        let syncs = |f: fn(&crate::lifecycle::OutcomeEffect) -> Option<SyncStatus>| {
+            effects.iter().map(|e| f(e).map(SyncStatus::as_str)).collect::<Vec<Option<&str>>>()
+        };
+        OutcomeColumns {
+            names: outcomes.iter().map(|o| o.name).collect(),
+            generations: outcomes.iter().map(|o| o.generation).collect(),
+            messages: outcomes.iter().map(|o| o.outcome.message()).collect(),
+            remove: flags(|e| e.delete),
+            advance: flags(|e| e.advance),
+            if_current: syncs(|e| e.sync_if_current),
+            if_moved_on: syncs(|e| e.sync_if_moved_on),
+            unclaim: flags(|e| e.unclaim),
+            not_since: flags(|e| e.only_if_not_applied_since),
+        }
+    }
+}
+
 /// The outcome of one object, applied at the object generation the pass read.
 #[derive(Debug, Clone)]
 pub struct ObjectOutcome<'a> {
@@ -88,6 +213,104 @@ pub struct PassCluster {
     pub has_access: bool,
 }
 
+/// A [`PassCluster`] as [`pass_cluster_query!`] reads it.
+struct PassClusterRow {
+    /// Ending a pass: another is due at once (false when the cluster is read to start one).
+    more: bool,
+    /// Ending a pass: what announced it (unused).
+    #[allow(dead_code)]
+    notified: Option<String>,
+    cluster_id: Uuid,
+    team_id: Uuid,
+    name: String,
+    region: String,
+    size: String,
+    num_nodes: i32,
+    tags: Vec<String>,
+    host: String,
+    port: i32,
+    admin_user: String,
+    admin_password_sealed: Vec<u8>,
+    admin_database: String,
+    sslmode: String,
+    primary_user: String,
+    default_database: String,
+    server_version_num: i32,
+    server_version: String,
+    status: ClusterStatus,
+    generation: i64,
+    reconciled_generation: i64,
+    last_error: Option<String>,
+    last_reconciled_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    ca_certificate: Option<String>,
+    last_resync_at: Option<DateTime<Utc>>,
+    server_id: Option<String>,
+    resync_due: bool,
+    read_at: DateTime<Utc>,
+    shares_server: bool,
+    has_access: bool,
+}
+
+impl From<PassClusterRow> for PassCluster {
+    fn from(r: PassClusterRow) -> Self {
+        PassCluster {
+            cluster: Cluster {
+                cluster_id: r.cluster_id,
+                team_id: r.team_id,
+                name: r.name,
+                region: r.region,
+                size: r.size,
+                num_nodes: r.num_nodes,
+                tags: r.tags,
+                host: r.host,
+                port: r.port,
+                admin_user: r.admin_user,
+                admin_password_sealed: r.admin_password_sealed,
+                admin_database: r.admin_database,
+                sslmode: r.sslmode,
+                primary_user: r.primary_user,
+                default_database: r.default_database,
+                server_version_num: r.server_version_num,
+                server_version: r.server_version,
+                status: r.status,
+                generation: r.generation,
+                reconciled_generation: r.reconciled_generation,
+                last_error: r.last_error,
+                last_reconciled_at: r.last_reconciled_at,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+                ca_certificate: r.ca_certificate,
+                last_resync_at: r.last_resync_at,
+                server_id: r.server_id,
+                listing_version: None,
+            },
+            resync_due: r.resync_due,
+            read_at: r.read_at,
+            shares_server: r.shares_server,
+            has_access: r.has_access,
+        }
+    }
+}
+
+/// How a pass ended in the store ([`Store::finish_pass`]).
+#[derive(Debug)]
+pub enum Finished {
+    /// The cluster no longer exists.
+    Gone,
+    /// Nothing more until the next change, retry or resync.
+    Rest,
+    /// Its desired state changed during the pass, which succeeded: the next pass is due at
+    /// once, and starts from the cluster as the end of this one left it (read after every
+    /// write that changed it had committed, like [`Store::cluster_for_pass`]).
+    Again(Box<PassCluster>),
+}
+
 /// What [`Store::mark`] records on named rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -130,64 +353,16 @@ impl Store {
     /// The cluster a pass is about to work on, and whether its resync is due (judged by the
     /// metadata DB's clock, as `due_clusters` does).
     pub async fn cluster_for_pass(&self, cluster_id: Uuid, resync: Duration) -> Result<Option<PassCluster>> {
-        let row = sqlx::query!(
-            r#"select cluster_id, team_id, name, region, size, num_nodes, tags, host, port, admin_user,
-                      admin_password_sealed, admin_database, sslmode, primary_user, default_database,
-                      server_version_num, server_version, status as "status: ClusterStatus", generation,
-                      reconciled_generation, last_error, last_reconciled_at, attempts, next_attempt_at,
-                      created_at, updated_at, ca_certificate, last_resync_at, server_id,
-                      (last_resync_at is null
-                       or last_resync_at < now() - make_interval(secs => $2)) as "resync_due!",
-                      now() as "read_at!",
-                      exists (select 1 from clusters o
-                               where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
-                      (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
-                       or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id))
-                        as "has_access!"
-                 from clusters c where cluster_id = $1"#,
+        let row = pass_cluster_query!(
+            "$2",
+            [r#"select false as "more!", null::text as notified,"#],
+            ["from clusters c where c.cluster_id = $1"],
             cluster_id,
             resync.as_secs_f64()
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| PassCluster {
-            cluster: Cluster {
-                cluster_id: r.cluster_id,
-                team_id: r.team_id,
-                name: r.name,
-                region: r.region,
-                size: r.size,
-                num_nodes: r.num_nodes,
-                tags: r.tags,
-                host: r.host,
-                port: r.port,
-                admin_user: r.admin_user,
-                admin_password_sealed: r.admin_password_sealed,
-                admin_database: r.admin_database,
-                sslmode: r.sslmode,
-                primary_user: r.primary_user,
-                default_database: r.default_database,
-                server_version_num: r.server_version_num,
-                server_version: r.server_version,
-                status: r.status,
-                generation: r.generation,
-                reconciled_generation: r.reconciled_generation,
-                last_error: r.last_error,
-                last_reconciled_at: r.last_reconciled_at,
-                attempts: r.attempts,
-                next_attempt_at: r.next_attempt_at,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                ca_certificate: r.ca_certificate,
-                last_resync_at: r.last_resync_at,
-                server_id: r.server_id,
-                listing_version: None,
-            },
-            resync_due: r.resync_due,
-            read_at: r.read_at,
-            shares_server: r.shares_server,
-            has_access: r.has_access,
-        }))
+        Ok(row.map(PassCluster::from))
     }
 
     /// Records on named rows of a cluster something a pass did or is about to do (see
@@ -267,58 +442,20 @@ impl Store {
             if of_kind.is_empty() {
                 continue;
             }
-            let effects: Vec<_> = of_kind.iter().map(|o| o.outcome.effect()).collect();
-            let names: Vec<&str> = of_kind.iter().map(|o| o.name).collect();
-            let generations: Vec<i64> = of_kind.iter().map(|o| o.generation).collect();
-            let messages: Vec<Option<&str>> = of_kind.iter().map(|o| o.outcome.message()).collect();
-            let flags = |f: fn(&crate::lifecycle::OutcomeEffect) -> bool| {
-                effects.iter().map(f).collect::<Vec<bool>>()
-            };
-            let syncs = |f: fn(&crate::lifecycle::OutcomeEffect) -> Option<SyncStatus>| {
-                effects.iter().map(|e| f(e).map(SyncStatus::as_str)).collect::<Vec<Option<&str>>>()
-            };
-            let (remove, advance) = (flags(|e| e.delete), flags(|e| e.advance));
-            let (unclaim, not_since) = (flags(|e| e.unclaim), flags(|e| e.only_if_not_applied_since));
-            let (if_current, if_moved_on) = (syncs(|e| e.sync_if_current), syncs(|e| e.sync_if_moved_on));
+            let c = OutcomeColumns::of(&of_kind);
             macro_rules! record {
                 ($table:literal) => {
-                    sqlx::query!(
-                        "with o as (
-                           select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
-                                                $7::text[], $8::text[], $9::bool[], $10::bool[])
-                                    as o(name, generation, message, remove, advance,
-                                         sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
-                         ), dropped as (
-                           delete from " + $table + " t using o
-                            where t.cluster_id = $1 and t.name = o.name and o.remove
-                              and t.generation = o.generation and t.state = $11
-                         )
-                         update " + $table + " t
-                            set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
-                                                          else t.applied_generation end,
-                                last_error = o.message,
-                                sync_status = coalesce(case when t.generation = o.generation then o.sync_if_current
-                                                            else o.sync_if_moved_on end,
-                                                       t.sync_status),
-                                claimed = t.claimed and not o.unclaim,
-                                updated_at = now()
-                           from o
-                          where t.cluster_id = $1 and t.name = o.name and not o.remove
-                            and (not o.only_if_not_applied_since or t.applied_generation < o.generation)",
+                    with_outcomes_recorded!(
+                        $table,
+                        checked_statement!(),
+                        [" select 1 as done"],
+                        [],
                         cluster_id,
-                        &names as &[&str],
-                        &generations,
-                        &messages as &[Option<&str>],
-                        &remove,
-                        &advance,
-                        &if_current as &[Option<&str>],
-                        &if_moved_on as &[Option<&str>],
-                        &unclaim,
-                        &not_since,
-                        DesiredState::Absent as _
+                        c
                     )
-                    .execute(&self.pool)
-                    .await?
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(drop)?
                 };
             }
             match kind {
@@ -329,68 +466,82 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a pass over `cluster` as the pass read it (desired state at its generation). With
-    /// no error, the cluster is converged up to that generation, the users that had expired
-    /// (or whose rotation's grace had ended) when the pass read the cluster (`read`) have had
-    /// their sessions ended, and, after a full pass, resynced, unless its registration changed
-    /// meanwhile (`PUT …/pgplane` seals the admin password anew, so the sealed bytes tell): the
-    /// new target still needs its full pass. With an error it is retried at `retry_at`. Either
-    /// way, waiting API requests are told, in the same statement ([`Reconciled`], unseen from
-    /// `read`'s time when known). Returns None if the cluster no longer exists, otherwise
-    /// whether it is due again at once (its desired state changed during the pass, which
-    /// succeeded).
+    /// Ends a pass over `cluster` as the pass read it (desired state at its generation), first
+    /// recording its last `outcomes` (users only, in the same statement, as
+    /// [`Store::record_outcomes`] would). With no error, the cluster is converged up to that
+    /// generation, the users that had expired (or whose rotation's grace had ended) when the
+    /// pass read the cluster (`read`) have had their sessions ended (but those among
+    /// `outcomes`, whose rows this statement records: the next pass sees to them), and, after
+    /// a full pass, resynced, unless its registration changed meanwhile (`PUT …/pgplane` seals
+    /// the admin password anew, so the sealed bytes tell): the new target still needs its full
+    /// pass. With an error it is retried at `retry_at`. Either way, waiting API requests are
+    /// told, in the same statement ([`Reconciled`], unseen from `read`'s time when known).
+    /// The cluster's status is judged on its rows as they were before `outcomes`: the pass
+    /// records the primary user's and the default database's outcomes before its end.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_pass(
         &self,
         cluster: &Cluster,
+        outcomes: &[ObjectOutcome<'_>],
         read: Option<PassRead>,
         full: bool,
         server_version: Option<(i32, &str)>,
         error: Option<&str>,
         retry_at: DateTime<Utc>,
-    ) -> Result<Option<bool>> {
+        resync: Duration,
+    ) -> Result<Finished> {
+        debug_assert!(outcomes.iter().all(|o| o.kind == ObjectKind::User));
+        let users: Vec<&ObjectOutcome<'_>> = outcomes.iter().collect();
+        let c = OutcomeColumns::of(&users);
         let (version_num, version) = server_version.unzip();
         let (expired_by, unseen_from) = (read.map(|r| r.at), read.map(|r| r.unseen_from));
         let end = PassEnd::new(full, error, retry_at);
-        let finished = sqlx::query!(
-            r#"with enforced as (
+        let finished = with_outcomes_recorded!(
+            "cluster_users",
+            pass_cluster_query!("$26",),
+            [
+                r#", enforced as (
                -- The few rows concerned, found through the partial indexes (not a scan of the
-               -- cluster's users at every pass).
+               -- cluster's users at every pass); not those recorded above.
                update cluster_users u
-                  set expiry_enforced_at = case when u.valid_until <= $14 then coalesce(u.expiry_enforced_at, now())
+                  set expiry_enforced_at = case when u.valid_until <= $24 then coalesce(u.expiry_enforced_at, now())
                                                 else u.expiry_enforced_at end,
-                      grace_until = case when u.grace_until <= $14 then null else u.grace_until end
+                      grace_until = case when u.grace_until <= $24 then null else u.grace_until end
                  from (select name from cluster_users
-                        where cluster_id = $1 and valid_until <= $14 and expiry_enforced_at is null
+                        where cluster_id = $1 and valid_until <= $24 and expiry_enforced_at is null
                        union
-                       select name from cluster_users where cluster_id = $1 and grace_until <= $14) due
-                where u.cluster_id = $1 and u.name = due.name and $3
+                       select name from cluster_users where cluster_id = $1 and grace_until <= $24) due
+                where u.cluster_id = $1 and u.name = due.name and $13
+                  and not exists (select 1 from o where o.name = u.name)
              ), c as (
                update clusters
-                  set reconciled_generation = case when $3 then greatest(reconciled_generation, $2)
+                  set reconciled_generation = case when $13 then greatest(reconciled_generation, $12)
                                                    else reconciled_generation end,
-                      attempts = case when $3 then 0 else attempts + 1 end,
-                      next_attempt_at = coalesce($5, now()),
-                      last_error = $4,
+                      attempts = case when $13 then 0 else attempts + 1 end,
+                      next_attempt_at = coalesce($15, now()),
+                      last_error = $14,
                       last_reconciled_at = now(),
-                      last_resync_at = case when $6 and admin_password_sealed = $7
+                      last_resync_at = case when $16 and admin_password_sealed = $17
                                             then now() else last_resync_at end,
-                      server_version_num = coalesce($8, server_version_num),
-                      server_version = coalesce($9, server_version),
+                      server_version_num = coalesce($18, server_version_num),
+                      server_version = coalesce($19, server_version),
                       status = case
                           when exists (select 1 from cluster_users u
-                                        where u.cluster_id = $1 and u.role = $11 and u.sync_status = $12)
+                                        where u.cluster_id = $1 and u.role = $21 and u.sync_status = $22)
                            and exists (select 1 from cluster_databases d
-                                        where d.cluster_id = $1 and d.is_default and d.sync_status = $12)
-                          then $13 else status end
+                                        where d.cluster_id = $1 and d.is_default and d.sync_status = $22)
+                          then $23 else status end
                 where cluster_id = $1
-            returning cluster_id, generation > reconciled_generation and last_error is null as more
+            returning *, generation > reconciled_generation and last_error is null as more,
+                      pg_notify($20, cluster_id::text
+                                     || coalesce(' ' || (extract(epoch from $25::timestamptz) * 1000000)::int8, ''))::text
+                        as notified
              )
-             select more as "more!",
-                    pg_notify($10, cluster_id::text
-                                   || coalesce(' ' || (extract(epoch from $15::timestamptz) * 1000000)::int8, ''))::text
-                      as notified
-               from c"#,
+             select c.more as "more!", c.notified,"#
+            ],
+            [["from c"],],
             cluster.cluster_id,
+            c,
             cluster.generation,
             end.succeeded,
             error,
@@ -404,11 +555,16 @@ impl Store {
             SyncStatus::Ready as _,
             ClusterStatus::Online as _,
             expired_by,
-            unseen_from
+            unseen_from,
+            resync.as_secs_f64()
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(finished.map(|r| r.more))
+        Ok(match finished {
+            None => Finished::Gone,
+            Some(row) if row.more => Finished::Again(Box::new(row.into())),
+            Some(_) => Finished::Rest,
+        })
     }
 }
 

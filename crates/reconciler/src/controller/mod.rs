@@ -18,7 +18,7 @@ use pgplane_core::credentials::CredentialsCache;
 use pgplane_core::heartbeat::Heartbeat;
 use pgplane_core::notifications::Event;
 use pgplane_core::secrets::Sealer;
-use pgplane_core::store::{DueCluster, WAKE_CHANNEL};
+use pgplane_core::store::{DueCluster, PassCluster, WAKE_CHANNEL};
 use pgplane_core::Store;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
@@ -26,7 +26,7 @@ use uuid::Uuid;
 mod slots;
 
 use crate::metrics::Reachability;
-use crate::pass::{run_pass, PassEnd, PassSummary};
+use crate::pass::{run_pass, Ended, PassEnd};
 use crate::pools::Pools;
 use pgplane_target_server::SessionLimits;
 use pgplane_target_server::TargetPolicy;
@@ -372,11 +372,11 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
     let Some(lock) = shared.store.try_lock_cluster(cluster_id).await? else {
         return Ok(());
     };
-    let mut result = Ok(());
+    let (mut result, mut carried) = (Ok(()), None);
     for round in 0..PASSES_IN_A_ROW {
-        match bounded_pass(shared, cluster_id, full && round == 0).await {
-            Ok(summary) if summary.again => continue,
-            Ok(_) => break,
+        match bounded_pass(shared, cluster_id, full && round == 0, carried.take()).await {
+            Ok(Some(next)) => carried = Some(next),
+            Ok(None) => break,
             Err(e) => {
                 result = Err(e);
                 break;
@@ -389,15 +389,17 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
 /// partition) would hang it, so past the deadline it is abandoned and the pool it used,
-/// whose sessions may be stuck, dropped.
+/// whose sessions may be stuck, dropped. It starts from `carried` (see [`run_pass`]); returns
+/// the cluster the next pass starts from when one is due at once.
 async fn bounded_pass(
     shared: &Shared,
     cluster_id: Uuid,
     full: bool,
-) -> Result<PassSummary, pgplane_core::Error> {
+    carried: Option<Box<PassCluster>>,
+) -> Result<Option<Box<PassCluster>>, pgplane_core::Error> {
     let deadline = shared.config.session_limits.statement_timeout * 2 + Duration::from_secs(30);
     let started = Instant::now();
-    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full)).await {
+    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full, carried)).await {
         Ok(result) => result,
         Err(_) => {
             shared.pools.discard(cluster_id);
@@ -412,10 +414,10 @@ async fn bounded_pass(
     shared.stats.passes.fetch_add(1, Ordering::Relaxed);
     let outcome = match &result {
         Err(_) => "error",
-        Ok(s) => s.end.label(),
+        Ok(ended) => ended.summary.end.label(),
     };
     crate::metrics::pass(outcome, started.elapsed());
-    let summary = result?;
+    let Ended { summary, next } = result?;
     let reached = summary.end == PassEnd::Reached;
     match summary.end {
         PassEnd::Gone => {
@@ -436,7 +438,7 @@ async fn bounded_pass(
         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
         "reconcile pass finished"
     );
-    Ok(summary)
+    Ok(next)
 }
 
 #[cfg(test)]

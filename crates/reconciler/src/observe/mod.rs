@@ -151,16 +151,92 @@ fn acts_as(row: &Row) -> Option<String> {
     })
 }
 
-/// Observes the named roles and databases: the server's facts first (they say which catalog
-/// shows passwords, and whether the admin may act as the primary user), then the catalog
-/// queries pipelined, in one round trip (the primary user's foreign memberships among them
-/// when it is named).
+/// What the catalog queries of [`observe`] depend on: which catalog shows passwords, and the
+/// server's version. A pooled session remembers them from its last observation
+/// (`crate::pools::Session::known`), so that its next observation need not wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub admin_is_superuser: bool,
+    pub version_num: i32,
+}
+
+/// Observes the named roles and databases: the server's facts (they say which catalog shows
+/// passwords, and whether the admin may act as the primary user), then the catalog queries
+/// pipelined, in one round trip (the primary user's foreign memberships among them when it is
+/// named). With what the session `known` from its last observation, the catalog queries go in
+/// the same round trip as the facts, and run again only if the facts differ (the admin was
+/// made or unmade a superuser, the server upgraded).
 pub(crate) async fn observe(
     client: &ClientWrapper,
     names: &Names<'_>,
     cluster: &Cluster,
+    known: Option<Known>,
 ) -> Result<Observed, TargetError> {
-    let (primary_user, admin_user) = (cluster.primary_user.as_str(), cluster.admin_user.as_str());
+    let primary_user = cluster.primary_user.as_str();
+    let (server, catalog) = match known {
+        Some(guess) => {
+            let (server, catalog) = futures::join!(
+                server_facts(client, primary_user),
+                read_catalog(client, names, cluster, guess)
+            );
+            let server = server?;
+            match server_known(&server) == guess {
+                true => (server, catalog?),
+                false => {
+                    let catalog = read_catalog(client, names, cluster, server_known(&server)).await?;
+                    (server, catalog)
+                }
+            }
+        }
+        None => {
+            let server = server_facts(client, primary_user).await?;
+            let catalog = read_catalog(client, names, cluster, server_known(&server)).await?;
+            (server, catalog)
+        }
+    };
+    let Catalog { roles, databases, primary_admin_of, foreign } = catalog;
+    let roles = roles
+        .into_iter()
+        .map(|row| {
+            let facts = RoleFacts {
+                attrs: RoleAttrs {
+                    superuser: row.get(1),
+                    createdb: row.get(2),
+                    createrole: row.get(3),
+                    login: row.get(4),
+                    replication: row.get(5),
+                    bypassrls: row.get(6),
+                    connection_limit: row.get(8),
+                    valid_until: row.get(12),
+                },
+                password: row.get(7),
+                settings: settings_of(&row),
+                sessions: row.get(13),
+                member_of: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
+                acts_as: acts_as(&row),
+            };
+            (row.get::<_, String>(0), facts)
+        })
+        .collect();
+    let databases =
+        databases.into_iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect();
+    let primary_admin_of = primary_admin_of.into_iter().map(|row| row.get::<_, String>(0)).collect();
+    Ok(Observed {
+        version_num: server.get(0),
+        version: server.get(1),
+        server_id: pgplane_core::model::server_id(server.get(3), server.get(4)),
+        admin_is_superuser: server.get(2),
+        roles,
+        databases,
+        primary_admin_of,
+        admin_sets_primary: server.get::<_, Option<bool>>(5).unwrap_or(false),
+        primary_foreign: grants_of(&foreign),
+    })
+}
+
+/// The server's facts: a row of version number, version, superuser admin, the server's
+/// identity (two columns) and whether the admin may act as the primary user.
+async fn server_facts(client: &ClientWrapper, primary_user: &str) -> Result<Row, TargetError> {
     let server_sql = format!(
         "SELECT current_setting('server_version_num')::int4, current_setting('server_version'),
                 (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), {},
@@ -171,11 +247,34 @@ pub(crate) async fn observe(
                    FROM pg_catalog.pg_roles r WHERE r.rolname = $1)",
         pgplane_target_server::SERVER_ID_SQL
     );
-    let server = query(client, &server_sql, &[&primary_user])
+    query(client, &server_sql, &[&primary_user])
         .await?
         .pop()
-        .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))?;
-    let admin_is_superuser: bool = server.get(2);
+        .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))
+}
+
+/// What the catalog queries depend on, from the server's facts.
+fn server_known(server: &Row) -> Known {
+    Known { version_num: server.get(0), admin_is_superuser: server.get(2) }
+}
+
+/// The catalog queries' rows.
+struct Catalog {
+    roles: Vec<Row>,
+    databases: Vec<Row>,
+    primary_admin_of: Vec<Row>,
+    foreign: Vec<Row>,
+}
+
+/// The catalog queries of [`observe`], pipelined, for a server as `known`.
+async fn read_catalog(
+    client: &ClientWrapper,
+    names: &Names<'_>,
+    cluster: &Cluster,
+    known: Known,
+) -> Result<Catalog, tokio_postgres::Error> {
+    let (primary_user, admin_user) = (cluster.primary_user.as_str(), cluster.admin_user.as_str());
+    let Known { admin_is_superuser, version_num } = known;
     // pg_authid (with rolpassword) is readable by superusers only; pg_roles masks passwords.
     // Each role's parameter settings come along, with the database each applies in and its
     // owner (one row per setting, aggregated into parallel arrays, grouped once for the whole
@@ -212,7 +311,6 @@ pub(crate) async fn observe(
     let by_database: [&(dyn ToSql + Sync); 1] = [&names.databases];
     let by_grantee: [&(dyn ToSql + Sync); 2] = [&primary_user, &names.roles];
     let by_primary: [&(dyn ToSql + Sync); 2] = [&primary_user, &admin_user];
-    let version_num: i32 = server.get(0);
     let foreign = async {
         if !names.roles.contains(&primary_user) {
             return Ok(Vec::new());
@@ -243,41 +341,5 @@ pub(crate) async fn observe(
         ),
         foreign
     )?;
-    let roles = roles
-        .into_iter()
-        .map(|row| {
-            let facts = RoleFacts {
-                attrs: RoleAttrs {
-                    superuser: row.get(1),
-                    createdb: row.get(2),
-                    createrole: row.get(3),
-                    login: row.get(4),
-                    replication: row.get(5),
-                    bypassrls: row.get(6),
-                    connection_limit: row.get(8),
-                    valid_until: row.get(12),
-                },
-                password: row.get(7),
-                settings: settings_of(&row),
-                sessions: row.get(13),
-                member_of: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
-                acts_as: acts_as(&row),
-            };
-            (row.get::<_, String>(0), facts)
-        })
-        .collect();
-    let databases =
-        databases.into_iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect();
-    let primary_admin_of = primary_admin_of.into_iter().map(|row| row.get::<_, String>(0)).collect();
-    Ok(Observed {
-        version_num,
-        version: server.get(1),
-        server_id: pgplane_core::model::server_id(server.get(3), server.get(4)),
-        admin_is_superuser,
-        roles,
-        databases,
-        primary_admin_of,
-        admin_sets_primary: server.get::<_, Option<bool>>(5).unwrap_or(false),
-        primary_foreign: grants_of(&foreign),
-    })
+    Ok(Catalog { roles, databases, primary_admin_of, foreign })
 }

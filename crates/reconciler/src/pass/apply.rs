@@ -6,12 +6,14 @@
 //! CREATE/DROP DATABASE run one at a time, outside transactions, as PostgreSQL requires.
 
 use futures::future::join_all;
+use futures::{TryFutureExt, TryStreamExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::plan::AdminMembership;
 use crate::sql::roles::{
-    admin_member_sql, drop_role_sql, drop_roles_sql, hand_over_sql, nologin_sql, terminate_stopped_sql,
+    admin_member_sql, drop_role_sql, drop_roles_if_clean_sql, drop_roles_sql, hand_over_sql, nologin_sql,
+    terminate_stopped_sql, ROLES_LEFT_SQL,
 };
 use pgplane_target_server::sql::{LOUD, QUIET};
 use pgplane_target_server::TargetError;
@@ -79,8 +81,9 @@ async fn pipelined<S: AsRef<str>>(
         .collect()
 }
 
-/// Drops roles that may own objects and have open sessions: stop new logins, end their
-/// sessions and ask `pg_shdepend` in which databases one of them owns something or holds a
+/// Drops roles that may own objects and have open sessions: stop new logins and end their
+/// sessions; when nothing depends on them, DROP ROLE at once (in the same pipeline, the usual
+/// case); otherwise ask `pg_shdepend` in which databases one of them owns something or holds a
 /// privilege, then, in each of those databases, hand what they own to `reassign_to` and drop
 /// their privileges (REASSIGN/DROP OWNED act on the current database only), then DROP ROLE.
 /// A database nothing depends on is not visited: opening a session costs a backend start and a
@@ -115,7 +118,8 @@ pub(crate) async fn drop_roles(
     }
     let (mut results, stopped) = stop_logins(client, &nologin, names, spec.admin_database()).await;
     let dependents = match stopped {
-        Ok(d) => d,
+        Ok(Stopped::Dropped) => return names.iter().map(|_| Ok(())).collect(),
+        Ok(Stopped::Depended(d)) => d,
         Err(e) => {
             fail_remaining(&mut results, &e);
             return results;
@@ -164,9 +168,19 @@ pub(crate) async fn drop_roles(
     results
 }
 
+/// Where stopping the roles' logins left them.
+enum Stopped {
+    /// Nothing depended on them: they are dropped already.
+    Dropped,
+    /// The databases where they own something or hold a privilege (see
+    /// [`dependent_databases`]), with those roles.
+    Depended(Vec<(String, Vec<String>)>),
+}
+
 /// What comes before a deletion hands anything over: every role's NOLOGIN (`nologin`, one
-/// message each), then their sessions ended and the databases where they own something
-/// (`dependent_databases`), in one pipeline. The NOLOGINs go in one message (one commit);
+/// message each), then their sessions ended and, when nothing depends on them, their DROP
+/// ROLE (`drop_roles_if_clean_sql`); otherwise the databases where they own something
+/// (`dependent_databases`): all in one pipeline. The NOLOGINs go in one message (one commit);
 /// should that fail, each is sent on its own, to tell which role failed, and the rest follows
 /// again. The sessions ended are only those of roles whose NOLOGIN took. Returns one result
 /// per role and what the rest found.
@@ -175,27 +189,41 @@ async fn stop_logins(
     nologin: &[String],
     names: &[&str],
     admin_database: &str,
-) -> (Vec<Result<(), TargetError>>, Result<Vec<(String, Vec<String>)>, TargetError>) {
+) -> (Vec<Result<(), TargetError>>, Result<Stopped, TargetError>) {
     let terminate = terminate_stopped_sql(names);
-    let ended_and_found = |ended: Result<(), tokio_postgres::Error>, found| match (ended, found) {
-        (Ok(()), Ok(found)) => Ok(found),
-        (Err(e), _) | (_, Err(e)) => Err(TargetError::from(e)),
+    let drop = drop_roles_if_clean_sql(names);
+    let dropped = || async {
+        let (dropped, left) = futures::join!(
+            client.batch_execute(&drop),
+            client.query_typed_raw(ROLES_LEFT_SQL, [(names, Type::NAME_ARRAY)]).and_then(|rows| async move {
+                let rows: Vec<_> = rows.try_collect().await?;
+                Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0)))
+            }),
+        );
+        Ok::<_, tokio_postgres::Error>(dropped.is_ok() && left? == 0)
+    };
+    let stopped = |ended: Result<(), tokio_postgres::Error>, dropped, found| match (ended, dropped, found) {
+        (Ok(()), Ok(true), _) => Ok(Stopped::Dropped),
+        (Ok(()), Ok(false), Ok(found)) => Ok(Stopped::Depended(found)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(TargetError::from(e)),
     };
     let together = nologin.join("; ");
-    let (all, ended, found) = futures::join!(
+    let (all, ended, dropped_all, found) = futures::join!(
         client.batch_execute(&together),
         client.batch_execute(&terminate),
+        dropped(),
         dependent_databases(client, names, admin_database),
     );
-    if all.is_ok() {
-        return (names.iter().map(|_| Ok(())).collect(), ended_and_found(ended, found));
+    let stopped_all = stopped(ended, dropped_all, found);
+    if all.is_ok() || matches!(stopped_all, Ok(Stopped::Dropped)) {
+        return (names.iter().map(|_| Ok(())).collect(), stopped_all);
     }
     let (results, ended, found) = futures::join!(
         pipelined(client, nologin),
         client.batch_execute(&terminate),
         dependent_databases(client, names, admin_database),
     );
-    (results, ended_and_found(ended, found))
+    (results, stopped(ended, Ok(false), found))
 }
 
 /// The databases where `pg_shdepend` shows that one of `roles` owns something or holds a

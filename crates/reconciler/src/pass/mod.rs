@@ -1,11 +1,14 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise), connect and observe the target (`connect`), plan the pass with
+//! changed ones otherwise; the cluster itself as the pass before left it, when that one found
+//! this one due), connect and observe the target (`connect`), plan the pass with
 //! `plan::pass::plan_pass` (the value the preview renders) and execute its phases in order
 //! (roles and databases: `steps`, running statements with `apply`; the primary user's
 //! memberships: `primary`; database rights on shared servers: `rights`; access levels, planned
-//! by the same function once roles and databases are in place: `access`; then roles to drop), report drift (`drift`), record the outcomes phase by phase (`outcomes`) and end the
-//! pass, scheduling a retry with backoff (`pgplane_core::lifecycle::backoff`) when anything
-//! failed. `preview` observes everything first and renders the same plan for the API.
+//! by the same function once roles and databases are in place: `access`; then roles to drop),
+//! report drift (`drift`), record the outcomes before the target is touched again
+//! (`outcomes`) and end the pass with the last of them, scheduling a retry with backoff
+//! (`pgplane_core::lifecycle::backoff`) when anything failed. `preview` observes everything
+//! first and renders the same plan for the API.
 
 mod access;
 mod apply;
@@ -21,7 +24,7 @@ mod steps;
 use chrono::{DateTime, Utc};
 use pgplane_core::lifecycle::{backoff, Lifecycle, Outcome};
 use pgplane_core::model::{AccessProgress, Cluster, Database, User};
-use pgplane_core::store::{ObjectOutcome, PassCluster, PassRead};
+use pgplane_core::store::{Finished, ObjectOutcome, PassCluster, PassRead};
 use pgplane_target_server::plan::Phase;
 use pgplane_target_server::TargetError;
 use uuid::Uuid;
@@ -66,8 +69,9 @@ impl PassEnd {
 enum Next {
     /// Nothing more until the next change, retry or resync.
     Rest,
-    /// The cluster's desired state changed during the pass: another one is due at once.
-    Again,
+    /// The cluster's desired state changed during the pass: another one is due at once,
+    /// starting from the cluster as this one's end read it.
+    Again(Box<PassCluster>),
     /// The cluster was deleted meanwhile.
     Gone,
 }
@@ -87,11 +91,25 @@ pub(crate) struct PassSummary {
 }
 
 impl PassSummary {
-    /// This summary, ended as `end`, or as gone when ending it found the cluster deleted.
-    fn ended(mut self, end: PassEnd, next: Next) -> Self {
+    /// This summary, ended as `end`, or as gone when ending it found the cluster deleted; with
+    /// the cluster the next pass starts from when it is due at once.
+    fn ended(mut self, end: PassEnd, next: Next) -> Ended {
         self.end = if matches!(next, Next::Gone) { PassEnd::Gone } else { end };
-        self.again = matches!(next, Next::Again);
-        self
+        self.again = matches!(next, Next::Again(_));
+        Ended { summary: self, next: if let Next::Again(cluster) = next { Some(cluster) } else { None } }
+    }
+}
+
+/// A pass's end: what it did, and the cluster the next pass starts from when one is due at
+/// once (see [`run_pass`]).
+pub(crate) struct Ended {
+    pub summary: PassSummary,
+    pub next: Option<Box<PassCluster>>,
+}
+
+impl From<PassSummary> for Ended {
+    fn from(summary: PassSummary) -> Self {
+        Ended { summary, next: None }
     }
 }
 
@@ -107,17 +125,22 @@ struct RoleItem {
 }
 
 /// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
-/// is due, otherwise one over the objects whose desired state changed. Errors are recorded in
-/// the store, not returned: the returned error is only for failures of the metadata store.
+/// is due, otherwise one over the objects whose desired state changed. It starts from the
+/// cluster as the pass before read it when it ended (`carried`, when that pass found this one
+/// due at once), or reads it. Errors are recorded in the store, not returned: the returned
+/// error is only for failures of the metadata store.
 pub(crate) async fn run_pass(
     shared: &Shared,
     cluster_id: Uuid,
     force_full: bool,
-) -> Result<PassSummary, pgplane_core::Error> {
-    let Some(PassCluster { cluster, resync_due, read_at, shares_server, has_access }) =
-        shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?
-    else {
-        return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() });
+    carried: Option<Box<PassCluster>>,
+) -> Result<Ended, pgplane_core::Error> {
+    let found = match carried {
+        Some(cluster) => Some(*cluster),
+        None => shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?,
+    };
+    let Some(PassCluster { cluster, resync_due, read_at, shares_server, has_access }) = found else {
+        return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() }.into());
     };
     let full = force_full || resync_due;
     let ((users, databases), pending_access) =
@@ -129,7 +152,7 @@ pub(crate) async fn run_pass(
     if !full && users.is_empty() && databases.is_empty() && pending_access.is_empty() {
         // Whatever bumped the generation is applied already.
         return Ok(
-            summary.ended(PassEnd::Idle, finish(shared, &cluster, Some(read), false, None, None).await?)
+            summary.ended(PassEnd::Idle, finish(shared, &cluster, &[], Some(read), false, None, None).await?)
         );
     }
 
@@ -182,7 +205,14 @@ pub(crate) async fn run_pass(
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);
     primary::revoke_foreign(shared, &cluster, clients[0], observed.version_num, &plan, &mut ledger).await?;
-    ledger.flush(shared, cluster_id).await?;
+    // The roles' outcomes are recorded before the pass touches the target again, or with its end.
+    let later = [Phase::Databases, Phase::DatabaseRights].iter().any(|p| !plan.steps(*p).is_empty())
+        || has_access
+        || !pending_access.is_empty()
+        || !absent.is_empty();
+    if later {
+        ledger.flush(shared, cluster_id).await?;
+    }
     let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
     let closing = plan.closings(|i| databases[i].name.as_str());
     apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, &closing, &mut ledger)
@@ -203,11 +233,12 @@ pub(crate) async fn run_pass(
     ledger.changes += access.changes;
     ledger.first_error = ledger.first_error.or(access.error);
     drop_roles(shared, &cluster, &spec, clients[0], &observed, &absent, &mut ledger).await?;
-    ledger.flush(shared, cluster_id).await?;
+    let last = ledger.take_for_end(shared, &cluster).await?;
 
     shared.stats.ddl_steps.fetch_add(ledger.changes as u64, std::sync::atomic::Ordering::Relaxed);
     let version = Some((observed.version_num, observed.version.as_str()));
-    let next = finish(shared, &cluster, Some(read), full, version, ledger.first_error.as_deref()).await?;
+    let error = ledger.first_error.as_deref();
+    let next = finish(shared, &cluster, &last, Some(read), full, version, error).await?;
     Ok(PassSummary { changes: ledger.changes, ..summary }.ended(PassEnd::Reached, next))
 }
 
@@ -285,7 +316,7 @@ async fn fail_pass(
     databases: &[Database],
     roles: &[RoleItem],
     error: &TargetError,
-) -> Result<PassSummary, pgplane_core::Error> {
+) -> Result<Ended, pgplane_core::Error> {
     let message = error.to_string();
     tracing::warn!(cluster.id = %cluster.cluster_id, error = %message, "reconcile pass failed");
     let outcomes: Vec<ObjectOutcome<'_>> = roles
@@ -302,7 +333,7 @@ async fn fail_pass(
         .collect();
     shared.store.record_outcomes(cluster.cluster_id, &outcomes).await?;
     shared.store.fail_pending_access(cluster.cluster_id, &message).await?;
-    let next = finish(shared, cluster, None, summary.full, None, Some(&message)).await?;
+    let next = finish(shared, cluster, &[], None, summary.full, None, Some(&message)).await?;
     Ok(summary.ended(PassEnd::Unreachable, next))
 }
 
@@ -312,21 +343,25 @@ pub(crate) async fn fail_unfinished(
     shared: &Shared,
     cluster_id: Uuid,
     message: &str,
-) -> Result<PassSummary, pgplane_core::Error> {
+) -> Result<Ended, pgplane_core::Error> {
     let summary = PassSummary::default();
     Ok(match shared.store.cluster_by_id(cluster_id).await? {
-        Some(cluster) => summary
-            .ended(PassEnd::Unreachable, finish(shared, &cluster, None, false, None, Some(message)).await?),
+        Some(cluster) => summary.ended(
+            PassEnd::Unreachable,
+            finish(shared, &cluster, &[], None, false, None, Some(message)).await?,
+        ),
         None => summary.ended(PassEnd::Gone, Next::Gone),
     })
 }
 
-/// Ends a pass in the store: records its result (with the users that had expired when it read
-/// the cluster, `read`, their sessions ended, when it succeeded) and when the cluster is due
-/// again, and announces it (with the time from which writes were unseen, when known).
+/// Ends a pass in the store: records its last users' `outcomes` and its result (with the users
+/// that had expired when it read the cluster, `read`, their sessions ended, when it succeeded)
+/// and when the cluster is due again, and announces it (with the time from which writes were
+/// unseen, when known).
 async fn finish(
     shared: &Shared,
     cluster: &Cluster,
+    outcomes: &[ObjectOutcome<'_>],
     read: Option<PassRead>,
     full: bool,
     version: Option<(i32, &str)>,
@@ -334,9 +369,16 @@ async fn finish(
 ) -> Result<Next, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
-    Ok(match shared.store.finish_pass(cluster, read, full, version, error, retry_at).await? {
-        None => Next::Gone,
-        Some(true) => Next::Again,
-        Some(false) => Next::Rest,
-    })
+    let resync = shared.config.resync_interval;
+    Ok(
+        match shared
+            .store
+            .finish_pass(cluster, outcomes, read, full, version, error, retry_at, resync)
+            .await?
+        {
+            Finished::Gone => Next::Gone,
+            Finished::Again(next) => Next::Again(next),
+            Finished::Rest => Next::Rest,
+        },
+    )
 }

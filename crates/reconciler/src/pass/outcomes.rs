@@ -1,5 +1,6 @@
 //! Recording outcomes: what each step concluded, kept in the pass's ledger and written to the
-//! metadata store phase by phase, skipping objects whose record would not change.
+//! metadata store before the pass touches the target again (the last ones with the pass's
+//! end), skipping objects whose record would not change.
 
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
 use pgplane_core::model::{Cluster, Database, User};
@@ -19,16 +20,16 @@ pub(super) struct Ledger<'a> {
     pub changes: usize,
 }
 
-impl Ledger<'_> {
+impl<'a> Ledger<'a> {
     /// An empty ledger that starts with a failure found before the pass (or none).
     pub(super) fn starting_with(first_error: Option<String>) -> Self {
         Ledger { first_error, ..Ledger::default() }
     }
 
-    /// Records the outcomes concluded so far, in one statement per kind of object. Called after
-    /// each phase of a pass (and each database step), so that a pass abandoned later (its
-    /// deadline, a crash) keeps what it did, above all the conflicts that give a claimed name
-    /// back to its owner.
+    /// Records the outcomes concluded so far, in one statement per kind of object. Called
+    /// before each phase of a pass that touches the target (and after each database step), so
+    /// that a pass abandoned later (its deadline, a crash) keeps what it did, above all the
+    /// conflicts that give a claimed name back to its owner.
     pub(super) async fn flush(
         &mut self,
         shared: &Shared,
@@ -40,6 +41,21 @@ impl Ledger<'_> {
         shared.store.record_outcomes(cluster_id, &self.outcomes).await?;
         self.outcomes.clear();
         Ok(())
+    }
+
+    /// The outcomes left for the pass's end to record with it (`Store::finish_pass`): users
+    /// but the primary user, whose outcome the cluster's status is judged on. Should others be
+    /// left, everything is recorded now instead.
+    pub(super) async fn take_for_end(
+        &mut self,
+        shared: &Shared,
+        cluster: &Cluster,
+    ) -> Result<Vec<ObjectOutcome<'a>>, pgplane_core::Error> {
+        let with_end = |o: &ObjectOutcome<'_>| o.kind == ObjectKind::User && o.name != cluster.primary_user;
+        if !self.outcomes.iter().all(with_end) {
+            self.flush(shared, cluster.cluster_id).await?;
+        }
+        Ok(std::mem::take(&mut self.outcomes))
     }
 }
 

@@ -58,7 +58,7 @@ impl Previewer {
         let spec = spec.checked(&self.policy).await?;
         // Observe: one session of its own, closed when the plan is made.
         let client = one_off(&spec, self.limits).await?;
-        let observed = observe(&client, &names_to_observe(&roles, &databases), cluster).await?;
+        let observed = observe(&client, &names_to_observe(&roles, &databases), cluster, None).await?;
         hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
         if matches!(cluster.identify_server(&observed.server_id), ServerIdentity::Other { .. }) {
             return Err(TargetError::Refused(format!(

@@ -133,7 +133,14 @@ async fn one(
     cluster: &Cluster,
 ) -> Result<Json<UserResponse>, ApiError> {
     let id = cluster.cluster_id;
-    let (grants, databases) = tokio::try_join!(state.store.list_access(id, Some(&user.name)), async {
+    // A user whose levels never changed has none to read.
+    let grants = async {
+        match user.access_generation {
+            0 => Ok(Vec::new()),
+            _ => state.store.list_access(id, Some(&user.name)).await,
+        }
+    };
+    let (grants, databases) = tokio::try_join!(grants, async {
         if user.is_primary() {
             state.store.list_databases(id).await
         } else {
