@@ -325,8 +325,10 @@ pub fn render(r: &Results<'_>) -> String {
          owns something or holds a privilege, `DO …` (its SECURITY DEFINER routines made SECURITY \
          INVOKER), `REASSIGN OWNED BY … TO doadmin; DROP OWNED BY …` in each of them — none \
          for these fresh roles — and `DROP ROLE IF EXISTS …`); pgplane sends these for all the \
-         roles of a pass together (their NOLOGINs in one message, one commit; one session-ending \
-         statement and one `pg_shdepend` query for them all; one `DROP ROLE` naming them all). \
+         roles of a pass together, in one pipeline (their NOLOGINs in one message, one commit; \
+         one session-ending statement for them all; one `DROP ROLE` naming them all, in a `DO` \
+         block that runs it only when `pg_shdepend` shows nothing depending on them; then the \
+         `pg_shdepend` query for the databases where something does, which the hand-over visits). \
          Bare `DROP ROLE` is shown for reference.\n"
     );
     let _ = writeln!(w, "Command: `{}`\n", floor::psql_command("<generated>.sql"));
