@@ -173,26 +173,20 @@ pub(crate) async fn observe(
     known: Option<Known>,
 ) -> Result<Observed, TargetError> {
     let primary_user = cluster.primary_user.as_str();
-    let (server, catalog) = match known {
+    let (server, guessed) = match known {
         Some(guess) => {
             let (server, catalog) = futures::join!(
                 server_facts(client, primary_user),
                 read_catalog(client, names, cluster, guess)
             );
-            let server = server?;
-            match server_known(&server) == guess {
-                true => (server, catalog?),
-                false => {
-                    let catalog = read_catalog(client, names, cluster, server_known(&server)).await?;
-                    (server, catalog)
-                }
-            }
+            (server?, Some((guess, catalog)))
         }
-        None => {
-            let server = server_facts(client, primary_user).await?;
-            let catalog = read_catalog(client, names, cluster, server_known(&server)).await?;
-            (server, catalog)
-        }
+        None => (server_facts(client, primary_user).await?, None),
+    };
+    let facts = server_known(&server);
+    let catalog = match guessed {
+        Some((guess, catalog)) if guess == facts => catalog?,
+        _ => read_catalog(client, names, cluster, facts).await?,
     };
     let Catalog { roles, databases, primary_admin_of, foreign } = catalog;
     let roles = roles
@@ -256,6 +250,13 @@ async fn server_facts(client: &ClientWrapper, primary_user: &str) -> Result<Row,
 /// What the catalog queries depend on, from the server's facts.
 fn server_known(server: &Row) -> Known {
     Known { version_num: server.get(0), admin_is_superuser: server.get(2) }
+}
+
+impl Observed {
+    /// What the next observation on the same session may take for granted (see [`Known`]).
+    pub(crate) fn known(&self) -> Known {
+        Known { admin_is_superuser: self.admin_is_superuser, version_num: self.version_num }
+    }
 }
 
 /// The catalog queries' rows.

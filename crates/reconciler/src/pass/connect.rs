@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::RoleItem;
 use crate::controller::Shared;
-use crate::observe::{observe, Known, Names, Observed};
+use crate::observe::{observe, Names, Observed};
 use crate::plan::{waits_for_a_database, DesiredRole, WAITING_DATABASE};
 use crate::pools::{Object, Pool, Pools};
 
@@ -42,10 +42,7 @@ pub(super) async fn open(
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
     let observed = observe(&client, &names_to_observe(roles, databases), cluster, client.known()).await?;
-    client.remember(Known {
-        admin_is_superuser: observed.admin_is_superuser,
-        version_num: observed.version_num,
-    });
+    client.remember(observed.known());
     check_server(shared, cluster, &observed).await?;
     Ok(Opened { spec, pool, client, observed })
 }

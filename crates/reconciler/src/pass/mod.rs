@@ -65,17 +65,6 @@ impl PassEnd {
     }
 }
 
-/// What ending a pass found in the store.
-enum Next {
-    /// Nothing more until the next change, retry or resync.
-    Rest,
-    /// The cluster's desired state changed during the pass: another one is due at once,
-    /// starting from the cluster as this one's end read it.
-    Again(Box<PassCluster>),
-    /// The cluster was deleted meanwhile.
-    Gone,
-}
-
 /// What one pass did, for the "reconcile pass finished" log event.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PassSummary {
@@ -93,10 +82,10 @@ pub(crate) struct PassSummary {
 impl PassSummary {
     /// This summary, ended as `end`, or as gone when ending it found the cluster deleted; with
     /// the cluster the next pass starts from when it is due at once.
-    fn ended(mut self, end: PassEnd, next: Next) -> Ended {
-        self.end = if matches!(next, Next::Gone) { PassEnd::Gone } else { end };
-        self.again = matches!(next, Next::Again(_));
-        Ended { summary: self, next: if let Next::Again(cluster) = next { Some(cluster) } else { None } }
+    fn ended(mut self, end: PassEnd, next: Finished) -> Ended {
+        self.end = if matches!(next, Finished::Gone) { PassEnd::Gone } else { end };
+        self.again = matches!(next, Finished::Again(_));
+        Ended { summary: self, next: if let Finished::Again(cluster) = next { Some(cluster) } else { None } }
     }
 }
 
@@ -350,7 +339,7 @@ pub(crate) async fn fail_unfinished(
             PassEnd::Unreachable,
             finish(shared, &cluster, &[], None, false, None, Some(message)).await?,
         ),
-        None => summary.ended(PassEnd::Gone, Next::Gone),
+        None => summary.ended(PassEnd::Gone, Finished::Gone),
     })
 }
 
@@ -366,19 +355,9 @@ async fn finish(
     full: bool,
     version: Option<(i32, &str)>,
     error: Option<&str>,
-) -> Result<Next, pgplane_core::Error> {
+) -> Result<Finished, pgplane_core::Error> {
     let retry_at = Utc::now()
         + chrono::Duration::from_std(backoff(cluster.attempts)).unwrap_or(chrono::Duration::seconds(1));
     let resync = shared.config.resync_interval;
-    Ok(
-        match shared
-            .store
-            .finish_pass(cluster, outcomes, read, full, version, error, retry_at, resync)
-            .await?
-        {
-            Finished::Gone => Next::Gone,
-            Finished::Again(next) => Next::Again(next),
-            Finished::Rest => Next::Rest,
-        },
-    )
+    shared.store.finish_pass(cluster, outcomes, read, full, version, error, retry_at, resync).await
 }

@@ -154,14 +154,19 @@ pub(crate) fn terminate_stopped_sql(roles: &[&str]) -> String {
 /// Ends the sessions of the roles named (`r`, from `pg_roles`) that meet `condition` too,
 /// but the pass's own. The sessions are found by the role's oid, which every role may read.
 fn terminate_sessions_sql(roles: &[&str], condition: &str) -> String {
-    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
     format!(
         "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_get_activity(NULL) a
            JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
-          WHERE r.rolname = ANY(ARRAY[{}]::pg_catalog.name[]){condition}
+          WHERE r.rolname = ANY({}){condition}
             AND a.pid <> pg_catalog.pg_backend_pid()",
-        names.join(", ")
+        names_array(roles)
     )
+}
+
+/// The roles' names as an array of `name` literals.
+fn names_array(roles: &[&str]) -> String {
+    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+    format!("ARRAY[{}]::pg_catalog.name[]", names.join(", "))
 }
 
 /// The first statement of a role's deletion: no new logins.
@@ -219,8 +224,7 @@ pub(crate) fn drop_roles_sql(roles: &[&str]) -> String {
 /// dependencies first in the usual case (roles that own nothing). The block is a literal, as
 /// in [`hand_over_sql`]: no name can end it.
 pub(crate) fn drop_roles_if_clean_sql(roles: &[&str]) -> String {
-    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
-    let names = format!("ARRAY[{}]::pg_catalog.name[]", names.join(", "));
+    let names = names_array(roles);
     let body = format!(
         "BEGIN
            IF (SELECT count(*) FROM pg_catalog.pg_roles r
