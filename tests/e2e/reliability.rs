@@ -349,3 +349,87 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let due = app.store.due_clusters(Duration::from_secs(3600), 1000).await.unwrap();
     assert!(due.iter().any(|d| d.cluster_id == id && d.changed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_without_a_deadlock() {
+    // No reconciler: the test plays the pass's end against the store, while a writer holds two
+    // users' rows and then writes the cluster's row, the order every write takes (the
+    // commit-time bump, an access-level change). The end records one user's outcome and
+    // enforces the other's expiry: it must wait for both rows before it locks the cluster's.
+    let app = TestApp::spawn_with(AppOptions {
+        reconciler: false,
+        register: false,
+        apply_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
+    assert_eq!(status, 201, "{body}");
+    let id: uuid::Uuid = body["database"]["id"].as_str().unwrap().parse().unwrap();
+    let expired = pgplane_core::model::UserSettings {
+        valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        ..Default::default()
+    };
+    let recorded = app.store.insert_user(id, "recorded", b"", &Default::default()).await.unwrap();
+    app.store.insert_user(id, "expired", b"", &expired).await.unwrap();
+    let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
+
+    let (writer, connection) =
+        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    writer.batch_execute("begin").await.unwrap();
+    let held = writer
+        .execute(
+            "select 1 from cluster_users where cluster_id = $1::text::uuid and name in ('recorded', 'expired')
+                for update",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+
+    let store = app.store.clone();
+    let end = tokio::spawn(async move {
+        let outcome = pgplane_core::store::ObjectOutcome {
+            kind: pgplane_core::lifecycle::ObjectKind::User,
+            name: "recorded",
+            generation: recorded.generation,
+            outcome: pgplane_core::lifecycle::Outcome::Applied,
+        };
+        let now = chrono::Utc::now();
+        let read = pgplane_core::store::PassRead { at: now, unseen_from: now };
+        store
+            .finish_pass(&cluster, &[outcome], Some(read), false, None, None, now, Duration::from_secs(3600))
+            .await
+    });
+    // The end waits on a lock (one of the users' rows, if the order holds).
+    let waiting = "select count(*) from pg_stat_activity
+                    where datname = current_database() and wait_event_type = 'Lock'";
+    let mut waited = false;
+    for _ in 0..200 {
+        let n: i64 = writer.query_one(waiting, &[]).await.unwrap().get(0);
+        if n > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if !waited {
+        panic!("the pass's end did not wait for the users' rows the writer holds: {:?}", end.await);
+    }
+    writer
+        .execute(
+            "update clusters set updated_at = now() where cluster_id = $1::text::uuid",
+            &[&id.to_string()],
+        )
+        .await
+        .expect("the writer gets the cluster's row: the end does not hold it while it waits");
+    writer.batch_execute("commit").await.unwrap();
+    let finished = end.await.unwrap().expect("the end went through once the writer committed");
+    assert!(!matches!(finished, pgplane_core::store::Finished::Gone));
+
+    let users = app.store.list_users(id).await.unwrap();
+    let user = |name: &str| users.iter().find(|u| u.name == name).unwrap().clone();
+    assert_eq!(user("recorded").applied_generation, recorded.generation, "its outcome was recorded");
+    assert!(user("expired").expiry_enforced_at.is_some(), "its expiry was enforced");
+}

@@ -54,7 +54,8 @@ macro_rules! pass_cluster_query {
 /// `$c`, an [`OutcomeColumns`]), doing to each row
 /// what [`Outcome::effect`] says, against the row as it is when the statement runs (its
 /// desired state may have changed since the pass read it): CTEs `o` (the outcomes), `dropped`
-/// and `recorded`, to be followed by `$rest` (more CTEs and the final SELECT).
+/// and `recorded` (each returning the names of the rows it wrote), to be followed by `$rest`
+/// (more CTEs and the final SELECT).
 macro_rules! with_outcomes_recorded {
     ($table:literal, $m:ident!($($pre:tt)*), [$($rest:literal),+], [$($post:tt)*], $cluster:expr, $c:ident $(, $args:expr)*) => {
         $m!($($pre)* [
@@ -67,6 +68,7 @@ macro_rules! with_outcomes_recorded {
                delete from ", $table, " t using o
                 where t.cluster_id = $1 and t.name = o.name and o.remove
                   and t.generation = o.generation and t.state = $11
+               returning t.name
              ), recorded as (
                update ", $table, " t
                   set applied_generation = case when o.advance then greatest(t.applied_generation, o.generation)
@@ -80,6 +82,7 @@ macro_rules! with_outcomes_recorded {
                  from o
                 where t.cluster_id = $1 and t.name = o.name and not o.remove
                   and (not o.only_if_not_applied_since or t.applied_generation < o.generation)
+               returning t.name
              )",
             $($rest),+
         ], $($post)*
@@ -477,7 +480,10 @@ impl Store {
     /// pass. With an error it is retried at `retry_at`. Either way, waiting API requests are
     /// told, in the same statement ([`Reconciled`], unseen from `read`'s time when known).
     /// The cluster's status is judged on its rows as they were before `outcomes`: the pass
-    /// records the primary user's and the default database's outcomes before its end.
+    /// records the primary user's and the default database's outcomes before its end. The
+    /// users' rows are written before the cluster's (its conditions count them), the order of
+    /// every writer (an object's row, then its cluster's at commit): the reverse deadlocked
+    /// with requests that change access levels.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_pass(
         &self,
@@ -513,6 +519,7 @@ impl Store {
                        select name from cluster_users where cluster_id = $1 and grace_until <= $24) due
                 where u.cluster_id = $1 and u.name = due.name and $13
                   and not exists (select 1 from o where o.name = u.name)
+               returning u.name
              ), c as (
                update clusters
                   set reconciled_generation = case when $13 then greatest(reconciled_generation, $12)
@@ -531,7 +538,11 @@ impl Store {
                            and exists (select 1 from cluster_databases d
                                         where d.cluster_id = $1 and d.is_default and d.sync_status = $22)
                           then $23 else status end
+                -- After the users' rows above are written (the conditions run those statements
+                -- first): a writer locks an object's row before its cluster's, and so does this.
                 where cluster_id = $1
+                  and (select count(*) from dropped) + (select count(*) from recorded)
+                      + (select count(*) from enforced) >= 0
             returning *, generation > reconciled_generation and last_error is null as more,
                       pg_notify($20, cluster_id::text
                                      || coalesce(' ' || (extract(epoch from $25::timestamptz) * 1000000)::int8, ''))::text

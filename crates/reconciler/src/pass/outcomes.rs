@@ -43,19 +43,18 @@ impl<'a> Ledger<'a> {
         Ok(())
     }
 
-    /// The outcomes left for the pass's end to record with it (`Store::finish_pass`): none for
-    /// now, everything is recorded here first (see the comment inside).
+    /// The outcomes left for the pass's end to record with it (`Store::finish_pass`): users
+    /// but the primary user, whose outcome the cluster's status is judged on. Should others be
+    /// left, everything is recorded now instead.
     pub(super) async fn take_for_end(
         &mut self,
         shared: &Shared,
         cluster: &Cluster,
     ) -> Result<Vec<ObjectOutcome<'a>>, pgplane_core::Error> {
-        // Not merged for now: the end's statement locks the cluster's row before its users'
-        // rows, the reverse of a request that changes access levels (user, then cluster), and
-        // the two deadlocked (e2e `access::a_role_pgplane_does_not_manage_never_gets_a_level`
-        // got a 500). Everything is recorded first, as before, until the end's statement
-        // records the users' rows before it locks the cluster's.
-        self.flush(shared, cluster.cluster_id).await?;
+        let with_end = |o: &ObjectOutcome<'_>| o.kind == ObjectKind::User && o.name != cluster.primary_user;
+        if !self.outcomes.iter().all(with_end) {
+            self.flush(shared, cluster.cluster_id).await?;
+        }
         Ok(std::mem::take(&mut self.outcomes))
     }
 }
