@@ -834,8 +834,9 @@ fn render_fleet(w: &mut String, r: &Results<'_>) {
          `pg_stat_activity` rows of application `pgplane` on each fleet server, sampled every \
          100 ms. The idle metadata load is the transactions of the metadata database \
          (`pg_stat_database` xact_commit + xact_rollback, every statement of pgplane's is one) over \
-         10 s with no request and no pass due, after 12 s of quiet (sessions report their counts \
-         up to 10 s after they go idle) (the resync interval is 3600 s: a drift round is \
+         10 s with no request and no pass due, after a `VACUUM (ANALYZE)` of the metadata database \
+         (autovacuum's transactions count too; none is due then) and 12 s of quiet (sessions report \
+         their counts up to 10 s after they go idle) (the resync interval is 3600 s: a drift round is \
          started as in scenario 4, by moving every fleet cluster's `last_resync_at` a day back); \
          the round lasts from the first pass's start to the last one's end, while 4 user creates \
          at a time go to fleet clusters.\n",
