@@ -508,15 +508,20 @@ impl Store {
             [
                 r#", enforced as (
                -- The few rows concerned, found through the partial indexes (not a scan of the
-               -- cluster's users at every pass); not those recorded above.
+               -- cluster's users at every pass); not those recorded above. `<= now()` adds
+               -- nothing ($24 was read before it) but what the planner can estimate: a plan
+               -- made once for every pass (not one per pass, which cost more than running it)
+               -- knows only $24's type, and it took a third of the cluster's users for due.
                update cluster_users u
                   set expiry_enforced_at = case when u.valid_until <= $24 then coalesce(u.expiry_enforced_at, now())
                                                 else u.expiry_enforced_at end,
                       grace_until = case when u.grace_until <= $24 then null else u.grace_until end
                  from (select name from cluster_users
-                        where cluster_id = $1 and valid_until <= $24 and expiry_enforced_at is null
+                        where cluster_id = $1 and valid_until <= $24 and valid_until <= now()
+                          and expiry_enforced_at is null
                        union
-                       select name from cluster_users where cluster_id = $1 and grace_until <= $24) due
+                       select name from cluster_users
+                        where cluster_id = $1 and grace_until <= $24 and grace_until <= now()) due
                 where u.cluster_id = $1 and u.name = due.name and $13
                   and not exists (select 1 from o where o.name = u.name)
                returning u.name
