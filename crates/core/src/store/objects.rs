@@ -464,12 +464,14 @@ impl Store {
 
     /// Asks for a user to be dropped, what it owns to be handed to `heir` (see [`Heir`]). The
     /// heir is stored with the request, so that every pass until the drop (after a restart
-    /// too) uses it. In one transaction that holds the rows of the user and of its heir (locked
-    /// in name order, so that two deletions naming each other cannot deadlock), the request is
-    /// refused, and nothing changes, when the user is the primary user (422), when the heir is
-    /// not a present user of the cluster (422) or when the user is itself the heir of a pending
-    /// deletion (409): a user and its heir deleted at the same moment cannot leave the first
-    /// without an heir.
+    /// too) uses it. Holding the rows of the user and of its heir (locked in name order, so that
+    /// two deletions naming each other cannot deadlock), the request is refused, and nothing
+    /// changes, when the user is the primary user (422), when the heir is not a present user of
+    /// the cluster (422) or when the user is itself the heir of a pending deletion (409): a user
+    /// and its heir deleted at the same moment cannot leave the first without an heir. A
+    /// request that goes through is one round trip (the database's
+    /// `pgplane_request_user_deletion`); one that does not is asked again in a transaction that
+    /// holds the rows and says why.
     pub async fn request_user_deletion(
         &self,
         cluster_id: Uuid,
@@ -480,6 +482,9 @@ impl Store {
             Heir::Named(heir) => (heir, false),
             Heir::Stored => (None, true),
         };
+        if let Some(written) = mark_user_absent(&self.pool, cluster_id, name, named, stored).await? {
+            return Ok(written);
+        }
         let mut tx = self.pool.begin().await?;
         // The names as one array, not three ORs: with no named heir, a plan made for the call
         // (the null dropped) came out a hair cheaper than the plan made once, so PostgreSQL
@@ -514,34 +519,13 @@ impl Store {
                 )));
             }
         }
-        // Marked absent unless a pool logs in as the user (it would stop working without a word)
-        // or the user inherits from a pending deletion. A new statement, so a new snapshot: it
-        // sees every pool and deletion committed before the locks were granted (pool writes
-        // hold the user's row, so none can be added meanwhile).
-        let written = changed_rows!(
-            written,
-            ["update cluster_users
-                    set state = $4, generation = generation + 1, updated_at = now(),
-                        sync_status = case when sync_status = $5 then $5 else $6 end, reassign_to = $3
-                  where cluster_id = $1 and name = $2
-                    and not exists (select 1 from cluster_pools p where p.cluster_id = $1 and p.user_name = $2)
-                    and not exists (select 1 from cluster_users h
-                                     where h.cluster_id = $1 and h.state = $4 and h.reassign_to = $2)
-              returning generation, updated_at"],
-            cluster_id,
-            name,
-            heir,
-            DesiredState::Absent as _,
-            SyncStatus::KEPT_BY_WRITE as _,
-            SyncStatus::Ready.after_write() as _,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(written) = written else {
+        // The rows held, the request may have gone through since; if not, a pool or a pending
+        // deletion stands in its way.
+        let Some(written) = mark_user_absent(&mut *tx, cluster_id, name, named, stored).await? else {
             return Err(deletion_refusal(&mut tx, cluster_id, name).await?);
         };
         tx.commit().await?;
-        Ok((written.generation, written.updated_at))
+        Ok(written)
     }
 
     /// Records `message` as a present user's last_error, whatever generation was applied: a
@@ -690,6 +674,36 @@ impl Store {
             ObjectKind::Database => state!("cluster_databases"),
         })
     }
+}
+
+/// Marks a user absent with its heir, unless the deletion is refused (see
+/// [`Store::request_user_deletion`]): the database's `pgplane_request_user_deletion`, which
+/// locks the rows of the user and of its heir, then marks the user in a statement (a snapshot)
+/// of its own, so that it sees every pool and deletion committed before the locks were granted.
+/// No row: refused, or the user is not there.
+async fn mark_user_absent<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    cluster_id: Uuid,
+    name: &str,
+    named: Option<&str>,
+    stored: bool,
+) -> Result<Option<(i64, DateTime<Utc>)>> {
+    let written = sqlx::query!(
+        r#"select written_generation as "generation!", written_at as "updated_at!"
+             from pgplane_request_user_deletion($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        cluster_id,
+        name,
+        named,
+        stored,
+        DesiredState::Absent as _,
+        DesiredState::Present as _,
+        UserRole::Primary as _,
+        SyncStatus::KEPT_BY_WRITE as _,
+        SyncStatus::Ready.after_write() as _,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(written.map(|w| (w.generation, w.updated_at)))
 }
 
 fn being_deleted(kind: ObjectKind, name: &str) -> Error {
