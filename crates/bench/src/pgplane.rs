@@ -116,8 +116,9 @@ impl Pgplane {
     }
 
     /// `pgplane pooler` beside `server` (HOST:PORT) on the same metadata DB and key, serving
-    /// pools on `port`, logging to `pooler.log`; stopped when the child is dropped.
-    pub fn pooler(&self, server: &str, port: u16) -> Result<Child> {
+    /// pools on `port`, logging to `pooler.log`; to be stopped with [`Pooler::stop`] (dropped, it
+    /// is killed, and the PgBouncers it runs are left behind).
+    pub fn pooler(&self, server: &str, port: u16) -> Result<Pooler> {
         let ports = format!("{port}-{port}");
         let run_dir = self.options.work_dir.join("pooler");
         let log = std::fs::File::create(self.options.work_dir.join("pooler.log"))
@@ -132,6 +133,7 @@ impl Pgplane {
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
+            .map(|child| Pooler { child })
             .context("starting pgplane pooler")
     }
 
@@ -185,13 +187,32 @@ impl Pgplane {
 
     /// Stops it with SIGTERM (graceful), or kills it after 15 s.
     pub async fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().await;
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(_) => Ok(()),
-            Err(_) => {
-                self.child.kill().await?;
-                bail!("pgplane did not stop within 15 s of SIGTERM")
-            }
+        terminate(&mut self.child, "pgplane").await
+    }
+}
+
+/// A running `pgplane pooler` ([`Pgplane::pooler`]).
+pub struct Pooler {
+    child: Child,
+}
+
+impl Pooler {
+    /// Stops it with SIGTERM, which stops the PgBouncers it runs, or kills it after 15 s.
+    pub async fn stop(mut self) -> Result<()> {
+        terminate(&mut self.child, "pgplane pooler").await
+    }
+}
+
+/// Sends `child` SIGTERM and waits for it to exit, or kills it after 15 s.
+async fn terminate(child: &mut Child, what: &str) -> Result<()> {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    }
+    match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            child.kill().await?;
+            bail!("{what} did not stop within 15 s of SIGTERM")
         }
     }
 }

@@ -39,7 +39,15 @@ pub struct PoolsResult {
 pub async fn run(ctx: &Ctx) -> Result<PoolsResult> {
     let target = &ctx.target.pg;
     let port = pgplane_testkit::free_port();
-    let _pooler = ctx.pgplane.pooler(&format!("{}:{}", target.host, target.port), port)?;
+    let pooler = ctx.pgplane.pooler(&format!("{}:{}", target.host, target.port), port)?;
+    let measured = measure(ctx, port).await;
+    pooler.stop().await?;
+    measured
+}
+
+/// The scenario, with the pooler serving pools on `port`.
+async fn measure(ctx: &Ctx, port: u16) -> Result<PoolsResult> {
+    let target = &ctx.target.pg;
     let cluster = ctx.pgplane.api.get_json(&ctx.cluster_path("")).await?;
     let password = cluster["database"]["connection"]["password"].as_str().context("the primary password")?;
     let database = cluster["database"]["pgplane"]["default_database"].as_str().context("default database")?;
