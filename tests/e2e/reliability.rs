@@ -291,9 +291,9 @@ async fn malformed_requests_get_digitalocean_errors_and_change_nothing() {
     assert_eq!(users["users"].as_array().unwrap().len(), 2, "only the well-formed request created a user");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resync() {
-    // No reconciler: the test plays the passes' part against the store.
+/// A pgplane without its reconciler (a test plays the passes' part against the store), and a
+/// cluster registered through the API, never passed over.
+async fn registered_without_reconciler() -> (TestApp, uuid::Uuid) {
     let app = TestApp::spawn_with(AppOptions {
         reconciler: false,
         register: false,
@@ -304,6 +304,13 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
     assert_eq!(status, 201, "{body}");
     let id = body["database"]["id"].as_str().unwrap().parse().unwrap();
+    (app, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resync() {
+    // No reconciler: the test plays the passes' part against the store.
+    let (app, id) = registered_without_reconciler().await;
     let resynced = |cluster: pgplane_core::model::Cluster| cluster.last_resync_at.is_some();
     let read = app.store.cluster_by_id(id).await.unwrap().unwrap();
     assert!(!resynced(read.clone()), "registered, never passed over");
@@ -356,16 +363,7 @@ async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_wi
     // users' rows and then writes the cluster's row, the order every write takes (the
     // commit-time bump, an access-level change). The end records one user's outcome and
     // enforces the other's expiry: it must wait for both rows before it locks the cluster's.
-    let app = TestApp::spawn_with(AppOptions {
-        reconciler: false,
-        register: false,
-        apply_timeout: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await;
-    let (status, body) = app.post("/v2/databases", app.registration(&format!("c-{}", app.suffix))).await;
-    assert_eq!(status, 201, "{body}");
-    let id: uuid::Uuid = body["database"]["id"].as_str().unwrap().parse().unwrap();
+    let (app, id) = registered_without_reconciler().await;
     let expired = pgplane_core::model::UserSettings {
         valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
         ..Default::default()
