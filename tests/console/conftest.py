@@ -12,6 +12,7 @@ import urllib.request
 import psycopg
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -132,8 +133,16 @@ def row_status(driver, kind, name):
 
 def open_menu(driver, kind, name):
     """Opens a row's More menu (a layer over the page, not inside the row); returns its items."""
-    tr = wait(driver, lambda d: row(d, kind, name))
-    tr.find_element(By.CSS_SELECTOR, "button.more").click()
+    for attempt in range(3):
+        tr = wait(driver, lambda d: row(d, kind, name))
+        try:
+            tr.find_element(By.CSS_SELECTOR, "button.more").click()
+            break
+        except StaleElementReferenceException:
+            # The page rebuilt its rows (a refresh) between finding the row and the click: a
+            # person clicks again.
+            if attempt == 2:
+                raise
     menu = wait(driver, EC.visibility_of_element_located((By.CSS_SELECTOR, "[role=menu]")))
     return menu.find_elements(By.CSS_SELECTOR, "[role=menuitem]")
 

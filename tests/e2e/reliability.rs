@@ -320,15 +320,7 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
 
     // A full pass starts, then the registration is pointed at a new server, then the pass ends.
     let seen_by_pass = app.store.cluster_by_id(id).await.unwrap().unwrap();
-    let admin = pgplane_core::store::AdminConnection {
-        host: app.target.host.clone(),
-        port: app.target.port,
-        user: app.admin_user.clone(),
-        password: app.admin_password.clone(),
-        database: "postgres".into(),
-        sslmode: "disable".into(),
-        ca_certificate: None,
-    };
+    let admin = admin_connection(&app);
     let update = pgplane_core::store::TargetUpdate {
         admin: &admin,
         server_version_num: seen_by_pass.server_version_num,
@@ -357,13 +349,51 @@ async fn a_full_pass_over_the_old_target_does_not_count_as_the_new_targets_resyn
     assert!(due.iter().any(|d| d.cluster_id == id && d.changed));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_without_a_deadlock() {
-    // No reconciler: the test plays the pass's end against the store, while a writer holds two
-    // users' rows and then writes the cluster's row, the order every write takes (the
-    // commit-time bump, an access-level change). The end records one user's outcome and
-    // enforces the other's expiry: it must wait for both rows before it locks the cluster's.
-    let (app, id) = registered_without_reconciler().await;
+/// How the test's pgplane logs in to its target as admin (what a registration gives).
+fn admin_connection(app: &TestApp) -> pgplane_core::store::AdminConnection {
+    pgplane_core::store::AdminConnection {
+        host: app.target.host.clone(),
+        port: app.target.port,
+        user: app.admin_user.clone(),
+        password: app.admin_password.clone(),
+        database: "postgres".into(),
+        sslmode: "disable".into(),
+        ca_certificate: None,
+    }
+}
+
+/// A session of the test's metadata database, as a writer that holds rows in a transaction.
+async fn metadata_session(app: &TestApp) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Waits (up to 5 s) until `count` sessions of the test's metadata database wait on a lock.
+async fn lock_waits(client: &tokio_postgres::Client, count: i64) -> bool {
+    let waiting = "select count(*) from pg_stat_activity
+                    where datname = current_database() and wait_event_type = 'Lock'";
+    for _ in 0..200 {
+        let n: i64 = client.query_one(waiting, &[]).await.unwrap().get(0);
+        if n >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A pass's end held up by a writer. The cluster has two users: "recorded", whose outcome the
+/// end records, and "expired", whose expiry it enforces. The writer (returned, its transaction
+/// open) holds the rows named `held`; the end (spawned) is waiting on one of them.
+struct HeldPassEnd {
+    writer: tokio_postgres::Client,
+    end: tokio::task::JoinHandle<pgplane_core::Result<pgplane_core::store::Finished>>,
+    recorded: pgplane_core::model::User,
+}
+
+async fn pass_end_held_by(app: &TestApp, id: uuid::Uuid, held: &[&str]) -> HeldPassEnd {
     let expired = pgplane_core::model::UserSettings {
         valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
         ..Default::default()
@@ -372,26 +402,25 @@ async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_wi
     app.store.insert_user(id, "expired", b"", &expired).await.unwrap();
     let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
 
-    let (writer, connection) =
-        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let writer = metadata_session(app).await;
     writer.batch_execute("begin").await.unwrap();
-    let held = writer
+    let names: Vec<String> = held.iter().map(|n| n.to_string()).collect();
+    let locked = writer
         .execute(
-            "select 1 from cluster_users where cluster_id = $1::text::uuid and name in ('recorded', 'expired')
-                for update",
-            &[&id.to_string()],
+            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = any($2) for update",
+            &[&id.to_string(), &names],
         )
         .await
         .unwrap();
-    assert_eq!(held, 2);
+    assert_eq!(locked, held.len() as u64);
 
     let store = app.store.clone();
+    let generation = recorded.generation;
     let end = tokio::spawn(async move {
         let outcome = pgplane_core::store::ObjectOutcome {
             kind: pgplane_core::lifecycle::ObjectKind::User,
             name: "recorded",
-            generation: recorded.generation,
+            generation,
             outcome: pgplane_core::lifecycle::Outcome::Applied,
         };
         let now = chrono::Utc::now();
@@ -400,21 +429,28 @@ async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_wi
             .finish_pass(&cluster, &[outcome], Some(read), false, None, None, now, Duration::from_secs(3600))
             .await
     });
-    // The end waits on a lock (one of the users' rows, if the order holds).
-    let waiting = "select count(*) from pg_stat_activity
-                    where datname = current_database() and wait_event_type = 'Lock'";
-    let mut waited = false;
-    for _ in 0..200 {
-        let n: i64 = writer.query_one(waiting, &[]).await.unwrap().get(0);
-        if n > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    if !waited {
+    if !lock_waits(&writer, 1).await {
         panic!("the pass's end did not wait for the users' rows the writer holds: {:?}", end.await);
     }
+    HeldPassEnd { writer, end, recorded }
+}
+
+/// Both users' rows as the pass's end left them: the outcome recorded, the expiry enforced.
+async fn assert_pass_end_written(app: &TestApp, id: uuid::Uuid, recorded: &pgplane_core::model::User) {
+    let users = app.store.list_users(id).await.unwrap();
+    let user = |name: &str| users.iter().find(|u| u.name == name).unwrap().clone();
+    assert_eq!(user("recorded").applied_generation, recorded.generation, "its outcome was recorded");
+    assert!(user("expired").expiry_enforced_at.is_some(), "its expiry was enforced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_without_a_deadlock() {
+    // No reconciler: the test plays the pass's end against the store, while a writer holds two
+    // users' rows and then writes the cluster's row, the order every write takes (the
+    // commit-time bump, an access-level change). The end must wait for both rows before it
+    // locks the cluster's.
+    let (app, id) = registered_without_reconciler().await;
+    let HeldPassEnd { writer, end, recorded } = pass_end_held_by(&app, id, &["recorded", "expired"]).await;
     writer
         .execute(
             "update clusters set updated_at = now() where cluster_id = $1::text::uuid",
@@ -425,9 +461,115 @@ async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_wi
     writer.batch_execute("commit").await.unwrap();
     let finished = end.await.unwrap().expect("the end went through once the writer committed");
     assert!(!matches!(finished, pgplane_core::store::Finished::Gone));
+    assert_pass_end_written(&app, id, &recorded).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_and_a_move_of_its_cluster_take_the_rows_in_one_order_without_a_deadlock() {
+    // The writer holds "recorded": the end, which takes the users' rows in name order, holds
+    // "expired" and waits there. A move to another server (`PUT …/pgplane`) rewrites every
+    // user's row and the cluster's: it must take the users' rows first, in the same order, and
+    // so wait behind the end instead of holding the cluster's row the end needs next.
+    let (app, id) = registered_without_reconciler().await;
+    let HeldPassEnd { writer, end, recorded } = pass_end_held_by(&app, id, &["recorded"]).await;
+    let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
+    let (store, sealer, admin) = (app.store.clone(), app.sealer.clone(), admin_connection(&app));
+    let moved = tokio::spawn(async move {
+        let update = pgplane_core::store::TargetUpdate {
+            admin: &admin,
+            server_version_num: cluster.server_version_num,
+            server_version: &cluster.server_version,
+            server_id: cluster.server_id.as_deref().unwrap(),
+        };
+        store.update_target(&cluster, &update, true, &sealer).await
+    });
+    assert!(lock_waits(&writer, 2).await, "the move waits on a row: {:?}", moved.await);
+    writer.batch_execute("commit").await.unwrap();
+    end.await.unwrap().expect("the end went through");
+    moved.await.unwrap().expect("the move went through");
+    assert_pass_end_written(&app, id, &recorded).await;
     let users = app.store.list_users(id).await.unwrap();
-    let user = |name: &str| users.iter().find(|u| u.name == name).unwrap().clone();
-    assert_eq!(user("recorded").applied_generation, recorded.generation, "its outcome was recorded");
-    assert!(user("expired").expiry_enforced_at.is_some(), "its expiry was enforced");
+    assert!(users.iter().all(|u| u.claimed == (u.name == app.primary_user)), "the move unclaimed them after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_and_its_clusters_unregistration_take_the_rows_in_one_order_without_a_deadlock() {
+    // As with a move: unregistering deletes the cluster's row, then its users' (the foreign
+    // keys cascade); it must take the users' rows first.
+    let (app, id) = registered_without_reconciler().await;
+    let HeldPassEnd { writer, end, recorded: _ } = pass_end_held_by(&app, id, &["recorded"]).await;
+    let team = app.store.cluster_by_id(id).await.unwrap().unwrap().team_id;
+    let store = app.store.clone();
+    let deleted = tokio::spawn(async move { store.delete_cluster(team, id).await });
+    assert!(lock_waits(&writer, 2).await, "the unregistration waits on a row: {:?}", deleted.await);
+    writer.batch_execute("commit").await.unwrap();
+    let finished = end.await.unwrap().expect("the end went through");
+    assert!(!matches!(finished, pgplane_core::store::Finished::Gone), "it ended before the unregistration");
+    deleted.await.unwrap().expect("the unregistration went through");
+    assert!(app.store.cluster_by_id(id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_and_a_deletion_naming_an_heir_take_the_users_rows_in_one_order_without_a_deadlock() {
+    // The end holds "expired" and waits on "recorded" (the writer's). Deleting "expired" with
+    // "recorded" as its heir takes both rows in name order too: it waits on "expired" behind
+    // the end, holding nothing the end needs.
+    let (app, id) = registered_without_reconciler().await;
+    let HeldPassEnd { writer, end, recorded } = pass_end_held_by(&app, id, &["recorded"]).await;
+    let store = app.store.clone();
+    let deletion = tokio::spawn(async move {
+        store.request_user_deletion(id, "expired", pgplane_core::store::Heir::Named(Some("recorded"))).await
+    });
+    assert!(lock_waits(&writer, 2).await, "the deletion waits on a row: {:?}", deletion.await);
+    writer.batch_execute("commit").await.unwrap();
+    end.await.unwrap().expect("the end went through");
+    deletion.await.unwrap().expect("the deletion went through");
+    assert_pass_end_written(&app, id, &recorded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_made_meanwhile() {
+    // A deletion naming an heir waits on the heir's row; meanwhile the user is created (so the
+    // deletion's lock did not see its row) and a pool that logs in as it is being made (its
+    // row held, as a pool's creation holds it). The deletion must judge only rows it holds:
+    // once the pool is committed, it is refused, and the user stays.
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_user(id, "heir", b"", &Default::default()).await.unwrap();
+    let writer = metadata_session(&app).await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute(
+            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = 'heir' for update",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap();
+    let store = app.store.clone();
+    let deletion = tokio::spawn(async move {
+        store.request_user_deletion(id, "victim", pgplane_core::store::Heir::Named(Some("heir"))).await
+    });
+    assert!(lock_waits(&writer, 1).await, "the deletion waits on the heir's row: {:?}", deletion.await);
+
+    app.store.insert_user(id, "victim", b"", &Default::default()).await.unwrap();
+    let pool_maker = metadata_session(&app).await;
+    pool_maker.batch_execute("begin").await.unwrap();
+    pool_maker
+        .batch_execute(&format!(
+            "select 1 from cluster_users where cluster_id = '{id}' and name = 'victim' for share;
+             insert into cluster_pools (cluster_id, name, mode, size, database_name, user_name)
+             select '{id}', 'victims-pool', 'transaction', 1, name, 'victim'
+               from cluster_databases where cluster_id = '{id}' and is_default"
+        ))
+        .await
+        .unwrap();
+    writer.batch_execute("commit").await.unwrap();
+    // The deletion now waits on the victim's row, which the pool's creation holds.
+    assert!(lock_waits(&pool_maker, 1).await, "the deletion waits on the user's row: {:?}", deletion.await);
+    pool_maker.batch_execute("commit").await.unwrap();
+
+    let refused = deletion.await.unwrap().expect_err("the pool logs in as the user");
+    assert!(refused.to_string().contains("victims-pool"), "{refused}");
+    let users = app.store.list_users(id).await.unwrap();
+    let victim = users.iter().find(|u| u.name == "victim").unwrap();
+    assert_eq!(victim.state, pgplane_core::lifecycle::DesiredState::Present, "nothing was marked");
 }

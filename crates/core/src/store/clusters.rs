@@ -60,6 +60,24 @@ async fn check_server_names(
     }
 }
 
+/// Locks the rows of a cluster's users, then of its databases, each in name order, before a
+/// writer of them all (a move, an unregistration) locks the cluster's row: the order every
+/// writer takes (ARCHITECTURE.md, "The order rows are locked in"), so that it waits behind a
+/// pass's end, a pool's creation or an access-level change instead of holding a row they need
+/// next.
+async fn hold_objects(tx: &mut sqlx::PgConnection, cluster_id: Uuid) -> Result<()> {
+    sqlx::query!(
+        "select (select count(*) from (select 1 from cluster_users where cluster_id = $1
+                                        order by name for update) u)
+              + (select count(*) from (select 1 from cluster_databases where cluster_id = $1
+                                        order by name for update) d) as held",
+        cluster_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// How pgplane logs in to a target as its admin: what a registration gives and the store
 /// keeps (the password sealed at rest).
 #[derive(Clone, PartialEq, Eq)]
@@ -239,6 +257,10 @@ impl Store {
             default_database: &cluster.default_database,
         };
         check_server_names(&mut tx, update.server_id, Some(cluster.cluster_id), names).await?;
+        if moved {
+            // Every object's row is rewritten below, after the cluster's.
+            hold_objects(&mut tx, cluster.cluster_id).await?;
+        }
         let sealed = sealer.seal_str(&admin.password, &Cluster::admin_password_context(cluster.cluster_id));
         sqlx::query!(
             "update clusters
@@ -390,15 +412,28 @@ impl Store {
             .await?)
     }
 
-    /// Unregisters a cluster. Nothing on the target is touched.
+    /// Unregisters a cluster (its objects' rows go with it). Nothing on the target is touched.
     pub async fn delete_cluster(&self, team_id: Uuid, cluster_id: Uuid) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let owned = sqlx::query_scalar!(
+            r#"select true as "owned!" from clusters where cluster_id = $1 and team_id = $2"#,
+            cluster_id,
+            team_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_none() {
+            return Err(Error::NotFound("database cluster"));
+        }
+        hold_objects(&mut tx, cluster_id).await?;
         let deleted =
             sqlx::query!("delete from clusters where cluster_id = $1 and team_id = $2", cluster_id, team_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         if deleted.rows_affected() == 0 {
             return Err(Error::NotFound("database cluster"));
         }
+        tx.commit().await?;
         Ok(())
     }
 }

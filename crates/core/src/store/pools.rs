@@ -251,6 +251,22 @@ impl Store {
                  beside it (see the README, Connection pools)"
             ))
         })?;
+        // The user's row, then the database's, held until the end (the order every writer
+        // takes rows in: ARCHITECTURE.md), so that neither is deleted meanwhile.
+        let user = match &spec.user_name {
+            Some(user) => Some((
+                user,
+                sqlx::query!(
+                    r#"select state as "state: DesiredState", lease_seconds from cluster_users
+                        where cluster_id = $1 and name = $2 for share"#,
+                    cluster.cluster_id,
+                    user
+                )
+                .fetch_optional(&mut *tx)
+                .await?,
+            )),
+            None => None,
+        };
         let database = sqlx::query_scalar!(
             r#"select state as "state: DesiredState" from cluster_databases
                 where cluster_id = $1 and name = $2 for share"#,
@@ -265,15 +281,7 @@ impl Store {
                 spec.database_name
             )));
         }
-        if let Some(user) = &spec.user_name {
-            let found = sqlx::query!(
-                r#"select state as "state: DesiredState", lease_seconds from cluster_users
-                    where cluster_id = $1 and name = $2 for share"#,
-                cluster.cluster_id,
-                user
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
+        if let Some((user, found)) = user {
             match found {
                 Some(u) if u.state == DesiredState::Present && u.lease_seconds.is_none() => {}
                 Some(u) if u.state == DesiredState::Present => {

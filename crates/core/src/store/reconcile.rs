@@ -53,21 +53,35 @@ macro_rules! pass_cluster_query {
 /// (literals) records outcomes on `$table`'s rows of cluster `$1` (`$2`–`$11`: the columns of
 /// `$c`, an [`OutcomeColumns`]), doing to each row
 /// what [`Outcome::effect`] says, against the row as it is when the statement runs (its
-/// desired state may have changed since the pass read it): CTEs `o` (the outcomes), `dropped`
-/// and `recorded` (each returning the names of the rows it wrote), to be followed by `$rest`
-/// (more CTEs and the final SELECT).
+/// desired state may have changed since the pass read it): CTEs `o` (the outcomes), `held`
+/// (the rows to write, locked in name order before any is written: those of `o`, and those
+/// `$also` adds with a `union select name …`), `dropped` and `recorded` (each returning the
+/// names of the rows it wrote), to be followed by `$rest` (more CTEs and the final SELECT).
+/// Every writer that takes several rows of a table takes them in name order, and an object's
+/// rows before its cluster's: two writers cannot each hold a row the other waits for.
 macro_rules! with_outcomes_recorded {
-    ($table:literal, $m:ident!($($pre:tt)*), [$($rest:literal),+], [$($post:tt)*], $cluster:expr, $c:ident $(, $args:expr)*) => {
+    ($table:literal, [$($also:literal),*], $m:ident!($($pre:tt)*), [$($rest:literal),+], [$($post:tt)*], $cluster:expr, $c:ident $(, $args:expr)*) => {
         $m!($($pre)* [
             "with o as (
                select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
                                     $7::text[], $8::text[], $9::bool[], $10::bool[])
                         as o(name, generation, message, remove, advance,
                              sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
+             ), held as (
+               -- One row at a time, in name order: a lookup in the primary key for each, even
+               -- where the statistics take the cluster for a few rows (a scan of them all).
+               select l.name
+                 from unnest(array(select n.name from (select o.name from o", $($also,)* ") n
+                                    order by n.name)) as n(name),
+                      lateral (select t.name from ", $table, " t
+                                where t.cluster_id = $1 and t.name = n.name for no key update) l
              ), dropped as (
+               -- `held` counted first (a one-time condition, run before the scan): every row
+               -- is locked before one is written. So in each statement that writes rows.
                delete from ", $table, " t using o
                 where t.cluster_id = $1 and t.name = o.name and o.remove
                   and t.generation = o.generation and t.state = $11
+                  and (select count(*) from held) >= 0
                returning t.name
              ), recorded as (
                update ", $table, " t
@@ -82,6 +96,7 @@ macro_rules! with_outcomes_recorded {
                  from o
                 where t.cluster_id = $1 and t.name = o.name and not o.remove
                   and (not o.only_if_not_applied_since or t.applied_generation < o.generation)
+                  and (select count(*) from held) >= 0
                returning t.name
              )",
             $($rest),+
@@ -450,6 +465,7 @@ impl Store {
                 ($table:literal) => {
                     with_outcomes_recorded!(
                         $table,
+                        [],
                         checked_statement!(),
                         [" select 1 as done"],
                         [],
@@ -481,9 +497,9 @@ impl Store {
     /// told, in the same statement ([`Reconciled`], unseen from `read`'s time when known).
     /// The cluster's status is judged on its rows as they were before `outcomes`: the pass
     /// records the primary user's and the default database's outcomes before its end. The
-    /// users' rows are written before the cluster's (its conditions count them), the order of
-    /// every writer (an object's row, then its cluster's at commit): the reverse deadlocked
-    /// with requests that change access levels.
+    /// users' rows are locked in name order and written before the cluster's (its conditions
+    /// count them), the order of every writer (see [`with_outcomes_recorded!`]): the reverse
+    /// deadlocked with requests that change access levels.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_pass(
         &self,
@@ -504,26 +520,33 @@ impl Store {
         let end = PassEnd::new(full, error, retry_at);
         let finished = with_outcomes_recorded!(
             "cluster_users",
+            // The users due for enforcement, held with the others: the few rows concerned,
+            // found through the partial indexes (not a scan of the cluster's users at every
+            // pass). `<= now()` adds nothing ($24 was read before it) but what the planner can
+            // estimate: a plan made once for every pass (not one per pass, which cost more than
+            // running it) knows only $24's type, and it took a third of the cluster's users for
+            // due.
+            [
+                r#"
+                      union select name from cluster_users
+                             where cluster_id = $1 and $13 and valid_until <= $24 and valid_until <= now()
+                               and expiry_enforced_at is null
+                      union select name from cluster_users
+                             where cluster_id = $1 and $13 and grace_until <= $24 and grace_until <= now()"#
+            ],
             pass_cluster_query!("$26",),
             [
                 r#", enforced as (
-               -- The few rows concerned, found through the partial indexes (not a scan of the
-               -- cluster's users at every pass); not those recorded above. `<= now()` adds
-               -- nothing ($24 was read before it) but what the planner can estimate: a plan
-               -- made once for every pass (not one per pass, which cost more than running it)
-               -- knows only $24's type, and it took a third of the cluster's users for due.
+               -- Not those recorded above; rechecked on the row as it is once held.
                update cluster_users u
                   set expiry_enforced_at = case when u.valid_until <= $24 then coalesce(u.expiry_enforced_at, now())
                                                 else u.expiry_enforced_at end,
                       grace_until = case when u.grace_until <= $24 then null else u.grace_until end
-                 from (select name from cluster_users
-                        where cluster_id = $1 and valid_until <= $24 and valid_until <= now()
-                          and expiry_enforced_at is null
-                       union
-                       select name from cluster_users
-                        where cluster_id = $1 and grace_until <= $24 and grace_until <= now()) due
-                where u.cluster_id = $1 and u.name = due.name and $13
+                 from held h
+                where u.cluster_id = $1 and u.name = h.name and $13
+                  and ((u.valid_until <= $24 and u.expiry_enforced_at is null) or u.grace_until <= $24)
                   and not exists (select 1 from o where o.name = u.name)
+                  and (select count(*) from held) >= 0
                returning u.name
              ), c as (
                update clusters
@@ -544,7 +567,7 @@ impl Store {
                                         where d.cluster_id = $1 and d.is_default and d.sync_status = $22)
                           then $23 else status end
                 -- After the users' rows above are written (the conditions run those statements
-                -- first): a writer locks an object's row before its cluster's, and so does this.
+                -- first): an object's rows before its cluster's, as every writer takes them.
                 where cluster_id = $1
                   and (select count(*) from dropped) + (select count(*) from recorded)
                       + (select count(*) from enforced) >= 0
