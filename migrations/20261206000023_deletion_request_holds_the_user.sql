@@ -8,6 +8,24 @@
 -- transaction (`Store::request_user_deletion`), which locks the rows it sees and answers as
 -- before (404, 409, 422, or the mark). Only the function changes; no rows change, and old
 -- replicas call the same signature.
+--
+-- The lock itself is now a function of its own, `pgplane_hold_deletion_rows`, which that
+-- transaction calls too (it repeated the statement).
+create function pgplane_hold_deletion_rows(p_cluster uuid, p_name text, p_heir text, p_stored boolean)
+returns table (name text, state text, role text, reassign_to text)
+language sql as $$
+    -- The user's row and its heir's, locked in name order (two deletions naming each other
+    -- cannot deadlock); with a stored heir, the one the row holds.
+    select u.name, u.state, u.role, u.reassign_to
+      from cluster_users u
+     where u.cluster_id = p_cluster
+       and u.name = any(array[p_name, p_heir,
+                              (select s.reassign_to from cluster_users s
+                                where s.cluster_id = p_cluster and s.name = p_name and p_stored)])
+     order by u.name
+       for update
+$$;
+
 create or replace function pgplane_request_user_deletion(
     p_cluster uuid, p_name text, p_heir text, p_stored boolean,
     p_absent text, p_present text, p_primary text, p_kept text, p_after_write text)
@@ -17,15 +35,7 @@ declare
     locked text[];
     heir text;
 begin
-    -- The user's row and its heir's, locked in name order (two deletions naming each other
-    -- cannot deadlock); with a stored heir, the one the row holds.
-    select array_agg(l.name) into locked
-      from (select u.name from cluster_users u
-             where u.cluster_id = p_cluster
-               and u.name = any(array[p_name, p_heir,
-                                      (select s.reassign_to from cluster_users s
-                                        where s.cluster_id = p_cluster and s.name = p_name and p_stored)])
-             order by u.name for update) l;
+    select array_agg(h.name) into locked from pgplane_hold_deletion_rows(p_cluster, p_name, p_heir, p_stored) h;
     heir := case when p_stored
                  then (select u.reassign_to from cluster_users u where u.cluster_id = p_cluster and u.name = p_name)
                  else p_heir end;

@@ -486,16 +486,9 @@ impl Store {
             return Ok(written);
         }
         let mut tx = self.pool.begin().await?;
-        // The names as one array, not three ORs: with no named heir, a plan made for the call
-        // (the null dropped) came out a hair cheaper than the plan made once, so PostgreSQL
-        // planned every call, and the planning cost more than the lookup.
         let locked = sqlx::query!(
-            r#"select name, state as "state: DesiredState", role as "role: UserRole", reassign_to
-                 from cluster_users
-                where cluster_id = $1
-                  and name = any(array[$2, $3,
-                                       (select reassign_to from cluster_users where cluster_id = $1 and name = $2 and $4)])
-                order by name for update"#,
+            r#"select name as "name!", state as "state!: DesiredState", role as "role!: UserRole", reassign_to
+                 from pgplane_hold_deletion_rows($1, $2, $3, $4)"#,
             cluster_id,
             name,
             named,
