@@ -370,11 +370,29 @@ async fn metadata_session(app: &TestApp) -> tokio_postgres::Client {
     client
 }
 
+/// A writer holding the rows of the users `names` of cluster `id`, its transaction open.
+async fn writer_holding(app: &TestApp, id: uuid::Uuid, names: &[&str]) -> tokio_postgres::Client {
+    let writer = metadata_session(app).await;
+    writer.batch_execute("begin").await.unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let locked = writer
+        .execute(
+            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = any($2) for update",
+            &[&id.to_string(), &names],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked, names.len() as u64);
+    writer
+}
+
 /// Waits (up to 5 s) until `count` sessions of the test's metadata database wait on a lock.
+/// `client` may be in a transaction: its view of the sessions is taken anew at every look.
 async fn lock_waits(client: &tokio_postgres::Client, count: i64) -> bool {
     let waiting = "select count(*) from pg_stat_activity
                     where datname = current_database() and wait_event_type = 'Lock'";
     for _ in 0..200 {
+        client.batch_execute("select pg_stat_clear_snapshot()").await.unwrap();
         let n: i64 = client.query_one(waiting, &[]).await.unwrap().get(0);
         if n >= count {
             return true;
@@ -402,17 +420,7 @@ async fn pass_end_held_by(app: &TestApp, id: uuid::Uuid, held: &[&str]) -> HeldP
     app.store.insert_user(id, "expired", b"", &expired).await.unwrap();
     let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
 
-    let writer = metadata_session(app).await;
-    writer.batch_execute("begin").await.unwrap();
-    let names: Vec<String> = held.iter().map(|n| n.to_string()).collect();
-    let locked = writer
-        .execute(
-            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = any($2) for update",
-            &[&id.to_string(), &names],
-        )
-        .await
-        .unwrap();
-    assert_eq!(locked, held.len() as u64);
+    let writer = writer_holding(app, id, held).await;
 
     let store = app.store.clone();
     let generation = recorded.generation;
@@ -429,9 +437,7 @@ async fn pass_end_held_by(app: &TestApp, id: uuid::Uuid, held: &[&str]) -> HeldP
             .finish_pass(&cluster, &[outcome], Some(read), false, None, None, now, Duration::from_secs(3600))
             .await
     });
-    if !lock_waits(&writer, 1).await {
-        panic!("the pass's end did not wait for the users' rows the writer holds: {:?}", end.await);
-    }
+    assert!(lock_waits(&writer, 1).await, "the pass's end did not wait for the users' rows the writer holds");
     HeldPassEnd { writer, end, recorded }
 }
 
@@ -483,7 +489,7 @@ async fn a_pass_end_and_a_move_of_its_cluster_take_the_rows_in_one_order_without
         };
         store.update_target(&cluster, &update, true, &sealer).await
     });
-    assert!(lock_waits(&writer, 2).await, "the move waits on a row: {:?}", moved.await);
+    assert!(lock_waits(&writer, 2).await, "the move waits on a row");
     writer.batch_execute("commit").await.unwrap();
     end.await.unwrap().expect("the end went through");
     moved.await.unwrap().expect("the move went through");
@@ -501,7 +507,7 @@ async fn a_pass_end_and_its_clusters_unregistration_take_the_rows_in_one_order_w
     let team = app.store.cluster_by_id(id).await.unwrap().unwrap().team_id;
     let store = app.store.clone();
     let deleted = tokio::spawn(async move { store.delete_cluster(team, id).await });
-    assert!(lock_waits(&writer, 2).await, "the unregistration waits on a row: {:?}", deleted.await);
+    assert!(lock_waits(&writer, 2).await, "the unregistration waits on a row");
     writer.batch_execute("commit").await.unwrap();
     let finished = end.await.unwrap().expect("the end went through");
     assert!(!matches!(finished, pgplane_core::store::Finished::Gone), "it ended before the unregistration");
@@ -520,11 +526,49 @@ async fn a_pass_end_and_a_deletion_naming_an_heir_take_the_users_rows_in_one_ord
     let deletion = tokio::spawn(async move {
         store.request_user_deletion(id, "expired", pgplane_core::store::Heir::Named(Some("recorded"))).await
     });
-    assert!(lock_waits(&writer, 2).await, "the deletion waits on a row: {:?}", deletion.await);
+    assert!(lock_waits(&writer, 2).await, "the deletion waits on a row");
     writer.batch_execute("commit").await.unwrap();
     end.await.unwrap().expect("the end went through");
     deletion.await.unwrap().expect("the deletion went through");
     assert_pass_end_written(&app, id, &recorded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_and_the_end_of_leases_take_the_users_rows_in_one_order_without_a_deadlock() {
+    // Two leases whose end has come; "b-lease" ended first and was recorded first, so a scan
+    // (of the table, or of the leases by end) meets it first. The writer holds "a-lease": the
+    // pass's end, which enforces both expiries, waits there. The ending of leases (every
+    // controller tick) takes the same rows, in the same order (by name): it waits behind the
+    // end instead of holding "b-lease", which the end needs next.
+    let (app, id) = registered_without_reconciler().await;
+    for (name, ago) in [("b-lease", 2), ("a-lease", 1)] {
+        let settings = pgplane_core::model::UserSettings {
+            valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(ago)),
+            lease: Some(pgplane_core::model::Lease { seconds: 60, heir: None }),
+            ..Default::default()
+        };
+        app.store.insert_user(id, name, b"", &settings).await.unwrap();
+    }
+    let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
+    let writer = writer_holding(&app, id, &["a-lease"]).await;
+    let store = app.store.clone();
+    let end = tokio::spawn(async move {
+        let now = chrono::Utc::now();
+        let read = pgplane_core::store::PassRead { at: now, unseen_from: now };
+        store.finish_pass(&cluster, &[], Some(read), false, None, None, now, Duration::from_secs(3600)).await
+    });
+    assert!(lock_waits(&writer, 1).await, "the pass's end waits on the lease the writer holds");
+    let store = app.store.clone();
+    let leases = tokio::spawn(async move { store.end_leases().await });
+    assert!(lock_waits(&writer, 2).await, "the ending of leases waits on a row");
+    writer.batch_execute("commit").await.unwrap();
+    end.await.unwrap().expect("the end went through");
+    assert_eq!(leases.await.unwrap().expect("the leases ended"), 2);
+    let users = app.store.list_users(id).await.unwrap();
+    for lease in users.iter().filter(|u| u.name.ends_with("-lease")) {
+        assert!(lease.expiry_enforced_at.is_some(), "{}: its expiry was enforced", lease.name);
+        assert_eq!(lease.state, pgplane_core::lifecycle::DesiredState::Absent, "{}: it ended", lease.name);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,20 +579,12 @@ async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_mad
     // once the pool is committed, it is refused, and the user stays.
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_user(id, "heir", b"", &Default::default()).await.unwrap();
-    let writer = metadata_session(&app).await;
-    writer.batch_execute("begin").await.unwrap();
-    writer
-        .execute(
-            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = 'heir' for update",
-            &[&id.to_string()],
-        )
-        .await
-        .unwrap();
+    let writer = writer_holding(&app, id, &["heir"]).await;
     let store = app.store.clone();
     let deletion = tokio::spawn(async move {
         store.request_user_deletion(id, "victim", pgplane_core::store::Heir::Named(Some("heir"))).await
     });
-    assert!(lock_waits(&writer, 1).await, "the deletion waits on the heir's row: {:?}", deletion.await);
+    assert!(lock_waits(&writer, 1).await, "the deletion waits on the heir's row");
 
     app.store.insert_user(id, "victim", b"", &Default::default()).await.unwrap();
     let pool_maker = metadata_session(&app).await;
@@ -564,7 +600,7 @@ async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_mad
         .unwrap();
     writer.batch_execute("commit").await.unwrap();
     // The deletion now waits on the victim's row, which the pool's creation holds.
-    assert!(lock_waits(&pool_maker, 1).await, "the deletion waits on the user's row: {:?}", deletion.await);
+    assert!(lock_waits(&pool_maker, 1).await, "the deletion waits on the user's row");
     pool_maker.batch_execute("commit").await.unwrap();
 
     let refused = deletion.await.unwrap().expect_err("the pool logs in as the user");

@@ -396,15 +396,20 @@ impl Store {
         let effects: Vec<_> = outcomes.iter().map(|o| AccessOutcome::from_error(o.2).effect()).collect();
         let advance: Vec<bool> = effects.iter().map(|e| e.advance).collect();
         let errors: Vec<Option<&str>> = effects.iter().map(|e| e.error).collect();
+        // The rows locked by name first, the order of every writer (ARCHITECTURE.md).
         sqlx::query!(
-            "update cluster_users t
+            "with held as (
+               select name from cluster_users where cluster_id = $1 and name = any($2)
+                order by name for no key update
+             )
+             update cluster_users t
                 set access_applied_generation = case when o.advance
                         then greatest(t.access_applied_generation, o.generation)
                         else t.access_applied_generation end,
                     access_error = o.error,
                     updated_at = now()
                from unnest($2::text[], $3::int8[], $4::bool[], $5::text[]) as o(name, generation, advance, error)
-              where t.cluster_id = $1 and t.name = o.name",
+              where t.cluster_id = $1 and t.name = o.name and (select count(*) from held) >= 0",
             cluster_id,
             &names as &[&str],
             &generations,
@@ -419,8 +424,14 @@ impl Store {
     /// Records a pass's failure on every user whose levels wait to be carried out.
     pub async fn fail_pending_access(&self, cluster_id: Uuid, message: &str) -> Result<()> {
         sqlx::query!(
-            "update cluster_users set access_error = $2, updated_at = now()
-              where cluster_id = $1 and access_applied_generation < access_generation",
+            "with held as (
+               select name from cluster_users where cluster_id = $1 and access_applied_generation < access_generation
+                order by name for no key update
+             )
+             update cluster_users t set access_error = $2, updated_at = now()
+               from held h
+              where t.cluster_id = $1 and t.name = h.name and t.access_applied_generation < t.access_generation
+                and (select count(*) from held) >= 0",
             cluster_id,
             message
         )

@@ -185,12 +185,21 @@ impl Store {
 
     /// Requests the deletion of every lease, on every cluster, whose end has come (what it
     /// owns goes to its heir, recorded at its creation), in one statement; its commit bumps and
-    /// wakes their clusters. Returns how many ended.
+    /// wakes their clusters. Returns how many ended. The rows are locked by cluster and name
+    /// first (a pass's end locks the expired ones of its cluster by name too).
     pub async fn end_leases(&self) -> Result<u64> {
         let ended = sqlx::query!(
-            "update cluster_users
-                set state = $1, generation = generation + 1, updated_at = now()
-              where lease_seconds is not null and valid_until <= now() and state = $2",
+            "with held as (
+               select cluster_id, name from cluster_users
+                where lease_seconds is not null and valid_until <= now() and state = $2
+                order by cluster_id, name for no key update
+             )
+             update cluster_users u
+                set state = $1, generation = u.generation + 1, updated_at = now()
+               from held h
+              where u.cluster_id = h.cluster_id and u.name = h.name
+                and u.lease_seconds is not null and u.valid_until <= now() and u.state = $2
+                and (select count(*) from held) >= 0",
             DesiredState::Absent as _,
             DesiredState::Present as _,
         )
@@ -254,6 +263,13 @@ impl Store {
                                          connection_limit, valid_until, lease_seconds, reassign_to)
                  select $1, $2, $3, $4, $5, $6, $7, $8, $9
                   where not exists (select 1 from cluster_users a where a.cluster_id = $1 and a.alternate_login = $2)
+                    -- The databases its parameters name, key-locked first: the user's own
+                    -- foreign key locks the cluster's key at the statement's end, and a
+                    -- cluster's unregistration holds the databases before it (the order of
+                    -- every writer: ARCHITECTURE.md).
+                    and (select count(*) from (select 1 from cluster_databases d
+                                                where d.cluster_id = $1 and d.name = any($12::text[])
+                                                order by d.name for key share) k) >= 0
                  on conflict do nothing
                  returning *
                ), parameters as (

@@ -384,7 +384,8 @@ impl Store {
     }
 
     /// Records on named rows of a cluster something a pass did or is about to do (see
-    /// [`Mark`]); rows marked already are left alone.
+    /// [`Mark`]); rows marked already are left alone. The rows are locked by name first, the
+    /// order of every writer (ARCHITECTURE.md).
     pub async fn mark(&self, cluster_id: Uuid, mark: Mark, names: &[&str]) -> Result<()> {
         if names.is_empty() {
             return Ok(());
@@ -392,14 +393,20 @@ impl Store {
         macro_rules! set {
             ($table:literal, $flag:literal, $key:literal) => {
                 sqlx::query!(
-                    "update "
+                    "with held as (select name from "
                         + $table
-                        + " set "
-                        + $flag
-                        + " = true where cluster_id = $1 and "
+                        + " where cluster_id = $1 and "
                         + $key
                         + " = any($2) and not "
-                        + $flag,
+                        + $flag
+                        + " order by name for no key update)
+                       update "
+                        + $table
+                        + " t set "
+                        + $flag
+                        + " = true from held h where t.cluster_id = $1 and t.name = h.name and not t."
+                        + $flag
+                        + " and (select count(*) from held) >= 0",
                     cluster_id,
                     names as &[&str]
                 )
@@ -430,12 +437,16 @@ impl Store {
         let (names, messages): (Vec<&str>, Vec<&str>) = left_out.iter().copied().unzip();
         macro_rules! left_out {
             ($table:literal) => {
+                // The rows locked by name first, the order of every writer (ARCHITECTURE.md).
                 sqlx::query!(
-                    "update "
+                    "with held as (select name from "
+                        + $table
+                        + " where cluster_id = $1 and name = any($2) order by name for no key update)
+                       update "
                         + $table
                         + " t set last_error = o.message, updated_at = now()
                        from unnest($2::text[], $3::text[]) as o(name, message)
-                      where t.cluster_id = $1 and t.name = o.name",
+                      where t.cluster_id = $1 and t.name = o.name and (select count(*) from held) >= 0",
                     cluster_id,
                     &names as &[&str],
                     &messages as &[&str]
