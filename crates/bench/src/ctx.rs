@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::containers::Server;
+use crate::cpu::Watched;
 use crate::pgplane::{PassStats, Pgplane};
 
 /// The bench's parameters.
@@ -47,6 +48,9 @@ pub struct Ctx {
     pub pgplane: Pgplane,
     pub meta: Server,
     pub target: Server,
+    /// The servers' postmasters, whose CPU time is counted (see `cpu`).
+    pub meta_pid: u32,
+    pub target_pid: u32,
     pub cluster_id: String,
     pub target_version_num: i32,
     pub primary_user: String,
@@ -55,6 +59,12 @@ pub struct Ctx {
 
 impl Ctx {
     /// A path of the API under this cluster.
+    /// The processes whose CPU time a phase counts: pgplane's (as it runs now) and the two
+    /// servers'.
+    pub fn cpu(&self) -> Watched {
+        Watched { pgplane: self.pgplane.pid, meta: self.meta_pid, target: self.target_pid }
+    }
+
     pub fn cluster_path(&self, rest: &str) -> String {
         format!("/v2/databases/{}{rest}", self.cluster_id)
     }

@@ -7,6 +7,7 @@
 
 mod api;
 mod containers;
+mod cpu;
 mod ctx;
 mod floor;
 mod load;
@@ -207,11 +208,14 @@ async fn main() -> Result<()> {
     .await?;
     env.pgplane_command = pgplane.command.clone();
     let cluster_id = pgplane.api.register(registration("bench-main", &target.pg)).await?;
+    let (meta_pid, target_pid) = (postmaster(&meta)?, postmaster(&target)?);
     let ctx = Ctx {
         config: config.clone(),
         pgplane,
         meta,
         target,
+        meta_pid,
+        target_pid,
         cluster_id,
         target_version_num,
         primary_user: "doadmin".into(),
@@ -417,6 +421,12 @@ async fn environment() -> Environment {
         commit: if dirty { format!("{commit} (with uncommitted changes)") } else { commit },
         ..Environment::default()
     }
+}
+
+/// The process ID of a server's postmaster (its container's first process).
+fn postmaster(server: &Server) -> Result<u32> {
+    let id = server.pg.container_id.as_deref().context("the bench's servers run in containers")?;
+    cpu::container_pid(id)
 }
 
 async fn server_version(server: &Server) -> Result<(i32, String)> {

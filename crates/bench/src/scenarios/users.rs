@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use chrono::Utc;
 
+use crate::cpu::CpuUse;
 use crate::ctx::{verifiers, Ctx};
 use crate::floor;
 use crate::load::{run_count, LoadResult};
@@ -23,9 +24,10 @@ pub struct ApiPhase {
     pub passes: PassStats,
     /// Sessions opened on the target during the phase.
     pub sessions: i64,
+    pub cpu: CpuUse,
 }
 
-/// The floor's times, seconds.
+/// The floor's times, seconds, and CPU time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FloorRun {
     pub create: f64,
@@ -34,6 +36,9 @@ pub struct FloorRun {
     pub delete: f64,
     /// Bare `DROP ROLE`, for reference.
     pub bare_drop: f64,
+    pub create_cpu: CpuUse,
+    pub reset_cpu: CpuUse,
+    pub delete_cpu: CpuUse,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,7 +67,9 @@ where
 {
     let sessions_before = ctx.target_sessions().await?;
     let since = Utc::now();
+    let cpu = ctx.cpu().mark();
     let result: LoadResult = run_count(ctx.config.users, ctx.config.user_concurrency, job).await;
+    let cpu = ctx.cpu().since(&cpu);
     result.check(what)?;
     let (p50_ms, p99_ms) = result.p50_p99_ms();
     // The last pass logs its end just after the last answer went out.
@@ -73,6 +80,7 @@ where
         p99_ms,
         passes: ctx.passes(since)?,
         sessions: ctx.target_sessions().await? - sessions_before - 1,
+        cpu,
     })
 }
 
@@ -90,11 +98,15 @@ pub async fn create_and_reset(ctx: &Ctx, run: usize) -> Result<UsersRun> {
 
     let roles: Vec<(String, String)> = floor_names.iter().cloned().zip(create_verifiers).collect();
     let sql = floor::create_roles_sql(&roles, &ctx.primary_user, ctx.target_version_num);
+    let cpu = ctx.cpu().mark();
     out.floor.create = floor::psql(server, dir, "create-users.sql", &sql).await?.as_secs_f64();
+    out.floor.create_cpu = ctx.cpu().since(&cpu);
     ensure!(ctx.roles_present(&floor_names).await? == n as i64);
     let roles: Vec<(String, String)> = floor_names.iter().cloned().zip(reset_verifiers).collect();
+    let cpu = ctx.cpu().mark();
     out.floor.reset =
         floor::psql(server, dir, "reset-users.sql", &floor::reset_roles_sql(&roles)).await?.as_secs_f64();
+    out.floor.reset_cpu = ctx.cpu().since(&cpu);
 
     let api_names = Arc::new(api_names(ctx, run));
     let (api, cluster) = (ctx.pgplane.api.clone(), ctx.cluster_id.clone());
@@ -125,7 +137,9 @@ pub async fn delete(ctx: &Ctx, run: usize, out: &mut UsersRun) -> Result<()> {
     let server = &ctx.target.pg;
     let floor_names = names("bf", run, n);
     let sql = floor::drop_roles_sql(&floor_names);
+    let cpu = ctx.cpu().mark();
     out.floor.delete = floor::psql(server, dir, "delete-users.sql", &sql).await?.as_secs_f64();
+    out.floor.delete_cpu = ctx.cpu().since(&cpu);
     ensure!(ctx.roles_present(&floor_names).await? == 0);
 
     // Bare DROP ROLE of password-less roles (their creation is not timed).
