@@ -571,6 +571,75 @@ async fn a_pass_end_and_the_end_of_leases_take_the_users_rows_in_one_order_witho
     }
 }
 
+/// The ending of leases held up by a writer: a lease `lease` whose end has come, its heir
+/// `heir` (a plain user) named at its creation; the writer (returned, its transaction open)
+/// holds the lease's row, and the ending (spawned) waits on it.
+struct HeldLeaseEnd {
+    app: TestApp,
+    id: uuid::Uuid,
+    writer: tokio_postgres::Client,
+    leases: tokio::task::JoinHandle<pgplane_core::Result<u64>>,
+}
+
+async fn lease_end_held(lease: &str, heir: &str) -> HeldLeaseEnd {
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_user(id, heir, b"", &Default::default()).await.unwrap();
+    let settings = pgplane_core::model::UserSettings {
+        valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        lease: Some(pgplane_core::model::Lease { seconds: 60, heir: Some(heir.into()) }),
+        ..Default::default()
+    };
+    app.store.insert_user(id, lease, b"", &settings).await.unwrap();
+    let writer = writer_holding(&app, id, &[lease]).await;
+    let store = app.store.clone();
+    let leases = tokio::spawn(async move { store.end_leases().await });
+    assert!(lock_waits(&writer, 1).await, "the ending of leases waits on the lease");
+    HeldLeaseEnd { app, id, writer, leases }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_of_an_heir_waits_for_the_end_of_the_lease_naming_it_and_is_refused() {
+    // The ending of leases holds the lease's heir ("h-owner", before "z-lease" by name) and
+    // waits on the lease, which the writer holds. A deletion of the heir asked meanwhile must
+    // wait for that end, then see the lease that names its user as heir, and be refused: a
+    // user and its heir deleted at the same moment would leave the first without an heir.
+    let HeldLeaseEnd { app, id, writer, leases } = lease_end_held("z-lease", "h-owner").await;
+    let store = app.store.clone();
+    let deletion = tokio::spawn(async move {
+        store.request_user_deletion(id, "h-owner", pgplane_core::store::Heir::Named(None)).await
+    });
+    assert!(lock_waits(&writer, 2).await, "the deletion of the heir waits for the ending of the lease");
+    writer.batch_execute("commit").await.unwrap();
+    assert_eq!(leases.await.unwrap().expect("the lease ended"), 1);
+    match deletion.await.unwrap() {
+        Err(pgplane_core::Error::Conflict(message)) => assert!(message.contains("z-lease"), "{message}"),
+        other => panic!("the heir of a pending deletion was not refused: {other:?}"),
+    }
+    let lease = app.store.get_user(id, "z-lease").await.unwrap();
+    assert_eq!(lease.state, pgplane_core::lifecycle::DesiredState::Absent);
+    assert_eq!(lease.reassign_to.as_deref(), Some("h-owner"), "the lease keeps its heir");
+    let heir = app.store.get_user(id, "h-owner").await.unwrap();
+    assert_eq!(heir.state, pgplane_core::lifecycle::DesiredState::Present, "the heir stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ending_after_its_heirs_deletion_goes_to_the_primary_user() {
+    // The writer holds the lease ("a-lease", before "h-owner"), so the ending of leases waits
+    // there before it holds the heir; meanwhile the heir's deletion goes through. The lease
+    // then ends judging its heir as it is once held: being deleted, it cannot inherit, and the
+    // lease's deletion names none (the primary user inherits).
+    let HeldLeaseEnd { app, id, writer, leases } = lease_end_held("a-lease", "h-owner").await;
+    app.store
+        .request_user_deletion(id, "h-owner", pgplane_core::store::Heir::Named(None))
+        .await
+        .expect("the heir's deletion goes through before the lease ends");
+    writer.batch_execute("commit").await.unwrap();
+    assert_eq!(leases.await.unwrap().expect("the lease ended"), 1);
+    let lease = app.store.get_user(id, "a-lease").await.unwrap();
+    assert_eq!(lease.state, pgplane_core::lifecycle::DesiredState::Absent);
+    assert_eq!(lease.reassign_to, None, "an heir being deleted does not inherit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_made_meanwhile() {
     // A deletion naming an heir waits on the heir's row; meanwhile the user is created (so the

@@ -185,21 +185,38 @@ impl Store {
 
     /// Requests the deletion of every lease, on every cluster, whose end has come (what it
     /// owns goes to its heir, recorded at its creation), in one statement; its commit bumps and
-    /// wakes their clusters. Returns how many ended. The rows are locked by cluster and name
-    /// first (a pass's end locks the expired ones of its cluster by name too).
+    /// wakes their clusters. Returns how many ended. The leases and their heirs are locked by
+    /// cluster and name first (every writer's order: a pass's end locks the expired ones of its
+    /// cluster by name too). Holding the heirs, the end judges them as they are: a deletion of
+    /// an heir that comes meanwhile waits, then sees the lease that names it (and is refused);
+    /// an heir whose deletion was requested before cannot inherit, and the primary user does.
     pub async fn end_leases(&self) -> Result<u64> {
         let ended = sqlx::query!(
-            "with held as (
-               select cluster_id, name from cluster_users
+            "with due as (
+               select cluster_id, name, reassign_to from cluster_users
                 where lease_seconds is not null and valid_until <= now() and state = $2
-                order by cluster_id, name for no key update
+             ), keys as (
+               select array_agg(k.cluster_id order by k.cluster_id, k.name) as clusters,
+                      array_agg(k.name order by k.cluster_id, k.name) as names
+                 from (select cluster_id, name from due
+                       union select cluster_id, reassign_to from due where reassign_to is not null) k
+             ), held as (
+               -- One row at a time, in that order: a lookup in the primary key for each.
+               select l.cluster_id, l.name, l.state
+                 from keys, unnest(keys.clusters, keys.names) as k(cluster_id, name),
+                      lateral (select t.cluster_id, t.name, t.state from cluster_users t
+                                where t.cluster_id = k.cluster_id and t.name = k.name
+                                  for no key update) l
              )
              update cluster_users u
-                set state = $1, generation = u.generation + 1, updated_at = now()
+                set state = $1, generation = u.generation + 1, updated_at = now(),
+                    reassign_to = case when exists (select 1 from held x
+                                                     where x.cluster_id = u.cluster_id
+                                                       and x.name = u.reassign_to and x.state = $2)
+                                       then u.reassign_to end
                from held h
               where u.cluster_id = h.cluster_id and u.name = h.name
-                and u.lease_seconds is not null and u.valid_until <= now() and u.state = $2
-                and (select count(*) from held) >= 0",
+                and u.lease_seconds is not null and u.valid_until <= now() and u.state = $2",
             DesiredState::Absent as _,
             DesiredState::Present as _,
         )
