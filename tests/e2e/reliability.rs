@@ -571,6 +571,48 @@ async fn a_pass_end_and_the_end_of_leases_take_the_users_rows_in_one_order_witho
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_creation_naming_a_database_and_its_clusters_unregistration_do_not_deadlock() {
+    // The unregistration holds the cluster's databases, then waits to delete the cluster's row
+    // (a writer holds its key, as a new row's foreign key does). A user created meanwhile with
+    // a parameter set in the default database must not hold the cluster's key while it waits
+    // for that database: it takes the database's key first, so it waits, holding nothing the
+    // unregistration needs, and fails once the cluster is gone.
+    let (app, id) = registered_without_reconciler().await;
+    let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
+    let writer = metadata_session(&app).await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute("select 1 from clusters where cluster_id = $1::text::uuid for key share", &[&id.to_string()])
+        .await
+        .unwrap();
+    let store = app.store.clone();
+    let unregistration = tokio::spawn(async move { store.delete_cluster(cluster.team_id, id).await });
+    assert!(lock_waits(&writer, 1).await, "the unregistration waits on the cluster's row");
+    let settings = pgplane_core::model::UserSettings {
+        parameters: vec![pgplane_core::parameters::RoleParameter {
+            name: "work_mem".into(),
+            value: "8MB".into(),
+            database: Some(cluster.default_database.clone()),
+        }],
+        ..Default::default()
+    };
+    let store = app.store.clone();
+    let creation = tokio::spawn(async move { store.insert_user(id, "newcomer", b"", &settings).await });
+    assert!(lock_waits(&writer, 2).await, "the creation waits on the default database's row");
+    writer.batch_execute("commit").await.unwrap();
+    unregistration.await.unwrap().expect("the unregistration went through");
+    match creation.await.unwrap() {
+        Ok(user) => panic!("a user was created in an unregistered cluster: {user:?}"),
+        Err(pgplane_core::Error::Db(e)) => {
+            let code = e.as_database_error().and_then(|d| d.code()).unwrap_or_default().to_string();
+            assert_ne!(code, "40P01", "the creation and the unregistration deadlocked: {e}");
+        }
+        Err(_) => {}
+    }
+    assert!(app.store.cluster_by_id(id).await.unwrap().is_none());
+}
+
 /// The ending of leases held up by a writer: a lease `lease` whose end has come, its heir
 /// `heir` (a plain user) named at its creation; the writer (returned, its transaction open)
 /// holds the lease's row, and the ending (spawned) waits on it.
