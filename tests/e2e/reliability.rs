@@ -683,6 +683,25 @@ async fn a_lease_ending_after_its_heirs_deletion_goes_to_the_primary_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_heir_is_a_lease_ending_with_it_goes_to_the_primary_user() {
+    // Both leases end in the same statement: the heir, deleted at the same moment, cannot
+    // inherit, as a deletion request naming it would be refused.
+    let (app, id) = registered_without_reconciler().await;
+    for (name, heir) in [("h-lease", None), ("a-lease", Some("h-lease".to_string()))] {
+        let settings = pgplane_core::model::UserSettings {
+            valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+            lease: Some(pgplane_core::model::Lease { seconds: 60, heir }),
+            ..Default::default()
+        };
+        app.store.insert_user(id, name, b"", &settings).await.unwrap();
+    }
+    assert_eq!(app.store.end_leases().await.unwrap(), 2);
+    let lease = app.store.get_user(id, "a-lease").await.unwrap();
+    assert_eq!(lease.state, pgplane_core::lifecycle::DesiredState::Absent);
+    assert_eq!(lease.reassign_to, None, "a lease ending at the same moment does not inherit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_made_meanwhile() {
     // A deletion naming an heir waits on the heir's row; meanwhile the user is created (so the
     // deletion's lock did not see its row) and a pool that logs in as it is being made (its

@@ -189,7 +189,8 @@ impl Store {
     /// cluster and name first (every writer's order: a pass's end locks the expired ones of its
     /// cluster by name too). Holding the heirs, the end judges them as they are: a deletion of
     /// an heir that comes meanwhile waits, then sees the lease that names it (and is refused);
-    /// an heir whose deletion was requested before cannot inherit, and the primary user does.
+    /// an heir whose deletion was requested before, or that is a lease ending too, cannot
+    /// inherit, and the primary user does.
     pub async fn end_leases(&self) -> Result<u64> {
         let ended = sqlx::query!(
             "with due as (
@@ -201,22 +202,29 @@ impl Store {
                  from (select cluster_id, name from due
                        union select cluster_id, reassign_to from due where reassign_to is not null) k
              ), held as (
-               -- One row at a time, in that order: a lookup in the primary key for each.
-               select l.cluster_id, l.name, l.state
+               -- One row at a time, in that order: a lookup in the primary key for each. Each
+               -- is judged as it is once held (no one can change it before the commit).
+               select l.cluster_id, l.name, l.state, l.ending
                  from keys, unnest(keys.clusters, keys.names) as k(cluster_id, name),
-                      lateral (select t.cluster_id, t.name, t.state from cluster_users t
+                      lateral (select t.cluster_id, t.name, t.state,
+                                      t.state = $2 and t.lease_seconds is not null
+                                        and t.valid_until <= now() as ending
+                                 from cluster_users t
                                 where t.cluster_id = k.cluster_id and t.name = k.name
                                   for no key update) l
              )
+             -- Driven by `held` (the rows to write are among its few), not by the leases'
+             -- index, which stale statistics would have the planner join to it row by row.
              update cluster_users u
                 set state = $1, generation = u.generation + 1, updated_at = now(),
+                    -- An heir being deleted, or ending now too, cannot inherit.
                     reassign_to = case when exists (select 1 from held x
                                                      where x.cluster_id = u.cluster_id
-                                                       and x.name = u.reassign_to and x.state = $2)
+                                                       and x.name = u.reassign_to
+                                                       and x.state = $2 and not x.ending)
                                        then u.reassign_to end
                from held h
-              where u.cluster_id = h.cluster_id and u.name = h.name
-                and u.lease_seconds is not null and u.valid_until <= now() and u.state = $2",
+              where u.cluster_id = h.cluster_id and u.name = h.name and h.ending",
             DesiredState::Absent as _,
             DesiredState::Present as _,
         )
