@@ -1,8 +1,7 @@
 //! CPU time spent over a phase, by who spent it, read from /proc: pgplane's process, each
 //! PostgreSQL server (its postmaster and every backend; a backend that ended during the phase
-//! counts too, its time added to the postmaster's when it was reaped), the bench itself (the
-//! load generator) and the bench's children (psql and pgbench, for the floors); with the
-//! share of the machine's cores that was busy. Two cores shared by all of them set a bound on
+//! counts too, its time added to the postmaster's when it was reaped) and the bench's own
+//! threads (the load generator); with the share of the machine's cores that was busy. Two cores shared by all of them set a bound on
 //! how fast a phase can go: its CPU time over the cores.
 
 use std::process::Command;
@@ -27,8 +26,6 @@ pub struct CpuUse {
     pub target_ms: f64,
     /// The bench's own threads: the load generator (and its polling).
     pub bench_ms: f64,
-    /// The bench's children that ended in the phase: psql, pgbench.
-    pub tools_ms: f64,
     /// The share of all cores busy over the phase (0 to 1), whoever used them.
     pub busy: f64,
 }
@@ -36,14 +33,14 @@ pub struct CpuUse {
 impl CpuUse {
     /// Everything counted but the machine's share.
     pub fn total_ms(&self) -> f64 {
-        self.pgplane_ms + self.meta_ms + self.target_ms + self.bench_ms + self.tools_ms
+        self.pgplane_ms + self.meta_ms + self.target_ms + self.bench_ms
     }
 }
 
 /// The counters at a phase's start.
 #[derive(Debug, Clone, Copy)]
 pub struct Mark {
-    ticks: [u64; 5],
+    ticks: [u64; 4],
     machine: (u64, u64),
 }
 
@@ -70,7 +67,6 @@ impl Watched {
                 tree(&procs, self.meta),
                 tree(&procs, self.target),
                 procs.iter().find(|p| p.pid == own).map_or(0, |p| p.own),
-                procs.iter().find(|p| p.pid == own).map_or(0, |p| p.reaped),
             ],
             machine: machine(),
         }
@@ -86,7 +82,6 @@ impl Watched {
             meta_ms: ms(1),
             target_ms: ms(2),
             bench_ms: ms(3),
-            tools_ms: ms(4),
             busy: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
         }
     }

@@ -88,48 +88,43 @@ fn write_reads_goal(w: &mut String, read_ratios: &[(Endpoint, usize, Summary)], 
     );
 }
 
-/// Where the CPU time of each users phase went, per user, on both sides; and the lowest ratio
-/// that much CPU allows on this machine's cores.
+/// Where the CPU time of each users phase went, per user; and the lowest ratio that much CPU
+/// allows on this machine's cores.
 fn write_users_cpu(w: &mut String, r: &Results<'_>, rows: &[UserRows]) {
     let (users, cores) = (r.config.users as f64, r.env.cores.max(1) as f64);
     let _ = writeln!(
         w,
-        "CPU time per user (ms, summed over all cores; from /proc, over each phase): pgplane's \
-         process, each PostgreSQL server (postmaster and backends), and what drives the load \
-         (the bench's own threads for pgplane; psql for the floor). \"Machine busy\" is the \
-         share of the {cores} cores in use over the phase, whoever used them. \"CPU bound\" is \
-         the total over the {cores} cores, against the floor's time per user: the lowest ratio \
-         the phase could reach on this machine at that CPU cost, were every core kept busy.\n"
+        "CPU time per user of pgplane's phases (ms, summed over all cores; from /proc, over each \
+         phase): pgplane's process, each PostgreSQL server (postmaster and backends) and the \
+         bench's own threads (the load). \"Machine busy\" is the share of the {cores} cores in use \
+         over the phase, whoever used them (the floor keeps about one core busy: psql waits for \
+         its server). \"CPU bound\" is the total over the {cores} cores against the floor's time \
+         per user: the lowest ratio the phase could reach on this machine at that CPU cost, were \
+         every core kept busy.\n"
     );
     let _ = writeln!(
         w,
-        "| operation | side | pgplane | metadata DB | target | load | total | machine busy | CPU bound |"
+        "| operation | pgplane | metadata DB | target | load | total | machine busy | floor (ms per user) | CPU bound |"
     );
     let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let floor_ms: Vec<f64> = row.floor.iter().map(|f| f * 1e3 / users).collect();
-        let bound = |cpu: &[CpuUse]| {
-            s(cpu.iter().zip(&floor_ms).map(|(c, f)| c.total_ms() / users / cores / f)).show(2) + "×"
-        };
-        let api: Vec<CpuUse> = row.api.iter().map(|p| p.cpu).collect();
-        for (side, cpu, load) in [
-            ("pgplane", &api, api.iter().map(|c| c.bench_ms).collect::<Vec<_>>()),
-            ("floor", &row.floor_cpu, row.floor_cpu.iter().map(|c| c.tools_ms).collect()),
-        ] {
-            let per = |f: &dyn Fn(&CpuUse) -> f64| s(cpu.iter().map(|c| f(c) / users)).show(2);
-            let _ = writeln!(
-                w,
-                "| {} | {side} | {} | {} | {} | {} | {} | {} % | {} |",
-                row.label,
-                per(&|c| c.pgplane_ms),
-                per(&|c| c.meta_ms),
-                per(&|c| c.target_ms),
-                s(load.iter().map(|l| l / users)).show(2),
-                per(&|c| c.total_ms()),
-                s(cpu.iter().map(|c| 100.0 * c.busy)).show(0),
-                if side == "pgplane" { bound(cpu) } else { String::new() },
-            );
-        }
+        let cpu: Vec<CpuUse> = row.api.iter().map(|p| p.cpu).collect();
+        let per = |f: &dyn Fn(&CpuUse) -> f64| s(cpu.iter().map(|c| f(c) / users)).show(2);
+        let bound = s(cpu.iter().zip(&floor_ms).map(|(c, f)| c.total_ms() / users / cores / f));
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} % | {} | {}× |",
+            row.label,
+            per(&|c| c.pgplane_ms),
+            per(&|c| c.meta_ms),
+            per(&|c| c.target_ms),
+            per(&|c| c.bench_ms),
+            per(&|c| c.total_ms()),
+            s(cpu.iter().map(|c| 100.0 * c.busy)).show(0),
+            s(floor_ms.iter().copied()).show(2),
+            bound.show(2),
+        );
     }
     let _ = writeln!(w);
 }
@@ -146,7 +141,6 @@ struct UserRows {
     label: &'static str,
     api: Vec<ApiPhase>,
     floor: Vec<f64>,
-    floor_cpu: Vec<CpuUse>,
 }
 
 fn user_rows(users: &[UsersRun]) -> Vec<UserRows> {
@@ -155,19 +149,16 @@ fn user_rows(users: &[UsersRun]) -> Vec<UserRows> {
             label: "create",
             api: users.iter().map(|u| u.create).collect(),
             floor: users.iter().map(|u| u.floor.create).collect(),
-            floor_cpu: users.iter().map(|u| u.floor.create_cpu).collect(),
         },
         UserRows {
             label: "reset password",
             api: users.iter().map(|u| u.reset).collect(),
             floor: users.iter().map(|u| u.floor.reset).collect(),
-            floor_cpu: users.iter().map(|u| u.floor.reset_cpu).collect(),
         },
         UserRows {
             label: "delete",
             api: users.iter().map(|u| u.delete).collect(),
             floor: users.iter().map(|u| u.floor.delete).collect(),
-            floor_cpu: users.iter().map(|u| u.floor.delete_cpu).collect(),
         },
     ]
 }

@@ -27,7 +27,7 @@ pub struct ApiPhase {
     pub cpu: CpuUse,
 }
 
-/// The floor's times, seconds, and CPU time.
+/// The floor's times, seconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FloorRun {
     pub create: f64,
@@ -36,9 +36,6 @@ pub struct FloorRun {
     pub delete: f64,
     /// Bare `DROP ROLE`, for reference.
     pub bare_drop: f64,
-    pub create_cpu: CpuUse,
-    pub reset_cpu: CpuUse,
-    pub delete_cpu: CpuUse,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,15 +95,11 @@ pub async fn create_and_reset(ctx: &Ctx, run: usize) -> Result<UsersRun> {
 
     let roles: Vec<(String, String)> = floor_names.iter().cloned().zip(create_verifiers).collect();
     let sql = floor::create_roles_sql(&roles, &ctx.primary_user, ctx.target_version_num);
-    let cpu = ctx.cpu().mark();
     out.floor.create = floor::psql(server, dir, "create-users.sql", &sql).await?.as_secs_f64();
-    out.floor.create_cpu = ctx.cpu().since(&cpu);
     ensure!(ctx.roles_present(&floor_names).await? == n as i64);
     let roles: Vec<(String, String)> = floor_names.iter().cloned().zip(reset_verifiers).collect();
-    let cpu = ctx.cpu().mark();
     out.floor.reset =
         floor::psql(server, dir, "reset-users.sql", &floor::reset_roles_sql(&roles)).await?.as_secs_f64();
-    out.floor.reset_cpu = ctx.cpu().since(&cpu);
 
     let api_names = Arc::new(api_names(ctx, run));
     let (api, cluster) = (ctx.pgplane.api.clone(), ctx.cluster_id.clone());
@@ -137,9 +130,7 @@ pub async fn delete(ctx: &Ctx, run: usize, out: &mut UsersRun) -> Result<()> {
     let server = &ctx.target.pg;
     let floor_names = names("bf", run, n);
     let sql = floor::drop_roles_sql(&floor_names);
-    let cpu = ctx.cpu().mark();
     out.floor.delete = floor::psql(server, dir, "delete-users.sql", &sql).await?.as_secs_f64();
-    out.floor.delete_cpu = ctx.cpu().since(&cpu);
     ensure!(ctx.roles_present(&floor_names).await? == 0);
 
     // Bare DROP ROLE of password-less roles (their creation is not timed).
