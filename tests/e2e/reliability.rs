@@ -533,6 +533,16 @@ async fn a_pass_end_and_a_deletion_naming_an_heir_take_the_users_rows_in_one_ord
     assert_pass_end_written(&app, id, &recorded).await;
 }
 
+/// A lease of 60 s that ended `minutes_ago`, what it owns going to `heir` (None: the primary
+/// user).
+fn ended_lease(minutes_ago: i64, heir: Option<&str>) -> pgplane_core::model::UserSettings {
+    pgplane_core::model::UserSettings {
+        valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)),
+        lease: Some(pgplane_core::model::Lease { seconds: 60, heir: heir.map(str::to_string) }),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_end_and_the_end_of_leases_take_the_users_rows_in_one_order_without_a_deadlock() {
     // Two leases whose end has come; "b-lease" ended first and was recorded first, so a scan
@@ -542,12 +552,7 @@ async fn a_pass_end_and_the_end_of_leases_take_the_users_rows_in_one_order_witho
     // end instead of holding "b-lease", which the end needs next.
     let (app, id) = registered_without_reconciler().await;
     for (name, ago) in [("b-lease", 2), ("a-lease", 1)] {
-        let settings = pgplane_core::model::UserSettings {
-            valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(ago)),
-            lease: Some(pgplane_core::model::Lease { seconds: 60, heir: None }),
-            ..Default::default()
-        };
-        app.store.insert_user(id, name, b"", &settings).await.unwrap();
+        app.store.insert_user(id, name, b"", &ended_lease(ago, None)).await.unwrap();
     }
     let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
     let writer = writer_holding(&app, id, &["a-lease"]).await;
@@ -626,12 +631,7 @@ struct HeldLeaseEnd {
 async fn lease_end_held(lease: &str, heir: &str) -> HeldLeaseEnd {
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_user(id, heir, b"", &Default::default()).await.unwrap();
-    let settings = pgplane_core::model::UserSettings {
-        valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
-        lease: Some(pgplane_core::model::Lease { seconds: 60, heir: Some(heir.into()) }),
-        ..Default::default()
-    };
-    app.store.insert_user(id, lease, b"", &settings).await.unwrap();
+    app.store.insert_user(id, lease, b"", &ended_lease(1, Some(heir))).await.unwrap();
     let writer = writer_holding(&app, id, &[lease]).await;
     let store = app.store.clone();
     let leases = tokio::spawn(async move { store.end_leases().await });
@@ -687,13 +687,8 @@ async fn a_lease_whose_heir_is_a_lease_ending_with_it_goes_to_the_primary_user()
     // Both leases end in the same statement: the heir, deleted at the same moment, cannot
     // inherit, as a deletion request naming it would be refused.
     let (app, id) = registered_without_reconciler().await;
-    for (name, heir) in [("h-lease", None), ("a-lease", Some("h-lease".to_string()))] {
-        let settings = pgplane_core::model::UserSettings {
-            valid_until: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
-            lease: Some(pgplane_core::model::Lease { seconds: 60, heir }),
-            ..Default::default()
-        };
-        app.store.insert_user(id, name, b"", &settings).await.unwrap();
+    for (name, heir) in [("h-lease", None), ("a-lease", Some("h-lease"))] {
+        app.store.insert_user(id, name, b"", &ended_lease(1, heir)).await.unwrap();
     }
     assert_eq!(app.store.end_leases().await.unwrap(), 2);
     let lease = app.store.get_user(id, "a-lease").await.unwrap();

@@ -1,8 +1,8 @@
 //! CPU time spent over a phase, by who spent it, read from /proc: pgplane's process, each
 //! PostgreSQL server (its postmaster and every backend; a backend that ended during the phase
 //! counts too, its time added to the postmaster's when it was reaped) and the bench's own
-//! threads (the load generator); with the share of the machine's cores that was busy. Two cores shared by all of them set a bound on
-//! how fast a phase can go: its CPU time over the cores.
+//! threads (the load generator); with the share of the machine's cores that was busy. Cores
+//! shared by all of them set a bound on how fast a phase can go: its CPU time over the cores.
 
 use std::process::Command;
 
@@ -75,7 +75,7 @@ impl Watched {
     /// What was spent since `mark`.
     pub fn since(&self, mark: &Mark) -> CpuUse {
         let now = self.mark();
-        let ms = |i: usize| now.ticks[i].saturating_sub(mark.ticks[i]) as f64 * 1e3 / ticks_per_second();
+        let ms = |i: usize| now.ticks[i].saturating_sub(mark.ticks[i]) as f64 * 1e3 / TICKS_PER_SECOND;
         let (busy, total) = (now.machine.0 - mark.machine.0, now.machine.1 - mark.machine.1);
         CpuUse {
             pgplane_ms: ms(0),
@@ -142,9 +142,7 @@ fn machine() -> (u64, u64) {
 
 /// The unit of /proc's times: USER_HZ, which Linux fixes at 100 for user space whatever the
 /// kernel's own tick.
-fn ticks_per_second() -> f64 {
-    100.0
-}
+const TICKS_PER_SECOND: f64 = 100.0;
 
 #[cfg(test)]
 mod tests {

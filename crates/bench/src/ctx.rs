@@ -58,13 +58,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A path of the API under this cluster.
     /// The processes whose CPU time a phase counts: pgplane's (as it runs now) and the two
     /// servers'.
     pub fn cpu(&self) -> Watched {
         Watched { pgplane: self.pgplane.pid, meta: self.meta_pid, target: self.target_pid }
     }
 
+    /// A path of the API under this cluster.
     pub fn cluster_path(&self, rest: &str) -> String {
         format!("/v2/databases/{}{rest}", self.cluster_id)
     }
