@@ -200,12 +200,17 @@ impl Store {
         Ok(progress)
     }
 
-    /// Users of a cluster whose latest levels have not been carried out (or failed).
+    /// Users of a cluster whose latest levels have not been carried out (or failed): each
+    /// condition read through its partial index, then the rows by key (every pass reads this).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
         Ok(select_rows!(
             AccessProgress,
             ["where cluster_id = $1 and state = $2
-                and (access_applied_generation < access_generation or access_error is not null)"],
+                and name = any(array(
+                        select name from cluster_users
+                         where cluster_id = $1 and access_applied_generation < access_generation
+                        union all
+                        select name from cluster_users where cluster_id = $1 and access_error is not null))"],
             cluster_id,
             DesiredState::Present as _
         )

@@ -138,12 +138,18 @@ impl Store {
             let users = of_cluster!(User, &self.pool, cluster_id, all);
             return Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?);
         }
-        // Each condition has a partial index: the planner reads the few rows concerned.
+        // Each condition has a partial index, read on its own (their OR was a scan of every
+        // user of the cluster at every pass); the rows concerned are then found by key.
         let users = select_rows!(
             User,
-            ["where cluster_id = $1 and (applied_generation < generation
-                                         or (valid_until <= now() and expiry_enforced_at is null)
-                                         or grace_until <= now())
+            ["where cluster_id = $1
+                and name = any(array(
+                        select name from cluster_users where cluster_id = $1 and applied_generation < generation
+                        union all
+                        select name from cluster_users
+                         where cluster_id = $1 and valid_until <= now() and expiry_enforced_at is null
+                        union all
+                        select name from cluster_users where cluster_id = $1 and grace_until <= now()))
                 order by name"],
             cluster_id
         )

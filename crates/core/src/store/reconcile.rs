@@ -573,7 +573,8 @@ impl Store {
                       server_version = coalesce($19, server_version),
                       status = case
                           when exists (select 1 from cluster_users u
-                                        where u.cluster_id = $1 and u.role = $21 and u.sync_status = $22)
+                                        where u.cluster_id = $1 and u.name = primary_user
+                                          and u.role = $21 and u.sync_status = $22)
                            and exists (select 1 from cluster_databases d
                                         where d.cluster_id = $1 and d.is_default and d.sync_status = $22)
                           then $23 else status end
