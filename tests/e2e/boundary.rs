@@ -98,6 +98,43 @@ async fn two_teams_on_one_server_never_share_or_see_an_object(major: u32) {
 on_each_version!(two_teams_on_one_server_never_share_or_see_an_object);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_deletions_stays_within_its_cluster() {
+    // Deletions asked together for one cluster are written together (one transaction). Team B
+    // asks, through its own cluster on the same server, for the deletion of team A's user at
+    // the same moment as of its own users: its own go, team A's user is not found and stays.
+    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let team_b = app.issue_token(&app.unique("team_b"), &["*"]).await;
+    let victim = app.unique("victim");
+    let password = app.create_user(&victim).await;
+    let (status, b) = app
+        .call_as(
+            &team_b,
+            reqwest::Method::POST,
+            "/v2/databases",
+            Some(second_cluster(&app, "b", "localhost", json!({}))),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let b_users = format!("/v2/databases/{}/users", b["database"]["id"].as_str().unwrap());
+    let own: Vec<String> = (0..6).map(|i| app.unique(&format!("b{i}"))).collect();
+    for name in &own {
+        let (status, body) =
+            app.call_as(&team_b, reqwest::Method::POST, &b_users, Some(json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let deletions = own.iter().chain(std::iter::once(&victim)).map(|name| {
+        let (app, token, path) = (&app, team_b.clone(), format!("{b_users}/{name}"));
+        async move { app.call_as(&token, reqwest::Method::DELETE, &path, None).await.0 }
+    });
+    let statuses = futures::future::join_all(deletions).await;
+    assert_eq!(statuses[..6], [204; 6], "team B's own users are deleted");
+    assert_eq!(statuses[6], 404, "team A's user is not team B's to delete");
+    let (status, body) = app.get(&app.cluster_path(&format!("/users/{victim}"))).await;
+    assert_eq!(status, 200, "{body}");
+    app.target.login(&victim, &password, &app.default_db).await.expect("team A's user still logs in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_goes_only_where_the_operator_allows() {
     let target = servers().target(15).clone();
     let policy = TargetPolicy::parse("127.0.0.1/32", &target.port.to_string()).unwrap();

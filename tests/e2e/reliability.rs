@@ -734,3 +734,89 @@ async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_mad
     let victim = users.iter().find(|u| u.name == "victim").unwrap();
     assert_eq!(victim.state, pgplane_core::lifecycle::DesiredState::Present, "nothing was marked");
 }
+
+/// Cluster `id`'s generation: one more for every transaction that wrote its desired state.
+async fn generation(app: &TestApp, id: uuid::Uuid) -> i64 {
+    app.store.cluster_by_id(id).await.unwrap().unwrap().generation
+}
+
+/// Deletions of `names` (heirs as given) asked while the writer holds "a-held" and a deletion
+/// of it waits on its row: they wait for that one's transaction, then go in the next.
+async fn deletions_behind_a_held_one(
+    app: &TestApp,
+    id: uuid::Uuid,
+    names: &[(&'static str, Option<&'static str>)],
+) -> Vec<pgplane_core::Result<(i64, chrono::DateTime<chrono::Utc>)>> {
+    let writer = writer_holding(app, id, &["a-held"]).await;
+    let store = app.store.clone();
+    let first = tokio::spawn(async move {
+        store.request_user_deletion(id, "a-held", pgplane_core::store::Heir::Named(None)).await
+    });
+    assert!(lock_waits(&writer, 1).await, "the first deletion waits on the held row");
+    let asked: Vec<_> = names
+        .iter()
+        .map(|&(name, heir)| {
+            let store = app.store.clone();
+            tokio::spawn(async move {
+                store.request_user_deletion(id, name, pgplane_core::store::Heir::Named(heir)).await
+            })
+        })
+        .collect();
+    // They wait in the process, not on a lock: give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the held user is marked");
+    let mut answers = Vec::new();
+    for a in asked {
+        answers.push(a.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_asked_while_one_is_written_are_written_together_in_one_transaction() {
+    let (app, id) = registered_without_reconciler().await;
+    for name in ["a-held", "b", "c", "d"] {
+        app.store.insert_user(id, name, b"", &Default::default()).await.unwrap();
+    }
+    let before = generation(&app, id).await;
+    let answers = deletions_behind_a_held_one(&app, id, &[("b", None), ("c", None), ("d", None)]).await;
+    let written: Vec<i64> = answers.into_iter().map(|a| a.expect("marked").0).collect();
+    assert_eq!(written.len(), 3);
+    // One transaction for the held user's, one for the three that waited behind it.
+    assert_eq!(generation(&app, id).await - before, 2, "the three deletions went in one commit");
+    for name in ["a-held", "b", "c", "d"] {
+        let user = app.store.get_user(id, name).await.unwrap();
+        assert_eq!(user.state, pgplane_core::lifecycle::DesiredState::Absent, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_and_its_heir_deleted_in_one_batch_are_judged_one_after_the_other() {
+    // "u" handed to "h", and "h" itself, asked together: written in one statement, both would
+    // be marked, and "u" left without an heir. One of them must be refused, as when they come
+    // one after the other; "e", asked with them, goes through.
+    let (app, id) = registered_without_reconciler().await;
+    for name in ["a-held", "e", "h", "u"] {
+        app.store.insert_user(id, name, b"", &Default::default()).await.unwrap();
+    }
+    let answers = deletions_behind_a_held_one(&app, id, &[("u", Some("h")), ("h", None), ("e", None)]).await;
+    let [u, h, e] = <[_; 3]>::try_from(answers).unwrap();
+    e.expect("a deletion with no tie to the others goes through");
+    let state = |name: &'static str| {
+        let store = app.store.clone();
+        async move { store.get_user(id, name).await.unwrap() }
+    };
+    match (u, h) {
+        (Ok(_), Err(pgplane_core::Error::Conflict(message))) => {
+            assert!(message.contains("inherits what \"u\" owns"), "{message}");
+            assert_eq!(state("u").await.reassign_to.as_deref(), Some("h"));
+            assert_eq!(state("h").await.state, pgplane_core::lifecycle::DesiredState::Present);
+        }
+        (Err(pgplane_core::Error::Invalid(message)), Ok(_)) => {
+            assert!(message.contains("reassign_to"), "{message}");
+            assert_eq!(state("u").await.state, pgplane_core::lifecycle::DesiredState::Present);
+        }
+        other => panic!("a user and its heir were not judged one after the other: {other:?}"),
+    }
+}

@@ -116,6 +116,7 @@ macro_rules! select_rows {
 
 mod access;
 mod audit;
+mod batches;
 mod clusters;
 mod drift;
 mod firewall;
@@ -182,6 +183,8 @@ pub struct Store {
     pool: PgPool,
     /// The process's notification session, started on first use and shared by every clone.
     notifications: Arc<OnceLock<Arc<Notifications>>>,
+    /// User deletion requests waiting to be written together, shared by every clone.
+    deletions: Arc<batches::DeletionBatches>,
 }
 
 impl Store {
@@ -208,7 +211,7 @@ impl Store {
                 })
             })
             .connect_lazy_with(options.application_name("pgplane"));
-        Ok(Self { pool, notifications: Arc::default() })
+        Ok(Self { pool, notifications: Arc::default(), deletions: Arc::default() })
     }
 
     /// The notifications of the metadata database (one LISTEN session however many parts

@@ -516,9 +516,9 @@ impl Store {
     /// changes, when the user is the primary user (422), when the heir is not a present user of
     /// the cluster (422) or when the user is itself the heir of a pending deletion (409): a user
     /// and its heir deleted at the same moment cannot leave the first without an heir. A
-    /// request that goes through is one round trip (the database's
-    /// `pgplane_request_user_deletion`); one that does not is asked again in a transaction that
-    /// holds the rows and says why.
+    /// request that goes through is written with the cluster's other requests of the moment, in
+    /// one round trip and one commit (see `batches.rs`); one that does not is asked again in a
+    /// transaction that holds the rows and says why.
     pub async fn request_user_deletion(
         &self,
         cluster_id: Uuid,
@@ -529,7 +529,7 @@ impl Store {
             Heir::Named(heir) => (heir, false),
             Heir::Stored => (None, true),
         };
-        if let Some(written) = mark_user_absent(&self.pool, cluster_id, name, named, stored).await? {
+        if let Some(written) = self.deletions.mark(&self.pool, cluster_id, name, named, stored).await {
             return Ok(written);
         }
         let mut tx = self.pool.begin().await?;
