@@ -740,36 +740,42 @@ async fn generation(app: &TestApp, id: uuid::Uuid) -> i64 {
     app.store.cluster_by_id(id).await.unwrap().unwrap().generation
 }
 
-/// Deletions of `names` (heirs as given) asked while the writer holds "a-held" and a deletion
-/// of it waits on its row: they wait for that one's transaction, then go in the next.
+/// Runs `first` (a write to "a-held") while a writer holds that row, then `others`, which wait
+/// in the process behind it for its transaction, not on a lock; then lets the row go. Their
+/// answers, `first`'s last.
+async fn behind_a_held_write<T, F>(app: &TestApp, id: uuid::Uuid, first: F, others: Vec<F>) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let writer = writer_holding(app, id, &["a-held"]).await;
+    let first = tokio::spawn(first);
+    assert!(lock_waits(&writer, 1).await, "the first write waits on the held row");
+    let others: Vec<_> = others.into_iter().map(tokio::spawn).collect();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    let mut answers = Vec::new();
+    for task in others.into_iter().chain([first]) {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// Deletions of `names` (heirs as given) asked behind a deletion of "a-held" (see
+/// [`behind_a_held_write`]); their answers, the held one's checked.
 async fn deletions_behind_a_held_one(
     app: &TestApp,
     id: uuid::Uuid,
     names: &[(&'static str, Option<&'static str>)],
 ) -> Vec<pgplane_core::Result<(i64, chrono::DateTime<chrono::Utc>)>> {
-    let writer = writer_holding(app, id, &["a-held"]).await;
-    let store = app.store.clone();
-    let first = tokio::spawn(async move {
-        store.request_user_deletion(id, "a-held", pgplane_core::store::Heir::Named(None)).await
-    });
-    assert!(lock_waits(&writer, 1).await, "the first deletion waits on the held row");
-    let asked: Vec<_> = names
-        .iter()
-        .map(|&(name, heir)| {
-            let store = app.store.clone();
-            tokio::spawn(async move {
-                store.request_user_deletion(id, name, pgplane_core::store::Heir::Named(heir)).await
-            })
-        })
-        .collect();
-    // They wait in the process, not on a lock: give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    first.await.unwrap().expect("the held user is marked");
-    let mut answers = Vec::new();
-    for a in asked {
-        answers.push(a.await.unwrap());
-    }
+    let deletion = |name: &'static str, heir: Option<&'static str>| {
+        let store = app.store.clone();
+        async move { store.request_user_deletion(id, name, pgplane_core::store::Heir::Named(heir)).await }
+    };
+    let others = names.iter().map(|&(name, heir)| deletion(name, heir)).collect();
+    let mut answers = behind_a_held_write(app, id, deletion("a-held", None), others).await;
+    answers.pop().unwrap().expect("the held user is marked");
     answers
 }
 

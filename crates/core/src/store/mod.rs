@@ -183,8 +183,8 @@ pub struct Store {
     pool: PgPool,
     /// The process's notification session, started on first use and shared by every clone.
     notifications: Arc<OnceLock<Arc<Notifications>>>,
-    /// User deletion requests waiting to be written together, shared by every clone.
-    deletions: Arc<batches::DeletionBatches>,
+    /// User deletions waiting to be written together, shared by every clone.
+    deletions: Arc<batches::Batches<objects::Deletion>>,
 }
 
 impl Store {

@@ -3,9 +3,13 @@
 //! lifecycle of `lifecycle::objects`; a query that is the same for both is written once per
 //! table (checked queries name their table) and chosen by [`ObjectKind`].
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::batches::Batched;
 use super::{taken_on_server, Store};
 use crate::error::{Error, Result};
 use crate::lifecycle::{DesiredState, ObjectKind, SyncStatus, UserRole};
@@ -529,7 +533,8 @@ impl Store {
             Heir::Named(heir) => (heir, false),
             Heir::Stored => (None, true),
         };
-        if let Some(written) = self.deletions.mark(&self.pool, cluster_id, name, named, stored).await {
+        let request = Deletion { name: name.into(), heir: named.map(Into::into), stored };
+        if let Some(written) = self.deletions.write(&self.pool, cluster_id, request).await {
             return Ok(written);
         }
         let mut tx = self.pool.begin().await?;
@@ -744,6 +749,50 @@ async fn mark_user_absent<'e>(
     .fetch_optional(executor)
     .await?;
     Ok(written.map(|w| (w.generation, w.updated_at)))
+}
+
+/// A user's deletion asked for, written with the cluster's others of the moment (migration
+/// 24's `pgplane_request_user_deletions`, which judges each as `mark_user_absent` does and
+/// leaves out a user and its heir asked together).
+pub(crate) struct Deletion {
+    name: String,
+    /// The heir named; with `stored`, the one the user's row holds.
+    heir: Option<String>,
+    stored: bool,
+}
+
+impl Batched for Deletion {
+    type Out = (i64, DateTime<Utc>);
+
+    fn user(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(
+        pool: &PgPool,
+        cluster_id: Uuid,
+        batch: &[Self],
+    ) -> sqlx::Result<HashMap<String, Self::Out>> {
+        let names: Vec<&str> = batch.iter().map(|d| d.name.as_str()).collect();
+        let heirs: Vec<Option<&str>> = batch.iter().map(|d| d.heir.as_deref()).collect();
+        let stored: Vec<bool> = batch.iter().map(|d| d.stored).collect();
+        let rows = sqlx::query!(
+            r#"select marked as "name!", written_generation as "generation!", written_at as "updated_at!"
+                 from pgplane_request_user_deletions($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+            cluster_id,
+            &names as &[&str],
+            &heirs as &[Option<&str>],
+            &stored,
+            DesiredState::Absent as _,
+            DesiredState::Present as _,
+            UserRole::Primary as _,
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.name, (r.generation, r.updated_at))).collect())
+    }
 }
 
 fn being_deleted(kind: ObjectKind, name: &str) -> Error {
