@@ -13,11 +13,11 @@
 --   not a present user, a pool logs in as it, or it inherits from a pending deletion.
 -- - A request is left unanswered (no row) when its user's row or its heir's is not among the
 --   rows held, when its heir is deleted by another request of the same batch, or when it names
---   as heir a user another request deletes. The store then asks again for that request alone,
---   which answers as before (404, 409, 422, or the mark), after this batch's commit.
+--   as heir a user another request deletes. The store then asks again for that request alone
+--   (this function, with one name, in a transaction that holds the rows first), which answers
+--   as before (404, 409, 422, or the mark), after this batch's commit.
 --
--- No rows change; the single-request function stays (old replicas call it, and so does the
--- store for a request left unanswered here).
+-- No rows change; the single-request function stays for old replicas, which call it.
 create function pgplane_request_user_deletions(
     p_cluster uuid, p_names text[], p_heirs text[], p_stored boolean[],
     p_absent text, p_present text, p_primary text, p_kept text, p_after_write text)

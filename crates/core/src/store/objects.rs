@@ -533,8 +533,8 @@ impl Store {
             Heir::Named(heir) => (heir, false),
             Heir::Stored => (None, true),
         };
-        let request = Deletion { name: name.into(), heir: named.map(Into::into), stored };
-        if let Some(written) = self.deletions.write(&self.pool, cluster_id, request).await {
+        let deletion = || Deletion { name: name.into(), heir: named.map(Into::into), stored };
+        if let Some(written) = self.deletions.write(&self.pool, cluster_id, deletion()).await {
             return Ok(written);
         }
         let mut tx = self.pool.begin().await?;
@@ -566,7 +566,8 @@ impl Store {
         }
         // The rows held, the request may have gone through since; if not, a pool or a pending
         // deletion stands in its way.
-        let Some(written) = mark_user_absent(&mut *tx, cluster_id, name, named, stored).await? else {
+        let marked = mark_users_absent(&mut *tx, cluster_id, &[deletion()]).await?;
+        let Some(&written) = marked.get(name) else {
             return Err(deletion_refusal(&mut tx, cluster_id, name).await?);
         };
         tx.commit().await?;
@@ -721,39 +722,8 @@ impl Store {
     }
 }
 
-/// Marks a user absent with its heir, unless the deletion is refused (see
-/// [`Store::request_user_deletion`]): the database's `pgplane_request_user_deletion`, which
-/// locks the rows of the user and of its heir, then marks the user in a statement (a snapshot)
-/// of its own, so that it sees every pool and deletion committed before the locks were granted.
-/// No row: refused, or the user is not there.
-async fn mark_user_absent<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    cluster_id: Uuid,
-    name: &str,
-    named: Option<&str>,
-    stored: bool,
-) -> Result<Option<(i64, DateTime<Utc>)>> {
-    let written = sqlx::query!(
-        r#"select written_generation as "generation!", written_at as "updated_at!"
-             from pgplane_request_user_deletion($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
-        cluster_id,
-        name,
-        named,
-        stored,
-        DesiredState::Absent as _,
-        DesiredState::Present as _,
-        UserRole::Primary as _,
-        SyncStatus::KEPT_BY_WRITE as _,
-        SyncStatus::Ready.after_write() as _,
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(written.map(|w| (w.generation, w.updated_at)))
-}
-
-/// A user's deletion asked for, written with the cluster's others of the moment (migration
-/// 24's `pgplane_request_user_deletions`, which judges each as `mark_user_absent` does and
-/// leaves out a user and its heir asked together).
+/// A user's deletion asked for, written with the cluster's others of the moment (see
+/// [`mark_users_absent`]).
 pub(crate) struct Deletion {
     name: String,
     /// The heir named; with `stored`, the one the user's row holds.
@@ -773,26 +743,41 @@ impl Batched for Deletion {
         cluster_id: Uuid,
         batch: &[Self],
     ) -> sqlx::Result<HashMap<String, Self::Out>> {
-        let names: Vec<&str> = batch.iter().map(|d| d.name.as_str()).collect();
-        let heirs: Vec<Option<&str>> = batch.iter().map(|d| d.heir.as_deref()).collect();
-        let stored: Vec<bool> = batch.iter().map(|d| d.stored).collect();
-        let rows = sqlx::query!(
-            r#"select marked as "name!", written_generation as "generation!", written_at as "updated_at!"
-                 from pgplane_request_user_deletions($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
-            cluster_id,
-            &names as &[&str],
-            &heirs as &[Option<&str>],
-            &stored,
-            DesiredState::Absent as _,
-            DesiredState::Present as _,
-            UserRole::Primary as _,
-            SyncStatus::KEPT_BY_WRITE as _,
-            SyncStatus::Ready.after_write() as _,
-        )
-        .fetch_all(pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.name, (r.generation, r.updated_at))).collect())
+        mark_users_absent(pool, cluster_id, batch).await
     }
+}
+
+/// Marks users absent with their heirs, each unless its deletion is refused (see
+/// [`Store::request_user_deletion`]): the database's `pgplane_request_user_deletions`
+/// (migration 24), which locks the rows of the users and of their heirs in name order, then
+/// marks the users in a statement (a snapshot) of its own, so that it sees every pool and
+/// deletion committed before the locks were granted; a user and its heir asked together are
+/// left out. The users marked, with their generation and write time; one not there: refused,
+/// left out, or the user is not there.
+async fn mark_users_absent<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    cluster_id: Uuid,
+    deletions: &[Deletion],
+) -> sqlx::Result<HashMap<String, (i64, DateTime<Utc>)>> {
+    let names: Vec<&str> = deletions.iter().map(|d| d.name.as_str()).collect();
+    let heirs: Vec<Option<&str>> = deletions.iter().map(|d| d.heir.as_deref()).collect();
+    let stored: Vec<bool> = deletions.iter().map(|d| d.stored).collect();
+    let rows = sqlx::query!(
+        r#"select marked as "name!", written_generation as "generation!", written_at as "updated_at!"
+             from pgplane_request_user_deletions($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        cluster_id,
+        &names as &[&str],
+        &heirs as &[Option<&str>],
+        &stored,
+        DesiredState::Absent as _,
+        DesiredState::Present as _,
+        UserRole::Primary as _,
+        SyncStatus::KEPT_BY_WRITE as _,
+        SyncStatus::Ready.after_write() as _,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.name, (r.generation, r.updated_at))).collect())
 }
 
 fn being_deleted(kind: ObjectKind, name: &str) -> Error {
