@@ -58,6 +58,30 @@ async fn a_database_with_clients_connected_is_dropped(major: u32) {
 }
 on_each_version!(a_database_with_clients_connected_is_dropped);
 
+async fn databases_deleted_together_are_all_dropped(major: u32) {
+    // Deleted at once, they are dropped by the same passes, spread over several sessions; one
+    // has a client connected. Every drop is recorded and every database gone.
+    let app = TestApp::spawn(major).await;
+    let names: Vec<String> = (0..6).map(|i| app.unique(&format!("many{i}"))).collect();
+    for name in &names {
+        app.create_db(name).await;
+    }
+    let user = app.unique("many_user");
+    let password = app.create_user(&user).await;
+    let session = app.target.login(&user, &password, &names[3]).await.unwrap();
+    let paths: Vec<String> = names.iter().map(|name| app.cluster_path(&format!("/dbs/{name}"))).collect();
+    for (status, body) in futures::future::join_all(paths.iter().map(|path| app.delete(path))).await {
+        assert_eq!(status, 204, "{body}");
+    }
+    for name in &names {
+        assert!(!app.database_exists(name).await, "{name} is still on the server");
+        let (status, _) = app.get(&app.cluster_path(&format!("/dbs/{name}"))).await;
+        assert_eq!(status, 404, "{name} is still listed");
+    }
+    assert!(session.simple_query("SELECT 1").await.is_err(), "the connected client was ended");
+}
+on_each_version!(databases_deleted_together_are_all_dropped);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_database_cannot_be_deleted() {
     let app = TestApp::spawn(15).await;

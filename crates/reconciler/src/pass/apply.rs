@@ -26,7 +26,7 @@ const INVALID_CATALOG_NAME: &str = "3D000";
 /// `sessions` and pipelined on each, with logging off while they run when `quiet`; one result
 /// per statement, in order. Each role step costs the server a few milliseconds of CPU (it
 /// checks the verifier against an empty password), so sessions in parallel use more of its
-/// cores. Also returns, per session, whether its logging settings were restored: a session
+/// cores; database drops (not quiet) go the same way. Also returns, per session, whether its logging settings were restored: a session
 /// for which they were not must be closed rather than reused.
 pub(crate) async fn run_role_statements(
     sessions: &[&Client],

@@ -189,7 +189,9 @@ pub(crate) async fn run_pass(
     let mut role_phases = objects_of(&plan, &[Phase::Roles, Phase::DropRoles], &roles).into_iter();
     let (present, absent) = (role_phases.next().unwrap_or_default(), role_phases.next().unwrap_or_default());
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
-    let sessions = connect::sessions(&pool, client, role_steps, &observed).await;
+    let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
+    let drops = planned_databases.iter().filter(|(_, step)| matches!(step, Step::DropDatabase)).count();
+    let sessions = connect::sessions(&pool, client, role_steps.max(drops), &observed).await;
     let clients = sessions.clients();
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);
@@ -202,10 +204,8 @@ pub(crate) async fn run_pass(
     if later {
         ledger.flush(shared, cluster_id).await?;
     }
-    let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
     let closing = plan.closings(|i| databases[i].name.as_str());
-    apply_databases(shared, &cluster, clients[0], &observed, &planned_databases, &closing, &mut ledger)
-        .await?;
+    apply_databases(shared, &cluster, &clients, &observed, &planned_databases, &closing, &mut ledger).await?;
     rights::apply(shared, &cluster, clients[0], &plan, &mut ledger).await?;
     let access = access::reconcile(
         shared,

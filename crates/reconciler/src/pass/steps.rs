@@ -1,5 +1,6 @@
 //! Running the plan's role and database phases, in the plan's order: roles to create or fix
-//! (pipelined, the primary user first), databases one at a time, then roles to drop (their heirs
+//! (pipelined, the primary user first), databases (the drops at once, the rest one at a time),
+//! then roles to drop (their heirs
 //! checked and what they own found at drop time). Statements are built from each operation's
 //! step with the real verifier. New objects are claimed before they are created; each outcome
 //! is concluded in the ledger and drift reported as it is found.
@@ -208,14 +209,17 @@ async fn missing_heirs(
         .collect())
 }
 
-/// Creates, fixes and drops databases, one at a time (each is a lot of work for the server,
-/// and DROP DATABASE forces a checkpoint); the new ones are claimed first, in one statement.
-/// On a shared server a new database is closed to PUBLIC (`closing`, by name, from the plan)
-/// before its creation is recorded.
+/// Creates, fixes and drops the databases: claims the new ones first (one statement). The
+/// drops go at once, spread over the pass's `sessions` (each DROP DATABASE waits for a
+/// checkpoint, which drops under way together share); then the other steps one at a time on
+/// the first session (each is a lot of work for the server). On a shared server a new database
+/// is closed to PUBLIC (`closing`, by name, from the plan) before its creation is recorded.
+/// Each outcome is recorded before the next step touches the target (the drops' once all have
+/// ended).
 pub(super) async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
-    client: &Client,
+    sessions: &[&Client],
     observed: &Observed,
     planned: &[(&'a Database, Step)],
     closing: &HashMap<&str, String>,
@@ -227,9 +231,19 @@ pub(super) async fn apply_databases<'a>(
         .map(|(db, _)| db.name.as_str())
         .collect();
     shared.store.mark(cluster.cluster_id, Mark::Claimed(ObjectKind::Database), &claims).await?;
-    for (db, step) in planned {
-        let (db, step) = (*db, step.clone());
-        let result = match sql::databases::database_sql(&db.name, &step) {
+    let (drops, others): (Vec<_>, Vec<_>) =
+        planned.iter().partition(|(_, step)| matches!(step, Step::DropDatabase));
+    let statements: Vec<String> =
+        drops.iter().filter_map(|(db, step)| sql::databases::database_sql(&db.name, step)).collect();
+    debug_assert_eq!(statements.len(), drops.len(), "every drop is a statement");
+    let (dropped, _) = apply::run_role_statements(sessions, &statements, false).await;
+    for ((db, step), result) in drops.into_iter().zip(dropped) {
+        let outcome = outcome_of(step, result.map_err(Into::into));
+        record_database(shared, cluster, observed, db, step, outcome, ledger).await?;
+    }
+    let client = sessions[0];
+    for (db, step) in others {
+        let result = match sql::databases::database_sql(&db.name, step) {
             None => Ok(()),
             Some(sql) => match apply::run_database_step(client, &sql).await {
                 Err(e)
@@ -253,16 +267,28 @@ pub(super) async fn apply_databases<'a>(
             }
             (result, _) => result,
         };
-        let outcome = outcome_of(&step, result);
-        if db.watched_for_drift() {
-            if let Some(found) = database_drift(&db.name, &step, observed) {
-                report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
-            }
-        }
-        conclude(cluster, ledger, Record::of_database(db), &step, outcome, false);
-        ledger.flush(shared, cluster.cluster_id).await?;
+        record_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
     }
     Ok(())
+}
+
+/// Records a database step's outcome: the drift it repaired, then the outcome, written at once.
+async fn record_database<'a>(
+    shared: &Shared,
+    cluster: &Cluster,
+    observed: &Observed,
+    db: &'a Database,
+    step: &Step,
+    outcome: Outcome,
+    ledger: &mut Ledger<'a>,
+) -> Result<(), pgplane_core::Error> {
+    if db.watched_for_drift() {
+        if let Some(found) = database_drift(&db.name, step, observed) {
+            report_drift(shared, cluster, ObjectKind::Database, &db.name, &found, &outcome).await?;
+        }
+    }
+    conclude(cluster, ledger, Record::of_database(db), step, outcome, false);
+    ledger.flush(shared, cluster.cluster_id).await
 }
 
 /// Why applying a step did not succeed.
