@@ -201,7 +201,8 @@ impl Store {
     }
 
     /// Users of a cluster whose latest levels have not been carried out (or failed): each
-    /// condition read through its partial index, then the rows by key (every pass reads this).
+    /// condition read through its partial index, then the rows of the names found (every pass
+    /// reads this).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
         Ok(select_rows!(
             AccessProgress,

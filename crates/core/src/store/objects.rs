@@ -142,8 +142,8 @@ impl Store {
             let users = of_cluster!(User, &self.pool, cluster_id, all);
             return Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?);
         }
-        // Each condition has a partial index, read on its own (their OR was a scan of every
-        // user of the cluster at every pass); the rows concerned are then found by key.
+        // Each condition has a partial index, read on its own (their OR was planned as a scan
+        // of every user of the cluster at every pass); then the rows of the names found.
         let users = select_rows!(
             User,
             ["where cluster_id = $1
