@@ -740,30 +740,9 @@ async fn generation(app: &TestApp, id: uuid::Uuid) -> i64 {
     app.store.cluster_by_id(id).await.unwrap().unwrap().generation
 }
 
-/// Runs `first` (a write to "a-held") while a writer holds that row, then `others`, which wait
-/// in the process behind it for its transaction, not on a lock; then lets the row go. Their
-/// answers, `first`'s last.
-async fn behind_a_held_write<T, F>(app: &TestApp, id: uuid::Uuid, first: F, others: Vec<F>) -> Vec<T>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = T> + Send + 'static,
-{
-    let writer = writer_holding(app, id, &["a-held"]).await;
-    let first = tokio::spawn(first);
-    assert!(lock_waits(&writer, 1).await, "the first write waits on the held row");
-    let others: Vec<_> = others.into_iter().map(tokio::spawn).collect();
-    // Give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    let mut answers = Vec::new();
-    for task in others.into_iter().chain([first]) {
-        answers.push(task.await.unwrap());
-    }
-    answers
-}
-
-/// Deletions of `names` (heirs as given) asked behind a deletion of "a-held" (see
-/// [`behind_a_held_write`]); their answers, the held one's checked.
+/// Deletions of `names` (heirs as given) asked while a writer holds "a-held" and a deletion of
+/// it waits on that row: they wait in the process behind its transaction, not on a lock, then
+/// go in the next. Their answers, the held one's checked.
 async fn deletions_behind_a_held_one(
     app: &TestApp,
     id: uuid::Uuid,
@@ -771,11 +750,22 @@ async fn deletions_behind_a_held_one(
 ) -> Vec<pgplane_core::Result<(i64, chrono::DateTime<chrono::Utc>)>> {
     let deletion = |name: &'static str, heir: Option<&'static str>| {
         let store = app.store.clone();
-        async move { store.request_user_deletion(id, name, pgplane_core::store::Heir::Named(heir)).await }
+        tokio::spawn(async move {
+            store.request_user_deletion(id, name, pgplane_core::store::Heir::Named(heir)).await
+        })
     };
-    let others = names.iter().map(|&(name, heir)| deletion(name, heir)).collect();
-    let mut answers = behind_a_held_write(app, id, deletion("a-held", None), others).await;
-    answers.pop().unwrap().expect("the held user is marked");
+    let writer = writer_holding(app, id, &["a-held"]).await;
+    let first = deletion("a-held", None);
+    assert!(lock_waits(&writer, 1).await, "the first deletion waits on the held row");
+    let others: Vec<_> = names.iter().map(|&(name, heir)| deletion(name, heir)).collect();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the held user is marked");
+    let mut answers = Vec::new();
+    for task in others {
+        answers.push(task.await.unwrap());
+    }
     answers
 }
 
@@ -809,19 +799,21 @@ async fn a_user_and_its_heir_deleted_in_one_batch_are_judged_one_after_the_other
     let answers = deletions_behind_a_held_one(&app, id, &[("u", Some("h")), ("h", None), ("e", None)]).await;
     let [u, h, e] = <[_; 3]>::try_from(answers).unwrap();
     e.expect("a deletion with no tie to the others goes through");
-    let state = |name: &'static str| {
-        let store = app.store.clone();
-        async move { store.get_user(id, name).await.unwrap() }
-    };
     match (u, h) {
         (Ok(_), Err(pgplane_core::Error::Conflict(message))) => {
             assert!(message.contains("inherits what \"u\" owns"), "{message}");
-            assert_eq!(state("u").await.reassign_to.as_deref(), Some("h"));
-            assert_eq!(state("h").await.state, pgplane_core::lifecycle::DesiredState::Present);
+            assert_eq!(app.store.get_user(id, "u").await.unwrap().reassign_to.as_deref(), Some("h"));
+            assert_eq!(
+                app.store.get_user(id, "h").await.unwrap().state,
+                pgplane_core::lifecycle::DesiredState::Present
+            );
         }
         (Err(pgplane_core::Error::Invalid(message)), Ok(_)) => {
             assert!(message.contains("reassign_to"), "{message}");
-            assert_eq!(state("u").await.state, pgplane_core::lifecycle::DesiredState::Present);
+            assert_eq!(
+                app.store.get_user(id, "u").await.unwrap().state,
+                pgplane_core::lifecycle::DesiredState::Present
+            );
         }
         other => panic!("a user and its heir were not judged one after the other: {other:?}"),
     }

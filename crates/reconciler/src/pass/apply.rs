@@ -22,13 +22,14 @@ use pgplane_target_server::{SessionLimits, TargetSpec};
 /// SQLSTATE invalid_catalog_name (connecting to a database that is gone).
 const INVALID_CATALOG_NAME: &str = "3D000";
 
-/// Runs every statement (each a whole message, see `sql::roles::role_sql`), spread over
-/// `sessions` and pipelined on each, with logging off while they run when `quiet`; one result
-/// per statement, in order. Each role step costs the server a few milliseconds of CPU (it
-/// checks the verifier against an empty password), so sessions in parallel use more of its
-/// cores; database drops (not quiet) go the same way. Also returns, per session, whether its logging settings were restored: a session
-/// for which they were not must be closed rather than reused.
-pub(crate) async fn run_role_statements(
+/// Runs statements independent of each other (each a whole message, see
+/// `sql::roles::role_sql`), spread over `sessions` and pipelined on each, with logging off
+/// while they run when `quiet`; one result per statement, in order. Each role step costs the
+/// server a few milliseconds of CPU (it checks the verifier against an empty password), so
+/// sessions in parallel use more of its cores; database drops (not quiet) share their
+/// checkpoints. Also returns, per session, whether its logging settings were restored: a
+/// session for which they were not must be closed rather than reused.
+pub(crate) async fn run_spread(
     sessions: &[&Client],
     statements: &[String],
     quiet: bool,
@@ -50,7 +51,7 @@ pub(crate) async fn run_role_statements(
     (results.into_iter().map(|r| r.expect("every statement ran on one session")).collect(), clean)
 }
 
-/// One session's share of `run_role_statements`.
+/// One session's share of `run_spread`.
 async fn run_on_session(
     client: &Client,
     statements: Vec<&String>,

@@ -1,8 +1,7 @@
 //! Running the plan's role and database phases, in the plan's order: roles to create or fix
 //! (pipelined, the primary user first), databases (the drops at once, the rest one at a time),
-//! then roles to drop (their heirs
-//! checked and what they own found at drop time). Statements are built from each operation's
-//! step with the real verifier. New objects are claimed before they are created; each outcome
+//! then roles to drop (their heirs checked and what they own found at drop time). Statements
+//! are built from each operation's step with the real verifier. New objects are claimed before they are created; each outcome
 //! is concluded in the ledger and drift reported as it is found.
 
 use pgplane_core::heirs::{may_inherit, Candidate};
@@ -59,8 +58,8 @@ pub(super) async fn apply_roles<'a>(
         && statements.first().is_some_and(|(i, _)| *i == 0);
     let (first, rest) = statements.split_at(usize::from(primary_first));
     let sql = |part: &[(usize, String)]| part.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
-    let (mut results, mut clean) = apply::run_role_statements(&sessions[..1], &sql(first), quiet).await;
-    let (more, more_clean) = apply::run_role_statements(sessions, &sql(rest), quiet).await;
+    let (mut results, mut clean) = apply::run_spread(&sessions[..1], &sql(first), quiet).await;
+    let (more, more_clean) = apply::run_spread(sessions, &sql(rest), quiet).await;
     results.extend(more);
     clean[0] &= more_clean[0];
     clean.extend(more_clean.into_iter().skip(1));
@@ -214,8 +213,8 @@ async fn missing_heirs(
 /// checkpoint, which drops under way together share); then the other steps one at a time on
 /// the first session (each is a lot of work for the server). On a shared server a new database
 /// is closed to PUBLIC (`closing`, by name, from the plan) before its creation is recorded.
-/// Each outcome is recorded before the next step touches the target (the drops' once all have
-/// ended).
+/// Each outcome is recorded before the next step touches the target (the drops' together,
+/// once all have ended).
 pub(super) async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
@@ -233,14 +232,24 @@ pub(super) async fn apply_databases<'a>(
     shared.store.mark(cluster.cluster_id, Mark::Claimed(ObjectKind::Database), &claims).await?;
     let (drops, others): (Vec<_>, Vec<_>) =
         planned.iter().partition(|(_, step)| matches!(step, Step::DropDatabase));
-    let statements: Vec<String> =
-        drops.iter().filter_map(|(db, step)| sql::databases::database_sql(&db.name, step)).collect();
-    debug_assert_eq!(statements.len(), drops.len(), "every drop is a statement");
-    let (dropped, _) = apply::run_role_statements(sessions, &statements, false).await;
+    let statements: Vec<String> = drops
+        .iter()
+        .map(|(db, step)| sql::databases::database_sql(&db.name, step).expect("a drop is a statement"))
+        .collect();
+    let (dropped, _) = apply::run_spread(sessions, &statements, false).await;
     for ((db, step), result) in drops.into_iter().zip(dropped) {
-        let outcome = outcome_of(step, result.map_err(Into::into));
-        record_database(shared, cluster, observed, db, step, outcome, ledger).await?;
+        conclude_database(
+            shared,
+            cluster,
+            observed,
+            db,
+            step,
+            outcome_of(step, result.map_err(Into::into)),
+            ledger,
+        )
+        .await?;
     }
+    ledger.flush(shared, cluster.cluster_id).await?;
     let client = sessions[0];
     for (db, step) in others {
         let result = match sql::databases::database_sql(&db.name, step) {
@@ -267,13 +276,15 @@ pub(super) async fn apply_databases<'a>(
             }
             (result, _) => result,
         };
-        record_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
+        conclude_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
+        ledger.flush(shared, cluster.cluster_id).await?;
     }
     Ok(())
 }
 
-/// Records a database step's outcome: the drift it repaired, then the outcome, written at once.
-async fn record_database<'a>(
+/// Concludes a database step: the drift it repaired is reported, its outcome goes into the
+/// ledger (written by the caller's next flush).
+async fn conclude_database<'a>(
     shared: &Shared,
     cluster: &Cluster,
     observed: &Observed,
@@ -288,7 +299,7 @@ async fn record_database<'a>(
         }
     }
     conclude(cluster, ledger, Record::of_database(db), step, outcome, false);
-    ledger.flush(shared, cluster.cluster_id).await
+    Ok(())
 }
 
 /// Why applying a step did not succeed.
