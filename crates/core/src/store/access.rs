@@ -205,13 +205,13 @@ impl Store {
     /// reads this).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
         Ok(select_rows!(
-            AccessProgress,
-            ["where cluster_id = $1 and state = $2
-                and name = any(array(
-                        select name from cluster_users
-                         where cluster_id = $1 and access_applied_generation < access_generation
-                        union all
-                        select name from cluster_users where cluster_id = $1 and access_error is not null))"],
+            AccessProgress named [
+                "select name from cluster_users
+                  where cluster_id = $1 and access_applied_generation < access_generation
+                 union
+                 select name from cluster_users where cluster_id = $1 and access_error is not null"
+            ],
+            ["where state = $2"],
             cluster_id,
             DesiredState::Present as _
         )

@@ -143,18 +143,18 @@ impl Store {
             return Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?);
         }
         // Each condition has a partial index, read on its own (their OR was planned as a scan
-        // of every user of the cluster at every pass); then the rows of the names found.
+        // of every user of the cluster at every pass); then the rows of the names found, one
+        // lookup each.
         let users = select_rows!(
-            User,
-            ["where cluster_id = $1
-                and name = any(array(
-                        select name from cluster_users where cluster_id = $1 and applied_generation < generation
-                        union all
-                        select name from cluster_users
-                         where cluster_id = $1 and valid_until <= now() and expiry_enforced_at is null
-                        union all
-                        select name from cluster_users where cluster_id = $1 and grace_until <= now()))
-                order by name"],
+            User named [
+                "select name from cluster_users where cluster_id = $1 and applied_generation < generation
+                 union
+                 select name from cluster_users
+                  where cluster_id = $1 and valid_until <= now() and expiry_enforced_at is null
+                 union
+                 select name from cluster_users where cluster_id = $1 and grace_until <= now()"
+            ],
+            ["order by name"],
             cluster_id
         )
         .fetch_all(&self.pool);
