@@ -129,19 +129,21 @@ impl Store {
         Ok(of_cluster!(User, &self.pool, cluster_id, all).await?)
     }
 
-    /// A cluster's users and databases, read at the same time: all of them, or (for a pass
-    /// woken by a write, an expiry or the end of a grace) only those whose desired state has
-    /// not been applied yet, the users whose expiry is still to be enforced and those whose
-    /// rotation's grace has ended.
-    pub async fn cluster_objects(
+    /// A cluster's users and databases, read at the same time.
+    pub async fn cluster_objects(&self, cluster_id: Uuid) -> Result<(Vec<User>, Vec<Database>)> {
+        let users = of_cluster!(User, &self.pool, cluster_id, all);
+        Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?)
+    }
+
+    /// What a pass woken by a write, an expiry or the end of a grace reads: the users whose
+    /// desired state has not been applied yet, whose expiry is still to be enforced or whose
+    /// rotation's grace has ended, and the databases whose desired state has not been applied
+    /// yet (when `databases` says there may be some: else none are read).
+    pub async fn changed_objects(
         &self,
         cluster_id: Uuid,
-        changed_only: bool,
+        databases: bool,
     ) -> Result<(Vec<User>, Vec<Database>)> {
-        if !changed_only {
-            let users = of_cluster!(User, &self.pool, cluster_id, all);
-            return Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, all))?);
-        }
         // Each condition has a partial index, read on its own (their OR was planned as a scan
         // of every user of the cluster at every pass); then the rows of the names found, one
         // lookup each.
@@ -158,6 +160,9 @@ impl Store {
             cluster_id
         )
         .fetch_all(&self.pool);
+        if !databases {
+            return Ok((users.await?, Vec::new()));
+        }
         Ok(tokio::try_join!(users, of_cluster!(Database, &self.pool, cluster_id, changed))?)
     }
 

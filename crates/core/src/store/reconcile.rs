@@ -42,7 +42,16 @@ macro_rules! pass_cluster_query {
                                where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
                       (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
                        or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id))
-                        as "has_access!"
+                        as "has_access!",
+                      (exists (select 1 from cluster_users u
+                                where u.cluster_id = c.cluster_id
+                                  and u.access_applied_generation < u.access_generation)
+                       or exists (select 1 from cluster_users u
+                                   where u.cluster_id = c.cluster_id and u.access_error is not null))
+                        as "access_waits!",
+                      exists (select 1 from cluster_databases d
+                               where d.cluster_id = c.cluster_id and d.applied_generation < d.generation)
+                        as "databases_changed!"
                  "# $(+ $after)+,
             $($args)*
         )
@@ -63,9 +72,15 @@ macro_rules! with_outcomes_recorded {
     ($table:literal, [$($also:literal),*], $m:ident!($($pre:tt)*), [$($rest:literal),+], [$($post:tt)*], $cluster:expr, $c:ident $(, $args:expr)*) => {
         $m!($($pre)* [
             "with o as (
-               select * from unnest($2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
+               -- The cluster's id on each row, as a value the planner cannot fold into a
+               -- constant: a row is then found by its key, (cluster_id, name), one lookup each.
+               -- Matched against `$1`, the statistics of a cluster grown since the last
+               -- ANALYZE (a fresh metadata database has none) made the writes below scan all
+               -- its rows, for each pass.
+               select * from unnest(array_fill($1::uuid, array[coalesce(cardinality($2::text[]), 0)]),
+                                    $2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[],
                                     $7::text[], $8::text[], $9::bool[], $10::bool[])
-                        as o(name, generation, message, remove, advance,
+                        as o(cluster_id, name, generation, message, remove, advance,
                              sync_if_current, sync_if_moved_on, unclaim, only_if_not_applied_since)
              ), held as (
                -- One row at a time, in name order: a lookup in the primary key for each, even
@@ -79,7 +94,7 @@ macro_rules! with_outcomes_recorded {
                -- `held` counted first (a one-time condition, run before the scan): every row
                -- is locked before one is written. So in each statement that writes rows.
                delete from ", $table, " t using o
-                where t.cluster_id = $1 and t.name = o.name and o.remove
+                where (t.cluster_id, t.name) = (o.cluster_id, o.name) and o.remove
                   and t.generation = o.generation and t.state = $11
                   and (select count(*) from held) >= 0
                returning t.name
@@ -94,7 +109,7 @@ macro_rules! with_outcomes_recorded {
                       claimed = t.claimed and not o.unclaim,
                       updated_at = now()
                  from o
-                where t.cluster_id = $1 and t.name = o.name and not o.remove
+                where (t.cluster_id, t.name) = (o.cluster_id, o.name) and not o.remove
                   and (not o.only_if_not_applied_since or t.applied_generation < o.generation)
                   and (select count(*) from held) >= 0
                returning t.name
@@ -229,6 +244,13 @@ pub struct PassCluster {
     /// It has access levels granted or group roles recorded: without either (and no user's
     /// levels pending), a pass has no access work and reads nothing more for it.
     pub has_access: bool,
+    /// A user's access levels wait to be carried out (or failed): without it, a pass that is
+    /// not a resync does not read them (`Store::pending_access`). Read with `generation`: a
+    /// change committed later bumps it, and another pass sees to it.
+    pub access_waits: bool,
+    /// A database's desired state is not applied yet: without it, a pass that is not a resync
+    /// reads no databases (as `access_waits`).
+    pub databases_changed: bool,
 }
 
 /// A [`PassCluster`] as [`pass_cluster_query!`] reads it.
@@ -271,6 +293,8 @@ struct PassClusterRow {
     read_at: DateTime<Utc>,
     shares_server: bool,
     has_access: bool,
+    access_waits: bool,
+    databases_changed: bool,
 }
 
 impl From<PassClusterRow> for PassCluster {
@@ -312,6 +336,8 @@ impl From<PassClusterRow> for PassCluster {
             read_at: r.read_at,
             shares_server: r.shares_server,
             has_access: r.has_access,
+            access_waits: r.access_waits,
+            databases_changed: r.databases_changed,
         }
     }
 }

@@ -79,7 +79,7 @@ pub(super) async fn unmanaged(
     let spec = TargetSpec::of(&cluster, &state.sealer).map_err(|_| ApiError::internal())?;
     let read = list_roles_and_databases(&spec, state.prober.policy()).await;
     let (server_id, roles, databases) = read_from_registered_server(&cluster, read, |(id, ..)| id)?;
-    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id).await?;
     let (other_roles, other_dbs) =
         state.store.names_of_other_clusters(&server_id, cluster.cluster_id).await?;
     // Ours (created or adopted on this server) are managed; the other clusters' are theirs, by

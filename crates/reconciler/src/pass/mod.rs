@@ -1,6 +1,7 @@
 //! One reconcile pass over one cluster: load desired state (every object on a resync, the
-//! changed ones otherwise; the cluster itself as the pass before left it, when that one found
-//! this one due), connect and observe the target (`connect`), plan the pass with
+//! changed ones otherwise, reading databases and pending access levels only when the
+//! cluster's row says some wait; the cluster itself as the pass before left it, when that one
+//! found this one due), connect and observe the target (`connect`), plan the pass with
 //! `plan::pass::plan_pass` (the value the preview renders) and execute its phases in order
 //! (roles and databases: `steps`, running statements with `apply`; the primary user's
 //! memberships: `primary`; database rights on shared servers: `rights`; access levels, planned
@@ -128,12 +129,33 @@ pub(crate) async fn run_pass(
         Some(cluster) => Some(*cluster),
         None => shared.store.cluster_for_pass(cluster_id, shared.config.resync_interval).await?,
     };
-    let Some(PassCluster { cluster, resync_due, read_at, shares_server, has_access }) = found else {
+    let Some(PassCluster {
+        cluster,
+        resync_due,
+        read_at,
+        shares_server,
+        has_access,
+        access_waits,
+        databases_changed,
+    }) = found
+    else {
         return Ok(PassSummary { end: PassEnd::Gone, ..PassSummary::default() }.into());
     };
     let full = force_full || resync_due;
-    let ((users, databases), pending_access) =
-        tokio::try_join!(shared.store.cluster_objects(cluster_id, !full), access::pending(shared, &cluster))?;
+    let store = &shared.store;
+    let objects = async {
+        match full {
+            true => store.cluster_objects(cluster_id).await,
+            false => store.changed_objects(cluster_id, databases_changed).await,
+        }
+    };
+    let pending = async {
+        match full || access_waits {
+            true => access::pending(shared, &cluster).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let ((users, databases), pending_access) = tokio::try_join!(objects, pending)?;
     let summary =
         PassSummary { users: users.len(), databases: databases.len(), full, ..PassSummary::default() };
     let read =

@@ -52,7 +52,7 @@ impl Previewer {
         // Load.
         let id = cluster.cluster_id;
         let ((users, databases), pending) =
-            tokio::try_join!(self.store.cluster_objects(id, false), self.store.pending_access(id))?;
+            tokio::try_join!(self.store.cluster_objects(id), self.store.pending_access(id))?;
         let (spec, mut roles, unopened) = prepare(&self.credentials, cluster, users, chrono::Utc::now())?;
         super::powers::withhold_replication(&self.store, self.allow_replication, cluster, &mut roles).await?;
         let spec = spec.checked(&self.policy).await?;

@@ -39,7 +39,7 @@ pub(crate) async fn dependencies_of(
     let spec = TargetSpec::of(cluster, &state.sealer).map_err(|_| ApiError::internal())?;
     let read = role_dependencies(&spec, state.prober.policy(), name).await;
     let mut report = read_from_registered_server(cluster, read, |r| &r.server_id)?;
-    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id, false).await?;
+    let (users, dbs) = state.store.cluster_objects(cluster.cluster_id).await?;
     let roles: HashSet<&str> = users
         .iter()
         .filter(|u| on_server(u))
