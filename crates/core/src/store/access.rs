@@ -201,8 +201,8 @@ impl Store {
     }
 
     /// Users of a cluster whose latest levels have not been carried out (or failed): each
-    /// condition read through its partial index, then the rows of the names found (every pass
-    /// reads this).
+    /// condition read through its partial index, then the rows of the names found (a pass reads
+    /// this on a resync, or when its cluster's row says some wait, `PassCluster::access_waits`).
     pub async fn pending_access(&self, cluster_id: Uuid) -> Result<Vec<AccessProgress>> {
         Ok(select_rows!(
             AccessProgress named [

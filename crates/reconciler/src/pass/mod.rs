@@ -144,15 +144,17 @@ pub(crate) async fn run_pass(
     let full = force_full || resync_due;
     let store = &shared.store;
     let objects = async {
-        match full {
-            true => store.cluster_objects(cluster_id).await,
-            false => store.changed_objects(cluster_id, databases_changed).await,
+        if full {
+            store.cluster_objects(cluster_id).await
+        } else {
+            store.changed_objects(cluster_id, databases_changed).await
         }
     };
     let pending = async {
-        match full || access_waits {
-            true => access::pending(shared, &cluster).await,
-            false => Ok(Vec::new()),
+        if full || access_waits {
+            access::pending(shared, &cluster).await
+        } else {
+            Ok(Vec::new())
         }
     };
     let ((users, databases), pending_access) = tokio::try_join!(objects, pending)?;

@@ -1,8 +1,9 @@
 //! Running the plan's role and database phases, in the plan's order: roles to create or fix
 //! (pipelined, the primary user first), databases (the drops at once, the rest one at a time),
 //! then roles to drop (their heirs checked and what they own found at drop time). Statements
-//! are built from each operation's step with the real verifier. New objects are claimed before they are created; each outcome
-//! is concluded in the ledger and drift reported as it is found.
+//! are built from each operation's step with the real verifier. New objects are claimed
+//! before they are created; each outcome is concluded in the ledger and drift reported as it
+//! is found.
 
 use pgplane_core::heirs::{may_inherit, Candidate};
 use pgplane_core::lifecycle::{Lifecycle, ObjectKind, Outcome};
