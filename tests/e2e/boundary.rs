@@ -97,12 +97,9 @@ async fn two_teams_on_one_server_never_share_or_see_an_object(major: u32) {
 }
 on_each_version!(two_teams_on_one_server_never_share_or_see_an_object);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_deletions_stays_within_its_cluster() {
-    // Deletions asked together for one cluster are written together (one transaction). Team B
-    // asks, through its own cluster on the same server, for the deletion of team A's user at
-    // the same moment as of its own users: its own go, team A's user is not found and stays.
-    let app = TestApp::spawn_with(AppOptions::default()).await;
+/// The setting of the batch tests: team A's user "victim" (returned with its password), and
+/// team B (its token) with a cluster of its own on the same server (its id).
+async fn a_victim_and_a_rival_cluster(app: &TestApp) -> (String, String, String, String) {
     let team_b = app.issue_token(&app.unique("team_b"), &["*"]).await;
     let victim = app.unique("victim");
     let password = app.create_user(&victim).await;
@@ -111,11 +108,21 @@ async fn a_batch_of_deletions_stays_within_its_cluster() {
             &team_b,
             reqwest::Method::POST,
             "/v2/databases",
-            Some(second_cluster(&app, "b", "localhost", json!({}))),
+            Some(second_cluster(app, "b", "localhost", json!({}))),
         )
         .await;
     assert_eq!(status, 201, "{b}");
-    let b_users = format!("/v2/databases/{}/users", b["database"]["id"].as_str().unwrap());
+    (victim, password, team_b, b["database"]["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_deletions_stays_within_its_cluster() {
+    // Deletions asked together for one cluster are written together (one transaction). Team B
+    // asks, through its own cluster on the same server, for the deletion of team A's user at
+    // the same moment as of its own users: its own go, team A's user is not found and stays.
+    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
+    let b_users = format!("/v2/databases/{b_id}/users");
     let own: Vec<String> = (0..6).map(|i| app.unique(&format!("b{i}"))).collect();
     for name in &own {
         let (status, body) =
@@ -132,6 +139,56 @@ async fn a_batch_of_deletions_stays_within_its_cluster() {
     let (status, body) = app.get(&app.cluster_path(&format!("/users/{victim}"))).await;
     assert_eq!(status, 200, "{body}");
     app.target.login(&victim, &password, &app.default_db).await.expect("team A's user still logs in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_creates_stays_within_its_cluster() {
+    // Creates asked together for one cluster are written together (one statement). Team B
+    // asks, through its own cluster on the same server, for users of its own together with
+    // team A's user and team A's primary user, while its cluster's row is held so that they
+    // queue into one batch: its own are created, the other two are a conflict, and team A's
+    // users keep their logins.
+    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
+    let b_users = format!("/v2/databases/{b_id}/users");
+    let (writer, connection) =
+        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&b_id])
+        .await
+        .unwrap();
+    let own: Vec<String> = (0..4).map(|i| app.unique(&format!("b{i}"))).collect();
+    let asked: Vec<&String> = own.iter().chain([&victim, &app.primary_user]).collect();
+    let creates =
+        futures::future::join_all(
+            asked.iter().map(|name| {
+                let (app, token, path) = (&app, team_b.clone(), b_users.clone());
+                async move {
+                    app.call_as(&token, reqwest::Method::POST, &path, Some(json!({ "name": name }))).await
+                }
+            }),
+        );
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        writer.batch_execute("commit").await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(creates, release);
+    let b_db = app.unique("b_db");
+    for (name, (status, body)) in asked.iter().zip(&answers).take(own.len()) {
+        assert_eq!(*status, 201, "{name}: {body}");
+        let password = body["user"]["password"].as_str().unwrap();
+        app.target.login(name, password, &b_db).await.expect("team B's own user logs in");
+    }
+    for (name, (status, body)) in asked.iter().zip(&answers).skip(own.len()) {
+        assert_eq!(*status, 409, "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("another cluster"), "{body}");
+    }
+    app.target.login(&victim, &password, &app.default_db).await.expect("team A's user still logs in");
+    let (status, body) = app.get(&app.cluster_path(&format!("/users/{victim}"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["password"], json!(password), "team A's user keeps its password");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -471,6 +471,39 @@ async fn a_pass_end_waits_for_a_writer_holding_its_users_and_then_its_cluster_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_end_that_waited_for_a_write_sends_the_next_pass_to_read_what_it_wrote() {
+    // The end's statement reads the rows as they were when it began; a database asked for by
+    // a writer that commits while the end waits is not among them, but its bump is in the
+    // generation the end returns for the next pass, which records that generation: it must
+    // read the databases (and access levels) rather than trust the end's older view.
+    let (app, id) = registered_without_reconciler().await;
+    let setup = metadata_session(&app).await;
+    setup
+        .execute(
+            "update cluster_databases set applied_generation = generation where cluster_id = $1::text::uuid",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap();
+    let HeldPassEnd { writer, end, .. } = pass_end_held_by(&app, id, &["recorded"]).await;
+    writer
+        .execute(
+            "insert into cluster_databases (cluster_id, name) values ($1::text::uuid, 'late')",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap();
+    writer.batch_execute("commit").await.unwrap();
+    match end.await.unwrap().expect("the end went through") {
+        pgplane_core::store::Finished::Again(next) => {
+            assert!(next.databases_changed, "the next pass must read the databases");
+            assert!(next.access_waits, "the next pass must read the access levels");
+        }
+        other => panic!("a write committed during the pass asks for another: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_end_and_a_move_of_its_cluster_take_the_rows_in_one_order_without_a_deadlock() {
     // The writer holds "recorded": the end, which takes the users' rows in name order, holds
     // "expired" and waits there. A move to another server (`PUT …/pgplane`) rewrites every
@@ -785,6 +818,57 @@ async fn deletions_asked_while_one_is_written_are_written_together_in_one_transa
         let user = app.store.get_user(id, name).await.unwrap();
         assert_eq!(user.state, pgplane_core::lifecycle::DesiredState::Absent, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_asked_while_one_is_written_are_written_together_in_one_transaction() {
+    // A writer holds the cluster's row, so that the first create waits (its foreign key locks
+    // the row's key). Three creates asked meanwhile wait in the process behind it, then go in
+    // one statement: two new users in one commit, and "taken", a user the cluster has, left
+    // out of the batch and refused alone, as it would be on its own.
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_user(id, "taken", b"", &Default::default()).await.unwrap();
+    let before = generation(&app, id).await;
+    let writer = metadata_session(&app).await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
+        .await
+        .unwrap();
+    let create = |name: &'static str| {
+        let store = app.store.clone();
+        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &Default::default()).await })
+    };
+    let first = create("a-held");
+    assert!(lock_waits(&writer, 1).await, "the first create waits on the held row");
+    let others: Vec<_> = ["b", "c", "taken"].into_iter().map(create).collect();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the first user is created");
+    let mut answers = Vec::new();
+    for task in others {
+        answers.push(task.await.unwrap());
+    }
+    let [b, c, taken] = <[_; 3]>::try_from(answers).unwrap();
+    for (name, answer) in [("b", b), ("c", c)] {
+        let user = answer.expect("created");
+        assert_eq!((user.name.as_str(), user.credentials_sealed.as_slice()), (name, name.as_bytes()));
+        assert_eq!(app.store.get_user(id, name).await.unwrap().generation, user.generation);
+    }
+    match taken {
+        Err(pgplane_core::Error::Invalid(message)) => {
+            assert!(message.contains("already exists"), "{message}")
+        }
+        other => panic!("a duplicate in a batch must be refused as alone: {other:?}"),
+    }
+    assert_eq!(
+        app.store.get_user(id, "taken").await.unwrap().credentials_sealed,
+        b"",
+        "the user is untouched"
+    );
+    // One transaction for the first create, one for the two written together.
+    assert_eq!(generation(&app, id).await - before, 2, "the two creates went in one commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

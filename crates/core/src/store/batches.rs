@@ -1,10 +1,12 @@
-//! Writes to one cluster's users written together (a group commit): the requests of a kind
-//! (a user's deletion, `objects::Deletion`) that arrive while another of that kind is being
-//! written for the same cluster wait for it, then go in one transaction: one commit, one bump
-//! of the cluster and one wake-up for them all, where each paid for its own and the commits
-//! queued on the cluster's row. What a kind writes is its [`Batched::write`]; a request its batch does
-//! not answer (refused, not found, tied to another request of the batch), and every request of
-//! a batch that failed, is asked again on its own by the caller, which says why.
+//! Requests about one cluster's users done together (a group commit): the requests of a kind
+//! (a new user, `objects::Creation`; a user's deletion, `objects::Deletion`; a read of a user,
+//! `objects::Reading`) that arrive while another of that kind is being done for the same
+//! cluster wait for it, then go in one statement or transaction: for writes, one commit, one
+//! bump of the cluster and one wake-up for them all, where each paid for its own and the
+//! commits queued on the cluster's row; for reads, one round trip. What a kind does is its
+//! [`Batched::run`]; a request its batch does not answer (refused, taken, not found, tied to
+//! another request of the batch), and every request of a batch that failed, is asked again on
+//! its own by the caller, which says why.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,20 +16,20 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// At most this many requests in one transaction (its statements grow with them).
+/// At most this many requests in one batch (its statements grow with them).
 const MOST: usize = 64;
 
-/// A kind of request written in batches.
+/// A kind of request done in batches.
 pub(crate) trait Batched: Send + Sized + 'static {
-    /// What a request written gets back.
+    /// What a request answered gets back.
     type Out: Send + 'static;
 
     /// The user the request is for: a batch holds one request per user.
     fn user(&self) -> &str;
 
-    /// Writes `batch`, all of `cluster_id`'s, in one transaction; what each request written
-    /// gets, by user.
-    fn write(
+    /// Does `batch`, all of `cluster_id`'s, in one statement or transaction; what each
+    /// request answered gets, by user.
+    fn run(
         pool: &PgPool,
         cluster_id: Uuid,
         batch: &[Self],
@@ -37,7 +39,7 @@ pub(crate) trait Batched: Send + Sized + 'static {
 /// A request waiting for its batch, with where its answer goes.
 type Waiting<R> = (R, oneshot::Sender<<R as Batched>::Out>);
 
-/// The requests of one kind waiting, per cluster; a cluster is in the map while its writer
+/// The requests of one kind waiting, per cluster; a cluster is in the map while its runner
 /// task runs.
 pub(crate) struct Batches<R: Batched> {
     waiting: Mutex<HashMap<Uuid, Vec<Waiting<R>>>>,
@@ -56,10 +58,10 @@ impl<R: Batched> std::fmt::Debug for Batches<R> {
 }
 
 impl<R: Batched> Batches<R> {
-    /// Writes `request` in the next batch of `cluster_id`'s; None when that batch did not
-    /// write it (ask again alone). The batch is written by a task of its own, so that a request
-    /// whose client goes away does not take the others' answers with it.
-    pub(crate) async fn write(
+    /// Puts `request` in the next batch of `cluster_id`'s; None when that batch did not answer
+    /// it (ask again alone). The batch is done by a task of its own, so that a request whose
+    /// client goes away does not take the others' answers with it.
+    pub(crate) async fn submit(
         self: &Arc<Self>,
         pool: &PgPool,
         cluster_id: Uuid,
@@ -78,19 +80,25 @@ impl<R: Batched> Batches<R> {
         answered.await.ok()
     }
 
-    /// Writes `cluster_id`'s batches until none is waiting.
+    /// Does `cluster_id`'s batches until none is waiting.
     async fn drain(self: Arc<Self>, pool: PgPool, cluster_id: Uuid) {
         loop {
             let (batch, answers) = self.take(cluster_id);
             if batch.is_empty() {
                 return;
             }
-            let mut written = R::write(&pool, cluster_id, &batch).await.unwrap_or_else(|e| {
-                tracing::warn!(cluster.id = %cluster_id, error = %e, "a batch of writes failed; each asks again");
+            let mut answered = R::run(&pool, cluster_id, &batch).await.unwrap_or_else(|e| {
+                // A name taken (another cluster's on the same server) fails the whole batch:
+                // the request that took it hears why when it asks alone.
+                if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+                    tracing::debug!(cluster.id = %cluster_id, "a batch hit a unique key; each asks again");
+                } else {
+                    tracing::warn!(cluster.id = %cluster_id, error = %e, "a batch failed; each asks again");
+                }
                 HashMap::new()
             });
             for (request, answer) in batch.iter().zip(answers) {
-                if let Some(out) = written.remove(request.user()) {
+                if let Some(out) = answered.remove(request.user()) {
                     let _ = answer.send(out);
                 }
             }
@@ -100,7 +108,7 @@ impl<R: Batched> Batches<R> {
     /// The next batch: the first `MOST` requests waiting, one per user (a second request for
     /// the same user waits for the next), with their answers. Empty when none waits; the
     /// cluster then leaves the map in the same critical section, so that the next request
-    /// starts a writer.
+    /// starts a runner.
     fn take(&self, cluster_id: Uuid) -> (Vec<R>, Vec<oneshot::Sender<R::Out>>) {
         let mut all = self.waiting.lock().expect("batches lock");
         let Some(queue) = all.get_mut(&cluster_id) else { return (Vec::new(), Vec::new()) };

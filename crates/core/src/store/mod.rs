@@ -204,6 +204,10 @@ pub struct Store {
     notifications: Arc<OnceLock<Arc<Notifications>>>,
     /// User deletions waiting to be written together, shared by every clone.
     deletions: Arc<batches::Batches<objects::Deletion>>,
+    /// New users waiting to be written together, shared by every clone.
+    creations: Arc<batches::Batches<objects::Creation>>,
+    /// Reads of single users waiting to be done together, shared by every clone.
+    readings: Arc<batches::Batches<objects::Reading>>,
 }
 
 impl Store {
@@ -230,7 +234,13 @@ impl Store {
                 })
             })
             .connect_lazy_with(options.application_name("pgplane"));
-        Ok(Self { pool, notifications: Arc::default(), deletions: Arc::default() })
+        Ok(Self {
+            pool,
+            notifications: Arc::default(),
+            deletions: Arc::default(),
+            creations: Arc::default(),
+            readings: Arc::default(),
+        })
     }
 
     /// The notifications of the metadata database (one LISTEN session however many parts

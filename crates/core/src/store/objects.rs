@@ -273,6 +273,16 @@ impl Store {
             .ok_or(Error::NotFound("user"))
     }
 
+    /// One user of a cluster, read with the cluster's other such reads of the moment (see
+    /// `batches.rs`): the requests that wait for a pass wake together at its end, and each
+    /// reads its user again.
+    pub async fn get_user_batched(&self, cluster_id: Uuid, name: &str) -> Result<User> {
+        match self.readings.submit(&self.pool, cluster_id, Reading(name.into())).await {
+            Some(user) => user.ok_or(Error::NotFound("user")),
+            None => self.get_user(cluster_id, name).await,
+        }
+    }
+
     /// A cluster's databases, by name.
     pub async fn list_databases(&self, cluster_id: Uuid) -> Result<Vec<Database>> {
         Ok(of_cluster!(Database, &self.pool, cluster_id, all).await?)
@@ -288,7 +298,8 @@ impl Store {
 
     /// Records a new normal user (desired present) with its settings (a new user has no
     /// parameters yet: a deleted user's went with its row) and wakes the reconcilers, in one
-    /// statement.
+    /// statement. One with no parameters goes with the cluster's other new users of the moment
+    /// (see `batches.rs`); one its batch leaves out is asked again alone, which says why.
     pub async fn insert_user(
         &self,
         cluster_id: Uuid,
@@ -296,6 +307,20 @@ impl Store {
         credentials_sealed: &[u8],
         settings: &UserSettings,
     ) -> Result<User> {
+        if settings.parameters.is_empty() {
+            let creation = Creation {
+                name: name.into(),
+                sealed: credentials_sealed.into(),
+                allow_replication: settings.allow_replication,
+                connection_limit: settings.connection_limit,
+                valid_until: settings.valid_until,
+                lease_seconds: settings.lease.as_ref().map(|l| l.seconds),
+                heir: settings.lease.as_ref().and_then(|l| l.heir.clone()),
+            };
+            if let Some(user) = self.creations.submit(&self.pool, cluster_id, creation).await {
+                return Ok(user);
+            }
+        }
         let (names, values, databases) = parameter_columns(&settings.parameters);
         let user: Option<User> = changed_rows!(
             User,
@@ -539,7 +564,7 @@ impl Store {
             Heir::Stored => (None, true),
         };
         let deletion = || Deletion { name: name.into(), heir: named.map(Into::into), stored };
-        if let Some(written) = self.deletions.write(&self.pool, cluster_id, deletion()).await {
+        if let Some(written) = self.deletions.submit(&self.pool, cluster_id, deletion()).await {
             return Ok(written);
         }
         let mut tx = self.pool.begin().await?;
@@ -727,6 +752,102 @@ impl Store {
     }
 }
 
+/// A read of one user, done with the cluster's other reads of the moment (see
+/// [`Store::get_user_batched`]).
+pub(crate) struct Reading(String);
+
+impl Batched for Reading {
+    /// The user, None when it is not there.
+    type Out = Option<User>;
+
+    fn user(&self) -> &str {
+        &self.0
+    }
+
+    async fn run(
+        pool: &PgPool,
+        cluster_id: Uuid,
+        batch: &[Self],
+    ) -> sqlx::Result<HashMap<String, Option<User>>> {
+        let names: Vec<&str> = batch.iter().map(|r| r.0.as_str()).collect();
+        let users = select_rows!(User named ["select unnest($2::text[])"], ["order by name"], cluster_id, &names as &[&str])
+            .fetch_all(pool)
+            .await?;
+        let mut read: HashMap<String, Option<User>> = names.iter().map(|n| (n.to_string(), None)).collect();
+        read.extend(users.into_iter().map(|u| (u.name.clone(), Some(u))));
+        Ok(read)
+    }
+}
+
+/// A new user without parameters, written with the cluster's other new users of the moment
+/// (see [`insert_users`]).
+pub(crate) struct Creation {
+    name: String,
+    sealed: Vec<u8>,
+    allow_replication: bool,
+    connection_limit: i32,
+    valid_until: Option<DateTime<Utc>>,
+    lease_seconds: Option<i32>,
+    heir: Option<String>,
+}
+
+impl Batched for Creation {
+    type Out = User;
+
+    fn user(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(pool: &PgPool, cluster_id: Uuid, batch: &[Self]) -> sqlx::Result<HashMap<String, User>> {
+        insert_users(pool, cluster_id, batch).await
+    }
+}
+
+/// Inserts new users in one statement (in name order, so that two batches naming the same
+/// users wait for each other rather than deadlock), each as [`Store::insert_user`] does
+/// alone. The users inserted, by name; one left out (taken, or another user's alternate
+/// login) is asked again alone, which says why.
+async fn insert_users(
+    pool: &PgPool,
+    cluster_id: Uuid,
+    batch: &[Creation],
+) -> sqlx::Result<HashMap<String, User>> {
+    let names: Vec<&str> = batch.iter().map(|c| c.name.as_str()).collect();
+    let sealed: Vec<&[u8]> = batch.iter().map(|c| c.sealed.as_slice()).collect();
+    let replication: Vec<bool> = batch.iter().map(|c| c.allow_replication).collect();
+    let limits: Vec<i32> = batch.iter().map(|c| c.connection_limit).collect();
+    let valid_until: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.valid_until).collect();
+    let leases: Vec<Option<i32>> = batch.iter().map(|c| c.lease_seconds).collect();
+    let heirs: Vec<Option<&str>> = batch.iter().map(|c| c.heir.as_deref()).collect();
+    let users: Vec<User> = changed_rows!(
+        User,
+        ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
+                                     connection_limit, valid_until, lease_seconds, reassign_to)
+             select $1, n.name, $3, n.sealed, n.replication, n.connection_limit, n.valid_until,
+                    n.lease_seconds, n.heir
+               from unnest($2::text[], $4::bytea[], $5::bool[], $6::int4[], $7::timestamptz[],
+                           $8::int4[], $9::text[])
+                    as n(name, sealed, replication, connection_limit, valid_until, lease_seconds, heir)
+              where not exists (select 1 from cluster_users a
+                                 where a.cluster_id = $1 and a.alternate_login = n.name)
+              order by n.name
+             on conflict do nothing
+             returning *"],
+        cluster_id,
+        &names as &[&str],
+        UserRole::Normal as _,
+        &sealed as &[&[u8]],
+        &replication,
+        &limits,
+        &valid_until as &[Option<DateTime<Utc>>],
+        &leases as &[Option<i32>],
+        &heirs as &[Option<&str>],
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(users.into_iter().map(|u| (u.name.clone(), u)).collect())
+}
+
 /// A user's deletion asked for, written with the cluster's others of the moment (see
 /// [`mark_users_absent`]).
 pub(crate) struct Deletion {
@@ -743,7 +864,7 @@ impl Batched for Deletion {
         &self.name
     }
 
-    async fn write(
+    async fn run(
         pool: &PgPool,
         cluster_id: Uuid,
         batch: &[Self],

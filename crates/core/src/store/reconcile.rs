@@ -41,16 +41,19 @@ macro_rules! pass_cluster_query {
                       exists (select 1 from clusters o
                                where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
                       (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
-                       or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id))
+                       or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id)
+                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
                         as "has_access!",
                       (exists (select 1 from cluster_users u
                                 where u.cluster_id = c.cluster_id
                                   and u.access_applied_generation < u.access_generation)
                        or exists (select 1 from cluster_users u
-                                   where u.cluster_id = c.cluster_id and u.access_error is not null))
+                                   where u.cluster_id = c.cluster_id and u.access_error is not null)
+                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
                         as "access_waits!",
-                      exists (select 1 from cluster_databases d
-                               where d.cluster_id = c.cluster_id and d.applied_generation < d.generation)
+                      (exists (select 1 from cluster_databases d
+                                where d.cluster_id = c.cluster_id and d.applied_generation < d.generation)
+                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
                         as "databases_changed!"
                  "# $(+ $after)+,
             $($args)*
@@ -251,6 +254,11 @@ pub struct PassCluster {
     /// A database's desired state is not applied yet: without it, a pass that is not a resync
     /// reads no databases (as `access_waits`).
     pub databases_changed: bool,
+    // The three flags are read in the statement's snapshot, `generation` from the row itself.
+    // A pass's end returns the row it updated, which a write committed after that snapshot
+    // (whose bump the update waited for) leaves with a later generation than the snapshot's,
+    // and the flags blind to the write: they are then true, so that the pass that records that
+    // generation reads what the write may have changed.
 }
 
 /// A [`PassCluster`] as [`pass_cluster_query!`] reads it.
@@ -350,8 +358,9 @@ pub enum Finished {
     /// Nothing more until the next change, retry or resync.
     Rest,
     /// Its desired state changed during the pass, which succeeded: the next pass is due at
-    /// once, and starts from the cluster as the end of this one left it (read after every
-    /// write that changed it had committed, like [`Store::cluster_for_pass`]).
+    /// once, and starts from the cluster as the end of this one left it (its generation read
+    /// after every write that changed it had committed, like [`Store::cluster_for_pass`]; its
+    /// flags as [`PassCluster`] says).
     Again(Box<PassCluster>),
 }
 
@@ -416,16 +425,14 @@ impl Store {
         if names.is_empty() {
             return Ok(());
         }
+        // `$held` locks the rows to mark, in name order: by name, the sorted names drive one
+        // key lookup each (where statistics that take the cluster for a few rows made
+        // `name = any($2)` a scan of all its rows); by alternate login, the rows found sorted
+        // by name.
         macro_rules! set {
-            ($table:literal, $flag:literal, $key:literal) => {
+            ($table:literal, $flag:literal, [$($held:tt)+]) => {
                 sqlx::query!(
-                    "with held as (select name from "
-                        + $table
-                        + " where cluster_id = $1 and "
-                        + $key
-                        + " = any($2) and not "
-                        + $flag
-                        + " order by name for no key update)
+                    "with held as (" + $($held)+ + ")
                        update "
                         + $table
                         + " t set "
@@ -439,12 +446,29 @@ impl Store {
                 .execute(&self.pool)
                 .await?
             };
+            ($table:literal, $flag:literal) => {
+                set!(
+                    $table,
+                    $flag,
+                    ["select l.name from (select k.name from unnest($2::text[]) as k(name) order by k.name) k,
+                            lateral (select t.name from "
+                        + $table
+                        + " t where t.cluster_id = $1 and t.name = k.name and not t."
+                        + $flag
+                        + " for no key update) l"]
+                )
+            };
         }
         match mark {
-            Mark::Claimed(ObjectKind::User) => set!("cluster_users", "claimed", "name"),
-            Mark::Claimed(ObjectKind::Database) => set!("cluster_databases", "claimed", "name"),
-            Mark::AlternateClaimed => set!("cluster_users", "alternate_claimed", "alternate_login"),
-            Mark::ClosedToPublic => set!("cluster_databases", "closed_to_public", "name"),
+            Mark::Claimed(ObjectKind::User) => set!("cluster_users", "claimed"),
+            Mark::Claimed(ObjectKind::Database) => set!("cluster_databases", "claimed"),
+            Mark::AlternateClaimed => set!(
+                "cluster_users",
+                "alternate_claimed",
+                ["select name from cluster_users where cluster_id = $1 and alternate_login = any($2)
+                     and not alternate_claimed order by name for no key update"]
+            ),
+            Mark::ClosedToPublic => set!("cluster_databases", "closed_to_public"),
         };
         Ok(())
     }

@@ -187,7 +187,7 @@ async fn sealed_credentials(state: &AppState, cluster: &Cluster, name: &str) -> 
 async fn settled_user(state: &AppState, cluster: &Cluster, written: &User) -> Result<Option<User>, ApiError> {
     let store = &state.store;
     let (id, name) = (cluster.cluster_id, written.name.as_str());
-    settle(state, id, written.generation, written.updated_at, || store.get_user(id, name)).await
+    settle(state, id, written.generation, written.updated_at, || store.get_user_batched(id, name)).await
 }
 
 /// List a cluster's users, with their passwords.
@@ -316,7 +316,8 @@ pub(super) async fn create(
     let written = store.insert_user(id, &name, &sealed, &settings).await?;
     let access = if levels.is_empty() { None } else { Some(store.replace_access(id, &name, &levels).await?) };
     let user =
-        settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user(id, &name)).await?;
+        settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user_batched(id, &name))
+            .await?;
     if let Some(access) = &access {
         settle_access(&state, &cluster, access).await?;
     }
@@ -392,14 +393,17 @@ pub(super) async fn reset_auth(
     Path((_, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<ResetAuth>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    // Fail fast (and cheaply) for unknown users before computing a verifier.
-    let current = state.store.get_user(cluster.cluster_id, &name).await?;
+    // A plain reset is one write (an unknown user is found by it, after its verifier was
+    // computed, as a create pays for one); a rotation starts from the user as it is.
     let written = match body.grace.as_deref() {
         None => {
             let sealed = sealed_credentials(&state, &cluster, &name).await;
             state.store.replace_user_credentials(cluster.cluster_id, &name, &sealed).await?
         }
-        Some(grace) => rotate_with_grace(&state, &cluster, &current, grace).await?,
+        Some(grace) => {
+            let current = state.store.get_user(cluster.cluster_id, &name).await?;
+            rotate_with_grace(&state, &cluster, &current, grace).await?
+        }
     };
     let user = settled_user(&state, &cluster, &written).await?.ok_or_else(ApiError::not_found)?;
     one(&user, &state, &caller, &cluster).await
@@ -474,6 +478,6 @@ pub(super) async fn delete(
     let heir = if named { Heir::Named(heir.as_deref()) } else { Heir::Stored };
     let (store, id) = (&state.store, cluster.cluster_id);
     let (generation, written_at) = store.request_user_deletion(id, &name, heir).await?;
-    settle(&state, id, generation, written_at, || store.get_user(id, &name)).await?;
+    settle(&state, id, generation, written_at, || store.get_user_batched(id, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
