@@ -770,9 +770,10 @@ impl Batched for Reading {
         batch: &[Self],
     ) -> sqlx::Result<HashMap<String, Option<User>>> {
         let names: Vec<&str> = batch.iter().map(|r| r.0.as_str()).collect();
-        let users = select_rows!(User named ["select unnest($2::text[])"], ["order by name"], cluster_id, &names as &[&str])
-            .fetch_all(pool)
-            .await?;
+        let users =
+            select_rows!(User named ["select unnest($2::text[])"], [""], cluster_id, &names as &[&str])
+                .fetch_all(pool)
+                .await?;
         let mut read: HashMap<String, Option<User>> = names.iter().map(|n| (n.to_string(), None)).collect();
         read.extend(users.into_iter().map(|u| (u.name.clone(), Some(u))));
         Ok(read)

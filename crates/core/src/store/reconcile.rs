@@ -18,9 +18,10 @@ use crate::model::Cluster;
 /// A checked query returning a [`PassClusterRow`]: `$before` (literals, joined) is followed
 /// by the row's columns, read from a row of the clusters table (or of a statement's RETURNING)
 /// named `c`, then by `$after`; `$resync` is the parameter holding the resync interval in
-/// seconds.
+/// seconds, `$moved` an expression true when `c` holds a later generation than the
+/// statement's snapshot (see [`PassCluster`]'s flags).
 macro_rules! pass_cluster_query {
-    ($resync:literal, [$($before:literal),+], [$($after:literal),+], $($args:tt)*) => {
+    ($resync:literal, $moved:literal, [$($before:literal),+], [$($after:literal),+], $($args:tt)*) => {
         sqlx::query_as!(
             PassClusterRow,
             "" $(+ $before)+ + r#"
@@ -42,18 +43,18 @@ macro_rules! pass_cluster_query {
                                where o.server_id = c.server_id and o.cluster_id <> c.cluster_id) as "shares_server!",
                       (exists (select 1 from cluster_user_access a where a.cluster_id = c.cluster_id)
                        or exists (select 1 from cluster_access_groups g where g.cluster_id = c.cluster_id)
-                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
+                       or "# + $moved + r#")
                         as "has_access!",
                       (exists (select 1 from cluster_users u
                                 where u.cluster_id = c.cluster_id
                                   and u.access_applied_generation < u.access_generation)
                        or exists (select 1 from cluster_users u
                                    where u.cluster_id = c.cluster_id and u.access_error is not null)
-                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
+                       or "# + $moved + r#")
                         as "access_waits!",
                       (exists (select 1 from cluster_databases d
                                 where d.cluster_id = c.cluster_id and d.applied_generation < d.generation)
-                       or c.generation <> (select s.generation from clusters s where s.cluster_id = c.cluster_id))
+                       or "# + $moved + r#")
                         as "databases_changed!"
                  "# $(+ $after)+,
             $($args)*
@@ -408,6 +409,7 @@ impl Store {
     pub async fn cluster_for_pass(&self, cluster_id: Uuid, resync: Duration) -> Result<Option<PassCluster>> {
         let row = pass_cluster_query!(
             "$2",
+            "false",
             [r#"select false as "more!", null::text as notified,"#],
             ["from clusters c where c.cluster_id = $1"],
             cluster_id,
@@ -595,7 +597,7 @@ impl Store {
                       union select name from cluster_users
                              where cluster_id = $1 and $13 and grace_until <= $24 and grace_until <= now()"#
             ],
-            pass_cluster_query!("$26",),
+            pass_cluster_query!("$26", "m.moved",),
             [
                 r#", enforced as (
                -- Not those recorded above; rechecked on the row as it is once held.
@@ -640,7 +642,10 @@ impl Store {
              )
              select c.more as "more!", c.notified,"#
             ],
-            [["from c"],],
+            [[
+                "from c, lateral (select c.generation <> s.generation as moved
+                                    from clusters s where s.cluster_id = c.cluster_id) m"
+            ],],
             cluster.cluster_id,
             c,
             cluster.generation,
