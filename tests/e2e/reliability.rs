@@ -1,5 +1,6 @@
 //! Convergence when things go wrong: an unreachable target leaves objects pending with their
-//! error and converges once it is back; changes made behind pgplane's back are repaired.
+//! error and converges once it is back; changes made behind pgplane's back are repaired. And
+//! the metadata store's writers: the order they take rows in, their batches, their plans.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -901,4 +902,24 @@ async fn a_user_and_its_heir_deleted_in_one_batch_are_judged_one_after_the_other
         }
         other => panic!("a user and its heir were not judged one after the other: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_sessions_plan_each_statement_once() {
+    // Planned for their parameters at each of their first runs on every session of the pool,
+    // pgplane's writes paid for planning as much as for running: a session plans a statement
+    // once, for any parameters, and keeps that plan.
+    let (app, id) = registered_without_reconciler().await;
+    let mut session = app.store.pool().acquire().await.unwrap();
+    let text = "select name from cluster_users where cluster_id = $1 and name = $2";
+    for name in ["doadmin", "nobody", "doadmin"] {
+        sqlx::query(text).bind(id).bind(name).fetch_optional(&mut *session).await.unwrap();
+    }
+    let (generic, custom): (i64, i64) =
+        sqlx::query_as("select generic_plans, custom_plans from pg_prepared_statements where statement = $1")
+            .bind(text)
+            .fetch_one(&mut *session)
+            .await
+            .unwrap();
+    assert_eq!((generic, custom), (3, 0), "one plan for any parameters, made once and kept");
 }
