@@ -1,5 +1,6 @@
-//! Databases: created owned by the primary user, listed, shown, dropped even with clients
-//! connected; the default database stays; other people's databases are left alone.
+//! Databases: created owned by the primary user (many at once too), listed, shown, dropped
+//! even with clients connected; the default database stays; other people's databases are left
+//! alone.
 
 use pgplane_testkit::TestApp;
 use serde_json::json;
@@ -81,6 +82,30 @@ async fn databases_deleted_together_are_all_dropped(major: u32) {
     assert!(session.simple_query("SELECT 1").await.is_err(), "the connected client was ended");
 }
 on_each_version!(databases_deleted_together_are_all_dropped);
+
+async fn databases_created_together_are_all_created(major: u32) {
+    // Asked for at once, they are created by the same passes, spread over several sessions:
+    // every one is on the server, owned by the primary user, who logs in to it.
+    let app = TestApp::spawn(major).await;
+    let names: Vec<String> = (0..6).map(|i| app.unique(&format!("made{i}"))).collect();
+    let path = app.cluster_path("/dbs");
+    let asked = names.iter().map(|name| app.post(&path, json!({ "name": name })));
+    for (status, body) in futures::future::join_all(asked).await {
+        assert_eq!(status, 201, "{body}");
+    }
+    let password = app.primary_password().await;
+    for name in &names {
+        let owner = app
+            .target_strings(
+                "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+                &[name],
+            )
+            .await;
+        assert_eq!(owner, [app.primary_user.as_str()], "{name}");
+        assert!(app.target.login(&app.primary_user, &password, name).await.is_ok(), "{name}");
+    }
+}
+on_each_version!(databases_created_together_are_all_created);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_database_cannot_be_deleted() {

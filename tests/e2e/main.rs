@@ -64,6 +64,22 @@ pub async fn drift_described(app: &pgplane_testkit::TestApp, name: &str) -> Vec<
         .collect()
 }
 
+/// The drift recorded for `name` once one of its descriptions is `wanted` (or as it is after
+/// 20 s): a pass records the drift it repaired once the repair is on the target, so a test
+/// that saw the repair there may look before the record is written.
+pub async fn drift_described_once(
+    app: &pgplane_testkit::TestApp,
+    name: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let wanted = &wanted;
+    app.eventually(std::time::Duration::from_secs(20), || async move {
+        drift_described(app, name).await.iter().any(|d| wanted(d))
+    })
+    .await;
+    drift_described(app, name).await
+}
+
 /// Percent-encodes a name for a path segment, as PyDo does (including '/').
 pub fn encode(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()

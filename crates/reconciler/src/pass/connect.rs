@@ -47,13 +47,15 @@ pub(super) async fn open(
     Ok(Opened { spec, pool, client, observed })
 }
 
-/// The most sessions a pass spreads its role steps, or its database drops, over.
+/// The most sessions a pass spreads its role steps, its database creations or its database
+/// drops over.
 const MAX_SESSIONS: usize = 4;
 
 /// The pass's sessions: `client`, and more from the pool (up to [`MAX_SESSIONS`] in all, at
 /// least two of the `steps` in one phase each) while it has one to spare at once: each role
-/// step costs the server a few milliseconds of CPU, which sessions in parallel spread over its
-/// cores, and database drops under way together share their checkpoints. Until the role steps
+/// step costs the server a few milliseconds of CPU, and each database creation tens (it copies
+/// a template), which sessions in parallel spread over its cores, and database drops under way
+/// together share their checkpoints. Until the role steps
 /// say otherwise, each may be left with logging off (see [`Sessions`]).
 pub(super) async fn sessions(pool: &Pool, client: Object, steps: usize, observed: &Observed) -> Sessions {
     let mut objects = vec![client];

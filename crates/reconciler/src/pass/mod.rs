@@ -214,8 +214,10 @@ pub(crate) async fn run_pass(
     let (present, absent) = (role_phases.next().unwrap_or_default(), role_phases.next().unwrap_or_default());
     let role_steps = present.iter().filter(|(_, step)| step.changes_target()).count();
     let planned_databases = objects_of(&plan, &[Phase::Databases], &databases).pop().unwrap_or_default();
-    let drops = planned_databases.iter().filter(|(_, step)| matches!(step, Step::DropDatabase)).count();
-    let sessions = connect::sessions(&pool, client, role_steps.max(drops), &observed).await;
+    let spread = |f: fn(&Step) -> bool| planned_databases.iter().filter(|(_, step)| f(step)).count();
+    let drops = spread(|step| matches!(step, Step::DropDatabase));
+    let creations = spread(|step| matches!(step, Step::CreateDatabase { .. }));
+    let sessions = connect::sessions(&pool, client, role_steps.max(drops).max(creations), &observed).await;
     let clients = sessions.clients();
     let restored = apply_roles(shared, &cluster, &clients, &observed, &present, &mut ledger).await?;
     sessions.set_restored(restored);

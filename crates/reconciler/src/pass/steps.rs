@@ -211,11 +211,12 @@ async fn missing_heirs(
 
 /// Creates, fixes and drops the databases: claims the new ones first (one statement). The
 /// drops go at once, spread over the pass's `sessions` (each DROP DATABASE waits for a
-/// checkpoint, which drops under way together share); then the other steps one at a time on
-/// the first session (each is a lot of work for the server). On a shared server a new database
-/// is closed to PUBLIC (`closing`, by name, from the plan) before its creation is recorded.
-/// Each outcome is recorded before the next step touches the target (the drops' together,
-/// once all have ended).
+/// checkpoint, which drops under way together share); then the creations, spread the same way
+/// (each copies a template, work the server's cores share); then the other steps one at a time
+/// on the first session. On a shared server a new database is closed to PUBLIC (`closing`, by
+/// name, from the plan) before its creation is recorded. The outcomes of each group are
+/// recorded together, once all of its statements have ended, before the next group touches the
+/// target; the other steps' one at a time.
 pub(super) async fn apply_databases<'a>(
     shared: &Shared,
     cluster: &Cluster,
@@ -251,31 +252,38 @@ pub(super) async fn apply_databases<'a>(
         .await?;
     }
     ledger.flush(shared, cluster.cluster_id).await?;
+    let (creations, others): (Vec<_>, Vec<_>) =
+        others.into_iter().partition(|(_, step)| matches!(step, Step::CreateDatabase { .. }));
+    let statements: Vec<String> = creations
+        .iter()
+        .map(|(db, step)| sql::databases::database_sql(&db.name, step).expect("a creation is a statement"))
+        .collect();
+    let (created, _) = apply::run_spread(sessions, &statements, false).await;
     let client = sessions[0];
-    for (db, step) in others {
-        let result = match sql::databases::database_sql(&db.name, step) {
-            None => Ok(()),
-            Some(sql) => match apply::run_database_step(client, &sql).await {
-                Err(e)
-                    if matches!(step, Step::CreateDatabase { .. })
-                        && e.sqlstate() == Some(sql::DUPLICATE_DATABASE) =>
-                {
-                    Err(StepError::Conflict(appeared("database", &db.name)))
-                }
-                other => other.map_err(Into::into),
-            },
-        };
-        let result = match (result, closing.get(db.name.as_str())) {
-            (Ok(()), Some(sql)) if matches!(step, Step::CreateDatabase { .. }) => {
-                match client.batch_execute(sql).await {
+    for ((db, step), result) in creations.into_iter().zip(created) {
+        let result = match result {
+            Err(e) if e.sqlstate() == Some(sql::DUPLICATE_DATABASE) => {
+                Err(StepError::Conflict(appeared("database", &db.name)))
+            }
+            Err(e) => Err(e.into()),
+            Ok(()) => match closing.get(db.name.as_str()) {
+                None => Ok(()),
+                Some(sql) => match client.batch_execute(sql).await {
                     Ok(()) => {
                         shared.store.mark(cluster.cluster_id, Mark::ClosedToPublic, &[&db.name]).await?;
                         Ok(())
                     }
                     Err(e) => Err(StepError::Target(e.into())),
-                }
-            }
-            (result, _) => result,
+                },
+            },
+        };
+        conclude_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
+    }
+    ledger.flush(shared, cluster.cluster_id).await?;
+    for (db, step) in others {
+        let result = match sql::databases::database_sql(&db.name, step) {
+            None => Ok(()),
+            Some(sql) => apply::run_database_step(client, &sql).await.map_err(Into::into),
         };
         conclude_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
         ledger.flush(shared, cluster.cluster_id).await?;
