@@ -234,11 +234,7 @@ pub(super) async fn apply_databases<'a>(
     shared.store.mark(cluster.cluster_id, Mark::Claimed(ObjectKind::Database), &claims).await?;
     let (drops, others): (Vec<_>, Vec<_>) =
         planned.iter().partition(|(_, step)| matches!(step, Step::DropDatabase));
-    let statements: Vec<String> = drops
-        .iter()
-        .map(|(db, step)| sql::databases::database_sql(&db.name, step).expect("a drop is a statement"))
-        .collect();
-    let (dropped, _) = apply::run_spread(sessions, &statements, false).await;
+    let dropped = run_spread_steps(sessions, &drops).await;
     for ((db, step), result) in drops.into_iter().zip(dropped) {
         conclude_database(
             shared,
@@ -254,12 +250,9 @@ pub(super) async fn apply_databases<'a>(
     ledger.flush(shared, cluster.cluster_id).await?;
     let (creations, others): (Vec<_>, Vec<_>) =
         others.into_iter().partition(|(_, step)| matches!(step, Step::CreateDatabase { .. }));
-    let statements: Vec<String> = creations
-        .iter()
-        .map(|(db, step)| sql::databases::database_sql(&db.name, step).expect("a creation is a statement"))
-        .collect();
-    let (created, _) = apply::run_spread(sessions, &statements, false).await;
+    let created = run_spread_steps(sessions, &creations).await;
     let client = sessions[0];
+    let mut closed: Vec<&str> = Vec::new();
     for ((db, step), result) in creations.into_iter().zip(created) {
         let result = match result {
             Err(e) if e.sqlstate() == Some(sql::DUPLICATE_DATABASE) => {
@@ -270,7 +263,7 @@ pub(super) async fn apply_databases<'a>(
                 None => Ok(()),
                 Some(sql) => match client.batch_execute(sql).await {
                     Ok(()) => {
-                        shared.store.mark(cluster.cluster_id, Mark::ClosedToPublic, &[&db.name]).await?;
+                        closed.push(&db.name);
                         Ok(())
                     }
                     Err(e) => Err(StepError::Target(e.into())),
@@ -279,6 +272,9 @@ pub(super) async fn apply_databases<'a>(
         };
         conclude_database(shared, cluster, observed, db, step, outcome_of(step, result), ledger).await?;
     }
+    // The databases closed to PUBLIC are marked so, in one statement, before their creations
+    // are recorded.
+    shared.store.mark(cluster.cluster_id, Mark::ClosedToPublic, &closed).await?;
     ledger.flush(shared, cluster.cluster_id).await?;
     for (db, step) in others {
         let result = match sql::databases::database_sql(&db.name, step) {
@@ -289,6 +285,21 @@ pub(super) async fn apply_databases<'a>(
         ledger.flush(shared, cluster.cluster_id).await?;
     }
     Ok(())
+}
+
+/// Runs database steps that are one statement each (creations, drops) at once, spread over
+/// `sessions`; their results, in order.
+async fn run_spread_steps(
+    sessions: &[&Client],
+    steps: &[&(&Database, Step)],
+) -> Vec<Result<(), TargetError>> {
+    let statements: Vec<String> = steps
+        .iter()
+        .map(|(db, step)| {
+            sql::databases::database_sql(&db.name, step).expect("a creation or a drop is a statement")
+        })
+        .collect();
+    apply::run_spread(sessions, &statements, false).await.0
 }
 
 /// Concludes a database step: the drift it repaired is reported, its outcome goes into the
