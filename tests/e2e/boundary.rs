@@ -552,7 +552,7 @@ async fn sessions_on_one_server_stay_within_the_cap_however_many_clusters_it_hos
     .await;
     let watcher = app.target_admin("postgres").await;
     let count_sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                     WHERE usename = $1 AND application_name = 'pgplane'";
+                     WHERE usename = $1 AND application_name LIKE 'pgplane/%'";
     let sessions =
         || async { watcher.query_one(count_sql, &[&app.admin_user]).await.unwrap().get::<_, i64>(0) };
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pgplane_testkit::{AppOptions, TestApp};
+
+use crate::on_each_version;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,3 +925,38 @@ async fn metadata_sessions_plan_each_statement_once() {
             .unwrap();
     assert_eq!((generic, custom), (3, 0), "one plan for any parameters, made once and kept");
 }
+
+async fn what_a_dead_process_left_running_is_ended_before_a_pass(major: u32) {
+    // A process that dies mid-pass takes the cluster's lock with it, but a statement it sent
+    // may still be running on the target: here a CREATE ROLE of the name about to be asked
+    // for, its transaction open, as pgplane's admin role under the name of a process this
+    // deployment has run and that has no session left on the metadata database. The next pass
+    // ends that session before it reads the catalogs: the user is created, answered ready, and
+    // logs in. A busy session of a process this deployment never ran (another deployment
+    // sharing the server) is left alone.
+    let app = TestApp::spawn(major).await;
+    let prefix = pgplane_core::instance::PREFIX;
+    let dead = format!("{prefix}dead{}", app.suffix);
+    let stranger = format!("{prefix}other{}", app.suffix);
+    metadata_session(&app).await.execute("insert into processes (name) values ($1)", &[&dead]).await.unwrap();
+    let name = app.unique("orphaned");
+    let app = &app;
+    let admin_session = |process: String| async move {
+        let session = app.target.login(&app.admin_user, &app.admin_password, "postgres").await.unwrap();
+        session.batch_execute(&format!("SET application_name = '{process}'")).await.unwrap();
+        session
+    };
+    let left = admin_session(dead).await;
+    left.batch_execute(&format!("BEGIN; CREATE ROLE \"{name}\" LOGIN")).await.unwrap();
+    let other = admin_session(stranger).await;
+    other.batch_execute("BEGIN; SELECT 1").await.unwrap();
+
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["status"], "ready", "{body}");
+    let password = body["user"]["password"].as_str().unwrap();
+    assert!(app.target.login(&name, password, &app.default_db).await.is_ok());
+    assert!(left.simple_query("SELECT 1").await.is_err(), "the dead process's session was ended");
+    assert!(other.simple_query("SELECT 1").await.is_ok(), "another deployment's session was left alone");
+}
+on_each_version!(what_a_dead_process_left_running_is_ended_before_a_pass);

@@ -854,11 +854,12 @@ fn render_replicas(w: &mut String, r: &Results<'_>) {
          advisory lock, end with it), and a new one replaces it before the next kill. From the \
          SIGKILL to the end of the next pass that applied a change to the cluster in a surviving \
          process: **{} ms** (median (min–max) of {} kills). Requests to the processes that stayed \
-         alive: {} sent, {} failed.\n",
+         alive: {} sent, {} failed{}.\n",
         take.show(0),
         take.runs,
         p.live_requests,
-        p.live_failures
+        p.live_failures,
+        p.first_failure.as_ref().map(|f| format!("; the first was sent {f}")).unwrap_or_default()
     );
 }
 
@@ -875,7 +876,7 @@ fn render_fleet(w: &mut String, r: &Results<'_>) {
          primary user and default database plus {} users, registered through the API on the one \
          `pgplane serve` of the other scenarios (which keeps its {} clusters from them; pgplane's \
          default of {SESSIONS_PER_SERVER} sessions per target server). Sessions are \
-         `pg_stat_activity` rows of application `pgplane` on each fleet server, sampled every \
+         `pg_stat_activity` rows of applications `pgplane/…` on each fleet server, sampled every \
          100 ms. The idle metadata load is the transactions of the metadata database \
          (`pg_stat_database` xact_commit + xact_rollback, every statement of pgplane's is one) over \
          10 s with no request and no pass due, after a `VACUUM (ANALYZE)` of the metadata database \

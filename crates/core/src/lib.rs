@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod heartbeat;
 pub mod heirs;
+pub mod instance;
 pub mod lifecycle;
 pub mod model;
 pub mod names;

@@ -140,7 +140,7 @@ impl TargetSpec {
             .user(&self.admin.user)
             .password(&self.admin.password)
             .dbname(database)
-            .application_name("pgplane")
+            .application_name(pgplane_core::instance::name())
             .ssl_mode(crate::tls::ssl_mode(&self.admin.sslmode))
             .channel_binding(crate::tls::channel_binding(&self.admin.sslmode))
             .options(format!(

@@ -29,7 +29,7 @@ impl Sampler {
         let seen = peak.clone();
         let task = tokio::spawn(async move {
             let sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                       WHERE usename = $1 AND application_name = 'pgplane'";
+                       WHERE usename = $1 AND application_name LIKE 'pgplane/%'";
             loop {
                 let n: i64 = session.query_one(sql, &[&admin]).await.expect("sample").get(0);
                 seen.fetch_max(n, Ordering::Relaxed);
@@ -212,3 +212,25 @@ async fn a_guessed_admin_secret_gets_no_shared_session(major: u32) {
 }
 
 on_each_version!(a_guessed_admin_secret_gets_no_shared_session);
+
+async fn a_rival_named_after_a_dead_pgplane_process_keeps_its_session(major: u32) {
+    // Before it reads the catalogs, a pass ends the sessions that a dead process of its own
+    // deployment left running on the target (`reliability::what_a_dead_process_left_running_is_ended_before_a_pass`).
+    // The rival names its own session after such a process (process names show in
+    // `pg_stat_activity` to every role) and holds a transaction open in it while team A
+    // writes: a pass ends only sessions of its own admin role, so the rival's lives on, and
+    // team A's user is created all the same.
+    let app = TestApp::spawn(major).await;
+    let rival = Rival::register(&app, "poser").await;
+    let dead = format!("{}dead{}", pgplane_core::instance::PREFIX, app.suffix);
+    let (meta, connection) = tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    meta.execute("insert into processes (name) values ($1)", &[&dead]).await.unwrap();
+    let session = rival.session(&app, &rival.default_db).await;
+    session.batch_execute(&format!("SET application_name = '{dead}'; BEGIN; SELECT 1")).await.unwrap();
+    let name = app.unique("unbothered");
+    let password = app.create_user(&name).await;
+    assert!(app.target.login(&name, &password, &app.default_db).await.is_ok());
+    assert!(session.simple_query("SELECT 1").await.is_ok(), "the rival's session was left alone");
+}
+on_each_version!(a_rival_named_after_a_dead_pgplane_process_keeps_its_session);

@@ -6,7 +6,7 @@
 //!
 //! Method. Clusters are registered through the API (8 at a time, each answered once its
 //! primary user and default database exist) and users added (16 at a time). Sessions are
-//! `pg_stat_activity` rows of application `pgplane` on each fleet server, sampled every
+//! `pg_stat_activity` rows of applications `pgplane/…` on each fleet server, sampled every
 //! 100 ms by a session of the bench's own. The idle metadata load is the transactions
 //! committed or rolled back in the metadata database (`pg_stat_database`) over 10 s with
 //! nothing to do (no request, no pass due: pgplane's resync interval is longer than the
@@ -260,7 +260,8 @@ impl Sampler {
         let peaks: Arc<Vec<AtomicI64>> = Arc::new(servers.iter().map(|_| AtomicI64::new(0)).collect());
         let p = peaks.clone();
         let task = tokio::spawn(async move {
-            let sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = 'pgplane'";
+            let sql =
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name LIKE 'pgplane/%'";
             loop {
                 for (i, s) in sessions.iter().enumerate() {
                     if let Ok(row) = s.query_one(sql, &[]).await {

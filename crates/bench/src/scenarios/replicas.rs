@@ -37,6 +37,8 @@ pub struct ReplicasResult {
     /// Writer requests to processes that stayed alive that failed during the kills.
     pub live_failures: usize,
     pub live_requests: usize,
+    /// The first of those failures: when it came (ms from the kill before it) and what came back.
+    pub first_failure: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx) -> Result<ReplicasResult> {
@@ -64,13 +66,16 @@ pub async fn run(ctx: &Ctx) -> Result<ReplicasResult> {
         std::iter::once(ctx.pgplane.api.clone()).chain(extra.iter().map(|p| p.api.clone())).collect(),
     ));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(ctx.cluster_id.clone(), live.clone(), stop.clone()));
+    let last_kill: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let writer =
+        tokio::spawn(write_until(ctx.cluster_id.clone(), live.clone(), stop.clone(), last_kill.clone()));
     for kill in 0..c.replica_kills {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let victim = working_on(ctx, &extra).await?;
         let mut killed = extra.remove(victim);
         live.lock().expect("live").retain(|a| a.base != killed.api.base);
         let killed_at = Utc::now();
+        *last_kill.lock().expect("kill") = Some(Instant::now());
         killed.kill()?;
         let mut next = None;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -94,8 +99,7 @@ pub async fn run(ctx: &Ctx) -> Result<ReplicasResult> {
         extra.push(replacement);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (requests, failures) = writer.await?;
-    (out.live_requests, out.live_failures) = (requests, failures);
+    (out.live_requests, out.live_failures, out.first_failure) = writer.await?;
     for p in extra {
         p.stop().await?;
     }
@@ -158,39 +162,59 @@ async fn working_on(ctx: &Ctx, extra: &[Pgplane]) -> Result<usize> {
 }
 
 /// Creates users on `cluster` through the live processes, 4 at a time, until `stop`; returns
-/// the requests sent to processes that stayed alive and how many of them failed.
+/// the requests sent to processes that stayed alive, how many of them failed, and the first
+/// failure (with its time from the last kill, `last_kill`).
 async fn write_until(
     cluster: String,
     live: Arc<Mutex<Vec<Api>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (usize, usize) {
+    last_kill: Arc<Mutex<Option<Instant>>>,
+) -> (usize, usize, Option<String>) {
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (cluster, live, stop) = (cluster.clone(), live.clone(), stop.clone());
+            let (cluster, live, stop, last_kill) =
+                (cluster.clone(), live.clone(), stop.clone(), last_kill.clone());
             tokio::spawn(async move {
-                let (mut sent, mut failed) = (0, 0);
+                let (mut sent, mut failed, mut first) = (0, 0, None);
                 let mut i = 0usize;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let api = {
                         let live = live.lock().expect("live");
                         live[i % live.len()].clone()
                     };
+                    let asked = Instant::now();
                     let result = api.create_user(&cluster, &format!("kill_{w}_{i:05}")).await;
                     i += 1;
                     // A request to the process just killed may fail: it is not counted.
                     if live.lock().expect("live").iter().any(|a| a.base == api.base) {
                         sent += 1;
-                        failed += usize::from(result.is_err());
+                        if let Err(e) = result {
+                            failed += 1;
+                            let since_kill = last_kill.lock().expect("kill").map(|k| {
+                                format!(
+                                    ", sent {:.0} ms after the last kill",
+                                    (asked - k).as_secs_f64() * 1e3
+                                )
+                            });
+                            first.get_or_insert_with(|| {
+                                format!(
+                                    "to {} after {:.0} ms{}: {e}",
+                                    api.base,
+                                    asked.elapsed().as_secs_f64() * 1e3,
+                                    since_kill.unwrap_or_default()
+                                )
+                            });
+                        }
                     }
                 }
-                (sent, failed)
+                (sent, failed, first)
             })
         })
         .collect();
-    let mut total = (0, 0);
+    let mut total = (0, 0, None);
     for w in workers {
-        if let Ok((s, f)) = w.await {
-            total = (total.0 + s, total.1 + f);
+        if let Ok((s, f, first)) = w.await {
+            total = (total.0 + s, total.1 + f, total.2.or(first));
         }
     }
     total

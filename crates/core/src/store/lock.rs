@@ -1,6 +1,8 @@
 //! The cluster lock: one reconciler at a time works on a cluster. It is a session-level
 //! advisory lock on the metadata database, held on a session of its own, so that it goes with
-//! the session if the process dies mid-pass.
+//! the session if the process dies mid-pass. A process that dies so may leave statements
+//! running on the target: the processes this deployment has run are kept (`processes`), so
+//! that the next pass can tell them dead and end what they left (`Store::dead_processes`).
 
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
@@ -34,6 +36,41 @@ impl Store {
             .await?;
         // A session without the lock goes back to the pool.
         Ok(locked.then(|| ClusterLock { session: Some(session), key }))
+    }
+}
+
+impl Store {
+    /// Records this process (`crate::instance::name`) among the deployment's, and forgets those
+    /// started more than a week ago that have no session left on the metadata database.
+    pub async fn register_process(&self) -> Result<()> {
+        sqlx::query!(
+            "with forgotten as (
+                delete from processes p
+                 where p.started_at < now() - interval '7 days'
+                   and not exists (select from pg_catalog.pg_stat_activity a
+                                    where a.application_name = p.name and a.datname = current_database()))
+             insert into processes (name) values ($1) on conflict (name) do nothing",
+            crate::instance::name()
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Which of `names` (processes seen at work on a target) are processes of this deployment
+    /// that are gone: recorded here, and no session of theirs left on the metadata database
+    /// (every live process holds one, its notification session). A process of another
+    /// deployment sharing the target is never among them.
+    pub async fn dead_processes(&self, names: &[String]) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"select p.name as "name!" from processes p
+                where p.name = any($1)
+                  and not exists (select from pg_catalog.pg_stat_activity a
+                                   where a.application_name = p.name and a.datname = current_database())"#,
+            names
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

@@ -243,7 +243,9 @@ impl Store {
                 })
             })
             .connect_lazy_with(
-                options.application_name("pgplane").options([("plan_cache_mode", "force_generic_plan")]),
+                options
+                    .application_name(crate::instance::name())
+                    .options([("plan_cache_mode", "force_generic_plan")]),
             );
         Ok(Self {
             pool,

@@ -191,6 +191,9 @@ impl Reconciler {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = &self.shared;
         let (max, per_team) = shared.slots.limits();
+        if let Err(e) = shared.store.register_process().await {
+            tracing::warn!(error = %e, "could not record this process among the deployment's: should it die mid-pass, what it left running on a target is not ended by the next pass");
+        }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut passes = tokio::task::JoinSet::new();
         let mut events = shared.store.notifications().subscribe();

@@ -108,6 +108,11 @@ pub(crate) struct Observed {
     /// (`pgplane_target_server::primary`), read when the primary user is among the observed
     /// roles (empty otherwise, or when it does not exist).
     pub primary_foreign: Vec<ForeignGrant>,
+    /// The other pgplane processes (`pgplane_core::instance`) with a session of the admin role
+    /// on the server: live replicas, or one that died mid-pass (see `pass::connect::open`).
+    /// Idle sessions count: one that has just ended a transaction of a pipeline shows idle
+    /// before it reads the next statement already sent to it.
+    pub others_here: Vec<String>,
 }
 
 /// Runs a query through the session's statement cache: parsed and planned once per session,
@@ -224,6 +229,7 @@ pub(crate) async fn observe(
         databases,
         primary_admin_of,
         admin_sets_primary: server.get::<_, Option<bool>>(5).unwrap_or(false),
+        others_here: server.get(6),
         primary_foreign: grants_of(&foreign),
     })
 }
@@ -238,10 +244,14 @@ async fn server_facts(client: &ClientWrapper, primary_user: &str) -> Result<Row,
                              THEN pg_catalog.pg_has_role(current_user, r.oid, 'SET')
                                   AND pg_catalog.pg_has_role(current_user, r.oid, 'USAGE')
                              ELSE pg_catalog.pg_has_role(current_user, r.oid, 'USAGE') END
-                   FROM pg_catalog.pg_roles r WHERE r.rolname = $1)",
-        pgplane_target_server::SERVER_ID_SQL
+                   FROM pg_catalog.pg_roles r WHERE r.rolname = $1),
+                ARRAY(SELECT DISTINCT a.application_name FROM pg_catalog.pg_stat_activity a
+                       WHERE a.usename = current_user
+                         AND a.application_name LIKE '{}%' AND a.application_name <> $2)",
+        pgplane_target_server::SERVER_ID_SQL,
+        pgplane_core::instance::PREFIX
     );
-    query(client, &server_sql, &[&primary_user])
+    query(client, &server_sql, &[&primary_user, &pgplane_core::instance::name()])
         .await?
         .pop()
         .ok_or_else(|| TargetError::Internal("the server facts query returned no row".into()))

@@ -3,6 +3,7 @@
 //! server the cluster is registered on.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -41,10 +42,66 @@ pub(super) async fn open(
     let spec = spec.checked(&shared.config.target_policy).await?;
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
-    let observed = observe(&client, &names_to_observe(roles, databases), cluster, client.known()).await?;
+    let names = names_to_observe(roles, databases);
+    let mut observed = observe(&client, &names, cluster, client.known()).await?;
     client.remember(observed.known());
     check_server(shared, cluster, &observed).await?;
+    if end_what_the_dead_left(shared, &client, &observed.others_here).await? {
+        observed = observe(&client, &names, cluster, client.known()).await?;
+    }
     Ok(Opened { spec, pool, client, observed })
+}
+
+/// How long a pass waits for the sessions it ended to be gone.
+const DEAD_SESSIONS_WAIT: Duration = Duration::from_secs(5);
+
+/// Ends the sessions on the target that processes of this deployment which died mid-pass left
+/// (among the other processes `others` with sessions there): the cluster's lock went with such a
+/// process, but a statement it sent (a `CREATE ROLE` of the pass it was making) may still be
+/// running or waiting to be read, and would land after this pass observed the catalogs. Waits until they are gone, their
+/// transactions rolled back or committed. True when there were some: the catalogs must be read
+/// again. Sessions of live processes and of other deployments are left alone.
+async fn end_what_the_dead_left(
+    shared: &Shared,
+    client: &Client,
+    others: &[String],
+) -> Result<bool, TargetError> {
+    if others.is_empty() {
+        return Ok(false);
+    }
+    let dead = shared.store.dead_processes(others).await?;
+    if dead.is_empty() {
+        return Ok(false);
+    }
+    let ended: Vec<i32> = client
+        .query(
+            "SELECT pid FROM (SELECT pid FROM pg_catalog.pg_stat_activity
+                               WHERE usename = current_user AND application_name = ANY($1) OFFSET 0) s
+              WHERE pg_catalog.pg_terminate_backend(pid)",
+            &[&dead],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tracing::info!(processes = ?dead, sessions = ended.len(), "ended the sessions a dead pgplane process left on the target");
+    let deadline = tokio::time::Instant::now() + DEAD_SESSIONS_WAIT;
+    loop {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1)", &[&ended])
+            .await?
+            .get(0);
+        if left == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(TargetError::Busy(format!(
+                "{left} session(s) a stopped pgplane process left on the target did not end within {} s",
+                DEAD_SESSIONS_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The most sessions a pass spreads its role steps, its database creations or its database

@@ -71,7 +71,7 @@ pub(super) async fn apply_roles<'a>(
     for ((item, step), result) in planned.iter().zip(by_item) {
         let role = &item.desired;
         let result = match (step, result) {
-            (Step::CreateRole { .. }, Err(e)) if e.sqlstate() == Some(sql::DUPLICATE_OBJECT) => {
+            (Step::CreateRole { .. }, Err(e)) if sql::name_taken(&e, sql::DUPLICATE_OBJECT) => {
                 Err(StepError::Conflict(appeared("role", &role.name)))
             }
             (_, other) => other.map_err(StepError::from),
@@ -255,7 +255,7 @@ pub(super) async fn apply_databases<'a>(
     let mut closed: Vec<&str> = Vec::new();
     for ((db, step), result) in creations.into_iter().zip(created) {
         let result = match result {
-            Err(e) if e.sqlstate() == Some(sql::DUPLICATE_DATABASE) => {
+            Err(e) if sql::name_taken(&e, sql::DUPLICATE_DATABASE) => {
                 Err(StepError::Conflict(appeared("database", &db.name)))
             }
             Err(e) => Err(e.into()),

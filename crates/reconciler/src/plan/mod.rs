@@ -389,6 +389,7 @@ pub(crate) mod tests {
             primary_admin_of: HashSet::new(),
             admin_sets_primary: true,
             primary_foreign: Vec::new(),
+            others_here: Vec::new(),
         }
     }
 
