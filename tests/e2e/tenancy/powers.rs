@@ -1,5 +1,6 @@
 //! Attacks that reach for server-wide powers: REPLICATION (a base backup), other teams'
-//! databases through PUBLIC's CONNECT, and a session held on `template1`.
+//! databases through PUBLIC's CONNECT, a session held on `template1`, and a role name taken
+//! while a team's pass creates it.
 
 use std::time::Duration;
 
@@ -295,4 +296,34 @@ mod replication {
         assert!(!ok && refused_for_replication(&stderr), "no replication connection once shared: {stderr}");
     }
     on_each_version!(replication_is_for_sole_tenants_and_goes_when_the_server_is_shared);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_the_rival_is_creating_is_never_taken_for_the_teams() {
+    // From PostgreSQL 16 the rival's primary user holds CREATEROLE. It begins creating the
+    // role a user of team A is about to get and holds its transaction open while team A's pass
+    // creates that user: the pass's CREATE ROLE waits for the name until its lock timeout and
+    // then gives it up (409, as for a name taken before), so that once the rival commits no
+    // later pass takes the rival's role for team A's user (its password replaced, the rival
+    // still its ADMIN).
+    let app = TestApp::spawn(17).await;
+    let rival = Rival::register(&app, "racer").await;
+    let name = app.unique("raced");
+    let session = rival.session(&app, &rival.default_db).await;
+    session
+        .batch_execute(&format!("BEGIN; CREATE ROLE {name} LOGIN PASSWORD 'rival-made-it'"))
+        .await
+        .unwrap();
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["id"], "conflict", "{body}");
+    session.batch_execute("COMMIT").await.unwrap();
+    let verifier = "SELECT rolpassword::text FROM pg_authid WHERE rolname = $1";
+    let before = app.target_strings(verifier, &[&name]).await;
+    assert_eq!(before.len(), 1);
+    // Team A writes on: its passes leave the rival's role as the rival made it.
+    app.create_user(&app.unique("after")).await;
+    let (status, _) = app.get(&app.cluster_path(&format!("/users/{name}"))).await;
+    assert_eq!(status, 404);
+    assert_eq!(app.target_strings(verifier, &[&name]).await, before, "the rival's password is untouched");
 }

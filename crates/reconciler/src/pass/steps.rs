@@ -71,7 +71,7 @@ pub(super) async fn apply_roles<'a>(
     for ((item, step), result) in planned.iter().zip(by_item) {
         let role = &item.desired;
         let result = match (step, result) {
-            (Step::CreateRole { .. }, Err(e)) if sql::name_taken(&e, sql::DUPLICATE_OBJECT) => {
+            (Step::CreateRole { .. }, Err(e)) if sql::role_name_taken(&e) => {
                 Err(StepError::Conflict(appeared("role", &role.name)))
             }
             (_, other) => other.map_err(StepError::from),
