@@ -127,8 +127,9 @@ pub async fn mark(server: &Server, marker: &str) -> Result<()> {
     Ok(())
 }
 
-/// Statements logged by the application `app` between two markers of a server's log, split
-/// by whether their text contains `tick_pattern`.
+/// Statements logged by the application `app` (or `app/<process>`: pgplane names its sessions
+/// `pgplane/<id>`) between two markers of a server's log, split by whether their text contains
+/// `pattern`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatementCount {
     pub total: usize,
@@ -147,11 +148,15 @@ pub fn count_statements(
     let from = log.find(&begin).ok_or_else(|| anyhow!("marker {begin} not in the log"))?;
     let to =
         log[from..].find(&end).map(|i| from + i).ok_or_else(|| anyhow!("marker {end} not in the log"))?;
-    let tag = format!(" {app}: LOG:  ");
+    const LOG: &str = ": LOG:  ";
     let mut count = StatementCount::default();
     for line in log[from..to].lines() {
-        let Some(at) = line.find(&tag) else { continue };
-        let rest = &line[at + tag.len()..];
+        let Some(at) = line.find(LOG) else { continue };
+        let name = line[..at].rsplit(' ').next().unwrap_or_default();
+        if !(name == app || name.strip_prefix(app).is_some_and(|id| id.starts_with('/'))) {
+            continue;
+        }
+        let rest = &line[at + LOG.len()..];
         if rest.starts_with("statement: ") || rest.starts_with("execute ") {
             count.total += 1;
             if rest.contains(pattern) {
@@ -172,9 +177,9 @@ mod tests {
 2026-01-01 00:00:00.000 UTC [1] pgplane: LOG:  execute s0: SELECT before
 2026-01-01 00:00:00.001 UTC [2] pgplane-bench: LOG:  statement: SELECT 'pgplane-bench-mark a'
 2026-01-01 00:00:00.002 UTC [1] pgplane: LOG:  execute s1: SELECT 1
-2026-01-01 00:00:00.003 UTC [1] pgplane: LOG:  statement: BEGIN
+2026-01-01 00:00:00.003 UTC [1] pgplane/0123456789ab: LOG:  statement: BEGIN
 \tcontinued line
-2026-01-01 00:00:00.004 UTC [3] pgplane: LOG:  execute sqlx_s_1: select cluster_id from clusters
+2026-01-01 00:00:00.004 UTC [3] pgplane/ba9876543210: LOG:  execute sqlx_s_1: select cluster_id from clusters
 2026-01-01 00:00:00.005 UTC [2] pgplane-bench: LOG:  statement: SELECT 2
 2026-01-01 00:00:00.006 UTC [2] pgplane-bench: LOG:  statement: SELECT 'pgplane-bench-mark b'
 2026-01-01 00:00:00.007 UTC [1] pgplane: LOG:  execute s2: SELECT after

@@ -1105,7 +1105,7 @@ fn render_scale(w: &mut String, r: &Results<'_>) {
          round is first pass start to last pass end. Statements are counted in the servers' logs: \
          `log_statement = all` is switched on (ALTER SYSTEM + reload) for the measurement only, \
          the bench writes a marker statement before and after each round, and the lines logged by \
-         application `pgplane` between the markers are counted (simple-protocol statements and \
+         applications `pgplane/…` (pgplane's processes) between the markers are counted (simple-protocol statements and \
          extended-protocol executes; parse/describe round trips are not logged, so round trips \
          are somewhat more). Metadata statements exclude the reconcile loop's `due_clusters` poll, \
          shown apart. \"Extra passes\" counts clusters checked twice in one round (none expected).\n"

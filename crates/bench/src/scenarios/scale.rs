@@ -10,7 +10,7 @@
 //! statements are counted from the servers' logs: statement logging is switched on (ALTER
 //! SYSTEM, reload) on the metadata server and the targets for the measurement only, the
 //! bench writes a marker statement before and after the round, and the lines logged by the
-//! application `pgplane` between the markers are counted (simple-protocol statements and
+//! applications `pgplane/…` between the markers are counted (simple-protocol statements and
 //! extended-protocol executes; prepares are not logged).
 
 use std::sync::Arc;
