@@ -151,9 +151,7 @@ async fn a_batch_of_creates_stays_within_its_cluster() {
     let app = TestApp::spawn_with(AppOptions::default()).await;
     let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
     let b_users = format!("/v2/databases/{b_id}/users");
-    let (writer, connection) =
-        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
     writer
         .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&b_id])

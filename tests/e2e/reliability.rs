@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pgplane_testkit::{AppOptions, TestApp};
+use serde_json::json;
 
 use crate::on_each_version;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_leaves_objects_pending_until_it_is_back() {
@@ -365,17 +365,9 @@ fn admin_connection(app: &TestApp) -> pgplane_core::store::AdminConnection {
     }
 }
 
-/// A session of the test's metadata database, as a writer that holds rows in a transaction.
-async fn metadata_session(app: &TestApp) -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// A writer holding the rows of the users `names` of cluster `id`, its transaction open.
 async fn writer_holding(app: &TestApp, id: uuid::Uuid, names: &[&str]) -> tokio_postgres::Client {
-    let writer = metadata_session(app).await;
+    let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let locked = writer
@@ -480,7 +472,7 @@ async fn a_pass_end_that_waited_for_a_write_sends_the_next_pass_to_read_what_it_
     // generation the end returns for the next pass, which records that generation: it must
     // read the databases (and access levels) rather than trust the end's older view.
     let (app, id) = registered_without_reconciler().await;
-    let setup = metadata_session(&app).await;
+    let setup = app.metadata_session().await;
     setup
         .execute(
             "update cluster_databases set applied_generation = generation where cluster_id = $1::text::uuid",
@@ -621,7 +613,7 @@ async fn a_users_creation_naming_a_database_and_its_clusters_unregistration_do_n
     // unregistration needs, and fails once the cluster is gone.
     let (app, id) = registered_without_reconciler().await;
     let cluster = app.store.cluster_by_id(id).await.unwrap().unwrap();
-    let writer = metadata_session(&app).await;
+    let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
     writer
         .execute("select 1 from clusters where cluster_id = $1::text::uuid for key share", &[&id.to_string()])
@@ -748,7 +740,7 @@ async fn a_user_created_while_its_deletion_waits_is_not_deleted_under_a_pool_mad
     assert!(lock_waits(&writer, 1).await, "the deletion waits on the heir's row");
 
     app.store.insert_user(id, "victim", b"", &Default::default()).await.unwrap();
-    let pool_maker = metadata_session(&app).await;
+    let pool_maker = app.metadata_session().await;
     pool_maker.batch_execute("begin").await.unwrap();
     pool_maker
         .batch_execute(&format!(
@@ -832,7 +824,7 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_user(id, "taken", b"", &Default::default()).await.unwrap();
     let before = generation(&app, id).await;
-    let writer = metadata_session(&app).await;
+    let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
     writer
         .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
@@ -938,7 +930,7 @@ async fn what_a_dead_process_left_running_is_ended_before_a_pass(major: u32) {
     let prefix = pgplane_core::instance::PREFIX;
     let dead = format!("{prefix}dead{}", app.suffix);
     let stranger = format!("{prefix}other{}", app.suffix);
-    metadata_session(&app).await.execute("insert into processes (name) values ($1)", &[&dead]).await.unwrap();
+    app.metadata_session().await.execute("insert into processes (name) values ($1)", &[&dead]).await.unwrap();
     let name = app.unique("orphaned");
     let app = &app;
     let admin_session = |process: String| async move {

@@ -398,6 +398,16 @@ impl TestApp {
         self.target.admin(database).await
     }
 
+    /// A session of the test's metadata database, as pgplane's own role sees it (to hold rows,
+    /// or to set up what the API cannot).
+    pub async fn metadata_session(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.metadata_url, tokio_postgres::NoTls)
+            .await
+            .expect("metadata session");
+        tokio::spawn(connection);
+        client
+    }
+
     /// Runs a query on the target as superuser and returns the first column of each row.
     pub async fn target_strings(
         &self,

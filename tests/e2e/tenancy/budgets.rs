@@ -223,8 +223,7 @@ async fn a_rival_named_after_a_dead_pgplane_process_keeps_its_session(major: u32
     let app = TestApp::spawn(major).await;
     let rival = Rival::register(&app, "poser").await;
     let dead = format!("{}dead{}", pgplane_core::instance::PREFIX, app.suffix);
-    let (meta, connection) = tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let meta = app.metadata_session().await;
     meta.execute("insert into processes (name) values ($1)", &[&dead]).await.unwrap();
     let session = rival.session(&app, &rival.default_db).await;
     session.batch_execute(&format!("SET application_name = '{dead}'; BEGIN; SELECT 1")).await.unwrap();

@@ -219,8 +219,7 @@ async fn groups_from_before_random_names_are_adopted_once_checked(major: u32) {
         ))
         .await
         .unwrap();
-    let (meta, connection) = tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let meta = app.metadata_session().await;
     let oid_sql = "select role_oid from cluster_access_groups where role = $1";
     meta.execute(
         "update cluster_access_groups set role = $2, role_oid = 0 where role = $1",

@@ -233,8 +233,7 @@ async fn a_registered_cluster_moved_to_such_a_server_sends_it_nothing(major: u32
 
     // The registration now leads to the fake (as a DNS change or a re-used port would): the
     // pass refuses it and says why.
-    let (meta, connection) = tokio_postgres::connect(&app.metadata_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let meta = app.metadata_session().await;
     let id: uuid::Uuid = app.cluster_id.parse().unwrap();
     meta.execute(
         "UPDATE clusters SET port = $1 WHERE cluster_id::text = $2",

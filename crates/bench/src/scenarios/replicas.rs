@@ -190,13 +190,13 @@ async fn write_until(
                         sent += 1;
                         if let Err(e) = result {
                             failed += 1;
-                            let since_kill = last_kill.lock().expect("kill").map(|k| {
-                                format!(
-                                    ", sent {:.0} ms after the last kill",
-                                    (asked - k).as_secs_f64() * 1e3
-                                )
-                            });
                             first.get_or_insert_with(|| {
+                                let since_kill = last_kill.lock().expect("kill").map(|k| {
+                                    format!(
+                                        ", sent {:.0} ms after the last kill",
+                                        (asked - k).as_secs_f64() * 1e3
+                                    )
+                                });
                                 format!(
                                     "to {} after {:.0} ms{}: {e}",
                                     api.base,

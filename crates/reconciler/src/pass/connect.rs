@@ -56,11 +56,12 @@ pub(super) async fn open(
 const DEAD_SESSIONS_WAIT: Duration = Duration::from_secs(5);
 
 /// Ends the sessions on the target that processes of this deployment which died mid-pass left
-/// (among the other processes `others` with sessions there): the cluster's lock went with such a
-/// process, but a statement it sent (a `CREATE ROLE` of the pass it was making) may still be
-/// running or waiting to be read, and would land after this pass observed the catalogs. Waits until they are gone, their
-/// transactions rolled back or committed. True when there were some: the catalogs must be read
-/// again. Sessions of live processes and of other deployments are left alone.
+/// (among the other processes `others` with sessions there): the cluster's lock went with such
+/// a process, but a statement it sent (a `CREATE ROLE` of the pass it was making) may still be
+/// running or waiting to be read, and would land after this pass observed the catalogs. Waits
+/// until they are gone, their transactions rolled back or committed. True when there were
+/// some: the catalogs must be read again. Sessions of live processes and of other deployments
+/// are left alone.
 async fn end_what_the_dead_left(
     shared: &Shared,
     client: &Client,
