@@ -253,6 +253,36 @@ async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
     process.stop().await.unwrap();
 }
 
+/// A process kept out of a busy cluster by another session's lock (another process at work on
+/// it) leaves the cluster alone for a moment at a time: it used to read the due list and try
+/// the lock again as fast as the metadata database answered, over a thousand times a second,
+/// taking the cores the work needed (three processes were slower than one). Once the lock is
+/// free it takes the cluster and applies what waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_kept_out_of_a_cluster_leaves_it_alone_until_its_turn() {
+    let app = TestApp::spawn(17).await;
+    let cluster = app.cluster_id.parse().unwrap();
+    let held = app.store.try_lock_cluster(cluster).await.unwrap().expect("the cluster's lock is free");
+    let stats = app.reconciler.stats();
+    let before = stats.lock_held_elsewhere.load(Ordering::Relaxed);
+    let name = app.unique("kept");
+    let path = app.cluster_path("/users");
+    let create = app.post(&path, json!({ "name": name }));
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tries = stats.lock_held_elsewhere.load(Ordering::Relaxed) - before;
+        held.unlock().await;
+        tries
+    };
+    let ((status, body), tries) = tokio::join!(create, release);
+    assert!(tries >= 1, "the write woke the reconciler, which found the lock taken");
+    assert!(tries <= 100, "{tries} tries of the lock in a second it was held elsewhere");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["status"], "ready", "applied once the lock was free: {body}");
+    let password = body["user"]["password"].as_str().unwrap();
+    assert!(app.target.login(&name, password, &app.default_db).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_digitalocean_errors_and_change_nothing() {
     let app = TestApp::spawn(15).await;
@@ -943,12 +973,49 @@ async fn what_a_dead_process_left_running_is_ended_before_a_pass(major: u32) {
     let other = admin_session(stranger).await;
     other.batch_execute("BEGIN; SELECT 1").await.unwrap();
 
-    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["user"]["status"], "ready", "{body}");
-    let password = body["user"]["password"].as_str().unwrap();
-    assert!(app.target.login(&name, password, &app.default_db).await.is_ok());
+    created_and_logging_in(app, &name).await;
     assert!(left.simple_query("SELECT 1").await.is_err(), "the dead process's session was ended");
     assert!(other.simple_query("SELECT 1").await.is_ok(), "another deployment's session was left alone");
 }
 on_each_version!(what_a_dead_process_left_running_is_ended_before_a_pass);
+
+/// Creates `name` through the API: answered ready, and it logs in with the password given.
+async fn created_and_logging_in(app: &TestApp, name: &str) {
+    let (status, body) = app.post(&app.cluster_path("/users"), json!({ "name": name })).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["status"], "ready", "{body}");
+    let password = body["user"]["password"].as_str().unwrap();
+    assert!(app.target.login(name, password, &app.default_db).await.is_ok());
+}
+
+/// A process that a pass found alive at work on the server (its liveness is then asked beside
+/// the next observation, not after it) and that dies holding a statement open there: the next
+/// pass still ends what it left before reading the catalogs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_seen_alive_then_dead_has_what_it_left_ended() {
+    let app = TestApp::spawn(17).await;
+    let process = format!("{}gone{}", pgplane_core::instance::PREFIX, app.suffix);
+    let metadata = app.metadata_session().await;
+    metadata.execute("insert into processes (name) values ($1)", &[&process]).await.unwrap();
+    // Alive: a session of its own on the metadata database, and one on the target, idle.
+    let alive = app.metadata_session().await;
+    alive.batch_execute(&format!("SET application_name = '{process}'")).await.unwrap();
+    let left = app.target.login(&app.admin_user, &app.admin_password, "postgres").await.unwrap();
+    left.batch_execute(&format!("SET application_name = '{process}'")).await.unwrap();
+    app.create_user(&app.unique("before")).await;
+    assert!(left.simple_query("SELECT 1").await.is_ok(), "a live process's session is left alone");
+
+    // It dies with a CREATE ROLE of the next user's name open on the target.
+    let name = app.unique("after");
+    left.batch_execute(&format!("BEGIN; CREATE ROLE \"{name}\" LOGIN")).await.unwrap();
+    drop(alive);
+    let gone = "select count(*) from pg_stat_activity where application_name = $1";
+    for _ in 0..100 {
+        if metadata.query_one(gone, &[&process]).await.unwrap().get::<_, i64>(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    created_and_logging_in(&app, &name).await;
+    assert!(left.simple_query("SELECT 1").await.is_err(), "the dead process's session was ended");
+}

@@ -2,7 +2,9 @@
 //! that are due (changed, retry time come, or not looked at for a resync interval), and runs
 //! one pass per due cluster, in parallel up to a bound (`slots`), drift checks queued fairly by
 //! team. The cluster lock (`Store::try_lock_cluster`, a session-level advisory lock on the
-//! metadata DB) makes sure that two pgplane processes never work on the same cluster at once.
+//! metadata DB) makes sure that two pgplane processes never work on the same cluster at once;
+//! a process that finds a cluster's lock taken leaves the cluster alone for a moment
+//! (`HELD_ELSEWHERE_FOR`).
 //! On stop, passes in flight get a grace period to end; those still running then are
 //! cancelled at their next await point (passes are idempotent: the next one, here or in
 //! another process, observes the target and carries on) and their locks are released by
@@ -80,6 +82,9 @@ pub struct Stats {
     pub passes: AtomicU64,
     /// Steps that issued DDL on a target (create, alter, drop of a role or database).
     pub ddl_steps: AtomicU64,
+    /// Passes not run because another session held the cluster's lock (another process at
+    /// work on it, or a pass of this one asked for by `reconcile_now`).
+    pub lock_held_elsewhere: AtomicU64,
     /// Beats at each turn of the loop (at least every second).
     pub heartbeat: Arc<Heartbeat>,
 }
@@ -95,6 +100,9 @@ pub(crate) struct Shared {
     in_flight: Mutex<HashSet<Uuid>>,
     /// When each cluster's last pass ended: a due list read before that is stale for it.
     finished_at: Mutex<HashMap<Uuid, Instant>>,
+    /// When each cluster whose lock another session held was last found so: the loop leaves
+    /// it alone until `HELD_ELSEWHERE_FOR` has passed.
+    held_elsewhere: Mutex<HashMap<Uuid, Instant>>,
     /// The pass slots, shared between teams.
     slots: Slots,
     /// Drift-check passes spawned and not ended, per team.
@@ -111,8 +119,27 @@ impl Shared {
             .lock()
             .expect("finished lock")
             .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        self.held_elsewhere
+            .lock()
+            .expect("held-elsewhere lock")
+            .retain(|_, at| at.elapsed() < HELD_ELSEWHERE_FOR);
+    }
+
+    /// Until when the loop leaves `cluster_id` alone, if it does: its lock was found held
+    /// by another session less than `HELD_ELSEWHERE_FOR` ago.
+    fn left_alone_until(&self, cluster_id: &Uuid) -> Option<Instant> {
+        let held = self.held_elsewhere.lock().expect("held-elsewhere lock");
+        held.get(cluster_id).map(|at| *at + HELD_ELSEWHERE_FOR).filter(|until| *until > Instant::now())
     }
 }
+
+/// How long a process leaves a cluster alone after finding its lock held by another session
+/// (another process at work on it): wake-ups for it read nothing meanwhile, and the due list
+/// is read again once it has passed. Without it, a process that another was keeping out of a
+/// busy cluster read the due list and tried the lock again as fast as the metadata database
+/// answered (over a thousand times a second, each), taking the cores that the work needed. A
+/// process that dies leaves its clusters to the others this much later at most.
+const HELD_ELSEWHERE_FOR: Duration = Duration::from_millis(20);
 
 /// How many drift-check passes (due only for their resync) each team has spawned and not yet
 /// ended; teams with none are forgotten.
@@ -178,6 +205,7 @@ impl Reconciler {
                 stats: Arc::new(Stats::default()),
                 in_flight: Mutex::new(HashSet::new()),
                 finished_at: Mutex::new(HashMap::new()),
+                held_elsewhere: Mutex::new(HashMap::new()),
                 slots: Slots::new(config.max_concurrent_passes, config.max_passes_per_team),
                 drift_checks: DriftChecks::default(),
                 config,
@@ -194,7 +222,8 @@ impl Reconciler {
         if let Err(e) = shared.store.register_process().await {
             tracing::warn!(error = %e, "could not record this process among the deployment's: should it die mid-pass, what it left running on a target is not ended by the next pass");
         }
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        // A pass task's end, and whether its pass ran (it may have found the lock taken).
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<bool>();
         let mut passes = tokio::task::JoinSet::new();
         let mut events = shared.store.notifications().subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -205,6 +234,9 @@ impl Reconciler {
         // that a drift round over many clusters reads it about once a second, not once a pass.
         let mut backlog: Vec<DueCluster> = Vec::new();
         let mut listed_at = Instant::now();
+        // When to read the due list again for a cluster left alone (`HELD_ELSEWHERE_FOR`) that
+        // was due or woken meanwhile.
+        let mut look_again: Option<Instant> = None;
         tracing::info!(
             resync_interval_s = shared.config.resync_interval.as_secs(),
             max_concurrent_passes = max,
@@ -226,20 +258,40 @@ impl Reconciler {
                 // A pass ended: its slot goes to the drift checks already listed, if any. Passes
                 // that ended meanwhile count once: one look at the due list serves them all (read
                 // once per pass, a burst of ends left a queue that kept the loop reading the list
-                // long after the work was done).
-                _ = done_rx.recv() => {
-                    while done_rx.try_recv().is_ok() {}
-                    backlog.is_empty()
+                // long after the work was done). A pass that did not run (its lock was taken)
+                // changed nothing: no look.
+                ran = done_rx.recv() => {
+                    let mut ran = ran.unwrap_or(false);
+                    while let Ok(more) = done_rx.try_recv() {
+                        ran |= more;
+                    }
+                    ran && backlog.is_empty()
                 }
-                woke = woken(&mut events) => {
+                _ = tokio::time::sleep_until(look_again.unwrap_or_else(Instant::now).into()), if look_again.is_some() => {
+                    look_again = None;
+                    true
+                }
+                woke = woken(&mut events) => match woke {
+                    // Reconnected, or wake-ups were missed: the due list has them.
+                    None => true,
                     // A burst of writes sends a wake-up each: those for clusters whose pass is
                     // running need no look at the due list (that pass runs again when it ends,
-                    // and its end is a wake-up of its own).
-                    let in_flight = shared.in_flight.lock().expect("in-flight lock");
-                    if woke.is_some_and(|clusters| clusters.iter().all(|id| in_flight.contains(id))) {
-                        continue;
+                    // and its end is a wake-up of its own), nor those for clusters left alone
+                    // (looked at again when that ends).
+                    Some(clusters) => {
+                        let in_flight = shared.in_flight.lock().expect("in-flight lock");
+                        let mut any = false;
+                        for id in clusters.iter().filter(|id| !in_flight.contains(id)) {
+                            match shared.left_alone_until(id) {
+                                Some(until) => look_again = Some(look_again.map_or(until, |at| at.min(until))),
+                                None => any = true,
+                            }
+                        }
+                        if !any {
+                            continue;
+                        }
+                        true
                     }
-                    true
                 }
             };
             let due: Vec<DueCluster> = if read_due_list {
@@ -257,6 +309,10 @@ impl Reconciler {
             backlog.clear();
             for due_cluster in due {
                 let DueCluster { cluster_id, team_id, changed } = due_cluster;
+                if let Some(until) = shared.left_alone_until(&cluster_id) {
+                    look_again = Some(look_again.map_or(until, |at| at.min(until)));
+                    continue;
+                }
                 // Drift checks queue no deeper than a team's share of the slots, so that a
                 // write arriving during a drift round waits for a few passes, not for the round;
                 // the others wait in the backlog for a pass to end (or the next due list).
@@ -285,14 +341,18 @@ impl Reconciler {
                 let done_tx = done_tx.clone();
                 passes.spawn(async move {
                     let _slot = shared.slots.acquire(team_id).await;
-                    if let Err(e) = locked_pass(&shared, cluster_id, false).await {
-                        tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
-                    }
+                    let ran = match locked_pass(&shared, cluster_id, false).await {
+                        Ok(ran) => ran,
+                        Err(e) => {
+                            tracing::warn!(cluster.id = %cluster_id, error = %e, "reconcile pass aborted");
+                            true
+                        }
+                    };
                     // In this order: whoever finds the cluster no longer in flight sees when it ended.
                     shared.finished_at.lock().expect("finished lock").insert(cluster_id, Instant::now());
                     shared.in_flight.lock().expect("in-flight lock").remove(&cluster_id);
                     drop(drift_check);
-                    let _ = done_tx.send(());
+                    let _ = done_tx.send(ran);
                 });
             }
         }
@@ -319,7 +379,7 @@ impl Reconciler {
     /// Runs one full pass over one cluster now, drift check included (for tests and admin
     /// commands).
     pub async fn reconcile_now(&self, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
-        locked_pass(&self.shared, cluster_id, true).await
+        locked_pass(&self.shared, cluster_id, true).await.map(drop)
     }
 }
 
@@ -368,13 +428,17 @@ const DUE_LIST_LENGTH: i64 = 256;
 const PASSES_IN_A_ROW: usize = 32;
 
 /// Runs a pass while holding the cluster's advisory lock on the metadata DB; skips the pass
-/// when another process holds it. The lock is tied to the session, so it is released even
-/// if this process dies mid-pass. While writes keep arriving (a burst of API requests), the
-/// next pass starts at once under the same lock, up to `PASSES_IN_A_ROW`.
-async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<(), pgplane_core::Error> {
+/// when another session holds it (false), and the loop leaves the cluster alone for
+/// `HELD_ELSEWHERE_FOR`. The lock is tied to the session, so it is released even if this
+/// process dies mid-pass. While writes keep arriving (a burst of API requests), the next pass
+/// starts at once under the same lock, up to `PASSES_IN_A_ROW`.
+async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<bool, pgplane_core::Error> {
     let Some(lock) = shared.store.try_lock_cluster(cluster_id).await? else {
-        return Ok(());
+        shared.held_elsewhere.lock().expect("held-elsewhere lock").insert(cluster_id, Instant::now());
+        shared.stats.lock_held_elsewhere.fetch_add(1, Ordering::Relaxed);
+        return Ok(false);
     };
+    shared.held_elsewhere.lock().expect("held-elsewhere lock").remove(&cluster_id);
     let (mut result, mut carried) = (Ok(()), None);
     for round in 0..PASSES_IN_A_ROW {
         match bounded_pass(shared, cluster_id, full && round == 0, carried.take()).await {
@@ -387,7 +451,7 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<()
         }
     }
     lock.unlock().await;
-    result
+    result.map(|()| true)
 }
 
 /// One pass, bounded in time: a target that stops answering mid-statement (a frozen host, a
