@@ -276,7 +276,7 @@ async fn a_process_kept_out_of_a_cluster_leaves_it_alone_until_its_turn() {
     };
     let ((status, body), tries) = tokio::join!(create, release);
     assert!(tries >= 1, "the write woke the reconciler, which found the lock taken");
-    assert!(tries <= 100, "{tries} tries of the lock in a second it was held elsewhere");
+    assert!(tries <= 250, "{tries} tries of the lock in a second it was held elsewhere");
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["user"]["status"], "ready", "applied once the lock was free: {body}");
     let password = body["user"]["password"].as_str().unwrap();

@@ -120,7 +120,7 @@ async fn end_what_the_dead_left(client: &Client, dead: &[String]) -> Result<bool
                 DEAD_SESSIONS_WAIT.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
