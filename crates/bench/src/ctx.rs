@@ -29,6 +29,7 @@ pub struct Config {
     pub flood_rate: usize,
     pub flood_addresses: usize,
     pub replica_users: usize,
+    pub replica_rounds: usize,
     pub replica_kills: usize,
     pub fleet_servers: usize,
     pub fleet_clusters: usize,

@@ -209,9 +209,10 @@ pub fn render(r: &Results<'_>) -> String {
          the **median (min–max) of {n} runs** unless marked otherwise; ratios are pgplane / \
          floor computed run by run (for times lower is better, for throughput higher is better). \
          The whole bench took **{:.1} minutes** (containers, {n} runs of scenarios 1–3 and 5, \
-         scenario 4, {n} runs of scenario 6, scenario 7).\n",
+         scenario 4, {} rounds of scenario 6 (figures the median of the rounds), scenario 7).\n",
         env.date,
-        env.total_secs / 60.0
+        env.total_secs / 60.0,
+        c.replica_rounds
     );
 
     let _ = writeln!(w, "## Machine and versions\n");
@@ -582,7 +583,7 @@ pub fn render(r: &Results<'_>) -> String {
          Parameters of this run: `--runs {} --users {} --user-concurrency {} --databases {} \
          --db-concurrency {} --read-seconds {} --read-concurrency {} --scale-targets {} \
          --scale-clusters {} --scale-users {} --scale-repeats {} --flood-rate {} \
-         --flood-addresses {} --replica-users {} --replica-kills {} --fleet-servers {} \
+         --flood-addresses {} --replica-users {} --replica-rounds {} --replica-kills {} --fleet-servers {} \
          --fleet-clusters {} --fleet-users {} --fleet-probe-creates {} --rotation-grace {} \
          --leases {} --pool-seconds {} --pool-rounds {} --pg {}`; `target/release/pgplane-bench --help` explains \
          each (`--runs 0`, `--scale-targets 0`, `--replica-users 0`, `--fleet-clusters 0`, \
@@ -601,6 +602,7 @@ pub fn render(r: &Results<'_>) -> String {
         c.flood_rate,
         c.flood_addresses,
         c.replica_users,
+        c.replica_rounds,
         c.replica_kills,
         c.fleet_servers,
         c.fleet_clusters,

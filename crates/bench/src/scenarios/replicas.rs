@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx) -> Result<ReplicasResult> {
     let c = &ctx.config;
     let mut extra = vec![ctx.pgplane.replica("replica-2").await?, ctx.pgplane.replica("replica-3").await?];
     let mut out = ReplicasResult { users: c.replica_users, ..ReplicasResult::default() };
-    for run in 0..c.runs.max(1) {
+    for run in 0..c.replica_rounds.max(1) {
         for three in [false, true] {
             let mut apis = vec![ctx.pgplane.api.clone()];
             if three {
