@@ -988,9 +988,9 @@ async fn created_and_logging_in(app: &TestApp, name: &str) {
     assert!(app.target.login(name, password, &app.default_db).await.is_ok());
 }
 
-/// A process that a pass found alive at work on the server (its liveness is then asked beside
-/// the next observation, not after it) and that dies holding a statement open there: the next
-/// pass still ends what it left before reading the catalogs.
+/// A process that a pass found alive at work on the server (its session there left alone) and
+/// that dies holding a statement open there: the next pass ends what it left before reading
+/// the catalogs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_seen_alive_then_dead_has_what_it_left_ended() {
     let app = TestApp::spawn(17).await;

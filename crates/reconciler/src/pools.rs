@@ -70,8 +70,6 @@ pub(crate) type Object = deadpool::managed::Object<Budgeted>;
 pub(crate) struct Session {
     client: ClientWrapper,
     known: Mutex<Option<Known>>,
-    /// The other pgplane processes its last observation found with sessions of its role there.
-    others: Mutex<Vec<String>>,
 }
 
 impl Session {
@@ -83,20 +81,6 @@ impl Session {
     /// Remembers what an observation found, for the next one.
     pub(crate) fn remember(&self, known: Known) {
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(known);
-    }
-
-    /// The other processes its last observation found at work on the server (see
-    /// `Observed::others_here`).
-    pub(crate) fn others(&self) -> Vec<String> {
-        self.others.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Remembers the other processes an observation found, for the next one.
-    pub(crate) fn remember_others(&self, others: &[String]) {
-        let mut kept = self.others.lock().unwrap_or_else(|e| e.into_inner());
-        if *kept != others {
-            *kept = others.to_vec();
-        }
     }
 }
 
@@ -146,7 +130,6 @@ impl deadpool::managed::Manager for Budgeted {
         Ok(Session {
             client: admin_session(&self.spec, self.limits, SESSION_WAIT).await?,
             known: Mutex::default(),
-            others: Mutex::default(),
         })
     }
 

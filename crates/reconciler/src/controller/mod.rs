@@ -137,8 +137,9 @@ impl Shared {
 /// (another process at work on it): wake-ups for it read nothing meanwhile, and the due list
 /// is read again once it has passed. Without it, a process that another was keeping out of a
 /// busy cluster read the due list and tried the lock again as fast as the metadata database
-/// answered (over a thousand times a second, each), taking the cores that the work needed. A
-/// process that dies leaves its clusters to the others this much later at most.
+/// answered (over a thousand times a second, each), taking the cores that the work needed.
+/// While the cluster stays due, it is tried again each time this has passed (at most 50 times
+/// a second): a process that dies leaves its clusters to the others this much later at most.
 const HELD_ELSEWHERE_FOR: Duration = Duration::from_millis(20);
 
 /// How many drift-check passes (due only for their resync) each team has spawned and not yet
@@ -261,11 +262,17 @@ impl Reconciler {
                 // long after the work was done). A pass that did not run (its lock was taken)
                 // changed nothing: no look.
                 ran = done_rx.recv() => {
-                    let mut ran = ran.unwrap_or(false);
+                    let mut ends = vec![ran.unwrap_or(false)];
                     while let Ok(more) = done_rx.try_recv() {
-                        ran |= more;
+                        ends.push(more);
                     }
-                    ran && backlog.is_empty()
+                    // A cluster whose lock was taken is looked at again once it is no longer
+                    // left alone, writes or not: its holder may be gone by then.
+                    if ends.contains(&false) {
+                        let until = Instant::now() + HELD_ELSEWHERE_FOR;
+                        look_again = Some(look_again.map_or(until, |at| at.min(until)));
+                    }
+                    ends.contains(&true) && backlog.is_empty()
                 }
                 _ = tokio::time::sleep_until(look_again.unwrap_or_else(Instant::now).into()), if look_again.is_some() => {
                     look_again = None;

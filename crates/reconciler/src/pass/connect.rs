@@ -43,53 +43,34 @@ pub(super) async fn open(
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
     let client = pool.get().await?;
     let names = names_to_observe(roles, databases);
-    // Whether the processes the session's last observation found at work on the server are
-    // alive is asked beside this one: as good as after it, the cluster's lock being held.
-    let seen_before = client.others();
-    let (observed, dead_before) = tokio::join!(observe(&client, &names, cluster, client.known()), async {
-        match seen_before.is_empty() {
-            true => Ok(Vec::new()),
-            false => shared.store.dead_processes(&seen_before).await,
-        }
-    });
-    let mut observed = observed?;
+    let mut observed = observe(&client, &names, cluster, client.known()).await?;
     client.remember(observed.known());
-    client.remember_others(&observed.others_here);
     check_server(shared, cluster, &observed).await?;
-    let dead = dead_among(shared, &observed.others_here, &seen_before, dead_before?).await?;
-    if end_what_the_dead_left(&client, &dead).await? {
+    if end_what_the_dead_left(shared, &client, &observed.others_here).await? {
         observed = observe(&client, &names, cluster, client.known()).await?;
     }
     Ok(Opened { spec, pool, client, observed })
-}
-
-/// Which of `others` (processes found at work on the target) are dead processes of this
-/// deployment (`Store::dead_processes`): those among `checked` are in `dead_checked`; the
-/// rest are asked now.
-async fn dead_among(
-    shared: &Shared,
-    others: &[String],
-    checked: &[String],
-    dead_checked: Vec<String>,
-) -> Result<Vec<String>, TargetError> {
-    let unchecked: Vec<String> = others.iter().filter(|o| !checked.contains(o)).cloned().collect();
-    let mut dead: Vec<String> = dead_checked.into_iter().filter(|d| others.contains(d)).collect();
-    if !unchecked.is_empty() {
-        dead.extend(shared.store.dead_processes(&unchecked).await?);
-    }
-    Ok(dead)
 }
 
 /// How long a pass waits for the sessions it ended to be gone.
 const DEAD_SESSIONS_WAIT: Duration = Duration::from_secs(5);
 
 /// Ends the sessions on the target that processes of this deployment which died mid-pass left
-/// (`dead`, see [`dead_among`]): the cluster's lock went with such a process, but a statement
-/// it sent (a `CREATE ROLE` of the pass it was making) may still be running or waiting to be
-/// read, and would land after this pass observed the catalogs. Waits until they are gone,
-/// their transactions rolled back or committed. True when there were some: the catalogs must
-/// be read again. Sessions of live processes and of other deployments are left alone.
-async fn end_what_the_dead_left(client: &Client, dead: &[String]) -> Result<bool, TargetError> {
+/// (among the other processes `others` with sessions there): the cluster's lock went with such
+/// a process, but a statement it sent (a `CREATE ROLE` of the pass it was making) may still be
+/// running or waiting to be read, and would land after this pass observed the catalogs. Waits
+/// until they are gone, their transactions rolled back or committed. True when there were
+/// some: the catalogs must be read again. Sessions of live processes and of other deployments
+/// are left alone.
+async fn end_what_the_dead_left(
+    shared: &Shared,
+    client: &Client,
+    others: &[String],
+) -> Result<bool, TargetError> {
+    if others.is_empty() {
+        return Ok(false);
+    }
+    let dead = shared.store.dead_processes(others).await?;
     if dead.is_empty() {
         return Ok(false);
     }
