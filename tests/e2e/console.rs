@@ -180,7 +180,7 @@ async fn a_pending_user_turns_ready_on_screen_by_itself() {
 /// A pooler beside the app's target, once it has registered the cluster's server (until then
 /// the API refuses pools: no pooler serves it).
 async fn ready_pooler(app: &TestApp) -> TestPooler {
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     let team = app.store.team_id_by_name("default").await.unwrap().expect("the default team");
     let cluster = app.store.get_cluster(team, app.cluster_id.parse().unwrap()).await.expect("the cluster");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

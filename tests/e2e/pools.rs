@@ -93,7 +93,7 @@ async fn server_sessions(app: &TestApp, user: &str, database: &str) -> i64 {
 
 async fn pools_serve_clients_through_pgbouncer(major: u32) {
     let app = TestApp::spawn(major).await;
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     let db = app.default_db.clone();
     let primary = app.primary_user.clone();
     let primary_password = app.primary_password().await;
@@ -302,7 +302,7 @@ on_each_version!(pools_serve_clients_through_pgbouncer);
 
 async fn drift_in_pgbouncer_is_repaired_and_recorded(major: u32) {
     let app = TestApp::spawn(major).await;
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     let db = app.default_db.clone();
     create_pool(&app, json!({"name": "drifty", "mode": "transaction", "size": 3, "db": db})).await;
     ready_pool(&app, "drifty").await;
@@ -392,7 +392,7 @@ async fn bad_pools_and_rules_are_refused_saying_why_and_change_nothing() {
     assert_eq!(status, 422, "{body}");
     assert!(body["message"].as_str().unwrap().contains("pgplane pooler --server"), "{body}");
 
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     create_pool(&app, json!({"name": "kept", "mode": "session", "size": 1, "db": db})).await;
     let lease = app.unique("leased");
     let (status, body) = app.post(&app.cluster_path("/users"), json!({"name": lease, "ttl": "1h"})).await;
@@ -472,12 +472,12 @@ async fn bad_pools_and_rules_are_refused_saying_why_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_pooler_for_one_server_is_refused_and_the_next_one_takes_over() {
     let app = TestApp::spawn(17).await;
-    let first = app.start_pooler();
+    let first = app.start_pooler().await;
     create_pool(&app, json!({"name": "one-pooler", "mode": "transaction", "size": 1, "db": app.default_db}))
         .await;
     ready_pool(&app, "one-pooler").await;
 
-    let second = app.start_pooler();
+    let second = app.start_pooler().await;
     let refused =
         tokio::time::timeout(Duration::from_secs(60), second.ended()).await.expect("the second pooler ends");
     let message = format!("{:#}", refused.expect_err("the second pooler is refused"));
@@ -489,7 +489,7 @@ async fn a_second_pooler_for_one_server_is_refused_and_the_next_one_takes_over()
     // The cluster keeps its port (pool_listeners): the next pooler serves it there.
     let port = first.port;
     first.stop().await;
-    let next = app.start_pooler();
+    let next = app.start_pooler().await;
     let served = app
         .eventually(Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()

@@ -12,7 +12,7 @@ async fn pydo_works_unchanged_against_pgplane() {
         AppOptions { register: false, allow_replication_for_sole_tenants: true, ..Default::default() };
     let app = TestApp::spawn_with(options).await;
     // The pools PyDo creates are served by a pooler beside the target.
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     crate::run_pytest(&app, "pydo", &[]).await;
     pooler.stop().await;
 }

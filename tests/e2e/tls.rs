@@ -114,7 +114,7 @@ async fn targets_are_reached_over_tls_and_verified_against_the_registered_ca() {
     assert_eq!(encrypted, ["true"]);
     // A pool on this cluster: PgBouncer reaches the server over TLS too, verifying it against
     // the same CA.
-    let pooler = app.start_pooler();
+    let pooler = app.start_pooler().await;
     create_pool(&app, json!({"name": "tls-pool", "mode": "session", "size": 1, "db": app.default_db})).await;
     ready_pool(&app, "tls-pool").await;
     let password = app.primary_password().await;

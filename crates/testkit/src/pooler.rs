@@ -28,13 +28,14 @@ impl Drop for TestPooler {
 
 impl TestApp {
     /// Starts a pooler beside the test's target, for the clusters registered at its address.
-    pub fn start_pooler(&self) -> TestPooler {
-        self.start_pooler_for(&self.target.host.clone())
+    pub async fn start_pooler(&self) -> TestPooler {
+        self.start_pooler_for(&self.target.host.clone()).await
     }
 
     /// Starts a pooler beside the test's target, for the clusters registered with it as
-    /// `server_host` (another name of the same server).
-    pub fn start_pooler_for(&self, server_host: &str) -> TestPooler {
+    /// `server_host` (another name of the same server); returns once it has registered (a pool
+    /// asked for before then is refused: no pooler serves the server).
+    pub async fn start_pooler_for(&self, server_host: &str) -> TestPooler {
         let port = free_port();
         let run_dir = std::env::temp_dir().join(format!("pgplane-pooler-{}-{port}", self.suffix));
         let config = PoolerConfig {
@@ -55,7 +56,22 @@ impl TestApp {
         let until = stop.clone();
         let ended =
             tokio::spawn(pgplane_pooler::run(config, store, self.sealer.clone(), until.cancelled_owned()));
-        TestPooler { port, run_dir, stop, ended: Some(ended) }
+        let pooler = TestPooler { port, run_dir, stop, ended: Some(ended) };
+        let session = self.metadata_session().await;
+        let server_port = i32::from(self.target.port);
+        let registered = self
+            .eventually(std::time::Duration::from_secs(30), || async {
+                session
+                    .query_one(
+                        "select count(*) from poolers where server_host = $1 and server_port = $2",
+                        &[&server_host, &server_port],
+                    )
+                    .await
+                    .is_ok_and(|row| row.get::<_, i64>(0) > 0)
+            })
+            .await;
+        assert!(registered, "the pooler for {server_host} registered within 30 s");
+        pooler
     }
 }
 

@@ -14,10 +14,10 @@ use pgplane_testkit::TestApp;
 
 async fn pools_stay_within_the_team(major: u32) {
     let app = TestApp::spawn(major).await;
-    let mine = app.start_pooler();
+    let mine = app.start_pooler().await;
     let rival = Rival::register(&app, "rival").await;
     // The rival's cluster is registered as `localhost`: a pooler for that name of the server.
-    let theirs = app.start_pooler_for("localhost");
+    let theirs = app.start_pooler_for("localhost").await;
     let primary_password = app.primary_password().await;
 
     create_pool(&app, json!({"name": "same-name", "mode": "transaction", "size": 2, "db": app.default_db}))

@@ -54,7 +54,7 @@ async fn current_user_through(uri: &str) -> Result<String, tokio_postgres::Error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_are_created_listed_shown_updated_and_deleted() {
     let app = TestApp::spawn(15).await;
-    let _pooler = app.start_pooler();
+    let _pooler = app.start_pooler().await;
     let cli = Cli::new(&app);
     let id = app.cluster_id.as_str();
     let (db, primary) = (app.default_db.as_str(), app.primary_user.as_str());
