@@ -226,6 +226,11 @@ pub(super) async fn apply_databases<'a>(
     closing: &HashMap<&str, String>,
     ledger: &mut Ledger<'a>,
 ) -> Result<(), pgplane_core::Error> {
+    // No database step: the target is not touched, and the outcomes so far wait for the next
+    // phase that touches it, or go with the pass's end (one statement fewer per pass).
+    if planned.is_empty() {
+        return Ok(());
+    }
     let claims: Vec<&str> = planned
         .iter()
         .filter(|(db, step)| matches!(step, Step::CreateDatabase { .. }) && !db.claimed)
