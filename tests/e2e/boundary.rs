@@ -190,6 +190,59 @@ async fn a_batch_of_creates_stays_within_its_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_resets_stays_within_its_cluster() {
+    // Password resets asked together for one cluster are written together (one statement).
+    // Team B asks, through its own cluster on the same server, for new passwords for users of
+    // its own together with team A's user and team A's primary user, while one of its own
+    // users' row is held so that the rest queue into one batch: its own get new passwords that
+    // log in, team A's users are not found and keep theirs.
+    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
+    let b_users = format!("/v2/databases/{b_id}/users");
+    let own: Vec<String> = (0..4).map(|i| app.unique(&format!("b{i}"))).collect();
+    for name in &own {
+        let (status, body) =
+            app.call_as(&team_b, reqwest::Method::POST, &b_users, Some(json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let writer = app.metadata_session().await;
+    writer.batch_execute("begin").await.unwrap();
+    let held = writer
+        .execute(
+            "select 1 from cluster_users where cluster_id = $1::text::uuid and name = $2 for update",
+            &[&b_id, &own[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    let asked: Vec<&String> = own.iter().chain([&victim, &app.primary_user]).collect();
+    let resets = futures::future::join_all(asked.iter().map(|name| {
+        let (app, token, path) = (&app, team_b.clone(), format!("{b_users}/{name}/reset_auth"));
+        async move { app.call_as(&token, reqwest::Method::POST, &path, Some(json!({}))).await }
+    }));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        writer.batch_execute("commit").await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(resets, release);
+    let b_db = app.unique("b_db");
+    for (name, (status, body)) in asked.iter().zip(&answers).take(own.len()) {
+        assert_eq!(*status, 200, "{name}: {body}");
+        let new_password = body["user"]["password"].as_str().unwrap();
+        app.target.login(name, new_password, &b_db).await.expect("team B's own user logs in anew");
+    }
+    for (name, (status, body)) in asked.iter().zip(&answers).skip(own.len()) {
+        assert_eq!(*status, 404, "{name}: {body}");
+    }
+    app.target.login(&victim, &password, &app.default_db).await.expect("team A's user still logs in");
+    let (status, body) = app.get(&app.cluster_path(&format!("/users/{victim}"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["password"], json!(password), "team A's user keeps its password");
+    let (status, body) = app.get(&app.cluster_path(&format!("/users/{}", app.primary_user))).await;
+    assert_eq!((status, body["user"]["status"].as_str()), (200, Some("ready")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_goes_only_where_the_operator_allows() {
     let target = servers().target(15).clone();
     let policy = TargetPolicy::parse("127.0.0.1/32", &target.port.to_string()).unwrap();

@@ -897,6 +897,61 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_asked_while_one_is_written_are_written_together_in_one_transaction() {
+    // A writer holds "a-held"'s row, so that its reset waits. Four resets asked meanwhile wait
+    // in the process behind it, then go in one statement: two users get their new credentials
+    // in one commit; "leaving", a user being deleted, and "nobody", a name the cluster does not
+    // have, are left out of the batch and refused alone, as they would be on their own.
+    let (app, id) = registered_without_reconciler().await;
+    for name in ["a-held", "b", "c", "leaving"] {
+        app.store.insert_user(id, name, b"old", &Default::default()).await.unwrap();
+    }
+    app.store.request_user_deletion(id, "leaving", pgplane_core::store::Heir::Named(None)).await.unwrap();
+    let b_before = app.store.get_user(id, "b").await.unwrap();
+    let before = generation(&app, id).await;
+    let writer = writer_holding(&app, id, &["a-held"]).await;
+    let reset = |name: &'static str| {
+        let store = app.store.clone();
+        tokio::spawn(async move { store.replace_user_credentials(id, name, name.as_bytes()).await })
+    };
+    let first = reset("a-held");
+    assert!(lock_waits(&writer, 1).await, "the first reset waits on the held row");
+    let others: Vec<_> = ["b", "c", "leaving", "nobody"].into_iter().map(reset).collect();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the held user is reset");
+    let mut answers = Vec::new();
+    for task in others {
+        answers.push(task.await.unwrap());
+    }
+    let [b, c, leaving, nobody] = <[_; 4]>::try_from(answers).unwrap();
+    for (name, answer) in [("b", b), ("c", c)] {
+        let user = answer.expect("reset");
+        assert_eq!((user.name.as_str(), user.credentials_sealed.as_slice()), (name, name.as_bytes()));
+        let stored = app.store.get_user(id, name).await.unwrap();
+        assert_eq!(
+            (stored.generation, stored.credentials_sealed),
+            (user.generation, name.as_bytes().to_vec())
+        );
+    }
+    assert!(
+        app.store.get_user(id, "b").await.unwrap().generation > b_before.generation,
+        "a reset is a new generation of the user"
+    );
+    match leaving {
+        Err(pgplane_core::Error::Conflict(message)) => {
+            assert!(message.contains("being deleted"), "{message}")
+        }
+        other => panic!("a user being deleted must be refused as alone: {other:?}"),
+    }
+    assert!(matches!(nobody, Err(pgplane_core::Error::NotFound("user"))), "{nobody:?}");
+    assert_eq!(app.store.get_user(id, "leaving").await.unwrap().credentials_sealed, b"old", "untouched");
+    // One transaction for the held user's reset, one for the two written together.
+    assert_eq!(generation(&app, id).await - before, 2, "the two resets went in one commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_and_its_heir_deleted_in_one_batch_are_judged_one_after_the_other() {
     // "u" handed to "h", and "h" itself, asked together: written in one statement, both would
     // be marked, and "u" left without an heir. One of them must be refused, as when they come

@@ -1,6 +1,6 @@
 //! Requests about one cluster's users done together (a group commit): the requests of a kind
-//! (a new user, `objects::Creation`; a user's deletion, `objects::Deletion`; a read of a user,
-//! `objects::Reading`) that arrive while another of that kind is being done for the same
+//! (a new user, `objects::Creation`; a password reset, `objects::Reset`; a user's deletion,
+//! `objects::Deletion`; a read of a user, `objects::Reading`) that arrive while another of that kind is being done for the same
 //! cluster wait for it, then go in one statement or transaction: for writes, one commit, one
 //! bump of the cluster and one wake-up for them all, where each paid for its own and the
 //! commits queued on the cluster's row; for reads, one round trip. What a kind does is its

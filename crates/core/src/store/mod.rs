@@ -206,6 +206,8 @@ pub struct Store {
     deletions: Arc<batches::Batches<objects::Deletion>>,
     /// New users waiting to be written together, shared by every clone.
     creations: Arc<batches::Batches<objects::Creation>>,
+    /// Password resets waiting to be written together, shared by every clone.
+    resets: Arc<batches::Batches<objects::Reset>>,
     /// Reads of single users waiting to be done together, shared by every clone.
     readings: Arc<batches::Batches<objects::Reading>>,
 }
@@ -252,6 +254,7 @@ impl Store {
             notifications: Arc::default(),
             deletions: Arc::default(),
             creations: Arc::default(),
+            resets: Arc::default(),
             readings: Arc::default(),
         })
     }

@@ -463,13 +463,19 @@ impl Store {
         })
     }
 
-    /// Replaces a user's credentials (a password reset); the reconciler applies them.
+    /// Replaces a user's credentials (a password reset); the reconciler applies them. Goes
+    /// with the cluster's other resets of the moment (see `batches.rs`); one its batch leaves
+    /// out (not there, being deleted) is asked again alone, which says why.
     pub async fn replace_user_credentials(
         &self,
         cluster_id: Uuid,
         name: &str,
         credentials_sealed: &[u8],
     ) -> Result<User> {
+        let reset = Reset { name: name.into(), sealed: credentials_sealed.into() };
+        if let Some(user) = self.resets.submit(&self.pool, cluster_id, reset).await {
+            return Ok(user);
+        }
         self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
     }
 
@@ -843,6 +849,66 @@ async fn insert_users(
         &valid_until as &[Option<DateTime<Utc>>],
         &leases as &[Option<i32>],
         &heirs as &[Option<&str>],
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(users.into_iter().map(|u| (u.name.clone(), u)).collect())
+}
+
+/// A user's new credentials (a password reset), written with the cluster's other resets of
+/// the moment (see [`reset_users`]).
+pub(crate) struct Reset {
+    name: String,
+    sealed: Vec<u8>,
+}
+
+impl Batched for Reset {
+    type Out = User;
+
+    fn user(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(pool: &PgPool, cluster_id: Uuid, batch: &[Self]) -> sqlx::Result<HashMap<String, User>> {
+        reset_users(pool, cluster_id, batch).await
+    }
+}
+
+/// Gives present users new credentials in one statement, each as [`Store::change_user`] does
+/// for a reset alone (a grace under way ends), their rows locked in name order first (`held`),
+/// so that two batches naming the same users wait for each other rather than deadlock. The
+/// users changed, by name; one left out (not there, or being deleted) is asked again alone,
+/// which says why.
+async fn reset_users(
+    pool: &PgPool,
+    cluster_id: Uuid,
+    batch: &[Reset],
+) -> sqlx::Result<HashMap<String, User>> {
+    let names: Vec<&str> = batch.iter().map(|r| r.name.as_str()).collect();
+    let sealed: Vec<&[u8]> = batch.iter().map(|r| r.sealed.as_slice()).collect();
+    let users: Vec<User> = changed_rows!(
+        User,
+        ["with held as (
+              select l.name
+                from unnest(array(select n.name from unnest($2::text[]) as n(name) order by n.name)) as n(name),
+                     lateral (select t.name from cluster_users t
+                               where t.cluster_id = $1 and t.name = n.name and t.state = $6
+                                 for no key update) l
+          )
+          update cluster_users t
+             set credentials_sealed = n.sealed, grace_until = null,
+                 generation = t.generation + 1, updated_at = now(),
+                 sync_status = case when t.sync_status = $4 then $4 else $5 end
+            from unnest($2::text[], $3::bytea[]) as n(name, sealed)
+           where t.cluster_id = $1 and t.name = n.name and t.state = $6
+             and (select count(*) from held) >= 0
+          returning t.*"],
+        cluster_id,
+        &names as &[&str],
+        &sealed as &[&[u8]],
+        SyncStatus::KEPT_BY_WRITE as _,
+        SyncStatus::Ready.after_write() as _,
+        DesiredState::Present as _,
     )
     .fetch_all(pool)
     .await?;
