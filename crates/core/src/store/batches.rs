@@ -1,12 +1,12 @@
 //! Requests about one cluster's users done together (a group commit): the requests of a kind
 //! (a new user, `objects::Creation`; a password reset, `objects::Reset`; a user's deletion,
-//! `objects::Deletion`; a read of a user, `objects::Reading`) that arrive while another of that kind is being done for the same
-//! cluster wait for it, then go in one statement or transaction: for writes, one commit, one
-//! bump of the cluster and one wake-up for them all, where each paid for its own and the
-//! commits queued on the cluster's row; for reads, one round trip. What a kind does is its
-//! [`Batched::run`]; a request its batch does not answer (refused, taken, not found, tied to
-//! another request of the batch), and every request of a batch that failed, is asked again on
-//! its own by the caller, which says why.
+//! `objects::Deletion`; a read of a user, `objects::Reading`) that arrive while another of
+//! that kind is being done for the same cluster wait for it, then go in one statement or
+//! transaction: for writes, one commit, one bump of the cluster and one wake-up for them all,
+//! where each paid for its own and the commits queued on the cluster's row; for reads, one
+//! round trip. What a kind does is its [`Batched::run`]; a request its batch does not answer
+//! (refused, taken, not found, tied to another request of the batch), and every request of a
+//! batch that failed, is asked again on its own by the caller, which says why.
 
 use std::collections::HashMap;
 use std::future::Future;
