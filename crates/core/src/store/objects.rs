@@ -394,7 +394,49 @@ impl Store {
         name: &str,
         change: &SettingsChange,
     ) -> Result<User> {
-        self.change_user(cluster_id, name, Some(change), None).await
+        // One statement, or one transaction when the parameters are replaced too; a new
+        // generation marks the user pending.
+        let expiry = change.valid_until;
+        let parameters = change.parameters.as_ref();
+        let mut tx = match parameters {
+            Some(_) => Some(self.pool.begin().await?),
+            None => None,
+        };
+        let changed = changed_rows!(
+            User,
+            ["update cluster_users
+                    set allow_replication = $3,
+                        connection_limit = coalesce($4, connection_limit),
+                        valid_until = case when $8 then $9 else valid_until end,
+                        expiry_enforced_at = case when $8 then null else expiry_enforced_at end,
+                        generation = generation + 1, updated_at = now(),
+                        sync_status = case when sync_status = $5 then $5 else $6 end
+                  where cluster_id = $1 and name = $2 and state = $7
+              returning *"],
+            cluster_id,
+            name,
+            change.allow_replication,
+            change.connection_limit,
+            SyncStatus::KEPT_BY_WRITE as _,
+            SyncStatus::Ready.after_write() as _,
+            DesiredState::Present as _,
+            expiry.is_some(),
+            expiry.flatten()
+        );
+        let user: Option<User> = match tx.as_mut() {
+            Some(tx) => changed.fetch_optional(&mut **tx).await?,
+            None => changed.fetch_optional(&self.pool).await?,
+        };
+        let Some(mut user) = user else {
+            drop(tx);
+            return Err(self.unchanged_user(cluster_id, name).await?);
+        };
+        if let (Some(mut tx), Some(parameters)) = (tx, parameters) {
+            replace_parameters(&mut tx, cluster_id, name, parameters).await?;
+            tx.commit().await?;
+            user.parameters = sqlx::types::Json(parameters.clone());
+        }
+        Ok(user)
     }
 
     /// Rotates a user's credentials with a grace period: `sealed` (new credentials) become its
@@ -465,76 +507,30 @@ impl Store {
 
     /// Replaces a user's credentials (a password reset); the reconciler applies them. Goes
     /// with the cluster's other resets of the moment (see `batches.rs`); one its batch leaves
-    /// out (not there, being deleted) is asked again alone, which says why.
+    /// out (not there, being deleted) is asked again alone, in a batch of its own, which says
+    /// why.
     pub async fn replace_user_credentials(
         &self,
         cluster_id: Uuid,
         name: &str,
         credentials_sealed: &[u8],
     ) -> Result<User> {
-        let reset = Reset { name: name.into(), sealed: credentials_sealed.into() };
-        if let Some(user) = self.resets.submit(&self.pool, cluster_id, reset).await {
+        let reset = || Reset { name: name.into(), sealed: credentials_sealed.into() };
+        if let Some(user) = self.resets.submit(&self.pool, cluster_id, reset()).await {
             return Ok(user);
         }
-        self.change_user(cluster_id, name, None, Some(credentials_sealed)).await
+        match reset_users(&self.pool, cluster_id, &[reset()]).await?.remove(name) {
+            Some(user) => Ok(user),
+            None => Err(self.unchanged_user(cluster_id, name).await?),
+        }
     }
 
-    /// Applies a change to a present user and marks it pending under a new generation: one
-    /// statement, or one transaction when its parameters are replaced too.
-    async fn change_user(
-        &self,
-        cluster_id: Uuid,
-        name: &str,
-        settings: Option<&SettingsChange>,
-        credentials_sealed: Option<&[u8]>,
-    ) -> Result<User> {
-        let expiry = settings.and_then(|s| s.valid_until);
-        let parameters = settings.and_then(|s| s.parameters.as_ref());
-        let mut tx = match parameters {
-            Some(_) => Some(self.pool.begin().await?),
-            None => None,
-        };
-        let change = changed_rows!(
-            User,
-            ["update cluster_users
-                    set allow_replication = coalesce($3, allow_replication),
-                        connection_limit = coalesce($4, connection_limit),
-                        credentials_sealed = coalesce($5, credentials_sealed),
-                        valid_until = case when $9 then $10 else valid_until end,
-                        expiry_enforced_at = case when $9 then null else expiry_enforced_at end,
-                        grace_until = case when $5::bytea is null then grace_until end,
-                        generation = generation + 1, updated_at = now(),
-                        sync_status = case when sync_status = $6 then $6 else $7 end
-                  where cluster_id = $1 and name = $2 and state = $8
-              returning *"],
-            cluster_id,
-            name,
-            settings.map(|s| s.allow_replication),
-            settings.and_then(|s| s.connection_limit),
-            credentials_sealed,
-            SyncStatus::KEPT_BY_WRITE as _,
-            SyncStatus::Ready.after_write() as _,
-            DesiredState::Present as _,
-            expiry.is_some(),
-            expiry.flatten()
-        );
-        let user: Option<User> = match tx.as_mut() {
-            Some(tx) => change.fetch_optional(&mut **tx).await?,
-            None => change.fetch_optional(&self.pool).await?,
-        };
-        let Some(mut user) = user else {
-            drop(tx);
-            return Err(match self.object_state(ObjectKind::User, cluster_id, name).await? {
-                Some(_) => being_deleted(ObjectKind::User, name),
-                None => Error::NotFound("user"),
-            });
-        };
-        if let (Some(mut tx), Some(parameters)) = (tx, parameters) {
-            replace_parameters(&mut tx, cluster_id, name, parameters).await?;
-            tx.commit().await?;
-            user.parameters = sqlx::types::Json(parameters.clone());
-        }
-        Ok(user)
+    /// Why a user's change found no row to change: the user is being deleted, or not there.
+    async fn unchanged_user(&self, cluster_id: Uuid, name: &str) -> Result<Error> {
+        Ok(match self.object_state(ObjectKind::User, cluster_id, name).await? {
+            Some(_) => being_deleted(ObjectKind::User, name),
+            None => Error::NotFound("user"),
+        })
     }
 
     /// Asks for an object to be dropped from the target: the row stays, in state "absent",
@@ -874,8 +870,8 @@ impl Batched for Reset {
     }
 }
 
-/// Gives present users new credentials in one statement, each as [`Store::change_user`] does
-/// for a reset alone (a grace under way ends), their rows locked in name order first (`held`),
+/// Gives present users new credentials in one statement (a grace under way ends; one reset
+/// asked again alone is a batch of one), their rows locked in name order first (`held`),
 /// so that two batches naming the same users wait for each other rather than deadlock. The
 /// users changed, by name; one left out (not there, or being deleted) is asked again alone,
 /// which says why.
