@@ -147,7 +147,8 @@ async fn a_batch_of_creates_stays_within_its_cluster() {
     // asks, through its own cluster on the same server, for users of its own together with
     // team A's user and team A's primary user, while its cluster's row is held so that they
     // queue into one batch: its own are created, the other two are a conflict, and team A's
-    // users keep their logins.
+    // users keep their logins. One of its own carries a parameter for its own database, which
+    // lands there only; one naming team A's database is refused and creates nothing.
     let app = TestApp::spawn_with(AppOptions::default()).await;
     let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
     let b_users = format!("/v2/databases/{b_id}/users");
@@ -158,31 +159,49 @@ async fn a_batch_of_creates_stays_within_its_cluster() {
         .await
         .unwrap();
     let own: Vec<String> = (0..4).map(|i| app.unique(&format!("b{i}"))).collect();
-    let asked: Vec<&String> = own.iter().chain([&victim, &app.primary_user]).collect();
-    let creates =
-        futures::future::join_all(
-            asked.iter().map(|name| {
-                let (app, token, path) = (&app, team_b.clone(), b_users.clone());
-                async move {
-                    app.call_as(&token, reqwest::Method::POST, &path, Some(json!({ "name": name }))).await
-                }
-            }),
-        );
+    let b_db = app.unique("b_db");
+    let reaching = app.unique("b_reaching");
+    let asked: Vec<&String> = own.iter().chain([&victim, &app.primary_user, &reaching]).collect();
+    let parameter = |database: &str| json!([{"name": "work_mem", "value": "8MB", "database": database}]);
+    let creates = futures::future::join_all(asked.iter().enumerate().map(|(i, name)| {
+        let (app, token, path) = (&app, team_b.clone(), b_users.clone());
+        let body = match i {
+            0 => json!({ "name": name, "settings": { "parameters": parameter(&b_db) } }),
+            _ if **name == reaching => {
+                json!({ "name": name, "settings": { "parameters": parameter(&app.default_db) } })
+            }
+            _ => json!({ "name": name }),
+        };
+        async move { app.call_as(&token, reqwest::Method::POST, &path, Some(body)).await }
+    }));
     let release = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         writer.batch_execute("commit").await.unwrap();
     };
     let (answers, ()) = tokio::join!(creates, release);
-    let b_db = app.unique("b_db");
     for (name, (status, body)) in asked.iter().zip(&answers).take(own.len()) {
         assert_eq!(*status, 201, "{name}: {body}");
         let password = body["user"]["password"].as_str().unwrap();
         app.target.login(name, password, &b_db).await.expect("team B's own user logs in");
     }
-    for (name, (status, body)) in asked.iter().zip(&answers).skip(own.len()) {
+    assert_eq!(
+        crate::settings::settings_on_target(&app, &own[0]).await,
+        [format!("{b_db}:work_mem=8MB")],
+        "the parameter is set in team B's database only"
+    );
+    for (name, (status, body)) in asked.iter().zip(&answers).skip(own.len()).take(2) {
         assert_eq!(*status, 409, "{name}: {body}");
         assert!(body["message"].as_str().unwrap().contains("another cluster"), "{body}");
     }
+    let (status, body) = &answers[asked.len() - 1];
+    assert!((400..500).contains(status), "a parameter for team A's database: {status} {body}");
+    let (status, _) =
+        app.call_as(&team_b, reqwest::Method::GET, &format!("{b_users}/{reaching}"), None).await;
+    assert_eq!(status, 404, "the refused user was not created");
+    let reached: Vec<String> = app
+        .target_strings("SELECT rolname::text FROM pg_roles WHERE rolname = $1", &[&reaching.as_str()])
+        .await;
+    assert!(reached.is_empty(), "no role on the server for the refused user");
     app.target.login(&victim, &password, &app.default_db).await.expect("team A's user still logs in");
     let (status, body) = app.get(&app.cluster_path(&format!("/users/{victim}"))).await;
     assert_eq!(status, 200, "{body}");

@@ -849,10 +849,21 @@ async fn deletions_asked_while_one_is_written_are_written_together_in_one_transa
 async fn creates_asked_while_one_is_written_are_written_together_in_one_transaction() {
     // A writer holds the cluster's row, so that the first create waits (its foreign key locks
     // the row's key). Three creates asked meanwhile wait in the process behind it, then go in
-    // one statement: two new users in one commit, and "taken", a user the cluster has, left
-    // out of the batch and refused alone, as it would be on its own.
+    // one statement: two new users in one commit ("c" with parameters, one of them for the
+    // default database), and "taken", a user the cluster has, left out of the batch and
+    // refused alone, as it would be on its own.
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_user(id, "taken", b"", &Default::default()).await.unwrap();
+    let databases = app.store.list_databases(id).await.unwrap();
+    let default_db = databases.iter().find(|d| d.is_default).unwrap().name.clone();
+    let parameter =
+        |name: &str, value: &str, database: Option<&str>| pgplane_core::parameters::RoleParameter {
+            name: name.into(),
+            value: value.into(),
+            database: database.map(str::to_owned),
+        };
+    let c_parameters =
+        vec![parameter("work_mem", "8MB", None), parameter("statement_timeout", "5s", Some(&default_db))];
     let before = generation(&app, id).await;
     let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
@@ -862,7 +873,11 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
         .unwrap();
     let create = |name: &'static str| {
         let store = app.store.clone();
-        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &Default::default()).await })
+        let settings = pgplane_core::model::UserSettings {
+            parameters: if name == "c" { c_parameters.clone() } else { Vec::new() },
+            ..Default::default()
+        };
+        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &settings).await })
     };
     let first = create("a-held");
     assert!(lock_waits(&writer, 1).await, "the first create waits on the held row");
@@ -876,10 +891,18 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
         answers.push(task.await.unwrap());
     }
     let [b, c, taken] = <[_; 3]>::try_from(answers).unwrap();
-    for (name, answer) in [("b", b), ("c", c)] {
+    for (name, answer, parameters) in [("b", b, Vec::new()), ("c", c, c_parameters)] {
         let user = answer.expect("created");
         assert_eq!((user.name.as_str(), user.credentials_sealed.as_slice()), (name, name.as_bytes()));
-        assert_eq!(app.store.get_user(id, name).await.unwrap().generation, user.generation);
+        let stored = app.store.get_user(id, name).await.unwrap();
+        assert_eq!(stored.generation, user.generation);
+        let sorted = |mut p: Vec<pgplane_core::parameters::RoleParameter>| {
+            p.sort_by(|a, b| (&a.database, &a.name).cmp(&(&b.database, &b.name)));
+            p
+        };
+        let parameters = sorted(parameters);
+        assert_eq!(sorted(user.parameters.0.clone()), parameters, "{name}: the answer's parameters");
+        assert_eq!(sorted(stored.parameters.0), parameters, "{name}: the stored parameters");
     }
     match taken {
         Err(pgplane_core::Error::Invalid(message)) => {

@@ -36,10 +36,16 @@ pub enum Heir<'a> {
 }
 
 /// Parameters as the columns an insert unnests: names, values, databases.
-fn parameter_columns(parameters: &[RoleParameter]) -> (Vec<&str>, Vec<&str>, Vec<Option<&str>>) {
-    let names = parameters.iter().map(|p| p.name.as_str()).collect();
-    let values = parameters.iter().map(|p| p.value.as_str()).collect();
-    (names, values, parameters.iter().map(|p| p.database.as_deref()).collect())
+fn parameter_columns<'a>(
+    parameters: impl IntoIterator<Item = &'a RoleParameter>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<Option<&'a str>>) {
+    let (mut names, mut values, mut databases) = (Vec::new(), Vec::new(), Vec::new());
+    for p in parameters {
+        names.push(p.name.as_str());
+        values.push(p.value.as_str());
+        databases.push(p.database.as_deref());
+    }
+    (names, values, databases)
 }
 
 /// Replaces a user's parameters with `parameters` (checked by the caller).
@@ -298,8 +304,8 @@ impl Store {
 
     /// Records a new normal user (desired present) with its settings (a new user has no
     /// parameters yet: a deleted user's went with its row) and wakes the reconcilers, in one
-    /// statement. One with no parameters goes with the cluster's other new users of the moment
-    /// (see `batches.rs`); one its batch leaves out is asked again alone, which says why.
+    /// statement, with the cluster's other new users of the moment (see `batches.rs`); one its
+    /// batch leaves out is asked again alone, a batch of one, which says why.
     pub async fn insert_user(
         &self,
         cluster_id: Uuid,
@@ -307,63 +313,18 @@ impl Store {
         credentials_sealed: &[u8],
         settings: &UserSettings,
     ) -> Result<User> {
-        if settings.parameters.is_empty() {
-            let creation = Creation {
-                name: name.into(),
-                sealed: credentials_sealed.into(),
-                allow_replication: settings.allow_replication,
-                connection_limit: settings.connection_limit,
-                valid_until: settings.valid_until,
-                lease_seconds: settings.lease.as_ref().map(|l| l.seconds),
-                heir: settings.lease.as_ref().and_then(|l| l.heir.clone()),
-            };
-            if let Some(user) = self.creations.submit(&self.pool, cluster_id, creation).await {
-                return Ok(user);
-            }
+        let creation =
+            || Creation { name: name.into(), sealed: credentials_sealed.into(), settings: settings.clone() };
+        if let Some(user) = self.creations.submit(&self.pool, cluster_id, creation()).await {
+            return Ok(user);
         }
-        let (names, values, databases) = parameter_columns(&settings.parameters);
-        let user: Option<User> = changed_rows!(
-            User,
-            ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
-                                         connection_limit, valid_until, lease_seconds, reassign_to)
-                 select $1, $2, $3, $4, $5, $6, $7, $8, $9
-                  where not exists (select 1 from cluster_users a where a.cluster_id = $1 and a.alternate_login = $2)
-                    -- The databases its parameters name, key-locked first: the user's own
-                    -- foreign key locks the cluster's key at the statement's end, and a
-                    -- cluster's unregistration holds the databases before it (the order of
-                    -- every writer: ARCHITECTURE.md).
-                    and (select count(*) from (select 1 from cluster_databases d
-                                                where d.cluster_id = $1 and d.name = any($12::text[])
-                                                order by d.name for key share) k) >= 0
-                 on conflict do nothing
-                 returning *
-               ), parameters as (
-                 insert into cluster_user_parameters (cluster_id, user_name, name, value, database_name)
-                 select $1, $2, p.name, p.value, p.database_name
-                   from unnest($10::text[], $11::text[], $12::text[]) as p(name, value, database_name)
-                  where exists (select 1 from changed)"],
-            cluster_id,
-            name,
-            UserRole::Normal as _,
-            credentials_sealed,
-            settings.allow_replication,
-            settings.connection_limit,
-            settings.valid_until,
-            settings.lease.as_ref().map(|l| l.seconds),
-            settings.lease.as_ref().and_then(|l| l.heir.as_deref()),
-            &names as &[&str],
-            &values as &[&str],
-            &databases as &[Option<&str>]
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
-        let Some(mut user) = user else {
-            return Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await);
-        };
-        // The statement's own snapshot did not see the parameters it inserted.
-        user.parameters = sqlx::types::Json(settings.parameters.clone());
-        Ok(user)
+        let alone = insert_users(&self.pool, cluster_id, &[creation()])
+            .await
+            .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
+        match alone.into_values().next() {
+            Some(user) => Ok(user),
+            None => Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await),
+        }
     }
 
     /// Records a new database (desired present, owned by the primary user) and wakes the
@@ -782,16 +743,12 @@ impl Batched for Reading {
     }
 }
 
-/// A new user without parameters, written with the cluster's other new users of the moment
-/// (see [`insert_users`]).
+/// A new user, written with the cluster's other new users of the moment (see
+/// [`insert_users`]).
 pub(crate) struct Creation {
     name: String,
     sealed: Vec<u8>,
-    allow_replication: bool,
-    connection_limit: i32,
-    valid_until: Option<DateTime<Utc>>,
-    lease_seconds: Option<i32>,
-    heir: Option<String>,
+    settings: UserSettings,
 }
 
 impl Batched for Creation {
@@ -806,10 +763,12 @@ impl Batched for Creation {
     }
 }
 
-/// Inserts new users in one statement (in name order, so that two batches naming the same
-/// users wait for each other rather than deadlock), each as [`Store::insert_user`] does
-/// alone. The users inserted, by name; one left out (taken, or another user's alternate
-/// login) is asked again alone, which says why.
+/// Inserts new users and their parameters in one statement: the users in name order (so
+/// that two batches naming the same users wait for each other rather than deadlock), the
+/// databases their parameters name key-locked first (the parameters' own foreign key locks
+/// them at the statement's end, and a cluster's unregistration holds the databases before
+/// it: the order of every writer, ARCHITECTURE.md). The users inserted, by name; one left
+/// out (taken, or another user's alternate login) is asked again alone, which says why.
 async fn insert_users(
     pool: &PgPool,
     cluster_id: Uuid,
@@ -817,11 +776,16 @@ async fn insert_users(
 ) -> sqlx::Result<HashMap<String, User>> {
     let names: Vec<&str> = batch.iter().map(|c| c.name.as_str()).collect();
     let sealed: Vec<&[u8]> = batch.iter().map(|c| c.sealed.as_slice()).collect();
-    let replication: Vec<bool> = batch.iter().map(|c| c.allow_replication).collect();
-    let limits: Vec<i32> = batch.iter().map(|c| c.connection_limit).collect();
-    let valid_until: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.valid_until).collect();
-    let leases: Vec<Option<i32>> = batch.iter().map(|c| c.lease_seconds).collect();
-    let heirs: Vec<Option<&str>> = batch.iter().map(|c| c.heir.as_deref()).collect();
+    let settings = || batch.iter().map(|c| &c.settings);
+    let replication: Vec<bool> = settings().map(|s| s.allow_replication).collect();
+    let limits: Vec<i32> = settings().map(|s| s.connection_limit).collect();
+    let valid_until: Vec<Option<DateTime<Utc>>> = settings().map(|s| s.valid_until).collect();
+    let leases: Vec<Option<i32>> = settings().map(|s| s.lease.as_ref().map(|l| l.seconds)).collect();
+    let heirs: Vec<Option<&str>> =
+        settings().map(|s| s.lease.as_ref().and_then(|l| l.heir.as_deref())).collect();
+    let parameters = batch.iter().flat_map(|c| c.settings.parameters.iter().map(|p| (c.name.as_str(), p)));
+    let (owners, parameters): (Vec<&str>, Vec<&RoleParameter>) = parameters.unzip();
+    let (parameter_names, values, databases) = parameter_columns(parameters);
     let users: Vec<User> = changed_rows!(
         User,
         ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
@@ -833,9 +797,18 @@ async fn insert_users(
                     as n(name, sealed, replication, connection_limit, valid_until, lease_seconds, heir)
               where not exists (select 1 from cluster_users a
                                  where a.cluster_id = $1 and a.alternate_login = n.name)
+                and (select count(*) from (select 1 from cluster_databases d
+                                            where d.cluster_id = $1 and d.name = any($13::text[])
+                                            order by d.name for key share) k) >= 0
               order by n.name
              on conflict do nothing
-             returning *"],
+             returning *
+           ), parameters as (
+             insert into cluster_user_parameters (cluster_id, user_name, name, value, database_name)
+             select $1, p.user_name, p.name, p.value, p.database_name
+               from unnest($10::text[], $11::text[], $12::text[], $13::text[])
+                    as p(user_name, name, value, database_name)
+              where exists (select 1 from changed c where c.name = p.user_name)"],
         cluster_id,
         &names as &[&str],
         UserRole::Normal as _,
@@ -845,10 +818,25 @@ async fn insert_users(
         &valid_until as &[Option<DateTime<Utc>>],
         &leases as &[Option<i32>],
         &heirs as &[Option<&str>],
+        &owners as &[&str],
+        &parameter_names as &[&str],
+        &values as &[&str],
+        &databases as &[Option<&str>],
     )
     .fetch_all(pool)
     .await?;
-    Ok(users.into_iter().map(|u| (u.name.clone(), u)).collect())
+    // The statement's own snapshot did not see the parameters it inserted.
+    let mut asked: HashMap<&str, &UserSettings> =
+        batch.iter().map(|c| (c.name.as_str(), &c.settings)).collect();
+    Ok(users
+        .into_iter()
+        .map(|mut u| {
+            if let Some(settings) = asked.remove(u.name.as_str()) {
+                u.parameters = sqlx::types::Json(settings.parameters.clone());
+            }
+            (u.name.clone(), u)
+        })
+        .collect())
 }
 
 /// A user's new credentials (a password reset), written with the cluster's other resets of
