@@ -270,7 +270,7 @@ impl Reconciler {
                     // left alone, writes or not: its holder may be gone by then.
                     if ends.contains(&false) {
                         let until = Instant::now() + HELD_ELSEWHERE_FOR;
-                        look_again = Some(look_again.map_or(until, |at| at.min(until)));
+                        look_again = sooner(look_again, until);
                     }
                     ends.contains(&true) && backlog.is_empty()
                 }
@@ -290,7 +290,7 @@ impl Reconciler {
                         let mut any = false;
                         for id in clusters.iter().filter(|id| !in_flight.contains(id)) {
                             match shared.left_alone_until(id) {
-                                Some(until) => look_again = Some(look_again.map_or(until, |at| at.min(until))),
+                                Some(until) => look_again = sooner(look_again, until),
                                 None => any = true,
                             }
                         }
@@ -317,7 +317,7 @@ impl Reconciler {
             for due_cluster in due {
                 let DueCluster { cluster_id, team_id, changed } = due_cluster;
                 if let Some(until) = shared.left_alone_until(&cluster_id) {
-                    look_again = Some(look_again.map_or(until, |at| at.min(until)));
+                    look_again = sooner(look_again, until);
                     continue;
                 }
                 // Drift checks queue no deeper than a team's share of the slots, so that a
@@ -398,6 +398,11 @@ async fn end_leases(shared: &Shared) {
         Ok(n) => tracing::info!(leases = n, "leases ended"),
         Err(e) => tracing::warn!(error = %e, "cannot end leases in the metadata database"),
     }
+}
+
+/// The next look at the due list: the one planned, or `until` if that comes first.
+fn sooner(planned: Option<Instant>, until: Instant) -> Option<Instant> {
+    Some(planned.map_or(until, |at| at.min(until)))
 }
 
 /// Waits for a wake-up: writes announced on the wake channel (with those already queued behind
