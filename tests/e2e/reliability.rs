@@ -919,6 +919,34 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
     assert_eq!(generation(&app, id).await - before, 2, "the two creates went in one commit");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn creates_woken_together_are_written_together_in_one_transaction() {
+    // Requests woken by one event (as the waiters of a finished pass are) reach their batch one
+    // after another, the first scheduling the batch's task before the others have run (one
+    // worker, woken from it: the order is the scheduler's, not chance). The first must not go
+    // alone: the four users are written in one commit.
+    let (app, id) = registered_without_reconciler().await;
+    let before = generation(&app, id).await;
+    let (go, ready) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, mut ready) = (app.store.clone(), ready.clone());
+            tokio::spawn(async move {
+                ready.wait_for(|go| *go).await.unwrap();
+                store.insert_user(id, &format!("woken-{i}"), b"", &Default::default()).await
+            })
+        })
+        .collect();
+    // Give them the time to wait, then wake them from the worker (as the waiter of finished
+    // passes does), not from the test's own thread, which the worker would race.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::spawn(async move { go.send_replace(true) }).await.unwrap();
+    for task in tasks {
+        task.await.unwrap().expect("created");
+    }
+    assert_eq!(generation(&app, id).await - before, 1, "the four creates went in one commit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_asked_while_one_is_written_are_written_together_in_one_transaction() {
     // A writer holds "a-held"'s row, so that its reset waits. Four resets asked meanwhile wait

@@ -137,6 +137,13 @@ impl AuditWriter {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while handed.recv_many(&mut batch, BATCH).await > 0 {
+                // Answers that go out together (the waiters of one pass) are handed one after
+                // another, the first waking this task before the others run: let them join.
+                tokio::task::yield_now().await;
+                while batch.len() < BATCH {
+                    let Ok(more) = handed.try_recv() else { break };
+                    batch.push(more);
+                }
                 let (events, written): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
                 if store.record_audit_events(&events).await.is_err() {
                     // One event the database refuses (its team deleted meanwhile) must not

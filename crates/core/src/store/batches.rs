@@ -1,12 +1,13 @@
 //! Requests about one cluster's users done together (a group commit): the requests of a kind
 //! (a new user, `objects::Creation`; a password reset, `objects::Reset`; a user's deletion,
 //! `objects::Deletion`; a read of a user, `objects::Reading`) that arrive while another of
-//! that kind is being done for the same cluster wait for it, then go in one statement or
-//! transaction: for writes, one commit, one bump of the cluster and one wake-up for them all,
-//! where each paid for its own and the commits queued on the cluster's row; for reads, one
-//! round trip. What a kind does is its [`Batched::run`]; a request its batch does not answer
-//! (refused, taken, not found, tied to another request of the batch), and every request of a
-//! batch that failed, is asked again on its own by the caller, which says why.
+//! that kind is being done for the same cluster, or together with it (woken by one event, as
+//! the waiters of a finished pass are), wait for it, then go in one statement or transaction:
+//! for writes, one commit, one bump of the cluster and one wake-up for them all, where each
+//! paid for its own and the commits queued on the cluster's row; for reads, one round trip.
+//! What a kind does is its [`Batched::run`]; a request its batch does not answer (refused,
+//! taken, not found, tied to another request of the batch), and every request of a batch that
+//! failed, is asked again on its own by the caller, which says why.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -82,6 +83,9 @@ impl<R: Batched> Batches<R> {
 
     /// Does `cluster_id`'s batches until none is waiting.
     async fn drain(self: Arc<Self>, pool: PgPool, cluster_id: Uuid) {
+        // Requests woken together (the waiters of a finished pass reading their users) are
+        // queued to run right after the one that spawned this task: let them join first.
+        tokio::task::yield_now().await;
         loop {
             let (batch, answers) = self.take(cluster_id);
             if batch.is_empty() {
