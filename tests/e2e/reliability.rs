@@ -948,6 +948,64 @@ async fn creates_woken_together_are_written_together_in_one_transaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_creates_failed_by_one_users_parameter_creates_the_others_alone() {
+    // A parameter naming a database the cluster does not have (the route checks it, but a drop
+    // can come between) fails its batch's statement on the foreign key. Every request of the
+    // batch asks again alone: the others are created, the culprit gets the error, and nothing
+    // of it is stored.
+    let (app, id) = registered_without_reconciler().await;
+    let writer = app.metadata_session().await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
+        .await
+        .unwrap();
+    let create = |name: &'static str, database: Option<&'static str>| {
+        let store = app.store.clone();
+        let parameters = database.map_or_else(Vec::new, |d| {
+            vec![pgplane_core::parameters::RoleParameter {
+                name: "work_mem".into(),
+                value: "8MB".into(),
+                database: Some(d.into()),
+            }]
+        });
+        let settings = pgplane_core::model::UserSettings { parameters, ..Default::default() };
+        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &settings).await })
+    };
+    let first = create("a-held", None);
+    assert!(lock_waits(&writer, 1).await, "the first create waits on the held row");
+    let others: Vec<_> = [("b", None), ("c", Some("no_such_db")), ("d", None)]
+        .into_iter()
+        .map(|(n, d)| create(n, d))
+        .collect();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the first user is created");
+    let mut answers = Vec::new();
+    for task in others {
+        answers.push(task.await.unwrap());
+    }
+    let [b, c, d] = <[_; 3]>::try_from(answers).unwrap();
+    for (name, answer) in [("b", b), ("d", d)] {
+        let user = answer.expect("created alone");
+        assert_eq!(app.store.get_user(id, name).await.unwrap().generation, user.generation, "{name}");
+    }
+    assert!(c.is_err(), "the user whose parameter names no database is refused: {c:?}");
+    assert!(matches!(app.store.get_user(id, "c").await, Err(pgplane_core::Error::NotFound("user"))));
+    let stored = app.metadata_session().await;
+    let rows: i64 = stored
+        .query_one(
+            "select count(*) from cluster_user_parameters where cluster_id = $1::text::uuid and user_name = 'c'",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no parameter of the refused user is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_asked_while_one_is_written_are_written_together_in_one_transaction() {
     // A writer holds "a-held"'s row, so that its reset waits. Four resets asked meanwhile wait
     // in the process behind it, then go in one statement: two users get their new credentials
