@@ -115,6 +115,18 @@ async fn a_victim_and_a_rival_cluster(app: &TestApp) -> (String, String, String,
     (victim, password, team_b, b["database"]["id"].as_str().unwrap().to_string())
 }
 
+/// `count` new users (`b0`, `b1`, … made unique) created through `users` (a cluster's users
+/// path) with `token`; their names.
+async fn users_created_as(app: &TestApp, token: &str, users: &str, count: usize) -> Vec<String> {
+    let own: Vec<String> = (0..count).map(|i| app.unique(&format!("b{i}"))).collect();
+    for name in &own {
+        let (status, body) =
+            app.call_as(token, reqwest::Method::POST, users, Some(json!({ "name": name }))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    own
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_deletions_stays_within_its_cluster() {
     // Deletions asked together for one cluster are written together (one transaction). Team B
@@ -123,12 +135,7 @@ async fn a_batch_of_deletions_stays_within_its_cluster() {
     let app = TestApp::spawn_with(AppOptions::default()).await;
     let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
     let b_users = format!("/v2/databases/{b_id}/users");
-    let own: Vec<String> = (0..6).map(|i| app.unique(&format!("b{i}"))).collect();
-    for name in &own {
-        let (status, body) =
-            app.call_as(&team_b, reqwest::Method::POST, &b_users, Some(json!({ "name": name }))).await;
-        assert_eq!(status, 201, "{body}");
-    }
+    let own = users_created_as(&app, &team_b, &b_users, 6).await;
     let deletions = own.iter().chain(std::iter::once(&victim)).map(|name| {
         let (app, token, path) = (&app, team_b.clone(), format!("{b_users}/{name}"));
         async move { app.call_as(&token, reqwest::Method::DELETE, &path, None).await.0 }
@@ -218,12 +225,7 @@ async fn a_batch_of_resets_stays_within_its_cluster() {
     let app = TestApp::spawn_with(AppOptions::default()).await;
     let (victim, password, team_b, b_id) = a_victim_and_a_rival_cluster(&app).await;
     let b_users = format!("/v2/databases/{b_id}/users");
-    let own: Vec<String> = (0..4).map(|i| app.unique(&format!("b{i}"))).collect();
-    for name in &own {
-        let (status, body) =
-            app.call_as(&team_b, reqwest::Method::POST, &b_users, Some(json!({ "name": name }))).await;
-        assert_eq!(status, 201, "{body}");
-    }
+    let own = users_created_as(&app, &team_b, &b_users, 4).await;
     let writer = app.metadata_session().await;
     writer.batch_execute("begin").await.unwrap();
     let held = writer

@@ -653,11 +653,7 @@ async fn a_users_creation_naming_a_database_and_its_clusters_unregistration_do_n
     let unregistration = tokio::spawn(async move { store.delete_cluster(cluster.team_id, id).await });
     assert!(lock_waits(&writer, 1).await, "the unregistration waits on the cluster's row");
     let settings = pgplane_core::model::UserSettings {
-        parameters: vec![pgplane_core::parameters::RoleParameter {
-            name: "work_mem".into(),
-            value: "8MB".into(),
-            database: Some(cluster.default_database.clone()),
-        }],
+        parameters: vec![parameter("work_mem", "8MB", Some(&cluster.default_database))],
         ..Default::default()
     };
     let store = app.store.clone();
@@ -798,9 +794,72 @@ async fn generation(app: &TestApp, id: uuid::Uuid) -> i64 {
     app.store.cluster_by_id(id).await.unwrap().unwrap().generation
 }
 
+/// Requests asked while a writer (its transaction open) holds the row that `first`, asked
+/// before them, waits on: they wait in the process behind `first`, not on a lock, then go in
+/// the next batch once the writer commits. Their answers, in order; `first`'s is checked.
+async fn asked_behind_a_held_one<T: std::fmt::Debug>(
+    writer: tokio_postgres::Client,
+    first: impl FnOnce() -> tokio::task::JoinHandle<pgplane_core::Result<T>>,
+    others: impl FnOnce() -> Vec<tokio::task::JoinHandle<pgplane_core::Result<T>>>,
+) -> Vec<pgplane_core::Result<T>> {
+    let first = first();
+    assert!(lock_waits(&writer, 1).await, "the first request waits on the held row");
+    let others = others();
+    // Give them the time to be asked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.batch_execute("commit").await.unwrap();
+    first.await.unwrap().expect("the first request went through once the writer committed");
+    let mut answers = Vec::new();
+    for task in others {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// A writer holding cluster `id`'s row, its transaction open: a create waits on it (its
+/// foreign key locks the row's key).
+async fn writer_holding_the_cluster(app: &TestApp, id: uuid::Uuid) -> tokio_postgres::Client {
+    let writer = app.metadata_session().await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
+        .await
+        .unwrap();
+    writer
+}
+
+/// Creates of `asked` (with the settings given; credentials their names' bytes) asked while a
+/// writer holds the cluster's row and a create of "a-held" waits on it (see
+/// [`asked_behind_a_held_one`]). Their answers.
+async fn creates_behind_a_held_one(
+    app: &TestApp,
+    id: uuid::Uuid,
+    asked: Vec<(&'static str, pgplane_core::model::UserSettings)>,
+) -> Vec<pgplane_core::Result<pgplane_core::model::User>> {
+    let create = |name: &'static str, settings: pgplane_core::model::UserSettings| {
+        let store = app.store.clone();
+        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &settings).await })
+    };
+    let writer = writer_holding_the_cluster(app, id).await;
+    asked_behind_a_held_one(
+        writer,
+        || create("a-held", Default::default()),
+        || asked.into_iter().map(|(name, settings)| create(name, settings)).collect(),
+    )
+    .await
+}
+
+/// A user parameter, `database` None for every database.
+fn parameter(name: &str, value: &str, database: Option<&str>) -> pgplane_core::parameters::RoleParameter {
+    pgplane_core::parameters::RoleParameter {
+        name: name.into(),
+        value: value.into(),
+        database: database.map(str::to_owned),
+    }
+}
+
 /// Deletions of `names` (heirs as given) asked while a writer holds "a-held" and a deletion of
-/// it waits on that row: they wait in the process behind its transaction, not on a lock, then
-/// go in the next. Their answers, the held one's checked.
+/// it waits on that row (see [`asked_behind_a_held_one`]). Their answers.
 async fn deletions_behind_a_held_one(
     app: &TestApp,
     id: uuid::Uuid,
@@ -813,18 +872,12 @@ async fn deletions_behind_a_held_one(
         })
     };
     let writer = writer_holding(app, id, &["a-held"]).await;
-    let first = deletion("a-held", None);
-    assert!(lock_waits(&writer, 1).await, "the first deletion waits on the held row");
-    let others: Vec<_> = names.iter().map(|&(name, heir)| deletion(name, heir)).collect();
-    // Give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    first.await.unwrap().expect("the held user is marked");
-    let mut answers = Vec::new();
-    for task in others {
-        answers.push(task.await.unwrap());
-    }
-    answers
+    asked_behind_a_held_one(
+        writer,
+        || deletion("a-held", None),
+        || names.iter().map(|&(name, heir)| deletion(name, heir)).collect(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -856,40 +909,17 @@ async fn creates_asked_while_one_is_written_are_written_together_in_one_transact
     app.store.insert_user(id, "taken", b"", &Default::default()).await.unwrap();
     let databases = app.store.list_databases(id).await.unwrap();
     let default_db = databases.iter().find(|d| d.is_default).unwrap().name.clone();
-    let parameter =
-        |name: &str, value: &str, database: Option<&str>| pgplane_core::parameters::RoleParameter {
-            name: name.into(),
-            value: value.into(),
-            database: database.map(str::to_owned),
-        };
     let c_parameters =
         vec![parameter("work_mem", "8MB", None), parameter("statement_timeout", "5s", Some(&default_db))];
+    let c_settings =
+        pgplane_core::model::UserSettings { parameters: c_parameters.clone(), ..Default::default() };
     let before = generation(&app, id).await;
-    let writer = app.metadata_session().await;
-    writer.batch_execute("begin").await.unwrap();
-    writer
-        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
-        .await
-        .unwrap();
-    let create = |name: &'static str| {
-        let store = app.store.clone();
-        let settings = pgplane_core::model::UserSettings {
-            parameters: if name == "c" { c_parameters.clone() } else { Vec::new() },
-            ..Default::default()
-        };
-        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &settings).await })
-    };
-    let first = create("a-held");
-    assert!(lock_waits(&writer, 1).await, "the first create waits on the held row");
-    let others: Vec<_> = ["b", "c", "taken"].into_iter().map(create).collect();
-    // Give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    first.await.unwrap().expect("the first user is created");
-    let mut answers = Vec::new();
-    for task in others {
-        answers.push(task.await.unwrap());
-    }
+    let answers = creates_behind_a_held_one(
+        &app,
+        id,
+        vec![("b", Default::default()), ("c", c_settings), ("taken", Default::default())],
+    )
+    .await;
     let [b, c, taken] = <[_; 3]>::try_from(answers).unwrap();
     for (name, answer, parameters) in [("b", b, Vec::new()), ("c", c, c_parameters)] {
         let user = answer.expect("created");
@@ -954,38 +984,16 @@ async fn a_batch_of_creates_failed_by_one_users_parameter_creates_the_others_alo
     // batch asks again alone: the others are created, the culprit gets the error, and nothing
     // of it is stored.
     let (app, id) = registered_without_reconciler().await;
-    let writer = app.metadata_session().await;
-    writer.batch_execute("begin").await.unwrap();
-    writer
-        .execute("select 1 from clusters where cluster_id = $1::text::uuid for update", &[&id.to_string()])
-        .await
-        .unwrap();
-    let create = |name: &'static str, database: Option<&'static str>| {
-        let store = app.store.clone();
-        let parameters = database.map_or_else(Vec::new, |d| {
-            vec![pgplane_core::parameters::RoleParameter {
-                name: "work_mem".into(),
-                value: "8MB".into(),
-                database: Some(d.into()),
-            }]
-        });
-        let settings = pgplane_core::model::UserSettings { parameters, ..Default::default() };
-        tokio::spawn(async move { store.insert_user(id, name, name.as_bytes(), &settings).await })
+    let missing = pgplane_core::model::UserSettings {
+        parameters: vec![parameter("work_mem", "8MB", Some("no_such_db"))],
+        ..Default::default()
     };
-    let first = create("a-held", None);
-    assert!(lock_waits(&writer, 1).await, "the first create waits on the held row");
-    let others: Vec<_> = [("b", None), ("c", Some("no_such_db")), ("d", None)]
-        .into_iter()
-        .map(|(n, d)| create(n, d))
-        .collect();
-    // Give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    first.await.unwrap().expect("the first user is created");
-    let mut answers = Vec::new();
-    for task in others {
-        answers.push(task.await.unwrap());
-    }
+    let answers = creates_behind_a_held_one(
+        &app,
+        id,
+        vec![("b", Default::default()), ("c", missing), ("d", Default::default())],
+    )
+    .await;
     let [b, c, d] = <[_; 3]>::try_from(answers).unwrap();
     for (name, answer) in [("b", b), ("d", d)] {
         let user = answer.expect("created alone");
@@ -1023,17 +1031,12 @@ async fn resets_asked_while_one_is_written_are_written_together_in_one_transacti
         let store = app.store.clone();
         tokio::spawn(async move { store.replace_user_credentials(id, name, name.as_bytes()).await })
     };
-    let first = reset("a-held");
-    assert!(lock_waits(&writer, 1).await, "the first reset waits on the held row");
-    let others: Vec<_> = ["b", "c", "leaving", "nobody"].into_iter().map(reset).collect();
-    // Give them the time to be asked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.batch_execute("commit").await.unwrap();
-    first.await.unwrap().expect("the held user is reset");
-    let mut answers = Vec::new();
-    for task in others {
-        answers.push(task.await.unwrap());
-    }
+    let answers = asked_behind_a_held_one(
+        writer,
+        || reset("a-held"),
+        || ["b", "c", "leaving", "nobody"].into_iter().map(reset).collect(),
+    )
+    .await;
     let [b, c, leaving, nobody] = <[_; 4]>::try_from(answers).unwrap();
     for (name, answer) in [("b", b), ("c", c)] {
         let user = answer.expect("reset");
