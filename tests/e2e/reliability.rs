@@ -978,16 +978,17 @@ async fn creates_woken_together_are_written_together_in_one_transaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_creates_failed_by_one_users_parameter_creates_the_others_alone() {
+async fn a_create_whose_parameter_names_no_database_is_left_out_of_its_batch_and_refused() {
     // A parameter naming a database the cluster does not have (the route checks it, but a drop
-    // can come between) fails its batch's statement on the foreign key. Every request of the
-    // batch asks again alone: the others are created, the culprit gets the error, and nothing
-    // of it is stored.
+    // can come between) leaves its user out of the batch's statement; the others are written
+    // by it, in one commit, and the culprit, asked again alone, is told why, nothing of it
+    // stored.
     let (app, id) = registered_without_reconciler().await;
     let missing = pgplane_core::model::UserSettings {
         parameters: vec![parameter("work_mem", "8MB", Some("no_such_db"))],
         ..Default::default()
     };
+    let before = generation(&app, id).await;
     let answers = creates_behind_a_held_one(
         &app,
         id,
@@ -996,21 +997,136 @@ async fn a_batch_of_creates_failed_by_one_users_parameter_creates_the_others_alo
     .await;
     let [b, c, d] = <[_; 3]>::try_from(answers).unwrap();
     for (name, answer) in [("b", b), ("d", d)] {
-        let user = answer.expect("created alone");
+        let user = answer.expect("created");
         assert_eq!(app.store.get_user(id, name).await.unwrap().generation, user.generation, "{name}");
     }
-    assert!(c.is_err(), "the user whose parameter names no database is refused: {c:?}");
+    assert_eq!(generation(&app, id).await - before, 2, "b and d went in one commit");
+    assert_unknown_database(c, "no_such_db");
     assert!(matches!(app.store.get_user(id, "c").await, Err(pgplane_core::Error::NotFound("user"))));
-    let stored = app.metadata_session().await;
-    let rows: i64 = stored
-        .query_one(
-            "select count(*) from cluster_user_parameters where cluster_id = $1::text::uuid and user_name = 'c'",
+    assert_eq!(
+        rows_naming(&app, id, "user_name", "c").await,
+        0,
+        "no parameter of the refused user is stored"
+    );
+}
+
+/// Asserts that `answer` refuses a parameter or level naming `database` as not a database of
+/// the cluster (422).
+fn assert_unknown_database<T: std::fmt::Debug>(answer: pgplane_core::Result<T>, database: &str) {
+    match answer {
+        Err(pgplane_core::Error::Invalid(message)) => {
+            assert!(message.contains(&format!("unknown database {database:?}")), "{message}")
+        }
+        other => panic!("expected the database {database:?} refused as unknown: {other:?}"),
+    }
+}
+
+/// How many parameters and access levels of cluster `id` have `value` in `column` (user_name or
+/// database_name).
+async fn rows_naming(app: &TestApp, id: uuid::Uuid, column: &str, value: &str) -> i64 {
+    let session = app.metadata_session().await;
+    let count = format!(
+        "select (select count(*) from cluster_user_parameters where cluster_id = $1::text::uuid and {column} = $2)
+              + (select count(*) from cluster_user_access where cluster_id = $1::text::uuid and {column} = $2)"
+    );
+    session.query_one(&count, &[&id.to_string(), &value]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_naming_a_database_asked_while_its_deletion_is_written_are_refused() {
+    // The deletion of "doomed" holds its row, then waits on one of its parameters (a writer
+    // holds it) before it can remove them. Asked meanwhile, each already checked against the
+    // databases as the route read them: a user's creation and a settings change, each with a
+    // parameter set in "doomed", and an access level on it. They must wait for the deletion,
+    // then find the database being deleted: each is refused, and nothing names it afterwards.
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_database(id, "doomed").await.unwrap();
+    let in_doomed = || vec![parameter("work_mem", "8MB", Some("doomed"))];
+    let member = pgplane_core::model::UserSettings { parameters: in_doomed(), ..Default::default() };
+    app.store.insert_user(id, "member", b"", &member).await.unwrap();
+    let other = app.store.insert_user(id, "other", b"", &Default::default()).await.unwrap();
+    let writer = app.metadata_session().await;
+    writer.batch_execute("begin").await.unwrap();
+    writer
+        .execute(
+            "select 1 from cluster_user_parameters where cluster_id = $1::text::uuid and user_name = 'member' for update",
             &[&id.to_string()],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 0, "no parameter of the refused user is stored");
+        .unwrap();
+    let store = app.store.clone();
+    let deletion = tokio::spawn(async move {
+        store.request_deletion(pgplane_core::lifecycle::ObjectKind::Database, id, "doomed").await
+    });
+    assert!(lock_waits(&writer, 1).await, "the deletion waits on the parameter the writer holds");
+
+    let store = app.store.clone();
+    let creation = tokio::spawn(async move {
+        let settings = pgplane_core::model::UserSettings { parameters: in_doomed(), ..Default::default() };
+        store.insert_user(id, "newcomer", b"", &settings).await
+    });
+    let store = app.store.clone();
+    let change = tokio::spawn(async move {
+        let change = pgplane_core::model::SettingsChange {
+            allow_replication: false,
+            connection_limit: None,
+            parameters: Some(in_doomed()),
+            valid_until: None,
+        };
+        store.update_user_settings(id, "other", &change).await
+    });
+    let store = app.store.clone();
+    let access = tokio::spawn(async move {
+        store
+            .replace_access(id, "other", &[("doomed".into(), pgplane_core::access::AccessLevel::ReadOnly)])
+            .await
+    });
+    assert!(lock_waits(&writer, 4).await, "the three wait for the deletion holding the database's row");
+    writer.batch_execute("commit").await.unwrap();
+
+    deletion.await.unwrap().expect("the deletion went through");
+    assert_unknown_database(creation.await.unwrap(), "doomed");
+    assert_unknown_database(change.await.unwrap(), "doomed");
+    assert_unknown_database(access.await.unwrap(), "doomed");
+    assert!(matches!(app.store.get_user(id, "newcomer").await, Err(pgplane_core::Error::NotFound("user"))));
+    assert_eq!(app.store.get_user(id, "other").await.unwrap().generation, other.generation, "unchanged");
+    assert_eq!(rows_naming(&app, id, "database_name", "doomed").await, 0, "nothing names the database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_databases_deletion_waits_for_a_create_writing_a_parameter_in_it_and_removes_that() {
+    // A user's creation with a parameter set in "doomed" holds that database's key from the
+    // start of its statement, and here waits at its end on the cluster's row (a writer holds
+    // it). The deletion of "doomed" asked meanwhile must wait for the creation to commit, then
+    // remove its parameter with the others: none is left naming a database being deleted.
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_database(id, "doomed").await.unwrap();
+    let writer = writer_holding_the_cluster(&app, id).await;
+    let store = app.store.clone();
+    let creation = tokio::spawn(async move {
+        let settings = pgplane_core::model::UserSettings {
+            parameters: vec![parameter("work_mem", "8MB", Some("doomed"))],
+            ..Default::default()
+        };
+        store.insert_user(id, "newcomer", b"", &settings).await
+    });
+    assert!(lock_waits(&writer, 1).await, "the creation waits on the cluster's row");
+    let store = app.store.clone();
+    let deletion = tokio::spawn(async move {
+        store.request_deletion(pgplane_core::lifecycle::ObjectKind::Database, id, "doomed").await
+    });
+    assert!(lock_waits(&writer, 2).await, "the deletion waits too");
+    writer.batch_execute("commit").await.unwrap();
+
+    let user = creation.await.unwrap().expect("created, committed before the deletion");
+    assert_eq!(user.parameters.0.len(), 1);
+    deletion.await.unwrap().expect("the deletion went through");
+    assert_eq!(
+        rows_naming(&app, id, "database_name", "doomed").await,
+        0,
+        "the parameter went with the database"
+    );
+    assert_eq!(app.store.get_user(id, "newcomer").await.unwrap().parameters.0, Vec::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

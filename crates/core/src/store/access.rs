@@ -128,14 +128,7 @@ impl Store {
         }
         let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
         let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
-        let known: Vec<String> = sqlx::query_scalar!(
-            "select name from cluster_databases where cluster_id = $1 and name = any($2) and state = $3",
-            cluster_id,
-            &databases as &[&str],
-            DesiredState::Present as _
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let known = super::objects::hold_present_databases(&mut tx, cluster_id, &databases).await?;
         if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
             return Err(Error::Invalid(format!(
                 "unknown database {unknown:?}: the cluster has no such database"

@@ -48,13 +48,49 @@ fn parameter_columns<'a>(
     (names, values, databases)
 }
 
-/// Replaces a user's parameters with `parameters` (checked by the caller).
+/// Of the databases `names`, those that are present databases of the cluster, their keys held
+/// until the transaction ends (in name order): a database's deletion request locks its row for
+/// update, so that a row naming the database written under this hold is either committed
+/// before the request (which then removes it) or refused after it, never left naming a
+/// database being deleted.
+pub(super) async fn hold_present_databases(
+    tx: &mut sqlx::PgConnection,
+    cluster_id: Uuid,
+    names: &[&str],
+) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar!(
+        "select name from cluster_databases where cluster_id = $1 and name = any($2) and state = $3
+          order by name for key share",
+        cluster_id,
+        names as &[&str],
+        DesiredState::Present as _
+    )
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+/// The first of `parameters` set in a database that is not among `present`.
+fn parameter_elsewhere<'a>(parameters: &'a [RoleParameter], present: &[String]) -> Option<&'a RoleParameter> {
+    parameters.iter().find(|p| p.database.as_ref().is_some_and(|d| !present.contains(d)))
+}
+
+/// Replaces a user's parameters with `parameters` (checked by the caller; checked again here,
+/// under a hold of their databases, for a database whose deletion was asked since: 422).
 async fn replace_parameters(
     tx: &mut sqlx::PgConnection,
     cluster_id: Uuid,
     user: &str,
     parameters: &[RoleParameter],
 ) -> Result<()> {
+    let named: Vec<&str> = parameters.iter().filter_map(|p| p.database.as_deref()).collect();
+    let present = hold_present_databases(&mut *tx, cluster_id, &named).await?;
+    if let Some(p) = parameter_elsewhere(parameters, &present) {
+        let database = p.database.as_deref().unwrap_or_default();
+        return Err(Error::Invalid(crate::parameters::unknown_database(database, &p.name)));
+    }
     sqlx::query!(
         "delete from cluster_user_parameters where cluster_id = $1 and user_name = $2",
         cluster_id,
@@ -323,8 +359,28 @@ impl Store {
             .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
         match alone.into_values().next() {
             Some(user) => Ok(user),
-            None => Err(self.duplicate_error(ObjectKind::User, cluster_id, name).await),
+            None => Err(self.creation_refusal(cluster_id, name, &settings.parameters).await),
         }
+    }
+
+    /// Why a new user was left out of its statement: its name is taken (or still being freed),
+    /// or one of its parameters names a database that is not (or no longer) present.
+    async fn creation_refusal(&self, cluster_id: Uuid, name: &str, parameters: &[RoleParameter]) -> Error {
+        if parameters.iter().any(|p| p.database.is_some()) {
+            let present = match self.list_databases(cluster_id).await {
+                Ok(databases) => databases
+                    .into_iter()
+                    .filter(|d| d.state == DesiredState::Present)
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>(),
+                Err(e) => return e,
+            };
+            if let Some(p) = parameter_elsewhere(parameters, &present) {
+                let database = p.database.as_deref().unwrap_or_default();
+                return Error::Invalid(crate::parameters::unknown_database(database, &p.name));
+            }
+        }
+        self.duplicate_error(ObjectKind::User, cluster_id, name).await
     }
 
     /// Records a new database (desired present, owned by the primary user) and wakes the
@@ -594,6 +650,19 @@ impl Store {
         let (absent, kept, after) =
             (DesiredState::Absent, SyncStatus::KEPT_BY_WRITE, SyncStatus::Ready.after_write());
         let mut tx = self.pool.begin().await?;
+        if kind == ObjectKind::Database {
+            // Its row locked for update first: a writer of a row naming the database (a user's
+            // parameter, an access level) holds its key while it checks that it is present
+            // (`hold_present_databases`), so either it commits first, and its row is removed
+            // below, or it waits for this and finds the database being deleted.
+            sqlx::query!(
+                "select 1 as held from cluster_databases where cluster_id = $1 and name = $2 for update",
+                cluster_id,
+                name
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
         // One statement per table (a checked query names its table), written once.
         macro_rules! mark_absent {
             ($table:literal) => {
@@ -767,8 +836,10 @@ impl Batched for Creation {
 /// that two batches naming the same users wait for each other rather than deadlock), the
 /// databases their parameters name key-locked first (the parameters' own foreign key locks
 /// them at the statement's end, and a cluster's unregistration holds the databases before
-/// it: the order of every writer, ARCHITECTURE.md). The users inserted, by name; one left
-/// out (taken, or another user's alternate login) is asked again alone, which says why.
+/// it: the order of every writer, ARCHITECTURE.md), and only while present (as
+/// `hold_present_databases` holds them). The users inserted, by name; one left out (taken,
+/// another user's alternate login, or a parameter set in a database not present) is asked
+/// again alone, which says why.
 async fn insert_users(
     pool: &PgPool,
     cluster_id: Uuid,
@@ -794,12 +865,14 @@ async fn insert_users(
                     n.lease_seconds, n.heir
                from unnest($2::text[], $4::bytea[], $5::bool[], $6::int4[], $7::timestamptz[],
                            $8::int4[], $9::text[])
-                    as n(name, sealed, replication, connection_limit, valid_until, lease_seconds, heir)
+                    as n(name, sealed, replication, connection_limit, valid_until, lease_seconds, heir),
+                    (select array(select d.name from cluster_databases d
+                                   where d.cluster_id = $1 and d.name = any($13::text[]) and d.state = $14
+                                   order by d.name for key share)) as present(names)
               where not exists (select 1 from cluster_users a
                                  where a.cluster_id = $1 and a.alternate_login = n.name)
-                and (select count(*) from (select 1 from cluster_databases d
-                                            where d.cluster_id = $1 and d.name = any($13::text[])
-                                            order by d.name for key share) k) >= 0
+                and not exists (select 1 from unnest($10::text[], $13::text[]) as p(user_name, database_name)
+                                 where p.user_name = n.name and p.database_name <> all(present.names))
               order by n.name
              on conflict do nothing
              returning *
@@ -822,6 +895,7 @@ async fn insert_users(
         &parameter_names as &[&str],
         &values as &[&str],
         &databases as &[Option<&str>],
+        DesiredState::Present as _,
     )
     .fetch_all(pool)
     .await?;
