@@ -139,7 +139,7 @@ impl AuditWriter {
             while handed.recv_many(&mut batch, BATCH).await > 0 {
                 // Answers that go out together (the waiters of one pass) are handed one after
                 // another, the first waking this task before the others run: let them join.
-                tokio::task::yield_now().await;
+                pgplane_core::store::let_those_woken_with_it_run().await;
                 while batch.len() < BATCH {
                     let Ok(more) = handed.try_recv() else { break };
                     batch.push(more);

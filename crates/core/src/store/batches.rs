@@ -17,6 +17,18 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+/// Lets the tasks woken together with the one that called this run first: a task that takes
+/// the requests of its batch (or of its audit write) when the first of them arrives would
+/// otherwise take that one alone, as tasks woken by one event (the waiters of a finished pass)
+/// are queued to run after the one that spawned it. A yield usually waits for them, but ends
+/// before they ran when the runtime's periodic maintenance (every few dozen task polls) comes
+/// right after it; a second yield cannot meet the next one before they have run.
+pub async fn let_those_woken_with_it_run() {
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// At most this many requests in one batch (its statements grow with them).
 const MOST: usize = 64;
 
@@ -83,9 +95,7 @@ impl<R: Batched> Batches<R> {
 
     /// Does `cluster_id`'s batches until none is waiting.
     async fn drain(self: Arc<Self>, pool: PgPool, cluster_id: Uuid) {
-        // Requests woken together (the waiters of a finished pass reading their users) are
-        // queued to run right after the one that spawned this task: let them join first.
-        tokio::task::yield_now().await;
+        let_those_woken_with_it_run().await;
         loop {
             let (batch, answers) = self.take(cluster_id);
             if batch.is_empty() {

@@ -8,50 +8,60 @@
 //! trigger (see [`changed_rows!`]).
 
 /// A write to one of a cluster's users or databases, in one checked statement, its changed
-/// rows returned as a `User` or a `Database` (`returning *`), or as [`Written`] (`returning
-/// generation, updated_at`). `change` (literals, joined) is a data-modifying statement with
-/// RETURNING whose `$1` is the cluster id. The write does not touch the cluster's row: when it
+/// rows returned as a `User` or a `Database` (`returning *`; `NewUser` for an insert, a `User`
+/// whose parameters are not read), or as [`Written`] (`returning generation, updated_at`).
+/// `change` (literals, joined) is a data-modifying statement with RETURNING whose `$1` is the
+/// cluster id. The write does not touch the cluster's row: when it
 /// inserts an object or raises its generation, the transaction's commit bumps the cluster's
 /// generation (see `lifecycle::cluster`: a new generation, a pass due at once, any backoff
 /// over) and wakes the reconcilers (a commit-time trigger, migration `commit_time_bump`), so
 /// the cluster's row is locked only while the transaction commits.
 macro_rules! changed_rows {
     (User, $change:tt, $($args:tt)*) => {
-        changed_rows!(@query crate::model::User, $change,
-            r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
-               credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
-               connection_limit as "connection_limit!",
-               coalesce(p.parameters, '[]') as "parameters!: crate::model::Parameters",
-               state as "state!: DesiredState", generation as "generation!",
-               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
-               last_error, claimed as "claimed!", created_at as "created_at!",
-               updated_at as "updated_at!", reassign_to, valid_until, expiry_enforced_at, lease_seconds,
-               alternate_login, alternate_claimed as "alternate_claimed!", alternate_active as "alternate_active!",
-               other_credentials_sealed, grace_until, access_generation as "access_generation!""#,
+        changed_rows!(@user $change, "coalesce(p.parameters, '[]')",
             "left join (select user_name, jsonb_agg(jsonb_build_object('name', name, 'value', value, 'database', database_name)
                                                order by database_name nulls first, name) as parameters
                           from cluster_user_parameters where cluster_id = $1 group by user_name) p on p.user_name = changed.name",
             $($args)*)
     };
-    (Database, $change:tt, $($args:tt)*) => {
-        changed_rows!(@query crate::model::Database, $change,
-            r#"cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
+    // New users: the statement's snapshot cannot see parameters it inserts (the caller fills
+    // them in), so none is read.
+    (NewUser, $change:tt, $($args:tt)*) => {
+        changed_rows!(@user $change, "'[]'::jsonb", "", $($args)*)
+    };
+    (@user $change:tt, $parameters:literal, $join:literal, $($args:tt)*) => {
+        changed_rows!(@query crate::model::User, $change,
+            [r#"cluster_id as "cluster_id!", name as "name!", role as "role!: UserRole",
+               credentials_sealed as "credentials_sealed!", allow_replication as "allow_replication!",
+               connection_limit as "connection_limit!", "#, $parameters, r#" as "parameters!: crate::model::Parameters",
                state as "state!: DesiredState", generation as "generation!",
                applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
-               last_error, claimed as "claimed!", created_at as "created_at!", updated_at as "updated_at!""#,
+               last_error, claimed as "claimed!", created_at as "created_at!",
+               updated_at as "updated_at!", reassign_to, valid_until, expiry_enforced_at, lease_seconds,
+               alternate_login, alternate_claimed as "alternate_claimed!", alternate_active as "alternate_active!",
+               other_credentials_sealed, grace_until, access_generation as "access_generation!""#],
+            $join,
+            $($args)*)
+    };
+    (Database, $change:tt, $($args:tt)*) => {
+        changed_rows!(@query crate::model::Database, $change,
+            [r#"cluster_id as "cluster_id!", name as "name!", is_default as "is_default!",
+               state as "state!: DesiredState", generation as "generation!",
+               applied_generation as "applied_generation!", sync_status as "sync_status!: SyncStatus",
+               last_error, claimed as "claimed!", created_at as "created_at!", updated_at as "updated_at!""#],
             "",
             $($args)*)
     };
     (written, $change:tt, $($args:tt)*) => {
         changed_rows!(@query crate::store::Written, $change,
-            r#"generation as "generation!", updated_at as "updated_at!""#,
+            [r#"generation as "generation!", updated_at as "updated_at!""#],
             "",
             $($args)*)
     };
-    (@query $out:path, [$($change:literal),+], $select:literal, $join:literal, $($args:tt)*) => {
+    (@query $out:path, [$($change:literal),+], [$($select:literal),+], $join:literal, $($args:tt)*) => {
         sqlx::query_as!(
             $out,
-            "with changed as (" $(+ $change)+ + ") select " + $select + " from changed " + $join,
+            "with changed as (" $(+ $change)+ + ") select " $(+ $select)+ + " from changed " + $join,
             $($args)*
         )
     };
@@ -162,6 +172,7 @@ use crate::notifications::Notifications;
 
 pub use access::{AccessForPass, RecordedGroup, UNRECORDED_OID};
 pub use audit::NewAuditEvent;
+pub use batches::let_those_woken_with_it_run;
 pub use clusters::{AdminConnection, NewCluster, TargetUpdate};
 pub use firewall::NewFirewallRule;
 pub use lock::ClusterLock;

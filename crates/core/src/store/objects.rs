@@ -858,7 +858,7 @@ async fn insert_users(
     let (owners, parameters): (Vec<&str>, Vec<&RoleParameter>) = parameters.unzip();
     let (parameter_names, values, databases) = parameter_columns(parameters);
     let users: Vec<User> = changed_rows!(
-        User,
+        NewUser,
         ["insert into cluster_users (cluster_id, name, role, credentials_sealed, allow_replication,
                                      connection_limit, valid_until, lease_seconds, reassign_to)
              select $1, n.name, $3, n.sealed, n.replication, n.connection_limit, n.valid_until,
@@ -899,7 +899,7 @@ async fn insert_users(
     )
     .fetch_all(pool)
     .await?;
-    // The statement's own snapshot did not see the parameters it inserted.
+    // The statement's own snapshot cannot see the parameters it inserted.
     let mut asked: HashMap<&str, &UserSettings> =
         batch.iter().map(|c| (c.name.as_str(), &c.settings)).collect();
     Ok(users
