@@ -83,7 +83,7 @@ pub struct Stats {
     /// Steps that issued DDL on a target (create, alter, drop of a role or database).
     pub ddl_steps: AtomicU64,
     /// Passes not run because another session held the cluster's lock (another process at
-    /// work on it, or a pass of this one asked for by `reconcile_now`).
+    /// work on it, or another pass of this one: the loop's, or one `reconcile_now` asked for).
     pub lock_held_elsewhere: AtomicU64,
     /// Beats at each turn of the loop (at least every second).
     pub heartbeat: Arc<Heartbeat>,
@@ -141,6 +141,9 @@ impl Shared {
 /// While the cluster stays due, it is tried again each time this has passed (at most 50 times
 /// a second): a process that dies leaves its clusters to the others this much later at most.
 const HELD_ELSEWHERE_FOR: Duration = Duration::from_millis(20);
+
+/// How long `Reconciler::reconcile_now` waits for the cluster's lock.
+const RECONCILE_NOW_WAIT: Duration = Duration::from_secs(120);
 
 /// How many drift-check passes (due only for their resync) each team has spawned and not yet
 /// ended; teams with none are forgotten.
@@ -384,9 +387,21 @@ impl Reconciler {
     }
 
     /// Runs one full pass over one cluster now, drift check included (for tests and admin
-    /// commands).
+    /// commands). While another pass holds the cluster's lock (this process's loop, or another
+    /// process), waits for it to end, trying again every `HELD_ELSEWHERE_FOR`, for at most
+    /// `RECONCILE_NOW_WAIT` (then 409).
     pub async fn reconcile_now(&self, cluster_id: Uuid) -> Result<(), pgplane_core::Error> {
-        locked_pass(&self.shared, cluster_id, true).await.map(drop)
+        let deadline = Instant::now() + RECONCILE_NOW_WAIT;
+        while !locked_pass(&self.shared, cluster_id, true).await? {
+            if Instant::now() >= deadline {
+                return Err(pgplane_core::Error::Conflict(format!(
+                    "another pass held the cluster's lock for {} s: try again later",
+                    RECONCILE_NOW_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(HELD_ELSEWHERE_FOR).await;
+        }
+        Ok(())
     }
 }
 
