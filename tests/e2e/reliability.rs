@@ -231,7 +231,16 @@ async fn a_pass_asked_for_while_the_clusters_lock_is_held_runs_once_it_is_free()
     // process, or this one's loop), it waits for it rather than answer without a pass.
     let app = TestApp::spawn(15).await;
     let cluster = app.cluster_id.parse().unwrap();
-    let held = app.store.try_lock_cluster(cluster).await.unwrap().expect("the cluster's lock is free");
+    // The loop may still be passing over the new cluster: take the lock once it lets go.
+    let mut held = None;
+    for _ in 0..200 {
+        held = app.store.try_lock_cluster(cluster).await.unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let held = held.expect("the loop let go of the cluster's lock");
     let stats = app.reconciler.stats();
     let passes = stats.passes.load(Ordering::Relaxed);
     let reconciler = app.reconciler.clone();
@@ -1026,6 +1035,33 @@ async fn a_create_whose_parameter_names_no_database_is_left_out_of_its_batch_and
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_with_parameters_for_every_database_are_created_alone_and_in_a_batch() {
+    // A parameter for every database names no database: it never counts as one naming a
+    // database the cluster does not have, whatever else the statement holds (here no database
+    // present among those named: alone, and beside a user whose parameter names a missing one).
+    let (app, id) = registered_without_reconciler().await;
+    let everywhere = || pgplane_core::model::UserSettings {
+        parameters: vec![parameter("statement_timeout", "300ms", None)],
+        ..Default::default()
+    };
+    let alone = app.store.insert_user(id, "alone", b"", &everywhere()).await.expect("created alone");
+    assert_eq!(alone.parameters.0, everywhere().parameters);
+    let missing = pgplane_core::model::UserSettings {
+        parameters: vec![parameter("work_mem", "8MB", Some("no_such_db"))],
+        ..Default::default()
+    };
+    let answers =
+        creates_behind_a_held_one(&app, id, vec![("b", everywhere()), ("c", everywhere()), ("d", missing)])
+            .await;
+    let [b, c, d] = <[_; 3]>::try_from(answers).unwrap();
+    for (name, answer) in [("b", b), ("c", c)] {
+        assert_eq!(answer.expect("created in a batch").parameters.0, everywhere().parameters, "{name}");
+        assert_eq!(rows_naming(&app, id, "user_name", name).await, 1, "{name}: its parameter is stored");
+    }
+    assert_unknown_database(d, "no_such_db");
+}
+
 /// Asserts that `answer` refuses a parameter or level naming `database` as not a database of
 /// the cluster (422).
 fn assert_unknown_database<T: std::fmt::Debug>(answer: pgplane_core::Result<T>, database: &str) {
@@ -1053,8 +1089,9 @@ async fn rows_naming_a_database_asked_while_its_deletion_is_written_are_refused(
     // The deletion of "doomed" holds its row, then waits on one of its parameters (a writer
     // holds it) before it can remove them. Asked meanwhile, each already checked against the
     // databases as the route read them: a user's creation and a settings change, each with a
-    // parameter set in "doomed", and an access level on it. They must wait for the deletion,
-    // then find the database being deleted: each is refused, and nothing names it afterwards.
+    // parameter set in "doomed", and an access level on it (for the same user as the settings
+    // change, so it may wait behind that one). They must wait for the deletion, then find the
+    // database being deleted: each is refused, and nothing names it afterwards.
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_database(id, "doomed").await.unwrap();
     let in_doomed = || vec![parameter("work_mem", "8MB", Some("doomed"))];

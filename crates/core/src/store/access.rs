@@ -45,11 +45,15 @@ pub struct RecordedGroup {
 pub const UNRECORDED_OID: i64 = 0;
 
 /// Records group roles' names, (database, level, role); a group already recorded keeps its name.
+/// Inserted in (database, level) order, so that two writers naming the same new groups wait
+/// for each other on the first rather than each hold one the other waits for.
 async fn insert_access_groups(
     conn: impl sqlx::PgExecutor<'_>,
     cluster_id: Uuid,
     groups: &[(&str, AccessLevel, &str)],
 ) -> Result<()> {
+    let mut groups = groups.to_vec();
+    groups.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
     let databases: Vec<&str> = groups.iter().map(|g| g.0).collect();
     let levels: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
     let roles: Vec<&str> = groups.iter().map(|g| g.2).collect();

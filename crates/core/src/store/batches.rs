@@ -22,7 +22,8 @@ use uuid::Uuid;
 /// otherwise take that one alone, as tasks woken by one event (the waiters of a finished pass)
 /// are queued to run after the one that spawned it. A yield usually waits for them, but ends
 /// before they ran when the runtime's periodic maintenance (every few dozen task polls) comes
-/// right after it; a second yield cannot meet the next one before they have run.
+/// right after it; a second yield then usually waits for them (unless dozens are queued before
+/// them: the batch is then smaller, never wrong).
 pub async fn let_those_woken_with_it_run() {
     for _ in 0..2 {
         tokio::task::yield_now().await;

@@ -872,7 +872,8 @@ async fn insert_users(
               where not exists (select 1 from cluster_users a
                                  where a.cluster_id = $1 and a.alternate_login = n.name)
                 and not exists (select 1 from unnest($10::text[], $13::text[]) as p(user_name, database_name)
-                                 where p.user_name = n.name and p.database_name <> all(present.names))
+                                 where p.user_name = n.name and p.database_name is not null
+                                   and p.database_name <> all(present.names))
               order by n.name
              on conflict do nothing
              returning *
