@@ -187,7 +187,10 @@ pub fn check_parameters(
         canonical(&p.name, &p.value)?;
         if let Some(db) = &p.database {
             if !databases.contains(&db.as_str()) {
-                return Err(unknown_database(db, &p.name));
+                return Err(format!(
+                    "unknown database {db:?} for parameter {}: the cluster has no such database",
+                    p.name
+                ));
             }
         }
         if checked.iter().any(|c| c.name == p.name && c.database == p.database) {
@@ -198,12 +201,6 @@ pub fn check_parameters(
         checked.push(RoleParameter { value: p.value.trim().to_string(), ..p.clone() });
     }
     Ok(checked)
-}
-
-/// The refusal of a parameter set in `database`, which is not a present database of the
-/// cluster (never was, or is being deleted).
-pub fn unknown_database(database: &str, parameter: &str) -> String {
-    format!("unknown database {database:?} for parameter {parameter}: the cluster has no such database")
 }
 
 /// A whole number with an optional unit among `units` (name, size in the smallest unit),

@@ -72,9 +72,11 @@ pub(super) async fn hold_present_databases(
     .await?)
 }
 
-/// The first of `parameters` set in a database that is not among `present`.
-fn parameter_elsewhere<'a>(parameters: &'a [RoleParameter], present: &[String]) -> Option<&'a RoleParameter> {
-    parameters.iter().find(|p| p.database.as_ref().is_some_and(|d| !present.contains(d)))
+/// The route's check of `parameters` (`check_parameters`) against the cluster's databases
+/// `present` as they are now: a database whose deletion was asked since is refused (422).
+fn check_parameters_against(parameters: &[RoleParameter], present: &[String]) -> Result<()> {
+    let present: Vec<&str> = present.iter().map(String::as_str).collect();
+    crate::parameters::check_parameters(parameters, &present).map(drop).map_err(Error::Invalid)
 }
 
 /// Replaces a user's parameters with `parameters` (checked by the caller; checked again here,
@@ -86,11 +88,7 @@ async fn replace_parameters(
     parameters: &[RoleParameter],
 ) -> Result<()> {
     let named: Vec<&str> = parameters.iter().filter_map(|p| p.database.as_deref()).collect();
-    let present = hold_present_databases(&mut *tx, cluster_id, &named).await?;
-    if let Some(p) = parameter_elsewhere(parameters, &present) {
-        let database = p.database.as_deref().unwrap_or_default();
-        return Err(Error::Invalid(crate::parameters::unknown_database(database, &p.name)));
-    }
+    check_parameters_against(parameters, &hold_present_databases(&mut *tx, cluster_id, &named).await?)?;
     sqlx::query!(
         "delete from cluster_user_parameters where cluster_id = $1 and user_name = $2",
         cluster_id,
@@ -375,9 +373,8 @@ impl Store {
                     .collect::<Vec<_>>(),
                 Err(e) => return e,
             };
-            if let Some(p) = parameter_elsewhere(parameters, &present) {
-                let database = p.database.as_deref().unwrap_or_default();
-                return Error::Invalid(crate::parameters::unknown_database(database, &p.name));
+            if let Err(refused) = check_parameters_against(parameters, &present) {
+                return refused;
             }
         }
         self.duplicate_error(ObjectKind::User, cluster_id, name).await
