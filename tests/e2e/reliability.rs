@@ -1089,9 +1089,10 @@ async fn rows_naming_a_database_asked_while_its_deletion_is_written_are_refused(
     // The deletion of "doomed" holds its row, then waits on one of its parameters (a writer
     // holds it) before it can remove them. Asked meanwhile, each already checked against the
     // databases as the route read them: a user's creation and a settings change, each with a
-    // parameter set in "doomed", and an access level on it (for the same user as the settings
-    // change, so it may wait behind that one). They must wait for the deletion, then find the
-    // database being deleted: each is refused, and nothing names it afterwards.
+    // parameter set in "doomed", an access level on it (for the same user as the settings
+    // change, so it may wait behind that one), and a user's creation with a level on it. They
+    // must wait for the deletion, then find the database being deleted: each is refused, the
+    // users they would have created are not there, and nothing names the database afterwards.
     let (app, id) = registered_without_reconciler().await;
     app.store.insert_database(id, "doomed").await.unwrap();
     let in_doomed = || vec![parameter("work_mem", "8MB", Some("doomed"))];
@@ -1134,14 +1135,25 @@ async fn rows_naming_a_database_asked_while_its_deletion_is_written_are_refused(
             .replace_access(id, "other", &[("doomed".into(), pgplane_core::access::AccessLevel::ReadOnly)])
             .await
     });
-    assert!(lock_waits(&writer, 4).await, "the three wait for the deletion holding the database's row");
+    let store = app.store.clone();
+    let joining = tokio::spawn(async move {
+        let levels = [("doomed".into(), pgplane_core::access::AccessLevel::ReadOnly)];
+        store.insert_user_with_access(id, "joiner", b"", &Default::default(), &levels).await
+    });
+    assert!(lock_waits(&writer, 5).await, "the four wait for the deletion holding the database's row");
     writer.batch_execute("commit").await.unwrap();
 
     deletion.await.unwrap().expect("the deletion went through");
     assert_unknown_database(creation.await.unwrap(), "doomed");
     assert_unknown_database(change.await.unwrap(), "doomed");
     assert_unknown_database(access.await.unwrap(), "doomed");
-    assert!(matches!(app.store.get_user(id, "newcomer").await, Err(pgplane_core::Error::NotFound("user"))));
+    assert_unknown_database(joining.await.unwrap(), "doomed");
+    for name in ["newcomer", "joiner"] {
+        assert!(
+            matches!(app.store.get_user(id, name).await, Err(pgplane_core::Error::NotFound("user"))),
+            "{name}"
+        );
+    }
     assert_eq!(app.store.get_user(id, "other").await.unwrap().generation, other.generation, "unchanged");
     assert_eq!(rows_naming(&app, id, "database_name", "doomed").await, 0, "nothing names the database");
 }

@@ -5,6 +5,7 @@
 //! bumps its access generation and the cluster's generation (waking the reconcilers) in the
 //! same transaction; the levels' lifecycle is `lifecycle::access`.
 
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{notify, Store, WAKE_CHANNEL};
@@ -108,91 +109,7 @@ impl Store {
         levels: &[(String, AccessLevel)],
     ) -> Result<AccessProgress> {
         let mut tx = self.pool.begin().await?;
-        let found = sqlx::query!(
-            r#"select role as "role: UserRole", state as "state: DesiredState" from cluster_users
-                where cluster_id = $1 and name = $2 for update"#,
-            cluster_id,
-            user
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        match found {
-            None => return Err(Error::NotFound("user")),
-            Some(r) if r.state == DesiredState::Absent => {
-                return Err(Error::Conflict(format!(
-                    "the user {user:?} is being deleted; try again once it is gone"
-                )))
-            }
-            Some(r) if r.role == UserRole::Primary => {
-                return Err(Error::Invalid(format!(
-                "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
-            )))
-            }
-            Some(_) => {}
-        }
-        let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
-        let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
-        let known = super::objects::hold_present_databases(&mut tx, cluster_id, &databases).await?;
-        if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
-            return Err(Error::Invalid(format!(
-                "unknown database {unknown:?}: the cluster has no such database"
-            )));
-        }
-        let removed = sqlx::query!(
-            "delete from cluster_user_access
-              where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",
-            cluster_id,
-            user,
-            &databases as &[&str]
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let upserted = sqlx::query!(
-            "insert into cluster_user_access (cluster_id, user_name, database_name, level)
-             select $1, $2, d, l from unnest($3::text[], $4::text[]) as t(d, l)
-             on conflict (cluster_id, user_name, database_name) do update set level = excluded.level
-              where cluster_user_access.level <> excluded.level",
-            cluster_id,
-            user,
-            &databases as &[&str],
-            &names as &[&str]
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // The groups' names are drawn now, recorded before any pass creates the roles.
-        let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
-        let groups: Vec<(&str, AccessLevel, &str)> =
-            levels.iter().zip(&roles).map(|((d, l), r)| (d.as_str(), *l, r.as_str())).collect();
-        insert_access_groups(&mut *tx, cluster_id, &groups).await?;
-        let changed = removed + upserted > 0;
-        let progress = if changed {
-            let progress = sqlx::query_as!(
-                AccessProgress,
-                "update cluster_users set access_generation = access_generation + 1, updated_at = now()
-                  where cluster_id = $1 and name = $2
-              returning name, access_generation, access_applied_generation, access_error, updated_at",
-                cluster_id,
-                user
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query!(
-                "update clusters
-                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
-                  where cluster_id = $1",
-                cluster_id
-            )
-            .execute(&mut *tx)
-            .await?;
-            notify(&mut tx, WAKE_CHANNEL, cluster_id).await?;
-            progress
-        } else {
-            select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
-                .fetch_one(&mut *tx)
-                .await?
-        };
+        let progress = write_access(&mut tx, cluster_id, user, levels).await?;
         tx.commit().await?;
         Ok(progress)
     }
@@ -442,4 +359,100 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// [`Store::replace_access`] within the transaction `tx`, which it leaves open (a new user's
+/// levels are written in its creation's, `Store::insert_user_with_access`).
+pub(super) async fn write_access(
+    tx: &mut Transaction<'_, Postgres>,
+    cluster_id: Uuid,
+    user: &str,
+    levels: &[(String, AccessLevel)],
+) -> Result<AccessProgress> {
+    let found = sqlx::query!(
+        r#"select role as "role: UserRole", state as "state: DesiredState" from cluster_users
+                where cluster_id = $1 and name = $2 for update"#,
+        cluster_id,
+        user
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    match found {
+        None => return Err(Error::NotFound("user")),
+        Some(r) if r.state == DesiredState::Absent => {
+            return Err(Error::Conflict(format!(
+                "the user {user:?} is being deleted; try again once it is gone"
+            )))
+        }
+        Some(r) if r.role == UserRole::Primary => {
+            return Err(Error::Invalid(format!(
+                "the primary user {user:?} owns every database of the cluster; its access cannot be changed"
+            )))
+        }
+        Some(_) => {}
+    }
+    let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
+    let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
+    let known = super::objects::hold_present_databases(tx, cluster_id, &databases).await?;
+    if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
+        return Err(Error::Invalid(format!(
+            "unknown database {unknown:?}: the cluster has no such database"
+        )));
+    }
+    let removed = sqlx::query!(
+        "delete from cluster_user_access
+              where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",
+        cluster_id,
+        user,
+        &databases as &[&str]
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let upserted = sqlx::query!(
+        "insert into cluster_user_access (cluster_id, user_name, database_name, level)
+             select $1, $2, d, l from unnest($3::text[], $4::text[]) as t(d, l)
+             on conflict (cluster_id, user_name, database_name) do update set level = excluded.level
+              where cluster_user_access.level <> excluded.level",
+        cluster_id,
+        user,
+        &databases as &[&str],
+        &names as &[&str]
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    // The groups' names are drawn now, recorded before any pass creates the roles.
+    let roles: Vec<String> = levels.iter().map(|(_, l)| new_group_role(*l)).collect();
+    let groups: Vec<(&str, AccessLevel, &str)> =
+        levels.iter().zip(&roles).map(|((d, l), r)| (d.as_str(), *l, r.as_str())).collect();
+    insert_access_groups(&mut **tx, cluster_id, &groups).await?;
+    let changed = removed + upserted > 0;
+    let progress = if changed {
+        let progress = sqlx::query_as!(
+            AccessProgress,
+            "update cluster_users set access_generation = access_generation + 1, updated_at = now()
+                  where cluster_id = $1 and name = $2
+              returning name, access_generation, access_applied_generation, access_error, updated_at",
+            cluster_id,
+            user
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        sqlx::query!(
+            "update clusters
+                    set generation = generation + 1, attempts = 0, next_attempt_at = now(), updated_at = now()
+                  where cluster_id = $1",
+            cluster_id
+        )
+        .execute(&mut **tx)
+        .await?;
+        notify(tx, WAKE_CHANNEL, cluster_id).await?;
+        progress
+    } else {
+        select_rows!(AccessProgress, ["where cluster_id = $1 and name = $2"], cluster_id, user)
+            .fetch_one(&mut **tx)
+            .await?
+    };
+    Ok(progress)
 }

@@ -11,9 +11,10 @@ use uuid::Uuid;
 
 use super::batches::Batched;
 use super::{taken_on_server, Store};
+use crate::access::AccessLevel;
 use crate::error::{Error, Result};
 use crate::lifecycle::{DesiredState, ObjectKind, SyncStatus, UserRole};
-use crate::model::{Database, SettingsChange, User, UserSettings};
+use crate::model::{AccessProgress, Database, SettingsChange, User, UserSettings};
 use crate::parameters::RoleParameter;
 
 /// How many objects, over every cluster, are waiting to be applied, carry an error, or are in
@@ -359,6 +360,39 @@ impl Store {
             Some(user) => Ok(user),
             None => Err(self.creation_refusal(cluster_id, name, &settings.parameters).await),
         }
+    }
+
+    /// Records a new normal user as [`Store::insert_user`] does, and its access `levels`
+    /// (database, level) as [`Store::replace_access`] does, in one transaction, not batched:
+    /// a level refused (its database deleted since the route read it) leaves no user behind.
+    /// The databases the levels and the parameters name are held first (the order of every
+    /// writer: databases, then the cluster's key, which the user's row takes).
+    pub async fn insert_user_with_access(
+        &self,
+        cluster_id: Uuid,
+        name: &str,
+        credentials_sealed: &[u8],
+        settings: &UserSettings,
+        levels: &[(String, AccessLevel)],
+    ) -> Result<(User, AccessProgress)> {
+        let mut tx = self.pool.begin().await?;
+        let mut named: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
+        named.extend(settings.parameters.iter().filter_map(|p| p.database.as_deref()));
+        named.sort_unstable();
+        named.dedup();
+        hold_present_databases(&mut tx, cluster_id, &named).await?;
+        let creation =
+            Creation { name: name.into(), sealed: credentials_sealed.into(), settings: settings.clone() };
+        let inserted = insert_users(&mut *tx, cluster_id, &[creation])
+            .await
+            .map_err(|e| taken_on_server(e, ObjectKind::User, name))?;
+        let Some(user) = inserted.into_values().next() else {
+            drop(tx);
+            return Err(self.creation_refusal(cluster_id, name, &settings.parameters).await);
+        };
+        let access = super::access::write_access(&mut tx, cluster_id, name, levels).await?;
+        tx.commit().await?;
+        Ok((user, access))
     }
 
     /// Why a new user was left out of its statement: its name is taken (or still being freed),
@@ -838,7 +872,7 @@ impl Batched for Creation {
 /// another user's alternate login, or a parameter set in a database not present) is asked
 /// again alone, which says why.
 async fn insert_users(
-    pool: &PgPool,
+    conn: impl sqlx::PgExecutor<'_>,
     cluster_id: Uuid,
     batch: &[Creation],
 ) -> sqlx::Result<HashMap<String, User>> {
@@ -895,7 +929,7 @@ async fn insert_users(
         &databases as &[Option<&str>],
         DesiredState::Present as _,
     )
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     // The statement's own snapshot cannot see the parameters it inserted.
     let mut asked: HashMap<&str, &UserSettings> =

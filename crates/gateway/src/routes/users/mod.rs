@@ -313,8 +313,12 @@ pub(super) async fn create(
         )));
     }
     let sealed = sealed_credentials(&state, &cluster, &name).await;
-    let written = store.insert_user(id, &name, &sealed, &settings).await?;
-    let access = if levels.is_empty() { None } else { Some(store.replace_access(id, &name, &levels).await?) };
+    let (written, access) = if levels.is_empty() {
+        (store.insert_user(id, &name, &sealed, &settings).await?, None)
+    } else {
+        let (written, access) = store.insert_user_with_access(id, &name, &sealed, &settings, &levels).await?;
+        (written, Some(access))
+    };
     let user =
         settle_create(&state, ObjectKind::User, &written, &name, id, || store.get_user_batched(id, &name))
             .await?;
