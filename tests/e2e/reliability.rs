@@ -225,22 +225,25 @@ async fn a_pass_over_a_converged_cluster_issues_no_ddl() {
     assert_eq!(ready, json!({"status": "ready", "metadata_database": "ok", "reconciler": "ok"}));
 }
 
+/// Takes `cluster`'s lock as another process would, once the loop, which may still be passing
+/// over the new cluster, lets go of it.
+async fn lock_once_free(app: &TestApp, cluster: uuid::Uuid) -> pgplane_core::store::ClusterLock {
+    for _ in 0..200 {
+        if let Some(held) = app.store.try_lock_cluster(cluster).await.unwrap() {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the loop did not let go of the cluster's lock within 5 s")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_asked_for_while_the_clusters_lock_is_held_runs_once_it_is_free() {
     // `reconcile_now` says a pass ran: while another session holds the cluster's lock (another
     // process, or this one's loop), it waits for it rather than answer without a pass.
     let app = TestApp::spawn(15).await;
     let cluster = app.cluster_id.parse().unwrap();
-    // The loop may still be passing over the new cluster: take the lock once it lets go.
-    let mut held = None;
-    for _ in 0..200 {
-        held = app.store.try_lock_cluster(cluster).await.unwrap();
-        if held.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let held = held.expect("the loop let go of the cluster's lock");
+    let held = lock_once_free(&app, cluster).await;
     let stats = app.reconciler.stats();
     let passes = stats.passes.load(Ordering::Relaxed);
     let reconciler = app.reconciler.clone();
@@ -287,7 +290,7 @@ async fn two_reconcilers_on_one_metadata_database_never_apply_a_change_twice() {
 async fn a_process_kept_out_of_a_cluster_leaves_it_alone_until_its_turn() {
     let app = TestApp::spawn(17).await;
     let cluster = app.cluster_id.parse().unwrap();
-    let held = app.store.try_lock_cluster(cluster).await.unwrap().expect("the cluster's lock is free");
+    let held = lock_once_free(&app, cluster).await;
     let stats = app.reconciler.stats();
     let before = stats.lock_held_elsewhere.load(Ordering::Relaxed);
     let name = app.unique("kept");
