@@ -1162,6 +1162,24 @@ async fn rows_naming_a_database_asked_while_its_deletion_is_written_are_refused(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_a_level_on_a_database_deleted_since_the_route_read_it_is_refused_for_that() {
+    // The route checked the levels against the databases as it read them; the deletion of
+    // "doomed" came after. The store refuses the level before it writes the user: the answer
+    // names the database, the user's name taken or not, and nothing is written.
+    let (app, id) = registered_without_reconciler().await;
+    app.store.insert_database(id, "doomed").await.unwrap();
+    app.store.insert_user(id, "taken", b"", &Default::default()).await.unwrap();
+    app.store.request_deletion(pgplane_core::lifecycle::ObjectKind::Database, id, "doomed").await.unwrap();
+    let levels = [("doomed".into(), pgplane_core::access::AccessLevel::ReadOnly)];
+    for name in ["taken", "fresh"] {
+        let answer = app.store.insert_user_with_access(id, name, b"", &Default::default(), &levels).await;
+        assert_unknown_database(answer, "doomed");
+    }
+    assert!(matches!(app.store.get_user(id, "fresh").await, Err(pgplane_core::Error::NotFound("user"))));
+    assert_eq!(rows_naming(&app, id, "database_name", "doomed").await, 0, "nothing names the database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_databases_deletion_waits_for_a_create_writing_a_parameter_in_it_and_removes_that() {
     // A user's creation with a parameter set in "doomed" holds that database's key from the
     // start of its statement, and here waits at its end on the cluster's row (a writer holds

@@ -361,6 +361,16 @@ impl Store {
     }
 }
 
+/// Refuses (422) `levels` naming a database that is not among the present ones, `known`.
+pub(super) fn check_levels_against(levels: &[(String, AccessLevel)], known: &[String]) -> Result<()> {
+    match levels.iter().find(|(d, _)| !known.contains(d)) {
+        Some((unknown, _)) => {
+            Err(Error::Invalid(format!("unknown database {unknown:?}: the cluster has no such database")))
+        }
+        None => Ok(()),
+    }
+}
+
 /// [`Store::replace_access`] within the transaction `tx`, which it leaves open (a new user's
 /// levels are written in its creation's, `Store::insert_user_with_access`).
 pub(super) async fn write_access(
@@ -394,11 +404,7 @@ pub(super) async fn write_access(
     let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
     let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
     let known = super::objects::hold_present_databases(tx, cluster_id, &databases).await?;
-    if let Some(unknown) = databases.iter().find(|d| !known.iter().any(|k| k == *d)) {
-        return Err(Error::Invalid(format!(
-            "unknown database {unknown:?}: the cluster has no such database"
-        )));
-    }
+    check_levels_against(levels, &known)?;
     let removed = sqlx::query!(
         "delete from cluster_user_access
               where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",

@@ -364,7 +364,8 @@ impl Store {
 
     /// Records a new normal user as [`Store::insert_user`] does, and its access `levels`
     /// (database, level) as [`Store::replace_access`] does, in one transaction, not batched:
-    /// a level refused (its database deleted since the route read it) leaves no user behind.
+    /// a level refused (its database deleted since the route read it) is refused before the
+    /// user is written, and leaves no user behind.
     /// The databases the levels and the parameters name are held first (the order of every
     /// writer: databases, then the cluster's key, which the user's row takes).
     pub async fn insert_user_with_access(
@@ -380,7 +381,8 @@ impl Store {
         named.extend(settings.parameters.iter().filter_map(|p| p.database.as_deref()));
         named.sort_unstable();
         named.dedup();
-        hold_present_databases(&mut tx, cluster_id, &named).await?;
+        let present = hold_present_databases(&mut tx, cluster_id, &named).await?;
+        super::access::check_levels_against(levels, &present)?;
         let creation =
             Creation { name: name.into(), sealed: credentials_sealed.into(), settings: settings.clone() };
         let inserted = insert_users(&mut *tx, cluster_id, &[creation])
