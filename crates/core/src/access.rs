@@ -71,6 +71,16 @@ impl AccessLevel {
     }
 }
 
+/// Refuses `levels` (database, level) naming a database that is not among the cluster's
+/// present ones, `present`: the route checks them against the databases as it read them, the
+/// store again against those it holds.
+pub fn check_levels(levels: &[(String, AccessLevel)], present: &[String]) -> Result<(), String> {
+    match levels.iter().find(|(d, _)| !present.contains(d)) {
+        Some((unknown, _)) => Err(format!("unknown database {unknown:?}: the cluster has no such database")),
+        None => Ok(()),
+    }
+}
+
 /// A fresh name for the group role that will hold `level` on one database of one cluster:
 /// `pgplane_access_<ro|rw>_<80 random bits in hex>` (38 bytes). The name is drawn once, recorded
 /// in the metadata before the role is created, and read from there ever after: nothing about

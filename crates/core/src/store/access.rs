@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{notify, Store, WAKE_CHANNEL};
-use crate::access::{new_group_role, AccessLevel};
+use crate::access::{check_levels, new_group_role, AccessLevel};
 use crate::error::{Error, Result};
 use crate::lifecycle::{AccessOutcome, DesiredState, SyncStatus, UserRole};
 use crate::model::{AccessGrant, AccessProgress};
@@ -361,16 +361,6 @@ impl Store {
     }
 }
 
-/// Refuses (422) `levels` naming a database that is not among the present ones, `known`.
-pub(super) fn check_levels_against(levels: &[(String, AccessLevel)], known: &[String]) -> Result<()> {
-    match levels.iter().find(|(d, _)| !known.contains(d)) {
-        Some((unknown, _)) => {
-            Err(Error::Invalid(format!("unknown database {unknown:?}: the cluster has no such database")))
-        }
-        None => Ok(()),
-    }
-}
-
 /// [`Store::replace_access`] within the transaction `tx`, which it leaves open (a new user's
 /// levels are written in its creation's, `Store::insert_user_with_access`).
 pub(super) async fn write_access(
@@ -404,7 +394,7 @@ pub(super) async fn write_access(
     let databases: Vec<&str> = levels.iter().map(|(d, _)| d.as_str()).collect();
     let names: Vec<&str> = levels.iter().map(|(_, l)| l.as_str()).collect();
     let known = super::objects::hold_present_databases(tx, cluster_id, &databases).await?;
-    check_levels_against(levels, &known)?;
+    check_levels(levels, &known).map_err(Error::Invalid)?;
     let removed = sqlx::query!(
         "delete from cluster_user_access
               where cluster_id = $1 and user_name = $2 and not (database_name = any($3))",

@@ -382,7 +382,7 @@ impl Store {
         named.sort_unstable();
         named.dedup();
         let present = hold_present_databases(&mut tx, cluster_id, &named).await?;
-        super::access::check_levels_against(levels, &present)?;
+        crate::access::check_levels(levels, &present).map_err(Error::Invalid)?;
         let creation =
             Creation { name: name.into(), sealed: credentials_sealed.into(), settings: settings.clone() };
         let inserted = insert_users(&mut *tx, cluster_id, &[creation])

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use pgplane_core::access::check_levels;
 use pgplane_core::lifecycle::{DesiredState, Lifecycle, ObjectKind};
 use pgplane_core::model::{Cluster, Database, Lease, SettingsChange, User, UserSettings};
 use pgplane_core::names::check_identifier;
@@ -304,14 +305,12 @@ pub(super) async fn create(
         valid_until,
         lease,
     };
-    if let Some((unknown, _)) = levels
+    let present: Vec<String> = databases
         .iter()
-        .find(|(d, _)| !databases.iter().any(|db| db.name == *d && db.desired() == DesiredState::Present))
-    {
-        return Err(ApiError::unprocessable(format!(
-            "unknown database {unknown:?}: the cluster has no such database"
-        )));
-    }
+        .filter(|db| db.desired() == DesiredState::Present)
+        .map(|db| db.name.clone())
+        .collect();
+    check_levels(&levels, &present).map_err(ApiError::unprocessable)?;
     let sealed = sealed_credentials(&state, &cluster, &name).await;
     let (written, access) = if levels.is_empty() {
         (store.insert_user(id, &name, &sealed, &settings).await?, None)
