@@ -28,7 +28,7 @@ use uuid::Uuid;
 mod slots;
 
 use crate::metrics::Reachability;
-use crate::pass::{run_pass, Ended, PassEnd};
+use crate::pass::{run_pass, Ended, Hold, PassEnd};
 use crate::pools::Pools;
 use pgplane_target_server::SessionLimits;
 use pgplane_target_server::TargetPolicy;
@@ -458,7 +458,8 @@ const PASSES_IN_A_ROW: usize = 32;
 /// when another session holds it (false), and the loop leaves the cluster alone for
 /// `HELD_ELSEWHERE_FOR`. The lock is tied to the session, so it is released even if this
 /// process dies mid-pass. While writes keep arriving (a burst of API requests), the next pass
-/// starts at once under the same lock, up to `PASSES_IN_A_ROW`.
+/// starts at once under the same lock, up to `PASSES_IN_A_ROW`, skipping what the first did
+/// for the whole hold (`Hold`).
 async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<bool, pgplane_core::Error> {
     let Some(lock) = shared.store.try_lock_cluster(cluster_id).await? else {
         shared.held_elsewhere.lock().expect("held-elsewhere lock").insert(cluster_id, Instant::now());
@@ -466,9 +467,9 @@ async fn locked_pass(shared: &Shared, cluster_id: Uuid, full: bool) -> Result<bo
         return Ok(false);
     };
     shared.held_elsewhere.lock().expect("held-elsewhere lock").remove(&cluster_id);
-    let (mut result, mut carried) = (Ok(()), None);
+    let (mut result, mut carried, mut hold) = (Ok(()), None, Hold::default());
     for round in 0..PASSES_IN_A_ROW {
-        match bounded_pass(shared, cluster_id, full && round == 0, carried.take()).await {
+        match bounded_pass(shared, cluster_id, full && round == 0, carried.take(), &mut hold).await {
             Ok(Some(next)) => carried = Some(next),
             Ok(None) => break,
             Err(e) => {
@@ -490,10 +491,12 @@ async fn bounded_pass(
     cluster_id: Uuid,
     full: bool,
     carried: Option<Box<PassCluster>>,
+    hold: &mut Hold,
 ) -> Result<Option<Box<PassCluster>>, pgplane_core::Error> {
     let deadline = shared.config.session_limits.statement_timeout * 2 + Duration::from_secs(30);
     let started = Instant::now();
-    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full, carried)).await {
+    let result = match tokio::time::timeout(deadline, run_pass(shared, cluster_id, full, carried, hold)).await
+    {
         Ok(result) => result,
         Err(_) => {
             shared.pools.discard(cluster_id);

@@ -29,15 +29,27 @@ pub(super) struct Opened {
     pub observed: Observed,
 }
 
+/// What the passes made under one hold of a cluster's lock (`controller::locked_pass`) need to
+/// do only once.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    /// What dead processes of this deployment left on the target was looked for (and ended)
+    /// since the lock was taken. No process can begin work on the cluster while this one holds
+    /// its lock, so nothing can be left there since: the passes after the first need not ask
+    /// the metadata database about the other processes they see there.
+    leftovers_ended: bool,
+}
+
 /// Checks the target's address against the policy, takes a session from the pool of its admin
 /// connection, observes what the pass's objects look like there and checks that it is the
-/// cluster's server.
+/// cluster's server; the first time under `hold`, ends what dead processes left there.
 pub(super) async fn open(
     shared: &Shared,
     cluster: &Cluster,
     spec: TargetSpec,
     roles: &[RoleItem],
     databases: &[Database],
+    hold: &mut Hold,
 ) -> Result<Opened, TargetError> {
     let spec = spec.checked(&shared.config.target_policy).await?;
     let pool = shared.pools.get(cluster.cluster_id, &spec, shared.config.session_limits)?;
@@ -46,8 +58,11 @@ pub(super) async fn open(
     let mut observed = observe(&client, &names, cluster, client.known()).await?;
     client.remember(observed.known());
     check_server(shared, cluster, &observed).await?;
-    if end_what_the_dead_left(shared, &client, &observed.others_here).await? {
-        observed = observe(&client, &names, cluster, client.known()).await?;
+    if !hold.leftovers_ended {
+        if end_what_the_dead_left(shared, &client, &observed.others_here).await? {
+            observed = observe(&client, &names, cluster, client.known()).await?;
+        }
+        hold.leftovers_ended = true;
     }
     Ok(Opened { spec, pool, client, observed })
 }

@@ -34,6 +34,7 @@ use crate::controller::Shared;
 use crate::plan::access::Inputs;
 use crate::plan::pass::{plan_pass, PassPlan, Seen, Wanted, WantedDatabase, WantedRole};
 use crate::plan::{DesiredDatabase, DesiredRole, Step};
+pub(crate) use connect::Hold;
 use connect::{open, prepare, record_unopened, Opened, Unopened};
 use outcomes::{Ledger, Record};
 use steps::{apply_databases, apply_roles, drop_roles};
@@ -117,13 +118,15 @@ struct RoleItem {
 /// Runs one pass over `cluster_id`: a full one when `force_full` or when the cluster's resync
 /// is due, otherwise one over the objects whose desired state changed. It starts from the
 /// cluster as the pass before read it when it ended (`carried`, when that pass found this one
-/// due at once), or reads it. Errors are recorded in the store, not returned: the returned
-/// error is only for failures of the metadata store.
+/// due at once), or reads it. `hold` is what the passes under the same hold of the cluster's
+/// lock did once already. Errors are recorded in the store, not returned: the returned error
+/// is only for failures of the metadata store.
 pub(crate) async fn run_pass(
     shared: &Shared,
     cluster_id: Uuid,
     force_full: bool,
     carried: Option<Box<PassCluster>>,
+    hold: &mut Hold,
 ) -> Result<Ended, pgplane_core::Error> {
     let found = match carried {
         Some(cluster) => Some(*cluster),
@@ -176,11 +179,11 @@ pub(crate) async fn run_pass(
     let unopened_error = record_unopened(shared, &cluster, &unopened).await?;
     let allowed = shared.config.allow_replication_for_sole_tenants;
     powers::withhold_replication(&shared.store, allowed, &cluster, &mut roles).await?;
-    let Opened { spec, pool, client, observed } = match open(shared, &cluster, spec, &roles, &databases).await
-    {
-        Ok(opened) => opened,
-        Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
-    };
+    let Opened { spec, pool, client, observed } =
+        match open(shared, &cluster, spec, &roles, &databases, hold).await {
+            Ok(opened) => opened,
+            Err(e) => return fail_pass(shared, &cluster, summary, &databases, &roles, &e).await,
+        };
     connect::hold_waiting_parameters(&mut roles, &observed, &cluster.primary_user);
 
     // What else the plan needs to know: the primary user's foreign memberships (observed with
