@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgplane_testkit::{AppOptions, TestApp, TestPooler};
+use pgplane_testkit::{AppOptions, TestApp};
 use reqwest::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,24 +177,10 @@ async fn a_pending_user_turns_ready_on_screen_by_itself() {
     let _ = std::fs::remove_file(&marker);
 }
 
-/// A pooler beside the app's target, once it has registered the cluster's server (until then
-/// the API refuses pools: no pooler serves it).
-async fn ready_pooler(app: &TestApp) -> TestPooler {
-    let pooler = app.start_pooler().await;
-    let team = app.store.team_id_by_name("default").await.unwrap().expect("the default team");
-    let cluster = app.store.get_cluster(team, app.cluster_id.parse().unwrap()).await.expect("the cluster");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.store.pooler_heartbeat(&cluster).await.expect("the pooler's heartbeat").is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "the pooler did not register the server");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    pooler
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_manages_connection_pools_and_trusted_sources() {
     let app = TestApp::spawn(15).await;
-    let pooler = ready_pooler(&app).await;
+    let pooler = app.start_pooler().await;
     run_browser_suite(&app, "test_pools.py", &[("PGPLANE_POOLER_PORT", pooler.port.to_string())]).await;
     pooler.stop().await;
 }
@@ -202,7 +188,7 @@ async fn the_console_manages_connection_pools_and_trusted_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_menu_and_dialog_is_seen_whole_at_common_window_sizes() {
     let app = TestApp::spawn(15).await;
-    let pooler = ready_pooler(&app).await;
+    let pooler = app.start_pooler().await;
     run_browser_suite(&app, "test_layout.py", &[]).await;
     pooler.stop().await;
 }

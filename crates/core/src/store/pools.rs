@@ -2,7 +2,6 @@
 //! and against the server connections its pooler may hand out, in one transaction that holds
 //! the server's pool budget), and what a pooler reads and reports (see crates/pooler).
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Store;
@@ -450,17 +449,6 @@ impl Store {
             .await?;
         }
         Ok(())
-    }
-
-    /// When the pooler serving `cluster` last reported, if one has.
-    pub async fn pooler_heartbeat(&self, cluster: &Cluster) -> Result<Option<DateTime<Utc>>> {
-        Ok(sqlx::query_scalar!(
-            "select heartbeat_at from poolers where server_host = $1 and server_port = $2",
-            cluster.host,
-            cluster.port
-        )
-        .fetch_optional(&self.pool)
-        .await?)
     }
 }
 
